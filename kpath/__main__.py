@@ -1,0 +1,3 @@
+from kpath.cli import main
+
+main()

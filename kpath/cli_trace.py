@@ -1,0 +1,203 @@
+"""CLI: live tracing (`trace`), the probe catalog (`probes`), the kernel check
+(`doctor`) and the demo workload (`demo chat`)."""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from pathlib import Path
+
+import click
+
+from kpath.console import ConsoleStatus
+from probes.catalog import CATALOG, PROFILES, UnknownProbe, select
+from probes.resolve import KernelSymbols, resolve
+from tracer.bcc_backend import BackendError, KernelFeatures, bpf_source_text
+from tracer.filters import FilterError, make_filters
+from tracer.session import TraceRequest, run_trace
+
+
+@click.command(
+    "trace",
+    context_settings={"ignore_unknown_options": False, "allow_interspersed_args": False},
+)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True, path_type=Path),
+              default=Path("trace.kpath"), show_default=True, help="Trace file to write.")
+@click.option("--pid", type=int, help="Trace this process (and the flows it touches).")
+@click.option("--comm", help="Trace tasks with this name (max 15 bytes).")
+@click.option("--port", type=int, help="Trace only segments and sockets with this TCP port.")
+@click.option("--duration", type=click.FloatRange(min=0, min_open=True),
+              help="Stop after this many seconds.")
+@click.option("--count", type=click.IntRange(min=1), help="Stop after this many events.")
+@click.option("--probes", "probes_sel", default="default", show_default=True,
+              help=f"Profile ({'|'.join(PROFILES)}) or comma-separated catalog names.")
+@click.option("--ebpf", is_flag=True, help="Print the BPF C program and exit.")
+@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors on stderr.")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+def trace_cmd(
+    output: Path,
+    pid: int | None,
+    comm: str | None,
+    port: int | None,
+    duration: float | None,
+    count: int | None,
+    probes_sel: str,
+    ebpf: bool,
+    quiet: bool,
+    command: tuple[str, ...],
+) -> None:
+    """Trace the kernel's TCP path live with kprobes (root; needs kprobes,
+    BCC and kernel headers: see `kpath doctor`, or use `kpath vm run`).
+
+    With `-- CMD ARGS...`, runs CMD and traces only its connections (both
+    ends), stopping when it exits; kpath then exits with CMD's status.
+    Ctrl-C or SIGTERM stops cleanly: the file is complete and every probe
+    is detached.
+
+    \b
+    Examples:
+      sudo kpath trace -o chat.kpath -- kpath demo chat
+      sudo kpath trace --port 8080 --duration 10 -o web.kpath
+      sudo kpath trace --comm nginx --count 5000 -o nginx.kpath
+      sudo kpath trace --probes minimal -o min.kpath -- ./client 127.0.0.1
+    """
+    if ebpf:
+        click.echo(bpf_source_text(), nl=False)
+        return
+    try:
+        filters = make_filters(pid, comm, port, bool(command))
+        profile, specs = select(probes_sel)
+    except (FilterError, UnknownProbe) as exc:
+        raise click.UsageError(str(exc)) from None
+    if not command and duration is None and count is None and not sys.stdin.isatty():
+        # Non-interactive with nothing to end the trace would run forever.
+        raise click.UsageError("give --duration, --count or a command (-- CMD) to end the trace")
+    status = ConsoleStatus(quiet=quiet)
+    req = TraceRequest(output=output, filters=filters, profile=profile, specs=specs,
+                       duration_s=duration, count=count,
+                       command=list(command) if command else None)
+    try:
+        result = run_trace(req, status)
+    except (BackendError, PermissionError, RuntimeError, OSError) as exc:
+        click.echo(f"kpath: error: {exc}", err=True)
+        sys.exit(1)
+    t = result.trailer
+    status.info(
+        f"wrote {output}: {t.events} events, {t.lost} lost, {result.attached} probes"
+        f" attached, {len(result.missing)} missing; stopped by {t.reason}"
+    )
+    if t.lost:
+        status.warn(f"{t.lost} events were lost (buffer full); they are marked in the trace")
+    if t.command_exit:
+        sys.exit(t.command_exit if 0 < t.command_exit < 256 else 1)
+
+
+@click.command("probes")
+@click.option("--profile", default=None, help="Only this profile's probes.")
+@click.option("--check", is_flag=True, help="Resolve against this kernel's /proc/kallsyms.")
+def probes_cmd(profile: str | None, check: bool) -> None:
+    """List the probe catalog: function, layer, direction, what it captures.
+
+    \b
+    Examples:
+      kpath probes
+      kpath probes --profile minimal --check
+    """
+    try:
+        _, specs = select(profile) if profile else ("all", list(CATALOG))
+    except UnknownProbe as exc:
+        raise click.UsageError(str(exc)) from None
+    states: dict[str, str] = {}
+    if check:
+        try:
+            syms = KernelSymbols.load()
+        except (OSError, PermissionError) as exc:
+            click.echo(f"kpath: error: cannot read kernel symbols: {exc}", err=True)
+            sys.exit(1)
+        for res in resolve(specs, syms):
+            states[res.spec.name] = (f"ok ({res.symbol})" if res.ok
+                                     else f"MISSING: {res.reason}: {res.detail}")
+    for spec in specs:
+        names = spec.name + (f" (alt: {', '.join(spec.alternates)})" if spec.alternates else "")
+        profiles = ",".join(p for p, members in PROFILES.items() if spec.name in members)
+        line = (f"{names:45} {spec.layer:8} {spec.direction:3} "
+                f"{'+ret' if spec.ret else '    '} [{profiles}] {spec.captures}")
+        if check:
+            line += f"\n    {states[spec.name]}"
+        click.echo(line)
+
+
+@click.command("doctor")
+def doctor_cmd() -> None:
+    """Check what live tracing needs on this machine, and say why not.
+
+    \b
+    Example:
+      sudo kpath doctor
+    """
+    release = platform.release()
+    checks: list[tuple[str, bool, str]] = []
+    checks.append(("root", os.geteuid() == 0, "live tracing needs root"))
+    kprobes = Path("/sys/bus/event_source/devices/kprobe").exists()
+    checks.append(("kprobes (CONFIG_KPROBES)", kprobes,
+                   "this kernel has no kprobe PMU: use `kpath vm run` to trace in the VM"))
+    features = KernelFeatures.detect()
+    checks.append(("bpf_get_func_ip (5.15+)", features.func_ip, f"kernel {release} is too old"))
+    checks.append(("ring buffer (5.8+)", features.ringbuf, "falls back to the perf buffer"))
+    headers = Path(f"/lib/modules/{release}/build").exists()
+    checks.append(("kernel headers", headers,
+                   f"BCC compiles against them: apt-get install linux-headers-{release}"))
+    try:
+        import bcc  # type: ignore[import-not-found]  # noqa: F401
+        has_bcc = True
+    except ImportError:
+        has_bcc = False
+    checks.append(("BCC python module", has_bcc, "apt-get install python3-bpfcc"))
+    for name, ok, why in checks:
+        click.echo(f"{'ok  ' if ok else 'FAIL'} {name}" + ("" if ok else f": {why}"))
+    if os.geteuid() == 0:
+        try:
+            syms = KernelSymbols.load()
+        except OSError as exc:
+            click.echo(f"FAIL kernel symbols: {exc}")
+            sys.exit(1)
+        missing = [r for r in resolve(CATALOG, syms) if not r.ok]
+        click.echo(f"{'ok  ' if not missing else 'note'} probes: "
+                   f"{len(CATALOG) - len(missing)} of {len(CATALOG)} resolvable")
+        for r in missing:
+            click.echo(f"     {r.spec.name}: {r.reason}: {r.detail}")
+    if not all(ok for name, ok, _ in checks if name != "ring buffer (5.8+)"):
+        sys.exit(1)
+
+
+@click.group("demo")
+def demo_group() -> None:
+    """Built-in workloads to trace."""
+
+
+@click.command("chat")
+@click.option("--port", type=click.IntRange(1, 65535), default=10086, show_default=True)
+def demo_chat_cmd(port: int) -> None:
+    """The seeds' hello/hi chat on 127.0.0.1: the server sends a welcome, the
+    client sends "hi", the server answers "hi", the client sends "quit".
+
+    \b
+    Example:
+      sudo kpath trace -o chat.kpath -- kpath demo chat
+    """
+    from vm.chat import run_chat
+
+    try:
+        result = run_chat(port)
+    except (OSError, RuntimeError) as exc:
+        click.echo(f"kpath demo chat: error: {exc}", err=True)
+        sys.exit(1)
+    for line in result.transcript:
+        click.echo(line)
+    if result.server_exit:
+        click.echo(f"kpath demo chat: server exited with {result.server_exit}", err=True)
+        sys.exit(1)
+
+
+demo_group.add_command(demo_chat_cmd)

@@ -1,0 +1,93 @@
+"""Status output on stderr: messages, progress tickers, the live event counter.
+
+On a terminal the counter redraws one line; elsewhere (CI logs, the VM's
+serial console) it prints a line every few seconds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from typing import TextIO
+
+
+class ConsoleStatus:
+    TICK_S = 5.0
+
+    def __init__(self, stream: TextIO | None = None, quiet: bool = False) -> None:
+        self.stream = stream or sys.stderr
+        self.quiet = quiet
+        self.tty = self.stream.isatty()
+        self._last_counter = 0.0
+        self._counter_shown = False
+
+    def _line(self, text: str) -> None:
+        if self._counter_shown and self.tty:
+            self.stream.write("\r\033[K")
+            self._counter_shown = False
+        self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def info(self, msg: str) -> None:
+        if not self.quiet:
+            self._line(f"kpath: {msg}")
+
+    def warn(self, msg: str) -> None:
+        self._line(f"kpath: warning: {msg}")
+
+    @contextlib.contextmanager
+    def ticker(self, label: str) -> Iterator[None]:
+        """Shows elapsed seconds while a long step runs."""
+        start = time.monotonic()
+        done = threading.Event()
+
+        def tick() -> None:
+            while not done.wait(1.0 if self.tty else self.TICK_S):
+                elapsed = time.monotonic() - start
+                if self.tty:
+                    self.stream.write(f"\rkpath: {label} ... {elapsed:.0f} s")
+                else:
+                    self.stream.write(f"kpath: {label} ... {elapsed:.0f} s\n")
+                self.stream.flush()
+
+        if not self.quiet:
+            self.stream.write(f"kpath: {label} ...{'' if self.tty else chr(10)}")
+            self.stream.flush()
+        thread = threading.Thread(target=tick, daemon=True)
+        if not self.quiet:
+            thread.start()
+        try:
+            yield
+        finally:
+            done.set()
+            if thread.is_alive():
+                thread.join()
+            if not self.quiet:
+                elapsed = time.monotonic() - start
+                end = "\r\033[K" if self.tty else ""
+                self.stream.write(f"{end}kpath: {label}: done in {elapsed:.1f} s\n")
+                self.stream.flush()
+
+    def counter(self, events: int, lost: int, elapsed_s: float) -> None:
+        if self.quiet:
+            return
+        now = time.monotonic()
+        interval = 0.25 if self.tty else self.TICK_S
+        if now - self._last_counter < interval:
+            return
+        self._last_counter = now
+        text = f"kpath: {events} events, {lost} lost, {elapsed_s:.1f} s"
+        if self.tty:
+            self.stream.write("\r\033[K" + text)
+            self._counter_shown = True
+        else:
+            self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def counter_done(self) -> None:
+        if self._counter_shown and self.tty:
+            self.stream.write("\n")
+            self._counter_shown = False

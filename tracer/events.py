@@ -1,0 +1,138 @@
+"""The one definition of a kpath event record.
+
+Every stage speaks this type: the backend produces it, the trace file stores
+it (see docs/trace-format.md), the timeline and the renderers consume it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from enum import StrEnum
+from typing import Any
+
+
+class Kind(StrEnum):
+    ENTRY = "entry"
+    RETURN = "return"
+
+
+class Context(StrEnum):
+    """Execution context the probe fired in."""
+
+    TASK = "task"  # process context (syscall path of a user task)
+    SOFTIRQ = "softirq"  # softirq run on irq exit or on local_bh_enable
+    KSOFTIRQD = "ksoftirqd"  # softirq deferred to the per-CPU ksoftirqd thread
+    HARDIRQ = "hardirq"
+
+
+# Linux softirq vector numbers (include/linux/interrupt.h), stable since 2.6.
+SOFTIRQ_NAMES = (
+    "HI", "TIMER", "NET_TX", "NET_RX", "BLOCK", "IRQ_POLL", "TASKLET", "SCHED", "HRTIMER", "RCU",
+)
+
+# TCP header flag bits, as on the wire.
+TCP_FLAG_BITS = (
+    (0x01, "FIN"), (0x02, "SYN"), (0x04, "RST"), (0x08, "PSH"),
+    (0x10, "ACK"), (0x20, "URG"), (0x40, "ECE"), (0x80, "CWR"),
+)
+
+
+def tcp_flag_names(flags: int | None) -> str:
+    """'SYN|ACK' style text for a flags byte; '' when unknown or none set."""
+    if not flags:
+        return ""
+    return "|".join(name for bit, name in TCP_FLAG_BITS if flags & bit)
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    addr: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.addr}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One probe hit.
+
+    Optional fields are None when the probe could not know them (no socket,
+    no skb, not a return probe). Addresses are kernel pointers as ints.
+    """
+
+    ts_ns: int  # CLOCK_MONOTONIC, as bpf_ktime_get_ns()
+    cpu: int
+    tgid: int
+    tid: int
+    comm: str
+    probe: str  # catalog name of the probed function
+    kind: Kind
+    ctx: Context
+    softirq: str | None = None  # vector name when ctx is softirq/ksoftirqd
+    sk: int = 0
+    skb: int = 0
+    netns: int = 0
+    saddr: str | None = None  # source/destination as the probe saw them:
+    sport: int | None = None  # local/remote for socket probes, header
+    daddr: str | None = None  # fields for packet probes
+    dport: int | None = None
+    seq: int | None = None
+    end_seq: int | None = None
+    ack: int | None = None
+    tcp_flags: int | None = None
+    length: int | None = None  # payload bytes, syscall size or bytes copied
+    ret: int | None = None  # return value of return probes
+
+    @property
+    def src(self) -> Endpoint | None:
+        if self.saddr is None or self.sport is None:
+            return None
+        return Endpoint(self.saddr, self.sport)
+
+    @property
+    def dst(self) -> Endpoint | None:
+        if self.daddr is None or self.dport is None:
+            return None
+        return Endpoint(self.daddr, self.dport)
+
+    @property
+    def flags_text(self) -> str:
+        return tcp_flag_names(self.tcp_flags)
+
+    def to_record(self) -> dict[str, Any]:
+        """Compact mapping for the trace file: None and zero pointers dropped."""
+        out: dict[str, Any] = {}
+        for key, value in asdict(self).items():
+            if value is None or (key in _ZERO_OMITTED and value == 0):
+                continue
+            out[key] = str(value) if key in ("kind", "ctx") else value
+        return out
+
+    @classmethod
+    def from_record(cls, rec: dict[str, Any]) -> Event:
+        unknown = set(rec) - _FIELD_NAMES
+        if unknown:
+            raise ValueError(f"unknown event field(s): {', '.join(sorted(unknown))}")
+        missing = _REQUIRED - set(rec)
+        if missing:
+            raise ValueError(f"event lacks field(s): {', '.join(sorted(missing))}")
+        data = dict(rec)
+        try:
+            data["kind"] = Kind(rec["kind"])
+            data["ctx"] = Context(rec["ctx"])
+        except ValueError as exc:
+            raise ValueError(str(exc)) from None
+        for key in _INT_FIELDS & set(rec):
+            if not isinstance(rec[key], int) or isinstance(rec[key], bool):
+                raise ValueError(f"event field {key!r} must be an integer, got {rec[key]!r}")
+        return cls(**data)
+
+
+_FIELD_NAMES = {f.name for f in fields(Event)}
+_REQUIRED = {"ts_ns", "cpu", "tgid", "tid", "comm", "probe", "kind", "ctx"}
+_ZERO_OMITTED = {"sk", "skb", "netns"}
+_INT_FIELDS = {
+    "ts_ns", "cpu", "tgid", "tid", "sk", "skb", "netns", "sport", "dport",
+    "seq", "end_seq", "ack", "tcp_flags", "length", "ret",
+}

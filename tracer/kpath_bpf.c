@@ -1,0 +1,594 @@
+// kpath BPF program, compiled by BCC (tracer/bcc_backend.py loads it).
+//
+// One routine per capture kind (probes/catalog.py: Capture). A routine is
+// attached to every function of its kind; bpf_get_func_ip() tells which one
+// fired, and user space maps that address back to the probe.
+//
+// Configuration comes only through maps (config, traced_pids): user input
+// is never pasted into this text. Compile-time switches are -D numbers set
+// by the loader from the kernel's capabilities.
+
+#include <uapi/linux/ptrace.h>
+#include <linux/sched.h>
+#include <linux/fdtable.h>
+#include <linux/net.h>
+#include <linux/skbuff.h>
+#include <linux/ip.h>
+#include <linux/tcp.h>
+#include <net/sock.h>
+#include <net/inet_sock.h>
+#include <net/request_sock.h>
+#include <net/tcp.h>
+
+#ifndef KPATH_RINGBUF
+#define KPATH_RINGBUF 1
+#endif
+#ifndef KPATH_RINGBUF_PAGES
+#define KPATH_RINGBUF_PAGES 512
+#endif
+
+#define KIND_ENTRY 0
+#define KIND_RETURN 1
+
+#define CTX_TASK 0
+#define CTX_SOFTIRQ 1
+#define CTX_HARDIRQ 2
+
+// Which optional fields of an event are valid.
+#define HAS_TUPLE 0x01
+#define HAS_SEQ 0x02
+#define HAS_LEN 0x04
+#define HAS_RET 0x08
+#define HAS_ACK 0x10
+#define HAS_FLAGS 0x20
+#define HAS_ARG3 0x40
+
+#define TCPF_FIN 0x01
+#define TCPF_SYN 0x02
+#define TCPF_ACK 0x10
+
+struct kp_event {
+    u64 ts;
+    u64 ip;
+    u64 sk;
+    u64 skb;
+    s64 ret;
+    u64 arg3;
+    u32 tgid;
+    u32 tid;
+    u32 cpu;
+    u32 netns;
+    u32 saddr;  // network byte order
+    u32 daddr;
+    u32 seq;
+    u32 end_seq;
+    u32 ack;
+    u32 length;
+    u16 sport;  // host byte order
+    u16 dport;
+    u8 kind;
+    u8 ctx;
+    u8 vec;
+    u8 tcp_flags;
+    u8 has;
+    u8 pad[7];
+    char comm[TASK_COMM_LEN];
+};
+
+struct kp_config {
+    u32 tgid;         // trace this process (0: no pid filter)
+    u32 use_pid_map;  // trace processes in traced_pids (kpath trace -- CMD)
+    u32 port;         // 0: any port
+    u32 comm_set;
+    char comm[TASK_COMM_LEN];
+};
+
+struct flow_key {
+    u32 netns;
+    u32 addr_lo;
+    u32 addr_hi;
+    u16 port_lo;
+    u16 port_hi;
+};
+
+struct irq_state {
+    u32 hardirq;      // nesting depth of irq handlers
+    u32 softirq_vec;  // vector + 1 while a softirq runs, else 0
+};
+
+struct ret_key {
+    u32 tid;
+    u32 pad;
+    u64 ip;
+};
+
+#if KPATH_RINGBUF
+BPF_RINGBUF_OUTPUT(events, KPATH_RINGBUF_PAGES);
+#else
+BPF_PERF_OUTPUT(events);
+#endif
+
+BPF_ARRAY(config, struct kp_config, 1);
+BPF_HASH(traced_pids, u32, u8, 4096);
+BPF_HASH(traced_flows, struct flow_key, u8, 16384);
+BPF_PERCPU_ARRAY(irq_state, struct irq_state, 1);
+BPF_HASH(lost_by_ip, u64, u64, 1024);
+// Entries that passed the filter, value = sk. LRU: entries of functions
+// without a return probe are never looked up and age out.
+BPF_TABLE("lru_hash", struct ret_key, u64, pending_ret, 16384);
+BPF_PERCPU_ARRAY(scratch, struct kp_event, 1);
+
+// ---- execution context, from the irq tracepoints ----
+
+TRACEPOINT_PROBE(irq, softirq_entry) {
+    u32 zero = 0;
+    struct irq_state *st = irq_state.lookup(&zero);
+    if (st)
+        st->softirq_vec = args->vec + 1;
+    return 0;
+}
+
+TRACEPOINT_PROBE(irq, softirq_exit) {
+    u32 zero = 0;
+    struct irq_state *st = irq_state.lookup(&zero);
+    if (st)
+        st->softirq_vec = 0;
+    return 0;
+}
+
+TRACEPOINT_PROBE(irq, irq_handler_entry) {
+    u32 zero = 0;
+    struct irq_state *st = irq_state.lookup(&zero);
+    if (st)
+        st->hardirq += 1;
+    return 0;
+}
+
+TRACEPOINT_PROBE(irq, irq_handler_exit) {
+    u32 zero = 0;
+    struct irq_state *st = irq_state.lookup(&zero);
+    if (st && st->hardirq > 0)
+        st->hardirq -= 1;
+    return 0;
+}
+
+// Children of a traced command are traced too.
+TRACEPOINT_PROBE(sched, sched_process_fork) {
+    u32 parent = args->parent_pid;
+    u32 child = args->child_pid;
+    u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    if (traced_pids.lookup(&parent) || traced_pids.lookup(&tgid)) {
+        u8 one = 1;
+        traced_pids.update(&child, &one);
+    }
+    return 0;
+}
+
+// ---- helpers ----
+
+static __always_inline u64 probe_ip(struct pt_regs *ctx) {
+    return bpf_get_func_ip(ctx);
+}
+
+static __always_inline struct kp_event *event_start(struct pt_regs *ctx, u8 kind) {
+    u32 zero = 0;
+    struct kp_event *e = scratch.lookup(&zero);
+    if (!e)
+        return 0;
+    __builtin_memset(e, 0, sizeof(*e));
+    u64 id = bpf_get_current_pid_tgid();
+    e->ts = bpf_ktime_get_ns();
+    e->ip = probe_ip(ctx);
+    e->tgid = id >> 32;
+    e->tid = (u32)id;
+    e->cpu = bpf_get_smp_processor_id();
+    e->kind = kind;
+    bpf_get_current_comm(&e->comm, sizeof(e->comm));
+    struct irq_state *st = irq_state.lookup(&zero);
+    if (st) {
+        if (st->hardirq)
+            e->ctx = CTX_HARDIRQ;
+        else if (st->softirq_vec) {
+            e->ctx = CTX_SOFTIRQ;
+            e->vec = st->softirq_vec - 1;
+        }
+    }
+    return e;
+}
+
+static __always_inline void read_netns(struct net *net, struct kp_event *e) {
+    if (net)
+        bpf_probe_read_kernel(&e->netns, sizeof(e->netns), &net->ns.inum);
+}
+
+// Flow from a socket (or request sock): local endpoint as source.
+static __always_inline int read_sock_common(struct sock_common *skc, struct kp_event *e) {
+    u16 family = 0;
+    bpf_probe_read_kernel(&family, sizeof(family), &skc->skc_family);
+    if (family != AF_INET)
+        return 0;
+    u16 dport = 0;
+    struct net *net = 0;
+    bpf_probe_read_kernel(&e->saddr, sizeof(e->saddr), &skc->skc_rcv_saddr);
+    bpf_probe_read_kernel(&e->daddr, sizeof(e->daddr), &skc->skc_daddr);
+    bpf_probe_read_kernel(&e->sport, sizeof(e->sport), &skc->skc_num);
+    bpf_probe_read_kernel(&dport, sizeof(dport), &skc->skc_dport);
+    e->dport = ntohs(dport);
+    bpf_probe_read_kernel(&net, sizeof(net), &skc->skc_net.net);
+    read_netns(net, e);
+    e->has |= HAS_TUPLE;
+    return 1;
+}
+
+static __always_inline int read_sock(struct sock *sk, struct kp_event *e) {
+    e->sk = (u64)sk;
+    if (!sk)
+        return 0;
+    return read_sock_common(&sk->__sk_common, e);
+}
+
+static __always_inline int sock_is_tcp(struct sock *sk) {
+    u16 proto = 0;
+    bpf_probe_read_kernel(&proto, sizeof(proto), &sk->sk_protocol);
+    return proto == IPPROTO_TCP;
+}
+
+// IPv4 + TCP headers located by skb->network_header.
+static __always_inline int read_skb_l3(struct sk_buff *skb, struct kp_event *e) {
+    unsigned char *head = 0;
+    u16 nh = 0;
+    bpf_probe_read_kernel(&head, sizeof(head), &skb->head);
+    bpf_probe_read_kernel(&nh, sizeof(nh), &skb->network_header);
+    if (nh == (u16)~0U)
+        return 0;
+    struct iphdr iph = {};
+    bpf_probe_read_kernel(&iph, sizeof(iph), head + nh);
+    if (iph.version != 4 || iph.protocol != IPPROTO_TCP)
+        return 0;
+    u32 ihl = iph.ihl * 4;
+    struct tcphdr th = {};
+    bpf_probe_read_kernel(&th, sizeof(th), head + nh + ihl);
+    u8 flags = ((u8 *)&th)[13];
+    u32 payload = ntohs(iph.tot_len) - ihl - th.doff * 4;
+    e->saddr = iph.saddr;
+    e->daddr = iph.daddr;
+    e->sport = ntohs(th.source);
+    e->dport = ntohs(th.dest);
+    e->seq = ntohl(th.seq);
+    e->ack = ntohl(th.ack_seq);
+    e->tcp_flags = flags;
+    e->length = payload;
+    e->end_seq = e->seq + payload + ((flags & TCPF_SYN) ? 1 : 0) + ((flags & TCPF_FIN) ? 1 : 0);
+    e->has |= HAS_TUPLE | HAS_SEQ | HAS_LEN | HAS_FLAGS | ((flags & TCPF_ACK) ? HAS_ACK : 0);
+    return 1;
+}
+
+// TCP header located by skb->transport_header (IP header not built yet).
+static __always_inline int read_skb_l4(struct sk_buff *skb, struct kp_event *e) {
+    unsigned char *head = 0;
+    u16 th_off = 0;
+    u32 len = 0;
+    bpf_probe_read_kernel(&head, sizeof(head), &skb->head);
+    bpf_probe_read_kernel(&th_off, sizeof(th_off), &skb->transport_header);
+    bpf_probe_read_kernel(&len, sizeof(len), &skb->len);
+    if (th_off == (u16)~0U)
+        return 0;
+    struct tcphdr th = {};
+    bpf_probe_read_kernel(&th, sizeof(th), head + th_off);
+    u8 flags = ((u8 *)&th)[13];
+    u32 payload = len - th.doff * 4;
+    e->seq = ntohl(th.seq);
+    e->ack = ntohl(th.ack_seq);
+    e->tcp_flags = flags;
+    e->length = payload;
+    e->end_seq = e->seq + payload + ((flags & TCPF_SYN) ? 1 : 0) + ((flags & TCPF_FIN) ? 1 : 0);
+    e->has |= HAS_SEQ | HAS_LEN | HAS_FLAGS | ((flags & TCPF_ACK) ? HAS_ACK : 0);
+    return 1;
+}
+
+// ---- filtering ----
+
+static __always_inline struct flow_key make_flow_key(struct kp_event *e) {
+    struct flow_key k = {};
+    k.netns = e->netns;
+    // Order the endpoints so both directions give one key.
+    if (e->saddr < e->daddr || (e->saddr == e->daddr && e->sport <= e->dport)) {
+        k.addr_lo = e->saddr;
+        k.port_lo = e->sport;
+        k.addr_hi = e->daddr;
+        k.port_hi = e->dport;
+    } else {
+        k.addr_lo = e->daddr;
+        k.port_lo = e->dport;
+        k.addr_hi = e->saddr;
+        k.port_hi = e->sport;
+    }
+    return k;
+}
+
+static __always_inline int task_filter_set(struct kp_config *c) {
+    return c->tgid || c->use_pid_map || c->comm_set;
+}
+
+static __always_inline int task_matches(struct kp_config *c, struct kp_event *e) {
+    if (e->ctx != CTX_TASK)
+        return 0;
+    if (c->tgid && e->tgid != c->tgid)
+        return 0;
+    if (c->use_pid_map && !traced_pids.lookup(&e->tgid))
+        return 0;
+    if (c->comm_set) {
+#pragma unroll
+        for (int i = 0; i < TASK_COMM_LEN; i++) {
+            if (e->comm[i] != c->comm[i])
+                return 0;
+            if (c->comm[i] == 0)
+                break;
+        }
+    }
+    return 1;
+}
+
+// Decide whether an event is kept. A task filter marks the flows its tasks
+// touch, so the same flow's softirq and peer events are kept too.
+static __always_inline int keep_event(struct kp_event *e) {
+    u32 zero = 0;
+    struct kp_config *c = config.lookup(&zero);
+    if (!c)
+        return 0;
+    int has_tuple = e->has & HAS_TUPLE;
+    if (c->port) {
+        if (!has_tuple || (e->sport != c->port && e->dport != c->port))
+            return 0;
+    }
+    if (!task_filter_set(c))
+        return 1;
+    if (task_matches(c, e)) {
+        if (has_tuple) {
+            struct flow_key k = make_flow_key(e);
+            u8 one = 1;
+            traced_flows.update(&k, &one);
+        }
+        return 1;
+    }
+    if (has_tuple) {
+        struct flow_key k = make_flow_key(e);
+        if (traced_flows.lookup(&k))
+            return 1;
+    }
+    return 0;
+}
+
+static __always_inline int emit(struct pt_regs *ctx, struct kp_event *e) {
+#if KPATH_RINGBUF
+    int err = events.ringbuf_output(e, sizeof(*e), 0);
+#else
+    int err = events.perf_submit(ctx, e, sizeof(*e));
+#endif
+    if (err) {
+        // Ring buffers report no loss themselves: count it per probe.
+        u64 zero64 = 0;
+        u64 *n = lost_by_ip.lookup_or_try_init(&e->ip, &zero64);
+        if (n)
+            __sync_fetch_and_add(n, 1);
+    }
+    return 0;
+}
+
+static __always_inline int submit(struct pt_regs *ctx, struct kp_event *e) {
+    if (!keep_event(e))
+        return 0;
+    // Remember kept entries so the matching return is kept: the return
+    // probe cannot see the arguments any more.
+    struct ret_key rk = {.tid = e->tid, .ip = e->ip};
+    u64 sk = e->sk;
+    pending_ret.update(&rk, &sk);
+    return emit(ctx, e);
+}
+
+// ---- capture routines, one per probes.catalog.Capture ----
+
+// (int fd, void __user *buf, size_t len, ...): the socket behind the fd.
+int kp_syscall_fd(struct pt_regs *ctx) {
+    struct kp_event *e = event_start(ctx, KIND_ENTRY);
+    if (!e)
+        return 0;
+    int fd = (int)PT_REGS_PARM1(ctx);
+    e->arg3 = PT_REGS_PARM3(ctx);
+    e->has |= HAS_ARG3;
+    struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+    struct files_struct *files = 0;
+    struct fdtable *fdt = 0;
+    struct file **fds = 0;
+    struct file *file = 0;
+    struct socket *sock = 0;
+    struct file *back = 0;
+    struct sock *sk = 0;
+    unsigned int max_fds = 0;
+    short type = 0;
+    bpf_probe_read_kernel(&files, sizeof(files), &task->files);
+    if (!files || fd < 0)
+        return 0;
+    bpf_probe_read_kernel(&fdt, sizeof(fdt), &files->fdt);
+    bpf_probe_read_kernel(&max_fds, sizeof(max_fds), &fdt->max_fds);
+    if ((unsigned int)fd >= max_fds)
+        return 0;
+    bpf_probe_read_kernel(&fds, sizeof(fds), &fdt->fd);
+    bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]);
+    if (!file)
+        return 0;
+    bpf_probe_read_kernel(&sock, sizeof(sock), &file->private_data);
+    if (!sock)
+        return 0;
+    // A socket points back at its file; anything else behind the fd does not.
+    bpf_probe_read_kernel(&back, sizeof(back), &sock->file);
+    if (back != file)
+        return 0;
+    bpf_probe_read_kernel(&type, sizeof(type), &sock->type);
+    bpf_probe_read_kernel(&sk, sizeof(sk), &sock->sk);
+    if (type != SOCK_STREAM || !sk || !sock_is_tcp(sk))
+        return 0;
+    if (!read_sock(sk, e))
+        return 0;
+    return submit(ctx, e);
+}
+
+// (struct socket *sock, ...)
+int kp_socket(struct pt_regs *ctx) {
+    struct kp_event *e = event_start(ctx, KIND_ENTRY);
+    if (!e)
+        return 0;
+    struct socket *sock = (struct socket *)PT_REGS_PARM1(ctx);
+    struct sock *sk = 0;
+    short type = 0;
+    bpf_probe_read_kernel(&type, sizeof(type), &sock->type);
+    bpf_probe_read_kernel(&sk, sizeof(sk), &sock->sk);
+    if (type != SOCK_STREAM || !sk || !sock_is_tcp(sk))
+        return 0;
+    if (!read_sock(sk, e))
+        return 0;
+    return submit(ctx, e);
+}
+
+// (struct sock *sk, ...): TCP functions; arg3 is a length for some of them.
+int kp_sock(struct pt_regs *ctx) {
+    struct kp_event *e = event_start(ctx, KIND_ENTRY);
+    if (!e)
+        return 0;
+    struct sock *sk = (struct sock *)PT_REGS_PARM1(ctx);
+    e->arg3 = PT_REGS_PARM3(ctx);
+    e->has |= HAS_ARG3;
+    if (!read_sock(sk, e))
+        return 0;
+    return submit(ctx, e);
+}
+
+// __tcp_transmit_skb(sk, skb, clone_it, gfp, rcv_nxt): the TCP header is not
+// built yet, so seq/flags come from TCP_SKB_CB and the ack from rcv_nxt.
+int kp_sock_skb_cb(struct pt_regs *ctx) {
+    struct kp_event *e = event_start(ctx, KIND_ENTRY);
+    if (!e)
+        return 0;
+    struct sock *sk = (struct sock *)PT_REGS_PARM1(ctx);
+    struct sk_buff *skb = (struct sk_buff *)PT_REGS_PARM2(ctx);
+    if (!read_sock(sk, e))
+        return 0;
+    e->skb = (u64)skb;
+    struct tcp_skb_cb *tcb = (struct tcp_skb_cb *)&skb->cb[0];
+    u8 flags = 0;
+    bpf_probe_read_kernel(&e->seq, sizeof(e->seq), &tcb->seq);
+    bpf_probe_read_kernel(&e->end_seq, sizeof(e->end_seq), &tcb->end_seq);
+    bpf_probe_read_kernel(&flags, sizeof(flags), &tcb->tcp_flags);
+    e->tcp_flags = flags;
+    e->length = e->end_seq - e->seq - ((flags & TCPF_SYN) ? 1 : 0) - ((flags & TCPF_FIN) ? 1 : 0);
+    e->has |= HAS_SEQ | HAS_LEN | HAS_FLAGS;
+    if (flags & TCPF_ACK) {
+        e->ack = (u32)PT_REGS_PARM5(ctx);
+        e->has |= HAS_ACK;
+    }
+    return submit(ctx, e);
+}
+
+// (sk, skb, ...) below TCP on transmit: TCP header built, IP header not yet.
+int kp_sock_skb_l4(struct pt_regs *ctx) {
+    struct kp_event *e = event_start(ctx, KIND_ENTRY);
+    if (!e)
+        return 0;
+    struct sock *sk = (struct sock *)PT_REGS_PARM1(ctx);
+    struct sk_buff *skb = (struct sk_buff *)PT_REGS_PARM2(ctx);
+    if (!read_sock(sk, e) || !sock_is_tcp(sk))
+        return 0;
+    e->skb = (u64)skb;
+    if (!read_skb_l4(skb, e))
+        return 0;
+    return submit(ctx, e);
+}
+
+// (struct sk_buff *skb, ...) where the IPv4 header is in place.
+int kp_skb_l3(struct pt_regs *ctx) {
+    struct kp_event *e = event_start(ctx, KIND_ENTRY);
+    if (!e)
+        return 0;
+    struct sk_buff *skb = (struct sk_buff *)PT_REGS_PARM1(ctx);
+    e->skb = (u64)skb;
+    if (!read_skb_l3(skb, e))
+        return 0;
+    struct sock *sk = 0;
+    struct net_device *dev = 0;
+    bpf_probe_read_kernel(&sk, sizeof(sk), &skb->sk);
+    e->sk = (u64)sk;
+    bpf_probe_read_kernel(&dev, sizeof(dev), &skb->dev);
+    if (dev) {
+        struct net *net = 0;
+        bpf_probe_read_kernel(&net, sizeof(net), &dev->nd_net.net);
+        read_netns(net, e);
+    }
+    return submit(ctx, e);
+}
+
+// tcp_v4_send_synack(sk, dst, fl, req, foc, type, syn_skb): the SYN-ACK is
+// built from the request sock and never passes __tcp_transmit_skb.
+int kp_synack_req(struct pt_regs *ctx) {
+    struct kp_event *e = event_start(ctx, KIND_ENTRY);
+    if (!e)
+        return 0;
+    struct sock *sk = (struct sock *)PT_REGS_PARM1(ctx);
+    struct request_sock *req = (struct request_sock *)PT_REGS_PARM4(ctx);
+    e->sk = (u64)sk;
+    if (!req || !read_sock_common(&req->__req_common, e))
+        return 0;
+    struct tcp_request_sock *treq = (struct tcp_request_sock *)req;
+    u32 snt_isn = 0, rcv_isn = 0;
+    bpf_probe_read_kernel(&snt_isn, sizeof(snt_isn), &treq->snt_isn);
+    bpf_probe_read_kernel(&rcv_isn, sizeof(rcv_isn), &treq->rcv_isn);
+    e->seq = snt_isn;
+    e->end_seq = snt_isn + 1;
+    e->ack = rcv_isn + 1;
+    e->tcp_flags = TCPF_SYN | TCPF_ACK;
+    e->length = 0;
+    e->has |= HAS_SEQ | HAS_ACK | HAS_FLAGS | HAS_LEN;
+    return submit(ctx, e);
+}
+
+// __skb_datagram_iter(skb, offset, to, len, ...): the copy to user space.
+int kp_datagram_iter(struct pt_regs *ctx) {
+    struct kp_event *e = event_start(ctx, KIND_ENTRY);
+    if (!e)
+        return 0;
+    struct sk_buff *skb = (struct sk_buff *)PT_REGS_PARM1(ctx);
+    int offset = (int)PT_REGS_PARM2(ctx);
+    int len = (int)PT_REGS_PARM4(ctx);
+    struct sock *sk = 0;
+    bpf_probe_read_kernel(&sk, sizeof(sk), &skb->sk);
+    if (!sk || !sock_is_tcp(sk) || !read_sock(sk, e))
+        return 0;
+    e->skb = (u64)skb;
+    // Received skbs carry their start sequence in TCP_SKB_CB (tcp_v4_fill_cb).
+    struct tcp_skb_cb *tcb = (struct tcp_skb_cb *)&skb->cb[0];
+    u32 seq = 0;
+    bpf_probe_read_kernel(&seq, sizeof(seq), &tcb->seq);
+    e->seq = seq + offset;
+    e->end_seq = e->seq + len;
+    e->length = len;
+    e->has |= HAS_SEQ | HAS_LEN;
+    return submit(ctx, e);
+}
+
+// Return probe shared by all functions: kept only if its entry was kept.
+int kp_return(struct pt_regs *ctx) {
+    struct kp_event *e = event_start(ctx, KIND_RETURN);
+    if (!e)
+        return 0;
+    struct ret_key rk = {.tid = e->tid, .ip = e->ip};
+    u64 *skp = pending_ret.lookup(&rk);
+    if (!skp)
+        return 0;
+    struct sock *sk = (struct sock *)*skp;
+    pending_ret.delete(&rk);
+    e->ret = PT_REGS_RC(ctx);
+    e->has |= HAS_RET;
+    if (sk)
+        read_sock(sk, e);
+    // The entry already passed the filter.
+    return emit(ctx, e);
+}

@@ -1,0 +1,1 @@
+"""kpath tracer stage."""

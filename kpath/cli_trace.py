@@ -149,7 +149,7 @@ def doctor_cmd() -> None:
     checks.append(("kernel headers", headers,
                    f"BCC compiles against them: apt-get install linux-headers-{release}"))
     try:
-        import bcc  # type: ignore[import-not-found]  # noqa: F401
+        import bcc  # noqa: F401
         has_bcc = True
     except ImportError:
         has_bcc = False

@@ -170,7 +170,7 @@ def decode(raw: RawEvent, amap: AddressMap) -> Event | None:
 
 def _import_bcc() -> Any:
     try:
-        import bcc  # type: ignore[import-not-found]
+        import bcc
     except ImportError:
         raise BackendError(
             "BCC's Python module is not installed: apt-get install python3-bpfcc "

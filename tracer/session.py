@@ -63,15 +63,16 @@ def probe_statuses(
     out: list[ProbeStatus] = []
     for res in resolved:
         spec = res.spec
-        base = {"name": spec.name, "layer": str(spec.layer), "direction": str(spec.direction)}
+        st = ProbeStatus(spec.name, str(spec.layer), str(spec.direction), attached=False)
         if res.ok and spec.name not in failed:
-            kinds = ["entry", "return"] if spec.ret else ["entry"]
-            out.append(ProbeStatus(**base, attached=True, kinds=kinds, symbol=res.symbol))
+            st.attached = True
+            st.kinds = ["entry", "return"] if spec.ret else ["entry"]
+            st.symbol = res.symbol
         elif res.ok:
-            out.append(ProbeStatus(**base, attached=False, symbol=res.symbol, reason="failed",
-                                   detail=failed[spec.name]))
+            st.symbol, st.reason, st.detail = res.symbol, "failed", failed[spec.name]
         else:
-            out.append(ProbeStatus(**base, attached=False, reason=res.reason, detail=res.detail))
+            st.reason, st.detail = res.reason, res.detail
+        out.append(st)
     return out
 
 

@@ -240,10 +240,9 @@ def parse_trace(text: str, name: str = "<trace>") -> Trace:
                 raise TraceFormatError(f"{name}:{lineno}: unknown record type {kind!r}")
         except (TypeError, ValueError) as exc:
             raise TraceFormatError(f"{name}:{lineno}: bad {kind} record: {exc}") from None
-    if trailer is None and cut_short is None:
-        cut_short = "no trailer: the tracer stopped before closing the file"
-    elif trailer is None:
-        cut_short += "; no trailer: the tracer stopped before closing the file"
+    if trailer is None:
+        no_trailer = "no trailer: the tracer stopped before closing the file"
+        cut_short = f"{cut_short}; {no_trailer}" if cut_short else no_trailer
     return Trace(header, events, lost, trailer, path=name, cut_short=cut_short)
 
 

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs everything kpath needs on a Debian 12 machine (as root) and
+# creates .venv: Debian's python3 with system site packages, so that the
+# venv sees Debian's BCC module (python3-bpfcc). Never `pip install bcc`:
+# that PyPI name is an unrelated package.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(python3 python3-venv python3-pip python3-bpfcc graphviz qemu-system-x86
+              mmdebstrap e2fsprogs)
+
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" \
+        || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+    if [[ $EUID -ne 0 ]]; then
+        echo "setup: need root to install: ${missing[*]}" >&2
+        exit 1
+    fi
+    echo "setup: apt-get install ${missing[*]}" >&2
+    apt-get update -q
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+if [[ ! -x .venv/bin/python ]]; then
+    echo "setup: creating .venv (Debian python3 + system site packages)" >&2
+    /usr/bin/python3 -m venv --system-site-packages .venv
+fi
+stamp=.venv/.kpath-installed
+if [[ ! -f $stamp || pyproject.toml -nt $stamp ]]; then
+    echo "setup: pip install -e .[dev]" >&2
+    .venv/bin/pip install -q --disable-pip-version-check -e '.[dev]'
+    touch "$stamp"
+fi
+echo "setup: ready (.venv/bin/kpath)" >&2

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Sets everything up and runs the whole test suite: lint, types, unit,
+# replay and the VM tests (which build the cached validation image and boot
+# it under QEMU). This is what CI runs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+echo "== ruff" >&2
+.venv/bin/ruff check .
+echo "== mypy" >&2
+.venv/bin/mypy
+echo "== pytest (unit, replay, vm)" >&2
+KPATH_REQUIRE_VM=1 .venv/bin/pytest -v -rs "$@"

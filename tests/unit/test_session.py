@@ -1,0 +1,85 @@
+"""Live-trace orchestration pieces that run without kprobes: the command gate,
+probe status reporting, and the trace CLI's input checks."""
+
+from __future__ import annotations
+
+import time
+
+from click.testing import CliRunner
+
+from kpath.cli import cli
+from probes.catalog import BY_NAME
+from probes.resolve import Resolved
+from tracer.session import _Command, probe_statuses
+
+
+def _wait(cmd: _Command, limit: float = 10) -> int:
+    deadline = time.monotonic() + limit
+    while not cmd.poll():
+        assert time.monotonic() < deadline, "command did not exit"
+        time.sleep(0.01)
+    assert cmd.exit_code is not None
+    return cmd.exit_code
+
+
+def test_command_waits_at_the_gate_then_runs(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    marker = tmp_path / "ran"
+    cmd = _Command(["sh", "-c", f"touch {marker}; exit 3"])
+    time.sleep(0.2)
+    assert not marker.exists(), "command ran before its pid was registered"
+    cmd.release()
+    assert _wait(cmd) == 3 and marker.exists()
+
+
+def test_missing_command_exits_127() -> None:
+    cmd = _Command(["/nonexistent/kpath-no-such-program"])
+    cmd.release()
+    assert _wait(cmd) == 127
+
+
+def test_stop_terminates_a_running_command() -> None:
+    cmd = _Command(["sleep", "30"])
+    cmd.release()
+    start = time.monotonic()
+    cmd.stop()
+    assert cmd.exit_code is not None and cmd.exit_code < 0
+    assert time.monotonic() - start < 5
+
+
+def test_probe_statuses_keep_every_requested_probe() -> None:
+    resolved = [
+        Resolved(BY_NAME["tcp_recvmsg"], "tcp_recvmsg", 0x1000),
+        Resolved(BY_NAME["tcp_push"], None, reason="inlined", detail="no symbol tcp_push"),
+        Resolved(BY_NAME["ip_rcv"], "ip_rcv", 0x2000),
+    ]
+    st = {s.name: s for s in probe_statuses(resolved, {"ip_rcv": "permission denied"})}
+    assert st["tcp_recvmsg"].attached and st["tcp_recvmsg"].kinds == ["entry", "return"]
+    assert not st["tcp_push"].attached and st["tcp_push"].reason == "inlined"
+    assert not st["ip_rcv"].attached and st["ip_rcv"].reason == "failed"
+    assert st["ip_rcv"].detail == "permission denied"
+
+
+def test_trace_cli_rejects_bad_filters_without_traceback() -> None:
+    runner = CliRunner()
+    for args, msg in [
+        (["trace", "--port", "70000", "--duration", "1"], "between 1 and 65535"),
+        (["trace", "--pid", "-4", "--duration", "1"], "valid process id"),
+        (["trace", "--probes", "tcp_v4_rcv,bogus", "--duration", "1"], "bogus"),
+        (["trace", "--pid", "1", "--", "true"], "cannot be combined"),
+    ]:
+        res = runner.invoke(cli, args)
+        assert res.exit_code == 2, (args, res.output)
+        assert msg in res.output and "Traceback" not in res.output
+
+
+def test_trace_ebpf_prints_the_program() -> None:
+    res = CliRunner().invoke(cli, ["trace", "--ebpf"])
+    assert res.exit_code == 0 and "int kp_sock_skb_cb(struct pt_regs *ctx)" in res.output
+
+
+def test_probes_lists_the_catalog() -> None:
+    res = CliRunner().invoke(cli, ["probes", "--profile", "minimal"])
+    assert res.exit_code == 0
+    lines = res.output.splitlines()
+    assert lines[0].startswith("__sys_sendto") and any("tcp_push" in ln for ln in lines)
+    assert not any(ln.startswith("ip_rcv") for ln in lines)

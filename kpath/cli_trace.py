@@ -122,7 +122,7 @@ def probes_cmd(profile: str | None, check: bool) -> None:
         names = spec.name + (f" (alt: {', '.join(spec.alternates)})" if spec.alternates else "")
         profiles = ",".join(p for p, members in PROFILES.items() if spec.name in members)
         line = (f"{names:45} {spec.layer:8} {spec.direction:3} "
-                f"{'+ret' if spec.ret else '    '} [{profiles}] {spec.captures}")
+                f"{'+ret' if spec.has_return else '    '} [{profiles}] {spec.captures}")
         if check:
             line += f"\n    {states[spec.name]}"
         click.echo(line)

@@ -31,16 +31,50 @@ class Direction(StrEnum):
 
 
 class Capture(StrEnum):
-    """How the BPF side reads a function's arguments (one BPF function each)."""
+    """How the BPF side reads a function's arguments.
 
-    SYSCALL_FD = "syscall_fd"  # (int fd, void *buf, size_t len, ...): socket from the fd
+    Each value is the name of a routine in tracer/kpath_bpf.c, prefixed kp_.
+    A digit suffix is the argument position of the skb.
+    """
+
+    SYSCALL_FD = "syscall_fd"  # (int fd, buf, size_t len, ...): socket behind the fd
     SOCKET = "socket"  # (struct socket *sock, ...)
     SOCK = "sock"  # (struct sock *sk, ...)
     SOCK_SKB_CB = "sock_skb_cb"  # (sk, skb, clone_it, gfp, rcv_nxt): TCP_SKB_CB, no header yet
+    SOCK_SKB_CB_NOACK = "sock_skb_cb_noack"  # (sk, skb, ...): TCP_SKB_CB only
     SOCK_SKB_L4 = "sock_skb_l4"  # (sk, skb, ...): TCP header built, IP header not yet
-    SKB_L3 = "skb_l3"  # (skb, ...): IPv4 + TCP headers from network_header
+    SKB_L4_ADDRS = "skb_l4_addrs"  # ip_build_and_send_pkt(skb, sk, saddr, daddr, ...)
+    SOCK_SKB_L3 = "sock_skb_l3"  # (sk, skb, ...): IPv4 + TCP headers, socket known
+    SKB_L3_1 = "skb_l3_1"  # IPv4 + TCP headers from skb->network_header, skb is arg N
+    SKB_L3_2 = "skb_l3_2"
+    SKB_L3_3 = "skb_l3_3"
+    SKB_L3_4 = "skb_l3_4"
+    SKB_RX = "skb_rx"  # (skb, ...) on receive before IP: IPv4 header at skb->data
+    SKB_PP_RX = "skb_pp_rx"  # (struct sk_buff **pskb, ...): as skb_rx
     SYNACK_REQ = "synack_req"  # tcp_v4_send_synack(sk, dst, fl, req, ...): request sock
     DATAGRAM_ITER = "datagram_iter"  # (skb, int offset, iov_iter *to, int len, ...)
+    SOFTIRQ = "softirq"  # no useful arguments: records the context and the time
+
+
+# Captures whose flow comes from the packet's own IPv4/TCP headers: src is
+# the sender, so on receive the event belongs to the destination's side.
+HEADER_CAPTURES = frozenset({
+    Capture.SKB_L3_1, Capture.SKB_L3_2, Capture.SKB_L3_3, Capture.SKB_L3_4,
+    Capture.SOCK_SKB_L3, Capture.SKB_RX, Capture.SKB_PP_RX,
+})
+# Captures that see one segment in flight (seq range and flags).
+SEGMENT_CAPTURES = HEADER_CAPTURES | {
+    Capture.SOCK_SKB_CB, Capture.SOCK_SKB_CB_NOACK, Capture.SOCK_SKB_L4,
+    Capture.SKB_L4_ADDRS, Capture.SYNACK_REQ,
+}
+
+
+class Returns(StrEnum):
+    """What a return probe reports."""
+
+    NONE = "none"
+    VALUE = "value"  # bytes or -errno, attributed to the entry's socket
+    SOCK = "sock"  # a struct sock *: its flow is read (inet_csk_accept)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,69 +83,157 @@ class ProbeSpec:
     layer: Layer
     direction: Direction
     capture: Capture
-    captures: str  # what the event carries, for docs and --list
+    captures: str  # what the event carries, for docs and `kpath probes`
     alternates: tuple[str, ...] = ()
-    ret: bool = False  # also attach a return probe (value matters)
+    ret: Returns = Returns.NONE
     may_inline: bool = False  # static/inline in the source: a missing symbol means inlined
     length_arg3: bool = False  # the third argument is a byte count (size, len)
+    module: str | None = None  # symbol lives in this kernel module (veth, e1000, ...)
 
     @property
     def names(self) -> tuple[str, ...]:
         return (self.name, *self.alternates)
 
+    @property
+    def has_return(self) -> bool:
+        return self.ret != Returns.NONE
 
-_SEND = (
-    ProbeSpec("__sys_sendto", Layer.SYSCALL, Direction.TX, Capture.SYSCALL_FD,
-              "fd's socket and flow, bytes requested; return: bytes sent", ret=True,
+
+_L, _D, _C, _R = Layer, Direction, Capture, Returns
+_HDRS = "skb, IPv4 and TCP headers (flow, seq, ack, flags, payload)"
+
+# In path order: send side top to bottom, then receive side bottom to top.
+CATALOG: tuple[ProbeSpec, ...] = (
+    # -- send: system calls and socket layer
+    ProbeSpec("__sys_sendto", _L.SYSCALL, _D.TX, _C.SYSCALL_FD,
+              "socket behind the fd, bytes requested; return: bytes sent or -errno",
+              ret=_R.VALUE, length_arg3=True),
+    ProbeSpec("__sys_sendmsg", _L.SYSCALL, _D.TX, _C.SYSCALL_FD,
+              "socket behind the fd; return: bytes sent or -errno", ret=_R.VALUE),
+    ProbeSpec("ksys_write", _L.SYSCALL, _D.TX, _C.SYSCALL_FD,
+              "write(2) on a TCP socket, bytes requested; return: bytes written",
+              ret=_R.VALUE, length_arg3=True),
+    ProbeSpec("sock_sendmsg", _L.SOCKET, _D.TX, _C.SOCKET, "socket and flow"),
+    ProbeSpec("inet_sendmsg", _L.SOCKET, _D.TX, _C.SOCKET, "socket and flow, bytes (size)",
               length_arg3=True),
-    ProbeSpec("tcp_sendmsg_locked", Layer.TCP, Direction.TX, Capture.SOCK,
-              "socket and flow, bytes to send (size arg)", ret=True, length_arg3=True),
-    ProbeSpec("tcp_push", Layer.TCP, Direction.TX, Capture.SOCK,
-              "socket and flow", may_inline=True),
-    ProbeSpec("__tcp_push_pending_frames", Layer.TCP, Direction.TX, Capture.SOCK,
-              "socket and flow"),
-    ProbeSpec("tcp_write_xmit", Layer.TCP, Direction.TX, Capture.SOCK,
-              "socket and flow", may_inline=True),
-    ProbeSpec("__tcp_transmit_skb", Layer.TCP, Direction.TX, Capture.SOCK_SKB_CB,
-              "socket, skb, seq/end_seq/flags from TCP_SKB_CB, ack (rcv_nxt)",
+    # -- send: TCP
+    ProbeSpec("tcp_sendmsg", _L.TCP, _D.TX, _C.SOCK, "socket and flow, bytes (size)",
+              length_arg3=True),
+    ProbeSpec("tcp_sendmsg_locked", _L.TCP, _D.TX, _C.SOCK,
+              "socket and flow, bytes (size); return: bytes queued", ret=_R.VALUE,
+              length_arg3=True),
+    ProbeSpec("tcp_push", _L.TCP, _D.TX, _C.SOCK, "socket and flow", may_inline=True),
+    ProbeSpec("__tcp_push_pending_frames", _L.TCP, _D.TX, _C.SOCK, "socket and flow"),
+    ProbeSpec("tcp_write_xmit", _L.TCP, _D.TX, _C.SOCK, "socket and flow", may_inline=True),
+    ProbeSpec("__tcp_transmit_skb", _L.TCP, _D.TX, _C.SOCK_SKB_CB,
+              "socket, queued skb, seq/end_seq/flags from TCP_SKB_CB, ack (rcv_nxt)",
               alternates=("tcp_transmit_skb",), may_inline=True),
-    ProbeSpec("tcp_v4_send_synack", Layer.TCP, Direction.TX, Capture.SYNACK_REQ,
+    ProbeSpec("tcp_retransmit_skb", _L.TCP, _D.TX, _C.SOCK_SKB_CB_NOACK,
+              "socket, skb, seq/end_seq/flags of the segment sent again"),
+    ProbeSpec("tcp_send_ack", _L.TCP, _D.TX, _C.SOCK, "socket and flow (an ACK is built)"),
+    ProbeSpec("tcp_v4_send_synack", _L.TCP, _D.TX, _C.SYNACK_REQ,
               "listener, request sock flow, SYN-ACK seq (snt_isn) and ack", may_inline=True),
-    ProbeSpec("__ip_queue_xmit", Layer.IP, Direction.TX, Capture.SOCK_SKB_L4,
-              "socket, skb, TCP header (seq, ack, flags, len)", alternates=("ip_queue_xmit",)),
-    ProbeSpec("__dev_queue_xmit", Layer.DEVICE, Direction.TX, Capture.SKB_L3,
-              "skb, IPv4 and TCP headers", alternates=("dev_queue_xmit",)),
-)
-
-_RECV = (
-    ProbeSpec("__sys_recvfrom", Layer.SYSCALL, Direction.RX, Capture.SYSCALL_FD,
-              "fd's socket and flow, buffer size; return: bytes received", ret=True,
-              length_arg3=True),
-    ProbeSpec("sock_recvmsg", Layer.SOCKET, Direction.RX, Capture.SOCKET,
-              "socket and flow"),
-    ProbeSpec("tcp_recvmsg", Layer.TCP, Direction.RX, Capture.SOCK,
-              "socket and flow, buffer size; return: bytes copied", ret=True,
-              length_arg3=True),
-    ProbeSpec("__skb_datagram_iter", Layer.TCP, Direction.RX, Capture.DATAGRAM_ITER,
-              "skb, offset and bytes copied to user", alternates=("skb_copy_datagram_iter",),
+    # -- send: IP and below
+    ProbeSpec("ip_build_and_send_pkt", _L.IP, _D.TX, _C.SKB_L4_ADDRS,
+              "SYN-ACK skb: TCP header, addresses from the arguments"),
+    ProbeSpec("__ip_queue_xmit", _L.IP, _D.TX, _C.SOCK_SKB_L4,
+              "socket, skb (the clone), TCP header", alternates=("ip_queue_xmit",)),
+    ProbeSpec("__ip_local_out", _L.IP, _D.TX, _C.SKB_L3_3, _HDRS, alternates=("ip_local_out",)),
+    ProbeSpec("ip_output", _L.IP, _D.TX, _C.SKB_L3_3, _HDRS),
+    ProbeSpec("ip_finish_output2", _L.IP, _D.TX, _C.SKB_L3_3, _HDRS, may_inline=True),
+    ProbeSpec("neigh_resolve_output", _L.IP, _D.TX, _C.SKB_L3_2,
+              _HDRS + "; only while the neighbour entry is being resolved"),
+    ProbeSpec("__dev_queue_xmit", _L.DEVICE, _D.TX, _C.SKB_L3_1, _HDRS,
+              alternates=("dev_queue_xmit",)),
+    ProbeSpec("sch_direct_xmit", _L.DEVICE, _D.TX, _C.SKB_L3_1,
+              _HDRS + "; only on devices with a qdisc (not lo, not veth)"),
+    ProbeSpec("dev_hard_start_xmit", _L.DEVICE, _D.TX, _C.SKB_L3_1, _HDRS),
+    ProbeSpec("loopback_xmit", _L.DRIVER, _D.TX, _C.SKB_L3_1, _HDRS),
+    ProbeSpec("veth_xmit", _L.DRIVER, _D.TX, _C.SKB_L3_1, _HDRS, module="veth"),
+    ProbeSpec("start_xmit", _L.DRIVER, _D.TX, _C.SKB_L3_1, _HDRS + " (virtio-net)",
+              module="virtio_net"),
+    ProbeSpec("e1000_xmit_frame", _L.DRIVER, _D.TX, _C.SKB_L3_1, _HDRS, module="e1000"),
+    # -- receive: device and softirq
+    ProbeSpec("__netif_rx", _L.DEVICE, _D.RX, _C.SKB_RX,
+              _HDRS + "; loopback and veth hand the skb to the backlog",
+              alternates=("netif_rx",)),
+    ProbeSpec("net_rx_action", _L.DEVICE, _D.RX, _C.SOFTIRQ,
+              "the NET_RX softirq run (kept when it processes a traced segment)"),
+    ProbeSpec("__netif_receive_skb", _L.DEVICE, _D.RX, _C.SKB_RX,
+              _HDRS + "; the backlog (or NAPI) hands the skb to the stack",
+              alternates=("__netif_receive_skb_one_core",), may_inline=True),
+    ProbeSpec("__netif_receive_skb_core", _L.DEVICE, _D.RX, _C.SKB_PP_RX, _HDRS,
               may_inline=True),
-    ProbeSpec("ip_rcv", Layer.IP, Direction.RX, Capture.SKB_L3,
-              "skb, IPv4 and TCP headers"),
-    ProbeSpec("tcp_v4_rcv", Layer.TCP, Direction.RX, Capture.SKB_L3,
-              "skb, IPv4 and TCP headers"),
+    # -- receive: IP, TCP
+    ProbeSpec("ip_rcv", _L.IP, _D.RX, _C.SKB_L3_1, _HDRS),
+    ProbeSpec("ip_rcv_finish", _L.IP, _D.RX, _C.SKB_L3_3, _HDRS, may_inline=True),
+    ProbeSpec("ip_local_deliver", _L.IP, _D.RX, _C.SKB_L3_1, _HDRS),
+    ProbeSpec("tcp_v4_rcv", _L.TCP, _D.RX, _C.SKB_L3_1, _HDRS),
+    ProbeSpec("tcp_conn_request", _L.TCP, _D.RX, _C.SKB_L3_4,
+              _HDRS + "; a SYN reached a listener"),
+    ProbeSpec("tcp_rcv_state_process", _L.TCP, _D.RX, _C.SOCK_SKB_L3,
+              "socket, " + _HDRS + "; segments outside ESTABLISHED"),
+    ProbeSpec("tcp_v4_do_rcv", _L.TCP, _D.RX, _C.SOCK_SKB_L3, "socket, " + _HDRS),
+    ProbeSpec("tcp_rcv_established", _L.TCP, _D.RX, _C.SOCK_SKB_L3, "socket, " + _HDRS),
+    ProbeSpec("tcp_data_queue", _L.TCP, _D.RX, _C.SOCK_SKB_L3,
+              "socket, " + _HDRS + "; slow path", may_inline=True),
+    ProbeSpec("tcp_queue_rcv", _L.TCP, _D.RX, _C.SOCK_SKB_L3,
+              "socket, " + _HDRS + "; appended to the receive queue", may_inline=True),
+    ProbeSpec("tcp_fin", _L.TCP, _D.RX, _C.SOCK, "socket and flow: the peer's FIN arrived"),
+    ProbeSpec("sock_def_readable", _L.SOCKET, _D.RX, _C.SOCK,
+              "socket and flow: the reader is woken (sk_data_ready)"),
+    # -- receive: system calls
+    ProbeSpec("__sys_recvfrom", _L.SYSCALL, _D.RX, _C.SYSCALL_FD,
+              "socket behind the fd, buffer size; return: bytes received or -errno",
+              ret=_R.VALUE, length_arg3=True),
+    ProbeSpec("__sys_recvmsg", _L.SYSCALL, _D.RX, _C.SYSCALL_FD,
+              "socket behind the fd; return: bytes received or -errno", ret=_R.VALUE),
+    ProbeSpec("ksys_read", _L.SYSCALL, _D.RX, _C.SYSCALL_FD,
+              "read(2) on a TCP socket, buffer size; return: bytes read",
+              ret=_R.VALUE, length_arg3=True),
+    ProbeSpec("sock_recvmsg", _L.SOCKET, _D.RX, _C.SOCKET, "socket and flow"),
+    ProbeSpec("inet_recvmsg", _L.SOCKET, _D.RX, _C.SOCKET, "socket and flow, buffer size",
+              length_arg3=True),
+    ProbeSpec("tcp_recvmsg", _L.TCP, _D.RX, _C.SOCK,
+              "socket and flow, buffer size; return: bytes copied or -errno",
+              ret=_R.VALUE, length_arg3=True),
+    ProbeSpec("tcp_recvmsg_locked", _L.TCP, _D.RX, _C.SOCK,
+              "socket and flow, buffer size", length_arg3=True, may_inline=True),
+    ProbeSpec("__skb_datagram_iter", _L.TCP, _D.RX, _C.DATAGRAM_ITER,
+              "skb, sequence range and bytes copied to user",
+              alternates=("skb_copy_datagram_iter",), may_inline=True),
+    # -- connection life
+    ProbeSpec("tcp_v4_connect", _L.TCP, _D.TX, _C.SOCK,
+              "connecting socket; return: 0 or -errno (flow known at return)", ret=_R.VALUE),
+    ProbeSpec("inet_csk_accept", _L.TCP, _D.RX, _C.SOCK,
+              "listening socket; return: the accepted socket and its flow", ret=_R.SOCK),
+    ProbeSpec("tcp_close", _L.TCP, _D.TX, _C.SOCK, "socket and flow: close(2) on it"),
 )
 
-CATALOG: tuple[ProbeSpec, ...] = _SEND + _RECV
 BY_NAME: dict[str, ProbeSpec] = {spec.name: spec for spec in CATALOG}
 
-# Profiles name subsets of the catalog. "minimal" is the seeds' gdb breakpoints.
+# Profiles name subsets of the catalog.
 PROFILES: dict[str, tuple[str, ...]] = {
+    # The seeds' gdb breakpoints.
     "minimal": (
         "__sys_sendto", "tcp_sendmsg_locked", "tcp_push", "__tcp_push_pending_frames",
         "tcp_write_xmit", "__tcp_transmit_skb", "__sys_recvfrom", "sock_recvmsg",
         "tcp_recvmsg", "__skb_datagram_iter",
     ),
-    "default": tuple(spec.name for spec in CATALOG),
+    # The seeds' whole chain (DESIGN.md section 3), the SYN-ACK's own path,
+    # and the receive path up to the reader's copy.
+    "default": (
+        "__sys_sendto", "sock_sendmsg", "inet_sendmsg", "tcp_sendmsg", "tcp_sendmsg_locked",
+        "tcp_push", "__tcp_push_pending_frames", "tcp_write_xmit", "__tcp_transmit_skb",
+        "tcp_v4_send_synack", "ip_build_and_send_pkt", "__ip_queue_xmit", "__ip_local_out",
+        "ip_output", "ip_finish_output2", "neigh_resolve_output", "__dev_queue_xmit",
+        "dev_hard_start_xmit", "loopback_xmit", "veth_xmit", "__netif_rx", "net_rx_action",
+        "__netif_receive_skb", "__netif_receive_skb_core", "ip_rcv", "ip_rcv_finish",
+        "ip_local_deliver", "tcp_v4_rcv", "tcp_v4_do_rcv", "tcp_rcv_established", "tcp_data_queue",
+        "tcp_queue_rcv", "sock_def_readable", "__sys_recvfrom", "sock_recvmsg",
+        "inet_recvmsg", "tcp_recvmsg", "tcp_recvmsg_locked", "__skb_datagram_iter",
+    ),
+    "full": tuple(spec.name for spec in CATALOG),
 }
 
 

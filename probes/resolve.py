@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from probes.catalog import ProbeSpec
@@ -46,17 +46,20 @@ class KernelSymbols:
     text: dict[str, int]
     clones: dict[str, list[str]]  # base name -> clone symbol names
     blacklist: set[str]
+    modules: dict[tuple[str, str], int] = field(default_factory=dict)  # (module, name) -> addr
 
     @classmethod
     def parse(cls, kallsyms: Iterable[str], blacklist: Iterable[str] = ()) -> KernelSymbols:
         text: dict[str, int] = {}
         clones: dict[str, list[str]] = {}
+        modules: dict[tuple[str, str], int] = {}
         for line in kallsyms:
             parts = line.split()
             if len(parts) < 3 or parts[1] not in ("t", "T"):
                 continue
             addr_s, _, name = parts[:3]
             if len(parts) > 3:  # module symbol: "name [module]"
+                modules.setdefault((parts[3].strip("[]"), name), int(addr_s, 16))
                 continue
             m = _CLONE.match(name)
             if m:
@@ -69,7 +72,7 @@ class KernelSymbols:
             parts = line.split()
             if len(parts) >= 2:
                 bl.add(parts[1])
-        return cls(text, clones, bl)
+        return cls(text, clones, bl, modules)
 
     @classmethod
     def load(cls, kallsyms: Path = KALLSYMS, blacklist: Path = BLACKLIST) -> KernelSymbols:
@@ -94,6 +97,8 @@ def resolve(specs: Sequence[ProbeSpec], syms: KernelSymbols) -> list[Resolved]:
 
 
 def _resolve_one(spec: ProbeSpec, syms: KernelSymbols) -> Resolved:
+    if spec.module is not None:
+        return _resolve_module(spec, spec.module, syms)
     for name in spec.names:
         if name in syms.text:
             if name in syms.blacklist:
@@ -112,3 +117,15 @@ def _resolve_one(spec: ProbeSpec, syms: KernelSymbols) -> Resolved:
         return Resolved(spec, None, reason="inlined",
                         detail=f"no symbol {tried}: inlined into its callers on this build")
     return Resolved(spec, None, reason="absent", detail=f"no symbol {tried} on this kernel")
+
+
+def _resolve_module(spec: ProbeSpec, module: str, syms: KernelSymbols) -> Resolved:
+    for name in spec.names:
+        addr = syms.modules.get((module, name))
+        if addr is not None:
+            return Resolved(spec, name, addr)
+    if not any(mod == module for mod, _ in syms.modules):
+        return Resolved(spec, None, reason="absent",
+                        detail=f"module {module} is not loaded (no such device in use)")
+    return Resolved(spec, None, reason="absent",
+                    detail=f"module {module} has no symbol {' / '.join(spec.names)}")

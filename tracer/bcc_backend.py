@@ -18,29 +18,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from probes.catalog import Capture
+from probes.catalog import Capture, Returns
 from probes.resolve import Resolved
 from tracer.events import SOFTIRQ_NAMES, Context, Event, Kind
 from tracer.filters import Filters
 
 BPF_SOURCE = Path(__file__).with_name("kpath_bpf.c")
 
-_CAPTURE_FN = {
-    Capture.SYSCALL_FD: "kp_syscall_fd",
-    Capture.SOCKET: "kp_socket",
-    Capture.SOCK: "kp_sock",
-    Capture.SOCK_SKB_CB: "kp_sock_skb_cb",
-    Capture.SOCK_SKB_L4: "kp_sock_skb_l4",
-    Capture.SKB_L3: "kp_skb_l3",
-    Capture.SYNACK_REQ: "kp_synack_req",
-    Capture.DATAGRAM_ITER: "kp_datagram_iter",
-}
 
 # Must match HAS_* in kpath_bpf.c.
 HAS_TUPLE, HAS_SEQ, HAS_LEN, HAS_RET, HAS_ACK, HAS_FLAGS, HAS_ARG3 = (
     0x01, 0x02, 0x04, 0x08, 0x10, 0x20, 0x40,
 )
 _CTX = {0: Context.TASK, 1: Context.SOFTIRQ, 2: Context.HARDIRQ}
+
+
+def capture_fn(capture: Capture) -> str:
+    """Name of the BPF routine in kpath_bpf.c that implements a capture kind."""
+    return "kp_" + capture.value
 
 
 class BackendError(Exception):
@@ -250,9 +245,11 @@ class BccBackend:
                 continue
             assert res.symbol is not None
             try:
-                self._bpf.attach_kprobe(event=res.symbol, fn_name=_CAPTURE_FN[res.spec.capture])
-                if res.spec.ret:
+                self._bpf.attach_kprobe(event=res.symbol, fn_name=capture_fn(res.spec.capture))
+                if res.spec.ret == Returns.VALUE:
                     self._bpf.attach_kretprobe(event=res.symbol, fn_name="kp_return")
+                elif res.spec.ret == Returns.SOCK:
+                    self._bpf.attach_kretprobe(event=res.symbol, fn_name="kp_return_sock")
             except Exception as exc:  # BCC raises bare Exception on attach errors
                 failed.append((res, str(exc).strip() or exc.__class__.__name__))
                 continue

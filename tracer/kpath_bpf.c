@@ -118,6 +118,14 @@ BPF_HASH(lost_by_ip, u64, u64, 1024);
 BPF_TABLE("lru_hash", struct ret_key, u64, pending_ret, 16384);
 BPF_PERCPU_ARRAY(scratch, struct kp_event, 1);
 
+// net_rx_action has no flow of its own: with filters on, it is held here
+// and emitted just before the first kept event of the same softirq run.
+struct pending_softirq {
+    u64 valid;
+    struct kp_event ev;
+};
+BPF_PERCPU_ARRAY(pending_rx, struct pending_softirq, 1);
+
 // ---- execution context, from the irq tracepoints ----
 
 TRACEPOINT_PROBE(irq, softirq_entry) {
@@ -133,6 +141,9 @@ TRACEPOINT_PROBE(irq, softirq_exit) {
     struct irq_state *st = irq_state.lookup(&zero);
     if (st)
         st->softirq_vec = 0;
+    struct pending_softirq *p = pending_rx.lookup(&zero);
+    if (p)
+        p->valid = 0;
     return 0;
 }
 
@@ -233,23 +244,22 @@ static __always_inline int sock_is_tcp(struct sock *sk) {
     return proto == IPPROTO_TCP;
 }
 
-// IPv4 + TCP headers located by skb->network_header.
-static __always_inline int read_skb_l3(struct sk_buff *skb, struct kp_event *e) {
-    unsigned char *head = 0;
-    u16 nh = 0;
-    bpf_probe_read_kernel(&head, sizeof(head), &skb->head);
-    bpf_probe_read_kernel(&nh, sizeof(nh), &skb->network_header);
-    if (nh == (u16)~0U)
-        return 0;
+// IPv4 + TCP headers starting at ip (a kernel address). ip_len is the
+// packet length from ip onwards per the skb, used while tot_len is still 0
+// (before __ip_local_out fills it in) or for GSO packets over 64 KiB.
+static __always_inline int read_ip_tcp(unsigned char *ip, u32 ip_len, struct kp_event *e) {
     struct iphdr iph = {};
-    bpf_probe_read_kernel(&iph, sizeof(iph), head + nh);
+    bpf_probe_read_kernel(&iph, sizeof(iph), ip);
     if (iph.version != 4 || iph.protocol != IPPROTO_TCP)
         return 0;
     u32 ihl = iph.ihl * 4;
     struct tcphdr th = {};
-    bpf_probe_read_kernel(&th, sizeof(th), head + nh + ihl);
+    bpf_probe_read_kernel(&th, sizeof(th), ip + ihl);
     u8 flags = ((u8 *)&th)[13];
-    u32 payload = ntohs(iph.tot_len) - ihl - th.doff * 4;
+    u32 tot = ntohs(iph.tot_len);
+    if (tot == 0)
+        tot = ip_len;
+    u32 payload = tot - ihl - th.doff * 4;
     e->saddr = iph.saddr;
     e->daddr = iph.daddr;
     e->sport = ntohs(th.source);
@@ -263,7 +273,48 @@ static __always_inline int read_skb_l3(struct sk_buff *skb, struct kp_event *e) 
     return 1;
 }
 
+// Headers located by skb->network_header (set once IP has built or seen them).
+static __always_inline int read_skb_l3(struct sk_buff *skb, struct kp_event *e) {
+    unsigned char *head = 0, *data = 0;
+    u16 nh = 0;
+    u32 len = 0;
+    bpf_probe_read_kernel(&head, sizeof(head), &skb->head);
+    bpf_probe_read_kernel(&data, sizeof(data), &skb->data);
+    bpf_probe_read_kernel(&len, sizeof(len), &skb->len);
+    bpf_probe_read_kernel(&nh, sizeof(nh), &skb->network_header);
+    if (nh == (u16)~0U)
+        return 0;
+    // skb->len counts from skb->data, which may sit before (link header) or
+    // after (pulled) the IP header.
+    u32 ip_len = len + (u32)(data - (head + nh));
+    return read_ip_tcp(head + nh, ip_len, e);
+}
+
+// On receive before IP the link header has been pulled: skb->data is IPv4.
+static __always_inline int read_skb_rx(struct sk_buff *skb, struct kp_event *e) {
+    unsigned char *data = 0;
+    __be16 proto = 0;
+    u32 len = 0;
+    bpf_probe_read_kernel(&proto, sizeof(proto), &skb->protocol);
+    if (proto != htons(ETH_P_IP))
+        return 0;
+    bpf_probe_read_kernel(&data, sizeof(data), &skb->data);
+    bpf_probe_read_kernel(&len, sizeof(len), &skb->len);
+    return read_ip_tcp(data, len, e);
+}
+
+static __always_inline void read_skb_netns(struct sk_buff *skb, struct kp_event *e) {
+    struct net_device *dev = 0;
+    bpf_probe_read_kernel(&dev, sizeof(dev), &skb->dev);
+    if (dev) {
+        struct net *net = 0;
+        bpf_probe_read_kernel(&net, sizeof(net), &dev->nd_net.net);
+        read_netns(net, e);
+    }
+}
+
 // TCP header located by skb->transport_header (IP header not built yet).
+// Ports come from the header; addresses are the caller's business.
 static __always_inline int read_skb_l4(struct sk_buff *skb, struct kp_event *e) {
     unsigned char *head = 0;
     u16 th_off = 0;
@@ -277,6 +328,8 @@ static __always_inline int read_skb_l4(struct sk_buff *skb, struct kp_event *e) 
     bpf_probe_read_kernel(&th, sizeof(th), head + th_off);
     u8 flags = ((u8 *)&th)[13];
     u32 payload = len - th.doff * 4;
+    e->sport = ntohs(th.source);
+    e->dport = ntohs(th.dest);
     e->seq = ntohl(th.seq);
     e->ack = ntohl(th.ack_seq);
     e->tcp_flags = flags;
@@ -378,6 +431,14 @@ static __always_inline int emit(struct pt_regs *ctx, struct kp_event *e) {
 static __always_inline int submit(struct pt_regs *ctx, struct kp_event *e) {
     if (!keep_event(e))
         return 0;
+    if (e->ctx == CTX_SOFTIRQ) {
+        u32 zero = 0;
+        struct pending_softirq *p = pending_rx.lookup(&zero);
+        if (p && p->valid) {
+            p->valid = 0;
+            emit(ctx, &p->ev);
+        }
+    }
     // Remember kept entries so the matching return is kept: the return
     // probe cannot see the arguments any more.
     struct ret_key rk = {.tid = e->tid, .ip = e->ip};
@@ -465,7 +526,7 @@ int kp_sock(struct pt_regs *ctx) {
 
 // __tcp_transmit_skb(sk, skb, clone_it, gfp, rcv_nxt): the TCP header is not
 // built yet, so seq/flags come from TCP_SKB_CB and the ack from rcv_nxt.
-int kp_sock_skb_cb(struct pt_regs *ctx) {
+static __always_inline int sock_skb_cb(struct pt_regs *ctx, int has_rcv_nxt) {
     struct kp_event *e = event_start(ctx, KIND_ENTRY);
     if (!e)
         return 0;
@@ -482,11 +543,20 @@ int kp_sock_skb_cb(struct pt_regs *ctx) {
     e->tcp_flags = flags;
     e->length = e->end_seq - e->seq - ((flags & TCPF_SYN) ? 1 : 0) - ((flags & TCPF_FIN) ? 1 : 0);
     e->has |= HAS_SEQ | HAS_LEN | HAS_FLAGS;
-    if (flags & TCPF_ACK) {
+    if (has_rcv_nxt && (flags & TCPF_ACK)) {
         e->ack = (u32)PT_REGS_PARM5(ctx);
         e->has |= HAS_ACK;
     }
     return submit(ctx, e);
+}
+
+int kp_sock_skb_cb(struct pt_regs *ctx) {
+    return sock_skb_cb(ctx, 1);
+}
+
+// tcp_retransmit_skb(sk, skb, segs): no rcv_nxt argument.
+int kp_sock_skb_cb_noack(struct pt_regs *ctx) {
+    return sock_skb_cb(ctx, 0);
 }
 
 // (sk, skb, ...) below TCP on transmit: TCP header built, IP header not yet.
@@ -504,26 +574,105 @@ int kp_sock_skb_l4(struct pt_regs *ctx) {
     return submit(ctx, e);
 }
 
-// (struct sk_buff *skb, ...) where the IPv4 header is in place.
-int kp_skb_l3(struct pt_regs *ctx) {
+static __always_inline int skb_l3(struct pt_regs *ctx, struct sk_buff *skb, struct sock *sk) {
+    struct kp_event *e = event_start(ctx, KIND_ENTRY);
+    if (!e)
+        return 0;
+    e->skb = (u64)skb;
+    if (!read_skb_l3(skb, e))
+        return 0;
+    if (!sk)
+        bpf_probe_read_kernel(&sk, sizeof(sk), &skb->sk);
+    e->sk = (u64)sk;
+    read_skb_netns(skb, e);
+    return submit(ctx, e);
+}
+
+// (..., struct sk_buff *skb at argument N, ...) where the IPv4 header is in place.
+int kp_skb_l3_1(struct pt_regs *ctx) {
+    return skb_l3(ctx, (struct sk_buff *)PT_REGS_PARM1(ctx), 0);
+}
+int kp_skb_l3_2(struct pt_regs *ctx) {
+    return skb_l3(ctx, (struct sk_buff *)PT_REGS_PARM2(ctx), 0);
+}
+int kp_skb_l3_3(struct pt_regs *ctx) {
+    return skb_l3(ctx, (struct sk_buff *)PT_REGS_PARM3(ctx), 0);
+}
+int kp_skb_l3_4(struct pt_regs *ctx) {
+    return skb_l3(ctx, (struct sk_buff *)PT_REGS_PARM4(ctx), 0);
+}
+
+// (struct sock *sk, struct sk_buff *skb, ...) on the TCP receive side.
+int kp_sock_skb_l3(struct pt_regs *ctx) {
+    return skb_l3(ctx, (struct sk_buff *)PT_REGS_PARM2(ctx), (struct sock *)PT_REGS_PARM1(ctx));
+}
+
+static __always_inline int skb_rx(struct pt_regs *ctx, struct sk_buff *skb) {
+    struct kp_event *e = event_start(ctx, KIND_ENTRY);
+    if (!e)
+        return 0;
+    e->skb = (u64)skb;
+    if (!read_skb_rx(skb, e))
+        return 0;
+    read_skb_netns(skb, e);
+    return submit(ctx, e);
+}
+
+// (struct sk_buff *skb, ...) before IP on receive.
+int kp_skb_rx(struct pt_regs *ctx) {
+    return skb_rx(ctx, (struct sk_buff *)PT_REGS_PARM1(ctx));
+}
+
+// (struct sk_buff **pskb, ...): __netif_receive_skb_core.
+int kp_skb_pp_rx(struct pt_regs *ctx) {
+    struct sk_buff **pskb = (struct sk_buff **)PT_REGS_PARM1(ctx);
+    struct sk_buff *skb = 0;
+    bpf_probe_read_kernel(&skb, sizeof(skb), pskb);
+    if (!skb)
+        return 0;
+    return skb_rx(ctx, skb);
+}
+
+// ip_build_and_send_pkt(skb, sk, saddr, daddr, opt, tos): the SYN-ACK's IP
+// step. TCP header built; addresses come as arguments.
+int kp_skb_l4_addrs(struct pt_regs *ctx) {
     struct kp_event *e = event_start(ctx, KIND_ENTRY);
     if (!e)
         return 0;
     struct sk_buff *skb = (struct sk_buff *)PT_REGS_PARM1(ctx);
+    struct sock *sk = (struct sock *)PT_REGS_PARM2(ctx);
     e->skb = (u64)skb;
-    if (!read_skb_l3(skb, e))
+    if (!read_skb_l4(skb, e))
         return 0;
-    struct sock *sk = 0;
-    struct net_device *dev = 0;
-    bpf_probe_read_kernel(&sk, sizeof(sk), &skb->sk);
-    e->sk = (u64)sk;
-    bpf_probe_read_kernel(&dev, sizeof(dev), &skb->dev);
-    if (dev) {
+    e->saddr = (u32)PT_REGS_PARM3(ctx);
+    e->daddr = (u32)PT_REGS_PARM4(ctx);
+    e->has |= HAS_TUPLE;
+    if (sk) {
+        e->sk = (u64)sk;
         struct net *net = 0;
-        bpf_probe_read_kernel(&net, sizeof(net), &dev->nd_net.net);
+        bpf_probe_read_kernel(&net, sizeof(net), &sk->__sk_common.skc_net.net);
         read_netns(net, e);
     }
     return submit(ctx, e);
+}
+
+// net_rx_action(struct softirq_action *): the NET_RX softirq run itself.
+int kp_softirq(struct pt_regs *ctx) {
+    struct kp_event *e = event_start(ctx, KIND_ENTRY);
+    if (!e)
+        return 0;
+    u32 zero = 0;
+    struct kp_config *c = config.lookup(&zero);
+    if (!c)
+        return 0;
+    if (!c->port && !task_filter_set(c))
+        return emit(ctx, e);
+    struct pending_softirq *p = pending_rx.lookup(&zero);
+    if (p) {
+        __builtin_memcpy(&p->ev, e, sizeof(*e));
+        p->valid = 1;
+    }
+    return 0;
 }
 
 // tcp_v4_send_synack(sk, dst, fl, req, foc, type, syn_skb): the SYN-ACK is
@@ -590,5 +739,22 @@ int kp_return(struct pt_regs *ctx) {
     if (sk)
         read_sock(sk, e);
     // The entry already passed the filter.
+    return emit(ctx, e);
+}
+
+// Return probe whose value is a struct sock * (inet_csk_accept): its flow.
+int kp_return_sock(struct pt_regs *ctx) {
+    struct kp_event *e = event_start(ctx, KIND_RETURN);
+    if (!e)
+        return 0;
+    struct ret_key rk = {.tid = e->tid, .ip = e->ip};
+    if (!pending_ret.lookup(&rk))
+        return 0;
+    pending_ret.delete(&rk);
+    struct sock *sk = (struct sock *)PT_REGS_RC(ctx);
+    e->ret = (s64)sk;
+    e->has |= HAS_RET;
+    if (sk)
+        read_sock(sk, e);
     return emit(ctx, e);
 }

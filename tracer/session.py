@@ -66,7 +66,7 @@ def probe_statuses(
         st = ProbeStatus(spec.name, str(spec.layer), str(spec.direction), attached=False)
         if res.ok and spec.name not in failed:
             st.attached = True
-            st.kinds = ["entry", "return"] if spec.ret else ["entry"]
+            st.kinds = ["entry", "return"] if spec.has_return else ["entry"]
             st.symbol = res.symbol
         elif res.ok:
             st.symbol, st.reason, st.detail = res.symbol, "failed", failed[spec.name]

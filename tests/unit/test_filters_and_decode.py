@@ -55,7 +55,7 @@ def test_cflags_carry_only_kernel_capabilities() -> None:
 def test_bpf_source_reads_config_from_maps() -> None:
     src = bpf_source_text()
     assert "BPF_ARRAY(config, struct kp_config, 1)" in src
-    for capture in ("kp_syscall_fd", "kp_sock", "kp_sock_skb_cb", "kp_skb_l3", "kp_synack_req",
+    for capture in ("kp_syscall_fd", "kp_sock", "kp_sock_skb_cb", "kp_skb_l3_1", "kp_synack_req",
                     "kp_datagram_iter", "kp_return"):
         assert f"int {capture}(struct pt_regs *ctx)" in src
 
@@ -118,3 +118,13 @@ def test_decode_drops_unknown_addresses() -> None:
     raw = RawEvent()
     raw.ip = 0xDEAD
     assert decode(raw, _amap()) is None
+
+
+def test_every_capture_kind_has_a_bpf_routine() -> None:
+    from probes.catalog import CATALOG, Capture
+    from tracer.bcc_backend import capture_fn
+
+    src = bpf_source_text()
+    for capture in Capture:
+        assert f"int {capture_fn(capture)}(struct pt_regs *ctx)" in src, capture
+    assert {spec.capture for spec in CATALOG} == set(Capture)

@@ -1,0 +1,197 @@
+"""Text timeline for `kpath replay`: a header that says what was (and was not)
+captured, then per flow each step (message or packet) with its events.
+
+Pure: returns a string; colour (ANSI, via click.style) only when asked.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Callable, Sequence
+
+import click
+
+from tracer.timeline import (
+    Flow,
+    LostGap,
+    Message,
+    Packet,
+    RolesFrom,
+    Step,
+    TEvent,
+    ThreadGroup,
+    Timeline,
+)
+from tracer.tracefile import Trace
+from viz.sequence import event_details, fmt_duration, fmt_offset
+
+Style = Callable[..., str]  # (text, fg=None, bold=None) -> text, maybe with ANSI codes
+
+SIDE_COLORS = {"client": "cyan", "server": "magenta"}
+HANDOFF_MARK = "[hand-off]"
+
+
+def _styler(color: bool) -> Style:
+    def style(text: str, fg: str | None = None, bold: bool | None = None) -> str:
+        return click.style(text, fg=fg, bold=bold) if color else text
+
+    return style
+
+
+def cut_short_message(trace: Trace) -> str | None:
+    """The warning for a truncated trace, or None when it is complete."""
+    if not trace.cut_short:
+        return None
+    return f"trace cut short ({trace.cut_short}): events after the cut are missing"
+
+
+def render_text(timeline: Timeline, flow: int | None = None, color: bool = False) -> str:
+    """The whole replay. `flow` (1-based) limits it to one flow; KeyError if
+    there is no such flow."""
+    st = _styler(color)
+    flows = [timeline.flow(flow)] if flow is not None else timeline.flows
+    lines = _header(timeline, st)
+    for fl in flows:
+        lines.append("")
+        lines.extend(_flow(timeline, fl, st))
+    if flow is None and timeline.unattributed:
+        lines.append("")
+        lines.extend(_unattributed(timeline, timeline.unattributed, st))
+    if not timeline.events:
+        lines.append("")
+        lines.append("no events recorded")
+    return "\n".join(lines) + "\n"
+
+
+def _header(tl: Timeline, st: Style) -> list[str]:
+    trace = tl.trace
+    h = trace.header
+    out = [st(f"kpath replay {trace.path or '(trace)'}", bold=True)]
+
+    def row(key: str, value: str) -> None:
+        out.append(f"  {key:<9}{value}")
+
+    row("kernel", f"{h.kernel_release} {h.kernel_version} ({h.machine})".strip())
+    row("host", f"{h.hostname}, started {h.started or '?'}, clock {h.clock}")
+    if h.command:
+        code = trace.trailer.command_exit if trace.trailer else None
+        row("command", " ".join(h.command) + (f" (exit {code})" if code is not None else ""))
+    if h.filters:
+        row("filters", ", ".join(f"{k}={v}" for k, v in sorted(h.filters.items())))
+    row("backend", f"{h.backend} {h.buffer}, profile {h.profile}, kpath {h.tool_version or '?'}")
+    stopped = trace.trailer.reason if trace.trailer else "not recorded (no trailer)"
+    span = ""
+    if tl.events:
+        span = f" (events span {fmt_duration(tl.events[-1].ev.ts_ns - tl.events[0].ev.ts_ns)})"
+    row("duration", f"{fmt_duration(tl.duration_ns)}{span}, stopped: {stopped}")
+    lost = trace.lost_total
+    lost_txt = st(f"lost {lost}", fg="red", bold=True) if lost else "lost 0"
+    row("events", f"{len(tl.events)}, {lost_txt}")
+    attached, missing = h.attached, h.missing
+    row("probes", f"{len(attached)} attached, {len(missing)} missing")
+    if attached:
+        names = ", ".join(
+            f"{p.name}" + (f" ({'+'.join(p.kinds)})" if p.kinds else "") for p in attached)
+        for i, chunk in enumerate(textwrap.wrap(names, 86)):
+            row("", ("attached: " if i == 0 else " " * 10) + chunk)
+    for p in missing:
+        why = p.reason or "unknown reason"
+        if p.detail:
+            why += f": {p.detail}"
+        row("", st(f"missing:  {p.name} ({why})", fg="yellow"))
+    n_un = sum(len(s.events) for g in tl.unattributed for s in g.steps)
+    row("flows", f"{len(tl.flows)}; {n_un} event(s) without a flow")
+    for gap in tl.gaps:
+        row("", st(f"{gap.text}, noticed at {fmt_offset(gap.offset_ns)}", fg="red"))
+    cut = cut_short_message(trace)
+    if cut:
+        out.append(st(f"  !! WARNING: {cut}", fg="red", bold=True))
+    return out
+
+
+def _flow(tl: Timeline, fl: Flow, st: Style) -> list[str]:
+    out = [st(f"flow {fl.number}: {fl.title}", bold=True)]
+    how = ("roles from the handshake" if fl.roles_from is RolesFrom.HANDSHAKE
+           else "no handshake seen: the lower port is taken as the server")
+    bases = ", ".join(
+        f"{role} {'ISN' if fl.isn_from_syn.get(ep) else 'first seq'} {fl.isn[ep]}"
+        for role, ep in (("client", fl.client), ("server", fl.server)) if ep in fl.isn
+    )
+    out.append(f"  {how}; netns {fl.netns or '?'}")
+    if bases:
+        out.append(f"  seq/ack relative to {bases}")
+    n_msg = sum(isinstance(s, Message) for s in fl.steps)
+    n_pkt = sum(isinstance(s, Packet) for s in fl.steps)
+    out.append(f"  {len(fl.steps)} steps ({n_msg} messages, {n_pkt} packets, "
+               f"{len(fl.steps) - n_msg - n_pkt} other), {len(fl.events)} events, "
+               f"{fmt_offset(fl.start_ns - tl.start_ns)} .. {fmt_offset(fl.end_ns - tl.start_ns)}")
+    out.extend(_steps(tl, fl.steps, fl, fl.gaps, st))
+    return out
+
+
+def _unattributed(tl: Timeline, groups: Sequence[ThreadGroup], st: Style) -> list[str]:
+    n = sum(len(s.events) for g in groups for s in g.steps)
+    out = [st(f"unattributed: {n} event(s) without a flow, by thread", bold=True)]
+    for g in groups:
+        out.append(f"  thread {g.title}")
+        out.extend(_steps(tl, g.steps, None, [], st))
+    return out
+
+
+def _step_title(step: Step) -> str:
+    title = f"#{step.id} {step.kind}  {step.title}"
+    if isinstance(step, Message):
+        if step.packets:
+            title += "  -> " + " ".join(f"#{p}" for p in step.packets)
+        if step.data_from:
+            title += "  bytes from " + " ".join(f"#{p}" for p in step.data_from)
+    elif isinstance(step, Packet):
+        if step.message is not None:
+            title += f"  (sent in #{step.message})"
+        if step.read_by:
+            title += "  read by " + " ".join(f"#{m}" for m in step.read_by)
+    return title
+
+
+def _steps(tl: Timeline, steps: Sequence[Step], fl: Flow | None, gaps: Sequence[LostGap],
+           st: Style) -> list[str]:
+    events = [te for s in steps for te in s.events]
+    if not events:
+        return []
+    w_off = max(len(fmt_offset(te.offset_ns)) for te in events)
+    w_fn = max(len(_fn(te)) for te in events)
+    w_ctx = max(len(te.context) for te in events)
+    pending = list(gaps)
+    out: list[str] = []
+    for s in steps:
+        while pending and pending[0].ts_ns < s.start_ns:
+            out.append(_gap_line(pending.pop(0), st))
+        out.append("")
+        out.append("  " + st(_step_title(s), bold=True))
+        for te in s.events:
+            side = str(te.side) if te.side else "-"
+            details = event_details(te, fl)
+            if te.handoff:
+                details = f"{details}  {st(HANDOFF_MARK, fg='yellow')}".lstrip()
+            cols = [
+                fmt_offset(te.offset_ns).rjust(w_off),
+                st(f"{side:<6}", fg=SIDE_COLORS.get(side)),
+                f"{str(te.layer) if te.layer else '?':<7}",
+                f"{_fn(te):<{w_fn}}",
+                f"{te.context:<{w_ctx}}",
+                details,
+            ]
+            out.append(("    " + "  ".join(cols)).rstrip())
+    for gap in pending:
+        out.append(_gap_line(gap, st))
+    return out
+
+
+def _fn(te: TEvent) -> str:
+    return f"{te.probe} return" if te.is_return else te.probe
+
+
+def _gap_line(gap: LostGap, st: Style) -> str:
+    return "  " + st(
+        f"~~ {gap.text}, noticed at {fmt_offset(gap.offset_ns)}: "
+        "events before this point may be missing ~~", fg="red", bold=True)

@@ -7,6 +7,7 @@ import click
 
 from kpath import __version__
 from kpath.cli_trace import demo_group, doctor_cmd, probes_cmd, trace_cmd
+from kpath.cli_validate import validate_cmd
 from kpath.cli_view import export_cmd, replay_cmd
 from kpath.cli_vm import vm_group
 
@@ -32,6 +33,7 @@ cli.add_command(doctor_cmd)
 cli.add_command(demo_group)
 cli.add_command(replay_cmd)
 cli.add_command(export_cmd)
+vm_group.add_command(validate_cmd)
 cli.add_command(vm_group)
 
 

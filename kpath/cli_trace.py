@@ -201,3 +201,61 @@ def demo_chat_cmd(port: int) -> None:
 
 
 demo_group.add_command(demo_chat_cmd)
+
+
+def _parse_size(_ctx: click.Context, _param: click.Parameter, value: str) -> int:
+    units = {"": 1, "k": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mib": 1 << 20}
+    text = value.strip().lower()
+    num = text.rstrip("kmib")
+    unit = text[len(num):]
+    if not num.isdigit() or unit not in units or int(num) * units[unit] <= 0:
+        raise click.BadParameter(f"{value!r}: use a byte count like 1048576, 64KiB or 1MiB")
+    return int(num) * units[unit]
+
+
+@click.command("bulk")
+@click.option("--size", default="1MiB", show_default=True, callback=_parse_size,
+              help="Bytes the client writes (e.g. 1048576, 64KiB, 1MiB).")
+@click.option("--port", type=click.IntRange(1, 65535), default=10087, show_default=True)
+def demo_bulk_cmd(size: int, port: int) -> None:
+    """A bulk transfer on 127.0.0.1: the client writes SIZE bytes with send()
+    in 64 KiB calls, the server reads to EOF and checks the count.
+
+    \b
+    Example:
+      sudo kpath trace -o bulk.kpath -- kpath demo bulk --size 1MiB
+    """
+    from vm.bulk import run_bulk
+
+    try:
+        result = run_bulk(size, port)
+    except (OSError, RuntimeError, ValueError) as exc:
+        click.echo(f"kpath demo bulk: error: {exc}", err=True)
+        sys.exit(1)
+    click.echo(f"sent {result.sent} bytes in {result.sends} send() calls, "
+               f"server read {result.received}")
+
+
+@click.command("veth")
+def demo_veth_cmd() -> None:
+    """A TCP exchange between two network namespaces joined by a veth pair
+    (kpath-a 10.199.0.1 -> kpath-b 10.199.0.2:10088). Root; creates and
+    removes the namespaces itself.
+
+    \b
+    Example:
+      sudo kpath trace -o veth.kpath -- kpath demo veth
+    """
+    from vm.netns_pair import run_pair
+
+    try:
+        result = run_pair()
+    except (OSError, RuntimeError) as exc:
+        click.echo(f"kpath demo veth: error: {exc}", err=True)
+        sys.exit(1)
+    for line in result.transcript:
+        click.echo(line)
+
+
+demo_group.add_command(demo_bulk_cmd)
+demo_group.add_command(demo_veth_cmd)

@@ -343,7 +343,9 @@ static __always_inline int read_skb_l4(struct sk_buff *skb, struct kp_event *e) 
 
 static __always_inline struct flow_key make_flow_key(struct kp_event *e) {
     struct flow_key k = {};
-    k.netns = e->netns;
+    // No netns in the key: a connection between two namespaces (veth) has
+    // one 4-tuple but two netns, and both ends must pass the filter.
+    k.netns = 0;
     // Order the endpoints so both directions give one key.
     if (e->saddr < e->daddr || (e->saddr == e->daddr && e->sport <= e->dport)) {
         k.addr_lo = e->saddr;

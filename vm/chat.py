@@ -26,7 +26,7 @@ class ChatResult:
     server_exit: int = 0
 
 
-def _set_comm(name: str) -> None:
+def set_comm(name: str) -> None:
     # The task name is what the trace shows in its comm field.
     with contextlib.suppress(OSError), open("/proc/self/comm", "w", encoding="ascii") as fh:
         fh.write(name)
@@ -43,7 +43,7 @@ def _recv_exact(sock: socket.socket, n: int) -> bytes:
 
 
 def _serve(listener: socket.socket) -> int:
-    _set_comm("chat-server")
+    set_comm("chat-server")
     conn, _ = listener.accept()
     listener.close()
     with conn:
@@ -71,7 +71,7 @@ def run_chat(port: int = DEFAULT_PORT, host: str = "127.0.0.1") -> ChatResult:
         finally:
             os._exit(code)
     listener.close()
-    _set_comm("chat-client")
+    set_comm("chat-client")
     with socket.create_connection((host, port), timeout=30) as sock:
         welcome = _recv_exact(sock, len(WELCOME))
         result.transcript.append(f"server: {welcome.decode(errors='replace')}")

@@ -1,0 +1,64 @@
+"""CLI: `kpath vm validate` (wiring only; scenarios live in vm/scenarios.py)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from vm.errors import VmError
+from vm.progress import Progress
+from vm.scenarios import BY_SCENARIO, SCENARIOS
+from vm.validate import DEFAULT_TIMEOUT, validate
+
+
+@click.command("validate")
+@click.option("-s", "--scenario", "names", multiple=True,
+              type=click.Choice([s.name for s in SCENARIOS]),
+              help="Run only this scenario (repeatable). Default: all.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("kpath-validate"), show_default=True,
+              help="Where the traces go (inside the current directory, which is shared).")
+@click.option("--no-run", is_flag=True, help="Only check traces already in --out.")
+@click.option("--timeout", type=click.FloatRange(min=1), default=DEFAULT_TIMEOUT,
+              show_default=True, help="Seconds before the VM is killed.")
+@click.option("--cache", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="VM cache directory.")
+def validate_cmd(names: tuple[str, ...], out: Path, no_run: bool, timeout: float,
+                 cache: Path | None) -> None:
+    """Trace the validation scenarios inside the VM and check what the kernel did.
+
+    \b
+    Scenarios:
+      chat   the seeds' hello/hi chat: handshake paths, send chain, ACK, recv chain
+      bulk   1 MiB transfer: bytes written = carried by data segments = read
+      veth   two network namespaces joined by veth: one packet across both
+    Exit status 0 only if every check passes.
+
+    \b
+    Examples:
+      sudo kpath vm validate
+      sudo kpath vm validate -s veth --out /tmp/v
+      sudo kpath vm validate --out tests/data      # re-record the test fixtures
+      kpath vm validate --no-run --out tests/data  # re-check recordings
+    """
+    scenarios = [BY_SCENARIO[n] for n in names] if names else list(SCENARIOS)
+    try:
+        outcomes = validate(scenarios, out, Path.cwd(), run=not no_run, timeout=timeout,
+                            cache=cache, progress=Progress())
+    except VmError as exc:
+        click.echo(f"kpath: error: {exc}", err=True)
+        sys.exit(1)
+    failed = 0
+    for o in outcomes:
+        click.echo(f"scenario {o.scenario.name}: {o.scenario.title} ({o.trace_path})")
+        if o.error:
+            click.echo(f"  FAIL  trace unreadable: {o.error}")
+        for r in o.results:
+            mark = "ok  " if r.ok else "FAIL"
+            click.echo(f"  {mark}  {r.name}" + (f": {r.detail}" if r.detail and not r.ok else ""))
+        failed += 0 if o.ok else 1
+    click.echo(f"{len(outcomes) - failed} of {len(outcomes)} scenarios passed")
+    if failed:
+        sys.exit(1)

@@ -7,6 +7,7 @@ serial console) it prints a line every few seconds.
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import threading
 import time
@@ -20,7 +21,8 @@ class ConsoleStatus:
     def __init__(self, stream: TextIO | None = None, quiet: bool = False) -> None:
         self.stream = stream or sys.stderr
         self.quiet = quiet
-        self.tty = self.stream.isatty()
+        # TERM=dumb: a serial console (the VM's) is a tty that cannot redraw.
+        self.tty = self.stream.isatty() and os.environ.get("TERM", "") != "dumb"
         self._last_counter = 0.0
         self._counter_shown = False
 

@@ -1,0 +1,65 @@
+"""Pick the QEMU accelerator.
+
+KVM is only worth it when it can run a stock kernel. Our hosts expose
+/dev/kvm through kvm_pvm (pagetable-based virtualization), under which the
+stock Debian guest kernel hangs at boot, so kvm_pvm means TCG. TCG is about
+an order of magnitude slower but always works.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from vm.errors import VmError
+
+AccelName = Literal["kvm", "tcg"]
+
+ENV_OVERRIDE = "KPATH_VM_ACCEL"
+KVM_DEVICE = Path("/dev/kvm")
+SYS_MODULE = Path("/sys/module")
+
+
+@dataclass(frozen=True)
+class Accel:
+    name: AccelName
+    reason: str  # one line, shown to the user next to the choice
+
+    @property
+    def cpu(self) -> str:
+        # -cpu host passes the real CPU through under KVM; TCG can only emulate,
+        # and "max" gives the guest every feature TCG implements.
+        return "host" if self.name == "kvm" else "max"
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.reason}"
+
+
+def detect_accel(
+    env: Mapping[str, str] | None = None,
+    kvm_device: Path = KVM_DEVICE,
+    sys_module: Path = SYS_MODULE,
+) -> Accel:
+    environ = os.environ if env is None else env
+    override = environ.get(ENV_OVERRIDE, "").strip().lower()
+    if override:
+        if override == "kvm":
+            return Accel("kvm", f"{ENV_OVERRIDE}=kvm")
+        if override == "tcg":
+            return Accel("tcg", f"{ENV_OVERRIDE}=tcg")
+        raise VmError(f"{ENV_OVERRIDE} must be kvm or tcg, not {override!r}")
+
+    if not kvm_device.exists():
+        return Accel("tcg", f"no {kvm_device}")
+    try:
+        fd = os.open(kvm_device, os.O_RDWR | os.O_CLOEXEC)
+    except OSError as exc:
+        return Accel("tcg", f"cannot open {kvm_device}: {exc.strerror}")
+    os.close(fd)
+    # No lsmod on our hosts; a loaded module always has a /sys/module entry.
+    if (sys_module / "kvm_pvm").exists():
+        return Accel("tcg", "kvm_pvm present, stock kernels hang under PVM")
+    return Accel("kvm", f"{kvm_device} usable")

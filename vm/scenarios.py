@@ -179,12 +179,15 @@ def check_chat(trace: Trace, c: Checker) -> None:
             rx is not None and rx.ctx in (Context.SOFTIRQ, Context.KSOFTIRQD)
             and rx.softirq == "NET_RX")
 
+    # The recv may have started (and blocked) before the segment was sent:
+    # look at each server recvfrom up to the thread's next one.
     copied: list[Event] | None = None
-    for start in _entries(trace, "__sys_recvfrom", CHAT_PORT):
-        if start.sport != CHAT_PORT or start.ts_ns < seg.ts_ns:
-            continue
-        got = _subsequence([e for e in events if e.tid == start.tid
-                            and e.ts_ns >= start.ts_ns], RECV_CHAIN)
+    starts = [e for e in _entries(trace, "__sys_recvfrom", CHAT_PORT) if e.sport == CHAT_PORT]
+    for i, start in enumerate(starts):
+        nxt = next((n.ts_ns for n in starts[i + 1:] if n.tid == start.tid), None)
+        window = [e for e in events if e.tid == start.tid and e.ts_ns >= start.ts_ns
+                  and (nxt is None or e.ts_ns < nxt)]
+        got = _subsequence(window, RECV_CHAIN)
         if got and got[-1].seq == seg.seq:
             copied = got
             break

@@ -12,6 +12,7 @@ import click
 
 from kpath.console import ConsoleStatus
 from probes.catalog import CATALOG, PROFILES, UnknownProbe, select
+from probes.catalog_doc import catalog_markdown
 from probes.resolve import KernelSymbols, resolve
 from tracer.bcc_backend import BackendError, KernelFeatures, bpf_source_text
 from tracer.filters import FilterError, make_filters
@@ -96,14 +97,19 @@ def trace_cmd(
 @click.command("probes")
 @click.option("--profile", default=None, help="Only this profile's probes.")
 @click.option("--check", is_flag=True, help="Resolve against this kernel's /proc/kallsyms.")
-def probes_cmd(profile: str | None, check: bool) -> None:
+@click.option("--markdown", is_flag=True, help="The whole catalog as docs/probes.md.")
+def probes_cmd(profile: str | None, check: bool, markdown: bool) -> None:
     """List the probe catalog: function, layer, direction, what it captures.
 
     \b
     Examples:
       kpath probes
       kpath probes --profile minimal --check
+      kpath probes --markdown > docs/probes.md
     """
+    if markdown:
+        click.echo(catalog_markdown(), nl=False)
+        return
     try:
         _, specs = select(profile) if profile else ("all", list(CATALOG))
     except UnknownProbe as exc:

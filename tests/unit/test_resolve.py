@@ -75,3 +75,12 @@ def test_seed_chain_is_in_default_profile() -> None:
             "tcp_v4_send_synack", "__sys_recvfrom", "sock_recvmsg", "tcp_recvmsg",
             "__skb_datagram_iter"]
     assert set(seed) <= set(PROFILES["default"])
+
+
+def test_docs_probes_page_is_the_catalog() -> None:
+    from pathlib import Path
+
+    from probes.catalog_doc import catalog_markdown
+
+    page = Path(__file__).resolve().parents[2] / "docs" / "probes.md"
+    assert page.read_text() == catalog_markdown(), "regenerate: kpath probes --markdown"

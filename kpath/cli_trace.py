@@ -14,7 +14,12 @@ from kpath.console import ConsoleStatus
 from probes.catalog import CATALOG, PROFILES, UnknownProbe, select
 from probes.catalog_doc import catalog_markdown
 from probes.resolve import KernelSymbols, resolve
-from tracer.bcc_backend import BackendError, KernelFeatures, bpf_source_text
+from tracer.bcc_backend import (
+    DEFAULT_BUFFER_PAGES,
+    BackendError,
+    KernelFeatures,
+    bpf_source_text,
+)
 from tracer.filters import FilterError, make_filters
 from tracer.session import TraceRequest, run_trace
 
@@ -33,6 +38,10 @@ from tracer.session import TraceRequest, run_trace
 @click.option("--count", type=click.IntRange(min=1), help="Stop after this many events.")
 @click.option("--probes", "probes_sel", default="default", show_default=True,
               help=f"Profile ({'|'.join(PROFILES)}) or comma-separated catalog names.")
+@click.option("--buffer-pages", type=click.IntRange(1, 65536), default=DEFAULT_BUFFER_PAGES,
+              show_default=True,
+              help="Ring buffer size in 4 KiB pages (a power of two). Too small loses events:"
+              " they are counted and marked in the trace.")
 @click.option("--ebpf", is_flag=True, help="Print the BPF C program and exit.")
 @click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors on stderr.")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
@@ -44,6 +53,7 @@ def trace_cmd(
     duration: float | None,
     count: int | None,
     probes_sel: str,
+    buffer_pages: int,
     ebpf: bool,
     quiet: bool,
     command: tuple[str, ...],
@@ -71,13 +81,16 @@ def trace_cmd(
         profile, specs = select(probes_sel)
     except (FilterError, UnknownProbe) as exc:
         raise click.UsageError(str(exc)) from None
+    if buffer_pages & (buffer_pages - 1):
+        raise click.UsageError(f"--buffer-pages {buffer_pages}: must be a power of two")
     if not command and duration is None and count is None and not sys.stdin.isatty():
         # Non-interactive with nothing to end the trace would run forever.
         raise click.UsageError("give --duration, --count or a command (-- CMD) to end the trace")
     status = ConsoleStatus(quiet=quiet)
     req = TraceRequest(output=output, filters=filters, profile=profile, specs=specs,
                        duration_s=duration, count=count,
-                       command=list(command) if command else None)
+                       command=list(command) if command else None,
+                       buffer_pages=buffer_pages)
     try:
         result = run_trace(req, status)
     except (BackendError, PermissionError, RuntimeError, OSError) as exc:

@@ -34,6 +34,7 @@ def validate_cmd(names: tuple[str, ...], out: Path, no_run: bool, timeout: float
       chat   the seeds' hello/hi chat: handshake paths, send chain, ACK, recv chain
       bulk   1 MiB transfer: bytes written = carried by data segments = read
       veth   two network namespaces joined by veth: one packet across both
+      lossy  a 4 KiB ring buffer: lost events are counted, stored and marked
     Exit status 0 only if every check passes.
 
     \b

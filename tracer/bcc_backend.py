@@ -175,10 +175,16 @@ def _import_bcc() -> Any:
     return bcc
 
 
-def bpf_cflags(features: KernelFeatures) -> list[str]:
-    """Compile-time switches: numbers derived from kernel capabilities only."""
+DEFAULT_BUFFER_PAGES = 512  # 2 MiB ring buffer
+
+
+def bpf_cflags(features: KernelFeatures, buffer_pages: int = DEFAULT_BUFFER_PAGES) -> list[str]:
+    """Compile-time switches: numbers only (kernel capabilities, a validated size)."""
+    if buffer_pages < 1 or buffer_pages & (buffer_pages - 1):
+        raise ValueError(f"buffer pages must be a power of two, got {buffer_pages}")
     return [
         f"-DKPATH_RINGBUF={1 if features.ringbuf else 0}",
+        f"-DKPATH_RINGBUF_PAGES={int(buffer_pages)}",
         "-Wno-macro-redefined",
         "-Wno-unused-function",
     ]
@@ -191,7 +197,8 @@ def bpf_source_text() -> str:
 class BccBackend:
     """Owns the loaded BPF object for the life of one trace."""
 
-    def __init__(self, features: KernelFeatures) -> None:
+    def __init__(self, features: KernelFeatures,
+                 buffer_pages: int = DEFAULT_BUFFER_PAGES) -> None:
         if not features.func_ip:
             raise BackendError(
                 f"kernel {features.release} lacks bpf_get_func_ip (needs 5.15+), which "
@@ -200,6 +207,7 @@ class BccBackend:
         if os.geteuid() != 0:
             raise BackendError("live tracing needs root (kprobes and BPF): run with sudo")
         self.features = features
+        self.buffer_pages = buffer_pages
         self._bcc = _import_bcc()
         self._bpf: Any = None
         self._amap = AddressMap(())
@@ -211,7 +219,8 @@ class BccBackend:
 
     def compile(self) -> None:
         try:
-            self._bpf = self._bcc.BPF(src_file=str(BPF_SOURCE), cflags=bpf_cflags(self.features))
+            cflags = bpf_cflags(self.features, self.buffer_pages)
+            self._bpf = self._bcc.BPF(src_file=str(BPF_SOURCE), cflags=cflags)
         except Exception as exc:  # BCC raises bare Exception on compile errors
             hint = ""
             if not Path(f"/lib/modules/{self.features.release}/build").exists():
@@ -265,7 +274,8 @@ class BccBackend:
         if self.features.ringbuf:
             table.open_ring_buffer(self._on_raw)
         else:
-            table.open_perf_buffer(self._on_raw, page_cnt=256, lost_cb=self._on_perf_lost)
+            table.open_perf_buffer(self._on_raw, page_cnt=self.buffer_pages,
+                                   lost_cb=self._on_perf_lost)
 
     def _on_raw(self, *args: Any) -> None:
         data, size = args[-2], args[-1]

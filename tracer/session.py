@@ -20,7 +20,7 @@ from typing import Protocol
 from kpath import __version__
 from probes.catalog import ProbeSpec
 from probes.resolve import KernelSymbols, Resolved, resolve
-from tracer.bcc_backend import BccBackend, KernelFeatures
+from tracer.bcc_backend import DEFAULT_BUFFER_PAGES, BccBackend, KernelFeatures
 from tracer.events import Event
 from tracer.filters import Filters
 from tracer.tracefile import Header, Lost, ProbeStatus, TraceWriter, Trailer
@@ -48,6 +48,7 @@ class TraceRequest:
     duration_s: float | None = None
     count: int | None = None
     command: list[str] | None = None
+    buffer_pages: int = DEFAULT_BUFFER_PAGES
 
 
 @dataclass
@@ -160,7 +161,7 @@ def run_trace(req: TraceRequest, status: Status) -> TraceResult:
     if not any(r.ok for r in resolved):
         raise RuntimeError("none of the requested probes exists on this kernel")
 
-    backend = BccBackend(features)
+    backend = BccBackend(features, req.buffer_pages)
     try:
         with status.ticker("compiling the BPF program (BCC; about a minute under TCG)"):
             backend.compile()

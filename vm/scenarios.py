@@ -61,11 +61,14 @@ class Scenario:
     check: Callable[[Trace, Checker], None]
     probes: str = "default"
     prepare: tuple[str, ...] = ()  # guest shell commands run before tracing
+    trace_args: tuple[str, ...] = ()  # extra `kpath trace` options
+    expect_loss: bool = False
 
     def run_checks(self, trace: Trace) -> list[CheckResult]:
         checker = Checker()
         checker.check("trace complete", trace.cut_short is None, trace.cut_short or "")
-        checker.check("no lost events", trace.lost_total == 0, f"{trace.lost_total} lost")
+        if not self.expect_loss:
+            checker.check("no lost events", trace.lost_total == 0, f"{trace.lost_total} lost")
         # Later checks depend on a failed premise; the premise is reported.
         with contextlib.suppress(CheckFailed):
             self.check(trace, checker)
@@ -270,6 +273,29 @@ def check_veth(trace: Trace, c: Checker) -> None:
             len(copy) == 1 and copy[0].length == VETH_MESSAGE_LEN)
 
 
+# ---- a ring buffer too small on purpose: loss is counted and shown -------
+
+
+def check_lossy(trace: Trace, c: Checker) -> None:
+    from tracer.timeline import build_timeline
+
+    trailer = trace.trailer
+    c.need("the trace ends with a trailer", trailer is not None)
+    assert trailer is not None
+    c.need("events were lost", trailer.lost > 0, "a 4 KiB ring buffer kept up: nothing lost")
+    c.check("the lost records add up to the trailer's count",
+            sum(rec.count for rec in trace.lost) == trailer.lost,
+            f"{sum(rec.count for rec in trace.lost)} vs {trailer.lost}")
+    c.check("losses are counted per probe",
+            all(rec.probe for rec in trace.lost)
+            and sum(trailer.lost_by_probe.values()) == trailer.lost,
+            f"{trailer.lost_by_probe}")
+    c.check("the workload itself succeeded", trailer.command_exit == 0)
+    gaps = build_timeline(trace).gaps
+    c.check("the timeline marks the gaps", len(gaps) == len(trace.lost) and len(gaps) > 0,
+            f"{len(gaps)} gaps for {len(trace.lost)} lost records")
+
+
 SCENARIOS: tuple[Scenario, ...] = (
     Scenario("chat", "the seeds' hello/hi chat on loopback", "hello_hi.kpath",
              ("chat",), check_chat),
@@ -277,5 +303,8 @@ SCENARIOS: tuple[Scenario, ...] = (
              "bulk_1mib.kpath", ("bulk", "--size", "1MiB"), check_bulk),
     Scenario("veth", "two network namespaces joined by a veth pair", "veth_netns.kpath",
              ("veth",), check_veth, prepare=("modprobe veth",)),
+    Scenario("lossy", "1 MiB through a 4 KiB ring buffer: losses counted and shown",
+             "bulk_lossy.kpath", ("bulk", "--size", "1MiB", "--port", "10089"), check_lossy,
+             trace_args=("--buffer-pages", "1"), expect_loss=True),
 )
 BY_SCENARIO = {s.name: s for s in SCENARIOS}

@@ -17,7 +17,7 @@ from vm.progress import Progress
 from vm.runner import RunOptions, run_in_vm
 from vm.scenarios import CheckResult, Scenario
 
-# Three BCC compiles (about a minute each under TCG) plus boot and workloads.
+# A BCC compile per scenario (about a minute each under TCG), boot, workloads.
 DEFAULT_TIMEOUT = 1800.0
 
 
@@ -39,8 +39,8 @@ def guest_command(scenarios: Sequence[Scenario], out: Path) -> tuple[str, ...]:
     steps = [f"mkdir -p {q(str(out))}"]
     for s in scenarios:
         steps.extend(s.prepare)
-        trace = ["kpath", "trace", "--probes", s.probes, "-o", str(out / s.trace_file),
-                 "--", "kpath", "demo", *s.workload]
+        trace = ["kpath", "trace", "--probes", s.probes, *s.trace_args,
+                 "-o", str(out / s.trace_file), "--", "kpath", "demo", *s.workload]
         steps.append(f"echo {q('== scenario ' + s.name + ': ' + s.title)}")
         steps.append(f"{shlex.join(trace)} || echo {q('scenario ' + s.name + ' failed')}: $?")
     return ("sh", "-c", "; ".join(steps))

@@ -46,10 +46,13 @@ def test_filters_validate() -> None:
 
 
 def test_cflags_carry_only_kernel_capabilities() -> None:
-    flags = bpf_cflags(KernelFeatures.detect("6.1.0-56-amd64"))
-    assert "-DKPATH_RINGBUF=1" in flags
-    assert all(f.startswith(("-DKPATH_RINGBUF=", "-Wno-")) for f in flags)
+    flags = bpf_cflags(KernelFeatures.detect("6.1.0-56-amd64"), buffer_pages=64)
+    assert flags[:2] == ["-DKPATH_RINGBUF=1", "-DKPATH_RINGBUF_PAGES=64"]
+    assert all(f.startswith("-Wno-") for f in flags[2:])
     assert bpf_cflags(KernelFeatures.detect("5.4.0"))[0] == "-DKPATH_RINGBUF=0"
+    for bad in (0, 3, 1000):
+        with pytest.raises(ValueError, match="power of two"):
+            bpf_cflags(KernelFeatures.detect("6.1.0"), buffer_pages=bad)
 
 
 def test_bpf_source_reads_config_from_maps() -> None:

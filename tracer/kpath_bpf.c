@@ -451,6 +451,20 @@ static __always_inline int submit(struct pt_regs *ctx, struct kp_event *e) {
 
 // ---- capture routines, one per probes.catalog.Capture ----
 
+// A struct socket's TCP sock: its flow goes into the event, which is submitted.
+static __always_inline int submit_socket(struct pt_regs *ctx, struct socket *sock,
+                                         struct kp_event *e) {
+    struct sock *sk = 0;
+    short type = 0;
+    bpf_probe_read_kernel(&type, sizeof(type), &sock->type);
+    bpf_probe_read_kernel(&sk, sizeof(sk), &sock->sk);
+    if (type != SOCK_STREAM || !sk || !sock_is_tcp(sk))
+        return 0;
+    if (!read_sock(sk, e))
+        return 0;
+    return submit(ctx, e);
+}
+
 // (int fd, void __user *buf, size_t len, ...): the socket behind the fd.
 int kp_syscall_fd(struct pt_regs *ctx) {
     struct kp_event *e = event_start(ctx, KIND_ENTRY);
@@ -466,9 +480,7 @@ int kp_syscall_fd(struct pt_regs *ctx) {
     struct file *file = 0;
     struct socket *sock = 0;
     struct file *back = 0;
-    struct sock *sk = 0;
     unsigned int max_fds = 0;
-    short type = 0;
     bpf_probe_read_kernel(&files, sizeof(files), &task->files);
     if (!files || fd < 0)
         return 0;
@@ -487,13 +499,7 @@ int kp_syscall_fd(struct pt_regs *ctx) {
     bpf_probe_read_kernel(&back, sizeof(back), &sock->file);
     if (back != file)
         return 0;
-    bpf_probe_read_kernel(&type, sizeof(type), &sock->type);
-    bpf_probe_read_kernel(&sk, sizeof(sk), &sock->sk);
-    if (type != SOCK_STREAM || !sk || !sock_is_tcp(sk))
-        return 0;
-    if (!read_sock(sk, e))
-        return 0;
-    return submit(ctx, e);
+    return submit_socket(ctx, sock, e);
 }
 
 // (struct socket *sock, ...)
@@ -501,16 +507,9 @@ int kp_socket(struct pt_regs *ctx) {
     struct kp_event *e = event_start(ctx, KIND_ENTRY);
     if (!e)
         return 0;
-    struct socket *sock = (struct socket *)PT_REGS_PARM1(ctx);
-    struct sock *sk = 0;
-    short type = 0;
-    bpf_probe_read_kernel(&type, sizeof(type), &sock->type);
-    bpf_probe_read_kernel(&sk, sizeof(sk), &sock->sk);
-    if (type != SOCK_STREAM || !sk || !sock_is_tcp(sk))
-        return 0;
-    if (!read_sock(sk, e))
-        return 0;
-    return submit(ctx, e);
+    e->arg3 = PT_REGS_PARM3(ctx);
+    e->has |= HAS_ARG3;
+    return submit_socket(ctx, (struct socket *)PT_REGS_PARM1(ctx), e);
 }
 
 // (struct sock *sk, ...): TCP functions; arg3 is a length for some of them.
@@ -725,8 +724,9 @@ int kp_datagram_iter(struct pt_regs *ctx) {
     return submit(ctx, e);
 }
 
-// Return probe shared by all functions: kept only if its entry was kept.
-int kp_return(struct pt_regs *ctx) {
+// Return probes: kept only if their entry was kept. sock_ret: the value is a
+// struct sock * (inet_csk_accept) whose flow is read; otherwise the entry's.
+static __always_inline int on_return(struct pt_regs *ctx, int sock_ret) {
     struct kp_event *e = event_start(ctx, KIND_RETURN);
     if (!e)
         return 0;
@@ -738,25 +738,18 @@ int kp_return(struct pt_regs *ctx) {
     pending_ret.delete(&rk);
     e->ret = PT_REGS_RC(ctx);
     e->has |= HAS_RET;
+    if (sock_ret)
+        sk = (struct sock *)PT_REGS_RC(ctx);
     if (sk)
         read_sock(sk, e);
     // The entry already passed the filter.
     return emit(ctx, e);
 }
 
-// Return probe whose value is a struct sock * (inet_csk_accept): its flow.
+int kp_return(struct pt_regs *ctx) {
+    return on_return(ctx, 0);
+}
+
 int kp_return_sock(struct pt_regs *ctx) {
-    struct kp_event *e = event_start(ctx, KIND_RETURN);
-    if (!e)
-        return 0;
-    struct ret_key rk = {.tid = e->tid, .ip = e->ip};
-    if (!pending_ret.lookup(&rk))
-        return 0;
-    pending_ret.delete(&rk);
-    struct sock *sk = (struct sock *)PT_REGS_RC(ctx);
-    e->ret = (s64)sk;
-    e->has |= HAS_RET;
-    if (sk)
-        read_sock(sk, e);
-    return emit(ctx, e);
+    return on_return(ctx, 1);
 }

@@ -224,3 +224,93 @@ def synthetic_chat() -> SyntheticTrace:
     synthetic_send(t, client=False, seq=s_seq, ack=c_seq, nbytes=2, skb=0x7000)
     synthetic_recv(t, client=True, seq=s_seq, nbytes=2, skb=0x7000)
     return t
+
+
+TX_PATH = ("__ip_queue_xmit", "__ip_local_out", "ip_output", "ip_finish_output2",
+           "__dev_queue_xmit", "dev_hard_start_xmit", "loopback_xmit")
+RX_PATH = ("__netif_rx", "ip_rcv", "ip_local_deliver", "tcp_v4_rcv")
+RX_SOCK_PATH = ("tcp_v4_do_rcv", "tcp_rcv_established")
+
+
+def synthetic_full_segment(t: SyntheticTrace, *, client: bool, seq: int, flags: int, ack: int,
+                           payload: int, ctx: str = "task", tid: int | None = None,
+                           skb: int = 0x1000, lead_in: str | None = None,
+                           queue: bool = True) -> None:
+    """One segment through every default-profile probe of the loopback path:
+    __tcp_transmit_skb (queued skb) -> IP -> device -> driver (the clone),
+    __netif_rx in the sender's context, NET_RX softirq up to tcp_queue_rcv and
+    the reader's wake-up (data only)."""
+    lp, rp = (CLIENT_PORT, SERVER_PORT) if client else (SERVER_PORT, CLIENT_PORT)
+    sk, peer_sk = (CLIENT_SK, SERVER_SK) if client else (SERVER_SK, CLIENT_SK)
+    tid = (CLIENT_TID if client else SERVER_TID) if tid is None else tid
+    if lead_in is not None:
+        t.ev(lead_in, ctx=ctx, tid=tid, sk=sk, **sock(lp, rp))
+    h = hdr(lp, rp, seq, flags, ack, payload)
+    t.ev("__tcp_transmit_skb", ctx=ctx, tid=tid, sk=sk, skb=skb, **sock(lp, rp),
+         **{k: v for k, v in h.items() if k not in ("saddr", "sport", "daddr", "dport")})
+    for probe in TX_PATH:
+        t.ev(probe, ctx=ctx, tid=tid, sk=sk, skb=skb + 0x800, **h)
+    t.ev("__netif_rx", ctx=ctx, tid=tid, skb=skb + 0x800, **h)
+    t.ev("net_rx_action", ctx="softirq", tid=tid, netns=0)
+    for probe in RX_PATH[1:]:
+        t.ev(probe, ctx="softirq", tid=tid, skb=skb + 0x800, **h)
+    for probe in RX_SOCK_PATH:
+        t.ev(probe, ctx="softirq", tid=tid, sk=peer_sk, skb=skb + 0x800, **h)
+    if payload and queue:
+        t.ev("tcp_queue_rcv", ctx="softirq", tid=tid, sk=peer_sk, skb=skb + 0x800, **h)
+        t.ev("sock_def_readable", ctx="softirq", tid=tid, sk=peer_sk, **sock(rp, lp))
+
+
+def synthetic_bulk(total: int, *, mss: int = 1000, chunk: int = 4000, ack_every: int = 2,
+                   handshake: bool = True, recv_size: int = 8000) -> SyntheticTrace:
+    """A client writes `total` bytes in sends of `chunk` bytes, each sent as
+    MSS-sized segments from inside the send; the server ACKs every
+    `ack_every` segments from softirq, then reads in recvs of up to
+    `recv_size` bytes (one __skb_datagram_iter per segment)."""
+    t = SyntheticTrace()
+    if handshake:
+        synthetic_handshake(t)
+    c_seq, s_seq = CLIENT_ISN + 1, SERVER_ISN + 1
+    s = sock(CLIENT_PORT, SERVER_PORT)
+    queued: list[tuple[int, int]] = []  # (seq, len) not read yet
+    sent_segments = 0
+    skb = 0x100000
+    written = 0
+    while written < total:
+        n = min(chunk, total - written)
+        t.ev("__sys_sendto", sk=CLIENT_SK, length=n, **s)
+        t.ev("tcp_sendmsg_locked", sk=CLIENT_SK, length=n, **s)
+        t.ev("tcp_push", sk=CLIENT_SK, **s)
+        t.ev("__tcp_push_pending_frames", sk=CLIENT_SK, **s)
+        t.ev("tcp_write_xmit", sk=CLIENT_SK, **s)
+        off = 0
+        while off < n:
+            size = min(mss, n - off)
+            skb += 0x1000
+            synthetic_full_segment(t, client=True, seq=c_seq, flags=PSH | ACK, ack=s_seq,
+                                   payload=size, skb=skb)
+            queued.append((c_seq, size))
+            c_seq += size
+            off += size
+            sent_segments += 1
+            if sent_segments % ack_every == 0:
+                skb += 0x1000
+                synthetic_full_segment(t, client=False, seq=s_seq, flags=ACK, ack=c_seq,
+                                       payload=0, ctx="softirq", tid=CLIENT_TID, skb=skb,
+                                       lead_in="tcp_send_ack")
+        t.ev("tcp_sendmsg_locked", "return", sk=CLIENT_SK, ret=n, **s)
+        t.ev("__sys_sendto", "return", sk=CLIENT_SK, ret=n, **s)
+        written += n
+        while queued and (sum(q[1] for q in queued) >= recv_size or written >= total):
+            got = 0
+            r = sock(SERVER_PORT, CLIENT_PORT)
+            t.ev("__sys_recvfrom", tid=SERVER_TID, sk=SERVER_SK, length=recv_size, **r)
+            t.ev("tcp_recvmsg", tid=SERVER_TID, sk=SERVER_SK, length=recv_size, **r)
+            while queued and (got == 0 or got + queued[0][1] <= recv_size):
+                seq, size = queued.pop(0)
+                t.ev("__skb_datagram_iter", tid=SERVER_TID, sk=SERVER_SK, skb=0x77000,
+                     seq=seq, end_seq=seq + size, length=size, **r)
+                got += size
+            t.ev("tcp_recvmsg", "return", tid=SERVER_TID, sk=SERVER_SK, ret=got, **r)
+            t.ev("__sys_recvfrom", "return", tid=SERVER_TID, sk=SERVER_SK, ret=got, **r)
+    return t

@@ -309,12 +309,12 @@ def test_synthetic_graph_links_threads_packets_and_calls() -> None:
     assert g.number_of_nodes() == len(tl.events)
     syn = packets(tl.flows[0].steps)[0]
     a, b = syn.events[2].index, syn.events[3].index  # device -> ip_rcv: the wire hop
-    assert "packet" in g.edges[a, b]["kinds"]
+    assert g.edges[a, b]["kind"] == "handoff" and "wire" in g.edges[a, b]["whys"]
     send = next(s for s in tl.flows[0].steps if isinstance(s, Message) and s.op == "send")
     entry, ret = send.events[0].index, send.events[-1].index
-    assert "call" in g.edges[entry, ret]["kinds"]
+    assert g.edges[entry, ret]["kind"] == "next" and "return" in g.edges[entry, ret]["whys"]
     first, second = send.events[0].index, send.events[1].index
-    assert "thread" in g.edges[first, second]["kinds"]
+    assert g.edges[first, second]["kind"] == "next"
     assert g.nodes[first]["probe"] == "__sys_sendto"
 
 

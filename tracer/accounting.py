@@ -1,0 +1,123 @@
+"""Byte accounting per flow and direction: what the writer wrote, what data
+segments carried, what the reader read. For validation: on a complete trace
+of a healthy connection, written == carried == read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from probes.catalog import LAYER_ORDER, Direction
+from tracer.byte_ranges import copy_range, message_bytes, union
+from tracer.model import ByteRange, Message, Packet, Role, Timeline
+
+ORIGIN_PROBE = "__tcp_transmit_skb"
+
+
+@dataclass(frozen=True, slots=True)
+class ByteAccount:
+    flow: int
+    sender: Role
+    written: int  # sum of successful send returns
+    sends: int  # send syscalls seen
+    failed_sends: int  # returned -errno
+    unknown_sends: int  # no return value seen: their bytes are not in `written`
+    carried: int  # unique payload bytes of data segments at `carried_at`
+    carried_at: str | None  # probe counted: __tcp_transmit_skb, else the lowest layer present
+    segments: int  # data segments counted there, retransmissions excluded
+    retransmitted: int  # payload bytes of retransmissions (not in `carried`)
+    read: int  # sum of successful recv returns of the peer
+    recvs: int
+    copied: int  # sum of __skb_datagram_iter lengths on the peer
+    copies: int
+    complete: bool  # no loss noticed during the flow and the trace is not cut short
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def balanced(self) -> bool:
+        """written == carried == read (and == copied when copies were traced)."""
+        return self.written == self.carried == self.read and \
+            (self.copies == 0 or self.copied == self.read)
+
+
+def account_bytes(timeline: Timeline, flow: int, sender: Role) -> ByteAccount:
+    """The byte accounting of one direction (`sender`'s writes) of a flow."""
+    fl = timeline.flow(flow)
+    src = fl.endpoint_of(sender)
+    msgs = [st for st in fl.steps if isinstance(st, Message)]
+    sends = [m for m in msgs if m.op == "send" and m.side is sender]
+    recvs = [m for m in msgs if m.op == "recv" and m.side is sender.peer]
+    send_counts = [message_bytes(m) for m in sends]
+    recv_counts = [message_bytes(m) for m in recvs]
+    packets = [st for st in fl.steps if isinstance(st, Packet) and st.segment.src == src]
+
+    at = _counting_probe(packets)
+    ranges: list[ByteRange] = []
+    counted: set[int] = set()
+    for p in packets:
+        for te in p.events:
+            seg = te.segment
+            if te.probe != at or seg is None or not seg.payload or not seg.length_known:
+                continue
+            lo = fl.rel(src, seg.seq)
+            ranges.append(ByteRange(lo, lo + seg.payload))
+            if not p.retransmission:
+                counted.add(p.id)
+    copies = [r for st in fl.steps for te in st.events
+              if (r := copy_range(te, fl, src)) is not None]
+    notes = []
+    unknown = sum(c is None for c in send_counts)
+    if unknown:
+        notes.append(f"{unknown} send(s) without a return value")
+    if fl.gaps:
+        notes.append(f"{sum(g.count for g in fl.gaps)} event(s) lost during the flow")
+    if timeline.trace.cut_short:
+        notes.append("trace cut short")
+    return ByteAccount(
+        flow=fl.number, sender=sender,
+        written=sum(c for c in send_counts if c is not None and c > 0),
+        sends=len(sends),
+        failed_sends=sum(c is not None and c < 0 for c in send_counts),
+        unknown_sends=unknown,
+        carried=sum(r.size for r in union(ranges)),
+        carried_at=at,
+        segments=len(counted),
+        retransmitted=sum(p.segment.payload for p in packets if p.retransmission),
+        read=sum(c for c in recv_counts if c is not None and c > 0),
+        recvs=len(recvs),
+        copied=sum(r.size for r in copies),
+        copies=len(copies),
+        complete=not fl.gaps and not timeline.trace.cut_short,
+        notes=tuple(notes),
+    )
+
+
+def account_all(timeline: Timeline) -> list[ByteAccount]:
+    """Both directions of every flow, client's writes first."""
+    return [account_bytes(timeline, fl.number, role)
+            for fl in timeline.flows for role in (Role.CLIENT, Role.SERVER)]
+
+
+def _counting_probe(packets: list[Packet]) -> str | None:
+    """Where data segments are counted: at their birth (__tcp_transmit_skb);
+    without it, at the lowest transmit layer present (it sees every segment
+    the sender put on the wire), else at the first receive layer."""
+    seen: dict[tuple[int, int], dict[str, int]] = {}
+    for p in packets:
+        if not p.segment.payload:
+            continue
+        for te in p.events:
+            if te.segment is None or not te.segment.payload or te.layer is None:
+                continue
+            if te.probe == ORIGIN_PROBE:
+                return ORIGIN_PROBE
+            tx = te.direction is Direction.TX and te.endpoint == p.segment.src
+            depth = LAYER_ORDER.index(te.layer)
+            # deepest layer first, transmit before receive
+            rank = (0 if tx else 1, -depth)
+            by_probe = seen.setdefault(rank, {})
+            by_probe[te.probe] = by_probe.get(te.probe, 0) + 1
+    if not seen:
+        return None
+    best = seen[min(seen)]
+    return max(sorted(best), key=lambda name: best[name])

@@ -1,0 +1,307 @@
+"""Byte ranges: which stream bytes each send wrote and each recv returned,
+which segments carried them, and `follow_bytes` from a write to its reads.
+
+Positions are relative sequence numbers of the sender's stream (Flow.rel),
+compared as plain integers: no wrap-around within 4 GiB of a direction.
+Rules in docs/correlation.md ("Messages and byte ranges").
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from probes.catalog import BY_NAME, Capture, Layer, Returns
+from tracer.event_rules import capture_of, dst_of
+from tracer.events import Endpoint
+from tracer.model import (
+    ByteRange,
+    ByteStream,
+    Flow,
+    Message,
+    Packet,
+    RangeSource,
+    Role,
+    TEvent,
+    Timeline,
+)
+
+
+def message_bytes(msg: Message) -> int | None:
+    """Bytes a syscall moved: its return value, else the return value of a
+    byte-counting call inside it (tcp_sendmsg_locked, tcp_recvmsg) when the
+    syscall's return was lost. Negative: -errno, nothing moved."""
+    if msg.nbytes is not None:
+        return msg.nbytes
+    for te in msg.events:
+        spec = BY_NAME.get(te.probe)
+        if te.is_return and te.ev.ret is not None and spec is not None \
+                and spec.ret is Returns.VALUE and spec.layer is not Layer.SYSCALL:
+            return te.ev.ret
+    return None
+
+
+def copy_range(te: TEvent, flow: Flow, sender: Endpoint) -> ByteRange | None:
+    """The range of `sender`'s stream a copy to user returned
+    (__skb_datagram_iter: TCP_SKB_CB(skb)->seq + offset, len), or None."""
+    ev = te.ev
+    if capture_of(ev) is not Capture.DATAGRAM_ITER or ev.seq is None or ev.length is None \
+            or ev.length <= 0 or dst_of(ev) != sender:
+        return None
+    lo = flow.rel(sender, ev.seq)
+    return ByteRange(lo, lo + ev.length)
+
+
+def copied_pieces(msg: Message, flow: Flow, sender: Endpoint) -> list[ByteRange]:
+    """The ranges of `sender`'s stream the copies inside a recv returned."""
+    return [r for te in msg.events if (r := copy_range(te, flow, sender)) is not None]
+
+
+def union(ranges: Iterable[ByteRange]) -> list[ByteRange]:
+    """Sorted, merged, non-empty ranges."""
+    out: list[ByteRange] = []
+    for r in sorted(ranges):
+        if r.size <= 0:
+            continue
+        if out and r.lo <= out[-1].hi:
+            if r.hi > out[-1].hi:
+                out[-1] = ByteRange(out[-1].lo, r.hi)
+        else:
+            out.append(r)
+    return out
+
+
+def uncovered(want: ByteRange, have: Iterable[ByteRange]) -> list[ByteRange]:
+    """The parts of `want` no range in `have` covers."""
+    out = []
+    pos = want.lo
+    for r in union(h for h in have if h.overlaps(want)):
+        if r.lo > pos:
+            out.append(ByteRange(pos, min(r.lo, want.hi)))
+        pos = max(pos, r.hi)
+    if pos < want.hi:
+        out.append(ByteRange(pos, want.hi))
+    return out
+
+
+class PacketSpans:
+    """Data packets of one direction by start, for overlap queries that
+    touch only the packets near the range asked for."""
+
+    def __init__(self, packets: Iterable[Packet]) -> None:
+        items = sorted(((p.byte_range.lo, p.byte_range.hi, p) for p in packets
+                        if p.byte_range is not None), key=lambda it: (it[0], it[2].id))
+        self.los = [it[0] for it in items]
+        self.items = items
+        self.longest = max((hi - lo for lo, hi, _ in items), default=0)
+
+    def overlapping(self, r: ByteRange) -> list[Packet]:
+        out = []
+        j = bisect.bisect_left(self.los, r.hi) - 1  # last packet starting before r.hi
+        while j >= 0 and self.los[j] + self.longest > r.lo:
+            lo, hi, pkt = self.items[j]
+            if hi > r.lo:
+                out.append(pkt)
+            j -= 1
+        out.reverse()
+        return out
+
+
+def data_packets(flow: Flow, sender: Endpoint) -> list[Packet]:
+    return [st for st in flow.steps if isinstance(st, Packet) and st.byte_range is not None
+            and st.segment.src == sender]
+
+
+def assign_byte_ranges(flows: Sequence[Flow]) -> None:
+    """Set Message.byte_range/range_from, Flow.streams, and the links between
+    messages and the packets carrying their bytes."""
+    for fl in flows:
+        msgs = [st for st in fl.steps if isinstance(st, Message)]
+        for sender in (fl.client, fl.server):
+            role = fl.role_of(sender)
+            assert role is not None
+            stream = ByteStream(sender=sender, receiver=fl.endpoint_of(role.peer))
+            fl.streams[sender] = stream
+            sends = [m for m in msgs if m.op == "send" and m.side is role]
+            recvs = [m for m in msgs if m.op == "recv" and m.side is role.peer]
+            packets = data_packets(fl, sender)
+            start = 1 if fl.isn_from_syn.get(sender) else None
+            _place_sends(sends, packets, start, stream)
+            _place_recvs(fl, sender, recvs, start, stream)
+            _link(sends, recvs, packets)
+
+
+def _place_sends(sends: list[Message], packets: list[Packet], start: int | None,
+                 stream: ByteStream) -> None:
+    anchors: dict[int, int] = {}
+    for p in packets:  # in id (time) order
+        if p.message is not None and not p.retransmission and p.byte_range is not None:
+            anchors.setdefault(p.message, p.byte_range.lo)
+    _place(sends, start, {}, anchors, stream, "send")
+    placed = [m for m in sends if m.range_from is not None]
+    stream.anchor = placed[0].range_from if placed else None
+    spans = PacketSpans(p for p in packets if not p.retransmission)
+    sent_in: dict[int, list[Packet]] = {}
+    for p in packets:
+        if p.message is not None:
+            sent_in.setdefault(p.message, []).append(p)
+    for m in sends:
+        r = m.byte_range
+        if r is None:
+            continue
+        for p in sent_in.get(m.id, []):
+            if p.byte_range is not None and p.byte_range.hi > r.hi:
+                stream.problems.append(
+                    f"send #{m.id} wrote {r} but segment #{p.id} it sent carries up to "
+                    f"{p.byte_range.hi}: events lost, send ranges may be shifted")
+                break
+        carriers = spans.overlapping(r)
+        if carriers and carriers[0].byte_range is not None and carriers[0].byte_range.lo > r.lo:
+            stream.problems.append(
+                f"send #{m.id} wrote {r} but its first segment #{carriers[0].id} starts at "
+                f"{carriers[0].byte_range.lo}")
+
+
+def _place_recvs(fl: Flow, sender: Endpoint, recvs: list[Message], start: int | None,
+                 stream: ByteStream) -> None:
+    exact: dict[int, ByteRange] = {}
+    for m in recvs:
+        pieces = union(copied_pieces(m, fl, sender))
+        if not pieces:
+            continue
+        exact[m.id] = ByteRange(pieces[0].lo, pieces[-1].hi)
+        if len(pieces) > 1:
+            stream.problems.append(f"recv #{m.id} copied non-contiguous ranges "
+                                   + ", ".join(map(str, pieces)))
+        count = message_bytes(m)
+        if count is not None and count >= 0 and count != exact[m.id].size:
+            stream.problems.append(f"recv #{m.id} returned {count} B but its copies cover "
+                                   f"{exact[m.id]} ({exact[m.id].size} B)")
+    _place(recvs, start, exact, {}, stream, "recv")
+
+
+def _place(msgs: list[Message], start: int | None, exact: dict[int, ByteRange],
+           anchors: dict[int, int], stream: ByteStream, what: str) -> None:
+    """Consecutive messages of one direction follow each other in the stream:
+    walk forward from the first known position (ISN+1, an exact copy, a
+    segment anchor), then backward from the first placed message."""
+    n = len(msgs)
+    counts = [message_bytes(m) for m in msgs]
+    starts: list[int | None] = [None] * n
+    srcs: list[RangeSource | None] = [None] * n
+    pos: int | None = start
+    src: RangeSource | None = RangeSource.ISN if start is not None else None
+    for i, m in enumerate(msgs):
+        ex = exact.get(m.id)
+        if ex is not None:
+            if pos is not None and pos != ex.lo:
+                stream.problems.append(
+                    f"{what} #{m.id} starts at {ex.lo}, stream order expected {pos} "
+                    "(events lost, or MSG_PEEK)")
+            starts[i], srcs[i] = ex.lo, RangeSource.COPY
+            pos, src = ex.hi, RangeSource.NEIGHBOUR
+            continue
+        if pos is None and m.id in anchors:
+            pos, src = anchors[m.id], RangeSource.SEGMENT
+        if pos is not None:
+            starts[i], srcs[i] = pos, src
+        count = counts[i]
+        if count is None:
+            pos, src = None, None  # bytes unknown: the stream position is lost
+        elif pos is not None and count > 0:
+            pos += count
+    for i in range(n - 2, -1, -1):
+        after, count = starts[i + 1], counts[i]
+        if starts[i] is None and after is not None and count is not None:
+            starts[i] = after - max(count, 0)
+            nxt = srcs[i + 1]
+            srcs[i] = RangeSource.NEIGHBOUR if nxt is RangeSource.COPY else nxt
+    for i, m in enumerate(msgs):
+        ex = exact.get(m.id)
+        count, at = counts[i], starts[i]
+        if ex is not None:
+            m.byte_range, m.range_from = ex, RangeSource.COPY
+        elif at is not None and count is not None and count > 0:
+            m.byte_range, m.range_from = ByteRange(at, at + count), srcs[i]
+
+
+def _link(sends: list[Message], recvs: list[Message], packets: list[Packet]) -> None:
+    spans = PacketSpans(packets)
+    for m in recvs:
+        if m.byte_range is None:
+            continue
+        for p in spans.overlapping(m.byte_range):
+            m.data_from.append(p.id)
+            p.read_by.append(m.id)
+        m.data_from.sort()
+    for m in sends:
+        if m.byte_range is None:
+            continue
+        for p in spans.overlapping(m.byte_range):
+            m.carried_by.append(p.id)
+            p.written_by.append(m.id)
+        m.carried_by.sort()
+    for p in packets:
+        p.read_by.sort()
+        p.written_by.sort()
+
+
+@dataclass(eq=False, kw_only=True)
+class ByteTrail:
+    """Where one send's bytes went."""
+
+    send: Message
+    byte_range: ByteRange | None
+    segments: list[Packet] = field(default_factory=list)  # first transmissions carrying them
+    retransmissions: list[Packet] = field(default_factory=list)
+    reads: list[Message] = field(default_factory=list)  # recvs that returned some of them
+    not_carried: list[ByteRange] = field(default_factory=list)  # no traced segment has them
+    not_read: list[ByteRange] = field(default_factory=list)  # no traced recv returned them
+
+    @property
+    def complete(self) -> bool:
+        """Every byte written was carried and read (as far as the trace shows)."""
+        return self.byte_range is not None and not self.not_carried and not self.not_read
+
+
+def follow_bytes(timeline: Timeline, flow: int, sender: Role) -> list[ByteTrail]:
+    """For one flow and direction (the `sender`'s writes), each successful
+    send message with the data segments and recv messages holding its bytes."""
+    fl = timeline.flow(flow)
+    ep = fl.endpoint_of(sender)
+    packets = data_packets(fl, ep)
+    spans = PacketSpans(packets)
+    recvs = [st for st in fl.steps if isinstance(st, Message) and st.op == "recv"
+             and st.side is sender.peer and st.byte_range is not None]
+    recv_index = sorted(((m.byte_range.lo, m) for m in recvs if m.byte_range is not None),
+                        key=lambda it: (it[0], it[1].id))
+    recv_los = [lo for lo, _ in recv_index]
+    longest = max((m.byte_range.size for m in recvs if m.byte_range is not None), default=0)
+    trails = []
+    for m in fl.steps:
+        if not isinstance(m, Message) or m.op != "send" or m.side is not sender:
+            continue
+        count = message_bytes(m)
+        if count is not None and count <= 0:
+            continue
+        trail = ByteTrail(send=m, byte_range=m.byte_range)
+        trails.append(trail)
+        r = m.byte_range
+        if r is None:
+            continue
+        carriers = spans.overlapping(r)
+        trail.segments = [p for p in carriers if not p.retransmission]
+        trail.retransmissions = [p for p in carriers if p.retransmission]
+        trail.not_carried = uncovered(r, (p.byte_range for p in carriers
+                                          if p.byte_range is not None))
+        j = bisect.bisect_left(recv_los, r.hi) - 1
+        reads = []
+        while j >= 0 and recv_los[j] + longest > r.lo:
+            rm = recv_index[j][1]
+            if rm.byte_range is not None and rm.byte_range.overlaps(r):
+                reads.append(rm)
+            j -= 1
+        trail.reads = sorted(reads, key=lambda x: x.id)
+        trail.not_read = uncovered(r, (x.byte_range for x in reads if x.byte_range is not None))
+    return trails

@@ -1,0 +1,383 @@
+"""What the reconstruction produces: events placed in steps (messages,
+packets, lone events), flows, byte ranges, and the Timeline holding them.
+
+Built by tracer/timeline.py (build_timeline); the rules that fill these
+types are in docs/correlation.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from probes.catalog import Direction, Layer
+from tracer.events import Endpoint, Event, Kind
+from tracer.segments import SEQ_MOD, TCP_FIN, TCP_SYN, PacketKey, Segment, SegmentType
+from tracer.tracefile import Trace
+
+
+class Role(StrEnum):
+    CLIENT = "client"
+    SERVER = "server"
+
+    @property
+    def peer(self) -> Role:
+        return Role.SERVER if self is Role.CLIENT else Role.CLIENT
+
+
+class RolesFrom(StrEnum):
+    HANDSHAKE = "handshake"  # SYN (client -> server) or SYN-ACK seen
+    PORT = "port"  # no handshake in the trace: the lower port is the server
+
+
+class RangeSource(StrEnum):
+    """How a message's byte range was found."""
+
+    COPY = "copy"  # recv: its __skb_datagram_iter copies (exact)
+    ISN = "isn"  # stream order from ISN+1: the sender's SYN is in the trace
+    SEGMENT = "segment"  # stream order anchored on a data segment a send transmitted
+    NEIGHBOUR = "neighbour"  # stream order from a recv whose copies are known
+
+    @property
+    def text(self) -> str:
+        return _RANGE_TEXT[self]
+
+
+_RANGE_TEXT = {
+    RangeSource.COPY: "exact, from the copies to user",
+    RangeSource.ISN: "stream order from ISN+1 (SYN traced)",
+    RangeSource.SEGMENT: "stream order anchored on the first data segment a send "
+                         "transmitted (handshake not traced)",
+    RangeSource.NEIGHBOUR: "stream order from a neighbouring recv's copies",
+}
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class ByteRange:
+    """Bytes [lo, hi) of one direction's stream, as sequence numbers relative
+    to the sender's base (Flow.rel): with the SYN traced, the first data
+    byte is 1, as in Wireshark."""
+
+    lo: int
+    hi: int
+
+    @property
+    def size(self) -> int:
+        return self.hi - self.lo
+
+    def overlaps(self, other: ByteRange) -> bool:
+        return self.lo < other.hi and other.lo < self.hi
+
+    def contains(self, other: ByteRange) -> bool:
+        return self.lo <= other.lo and other.hi <= self.hi
+
+    def __str__(self) -> str:
+        return f"{self.lo}:{self.hi}"
+
+
+@dataclass(frozen=True, slots=True)
+class FlowKey:
+    """A connection: its normalized 4-tuple. No netns: a connection between
+    two namespaces (veth) has one 4-tuple but two netns. `scope` is 0 unless
+    the same 4-tuple is in use in several namespaces at once (containers each
+    with their own loopback): then it is the netns telling them apart."""
+
+    lo: Endpoint
+    hi: Endpoint
+    scope: int = 0
+
+
+@dataclass(eq=False, kw_only=True)
+class TEvent:
+    """An event placed in the timeline."""
+
+    index: int  # position in time order (Timeline.events), node id in Timeline.graph
+    ev: Event
+    offset_ns: int  # from the start of the trace
+    layer: Layer | None
+    direction: Direction | None
+    context: str  # context_label(ev)
+    flow: int | None = None  # Flow.number
+    side: Role | None = None
+    endpoint: Endpoint | None = None  # side_endpoint(ev), or inherited from the step
+    segment: Segment | None = None
+    step: int = -1  # Step.id
+    handoff: bool = False  # ran in another execution context than the previous event of its step
+    pair: int | None = None  # index of the matching entry (for a return) or return (for an entry)
+
+    @property
+    def probe(self) -> str:
+        return self.ev.probe
+
+    @property
+    def is_return(self) -> bool:
+        return self.ev.kind is Kind.RETURN
+
+
+class StepKind(StrEnum):
+    MESSAGE = "message"
+    PACKET = "packet"
+    LONE = "event"
+
+
+@dataclass(eq=False, kw_only=True)
+class Step:
+    id: int
+    flow: int | None = None
+    side: Role | None = None  # message: its side; packet: the sender; lone: the event's
+    events: list[TEvent] = field(default_factory=list)
+
+    kind = StepKind.LONE
+
+    @property
+    def start_ns(self) -> int:
+        return self.events[0].ev.ts_ns
+
+    @property
+    def end_ns(self) -> int:
+        return self.events[-1].ev.ts_ns
+
+    @property
+    def title(self) -> str:
+        te = self.events[0]
+        return f"{te.probe} ({te.ev.kind})"
+
+
+@dataclass(eq=False, kw_only=True)
+class Message(Step):
+    """A send or recv syscall and what ran inside it in the same thread."""
+
+    kind = StepKind.MESSAGE
+    op: str  # "send" | "recv"
+    syscall: str
+    requested: int | None = None  # entry length (bytes asked to send / buffer size)
+    nbytes: int | None = None  # syscall return value; None when no return was seen
+    complete: bool = False  # entry and return both seen
+    packets: list[int] = field(default_factory=list)  # Packet ids with events inside
+    data_from: list[int] = field(default_factory=list)  # recv: Packet ids carrying the bytes read
+    # send: the stream bytes it wrote; recv: the bytes it returned (None when
+    # unknown, failed, or zero bytes). See docs/correlation.md.
+    byte_range: ByteRange | None = None
+    range_from: RangeSource | None = None
+    carried_by: list[int] = field(default_factory=list)  # send: Packet ids carrying its bytes
+
+    @property
+    def title(self) -> str:
+        who = f"{self.side} " if self.side else ""
+        if self.nbytes is not None and self.nbytes >= 0:
+            what = f"{self.op} {self.nbytes} B"
+        elif self.nbytes is not None:
+            what = f"{self.op} failed ({self.nbytes})"
+        else:
+            what = f"{self.op} (no return seen)"
+        extra = []
+        if self.requested is not None:
+            extra.append(f"{'asked' if self.op == 'send' else 'buffer'} {self.requested}")
+        if not self.complete and self.nbytes is not None:
+            extra.append("entry not seen")
+        tail = f" ({', '.join(extra)})" if extra else ""
+        return f"{who}{what} via {self.syscall}{tail}"
+
+
+@dataclass(eq=False, kw_only=True)
+class Packet(Step):
+    """One TCP segment from the sender's TCP down and up the receiver's stack
+    (with its pieces, when split below TCP by GSO/TSO)."""
+
+    kind = StepKind.PACKET
+    key: PacketKey
+    segment: Segment
+    sender: Role | None = None
+    receiver: Role | None = None
+    again: bool = False  # same key already sent: retransmission (or duplicate ACK)
+    retransmission: bool = False  # data, SYN or FIN sent again (see docs/correlation.md)
+    dup_ack: bool = False  # pure ACK repeating the sender's previous pure ACK's ack number
+    split: bool = False  # seen in smaller pieces below TCP (GSO/TSO)
+    message: int | None = None  # Message id whose syscall sent it, if any
+    read_by: list[int] = field(default_factory=list)  # Message ids that copied its bytes
+    written_by: list[int] = field(default_factory=list)  # send Message ids whose bytes it carries
+    byte_range: ByteRange | None = None  # data packets: its payload in the sender's stream
+
+    @property
+    def label(self) -> str:
+        return self.segment.label
+
+    @property
+    def category(self) -> SegmentType:
+        return self.segment.type
+
+    @property
+    def direction(self) -> str:
+        if self.sender is None or self.receiver is None:
+            return f"{self.segment.src} -> {self.segment.dst}"
+        return f"{self.sender} -> {self.receiver}"
+
+    @property
+    def tx_events(self) -> list[TEvent]:
+        return [te for te in self.events if te.endpoint == self.segment.src]
+
+    @property
+    def rx_events(self) -> list[TEvent]:
+        return [te for te in self.events if te.endpoint == self.segment.dst]
+
+    @property
+    def title(self) -> str:
+        title = f"{self.label} {self.direction}"
+        if self.retransmission:
+            title += " (retransmission)"
+        elif self.dup_ack:
+            title += " (duplicate ACK)"
+        elif self.again:
+            pure = self.segment.payload == 0 and not self.segment.flags & (TCP_SYN | TCP_FIN)
+            title += " (duplicate ACK)" if pure else " (retransmission)"
+        if self.split:
+            title += " (split below TCP)"
+        return title
+
+
+@dataclass(eq=False, kw_only=True)
+class Lone(Step):
+    kind = StepKind.LONE
+
+
+@dataclass(frozen=True, slots=True)
+class LostGap:
+    """Events the kernel dropped, noticed at ts_ns (they were lost before it)."""
+
+    ts_ns: int
+    offset_ns: int
+    count: int
+    probe: str | None
+    cpu: int | None
+
+    @property
+    def text(self) -> str:
+        what = f"from {self.probe}" if self.probe else "(probe unknown)"
+        cpu = f" on cpu {self.cpu}" if self.cpu is not None else ""
+        return f"lost {self.count} event{'s' if self.count != 1 else ''} {what}{cpu}"
+
+
+@dataclass(eq=False, kw_only=True)
+class ByteStream:
+    """One direction of a flow: how its message ranges were anchored and
+    what the cross-checks found."""
+
+    sender: Endpoint
+    receiver: Endpoint
+    anchor: RangeSource | None = None  # of the sends' ranges; None: not placed
+    problems: list[str] = field(default_factory=list)
+
+
+@dataclass(eq=False, kw_only=True)
+class Flow:
+    number: int  # 1-based, in order of first event
+    key: FlowKey
+    client: Endpoint
+    server: Endpoint
+    roles_from: RolesFrom
+    isn: dict[Endpoint, int] = field(default_factory=dict)  # base of relative seq numbers
+    isn_from_syn: dict[Endpoint, bool] = field(default_factory=dict)
+    netns_of: dict[Endpoint, int] = field(default_factory=dict)  # each end's netns, when reported
+    socks_of: dict[Endpoint, list[int]] = field(default_factory=dict)  # struct sock addresses
+    streams: dict[Endpoint, ByteStream] = field(default_factory=dict)  # by sender
+    steps: list[Step] = field(default_factory=list)
+    gaps: list[LostGap] = field(default_factory=list)  # losses noticed during the flow
+
+    @property
+    def netns(self) -> int:
+        """The flow's netns when both ends agree (or only one is known), else
+        0: a connection across namespaces has one per end (netns_of)."""
+        known = {ns for ns in self.netns_of.values() if ns}
+        return next(iter(known)) if len(known) == 1 else 0
+
+    @property
+    def title(self) -> str:
+        return f"{self.client} (client) <-> {self.server} (server)"
+
+    def role_of(self, ep: Endpoint | None) -> Role | None:
+        if ep == self.client:
+            return Role.CLIENT
+        if ep == self.server:
+            return Role.SERVER
+        return None
+
+    def endpoint_of(self, role: Role) -> Endpoint:
+        return self.client if role is Role.CLIENT else self.server
+
+    def rel(self, sender: Endpoint, value: int) -> int:
+        """A sequence number of `sender`'s byte stream, relative to its base."""
+        base = self.isn.get(sender)
+        return value if base is None else (value - base) % SEQ_MOD
+
+    @property
+    def events(self) -> list[TEvent]:
+        return sorted((te for st in self.steps for te in st.events), key=lambda te: te.index)
+
+    @property
+    def start_ns(self) -> int:
+        return min(st.start_ns for st in self.steps)
+
+    @property
+    def end_ns(self) -> int:
+        return max(st.end_ns for st in self.steps)
+
+
+@dataclass(eq=False, kw_only=True)
+class ThreadGroup:
+    """Events that could not be tied to a flow, for one thread."""
+
+    tid: int
+    tgid: int
+    comm: str
+    steps: list[Step] = field(default_factory=list)
+
+    @property
+    def title(self) -> str:
+        return f"{self.comm}[{self.tid}] (tgid {self.tgid})"
+
+
+@dataclass(eq=False, kw_only=True)
+class Timeline:
+    trace: Trace
+    start_ns: int  # ts of the first record (event or loss)
+    events: list[TEvent]  # all, in time order
+    steps: list[Step]  # all, by id (ids in order of each step's first event)
+    flows: list[Flow]
+    unattributed: list[ThreadGroup]
+    gaps: list[LostGap]
+    _graph: Any = field(default=None, repr=False)
+
+    @property
+    def graph(self) -> Any:
+        """The causal graph (networkx.DiGraph, see tracer/causal.py), built on
+        first use: it costs as much as the rest of the reconstruction."""
+        if self._graph is None:
+            from tracer.causal import build_graph  # noqa: PLC0415 (causal imports this module)
+
+            self._graph = build_graph(self)
+        return self._graph
+
+    @property
+    def duration_ns(self) -> int:
+        if self.trace.trailer is not None and self.trace.trailer.duration_ns:
+            return self.trace.trailer.duration_ns
+        stamps = [te.ev.ts_ns for te in self.events] + [g.ts_ns for g in self.gaps]
+        return max(stamps) - self.start_ns if stamps else 0
+
+    def flow(self, number: int) -> Flow:
+        """Flow by its 1-based number; KeyError if there is no such flow."""
+        if 1 <= number <= len(self.flows):
+            return self.flows[number - 1]
+        raise KeyError(number)
+
+    def step_of(self, te: TEvent) -> Step:
+        return self.steps[te.step]
+
+    def packets(self, flow: int | None = None) -> list[Packet]:
+        steps = self.flow(flow).steps if flow is not None else self.steps
+        return [st for st in steps if isinstance(st, Packet)]
+
+    def messages(self, flow: int | None = None) -> list[Message]:
+        steps = self.flow(flow).steps if flow is not None else self.steps
+        return [st for st in steps if isinstance(st, Message)]

@@ -1,0 +1,424 @@
+"""Steps: every event placed in exactly one message, packet or lone step.
+
+- `Message`: a send or recv syscall with the socket-level events nested in
+  the same thread (process context) between its entry and its return;
+- `Packet`: one TCP segment, its events down the sender's stack and up the
+  receiver's, linked by flow and sequence numbers (not skb address: the IP
+  layer sees a fast clone), including the pieces GSO/TSO cut it into;
+- `Lone`: an event that is neither and explains no packet.
+Rules in docs/correlation.md ("Packets", "Messages").
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Sequence
+
+from probes.catalog import BY_NAME, Capture, Direction, Layer
+from tracer.event_rules import capture_of, context_key
+from tracer.events import Context, Endpoint, Kind
+from tracer.model import ByteRange, Flow, FlowKey, Lone, Message, Packet, Step, TEvent, ThreadGroup
+from tracer.segments import (
+    KEY_FLAGS_MASK,
+    ORIGIN_CAPTURES,
+    SPLIT_FLAGS_MASK,
+    PacketKey,
+    Segment,
+)
+
+_Ctx = tuple[int, str, str | None]
+_Stream = tuple[int, bool]  # (flow number, sent by the client)
+RETRANSMIT_PROBES = frozenset({"tcp_retransmit_skb"})
+
+
+def pair_returns(tevents: Sequence[TEvent]) -> None:
+    """Pair each return with the latest unmatched entry of the same probe in
+    the same execution context (entries nest like calls)."""
+    open_: dict[tuple[_Ctx, str], list[TEvent]] = {}
+    for te in tevents:
+        slot = (context_key(te.ev), te.probe)
+        if te.ev.kind is Kind.ENTRY:
+            open_.setdefault(slot, []).append(te)
+        elif open_.get(slot):
+            entry = open_[slot].pop()
+            entry.pair, te.pair = te.index, entry.index
+
+
+class _RangeIndex:
+    """Data packets of one direction by relative start, to find the packet a
+    smaller piece (GSO/TSO) belongs to without scanning them all."""
+
+    def __init__(self) -> None:
+        self.los: list[int] = []
+        self.items: list[tuple[int, int, Packet]] = []
+        self.longest = 0
+
+    def add(self, lo: int, hi: int, pkt: Packet) -> None:
+        at = bisect.bisect_right(self.los, lo)
+        self.los.insert(at, lo)
+        self.items.insert(at, (lo, hi, pkt))
+        self.longest = max(self.longest, hi - lo)
+
+    def newest_holding(self, lo: int, hi: int) -> Packet | None:
+        """The newest packet whose range contains [lo, hi)."""
+        best: Packet | None = None
+        j = bisect.bisect_right(self.los, lo) - 1
+        while j >= 0 and self.los[j] + self.longest >= hi:
+            p_lo, p_hi, pkt = self.items[j]
+            if p_lo <= lo and hi <= p_hi and (best is None or pkt.id > best.id):
+                best = pkt
+            j -= 1
+        return best
+
+
+class _Builder:
+    def __init__(self) -> None:
+        self.steps: list[Step] = []
+        self.latest: dict[tuple[object, ...], Packet] = {}  # exact segment key -> newest packet
+        self.loose: dict[tuple[object, ...], Packet] = {}  # same without the payload
+        self.ranges: dict[_Stream, _RangeIndex] = {}
+        self.sent_hi: dict[_Stream, int] = {}  # highest stream byte carried so far
+        # packet id -> hops seen (probe, kind, seq, payload) -> skb address there
+        self.seen: dict[int, dict[tuple[str, Kind, int, int], int]] = {}
+
+    def add(self, step: Step, te: TEvent) -> Step:
+        self.steps.append(step)
+        self.put(step, te)
+        return step
+
+    def put(self, step: Step, te: TEvent) -> None:
+        step.events.append(te)
+        te.step = step.id
+
+    @property
+    def next_id(self) -> int:
+        return len(self.steps)
+
+    def packet_for(self, te: TEvent, flow: Flow) -> Packet:
+        """The packet a segment event belongs to, created when needed.
+
+        1. same segment key (flow, seq, payload, flags, ack) as a packet in
+           flight, unless this is a new birth (__tcp_transmit_skb,
+           tcp_v4_send_synack) or the packet already passed this hop with
+           this range in another skb: then it is a new packet on the wire
+           (the same skb passing a hop again was requeued, e.g. by
+           neighbour resolution: neigh_resolve_output runs twice);
+        2. a data piece inside a packet's range (split below TCP), or, on
+           receive, a piece starting inside one (merged by GRO);
+        3. an event whose length is unknown joins the newest packet with the
+           same seq, flags and ack.
+        """
+        seg = te.segment
+        assert seg is not None
+        origin = capture_of(te.ev) in ORIGIN_CAPTURES
+        hop = (te.ev.probe, te.ev.kind, seg.seq, seg.payload)
+        # Within a flow the sender's role names the direction: cheaper to
+        # hash than the endpoints, and this runs for most events.
+        loose_key = (flow.number, seg.src == flow.client, seg.seq, seg.flags & KEY_FLAGS_MASK,
+                     seg.ack)
+        exact_key = (*loose_key, seg.payload)
+        if not seg.length_known:
+            pkt = self.loose.get(loose_key)
+            if pkt is not None:
+                self.join(pkt, te, hop)
+                return pkt
+        else:
+            pkt = self.latest.get(exact_key)
+            if pkt is not None and not origin and self._may_join(pkt, te, hop):
+                self.join(pkt, te, hop)
+                return pkt
+            if pkt is None and not origin and seg.payload:
+                piece_of = self._holding(te, seg, flow)
+                if piece_of is not None and self._may_join(piece_of, te, hop):
+                    self.join(piece_of, te, hop)
+                    lo = flow.rel(seg.src, seg.seq)
+                    whole = piece_of.byte_range
+                    if whole is not None and (whole.lo, whole.hi) != (lo, lo + seg.payload) \
+                            and whole.lo <= lo and lo + seg.payload <= whole.hi:
+                        piece_of.split = True
+                    return piece_of
+            vague = self.loose.get(loose_key)
+            if vague is not None and not origin and not vague.segment.length_known:
+                # Created by an event whose length was unreadable: now known.
+                vague.segment = seg
+                vague.key = _packet_key(flow.key, seg)
+                vague.retransmission |= self._register(vague, seg, flow, exact_key)
+                self.join(vague, te, hop)
+                return vague
+        return self._new_packet(te, seg, flow, exact_key, loose_key, hop)
+
+    def _holding(self, te: TEvent, seg: Segment, flow: Flow) -> Packet | None:
+        index = self.ranges.get((flow.number, seg.src == flow.client))
+        if index is None:
+            return None
+        lo = flow.rel(seg.src, seg.seq)
+        pkt = index.newest_holding(lo, lo + seg.payload)
+        if pkt is None and te.direction is Direction.RX:
+            pkt = index.newest_holding(lo, lo + 1)  # GRO merged it with the next ones
+        if pkt is None:
+            return None
+        same = (pkt.segment.flags & SPLIT_FLAGS_MASK) == (seg.flags & SPLIT_FLAGS_MASK) \
+            and pkt.segment.ack == seg.ack
+        return pkt if same else None
+
+    def _new_packet(self, te: TEvent, seg: Segment, flow: Flow,
+                    exact_key: tuple[object, ...], loose_key: tuple[object, ...],
+                    hop: tuple[str, Kind, int, int]) -> Packet:
+        again = exact_key in self.latest
+        pkt = Packet(id=self.next_id, flow=flow.number, key=_packet_key(flow.key, seg), segment=seg,
+                     sender=flow.role_of(seg.src), receiver=flow.role_of(seg.dst), again=again)
+        pkt.side = pkt.sender
+        overlap = self._register(pkt, seg, flow, exact_key)
+        pkt.retransmission = overlap or (again and not seg.is_pure_ack)
+        self.seen[pkt.id] = {}
+        self.loose[loose_key] = pkt
+        self.add(pkt, te)
+        self.seen[pkt.id][hop] = te.ev.skb
+        return pkt
+
+    def _register(self, pkt: Packet, seg: Segment, flow: Flow,
+                  exact_key: tuple[object, ...]) -> bool:
+        """Index a packet by key and byte range; True when its bytes overlap
+        bytes an earlier packet of the direction carried."""
+        if not seg.length_known:
+            return False
+        self.latest[exact_key] = pkt
+        if not seg.payload:
+            return False
+        stream = (flow.number, seg.src == flow.client)
+        lo = flow.rel(seg.src, seg.seq)
+        pkt.byte_range = ByteRange(lo, lo + seg.payload)
+        high = self.sent_hi.get(stream)
+        # Bytes below the high-water mark were carried before: a
+        # retransmission, even when cut at other boundaries.
+        self.sent_hi[stream] = max(high or 0, lo + seg.payload)
+        self.ranges.setdefault(stream, _RangeIndex()).add(lo, lo + seg.payload, pkt)
+        return high is not None and lo < high
+
+    def _may_join(self, pkt: Packet, te: TEvent, hop: tuple[str, Kind, int, int]) -> bool:
+        """Not seen at this hop yet, or requeued: the same skb re-entering the
+        hop it last passed. (A retransmission passed further hops in between;
+        skb addresses alone cannot tell: a fast clone reuses its slot.)"""
+        skb = self.seen[pkt.id].get(hop)
+        if skb is None:
+            return True
+        last = pkt.events[-1].ev
+        return skb != 0 and skb == te.ev.skb and (last.probe, last.kind) == hop[:2]
+
+    def join(self, pkt: Packet, te: TEvent, hop: tuple[str, Kind, int, int]) -> None:
+        self.put(pkt, te)
+        self.seen[pkt.id][hop] = te.ev.skb
+
+
+def _packet_key(fkey: FlowKey, seg: Segment) -> PacketKey:
+    return PacketKey(fkey.scope, seg.src, seg.dst, seg.seq, seg.payload,
+                     seg.flags & KEY_FLAGS_MASK, seg.ack)
+
+
+def make_steps(tevents: Sequence[TEvent], keys: Sequence[FlowKey | None],
+               flows: Sequence[Flow]) -> list[Step]:
+    """Assign every event to one step.
+
+    Besides messages (syscall nesting) and packets (segment key), events that
+    carry no segment are attached where they explain something:
+    - lead-ins wait for the next event of their execution context and join
+      its packet: the NET_RX softirq run (net_rx_action) joins the packet it
+      processes, a transmit-side socket call outside a syscall (tcp_send_ack,
+      tcp_write_xmit from softirq, tcp_close) the packet it sends, and
+      tcp_retransmit_skb (which cannot see the ack) the segment sent again;
+    - trailers (receive-side socket calls outside a syscall, such as
+      sock_def_readable) join the packet just processed in their context;
+    - a return outside a syscall joins its entry's step.
+    Anything else is a step of its own (Lone).
+    """
+    b = _Builder()
+    open_msg: dict[int, Message] = {}  # tid -> syscall in progress
+    waiting: dict[_Ctx, list[TEvent]] = {}  # lead-ins per context
+    last_step: dict[_Ctx, Step] = {}  # step of the previous event per context
+
+    def in_message(te: TEvent) -> Message | None:
+        return open_msg.get(te.ev.tid) if te.ev.ctx is Context.TASK else None
+
+    def own_step(te: TEvent) -> Step:
+        if te.segment is not None and keys[te.index] is not None and te.flow is not None:
+            pkt = b.packet_for(te, flows[te.flow - 1])
+            msg = in_message(te)
+            if msg is not None:
+                if pkt.id not in msg.packets:
+                    msg.packets.append(pkt.id)
+                # "Sent in" only for the sender's own transmit events: the
+                # receive backlog may run inside the peer's syscall.
+                if pkt.message is None and te.endpoint == pkt.segment.src \
+                        and te.direction is Direction.TX:
+                    pkt.message = msg.id
+            return pkt
+        return b.add(Lone(id=b.next_id, flow=te.flow, side=te.side), te)
+
+    def place(te: TEvent) -> Step:
+        ck = context_key(te.ev)
+        if te.layer is Layer.SYSCALL and te.ev.ctx is Context.TASK:
+            return _syscall_event(b, te, open_msg)
+        if te.segment is not None and keys[te.index] is not None:
+            return own_step(te)
+        msg = in_message(te)
+        if msg is not None:
+            b.put(msg, te)
+            return msg
+        if te.is_return and te.pair is not None:
+            entry_step = b.steps[tevents[te.pair].step]
+            if isinstance(entry_step, Lone):
+                b.put(entry_step, te)
+                return entry_step
+        prev = last_step.get(ck)
+        if _is_trailer(te) and isinstance(prev, Packet) and _same_flow(te, prev) and \
+                te.endpoint in (None, prev.segment.dst):
+            b.put(prev, te)
+            return prev
+        return own_step(te)
+
+    for te in tevents:
+        ck = context_key(te.ev)
+        if in_message(te) is None and _is_lead_in(te):
+            waiting.setdefault(ck, []).append(te)
+            continue
+        st = place(te)
+        for w in waiting.pop(ck, []):
+            if _leads_into(w, st):
+                st.events.insert(st.events.index(te), w)
+                w.step = st.id
+                if w.flow is None:
+                    w.flow, w.side, w.endpoint = te.flow, te.side, te.endpoint
+            else:
+                own_step(w)
+        last_step[ck] = st
+    for w in sorted((w for ws in waiting.values() for w in ws), key=lambda t: t.index):
+        own_step(w)
+    return _renumber(b.steps)
+
+
+def _is_lead_in(te: TEvent) -> bool:
+    if te.is_return or te.pair is not None:
+        return False
+    cap = capture_of(te.ev)
+    if cap in (Capture.SOFTIRQ, Capture.SOCK_SKB_CB_NOACK):
+        return True
+    return (te.direction is Direction.TX and te.segment is None
+            and cap in (Capture.SOCK, Capture.SOCKET))
+
+
+def _is_trailer(te: TEvent) -> bool:
+    return (not te.is_return and te.pair is None and te.direction is Direction.RX
+            and te.segment is None and capture_of(te.ev) in (Capture.SOCK, Capture.SOCKET))
+
+
+def _same_flow(te: TEvent, st: Step) -> bool:
+    return te.flow is None or te.flow == st.flow
+
+
+def _leads_into(w: TEvent, st: Step) -> bool:
+    if capture_of(w.ev) is Capture.SOFTIRQ:
+        return st.flow is not None
+    if not isinstance(st, Packet) or not _same_flow(w, st):
+        return False
+    if w.endpoint is not None and w.endpoint != st.segment.src:
+        return False
+    seg = w.segment
+    return seg is None or (seg.seq, seg.payload) == (st.segment.seq, st.segment.payload)
+
+
+def _renumber(steps: list[Step]) -> list[Step]:
+    """Ids in order of each step's first event (lead-ins and late steps
+    were created out of order)."""
+    ordered = sorted(steps, key=lambda st: st.events[0].index)
+    new_id = {st.id: i for i, st in enumerate(ordered)}
+    for st in ordered:
+        st.id = new_id[st.id]
+        for te in st.events:
+            te.step = st.id
+        if isinstance(st, Message):
+            st.packets = [new_id[p] for p in st.packets]
+        elif isinstance(st, Packet) and st.message is not None:
+            st.message = new_id[st.message]
+    return ordered
+
+
+def _syscall_event(b: _Builder, te: TEvent, open_msg: dict[int, Message]) -> Message:
+    spec = BY_NAME.get(te.probe)
+    op = "send" if spec is None or spec.direction is Direction.TX else "recv"
+    tid = te.ev.tid
+    cur = open_msg.get(tid)
+    if te.ev.kind is Kind.ENTRY:
+        # Syscalls do not nest in a thread: an open one lost its return.
+        open_msg.pop(tid, None)
+        msg = Message(id=b.next_id, op=op, syscall=te.probe, requested=te.ev.length)
+        b.add(msg, te)
+        open_msg[tid] = msg
+        return msg
+    if cur is not None and cur.syscall == te.probe:
+        b.put(cur, te)
+        cur.nbytes = te.ev.ret
+        cur.complete = True
+        del open_msg[tid]
+        return cur
+    # A return whose entry was lost or ran before tracing started.
+    open_msg.pop(tid, None)
+    msg = Message(id=b.next_id, op=op, syscall=te.probe, nbytes=te.ev.ret)
+    b.add(msg, te)
+    return msg
+
+
+def inherit_from_step(st: Step, flows: Sequence[Flow]) -> None:
+    """Events without their own flow take their message's flow and side."""
+    if st.flow is None:
+        st.flow = next((te.flow for te in st.events if te.flow is not None), None)
+    if st.side is None:
+        st.side = next((te.side for te in st.events if te.side is not None), None)
+    if st.flow is None:
+        return
+    fl = flows[st.flow - 1]
+    for te in st.events:
+        if te.flow is None:
+            te.flow = st.flow
+        if te.side is None and te.flow == st.flow and st.side is not None:
+            te.side = st.side
+            te.endpoint = fl.endpoint_of(st.side)
+
+
+def mark_handoffs(st: Step) -> None:
+    prev: TEvent | None = None
+    for te in st.events:
+        te.handoff = prev is not None and context_key(prev.ev) != context_key(te.ev)
+        prev = te
+
+
+def label_packets(flows: Sequence[Flow]) -> None:
+    """Retransmissions announced by tcp_retransmit_skb, and duplicate ACKs:
+    a pure ACK whose ack number repeats the one of the sender's previous
+    packet, itself a pure ACK (no data, SYN or FIN between them). The window
+    is not captured, so a window update looks like a duplicate ACK."""
+    for fl in flows:
+        previous: dict[Endpoint, Packet] = {}
+        for st in fl.steps:
+            if not isinstance(st, Packet):
+                continue
+            if any(te.probe in RETRANSMIT_PROBES for te in st.events):
+                st.retransmission = True
+            seg = st.segment
+            prev = previous.get(seg.src)
+            st.dup_ack = (seg.is_pure_ack and prev is not None and prev.segment.is_pure_ack
+                          and prev.segment.ack == seg.ack)
+            previous[seg.src] = st
+
+
+def group_steps(steps: Sequence[Step], flows: Sequence[Flow]) -> list[ThreadGroup]:
+    groups: dict[int, ThreadGroup] = {}
+    for st in steps:
+        if st.flow is not None:
+            flows[st.flow - 1].steps.append(st)
+            continue
+        ev = st.events[0].ev
+        grp = groups.get(ev.tid)
+        if grp is None:
+            grp = groups[ev.tid] = ThreadGroup(tid=ev.tid, tgid=ev.tgid, comm=ev.comm)
+        grp.steps.append(st)
+    return sorted(groups.values(), key=lambda g: g.steps[0].start_ns)

@@ -1,0 +1,125 @@
+"""Statistics for `kpath replay --stats`: per flow, the byte accounting of
+each direction, the latency distribution of each hop, and every packet's
+hop latencies. Pure: returns a string.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from tracer.accounting import ByteAccount, account_bytes
+from tracer.latency import Hop, HopStats, PacketLatency, latency_stats, packet_latencies
+from tracer.model import Flow, Role, Timeline
+
+GAP_MARK = "gap"
+
+
+def fmt_us(ns: int) -> str:
+    """Microseconds with one decimal: '12.3'."""
+    return f"{ns / 1e3:.1f}"
+
+
+def render_stats(timeline: Timeline, flow: int | None = None) -> str:
+    """Accounting, latency distributions and per-packet latencies, one flow
+    or all. KeyError for an unknown flow."""
+    flows = [timeline.flow(flow)] if flow is not None else timeline.flows
+    trace = timeline.trace
+    lines = [f"kpath stats {trace.path or '(trace)'}: {len(timeline.events)} events, "
+             f"{len(timeline.flows)} flow(s), lost {trace.lost_total}"]
+    if trace.cut_short:
+        lines.append(f"  !! trace cut short ({trace.cut_short}): counts may be incomplete")
+    if timeline.gaps:
+        lines.append(f"  !! {sum(g.count for g in timeline.gaps)} event(s) lost: packets whose "
+                     f"span holds a loss are marked '{GAP_MARK}' and left out of distributions")
+    if not flows:
+        lines.append("")
+        lines.append("no TCP flow in this trace")
+    for fl in flows:
+        latencies = packet_latencies(timeline, fl.number)
+        lines.append("")
+        lines.extend(_flow_stats(timeline, fl, latencies))
+    return "\n".join(lines) + "\n"
+
+
+def _flow_stats(tl: Timeline, fl: Flow, latencies: list[PacketLatency]) -> list[str]:
+    out = [f"flow {fl.number}: {fl.title}"]
+    for role in (Role.CLIENT, Role.SERVER):
+        ep = fl.endpoint_of(role)
+        socks = ", ".join(hex(sk) for sk in fl.socks_of.get(ep, [])) or "?"
+        out.append(f"  {role}: netns {fl.netns_of.get(ep) or '?'}, sockets {socks}")
+    out.append("")
+    out.extend(_accounting(tl, fl))
+    out.append("")
+    out.extend(_distributions(latency_stats(tl, fl.number, latencies)))
+    out.append("")
+    out.extend(_per_packet(latencies))
+    return out
+
+
+def _direction(fl: Flow, sender: Role | None) -> str:
+    return f"{sender} -> {sender.peer}" if sender is not None else "?"
+
+
+def _accounting(tl: Timeline, fl: Flow) -> list[str]:
+    accounts = [account_bytes(tl, fl.number, role) for role in (Role.CLIENT, Role.SERVER)]
+    head = ("  bytes", "written", "carried", "retrans", "read", "copied", "counted at", "check")
+    rows = [head] + [(
+        f"  {_direction(fl, a.sender)}", str(a.written), str(a.carried), str(a.retransmitted),
+        str(a.read), str(a.copied), a.carried_at or "-", _check(a)) for a in accounts]
+    out = _table(rows, right=range(1, 6))
+    for stream in fl.streams.values():
+        role = fl.role_of(stream.sender)
+        how = stream.anchor.text if stream.anchor is not None else "no send placed"
+        out.append(f"  {_direction(fl, role)} send ranges: {how}")
+        out.extend(f"    !! {problem}" for problem in stream.problems)
+    return out
+
+
+def _check(a: ByteAccount) -> str:
+    text = ("ok" if a.written else "ok (no data)") if a.balanced else "MISMATCH"
+    if not a.complete or a.notes:
+        text += f" ({'; '.join(a.notes) or 'incomplete'})"
+    return text
+
+
+def _distributions(stats: Sequence[HopStats]) -> list[str]:
+    if not stats:
+        return ["  latency: no hop measured (too few probes on the path)"]
+    head = ("  latency (us)", "class", "hop", "n", "min", "median", "p99", "max", GAP_MARK + "s")
+    rows: list[tuple[str, ...]] = [head]
+    for s in stats:
+        if s.count:
+            vals = (fmt_us(s.min_ns), fmt_us(s.median_ns), fmt_us(s.p99_ns), fmt_us(s.max_ns))
+        else:
+            vals = ("-", "-", "-", "-")
+        rows.append((f"  {_direction_of(s.sender)}", str(s.klass), str(s.hop), str(s.count),
+                     *vals, str(s.gaps)))
+    return _table(rows, right=range(3, 9))
+
+
+def _direction_of(sender: Role | None) -> str:
+    return f"{sender} -> {sender.peer}" if sender is not None else "?"
+
+
+def _per_packet(latencies: Sequence[PacketLatency]) -> list[str]:
+    if not latencies:
+        return ["  per packet: no packet"]
+    hops = [h for h in Hop if any(h in pl.hops for pl in latencies)]
+    head = ("  per packet (us)", "direction", "class", *[str(h) for h in hops], "")
+    rows: list[tuple[str, ...]] = [head]
+    for pl in latencies:
+        p = pl.packet
+        cells = [fmt_us(pl.hops[h].ns) if h in pl.hops else "-" for h in hops]
+        rows.append((f"  #{p.id} {p.label}", _direction_of(p.sender), str(pl.klass), *cells,
+                     GAP_MARK if pl.gap else ""))
+    return _table(rows, right=range(3, 3 + len(hops)))
+
+
+def _table(rows: Sequence[Sequence[str]], right: range) -> list[str]:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    out = []
+    for r in rows:
+        cells = [c.rjust(w) if i in right else c.ljust(w)
+                 for i, (c, w) in enumerate(zip(r, widths, strict=True))]
+        out.append("  ".join(cells).rstrip())
+    return out

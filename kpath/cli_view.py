@@ -1,6 +1,6 @@
-"""CLI: `replay` (text timeline) and `export` (sequence diagrams). Wiring
-only: read trace -> timeline -> renderer. Errors are one line on stderr:
-exit 2 for a bad invocation, 1 when the work itself fails."""
+"""CLI: `replay` (text or JSON timeline) and `export` (diagrams, Perfetto
+JSON, HTML). Wiring only: read trace -> timeline -> selection -> renderer.
+Errors are one line on stderr: exit 2 for a bad invocation, 1 when the work itself fails."""
 
 from __future__ import annotations
 
@@ -14,15 +14,24 @@ import click
 from tracer.timeline import Timeline, build_timeline
 from tracer.tracefile import TraceFormatError, read_trace
 from viz import graphviz_render
-from viz.mermaid import render_mermaid
+from viz.html import render_html
+from viz.jsonout import render_json
+from viz.mermaid import render_mermaid_checked
+from viz.perfetto import render_perfetto
+from viz.plantuml import render_plantuml
+from viz.select import Selection, SelectionError, parse_bound, parse_steps, select
 from viz.sequence import build_sequence
+from viz.stats_text import render_stats
 from viz.text import cut_short_message, render_text
 
-EXPORT_FORMATS = ("svg", "png", "pdf", "dot", "mermaid")
-TEXT_FORMATS = ("svg", "dot", "mermaid")
-EXTENSIONS = {"svg": ".svg", "png": ".png", "pdf": ".pdf", "dot": ".dot", "mermaid": ".mmd"}
+EXPORT_FORMATS = ("svg", "png", "pdf", "dot", "mermaid", "plantuml", "perfetto", "html")
+TEXT_FORMATS = ("svg", "dot", "mermaid", "plantuml", "perfetto", "html")
+EXTENSIONS = {"svg": ".svg", "png": ".png", "pdf": ".pdf", "dot": ".dot", "mermaid": ".mmd",
+              "plantuml": ".puml", "perfetto": ".perfetto.json", "html": ".html"}
 FORMAT_OF_SUFFIX = {".svg": "svg", ".png": "png", ".pdf": "pdf", ".dot": "dot", ".gv": "dot",
-                    ".mmd": "mermaid", ".mermaid": "mermaid"}
+                    ".mmd": "mermaid", ".mermaid": "mermaid", ".puml": "plantuml",
+                    ".plantuml": "plantuml", ".pu": "plantuml", ".json": "perfetto",
+                    ".html": "html", ".htm": "html"}
 
 
 def _fail(msg: str, code: int = 1) -> NoReturn:
@@ -67,21 +76,47 @@ def _echo(text: str, color: bool | None = None) -> None:
 @click.argument("file", metavar="FILE")
 @click.option("--flow", metavar="N", help="Only flow N (numbers as listed by replay).")
 @click.option("--no-color", is_flag=True, help="No colour even on a terminal.")
-def replay_cmd(file: str, flow: str | None, no_color: bool) -> None:
+@click.option("--format", "out_format", type=click.Choice(["text", "json"]), default="text",
+              show_default=True,
+              help="json: one document for scripts (schema: docs/replay-json.md).")
+@click.option("--stats", is_flag=True,
+              help="Instead of the timeline: per flow, bytes written/carried/read per "
+                   "direction, latency per hop (count, min, median, p99, max, in us) and a "
+                   "per-packet latency table (docs/correlation.md).")
+def replay_cmd(file: str, flow: str | None, no_color: bool, out_format: str,
+               stats: bool) -> None:
     """Print a trace as per-flow timelines: each message (send/recv syscall)
-    and packet (SYN, SYN-ACK, data, ACK...) with its events, their time,
-    side, layer, execution context, bytes and sequence numbers.
+    and packet (SYN, SYN-ACK, data, ACK...) with its events, their time, the
+    hop since the previous event of the step, side, layer, the function
+    indented by call nesting, execution context (coloured on a terminal),
+    bytes and sequence numbers.
 
     \b
     Examples:
       kpath replay chat.kpath
       kpath replay chat.kpath --flow 1 | less -R
+      kpath replay chat.kpath --format json | jq '.steps[] | select(.kind=="packet")'
+      kpath replay bulk.kpath --stats
+
+    \b
+    --stats hops: syscall>tcp (send entry to the segment's __tcp_transmit_skb),
+    tcp>ip, ip>dev, dev>rx (to __netif_rx/ip_rcv), rx>queue (to tcp_queue_rcv),
+    queue>copy (to the reader's __skb_datagram_iter), tcp>copy (whole path).
+    A hop needs both its probes; packets around lost events are marked "gap".
     """
     tl = _load(file)
     number = _flow_number(tl, flow)
     cut = cut_short_message(tl.trace)
     if cut:
         click.echo(f"kpath: warning: {cut}", err=True)
+    if stats:
+        if out_format != "text":
+            _fail("--stats prints text tables: drop --format json", 2)
+        _echo(render_stats(tl, number))
+        return
+    if out_format == "json":
+        _echo(render_json(tl, number))
+        return
     color = not no_color and "NO_COLOR" not in os.environ and sys.stdout.isatty()
     _echo(render_text(tl, number, color=color), color=color)
 
@@ -94,15 +129,36 @@ def replay_cmd(file: str, flow: str | None, no_color: bool) -> None:
               help="File to write, '-' for stdout (text formats). Default: FILE with "
                    "the format's suffix.")
 @click.option("--flow", metavar="N", help="Only flow N (default: all flows, one after another).")
-def export_cmd(file: str, fmt: str | None, output: str | None, flow: str | None) -> None:
-    """Draw a trace as a sequence diagram: lifelines for each side's app,
-    syscall, socket, TCP, IP and device layers; one arrow per event.
+@click.option("--packet", "packets", metavar="N[,M|-M]",
+              help="Only these steps (numbers as `kpath replay` shows them: #N).")
+@click.option("--from", "start", metavar="T|I",
+              help="From this time offset (1.5ms, 200us, 2s) or event index (120).")
+@click.option("--to", "end", metavar="T|I", help="Up to this time offset or event index.")
+@click.option("--max-packets", type=click.IntRange(min=1), metavar="N",
+              help="Draw at most the first N steps.")
+@click.option("--no-fold", is_flag=True,
+              help="Never fold repeated steps (big traces are folded by default).")
+def export_cmd(file: str, fmt: str | None, output: str | None, flow: str | None,
+               packets: str | None, start: str | None, end: str | None,
+               max_packets: int | None, no_fold: bool) -> None:
+    """Draw a trace: a sequence diagram with lifelines for each side's app,
+    syscall, socket, TCP, IP, qdisc/device and driver layers, one arrow per
+    event, coloured by execution context (svg, png, pdf, dot, mermaid,
+    plantuml); a Perfetto / chrome://tracing timeline (perfetto); or one
+    offline HTML page with the diagram, a latency table and filters (html).
+
+    A trace of more than 200 steps or 600 events is summarised unless
+    narrowed (and any picture is capped at 400 steps / 600 arrows): repeated
+    steps of the same shape are drawn once with a count (x37); stderr says
+    what was folded.
 
     \b
     Examples:
       kpath export chat.kpath -f svg -o chat.svg
       kpath export chat.kpath -o chat.pdf --flow 1
       kpath export chat.kpath -f mermaid -o - >> README.md
+      kpath export bulk.kpath -f html --flow 1 --from 2ms --to 3.5ms
+      kpath export bulk.kpath -f perfetto -o bulk.perfetto.json   # open in ui.perfetto.dev
       kpath export chat.kpath -f dot -o chat.dot   # then: neato -n2 -Tpng chat.dot
     """
     if fmt is None:
@@ -114,20 +170,51 @@ def export_cmd(file: str, fmt: str | None, output: str | None, flow: str | None)
     if output == "-" and fmt not in TEXT_FORMATS:
         _fail(f"{fmt} is binary: write it to a file with -o FILE", 2)
     if output is None:
-        output = str(Path(file).with_suffix(EXTENSIONS[fmt]))
+        base = Path(file)
+        output = str(base.with_name(base.stem + EXTENSIONS[fmt]))
     if output != "-" and Path(output).resolve() == Path(file).resolve():
         _fail(f"refusing to overwrite the trace {file} with the diagram", 2)
+    try:
+        sel = Selection(
+            steps=tuple(parse_steps(packets)) if packets else (),
+            start=parse_bound(start) if start is not None else None,
+            end=parse_bound(end) if end is not None else None,
+            max_steps=max_packets, fold=not no_fold and fmt != "perfetto",
+            cap=fmt != "perfetto")
+    except SelectionError as exc:
+        _fail(str(exc), 2)
     tl = _load(file)
     number = _flow_number(tl, flow)
     cut = cut_short_message(tl.trace)
     if cut:
         click.echo(f"kpath: warning: {cut}", err=True)
-    diagram = build_sequence(tl, number)
     try:
-        if fmt == "mermaid":
-            data = render_mermaid(diagram).encode()
+        view = select(tl, Selection(flow=number, steps=sel.steps, start=sel.start, end=sel.end,
+                                    max_steps=sel.max_steps, fold=sel.fold, cap=sel.cap))
+    except SelectionError as exc:
+        _fail(f"{file}: {exc}", 2)
+    for notice in view.notices:
+        click.echo(f"kpath: {notice}", err=True)
+    what = ""
+    try:
+        if fmt == "perfetto":
+            data = render_perfetto(tl, view).encode()
+            what = f"{len(view.drawn_steps)} steps"
         else:
-            data = graphviz_render.render(diagram, fmt)
+            diagram = build_sequence(tl, view=view)
+            what = f"{len(diagram.arrows)} arrows"
+            if fmt == "mermaid":
+                text, cut_note = render_mermaid_checked(diagram)
+                if cut_note:
+                    click.echo(f"kpath: {cut_note}", err=True)
+                data = text.encode()
+            elif fmt == "plantuml":
+                data = render_plantuml(diagram).encode()
+            elif fmt == "html":
+                svg = graphviz_render.render(diagram, "svg")
+                data = render_html(tl, view, diagram, svg).encode()
+            else:
+                data = graphviz_render.render(diagram, fmt)
     except graphviz_render.GraphvizUnavailable as exc:
         _fail(str(exc))
     except graphviz_render.RenderError as exc:
@@ -139,4 +226,4 @@ def export_cmd(file: str, fmt: str | None, output: str | None, flow: str | None)
         Path(output).write_bytes(data)
     except OSError as exc:
         _fail(f"cannot write {output}: {exc.strerror or exc}")
-    click.echo(f"kpath: wrote {output} ({fmt}, {len(diagram.arrows)} arrows)", err=True)
+    click.echo(f"kpath: wrote {output} ({fmt}, {what})", err=True)

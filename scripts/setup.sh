@@ -7,13 +7,22 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(python3 python3-venv python3-pip python3-bpfcc graphviz qemu-system-x86
-              mmdebstrap e2fsprogs)
+              mmdebstrap e2fsprogs
+              # export tests: render PlantUML, open the HTML export, decode its
+              # screenshot
+              plantuml chromium python3-pil fonts-dejavu-core)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" \
         || missing+=("$pkg")
 done
+# Mermaid's parser runs under node. A machine may already have node with its
+# own npm (NodeSource's nodejs bundles it, and conflicts with Debian's npm):
+# only install Debian's when there is no npm at all.
+if ! command -v npm >/dev/null 2>&1; then
+    missing+=(nodejs npm)
+fi
 if ((${#missing[@]})); then
     if [[ $EUID -ne 0 ]]; then
         echo "setup: need root to install: ${missing[*]}" >&2
@@ -33,5 +42,13 @@ if [[ ! -f $stamp || pyproject.toml -nt $stamp ]]; then
     echo "setup: pip install -e .[dev]" >&2
     .venv/bin/pip install -q --disable-pip-version-check -e '.[dev]'
     touch "$stamp"
+fi
+# Mermaid's parser for the export tests, in a project-local folder (ignored
+# by git); package.json pins the versions.
+mm=tools/mermaid-check
+if [[ ! -d $mm/node_modules/mermaid || $mm/package.json -nt $mm/node_modules ]]; then
+    echo "setup: npm install in $mm" >&2
+    (cd "$mm" && npm install --no-audit --no-fund --loglevel=error)
+    touch "$mm/node_modules"
 fi
 echo "setup: ready (.venv/bin/kpath)" >&2

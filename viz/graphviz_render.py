@@ -5,7 +5,14 @@ lifeline, y per row, every node pinned with pos="x,y!" and rendered by
 `neato -n2` (keep positions, draw straight edges). Lifelines are dashed
 vertical edges between a header and a footer box; an arrow is an edge
 between two invisible points on its row; its label is a plaintext node just
-above it (to the right of a self-arrow). Same diagram in, same bytes out.
+above it (to the right of a self-arrow). Activation bars are fixed-size boxes
+on the lifelines, shifted right by their nesting depth. Arrows are coloured by
+execution context; hand-offs are bold with the context they hand off to as a
+third label line, wake-ups dashed green; folded blocks sit in a dashed frame.
+
+SVG elements carry ids and classes (`ev<N>` for event N's label, `ev<N>_e`
+for its edge, classes kp_flow_F kp_step_S) that the HTML export uses for
+hover and filtering. Same diagram in, same bytes out.
 """
 
 from __future__ import annotations
@@ -16,22 +23,34 @@ import re
 import graphviz
 
 from tracer.timeline import Role
-from viz.sequence import APP, Arrow, Note, SequenceDiagram
+from viz.sequence import APP, Activation, Arrow, Frame, Note, SequenceDiagram
 
 FORMATS = ("svg", "png", "pdf", "dot")
 ENGINE = "neato"
 
 ROW_H = 36.0  # points between rows
+ROW_H_TALL = 46.0  # rows whose label has a third line (hand-off, wake-up)
+FRAME_H = 22.0  # rows that open or close a folded block
 MIN_COL_W, MAX_COL_W = 120.0, 240.0
 FONT = "Helvetica"
 FONT_SIZE, TIME_SIZE, HEAD_SIZE = 9.0, 8.0, 11.0
 CHAR_W = 0.6  # average glyph width / font size, a safe overestimate for sans fonts
+BAR_W = 7.0  # activation bar width, points
+BAR_SHIFT = 4.0  # each nesting level shifts a bar right by this much
+MAX_DEPTH = 6  # deeper bars are drawn at this depth
+MAX_PX = 30000  # cairo cannot make a bitmap taller or wider than 32767 px
 
 ROLE_COLOR = {Role.CLIENT: "#1f5fa8", Role.SERVER: "#2e7d32"}
 ROLE_FILL = {Role.CLIENT: "#dce8f7", Role.SERVER: "#ddf0de"}
-WIRE_COLOR = "#7b1fa2"
+# Execution contexts: arrow colour and activation-bar fill.
+CTX_COLOR = {"task": "#1565c0", "softirq": "#e65100", "ksoftirqd": "#8e24aa",
+             "hardirq": "#c62828"}
+CTX_FILL = {"task": "#bbdefb", "softirq": "#ffe0b2", "ksoftirqd": "#e1bee7",
+            "hardirq": "#ffcdd2"}
+WAKEUP_COLOR = "#2e7d32"
 LOST_COLOR = "#c62828"
 LINE_COLOR = "#9e9e9e"
+FRAME_COLOR = "#616161"
 
 
 class GraphvizUnavailable(Exception):
@@ -63,11 +82,29 @@ def _table(rows: list[str], align: str = "center") -> str:
             f'bgcolor="white">{cells}</table>>')
 
 
+def _esc(text: str) -> str:
+    return html.escape(text, quote=False)
+
+
+def _color(arrow: Arrow) -> str:
+    if arrow.kind == "wakeup":
+        return WAKEUP_COLOR
+    return CTX_COLOR.get(arrow.ctx, "#424242")
+
+
+def _label_lines(arrow: Arrow) -> list[str]:
+    lines = [_esc(arrow.text or " ")]
+    lines.append(f'<font point-size="{TIME_SIZE:g}" color="#616161">{_esc(arrow.time)}</font>')
+    if arrow.handoff_label:
+        what = "wake-up" if arrow.kind == "wakeup" else f"hand-off to {arrow.handoff_label}"
+        lines.append(f'<font point-size="{TIME_SIZE:g}" color="{_color(arrow)}"><b>'
+                     f'{_esc(what)}</b></font>')
+    return lines
+
+
 def _label(arrow: Arrow) -> str:
-    text = html.escape(arrow.text or " ", quote=False)
-    time = html.escape(arrow.time, quote=False)
-    return _table([text, f'<font point-size="{TIME_SIZE:g}" color="#616161">{time}</font>'],
-                  "left" if arrow.is_self else "center")  # self-arrow labels hang right
+    # self-arrow labels hang to the right of their loop
+    return _table(_label_lines(arrow), "left" if arrow.is_self else "center")
 
 
 _LABEL_NODE = {"shape": "plaintext", "margin": "0", "width": "0", "height": "0"}
@@ -83,71 +120,151 @@ def _column_width(diagram: SequenceDiagram) -> float:
     return min(need, MAX_COL_W)
 
 
-def build_graph(diagram: SequenceDiagram) -> graphviz.Digraph:
+def _row_heights(diagram: SequenceDiagram) -> list[float]:
+    out = []
+    for row in diagram.rows:
+        if isinstance(row, Frame):
+            out.append(FRAME_H)
+        elif isinstance(row, Arrow) and row.handoff_label:
+            out.append(ROW_H_TALL)
+        else:
+            out.append(ROW_H)
+    return out
+
+
+def _classes(arrow: Arrow) -> str:
+    out = f"kp_arrow kp_{arrow.kind} kp_ctx_{arrow.ctx} kp_step_{arrow.step}"
+    return out + (f" kp_flow_{arrow.flow}" if arrow.flow is not None else "")
+
+
+def build_graph(diagram: SequenceDiagram, fmt: str = "dot") -> graphviz.Digraph:
     """The positioned graph (render it with neato -n2)."""
     g = graphviz.Digraph("kpath", engine=ENGINE)
-    g.attr("graph", label=diagram.title, labelloc="t", fontname=FONT, fontsize="14",
-           outputorder="edgesfirst", splines="line", bgcolor="white", pad="0.3")
-    g.attr("node", fontname=FONT, fontsize=f"{FONT_SIZE:g}")
-    g.attr("edge", fontname=FONT, arrowsize="0.7")
     col_w = _column_width(diagram)
     xs = {ll.key: i * col_w for i, ll in enumerate(diagram.lifelines)}
     x_min, x_max = 0.0, max(xs.values(), default=0.0)
-    n = len(diagram.rows)
-    top = (n + 2) * ROW_H
+    heights = _row_heights(diagram)
+    legend_h = 70.0
+    total = sum(heights) + 2 * ROW_H
+    top = total
     bottom = 0.0
-
-    def row_y(i: int) -> float:
-        return top - (i + 1.2) * ROW_H
+    ys: list[float] = []
+    y = top - 0.7 * ROW_H
+    for h in heights:
+        y -= h
+        ys.append(y + (h - ROW_H) if h > ROW_H else y)  # tall rows: extra room above
+    graph_attrs = {
+        "label": diagram.title, "labelloc": "t", "fontname": FONT, "fontsize": "14",
+        "outputorder": "edgesfirst", "splines": "line", "bgcolor": "white", "pad": "0.3",
+    }
+    if fmt == "png":
+        # A bitmap has a size limit: lower the resolution for very tall diagrams.
+        height_pt = total + legend_h + 60
+        width_pt = x_max - x_min + 2 * col_w
+        dpi = min(96.0, MAX_PX * 72.0 / max(height_pt, width_pt))
+        graph_attrs["dpi"] = f"{dpi:.1f}"
+    g.attr("graph", **graph_attrs)
+    g.attr("node", fontname=FONT, fontsize=f"{FONT_SIZE:g}")
+    g.attr("edge", fontname=FONT, arrowsize="0.7")
 
     for ll in diagram.lifelines:
         x = xs[ll.key]
         style = "rounded,filled,bold" if ll.layer == APP else "rounded,filled"
-        for end, y in (("head", top), ("foot", bottom)):
-            g.node(f"{ll.key}_{end}", ll.label, shape="box", style=style,
-                   fillcolor=ROLE_FILL[ll.role], color=ROLE_COLOR[ll.role],
-                   fontsize=f"{HEAD_SIZE:g}", pos=_pos(x, y))
+        for end, yy in (("head", top), ("foot", bottom)):
+            g.node(f"{ll.key}_head" if end == "head" else f"{ll.key}_foot", ll.label,
+                   shape="box", style=style, fillcolor=ROLE_FILL[ll.role],
+                   color=ROLE_COLOR[ll.role], fontsize=f"{HEAD_SIZE:g}", pos=_pos(x, yy))
         g.edge(f"{ll.key}_head", f"{ll.key}_foot", dir="none", style="dashed",
                color=LINE_COLOR)
 
+    def bar_x(key: str, depth: int) -> float:
+        return xs[key] + min(depth, MAX_DEPTH) * BAR_SHIFT
+
+    for i, act in enumerate(diagram.activations):
+        _bar(g, f"a{i}", act, bar_x(act.lifeline, act.depth), ys)
+
+    frames: list[tuple[int, Frame]] = []
     for i, row in enumerate(diagram.rows):
-        y = row_y(i)
+        y = ys[i]
         rid = f"r{i}"
         if isinstance(row, Note):
             _note(g, rid, row, x_min - col_w / 3, x_max + col_w / 3, y)
             continue
-        color = WIRE_COLOR if row.wire else ROLE_COLOR[row.role]
-        edge_attrs = {
-            "color": color,
-            "style": "dashed" if row.dashed else "solid",
-            "penwidth": "1.8" if row.wire else "1",
-            # A hollow head marks a hand-off to another execution context.
-            "arrowhead": "onormal" if row.handoff else "normal",
-        }
-        x1, x2 = xs[row.src], xs[row.dst]
-        if row.is_self:
-            loop = 20.0
-            _point(g, f"{rid}_a", x1, y + 7)
-            _point(g, f"{rid}_b", x1 + loop, y + 7)
-            _point(g, f"{rid}_c", x1 + loop, y - 5)
-            _point(g, f"{rid}_d", x1, y - 5)
-            plain = {**edge_attrs, "arrowhead": "none"}
-            g.edge(f"{rid}_a", f"{rid}_b", **plain)
-            g.edge(f"{rid}_b", f"{rid}_c", **plain)
-            g.edge(f"{rid}_c", f"{rid}_d", **edge_attrs)
-            w = max(_width(row.text, FONT_SIZE), _width(row.time, TIME_SIZE))
-            lx, ly = x1 + loop + 6 + w / 2, y + 1
-        else:
-            _point(g, f"{rid}_a", x1, y)
-            _point(g, f"{rid}_b", x2, y)
-            g.edge(f"{rid}_a", f"{rid}_b", **edge_attrs)
-            lx, ly = (x1 + x2) / 2, y + 13
-        g.node(f"{rid}_label", _label(row), pos=_pos(lx, ly), **_LABEL_NODE)
-    legend = ("blue: client, green: server, purple: the packet on the wire, dashed: return, "
-              "hollow head: hand-off to another execution context; times from trace start")
-    g.node("legend", _table([f'<font point-size="8" color="#616161">{legend}</font>']),
-           pos=_pos((x_min + x_max) / 2, bottom - 30), **_LABEL_NODE)
+        if isinstance(row, Frame):
+            if not row.end:
+                frames.append((i, row))
+            else:
+                start, opened = frames.pop()
+                _frame(g, rid, opened, x_min - col_w / 4, x_max + col_w / 4,
+                       ys[start] + FRAME_H / 2, y - FRAME_H / 4)
+            continue
+        _arrow(g, rid, row, i, diagram, bar_x, y)
+    _legend(g, diagram, (x_min + x_max) / 2, bottom - 40)
     return g
+
+
+def _arrow(g: graphviz.Digraph, rid: str, row: Arrow, i: int, diagram: SequenceDiagram,
+           bar_x: object, y: float) -> None:
+    assert callable(bar_x)
+    color = _color(row)
+    if row.kind == "wakeup":
+        style, pen, head = "dashed", "1.6", "vee"
+    elif row.dashed:
+        style, pen, head = "dashed", "1", "normal"
+    elif row.handoff:
+        style, pen, head = "bold", "2.2", "onormal"
+    else:
+        style, pen, head = "solid", "1.8" if row.wire else "1", "normal"
+    edge_attrs = {"color": color, "style": style, "penwidth": pen, "arrowhead": head,
+                  "class": _classes(row)}
+    # Ends attach to the side of the activation bar facing the other end.
+    d_dst = diagram.depth_at(row.dst, i)
+    d_src = max((a.depth for a in diagram.activations
+                 if a.lifeline == row.src and a.start < i <= a.end), default=-1)
+    x1 = bar_x(row.src, max(d_src, 0))
+    x2 = bar_x(row.dst, max(d_dst, 0))
+    half = BAR_W / 2
+    if row.is_self:
+        x1 += half if d_src >= 0 else 0
+        x2 += half if d_dst >= 0 else 0
+        loop = 20.0
+        _point(g, f"{rid}_a", x1, y + 7)
+        _point(g, f"{rid}_b", x1 + loop, y + 7)
+        _point(g, f"{rid}_c", x1 + loop, y - 5)
+        _point(g, f"{rid}_d", x2, y - 5)
+        plain = {**edge_attrs, "arrowhead": "none", "class": _classes(row)}
+        g.edge(f"{rid}_a", f"{rid}_b", **plain)
+        g.edge(f"{rid}_b", f"{rid}_c", **plain)
+        g.edge(f"{rid}_c", f"{rid}_d", id=f"ev{row.event}_e" if row.kind != "wakeup" else
+               f"wk{row.event}_e", **edge_attrs)
+        lines = [row.text, row.time, row.handoff_label + " hand-off to"]
+        w = max(_width(t, FONT_SIZE) for t in lines)
+        lx, ly = x1 + loop + 6 + w / 2, y + 1
+    else:
+        right = x2 > x1
+        if d_src >= 0:
+            x1 += half if right else -half
+        if d_dst >= 0:
+            x2 += -half if right else half
+        _point(g, f"{rid}_a", x1, y)
+        _point(g, f"{rid}_b", x2, y)
+        g.edge(f"{rid}_a", f"{rid}_b", id=f"ev{row.event}_e" if row.kind != "wakeup" else
+               f"wk{row.event}_e", **edge_attrs)
+        extra = 5.0 if row.handoff_label else 0.0
+        lx, ly = (x1 + x2) / 2, y + 13 + extra
+    node_id = f"ev{row.event}" if row.kind != "wakeup" else f"wk{row.event}"
+    g.node(f"{rid}_label", _label(row), pos=_pos(lx, ly), id=node_id, **{"class": _classes(row)},
+           **_LABEL_NODE)
+
+
+def _bar(g: graphviz.Digraph, name: str, act: Activation, x: float, ys: list[float]) -> None:
+    y1 = ys[act.start] + 6  # a little above the arrow that starts it
+    y2 = ys[act.end] - 6
+    h = max(y1 - y2, 10.0)
+    g.node(name, "", shape="box", fixedsize="true", width=f"{BAR_W / 72:.4f}",
+           height=f"{h / 72:.4f}", style="filled", fillcolor=CTX_FILL.get(act.ctx, "#eeeeee"),
+           color=CTX_COLOR.get(act.ctx, "#424242"), penwidth="0.8",
+           pos=_pos(x, (y1 + y2) / 2), id=f"act{act.event}", **{"class": "kp_bar"})
 
 
 def _note(g: graphviz.Digraph, rid: str, note: Note, x1: float, x2: float, y: float) -> None:
@@ -157,11 +274,42 @@ def _note(g: graphviz.Digraph, rid: str, note: Note, x1: float, x2: float, y: fl
     _point(g, f"{rid}_b", x2, y)
     g.edge(f"{rid}_a", f"{rid}_b", dir="none", color=color,
            style="dashed" if lost else "solid", penwidth="1.5" if lost else "1")
-    text = html.escape(note.text, quote=False)
+    text = _esc(note.text)
     weight = f"<b>{text}</b>" if note.kind == "flow" else text
     label = _table([f'<font color="{color if lost else "#212121"}">{weight}</font>'])
     g.node(f"{rid}_label", label, fontsize="10", pos=_pos((x1 + x2) / 2, y + 10),
            **_LABEL_NODE)
+
+
+def _frame(g: graphviz.Digraph, rid: str, frame: Frame, x1: float, x2: float,
+           y_top: float, y_bottom: float) -> None:
+    """A dashed box around a folded block, its count at the top left."""
+    g.node(f"{rid}_frame", "", shape="box", fixedsize="true", style="dashed",
+           color=FRAME_COLOR, penwidth="1.2", width=f"{(x2 - x1) / 72:.4f}",
+           height=f"{(y_top - y_bottom) / 72:.4f}",
+           pos=_pos((x1 + x2) / 2, (y_top + y_bottom) / 2), **{"class": "kp_fold"})
+    text = _esc(frame.text)
+    w = _width(frame.text, FONT_SIZE)
+    g.node(f"{rid}_flabel", _table([f'<font color="{FRAME_COLOR}"><b>{text}</b></font>'],
+                                   "left"),
+           pos=_pos(x1 + 6 + w / 2, y_top - 8), **_LABEL_NODE)
+
+
+def _legend(g: graphviz.Digraph, diagram: SequenceDiagram, x: float, y: float) -> None:
+    cells = []
+    for ctx in diagram.contexts or ["task"]:
+        cells.append(f'<td bgcolor="{CTX_FILL[ctx]}"><font color="{CTX_COLOR[ctx]}">'
+                     f'<b>{ctx}</b></font></td>')
+    ctx_row = "".join(cells)
+    what = ("thick: the packet on the wire; bold with hollow head: hand-off to another "
+            "execution context (label says which); dashed: return; green dashed: wake-up of "
+            "a waiting reader; bars: calls in progress; dashed frame: folded repetitions")
+    label = (f'<<table border="0" cellborder="1" cellspacing="2" cellpadding="3" '
+             f'bgcolor="white"><tr><td border="0"><font point-size="8">arrow colour = '
+             f'execution context:</font></td>{ctx_row}</tr>'
+             f'<tr><td border="0" colspan="{len(cells) + 1}"><font point-size="8" '
+             f'color="#616161">{_esc(what)}; times from trace start</font></td></tr></table>>')
+    g.node("legend", label, pos=_pos(x, y), **_LABEL_NODE)
 
 
 def render_dot(diagram: SequenceDiagram) -> str:
@@ -178,7 +326,7 @@ def render(diagram: SequenceDiagram, fmt: str) -> bytes:
         return render_dot(diagram).encode()
     if fmt not in FORMATS:
         raise ValueError(f"unknown graphviz format {fmt!r}")
-    g = build_graph(diagram)
+    g = build_graph(diagram, fmt)
     try:
         out: bytes = g.pipe(format=fmt, engine=ENGINE, neato_no_op=2, quiet=True)
     except graphviz.ExecutableNotFound:

@@ -15,6 +15,19 @@ time order:
   execution context on the same side (a self-arrow when it is the same
   lifeline, or when there is nothing before it).
 Losses are notes across the diagram, at the time they were noticed.
+
+Beyond one arrow per event:
+- every arrow carries its execution context (task, softirq, ksoftirqd,
+  hardirq): renderers colour by it and show a legend;
+- an event that runs in another context than the previous event of its step
+  is a hand-off, labelled with the context it hands off to ("softirq NET_RX");
+- a reader blocked in recv when its data arrives is woken: a "wake-up" arrow
+  (no event of its own) goes from the packet's last receive event to the
+  reader's lifeline;
+- activation bars: a call is active from its entry to its return, or for an
+  entry-only probe until the next related event of its context (viz/spans.py);
+- a View (viz/select.py) picks steps and folds repeated blocks: a folded
+  block is drawn once inside a frame that says how often it repeats ("x37").
 """
 
 from __future__ import annotations
@@ -22,22 +35,26 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from probes.catalog import LAYER_ORDER, Capture, Direction, Layer
-from tracer.events import Kind
+from tracer.events import Context, Event, Kind
 from tracer.timeline import (
     Flow,
     LostGap,
+    Message,
     Packet,
     Role,
+    Step,
     TEvent,
     Timeline,
     capture_of,
     context_key,
 )
+from viz.select import Block, Selection, View, select
+from viz.spans import call_ends
 
 APP = "app"
 LAYER_LABELS = {
     Layer.SYSCALL: "syscall", Layer.SOCKET: "socket", Layer.TCP: "TCP", Layer.IP: "IP",
-    Layer.DEVICE: "device", Layer.DRIVER: "driver",
+    Layer.DEVICE: "qdisc/device", Layer.DRIVER: "driver",
 }
 
 
@@ -94,6 +111,23 @@ def event_details(te: TEvent, flow: Flow | None) -> str:
     return " ".join(parts)
 
 
+# Execution contexts in legend order.
+CONTEXTS = (Context.TASK, Context.SOFTIRQ, Context.KSOFTIRQD, Context.HARDIRQ)
+CONTEXT_MEANING = {
+    Context.TASK: "task: process context (the syscall path)",
+    Context.SOFTIRQ: "softirq: run on irq exit / bh enable, in whatever thread was there",
+    Context.KSOFTIRQD: "ksoftirqd: softirq work deferred to the per-CPU thread",
+    Context.HARDIRQ: "hardirq: interrupt handler",
+}
+
+
+def context_short(ev: Event) -> str:
+    """'task', 'softirq NET_RX', 'ksoftirqd NET_RX', 'hardirq'."""
+    if ev.ctx in (Context.SOFTIRQ, Context.KSOFTIRQD):
+        return f"{ev.ctx} {ev.softirq or '?'}"
+    return str(ev.ctx)
+
+
 @dataclass(frozen=True, slots=True)
 class Lifeline:
     key: str  # "client_tcp": stable, usable as an identifier
@@ -111,9 +145,15 @@ class Arrow:
     dashed: bool  # a return
     wire: bool  # the packet crossing from sender to receiver
     handoff: bool  # runs in another execution context than the event before it in its step
-    event: int  # TEvent.index
+    event: int  # TEvent.index (for a wake-up: the reader's event it leads to)
     step: int
     role: Role
+    ctx: str = "task"  # Context value of the event: the colour
+    context: str = ""  # full context label: "softirq NET_RX chat-client[186]"
+    kind: str = "call"  # call | return | wire | wakeup
+    handoff_label: str = ""  # "softirq NET_RX" (hand-offs), "wake-up" (wake-ups)
+    flow: int | None = None
+    reps: int = 1  # > 1: stands for that many repetitions (folded block)
 
     @property
     def is_self(self) -> bool:
@@ -126,7 +166,31 @@ class Note:
     kind: str  # "flow" | "lost" | "info"
 
 
-Row = Arrow | Note
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """Start (end=False) or end of a folded block: the rows between are drawn
+    once and stand for `reps` repetitions."""
+
+    text: str
+    end: bool
+    reps: int
+    kind: str = "fold"
+
+
+Row = Arrow | Note | Frame
+
+
+@dataclass(frozen=True, slots=True)
+class Activation:
+    """A call active on a lifeline from row `start` to row `end` (inclusive,
+    indexes into SequenceDiagram.rows); depth 0 is the outermost bar."""
+
+    lifeline: str
+    start: int
+    end: int
+    depth: int
+    ctx: str
+    event: int
 
 
 @dataclass(eq=False)
@@ -134,13 +198,31 @@ class SequenceDiagram:
     title: str
     lifelines: list[Lifeline]
     rows: list[Row] = field(default_factory=list)
+    activations: list[Activation] = field(default_factory=list)
+    notices: list[str] = field(default_factory=list)  # folds and cuts, for stderr
 
     @property
     def arrows(self) -> list[Arrow]:
+        """One arrow per drawn event (wake-ups excluded)."""
+        return [r for r in self.rows if isinstance(r, Arrow) and r.kind != "wakeup"]
+
+    @property
+    def all_arrows(self) -> list[Arrow]:
         return [r for r in self.rows if isinstance(r, Arrow)]
+
+    @property
+    def contexts(self) -> list[str]:
+        """Execution contexts drawn, in legend order."""
+        used = {a.ctx for a in self.all_arrows}
+        return [str(c) for c in CONTEXTS if str(c) in used]
 
     def index_of(self, key: str) -> int:
         return next(i for i, ll in enumerate(self.lifelines) if ll.key == key)
+
+    def depth_at(self, lifeline: str, row: int) -> int:
+        """Depth of the innermost bar on `lifeline` covering `row` (-1: none)."""
+        return max((a.depth for a in self.activations
+                    if a.lifeline == lifeline and a.start <= row <= a.end), default=-1)
 
 
 def lifeline_key(role: Role, layer: str) -> str:
@@ -158,31 +240,47 @@ def all_lifelines() -> list[Lifeline]:
     return left + right
 
 
-def build_sequence(timeline: Timeline, flow: int | None = None) -> SequenceDiagram:
-    """The diagram for one flow (1-based number) or all flows, one after the
-    other, each introduced by a note. Raises KeyError for an unknown flow."""
-    flows = [timeline.flow(flow)] if flow is not None else timeline.flows
+def build_sequence(timeline: Timeline, flow: int | None = None,
+                   view: View | None = None) -> SequenceDiagram:
+    """The diagram for a view (default: one flow, 1-based number, or all
+    flows, everything: no folding, no cap), each flow introduced by a note. Raises KeyError for an
+    unknown flow."""
+    if view is None:
+        if flow is not None:
+            timeline.flow(flow)  # KeyError for an unknown flow
+        view = select(timeline, Selection(flow=flow, fold=False, cap=False))
     trace = timeline.trace
     name = trace.path.rsplit("/", 1)[-1] if trace.path else "trace"
     title = f"kpath: {name} ({trace.header.kernel_release})"
-    if flow is not None:
-        title += f", flow {flow}"
-    rows: list[Row] = []
-    for fl in flows:
-        rows.append(Note(f"flow {fl.number}: {fl.title}", "flow"))
-        rows.extend(_flow_rows(timeline, fl))
-    if not flows:
-        rows.append(Note("no TCP flow in this trace", "info"))
+    if view.selection.flow is not None:
+        title += f", flow {view.selection.flow}"
+    builder = _RowBuilder(timeline, view)
+    for fv in view.flows:
+        shown = fv.total_steps
+        note = f"flow {fv.flow.number}: {fv.flow.title}"
+        if shown != len(fv.flow.steps):
+            note += f" ({shown} of {len(fv.flow.steps)} steps selected)"
+        builder.rows.append(Note(note, "flow"))
+        builder.flow_rows(fv.flow, fv.blocks)
+    if not timeline.flows:
+        builder.rows.append(Note("no TCP flow in this trace", "info"))
+    elif not view.flows:
+        builder.rows.append(Note("nothing selected: no step of a flow in this selection", "info"))
     unattributed = sum(len(st.events) for g in timeline.unattributed for st in g.steps)
-    if flow is None and unattributed:
-        rows.append(Note(f"{unattributed} event(s) without a flow not drawn "
-                         "(kpath replay lists them)", "info"))
+    if view.selection.flow is None and unattributed:
+        builder.rows.append(Note(f"{unattributed} event(s) without a flow not drawn "
+                                 "(kpath replay lists them)", "info"))
+    if view.cut_note:
+        builder.rows.append(Note(view.cut_note, "info"))
     if trace.cut_short:
-        rows.append(Note(f"trace cut short: {trace.cut_short}", "lost"))
+        builder.rows.append(Note(f"trace cut short: {trace.cut_short}", "lost"))
+    rows = builder.rows
     used = {k for r in rows if isinstance(r, Arrow) for k in (r.src, r.dst)}
     used |= {lifeline_key(Role.CLIENT, APP), lifeline_key(Role.SERVER, APP)}
     lifelines = [ll for ll in all_lifelines() if ll.key in used]
-    return SequenceDiagram(title=title, lifelines=lifelines, rows=rows)
+    return SequenceDiagram(title=title, lifelines=lifelines, rows=rows,
+                           activations=_activations(timeline, rows),
+                           notices=list(view.notices))
 
 
 def _lifeline_of(te: TEvent, role: Role) -> str:
@@ -190,55 +288,163 @@ def _lifeline_of(te: TEvent, role: Role) -> str:
     return lifeline_key(role, str(layer))
 
 
-def _flow_rows(timeline: Timeline, fl: Flow) -> list[Row]:
-    rows: list[Row] = []
-    gaps: list[LostGap] = list(fl.gaps)
-    at_step: dict[int, str] = {}  # where each step left off
-    at_ctx: dict[tuple[int, str, str | None], str] = {}  # where each context left off
-    came_from: dict[int, str] = {}  # event index -> source lifeline of its arrow
-    for te in fl.events:
-        while gaps and gaps[0].ts_ns < te.ev.ts_ns:
-            g = gaps.pop(0)
-            rows.append(Note(f"{g.text}, noticed at {fmt_offset(g.offset_ns)}", "lost"))
-        step = timeline.step_of(te)
+class _RowBuilder:
+    """Turns the blocks of each flow into rows (one arrow per event)."""
+
+    def __init__(self, timeline: Timeline, view: View) -> None:
+        self.tl = timeline
+        self.view = view
+        self.rows: list[Row] = []
+
+    def flow_rows(self, fl: Flow, blocks: list[Block]) -> None:
+        gaps: list[LostGap] = list(fl.gaps)
+        self.at_step: dict[int, str] = {}  # where each step left off
+        self.at_ctx: dict[tuple[int, str, str | None], str] = {}  # where each context left off
+        self.came_from: dict[int, str] = {}  # event index -> source lifeline of its arrow
+        # Consecutive unfolded blocks are drawn together in time order; a
+        # folded block is drawn on its own, inside its frame.
+        pending: list[Step] = []
+        for b in blocks:
+            if not b.folded:
+                pending.extend(b.steps)
+                continue
+            self._events(fl, pending, gaps, 1)
+            pending = []
+            first = f"#{b.covered[0]}..#{b.covered[-1]}"
+            span = f"{fmt_offset(b.start_ns - self.tl.start_ns)} .. " \
+                   f"{fmt_offset(b.end_ns - self.tl.start_ns)}"
+            what = "step" if len(b.steps) == 1 else f"{len(b.steps)} steps"
+            self.rows.append(Frame(f"x{b.reps}: this {what} repeated {b.reps} times "
+                                   f"(steps {first}, {span}); the first is drawn",
+                                   end=False, reps=b.reps))
+            self._events(fl, b.steps, gaps, b.reps)
+            self.rows.append(Frame(f"x{b.reps}", end=True, reps=b.reps))
+        self._events(fl, pending, gaps, 1)
+        for g in gaps:
+            self.rows.append(Note(f"{g.text}, noticed at {fmt_offset(g.offset_ns)}", "lost"))
+
+    def _events(self, fl: Flow, steps: list[Step], gaps: list[LostGap], reps: int) -> None:
+        if not steps:
+            return
+        view = self.view
+        events = sorted((te for st in steps for te in st.events if view.shows(te.index)),
+                        key=lambda te: te.index)
+        ids = {st.id for st in steps}
+        wakeups = _wakeups(self.tl, steps, ids, view)
+        for te in events:
+            while gaps and gaps[0].ts_ns < te.ev.ts_ns:
+                g = gaps.pop(0)
+                self.rows.append(Note(f"{g.text}, noticed at {fmt_offset(g.offset_ns)}", "lost"))
+            self.rows.append(self._arrow(fl, te, reps))
+            for reader in wakeups.get(te.index, []):
+                self.rows.append(self._wakeup(fl, te, reader, reps))
+
+    def _arrow(self, fl: Flow, te: TEvent, reps: int) -> Arrow:
+        step = self.tl.step_of(te)
         role = te.side or step.side or Role.CLIENT
         here = _lifeline_of(te, role)
         ck = context_key(te.ev)
-        wire = False
+        kind = "call"
         if te.is_return:
+            kind = "return"
             src = here
             if te.layer is Layer.SYSCALL:
                 dst = lifeline_key(role, APP)
             else:
-                dst = came_from.get(te.pair, at_step.get(step.id, here)) \
-                    if te.pair is not None else at_step.get(step.id, here)
+                dst = self.came_from.get(te.pair, self.at_step.get(step.id, here)) \
+                    if te.pair is not None else self.at_step.get(step.id, here)
         elif te.layer is Layer.SYSCALL:
             src, dst = lifeline_key(role, APP), here
         elif isinstance(step, Packet) and te is _first_rx(step):
-            tx = step.tx_events
+            tx = [t for t in step.tx_events if self.view.shows(t.index)]
             src = _lifeline_of(tx[-1], tx[-1].side or role.peer) if tx else here
-            dst, wire = here, bool(tx)
-        elif step.id in at_step:
-            src, dst = at_step[step.id], here
+            dst = here
+            kind = "wire" if tx else "call"
+        elif step.id in self.at_step:
+            src, dst = self.at_step[step.id], here
         else:
-            prev = at_ctx.get(ck)
+            prev = self.at_ctx.get(ck)
             src = prev if prev is not None and prev.startswith(f"{role}_") else here
             dst = here
-        came_from[te.index] = src
-        at_step[step.id] = dst
-        at_ctx[ck] = dst
+        self.came_from[te.index] = src
+        self.at_step[step.id] = dst
+        self.at_ctx[ck] = dst
         text = te.probe if te.layer is not Layer.SYSCALL or not te.is_return else ""
         details = event_details(te, fl)
         label = " ".join(p for p in (text, details) if p)
-        rows.append(Arrow(src=src, dst=dst, text=label, time=fmt_offset(te.offset_ns),
-                          dashed=te.is_return, wire=wire, handoff=te.handoff,
-                          event=te.index, step=step.id, role=role))
-    for g in gaps:
-        rows.append(Note(f"{g.text}, noticed at {fmt_offset(g.offset_ns)}", "lost"))
-    return rows
+        return Arrow(src=src, dst=dst, text=label, time=fmt_offset(te.offset_ns),
+                     dashed=te.is_return, wire=kind == "wire", handoff=te.handoff,
+                     event=te.index, step=step.id, role=role, ctx=str(te.ev.ctx),
+                     context=te.context, kind=kind,
+                     handoff_label=context_short(te.ev) if te.handoff else "",
+                     flow=fl.number, reps=reps)
+
+    def _wakeup(self, fl: Flow, waker: TEvent, reader: TEvent, reps: int) -> Arrow:
+        step = self.tl.step_of(reader)
+        role = reader.side or step.side or Role.CLIENT
+        src = _lifeline_of(waker, waker.side or role)
+        dst = _lifeline_of(reader, role)
+        who = f"{reader.ev.comm}[{reader.ev.tid}]"
+        return Arrow(src=src, dst=dst, text=f"wake-up: #{waker.step} data ready for "
+                     f"#{step.id} ({who} in {step.events[0].probe})",
+                     time=fmt_offset(waker.offset_ns), dashed=True, wire=False, handoff=True,
+                     event=reader.index, step=step.id, role=role, ctx=str(waker.ev.ctx),
+                     context=waker.context, kind="wakeup", handoff_label="wake-up",
+                     flow=fl.number, reps=reps)
+
+
+def _wakeups(tl: Timeline, steps: list[Step], ids: set[int], view: View
+             ) -> dict[int, list[TEvent]]:
+    """Packet's last receive event -> reader events it wakes: a recv whose
+    data came with that packet, entered before the packet arrived (the
+    reader was waiting) and copying it after."""
+    out: dict[int, list[TEvent]] = {}
+    for st in steps:
+        if not isinstance(st, Message) or st.op != "recv" or not st.data_from:
+            continue
+        entry = st.events[0]
+        copy = next((te for te in st.events if capture_of(te.ev) is Capture.DATAGRAM_ITER
+                     and view.shows(te.index)), None)
+        if copy is None:
+            continue
+        for pid in st.data_from:
+            pkt = tl.steps[pid]
+            rx = [te for te in pkt.events if te.endpoint is not None
+                  and isinstance(pkt, Packet) and te.endpoint == pkt.segment.dst]
+            if pid not in ids or not rx or not view.shows(rx[-1].index):
+                continue
+            last = rx[-1]
+            if entry.index < last.index < copy.index and \
+                    context_key(last.ev) != context_key(copy.ev):
+                out.setdefault(last.index, []).append(copy)
+    return out
+
+
+def _activations(timeline: Timeline, rows: list[Row]) -> list[Activation]:
+    """Bars for the calls drawn: entry row to the row of the event ending the
+    call (viz/spans.py) when that one is drawn, else a bar one row high."""
+    ends = call_ends(timeline)
+    row_of = {r.event: i for i, r in enumerate(rows)
+              if isinstance(r, Arrow) and r.kind != "wakeup"}
+    spans: list[tuple[str, int, int, str, int]] = []
+    for i, r in enumerate(rows):
+        if not isinstance(r, Arrow) or r.kind in ("return", "wakeup"):
+            continue
+        end = ends.get(r.event)
+        j = row_of.get(end, i) if end is not None else i
+        spans.append((r.dst, i, max(i, j), r.ctx, r.event))
+    out: list[Activation] = []
+    open_: dict[str, list[tuple[int, int]]] = {}  # lifeline -> (end row, depth) of open bars
+    for ll, start, end, ctx, ev in sorted(spans, key=lambda s: (s[1], -s[2])):
+        # bars that ended on or before this row are closed; a bar still open
+        # encloses this one: draw it one step further in
+        live = [b for b in open_.get(ll, []) if b[0] > start]
+        depth = max((d for _, d in live), default=-1) + 1
+        out.append(Activation(ll, start, end, depth, ctx, ev))
+        open_[ll] = live + [(end, depth)]
+    return out
 
 
 def _first_rx(pkt: Packet) -> TEvent | None:
     rx = pkt.rx_events
     return rx[0] if rx else None
-

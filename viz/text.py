@@ -2,10 +2,15 @@
 captured, then per flow each step (message or packet) with its events.
 
 Pure: returns a string; colour (ANSI, via click.style) only when asked.
+Each event line: time from the trace start, the hop (time since the previous
+event of its step), side, layer, the function indented by its call nesting
+in its execution context (viz/spans.py), the context (coloured by kind:
+task, softirq, ksoftirqd, hardirq), details.
 """
 
 from __future__ import annotations
 
+import functools
 import textwrap
 from collections.abc import Callable, Sequence
 
@@ -24,10 +29,13 @@ from tracer.timeline import (
 )
 from tracer.tracefile import Trace
 from viz.sequence import event_details, fmt_duration, fmt_offset
+from viz.spans import call_depths, call_ends
 
 Style = Callable[..., str]  # (text, fg=None, bold=None) -> text, maybe with ANSI codes
 
-SIDE_COLORS = {"client": "cyan", "server": "magenta"}
+SIDE_COLORS = {"client": "cyan", "server": "green"}
+CTX_COLORS = {"task": "blue", "softirq": "yellow", "ksoftirqd": "magenta", "hardirq": "red"}
+MAX_INDENT = 8  # nesting levels shown as indentation
 HANDOFF_MARK = "[hand-off]"
 
 
@@ -117,9 +125,12 @@ def _flow(tl: Timeline, fl: Flow, st: Style) -> list[str]:
         f"{role} {'ISN' if fl.isn_from_syn.get(ep) else 'first seq'} {fl.isn[ep]}"
         for role, ep in (("client", fl.client), ("server", fl.server)) if ep in fl.isn
     )
-    out.append(f"  {how}; netns {fl.netns or '?'}")
+    out.append(f"  {how}; {_netns_text(fl)}")
     if bases:
         out.append(f"  seq/ack relative to {bases}")
+    for stream in fl.streams.values():
+        for problem in stream.problems:
+            out.append(st(f"  !! {stream.sender} -> {stream.receiver}: {problem}", fg="yellow"))
     n_msg = sum(isinstance(s, Message) for s in fl.steps)
     n_pkt = sum(isinstance(s, Packet) for s in fl.steps)
     out.append(f"  {len(fl.steps)} steps ({n_msg} messages, {n_pkt} packets, "
@@ -127,6 +138,14 @@ def _flow(tl: Timeline, fl: Flow, st: Style) -> list[str]:
                f"{fmt_offset(fl.start_ns - tl.start_ns)} .. {fmt_offset(fl.end_ns - tl.start_ns)}")
     out.extend(_steps(tl, fl.steps, fl, fl.gaps, st))
     return out
+
+
+def _netns_text(fl: Flow) -> str:
+    """'netns 4026531840', or one per end for a connection across namespaces."""
+    ends = [fl.netns_of.get(fl.client, 0), fl.netns_of.get(fl.server, 0)]
+    if ends[0] == ends[1] or 0 in ends:
+        return f"netns {fl.netns or '?'}"
+    return f"netns client {ends[0]}, server {ends[1]}"
 
 
 def _unattributed(tl: Timeline, groups: Sequence[ThreadGroup], st: Style) -> list[str]:
@@ -141,11 +160,15 @@ def _unattributed(tl: Timeline, groups: Sequence[ThreadGroup], st: Style) -> lis
 def _step_title(step: Step) -> str:
     title = f"#{step.id} {step.kind}  {step.title}"
     if isinstance(step, Message):
+        if step.byte_range is not None:
+            title += f"  {'wrote' if step.op == 'send' else 'read'} {step.byte_range}"
         if step.packets:
             title += "  -> " + " ".join(f"#{p}" for p in step.packets)
         if step.data_from:
             title += "  bytes from " + " ".join(f"#{p}" for p in step.data_from)
     elif isinstance(step, Packet):
+        if step.byte_range is not None:
+            title += f"  bytes {step.byte_range}"
         if step.message is not None:
             title += f"  (sent in #{step.message})"
         if step.read_by:
@@ -153,13 +176,46 @@ def _step_title(step: Step) -> str:
     return title
 
 
+@functools.lru_cache(maxsize=4)
+def _depths(tl: Timeline) -> dict[int, int]:
+    return call_depths(tl, call_ends(tl))
+
+
+def fmt_hop(ns: int | None) -> str:
+    """Compact time since the previous event of the step: '850 ns', '12.3 us', '1.67 ms'."""
+    if ns is None:
+        return ""
+    if ns < 1_000:
+        return f"+{ns} ns"
+    if ns < 1_000_000:
+        return f"+{ns / 1e3:.1f} us"
+    if ns < 1_000_000_000:
+        return f"+{ns / 1e6:.2f} ms"
+    return f"+{ns / 1e9:.2f} s"
+
+
+def hops(step: Step) -> dict[int, int]:
+    """Event index -> ns since the previous event of its step."""
+    return {b.index: b.ev.ts_ns - a.ev.ts_ns
+            for a, b in zip(step.events, step.events[1:], strict=False)}
+
+
 def _steps(tl: Timeline, steps: Sequence[Step], fl: Flow | None, gaps: Sequence[LostGap],
            st: Style) -> list[str]:
     events = [te for s in steps for te in s.events]
     if not events:
         return []
+    depth = _depths(tl)
+
+    def fn(te: TEvent) -> str:
+        return "  " * min(depth.get(te.index, 0), MAX_INDENT) + _fn(te)
+
+    hop_of: dict[int, int] = {}
+    for s in steps:
+        hop_of.update(hops(s))
     w_off = max(len(fmt_offset(te.offset_ns)) for te in events)
-    w_fn = max(len(_fn(te)) for te in events)
+    w_hop = max(len(fmt_hop(hop_of.get(te.index))) for te in events)
+    w_fn = max(len(fn(te)) for te in events)
     w_ctx = max(len(te.context) for te in events)
     pending = list(gaps)
     out: list[str] = []
@@ -175,10 +231,11 @@ def _steps(tl: Timeline, steps: Sequence[Step], fl: Flow | None, gaps: Sequence[
                 details = f"{details}  {st(HANDOFF_MARK, fg='yellow')}".lstrip()
             cols = [
                 fmt_offset(te.offset_ns).rjust(w_off),
+                st(fmt_hop(hop_of.get(te.index)).rjust(w_hop), fg="bright_black"),
                 st(f"{side:<6}", fg=SIDE_COLORS.get(side)),
                 f"{str(te.layer) if te.layer else '?':<7}",
-                f"{_fn(te):<{w_fn}}",
-                f"{te.context:<{w_ctx}}",
+                f"{fn(te):<{w_fn}}",
+                st(f"{te.context:<{w_ctx}}", fg=CTX_COLORS.get(str(te.ev.ctx))),
                 details,
             ]
             out.append(("    " + "  ".join(cols)).rstrip())

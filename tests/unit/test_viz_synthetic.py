@@ -113,8 +113,8 @@ def test_synthetic_replay_text_lists_steps_and_events() -> None:
     assert "client send 2 B via __sys_sendto (asked 2)" in text
     assert "missing:  tcp_push (inlined: no symbol tcp_push in kallsyms)" in text
     line = next(ln for ln in text.splitlines() if "ip_rcv" in ln and "SYN seq 0:1" in ln)
-    assert re.search(r"\+0\.003000 ms\s+server\s+ip\s+ip_rcv\s+softirq NET_RX client\[200\]",
-                     line)
+    assert re.search(r"\+0\.003000 ms\s+\+1\.0 us\s+server\s+ip\s+ip_rcv\s+"
+                     r"softirq NET_RX client\[200\]", line)
     assert line.endswith("[hand-off]")
     assert "\x1b[" not in text
     assert "\x1b[" in render_text(chat_timeline(), color=True)
@@ -176,11 +176,12 @@ def test_synthetic_mermaid_diagram() -> None:
     participants = [ln.split()[1] for ln in lines if ln.startswith("    participant ")]
     assert participants == ORDER
     assert "    participant client_tcp as client TCP" in lines
-    assert any(ln.startswith("    client_app->>client_syscall: __sys_recvfrom buf 1024 (+")
+    assert any(ln.lstrip().startswith("client_app->>client_syscall: __sys_recvfrom buf 1024 (+")
                for ln in lines)
-    assert any(ln.startswith("    client_syscall-->>client_app: ret 2 (+") for ln in lines)
-    assert any(ln.startswith("    client_device->>server_ip: [wire] ip_rcv SYN seq 0:1")
-               for ln in lines)
+    assert any(ln.lstrip().startswith("client_syscall-->>client_app: ret 2 (+") for ln in lines)
+    assert any(ln.lstrip().startswith(
+        "client_device-)server_ip: [hand-off to softirq NET_RX] [wire] ip_rcv SYN seq 0:1")
+        for ln in lines)
     body = [re.sub(r"#\d+;", "", ln.split(": ", 1)[1]) for ln in lines[1:] if ": " in ln]
     assert all(";" not in b and "#" not in b for b in body)
 

@@ -1,0 +1,141 @@
+"""`kpath replay --format json`: the timeline as one JSON document for
+scripts. The schema is documented in docs/replay-json.md and versioned:
+fields are only ever added within a version; every documented key is always
+present (null when unknown). Deterministic: same trace, same bytes.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from tracer.timeline import Flow, LostGap, Message, Packet, Step, TEvent, Timeline
+from viz.sequence import context_short, event_details
+from viz.spans import call_depths, call_ends
+
+FORMAT = "kpath-replay"
+VERSION = 1
+
+
+def _gap(g: LostGap) -> dict[str, Any]:
+    return {"ts_ns": g.ts_ns, "offset_ns": g.offset_ns, "count": g.count, "probe": g.probe,
+            "cpu": g.cpu}
+
+
+def _flow(fl: Flow) -> dict[str, Any]:
+    return {
+        "number": fl.number, "netns": fl.netns, "title": fl.title,
+        "client": str(fl.client), "server": str(fl.server), "roles_from": str(fl.roles_from),
+        "isn": {"client": fl.isn.get(fl.client), "server": fl.isn.get(fl.server)},
+        "isn_from_syn": {"client": fl.isn_from_syn.get(fl.client),
+                         "server": fl.isn_from_syn.get(fl.server)},
+        "steps": [st.id for st in fl.steps],
+        "gaps": [_gap(g) for g in fl.gaps],
+    }
+
+
+def step_record(st: Step, fl: Flow | None) -> dict[str, Any]:
+    rec: dict[str, Any] = {
+        "id": st.id, "kind": str(st.kind), "flow": st.flow,
+        "side": str(st.side) if st.side else None, "title": st.title,
+        "start_ns": st.start_ns, "end_ns": st.end_ns, "duration_ns": st.end_ns - st.start_ns,
+        "events": [te.index for te in st.events],
+        "message": None, "packet": None,
+    }
+    if isinstance(st, Message):
+        rec["message"] = {
+            "op": st.op, "syscall": st.syscall, "requested": st.requested, "bytes": st.nbytes,
+            "complete": st.complete, "packets": list(st.packets), "data_from": list(st.data_from),
+        }
+    elif isinstance(st, Packet):
+        seg = st.segment
+        rel = (lambda ep, v: fl.rel(ep, v)) if fl is not None else (lambda ep, v: v)
+        rec["packet"] = {
+            "label": st.label, "flags": seg.flags_label, "payload": seg.payload,
+            "src": str(seg.src), "dst": str(seg.dst),
+            "sender": str(st.sender) if st.sender else None,
+            "receiver": str(st.receiver) if st.receiver else None,
+            "seq": seg.seq, "end_seq": seg.end_seq, "ack": seg.ack,
+            "rel_seq": rel(seg.src, seg.seq), "rel_end_seq": rel(seg.src, seg.end_seq),
+            "rel_ack": rel(seg.dst, seg.ack) if seg.ack is not None else None,
+            "again": st.again, "sent_by": st.message, "read_by": list(st.read_by),
+            "tx_events": [te.index for te in st.tx_events],
+            "rx_events": [te.index for te in st.rx_events],
+        }
+    return rec
+
+
+_RAW = ("sk", "skb", "netns", "saddr", "sport", "daddr", "dport", "seq", "end_seq", "ack",
+        "tcp_flags", "length", "ret")
+
+
+def event_record(te: TEvent, fl: Flow | None, depth: int, hop_ns: int | None) -> dict[str, Any]:
+    ev = te.ev
+    rec: dict[str, Any] = {
+        "index": te.index, "ts_ns": ev.ts_ns, "offset_ns": te.offset_ns, "hop_ns": hop_ns,
+        "cpu": ev.cpu, "tgid": ev.tgid, "tid": ev.tid, "comm": ev.comm,
+        "probe": ev.probe, "kind": str(ev.kind), "ctx": str(ev.ctx), "softirq": ev.softirq,
+        "context": te.context, "context_kind": context_short(ev),
+        "layer": str(te.layer) if te.layer else None,
+        "direction": str(te.direction) if te.direction else None,
+        "flow": te.flow, "side": str(te.side) if te.side else None,
+        "endpoint": str(te.endpoint) if te.endpoint else None,
+        "step": te.step, "handoff": te.handoff, "pair": te.pair, "depth": depth,
+        "details": event_details(te, fl),
+    }
+    for key in _RAW:
+        rec[key] = getattr(ev, key)
+    return rec
+
+
+def replay_document(tl: Timeline, flow: int | None = None) -> dict[str, Any]:
+    """The document as Python data (flow: only that flow, 1-based)."""
+    trace = tl.trace
+    h = trace.header
+    flows = [tl.flow(flow)] if flow is not None else tl.flows
+    steps = [st for fl in flows for st in fl.steps]
+    if flow is None:
+        steps += [st for g in tl.unattributed for st in g.steps]
+    steps.sort(key=lambda st: st.id)
+    depths = call_depths(tl, call_ends(tl))
+    events: list[dict[str, Any]] = []
+    for st in steps:
+        fl = tl.flows[st.flow - 1] if st.flow is not None else None
+        prev: TEvent | None = None
+        for te in st.events:
+            hop = te.ev.ts_ns - prev.ev.ts_ns if prev is not None else None
+            events.append(event_record(te, fl, depths.get(te.index, 0), hop))
+            prev = te
+    events.sort(key=lambda e: e["index"])
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "trace": {
+            "path": trace.path, "kernel_release": h.kernel_release,
+            "kernel_version": h.kernel_version, "hostname": h.hostname, "machine": h.machine,
+            "started": h.started, "clock": h.clock, "backend": h.backend, "buffer": h.buffer,
+            "profile": h.profile, "tool_version": h.tool_version, "command": h.command,
+            "filters": h.filters, "start_ns": tl.start_ns, "duration_ns": tl.duration_ns,
+            "events": len(tl.events), "lost": trace.lost_total, "cut_short": trace.cut_short,
+            "stopped": trace.trailer.reason if trace.trailer else None,
+            "probes": {
+                "attached": [{"name": p.name, "kinds": p.kinds, "symbol": p.symbol}
+                             for p in h.attached],
+                "missing": [{"name": p.name, "reason": p.reason, "detail": p.detail}
+                            for p in h.missing],
+            },
+        },
+        "flow_filter": flow,
+        "flows": [_flow(fl) for fl in flows],
+        "steps": [step_record(st, tl.flows[st.flow - 1] if st.flow is not None else None)
+                  for st in steps],
+        "events": events,
+        "gaps": [_gap(g) for g in tl.gaps],
+        "unattributed": [] if flow is not None else [
+            {"tid": g.tid, "tgid": g.tgid, "comm": g.comm, "steps": [st.id for st in g.steps]}
+            for g in tl.unattributed],
+    }
+
+
+def render_json(tl: Timeline, flow: int | None = None) -> str:
+    return json.dumps(replay_document(tl, flow), indent=1, sort_keys=False) + "\n"

@@ -1,0 +1,266 @@
+"""Chrome trace-event JSON (opens in ui.perfetto.dev and chrome://tracing).
+
+Format: the "JSON Object Format" of the Trace Event Format (Chromium's
+trace_event docs): {"traceEvents": [...], "displayTimeUnit": "ns", ...}.
+Timestamps are microseconds (floats keep the nanoseconds) from the start of
+the trace.
+
+Tracks:
+- one process per traced process (pid = tgid), one thread track per
+  execution context in it: the task itself (tid = its tid) and, for softirq
+  or hardirq work that ran on one of its threads, a synthetic thread
+  ("chat-client[186] softirq NET_RX"); ksoftirqd is its own thread;
+- one process "CPUs" with a track per CPU: a slice for each run of
+  consecutive events of one execution context on that CPU (where the softirq
+  interrupted the task), and an instant per event.
+Slices ("X"): a call with a return is a slice from entry to return; an
+entry-only probe lasts until the next related event of its context
+(viz/spans.py), or has no known end and becomes a zero-length slice (so that
+flow arrows can bind to it). Slices on a track always nest: one that would
+overlap the end of its enclosing slice is clipped to it (args.clipped).
+Flow arrows ("s", "t", "f" with bp "e", bound to the enclosing slice): one
+per packet, hop by hop from the sender's TCP to the receiver's (so across
+contexts and sides); and one from a packet's last receive event to the copy
+to user that reads its bytes.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from probes.catalog import Capture
+from tracer.events import Context
+from tracer.timeline import Message, Packet, TEvent, Timeline, capture_of
+from viz.select import View, select
+from viz.sequence import context_short, event_details
+from viz.spans import call_ends
+
+CPU_PID = 0x7FFF0000  # the "CPUs" pseudo-process (clear of real pids, < 2^31)
+SYNTH_TID = 0x40000000  # base of synthetic thread ids for softirq/hardirq contexts
+
+
+def _us(ns: int) -> float:
+    """Microseconds with nanosecond precision (3 decimals)."""
+    return round(ns / 1000.0, 3)
+
+
+@dataclass(frozen=True, slots=True)
+class Track:
+    pid: int
+    tid: int
+    name: str
+    sort: int
+
+
+def _tracks(tl: Timeline, events: list[TEvent]) -> dict[tuple[int, str, str | None], Track]:
+    """Execution context -> its thread track."""
+    out: dict[tuple[int, str, str | None], Track] = {}
+    synth = SYNTH_TID
+    for te in events:
+        ev = te.ev
+        key = (ev.tid, str(ev.ctx), ev.softirq)
+        if key in out:
+            continue
+        who = f"{ev.comm}[{ev.tid}]"
+        if ev.ctx in (Context.TASK, Context.KSOFTIRQD):
+            tid = ev.tid
+            name = who if ev.ctx is Context.TASK else f"{who} {context_short(ev)}"
+            # A thread seen in task and as ksoftirqd (it is the same kernel
+            # thread) would collide: give the second one its own id.
+            if any(t.pid == ev.tgid and t.tid == tid for t in out.values()):
+                tid, synth = synth, synth + 1
+        else:
+            tid, synth = synth, synth + 1
+            name = f"{who} {context_short(ev)}"
+        order = {"task": 0, "softirq": 1, "ksoftirqd": 2, "hardirq": 3}.get(str(ev.ctx), 4)
+        out[key] = Track(pid=ev.tgid, tid=tid, name=name, sort=order)
+    return out
+
+
+def render_perfetto(timeline: Timeline, view: View | None = None) -> str:
+    """The JSON text. `view` picks flows, steps and a time window (no folding:
+    a timeline viewer copes with big traces)."""
+    tl = timeline
+    view = view or select(tl)
+    chosen = {st.id for fv in view.flows for b in fv.blocks for st in b.steps} | \
+        {i for fv in view.flows for b in fv.blocks for i in b.covered}
+    if view.selection.flow is None and not view.selection.narrowed:
+        # events of no flow are still worth a track
+        chosen |= {st.id for g in tl.unattributed for st in g.steps}
+    events = [te for te in tl.events if te.step in chosen and view.shows(te.index)]
+    shown = {te.index for te in events}
+    tracks = _tracks(tl, events)
+    ends = call_ends(tl)
+    out: list[dict[str, Any]] = []
+    out.extend(_metadata(tl, tracks, events))
+    slices: dict[int, dict[str, Any]] = {}
+    per_track: dict[tuple[int, int], list[dict[str, Any]]] = {}
+    for te in events:
+        if te.is_return and te.pair is not None and te.pair in shown:
+            continue  # drawn as the end of its entry's slice
+        ev = te.ev
+        tr = tracks[(ev.tid, str(ev.ctx), ev.softirq)]
+        end = ends.get(te.index)
+        end_ns = tl.events[end].ev.ts_ns if end is not None and end in shown else ev.ts_ns
+        fl = tl.flows[te.flow - 1] if te.flow is not None else None
+        name = f"{te.probe} return" if te.is_return else te.probe
+        args: dict[str, Any] = {
+            "event": te.index, "step": te.step, "flow": te.flow,
+            "side": str(te.side) if te.side else None, "layer": str(te.layer) if te.layer else None,
+            "context": te.context, "cpu": ev.cpu, "details": event_details(te, fl),
+        }
+        if end is not None and end in shown and tl.events[end].is_return:
+            args["ret"] = tl.events[end].ev.ret
+        if end is None or end not in shown:
+            args["end"] = "unknown (entry-only probe, next event unrelated)"
+        sl = {"ph": "X", "name": name, "cat": str(te.layer) if te.layer else "kpath",
+              "pid": tr.pid, "tid": tr.tid, "ts": _us(ev.ts_ns - tl.start_ns),
+              "dur": _us(end_ns - ev.ts_ns),
+              "args": {k: v for k, v in args.items() if v not in (None, "")}}
+        slices[te.index] = sl
+        per_track.setdefault((tr.pid, tr.tid), []).append(sl)
+    for track_slices in per_track.values():
+        _nest(track_slices)
+    for sl in sorted(slices.values(), key=lambda s: (s["ts"], s["pid"], s["tid"])):
+        out.append(sl)
+    out.extend(_cpu_tracks(tl, events))
+    out.extend(_flows(tl, events, slices, tracks, chosen))
+    doc = {
+        "traceEvents": out,
+        "displayTimeUnit": "ns",
+        "otherData": {
+            "generator": "kpath export -f perfetto",
+            "trace": tl.trace.path,
+            "kernel": tl.trace.header.kernel_release,
+            "host": tl.trace.header.hostname,
+            "started": tl.trace.header.started,
+            "time_origin": "ts 0 = first record of the trace (CLOCK_MONOTONIC "
+                           f"{tl.start_ns} ns)",
+            "lost_events": tl.trace.lost_total,
+            "notices": view.notices,
+        },
+    }
+    return json.dumps(doc, indent=None, separators=(",", ":")) + "\n"
+
+
+def _metadata(tl: Timeline, tracks: dict[tuple[int, str, str | None], Track],
+              events: list[TEvent]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    procs: dict[int, str] = {}
+    for te in events:
+        ev = te.ev
+        if ev.tgid not in procs or ev.tid == ev.tgid:
+            procs[ev.tgid] = f"{ev.comm} (pid {ev.tgid})"
+    for i, (pid, name) in enumerate(sorted(procs.items())):
+        out.append({"ph": "M", "name": "process_name", "pid": pid, "tid": 0,
+                    "args": {"name": name}})
+        out.append({"ph": "M", "name": "process_sort_index", "pid": pid, "tid": 0,
+                    "args": {"sort_index": i}})
+    for tr in sorted(tracks.values(), key=lambda t: (t.pid, t.sort, t.tid)):
+        out.append({"ph": "M", "name": "thread_name", "pid": tr.pid, "tid": tr.tid,
+                    "args": {"name": tr.name}})
+        out.append({"ph": "M", "name": "thread_sort_index", "pid": tr.pid, "tid": tr.tid,
+                    "args": {"sort_index": tr.sort}})
+    cpus = sorted({te.ev.cpu for te in events})
+    if cpus:
+        out.append({"ph": "M", "name": "process_name", "pid": CPU_PID, "tid": 0,
+                    "args": {"name": "CPUs"}})
+        out.append({"ph": "M", "name": "process_sort_index", "pid": CPU_PID, "tid": 0,
+                    "args": {"sort_index": -1}})
+    for cpu in cpus:
+        out.append({"ph": "M", "name": "thread_name", "pid": CPU_PID, "tid": cpu + 1,
+                    "args": {"name": f"CPU {cpu}"}})
+        out.append({"ph": "M", "name": "thread_sort_index", "pid": CPU_PID, "tid": cpu + 1,
+                    "args": {"sort_index": cpu}})
+    return out
+
+
+def _nest(track: list[dict[str, Any]]) -> None:
+    """Clip slices so that every slice on a track nests in its parent."""
+    track.sort(key=lambda s: (s["ts"], -s["dur"]))
+    stack: list[float] = []  # end times of the open slices
+    for sl in track:
+        while stack and stack[-1] <= sl["ts"] and not (stack[-1] == sl["ts"] and sl["dur"] == 0):
+            stack.pop()
+        end = round(sl["ts"] + sl["dur"], 3)
+        if stack and end > stack[-1]:
+            sl["dur"] = round(stack[-1] - sl["ts"], 3)
+            sl["args"]["clipped"] = True
+            end = stack[-1]
+        stack.append(end)
+
+
+def _cpu_tracks(tl: Timeline, events: list[TEvent]) -> list[dict[str, Any]]:
+    """Per CPU: runs of one context (X) and one instant per event (i)."""
+    out: list[dict[str, Any]] = []
+    by_cpu: dict[int, list[TEvent]] = {}
+    for te in events:
+        by_cpu.setdefault(te.ev.cpu, []).append(te)
+    for cpu, evs in sorted(by_cpu.items()):
+        run: list[TEvent] = []
+
+        def flush(run: list[TEvent], cpu: int = cpu) -> None:
+            if not run:
+                return
+            a, b = run[0], run[-1]
+            out.append({"ph": "X", "name": a.context, "cat": "cpu", "pid": CPU_PID,
+                        "tid": cpu + 1, "ts": _us(a.ev.ts_ns - tl.start_ns),
+                        "dur": _us(b.ev.ts_ns - a.ev.ts_ns),
+                        "args": {"events": len(run), "first_event": a.index,
+                                 "last_event": b.index}})
+
+        for te in evs:
+            if run and (run[-1].ev.tid, run[-1].ev.ctx) != (te.ev.tid, te.ev.ctx):
+                flush(run)
+                run = []
+            run.append(te)
+            out.append({"ph": "i", "s": "t", "name": te.probe, "cat": "cpu", "pid": CPU_PID,
+                        "tid": cpu + 1, "ts": _us(te.ev.ts_ns - tl.start_ns),
+                        "args": {"event": te.index}})
+        flush(run)
+    return out
+
+
+def _flows(tl: Timeline, events: list[TEvent], slices: dict[int, dict[str, Any]],
+           tracks: dict[tuple[int, str, str | None], Track], chosen: set[int]
+           ) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    shown = {te.index for te in events}
+    flow_id = 0
+
+    def point(ph: str, te: TEvent, fid: int, name: str, cat: str) -> dict[str, Any]:
+        sl = slices[te.index if te.index in slices else te.pair or te.index]
+        ev: dict[str, Any] = {"ph": ph, "id": fid, "name": name, "cat": cat,
+                              "pid": sl["pid"], "tid": sl["tid"],
+                              "ts": _us(te.ev.ts_ns - tl.start_ns)}
+        if ph == "f":
+            ev["bp"] = "e"
+        return ev
+
+    for st in tl.steps:
+        if st.id not in chosen or not isinstance(st, Packet):
+            continue
+        hops = [te for te in st.events if te.index in shown and te.index in slices]
+        if len(hops) >= 2:
+            flow_id += 1
+            name = f"#{st.id} {st.title}"
+            out.append(point("s", hops[0], flow_id, name, "packet"))
+            out.extend(point("t", te, flow_id, name, "packet") for te in hops[1:-1])
+            out.append(point("f", hops[-1], flow_id, name, "packet"))
+        for mid in st.read_by:
+            reader = tl.steps[mid]
+            if mid not in chosen or not isinstance(reader, Message) or not hops:
+                continue
+            copy = next((te for te in reader.events if te.index in slices
+                         and capture_of(te.ev) is Capture.DATAGRAM_ITER
+                         and te.index > hops[-1].index),
+                        None)
+            if copy is None:
+                continue
+            flow_id += 1
+            name = f"#{st.id} read by #{mid}"
+            out.append(point("s", hops[-1], flow_id, name, "read"))
+            out.append(point("f", copy, flow_id, name, "read"))
+    return out

@@ -9,7 +9,7 @@ Rules in docs/correlation.md ("Messages and byte ranges").
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from probes.catalog import BY_NAME, Capture, Layer, Returns
@@ -229,22 +229,24 @@ def _place(msgs: list[Message], start: int | None, exact: dict[int, ByteRange],
 def _link(sends: list[Message], recvs: list[Message], packets: list[Packet]) -> None:
     spans = PacketSpans(packets)
     for m in recvs:
-        if m.byte_range is None:
-            continue
-        for p in spans.overlapping(m.byte_range):
-            m.data_from.append(p.id)
-            p.read_by.append(m.id)
-        m.data_from.sort()
+        m.data_from.extend(_overlaps(spans, m, lambda p: p.read_by))
     for m in sends:
-        if m.byte_range is None:
-            continue
-        for p in spans.overlapping(m.byte_range):
-            m.carried_by.append(p.id)
-            p.written_by.append(m.id)
-        m.carried_by.sort()
+        m.carried_by.extend(_overlaps(spans, m, lambda p: p.written_by))
     for p in packets:
         p.read_by.sort()
         p.written_by.sort()
+
+
+def _overlaps(
+    spans: PacketSpans, m: Message, backlinks: Callable[[Packet], list[int]]
+) -> list[int]:
+    """Ids of the packets holding m's bytes; m is added to each one's backlinks."""
+    if m.byte_range is None:
+        return []
+    found = spans.overlapping(m.byte_range)
+    for p in found:
+        backlinks(p).append(m.id)
+    return sorted(p.id for p in found)
 
 
 @dataclass(eq=False, kw_only=True)

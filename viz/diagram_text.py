@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from viz.sequence import Activation, SequenceDiagram
+from viz.sequence import Activation, Arrow, SequenceDiagram
 
 LEGEND = ("arrow style: ->> call, -->> return, -) hand-off to another execution context "
           "(label says which), --) wake-up of a waiting reader, [wire]: the packet crossing "
@@ -41,3 +41,15 @@ def bar_edits(diagram: SequenceDiagram, rows: int | None = None) -> BarEdits:
                 closed.remove(act.lifeline)
                 opened.remove(act)
     return out
+
+
+def arrow_text(row: Arrow) -> str:
+    """An arrow's label for the text diagram formats (Mermaid, PlantUML)."""
+    text = f"{row.text} ({row.time})" if row.text else row.time
+    if row.wire:
+        text = f"[wire] {text}"
+    if row.kind == "wakeup":
+        text = f"[wake-up] {text}"
+    elif row.handoff_label:
+        text = f"[hand-off to {row.handoff_label}] {text}"
+    return text

@@ -18,7 +18,7 @@ GitHub's limit): a longer diagram is cut at a row, with a closing note.
 
 from __future__ import annotations
 
-from viz.diagram_text import LEGEND, bar_edits
+from viz.diagram_text import LEGEND, arrow_text, bar_edits
 from viz.sequence import Arrow, Frame, Note, SequenceDiagram
 
 MAX_TEXT = 50_000  # Mermaid's default maxTextSize
@@ -110,7 +110,7 @@ def _body(diagram: SequenceDiagram, n: int, first: str, last: str) -> list[str]:
                 lines.append(f"{pad()}rect {CTX_BAND.get(row.ctx, CTX_BAND['task'])}")
                 band = row.ctx
                 depth += 1
-            lines.append(f"{pad()}{row.src}{_arrow(row)}{row.dst}: {escape(_text(row))}")
+            lines.append(f"{pad()}{row.src}{_arrow(row)}{row.dst}: {escape(arrow_text(row))}")
         for key in edits.closes.get(i, []):
             lines.append(f"{pad()}deactivate {key}")
         for act in edits.opens.get(i, []):
@@ -129,14 +129,3 @@ def _arrow(row: Arrow) -> str:
     if row.handoff and not row.dashed:
         return "-)"
     return "-->>" if row.dashed else "->>"
-
-
-def _text(row: Arrow) -> str:
-    text = f"{row.text} ({row.time})" if row.text else row.time
-    if row.wire:
-        text = f"[wire] {text}"
-    if row.kind == "wakeup":
-        text = f"[wake-up] {text}"
-    elif row.handoff_label:
-        text = f"[hand-off to {row.handoff_label}] {text}"
-    return text

@@ -14,7 +14,7 @@ character, so doubled markup characters (`__` underlines, `**` bolds, `//`,
 
 from __future__ import annotations
 
-from viz.diagram_text import LEGEND, bar_edits
+from viz.diagram_text import LEGEND, arrow_text, bar_edits
 from viz.graphviz_render import CTX_COLOR, CTX_FILL, LOST_COLOR, ROLE_FILL, WAKEUP_COLOR
 from viz.sequence import Arrow, Frame, Note, SequenceDiagram
 
@@ -68,7 +68,7 @@ def render_plantuml(diagram: SequenceDiagram) -> str:
         elif isinstance(row, Frame):
             lines.append("end" if row.end else f"loop {escape(row.text)}")
         else:
-            lines.append(f"{row.src} {_arrow(row)} {row.dst} : {escape(_text(row))}")
+            lines.append(f"{row.src} {_arrow(row)} {row.dst} : {escape(arrow_text(row))}")
         for key in edits.closes.get(i, []):
             lines.append(f"deactivate {key}")
         for act in edits.opens.get(i, []):
@@ -88,14 +88,3 @@ def _arrow(row: Arrow) -> str:
     if row.wire:
         return f"-[{color},bold]>"
     return f"-[{color}]>"
-
-
-def _text(row: Arrow) -> str:
-    text = f"{row.text} ({row.time})" if row.text else row.time
-    if row.wire:
-        text = f"[wire] {text}"
-    if row.kind == "wakeup":
-        text = f"[wake-up] {text}"
-    elif row.handoff_label:
-        text = f"[hand-off to {row.handoff_label}] {text}"
-    return text

@@ -11,6 +11,7 @@ import socket
 from dataclasses import dataclass
 
 from vm.chat import set_comm
+from vm.proc import fork_child
 
 DEFAULT_PORT = 10087
 DEFAULT_SIZE = 1 << 20
@@ -48,16 +49,7 @@ def run_bulk(size: int = DEFAULT_SIZE, port: int = DEFAULT_PORT,
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind((host, port))
     listener.listen(1)
-    read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            os.close(read_fd)
-            code = _serve(listener, size, write_fd)
-        finally:
-            os._exit(code)
-    os.close(write_fd)
+    pid, read_fd = fork_child(lambda report_fd: _serve(listener, size, report_fd))
     listener.close()
     set_comm("bulk-client")
     payload = bytes(range(256)) * (CHUNK // 256)

@@ -16,6 +16,7 @@ import subprocess
 from dataclasses import dataclass, field
 
 from vm.chat import set_comm
+from vm.proc import fork_child
 
 NS_CLIENT, NS_SERVER = "kpath-a", "kpath-b"
 DEV_CLIENT, DEV_SERVER = "kpa0", "kpb0"
@@ -91,16 +92,7 @@ def run_pair() -> PairResult:
     result = PairResult()
     setup()
     try:
-        read_fd, write_fd = os.pipe()
-        pid = os.fork()
-        if pid == 0:
-            code = 1
-            try:
-                os.close(read_fd)
-                code = _serve(write_fd)
-            finally:
-                os._exit(code)
-        os.close(write_fd)
+        pid, read_fd = fork_child(_serve)
         if os.read(read_fd, 1) != b"r":
             raise RuntimeError("server in namespace kpath-b did not start")
         os.close(read_fd)

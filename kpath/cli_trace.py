@@ -42,6 +42,9 @@ from tracer.session import TraceRequest, run_trace
               show_default=True,
               help="Ring buffer size in 4 KiB pages (a power of two). Too small loses events:"
               " they are counted and marked in the trace.")
+@click.option("--ready-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write this file (our pid) once the probes are attached: wait on it "
+              "instead of sleeping.")
 @click.option("--ebpf", is_flag=True, help="Print the BPF C program and exit.")
 @click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors on stderr.")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
@@ -54,6 +57,7 @@ def trace_cmd(
     count: int | None,
     probes_sel: str,
     buffer_pages: int,
+    ready_file: Path | None,
     ebpf: bool,
     quiet: bool,
     command: tuple[str, ...],
@@ -90,7 +94,7 @@ def trace_cmd(
     req = TraceRequest(output=output, filters=filters, profile=profile, specs=specs,
                        duration_s=duration, count=count,
                        command=list(command) if command else None,
-                       buffer_pages=buffer_pages)
+                       buffer_pages=buffer_pages, ready_file=ready_file)
     try:
         result = run_trace(req, status)
     except (BackendError, PermissionError, RuntimeError, OSError) as exc:

@@ -49,6 +49,7 @@ class TraceRequest:
     count: int | None = None
     command: list[str] | None = None
     buffer_pages: int = DEFAULT_BUFFER_PAGES
+    ready_file: Path | None = None  # written once every probe is attached
 
 
 @dataclass
@@ -238,6 +239,9 @@ def _stream(
                 status.info(f"running {' '.join(req.command)} (pid {command.pid})")
             else:
                 status.info("tracing; Ctrl-C to stop")
+            if req.ready_file is not None:
+                # Scripts wait on this file rather than on a sleep.
+                req.ready_file.write_text(f"{os.getpid()}\n")
             while stop.reason is None:
                 backend.poll(100)
                 writer.flush()

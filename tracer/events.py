@@ -31,9 +31,10 @@ SOFTIRQ_NAMES = (
 )
 
 # TCP header flag bits, as on the wire.
+TCP_FIN, TCP_SYN, TCP_RST, TCP_PSH, TCP_ACK = 0x01, 0x02, 0x04, 0x08, 0x10
 TCP_FLAG_BITS = (
-    (0x01, "FIN"), (0x02, "SYN"), (0x04, "RST"), (0x08, "PSH"),
-    (0x10, "ACK"), (0x20, "URG"), (0x40, "ECE"), (0x80, "CWR"),
+    (TCP_FIN, "FIN"), (TCP_SYN, "SYN"), (TCP_RST, "RST"), (TCP_PSH, "PSH"),
+    (TCP_ACK, "ACK"), (0x20, "URG"), (0x40, "ECE"), (0x80, "CWR"),
 )
 
 

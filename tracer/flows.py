@@ -19,9 +19,9 @@ from collections.abc import Sequence
 
 from probes.catalog import HEADER_CAPTURES, Capture, Direction
 from tracer.event_rules import SOCKET_CAPTURES, capture_of, ep_order
-from tracer.events import Endpoint, Event
+from tracer.events import TCP_ACK, TCP_SYN, Endpoint, Event
 from tracer.model import Flow, FlowKey, Role, RolesFrom, TEvent
-from tracer.segments import KEY_FLAGS_MASK, TCP_ACK, TCP_SYN, Segment, signed_seq_delta
+from tracer.segments import KEY_FLAGS_MASK, Segment, signed_seq_delta
 
 _Tuple = tuple[Endpoint, Endpoint]
 _Node = tuple[_Tuple, Endpoint, int]  # (4-tuple, end, netns)

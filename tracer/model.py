@@ -12,8 +12,8 @@ from enum import StrEnum
 from typing import Any
 
 from probes.catalog import Direction, Layer
-from tracer.events import Endpoint, Event, Kind
-from tracer.segments import SEQ_MOD, TCP_FIN, TCP_SYN, PacketKey, Segment, SegmentType
+from tracer.events import TCP_FIN, TCP_SYN, Endpoint, Event, Kind
+from tracer.segments import SEQ_MOD, PacketKey, Segment, SegmentType
 from tracer.tracefile import Trace
 
 

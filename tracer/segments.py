@@ -9,12 +9,20 @@ from enum import StrEnum
 
 from probes.catalog import SEGMENT_CAPTURES, Capture
 from tracer.event_rules import capture_of, dst_of, src_of
-from tracer.events import Endpoint, Event, tcp_flag_names
+from tracer.events import (
+    TCP_ACK,
+    TCP_FIN,
+    TCP_PSH,
+    TCP_RST,
+    TCP_SYN,
+    Endpoint,
+    Event,
+    tcp_flag_names,
+)
 
 SEQ_MOD = 1 << 32
 HALF_SEQ = 1 << 31
 
-TCP_FIN, TCP_SYN, TCP_RST, TCP_PSH, TCP_ACK = 0x01, 0x02, 0x04, 0x08, 0x10
 # Flags compared when linking a segment across layers. ECE/CWR/URG are left
 # out: ECN may add them between TCP_SKB_CB and the header on the wire.
 KEY_FLAGS_MASK = TCP_FIN | TCP_SYN | TCP_RST | TCP_PSH | TCP_ACK

@@ -41,7 +41,7 @@ from tracer.event_rules import (
     side_endpoint,
     src_of,
 )
-from tracer.events import Endpoint
+from tracer.events import TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, Endpoint
 from tracer.flows import flow_keys, make_flows
 from tracer.model import (
     ByteRange,
@@ -66,11 +66,6 @@ from tracer.segments import (
     ORIGIN_CAPTURES,
     PACKET_CAPTURES,
     SEQ_MOD,
-    TCP_ACK,
-    TCP_FIN,
-    TCP_PSH,
-    TCP_RST,
-    TCP_SYN,
     PacketKey,
     Segment,
     SegmentType,

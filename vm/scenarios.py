@@ -11,10 +11,10 @@ import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from tracer.events import Context, Event, Kind
+from tracer.events import TCP_ACK, TCP_FIN, TCP_PSH, TCP_SYN, Context, Event, Kind
 from tracer.tracefile import Trace
 
-SYN, ACK, PSH, FIN = 0x02, 0x10, 0x08, 0x01
+SYN, ACK, PSH, FIN = TCP_SYN, TCP_ACK, TCP_PSH, TCP_FIN
 CHAT_PORT, BULK_PORT, VETH_PORT = 10086, 10087, 10088
 BULK_SIZE = 1 << 20
 VETH_MESSAGE_LEN = 23  # len(vm.netns_pair.MESSAGE)

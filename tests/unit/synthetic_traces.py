@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tracer.events import Context, Event, Kind
+from tracer.events import TCP_ACK, TCP_FIN, TCP_PSH, TCP_SYN, Context, Event, Kind
 from tracer.tracefile import Header, Lost, ProbeStatus, Trace, TraceWriter, Trailer
 
 NETNS = 4026531840
@@ -21,7 +21,7 @@ CLIENT_PORT, SERVER_PORT = 54321, 10086
 CLIENT_TID, SERVER_TID = 200, 100
 CLIENT_SK, LISTEN_SK, SERVER_SK = 0xFFFF0000C1, 0xFFFF0000A0, 0xFFFF0000A1
 CLIENT_ISN, SERVER_ISN = 1_000_000, 5_000_000
-SYN, ACK, PSH, FIN = 0x02, 0x10, 0x08, 0x01
+SYN, ACK, PSH, FIN = TCP_SYN, TCP_ACK, TCP_PSH, TCP_FIN
 
 T0 = 1_000_000_000  # first event, ns
 

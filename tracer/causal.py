@@ -23,8 +23,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import networkx as nx
-
 from probes.catalog import Layer
 from tracer.byte_ranges import PacketSpans, copy_range, data_packets
 from tracer.event_rules import context_key
@@ -86,6 +84,10 @@ def build_graph(tl: Timeline) -> Any:
                     queued = queue_event(pkt, before=te.index)
                     if queued is not None:
                         link(queued.index, te.index, "handoff", "wake-up")
+
+    # networkx is imported on first use: it is most of kpath's start-up time,
+    # which counts under TCG, and most commands never build the graph.
+    import networkx as nx
 
     g = nx.DiGraph()
     g.add_nodes_from((te.index, _node_attrs(te)) for te in tl.events)

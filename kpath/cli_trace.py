@@ -16,6 +16,7 @@ from probes.catalog_doc import catalog_markdown
 from probes.resolve import KernelSymbols, resolve
 from tracer.bcc_backend import (
     DEFAULT_BUFFER_PAGES,
+    KPROBE_PMU,
     BackendError,
     KernelFeatures,
     bpf_source_text,
@@ -162,7 +163,7 @@ def doctor_cmd() -> None:
     release = platform.release()
     checks: list[tuple[str, bool, str]] = []
     checks.append(("root", os.geteuid() == 0, "live tracing needs root"))
-    kprobes = Path("/sys/bus/event_source/devices/kprobe").exists()
+    kprobes = KPROBE_PMU.exists()
     checks.append(("kprobes (CONFIG_KPROBES)", kprobes,
                    "this kernel has no kprobe PMU: use `kpath vm run` to trace in the VM"))
     features = KernelFeatures.detect()

@@ -61,8 +61,10 @@ class ConsoleStatus:
         thread = threading.Thread(target=tick, daemon=True)
         if not self.quiet:
             thread.start()
+        outcome = "failed"
         try:
             yield
+            outcome = "done"
         finally:
             done.set()
             if thread.is_alive():
@@ -70,7 +72,7 @@ class ConsoleStatus:
             if not self.quiet:
                 elapsed = time.monotonic() - start
                 end = "\r\033[K" if self.tty else ""
-                self.stream.write(f"{end}kpath: {label}: done in {elapsed:.1f} s\n")
+                self.stream.write(f"{end}kpath: {label}: {outcome} after {elapsed:.1f} s\n")
                 self.stream.flush()
 
     def counter(self, events: int, lost: int, elapsed_s: float) -> None:

@@ -24,6 +24,8 @@ from tracer.events import SOFTIRQ_NAMES, Context, Event, Kind
 from tracer.filters import Filters
 
 BPF_SOURCE = Path(__file__).with_name("kpath_bpf.c")
+# perf_event_open's kprobe PMU: present exactly when the kernel can do kprobes.
+KPROBE_PMU = Path("/sys/bus/event_source/devices/kprobe")
 
 
 # Must match HAS_* in kpath_bpf.c.
@@ -206,6 +208,18 @@ class BccBackend:
             )
         if os.geteuid() != 0:
             raise BackendError("live tracing needs root (kprobes and BPF): run with sudo")
+        if not KPROBE_PMU.exists():
+            raise BackendError(
+                f"kernel {features.release} has no kprobes (CONFIG_KPROBES is off): trace "
+                "inside the validation VM instead, e.g. `kpath vm run -- kpath trace ...`"
+            )
+        headers = Path(f"/lib/modules/{features.release}/build")
+        if not headers.exists():
+            raise BackendError(
+                f"no kernel headers at {headers}: BCC compiles against them; install "
+                f"linux-headers-{features.release}, or trace inside the validation VM "
+                "(`kpath vm run -- kpath trace ...`)"
+            )
         self.features = features
         self.buffer_pages = buffer_pages
         self._bcc = _import_bcc()
@@ -222,11 +236,7 @@ class BccBackend:
             cflags = bpf_cflags(self.features, self.buffer_pages)
             self._bpf = self._bcc.BPF(src_file=str(BPF_SOURCE), cflags=cflags)
         except Exception as exc:  # BCC raises bare Exception on compile errors
-            hint = ""
-            if not Path(f"/lib/modules/{self.features.release}/build").exists():
-                hint = (f" (no kernel headers: apt-get install "
-                        f"linux-headers-{self.features.release})")
-            raise BackendError(f"BPF compile failed: {exc}{hint}") from None
+            raise BackendError(f"BPF compile failed: {exc}") from None
 
     def configure(self, filters: Filters) -> None:
         table = self._bpf["config"]

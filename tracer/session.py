@@ -154,6 +154,8 @@ class _Command:
 
 def run_trace(req: TraceRequest, status: Status) -> TraceResult:
     features = KernelFeatures.detect()
+    # Checks what the kernel and machine can do before anything is reported.
+    backend = BccBackend(features, req.buffer_pages)
     syms = KernelSymbols.load()
     resolved = resolve(req.specs, syms)
     for res in resolved:
@@ -161,8 +163,6 @@ def run_trace(req: TraceRequest, status: Status) -> TraceResult:
             status.warn(f"probe {res.spec.name}: not attached ({res.reason}: {res.detail})")
     if not any(r.ok for r in resolved):
         raise RuntimeError("none of the requested probes exists on this kernel")
-
-    backend = BccBackend(features, req.buffer_pages)
     try:
         with status.ticker("compiling the BPF program (BCC; about a minute under TCG)"):
             backend.compile()

@@ -83,3 +83,15 @@ def test_probes_lists_the_catalog() -> None:
     lines = res.output.splitlines()
     assert lines[0].startswith("__sys_sendto") and any("tcp_push" in ln for ln in lines)
     assert not any(ln.startswith("ip_rcv") for ln in lines)
+
+
+def test_trace_without_kprobes_says_why_and_writes_nothing(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import tracer.bcc_backend as backend
+
+    monkeypatch.setattr(backend.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(backend, "KPROBE_PMU", tmp_path / "no-kprobe-pmu")
+    out = tmp_path / "t.kpath"
+    res = CliRunner().invoke(cli, ["trace", "--duration", "1", "-o", str(out)])
+    assert res.exit_code == 1
+    assert "no kprobes (CONFIG_KPROBES is off)" in res.output and "kpath vm run" in res.output
+    assert "Traceback" not in res.output and not out.exists()

@@ -152,7 +152,16 @@ class _Command:
         self.exit_code = -signal.SIGKILL
 
 
+def _check_writable(path: Path) -> None:
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise OSError(f"cannot write {path}: directory {parent} does not exist")
+    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise OSError(f"cannot write {path}: permission denied")
+
+
 def run_trace(req: TraceRequest, status: Status) -> TraceResult:
+    _check_writable(req.output)  # now, not after a minute of compiling
     features = KernelFeatures.detect()
     # Checks what the kernel and machine can do before anything is reported.
     backend = BccBackend(features, req.buffer_pages)

@@ -95,3 +95,10 @@ def test_trace_without_kprobes_says_why_and_writes_nothing(tmp_path, monkeypatch
     assert res.exit_code == 1
     assert "no kprobes (CONFIG_KPROBES is off)" in res.output and "kpath vm run" in res.output
     assert "Traceback" not in res.output and not out.exists()
+
+
+def test_trace_to_a_missing_directory_fails_before_anything_else(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    out = tmp_path / "no" / "such" / "dir" / "t.kpath"
+    res = CliRunner().invoke(cli, ["trace", "--duration", "1", "-o", str(out)])
+    assert res.exit_code == 1
+    assert "does not exist" in res.output and "Traceback" not in res.output

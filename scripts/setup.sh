@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(python3 python3-venv python3-pip python3-bpfcc graphviz qemu-system-x86
-              mmdebstrap e2fsprogs
+              mmdebstrap mount e2fsprogs
               # export tests: render PlantUML, open the HTML export, decode its
               # screenshot
               plantuml chromium python3-pil fonts-dejavu-core)
@@ -30,7 +30,7 @@ if ((${#missing[@]})); then
     fi
     echo "setup: apt-get install ${missing[*]}" >&2
     apt-get update -q
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
 fi
 
 if [[ ! -x .venv/bin/python ]]; then

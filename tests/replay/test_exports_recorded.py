@@ -14,6 +14,7 @@ from click.testing import CliRunner
 
 from kpath.cli_view import export_cmd, replay_cmd
 from tests import tools
+from tests.replay.recordings import RECORDINGS, needs_recordings
 from tests.trace_event_check import check_trace_events
 from tests.unit.test_export_synthetic import assert_offline_html
 from tracer.timeline import Packet, build_timeline
@@ -21,10 +22,7 @@ from tracer.tracefile import read_trace
 from viz.select import select
 from viz.sequence import build_sequence
 
-DATA = Path(__file__).resolve().parent.parent / "data"
-RECORDINGS = sorted(DATA.glob("*.kpath"))
-
-pytestmark = pytest.mark.skipif(not RECORDINGS, reason="no recorded trace in tests/data yet")
+pytestmark = needs_recordings
 
 
 @pytest.fixture(params=RECORDINGS, ids=[p.name for p in RECORDINGS])

@@ -7,25 +7,21 @@ trace's own events, and the tests assert relations between them.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import networkx as nx
 import pytest
 from click.testing import CliRunner
 
 from kpath.cli_view import replay_cmd
+from tests.replay.recordings import RECORDINGS, needs_recordings
 from tracer.accounting import account_all, account_bytes
 from tracer.byte_ranges import follow_bytes, uncovered
 from tracer.events import Kind
 from tracer.latency import Hop, packet_latencies
 from tracer.timeline import Message, Packet, Role, SegmentType, Timeline, build_timeline
 from tracer.tracefile import read_trace
+from vm.scenarios import CHAT_PORT
 
-DATA = Path(__file__).resolve().parent.parent / "data"
-RECORDINGS = sorted(DATA.glob("*.kpath"))
-CHAT_PORT = 10086
-
-pytestmark = pytest.mark.skipif(not RECORDINGS, reason="no recorded trace in tests/data yet")
+pytestmark = needs_recordings
 
 
 @pytest.fixture(params=RECORDINGS, ids=[p.name for p in RECORDINGS])

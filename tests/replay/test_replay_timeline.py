@@ -16,6 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from kpath.cli_view import export_cmd, replay_cmd
+from tests.replay.recordings import RECORDINGS, needs_recordings
 from tracer.causal import origin_event
 from tracer.events import Context
 from tracer.timeline import Flow, Message, Packet, Role, RolesFrom, Timeline, build_timeline
@@ -25,12 +26,9 @@ from viz.mermaid import render_mermaid
 from viz.select import select
 from viz.sequence import Arrow, build_sequence
 from viz.text import render_text
+from vm.scenarios import CHAT_PORT
 
-DATA = Path(__file__).resolve().parent.parent / "data"
-RECORDINGS = sorted(DATA.glob("*.kpath"))
-CHAT_PORT = 10086
-
-pytestmark = pytest.mark.skipif(not RECORDINGS, reason="no recorded trace in tests/data yet")
+pytestmark = needs_recordings
 
 
 @pytest.fixture(params=RECORDINGS, ids=[p.name for p in RECORDINGS])

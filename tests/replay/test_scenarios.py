@@ -10,11 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.replay.recordings import DATA
 from tracer.events import Event, Kind
 from tracer.tracefile import Trace, read_trace
 from vm.scenarios import BY_SCENARIO, SCENARIOS, Scenario
-
-DATA = Path(__file__).resolve().parent.parent / "data"
 
 
 def _recorded(s: Scenario) -> Path:

@@ -314,3 +314,18 @@ def synthetic_bulk(total: int, *, mss: int = 1000, chunk: int = 4000, ack_every:
             t.ev("tcp_recvmsg", "return", tid=SERVER_TID, sk=SERVER_SK, ret=got, **r)
             t.ev("__sys_recvfrom", "return", tid=SERVER_TID, sk=SERVER_SK, ret=got, **r)
     return t
+
+
+def synthetic_rounds(rounds: int) -> SyntheticTrace:
+    """The handshake, then `rounds` times the client sends 2 bytes and the
+    server reads them: 3 steps of one shape per round (send message, data
+    packet, recv message), which is what the folding of big traces finds."""
+    t = SyntheticTrace()
+    synthetic_handshake(t)
+    seq = CLIENT_ISN + 1
+    for i in range(rounds):
+        skb = 0x10000 + i * 0x1000
+        synthetic_send(t, client=True, seq=seq, ack=SERVER_ISN + 1, nbytes=2, skb=skb)
+        synthetic_recv(t, client=False, seq=seq, nbytes=2, skb=skb)
+        seq += 2
+    return t

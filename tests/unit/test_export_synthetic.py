@@ -17,8 +17,7 @@ from click.testing import CliRunner, Result
 from kpath.cli_view import export_cmd, replay_cmd
 from tests import tools
 from tests.trace_event_check import check_trace_events
-from tests.unit.synthetic_bulk import synthetic_bulk
-from tests.unit.synthetic_traces import SyntheticTrace, synthetic_chat
+from tests.unit.synthetic_traces import SyntheticTrace, synthetic_chat, synthetic_rounds
 from tracer.timeline import Packet, Timeline, build_timeline
 from viz import graphviz_render
 from viz.mermaid import MAX_TEXT, render_mermaid, render_mermaid_checked
@@ -95,7 +94,7 @@ def test_dot_colours_contexts_and_draws_bars_and_legend() -> None:
 
 
 def test_png_resolution_drops_for_tall_diagrams() -> None:
-    tl = build_timeline(synthetic_bulk(150).trace())
+    tl = build_timeline(synthetic_rounds(150).trace())
     d = build_sequence(tl, view=select(tl, Selection(fold=False, cap=False)))
     g = graphviz_render.build_graph(d, "png")
     dpi = float(re.search(r'dpi="?([\d.]+)', g.source).group(1))  # type: ignore[union-attr]
@@ -112,7 +111,7 @@ def test_mermaid_parses_with_mermaids_parser(tmp_path: Path) -> None:
               Arrow(src="client_app", dst="client_syscall", text="fn x;y #2 end %% -> +",
                     time="+1 ms", dashed=False, wire=False, handoff=False, event=0, step=0,
                     role=build_sequence(chat()).arrows[0].role)])
-    big = build_timeline(synthetic_bulk(100).trace())
+    big = build_timeline(synthetic_rounds(100).trace())
     files = {"chat": render_mermaid(build_sequence(chat())),
              "folded": render_mermaid(build_sequence(big, view=select(big))),
              "weird": render_mermaid(weird)}
@@ -129,7 +128,7 @@ def test_mermaid_parses_with_mermaids_parser(tmp_path: Path) -> None:
 
 
 def test_mermaid_long_diagram_is_cut_under_the_limit(tmp_path: Path) -> None:
-    tl = build_timeline(synthetic_bulk(150).trace())
+    tl = build_timeline(synthetic_rounds(150).trace())
     text, notice = render_mermaid_checked(
         build_sequence(tl, view=select(tl, Selection(fold=False))))
     assert notice is not None and "50000-character limit" in notice
@@ -150,7 +149,7 @@ def test_plantuml_escapes_creole() -> None:
 
 
 def test_plantuml_renders(tmp_path: Path) -> None:
-    big = build_timeline(synthetic_bulk(100).trace())
+    big = build_timeline(synthetic_rounds(100).trace())
     for name, d in (("chat", build_sequence(chat())),
                     ("folded", build_sequence(big, view=select(big)))):
         src = tmp_path / f"synthetic_{name}.puml"
@@ -318,7 +317,7 @@ def test_export_every_format(tmp_path: Path) -> None:
 
 
 def test_export_folds_big_traces_and_says_so(tmp_path: Path) -> None:
-    f = synthetic_bulk(100).write(tmp_path / "synthetic_bulk.kpath")
+    f = synthetic_rounds(100).write(tmp_path / "synthetic_rounds.kpath")
     res = run(export_cmd, str(f), "-f", "mermaid", "-o", "-")
     assert res.exit_code == 0, res.output
     assert "kpath: flow 1: 303 steps summarised: 1 repeated block(s) folded" in res.stderr

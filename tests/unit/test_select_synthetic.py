@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.unit.synthetic_bulk import synthetic_bulk
-from tests.unit.synthetic_traces import synthetic_chat
+from tests.unit.synthetic_traces import synthetic_chat, synthetic_rounds
 from tracer.timeline import Packet, build_timeline
 from viz.select import (
     FOLD_THRESHOLD,
@@ -57,7 +56,7 @@ def test_small_trace_is_not_folded() -> None:
 
 
 def test_big_trace_is_folded_with_a_count_and_a_notice() -> None:
-    tl = build_timeline(synthetic_bulk(100).trace())
+    tl = build_timeline(synthetic_rounds(100).trace())
     steps = len(tl.flows[0].steps)
     assert steps > FOLD_THRESHOLD
     view = select(tl)
@@ -79,7 +78,7 @@ def test_big_trace_is_folded_with_a_count_and_a_notice() -> None:
 
 
 def test_unfolded_big_trace_is_capped() -> None:
-    tl = build_timeline(synthetic_bulk(150).trace())
+    tl = build_timeline(synthetic_rounds(150).trace())
     view = select(tl, Selection(fold=False))
     assert len(view.drawn_steps) <= MAX_STEPS
     assert "capped" in view.notices[-1] and view.cut_note is not None

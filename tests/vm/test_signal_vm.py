@@ -3,14 +3,13 @@ left attached. Runs in the validation VM (one BCC compile, ~2 minutes)."""
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests.vm.requirements import needs_vm
 from tracer.tracefile import read_trace
 
 pytestmark = pytest.mark.vm
@@ -31,16 +30,8 @@ wc -l < /sys/kernel/debug/kprobes/list > kprobes_after
 """
 
 
-def _missing() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root"
-    for tool in ("qemu-system-x86_64", "mmdebstrap", "mke2fs"):
-        if shutil.which(tool) is None:
-            return f"needs {tool}"
-    return None
 
-
-@pytest.mark.skipif(_missing() is not None, reason=str(_missing()))
+@needs_vm()
 def test_sigterm_leaves_a_complete_trace_and_no_probes(tmp_path: Path) -> None:
     res = subprocess.run(
         [sys.executable, "-m", "kpath", "vm", "run", "--timeout", "900", "--share",

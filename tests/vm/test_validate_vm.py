@@ -6,8 +6,6 @@ Slow: about 5 minutes under TCG (three BCC compiles). Select with -m vm.
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -15,18 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.vm.requirements import needs_vm
 from vm.scenarios import SCENARIOS
 
 pytestmark = pytest.mark.vm
 
-
-def _missing() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root"
-    for tool in ("qemu-system-x86_64", "mmdebstrap", "mke2fs", "dot"):
-        if shutil.which(tool) is None:
-            return f"needs {tool}"
-    return None
 
 
 def _kpath(*args: str, cwd: Path, timeout: float) -> subprocess.CompletedProcess[str]:
@@ -34,7 +25,7 @@ def _kpath(*args: str, cwd: Path, timeout: float) -> subprocess.CompletedProcess
                           text=True, timeout=timeout, check=False)
 
 
-@pytest.mark.skipif(_missing() is not None, reason=str(_missing()))
+@needs_vm("dot")
 def test_scenarios_pass_in_the_vm(tmp_path: Path) -> None:
     res = _kpath("vm", "validate", "--out", "v", cwd=tmp_path, timeout=2400)
     print(res.stdout)

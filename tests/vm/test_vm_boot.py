@@ -6,28 +6,20 @@ mmdebstrap). Select with `pytest -m vm`.
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests.vm.requirements import needs_vm
+
 pytestmark = pytest.mark.vm
 
 
-def _requirements() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root (mmdebstrap, mke2fs -d)"
-    for tool in ("qemu-system-x86_64", "mmdebstrap", "mke2fs"):
-        if shutil.which(tool) is None:
-            return f"needs {tool}"
-    return None
 
-
-@pytest.mark.skipif(_requirements() is not None, reason=str(_requirements()))
+@needs_vm()
 def test_command_runs_in_stock_kernel_and_files_come_back(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "kpath", "vm", "run", "--timeout", "600", "--share", str(tmp_path),

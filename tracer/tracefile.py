@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import IO, Any
 
@@ -35,15 +35,19 @@ class ProbeStatus:
     attached: bool
     kinds: list[str] = field(default_factory=list)  # "entry", "return" when attached
     symbol: str | None = None  # kernel symbol actually probed
-    reason: str | None = None  # absent | inlined | renamed | blacklisted | failed
+    reason: str | None = None  # absent | inlined | renamed | blacklisted | failed | ...
     detail: str | None = None
+    # How it was observed: "kprobe:SYM", "kretprobe:SYM", "tracepoint:CAT:NAME",
+    # "tp_btf:NAME", "raw_tp:NAME" (one per attachment).
+    attach: list[str] = field(default_factory=list)
+    source: str | None = None  # file:line of the probed function (debug info)
 
     def to_record(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if v not in (None, [])}
 
     @classmethod
     def from_record(cls, rec: dict[str, Any]) -> ProbeStatus:
-        return cls(**rec)
+        return cls(**_known_keys(cls, rec))
 
 
 @dataclass
@@ -52,7 +56,7 @@ class Header:
     kernel_version: str
     hostname: str
     machine: str
-    backend: str  # "bcc"
+    backend: str  # "core" (CO-RE object via libbpf) or "bcc"
     buffer: str  # "ringbuf" | "perfbuf"
     clock: str = "CLOCK_MONOTONIC"
     clock_offset_ns: int = 0  # add to ts_ns to get CLOCK_REALTIME ns
@@ -62,6 +66,9 @@ class Header:
     probes: list[ProbeStatus] = field(default_factory=list)
     filters: dict[str, Any] = field(default_factory=dict)
     command: list[str] | None = None
+    # Per layer: "full", "partial" or "none" (what the attached probes can see).
+    coverage: dict[str, str] = field(default_factory=dict)
+    attach_kinds: list[str] = field(default_factory=list)  # kprobe, tp_btf, tracepoint, ...
 
     @property
     def attached(self) -> list[ProbeStatus]:
@@ -80,9 +87,15 @@ class Header:
 
     @classmethod
     def from_record(cls, rec: dict[str, Any]) -> Header:
-        data = {k: v for k, v in rec.items() if k not in ("format", "version")}
+        data = _known_keys(cls, rec)
         data["probes"] = [ProbeStatus.from_record(p) for p in data.get("probes", [])]
         return cls(**data)
+
+
+def _known_keys(cls: type, rec: dict[str, Any]) -> dict[str, Any]:
+    """Keys of rec that cls has: a newer writer's extra keys are tolerated."""
+    names = {f.name for f in fields(cls)}
+    return {k: v for k, v in rec.items() if k in names}
 
 
 @dataclass

@@ -13,6 +13,7 @@ from vm.errors import VmError
 from vm.image import ensure_image
 from vm.info import vm_info
 from vm.progress import Progress
+from vm.recipe import DEFAULT_KERNEL, KERNELS
 from vm.runner import DEFAULT_TIMEOUT, RunOptions, run_in_vm
 
 T = TypeVar("T")
@@ -35,36 +36,52 @@ def _cache_option() -> Callable[[Callable[..., None]], Callable[..., None]]:
     )
 
 
+def kernel_option() -> Callable[[Callable[..., None]], Callable[..., None]]:
+    return click.option(
+        "--kernel", type=click.Choice(list(KERNELS)), default=DEFAULT_KERNEL, show_default=True,
+        help="Which image: Debian 12's stock 6.1 (linux-image-amd64) or its 6.12 "
+             "(linux-image-6.12-amd64, from bookworm-security).",
+    )
+
+
 @click.group("vm")
 def vm_group() -> None:
-    """Run kpath in a QEMU VM with a stock Debian bookworm kernel (6.1).
+    """Run kpath in a QEMU VM with a stock Debian bookworm kernel (6.1 or 6.12).
 
-    Use it when the host kernel cannot do kprobes. The image is built once
-    (mmdebstrap, about 2 minutes) and cached; this project is re-installed
-    into it whenever its sources change (seconds). KVM is used when it can
-    boot a stock kernel, TCG otherwise (set KPATH_VM_ACCEL=kvm|tcg to force).
+    Use it when the host kernel cannot do kprobes. Each kernel has its own
+    image (--kernel, default 6.1), built once (mmdebstrap, about 2 minutes)
+    and cached; this project is re-installed into it whenever its sources
+    change (seconds). Every image has the kernel's headers, BCC
+    (python3-bpfcc) and libbpf1. KVM is used when it can boot a stock
+    kernel, TCG otherwise (set KPATH_VM_ACCEL=kvm|tcg to force).
+    KPATH_VM_MIRROR and KPATH_VM_SECURITY_MIRROR replace deb.debian.org.
 
     \b
     Examples:
       sudo kpath vm build
+      sudo kpath vm build --kernel 6.12
       sudo kpath vm run -- kpath trace -o chat.kpath -- kpath demo chat
-      sudo kpath vm run --timeout 120 -- sh -c 'uname -r > kernel.txt'
-      kpath vm info
+      sudo kpath vm run --kernel 6.12 --timeout 120 -- sh -c 'uname -r > kernel.txt'
+      kpath vm info --kernel 6.12
     """
 
 
 @vm_group.command("build")
+@kernel_option()
 @click.option("--force", is_flag=True, help="Rebuild the rootfs with mmdebstrap even if cached.")
 @_cache_option()
-def build_cmd(force: bool, cache: Path | None) -> None:
-    """Build (or refresh) the cached VM image. Needs root.
+def build_cmd(kernel: str, force: bool, cache: Path | None) -> None:
+    """Build (or refresh) the cached VM image of one kernel. Needs root.
+
+    The other kernel's rootfs and image are left as they are.
 
     \b
     Examples:
-      sudo kpath vm build            # no-op when nothing changed
-      sudo kpath vm build --force    # fresh mmdebstrap rootfs too
+      sudo kpath vm build                 # 6.1; no-op when nothing changed
+      sudo kpath vm build --kernel 6.12   # the 6.12 image, beside the 6.1 one
+      sudo kpath vm build --force         # fresh mmdebstrap rootfs too
     """
-    layout = Layout(cache_root(cache))
+    layout = Layout(cache_root(cache), kernel)
     _guard(lambda: ensure_image(layout, Progress(), force=force))
 
 
@@ -85,10 +102,11 @@ def build_cmd(force: bool, cache: Path | None) -> None:
               metavar="MB", help="Guest memory.")
 @click.option("--cpus", type=click.IntRange(min=1), default=2, show_default=True,
               metavar="N", help="Guest CPUs.")
+@kernel_option()
 @_cache_option()
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 def run_cmd(
-    timeout: float, share: Path, memory: int, cpus: int, cache: Path | None,
+    timeout: float, share: Path, memory: int, cpus: int, kernel: str, cache: Path | None,
     command: tuple[str, ...],
 ) -> None:
     """Run COMMAND inside the VM; exit with its exit status.
@@ -102,21 +120,24 @@ def run_cmd(
     \b
     Examples:
       sudo kpath vm run -- uname -a
+      sudo kpath vm run --kernel 6.12 -- uname -r
       sudo kpath vm run -- kpath trace -o chat.kpath -- kpath demo chat
       sudo kpath vm run --share /tmp/out --timeout 300 -- sh -c 'dmesg > dmesg.txt'
     """
     opts = RunOptions(
         command=command, share=share, timeout=timeout, memory_mb=memory, cpus=cpus, cache=cache,
+        kernel=kernel,
     )
     code = _guard(lambda: run_in_vm(opts))
     raise SystemExit(code)
 
 
 @vm_group.command("info")
+@kernel_option()
 @_cache_option()
-def info_cmd(cache: Path | None) -> None:
-    """Show the cache location, the accelerator choice and the image state."""
-    rows = vm_info(Layout(cache_root(cache)))
+def info_cmd(kernel: str, cache: Path | None) -> None:
+    """Show the cache location, the accelerator choice and one kernel's image state."""
+    rows = vm_info(Layout(cache_root(cache), kernel))
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         click.echo(f"{name + ':':<{width + 1}} {value}")

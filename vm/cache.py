@@ -1,10 +1,12 @@
 """Where the VM artefacts live and whether they are current.
 
 Layout under ${KPATH_CACHE:-~/.cache/kpath}/vm/:
-    rootfs-<key>/        finished mmdebstrap tree (only ever appears by rename)
+    rootfs-<key>/        finished mmdebstrap tree (only ever appears by rename);
+                         the key covers the kernel, so there is one per kernel
     .rootfs-<key>.tmp-<pid>/  a build in progress (removed if its pid is gone)
     mmdebstrap-<key>.log
-    image/               rootfs.ext4, vmlinuz, initrd.img, image.json
+    image-<kernel>/      rootfs.ext4, vmlinuz, initrd.img, image.json
+                         (image-6.1/, image-6.12/: see vm.recipe.KERNELS)
     logs/<run-id>.log    serial console of each `kpath vm run`
     .lock                serialises builds
 """
@@ -19,7 +21,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from vm.recipe import IMAGE_RECIPE_VERSION
+from vm.recipe import DEFAULT_KERNEL, IMAGE_RECIPE_VERSION, kernel_spec
 
 
 def cache_root(override: Path | None = None, env: Mapping[str, str] | None = None) -> Path:
@@ -34,6 +36,10 @@ def cache_root(override: Path | None = None, env: Mapping[str, str] | None = Non
 @dataclass(frozen=True)
 class Layout:
     root: Path
+    kernel: str = DEFAULT_KERNEL  # a vm.recipe.KERNELS name: which image
+
+    def __post_init__(self) -> None:
+        kernel_spec(self.kernel)  # the name becomes a directory name: only known ones
 
     def rootfs(self, key: str) -> Path:
         return self.root / f"rootfs-{key}"
@@ -46,17 +52,20 @@ class Layout:
 
     @property
     def image_dir(self) -> Path:
-        return self.root / "image"
+        return self.root / f"image-{self.kernel}"
 
     def image_tmp(self, pid: int) -> Path:
-        return self.root / f".image.tmp-{pid}"
+        return self.root / f".{self.image_dir.name}.tmp-{pid}"
+
+    def image_old(self, pid: int) -> Path:
+        return self.root / f".{self.image_dir.name}.old-{pid}"
 
     @property
     def image(self) -> Path:
         return self.image_dir / "rootfs.ext4"
 
     @property
-    def kernel(self) -> Path:
+    def vmlinuz(self) -> Path:
         return self.image_dir / "vmlinuz"
 
     @property
@@ -88,7 +97,7 @@ class Layout:
 
 @dataclass(frozen=True)
 class ImageStamp:
-    """Written last into image/, so a stamp means the files beside it are whole."""
+    """Written last into image-<kernel>/, so a stamp means the files beside it are whole."""
 
     rootfs_key: str
     project_hash: str
@@ -123,7 +132,7 @@ def image_state(layout: Layout, rootfs_key: str, project_hash: str) -> ImageStat
     stamp = ImageStamp.load(layout.stamp)
     if stamp is None:
         return ImageState(False, "no image yet", None)
-    missing = [p.name for p in (layout.image, layout.kernel, layout.initrd) if not p.is_file()]
+    missing = [p.name for p in (layout.image, layout.vmlinuz, layout.initrd) if not p.is_file()]
     if missing:
         return ImageState(False, f"image incomplete (missing {', '.join(missing)})", stamp)
     if stamp.rootfs_key != rootfs_key:

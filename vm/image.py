@@ -26,15 +26,20 @@ from vm.progress import Progress
 from vm.recipe import (
     GUEST_PYTHON,
     IMAGE_SIZE,
+    Kernel,
     RootfsRecipe,
     find_project_dir,
+    kernel_spec,
     project_files,
     project_hash,
 )
 from vm.tools import GIB, pid_alive, require_root, require_space, require_tool
 
 GUEST_INIT = Path(__file__).resolve().parent / "guest" / "init.sh"
+# Where apt fetches from: the Debian archive (bookworm, bookworm-updates) and
+# the security archive; the defaults are deb.debian.org.
 MIRROR_ENV = "KPATH_VM_MIRROR"
+SECURITY_MIRROR_ENV = "KPATH_VM_SECURITY_MIRROR"
 # Measured: the rootfs is 1.3 GB; the image adds up to the same again.
 ROOTFS_SPACE = 4 * GIB
 IMAGE_SPACE = 2 * GIB
@@ -56,8 +61,13 @@ class BuiltImage:
     rebuilt: bool
 
 
-def mmdebstrap_argv(recipe: RootfsRecipe, target: Path, mirror: str | None = None) -> list[str]:
-    argv = [
+def mmdebstrap_argv(
+    recipe: RootfsRecipe,
+    target: Path,
+    mirror: str | None = None,
+    security_mirror: str | None = None,
+) -> list[str]:
+    return [
         "mmdebstrap",
         "--mode=root",  # mke2fs -d needs real root ownership in the tree
         "--format=directory",
@@ -65,10 +75,9 @@ def mmdebstrap_argv(recipe: RootfsRecipe, target: Path, mirror: str | None = Non
         f"--include={','.join(recipe.packages)}",
         recipe.suite,
         str(target),
+        # Explicit "deb ..." lines, one per suite (see vm.recipe.SUITES).
+        *recipe.sources(mirror, security_mirror),
     ]
-    if mirror:
-        argv.append(mirror)
-    return argv
 
 
 def mke2fs_argv(staging: Path, image: Path, size: str = IMAGE_SIZE) -> list[str]:
@@ -79,11 +88,17 @@ def _natural_key(text: str) -> list[tuple[int, int | str]]:
     return [(0, int(tok)) if tok.isdigit() else (1, tok) for tok in re.split(r"(\d+)", text)]
 
 
-def find_kernel(rootfs: Path) -> tuple[Path, Path, str]:
-    """Newest kernel in rootfs/boot, its initrd and its release string."""
-    kernels = sorted(rootfs.glob("boot/vmlinuz-*"), key=lambda p: _natural_key(p.name))
+def find_kernel(rootfs: Path, spec: Kernel | None = None) -> tuple[Path, Path, str]:
+    """Newest kernel in rootfs/boot (of spec's series, if given), its initrd
+    and its release string."""
+    kernels = sorted(
+        (p for p in rootfs.glob("boot/vmlinuz-*")
+         if spec is None or spec.matches(p.name.removeprefix("vmlinuz-"))),
+        key=lambda p: _natural_key(p.name),
+    )
     if not kernels:
-        raise VmError(f"no kernel in {rootfs}/boot: rebuild it with `kpath vm build --force`")
+        which = f"{spec.name} kernel" if spec is not None else "kernel"
+        raise VmError(f"no {which} in {rootfs}/boot: rebuild it with `kpath vm build --force`")
     kernel = kernels[-1]
     release = kernel.name.removeprefix("vmlinuz-")
     # Debian's virtio, 9p and ext4 are modules: without the initrd no root fs.
@@ -91,6 +106,20 @@ def find_kernel(rootfs: Path) -> tuple[Path, Path, str]:
     if not initrd.is_file():
         raise VmError(f"no initrd for {release} in {rootfs}/boot: rebuild with --force")
     return kernel, initrd, release
+
+
+def find_headers(rootfs: Path, release: str) -> Path:
+    """The headers BCC compiles against: /lib/modules/RELEASE/build, inside rootfs."""
+    build = rootfs / "lib" / "modules" / release / "build"
+    target = Path(os.readlink(build)) if build.is_symlink() else build
+    # Debian's link is absolute (/usr/src/linux-headers-RELEASE): the rootfs's, not ours.
+    headers = rootfs / target.relative_to("/") if target.is_absolute() else build.parent / target
+    if not (headers / "Makefile").is_file():
+        raise VmError(
+            f"no kernel headers for {release} in {rootfs} (lib/modules/{release}/build): "
+            "rebuild it with `kpath vm build --force`"
+        )
+    return headers
 
 
 def _mounts_under(path: Path) -> list[str]:
@@ -117,7 +146,7 @@ def clean_stale_tmp(layout: Layout) -> None:
     if not layout.root.is_dir():
         return
     for entry in layout.root.iterdir():
-        match = re.fullmatch(r"\.(?:rootfs-\w+|image)\.(?:tmp|old)-(\d+)", entry.name)
+        match = re.fullmatch(r"\.(?:rootfs-\w+|image(?:-[\w.]+)?)\.(?:tmp|old)-(\d+)", entry.name)
         if match and entry.is_dir() and not pid_alive(int(match.group(1))):
             _safe_rmtree(entry)
 
@@ -165,8 +194,11 @@ def build_rootfs(layout: Layout, recipe: RootfsRecipe, progress: Progress) -> Pa
     final = layout.rootfs(key)
     tmp = layout.rootfs_tmp(key, os.getpid())
     log = layout.mmdebstrap_log(key)
-    argv = mmdebstrap_argv(recipe, tmp, os.environ.get(MIRROR_ENV) or None)
-    progress.say(f"vm build: mmdebstrap {recipe.suite} (about 2 min), log {log}")
+    argv = mmdebstrap_argv(recipe, tmp, os.environ.get(MIRROR_ENV) or None,
+                           os.environ.get(SECURITY_MIRROR_ENV) or None)
+    progress.say(
+        f"vm build: mmdebstrap {recipe.suite} with kernel {recipe.kernel} (about 2 min), log {log}"
+    )
     started = time.monotonic()
     try:
         try:
@@ -174,7 +206,10 @@ def build_rootfs(layout: Layout, recipe: RootfsRecipe, progress: Progress) -> Pa
         except KeyboardInterrupt:
             progress.say("vm build: interrupted, removing the partial rootfs")
             raise
-        find_kernel(tmp)  # a rootfs we cannot boot must not become the cache
+        # A rootfs we cannot boot, or where BCC cannot compile, must not
+        # become the cache.
+        _, _, release = find_kernel(tmp, recipe.spec)
+        find_headers(tmp, release)
         if final.exists():  # --force: swap, then drop the old tree
             old = layout.root / f".rootfs-{key}.old-{os.getpid()}"
             final.rename(old)
@@ -185,7 +220,9 @@ def build_rootfs(layout: Layout, recipe: RootfsRecipe, progress: Progress) -> Pa
     finally:
         if tmp.exists():
             _safe_rmtree(tmp)
-    progress.say(f"vm build: rootfs {key} built in {time.monotonic() - started:.0f}s")
+    progress.say(
+        f"vm build: rootfs {key} ({release}) built in {time.monotonic() - started:.0f}s"
+    )
     return final
 
 
@@ -194,7 +231,7 @@ def ensure_rootfs(
 ) -> Path:
     final = layout.rootfs(recipe.key())
     if final.is_dir() and not force:
-        progress.say(f"vm build: cached rootfs {recipe.key()}")
+        progress.say(f"vm build: cached rootfs {recipe.key()} (kernel {recipe.kernel})")
         return final
     return build_rootfs(layout, recipe, progress)
 
@@ -257,7 +294,7 @@ def build_image(
     require_root("building the VM image (mke2fs -d over a root-owned tree)")
     require_tool("mke2fs", "e2fsprogs")
     require_space(layout.root, IMAGE_SPACE, "the VM image")
-    kernel, initrd, release = find_kernel(rootfs)
+    kernel, initrd, release = find_kernel(rootfs, kernel_spec(layout.kernel))
     work = layout.image_tmp(os.getpid())
     staging = work / "rootfs"
     out = work / "image"
@@ -271,11 +308,11 @@ def build_image(
         install_guest_files(staging)
         progress.say(f"vm build: mke2fs ext4 {IMAGE_SIZE}")
         _run(mke2fs_argv(staging, out / layout.image.name), "mke2fs")
-        shutil.copyfile(kernel, out / layout.kernel.name)
+        shutil.copyfile(kernel, out / layout.vmlinuz.name)
         shutil.copyfile(initrd, out / layout.initrd.name)
         stamp = ImageStamp(rootfs_key=rootfs_key, project_hash=phash, kernel_release=release)
         stamp.dump(out / layout.stamp.name)
-        _swap_in(out, layout.image_dir)
+        _swap_in(out, layout.image_dir, layout.image_old(os.getpid()))
     finally:
         if work.exists():
             _safe_rmtree(work)
@@ -283,10 +320,9 @@ def build_image(
     return stamp
 
 
-def _swap_in(new: Path, final: Path) -> None:
+def _swap_in(new: Path, final: Path, old: Path) -> None:
     # A running QEMU keeps its open (now unlinked) files: swapping is safe.
     if final.exists():
-        old = final.parent / f".image.old-{os.getpid()}"
         final.rename(old)
         new.rename(final)
         _safe_rmtree(old)
@@ -301,8 +337,11 @@ def ensure_image(
     recipe: RootfsRecipe | None = None,
     project: Path | None = None,
 ) -> BuiltImage:
-    """Build whatever is missing or stale; `force` rebuilds the rootfs too."""
-    recipe = recipe or RootfsRecipe()
+    """Build layout.kernel's image if missing or stale; `force` rebuilds its
+    rootfs too. Other kernels' rootfs and images are left alone."""
+    recipe = recipe or RootfsRecipe(kernel=layout.kernel)
+    if recipe.kernel != layout.kernel:
+        raise ValueError(f"recipe for kernel {recipe.kernel}, layout for {layout.kernel}")
     project = project or find_project_dir()
     with layout.lock():
         clean_stale_tmp(layout)
@@ -311,7 +350,8 @@ def ensure_image(
         state = image_state(layout, recipe.key(), phash)
         if state.ready and state.stamp is not None and not force:
             progress.say(
-                f"vm build: image up to date ({state.stamp.kernel_release}, kpath {phash})"
+                f"vm build: image {layout.image_dir.name} up to date "
+                f"({state.stamp.kernel_release}, kpath {phash})"
             )
             return BuiltImage(layout, state.stamp, rebuilt=False)
         progress.say(f"vm build: {'forced rebuild' if force else state.reason}: making the image")

@@ -1,8 +1,8 @@
 """What goes into the VM image, and the keys that decide when to rebuild.
 
 Two layers with very different costs are keyed separately:
-- the rootfs (mmdebstrap, ~2 min, network): keyed on suite, variant,
-  package list and ROOTFS_RECIPE_VERSION;
+- the rootfs (mmdebstrap, ~2 min, network): keyed on the kernel, the suites,
+  variant, package list and ROOTFS_RECIPE_VERSION, one per kernel;
 - the image (hardlink copy + project install + mke2fs, ~15 s): keyed on the
   rootfs key, a hash of the project's source files and IMAGE_RECIPE_VERSION.
 Editing kpath therefore re-makes only the image.
@@ -20,12 +20,19 @@ from pathlib import Path
 from vm.errors import VmError
 
 SUITE = "bookworm"
+# Every image is built from the release, its point-release updates and the
+# security archive, spelled out (not left to mmdebstrap's defaults, which a
+# mirror override would drop): Debian 12's 6.12 kernel is only in
+# bookworm-security, and so is the newest 6.1.
+SUITES: tuple[str, ...] = ("bookworm", "bookworm-updates", "bookworm-security")
+DEBIAN_MIRROR = "http://deb.debian.org/debian"
+SECURITY_MIRROR = "http://deb.debian.org/debian-security"
 VARIANT = "minbase"
-PACKAGES: tuple[str, ...] = (
+# What every image has, whatever its kernel.
+COMMON_PACKAGES: tuple[str, ...] = (
     "python3",
-    "python3-bpfcc",
-    "linux-image-amd64",
-    "linux-headers-amd64",
+    "python3-bpfcc",  # the BCC backend
+    "libbpf1",  # libbpf.so.1, through which the CO-RE backend loads its object
     "initramfs-tools",
     "iproute2",
     "kmod",
@@ -37,9 +44,48 @@ PACKAGES: tuple[str, ...] = (
     "python3-pyelftools",
     "python3-graphviz",
 )
-# Bump when the rootfs changes in a way the package list does not show
-# (mmdebstrap options, hooks).
-ROOTFS_RECIPE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """One kernel the VM can boot: the Debian packages that bring it and its
+    headers (BCC compiles against /lib/modules/RELEASE/build)."""
+
+    name: str  # what --kernel takes
+    image_package: str
+    headers_package: str
+    suite: str  # the suite that carries it; must be among the recipe's suites
+    release_prefix: str  # its `uname -r` starts with this
+
+    def matches(self, release: str) -> bool:
+        return release.startswith(self.release_prefix)
+
+
+# Meta-packages, as linux-image-amd64 always was: each follows the newest
+# build of its series, and the image stamp records the exact release.
+KERNELS: dict[str, Kernel] = {
+    k.name: k
+    for k in (
+        Kernel("6.1", "linux-image-amd64", "linux-headers-amd64", "bookworm", "6.1."),
+        Kernel("6.12", "linux-image-6.12-amd64", "linux-headers-6.12-amd64",
+               "bookworm-security", "6.12."),
+    )
+}
+DEFAULT_KERNEL = "6.1"
+
+
+def kernel_spec(name: str) -> Kernel:
+    try:
+        return KERNELS[name]
+    except KeyError:
+        raise VmError(
+            f"unknown VM kernel {name!r}: choose one of {', '.join(KERNELS)}"
+        ) from None
+
+
+# Bump when the rootfs changes in a way the key does not show (mmdebstrap
+# options, hooks).
+ROOTFS_RECIPE_VERSION = 2
 # Bump when the image assembly changes (size, init, install layout) without
 # any project file changing.
 IMAGE_RECIPE_VERSION = 1
@@ -60,15 +106,46 @@ def _short_hash(payload: bytes) -> str:
 
 @dataclass(frozen=True)
 class RootfsRecipe:
+    """One rootfs per kernel: its key covers the kernel, so building one
+    kernel's image never invalidates another's."""
+
+    kernel: str = DEFAULT_KERNEL
     suite: str = SUITE
+    suites: tuple[str, ...] = SUITES
     variant: str = VARIANT
-    packages: tuple[str, ...] = PACKAGES
+    common_packages: tuple[str, ...] = COMMON_PACKAGES
     version: int = ROOTFS_RECIPE_VERSION
+
+    def __post_init__(self) -> None:
+        spec = kernel_spec(self.kernel)
+        if spec.suite not in self.suites:
+            raise VmError(f"kernel {spec.name} comes from {spec.suite}, which the recipe lacks")
+
+    @property
+    def spec(self) -> Kernel:
+        return kernel_spec(self.kernel)
+
+    @property
+    def packages(self) -> tuple[str, ...]:
+        spec = self.spec
+        return (*self.common_packages, spec.image_package, spec.headers_package)
+
+    def sources(self, mirror: str | None = None, security_mirror: str | None = None) -> list[str]:
+        """One-line apt sources, one per suite; the mirrors are where from,
+        not what, so they stay out of the key."""
+        archive = mirror or DEBIAN_MIRROR
+        security = security_mirror or SECURITY_MIRROR
+        return [
+            f"deb {security if suite.endswith('-security') else archive} {suite} main"
+            for suite in self.suites
+        ]
 
     def key(self) -> str:
         # Sorted and de-duplicated: reordering the list must not cost 2 minutes.
         doc = {
+            "kernel": self.kernel,
             "suite": self.suite,
+            "suites": sorted(set(self.suites)),
             "variant": self.variant,
             "packages": sorted(set(self.packages)),
             "version": self.version,

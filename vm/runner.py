@@ -30,6 +30,7 @@ from vm.errors import VmError
 from vm.image import ensure_image
 from vm.progress import Progress
 from vm.qemu import QEMU, QemuConfig, qemu_argv
+from vm.recipe import DEFAULT_KERNEL
 from vm.tools import require_tool
 
 EXIT_TIMEOUT = 124  # as timeout(1)
@@ -53,6 +54,7 @@ class RunOptions:
     memory_mb: int = 2048
     cpus: int = 2
     cache: Path | None = None
+    kernel: str = DEFAULT_KERNEL  # which image: a vm.recipe.KERNELS name
 
 
 class _Terminated(Exception):
@@ -95,8 +97,8 @@ def run_in_vm(opts: RunOptions, progress: Progress | None = None) -> int:
         raise VmError(f"share {share} is not a directory")
     qemu = require_tool(QEMU, "qemu-system-x86")
     accel = detect_accel()
-    layout = Layout(cache_root(opts.cache))
-    ensure_image(layout, progress)
+    layout = Layout(cache_root(opts.cache), opts.kernel)
+    built = ensure_image(layout, progress)
 
     run_id = new_run_id()
     run_dir = share / RUN_DIR_NAME / run_id
@@ -108,11 +110,11 @@ def run_in_vm(opts: RunOptions, progress: Progress | None = None) -> int:
     layout.logs.mkdir(parents=True, exist_ok=True)
     log = layout.logs / f"{run_id}.log"
     cfg = QemuConfig(
-        accel=accel, kernel=layout.kernel, initrd=layout.initrd, image=layout.image,
+        accel=accel, kernel=layout.vmlinuz, initrd=layout.initrd, image=layout.image,
         share=share, run_id=run_id, memory_mb=opts.memory_mb, cpus=opts.cpus, qemu=qemu,
     )
     try:
-        progress.say(f"vm run: booting ({accel}) ...")
+        progress.say(f"vm run: booting {built.stamp.kernel_release} ({accel}) ...")
         with ExitStack() as image_lock:
             image_lock.enter_context(layout.lock(shared=True))
             return _boot(cfg, opts, run_dir, log, progress, image_lock.close)

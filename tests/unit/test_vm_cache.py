@@ -9,7 +9,13 @@ import pytest
 from vm.cache import ImageStamp, Layout, cache_root, image_state
 from vm.errors import VmError
 from vm.image import find_kernel, mke2fs_argv, mmdebstrap_argv
-from vm.recipe import PACKAGES, RootfsRecipe, find_project_dir, project_files, project_hash
+from vm.recipe import (
+    COMMON_PACKAGES,
+    RootfsRecipe,
+    find_project_dir,
+    project_files,
+    project_hash,
+)
 
 
 def test_cache_root_defaults_and_overrides(tmp_path: Path) -> None:
@@ -20,15 +26,16 @@ def test_cache_root_defaults_and_overrides(tmp_path: Path) -> None:
 
 def test_rootfs_key_ignores_package_order_but_not_content() -> None:
     base = RootfsRecipe()
-    assert RootfsRecipe(packages=tuple(reversed(PACKAGES))).key() == base.key()
-    assert RootfsRecipe(packages=(*PACKAGES, "strace")).key() != base.key()
+    assert RootfsRecipe(common_packages=tuple(reversed(COMMON_PACKAGES))).key() == base.key()
+    assert RootfsRecipe(common_packages=(*COMMON_PACKAGES, "strace")).key() != base.key()
     assert RootfsRecipe(suite="trixie").key() != base.key()
     assert RootfsRecipe(version=base.version + 1).key() != base.key()
 
 
 def test_recipe_has_what_the_guest_needs() -> None:
-    for package in ("python3-bpfcc", "linux-headers-amd64", "mount", "kmod", "python3-click"):
-        assert package in PACKAGES
+    for package in ("python3-bpfcc", "libbpf1", "linux-headers-amd64", "mount", "kmod",
+                    "python3-click"):
+        assert package in RootfsRecipe().packages
 
 
 def _project(root: Path) -> Path:
@@ -76,7 +83,7 @@ def test_find_project_dir(tmp_path: Path) -> None:
 
 def _image(layout: Layout, stamp: ImageStamp) -> None:
     layout.image_dir.mkdir(parents=True)
-    for path in (layout.image, layout.kernel, layout.initrd):
+    for path in (layout.image, layout.vmlinuz, layout.initrd):
         path.write_text("x")
     stamp.dump(layout.stamp)
 
@@ -117,12 +124,18 @@ def test_find_kernel_picks_newest_with_its_initrd(tmp_path: Path) -> None:
 
 
 def test_build_argvs(tmp_path: Path) -> None:
-    argv = mmdebstrap_argv(RootfsRecipe(), tmp_path / "t", mirror="http://m/debian")
+    recipe = RootfsRecipe()
+    argv = mmdebstrap_argv(recipe, tmp_path / "t", mirror="http://m/debian")
     assert argv[0] == "mmdebstrap"
     assert "--variant=minbase" in argv
     include = next(a for a in argv if a.startswith("--include="))
-    assert set(include.removeprefix("--include=").split(",")) == set(PACKAGES)
-    assert argv[-3:] == ["bookworm", str(tmp_path / "t"), "http://m/debian"]
+    assert set(include.removeprefix("--include=").split(",")) == set(recipe.packages)
+    assert argv[-5:] == [
+        "bookworm", str(tmp_path / "t"),
+        "deb http://m/debian bookworm main",
+        "deb http://m/debian bookworm-updates main",
+        "deb http://deb.debian.org/debian-security bookworm-security main",
+    ]
     assert mke2fs_argv(tmp_path / "s", tmp_path / "i")[-4:] == [
         "-d", str(tmp_path / "s"), str(tmp_path / "i"), "3G",
     ]

@@ -39,14 +39,15 @@ def test_install_guest_files(tmp_path: Path) -> None:
 def test_stale_build_dirs_of_dead_processes_are_removed(tmp_path: Path) -> None:
     layout = Layout(tmp_path)
     dead = 2**22 + 12345  # above pid_max's default: never a live process
-    leftovers = [tmp_path / f".rootfs-abc123.tmp-{dead}", tmp_path / f".image.tmp-{dead}"]
-    live = tmp_path / f".image.tmp-{os.getpid()}"
+    leftovers = [tmp_path / f".rootfs-abc123.tmp-{dead}", tmp_path / f".image.tmp-{dead}",
+                 Layout(tmp_path, "6.12").image_tmp(dead), Layout(tmp_path).image_old(dead)]
+    live = Layout(tmp_path, "6.12").image_tmp(os.getpid())
     keep = tmp_path / "rootfs-abc123"
-    for directory in (*leftovers, live, keep):
+    for directory in (*leftovers, live, keep, Layout(tmp_path).image_dir):
         (directory / "etc").mkdir(parents=True)
     clean_stale_tmp(layout)
     assert not any(d.exists() for d in leftovers)
-    assert live.exists() and keep.exists()
+    assert live.exists() and keep.exists() and Layout(tmp_path).image_dir.exists()
 
 
 def test_preflight_messages_say_what_to_do(tmp_path: Path) -> None:

@@ -7,13 +7,19 @@ from pathlib import Path
 
 import click
 
+from kpath.cli_vm import kernel_option
 from vm.errors import VmError
 from vm.progress import Progress
 from vm.scenarios import BY_SCENARIO, SCENARIOS
-from vm.validate import DEFAULT_TIMEOUT, validate
+from vm.validate import BACKENDS, DEFAULT_BACKEND, DEFAULT_TIMEOUT, validate
 
 
 @click.command("validate")
+@kernel_option()
+@click.option("--backend", type=click.Choice(BACKENDS), default=DEFAULT_BACKEND,
+              show_default=True,
+              help="Passed to every `kpath trace --backend` in the guest: core (CO-RE "
+                   "object through libbpf), bcc (compiled against the headers), or auto.")
 @click.option("-s", "--scenario", "names", multiple=True,
               type=click.Choice([s.name for s in SCENARIOS]),
               help="Run only this scenario (repeatable). Default: all.")
@@ -25,9 +31,12 @@ from vm.validate import DEFAULT_TIMEOUT, validate
               show_default=True, help="Seconds before the VM is killed.")
 @click.option("--cache", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="VM cache directory.")
-def validate_cmd(names: tuple[str, ...], out: Path, no_run: bool, timeout: float,
-                 cache: Path | None) -> None:
+def validate_cmd(kernel: str, backend: str, names: tuple[str, ...], out: Path, no_run: bool,
+                 timeout: float, cache: Path | None) -> None:
     """Trace the validation scenarios inside the VM and check what the kernel did.
+
+    One boot of the --kernel image runs every scenario with `kpath trace
+    --backend BACKEND`; each trace must also say it was taken on that kernel.
 
     \b
     Scenarios:
@@ -40,14 +49,15 @@ def validate_cmd(names: tuple[str, ...], out: Path, no_run: bool, timeout: float
     \b
     Examples:
       sudo kpath vm validate
-      sudo kpath vm validate -s veth --out /tmp/v
+      sudo kpath vm validate --kernel 6.12 --backend core
+      sudo kpath vm validate --backend bcc -s veth --out /tmp/v
       sudo kpath vm validate --out tests/data      # re-record the test fixtures
       kpath vm validate --no-run --out tests/data  # re-check recordings
     """
     scenarios = [BY_SCENARIO[n] for n in names] if names else list(SCENARIOS)
     try:
         outcomes = validate(scenarios, out, Path.cwd(), run=not no_run, timeout=timeout,
-                            cache=cache, progress=Progress())
+                            cache=cache, progress=Progress(), kernel=kernel, backend=backend)
     except VmError as exc:
         click.echo(f"kpath: error: {exc}", err=True)
         sys.exit(1)

@@ -1,7 +1,8 @@
 """`kpath vm validate`: trace every scenario inside the VM, check the traces.
 
-One boot runs all scenarios (each its own `kpath trace`, so each trace has
-its own header and probe set); the checks run on the host afterwards.
+One boot of one kernel's image runs all scenarios with one backend (each its
+own `kpath trace --backend B`, so each trace has its own header and probe
+set); the checks run on the host afterwards.
 """
 
 from __future__ import annotations
@@ -14,11 +15,15 @@ from pathlib import Path
 from tracer.tracefile import TraceFormatError, read_trace
 from vm.errors import VmError
 from vm.progress import Progress
+from vm.recipe import DEFAULT_KERNEL, kernel_spec
 from vm.runner import RunOptions, run_in_vm
 from vm.scenarios import CheckResult, Scenario
 
 # A BCC compile per scenario (about a minute each under TCG), boot, workloads.
 DEFAULT_TIMEOUT = 1800.0
+# `kpath trace --backend`: auto picks CO-RE where the kernel has BTF, else BCC.
+BACKENDS: tuple[str, ...] = ("auto", "core", "bcc")
+DEFAULT_BACKEND = "auto"
 
 
 @dataclass
@@ -33,20 +38,37 @@ class ScenarioOutcome:
         return self.error is None and all(r.ok for r in self.results)
 
 
-def guest_command(scenarios: Sequence[Scenario], out: Path) -> tuple[str, ...]:
+def trace_argv(scenario: Scenario, out: Path, backend: str = DEFAULT_BACKEND) -> list[str]:
+    """The guest's `kpath trace` for one scenario, its trace written under out."""
+    if backend not in BACKENDS:
+        raise VmError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+    return ["kpath", "trace", "--backend", backend, "--probes", scenario.probes,
+            *scenario.trace_args, "-o", str(out / scenario.trace_file),
+            "--", "kpath", "demo", *scenario.workload]
+
+
+def guest_command(
+    scenarios: Sequence[Scenario], out: Path, backend: str = DEFAULT_BACKEND
+) -> tuple[str, ...]:
     """One shell line for the guest; every word quoted, nothing interpreted here."""
     q = shlex.quote
     steps = [f"mkdir -p {q(str(out))}"]
     for s in scenarios:
         steps.extend(s.prepare)
-        trace = ["kpath", "trace", "--probes", s.probes, *s.trace_args,
-                 "-o", str(out / s.trace_file), "--", "kpath", "demo", *s.workload]
+        trace = trace_argv(s, out, backend)
         steps.append(f"echo {q('== scenario ' + s.name + ': ' + s.title)}")
+        # An older run's trace (another backend, say) must not pass for this one.
+        steps.append(f"rm -f {q(str(out / s.trace_file))}")
         steps.append(f"{shlex.join(trace)} || echo {q('scenario ' + s.name + ' failed')}: $?")
     return ("sh", "-c", "; ".join(steps))
 
 
-def check_traces(scenarios: Sequence[Scenario], out: Path) -> list[ScenarioOutcome]:
+def check_traces(
+    scenarios: Sequence[Scenario], out: Path, kernel: str | None = None
+) -> list[ScenarioOutcome]:
+    """Check each scenario's trace; with `kernel`, also that the trace was
+    taken on that kernel (a stale or wrong image must not pass as it)."""
+    spec = kernel_spec(kernel) if kernel is not None else None
     outcomes: list[ScenarioOutcome] = []
     for s in scenarios:
         path = out / s.trace_file
@@ -55,7 +77,12 @@ def check_traces(scenarios: Sequence[Scenario], out: Path) -> list[ScenarioOutco
         except TraceFormatError as exc:
             outcomes.append(ScenarioOutcome(s, path, [], error=str(exc)))
             continue
-        outcomes.append(ScenarioOutcome(s, path, s.run_checks(trace)))
+        results: list[CheckResult] = []
+        if spec is not None:
+            release = trace.header.kernel_release
+            results.append(CheckResult(f"traced on kernel {spec.name}", spec.matches(release),
+                                       f"the trace says {release}"))
+        outcomes.append(ScenarioOutcome(s, path, results + s.run_checks(trace)))
     return outcomes
 
 
@@ -67,8 +94,11 @@ def validate(
     timeout: float = DEFAULT_TIMEOUT,
     cache: Path | None = None,
     progress: Progress | None = None,
+    kernel: str = DEFAULT_KERNEL,
+    backend: str = DEFAULT_BACKEND,
 ) -> list[ScenarioOutcome]:
-    """Trace the scenarios in the VM (unless run is False), then check them."""
+    """Trace the scenarios in kernel's VM with backend (unless run is False),
+    then check them."""
     share = share.resolve()
     out_abs = (share / out).resolve() if not out.is_absolute() else out.resolve()
     if run:
@@ -76,11 +106,13 @@ def validate(
             rel = out_abs.relative_to(share)
         except ValueError:
             raise VmError(f"--out {out} must be inside the shared directory {share}") from None
+        command = guest_command(scenarios, rel, backend)
         code = run_in_vm(
-            RunOptions(command=guest_command(scenarios, rel), share=share, timeout=timeout,
-                       cache=cache),
+            RunOptions(command=command, share=share, timeout=timeout, cache=cache,
+                       kernel=kernel),
             progress,
         )
         if code != 0:
             raise VmError(f"the validation run in the VM failed (exit {code})")
-    return check_traces(scenarios, out_abs)
+    # Only a run of ours says which kernel the traces must come from.
+    return check_traces(scenarios, out_abs, kernel if run else None)

@@ -16,7 +16,8 @@ def test_guest_command_traces_each_scenario() -> None:
     script = argv[2]
     assert script.startswith("mkdir -p 'out dir'")
     for s in SCENARIOS:
-        trace = shlex.join(["kpath", "trace", "--probes", s.probes, *s.trace_args, "-o",
+        trace = shlex.join(["kpath", "trace", "--backend", "auto", "--probes", s.probes,
+                            *s.trace_args, "-o",
                             f"out dir/{s.trace_file}", "--", "kpath", "demo", *s.workload])
         assert trace + " || echo" in script
     assert "modprobe veth" in script

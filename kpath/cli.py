@@ -6,8 +6,9 @@ from __future__ import annotations
 import click
 
 from kpath import __version__
+from kpath.cli_doctor import doctor_cmd
 from kpath.cli_probes import probes_cmd
-from kpath.cli_trace import demo_group, doctor_cmd, trace_cmd
+from kpath.cli_trace import demo_group, trace_cmd
 from kpath.cli_validate import validate_cmd
 from kpath.cli_view import export_cmd, replay_cmd
 from kpath.cli_vm import vm_group

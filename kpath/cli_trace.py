@@ -3,23 +3,15 @@ workloads (`demo chat|bulk|veth`); the probe catalog is kpath/cli_probes.py."""
 
 from __future__ import annotations
 
-import os
-import platform
 import sys
 from pathlib import Path
 
 import click
 
 from kpath.console import ConsoleStatus
-from probes.catalog import CATALOG, PROFILES, UnknownProbe, select
-from probes.resolve import KernelSymbols, resolve
-from tracer.bcc_backend import (
-    DEFAULT_BUFFER_PAGES,
-    KPROBE_PMU,
-    BackendError,
-    KernelFeatures,
-    bpf_source_text,
-)
+from probes.catalog import PROFILES, UnknownProbe, select
+from tracer.capture.base import BACKENDS, BPF_SOURCES, DEFAULT_BUFFER_PAGES, choose_backend
+from tracer.capture.errors import CaptureError
 from tracer.filters import FilterError, make_filters
 from tracer.session import TraceRequest, run_trace
 
@@ -45,7 +37,11 @@ from tracer.session import TraceRequest, run_trace
 @click.option("--ready-file", type=click.Path(dir_okay=False, path_type=Path),
               help="Write this file (our pid) once the probes are attached: wait on it "
               "instead of sleeping.")
-@click.option("--ebpf", is_flag=True, help="Print the BPF C program and exit.")
+@click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True,
+              help="core: the precompiled CO-RE object (kprobes where the kernel has them, "
+              "tracepoints where not; needs kernel BTF); bcc: compiled at run time (needs "
+              "kprobes and kernel headers); auto: core where the kernel has BTF.")
+@click.option("--ebpf", is_flag=True, help="Print the BPF C program of --backend and exit.")
 @click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors on stderr.")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def trace_cmd(
@@ -58,12 +54,14 @@ def trace_cmd(
     probes_sel: str,
     buffer_pages: int,
     ready_file: Path | None,
+    backend: str,
     ebpf: bool,
     quiet: bool,
     command: tuple[str, ...],
 ) -> None:
-    """Trace the kernel's TCP path live with kprobes (root; needs kprobes,
-    BCC and kernel headers: see `kpath doctor`, or use `kpath vm run`).
+    """Trace the kernel's TCP path live (root). The CO-RE backend needs no
+    headers and no compiler: kprobes where the kernel has them, tracepoints
+    where it has not; what this kernel can show: `kpath doctor`.
 
     With `-- CMD ARGS...`, runs CMD and traces only its connections (both
     ends), stopping when it exits; kpath then exits with CMD's status.
@@ -72,13 +70,14 @@ def trace_cmd(
 
     \b
     Examples:
-      sudo kpath trace -o chat.kpath -- kpath demo chat
-      sudo kpath trace --port 8080 --duration 10 -o web.kpath
+      kpath trace -o chat.kpath -- kpath demo chat
+      kpath trace --port 8080 --duration 10 -o web.kpath
+      kpath trace --backend bcc -o chat.kpath -- kpath demo chat
       sudo kpath trace --comm nginx --count 5000 -o nginx.kpath
       sudo kpath trace --probes minimal -o min.kpath -- ./client 127.0.0.1
     """
     if ebpf:
-        click.echo(bpf_source_text(), nl=False)
+        click.echo(BPF_SOURCES[choose_backend(backend)].read_text(encoding="utf-8"), nl=False)
         return
     try:
         filters = make_filters(pid, comm, port, bool(command))
@@ -94,10 +93,15 @@ def trace_cmd(
     req = TraceRequest(output=output, filters=filters, profile=profile, specs=specs,
                        duration_s=duration, count=count,
                        command=list(command) if command else None,
-                       buffer_pages=buffer_pages, ready_file=ready_file)
+                       buffer_pages=buffer_pages, ready_file=ready_file, backend=backend)
     try:
         result = run_trace(req, status)
-    except (BackendError, PermissionError, RuntimeError, OSError) as exc:
+    except CaptureError as exc:
+        click.echo(f"kpath: error: {exc}", err=True)
+        if exc.log and not quiet:
+            click.echo(exc.log, err=True)
+        sys.exit(1)
+    except (PermissionError, OSError) as exc:
         click.echo(f"kpath: error: {exc}", err=True)
         sys.exit(1)
     t = result.trailer
@@ -109,49 +113,6 @@ def trace_cmd(
         status.warn(f"{t.lost} events were lost (buffer full); they are marked in the trace")
     if t.command_exit:
         sys.exit(t.command_exit if 0 < t.command_exit < 256 else 1)
-
-
-@click.command("doctor")
-def doctor_cmd() -> None:
-    """Check what live tracing needs on this machine, and say why not.
-
-    \b
-    Example:
-      sudo kpath doctor
-    """
-    release = platform.release()
-    checks: list[tuple[str, bool, str]] = []
-    checks.append(("root", os.geteuid() == 0, "live tracing needs root"))
-    kprobes = KPROBE_PMU.exists()
-    checks.append(("kprobes (CONFIG_KPROBES)", kprobes,
-                   "this kernel has no kprobe PMU: use `kpath vm run` to trace in the VM"))
-    features = KernelFeatures.detect()
-    checks.append(("bpf_get_func_ip (5.15+)", features.func_ip, f"kernel {release} is too old"))
-    checks.append(("ring buffer (5.8+)", features.ringbuf, "falls back to the perf buffer"))
-    headers = Path(f"/lib/modules/{release}/build").exists()
-    checks.append(("kernel headers", headers,
-                   f"BCC compiles against them: apt-get install linux-headers-{release}"))
-    try:
-        import bcc  # noqa: F401
-        has_bcc = True
-    except ImportError:
-        has_bcc = False
-    checks.append(("BCC python module", has_bcc, "apt-get install python3-bpfcc"))
-    for name, ok, why in checks:
-        click.echo(f"{'ok  ' if ok else 'FAIL'} {name}" + ("" if ok else f": {why}"))
-    if os.geteuid() == 0:
-        try:
-            syms = KernelSymbols.load()
-        except OSError as exc:
-            click.echo(f"FAIL kernel symbols: {exc}")
-            sys.exit(1)
-        missing = [r for r in resolve(CATALOG, syms) if not r.ok]
-        click.echo(f"{'ok  ' if not missing else 'note'} probes: "
-                   f"{len(CATALOG) - len(missing)} of {len(CATALOG)} resolvable")
-        for r in missing:
-            click.echo(f"     {r.spec.name}: {r.reason}: {r.detail}")
-    if not all(ok for name, ok, _ in checks if name != "ring buffer (5.8+)"):
-        sys.exit(1)
 
 
 @click.group("demo")

@@ -1,9 +1,12 @@
 """What kpath probes, as data.
 
 Each ProbeSpec names a kernel function on the TCP/IPv4 path, the layer and
-direction it belongs to, and which BPF capture routine reads its arguments
-(the capture names map 1:1 to functions in tracer/kpath_bpf.c). Alternates
-are the names the same step has had in other kernel versions.
+direction it belongs to, and every way it can be observed: a kprobe (and
+kretprobe) on its symbol or an alternate name it has had in other kernel
+versions, read by the BPF capture routine named by `capture` (one routine
+per kind in tracer/capture/kpath.bpf.c and kpath_bcc.c), and, where the
+kernel has one, a tracepoint that fires in or next to it (for kernels
+without kprobes; the CO-RE backend attaches it as tp_btf).
 """
 
 from __future__ import annotations
@@ -33,7 +36,8 @@ class Direction(StrEnum):
 class Capture(StrEnum):
     """How the BPF side reads a function's arguments.
 
-    Each value is the name of a routine in tracer/kpath_bpf.c, prefixed kp_.
+    Each value is the name of a routine in tracer/capture/kpath.bpf.c and
+    kpath_bcc.c, prefixed kp_.
     A digit suffix is the argument position of the skb.
     """
 
@@ -78,6 +82,16 @@ class Returns(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class Tracepoint:
+    """A kernel tracepoint that observes a probe's step without a kprobe."""
+
+    hook: str  # the CO-RE object's hook (enum tp_hook in kpath.bpf.c, lower case)
+    event: str  # the kernel's tracepoint, as tracefs names it
+    since: str  # first kernel version that has it
+    yields: str  # where it fires and what the event then carries
+
+
+@dataclass(frozen=True, slots=True)
 class ProbeSpec:
     name: str
     layer: Layer
@@ -89,6 +103,7 @@ class ProbeSpec:
     may_inline: bool = False  # static/inline in the source: a missing symbol means inlined
     length_arg3: bool = False  # the third argument is a byte count (size, len)
     module: str | None = None  # symbol lives in this kernel module (veth, e1000, ...)
+    tracepoint: Tracepoint | None = None  # the way to observe it without kprobes
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -102,17 +117,28 @@ class ProbeSpec:
 _L, _D, _C, _R = Layer, Direction, Capture, Returns
 _HDRS = "skb, IPv4 and TCP headers (flow, seq, ack, flags, payload)"
 
+
+def _syscall_tp(name: str) -> Tracepoint:
+    return Tracepoint(f"sys_{name}", f"raw_syscalls:sys_enter/sys_exit ({name})", "2.6.33",
+                      "syscall entry and exit: the socket behind the fd, length, return value")
+
+
+_TP_HDRS = "the skb's IPv4 and TCP headers, as the kprobe"
+
 # In path order: send side top to bottom, then receive side bottom to top.
 CATALOG: tuple[ProbeSpec, ...] = (
     # -- send: system calls and socket layer
     ProbeSpec("__sys_sendto", _L.SYSCALL, _D.TX, _C.SYSCALL_FD,
               "socket behind the fd, bytes requested; return: bytes sent or -errno",
-              ret=_R.VALUE, length_arg3=True),
+              ret=_R.VALUE, length_arg3=True,
+              tracepoint=_syscall_tp("sendto")),
     ProbeSpec("__sys_sendmsg", _L.SYSCALL, _D.TX, _C.SYSCALL_FD,
-              "socket behind the fd; return: bytes sent or -errno", ret=_R.VALUE),
+              "socket behind the fd; return: bytes sent or -errno", ret=_R.VALUE,
+              tracepoint=_syscall_tp("sendmsg")),
     ProbeSpec("ksys_write", _L.SYSCALL, _D.TX, _C.SYSCALL_FD,
               "write(2) on a TCP socket, bytes requested; return: bytes written",
-              ret=_R.VALUE, length_arg3=True),
+              ret=_R.VALUE, length_arg3=True,
+              tracepoint=_syscall_tp("write")),
     ProbeSpec("sock_sendmsg", _L.SOCKET, _D.TX, _C.SOCKET, "socket and flow"),
     ProbeSpec("inet_sendmsg", _L.SOCKET, _D.TX, _C.SOCKET, "socket and flow, bytes (size)",
               length_arg3=True),
@@ -129,7 +155,10 @@ CATALOG: tuple[ProbeSpec, ...] = (
               "socket, queued skb, seq/end_seq/flags from TCP_SKB_CB, ack (rcv_nxt)",
               alternates=("tcp_transmit_skb",), may_inline=True),
     ProbeSpec("tcp_retransmit_skb", _L.TCP, _D.TX, _C.SOCK_SKB_CB_NOACK,
-              "socket, skb, seq/end_seq/flags of the segment sent again"),
+              "socket, skb, seq/end_seq/flags of the segment sent again",
+              tracepoint=Tracepoint(
+                  "tcp_retransmit_skb", "tcp:tcp_retransmit_skb", "4.15",
+                  "in __tcp_retransmit_skb after the send; seq range from TCP_SKB_CB")),
     ProbeSpec("tcp_send_ack", _L.TCP, _D.TX, _C.SOCK, "socket and flow (an ACK is built)"),
     ProbeSpec("tcp_v4_send_synack", _L.TCP, _D.TX, _C.SYNACK_REQ,
               "listener, request sock flow, SYN-ACK seq (snt_isn) and ack", may_inline=True),
@@ -144,13 +173,18 @@ CATALOG: tuple[ProbeSpec, ...] = (
     ProbeSpec("neigh_resolve_output", _L.IP, _D.TX, _C.SKB_L3_2,
               _HDRS + "; only while the neighbour entry is being resolved"),
     ProbeSpec("__dev_queue_xmit", _L.DEVICE, _D.TX, _C.SKB_L3_1, _HDRS,
-              alternates=("dev_queue_xmit",)),
+              alternates=("dev_queue_xmit",),
+              tracepoint=Tracepoint("net_dev_queue", "net:net_dev_queue", "3.3",
+                                    "in __dev_queue_xmit; " + _TP_HDRS)),
     ProbeSpec("dev_qdisc_enqueue", _L.DEVICE, _D.TX, _C.SKB_L3_1,
               _HDRS + "; queued to the qdisc (devices with one: not lo, not veth)",
               may_inline=True),
     ProbeSpec("sch_direct_xmit", _L.DEVICE, _D.TX, _C.SKB_L3_1,
               _HDRS + "; dequeued from the qdisc to the driver"),
-    ProbeSpec("dev_hard_start_xmit", _L.DEVICE, _D.TX, _C.SKB_L3_1, _HDRS),
+    ProbeSpec("dev_hard_start_xmit", _L.DEVICE, _D.TX, _C.SKB_L3_1, _HDRS,
+              tracepoint=Tracepoint(
+                  "net_dev_start_xmit", "net:net_dev_start_xmit", "3.18",
+                  "in xmit_one, just before the driver's ndo_start_xmit; " + _TP_HDRS)),
     ProbeSpec("loopback_xmit", _L.DRIVER, _D.TX, _C.SKB_L3_1, _HDRS),
     ProbeSpec("veth_xmit", _L.DRIVER, _D.TX, _C.SKB_L3_1, _HDRS, module="veth"),
     ProbeSpec("start_xmit", _L.DRIVER, _D.TX, _C.SKB_L3_1, _HDRS + " (virtio-net)",
@@ -159,14 +193,22 @@ CATALOG: tuple[ProbeSpec, ...] = (
     # -- receive: device and softirq
     ProbeSpec("__netif_rx", _L.DEVICE, _D.RX, _C.SKB_RX,
               _HDRS + "; loopback and veth hand the skb to the backlog",
-              alternates=("netif_rx",)),
+              alternates=("netif_rx",),
+              tracepoint=Tracepoint("netif_rx", "net:netif_rx", "3.3",
+                                    "in netif_rx; " + _TP_HDRS)),
     ProbeSpec("net_rx_action", _L.DEVICE, _D.RX, _C.SOFTIRQ,
-              "the NET_RX softirq run (kept when it processes a traced segment)"),
+              "the NET_RX softirq run (kept when it processes a traced segment)",
+              tracepoint=Tracepoint(
+                  "net_rx_softirq", "irq:softirq_entry (NET_RX)", "2.6.37",
+                  "as the NET_RX softirq starts, before net_rx_action")),
     ProbeSpec("__netif_receive_skb", _L.DEVICE, _D.RX, _C.SKB_RX,
               _HDRS + "; the backlog (or NAPI) hands the skb to the stack",
               alternates=("__netif_receive_skb_one_core",), may_inline=True),
     ProbeSpec("__netif_receive_skb_core", _L.DEVICE, _D.RX, _C.SKB_PP_RX, _HDRS,
-              may_inline=True),
+              may_inline=True,
+              tracepoint=Tracepoint(
+                  "netif_receive_skb", "net:netif_receive_skb", "3.3",
+                  "in __netif_receive_skb_core; " + _TP_HDRS)),
     # -- receive: IP, TCP
     ProbeSpec("ip_rcv", _L.IP, _D.RX, _C.SKB_L3_1, _HDRS),
     ProbeSpec("ip_rcv_finish", _L.IP, _D.RX, _C.SKB_L3_3, _HDRS, may_inline=True),
@@ -177,23 +219,32 @@ CATALOG: tuple[ProbeSpec, ...] = (
     ProbeSpec("tcp_rcv_state_process", _L.TCP, _D.RX, _C.SOCK_SKB_L3,
               "socket, " + _HDRS + "; segments outside ESTABLISHED"),
     ProbeSpec("tcp_v4_do_rcv", _L.TCP, _D.RX, _C.SOCK_SKB_L3, "socket, " + _HDRS),
-    ProbeSpec("tcp_rcv_established", _L.TCP, _D.RX, _C.SOCK_SKB_L3, "socket, " + _HDRS),
+    ProbeSpec("tcp_rcv_established", _L.TCP, _D.RX, _C.SOCK_SKB_L3, "socket, " + _HDRS,
+              tracepoint=Tracepoint(
+                  "tcp_probe", "tcp:tcp_probe", "4.16",
+                  "at tcp_rcv_established's entry; " + _TP_HDRS)),
     ProbeSpec("tcp_data_queue", _L.TCP, _D.RX, _C.SOCK_SKB_L3,
               "socket, " + _HDRS + "; slow path", may_inline=True),
     ProbeSpec("tcp_queue_rcv", _L.TCP, _D.RX, _C.SOCK_SKB_L3,
               "socket, " + _HDRS + "; appended to the receive queue", may_inline=True),
     ProbeSpec("tcp_fin", _L.TCP, _D.RX, _C.SOCK, "socket and flow: the peer's FIN arrived"),
     ProbeSpec("sock_def_readable", _L.SOCKET, _D.RX, _C.SOCK,
-              "socket and flow: the reader is woken (sk_data_ready)"),
+              "socket and flow: the reader is woken (sk_data_ready)",
+              tracepoint=Tracepoint(
+                  "sk_data_ready", "sock:sk_data_ready", "6.3",
+                  "as the socket's sk_data_ready is called; socket and flow")),
     # -- receive: system calls
     ProbeSpec("__sys_recvfrom", _L.SYSCALL, _D.RX, _C.SYSCALL_FD,
               "socket behind the fd, buffer size; return: bytes received or -errno",
-              ret=_R.VALUE, length_arg3=True),
+              ret=_R.VALUE, length_arg3=True,
+              tracepoint=_syscall_tp("recvfrom")),
     ProbeSpec("__sys_recvmsg", _L.SYSCALL, _D.RX, _C.SYSCALL_FD,
-              "socket behind the fd; return: bytes received or -errno", ret=_R.VALUE),
+              "socket behind the fd; return: bytes received or -errno", ret=_R.VALUE,
+              tracepoint=_syscall_tp("recvmsg")),
     ProbeSpec("ksys_read", _L.SYSCALL, _D.RX, _C.SYSCALL_FD,
               "read(2) on a TCP socket, buffer size; return: bytes read",
-              ret=_R.VALUE, length_arg3=True),
+              ret=_R.VALUE, length_arg3=True,
+              tracepoint=_syscall_tp("read")),
     ProbeSpec("sock_recvmsg", _L.SOCKET, _D.RX, _C.SOCKET, "socket and flow"),
     ProbeSpec("inet_recvmsg", _L.SOCKET, _D.RX, _C.SOCKET, "socket and flow, buffer size",
               length_arg3=True),
@@ -204,7 +255,10 @@ CATALOG: tuple[ProbeSpec, ...] = (
               "socket and flow, buffer size", length_arg3=True, may_inline=True),
     ProbeSpec("__skb_datagram_iter", _L.TCP, _D.RX, _C.DATAGRAM_ITER,
               "skb, sequence range and bytes copied to user",
-              alternates=("skb_copy_datagram_iter",), may_inline=True),
+              alternates=("skb_copy_datagram_iter",), may_inline=True,
+              tracepoint=Tracepoint(
+                  "skb_copy_datagram", "skb:skb_copy_datagram_iovec", "3.13",
+                  "in skb_copy_datagram_iter; sequence range from tp->copied_seq, bytes")),
     # -- connection life
     ProbeSpec("tcp_v4_connect", _L.TCP, _D.TX, _C.SOCK,
               "connecting socket; return: 0 or -errno (flow known at return)", ret=_R.VALUE),

@@ -1,6 +1,6 @@
-"""One live trace: resolve probes, load the backend, run the optional command,
-stream events to the trace file, stop cleanly. Status goes to a Status
-object supplied by the caller (the CLI prints it)."""
+"""One live trace: start a capture backend (tracer/capture), run the optional
+command, stream events to the trace file, stop cleanly. Status goes to a
+Status object supplied by the caller (the CLI prints it)."""
 
 from __future__ import annotations
 
@@ -15,12 +15,19 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Protocol
 
 from kpath import __version__
 from probes.catalog import ProbeSpec
-from probes.resolve import KernelSymbols, Resolved, resolve
-from tracer.bcc_backend import DEFAULT_BUFFER_PAGES, BccBackend, KernelFeatures
+from tracer.capture import base
+from tracer.capture.base import (
+    DEFAULT_BUFFER_PAGES,
+    Backend,
+    Status,
+    attach_kinds,
+    choose_backend,
+    coverage,
+)
+from tracer.capture.errors import CaptureError, PrerequisiteError
 from tracer.events import Event
 from tracer.filters import Filters
 from tracer.tracefile import Header, Lost, ProbeStatus, TraceWriter, Trailer
@@ -29,14 +36,6 @@ from tracer.tracefile import Header, Lost, ProbeStatus, TraceWriter, Trailer
 # (FIN, final ACKs) are still being processed in softirq context.
 DRAIN_AFTER_EXIT_S = 0.5
 LOSS_CHECK_S = 0.5
-
-
-class Status(Protocol):
-    def info(self, msg: str) -> None: ...
-    def warn(self, msg: str) -> None: ...
-    def ticker(self, label: str) -> contextlib.AbstractContextManager[None]: ...
-    def counter(self, events: int, lost: int, elapsed_s: float) -> None: ...
-    def counter_done(self) -> None: ...
 
 
 @dataclass
@@ -50,6 +49,7 @@ class TraceRequest:
     command: list[str] | None = None
     buffer_pages: int = DEFAULT_BUFFER_PAGES
     ready_file: Path | None = None  # written once every probe is attached
+    backend: str = "auto"  # auto | core | bcc
 
 
 @dataclass
@@ -57,25 +57,8 @@ class TraceResult:
     trailer: Trailer
     attached: int
     missing: list[ProbeStatus]
-
-
-def probe_statuses(
-    resolved: Sequence[Resolved], failed: dict[str, str]
-) -> list[ProbeStatus]:
-    out: list[ProbeStatus] = []
-    for res in resolved:
-        spec = res.spec
-        st = ProbeStatus(spec.name, str(spec.layer), str(spec.direction), attached=False)
-        if res.ok and spec.name not in failed:
-            st.attached = True
-            st.kinds = ["entry", "return"] if spec.has_return else ["entry"]
-            st.symbol = res.symbol
-        elif res.ok:
-            st.symbol, st.reason, st.detail = res.symbol, "failed", failed[spec.name]
-        else:
-            st.reason, st.detail = res.reason, res.detail
-        out.append(st)
-    return out
+    backend: str
+    startup_s: float  # from run_trace's start to every probe attached
 
 
 class _StopFlag:
@@ -160,48 +143,69 @@ def _check_writable(path: Path) -> None:
         raise OSError(f"cannot write {path}: permission denied")
 
 
-def run_trace(req: TraceRequest, status: Status) -> TraceResult:
+def make_backend(name: str, buffer_pages: int) -> Backend:
+    """The capture backend by name (auto: core where the kernel has BTF)."""
+    chosen = choose_backend(name)
+    if name == "auto" and chosen == "bcc":
+        from tracer.capture import bcc
+
+        lacks = [c.name for c in bcc.prerequisites() if c.required and not c.ok]
+        if lacks:
+            raise PrerequisiteError(
+                f"cannot trace on this kernel: no kernel BTF ({base.BTF_VMLINUX}) for the CO-RE "
+                f"backend, and the BCC backend lacks {', '.join(lacks)} (`kpath doctor` says "
+                "more; `kpath vm run` traces in the VM)")
+    if chosen == "core":
+        from tracer.capture.core import CoreBackend
+
+        return CoreBackend(buffer_pages)
+    from tracer.capture.bcc import BccBackend
+
+    return BccBackend(buffer_pages)
+
+
+def run_trace(req: TraceRequest, status: Status, backend: Backend | None = None) -> TraceResult:
+    """Trace until the request says stop. `backend` replaces the kernel (tests)."""
+    t0 = time.monotonic()
     _check_writable(req.output)  # now, not after a minute of compiling
-    features = KernelFeatures.detect()
-    # Checks what the kernel and machine can do before anything is reported.
-    backend = BccBackend(features, req.buffer_pages)
-    syms = KernelSymbols.load()
-    resolved = resolve(req.specs, syms)
-    for res in resolved:
-        if not res.ok:
-            status.warn(f"probe {res.spec.name}: not attached ({res.reason}: {res.detail})")
-    if not any(r.ok for r in resolved):
-        raise RuntimeError("none of the requested probes exists on this kernel")
+    be = backend if backend is not None else make_backend(req.backend, req.buffer_pages)
     try:
-        with status.ticker("compiling the BPF program (BCC; about a minute under TCG)"):
-            backend.compile()
-        backend.configure(req.filters)
-        with status.ticker("attaching probes"):
-            failed = {res.spec.name: why for res, why in backend.attach(resolved)}
-        for name, why in failed.items():
-            status.warn(f"probe {name}: attach failed: {why}")
-        statuses = probe_statuses(resolved, failed)
+        statuses = be.start(req.specs, req.filters, status)
+        startup = time.monotonic() - t0
         attached = sum(1 for s in statuses if s.attached)
+        if not attached:
+            raise CaptureError("none of the requested probes can be observed on this kernel: "
+                               + "; ".join(f"{s.name}: {s.reason}" for s in statuses[:5]))
+        for st in statuses:
+            if not st.attached:
+                status.warn(f"probe {st.name}: not attached ({st.reason}: {st.detail})")
         status.info(
-            f"attached {attached} of {len(statuses)} probes"
-            + (f" ({len(statuses) - attached} missing, listed in the trace header)"
+            f"attached {attached} probes in {startup:.2f} s ({be.name} backend; "
+            f"{', '.join(attach_kinds(statuses))})"
+            + (f"; {len(statuses) - attached} missing, listed in the trace header"
                if attached < len(statuses) else "")
         )
-        header = _header(req, features, statuses)
-        return _stream(req, backend, header, statuses, status)
+        for layer, cov in coverage(statuses).items():
+            if cov != "full":
+                status.warn(f"layer {layer}: {'partly ' if cov == 'partial' else 'not '}"
+                            "observable on this kernel")
+        header = _header(req, be, statuses)
+        result = _stream(req, be, header, statuses, status)
+        result.startup_s = startup
+        return result
     finally:
-        backend.close()
+        be.close()
 
 
-def _header(req: TraceRequest, features: KernelFeatures, statuses: list[ProbeStatus]) -> Header:
+def _header(req: TraceRequest, backend: Backend, statuses: list[ProbeStatus]) -> Header:
     uname = platform.uname()
     return Header(
         kernel_release=uname.release,
         kernel_version=uname.version,
         hostname=socket.gethostname(),
         machine=uname.machine,
-        backend="bcc",
-        buffer="ringbuf" if features.ringbuf else "perfbuf",
+        backend=backend.name,
+        buffer=backend.buffer,
         clock_offset_ns=time.clock_gettime_ns(time.CLOCK_REALTIME)
         - time.clock_gettime_ns(time.CLOCK_MONOTONIC),
         started=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -210,12 +214,14 @@ def _header(req: TraceRequest, features: KernelFeatures, statuses: list[ProbeSta
         probes=statuses,
         filters=req.filters.to_record(),
         command=req.command,
+        coverage=coverage(statuses),
+        attach_kinds=attach_kinds(statuses),
     )
 
 
 def _stream(
     req: TraceRequest,
-    backend: BccBackend,
+    backend: Backend,
     header: Header,
     statuses: list[ProbeStatus],
     status: Status,
@@ -278,4 +284,5 @@ def _stream(
             command_exit=command.exit_code if command else None,
         )
     missing = [s for s in statuses if not s.attached]
-    return TraceResult(trailer, sum(1 for s in statuses if s.attached), missing)
+    return TraceResult(trailer, sum(1 for s in statuses if s.attached), missing,
+                       backend.name, 0.0)

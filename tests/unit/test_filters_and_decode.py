@@ -11,18 +11,15 @@ import pytest
 
 from probes.catalog import BY_NAME
 from probes.resolve import Resolved
-from tracer.bcc_backend import (
+from tracer.capture.bcc import AddressMap, KernelFeatures, bpf_cflags, bpf_source_text
+from tracer.capture.record import (
     HAS_ACK,
     HAS_ARG3,
     HAS_FLAGS,
     HAS_LEN,
     HAS_SEQ,
     HAS_TUPLE,
-    AddressMap,
-    KernelFeatures,
     RawEvent,
-    bpf_cflags,
-    bpf_source_text,
     decode,
 )
 from tracer.events import Context, Kind
@@ -48,7 +45,8 @@ def test_filters_validate() -> None:
 def test_cflags_carry_only_kernel_capabilities() -> None:
     flags = bpf_cflags(KernelFeatures.detect("6.1.0-56-amd64"), buffer_pages=64)
     assert flags[:2] == ["-DKPATH_RINGBUF=1", "-DKPATH_RINGBUF_PAGES=64"]
-    assert all(f.startswith("-Wno-") for f in flags[2:])
+    assert flags[2].startswith("-I") and flags[2].endswith("tracer/capture")
+    assert all(f.startswith("-Wno-") for f in flags[3:])
     assert bpf_cflags(KernelFeatures.detect("5.4.0"))[0] == "-DKPATH_RINGBUF=0"
     for bad in (0, 3, 1000):
         with pytest.raises(ValueError, match="power of two"):
@@ -99,7 +97,7 @@ def test_decode_transmit_record() -> None:
     raw.has = HAS_TUPLE | HAS_SEQ | HAS_LEN | HAS_FLAGS | HAS_ACK
     raw.ctx, raw.vec = 1, 3
     raw.comm = b"ksoftirqd/1"
-    ev = decode(raw, _amap())
+    ev = decode(raw, _amap().spec)
     assert ev is not None
     assert ev.probe == "__tcp_transmit_skb" and ev.kind == Kind.ENTRY
     assert (ev.saddr, ev.sport, ev.daddr, ev.dport) == ("127.0.0.1", 40000, "127.0.0.2", 10086)
@@ -110,24 +108,27 @@ def test_decode_transmit_record() -> None:
 def test_decode_syscall_length_and_return() -> None:
     raw = RawEvent()
     raw.ip, raw.arg3, raw.has, raw.comm = 0xFFFFFFFF82000000, 2, HAS_ARG3, b"chat-client"
-    ev = decode(raw, _amap())
+    ev = decode(raw, _amap().spec)
     assert ev is not None and ev.length == 2 and ev.saddr is None and ev.ctx == Context.TASK
     raw.kind, raw.ret, raw.has = 1, -11, 0x08
-    ev = decode(raw, _amap())
+    ev = decode(raw, _amap().spec)
     assert ev is not None and ev.kind == Kind.RETURN and ev.ret == -11 and ev.length is None
 
 
 def test_decode_drops_unknown_addresses() -> None:
     raw = RawEvent()
     raw.ip = 0xDEAD
-    assert decode(raw, _amap()) is None
+    assert decode(raw, _amap().spec) is None
 
 
 def test_every_capture_kind_has_a_bpf_routine() -> None:
     from probes.catalog import CATALOG, Capture
-    from tracer.bcc_backend import capture_fn
+    from tracer.capture.base import BPF_SOURCES
+    from tracer.capture.bcc import capture_fn
 
-    src = bpf_source_text()
+    bcc_src = bpf_source_text()
+    core_src = BPF_SOURCES["core"].read_text()
     for capture in Capture:
-        assert f"int {capture_fn(capture)}(struct pt_regs *ctx)" in src, capture
+        assert f"int {capture_fn(capture)}(struct pt_regs *ctx)" in bcc_src, capture
+        assert f'SEC("?kprobe")\nint {capture_fn(capture)}(struct pt_regs *ctx)' in core_src
     assert {spec.capture for spec in CATALOG} == set(Capture)

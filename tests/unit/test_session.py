@@ -10,7 +10,8 @@ from click.testing import CliRunner
 from kpath.cli import cli
 from probes.catalog import BY_NAME
 from probes.resolve import Resolved
-from tracer.session import _Command, probe_statuses
+from tracer.capture.bcc import probe_statuses
+from tracer.session import _Command
 
 
 def _wait(cmd: _Command, limit: float = 10) -> int:
@@ -54,6 +55,7 @@ def test_probe_statuses_keep_every_requested_probe() -> None:
     ]
     st = {s.name: s for s in probe_statuses(resolved, {"ip_rcv": "permission denied"})}
     assert st["tcp_recvmsg"].attached and st["tcp_recvmsg"].kinds == ["entry", "return"]
+    assert st["tcp_recvmsg"].attach == ["kprobe:tcp_recvmsg", "kretprobe:tcp_recvmsg"]
     assert not st["tcp_push"].attached and st["tcp_push"].reason == "inlined"
     assert not st["ip_rcv"].attached and st["ip_rcv"].reason == "failed"
     assert st["ip_rcv"].detail == "permission denied"
@@ -72,9 +74,11 @@ def test_trace_cli_rejects_bad_filters_without_traceback() -> None:
         assert msg in res.output and "Traceback" not in res.output
 
 
-def test_trace_ebpf_prints_the_program() -> None:
-    res = CliRunner().invoke(cli, ["trace", "--ebpf"])
-    assert res.exit_code == 0 and "int kp_sock_skb_cb(struct pt_regs *ctx)" in res.output
+def test_trace_ebpf_prints_the_program_of_the_backend() -> None:
+    res = CliRunner().invoke(cli, ["trace", "--ebpf", "--backend", "bcc"])
+    assert res.exit_code == 0 and "BPF_ARRAY(config, struct kp_config, 1)" in res.output
+    res = CliRunner().invoke(cli, ["trace", "--ebpf", "--backend", "core"])
+    assert res.exit_code == 0 and 'SEC("?tp_btf/net_dev_queue")' in res.output
 
 
 def test_probes_lists_the_catalog() -> None:
@@ -85,16 +89,32 @@ def test_probes_lists_the_catalog() -> None:
     assert not any(ln.startswith("ip_rcv") for ln in lines)
 
 
-def test_trace_without_kprobes_says_why_and_writes_nothing(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    import tracer.bcc_backend as backend
+def test_bcc_without_kprobes_says_why_and_writes_nothing(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import tracer.capture.bcc as bcc
 
-    monkeypatch.setattr(backend.os, "geteuid", lambda: 0)
-    monkeypatch.setattr(backend, "KPROBE_PMU", tmp_path / "no-kprobe-pmu")
+    monkeypatch.setattr(bcc.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(bcc, "KPROBE_PMU", tmp_path / "no-kprobe-pmu")
     out = tmp_path / "t.kpath"
-    res = CliRunner().invoke(cli, ["trace", "--duration", "1", "-o", str(out)])
+    res = CliRunner().invoke(cli, ["trace", "--backend", "bcc", "--duration", "1",
+                                   "-o", str(out)])
     assert res.exit_code == 1
     assert "no kprobes (CONFIG_KPROBES is off)" in res.output and "kpath vm run" in res.output
     assert "Traceback" not in res.output and not out.exists()
+
+
+def test_no_btf_and_no_headers_is_one_line(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import tracer.capture.base as base
+    import tracer.capture.bcc as bcc
+
+    monkeypatch.setattr(bcc.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(base, "BTF_VMLINUX", tmp_path / "no-btf")
+    monkeypatch.setattr(bcc.platform, "release", lambda: "6.1.0-kpath-test")
+    out = tmp_path / "t.kpath"
+    res = CliRunner().invoke(cli, ["trace", "--duration", "1", "-o", str(out)])
+    assert res.exit_code == 1 and "Traceback" not in res.output and not out.exists()
+    errors = [ln for ln in res.output.splitlines() if ln.startswith("kpath: error:")]
+    assert len(errors) == 1, res.output
+    assert "no kernel BTF" in errors[0] and "kernel headers" in errors[0]
 
 
 def test_trace_to_a_missing_directory_fails_before_anything_else(tmp_path) -> None:  # type: ignore[no-untyped-def]

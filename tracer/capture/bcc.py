@@ -1,5 +1,7 @@
-"""BCC backend: compile tracer/kpath_bpf.c, attach kprobes, turn ring-buffer
-records into Event objects. Kernel in, events out; it never formats.
+"""BCC backend: compile kpath_bcc.c at run time against the kernel's
+headers, attach kprobes, turn ring-buffer records into Event objects. For
+kernels without BTF (where the CO-RE object cannot relocate). Kernel in,
+events out; it never formats.
 
 BCC is imported lazily (Debian's python3-bpfcc) so that replay and export
 work on machines without it.
@@ -11,69 +13,26 @@ import bisect
 import ctypes
 import os
 import platform
-import socket
-import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from probes.catalog import Capture, Returns
-from probes.resolve import Resolved
-from tracer.events import SOFTIRQ_NAMES, Context, Event, Kind
+from probes.catalog import Capture, ProbeSpec, Returns
+from probes.resolve import KernelSymbols, Resolved, resolve
+from tracer.capture.base import DEFAULT_BUFFER_PAGES, KPROBE_PMU, Check, Status, first_failure
+from tracer.capture.errors import LoadError, PrerequisiteError
+from tracer.capture.record import RAW_EVENT_SIZE, RawEvent, check_layout, decode
+from tracer.events import Event
 from tracer.filters import Filters
+from tracer.tracefile import ProbeStatus
 
-BPF_SOURCE = Path(__file__).with_name("kpath_bpf.c")
-# perf_event_open's kprobe PMU: present exactly when the kernel can do kprobes.
-KPROBE_PMU = Path("/sys/bus/event_source/devices/kprobe")
-
-
-# Must match HAS_* in kpath_bpf.c.
-HAS_TUPLE, HAS_SEQ, HAS_LEN, HAS_RET, HAS_ACK, HAS_FLAGS, HAS_ARG3 = (
-    0x01, 0x02, 0x04, 0x08, 0x10, 0x20, 0x40,
-)
-_CTX = {0: Context.TASK, 1: Context.SOFTIRQ, 2: Context.HARDIRQ}
+BPF_SOURCE = Path(__file__).with_name("kpath_bcc.c")
 
 
 def capture_fn(capture: Capture) -> str:
-    """Name of the BPF routine in kpath_bpf.c that implements a capture kind."""
+    """Name of the BPF routine in kpath_bcc.c that implements a capture kind."""
     return "kp_" + capture.value
-
-
-class BackendError(Exception):
-    """Tracing cannot start; the message says why and what to do."""
-
-
-class RawEvent(ctypes.Structure):
-    """Mirror of struct kp_event in kpath_bpf.c (layout checked at load)."""
-
-    _fields_ = [
-        ("ts", ctypes.c_uint64),
-        ("ip", ctypes.c_uint64),
-        ("sk", ctypes.c_uint64),
-        ("skb", ctypes.c_uint64),
-        ("ret", ctypes.c_int64),
-        ("arg3", ctypes.c_uint64),
-        ("tgid", ctypes.c_uint32),
-        ("tid", ctypes.c_uint32),
-        ("cpu", ctypes.c_uint32),
-        ("netns", ctypes.c_uint32),
-        ("saddr", ctypes.c_uint32),
-        ("daddr", ctypes.c_uint32),
-        ("seq", ctypes.c_uint32),
-        ("end_seq", ctypes.c_uint32),
-        ("ack", ctypes.c_uint32),
-        ("length", ctypes.c_uint32),
-        ("sport", ctypes.c_uint16),
-        ("dport", ctypes.c_uint16),
-        ("kind", ctypes.c_uint8),
-        ("ctx", ctypes.c_uint8),
-        ("vec", ctypes.c_uint8),
-        ("tcp_flags", ctypes.c_uint8),
-        ("has", ctypes.c_uint8),
-        ("pad", ctypes.c_uint8 * 7),
-        ("comm", ctypes.c_char * 16),
-    ]
 
 
 @dataclass(frozen=True)
@@ -97,10 +56,6 @@ def _version_tuple(release: str) -> tuple[int, int]:
         return (0, 0)
 
 
-def _ipv4(addr_be: int) -> str:
-    return socket.inet_ntoa(struct.pack("=I", addr_be))
-
-
 class AddressMap:
     """Maps the probed-function address a BPF program reports to its probe.
 
@@ -115,6 +70,10 @@ class AddressMap:
         self._addrs = [a for a, _ in pairs]
         self._probes = [r for _, r in pairs]
 
+    def spec(self, ip: int) -> ProbeSpec | None:
+        res = self.lookup(ip)
+        return res.spec if res is not None else None
+
     def lookup(self, ip: int) -> Resolved | None:
         i = bisect.bisect_right(self._addrs, ip) - 1
         if i >= 0 and ip - self._addrs[i] <= self.SLACK:
@@ -122,62 +81,16 @@ class AddressMap:
         return None
 
 
-def decode(raw: RawEvent, amap: AddressMap) -> Event | None:
-    """A kernel record as an Event; None if its address maps to no probe."""
-    probe = amap.lookup(raw.ip)
-    if probe is None:
-        return None
-    has = raw.has
-    ctx = _CTX.get(raw.ctx, Context.TASK)
-    comm = raw.comm.decode("utf-8", errors="replace")
-    if ctx == Context.SOFTIRQ and comm.startswith("ksoftirqd/"):
-        ctx = Context.KSOFTIRQD
-    softirq = None
-    if ctx in (Context.SOFTIRQ, Context.KSOFTIRQD):
-        softirq = SOFTIRQ_NAMES[raw.vec] if raw.vec < len(SOFTIRQ_NAMES) else str(raw.vec)
-    length: int | None = raw.length if has & HAS_LEN else None
-    if raw.kind == 0 and has & HAS_ARG3 and probe.spec.length_arg3:
-        length = raw.arg3
-    tuple_ok = bool(has & HAS_TUPLE)
-    return Event(
-        ts_ns=raw.ts,
-        cpu=raw.cpu,
-        tgid=raw.tgid,
-        tid=raw.tid,
-        comm=comm,
-        probe=probe.spec.name,
-        kind=Kind.RETURN if raw.kind == 1 else Kind.ENTRY,
-        ctx=ctx,
-        softirq=softirq,
-        sk=raw.sk,
-        skb=raw.skb,
-        netns=raw.netns,
-        saddr=_ipv4(raw.saddr) if tuple_ok else None,
-        sport=raw.sport if tuple_ok else None,
-        daddr=_ipv4(raw.daddr) if tuple_ok else None,
-        dport=raw.dport if tuple_ok else None,
-        seq=raw.seq if has & HAS_SEQ else None,
-        end_seq=raw.end_seq if has & HAS_SEQ else None,
-        ack=raw.ack if has & HAS_ACK else None,
-        tcp_flags=raw.tcp_flags if has & HAS_FLAGS else None,
-        length=length,
-        ret=raw.ret if has & HAS_RET else None,
-    )
-
-
 def _import_bcc() -> Any:
     try:
         import bcc
     except ImportError:
-        raise BackendError(
+        raise PrerequisiteError(
             "BCC's Python module is not installed: apt-get install python3-bpfcc "
             "(never `pip install bcc`, an unrelated package); in a venv, create it "
             "with --system-site-packages"
         ) from None
     return bcc
-
-
-DEFAULT_BUFFER_PAGES = 512  # 2 MiB ring buffer
 
 
 def bpf_cflags(features: KernelFeatures, buffer_pages: int = DEFAULT_BUFFER_PAGES) -> list[str]:
@@ -187,6 +100,7 @@ def bpf_cflags(features: KernelFeatures, buffer_pages: int = DEFAULT_BUFFER_PAGE
     return [
         f"-DKPATH_RINGBUF={1 if features.ringbuf else 0}",
         f"-DKPATH_RINGBUF_PAGES={int(buffer_pages)}",
+        f"-I{BPF_SOURCE.parent}",  # kp_event.h
         "-Wno-macro-redefined",
         "-Wno-unused-function",
     ]
@@ -196,31 +110,77 @@ def bpf_source_text() -> str:
     return BPF_SOURCE.read_text(encoding="utf-8")
 
 
+def probe_statuses(
+    resolved: Sequence[Resolved], failed: dict[str, str]
+) -> list[ProbeStatus]:
+    out: list[ProbeStatus] = []
+    for res in resolved:
+        spec = res.spec
+        st = ProbeStatus(spec.name, str(spec.layer), str(spec.direction), attached=False)
+        if res.ok and spec.name not in failed:
+            st.attached = True
+            st.kinds = ["entry", "return"] if spec.has_return else ["entry"]
+            st.symbol = res.symbol
+            st.attach = [f"kprobe:{res.symbol}"]
+            if spec.has_return:
+                st.attach.append(f"kretprobe:{res.symbol}")
+        elif res.ok:
+            st.symbol, st.reason, st.detail = res.symbol, "failed", failed[spec.name]
+        else:
+            st.reason, st.detail = res.reason, res.detail
+        out.append(st)
+    return out
+
+
+def resolve_statuses(specs: Sequence[ProbeSpec]) -> list[ProbeStatus]:
+    """What the BCC backend would attach, from kallsyms alone (no compile)."""
+    return probe_statuses(resolve(specs, KernelSymbols.load()), {})
+
+
+def prerequisites(features: KernelFeatures | None = None) -> list[Check]:
+    """What the BCC backend needs, probed on this machine (used by `kpath
+    trace` before anything else and by `kpath doctor`)."""
+    feat = features or KernelFeatures.detect()
+    headers = Path(f"/lib/modules/{feat.release}/build")
+    try:
+        _import_bcc()
+        has_bcc = True
+    except PrerequisiteError:
+        has_bcc = False
+    return [
+        Check("root", os.geteuid() == 0, "live tracing needs root (kprobes and BPF)"),
+        Check("kprobes", KPROBE_PMU.exists(),
+              f"kernel {feat.release} has no kprobes (CONFIG_KPROBES is off): use "
+              "--backend core (tracepoints), or trace inside the validation VM "
+              "(`kpath vm run -- kpath trace ...`)"),
+        Check("bpf_get_func_ip (5.15+)", feat.func_ip,
+              f"kernel {feat.release} lacks bpf_get_func_ip (needs 5.15+), which the BCC "
+              "backend uses to tell probes apart"),
+        Check("kernel headers", headers.exists(),
+              f"no kernel headers at {headers}: BCC compiles against them; install "
+              f"linux-headers-{feat.release}, or use --backend core"),
+        Check("BCC python module", has_bcc,
+              "apt-get install python3-bpfcc (never `pip install bcc`, an unrelated "
+              "package); in a venv, create it with --system-site-packages"),
+        Check("ring buffer (5.8+)", feat.ringbuf, "falls back to the perf buffer",
+              required=False),
+    ]
+
+
 class BccBackend:
     """Owns the loaded BPF object for the life of one trace."""
 
-    def __init__(self, features: KernelFeatures,
-                 buffer_pages: int = DEFAULT_BUFFER_PAGES) -> None:
-        if not features.func_ip:
-            raise BackendError(
-                f"kernel {features.release} lacks bpf_get_func_ip (needs 5.15+), which "
-                "kpath uses to tell probes apart"
-            )
-        if os.geteuid() != 0:
-            raise BackendError("live tracing needs root (kprobes and BPF): run with sudo")
-        if not KPROBE_PMU.exists():
-            raise BackendError(
-                f"kernel {features.release} has no kprobes (CONFIG_KPROBES is off): trace "
-                "inside the validation VM instead, e.g. `kpath vm run -- kpath trace ...`"
-            )
-        headers = Path(f"/lib/modules/{features.release}/build")
-        if not headers.exists():
-            raise BackendError(
-                f"no kernel headers at {headers}: BCC compiles against them; install "
-                f"linux-headers-{features.release}, or trace inside the validation VM "
-                "(`kpath vm run -- kpath trace ...`)"
-            )
-        self.features = features
+    name = "bcc"
+
+    def __init__(self, buffer_pages: int = DEFAULT_BUFFER_PAGES,
+                 features: KernelFeatures | None = None) -> None:
+        feat = features or KernelFeatures.detect()
+        failed = first_failure(prerequisites(feat))
+        if failed is not None:
+            raise PrerequisiteError(f"{failed.name}: {failed.detail}")
+        bpf_cflags(feat, buffer_pages)  # validates the size now
+        self.features = feat
+        self.buffer = "ringbuf" if feat.ringbuf else "perfbuf"
         self.buffer_pages = buffer_pages
         self._bcc = _import_bcc()
         self._bpf: Any = None
@@ -228,6 +188,20 @@ class BccBackend:
         self._lost_seen: dict[int, int] = {}
         self._sink: Callable[[Event], None] | None = None
         self._perf_lost = 0
+        self._short = 0
+        self._unknown = 0
+
+    def start(self, specs: Sequence[ProbeSpec], filters: Filters,
+              status: Status) -> list[ProbeStatus]:
+        resolved = resolve(specs, KernelSymbols.load())
+        with status.ticker("compiling the BPF program (BCC; about a minute under TCG)"):
+            self.compile()
+        self.configure(filters)
+        with status.ticker("attaching probes"):
+            failed = {res.spec.name: why for res, why in self.attach(resolved)}
+        for name, why in failed.items():
+            status.warn(f"probe {name}: attach failed: {why}")
+        return probe_statuses(resolved, failed)
 
     # -- set-up ----------------------------------------------------------
 
@@ -236,7 +210,10 @@ class BccBackend:
             cflags = bpf_cflags(self.features, self.buffer_pages)
             self._bpf = self._bcc.BPF(src_file=str(BPF_SOURCE), cflags=cflags)
         except Exception as exc:  # BCC raises bare Exception on compile errors
-            raise BackendError(f"BPF compile failed: {exc}") from None
+            raise LoadError(f"BPF compile failed: {exc}", str(exc)) from None
+        leaf = self._bpf["scratch"].Leaf
+        check_layout(RawEvent, "BCC's compiled kpath_bcc.c", ctypes.sizeof(leaf),
+                     [(name, getattr(leaf, name).offset) for name, *_ in leaf._fields_])
 
     def configure(self, filters: Filters) -> None:
         table = self._bpf["config"]
@@ -289,11 +266,14 @@ class BccBackend:
 
     def _on_raw(self, *args: Any) -> None:
         data, size = args[-2], args[-1]
-        if size < ctypes.sizeof(RawEvent):
+        if size < RAW_EVENT_SIZE:
+            self._short += 1
             return
         raw = ctypes.cast(data, ctypes.POINTER(RawEvent)).contents
-        ev = decode(raw, self._amap)
-        if ev is not None and self._sink is not None:
+        ev = decode(raw, self._amap.spec)
+        if ev is None:
+            self._unknown += 1
+        elif self._sink is not None:
             self._sink(ev)
 
     def _on_perf_lost(self, count: int) -> None:
@@ -322,9 +302,10 @@ class BccBackend:
                 self._lost_seen[ip] = total
                 res = self._amap.lookup(ip)
                 out.append((res.spec.name if res else None, delta))
-        if self._perf_lost:
-            out.append((None, self._perf_lost))
-            self._perf_lost = 0
+        bad = self._perf_lost + self._short + self._unknown
+        if bad:
+            out.append((None, bad))
+            self._perf_lost = self._short = self._unknown = 0
         return out
 
     def close(self) -> None:

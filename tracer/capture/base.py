@@ -1,0 +1,98 @@
+"""The narrow interface between a trace session and a capture backend.
+
+A backend turns kernel activity into Event records and nothing else: the
+session (tracer/session.py) drives any backend through this interface, and
+tracer/capture/replay.py is a double that plays a recorded trace through
+it, so the streaming loop is tested without a kernel.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from probes.catalog import LAYER_ORDER, ProbeSpec
+from tracer.events import Event
+from tracer.filters import Filters
+from tracer.tracefile import ProbeStatus
+
+BACKENDS = ("auto", "core", "bcc")
+BTF_VMLINUX = Path("/sys/kernel/btf/vmlinux")
+# perf_event_open's kprobe PMU: present exactly when the kernel can do kprobes.
+KPROBE_PMU = Path("/sys/bus/event_source/devices/kprobe")
+DEFAULT_BUFFER_PAGES = 512  # 2 MiB ring buffer
+# The BPF C of each backend (`kpath trace --ebpf`).
+BPF_SOURCES = {"core": Path(__file__).with_name("kpath.bpf.c"),
+               "bcc": Path(__file__).with_name("kpath_bcc.c")}
+
+
+class Status(Protocol):
+    """Where a session reports progress (the CLI prints it)."""
+
+    def info(self, msg: str) -> None: ...
+    def warn(self, msg: str) -> None: ...
+    def ticker(self, label: str) -> contextlib.AbstractContextManager[None]: ...
+    def counter(self, events: int, lost: int, elapsed_s: float) -> None: ...
+    def counter_done(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Check:
+    """One prerequisite of a backend, as `kpath doctor` prints it."""
+
+    name: str
+    ok: bool
+    detail: str  # why not (or what it means) when not ok; empty when ok
+    required: bool = True  # False: a missing feature narrows, but does not stop, tracing
+
+
+class Backend(Protocol):
+    name: str  # "core" | "bcc": recorded in the trace header
+    buffer: str  # "ringbuf" | "perfbuf"
+
+    def start(self, specs: Sequence[ProbeSpec], filters: Filters,
+              status: Status) -> list[ProbeStatus]:
+        """Load, configure and attach; every requested probe comes back
+        attached (with how) or missing (with why)."""
+        ...
+
+    def trace_pid(self, pid: int) -> None: ...
+    def open(self, sink: Callable[[Event], None]) -> None: ...
+    def poll(self, timeout_ms: int) -> None: ...
+    def drain(self) -> None: ...
+    def new_losses(self) -> list[tuple[str | None, int]]:
+        """Events lost since the last call, by probe name (None: unknown)."""
+        ...
+    def close(self) -> None: ...
+
+
+def choose_backend(requested: str, btf: Path | None = None) -> str:
+    """auto: the CO-RE object where the kernel has BTF, else BCC."""
+    if requested not in BACKENDS:
+        raise ValueError(f"unknown backend {requested!r} (one of {', '.join(BACKENDS)})")
+    if requested != "auto":
+        return requested
+    return "core" if (btf or BTF_VMLINUX).exists() else "bcc"
+
+
+def first_failure(checks: Sequence[Check]) -> Check | None:
+    return next((c for c in checks if c.required and not c.ok), None)
+
+
+def coverage(statuses: Sequence[ProbeStatus]) -> dict[str, str]:
+    """Per layer, of the probes requested there: full, partial or none."""
+    out: dict[str, str] = {}
+    for layer in LAYER_ORDER:
+        here = [s for s in statuses if s.layer == str(layer)]
+        if here:
+            n = sum(s.attached for s in here)
+            out[str(layer)] = "full" if n == len(here) else "none" if n == 0 else "partial"
+    return out
+
+
+def attach_kinds(statuses: Sequence[ProbeStatus]) -> list[str]:
+    kinds = {a.split(":", 1)[0] for s in statuses for a in s.attach}
+    return sorted(kinds)

@@ -1,0 +1,286 @@
+"""CO-RE backend: the precompiled kpath.bpf.o, loaded through libbpf.
+
+No headers and no compiler at run time. Kprobes where the kernel has them,
+tp_btf tracepoints where it has not (or where the function is inlined or
+renamed and a tracepoint still sees the step). Kernel in, events out; it
+never formats.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import platform
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from probes.catalog import ProbeSpec, Returns
+from probes.resolve import KernelSymbols, resolve
+from tracer.capture import libbpf
+from tracer.capture.base import (
+    BTF_VMLINUX,
+    DEFAULT_BUFFER_PAGES,
+    KPROBE_PMU,
+    Check,
+    Status,
+    first_failure,
+)
+from tracer.capture.errors import AttachError, CaptureError, LoadError, PrerequisiteError
+from tracer.capture.plan import (
+    CONTEXT_PROGRAMS,
+    HOOK_PROGRAMS,
+    HOOK_SLOT,
+    NO_PROBE,
+    TP_HOOKS,
+    KernelCaps,
+    Planned,
+    all_tracepoints,
+    plan,
+)
+from tracer.capture.record import RAW_EVENT_SIZE, RawEvent, check_layout, decode
+from tracer.events import Event
+from tracer.filters import Filters
+from tracer.tracefile import ProbeStatus
+
+OBJECT = Path(__file__).with_name("kpath.bpf.o")
+PAGE = 4096
+
+
+class KpConfig(ctypes.Structure):
+    """Mirror of struct kp_config (kp_event.h), checked against the object's BTF."""
+
+    _fields_ = [
+        ("tgid", ctypes.c_uint32),
+        ("use_pid_map", ctypes.c_uint32),
+        ("port", ctypes.c_uint32),
+        ("comm_set", ctypes.c_uint32),
+        ("comm", ctypes.c_char * 16),
+    ]
+
+
+def capture_fn(spec: ProbeSpec) -> str:
+    """The kprobe program for a probe's capture kind (same names as kpath_bcc.c)."""
+    return "kp_" + spec.capture.value
+
+
+def _kernel_version(release: str) -> tuple[int, int]:
+    parts = release.split(".")
+    try:
+        return int(parts[0]), int("".join(ch for ch in parts[1] if ch.isdigit()) or 0)
+    except (IndexError, ValueError):
+        return (0, 0)
+
+
+def prerequisites(obj: Path | None = None) -> list[Check]:
+    """What the CO-RE backend needs, probed on this machine (used by
+    `kpath trace` before anything else and by `kpath doctor`)."""
+    release = platform.release()
+    obj = obj or OBJECT
+    btf = BTF_VMLINUX
+    checks = [Check("root", os.geteuid() == 0, "live tracing needs root (BPF)")]
+    checks.append(Check("kernel BTF", btf.exists(),
+                        f"no {btf}: this kernel was built without CONFIG_DEBUG_INFO_BTF; "
+                        "use --backend bcc (needs kernel headers) or the VM"))
+    checks.append(Check("BPF ring buffer (5.8+)", _kernel_version(release) >= (5, 8),
+                        f"kernel {release} is older than 5.8: use --backend bcc"))
+    try:
+        libbpf.lib()
+        has_lib = True
+    except PrerequisiteError:
+        has_lib = False
+    checks.append(Check("libbpf", has_lib, "apt-get install libbpf1"))
+    checks.append(Check("CO-RE object", obj.is_file(),
+                        f"{obj} is missing: run scripts/setup.sh (or scripts/build-bpf.sh)"))
+    checks.append(Check("kprobes", KPROBE_PMU.exists(),
+                        "no kprobe PMU (CONFIG_KPROBES off): tracepoints only, the TCP "
+                        "transmit internals and the IP layer are not observable",
+                        required=False))
+    return checks
+
+
+def kernel_caps() -> KernelCaps:
+    names = all_tracepoints()
+    present = libbpf.vmlinux_btf_has([(f"btf_trace_{n}", libbpf.BTF_KIND_TYPEDEF)
+                                      for n in names])
+    return KernelCaps(kprobes=KPROBE_PMU.exists(),
+                      tracepoints={n: present[f"btf_trace_{n}"] for n in names},
+                      release=platform.release())
+
+
+class CoreBackend:
+    """Owns the loaded object and its links for the life of one trace."""
+
+    name = "core"
+    buffer = "ringbuf"
+
+    def __init__(self, buffer_pages: int = DEFAULT_BUFFER_PAGES, obj: Path | None = None) -> None:
+        obj = obj or OBJECT
+        if buffer_pages < 1 or buffer_pages & (buffer_pages - 1):
+            raise ValueError(f"buffer pages must be a power of two, got {buffer_pages}")
+        failed = first_failure(prerequisites(obj))
+        if failed is not None:
+            raise PrerequisiteError(f"{failed.name}: {failed.detail}")
+        self.buffer_pages = buffer_pages
+        self._objpath = obj
+        self._obj: libbpf.BpfObject | None = None
+        self._specs: list[ProbeSpec] = []
+        self._rb: libbpf.RingBuffer | None = None
+        self._sink: Callable[[Event], None] | None = None
+        self._lost_seen: dict[int, int] = {}
+        self._short = 0  # records too short to be a kp_event (never expected)
+        self._unknown = 0  # records naming no probe
+
+    # -- set-up ----------------------------------------------------------
+
+    def start(self, specs: Sequence[ProbeSpec], filters: Filters,
+              status: Status) -> list[ProbeStatus]:
+        self._specs = list(specs)
+        caps = kernel_caps()
+        resolved = None
+        if caps.kprobes:
+            resolved = resolve(specs, KernelSymbols.load())
+        planned = plan(specs, resolved, caps)
+        obj = self._obj = libbpf.BpfObject(self._objpath)
+        size, members = obj.btf_struct("kp_event")
+        check_layout(RawEvent, self._objpath.name, size, [(m.name, m.offset) for m in members])
+        self._enable(obj, planned)
+        self._write_rodata(obj, planned, filters)
+        obj.set_max_entries("events", self.buffer_pages * PAGE)
+        with status.ticker("loading the CO-RE object"):
+            obj.load()
+        for prog, tp in CONTEXT_PROGRAMS:
+            obj.attach(prog, f"tp_btf:{tp}")  # fatal if it fails: no context otherwise
+        return self._attach(obj, planned, status)
+
+    def _enable(self, obj: libbpf.BpfObject, planned: Sequence[Planned]) -> None:
+        for p in planned:
+            if p.way == "kprobe":
+                obj.set_autoload(capture_fn(p.spec), True)
+                if p.spec.ret == Returns.VALUE:
+                    obj.set_autoload("kp_return", True)
+                elif p.spec.ret == Returns.SOCK:
+                    obj.set_autoload("kp_return_sock", True)
+            elif p.way == "tp_btf" and p.hook:
+                for prog in HOOK_PROGRAMS[p.hook]:
+                    obj.set_autoload(prog, True)
+
+    def _write_rodata(self, obj: libbpf.BpfObject, planned: Sequence[Planned],
+                      filters: Filters) -> None:
+        cfg = KpConfig(tgid=filters.pid or 0, use_pid_map=1 if filters.follow_command else 0,
+                       port=filters.port or 0, comm_set=1 if filters.comm else 0,
+                       comm=(filters.comm or "").encode()[:15])
+        size, members = obj.btf_struct("kp_config")
+        check_layout(KpConfig, self._objpath.name, size, [(m.name, m.offset) for m in members])
+        slots = (ctypes.c_uint32 * len(TP_HOOKS))(*([NO_PROBE] * len(TP_HOOKS)))
+        for p in planned:
+            if p.way == "tp_btf" and p.hook:
+                slots[HOOK_SLOT[p.hook]] = p.index
+        addr, total = obj.rodata()
+        _, variables = obj.btf_datasec(".rodata")
+        offsets = {v.name: v.offset for v in variables}
+        for name, value in (("cfg", cfg), ("tp_probe", slots)):
+            off = offsets.get(name)
+            if off is None or off + ctypes.sizeof(value) > total:
+                raise LoadError(f"{self._objpath.name}: .rodata has no room for {name}")
+            ctypes.memmove(addr + off, ctypes.addressof(value), ctypes.sizeof(value))
+
+    def _attach(self, obj: libbpf.BpfObject, planned: Sequence[Planned],
+                status: Status) -> list[ProbeStatus]:
+        out: list[ProbeStatus] = []
+        tp_done: dict[str, str | None] = {}  # program -> error (shared syscall programs)
+        with status.ticker("attaching probes"):
+            for p in planned:
+                spec = p.spec
+                st = ProbeStatus(spec.name, str(spec.layer), str(spec.direction),
+                                 attached=False)
+                out.append(st)
+                if p.way is None:
+                    st.reason, st.detail = p.reason, p.detail
+                    continue
+                try:
+                    if p.way == "kprobe" and p.symbol:
+                        obj.attach_kprobe(capture_fn(spec), p.symbol, p.index, False)
+                        if spec.ret == Returns.VALUE:
+                            obj.attach_kprobe("kp_return", p.symbol, p.index, True)
+                        elif spec.ret == Returns.SOCK:
+                            obj.attach_kprobe("kp_return_sock", p.symbol, p.index, True)
+                        st.symbol = p.symbol
+                    elif p.hook:
+                        for prog in HOOK_PROGRAMS[p.hook]:
+                            if prog not in tp_done:
+                                tp_done[prog] = None
+                                try:
+                                    obj.attach(prog, prog)
+                                except AttachError as exc:
+                                    tp_done[prog] = str(exc)
+                            if tp_done[prog]:
+                                raise AttachError(tp_done[prog] or prog)
+                except AttachError as exc:
+                    st.reason = "absent" if exc.absent else "failed"
+                    st.detail = str(exc)
+                    status.warn(f"probe {spec.name}: attach failed: {exc}")
+                    continue
+                st.attached = True
+                st.kinds = ["entry", "return"] if spec.has_return else ["entry"]
+                st.attach = p.attachments
+        return out
+
+    def trace_pid(self, pid: int) -> None:
+        assert self._obj is not None
+        libbpf.map_update(self._obj.map_fd("traced_pids"), ctypes.c_uint32(pid),
+                          ctypes.c_uint8(1))
+
+    # -- streaming ---------------------------------------------------------
+
+    def _probe_of(self, index: int) -> ProbeSpec | None:
+        return self._specs[index] if 0 <= index < len(self._specs) else None
+
+    def open(self, sink: Callable[[Event], None]) -> None:
+        assert self._obj is not None
+        self._sink = sink
+        self._rb = libbpf.RingBuffer(self._obj.map_fd("events"), self._on_sample)
+
+    def _on_sample(self, addr: int, size: int) -> None:
+        if size < RAW_EVENT_SIZE or not addr:
+            self._short += 1
+            return
+        ev = decode(RawEvent.from_address(addr), self._probe_of)
+        if ev is None:
+            self._unknown += 1
+        elif self._sink is not None:
+            self._sink(ev)
+
+    def poll(self, timeout_ms: int) -> None:
+        if self._rb is not None:
+            self._rb.poll(timeout_ms)
+
+    def drain(self) -> None:
+        if self._rb is not None:
+            self._rb.consume()
+
+    def new_losses(self) -> list[tuple[str | None, int]]:
+        out: list[tuple[str | None, int]] = []
+        if self._obj is None:
+            return out
+        for index, total in libbpf.map_u64_items(self._obj.map_fd("lost_by_ip")):
+            delta = total - self._lost_seen.get(index, 0)
+            if delta > 0:
+                self._lost_seen[index] = total
+                spec = self._probe_of(index)
+                out.append((spec.name if spec else None, delta))
+        bad = self._short + self._unknown
+        if bad:
+            out.append((None, bad))  # records that could not be decoded: lost too
+            self._short = self._unknown = 0
+        return out
+
+    def close(self) -> None:
+        if self._rb is not None:
+            self._rb.free()
+            self._rb = None
+        if self._obj is not None:
+            self._obj.close()
+            self._obj = None
+
+
+__all__ = ["CaptureError", "CoreBackend", "OBJECT", "kernel_caps", "prerequisites"]

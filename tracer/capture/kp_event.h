@@ -1,0 +1,88 @@
+// The one definition of the kpath kernel event record, shared by both BPF
+// programs (kpath_bcc.c compiled by BCC, kpath.bpf.c compiled once by clang
+// into the CO-RE object). tracer/capture/record.py mirrors it and checks the
+// mirror against the CO-RE object's BTF at load.
+//
+// Needs u8/u16/u32/u64/s64 (BCC's kernel headers and vmlinux.h both have them).
+
+#ifndef KPATH_KP_EVENT_H
+#define KPATH_KP_EVENT_H
+
+#define KP_COMM_LEN 16
+
+#define KIND_ENTRY 0
+#define KIND_RETURN 1
+
+#define CTX_TASK 0
+#define CTX_SOFTIRQ 1
+#define CTX_HARDIRQ 2
+
+// Which optional fields of an event are valid.
+#define HAS_TUPLE 0x01
+#define HAS_SEQ 0x02
+#define HAS_LEN 0x04
+#define HAS_RET 0x08
+#define HAS_ACK 0x10
+#define HAS_FLAGS 0x20
+#define HAS_ARG3 0x40
+
+#define TCPF_FIN 0x01
+#define TCPF_SYN 0x02
+#define TCPF_ACK 0x10
+
+struct kp_event {
+    u64 ts;
+    u64 ip;  // BCC: the probed function's address; CO-RE: the probe's index
+    u64 sk;
+    u64 skb;
+    s64 ret;
+    u64 arg3;
+    u32 tgid;
+    u32 tid;
+    u32 cpu;
+    u32 netns;
+    u32 saddr;  // network byte order
+    u32 daddr;
+    u32 seq;
+    u32 end_seq;
+    u32 ack;
+    u32 length;
+    u16 sport;  // host byte order
+    u16 dport;
+    u8 kind;
+    u8 ctx;
+    u8 vec;
+    u8 tcp_flags;
+    u8 has;
+    u8 pad[7];
+    char comm[KP_COMM_LEN];
+};
+
+struct kp_config {
+    u32 tgid;         // trace this process (0: no pid filter)
+    u32 use_pid_map;  // trace processes in traced_pids (kpath trace -- CMD)
+    u32 port;         // 0: any port
+    u32 comm_set;
+    char comm[KP_COMM_LEN];
+};
+
+struct flow_key {
+    u32 netns;
+    u32 addr_lo;
+    u32 addr_hi;
+    u16 port_lo;
+    u16 port_hi;
+};
+
+struct irq_state {
+    u32 hardirq;      // nesting depth of irq handlers
+    u32 softirq_vec;  // vector + 1 while a softirq runs, else 0
+};
+
+struct ret_key {
+    u32 tid;
+    u32 pad;
+    u64 ip;
+};
+
+#endif

@@ -1,0 +1,393 @@
+"""A small ctypes layer over the system libbpf (Debian's libbpf.so.1).
+
+Only what the CO-RE backend needs: open an object, switch programs on and
+off, set read-only data and map sizes before load, load, attach (kprobes
+with a cookie, tp_btf), read and update maps, poll a ring buffer, and read
+the object's BTF to check record layouts. Every failure becomes a
+CaptureError subclass here, at the boundary, with libbpf's own log kept
+(the verifier's output on a failed load).
+
+Why ctypes and not a binding: pylibbpf (PyPI) needs Python >= 3.12 and has
+no ring buffer reader; BCC's Python module compiles at run time, which is
+what this backend exists to avoid.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from tracer.capture.errors import AttachError, LoadError, PrerequisiteError
+
+LIBBPF_NAMES = ("libbpf.so.1", "libbpf.so")
+
+_c_void_p = ctypes.c_void_p
+_c_char_p = ctypes.c_char_p
+
+# libbpf_print_fn_t: int (*)(enum libbpf_print_level, const char *, va_list)
+_PRINT_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, _c_char_p, _c_void_p)
+# ring_buffer_sample_fn: int (*)(void *ctx, void *data, size_t size)
+SAMPLE_FN = ctypes.CFUNCTYPE(ctypes.c_int, _c_void_p, _c_void_p, ctypes.c_size_t)
+
+BTF_KIND_STRUCT = 4
+BTF_KIND_DATASEC = 15
+BTF_KIND_TYPEDEF = 8
+BPF_ANY = 0
+
+
+class _KprobeOpts(ctypes.Structure):
+    # struct bpf_kprobe_opts (libbpf 1.x)
+    _fields_ = [
+        ("sz", ctypes.c_size_t),
+        ("bpf_cookie", ctypes.c_uint64),
+        ("offset", ctypes.c_size_t),
+        ("retprobe", ctypes.c_bool),
+    ]
+
+
+class _BtfType(ctypes.Structure):
+    # struct btf_type; members (struct btf_member) or datasec entries
+    # (struct btf_var_secinfo) follow it, three u32 each.
+    _fields_ = [("name_off", ctypes.c_uint32), ("info", ctypes.c_uint32),
+                ("size_or_type", ctypes.c_uint32)]
+
+
+class _Triple(ctypes.Structure):
+    _fields_ = [("a", ctypes.c_uint32), ("b", ctypes.c_uint32), ("c", ctypes.c_uint32)]
+
+
+@dataclass(frozen=True)
+class Member:
+    name: str
+    offset: int  # bytes
+
+
+def _load_lib() -> ctypes.CDLL:
+    for name in LIBBPF_NAMES:
+        try:
+            return ctypes.CDLL(name, use_errno=True)
+        except OSError:
+            continue
+    found = ctypes.util.find_library("bpf")
+    if found:
+        return ctypes.CDLL(found, use_errno=True)
+    raise PrerequisiteError("libbpf is not installed: apt-get install libbpf1")
+
+
+def _declare(lib: ctypes.CDLL) -> None:
+    sigs: dict[str, tuple[object, list[object]]] = {
+        "libbpf_set_print": (_c_void_p, [_PRINT_FN]),
+        "bpf_object__open_file": (_c_void_p, [_c_char_p, _c_void_p]),
+        "bpf_object__load": (ctypes.c_int, [_c_void_p]),
+        "bpf_object__close": (None, [_c_void_p]),
+        "bpf_object__btf": (_c_void_p, [_c_void_p]),
+        "bpf_object__find_program_by_name": (_c_void_p, [_c_void_p, _c_char_p]),
+        "bpf_object__find_map_by_name": (_c_void_p, [_c_void_p, _c_char_p]),
+        "bpf_object__next_map": (_c_void_p, [_c_void_p, _c_void_p]),
+        "bpf_map__name": (_c_char_p, [_c_void_p]),
+        "bpf_program__set_autoload": (ctypes.c_int, [_c_void_p, ctypes.c_bool]),
+        "bpf_program__attach": (_c_void_p, [_c_void_p]),
+        "bpf_program__attach_kprobe_opts": (_c_void_p, [_c_void_p, _c_char_p, _c_void_p]),
+        "bpf_link__destroy": (ctypes.c_int, [_c_void_p]),
+        "bpf_map__fd": (ctypes.c_int, [_c_void_p]),
+        "bpf_map__set_max_entries": (ctypes.c_int, [_c_void_p, ctypes.c_uint32]),
+        "bpf_map__initial_value": (_c_void_p, [_c_void_p, ctypes.POINTER(ctypes.c_size_t)]),
+        "bpf_map_update_elem": (ctypes.c_int, [ctypes.c_int, _c_void_p, _c_void_p,
+                                               ctypes.c_uint64]),
+        "bpf_map_lookup_elem": (ctypes.c_int, [ctypes.c_int, _c_void_p, _c_void_p]),
+        "bpf_map_get_next_key": (ctypes.c_int, [ctypes.c_int, _c_void_p, _c_void_p]),
+        "btf__load_vmlinux_btf": (_c_void_p, []),
+        "btf__free": (None, [_c_void_p]),
+        "btf__find_by_name_kind": (ctypes.c_int32, [_c_void_p, _c_char_p, ctypes.c_uint32]),
+        "btf__type_by_id": (ctypes.POINTER(_BtfType), [_c_void_p, ctypes.c_uint32]),
+        "btf__name_by_offset": (_c_char_p, [_c_void_p, ctypes.c_uint32]),
+        "ring_buffer__new": (_c_void_p, [ctypes.c_int, SAMPLE_FN, _c_void_p, _c_void_p]),
+        "ring_buffer__poll": (ctypes.c_int, [_c_void_p, ctypes.c_int]),
+        "ring_buffer__consume": (ctypes.c_int, [_c_void_p]),
+        "ring_buffer__free": (None, [_c_void_p]),
+    }
+    for name, (restype, argtypes) in sigs.items():
+        fn = getattr(lib, name)
+        fn.restype = restype
+        fn.argtypes = argtypes
+
+
+class _Log:
+    """libbpf's messages (warnings, the verifier log), kept for errors."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.lock = threading.Lock()
+        libc = ctypes.CDLL(None)
+        self._vsnprintf = libc.vsnprintf
+        self._vsnprintf.argtypes = [ctypes.c_char_p, ctypes.c_size_t, _c_char_p, _c_void_p]
+        self._vsnprintf.restype = ctypes.c_int
+        self.callback = _PRINT_FN(self._print)
+
+    def _print(self, level: int, fmt: bytes | None, args: int | None) -> int:
+        buf = ctypes.create_string_buffer(4096)
+        # On x86_64 a va_list argument is a pointer to the va_list state.
+        self._vsnprintf(buf, len(buf), fmt, args)
+        with self.lock:
+            self.lines.append(buf.value.decode("utf-8", "replace").rstrip("\n"))
+            del self.lines[:-2000]
+        return 0
+
+    def take(self) -> str:
+        with self.lock:
+            text = "\n".join(self.lines)
+            self.lines.clear()
+        return text
+
+
+_lib: ctypes.CDLL | None = None
+_log: _Log | None = None
+
+
+def lib() -> ctypes.CDLL:
+    """The loaded libbpf, with our log callback installed (once)."""
+    global _lib, _log
+    if _lib is None:
+        loaded = _load_lib()
+        _declare(loaded)
+        _log = _Log()
+        loaded.libbpf_set_print(_log.callback)
+        _lib = loaded
+    return _lib
+
+
+def take_log() -> str:
+    return _log.take() if _log is not None else ""
+
+
+def _errno_text() -> tuple[int, str]:
+    err = ctypes.get_errno()
+    return err, os.strerror(err) if err else "unknown error"
+
+
+def vmlinux_btf_has(names: list[tuple[str, int]]) -> dict[str, bool]:
+    """Which (name, BTF kind) exist in the running kernel's BTF."""
+    lb = lib()
+    btf = lb.btf__load_vmlinux_btf()
+    if not btf:
+        _, why = _errno_text()
+        raise PrerequisiteError(f"cannot read the kernel's BTF: {why}")
+    try:
+        return {name: lb.btf__find_by_name_kind(btf, name.encode(), kind) > 0
+                for name, kind in names}
+    finally:
+        lb.btf__free(btf)
+
+
+class Link:
+    def __init__(self, ptr: int, target: str) -> None:
+        self.ptr: int | None = ptr
+        self.target = target
+
+    def destroy(self) -> None:
+        if self.ptr:
+            lib().bpf_link__destroy(self.ptr)
+            self.ptr = None
+
+
+class BpfObject:
+    """One opened (then loaded) BPF object file and the links made from it."""
+
+    def __init__(self, path: Path) -> None:
+        lb = lib()
+        take_log()
+        if not path.is_file():
+            raise PrerequisiteError(
+                f"the CO-RE object {path} is missing: run scripts/setup.sh "
+                "(or scripts/build-bpf.sh) to build it"
+            )
+        ptr = lb.bpf_object__open_file(str(path).encode(), None)
+        if not ptr:
+            _, why = _errno_text()
+            raise LoadError(f"cannot open {path}: {why}", take_log())
+        self._ptr: int | None = ptr
+        self.path = path
+        self.links: list[Link] = []
+
+    @property
+    def ptr(self) -> int:
+        if self._ptr is None:
+            raise LoadError("BPF object already closed", "")
+        return self._ptr
+
+    # -- before load ------------------------------------------------------
+
+    def program(self, name: str) -> int:
+        prog = lib().bpf_object__find_program_by_name(self.ptr, name.encode())
+        if not prog:
+            raise LoadError(f"{self.path.name} has no program {name}", "")
+        return int(prog)
+
+    def set_autoload(self, name: str, on: bool) -> None:
+        lib().bpf_program__set_autoload(self.program(name), on)
+
+    def map(self, name: str) -> int:
+        m = lib().bpf_object__find_map_by_name(self.ptr, name.encode())
+        if not m:
+            raise LoadError(f"{self.path.name} has no map {name}", "")
+        return int(m)
+
+    def maps(self) -> Iterator[tuple[str, int]]:
+        lb = lib()
+        m = lb.bpf_object__next_map(self.ptr, None)
+        while m:
+            yield lb.bpf_map__name(m).decode(), int(m)
+            m = lb.bpf_object__next_map(self.ptr, m)
+
+    def set_max_entries(self, map_name: str, n: int) -> None:
+        if lib().bpf_map__set_max_entries(self.map(map_name), n):
+            _, why = _errno_text()
+            raise LoadError(f"cannot size map {map_name} to {n}: {why}", take_log())
+
+    def rodata(self) -> tuple[int, int]:
+        """Address and size of the object's .rodata, writable until load."""
+        for name, m in self.maps():
+            if name.endswith(".rodata"):
+                size = ctypes.c_size_t()
+                addr = lib().bpf_map__initial_value(m, ctypes.byref(size))
+                if addr:
+                    return int(addr), size.value
+        raise LoadError(f"{self.path.name} has no .rodata section", "")
+
+    def btf_struct(self, name: str) -> tuple[int, list[Member]]:
+        """Size and members of a struct in the object's own BTF."""
+        return self._btf_members(name, BTF_KIND_STRUCT)
+
+    def btf_datasec(self, name: str) -> tuple[int, list[Member]]:
+        """Size and variables (name, offset) of a data section."""
+        return self._btf_members(name, BTF_KIND_DATASEC)
+
+    def _btf_members(self, name: str, kind: int) -> tuple[int, list[Member]]:
+        lb = lib()
+        btf = lb.bpf_object__btf(self.ptr)
+        tid = lb.btf__find_by_name_kind(btf, name.encode(), kind) if btf else -1
+        if tid <= 0:
+            raise LoadError(f"{self.path.name}: no BTF for {name}", "")
+        t = lb.btf__type_by_id(btf, tid)
+        vlen = t.contents.info & 0xFFFF
+        entries = ctypes.cast(ctypes.addressof(t.contents) + ctypes.sizeof(_BtfType),
+                              ctypes.POINTER(_Triple))
+        out: list[Member] = []
+        for i in range(vlen):
+            ent = entries[i]
+            if kind == BTF_KIND_DATASEC:
+                # btf_var_secinfo: type (a VAR), offset, size
+                var = lb.btf__type_by_id(btf, ent.a)
+                vname = lb.btf__name_by_offset(btf, var.contents.name_off)
+                out.append(Member(vname.decode(), ent.b))
+            else:
+                # btf_member: name_off, type, offset (bits; kind_flag: bitfield)
+                mname = lb.btf__name_by_offset(btf, ent.a)
+                bits = ent.c & 0xFFFFFF if t.contents.info >> 31 else ent.c
+                out.append(Member(mname.decode(), bits // 8))
+        return t.contents.size_or_type, out
+
+    def load(self) -> None:
+        take_log()
+        if lib().bpf_object__load(self.ptr):
+            err, why = _errno_text()
+            raise LoadError(f"loading the BPF object failed: {why}", take_log(), err)
+
+    # -- after load -------------------------------------------------------
+
+    def attach(self, prog_name: str, target: str) -> Link:
+        """Attach by the program's section (tp_btf/NAME)."""
+        take_log()
+        link = lib().bpf_program__attach(self.program(prog_name))
+        if not link:
+            err, why = _errno_text()
+            raise AttachError(f"{target}: {why}", take_log(), err)
+        out = Link(int(link), target)
+        self.links.append(out)
+        return out
+
+    def attach_kprobe(self, prog_name: str, symbol: str, cookie: int, retprobe: bool) -> Link:
+        take_log()
+        opts = _KprobeOpts(sz=ctypes.sizeof(_KprobeOpts), bpf_cookie=cookie, offset=0,
+                           retprobe=retprobe)
+        link = lib().bpf_program__attach_kprobe_opts(
+            self.program(prog_name), symbol.encode(), ctypes.byref(opts))
+        kind = "kretprobe" if retprobe else "kprobe"
+        if not link:
+            err, why = _errno_text()
+            raise AttachError(f"{kind} {symbol}: {why}", take_log(), err)
+        out = Link(int(link), f"{kind}:{symbol}")
+        self.links.append(out)
+        return out
+
+    def map_fd(self, name: str) -> int:
+        fd = int(lib().bpf_map__fd(self.map(name)))
+        if fd < 0:
+            raise LoadError(f"map {name} has no file descriptor (not loaded)", "")
+        return fd
+
+    def close(self) -> None:
+        for link in self.links:
+            link.destroy()
+        self.links.clear()
+        if self._ptr is not None:
+            lib().bpf_object__close(self._ptr)
+            self._ptr = None
+
+
+def map_update(fd: int, key: ctypes._CData, value: ctypes._CData) -> None:
+    if lib().bpf_map_update_elem(fd, ctypes.byref(key), ctypes.byref(value), BPF_ANY):
+        _, why = _errno_text()
+        raise LoadError(f"map update failed: {why}", "")
+
+
+def map_u64_items(fd: int) -> Iterator[tuple[int, int]]:
+    """(key, value) of a map with u64 keys and values."""
+    lb = lib()
+    key, nxt, value = ctypes.c_uint64(), ctypes.c_uint64(), ctypes.c_uint64()
+    first = True
+    while lb.bpf_map_get_next_key(fd, None if first else ctypes.byref(key),
+                                  ctypes.byref(nxt)) == 0:
+        first = False
+        key.value = nxt.value
+        if lb.bpf_map_lookup_elem(fd, ctypes.byref(key), ctypes.byref(value)) == 0:
+            yield key.value, value.value
+
+
+class RingBuffer:
+    """libbpf's ring buffer reader: calls on_sample(address, size) per record."""
+
+    def __init__(self, map_fd: int, on_sample: Callable[[int, int], None]) -> None:
+        def sample(_ctx: int | None, data: int | None, size: int) -> int:
+            on_sample(data or 0, size)
+            return 0
+
+        self._cb = SAMPLE_FN(sample)  # kept alive as long as the ring buffer
+        ptr = lib().ring_buffer__new(map_fd, self._cb, None, None)
+        if not ptr:
+            _, why = _errno_text()
+            raise LoadError(f"cannot open the ring buffer: {why}", take_log())
+        self._ptr: int | None = int(ptr)
+
+    def poll(self, timeout_ms: int) -> int:
+        if self._ptr is None:
+            return 0
+        n = int(lib().ring_buffer__poll(self._ptr, timeout_ms))
+        if n < 0 and -n != 4:  # EINTR: a signal arrived, the loop decides
+            raise LoadError(f"ring buffer poll failed: {os.strerror(-n)}", "")
+        return n
+
+    def consume(self) -> int:
+        if self._ptr is None:
+            return 0
+        return int(lib().ring_buffer__consume(self._ptr))
+
+    def free(self) -> None:
+        if self._ptr is not None:
+            lib().ring_buffer__free(self._ptr)
+            self._ptr = None

@@ -4,7 +4,7 @@
 # it under QEMU). This is what CI runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+bash scripts/setup.sh --tests
 echo "== ruff" >&2
 .venv/bin/ruff check .
 echo "== mypy" >&2

@@ -1,5 +1,6 @@
-"""Test-suite policy: in CI (KPATH_REQUIRE_VM=1, set by scripts/test.sh) a VM
-test that would skip fails instead, so a green run means the VM really ran."""
+"""Test-suite policy: in CI (KPATH_REQUIRE_VM=1 and KPATH_REQUIRE_LIVE=1, set
+by scripts/test.sh) a VM or live-host test that would skip fails instead, so a
+green run means the VM and the live trace really ran."""
 
 from __future__ import annotations
 
@@ -15,10 +16,9 @@ def pytest_runtest_makereport(
 ) -> Generator[None, pytest.TestReport, None]:
     outcome = yield
     report: pytest.TestReport = outcome.get_result()
-    if (
-        report.skipped
-        and os.environ.get("KPATH_REQUIRE_VM") == "1"
-        and item.get_closest_marker("vm") is not None
-    ):
-        report.outcome = "failed"
-        report.longrepr = f"VM test skipped but KPATH_REQUIRE_VM=1: {report.longrepr}"
+    if not report.skipped:
+        return
+    for marker, env in (("vm", "KPATH_REQUIRE_VM"), ("live", "KPATH_REQUIRE_LIVE")):
+        if os.environ.get(env) == "1" and item.get_closest_marker(marker) is not None:
+            report.outcome = "failed"
+            report.longrepr = f"{marker} test skipped but {env}=1: {report.longrepr}"

@@ -118,8 +118,10 @@ def replay_document(tl: Timeline, flow: int | None = None) -> dict[str, Any]:
             "filters": h.filters, "start_ns": tl.start_ns, "duration_ns": tl.duration_ns,
             "events": len(tl.events), "lost": trace.lost_total, "cut_short": trace.cut_short,
             "stopped": trace.trailer.reason if trace.trailer else None,
+            "attach_kinds": h.attach_kinds, "coverage": h.coverage,
             "probes": {
-                "attached": [{"name": p.name, "kinds": p.kinds, "symbol": p.symbol}
+                "attached": [{"name": p.name, "kinds": p.kinds, "symbol": p.symbol,
+                              "attach": p.attach, "source": p.source}
                              for p in h.attached],
                 "missing": [{"name": p.name, "reason": p.reason, "detail": p.detail}
                             for p in h.missing],

@@ -1,0 +1,119 @@
+"""Live tracing on the machine running the tests, with the CO-RE backend:
+no VM, no headers, no compiler. On our hosts (no kprobes) this exercises the
+tracepoint path; on a kernel with kprobes, the kprobe path. The independent
+oracle for the chat's bytes is the chat itself: what it sent and received.
+
+Needs root and kernel BTF; skipped without them (and with KPATH_REQUIRE_LIVE=1,
+set by scripts/test.sh, the skip is a failure)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tracer.capture.core import OBJECT, prerequisites
+
+pytestmark = pytest.mark.live
+_failed = [c for c in prerequisites() if c.required and not c.ok]
+needs_live = pytest.mark.skipif(bool(_failed), reason="; ".join(
+    f"{c.name}: {c.detail}" for c in _failed) or "ok")
+KPATH = [sys.executable, "-m", "kpath"]
+
+
+def _kpath(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*KPATH, *args], capture_output=True, text=True, timeout=timeout,
+                          check=False)
+
+
+@needs_live
+def test_doctor_says_what_works_and_exits_0() -> None:
+    res = _kpath("doctor")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "uses: core" in res.stdout
+    assert "attach kinds that work here: " in res.stdout and "tp_btf" in res.stdout
+    for layer in ("syscall", "device"):
+        line = next(ln for ln in res.stdout.splitlines() if ln.strip().startswith(layer))
+        assert "observable" in line and "NOT" not in line
+
+
+@needs_live
+def test_trace_the_chat_on_this_host(tmp_path: Path) -> None:
+    out = tmp_path / "chat.kpath"
+    start = time.monotonic()
+    res = _kpath("trace", "-o", str(out), "--", *KPATH, "demo", "chat")
+    wall = time.monotonic() - start
+    assert res.returncode == 0, res.stderr
+    assert wall <= 20, f"trace of the chat took {wall:.1f} s"
+    assert OBJECT.is_file()
+    attached = [ln for ln in res.stderr.splitlines() if "attached" in ln and " in " in ln]
+    assert attached, res.stderr
+    assert "client: hi" in res.stdout  # the chat itself ran and talked
+
+    stats = _kpath("replay", "--stats", str(out))
+    assert stats.returncode == 0 and "MISMATCH" not in stats.stdout, stats.stdout
+    # The chat's own bytes: welcome (28) + "hi" (2) from the server, "hi" (2) +
+    # "quit" (4) from the client; the accounting must close on exactly those.
+    rows = [ln.split() for ln in stats.stdout.splitlines() if " -> " in ln and ln.endswith("ok")]
+    totals = sorted(int(r[3]) for r in rows)
+    assert totals == [6, 30], stats.stdout
+
+    doc = json.loads(_kpath("replay", "--format", "json", str(out)).stdout)
+    assert doc["trace"]["backend"] == "core"
+    steps = doc["steps"]
+    sends = [s for s in steps if s["kind"] == "message" and s["message"]["op"] == "send"]
+    data = [s for s in steps if s["kind"] == "packet" and s["packet"]["payload"]]
+    assert len(sends) == 4 and sum(s["message"]["bytes"] for s in sends) == 36
+    assert len(data) >= 4
+    layers = {e["layer"] for e in doc["events"]}
+    assert {"syscall", "device"} <= layers
+    contexts = {e["context_kind"] for e in doc["events"] if e["layer"] == "device"
+                and e["direction"] == "rx"}
+    assert any("NET_RX" in c for c in contexts), contexts
+    assert doc["trace"]["coverage"]["syscall"] == "full"
+
+
+def _serve_once(port: int, ready: threading.Event) -> None:
+    with socket.create_server(("127.0.0.1", port)) as srv:
+        ready.set()
+        conn, _ = srv.accept()
+        with conn:
+            data = conn.recv(100)
+            conn.sendall(data.upper())
+
+
+@needs_live
+def test_trace_by_port_and_duration(tmp_path: Path) -> None:
+    port = 10099
+    out = tmp_path / "port.kpath"
+    ready_file = tmp_path / "ready"
+    tracer = subprocess.Popen([*KPATH, "trace", "--port", str(port), "--duration", "3",
+                               "--ready-file", str(ready_file), "-o", str(out)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 15
+    while not ready_file.exists():
+        assert tracer.poll() is None, tracer.communicate()[1]
+        assert time.monotonic() < deadline, "tracer never got ready"
+        time.sleep(0.05)
+    ready = threading.Event()
+    server = threading.Thread(target=_serve_once, args=(port, ready))
+    server.start()
+    ready.wait(5)
+    with socket.create_connection(("127.0.0.1", port)) as c:
+        c.sendall(b"hello")
+        assert c.recv(100) == b"HELLO"
+    server.join(5)
+    _, err = tracer.communicate(timeout=30)
+    assert tracer.returncode == 0, err
+    assert "stopped by duration" in err
+    doc = json.loads(_kpath("replay", "--format", "json", str(out)).stdout)
+    flows = [f for f in doc["flows"] if f["server"] == f"127.0.0.1:{port}"]
+    assert len(flows) == 1 and len(doc["flows"]) == 1
+    msgs = [s["message"] for s in doc["steps"] if s["kind"] == "message"]
+    assert {(m["op"], m["bytes"]) for m in msgs} >= {("send", 5), ("recv", 5)}

@@ -1,7 +1,10 @@
-"""Boot the validation VM, trace every scenario in it, check the kernel's
-behaviour, then replay and export the fresh hello/hi trace on the host.
+"""Boot the validation VM of each kernel, trace every scenario in it with one
+backend, check the kernel's behaviour, then replay and export the fresh
+hello/hi trace on the host.
 
-Slow: about 5 minutes under TCG (three BCC compiles). Select with -m vm.
+One boot per (kernel, backend): all scenarios run in it. Slow: about 5
+minutes per case under TCG with BCC (a compile per scenario), less with
+CO-RE. Select with -m vm.
 """
 
 from __future__ import annotations
@@ -18,6 +21,9 @@ from vm.scenarios import SCENARIOS
 
 pytestmark = pytest.mark.vm
 
+# BCC on the kernel it was built for; CO-RE on both (one object, relocated
+# against each kernel's BTF).
+MATRIX = [("6.1", "bcc"), ("6.1", "core"), ("6.12", "core")]
 
 
 def _kpath(*args: str, cwd: Path, timeout: float) -> subprocess.CompletedProcess[str]:
@@ -26,12 +32,15 @@ def _kpath(*args: str, cwd: Path, timeout: float) -> subprocess.CompletedProcess
 
 
 @needs_vm("dot")
-def test_scenarios_pass_in_the_vm(tmp_path: Path) -> None:
-    res = _kpath("vm", "validate", "--out", "v", cwd=tmp_path, timeout=2400)
+@pytest.mark.parametrize(("kernel", "backend"), MATRIX, ids=[f"{k}-{b}" for k, b in MATRIX])
+def test_scenarios_pass_in_the_vm(tmp_path: Path, kernel: str, backend: str) -> None:
+    res = _kpath("vm", "validate", "--kernel", kernel, "--backend", backend, "--out", "v",
+                 cwd=tmp_path, timeout=2400)
     print(res.stdout)
     print(res.stderr[-5000:], file=sys.stderr)
     assert res.returncode == 0, res.stdout + res.stderr[-3000:]
     assert f"{len(SCENARIOS)} of {len(SCENARIOS)} scenarios passed" in res.stdout
+    assert res.stdout.count(f"ok    traced on kernel {kernel}") == len(SCENARIOS)
     for s in SCENARIOS:
         assert (tmp_path / "v" / s.trace_file).stat().st_size > 0
     assert "FAIL" not in res.stdout

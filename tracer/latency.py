@@ -27,7 +27,7 @@ class Point(StrEnum):
     IP = "ip"  # first transmit event in the IP layer (__ip_queue_xmit, ip_build_and_send_pkt)
     DEVICE = "dev"  # first transmit event in the device layer (__dev_queue_xmit), else driver
     RX = "rx"  # first receive event seeing the segment below TCP (__netif_rx, ip_rcv...)
-    QUEUE = "queue"  # tcp_queue_rcv, else tcp_data_queue, else tcp_v4_rcv
+    QUEUE = "queue"  # tcp_queue_rcv, else tcp_data_queue, tcp_v4_rcv, tcp_rcv_established
     COPY = "copy"  # the reader's __skb_datagram_iter that copied the first byte
 
 
@@ -39,6 +39,10 @@ class Hop(StrEnum):
     RX_QUEUE = "rx>queue"
     QUEUE_COPY = "queue>copy"
     TCP_COPY = "tcp>copy"  # the whole kernel path, transmit to the reader's copy
+    # Only where the points between were not observable (a kernel without
+    # kprobes shows no TCP transmit and no IP): the hop says what it spans.
+    SYSCALL_DEVICE = "syscall>dev"
+    SYSCALL_COPY = "syscall>copy"
 
     @property
     def points(self) -> tuple[Point, Point]:
@@ -53,8 +57,16 @@ _HOP_POINTS = {
     Hop.RX_QUEUE: (Point.RX, Point.QUEUE),
     Hop.QUEUE_COPY: (Point.QUEUE, Point.COPY),
     Hop.TCP_COPY: (Point.TCP, Point.COPY),
+    Hop.SYSCALL_DEVICE: (Point.SYSCALL, Point.DEVICE),
+    Hop.SYSCALL_COPY: (Point.SYSCALL, Point.COPY),
 }
-QUEUE_PROBES = ("tcp_queue_rcv", "tcp_data_queue", "tcp_v4_rcv")  # in order of preference
+# Points whose absence a spanning hop stands in for.
+_SPANS = {Hop.SYSCALL_DEVICE: (Point.TCP, Point.IP), Hop.SYSCALL_COPY: (Point.TCP,)}
+# The hops of a packet whose every point was observed.
+PATH_HOPS = tuple(h for h in Hop if h not in _SPANS)
+# In order of preference; tcp_rcv_established (tcp:tcp_probe on kernels
+# without kprobes) is the last TCP receive point.
+QUEUE_PROBES = ("tcp_queue_rcv", "tcp_data_queue", "tcp_v4_rcv", "tcp_rcv_established")
 
 
 class PacketClass(StrEnum):
@@ -195,6 +207,8 @@ def packet_latencies(tl: Timeline, flow: int | None = None) -> list[PacketLatenc
             pl = PacketLatency(packet=st, klass=classify(st))
             pl.points = packet_points(st, msgs, copies)
             for hop in Hop:
+                if any(p in pl.points for p in _SPANS.get(hop, ())):
+                    continue
                 a, b = (pl.points.get(p) for p in hop.points)
                 if a is not None and b is not None and a.index < b.index:
                     pl.hops[hop] = HopTime(hop, a, b)

@@ -176,9 +176,7 @@ def run_trace(req: TraceRequest, status: Status, backend: Backend | None = None)
         if not attached:
             raise CaptureError("none of the requested probes can be observed on this kernel: "
                                + "; ".join(f"{s.name}: {s.reason}" for s in statuses[:5]))
-        for st in statuses:
-            if not st.attached:
-                status.warn(f"probe {st.name}: not attached ({st.reason}: {st.detail})")
+        _warn_missing(statuses, status)
         status.info(
             f"attached {attached} probes in {startup:.2f} s ({be.name} backend; "
             f"{', '.join(attach_kinds(statuses))})"
@@ -195,6 +193,23 @@ def run_trace(req: TraceRequest, status: Status, backend: Backend | None = None)
         return result
     finally:
         be.close()
+
+
+def _warn_missing(statuses: list[ProbeStatus], status: Status) -> None:
+    """Missing probes on stderr: one line each when few, else one per reason."""
+    missing = [s for s in statuses if not s.attached]
+    if len(missing) <= 5:
+        for st in missing:
+            status.warn(f"probe {st.name}: not attached ({st.reason}: {st.detail})")
+        return
+    by_reason: dict[str, list[ProbeStatus]] = {}
+    for st in missing:
+        by_reason.setdefault(st.reason or "unknown", []).append(st)
+    for reason, group in by_reason.items():
+        details = {st.detail for st in group}
+        why = f"{reason}: {group[0].detail}" if len(details) == 1 else reason
+        status.warn(f"{len(group)} probes not attached ({why}): "
+                    + ", ".join(st.name for st in group))
 
 
 def _header(req: TraceRequest, backend: Backend, statuses: list[ProbeStatus]) -> Header:

@@ -42,6 +42,8 @@ MAX_PX = 30000  # cairo cannot make a bitmap taller or wider than 32767 px
 
 ROLE_COLOR = {Role.CLIENT: "#1f5fa8", Role.SERVER: "#2e7d32"}
 ROLE_FILL = {Role.CLIENT: "#dce8f7", Role.SERVER: "#ddf0de"}
+# Lifelines of layers the kernel traced could not show.
+UNSEEN, UNSEEN_FILL = "#9e9e9e", "#eeeeee"
 # Execution contexts: arrow colour and activation-bar fill.
 CTX_COLOR = {"task": "#1565c0", "softirq": "#e65100", "ksoftirqd": "#8e24aa",
              "hardirq": "#c62828"}
@@ -170,12 +172,17 @@ def build_graph(diagram: SequenceDiagram, fmt: str = "dot") -> graphviz.Digraph:
     for ll in diagram.lifelines:
         x = xs[ll.key]
         style = "rounded,filled,bold" if ll.layer == APP else "rounded,filled"
+        fill, edge, font = ROLE_FILL[ll.role], ROLE_COLOR[ll.role], "black"
+        if not ll.observable:
+            style, fill, edge, font = "rounded,filled,dashed", UNSEEN_FILL, UNSEEN, UNSEEN
+        label = ll.label if ll.observable else f"{ll.label}\nnot observable\non this kernel"
         for end, yy in (("head", top), ("foot", bottom)):
-            g.node(f"{ll.key}_head" if end == "head" else f"{ll.key}_foot", ll.label,
-                   shape="box", style=style, fillcolor=ROLE_FILL[ll.role],
-                   color=ROLE_COLOR[ll.role], fontsize=f"{HEAD_SIZE:g}", pos=_pos(x, yy))
-        g.edge(f"{ll.key}_head", f"{ll.key}_foot", dir="none", style="dashed",
-               color=LINE_COLOR)
+            g.node(f"{ll.key}_head" if end == "head" else f"{ll.key}_foot", label,
+                   shape="box", style=style, fillcolor=fill, color=edge, fontcolor=font,
+                   fontsize=f"{HEAD_SIZE:g}", pos=_pos(x, yy), tooltip=ll.caption)
+        g.edge(f"{ll.key}_head", f"{ll.key}_foot", dir="none",
+               style="dashed" if ll.observable else "dotted",
+               color=LINE_COLOR if ll.observable else UNSEEN)
 
     def bar_x(key: str, depth: int) -> float:
         return xs[key] + min(depth, MAX_DEPTH) * BAR_SHIFT

@@ -44,7 +44,7 @@ def render_mermaid_checked(diagram: SequenceDiagram) -> tuple[str, str | None]:
     """(text, notice): notice says where the diagram was cut to fit, if it was."""
     head = ["sequenceDiagram", f"    title {escape(diagram.title)}"]
     for ll in diagram.lifelines:
-        head.append(f"    participant {ll.key} as {escape(ll.label)}")
+        head.append(f"    participant {ll.key} as {escape(ll.caption)}")
     first, last = diagram.lifelines[0].key, diagram.lifelines[-1].key
     bands = ", ".join(f"{c} = {CTX_NAME[c]} band" for c in diagram.contexts)
     if bands:

@@ -48,7 +48,8 @@ def render_plantuml(diagram: SequenceDiagram) -> str:
              "skinparam sequenceMessageAlign center", "skinparam responseMessageBelowArrow true",
              "hide footbox"]
     for ll in diagram.lifelines:
-        lines.append(f"participant {_quote(ll.label)} as {ll.key} {ROLE_FILL[ll.role]}")
+        fill = ROLE_FILL[ll.role] if ll.observable else "#eeeeee"
+        lines.append(f"participant {_quote(ll.caption)} as {ll.key} {fill}")
     if diagram.contexts:
         lines.append("legend top left")
         cells = " | ".join(f"<back:{CTX_FILL[c]}><color:{CTX_COLOR[c]}> {c} </color></back>"

@@ -32,7 +32,7 @@ Beyond one arrow per event:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from probes.catalog import LAYER_ORDER, Capture, Direction, Layer
 from tracer.events import Context, Event, Kind
@@ -134,6 +134,12 @@ class Lifeline:
     role: Role
     layer: str  # "app" or a Layer value
     label: str  # "client TCP"
+    observable: bool = True  # False: no probe of this layer could attach on the kernel traced
+
+    @property
+    def caption(self) -> str:
+        """The label, saying so when the layer could not be observed."""
+        return self.label if self.observable else f"{self.label} (not observable on this kernel)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,9 +281,18 @@ def build_sequence(timeline: Timeline, flow: int | None = None,
     if trace.cut_short:
         builder.rows.append(Note(f"trace cut short: {trace.cut_short}", "lost"))
     rows = builder.rows
+    cov = trace.header.coverage
+    partial = [layer for layer, c in cov.items() if c == "partial"]
+    if partial and timeline.flows:
+        rows.insert(0, Note("partly observable on this kernel: " + ", ".join(partial)
+                            + " (missing probes: kpath replay)", "info"))
     used = {k for r in rows if isinstance(r, Arrow) for k in (r.src, r.dst)}
     used |= {lifeline_key(Role.CLIENT, APP), lifeline_key(Role.SERVER, APP)}
-    lifelines = [ll for ll in all_lifelines() if ll.key in used]
+    # Layers the trace asked for but could not see are drawn, greyed, so a
+    # reader does not take their absence for the kernel skipping them.
+    unseen = {layer for layer, c in cov.items() if c == "none"} if timeline.flows else set()
+    lifelines = [ll if ll.key in used else replace(ll, observable=False)
+                 for ll in all_lifelines() if ll.key in used or ll.layer in unseen]
     return SequenceDiagram(title=title, lifelines=lifelines, rows=rows,
                            activations=_activations(timeline, rows),
                            notices=list(view.notices))

@@ -96,7 +96,14 @@ def _header(tl: Timeline, st: Style) -> list[str]:
     lost_txt = st(f"lost {lost}", fg="red", bold=True) if lost else "lost 0"
     row("events", f"{len(tl.events)}, {lost_txt}")
     attached, missing = h.attached, h.missing
-    row("probes", f"{len(attached)} attached, {len(missing)} missing")
+    row("probes", f"{len(attached)} attached, {len(missing)} missing"
+        + (f" ({', '.join(h.attach_kinds)})" if h.attach_kinds else ""))
+    if h.coverage:
+        seen = {"full": "observable", "partial": "partly observable", "none": "NOT observable"}
+        text = ", ".join(f"{layer} {seen.get(c, c)}" for layer, c in h.coverage.items())
+        partial = any(c != "full" for c in h.coverage.values())
+        for i, chunk in enumerate(textwrap.wrap(text, 86)):
+            row("coverage" if i == 0 else "", st(chunk, fg="yellow") if partial else chunk)
     if attached:
         names = ", ".join(
             f"{p.name}" + (f" ({'+'.join(p.kinds)})" if p.kinds else "") for p in attached)

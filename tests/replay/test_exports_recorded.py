@@ -70,7 +70,9 @@ def test_plantuml_renders(recording: Path, tmp_path: Path) -> None:
     out = export(recording, "plantuml", tmp_path / "d.puml")
     svg = tools.plantuml_svg(out)
     assert "Syntax Error" not in svg
-    assert ">client app<" in svg and "tcp_v4_rcv" in svg
+    attached = {p.name for p in read_trace(recording).header.attached}
+    rx_probe = "tcp_v4_rcv" if "tcp_v4_rcv" in attached else "tcp_rcv_established"
+    assert ">client app<" in svg and rx_probe in svg
 
 
 def test_perfetto(recording: Path, tmp_path: Path) -> None:

@@ -39,6 +39,7 @@ from tracer.causal import edges_of_kind
 from tracer.events import Endpoint
 from tracer.latency import (
     LOSS_WINDOW_NS,
+    PATH_HOPS,
     Hop,
     PacketClass,
     latency_stats,
@@ -472,7 +473,7 @@ def test_synthetic_latency_every_hop_on_the_full_path() -> None:
     data = next(p for p in pkts(tl) if p.segment.payload)
     pl = lat[data.id]
     assert pl.klass is PacketClass.DATA and not pl.gap
-    assert list(pl.hops) == list(Hop)
+    assert list(pl.hops) == list(PATH_HOPS)
     probes = {h: (ht.start.probe, ht.end.probe) for h, ht in pl.hops.items()}
     assert probes == {
         Hop.SYSCALL_TCP: ("__sys_sendto", "__tcp_transmit_skb"),

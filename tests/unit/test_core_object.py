@@ -1,0 +1,74 @@
+"""The built CO-RE object, opened (not loaded: no root, no kernel) through
+the libbpf boundary: its own BTF agrees with the Python mirrors, every
+program the plan can switch on exists, and libbpf's failures come back as
+kpath's errors with their message."""
+
+from __future__ import annotations
+
+import ctypes
+from pathlib import Path
+
+import pytest
+
+from probes.catalog import CATALOG, Returns
+from tracer.capture import libbpf
+from tracer.capture.core import OBJECT, KpConfig, capture_fn
+from tracer.capture.errors import LoadError, PrerequisiteError
+from tracer.capture.plan import CONTEXT_PROGRAMS, HOOK_PROGRAMS, TP_HOOKS
+from tracer.capture.record import RawEvent, check_layout
+
+pytestmark = pytest.mark.skipif(not OBJECT.is_file(),
+                                reason="kpath.bpf.o not built (scripts/setup.sh builds it)")
+
+
+@pytest.fixture
+def obj():  # type: ignore[no-untyped-def]
+    o = libbpf.BpfObject(OBJECT)
+    yield o
+    o.close()
+
+
+def test_record_and_config_layouts_match_the_object_btf(obj: libbpf.BpfObject) -> None:
+    for mirror, name in ((RawEvent, "kp_event"), (KpConfig, "kp_config")):
+        size, members = obj.btf_struct(name)
+        check_layout(mirror, OBJECT.name, size, [(m.name, m.offset) for m in members])
+
+
+def test_a_different_layout_is_refused(obj: libbpf.BpfObject) -> None:
+    class Shifted(ctypes.Structure):  # ack and length swapped
+        _fields_ = [(("length" if f[0] == "ack" else "ack" if f[0] == "length" else f[0]), f[1])
+                    for f in RawEvent._fields_]
+
+    size, members = obj.btf_struct("kp_event")
+    with pytest.raises(LoadError, match="does not match"):
+        check_layout(Shifted, OBJECT.name, size, [(m.name, m.offset) for m in members])
+
+
+def test_rodata_holds_the_config_and_the_hook_table(obj: libbpf.BpfObject) -> None:
+    _, variables = obj.btf_datasec(".rodata")
+    names = {v.name for v in variables}
+    assert {"cfg", "tp_probe"} <= names
+    addr, size = obj.rodata()
+    offsets = {v.name: v.offset for v in variables}
+    assert offsets["tp_probe"] + 4 * len(TP_HOOKS) <= size and addr
+
+
+def test_every_program_the_plan_uses_exists(obj: libbpf.BpfObject) -> None:
+    progs = {capture_fn(spec) for spec in CATALOG} | {"kp_return", "kp_return_sock"}
+    progs |= {p for ps in HOOK_PROGRAMS.values() for p in ps}
+    progs |= {p for p, _ in CONTEXT_PROGRAMS}
+    for name in sorted(progs):
+        obj.set_autoload(name, False)  # raises if the program is not there
+    assert any(spec.ret is Returns.SOCK for spec in CATALOG)
+    with pytest.raises(LoadError, match="no program"):
+        obj.program("kp_no_such_program")
+
+
+def test_libbpf_errors_become_kpath_errors(tmp_path: Path) -> None:
+    with pytest.raises(PrerequisiteError, match="setup.sh"):
+        libbpf.BpfObject(tmp_path / "missing.bpf.o")
+    junk = tmp_path / "junk.bpf.o"
+    junk.write_bytes(b"not an ELF object at all")
+    with pytest.raises(LoadError, match="cannot open") as info:
+        libbpf.BpfObject(junk)
+    assert info.value.log  # libbpf's own words are kept

@@ -33,8 +33,9 @@ def vm_info(layout: Layout, recipe: RootfsRecipe | None = None) -> list[tuple[st
     recipe = recipe or RootfsRecipe(kernel=layout.kernel)
     spec = recipe.spec
     rows: list[tuple[str, str]] = [("cache", str(layout.root))]
-    rows.append(("kernel", f"{spec.name} ({spec.image_package}, {spec.headers_package} "
-                           f"from {spec.suite})"))
+    rows.append(("kernel", f"{spec.name} ({spec.image_package} + {spec.headers_package}, "
+                           f"in {spec.suite})"))
+    rows.append(("apt suites", ", ".join(recipe.suites)))
     try:
         rows.append(("accel", str(detect_accel())))
     except VmError as exc:

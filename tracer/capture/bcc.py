@@ -211,9 +211,11 @@ class BccBackend:
             self._bpf = self._bcc.BPF(src_file=str(BPF_SOURCE), cflags=cflags)
         except Exception as exc:  # BCC raises bare Exception on compile errors
             raise LoadError(f"BPF compile failed: {exc}", str(exc)) from None
+        # scratch is per-CPU: BCC's Leaf is an array of the struct, one per CPU.
         leaf = self._bpf["scratch"].Leaf
-        check_layout(RawEvent, "BCC's compiled kpath_bcc.c", ctypes.sizeof(leaf),
-                     [(name, getattr(leaf, name).offset) for name, *_ in leaf._fields_])
+        rec = getattr(leaf, "_type_", leaf)
+        check_layout(RawEvent, "BCC's compiled kpath_bcc.c", ctypes.sizeof(rec),
+                     [(name, getattr(rec, name).offset) for name, *_ in rec._fields_])
 
     def configure(self, filters: Filters) -> None:
         table = self._bpf["config"]

@@ -36,7 +36,8 @@ def validate_cmd(kernel: str, backend: str, names: tuple[str, ...], out: Path, n
     """Trace the validation scenarios inside the VM and check what the kernel did.
 
     One boot of the --kernel image runs every scenario with `kpath trace
-    --backend BACKEND`; each trace must also say it was taken on that kernel.
+    --backend BACKEND`; each trace must also say it was taken on that kernel
+    and (unless auto) by that backend.
 
     \b
     Scenarios:

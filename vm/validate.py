@@ -64,10 +64,12 @@ def guest_command(
 
 
 def check_traces(
-    scenarios: Sequence[Scenario], out: Path, kernel: str | None = None
+    scenarios: Sequence[Scenario], out: Path, kernel: str | None = None,
+    backend: str | None = None,
 ) -> list[ScenarioOutcome]:
     """Check each scenario's trace; with `kernel`, also that the trace was
-    taken on that kernel (a stale or wrong image must not pass as it)."""
+    taken on that kernel (a stale or wrong image must not pass as it), and
+    with a `backend` other than auto, by that backend."""
     spec = kernel_spec(kernel) if kernel is not None else None
     outcomes: list[ScenarioOutcome] = []
     for s in scenarios:
@@ -82,6 +84,10 @@ def check_traces(
             release = trace.header.kernel_release
             results.append(CheckResult(f"traced on kernel {spec.name}", spec.matches(release),
                                        f"the trace says {release}"))
+        if backend is not None and backend != "auto":
+            used = trace.header.backend
+            results.append(CheckResult(f"traced by the {backend} backend", used == backend,
+                                       f"the trace says {used}"))
         outcomes.append(ScenarioOutcome(s, path, results + s.run_checks(trace)))
     return outcomes
 
@@ -114,5 +120,7 @@ def validate(
         )
         if code != 0:
             raise VmError(f"the validation run in the VM failed (exit {code})")
-    # Only a run of ours says which kernel the traces must come from.
-    return check_traces(scenarios, out_abs, kernel if run else None)
+    # Only a run of ours says which kernel and backend the traces must come from.
+    if not run:
+        return check_traces(scenarios, out_abs)
+    return check_traces(scenarios, out_abs, kernel, backend)

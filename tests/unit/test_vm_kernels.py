@@ -150,6 +150,19 @@ def test_traces_must_come_from_the_kernel_that_was_booted(tmp_path: Path) -> Non
     assert not unchecked.results[0].name.startswith("traced on kernel")
 
 
+def test_traces_must_come_from_the_backend_asked_for(tmp_path: Path) -> None:
+    chat = BY_SCENARIO["chat"]
+    (tmp_path / chat.trace_file).write_bytes((DATA / chat.trace_file).read_bytes())
+    assert read_trace(tmp_path / chat.trace_file).header.backend == "bcc"
+    (bcc,) = check_traces([chat], tmp_path, "6.1", "bcc")
+    assert [r.ok for r in bcc.results[:2]] == [True, True]
+    assert bcc.results[1].name == "traced by the bcc backend"
+    (core,) = check_traces([chat], tmp_path, "6.1", "core")
+    assert not core.ok and core.results[1].detail == "the trace says bcc"
+    (auto,) = check_traces([chat], tmp_path, "6.1", "auto")  # either backend will do
+    assert not any(r.name.startswith("traced by") for r in auto.results)
+
+
 def test_validate_boots_the_requested_kernel(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

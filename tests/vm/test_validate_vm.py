@@ -41,6 +41,7 @@ def test_scenarios_pass_in_the_vm(tmp_path: Path, kernel: str, backend: str) -> 
     assert res.returncode == 0, res.stdout + res.stderr[-3000:]
     assert f"{len(SCENARIOS)} of {len(SCENARIOS)} scenarios passed" in res.stdout
     assert res.stdout.count(f"ok    traced on kernel {kernel}") == len(SCENARIOS)
+    assert res.stdout.count(f"ok    traced by the {backend} backend") == len(SCENARIOS)
     for s in SCENARIOS:
         assert (tmp_path / "v" / s.trace_file).stat().st_size > 0
     assert "FAIL" not in res.stdout

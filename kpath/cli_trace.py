@@ -41,6 +41,9 @@ from tracer.session import TraceRequest, run_trace
               help="core: the precompiled CO-RE object (kprobes where the kernel has them, "
               "tracepoints where not; needs kernel BTF); bcc: compiled at run time (needs "
               "kprobes and kernel headers); auto: core where the kernel has BTF.")
+@click.option("--vmlinux", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="The running kernel's debug vmlinux (Debian: linux-image-*-dbg): record "
+              "each probe's source file:line in the trace (replay, HTML, diagram tooltips).")
 @click.option("--ebpf", is_flag=True, help="Print the BPF C program of --backend and exit.")
 @click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors on stderr.")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
@@ -55,6 +58,7 @@ def trace_cmd(
     buffer_pages: int,
     ready_file: Path | None,
     backend: str,
+    vmlinux: Path | None,
     ebpf: bool,
     quiet: bool,
     command: tuple[str, ...],
@@ -93,7 +97,8 @@ def trace_cmd(
     req = TraceRequest(output=output, filters=filters, profile=profile, specs=specs,
                        duration_s=duration, count=count,
                        command=list(command) if command else None,
-                       buffer_pages=buffer_pages, ready_file=ready_file, backend=backend)
+                       buffer_pages=buffer_pages, ready_file=ready_file, backend=backend,
+                       vmlinux=vmlinux)
     try:
         result = run_trace(req, status)
     except CaptureError as exc:

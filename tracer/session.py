@@ -50,6 +50,7 @@ class TraceRequest:
     buffer_pages: int = DEFAULT_BUFFER_PAGES
     ready_file: Path | None = None  # written once every probe is attached
     backend: str = "auto"  # auto | core | bcc
+    vmlinux: Path | None = None  # debug vmlinux: each probe's source file:line
 
 
 @dataclass
@@ -168,10 +169,13 @@ def run_trace(req: TraceRequest, status: Status, backend: Backend | None = None)
     """Trace until the request says stop. `backend` replaces the kernel (tests)."""
     t0 = time.monotonic()
     _check_writable(req.output)  # now, not after a minute of compiling
+    sources = _sources(req, status) if req.vmlinux is not None else {}
     be = backend if backend is not None else make_backend(req.backend, req.buffer_pages)
     try:
         statuses = be.start(req.specs, req.filters, status)
         startup = time.monotonic() - t0
+        for st in statuses:
+            st.source = sources.get(st.name, st.source)
         attached = sum(1 for s in statuses if s.attached)
         if not attached:
             raise CaptureError("none of the requested probes can be observed on this kernel: "
@@ -193,6 +197,26 @@ def run_trace(req: TraceRequest, status: Status, backend: Backend | None = None)
         return result
     finally:
         be.close()
+
+
+def _sources(req: TraceRequest, status: Status) -> dict[str, str]:
+    """Each probe's file:line from the debug vmlinux (read before attaching:
+    a bad file stops the trace before anything is attached)."""
+    from probes.debuginfo import DebugInfoError, file_build_id, probe_sources, running_build_id
+
+    assert req.vmlinux is not None
+    try:
+        with status.ticker(f"reading source lines from {req.vmlinux}"):
+            theirs = file_build_id(req.vmlinux)
+            ours = running_build_id()
+            if theirs and ours and theirs != ours:
+                status.warn(f"{req.vmlinux} is not the running kernel's (build-id {theirs[:12]}"
+                            f" vs {ours[:12]}): no source lines recorded")
+                return {}
+            infos = probe_sources(req.specs, req.vmlinux)
+    except DebugInfoError as exc:
+        raise CaptureError(f"--vmlinux: {exc}") from None
+    return {name: info.source for name, info in infos.items() if info.source}
 
 
 def _warn_missing(statuses: list[ProbeStatus], status: Status) -> None:

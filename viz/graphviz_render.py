@@ -224,6 +224,9 @@ def _arrow(g: graphviz.Digraph, rid: str, row: Arrow, i: int, diagram: SequenceD
         style, pen, head = "solid", "1.8" if row.wire else "1", "normal"
     edge_attrs = {"color": color, "style": style, "penwidth": pen, "arrowhead": head,
                   "class": _classes(row)}
+    tip = _tooltip(row)
+    if tip:
+        edge_attrs["tooltip"] = tip
     # Ends attach to the side of the activation bar facing the other end.
     d_dst = diagram.depth_at(row.dst, i)
     d_src = max((a.depth for a in diagram.activations
@@ -261,7 +264,15 @@ def _arrow(g: graphviz.Digraph, rid: str, row: Arrow, i: int, diagram: SequenceD
         lx, ly = (x1 + x2) / 2, y + 13 + extra
     node_id = f"ev{row.event}" if row.kind != "wakeup" else f"wk{row.event}"
     g.node(f"{rid}_label", _label(row), pos=_pos(lx, ly), id=node_id, **{"class": _classes(row)},
-           **_LABEL_NODE)
+           **({"tooltip": tip} if tip else {}), **_LABEL_NODE)
+
+
+def _tooltip(arrow: Arrow) -> str:
+    """'tcp_push: net/ipv4/tcp.c:706' when the trace knows the function's
+    source (kpath trace --vmlinux), else nothing (no tooltip at all)."""
+    if not arrow.source:
+        return ""
+    return f"{arrow.probe}{' return' if arrow.kind == 'return' else ''}: {arrow.source}"
 
 
 def _bar(g: graphviz.Digraph, name: str, act: Activation, x: float, ys: list[float]) -> None:

@@ -127,6 +127,10 @@ def render_html(timeline: Timeline, view: View, diagram: SequenceDiagram, svg: b
         steps[str(i)] = step_record(st, tl.flows[st.flow - 1] if st.flow is not None else None)
     data = {"events": events, "steps": steps,
             "flows": [{"number": fv.flow.number, "title": fv.flow.title} for fv in view.flows]}
+    # file:line of each probed function, when the trace has them (--vmlinux)
+    sources = {p.name: p.source for p in h.probes if p.source}
+    if sources:
+        data["sources"] = sources
 
     name = trace.path.rsplit("/", 1)[-1] if trace.path else "trace"
     flow_opts = "".join(f'<option value="{fv.flow.number}">flow {fv.flow.number}: '
@@ -160,6 +164,8 @@ def render_html(timeline: Timeline, view: View, diagram: SequenceDiagram, svg: b
         meta += f"; <b>trace cut short</b>: {esc(trace.cut_short)}"
     css = (ASSETS / "kpath.css").read_text(encoding="utf-8")
     js = (ASSETS / "kpath.js").read_text(encoding="utf-8")
+    if sources:
+        js += (ASSETS / "kpath_sources.js").read_text(encoding="utf-8")
     return f"""<!doctype html>
 <html lang="en">
 <head>

@@ -160,6 +160,8 @@ class Arrow:
     handoff_label: str = ""  # "softirq NET_RX" (hand-offs), "wake-up" (wake-ups)
     flow: int | None = None
     reps: int = 1  # > 1: stands for that many repetitions (folded block)
+    probe: str = ""  # the function of the event ("" for a wake-up)
+    source: str = ""  # its file:line when the trace header has it (debug info)
 
     @property
     def is_self(self) -> bool:
@@ -309,6 +311,7 @@ class _RowBuilder:
     def __init__(self, timeline: Timeline, view: View) -> None:
         self.tl = timeline
         self.view = view
+        self.sources = {p.name: p.source for p in timeline.trace.header.probes if p.source}
         self.rows: list[Row] = []
 
     def flow_rows(self, fl: Flow, blocks: list[Block]) -> None:
@@ -392,7 +395,8 @@ class _RowBuilder:
                      event=te.index, step=step.id, role=role, ctx=str(te.ev.ctx),
                      context=te.context, kind=kind,
                      handoff_label=context_short(te.ev) if te.handoff else "",
-                     flow=fl.number, reps=reps)
+                     flow=fl.number, reps=reps, probe=te.probe,
+                     source=self.sources.get(te.probe, ""))
 
     def _wakeup(self, fl: Flow, waker: TEvent, reader: TEvent, reps: int) -> Arrow:
         step = self.tl.step_of(reader)

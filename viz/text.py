@@ -27,7 +27,7 @@ from tracer.timeline import (
     ThreadGroup,
     Timeline,
 )
-from tracer.tracefile import Trace
+from tracer.tracefile import ProbeStatus, Trace
 from viz.sequence import event_details, fmt_duration, fmt_offset
 from viz.spans import call_depths, call_ends
 
@@ -104,16 +104,22 @@ def _header(tl: Timeline, st: Style) -> list[str]:
         partial = any(c != "full" for c in h.coverage.values())
         for i, chunk in enumerate(textwrap.wrap(text, 86)):
             row("coverage" if i == 0 else "", st(chunk, fg="yellow") if partial else chunk)
-    if attached:
-        names = ", ".join(
-            f"{p.name}" + (f" ({'+'.join(p.kinds)})" if p.kinds else "") for p in attached)
+    if any(p.source for p in h.probes):
+        # With debug info: one probe a line, with the source of its function.
+        width = max((len(_probe_label(p)) for p in attached), default=0)
+        for i, p in enumerate(attached):
+            row("", ("attached: " if i == 0 else " " * 10)
+                + f"{_probe_label(p):<{width}}  {p.source or '(no source line)'}".rstrip())
+    elif attached:
+        names = ", ".join(_probe_label(p) for p in attached)
         for i, chunk in enumerate(textwrap.wrap(names, 86)):
             row("", ("attached: " if i == 0 else " " * 10) + chunk)
     for p in missing:
         why = p.reason or "unknown reason"
         if p.detail:
             why += f": {p.detail}"
-        row("", st(f"missing:  {p.name} ({why})", fg="yellow"))
+        where = f" {p.source}" if p.source else ""
+        row("", st(f"missing:  {p.name}{where} ({why})", fg="yellow"))
     n_un = sum(len(s.events) for g in tl.unattributed for s in g.steps)
     row("flows", f"{len(tl.flows)}; {n_un} event(s) without a flow")
     for gap in tl.gaps:
@@ -122,6 +128,11 @@ def _header(tl: Timeline, st: Style) -> list[str]:
     if cut:
         out.append(st(f"  !! WARNING: {cut}", fg="red", bold=True))
     return out
+
+
+def _probe_label(p: ProbeStatus) -> str:
+    """'__sys_sendto (entry+return)'."""
+    return p.name + (f" ({'+'.join(p.kinds)})" if p.kinds else "")
 
 
 def _flow(tl: Timeline, fl: Flow, st: Style) -> list[str]:

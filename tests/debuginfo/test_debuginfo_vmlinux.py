@@ -38,6 +38,7 @@ from probes.debuginfo import (
     VmlinuxFacts,
     check_vmlinux,
     describe,
+    probe_sources,
     read_facts,
     running_build_id,
 )
@@ -45,7 +46,7 @@ from tests import tools
 from tracer.tracefile import read_trace
 
 HERE = Path(__file__).resolve().parent
-RECORDING = HERE.parent / "data" / "hello_hi.kpath"
+RECORDINGS = (HERE.parent / "data" / "hello_hi.kpath", HERE.parent / "data" / "hello_hi_core.kpath")
 
 VERIFIED_BUILDS = {
     "eb4fbcd037e7253717950bf2b93bd5566f47c56f": "6.1.0-56-amd64",
@@ -132,13 +133,30 @@ def test_ip_rcv_finish_is_also_inlined_into_ip_rcv(facts: VmlinuxFacts) -> None:
     assert "which a probe on it does not see: ip_rcv via NF_HOOK" in got.detail
     if verified(facts):
         assert got.source == VERIFIED_LINES["ip_rcv_finish"]
-    # What that means, seen in the recording (6.1.0-56): ip_rcv fires for
-    # every received segment, the probe on ip_rcv_finish never.
-    trace = read_trace(RECORDING)
-    fired = Counter(ev.probe for ev in trace.events)
-    attached = {p.name for p in trace.header.attached}
-    assert {"ip_rcv", "ip_rcv_finish"} <= attached
-    assert fired["ip_rcv"] > 0 and fired["ip_rcv_finish"] == 0
+    # What that means, seen in the recordings (6.1.0-56 with BCC, 6.1.0-57
+    # with CO-RE): ip_rcv fires for every received segment, the probe on
+    # ip_rcv_finish never.
+    for recording in RECORDINGS:
+        trace = read_trace(recording)
+        fired = Counter(ev.probe for ev in trace.events)
+        attached = {p.name for p in trace.header.attached}
+        assert {"ip_rcv", "ip_rcv_finish"} <= attached
+        assert fired["ip_rcv"] > 0 and fired["ip_rcv_finish"] == 0, recording.name
+
+
+def test_recording_with_vmlinux_carries_these_sources(debug_vmlinux: Path,
+                                                      facts: VmlinuxFacts) -> None:
+    """tests/data/hello_hi_core.kpath was traced with --vmlinux on 6.1.0-57:
+    its header's source lines are what probe_sources says for that build."""
+    trace = read_trace(RECORDINGS[1])
+    if debug_vmlinux.name != f"vmlinux-{trace.header.kernel_release}":
+        pytest.skip(f"{debug_vmlinux.name} is not the recording's kernel "
+                    f"({trace.header.kernel_release})")
+    recorded = {p.name: p.source for p in trace.header.probes}
+    assert recorded["tcp_push"] == info(facts, "tcp_push").source
+    ours = probe_sources([BY_NAME[n] for n in recorded], debug_vmlinux,
+                         facts.cache_file.parent if facts.cache_file else None)
+    assert recorded == {n: s.source for n, s in ours.items()}
 
 
 def test_inlined_copies_inside_the_function_itself_are_no_call_sites(

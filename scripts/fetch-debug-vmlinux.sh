@@ -5,9 +5,10 @@
 #     ${KPATH_CACHE:-~/.cache/kpath}/debuginfo/vmlinux-RELEASE
 #
 # Usage: scripts/fetch-debug-vmlinux.sh [--no-download] [RELEASE]
-#   RELEASE        e.g. 6.1.0-57-amd64. Default: the kernel of the validation
-#                  VM image when one is built, else the one Debian's
-#                  linux-image-amd64 installs now (what a fresh VM build gets).
+#   RELEASE        e.g. 6.1.0-57-amd64 (or 6.12.117+deb12-amd64). Default: the
+#                  kernel of the 6.1 validation VM image when one is built,
+#                  else the one Debian's linux-image-amd64 installs now (what
+#                  a fresh VM build gets).
 #   --no-download  only say where the cached file is; exit 3 if it is not there.
 # Prints the vmlinux path on stdout; progress goes to stderr.
 #
@@ -28,10 +29,13 @@ if [[ ${1:-} == --no-download ]]; then
 fi
 release="${1:-}"
 if [[ -z $release ]]; then
-    stamp="${KPATH_CACHE:-$HOME/.cache/kpath}/vm/image/image.json"
-    if [[ -f $stamp ]]; then
-        release=$(sed -n 's/.*"kernel_release": *"\([^"]*\)".*/\1/p' "$stamp")
-    fi
+    # The 6.1 validation VM's image (image/ before images were per kernel).
+    for stamp in "${KPATH_CACHE:-$HOME/.cache/kpath}"/vm/{image-6.1,image}/image.json; do
+        if [[ -f $stamp ]]; then
+            release=$(sed -n 's/.*"kernel_release": *"\([^"]*\)".*/\1/p' "$stamp")
+            break
+        fi
+    done
 fi
 if [[ -z $release ]]; then
     dep=$(apt-cache depends linux-image-amd64 2>/dev/null \

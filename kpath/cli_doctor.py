@@ -2,40 +2,17 @@
 
 from __future__ import annotations
 
-import contextlib
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import click
 
+from kpath.console import KeptStatus
 from probes.catalog import LAYER_ORDER, PROFILES, UnknownProbe, select
 from tracer.capture.base import BACKENDS, Check, choose_backend, coverage, first_failure
 from tracer.capture.errors import CaptureError
 from tracer.filters import Filters
 from tracer.tracefile import ProbeStatus
-
-
-class _Quiet:
-    """A Status that keeps warnings for the report and prints nothing."""
-
-    def __init__(self) -> None:
-        self.warnings: list[str] = []
-
-    def info(self, msg: str) -> None:
-        pass
-
-    def warn(self, msg: str) -> None:
-        self.warnings.append(msg)
-
-    @contextlib.contextmanager
-    def ticker(self, label: str) -> Iterator[None]:
-        yield
-
-    def counter(self, events: int, lost: int, elapsed_s: float) -> None:
-        pass
-
-    def counter_done(self) -> None:
-        pass
 
 
 def _print_checks(title: str, checks: Sequence[Check]) -> None:
@@ -109,10 +86,9 @@ def doctor_cmd(backend: str, probes_sel: str) -> None:
         click.echo(f"cannot trace: {failed.name}: {failed.detail}")
         sys.exit(1)
     if chosen == "core":
-        quiet = _Quiet()
         be = core.CoreBackend()
         try:
-            statuses = be.start(specs, Filters(), quiet)
+            statuses = be.start(specs, Filters(), KeptStatus())
         except CaptureError as exc:
             click.echo(f"FAIL loading the CO-RE object: {exc}")
             if exc.log:

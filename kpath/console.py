@@ -95,3 +95,27 @@ class ConsoleStatus:
         if self._counter_shown and self.tty:
             self.stream.write("\n")
             self._counter_shown = False
+
+
+class KeptStatus:
+    """A Status that prints nothing and keeps its messages ("info ..." and
+    "warn ..." lines): for callers that report on their own (doctor, tests)."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def info(self, msg: str) -> None:
+        self.lines.append("info " + msg)
+
+    def warn(self, msg: str) -> None:
+        self.lines.append("warn " + msg)
+
+    @contextlib.contextmanager
+    def ticker(self, label: str) -> Iterator[None]:
+        yield
+
+    def counter(self, events: int, lost: int, elapsed_s: float) -> None:
+        pass
+
+    def counter_done(self) -> None:
+        pass

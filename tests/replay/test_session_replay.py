@@ -4,10 +4,9 @@ registered and waited for, the header says how the probes were observed."""
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from pathlib import Path
 
+from kpath.console import KeptStatus
 from probes.catalog import select
 from tracer.capture.replay import ReplayBackend
 from tracer.filters import make_filters
@@ -17,36 +16,15 @@ from tracer.tracefile import read_trace
 from .recordings import DATA
 
 
-class RecordingStatus:
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    def info(self, msg: str) -> None:
-        self.lines.append("info " + msg)
-
-    def warn(self, msg: str) -> None:
-        self.lines.append("warn " + msg)
-
-    @contextlib.contextmanager
-    def ticker(self, label: str) -> Iterator[None]:
-        yield
-
-    def counter(self, events: int, lost: int, elapsed_s: float) -> None:
-        pass
-
-    def counter_done(self) -> None:
-        pass
-
-
 def _run(recording: str, tmp_path: Path, **kw: object) -> tuple[Path, ReplayBackend,
-                                                                 RecordingStatus]:
+                                                                 KeptStatus]:
     src = read_trace(DATA / recording)
     profile, specs = select(src.header.profile)
     out = tmp_path / "copy.kpath"
     req = TraceRequest(output=out, filters=make_filters(None, None, None, True),
                        profile=profile, specs=specs, command=["true"], **kw)  # type: ignore[arg-type]
     backend = ReplayBackend(src, per_poll=8)
-    status = RecordingStatus()
+    status = KeptStatus()
     result = run_trace(req, status, backend=backend)
     assert result.trailer.reason == "command-exited" and result.trailer.command_exit == 0
     return out, backend, status

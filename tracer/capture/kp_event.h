@@ -3,7 +3,8 @@
 // into the CO-RE object). tracer/capture/record.py mirrors it and checks the
 // mirror against the CO-RE object's BTF at load.
 //
-// Needs u8/u16/u32/u64/s64 (BCC's kernel headers and vmlinux.h both have them).
+// Needs u8/u16/u32/u64/s64 and __always_inline (BCC's kernel headers, and
+// vmlinux.h with bpf_helpers.h, have them).
 
 #ifndef KPATH_KP_EVENT_H
 #define KPATH_KP_EVENT_H
@@ -73,6 +74,25 @@ struct flow_key {
     u16 port_lo;
     u16 port_hi;
 };
+
+// Both directions of a connection give one key. No netns in the key: a
+// connection between two namespaces (veth) has one 4-tuple but two netns,
+// and both ends must pass the filter.
+static __always_inline struct flow_key make_flow_key(struct kp_event *e) {
+    struct flow_key k = {};
+    if (e->saddr < e->daddr || (e->saddr == e->daddr && e->sport <= e->dport)) {
+        k.addr_lo = e->saddr;
+        k.port_lo = e->sport;
+        k.addr_hi = e->daddr;
+        k.port_hi = e->dport;
+    } else {
+        k.addr_lo = e->daddr;
+        k.port_lo = e->dport;
+        k.addr_hi = e->saddr;
+        k.port_hi = e->sport;
+    }
+    return k;
+}
 
 struct irq_state {
     u32 hardirq;      // nesting depth of irq handlers

@@ -360,24 +360,6 @@ static __always_inline struct tcp_skb_cb *skb_tcp_cb(struct sk_buff *skb) {
 
 // ---- filtering ----
 
-static __always_inline struct flow_key make_flow_key(struct kp_event *e) {
-    struct flow_key k = {};
-    // No netns in the key: a connection between two namespaces (veth) has
-    // one 4-tuple but two netns, and both ends must pass the filter.
-    if (e->saddr < e->daddr || (e->saddr == e->daddr && e->sport <= e->dport)) {
-        k.addr_lo = e->saddr;
-        k.port_lo = e->sport;
-        k.addr_hi = e->daddr;
-        k.port_hi = e->dport;
-    } else {
-        k.addr_lo = e->daddr;
-        k.port_lo = e->dport;
-        k.addr_hi = e->saddr;
-        k.port_hi = e->sport;
-    }
-    return k;
-}
-
 static __always_inline int task_filter_set(void) {
     return cfg.tgid || cfg.use_pid_map || cfg.comm_set;
 }

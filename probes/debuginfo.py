@@ -31,8 +31,15 @@ The DWARF is read with relocate_dwarf_sections=False: a vmlinux is linked
 again never finishes). What is extracted is cached as JSON by the ELF's
 GNU build-id under ${KPATH_CACHE:-~/.cache/kpath}/debuginfo/.
 
+Measured on Debian's 6.1.0-57-amd64 debug vmlinux (633 MB, 2,352 units,
+174 MB of .debug_info), 2 vCPUs: .symtab (49,449 functions) 0.03 s; the
+whole catalog (16 units walked, 211,000 DIEs parsed) 2.2 s with the file in
+the page cache, 2.4 s after dropping it, 450 MB resident; the 7 alternates
+(found by their bytes, one of them inlined in 10 units) 3 s more; a cache
+hit 2 ms. gdb agrees on every catalog function (tests/debuginfo).
+
 Errors about the file (missing, not ELF, no DWARF, relocatable object,
-unreadable DWARF) are DebugInfoError with a one-line message.
+damaged ELF or DWARF) are DebugInfoError with a one-line message.
 """
 
 from __future__ import annotations
@@ -47,7 +54,7 @@ import struct
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import IO, Any
@@ -225,11 +232,9 @@ def check_vmlinux(specs: Sequence[ProbeSpec], vmlinux: Path,
                   if not facts.functions[s.name].symbols for a in s.alternates]
     if alternates:
         more = read_facts(vmlinux, alternates, cache)
-        facts = VmlinuxFacts(facts.path, facts.build_id, facts.producer,
-                             {**facts.functions, **more.functions},
-                             facts.cached and more.cached, 0.0, facts.cache_file)
-    facts = VmlinuxFacts(facts.path, facts.build_id, facts.producer, facts.functions,
-                         facts.cached, time.monotonic() - started, facts.cache_file)
+        facts = replace(facts, functions={**facts.functions, **more.functions},
+                        cached=facts.cached and more.cached)
+    facts = replace(facts, seconds=time.monotonic() - started)
     return VmlinuxCheck(facts, {s.name: _source(s, facts.functions) for s in specs})
 
 
@@ -245,22 +250,23 @@ def read_facts(vmlinux: Path, names: Iterable[str], cache: Path | None = None) -
         stored = _load_cache(cache_file, build_id) if cache_file else None
         if stored is not None and all(n in stored["functions"] for n in wanted):
             functions = {n: FunctionFacts.from_json(stored["functions"][n]) for n in wanted}
-            return VmlinuxFacts(path, build_id, stored.get("producer"), functions, True,
+            return VmlinuxFacts(path, build_id, _stored_producer(stored), functions, True,
                                 time.monotonic() - started, cache_file)
         have = dict(stored["functions"]) if stored is not None else {}
         # A miss extracts the whole catalog too: the next check is a hit.
         todo = sorted((set(wanted) | {s.name for s in CATALOG if s.module is None})
                       - set(have))
         producer, extracted = _extract(elf, todo)
+        producer = producer or _stored_producer(stored)
         have.update({n: f.to_json() for n, f in extracted.items()})
         if cache_file is not None:
-            _store_cache(cache_file, build_id, producer or stored_producer(stored), have)
+            _store_cache(cache_file, build_id, producer, have)
         functions = {n: FunctionFacts.from_json(have[n]) for n in wanted}
-        return VmlinuxFacts(path, build_id, producer or stored_producer(stored), functions,
-                            False, time.monotonic() - started, cache_file)
+        return VmlinuxFacts(path, build_id, producer, functions, False,
+                            time.monotonic() - started, cache_file)
 
 
-def stored_producer(stored: Mapping[str, Any] | None) -> str | None:
+def _stored_producer(stored: Mapping[str, Any] | None) -> str | None:
     if stored is None:
         return None
     value = stored.get("producer")
@@ -406,10 +412,11 @@ def _build_id(elf: ELFFile) -> str | None:
 
 
 def _build_id_from_notes(data: bytes) -> str | None:
-    """Walk raw ELF notes (as in /sys/kernel/notes) for GNU's build-id."""
+    """Walk raw ELF notes (as in /sys/kernel/notes: the running kernel's,
+    in its byte order) for GNU's build-id."""
     pos = 0
     while pos + 12 <= len(data):
-        namesz, descsz, ntype = struct.unpack_from("<III", data, pos)
+        namesz, descsz, ntype = struct.unpack_from("=III", data, pos)
         pos += 12
         name = data[pos:pos + namesz].rstrip(b"\0")
         pos += (namesz + 3) & ~3

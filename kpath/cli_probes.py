@@ -25,7 +25,7 @@ from probes.resolve import KernelSymbols, resolve
 @click.command("probes")
 @click.option("--profile", default=None, help="Only this profile's probes.")
 @click.option("--check", is_flag=True, help="Resolve against this kernel's /proc/kallsyms.")
-@click.option("--vmlinux", type=click.Path(dir_okay=True, path_type=Path), default=None,
+@click.option("--vmlinux", type=click.Path(path_type=Path), default=None, metavar="FILE",
               help="Read this debug vmlinux's DWARF: for each probe, out-of-line (with its "
               "file:line), inlined (at how many call sites), only a compiler copy, or absent. "
               "Cached by build-id under ${KPATH_CACHE:-~/.cache/kpath}/debuginfo.")

@@ -41,6 +41,9 @@ from tracer.session import TraceRequest, run_trace
               help="core: the precompiled CO-RE object (kprobes where the kernel has them, "
               "tracepoints where not; needs kernel BTF); bcc: compiled at run time (needs "
               "kprobes and kernel headers); auto: core where the kernel has BTF.")
+@click.option("--kprobes/--no-kprobes", default=True, show_default=True,
+              help="--no-kprobes: tracepoints only, even where the kernel has kprobes (less "
+              "overhead, stable attach points; fewer layers). CO-RE backend.")
 @click.option("--vmlinux", type=click.Path(dir_okay=False, exists=True, path_type=Path),
               help="The running kernel's debug vmlinux (Debian: linux-image-*-dbg): record "
               "each probe's source file:line in the trace (replay, HTML, diagram tooltips).")
@@ -58,6 +61,7 @@ def trace_cmd(
     buffer_pages: int,
     ready_file: Path | None,
     backend: str,
+    kprobes: bool,
     vmlinux: Path | None,
     ebpf: bool,
     quiet: bool,
@@ -77,8 +81,9 @@ def trace_cmd(
       kpath trace -o chat.kpath -- kpath demo chat
       kpath trace --port 8080 --duration 10 -o web.kpath
       kpath trace --backend bcc -o chat.kpath -- kpath demo chat
-      sudo kpath trace --comm nginx --count 5000 -o nginx.kpath
-      sudo kpath trace --probes minimal -o min.kpath -- ./client 127.0.0.1
+      kpath trace --comm nginx --count 5000 -o nginx.kpath
+      kpath trace --probes minimal -o min.kpath -- ./client 127.0.0.1
+      kpath trace --no-kprobes --vmlinux vmlinux-6.1.0-57-amd64 -o tp.kpath -- CMD
     """
     if ebpf:
         click.echo(BPF_SOURCES[choose_backend(backend)].read_text(encoding="utf-8"), nl=False)
@@ -88,6 +93,8 @@ def trace_cmd(
         profile, specs = select(probes_sel)
     except (FilterError, UnknownProbe) as exc:
         raise click.UsageError(str(exc)) from None
+    if not kprobes and backend == "bcc":
+        raise click.UsageError("--no-kprobes needs --backend core or auto (BCC has only kprobes)")
     if buffer_pages & (buffer_pages - 1):
         raise click.UsageError(f"--buffer-pages {buffer_pages}: must be a power of two")
     if not command and duration is None and count is None and not sys.stdin.isatty():
@@ -98,7 +105,7 @@ def trace_cmd(
                        duration_s=duration, count=count,
                        command=list(command) if command else None,
                        buffer_pages=buffer_pages, ready_file=ready_file, backend=backend,
-                       vmlinux=vmlinux)
+                       vmlinux=vmlinux, kprobes=kprobes)
     try:
         result = run_trace(req, status)
     except CaptureError as exc:

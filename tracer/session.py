@@ -51,6 +51,7 @@ class TraceRequest:
     ready_file: Path | None = None  # written once every probe is attached
     backend: str = "auto"  # auto | core | bcc
     vmlinux: Path | None = None  # debug vmlinux: each probe's source file:line
+    kprobes: bool = True  # False: tracepoints only (CO-RE backend)
 
 
 @dataclass
@@ -144,9 +145,12 @@ def _check_writable(path: Path) -> None:
         raise OSError(f"cannot write {path}: permission denied")
 
 
-def make_backend(name: str, buffer_pages: int) -> Backend:
+def make_backend(name: str, buffer_pages: int, kprobes: bool = True) -> Backend:
     """The capture backend by name (auto: core where the kernel has BTF)."""
     chosen = choose_backend(name)
+    if not kprobes and chosen != "core":
+        raise PrerequisiteError("--no-kprobes needs the CO-RE backend (the BCC backend "
+                                "only has kprobes), and this kernel has no BTF for it")
     if name == "auto" and chosen == "bcc":
         from tracer.capture import bcc
 
@@ -159,7 +163,7 @@ def make_backend(name: str, buffer_pages: int) -> Backend:
     if chosen == "core":
         from tracer.capture.core import CoreBackend
 
-        return CoreBackend(buffer_pages)
+        return CoreBackend(buffer_pages, use_kprobes=kprobes)
     from tracer.capture.bcc import BccBackend
 
     return BccBackend(buffer_pages)
@@ -170,7 +174,7 @@ def run_trace(req: TraceRequest, status: Status, backend: Backend | None = None)
     t0 = time.monotonic()
     _check_writable(req.output)  # now, not after a minute of compiling
     sources = _sources(req, status) if req.vmlinux is not None else {}
-    be = backend if backend is not None else make_backend(req.backend, req.buffer_pages)
+    be = backend or make_backend(req.backend, req.buffer_pages, req.kprobes)
     try:
         statuses = be.start(req.specs, req.filters, status)
         startup = time.monotonic() - t0

@@ -89,3 +89,22 @@ def test_default_profile_reaches_syscall_and_device_without_kprobes() -> None:
     planned = plan(specs, None, KernelCaps(kprobes=False, tracepoints=ALL_TPS))
     layers = {str(p.spec.layer) for p in planned if p.way}
     assert {"syscall", "socket", "tcp", "device"} <= layers
+
+
+def test_tracepoints_only_by_choice_says_so() -> None:
+    spec = BY_NAME["__tcp_transmit_skb"]
+    res = [Resolved(spec, spec.name, 0x1000)]
+    caps = KernelCaps(kprobes=False, tracepoints=ALL_TPS,
+                      no_kprobes_why="kprobes not used (--no-kprobes)")
+    (p,) = plan([spec], res, caps)
+    assert p.way is None and p.reason == "no-kprobes" and "--no-kprobes" in (p.detail or "")
+
+
+def test_no_kprobes_with_bcc_is_a_usage_error() -> None:
+    from click.testing import CliRunner
+
+    from kpath.cli import cli
+
+    res = CliRunner().invoke(cli, ["trace", "--backend", "bcc", "--no-kprobes",
+                                   "--duration", "1"])
+    assert res.exit_code == 2 and "--no-kprobes needs" in res.output

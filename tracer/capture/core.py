@@ -98,13 +98,17 @@ def prerequisites(obj: Path | None = None) -> list[Check]:
     return checks
 
 
-def kernel_caps() -> KernelCaps:
+def kernel_caps(use_kprobes: bool = True) -> KernelCaps:
+    """What this kernel offers; use_kprobes=False: tracepoints only, by choice."""
     names = all_tracepoints()
     present = libbpf.vmlinux_btf_has([(f"btf_trace_{n}", libbpf.BTF_KIND_TYPEDEF)
                                       for n in names])
-    return KernelCaps(kprobes=KPROBE_PMU.exists(),
+    has = KPROBE_PMU.exists()
+    return KernelCaps(kprobes=has and use_kprobes,
                       tracepoints={n: present[f"btf_trace_{n}"] for n in names},
-                      release=platform.release())
+                      release=platform.release(),
+                      no_kprobes_why="kprobes not used (--no-kprobes)" if has
+                      else "no kprobes on this kernel")
 
 
 class CoreBackend:
@@ -113,7 +117,8 @@ class CoreBackend:
     name = "core"
     buffer = "ringbuf"
 
-    def __init__(self, buffer_pages: int = DEFAULT_BUFFER_PAGES, obj: Path | None = None) -> None:
+    def __init__(self, buffer_pages: int = DEFAULT_BUFFER_PAGES, obj: Path | None = None,
+                 use_kprobes: bool = True) -> None:
         obj = obj or OBJECT
         if buffer_pages < 1 or buffer_pages & (buffer_pages - 1):
             raise ValueError(f"buffer pages must be a power of two, got {buffer_pages}")
@@ -121,6 +126,7 @@ class CoreBackend:
         if failed is not None:
             raise PrerequisiteError(f"{failed.name}: {failed.detail}")
         self.buffer_pages = buffer_pages
+        self.use_kprobes = use_kprobes
         self._objpath = obj
         self._obj: libbpf.BpfObject | None = None
         self._specs: list[ProbeSpec] = []
@@ -135,7 +141,7 @@ class CoreBackend:
     def start(self, specs: Sequence[ProbeSpec], filters: Filters,
               status: Status) -> list[ProbeStatus]:
         self._specs = list(specs)
-        caps = kernel_caps()
+        caps = kernel_caps(self.use_kprobes)
         resolved = None
         if caps.kprobes:
             resolved = resolve(specs, KernelSymbols.load())

@@ -84,6 +84,7 @@ class KernelCaps:
     kprobes: bool
     tracepoints: dict[str, bool] = field(default_factory=dict)  # name -> in BTF
     release: str = ""
+    no_kprobes_why: str = "no kprobes on this kernel"  # when kprobes is False
 
 
 def plan(specs: Sequence[ProbeSpec], resolved: Sequence[Resolved] | None,
@@ -109,10 +110,10 @@ def plan(specs: Sequence[ProbeSpec], resolved: Sequence[Resolved] | None,
         elif tp is not None:
             out.append(Planned(
                 i, spec, None, reason="no-tracepoint",
-                detail=f"no kprobes on this kernel, and tracepoint {tp.event} is absent "
+                detail=f"{caps.no_kprobes_why}, and tracepoint {tp.event} is absent "
                 f"(Linux {tp.since}+)"))
         else:
             out.append(Planned(
                 i, spec, None, reason="no-kprobes",
-                detail="no kprobes on this kernel and no tracepoint observes this function"))
+                detail=f"{caps.no_kprobes_why} and no tracepoint observes this function"))
     return out

@@ -21,7 +21,9 @@ APT_PACKAGES=(python3 python3-venv python3-pip graphviz
               python3-bpfcc qemu-system-x86 mmdebstrap mount e2fsprogs)
 if ((with_tests)); then
     # export tests: render PlantUML, open the HTML export, decode its screenshot
-    APT_PACKAGES+=(plantuml chromium python3-pil fonts-dejavu-core)
+    APT_PACKAGES+=(plantuml chromium python3-pil fonts-dejavu-core
+                   # the debuginfo tests cross-check the DWARF facts with gdb
+                   gdb)
 fi
 
 missing=()

@@ -20,11 +20,14 @@ from probes.debuginfo import (
     running_build_id,
 )
 from probes.resolve import KernelSymbols, resolve
+from tracer.capture.errors import CaptureError
 
 
 @click.command("probes")
 @click.option("--profile", default=None, help="Only this profile's probes.")
-@click.option("--check", is_flag=True, help="Resolve against this kernel's /proc/kallsyms.")
+@click.option("--check", is_flag=True,
+              help="How this kernel lets `kpath trace` observe each probe: a kprobe on which "
+              "symbol (/proc/kallsyms), a tracepoint, or why neither.")
 @click.option("--vmlinux", type=click.Path(path_type=Path), default=None, metavar="FILE",
               help="Read this debug vmlinux's DWARF: for each probe, out-of-line (with its "
               "file:line), inlined (at how many call sites), only a compiler copy, or absent. "
@@ -33,8 +36,9 @@ from probes.resolve import KernelSymbols, resolve
 def probes_cmd(profile: str | None, check: bool, vmlinux: Path | None, markdown: bool) -> None:
     """List the probe catalog: function, layer, direction, what it captures.
 
-    --check resolves each probe against the running kernel's symbols (what
-    `kpath trace` would attach). --vmlinux FILE reads the DWARF of a debug
+    --check says how `kpath trace` would observe each probe on this kernel:
+    a kprobe on its symbol, its tracepoint (kernels without kprobes), or why
+    neither. --vmlinux FILE reads the DWARF of a debug
     vmlinux (Debian: /usr/lib/debug/boot/vmlinux-RELEASE from the
     linux-image-RELEASE-dbg package; scripts/fetch-debug-vmlinux.sh fetches
     it into the cache and prints its path) and tells where each function is
@@ -60,13 +64,10 @@ def probes_cmd(profile: str | None, check: bool, vmlinux: Path | None, markdown:
     states: dict[str, str] = {}
     if check:
         try:
-            syms = KernelSymbols.load()
-        except (OSError, PermissionError) as exc:
-            click.echo(f"kpath: error: cannot read kernel symbols: {exc}", err=True)
+            states = _observed(specs)
+        except (OSError, PermissionError, CaptureError) as exc:
+            click.echo(f"kpath: error: cannot check this kernel: {exc}", err=True)
             sys.exit(1)
-        for res in resolve(specs, syms):
-            states[res.spec.name] = (f"ok ({res.symbol})" if res.ok
-                                     else f"MISSING: {res.reason}: {res.detail}")
     dwarf: VmlinuxCheck | None = None
     if vmlinux is not None:
         try:
@@ -85,6 +86,26 @@ def probes_cmd(profile: str | None, check: bool, vmlinux: Path | None, markdown:
             click.echo(f"    dwarf: {dwarf_text(dwarf.sources[spec.name])}")
     if dwarf is not None:
         click.echo(_dwarf_summary(dwarf))
+
+
+def _observed(specs: list[ProbeSpec]) -> dict[str, str]:
+    """How `kpath trace` (CO-RE backend) would observe each probe on this
+    kernel: kprobe on which symbol, which tracepoint, or why neither."""
+    from tracer.capture.base import BTF_VMLINUX, KPROBE_PMU
+    from tracer.capture.plan import KernelCaps, plan
+
+    if BTF_VMLINUX.exists():
+        from tracer.capture.core import kernel_caps
+
+        caps = kernel_caps()
+    else:
+        caps = KernelCaps(kprobes=KPROBE_PMU.exists())
+    resolved = resolve(specs, KernelSymbols.load()) if caps.kprobes else None
+    out = {}
+    for p in plan(specs, resolved, caps):
+        out[p.spec.name] = (", ".join(p.attachments) if p.way
+                            else f"MISSING: {p.reason}: {p.detail}")
+    return out
 
 
 def _spec_line(spec: ProbeSpec) -> str:

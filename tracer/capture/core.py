@@ -25,7 +25,7 @@ from tracer.capture.base import (
     Status,
     first_failure,
 )
-from tracer.capture.errors import AttachError, CaptureError, LoadError, PrerequisiteError
+from tracer.capture.errors import AttachError, LoadError, PrerequisiteError
 from tracer.capture.plan import (
     CONTEXT_PROGRAMS,
     HOOK_PROGRAMS,
@@ -103,12 +103,16 @@ def kernel_caps(use_kprobes: bool = True) -> KernelCaps:
     names = all_tracepoints()
     present = libbpf.vmlinux_btf_has([(f"btf_trace_{n}", libbpf.BTF_KIND_TYPEDEF)
                                       for n in names])
+    release = platform.release()
     has = KPROBE_PMU.exists()
-    return KernelCaps(kprobes=has and use_kprobes,
+    # The kprobe programs tell probes apart by attach cookie (Linux 5.15+).
+    cookies = _kernel_version(release) >= (5, 15)
+    why = ("no kprobes on this kernel" if not has
+           else "kprobes need Linux 5.15+ here (attach cookies; --backend bcc has them)"
+           if not cookies else "kprobes not used (--no-kprobes)")
+    return KernelCaps(kprobes=has and cookies and use_kprobes,
                       tracepoints={n: present[f"btf_trace_{n}"] for n in names},
-                      release=platform.release(),
-                      no_kprobes_why="kprobes not used (--no-kprobes)" if has
-                      else "no kprobes on this kernel")
+                      release=release, no_kprobes_why=why)
 
 
 class CoreBackend:
@@ -287,6 +291,3 @@ class CoreBackend:
         if self._obj is not None:
             self._obj.close()
             self._obj = None
-
-
-__all__ = ["CaptureError", "CoreBackend", "OBJECT", "kernel_caps", "prerequisites"]

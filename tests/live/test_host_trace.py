@@ -117,3 +117,31 @@ def test_trace_by_port_and_duration(tmp_path: Path) -> None:
     assert len(flows) == 1 and len(doc["flows"]) == 1
     msgs = [s["message"] for s in doc["steps"] if s["kind"] == "message"]
     assert {(m["op"], m["bytes"]) for m in msgs} >= {("send", 5), ("recv", 5)}
+
+
+@needs_live
+def test_bulk_transfer_balances_and_retransmissions_match_the_kernel(tmp_path: Path) -> None:
+    """32 MiB over loopback, twice: every byte written is carried, read and
+    copied; no task event is marked hardirq; and what replay calls a
+    retransmission is what the kernel's own tcp:tcp_retransmit_skb saw (the
+    oracle), never a duplicate made by the tracer."""
+    from probes.catalog import PROFILES
+
+    probes = ",".join((*PROFILES["default"], "tcp_retransmit_skb"))
+    for run in range(2):
+        out = tmp_path / f"bulk{run}.kpath"
+        res = _kpath("trace", "--probes", probes, "-o", str(out), "--", *KPATH, "demo", "bulk",
+                     "--size", "32MiB", timeout=120)
+        assert res.returncode == 0, res.stderr
+        assert "server read 33554432" in res.stdout
+        doc = json.loads(_kpath("replay", "--format", "json", str(out)).stdout)
+        assert doc["trace"]["lost"] == 0
+        events = doc["events"]
+        assert not [e for e in events if e["ctx"] == "hardirq"]
+        kernel_retrans = [e for e in events if e["probe"] == "tcp_retransmit_skb"]
+        stats = _kpath("replay", "--stats", str(out)).stdout
+        row = next(ln.split() for ln in stats.splitlines()
+                   if ln.strip().startswith("client -> server") and "dev_hard_start_xmit" in ln)
+        written, carried, retrans, read, copied = (int(v) for v in row[3:8])
+        assert written == carried == read == copied == 32 << 20, stats
+        assert (retrans > 0) == bool(kernel_retrans), (retrans, len(kernel_retrans))

@@ -211,9 +211,10 @@ class BccBackend:
             self._bpf = self._bcc.BPF(src_file=str(BPF_SOURCE), cflags=cflags)
         except Exception as exc:  # BCC raises bare Exception on compile errors
             raise LoadError(f"BPF compile failed: {exc}", str(exc)) from None
-        # scratch is per-CPU: BCC's Leaf is an array of the struct, one per CPU.
-        leaf = self._bpf["scratch"].Leaf
-        rec = getattr(leaf, "_type_", leaf)
+        # pending_rx holds a kp_event; it is per-CPU: BCC's Leaf is an array
+        # of the struct, one per CPU.
+        leaf = self._bpf["pending_rx"].Leaf
+        rec = dict(getattr(leaf, "_type_", leaf)._fields_)["ev"]
         check_layout(RawEvent, "BCC's compiled kpath_bcc.c", ctypes.sizeof(rec),
                      [(name, getattr(rec, name).offset) for name, *_ in rec._fields_])
 

@@ -95,7 +95,10 @@ static __always_inline struct flow_key make_flow_key(struct kp_event *e) {
 }
 
 struct irq_state {
-    u32 hardirq;      // nesting depth of irq handlers
+    // 1 while an irq handler runs (handlers do not nest), else 0. A flag,
+    // not a depth: an entry seen without its exit (attached in between)
+    // must not leave every later event marked hardirq.
+    u32 hardirq;
     u32 softirq_vec;  // vector + 1 while a softirq runs, else 0
 };
 

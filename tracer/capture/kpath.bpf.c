@@ -105,13 +105,6 @@ struct {
     __type(value, u64);
 } pending_ret SEC(".maps");
 
-struct {
-    __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-    __uint(max_entries, 1);
-    __type(key, u32);
-    __type(value, struct kp_event);
-} scratch SEC(".maps");
-
 // The NET_RX run has no flow of its own: with filters on, it is held here
 // and emitted just before the first kept event of the same softirq run.
 struct pending_softirq {
@@ -154,14 +147,21 @@ struct kp_tcphdr {
 
 // ---- execution context, from the irq tracepoints ----
 
-static __always_inline struct kp_event *event_start(u64 probe, u8 kind);
+static __always_inline void event_init(struct kp_event *e, u64 probe, u8 kind);
+
+// Each event is built on its program's own stack, never in a shared per-CPU
+// buffer: a softirq can interrupt a program mid-way (in task context, BPF
+// runs with interrupts on) and run other programs on the same CPU, which
+// would overwrite a shared buffer under it.
+#define EVENT_START(e, probe, kind)                                            \
+    struct kp_event e##_buf = {};                                              \
+    struct kp_event *e = &e##_buf;                                             \
+    event_init(e, probe, kind)
 static __always_inline int emit(struct kp_event *e);
 static __always_inline int task_filter_set(void);
 
 static __always_inline int softirq_run(u64 probe) {
-    struct kp_event *e = event_start(probe, KIND_ENTRY);
-    if (!e)
-        return 0;
+    EVENT_START(e, probe, KIND_ENTRY);
     if (!cfg.port && !task_filter_set())
         return emit(e);
     u32 zero = 0;
@@ -202,7 +202,7 @@ int BPF_PROG(tp_irq_entry, int irq, struct irqaction *action) {
     u32 zero = 0;
     struct irq_state *st = bpf_map_lookup_elem(&irq_state, &zero);
     if (st)
-        st->hardirq += 1;
+        st->hardirq = 1;
     return 0;
 }
 
@@ -210,8 +210,8 @@ SEC("tp_btf/irq_handler_exit")
 int BPF_PROG(tp_irq_exit, int irq, struct irqaction *action, int ret) {
     u32 zero = 0;
     struct irq_state *st = bpf_map_lookup_elem(&irq_state, &zero);
-    if (st && st->hardirq > 0)
-        st->hardirq -= 1;
+    if (st)
+        st->hardirq = 0;
     return 0;
 }
 
@@ -229,12 +229,8 @@ int BPF_PROG(tp_fork, struct task_struct *parent, struct task_struct *child) {
 
 // ---- helpers ----
 
-static __always_inline struct kp_event *event_start(u64 probe, u8 kind) {
+static __always_inline void event_init(struct kp_event *e, u64 probe, u8 kind) {
     u32 zero = 0;
-    struct kp_event *e = bpf_map_lookup_elem(&scratch, &zero);
-    if (!e)
-        return 0;
-    __builtin_memset(e, 0, sizeof(*e));
     u64 id = bpf_get_current_pid_tgid();
     e->ts = bpf_ktime_get_ns();
     e->ip = probe;
@@ -252,7 +248,6 @@ static __always_inline struct kp_event *event_start(u64 probe, u8 kind) {
             e->vec = st->softirq_vec - 1;
         }
     }
-    return e;
 }
 
 // Flow from a socket (or request sock): local endpoint as source.
@@ -458,8 +453,8 @@ static __always_inline int submit_socket(struct socket *sock, struct kp_event *e
 
 // A system call on a file descriptor: the TCP socket behind it, if any.
 static __always_inline int syscall_fd(u64 probe, int fd, u64 len) {
-    struct kp_event *e = event_start(probe, KIND_ENTRY);
-    if (!e || fd < 0)
+    EVENT_START(e, probe, KIND_ENTRY);
+    if (fd < 0)
         return 0;
     e->arg3 = len;
     e->has |= HAS_ARG3;
@@ -482,9 +477,7 @@ static __always_inline int syscall_fd(u64 probe, int fd, u64 len) {
 // A return: kept only if its entry was kept; the flow is the entry's socket
 // (or, with sock_ret, the returned struct sock *).
 static __always_inline int on_return(u64 probe, s64 ret, int sock_ret) {
-    struct kp_event *e = event_start(probe, KIND_RETURN);
-    if (!e)
-        return 0;
+    EVENT_START(e, probe, KIND_RETURN);
     struct ret_key rk = {.tid = e->tid, .ip = e->ip};
     u64 *skp = bpf_map_lookup_elem(&pending_ret, &rk);
     if (!skp)
@@ -502,9 +495,7 @@ static __always_inline int on_return(u64 probe, s64 ret, int sock_ret) {
 }
 
 static __always_inline int sock_entry(u64 probe, struct sock *sk, u64 arg3) {
-    struct kp_event *e = event_start(probe, KIND_ENTRY);
-    if (!e)
-        return 0;
+    EVENT_START(e, probe, KIND_ENTRY);
     e->arg3 = arg3;
     e->has |= HAS_ARG3;
     if (!read_sock(sk, e))
@@ -513,8 +504,8 @@ static __always_inline int sock_entry(u64 probe, struct sock *sk, u64 arg3) {
 }
 
 static __always_inline int skb_l3(u64 probe, struct sk_buff *skb, struct sock *sk) {
-    struct kp_event *e = event_start(probe, KIND_ENTRY);
-    if (!e || !skb)
+    EVENT_START(e, probe, KIND_ENTRY);
+    if (!skb)
         return 0;
     e->skb = (u64)skb;
     if (!read_skb_l3(skb, e))
@@ -527,8 +518,8 @@ static __always_inline int skb_l3(u64 probe, struct sk_buff *skb, struct sock *s
 }
 
 static __always_inline int skb_rx(u64 probe, struct sk_buff *skb) {
-    struct kp_event *e = event_start(probe, KIND_ENTRY);
-    if (!e || !skb)
+    EVENT_START(e, probe, KIND_ENTRY);
+    if (!skb)
         return 0;
     e->skb = (u64)skb;
     if (!read_skb_rx(skb, e))
@@ -541,9 +532,7 @@ static __always_inline int skb_rx(u64 probe, struct sk_buff *skb) {
 // so seq/flags come from TCP_SKB_CB and the ack from rcv_nxt when known.
 static __always_inline int sock_skb_cb(u64 probe, struct sock *sk, struct sk_buff *skb,
                                        int has_ack, u32 rcv_nxt) {
-    struct kp_event *e = event_start(probe, KIND_ENTRY);
-    if (!e)
-        return 0;
+    EVENT_START(e, probe, KIND_ENTRY);
     if (!read_sock(sk, e))
         return 0;
     e->skb = (u64)skb;
@@ -572,9 +561,7 @@ int kp_syscall_fd(struct pt_regs *ctx) {
 
 SEC("?kprobe")
 int kp_socket(struct pt_regs *ctx) {
-    struct kp_event *e = event_start(COOKIE(ctx), KIND_ENTRY);
-    if (!e)
-        return 0;
+    EVENT_START(e, COOKIE(ctx), KIND_ENTRY);
     e->arg3 = PT_REGS_PARM3(ctx);
     e->has |= HAS_ARG3;
     return submit_socket((struct socket *)PT_REGS_PARM1(ctx), e);
@@ -600,9 +587,7 @@ int kp_sock_skb_cb_noack(struct pt_regs *ctx) {
 // (sk, skb, ...) below TCP on transmit: TCP header built, IP header not yet.
 SEC("?kprobe")
 int kp_sock_skb_l4(struct pt_regs *ctx) {
-    struct kp_event *e = event_start(COOKIE(ctx), KIND_ENTRY);
-    if (!e)
-        return 0;
+    EVENT_START(e, COOKIE(ctx), KIND_ENTRY);
     struct sock *sk = (struct sock *)PT_REGS_PARM1(ctx);
     struct sk_buff *skb = (struct sk_buff *)PT_REGS_PARM2(ctx);
     if (!read_sock(sk, e) || !sock_is_tcp(sk))
@@ -657,9 +642,7 @@ int kp_skb_pp_rx(struct pt_regs *ctx) {
 // step. TCP header built; addresses come as arguments.
 SEC("?kprobe")
 int kp_skb_l4_addrs(struct pt_regs *ctx) {
-    struct kp_event *e = event_start(COOKIE(ctx), KIND_ENTRY);
-    if (!e)
-        return 0;
+    EVENT_START(e, COOKIE(ctx), KIND_ENTRY);
     struct sk_buff *skb = (struct sk_buff *)PT_REGS_PARM1(ctx);
     struct sock *sk = (struct sock *)PT_REGS_PARM2(ctx);
     e->skb = (u64)skb;
@@ -685,9 +668,7 @@ int kp_softirq(struct pt_regs *ctx) {
 // built from the request sock and never passes __tcp_transmit_skb.
 SEC("?kprobe")
 int kp_synack_req(struct pt_regs *ctx) {
-    struct kp_event *e = event_start(COOKIE(ctx), KIND_ENTRY);
-    if (!e)
-        return 0;
+    EVENT_START(e, COOKIE(ctx), KIND_ENTRY);
     struct request_sock *req = (struct request_sock *)PT_REGS_PARM4(ctx);
     e->sk = (u64)PT_REGS_PARM1(ctx);
     if (!req || !read_sock_common(&req->__req_common, e))
@@ -706,9 +687,7 @@ int kp_synack_req(struct pt_regs *ctx) {
 // __skb_datagram_iter(skb, offset, to, len, ...): the copy to user space.
 SEC("?kprobe")
 int kp_datagram_iter(struct pt_regs *ctx) {
-    struct kp_event *e = event_start(COOKIE(ctx), KIND_ENTRY);
-    if (!e)
-        return 0;
+    EVENT_START(e, COOKIE(ctx), KIND_ENTRY);
     struct sk_buff *skb = (struct sk_buff *)PT_REGS_PARM1(ctx);
     int offset = (int)PT_REGS_PARM2(ctx);
     int len = (int)PT_REGS_PARM4(ctx);
@@ -812,9 +791,7 @@ int BPF_PROG(tp_sk_data_ready, struct sock *sk) {
 // it advances only after the copy.
 SEC("?tp_btf/skb_copy_datagram_iovec")
 int BPF_PROG(tp_skb_copy_datagram, struct sk_buff *skb, int len) {
-    struct kp_event *e = event_start(tp_probe[TP_SKB_COPY_DATAGRAM], KIND_ENTRY);
-    if (!e)
-        return 0;
+    EVENT_START(e, tp_probe[TP_SKB_COPY_DATAGRAM], KIND_ENTRY);
     struct sock *sk = BPF_CORE_READ(skb, sk);
     if (!sk || !sock_is_tcp(sk) || !read_sock(sk, e))
         return 0;

@@ -44,7 +44,6 @@ BPF_HASH(lost_by_ip, u64, u64, 1024);
 // Entries that passed the filter, value = sk. LRU: entries of functions
 // without a return probe are never looked up and age out.
 BPF_TABLE("lru_hash", struct ret_key, u64, pending_ret, 16384);
-BPF_PERCPU_ARRAY(scratch, struct kp_event, 1);
 
 // net_rx_action has no flow of its own: with filters on, it is held here
 // and emitted just before the first kept event of the same softirq run.
@@ -79,15 +78,15 @@ TRACEPOINT_PROBE(irq, irq_handler_entry) {
     u32 zero = 0;
     struct irq_state *st = irq_state.lookup(&zero);
     if (st)
-        st->hardirq += 1;
+        st->hardirq = 1;
     return 0;
 }
 
 TRACEPOINT_PROBE(irq, irq_handler_exit) {
     u32 zero = 0;
     struct irq_state *st = irq_state.lookup(&zero);
-    if (st && st->hardirq > 0)
-        st->hardirq -= 1;
+    if (st)
+        st->hardirq = 0;
     return 0;
 }
 
@@ -109,12 +108,11 @@ static __always_inline u64 probe_ip(struct pt_regs *ctx) {
     return bpf_get_func_ip(ctx);
 }
 
-static __always_inline struct kp_event *event_start(struct pt_regs *ctx, u8 kind) {
+// Each event is built on its program's own stack, never in a shared per-CPU
+// buffer: a softirq can interrupt a program mid-way and run other programs on
+// the same CPU, which would overwrite a shared buffer under it.
+static __always_inline void event_init(struct kp_event *e, struct pt_regs *ctx, u8 kind) {
     u32 zero = 0;
-    struct kp_event *e = scratch.lookup(&zero);
-    if (!e)
-        return 0;
-    __builtin_memset(e, 0, sizeof(*e));
     u64 id = bpf_get_current_pid_tgid();
     e->ts = bpf_ktime_get_ns();
     e->ip = probe_ip(ctx);
@@ -132,8 +130,12 @@ static __always_inline struct kp_event *event_start(struct pt_regs *ctx, u8 kind
             e->vec = st->softirq_vec - 1;
         }
     }
-    return e;
 }
+
+#define EVENT_START(e, ctx, kind)                                              \
+    struct kp_event e##_buf = {};                                              \
+    struct kp_event *e = &e##_buf;                                             \
+    event_init(e, ctx, kind)
 
 static __always_inline void read_netns(struct net *net, struct kp_event *e) {
     if (net)
@@ -375,9 +377,7 @@ static __always_inline int submit_socket(struct pt_regs *ctx, struct socket *soc
 
 // (int fd, void __user *buf, size_t len, ...): the socket behind the fd.
 int kp_syscall_fd(struct pt_regs *ctx) {
-    struct kp_event *e = event_start(ctx, KIND_ENTRY);
-    if (!e)
-        return 0;
+    EVENT_START(e, ctx, KIND_ENTRY);
     int fd = (int)PT_REGS_PARM1(ctx);
     e->arg3 = PT_REGS_PARM3(ctx);
     e->has |= HAS_ARG3;
@@ -412,9 +412,7 @@ int kp_syscall_fd(struct pt_regs *ctx) {
 
 // (struct socket *sock, ...)
 int kp_socket(struct pt_regs *ctx) {
-    struct kp_event *e = event_start(ctx, KIND_ENTRY);
-    if (!e)
-        return 0;
+    EVENT_START(e, ctx, KIND_ENTRY);
     e->arg3 = PT_REGS_PARM3(ctx);
     e->has |= HAS_ARG3;
     return submit_socket(ctx, (struct socket *)PT_REGS_PARM1(ctx), e);
@@ -422,9 +420,7 @@ int kp_socket(struct pt_regs *ctx) {
 
 // (struct sock *sk, ...): TCP functions; arg3 is a length for some of them.
 int kp_sock(struct pt_regs *ctx) {
-    struct kp_event *e = event_start(ctx, KIND_ENTRY);
-    if (!e)
-        return 0;
+    EVENT_START(e, ctx, KIND_ENTRY);
     struct sock *sk = (struct sock *)PT_REGS_PARM1(ctx);
     e->arg3 = PT_REGS_PARM3(ctx);
     e->has |= HAS_ARG3;
@@ -436,9 +432,7 @@ int kp_sock(struct pt_regs *ctx) {
 // __tcp_transmit_skb(sk, skb, clone_it, gfp, rcv_nxt): the TCP header is not
 // built yet, so seq/flags come from TCP_SKB_CB and the ack from rcv_nxt.
 static __always_inline int sock_skb_cb(struct pt_regs *ctx, int has_rcv_nxt) {
-    struct kp_event *e = event_start(ctx, KIND_ENTRY);
-    if (!e)
-        return 0;
+    EVENT_START(e, ctx, KIND_ENTRY);
     struct sock *sk = (struct sock *)PT_REGS_PARM1(ctx);
     struct sk_buff *skb = (struct sk_buff *)PT_REGS_PARM2(ctx);
     if (!read_sock(sk, e))
@@ -470,9 +464,7 @@ int kp_sock_skb_cb_noack(struct pt_regs *ctx) {
 
 // (sk, skb, ...) below TCP on transmit: TCP header built, IP header not yet.
 int kp_sock_skb_l4(struct pt_regs *ctx) {
-    struct kp_event *e = event_start(ctx, KIND_ENTRY);
-    if (!e)
-        return 0;
+    EVENT_START(e, ctx, KIND_ENTRY);
     struct sock *sk = (struct sock *)PT_REGS_PARM1(ctx);
     struct sk_buff *skb = (struct sk_buff *)PT_REGS_PARM2(ctx);
     if (!read_sock(sk, e) || !sock_is_tcp(sk))
@@ -484,9 +476,7 @@ int kp_sock_skb_l4(struct pt_regs *ctx) {
 }
 
 static __always_inline int skb_l3(struct pt_regs *ctx, struct sk_buff *skb, struct sock *sk) {
-    struct kp_event *e = event_start(ctx, KIND_ENTRY);
-    if (!e)
-        return 0;
+    EVENT_START(e, ctx, KIND_ENTRY);
     e->skb = (u64)skb;
     if (!read_skb_l3(skb, e))
         return 0;
@@ -517,9 +507,7 @@ int kp_sock_skb_l3(struct pt_regs *ctx) {
 }
 
 static __always_inline int skb_rx(struct pt_regs *ctx, struct sk_buff *skb) {
-    struct kp_event *e = event_start(ctx, KIND_ENTRY);
-    if (!e)
-        return 0;
+    EVENT_START(e, ctx, KIND_ENTRY);
     e->skb = (u64)skb;
     if (!read_skb_rx(skb, e))
         return 0;
@@ -545,9 +533,7 @@ int kp_skb_pp_rx(struct pt_regs *ctx) {
 // ip_build_and_send_pkt(skb, sk, saddr, daddr, opt, tos): the SYN-ACK's IP
 // step. TCP header built; addresses come as arguments.
 int kp_skb_l4_addrs(struct pt_regs *ctx) {
-    struct kp_event *e = event_start(ctx, KIND_ENTRY);
-    if (!e)
-        return 0;
+    EVENT_START(e, ctx, KIND_ENTRY);
     struct sk_buff *skb = (struct sk_buff *)PT_REGS_PARM1(ctx);
     struct sock *sk = (struct sock *)PT_REGS_PARM2(ctx);
     e->skb = (u64)skb;
@@ -567,9 +553,7 @@ int kp_skb_l4_addrs(struct pt_regs *ctx) {
 
 // net_rx_action(struct softirq_action *): the NET_RX softirq run itself.
 int kp_softirq(struct pt_regs *ctx) {
-    struct kp_event *e = event_start(ctx, KIND_ENTRY);
-    if (!e)
-        return 0;
+    EVENT_START(e, ctx, KIND_ENTRY);
     u32 zero = 0;
     struct kp_config *c = config.lookup(&zero);
     if (!c)
@@ -587,9 +571,7 @@ int kp_softirq(struct pt_regs *ctx) {
 // tcp_v4_send_synack(sk, dst, fl, req, foc, type, syn_skb): the SYN-ACK is
 // built from the request sock and never passes __tcp_transmit_skb.
 int kp_synack_req(struct pt_regs *ctx) {
-    struct kp_event *e = event_start(ctx, KIND_ENTRY);
-    if (!e)
-        return 0;
+    EVENT_START(e, ctx, KIND_ENTRY);
     struct sock *sk = (struct sock *)PT_REGS_PARM1(ctx);
     struct request_sock *req = (struct request_sock *)PT_REGS_PARM4(ctx);
     e->sk = (u64)sk;
@@ -610,9 +592,7 @@ int kp_synack_req(struct pt_regs *ctx) {
 
 // __skb_datagram_iter(skb, offset, to, len, ...): the copy to user space.
 int kp_datagram_iter(struct pt_regs *ctx) {
-    struct kp_event *e = event_start(ctx, KIND_ENTRY);
-    if (!e)
-        return 0;
+    EVENT_START(e, ctx, KIND_ENTRY);
     struct sk_buff *skb = (struct sk_buff *)PT_REGS_PARM1(ctx);
     int offset = (int)PT_REGS_PARM2(ctx);
     int len = (int)PT_REGS_PARM4(ctx);
@@ -635,9 +615,7 @@ int kp_datagram_iter(struct pt_regs *ctx) {
 // Return probes: kept only if their entry was kept. sock_ret: the value is a
 // struct sock * (inet_csk_accept) whose flow is read; otherwise the entry's.
 static __always_inline int on_return(struct pt_regs *ctx, int sock_ret) {
-    struct kp_event *e = event_start(ctx, KIND_RETURN);
-    if (!e)
-        return 0;
+    EVENT_START(e, ctx, KIND_RETURN);
     struct ret_key rk = {.tid = e->tid, .ip = e->ip};
     u64 *skp = pending_ret.lookup(&rk);
     if (!skp)

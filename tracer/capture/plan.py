@@ -37,9 +37,11 @@ HOOK_PROGRAMS = {hook: progs for hook, progs, _ in TP_HOOKS}
 HOOK_TRACEPOINTS = {hook: tps for hook, _, tps in TP_HOOKS}
 # Always loaded and attached: the execution context and the traced command's
 # children. Their tracepoints exist on every kernel kpath supports.
+# Exits before entries: an entry attached before its exit could mark a
+# context that never ends.
 CONTEXT_PROGRAMS = (
-    ("tp_softirq_entry", "softirq_entry"), ("tp_softirq_exit", "softirq_exit"),
-    ("tp_irq_entry", "irq_handler_entry"), ("tp_irq_exit", "irq_handler_exit"),
+    ("tp_softirq_exit", "softirq_exit"), ("tp_irq_exit", "irq_handler_exit"),
+    ("tp_softirq_entry", "softirq_entry"), ("tp_irq_entry", "irq_handler_entry"),
     ("tp_fork", "sched_process_fork"),
 )
 NO_PROBE = 0xFFFFFFFF  # KP_NONE: a tp_probe[] slot nobody asked for

@@ -11,8 +11,8 @@ from kpath.console import KeptStatus
 from probes.catalog import LAYER_ORDER, PROFILES, UnknownProbe, select
 from tracer.capture.base import BACKENDS, Check, choose_backend, coverage, first_failure
 from tracer.capture.errors import CaptureError
+from tracer.events import ProbeStatus
 from tracer.filters import Filters
-from tracer.tracefile import ProbeStatus
 
 
 def _print_checks(title: str, checks: Sequence[Check]) -> None:

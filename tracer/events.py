@@ -1,12 +1,13 @@
-"""The one definition of a kpath event record.
+"""The one definition of a kpath event record, and of a probe's status.
 
-Every stage speaks this type: the backend produces it, the trace file stores
-it (see docs/trace-format.md), the timeline and the renderers consume it.
+Every stage speaks these types: the backend produces them, the trace file
+stores them (see docs/trace-format.md), the timeline and the renderers
+consume them.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
 from typing import Any
 
@@ -137,3 +138,35 @@ _INT_FIELDS = {
     "ts_ns", "cpu", "tgid", "tid", "sk", "skb", "netns", "sport", "dport",
     "seq", "end_seq", "ack", "tcp_flags", "length", "ret",
 }
+
+
+def known_keys(cls: type, rec: dict[str, Any]) -> dict[str, Any]:
+    """Keys of rec that the dataclass cls has: a newer writer's extra keys are
+    tolerated by older readers."""
+    names = {f.name for f in fields(cls)}
+    return {k: v for k, v in rec.items() if k in names}
+
+
+@dataclass
+class ProbeStatus:
+    """One requested probe: attached (with the symbol used) or missing (with why)."""
+
+    name: str
+    layer: str
+    direction: str
+    attached: bool
+    kinds: list[str] = field(default_factory=list)  # "entry", "return" when attached
+    symbol: str | None = None  # kernel symbol actually probed
+    reason: str | None = None  # absent | inlined | renamed | blacklisted | failed | ...
+    detail: str | None = None
+    # How it was observed: "kprobe:SYM", "kretprobe:SYM", "tracepoint:CAT:NAME",
+    # "tp_btf:NAME", "raw_tp:NAME" (one per attachment).
+    attach: list[str] = field(default_factory=list)
+    source: str | None = None  # file:line of the probed function (debug info)
+
+    def to_record(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if v not in (None, [])}
+
+    @classmethod
+    def from_record(cls, rec: dict[str, Any]) -> ProbeStatus:
+        return cls(**known_keys(cls, rec))

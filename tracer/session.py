@@ -28,9 +28,9 @@ from tracer.capture.base import (
     coverage,
 )
 from tracer.capture.errors import CaptureError, PrerequisiteError
-from tracer.events import Event
+from tracer.events import Event, ProbeStatus
 from tracer.filters import Filters
-from tracer.tracefile import Header, Lost, ProbeStatus, TraceWriter, Trailer
+from tracer.tracefile import Header, Lost, TraceWriter, Trailer
 
 # After the traced command exits, keep reading this long: its last segments
 # (FIN, final ACKs) are still being processed in softirq context.

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from tracer.accounting import ByteAccount, account_bytes
-from tracer.latency import Hop, HopStats, PacketLatency, latency_stats, packet_latencies
-from tracer.model import Flow, Role, Timeline
+from tracer.timeline.accounting import ByteAccount, account_bytes
+from tracer.timeline.latency import Hop, HopStats, PacketLatency, latency_stats, packet_latencies
+from tracer.timeline.model import Flow, Role, Timeline
 
 GAP_MARK = "gap"
 

@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 
 import click
 
+from tracer.events import ProbeStatus
 from tracer.timeline import (
     Flow,
     LostGap,
@@ -27,7 +28,7 @@ from tracer.timeline import (
     ThreadGroup,
     Timeline,
 )
-from tracer.tracefile import ProbeStatus, Trace
+from tracer.tracefile import Trace
 from viz.sequence import event_details, fmt_duration, fmt_offset
 from viz.spans import call_depths, call_ends
 

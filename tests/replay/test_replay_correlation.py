@@ -13,11 +13,12 @@ from click.testing import CliRunner
 
 from kpath.cli_view import replay_cmd
 from tests.replay.recordings import RECORDINGS, needs_recordings
-from tracer.accounting import account_all, account_bytes
-from tracer.byte_ranges import follow_bytes, uncovered
 from tracer.events import Kind
-from tracer.latency import PATH_HOPS, Hop, packet_latencies
 from tracer.timeline import Message, Packet, Role, SegmentType, Timeline, build_timeline
+from tracer.timeline.accounting import account_all, account_bytes
+from tracer.timeline.byte_ranges import follow_bytes, uncovered
+from tracer.timeline.causal import build_graph
+from tracer.timeline.latency import PATH_HOPS, Hop, packet_latencies
 from tracer.tracefile import read_trace
 from vm.scenarios import CHAT_PORT
 
@@ -154,7 +155,7 @@ def test_bulk_recording_moves_one_mebibyte(timeline: Timeline) -> None:
 
 
 def test_causal_graph(timeline: Timeline) -> None:
-    g = timeline.graph
+    g = build_graph(timeline)
     assert g.number_of_nodes() == len(timeline.events)
     assert nx.is_directed_acyclic_graph(g)
     assert {d["kind"] for _, _, d in g.edges(data=True)} <= {"next", "handoff", "bytes"}

@@ -17,9 +17,9 @@ from click.testing import CliRunner
 
 from kpath.cli_view import export_cmd, replay_cmd
 from tests.replay.recordings import RECORDINGS, needs_recordings
-from tracer.causal import origin_event
 from tracer.events import Context
 from tracer.timeline import Flow, Message, Packet, Role, RolesFrom, Timeline, build_timeline
+from tracer.timeline.causal import origin_event
 from tracer.tracefile import read_trace
 from viz import graphviz_render
 from viz.mermaid import render_mermaid

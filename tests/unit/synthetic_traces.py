@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tracer.events import TCP_ACK, TCP_FIN, TCP_PSH, TCP_SYN, Context, Event, Kind
-from tracer.tracefile import Header, Lost, ProbeStatus, Trace, TraceWriter, Trailer
+from tracer.events import TCP_ACK, TCP_FIN, TCP_PSH, TCP_SYN, Context, Event, Kind, ProbeStatus
+from tracer.tracefile import Header, Lost, Trace, TraceWriter, Trailer
 
 NETNS = 4026531840
 LO = "127.0.0.1"

@@ -10,7 +10,7 @@ from probes.catalog import BY_NAME, CATALOG, PROFILES, select
 from probes.resolve import Resolved
 from tracer.capture.base import BPF_SOURCES, choose_backend, coverage
 from tracer.capture.plan import HOOK_PROGRAMS, TP_HOOKS, KernelCaps, all_tracepoints, plan
-from tracer.tracefile import ProbeStatus
+from tracer.events import ProbeStatus
 
 ALL_TPS = dict.fromkeys(all_tracepoints(), True)
 

@@ -33,18 +33,7 @@ from tests.unit.synthetic_traces import (
     synthetic_transmit,
     synthetic_wire,
 )
-from tracer.accounting import account_all, account_bytes
-from tracer.byte_ranges import follow_bytes
-from tracer.causal import edges_of_kind
 from tracer.events import Endpoint
-from tracer.latency import (
-    LOSS_WINDOW_NS,
-    PATH_HOPS,
-    Hop,
-    PacketClass,
-    latency_stats,
-    packet_latencies,
-)
 from tracer.timeline import (
     ByteRange,
     Message,
@@ -54,6 +43,17 @@ from tracer.timeline import (
     SegmentType,
     Timeline,
     build_timeline,
+)
+from tracer.timeline.accounting import account_all, account_bytes
+from tracer.timeline.byte_ranges import follow_bytes
+from tracer.timeline.causal import build_graph, edges_of_kind
+from tracer.timeline.latency import (
+    LOSS_WINDOW_NS,
+    PATH_HOPS,
+    Hop,
+    PacketClass,
+    latency_stats,
+    packet_latencies,
 )
 
 CLIENT = Endpoint(LO, CLIENT_PORT)
@@ -296,8 +296,8 @@ def test_synthetic_gso_pieces_join_their_segment() -> None:
     assert sum(te.probe == "tcp_v4_rcv" for te in pkt.events) == 3
     assert pkt.byte_range == ByteRange(1, 3001)
     wires = [(tl.events[a].probe, tl.events[b].probe)
-             for a, b in edges_of_kind(tl.graph, "handoff")
-             if "wire" in tl.graph.edges[a, b]["whys"] and tl.events[a].step == pkt.id]
+             for a, b in edges_of_kind(build_graph(tl), "handoff")
+             if "wire" in build_graph(tl).edges[a, b]["whys"] and tl.events[a].step == pkt.id]
     assert wires == [("e1000_xmit_frame", "ip_rcv")] * 3
     acct = account_bytes(tl, 1, Role.CLIENT)
     assert (acct.written, acct.carried, acct.read, acct.segments) == (3000, 3000, 3000, 1)
@@ -551,7 +551,7 @@ def test_synthetic_latency_stats_percentiles() -> None:
 
 def test_synthetic_causal_edges() -> None:
     tl = build_timeline(full_path_exchange().trace())
-    g = tl.graph
+    g = build_graph(tl)
     assert nx.is_directed_acyclic_graph(g)
     assert all(a < b for a, b in g.edges)
     names = {(tl.events[a].probe, tl.events[b].probe, why)

@@ -32,6 +32,7 @@ from tracer.timeline import (
     build_timeline,
     side_endpoint,
 )
+from tracer.timeline.causal import build_graph
 
 CLIENT = Endpoint(LO, CLIENT_PORT)
 SERVER = Endpoint(LO, SERVER_PORT)
@@ -305,7 +306,7 @@ def test_synthetic_lost_gap_attached_to_the_flow_in_time() -> None:
 
 def test_synthetic_graph_links_threads_packets_and_calls() -> None:
     tl = build_timeline(synthetic_chat().trace())
-    g = tl.graph
+    g = build_graph(tl)
     assert g.number_of_nodes() == len(tl.events)
     syn = packets(tl.flows[0].steps)[0]
     a, b = syn.events[2].index, syn.events[3].index  # device -> ip_rcv: the wire hop

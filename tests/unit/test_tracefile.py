@@ -9,12 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from tracer.events import Context, Event, Kind
+from tracer.events import Context, Event, Kind, ProbeStatus
 from tracer.tracefile import (
     FORMAT_VERSION,
     Header,
     Lost,
-    ProbeStatus,
     TraceFormatError,
     TraceWriter,
     read_trace,

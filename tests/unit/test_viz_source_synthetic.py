@@ -17,8 +17,9 @@ from kpath.cli_view import export_cmd
 from tests import tools
 from tests.unit.synthetic_traces import synthetic_chat, synthetic_header
 from tests.unit.test_export_synthetic import assert_offline_html
+from tracer.events import ProbeStatus
 from tracer.timeline import Packet, Timeline, build_timeline
-from tracer.tracefile import Header, ProbeStatus, Trace, TraceWriter
+from tracer.tracefile import Header, Trace, TraceWriter
 from viz import graphviz_render
 from viz.sequence import build_sequence
 from viz.text import render_text

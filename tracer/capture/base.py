@@ -15,9 +15,8 @@ from pathlib import Path
 from typing import Protocol
 
 from probes.catalog import LAYER_ORDER, ProbeSpec
-from tracer.events import Event
+from tracer.events import Event, ProbeStatus
 from tracer.filters import Filters
-from tracer.tracefile import ProbeStatus
 
 BACKENDS = ("auto", "core", "bcc")
 BTF_VMLINUX = Path("/sys/kernel/btf/vmlinux")

@@ -23,9 +23,8 @@ from probes.resolve import KernelSymbols, Resolved, resolve
 from tracer.capture.base import DEFAULT_BUFFER_PAGES, KPROBE_PMU, Check, Status, first_failure
 from tracer.capture.errors import LoadError, PrerequisiteError
 from tracer.capture.record import RAW_EVENT_SIZE, RawEvent, check_layout, decode
-from tracer.events import Event
+from tracer.events import Event, ProbeStatus
 from tracer.filters import Filters
-from tracer.tracefile import ProbeStatus
 
 BPF_SOURCE = Path(__file__).with_name("kpath_bcc.c")
 

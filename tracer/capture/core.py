@@ -38,9 +38,8 @@ from tracer.capture.plan import (
     plan,
 )
 from tracer.capture.record import RAW_EVENT_SIZE, RawEvent, check_layout, decode
-from tracer.events import Event
+from tracer.events import Event, ProbeStatus
 from tracer.filters import Filters
-from tracer.tracefile import ProbeStatus
 
 OBJECT = Path(__file__).with_name("kpath.bpf.o")
 PAGE = 4096

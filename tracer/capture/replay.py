@@ -9,9 +9,9 @@ from collections.abc import Callable, Sequence
 
 from probes.catalog import ProbeSpec
 from tracer.capture.base import Status
-from tracer.events import Event
+from tracer.events import Event, ProbeStatus
 from tracer.filters import Filters
-from tracer.tracefile import ProbeStatus, Trace
+from tracer.tracefile import Trace
 
 
 class ReplayBackend:

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from probes.catalog import SEGMENT_CAPTURES, Capture
-from tracer.event_rules import capture_of, dst_of, src_of
 from tracer.events import (
     TCP_ACK,
     TCP_FIN,
@@ -19,6 +18,7 @@ from tracer.events import (
     Event,
     tcp_flag_names,
 )
+from tracer.timeline.event_rules import capture_of, dst_of, src_of
 
 SEQ_MOD = 1 << 32
 HALF_SEQ = 1 << 31

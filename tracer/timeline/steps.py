@@ -15,10 +15,20 @@ import bisect
 from collections.abc import Sequence
 
 from probes.catalog import BY_NAME, Capture, Direction, Layer
-from tracer.event_rules import capture_of, context_key
 from tracer.events import Context, Endpoint, Kind
-from tracer.model import ByteRange, Flow, FlowKey, Lone, Message, Packet, Step, TEvent, ThreadGroup
-from tracer.segments import (
+from tracer.timeline.event_rules import capture_of, context_key
+from tracer.timeline.model import (
+    ByteRange,
+    Flow,
+    FlowKey,
+    Lone,
+    Message,
+    Packet,
+    Step,
+    TEvent,
+    ThreadGroup,
+)
+from tracer.timeline.segments import (
     KEY_FLAGS_MASK,
     ORIGIN_CAPTURES,
     SPLIT_FLAGS_MASK,

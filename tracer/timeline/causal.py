@@ -24,11 +24,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from probes.catalog import Layer
-from tracer.byte_ranges import PacketSpans, copy_range, data_packets
-from tracer.event_rules import context_key
 from tracer.events import Kind
-from tracer.model import Message, Packet, TEvent, Timeline
-from tracer.segments import SEQ_MOD, Segment
+from tracer.timeline.byte_ranges import PacketSpans, copy_range, data_packets
+from tracer.timeline.event_rules import context_key
+from tracer.timeline.model import Message, Packet, TEvent, Timeline
+from tracer.timeline.segments import SEQ_MOD, Segment
 
 _PRIORITY = {"bytes": 0, "handoff": 1, "next": 2}
 DEVICE_LAYERS = (Layer.DEVICE, Layer.DRIVER)

@@ -18,10 +18,10 @@ from collections import Counter
 from collections.abc import Sequence
 
 from probes.catalog import HEADER_CAPTURES, Capture, Direction
-from tracer.event_rules import SOCKET_CAPTURES, capture_of, ep_order
 from tracer.events import TCP_ACK, TCP_SYN, Endpoint, Event
-from tracer.model import Flow, FlowKey, Role, RolesFrom, TEvent
-from tracer.segments import KEY_FLAGS_MASK, Segment, signed_seq_delta
+from tracer.timeline.event_rules import SOCKET_CAPTURES, capture_of, ep_order
+from tracer.timeline.model import Flow, FlowKey, Role, RolesFrom, TEvent
+from tracer.timeline.segments import KEY_FLAGS_MASK, Segment, signed_seq_delta
 
 _Tuple = tuple[Endpoint, Endpoint]
 _Node = tuple[_Tuple, Endpoint, int]  # (4-tuple, end, netns)

@@ -8,8 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from probes.catalog import LAYER_ORDER, Direction
-from tracer.byte_ranges import copy_range, message_bytes, union
-from tracer.model import ByteRange, Message, Packet, Role, Timeline
+from tracer.timeline.byte_ranges import copy_range, message_bytes, union
+from tracer.timeline.model import ByteRange, Message, Packet, Role, Timeline
 
 ORIGIN_PROBE = "__tcp_transmit_skb"
 

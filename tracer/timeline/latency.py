@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from probes.catalog import Layer
-from tracer.byte_ranges import copy_range
-from tracer.event_rules import capture_of
 from tracer.events import Endpoint, Kind
-from tracer.model import Flow, Message, Packet, Role, TEvent, Timeline
-from tracer.segments import ORIGIN_CAPTURES
+from tracer.timeline.byte_ranges import copy_range
+from tracer.timeline.event_rules import capture_of
+from tracer.timeline.model import Flow, Message, Packet, Role, TEvent, Timeline
+from tracer.timeline.segments import ORIGIN_CAPTURES
 
 
 class Point(StrEnum):

@@ -1,7 +1,7 @@
 """What the reconstruction produces: events placed in steps (messages,
 packets, lone events), flows, byte ranges, and the Timeline holding them.
 
-Built by tracer/timeline.py (build_timeline); the rules that fill these
+Built by tracer/timeline/__init__.py (build_timeline); the rules that fill these
 types are in docs/correlation.md.
 """
 
@@ -9,11 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
 
 from probes.catalog import Direction, Layer
 from tracer.events import TCP_FIN, TCP_SYN, Endpoint, Event, Kind
-from tracer.segments import SEQ_MOD, PacketKey, Segment, SegmentType
+from tracer.timeline.segments import SEQ_MOD, PacketKey, Segment, SegmentType
 from tracer.tracefile import Trace
 
 
@@ -92,7 +91,7 @@ class FlowKey:
 class TEvent:
     """An event placed in the timeline."""
 
-    index: int  # position in time order (Timeline.events), node id in Timeline.graph
+    index: int  # position in time order (Timeline.events), node id in the causal graph
     ev: Event
     offset_ns: int  # from the start of the trace
     layer: Layer | None
@@ -346,18 +345,6 @@ class Timeline:
     flows: list[Flow]
     unattributed: list[ThreadGroup]
     gaps: list[LostGap]
-    _graph: Any = field(default=None, repr=False)
-
-    @property
-    def graph(self) -> Any:
-        """The causal graph (networkx.DiGraph, see tracer/causal.py), built on
-        first use: it costs as much as the rest of the reconstruction."""
-        if self._graph is None:
-            from tracer.causal import build_graph  # noqa: PLC0415 (causal imports this module)
-
-            self._graph = build_graph(self)
-        return self._graph
-
     @property
     def duration_ns(self) -> int:
         if self.trace.trailer is not None and self.trace.trailer.duration_ns:

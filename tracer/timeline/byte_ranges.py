@@ -13,9 +13,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from probes.catalog import BY_NAME, Capture, Layer, Returns
-from tracer.event_rules import capture_of, dst_of
 from tracer.events import Endpoint
-from tracer.model import (
+from tracer.timeline.event_rules import capture_of, dst_of
+from tracer.timeline.model import (
     ByteRange,
     ByteStream,
     Flow,

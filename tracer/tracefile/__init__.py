@@ -11,11 +11,11 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from tracer.events import Event
+from tracer.events import Event, ProbeStatus, known_keys
 
 FORMAT_NAME = "kpath-trace"
 FORMAT_VERSION = 1
@@ -23,31 +23,6 @@ FORMAT_VERSION = 1
 
 class TraceFormatError(Exception):
     """The file is not a readable kpath trace; the message names the problem."""
-
-
-@dataclass
-class ProbeStatus:
-    """One requested probe: attached (with the symbol used) or missing (with why)."""
-
-    name: str
-    layer: str
-    direction: str
-    attached: bool
-    kinds: list[str] = field(default_factory=list)  # "entry", "return" when attached
-    symbol: str | None = None  # kernel symbol actually probed
-    reason: str | None = None  # absent | inlined | renamed | blacklisted | failed | ...
-    detail: str | None = None
-    # How it was observed: "kprobe:SYM", "kretprobe:SYM", "tracepoint:CAT:NAME",
-    # "tp_btf:NAME", "raw_tp:NAME" (one per attachment).
-    attach: list[str] = field(default_factory=list)
-    source: str | None = None  # file:line of the probed function (debug info)
-
-    def to_record(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if v not in (None, [])}
-
-    @classmethod
-    def from_record(cls, rec: dict[str, Any]) -> ProbeStatus:
-        return cls(**_known_keys(cls, rec))
 
 
 @dataclass
@@ -87,15 +62,9 @@ class Header:
 
     @classmethod
     def from_record(cls, rec: dict[str, Any]) -> Header:
-        data = _known_keys(cls, rec)
+        data = known_keys(cls, rec)
         data["probes"] = [ProbeStatus.from_record(p) for p in data.get("probes", [])]
         return cls(**data)
-
-
-def _known_keys(cls: type, rec: dict[str, Any]) -> dict[str, Any]:
-    """Keys of rec that cls has: a newer writer's extra keys are tolerated."""
-    names = {f.name for f in fields(cls)}
-    return {k: v for k, v in rec.items() if k in names}
 
 
 @dataclass

@@ -2,14 +2,15 @@
 
 Pure functions of a `Trace`; nothing here prints or formats for a terminal.
 `build_timeline` runs the stages, each in its own module:
-- tracer/event_rules.py: per-event rules (layer, side, context, 4-tuple);
-- tracer/segments.py: the segment an event sees, segment types;
-- tracer/flows.py: flows, roles, netns and sockets per end, sequence bases;
-- tracer/steps.py: events into messages, packets and lone steps;
-- tracer/byte_ranges.py: byte ranges of messages and packets, follow_bytes;
-- tracer/causal.py: the causal graph (Timeline.graph, built on first use);
-- tracer/latency.py, tracer/accounting.py: per-hop latency, byte accounting.
-The types live in tracer/model.py; everything is re-exported here.
+- tracer/timeline/event_rules.py: per-event rules (layer, side, context, 4-tuple);
+- tracer/timeline/segments.py: the segment an event sees, segment types;
+- tracer/timeline/flows.py: flows, roles, netns and sockets per end, sequence bases;
+- tracer/timeline/steps.py: events into messages, packets and lone steps;
+- tracer/timeline/byte_ranges.py: byte ranges of messages and packets, follow_bytes;
+- tracer/timeline/causal.py: the causal graph (build_graph, on demand: it costs as
+  much as the rest of the reconstruction);
+- tracer/timeline/latency.py, tracer/timeline/accounting.py: per-hop latency, byte accounting.
+The types live in tracer/timeline/model.py; everything is re-exported here.
 
 Vocabulary:
 - flow: one TCP connection, keyed by its normalized 4-tuple, with its two
@@ -28,9 +29,10 @@ from __future__ import annotations
 import bisect
 
 from probes.catalog import BY_NAME
-from tracer.byte_ranges import ByteTrail, assign_byte_ranges, follow_bytes, message_bytes
-from tracer.causal import build_graph
-from tracer.event_rules import (
+from tracer.events import TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, Endpoint
+from tracer.timeline.byte_ranges import ByteTrail, assign_byte_ranges, follow_bytes, message_bytes
+from tracer.timeline.causal import build_graph
+from tracer.timeline.event_rules import (
     SOCKET_CAPTURES,
     capture_of,
     context_key,
@@ -41,9 +43,8 @@ from tracer.event_rules import (
     side_endpoint,
     src_of,
 )
-from tracer.events import TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, Endpoint
-from tracer.flows import flow_keys, make_flows
-from tracer.model import (
+from tracer.timeline.flows import flow_keys, make_flows
+from tracer.timeline.model import (
     ByteRange,
     ByteStream,
     Flow,
@@ -61,7 +62,7 @@ from tracer.model import (
     ThreadGroup,
     Timeline,
 )
-from tracer.segments import (
+from tracer.timeline.segments import (
     KEY_FLAGS_MASK,
     ORIGIN_CAPTURES,
     PACKET_CAPTURES,
@@ -71,7 +72,7 @@ from tracer.segments import (
     SegmentType,
     segment_of,
 )
-from tracer.steps import (
+from tracer.timeline.steps import (
     group_steps,
     inherit_from_step,
     label_packets,

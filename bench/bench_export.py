@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from probes.catalog import Capture  # noqa: E402
 from tracer.events import Event  # noqa: E402
-from tracer.timeline import Message, Packet, build_timeline, capture_of  # noqa: E402
+from tracer.timeline import Message, Packet, Timeline, build_timeline, capture_of  # noqa: E402
 from tracer.tracefile import TraceWriter, read_trace  # noqa: E402
 
 FORMATS = ("svg", "png", "pdf", "dot", "mermaid", "plantuml", "perfetto", "html")
@@ -45,6 +45,14 @@ def synthetic_trace(source: Path, packets: int, out: Path) -> tuple[int, int]:
                None)
     lo = first_msg.events[0].index
     hi = fin.events[0].index if fin is not None else len(tl.events)
+    # End the block where every byte sent in it has been read: before the
+    # last send whose bytes are read only after the FIN (the chat's "quit").
+    # A block that sends more than it reads shifts every later copy's reads
+    # off the stream order (replay --stats would report MISMATCH).
+    unread = [st for st in fl.steps if isinstance(st, Message) and st.op == "send"
+              and lo <= st.events[0].index < hi and not _read_within(tl, st, hi)]
+    if unread:
+        hi = min(st.events[0].index for st in unread)
     block = [te.ev for te in tl.events[lo:hi]]
     head = [te.ev for te in tl.events[:lo]]
     per_block = sum(1 for st in fl.steps if isinstance(st, Packet)
@@ -63,6 +71,14 @@ def synthetic_trace(source: Path, packets: int, out: Path) -> tuple[int, int]:
             w.event(_shift(ev, k * span, k, sent))
     w.close("synthetic", duration_ns=copies * span + block[0].ts_ns - tl.start_ns)
     return len(head) + copies * len(block), 3 + copies * per_block
+
+
+def _read_within(tl: Timeline, send: Message, hi: int) -> bool:
+    """Whether every packet of `send` is read by a recv that ends before hi."""
+    packets = [st for st in tl.steps if isinstance(st, Packet) and st.message == send.id
+               and st.segment.payload]
+    return all(p.read_by and all(tl.steps[r].events[-1].index < hi for r in p.read_by)
+               for p in packets)
 
 
 def _shift(ev: Event, dt: int, k: int, sent: dict[str, int]) -> Event:
@@ -105,6 +121,11 @@ def main() -> None:
         print(f"synthetic trace: {n_packets} packets, {n_events} events, "
               f"{trace.stat().st_size / 1e6:.1f} MB, made in {time.monotonic() - t0:.1f} s "
               f"from {args.source.name}")
+        # A benchmark on an inconsistent trace measures the wrong code paths.
+        stats = subprocess.run([sys.executable, "-m", "kpath", "replay", "--stats", str(trace)],
+                               capture_output=True, text=True, cwd=ROOT, check=True).stdout
+        if "MISMATCH" in stats or "!!" in stats:
+            sys.exit("synthetic trace is inconsistent (replay --stats):\n" + stats[:2000])
         t0 = time.monotonic()
         subprocess.run([sys.executable, "-m", "kpath", "replay", str(trace), "--format", "json"],
                        capture_output=True, cwd=ROOT, check=True)

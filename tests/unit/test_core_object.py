@@ -12,7 +12,8 @@ import pytest
 
 from probes.catalog import CATALOG, Returns
 from tracer.capture import libbpf
-from tracer.capture.core import OBJECT, KpConfig, capture_fn
+from tracer.capture.base import capture_fn
+from tracer.capture.core import OBJECT, KpConfig
 from tracer.capture.errors import LoadError, PrerequisiteError
 from tracer.capture.plan import CONTEXT_PROGRAMS, HOOK_PROGRAMS, TP_HOOKS
 from tracer.capture.record import RawEvent, check_layout
@@ -54,7 +55,7 @@ def test_rodata_holds_the_config_and_the_hook_table(obj: libbpf.BpfObject) -> No
 
 
 def test_every_program_the_plan_uses_exists(obj: libbpf.BpfObject) -> None:
-    progs = {capture_fn(spec) for spec in CATALOG} | {"kp_return", "kp_return_sock"}
+    progs = {capture_fn(spec.capture) for spec in CATALOG} | {"kp_return", "kp_return_sock"}
     progs |= {p for ps in HOOK_PROGRAMS.values() for p in ps}
     progs |= {p for p, _ in CONTEXT_PROGRAMS}
     for name in sorted(progs):

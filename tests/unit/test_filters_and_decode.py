@@ -123,8 +123,7 @@ def test_decode_drops_unknown_addresses() -> None:
 
 def test_every_capture_kind_has_a_bpf_routine() -> None:
     from probes.catalog import CATALOG, Capture
-    from tracer.capture.base import BPF_SOURCES
-    from tracer.capture.bcc import capture_fn
+    from tracer.capture.base import BPF_SOURCES, capture_fn
 
     bcc_src = bpf_source_text()
     core_src = BPF_SOURCES["core"].read_text()

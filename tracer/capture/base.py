@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from probes.catalog import LAYER_ORDER, ProbeSpec
+from probes.catalog import LAYER_ORDER, Capture, ProbeSpec
 from tracer.events import Event, ProbeStatus
 from tracer.filters import Filters
 
@@ -66,6 +66,21 @@ class Backend(Protocol):
         """Events lost since the last call, by probe name (None: unknown)."""
         ...
     def close(self) -> None: ...
+
+
+def kernel_version(release: str) -> tuple[int, int]:
+    """(major, minor) of a `uname -r` string; (0, 0) when it cannot be read."""
+    parts = release.split(".")
+    try:
+        return int(parts[0]), int("".join(ch for ch in parts[1] if ch.isdigit()) or 0)
+    except (IndexError, ValueError):
+        return (0, 0)
+
+
+def capture_fn(capture: Capture) -> str:
+    """The BPF routine (kprobe program) of a capture kind: the same name in
+    kpath.bpf.c and kpath_bcc.c."""
+    return "kp_" + capture.value
 
 
 def choose_backend(requested: str, btf: Path | None = None) -> str:

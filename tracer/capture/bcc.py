@@ -18,20 +18,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from probes.catalog import Capture, ProbeSpec, Returns
+from probes.catalog import ProbeSpec, Returns
 from probes.resolve import KernelSymbols, Resolved, resolve
-from tracer.capture.base import DEFAULT_BUFFER_PAGES, KPROBE_PMU, Check, Status, first_failure
+from tracer.capture.base import (
+    DEFAULT_BUFFER_PAGES,
+    KPROBE_PMU,
+    Check,
+    Status,
+    capture_fn,
+    first_failure,
+    kernel_version,
+)
 from tracer.capture.errors import LoadError, PrerequisiteError
 from tracer.capture.record import RAW_EVENT_SIZE, RawEvent, check_layout, decode
 from tracer.events import Event, ProbeStatus
 from tracer.filters import Filters
 
 BPF_SOURCE = Path(__file__).with_name("kpath_bcc.c")
-
-
-def capture_fn(capture: Capture) -> str:
-    """Name of the BPF routine in kpath_bcc.c that implements a capture kind."""
-    return "kp_" + capture.value
 
 
 @dataclass(frozen=True)
@@ -43,16 +46,8 @@ class KernelFeatures:
     @classmethod
     def detect(cls, release: str | None = None) -> KernelFeatures:
         rel = release or platform.release()
-        major, minor = _version_tuple(rel)
+        major, minor = kernel_version(rel)
         return cls(rel, (major, minor) >= (5, 8), (major, minor) >= (5, 15))
-
-
-def _version_tuple(release: str) -> tuple[int, int]:
-    parts = release.split(".")
-    try:
-        return int(parts[0]), int("".join(ch for ch in parts[1] if ch.isdigit()) or 0)
-    except (IndexError, ValueError):
-        return (0, 0)
 
 
 class AddressMap:

@@ -23,7 +23,9 @@ from tracer.capture.base import (
     KPROBE_PMU,
     Check,
     Status,
+    capture_fn,
     first_failure,
+    kernel_version,
 )
 from tracer.capture.errors import AttachError, LoadError, PrerequisiteError
 from tracer.capture.plan import (
@@ -57,19 +59,6 @@ class KpConfig(ctypes.Structure):
     ]
 
 
-def capture_fn(spec: ProbeSpec) -> str:
-    """The kprobe program for a probe's capture kind (same names as kpath_bcc.c)."""
-    return "kp_" + spec.capture.value
-
-
-def _kernel_version(release: str) -> tuple[int, int]:
-    parts = release.split(".")
-    try:
-        return int(parts[0]), int("".join(ch for ch in parts[1] if ch.isdigit()) or 0)
-    except (IndexError, ValueError):
-        return (0, 0)
-
-
 def prerequisites(obj: Path | None = None) -> list[Check]:
     """What the CO-RE backend needs, probed on this machine (used by
     `kpath trace` before anything else and by `kpath doctor`)."""
@@ -80,7 +69,7 @@ def prerequisites(obj: Path | None = None) -> list[Check]:
     checks.append(Check("kernel BTF", btf.exists(),
                         f"no {btf}: this kernel was built without CONFIG_DEBUG_INFO_BTF; "
                         "use --backend bcc (needs kernel headers) or the VM"))
-    checks.append(Check("BPF ring buffer (5.8+)", _kernel_version(release) >= (5, 8),
+    checks.append(Check("BPF ring buffer (5.8+)", kernel_version(release) >= (5, 8),
                         f"kernel {release} is older than 5.8: use --backend bcc"))
     try:
         libbpf.lib()
@@ -105,7 +94,7 @@ def kernel_caps(use_kprobes: bool = True) -> KernelCaps:
     release = platform.release()
     has = KPROBE_PMU.exists()
     # The kprobe programs tell probes apart by attach cookie (Linux 5.15+).
-    cookies = _kernel_version(release) >= (5, 15)
+    cookies = kernel_version(release) >= (5, 15)
     why = ("no kprobes on this kernel" if not has
            else "kprobes need Linux 5.15+ here (attach cookies; --backend bcc has them)"
            if not cookies else "kprobes not used (--no-kprobes)")
@@ -164,7 +153,7 @@ class CoreBackend:
     def _enable(self, obj: libbpf.BpfObject, planned: Sequence[Planned]) -> None:
         for p in planned:
             if p.way == "kprobe":
-                obj.set_autoload(capture_fn(p.spec), True)
+                obj.set_autoload(capture_fn(p.spec.capture), True)
                 if p.spec.ret == Returns.VALUE:
                     obj.set_autoload("kp_return", True)
                 elif p.spec.ret == Returns.SOCK:
@@ -208,7 +197,7 @@ class CoreBackend:
                     continue
                 try:
                     if p.way == "kprobe" and p.symbol:
-                        obj.attach_kprobe(capture_fn(spec), p.symbol, p.index, False)
+                        obj.attach_kprobe(capture_fn(spec.capture), p.symbol, p.index, False)
                         if spec.ret == Returns.VALUE:
                             obj.attach_kprobe("kp_return", p.symbol, p.index, True)
                         elif spec.ret == Returns.SOCK:

@@ -196,9 +196,7 @@ def run_trace(req: TraceRequest, status: Status, backend: Backend | None = None)
                 status.warn(f"layer {layer}: {'partly ' if cov == 'partial' else 'not '}"
                             "observable on this kernel")
         header = _header(req, be, statuses)
-        result = _stream(req, be, header, statuses, status)
-        result.startup_s = startup
-        return result
+        return _stream(req, be, header, statuses, status, startup)
     finally:
         be.close()
 
@@ -268,6 +266,7 @@ def _stream(
     header: Header,
     statuses: list[ProbeStatus],
     status: Status,
+    startup_s: float,
 ) -> TraceResult:
     writer = TraceWriter(req.output, header)
     stop = _StopFlag()
@@ -328,4 +327,4 @@ def _stream(
         )
     missing = [s for s in statuses if not s.attached]
     return TraceResult(trailer, sum(1 for s in statuses if s.attached), missing,
-                       backend.name, 0.0)
+                       backend.name, startup_s)

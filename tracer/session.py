@@ -283,7 +283,7 @@ def _stream(
         now = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
         for probe, n in backend.new_losses():
             writer.lost_events(Lost(ts_ns=now, count=n, probe=probe))
-            status.warn(f"lost {n} events from {probe or 'the buffer'}")
+            status.warn(f"lost {n} events from {probe or 'the buffer or several probes'}")
 
     backend.open(sink)
     last_loss_check = start

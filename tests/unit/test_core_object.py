@@ -73,3 +73,38 @@ def test_libbpf_errors_become_kpath_errors(tmp_path: Path) -> None:
     with pytest.raises(LoadError, match="cannot open") as info:
         libbpf.BpfObject(junk)
     assert info.value.log  # libbpf's own words are kept
+
+
+def test_prog_info_mirror_matches_the_kernel_header(tmp_path: Path) -> None:
+    """recursion_misses is read at the offset linux/bpf.h gives (checked by
+    compiling against the header, not by trusting the mirror)."""
+    import shutil
+    import subprocess
+
+    cc = shutil.which("clang") or shutil.which("cc")
+    if cc is None or not Path("/usr/include/linux/bpf.h").is_file():
+        pytest.skip("needs a C compiler and linux/bpf.h")
+    src = tmp_path / "off.c"
+    src.write_text('#include <stdio.h>\n#include <stddef.h>\n#include <linux/bpf.h>\n'
+                   'int main(void){printf("%zu %zu\\n", offsetof(struct bpf_prog_info, '
+                   'recursion_misses), sizeof(struct bpf_prog_info)); return 0;}\n')
+    exe = tmp_path / "off"
+    subprocess.run([cc, str(src), "-o", str(exe)], check=True)
+    off, size = (int(v) for v in subprocess.run([str(exe)], capture_output=True, text=True,
+                                                check=True).stdout.split())
+    assert libbpf.ProgInfo.recursion_misses.offset == off
+    assert ctypes.sizeof(libbpf.ProgInfo) <= size
+
+
+def test_kernel_misses_become_losses_of_the_probe_a_program_serves() -> None:
+    from tracer.capture.core import missed_losses
+
+    serves = {"tp_net_dev_queue": ["__dev_queue_xmit"],
+              "kp_sock": ["tcp_push", "tcp_write_xmit"], "tp_softirq_entry": []}
+    counters = {"tp_net_dev_queue": 3, "kp_sock": 5, "tp_softirq_entry": 0}
+    seen: dict[str, int] = {}
+    got = missed_losses(serves, seen, counters.__getitem__)
+    assert sorted(got, key=str) == sorted([("__dev_queue_xmit", 3), (None, 5)], key=str)
+    assert missed_losses(serves, seen, counters.__getitem__) == []  # only new misses
+    counters["tp_net_dev_queue"] = 4
+    assert missed_losses(serves, seen, counters.__getitem__) == [("__dev_queue_xmit", 1)]

@@ -103,6 +103,22 @@ def kernel_caps(use_kprobes: bool = True) -> KernelCaps:
                       release=release, no_kprobes_why=why)
 
 
+def missed_losses(serves: dict[str, list[str]], seen: dict[str, int],
+                  missed: Callable[[str], int]) -> list[tuple[str | None, int]]:
+    """New kernel-side misses per program since the last call (updating
+    `seen`), as losses: of the probe a program serves, or unattributed (None)
+    when it serves several or is a context program (its events are fine, but
+    their context may be wrong)."""
+    out: list[tuple[str | None, int]] = []
+    for prog, probes in serves.items():
+        total = missed(prog)
+        delta = total - seen.get(prog, 0)
+        if delta > 0:
+            seen[prog] = total
+            out.append((probes[0] if len(set(probes)) == 1 else None, delta))
+    return out
+
+
 class CoreBackend:
     """Owns the loaded object and its links for the life of one trace."""
 
@@ -127,6 +143,8 @@ class CoreBackend:
         self._lost_seen: dict[int, int] = {}
         self._short = 0  # records too short to be a kp_event (never expected)
         self._unknown = 0  # records naming no probe
+        self._serves: dict[str, list[str]] = {}  # loaded program -> the probes it observes
+        self._missed_seen: dict[str, int] = {}
 
     # -- set-up ----------------------------------------------------------
 
@@ -151,16 +169,20 @@ class CoreBackend:
         return self._attach(obj, planned, status)
 
     def _enable(self, obj: libbpf.BpfObject, planned: Sequence[Planned]) -> None:
+        serves = self._serves = {prog: [] for prog, _ in CONTEXT_PROGRAMS}
         for p in planned:
+            progs: list[str] = []
             if p.way == "kprobe":
-                obj.set_autoload(capture_fn(p.spec.capture), True)
+                progs.append(capture_fn(p.spec.capture))
                 if p.spec.ret == Returns.VALUE:
-                    obj.set_autoload("kp_return", True)
+                    progs.append("kp_return")
                 elif p.spec.ret == Returns.SOCK:
-                    obj.set_autoload("kp_return_sock", True)
+                    progs.append("kp_return_sock")
             elif p.way == "tp_btf" and p.hook:
-                for prog in HOOK_PROGRAMS[p.hook]:
-                    obj.set_autoload(prog, True)
+                progs.extend(HOOK_PROGRAMS[p.hook])
+            for prog in progs:
+                obj.set_autoload(prog, True)
+                serves.setdefault(prog, []).append(p.spec.name)
 
     def _write_rodata(self, obj: libbpf.BpfObject, planned: Sequence[Planned],
                       filters: Filters) -> None:
@@ -266,6 +288,7 @@ class CoreBackend:
                 self._lost_seen[index] = total
                 spec = self._probe_of(index)
                 out.append((spec.name if spec else None, delta))
+        out.extend(missed_losses(self._serves, self._missed_seen, self._obj.missed))
         bad = self._short + self._unknown
         if bad:
             out.append((None, bad))  # records that could not be decoded: lost too

@@ -61,6 +61,33 @@ class _Triple(ctypes.Structure):
     _fields_ = [("a", ctypes.c_uint32), ("b", ctypes.c_uint32), ("c", ctypes.c_uint32)]
 
 
+class ProgInfo(ctypes.Structure):
+    """struct bpf_prog_info (linux/bpf.h) up to the fields kpath reads; the
+    kernel fills what it knows and zeroes the rest (older kernels: 0)."""
+
+    _fields_ = [
+        ("type", ctypes.c_uint32), ("id", ctypes.c_uint32), ("tag", ctypes.c_uint8 * 8),
+        ("jited_prog_len", ctypes.c_uint32), ("xlated_prog_len", ctypes.c_uint32),
+        ("jited_prog_insns", ctypes.c_uint64), ("xlated_prog_insns", ctypes.c_uint64),
+        ("load_time", ctypes.c_uint64), ("created_by_uid", ctypes.c_uint32),
+        ("nr_map_ids", ctypes.c_uint32), ("map_ids", ctypes.c_uint64),
+        ("name", ctypes.c_char * 16), ("ifindex", ctypes.c_uint32),
+        ("gpl_compatible", ctypes.c_uint32), ("netns_dev", ctypes.c_uint64),
+        ("netns_ino", ctypes.c_uint64), ("nr_jited_ksyms", ctypes.c_uint32),
+        ("nr_jited_func_lens", ctypes.c_uint32), ("jited_ksyms", ctypes.c_uint64),
+        ("jited_func_lens", ctypes.c_uint64), ("btf_id", ctypes.c_uint32),
+        ("func_info_rec_size", ctypes.c_uint32), ("func_info", ctypes.c_uint64),
+        ("nr_func_info", ctypes.c_uint32), ("nr_line_info", ctypes.c_uint32),
+        ("line_info", ctypes.c_uint64), ("jited_line_info", ctypes.c_uint64),
+        ("nr_jited_line_info", ctypes.c_uint32), ("line_info_rec_size", ctypes.c_uint32),
+        ("jited_line_info_rec_size", ctypes.c_uint32), ("nr_prog_tags", ctypes.c_uint32),
+        ("prog_tags", ctypes.c_uint64), ("run_time_ns", ctypes.c_uint64),
+        ("run_cnt", ctypes.c_uint64), ("recursion_misses", ctypes.c_uint64),
+        ("verified_insns", ctypes.c_uint32), ("attach_btf_obj_id", ctypes.c_uint32),
+        ("attach_btf_id", ctypes.c_uint32), ("pad", ctypes.c_uint32),
+    ]
+
+
 @dataclass(frozen=True)
 class Member:
     name: str
@@ -94,6 +121,9 @@ def _declare(lib: ctypes.CDLL) -> None:
         "bpf_program__attach": (_c_void_p, [_c_void_p]),
         "bpf_program__attach_kprobe_opts": (_c_void_p, [_c_void_p, _c_char_p, _c_void_p]),
         "bpf_link__destroy": (ctypes.c_int, [_c_void_p]),
+        "bpf_program__fd": (ctypes.c_int, [_c_void_p]),
+        "bpf_obj_get_info_by_fd": (ctypes.c_int, [ctypes.c_int, _c_void_p,
+                                                  ctypes.POINTER(ctypes.c_uint32)]),
         "bpf_map__fd": (ctypes.c_int, [_c_void_p]),
         "bpf_map__set_max_entries": (ctypes.c_int, [_c_void_p, ctypes.c_uint32]),
         "bpf_map__initial_value": (_c_void_p, [_c_void_p, ctypes.POINTER(ctypes.c_size_t)]),
@@ -324,6 +354,19 @@ class BpfObject:
         out = Link(int(link), f"{kind}:{symbol}")
         self.links.append(out)
         return out
+
+    def missed(self, prog_name: str) -> int:
+        """Runs of a loaded program the kernel skipped (recursion_misses: it
+        fired while it, or on some kernels another BPF program, was running
+        on that CPU). 0 where the kernel does not count them."""
+        fd = int(lib().bpf_program__fd(self.program(prog_name)))
+        if fd < 0:
+            return 0
+        info = ProgInfo()
+        size = ctypes.c_uint32(ctypes.sizeof(info))
+        if lib().bpf_obj_get_info_by_fd(fd, ctypes.byref(info), ctypes.byref(size)):
+            return 0
+        return int(info.recursion_misses)
 
     def map_fd(self, name: str) -> int:
         fd = int(lib().bpf_map__fd(self.map(name)))

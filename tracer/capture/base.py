@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from probes.catalog import LAYER_ORDER, Capture, ProbeSpec
+from probes.catalog import LAYER_ORDER, Capture, ProbeSpec, Returns
 from tracer.events import Event, ProbeStatus
 from tracer.filters import Filters
 
@@ -81,6 +81,12 @@ def capture_fn(capture: Capture) -> str:
     """The BPF routine (kprobe program) of a capture kind: the same name in
     kpath.bpf.c and kpath_bcc.c."""
     return "kp_" + capture.value
+
+
+def return_fn(ret: Returns) -> str | None:
+    """The kretprobe program for what a probe's return reports (None: no
+    return probe); the same name in kpath.bpf.c and kpath_bcc.c."""
+    return {Returns.VALUE: "kp_return", Returns.SOCK: "kp_return_sock"}.get(ret)
 
 
 def choose_backend(requested: str, btf: Path | None = None) -> str:

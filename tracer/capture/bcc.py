@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from probes.catalog import ProbeSpec, Returns
+from probes.catalog import ProbeSpec
 from probes.resolve import KernelSymbols, Resolved, resolve
 from tracer.capture.base import (
     DEFAULT_BUFFER_PAGES,
@@ -28,6 +28,7 @@ from tracer.capture.base import (
     capture_fn,
     first_failure,
     kernel_version,
+    return_fn,
 )
 from tracer.capture.errors import LoadError, PrerequisiteError
 from tracer.capture.record import RAW_EVENT_SIZE, RawEvent, check_layout, decode
@@ -239,10 +240,9 @@ class BccBackend:
             assert res.symbol is not None
             try:
                 self._bpf.attach_kprobe(event=res.symbol, fn_name=capture_fn(res.spec.capture))
-                if res.spec.ret == Returns.VALUE:
-                    self._bpf.attach_kretprobe(event=res.symbol, fn_name="kp_return")
-                elif res.spec.ret == Returns.SOCK:
-                    self._bpf.attach_kretprobe(event=res.symbol, fn_name="kp_return_sock")
+                ret_fn = return_fn(res.spec.ret)
+                if ret_fn is not None:
+                    self._bpf.attach_kretprobe(event=res.symbol, fn_name=ret_fn)
             except Exception as exc:  # BCC raises bare Exception on attach errors
                 failed.append((res, str(exc).strip() or exc.__class__.__name__))
                 continue

@@ -14,7 +14,7 @@ import platform
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from probes.catalog import ProbeSpec, Returns
+from probes.catalog import ProbeSpec
 from probes.resolve import KernelSymbols, resolve
 from tracer.capture import libbpf
 from tracer.capture.base import (
@@ -26,6 +26,7 @@ from tracer.capture.base import (
     capture_fn,
     first_failure,
     kernel_version,
+    return_fn,
 )
 from tracer.capture.errors import AttachError, LoadError, PrerequisiteError
 from tracer.capture.plan import (
@@ -119,6 +120,14 @@ def missed_losses(serves: dict[str, list[str]], seen: dict[str, int],
     return out
 
 
+def _try_attach(obj: libbpf.BpfObject, prog: str) -> AttachError | None:
+    try:
+        obj.attach(prog, prog)
+    except AttachError as exc:
+        return exc
+    return None
+
+
 class CoreBackend:
     """Owns the loaded object and its links for the life of one trace."""
 
@@ -173,11 +182,8 @@ class CoreBackend:
         for p in planned:
             progs: list[str] = []
             if p.way == "kprobe":
-                progs.append(capture_fn(p.spec.capture))
-                if p.spec.ret == Returns.VALUE:
-                    progs.append("kp_return")
-                elif p.spec.ret == Returns.SOCK:
-                    progs.append("kp_return_sock")
+                ret_fn = return_fn(p.spec.ret)
+                progs.extend([capture_fn(p.spec.capture)] + ([ret_fn] if ret_fn else []))
             elif p.way == "tp_btf" and p.hook:
                 progs.extend(HOOK_PROGRAMS[p.hook])
             for prog in progs:
@@ -207,7 +213,9 @@ class CoreBackend:
     def _attach(self, obj: libbpf.BpfObject, planned: Sequence[Planned],
                 status: Status) -> list[ProbeStatus]:
         out: list[ProbeStatus] = []
-        tp_done: dict[str, str | None] = {}  # program -> error (shared syscall programs)
+        # Tracepoint programs attach once, though several probes may share
+        # one (sys_enter/sys_exit): program -> its attach error, if any.
+        tp_done: dict[str, AttachError | None] = {}
         with status.ticker("attaching probes"):
             for p in planned:
                 spec = p.spec
@@ -220,21 +228,17 @@ class CoreBackend:
                 try:
                     if p.way == "kprobe" and p.symbol:
                         obj.attach_kprobe(capture_fn(spec.capture), p.symbol, p.index, False)
-                        if spec.ret == Returns.VALUE:
-                            obj.attach_kprobe("kp_return", p.symbol, p.index, True)
-                        elif spec.ret == Returns.SOCK:
-                            obj.attach_kprobe("kp_return_sock", p.symbol, p.index, True)
+                        ret_fn = return_fn(spec.ret)
+                        if ret_fn is not None:
+                            obj.attach_kprobe(ret_fn, p.symbol, p.index, True)
                         st.symbol = p.symbol
                     elif p.hook:
                         for prog in HOOK_PROGRAMS[p.hook]:
                             if prog not in tp_done:
-                                tp_done[prog] = None
-                                try:
-                                    obj.attach(prog, prog)
-                                except AttachError as exc:
-                                    tp_done[prog] = str(exc)
-                            if tp_done[prog]:
-                                raise AttachError(tp_done[prog] or prog)
+                                tp_done[prog] = _try_attach(obj, prog)
+                            err = tp_done[prog]
+                            if err is not None:
+                                raise err
                 except AttachError as exc:
                     st.reason = "absent" if exc.absent else "failed"
                     st.detail = str(exc)

@@ -7,9 +7,13 @@ consume them.
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
 from typing import Any
+
+import numpy as np
+import pyarrow as pa
 
 
 class Kind(StrEnum):
@@ -170,3 +174,100 @@ class ProbeStatus:
     @classmethod
     def from_record(cls, rec: dict[str, Any]) -> ProbeStatus:
         return cls(**known_keys(cls, rec))
+
+
+# ---- the same record as columns (trace format v2; docs/trace-format.md) ----
+#
+# One Arrow schema for a batch of events. Enumerations (kind, ctx, softirq)
+# and repeated strings (comm, probe) are dictionary-encoded; `probe` indexes
+# the trace's probe dictionary (header `probes`, in order). Addresses are
+# IPv4 as unsigned integers (int(ipaddress.IPv4Address)). A null is a field
+# the probe could not know, as None in Event.
+KIND_VALUES: tuple[str, ...] = tuple(k.value for k in Kind)
+CTX_VALUES: tuple[str, ...] = tuple(c.value for c in Context)
+
+EVENT_SCHEMA = pa.schema([
+    ("ts_ns", pa.uint64()),
+    ("cpu", pa.uint32()),
+    ("tgid", pa.uint32()),
+    ("tid", pa.uint32()),
+    ("comm", pa.dictionary(pa.int32(), pa.string())),
+    ("probe", pa.dictionary(pa.uint16(), pa.string())),
+    ("kind", pa.dictionary(pa.int8(), pa.string())),
+    ("ctx", pa.dictionary(pa.int8(), pa.string())),
+    ("softirq", pa.dictionary(pa.int8(), pa.string())),
+    ("sk", pa.uint64()),
+    ("skb", pa.uint64()),
+    ("netns", pa.uint32()),
+    ("saddr", pa.uint32()),
+    ("sport", pa.uint16()),
+    ("daddr", pa.uint32()),
+    ("dport", pa.uint16()),
+    ("seq", pa.uint32()),
+    ("end_seq", pa.uint32()),
+    ("ack", pa.uint32()),
+    ("tcp_flags", pa.uint8()),
+    ("length", pa.int64()),
+    ("ret", pa.int64()),
+])
+_ADDR_FIELDS = ("saddr", "daddr")
+
+
+def dict_column(codes: np.ndarray, values: list[str] | tuple[str, ...],
+                index_type: pa.DataType, mask: np.ndarray | None = None) -> pa.Array:
+    """A dictionary column from integer codes into `values` (mask: True = null)."""
+    indices = pa.array(codes.astype(index_type.to_pandas_dtype(), copy=False), mask=mask)
+    return pa.DictionaryArray.from_arrays(indices, pa.array(list(values), pa.string()))
+
+
+def events_to_batch(events: list[Event], probe_names: list[str]) -> pa.RecordBatch:
+    """Event objects as one batch (the v1 reader and tests; capture never
+    builds Event objects). Probes not in probe_names are appended to it."""
+    probe_index = {name: i for i, name in enumerate(probe_names)}
+    for ev in events:
+        if ev.probe not in probe_index:
+            probe_index[ev.probe] = len(probe_names)
+            probe_names.append(ev.probe)
+    comms: dict[str, int] = {}
+    cols: dict[str, pa.Array] = {}
+    n = len(events)
+    for name in ("ts_ns", "cpu", "tgid", "tid", "sk", "skb", "netns"):
+        cols[name] = pa.array([getattr(ev, name) for ev in events], EVENT_SCHEMA.field(name).type)
+    cols["comm"] = dict_column(
+        np.array([comms.setdefault(ev.comm, len(comms)) for ev in events], dtype=np.int32),
+        list(comms), pa.int32())
+    cols["probe"] = dict_column(np.array([probe_index[ev.probe] for ev in events], np.int64),
+                                probe_names, pa.uint16())
+    cols["kind"] = dict_column(np.array([KIND_VALUES.index(ev.kind) for ev in events], np.int8),
+                               KIND_VALUES, pa.int8())
+    cols["ctx"] = dict_column(np.array([CTX_VALUES.index(ev.ctx) for ev in events], np.int8),
+                              CTX_VALUES, pa.int8())
+    soft = [SOFTIRQ_NAMES.index(ev.softirq) if ev.softirq in SOFTIRQ_NAMES else -1
+            for ev in events]
+    unknown = {ev.softirq for ev in events if ev.softirq and ev.softirq not in SOFTIRQ_NAMES}
+    if unknown:
+        raise ValueError(f"unknown softirq name(s): {', '.join(sorted(unknown))}")
+    soft_codes = np.array(soft, dtype=np.int8)
+    cols["softirq"] = dict_column(np.maximum(soft_codes, 0), SOFTIRQ_NAMES, pa.int8(),
+                                  mask=soft_codes < 0)
+    for name in ("sport", "dport", "seq", "end_seq", "ack", "tcp_flags", "length", "ret"):
+        cols[name] = pa.array([getattr(ev, name) for ev in events], EVENT_SCHEMA.field(name).type)
+    for name in _ADDR_FIELDS:
+        cols[name] = pa.array(
+            [None if getattr(ev, name) is None else int(ipaddress.IPv4Address(getattr(ev, name)))
+             for ev in events], pa.uint32())
+    assert all(len(c) == n for c in cols.values())
+    return pa.record_batch([cols[f.name] for f in EVENT_SCHEMA], schema=EVENT_SCHEMA)
+
+
+def batch_to_events(batch: pa.RecordBatch | pa.Table) -> list[Event]:
+    """A batch's rows as Event objects (the object path: small traces, renderers)."""
+    cols = {name: batch.column(name).to_pylist() for name in EVENT_SCHEMA.names}
+    for name in _ADDR_FIELDS:
+        cols[name] = [None if v is None else str(ipaddress.IPv4Address(v)) for v in cols[name]]
+    kinds = {v: Kind(v) for v in KIND_VALUES}
+    ctxs = {v: Context(v) for v in CTX_VALUES}
+    cols["kind"] = [kinds[v] for v in cols["kind"]]
+    cols["ctx"] = [ctxs[v] for v in cols["ctx"]]
+    names = EVENT_SCHEMA.names
+    return [Event(**dict(zip(names, row, strict=True))) for row in zip(*cols.values(), strict=True)]

@@ -267,6 +267,25 @@ def write_synthetic(source: Path, out: Path, copies: int, overlap: float = 8.0) 
                        bytes=out.stat().st_size, seconds=time.monotonic() - t0)
 
 
+def inconsistency(source: Path, out: Path, copies: int) -> str | None:
+    """What `kpath replay --stats` shows wrong in the synthetic trace `out`
+    (MISMATCH checks or flow warnings beyond `copies` times the source's), else
+    None. Runs the replay twice: for small and medium traces."""
+    counts = []
+    for path in (source, out):
+        res = subprocess.run([sys.executable, "-m", "kpath", "replay", "--stats", str(path)],
+                             capture_output=True, text=True, cwd=ROOT)
+        if res.returncode != 0:
+            return f"replay --stats {path.name} failed: {res.stderr.strip()[-300:]}"
+        flow_warnings = sum(ln.startswith("    !!") for ln in res.stdout.splitlines())
+        counts.append((res.stdout.count("MISMATCH"), flow_warnings))
+    (m0, w0), (m1, w1) = counts
+    if (m1, w1) != (m0 * copies, w0 * copies):
+        return (f"replay --stats: {m1} MISMATCH and {w1} warning(s) in {copies} copies, "
+                f"the recording has {m0} and {w0}")
+    return None
+
+
 def convert_available(python: str = sys.executable) -> bool:
     """Whether this kpath has `kpath convert` (trace format v2)."""
     res = subprocess.run([python, "-m", "kpath", "convert", "--help"], capture_output=True,

@@ -1,0 +1,456 @@
+"""Replay benchmark on SYNTHETIC traces of 1 M and 10 M events.
+
+The traces are made, not recorded (bench/synth.py): whole copies of a real
+recording (default tests/data/hello_hi.kpath), each a connection of its own,
+overlapping in time, until the trace holds the size asked for (whole copies:
+a few events more). Before timing anything, a 20-copy trace is checked to
+replay --stats like the recording (no MISMATCH, no warning the recording
+does not have).
+
+Each command runs as a user runs it, in a child process of its own, on the
+same v1 (JSON Lines) file: wall time (start-up included), events per second
+and its peak RSS (ru_maxrss from os.wait4 in a small spawner: the command
+and the children it waited for, not this bench):
+
+- baselines: a bare `json.loads` of every line (one core), and DuckDB
+  (`read_json` with the event columns of tracer/events.py's EVENT_SCHEMA,
+  plus a group-by per probe; DuckDB's own threads);
+- `kpath replay --stats`, `kpath replay --format json` (output to /dev/null),
+  `kpath export -f FMT` for each format (default summarisation);
+- trace format v2: `kpath convert` of a 2 M-event v1 trace, then
+  `kpath replay --stats` of the result, as a ratio to the json.loads pass
+  over the v1 file (target <= 0.3x, <= 256 MiB). A command this kpath does
+  not have is reported "not available in this kpath" (asked with --help).
+
+Caps: a command runs under a timeout (--timeout, 600 s) and an RSS cap
+(--rss-cap, 8 GiB), polled from /proc and killed past either; a command
+whose time or RSS at a smaller size, scaled linearly, passes a cap is not
+started: "skipped (cap)".
+
+Usage:
+  .venv/bin/python bench/bench_replay.py                # 100k, 1M and 10M events
+  .venv/bin/python bench/bench_replay.py --quick        # 20k and 100k events, a few formats
+  .venv/bin/python bench/bench_replay.py --sizes 1M --formats svg,html --outdir /tmp/b
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+FORMATS = ("svg", "png", "pdf", "dot", "mermaid", "plantuml", "perfetto", "html")
+NOT_AVAILABLE = "not available in this kpath"
+MIB = 1 << 20
+TARGET_EVENTS_PER_S = 1_000_000
+TARGET_RSS = 256 * MIB
+TARGET_RATIO = 0.3
+
+
+# ---- children: the baselines run in a process of their own, like kpath ----
+
+def child_json(path: str) -> None:
+    """json.loads of every line; prints the number of event records."""
+    n = 0
+    with open(path, "rb") as fh:
+        for line in fh:
+            if "event" in json.loads(line):
+                n += 1
+    print(n)
+
+
+def duckdb_event_type() -> str:
+    """The v1 event record as a DuckDB STRUCT, from the one definition of the
+    event columns (EVENT_SCHEMA); v1 writes enumerations, names and IPv4
+    addresses as text."""
+    import pyarrow as pa
+
+    from tracer.events import EVENT_SCHEMA
+
+    def sql(t: pa.DataType) -> str:
+        if pa.types.is_dictionary(t) or pa.types.is_string(t):
+            return "VARCHAR"
+        return {pa.uint8(): "UTINYINT", pa.uint16(): "USMALLINT", pa.uint32(): "UINTEGER",
+                pa.uint64(): "UBIGINT", pa.int64(): "BIGINT", pa.int8(): "TINYINT",
+                pa.int32(): "INTEGER"}[t]
+
+    text = {"saddr", "daddr"}
+    return "STRUCT(" + ", ".join(
+        f"{f.name} {'VARCHAR' if f.name in text else sql(f.type)}" for f in EVENT_SCHEMA) + ")"
+
+
+def child_duckdb(path: str) -> None:
+    """DuckDB read_json of the events plus a group-by per probe; prints the
+    number of events. Exit 3 when DuckDB is not installed."""
+    try:
+        import duckdb
+    except ImportError:
+        print("DuckDB is not installed: pip install 'kpath[bench]' (or pip install duckdb)",
+              file=sys.stderr)
+        sys.exit(3)
+    con = duckdb.connect()
+    rows = con.execute(
+        "SELECT event.probe AS probe, count(*) AS n, sum(event.length) AS bytes, "
+        "min(event.ts_ns), max(event.ts_ns) "
+        "FROM read_json(?, format = 'newline_delimited', columns = {'event': '"
+        + duckdb_event_type() + "'}) WHERE event IS NOT NULL GROUP BY probe ORDER BY n DESC",
+        [path]).fetchall()
+    print(sum(r[1] for r in rows))
+
+
+# ---- measuring a child ----
+
+@dataclasses.dataclass
+class Result:
+    label: str
+    events: int
+    status: str  # "ok", "failed: ...", "skipped (cap): ...", NOT_AVAILABLE
+    wall: float | None = None
+    rss: int | None = None  # bytes
+    note: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def row(self) -> str:
+        if not self.ok:
+            return f"| {self.label} | {self.status} | | | {self.note} |"
+        assert self.wall is not None and self.rss is not None
+        return (f"| {self.label} | {self.wall:,.1f} s | {self.events / self.wall:,.0f} | "
+                f"{self.rss / MIB:,.0f} MiB | {self.note} |")
+
+
+# The measured command runs under a small spawner (python -S, a few MiB)
+# that reports the command's own ru_maxrss: a child forked straight from
+# this bench would count the bench's RSS at fork time as its peak (Linux
+# keeps a process's pre-exec high-water mark).
+_SPAWNER = """
+import os, sys
+pid = os.fork()
+if pid == 0:
+    os.execvp(sys.argv[2], sys.argv[2:])
+_, status, usage = os.wait4(pid, 0)
+with open(sys.argv[1], "w") as fh:
+    fh.write(str(usage.ru_maxrss))
+code = os.waitstatus_to_exitcode(status)
+sys.exit(code if code >= 0 else 128 - code)
+"""
+
+
+def _tree_rss(pid: int) -> int:
+    """RSS of pid and all its descendants (from /proc)."""
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            with open(f"/proc/{p}/status") as fh:
+                for line in fh:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1]) * 1024
+                        break
+            with open(f"/proc/{p}/task/{p}/children") as fh:
+                todo.extend(int(c) for c in fh.read().split())
+        except (OSError, ValueError):
+            continue
+    return total
+
+
+def measure(label: str, argv: list[str], events: int, timeout: float, rss_cap: int,
+            stdout: Path | None = None) -> Result:
+    """Run argv (cwd: the repository) and measure it; killed past a cap."""
+    out = open(stdout, "wb") if stdout is not None else subprocess.DEVNULL  # noqa: SIM115
+    err = tempfile.TemporaryFile()  # noqa: SIM115
+    with tempfile.NamedTemporaryFile("r", prefix="kpath-bench-rss-") as rss_file:
+        t0 = time.monotonic()
+        proc = subprocess.Popen([sys.executable, "-S", "-c", _SPAWNER, rss_file.name, *argv],
+                                cwd=ROOT, stdout=out, stderr=err, start_new_session=True)
+        killed = ""
+        while proc.poll() is None:
+            elapsed = time.monotonic() - t0
+            rss = _tree_rss(proc.pid)
+            if not killed and (elapsed > timeout or rss > rss_cap):
+                killed = (f"stopped after {elapsed:.0f} s at {rss / MIB:,.0f} MiB "
+                          f"(caps {timeout:.0f} s, {rss_cap / MIB:,.0f} MiB)")
+                os.killpg(proc.pid, signal.SIGKILL)
+            time.sleep(0.05)
+        wall = time.monotonic() - t0
+        text = rss_file.read().strip()
+    peak = int(text) * 1024 if text else None
+    if stdout is not None:
+        out.close()  # type: ignore[union-attr]
+    err.seek(0)
+    stderr = err.read().decode(errors="replace").strip()
+    err.close()
+    if killed:
+        return Result(label, events, f"skipped (cap): {killed}", wall, peak)
+    if proc.returncode != 0:
+        if "No such command" in stderr:
+            return Result(label, events, NOT_AVAILABLE)
+        last = stderr.splitlines()[-1] if stderr else f"exit {proc.returncode}"
+        return Result(label, events, f"failed: {last[:200]}", wall, peak)
+    return Result(label, events, "ok", wall, peak)
+
+
+class Caps:
+    """Skips a command whose scaled-up earlier run passes a cap."""
+
+    def __init__(self, timeout: float, rss_cap: int) -> None:
+        self.timeout, self.rss_cap = timeout, rss_cap
+        self.seen: dict[str, Result] = {}
+
+    def predict(self, key: str, events: int) -> str | None:
+        prev = self.seen.get(key)
+        if prev is None:
+            return None
+        if not prev.ok:
+            if prev.status.startswith("skipped (cap)") and prev.events <= events:
+                return f"skipped (cap): already past a cap at {prev.events:,} events"
+            return None
+        assert prev.wall is not None and prev.rss is not None
+        scale = events / prev.events
+        wall, rss = prev.wall * scale, prev.rss * scale
+        if wall > self.timeout or rss > self.rss_cap:
+            return (f"skipped (cap): {prev.wall:.0f} s and {prev.rss / MIB:,.0f} MiB at "
+                    f"{prev.events:,} events predict {wall:,.0f} s and {rss / (1 << 30):,.1f} GiB")
+        return None
+
+    def run(self, key: str, label: str, argv: list[str], events: int,
+            stdout: Path | None = None) -> Result:
+        why = self.predict(key, events)
+        res = (Result(label, events, why) if why is not None
+               else measure(label, argv, events, self.timeout, self.rss_cap, stdout))
+        if why is None:
+            self.seen[key] = res
+        return res
+
+
+# ---- the bench ----
+
+def kpath(*args: str) -> list[str]:
+    return [sys.executable, "-m", "kpath", *args]
+
+
+def has_command(name: str) -> str | None:
+    """The --help text of `kpath NAME`, or None when this kpath lacks it."""
+    res = subprocess.run(kpath(name, "--help"), cwd=ROOT, capture_output=True, text=True)
+    return res.stdout if res.returncode == 0 else None
+
+
+def convert_argv(help_text: str, src: Path, dst: Path) -> list[str] | None:
+    """`kpath convert` as its usage line asks: SRC DST, or SRC -o DST."""
+    usage = next((ln for ln in help_text.splitlines() if ln.startswith("Usage:")), "")
+    positionals = [w for w in usage.split()[3:] if not w.startswith("[")]
+    if len(positionals) == 2:
+        return kpath("convert", str(src), str(dst))
+    if len(positionals) == 1 and re.search(r"(^|\s)(-o|--output)\b", help_text):
+        return kpath("convert", str(src), "-o", str(dst))
+    return None
+
+
+def parse_size(text: str) -> int:
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)([kKmM]?)", text.strip())
+    if m is None:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 200k, 1M, 10M)")
+    mult = {"": 1, "k": 1000, "m": 1_000_000}[m.group(2).lower()]
+    return int(float(m.group(1)) * mult)
+
+
+def stats_check(path: Path, source_warnings: int, copies: int) -> str:
+    """What the --stats output says of the trace's consistency."""
+    text = path.read_text(errors="replace")
+    mismatch = text.count("MISMATCH")
+    warnings = sum(ln.startswith("    !!") for ln in text.splitlines())
+    extra = warnings - source_warnings * copies
+    if mismatch or extra:
+        return f"INCONSISTENT: {mismatch} MISMATCH, {extra} extra warning(s)"
+    return "accounting ok"
+
+
+def make_trace(source: Path, events: int, out: Path) -> tuple[int, int]:
+    from bench.synth import copies_for, write_synthetic
+
+    res = write_synthetic(source, out, copies_for(source, events))
+    print(f"  synthetic {out.name}: {res.copies:,} copies of {source.name}, "
+          f"{res.events:,} events, {res.bytes / 1e6:,.0f} MB, made in {res.seconds:.1f} s",
+          flush=True)
+    return res.events, res.copies
+
+
+def bench_size(caps: Caps, source: Path, events_asked: int, outdir: Path,
+               formats: list[str], source_warnings: int) -> list[Result]:
+    trace = outdir / f"synthetic_{events_asked}.kpath"
+    events, copies = make_trace(source, events_asked, trace)
+    results = []
+
+    def show(res: Result) -> Result:
+        print("  " + res.row(), flush=True)
+        results.append(res)
+        return res
+
+    me = [sys.executable, str(Path(__file__).resolve())]
+    show(caps.run("json", "json.loads per line (baseline)", [*me, "--child", "json", str(trace)],
+                  events))
+    duck = show(caps.run("duckdb", "DuckDB read_json + group by probe (baseline)",
+                         [*me, "--child", "duckdb", str(trace)], events))
+    if duck.status.startswith("failed") and "DuckDB is not installed" in duck.status:
+        duck.status = "not installed: pip install 'kpath[bench]'"
+    stats_out = outdir / "stats.txt"
+    res = caps.run("stats", "kpath replay --stats", kpath("replay", "--stats", str(trace)),
+                   events, stdout=stats_out)
+    if res.ok:
+        res.note = stats_check(stats_out, source_warnings, copies)
+    show(res)
+    stats_out.unlink(missing_ok=True)
+    show(caps.run("json-out", "kpath replay --format json",
+                  kpath("replay", "--format", "json", str(trace)), events))
+    for fmt in formats:
+        out = outdir / f"export.{fmt}"
+        r = caps.run(f"export-{fmt}", f"kpath export -f {fmt}",
+                     kpath("export", str(trace), "-f", fmt, "-o", str(out)), events)
+        if r.ok and out.exists():
+            r.note = f"{out.stat().st_size / 1024:,.0f} KiB"
+        out.unlink(missing_ok=True)
+        show(r)
+    trace.unlink()
+    return results
+
+
+def bench_v2(caps: Caps, source: Path, events_asked: int, outdir: Path) -> list[Result]:
+    v1 = outdir / f"synthetic_{events_asked}.kpath"
+    v2 = outdir / f"synthetic_{events_asked}.v2.kpath"
+    results = []
+
+    def show(res: Result) -> Result:
+        print("  " + res.row(), flush=True)
+        results.append(res)
+        return res
+
+    help_text = has_command("convert")
+    if help_text is None:
+        for label in ("kpath convert v1 -> v2", "kpath replay --stats (v2)"):
+            show(Result(label, events_asked, NOT_AVAILABLE,
+                        note="no `kpath convert`: trace format v2 not in this kpath"))
+        return results
+    events, _ = make_trace(source, events_asked, v1)
+    me = [sys.executable, str(Path(__file__).resolve())]
+    base = show(caps.run("v2-json", "json.loads per line over the v1 file (baseline)",
+                         [*me, "--child", "json", str(v1)], events))
+    argv = convert_argv(help_text, v1, v2)
+    if argv is None:
+        show(Result("kpath convert v1 -> v2", events, "failed: cannot read its usage line"))
+        return results
+    conv = show(caps.run("v2-convert", "kpath convert v1 -> v2", argv, events))
+    if conv.ok and v2.exists():
+        conv.note = f"{v1.stat().st_size / 1e6:,.0f} MB -> {v2.stat().st_size / 1e6:,.0f} MB"
+    v1.unlink()
+    if not conv.ok:
+        return results
+    stats = show(caps.run("v2-stats", "kpath replay --stats (v2)",
+                          kpath("replay", "--stats", str(v2)), events))
+    if stats.ok and base.ok:
+        assert stats.wall is not None and base.wall is not None and stats.rss is not None
+        ratio = stats.wall / base.wall
+        stats.note = (f"{ratio:.2f}x json.loads (target <= {TARGET_RATIO}x: "
+                      f"{'met' if ratio <= TARGET_RATIO else 'not met'}); RSS "
+                      f"{'<=' if stats.rss <= TARGET_RSS else '>'} 256 MiB")
+    v2.unlink(missing_ok=True)
+    return results
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", default="100k,1M,10M",
+                    help="events per trace, comma-separated (200k, 1M, 10M); default "
+                         "100k,1M,10M (the small size predicts which commands would pass a cap)")
+    ap.add_argument("--v2-size", default="2M", help="events of the v1 trace converted to v2")
+    ap.add_argument("--source", type=Path, default=ROOT / "tests" / "data" / "hello_hi.kpath",
+                    help="the real recording copied (default tests/data/hello_hi.kpath)")
+    ap.add_argument("--formats", default=",".join(FORMATS), help="export formats")
+    ap.add_argument("--outdir", type=Path,
+                    help="where the synthetic traces go (default: a temporary directory)")
+    ap.add_argument("--timeout", type=float, default=600.0, help="seconds per command")
+    ap.add_argument("--rss-cap", type=float, default=8.0, help="GiB per command")
+    ap.add_argument("--quick", action="store_true",
+                    help="a small run: 20k and 100k events, v2 at 50k, svg and perfetto")
+    ap.add_argument("--child", nargs=2, metavar=("KIND", "FILE"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        {"json": child_json, "duckdb": child_duckdb}[args.child[0]](args.child[1])
+        return
+    if args.quick:
+        args.sizes, args.v2_size, args.formats = "20k,100k", "50k", "svg,perfetto"
+    sizes = sorted(parse_size(s) for s in args.sizes.split(","))
+    formats = [f for f in args.formats.split(",") if f]
+    caps = Caps(args.timeout, int(args.rss_cap * (1 << 30)))
+
+    from bench.synth import inconsistency, write_synthetic
+
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                            capture_output=True, text=True).stdout.strip()
+    print(f"kpath {commit} (python {platform.python_version()}, {os.cpu_count()} cores, "
+          f"{datetime.date.today()}), source {args.source.name}")
+    tmp = None
+    if args.outdir is None:
+        tmp = tempfile.mkdtemp(prefix="kpath-bench-replay-")
+        outdir = Path(tmp)
+    else:
+        outdir = args.outdir
+        outdir.mkdir(parents=True, exist_ok=True)
+    try:
+        small = outdir / "synthetic_check.kpath"
+        write_synthetic(args.source, small, 20, overlap=8)
+        problem = inconsistency(args.source, small, 20)
+        small.unlink()
+        if problem:
+            sys.exit(f"synthetic trace is inconsistent: {problem}")
+        src_stats = subprocess.run(kpath("replay", "--stats", str(args.source)), cwd=ROOT,
+                                   capture_output=True, text=True, check=True).stdout
+        source_warnings = sum(ln.startswith("    !!") for ln in src_stats.splitlines())
+        print("20 synthetic copies replay --stats like the recording: consistent\n")
+        all_results: dict[int, list[Result]] = {}
+        for n in sizes:
+            print(f"{n:,} events (synthetic):")
+            print("  | command | wall | events/s | peak RSS | note |")
+            print("  |---|---:|---:|---:|---|")
+            all_results[n] = bench_size(caps, args.source, n, outdir, formats, source_warnings)
+            print()
+        v2_events = parse_size(args.v2_size)
+        print(f"trace format v2, {v2_events:,} events (synthetic):")
+        print("  | command | wall | events/s | peak RSS | note |")
+        print("  |---|---:|---:|---:|---|")
+        bench_v2(caps, args.source, v2_events, outdir)
+        print()
+        big = max(sizes)
+        stats = next(r for r in all_results[big] if r.label == "kpath replay --stats")
+        if stats.ok:
+            assert stats.wall is not None and stats.rss is not None
+            rate = stats.events / stats.wall
+            met = rate >= TARGET_EVENTS_PER_S and stats.rss <= TARGET_RSS
+            print(f"target (issue 8): replay --stats >= 1 M events/s, <= 256 MiB at 10 M events: "
+                  f"at {big:,}: {rate:,.0f} events/s, {stats.rss / MIB:,.0f} MiB: "
+                  f"{'met' if met else 'not met'}")
+        else:
+            print(f"target (issue 8): replay --stats at {big:,} events: {stats.status}")
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -24,8 +24,9 @@ and the children it waited for, not this bench):
 
 Caps: a command runs under a timeout (--timeout, 600 s) and an RSS cap
 (--rss-cap, 8 GiB), polled from /proc and killed past either; a command
-whose time or RSS at a smaller size, scaled linearly, passes a cap is not
-started: "skipped (cap)".
+whose time or RSS at the smaller sizes, extrapolated linearly, passes a cap
+is not started: "skipped (cap)" (the object-based replay at 10 M events
+would take minutes and some 17 GB).
 
 Usage:
   .venv/bin/python bench/bench_replay.py                # 100k, 1M and 10M events
@@ -208,35 +209,46 @@ def measure(label: str, argv: list[str], events: int, timeout: float, rss_cap: i
 
 
 class Caps:
-    """Skips a command whose scaled-up earlier run passes a cap."""
+    """Skips a command whose earlier runs, extrapolated, pass a cap: a line
+    through the two largest sizes measured (one: through the origin)."""
 
     def __init__(self, timeout: float, rss_cap: int) -> None:
         self.timeout, self.rss_cap = timeout, rss_cap
-        self.seen: dict[str, Result] = {}
+        self.seen: dict[str, list[Result]] = {}
 
     def predict(self, key: str, events: int) -> str | None:
-        prev = self.seen.get(key)
-        if prev is None:
+        runs = self.seen.get(key, [])
+        capped = [r for r in runs if r.status.startswith("skipped (cap)") and r.events <= events]
+        if capped:
+            return f"skipped (cap): already past a cap at {capped[-1].events:,} events"
+        ok = sorted((r for r in runs if r.ok), key=lambda r: r.events)
+        if not ok:
             return None
-        if not prev.ok:
-            if prev.status.startswith("skipped (cap)") and prev.events <= events:
-                return f"skipped (cap): already past a cap at {prev.events:,} events"
-            return None
-        assert prev.wall is not None and prev.rss is not None
-        scale = events / prev.events
-        wall, rss = prev.wall * scale, prev.rss * scale
+        last = ok[-1]
+        assert last.wall is not None and last.rss is not None
+        first = ok[-2] if len(ok) > 1 and ok[-2].events < last.events else None
+
+        def extrapolate(y1: float, y2: float) -> float:
+            if first is None:
+                return y2 * events / last.events
+            slope = max((y2 - y1) / (last.events - first.events), 0.0)
+            return y2 + slope * (events - last.events)
+
+        wall = extrapolate(first.wall if first else 0.0, last.wall)  # type: ignore[arg-type]
+        rss = extrapolate(first.rss if first else 0.0, last.rss)  # type: ignore[arg-type]
         if wall > self.timeout or rss > self.rss_cap:
-            return (f"skipped (cap): {prev.wall:.0f} s and {prev.rss / MIB:,.0f} MiB at "
-                    f"{prev.events:,} events predict {wall:,.0f} s and {rss / (1 << 30):,.1f} GiB")
+            return (f"skipped (cap): {last.wall:,.0f} s and {last.rss / MIB:,.0f} MiB at "
+                    f"{last.events:,} events predict {wall:,.0f} s and "
+                    f"{rss / (1 << 30):,.1f} GiB")
         return None
 
     def run(self, key: str, label: str, argv: list[str], events: int,
             stdout: Path | None = None) -> Result:
         why = self.predict(key, events)
-        res = (Result(label, events, why) if why is not None
-               else measure(label, argv, events, self.timeout, self.rss_cap, stdout))
-        if why is None:
-            self.seen[key] = res
+        if why is not None:
+            return Result(label, events, why)
+        res = measure(label, argv, events, self.timeout, self.rss_cap, stdout)
+        self.seen.setdefault(key, []).append(res)
         return res
 
 

@@ -164,9 +164,10 @@ def copies_for(source: Path, events: int) -> int:
     return max(1, -(-events // n))
 
 
-def _check(rec: _Recording, copies: int) -> int:
+def _check(rec: _Recording, copies: int, per_block: int | None) -> int:
     """Ports per address block; raises when the copies cannot stay distinct."""
-    per_block = 65536 - rec.max_port
+    most = 65536 - rec.max_port
+    per_block = most if per_block is None else min(per_block, most)
     blocks = -(-copies // per_block)
     if rec.pid_stride * copies >= 1 << 32:
         raise ValueError(f"{copies} copies: thread ids would pass 2^32")
@@ -238,11 +239,13 @@ def _lines(rec: _Recording, copies: int, step: int, per_block: int) -> Iterator[
                       for r in rows)
 
 
-def write_synthetic(source: Path, out: Path, copies: int, overlap: float = 8.0) -> SynthResult:
-    """Write `copies` consistent copies of `source` to `out` (trace format v1)."""
+def write_synthetic(source: Path, out: Path, copies: int, overlap: float = 8.0,
+                    ports_per_block: int | None = None) -> SynthResult:
+    """Write `copies` consistent copies of `source` to `out` (trace format v1).
+    ports_per_block: fewer copies per address than the ports allow (tests)."""
     t0 = time.monotonic()
     rec = load(source)
-    per_block = _check(rec, copies)
+    per_block = _check(rec, copies, ports_per_block)
     step = max(1, math.ceil((rec.span_ns + 50_000) / max(overlap, 1e-9)))
     header = dataclasses.replace(
         rec.header, command=["synthetic", f"{copies} copies of {source.name}",

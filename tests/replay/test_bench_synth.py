@@ -57,6 +57,20 @@ def test_copies_replay_like_the_recording(name: str, tmp_path: Path) -> None:
     assert not any("MISMATCH" in b for b in copies)
 
 
+def test_copies_on_other_addresses_replay_alike(tmp_path: Path) -> None:
+    """Past the ports one address offers, copies move to the next address
+    (127.0.0.2, ...): as consistent."""
+    source = DATA / "hello_hi.kpath"
+    out = tmp_path / "synthetic.kpath"
+    write_synthetic(source, out, COPIES, overlap=4, ports_per_block=6)
+    _, orig = _flow_blocks(_stats(source))
+    head, copies = _flow_blocks(_stats(out))
+    assert Counter(copies) == Counter({b: COPIES for b in orig})
+    addrs = {json.loads(ln)["event"].get("saddr") for ln in out.read_text().splitlines()
+             if ln.startswith('{"event"')}
+    assert {"127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.4"} <= addrs
+
+
 def test_lost_records_move_with_their_copy(tmp_path: Path) -> None:
     """A lossy recording copied one after another (overlap 1): each copy owns
     its own losses, as the recording does."""

@@ -55,6 +55,9 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+# bench.synth (numpy, tracer) is imported where needed: the baseline children
+# start with this file and must not carry it.
+
 FORMATS = ("svg", "png", "pdf", "dot", "mermaid", "plantuml", "perfetto", "html")
 NOT_AVAILABLE = "not available in this kpath"
 MIB = 1 << 20
@@ -258,23 +261,6 @@ def kpath(*args: str) -> list[str]:
     return [sys.executable, "-m", "kpath", *args]
 
 
-def has_command(name: str) -> str | None:
-    """The --help text of `kpath NAME`, or None when this kpath lacks it."""
-    res = subprocess.run(kpath(name, "--help"), cwd=ROOT, capture_output=True, text=True)
-    return res.stdout if res.returncode == 0 else None
-
-
-def convert_argv(help_text: str, src: Path, dst: Path) -> list[str] | None:
-    """`kpath convert` as its usage line asks: SRC DST, or SRC -o DST."""
-    usage = next((ln for ln in help_text.splitlines() if ln.startswith("Usage:")), "")
-    positionals = [w for w in usage.split()[3:] if not w.startswith("[")]
-    if len(positionals) == 2:
-        return kpath("convert", str(src), str(dst))
-    if len(positionals) == 1 and re.search(r"(^|\s)(-o|--output)\b", help_text):
-        return kpath("convert", str(src), "-o", str(dst))
-    return None
-
-
 def parse_size(text: str) -> int:
     m = re.fullmatch(r"(\d+(?:\.\d+)?)([kKmM]?)", text.strip())
     if m is None:
@@ -353,7 +339,9 @@ def bench_v2(caps: Caps, source: Path, events_asked: int, outdir: Path) -> list[
         results.append(res)
         return res
 
-    help_text = has_command("convert")
+    from bench.synth import convert_argv, convert_help
+
+    help_text = convert_help()
     if help_text is None:
         for label in ("kpath convert v1 -> v2", "kpath replay --stats (v2)"):
             show(Result(label, events_asked, NOT_AVAILABLE,

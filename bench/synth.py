@@ -40,6 +40,7 @@ import dataclasses
 import ipaddress
 import json
 import math
+import re
 import subprocess
 import sys
 import time
@@ -289,11 +290,26 @@ def inconsistency(source: Path, out: Path, copies: int) -> str | None:
     return None
 
 
-def convert_available(python: str = sys.executable) -> bool:
-    """Whether this kpath has `kpath convert` (trace format v2)."""
+def convert_help(python: str = sys.executable) -> str | None:
+    """The --help text of `kpath convert` (trace format v2), or None when this
+    kpath has no such command."""
     res = subprocess.run([python, "-m", "kpath", "convert", "--help"], capture_output=True,
                          text=True, cwd=ROOT)
-    return res.returncode == 0
+    return res.stdout if res.returncode == 0 else None
+
+
+def convert_argv(help_text: str, src: Path, dst: Path,
+                 python: str = sys.executable) -> list[str] | None:
+    """`kpath convert` as its usage line asks: SRC DST, or SRC -o DST; None
+    when the usage line says neither."""
+    usage = next((ln for ln in help_text.splitlines() if ln.startswith("Usage:")), "")
+    positionals = [w for w in usage.split()[3:] if not w.startswith("[")]
+    base = [python, "-m", "kpath", "convert", str(src)]
+    if len(positionals) == 2:
+        return [*base, str(dst)]
+    if len(positionals) == 1 and re.search(r"(^|\s)(-o|--output)\b", help_text):
+        return [*base, "-o", str(dst)]
+    return None
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -309,16 +325,19 @@ def main(argv: list[str] | None = None) -> None:
                     help="v2: the v1 output converted by `kpath convert` (if this kpath has it)")
     args = ap.parse_args(argv)
     copies = args.copies if args.copies is not None else copies_for(args.source, args.events)
-    if args.format == "v2" and not convert_available():
+    help_text = convert_help() if args.format == "v2" else None
+    if args.format == "v2" and help_text is None:
         sys.exit("trace format v2: not available in this kpath (no `kpath convert`)")
     v1 = args.output if args.format == "v1" else args.output.with_suffix(".v1.kpath")
     res = write_synthetic(args.source, v1, copies, args.overlap)
     print(f"synthetic: {res.copies} copies of {args.source.name}, {res.events} events, "
           f"{res.bytes / 1e6:.1f} MB, copy every {res.step_ns / 1e6:.3f} ms "
           f"(one copy spans {res.span_ns / 1e6:.3f} ms), {res.seconds:.1f} s -> {v1}")
-    if args.format == "v2":
-        subprocess.run([sys.executable, "-m", "kpath", "convert", str(v1), "-o",
-                        str(args.output)], check=True, cwd=ROOT)
+    if help_text is not None:
+        argv = convert_argv(help_text, v1, args.output)
+        if argv is None:
+            sys.exit("kpath convert: its usage line names neither SRC DST nor SRC -o DST")
+        subprocess.run(argv, check=True, cwd=ROOT)
         v1.unlink()
         print(f"converted to v2: {args.output} ({args.output.stat().st_size / 1e6:.1f} MB)")
 

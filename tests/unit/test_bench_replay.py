@@ -10,11 +10,11 @@ from bench.bench_replay import (
     NOT_AVAILABLE,
     Caps,
     Result,
-    convert_argv,
     kpath,
     measure,
     parse_size,
 )
+from bench.synth import convert_argv
 
 
 def test_peak_rss_is_the_childs_own() -> None:

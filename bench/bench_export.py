@@ -8,7 +8,7 @@ holds --packets packets. The bench refuses a trace whose `replay --stats`
 shows a MISMATCH or a warning the recording does not have. Then each export
 format is timed as a user runs it (`kpath export` in a subprocess: read,
 rebuild, select, render, write), with the default summarisation and with
-`--max-packets 200`. Prints a table; bench/README.md records measured results.
+`--flow 1` (one connection). Prints a table; bench/README.md records measured results.
 
 Usage: .venv/bin/python bench/bench_export.py [--packets N] [--formats svg,html,...]
 """
@@ -30,7 +30,7 @@ from tracer.timeline import Packet, build_timeline  # noqa: E402
 from tracer.tracefile import read_trace  # noqa: E402
 
 FORMATS = ("svg", "png", "pdf", "dot", "mermaid", "plantuml", "perfetto", "html")
-NARROW = ["--max-packets", "200"]
+NARROW = ["--flow", "1"]  # one connection of the busy host
 
 
 def synthetic_trace(source: Path, packets: int, out: Path) -> tuple[int, int, int]:

@@ -128,6 +128,7 @@ def test_stream_is_readable_before_close(tmp_path: Path) -> None:
     w = TraceWriter(path, synthetic_header())
     assert read_trace(path).num_events == 0  # the header alone is a readable file
     w.events_batch([synthetic_event(1), synthetic_event(2)])
+    assert read_trace(path).num_events == 2  # each batch reaches the file when written
     w.lost_events(Lost(ts_ns=3, count=1))
     w.flush()
     t = read_trace(path)  # tracer still "running": no trailer yet

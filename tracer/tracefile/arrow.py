@@ -62,11 +62,10 @@ class TraceWriter:
         self._probe_dict = pa.array(self._probe_names, pa.string())
         schema = EVENT_SCHEMA.with_metadata(
             {HEADER_KEY: json.dumps(header.to_record(), separators=(",", ":"))})
-        try:
-            self._sink = pa.OSFile(str(self.path), "wb")
-        except OSError as exc:
-            raise OSError(exc.errno, exc.strerror or str(exc), str(self.path)) from None
-        self._out = pa.BufferedOutputStream(self._sink, 1 << 20)
+        # Opened by Python for its plain OSError (errno, strerror) on failure.
+        # Unbuffered: Arrow buffers a batch; each flush must reach the file.
+        self._file = open(self.path, "wb", buffering=0)  # noqa: SIM115
+        self._out = pa.BufferedOutputStream(pa.PythonFile(self._file, mode="w"), 1 << 20)
         self._writer = ipc.new_stream(self._out, schema,
                                       options=ipc.IpcWriteOptions(compression=compression))
         self.events = 0
@@ -133,12 +132,14 @@ class TraceWriter:
         self._write(self._empty(), trailer)
         self._writer.close()
         self._out.close()
+        self._file.close()
         self._closed = True
 
     def abort(self) -> None:
         """Stop writing without a trailer (the file reads as cut short)."""
         if not self._closed:
             self._out.close()
+            self._file.close()
             self._closed = True
 
     def _flush_events(self) -> None:

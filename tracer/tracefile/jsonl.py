@@ -320,22 +320,36 @@ def read_chunks(fh: IO[bytes], first_lineno: int,
         yield rest, lineno, False
 
 
+class JsonlWriter:
+    """Writes version 1 JSON Lines: the header at once, then each batch's
+    lost records before its events, then the trailer."""
+
+    def __init__(self, fh: IO[str], header: Header) -> None:
+        self._fh = fh
+        self.events = 0
+        self._line({"header": header.to_record(version=JSONL_VERSION)})
+
+    def _line(self, rec: dict[str, Any]) -> None:
+        self._fh.write(json.dumps(rec, separators=(",", ":")) + "\n")
+
+    def write(self, batch: pa.RecordBatch, lost: list[Lost]) -> None:
+        for rec in lost:
+            self._line({"lost": rec.to_record()})
+        for ev in batch_to_events(batch):
+            self._line({"event": ev.to_record()})
+        self.events += batch.num_rows
+
+    def trailer(self, trailer: Trailer) -> None:
+        self._line({"trailer": trailer.to_record()})
+
+
 def write_jsonl(fh: IO[str], header: Header,
                 records: Iterator[tuple[pa.RecordBatch, list[Lost]]],
                 trailer: Trailer | None) -> int:
-    """Version 1 JSON Lines, each batch's lost records before its events;
-    returns the number of events written."""
-    def line(rec: dict[str, Any]) -> None:
-        fh.write(json.dumps(rec, separators=(",", ":")) + "\n")
-
-    line({"header": header.to_record(version=JSONL_VERSION)})
-    n = 0
+    """A whole version 1 file; returns the number of events written."""
+    w = JsonlWriter(fh, header)
     for batch, lost in records:
-        for rec in lost:
-            line({"lost": rec.to_record()})
-        for ev in batch_to_events(batch):
-            line({"event": ev.to_record()})
-        n += batch.num_rows
+        w.write(batch, lost)
     if trailer is not None:
-        line({"trailer": trailer.to_record()})
-    return n
+        w.trailer(trailer)
+    return w.events

@@ -6,6 +6,7 @@ from __future__ import annotations
 import click
 
 from kpath import __version__
+from kpath.cli_convert import convert_cmd
 from kpath.cli_doctor import doctor_cmd
 from kpath.cli_probes import probes_cmd
 from kpath.cli_trace import demo_group, trace_cmd
@@ -25,6 +26,7 @@ def cli() -> None:
       sudo kpath trace --port 8080 --duration 10 -o web.kpath
       kpath replay chat.kpath
       kpath export chat.kpath -f svg -o chat.svg
+      kpath convert chat.kpath --to jsonl -o chat.jsonl
       kpath vm run -- kpath trace -o chat.kpath -- kpath demo chat
     """
 
@@ -35,6 +37,7 @@ cli.add_command(doctor_cmd)
 cli.add_command(demo_group)
 cli.add_command(replay_cmd)
 cli.add_command(export_cmd)
+cli.add_command(convert_cmd)
 vm_group.add_command(validate_cmd)
 cli.add_command(vm_group)
 

@@ -11,8 +11,8 @@ from typing import NoReturn
 
 import click
 
-from tracer.timeline import Timeline, build_timeline
-from tracer.tracefile import TraceFormatError, read_trace
+from tracer.timeline import Timeline, build_timeline, use_recorded_probes
+from tracer.tracefile import TraceFormatError, probe_specs, read_trace
 from viz import graphviz_render
 from viz.html import render_html
 from viz.jsonout import render_json
@@ -44,6 +44,8 @@ def _load(path: str) -> Timeline:
         trace = read_trace(path)
     except TraceFormatError as exc:
         _fail(str(exc))
+    # Renderers describe probes too: by the trace's dictionary, as replay does.
+    use_recorded_probes(probe_specs(trace.header.probes))
     return build_timeline(trace)
 
 

@@ -167,6 +167,12 @@ class ProbeStatus:
     # "tp_btf:NAME", "raw_tp:NAME" (one per attachment).
     attach: list[str] = field(default_factory=list)
     source: str | None = None  # file:line of the probed function (debug info)
+    # What replay needs to know about the probe as recorded (probes/catalog.py
+    # ProbeSpec), so a trace reads the same with another kpath's catalog.
+    # None in files written before these were recorded: the catalog decides.
+    capture: str | None = None  # Capture: how the BPF side read the arguments
+    returns: str | None = None  # Returns: what its return probe reports
+    length_arg3: bool | None = None  # the third argument is a byte count
 
     def to_record(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if v not in (None, [])}

@@ -30,7 +30,15 @@ from tracer.capture.base import (
 from tracer.capture.errors import CaptureError, PrerequisiteError
 from tracer.events import Event, ProbeStatus
 from tracer.filters import Filters
-from tracer.tracefile import Header, Lost, TraceWriter, Trailer
+from tracer.tracefile import (
+    Header,
+    Lost,
+    TraceWriter,
+    Trailer,
+    clock_offset_ns,
+    describe,
+    local_source,
+)
 
 # After the traced command exits, keep reading this long: its last segments
 # (FIN, final ACKs) are still being processed in softirq context.
@@ -240,6 +248,10 @@ def _warn_missing(statuses: list[ProbeStatus], status: Status) -> None:
 
 def _header(req: TraceRequest, backend: Backend, statuses: list[ProbeStatus]) -> Header:
     uname = platform.uname()
+    source = local_source()
+    # The probe dictionary: each probe as this kpath's catalog describes it,
+    # so that replay elsewhere reads the trace as it was recorded.
+    specs = {spec.name: spec for spec in req.specs}
     return Header(
         kernel_release=uname.release,
         kernel_version=uname.version,
@@ -247,12 +259,12 @@ def _header(req: TraceRequest, backend: Backend, statuses: list[ProbeStatus]) ->
         machine=uname.machine,
         backend=backend.name,
         buffer=backend.buffer,
-        clock_offset_ns=time.clock_gettime_ns(time.CLOCK_REALTIME)
-        - time.clock_gettime_ns(time.CLOCK_MONOTONIC),
+        clock_offset_ns=source.clock_offset_ns,
         started=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         tool_version=__version__,
         profile=req.profile,
-        probes=statuses,
+        probes=[describe(st, specs[st.name]) if st.name in specs else st for st in statuses],
+        sources=[source],
         filters=req.filters.to_record(),
         command=req.command,
         coverage=coverage(statuses),
@@ -324,6 +336,7 @@ def _stream(
             reason,
             duration_ns=int((time.monotonic() - start) * 1e9),
             command_exit=command.exit_code if command else None,
+            clock_offsets_end_ns=[clock_offset_ns()],
         )
     missing = [s for s in statuses if not s.attached]
     return TraceResult(trailer, sum(1 for s in statuses if s.attached), missing,

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from tracer.events import TCP_ACK, TCP_FIN, TCP_PSH, TCP_SYN, Context, Event, Kind, ProbeStatus
-from tracer.tracefile import Header, Lost, Trace, TraceWriter, Trailer
+from tracer.tracefile import Header, Lost, Trace, TraceWriter, Trailer, with_probes
 
 NETNS = 4026531840
 LO = "127.0.0.1"
@@ -84,7 +84,9 @@ class SyntheticTrace:
                      path="synthetic.kpath", cut_short=cut_short)
 
     def write(self, path: Path, *, trailer: bool = True) -> Path:
-        w = TraceWriter(path, synthetic_header())
+        # The file's probe dictionary must name every probe its events use.
+        header = with_probes(synthetic_header(), [e.probe for e in self.events])
+        w = TraceWriter(path, header)
         for event in self.events:
             w.event(event)
         for rec in self.lost:

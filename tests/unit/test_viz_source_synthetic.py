@@ -19,7 +19,7 @@ from tests.unit.synthetic_traces import synthetic_chat, synthetic_header
 from tests.unit.test_export_synthetic import assert_offline_html
 from tracer.events import ProbeStatus
 from tracer.timeline import Packet, Timeline, build_timeline
-from tracer.tracefile import Header, Trace, TraceWriter
+from tracer.tracefile import Header, Trace, TraceWriter, with_probes
 from viz import graphviz_render
 from viz.sequence import build_sequence
 from viz.text import render_text
@@ -46,8 +46,8 @@ def synthetic_sourced_trace() -> Trace:
 
 
 def write_synthetic(path: Path, header: Header) -> Path:
-    w = TraceWriter(path, header)
     t = synthetic_chat()
+    w = TraceWriter(path, with_probes(header, [e.probe for e in t.events]))
     for ev in t.events:
         w.event(ev)
     w.close("command-exited", duration_ns=t.now - t.events[0].ts_ns, command_exit=0)

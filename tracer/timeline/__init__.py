@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import bisect
 
-from probes.catalog import BY_NAME
 from tracer.events import TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, Endpoint
 from tracer.timeline.byte_ranges import ByteTrail, assign_byte_ranges, follow_bytes, message_bytes
 from tracer.timeline.causal import build_graph
@@ -40,8 +39,11 @@ from tracer.timeline.event_rules import (
     dst_of,
     layer_of,
     normalized_tuple,
+    probe_spec,
+    recorded_probes,
     side_endpoint,
     src_of,
+    use_recorded_probes,
 )
 from tracer.timeline.flows import flow_keys, make_flows
 from tracer.timeline.model import (
@@ -80,7 +82,7 @@ from tracer.timeline.steps import (
     mark_handoffs,
     pair_returns,
 )
-from tracer.tracefile import Trace
+from tracer.tracefile import Trace, probe_specs
 
 __all__ = [
     "KEY_FLAGS_MASK", "ORIGIN_CAPTURES", "PACKET_CAPTURES", "SEQ_MOD", "SOCKET_CAPTURES",
@@ -89,12 +91,19 @@ __all__ = [
     "Packet", "PacketKey", "RangeSource", "Role", "RolesFrom", "Segment", "SegmentType", "Step",
     "StepKind", "TEvent", "ThreadGroup", "Timeline",
     "build_graph", "build_timeline", "capture_of", "context_key", "context_label",
-    "follow_bytes", "layer_of", "message_bytes", "segment_of", "side_endpoint",
+    "follow_bytes", "layer_of", "message_bytes", "probe_spec", "recorded_probes", "segment_of",
+    "side_endpoint", "use_recorded_probes",
 ]
 
 
 def build_timeline(trace: Trace) -> Timeline:
-    """Rebuild flows, messages and packets from a trace (pure function)."""
+    """Rebuild flows, messages and packets from a trace (pure function),
+    reading each probe as the trace's own dictionary describes it."""
+    with recorded_probes(probe_specs(trace.header.probes)):
+        return _build(trace)
+
+
+def _build(trace: Trace) -> Timeline:
     order = sorted(range(len(trace.events)), key=lambda i: (trace.events[i].ts_ns, i))
     raw = [trace.events[i] for i in order]
     stamps = [ev.ts_ns for ev in raw] + [rec.ts_ns for rec in trace.lost]
@@ -113,7 +122,7 @@ def build_timeline(trace: Trace) -> Timeline:
     keys, sk_sides = flow_keys(raw, tuples, own_sides, segments)
     tevents = []
     for i, ev in enumerate(raw):
-        spec = BY_NAME.get(ev.probe)
+        spec = probe_spec(ev.probe)
         who = (ev.tid, ev.ctx, ev.softirq, ev.comm)
         tevents.append(TEvent(
             index=i,

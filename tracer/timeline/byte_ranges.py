@@ -12,9 +12,9 @@ import bisect
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from probes.catalog import BY_NAME, Capture, Layer, Returns
+from probes.catalog import Capture, Layer, Returns
 from tracer.events import Endpoint
-from tracer.timeline.event_rules import capture_of, dst_of
+from tracer.timeline.event_rules import capture_of, dst_of, probe_spec
 from tracer.timeline.model import (
     ByteRange,
     ByteStream,
@@ -35,7 +35,7 @@ def message_bytes(msg: Message) -> int | None:
     if msg.nbytes is not None:
         return msg.nbytes
     for te in msg.events:
-        spec = BY_NAME.get(te.probe)
+        spec = probe_spec(te.probe)
         if te.is_return and te.ev.ret is not None and spec is not None \
                 and spec.ret is Returns.VALUE and spec.layer is not Layer.SYSCALL:
             return te.ev.ret

@@ -7,10 +7,13 @@ compares and hashes them millions of times on a large trace.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import ipaddress
+from collections.abc import Iterator, Mapping
+from contextvars import ContextVar
 
-from probes.catalog import BY_NAME, HEADER_CAPTURES, Capture, Direction, Layer
+from probes.catalog import BY_NAME, HEADER_CAPTURES, Capture, Direction, Layer, ProbeSpec
 from tracer.events import Context, Endpoint, Event
 
 _Ctx = tuple[int, str, str | None]
@@ -22,6 +25,33 @@ SOCKET_CAPTURES = frozenset(
     {Capture.SYSCALL_FD, Capture.SOCKET, Capture.SOCK, Capture.SOCK_SKB_CB,
      Capture.SOCK_SKB_CB_NOACK, Capture.SOCK_SKB_L4, Capture.DATAGRAM_ITER}
 )
+
+
+# The probe dictionary in force: the trace's own (build_timeline sets it
+# from the header, tracer/tracefile/probe_dictionary.py), this kpath's
+# catalog when none is.
+_PROBES: ContextVar[Mapping[str, ProbeSpec]] = ContextVar("kpath_probes", default=BY_NAME)
+
+
+def probe_spec(name: str) -> ProbeSpec | None:
+    return _PROBES.get().get(name)
+
+
+@contextlib.contextmanager
+def recorded_probes(specs: Mapping[str, ProbeSpec]) -> Iterator[None]:
+    """Describe probes by `specs` (a trace's dictionary) within the block."""
+    token = _PROBES.set(specs)
+    try:
+        yield
+    finally:
+        _PROBES.reset(token)
+
+
+def use_recorded_probes(specs: Mapping[str, ProbeSpec]) -> None:
+    """Describe probes by `specs` from now on, in this context: for a
+    process that reads one trace (the CLI), so that renderers asking after
+    build_timeline get the trace's dictionary too."""
+    _PROBES.set(specs)
 
 
 @functools.lru_cache(maxsize=1 << 16)
@@ -51,24 +81,24 @@ def side_endpoint(ev: Event) -> Endpoint | None:
     Only packet-header captures on receive (skb_l3 with direction rx:
     ip_rcv, tcp_v4_rcv) see the sender as src; their side is dst.
     """
-    spec = BY_NAME.get(ev.probe)
+    spec = probe_spec(ev.probe)
     if spec is not None and spec.capture in HEADER_CAPTURES and spec.direction is Direction.RX:
         return dst_of(ev)
     return src_of(ev)
 
 
 def layer_of(ev: Event) -> Layer | None:
-    spec = BY_NAME.get(ev.probe)
+    spec = probe_spec(ev.probe)
     return spec.layer if spec is not None else None
 
 
 def capture_of(ev: Event) -> Capture | None:
-    spec = BY_NAME.get(ev.probe)
+    spec = probe_spec(ev.probe)
     return spec.capture if spec is not None else None
 
 
 def direction_of(ev: Event) -> Direction | None:
-    spec = BY_NAME.get(ev.probe)
+    spec = probe_spec(ev.probe)
     return spec.direction if spec is not None else None
 
 

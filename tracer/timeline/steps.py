@@ -14,9 +14,9 @@ from __future__ import annotations
 import bisect
 from collections.abc import Sequence
 
-from probes.catalog import BY_NAME, Capture, Direction, Layer
+from probes.catalog import Capture, Direction, Layer
 from tracer.events import Context, Endpoint, Kind
-from tracer.timeline.event_rules import capture_of, context_key
+from tracer.timeline.event_rules import capture_of, context_key, probe_spec
 from tracer.timeline.model import (
     ByteRange,
     Flow,
@@ -353,7 +353,7 @@ def _renumber(steps: list[Step]) -> list[Step]:
 
 
 def _syscall_event(b: _Builder, te: TEvent, open_msg: dict[int, Message]) -> Message:
-    spec = BY_NAME.get(te.probe)
+    spec = probe_spec(te.probe)
     op = "send" if spec is None or spec.direction is Direction.TX else "recv"
     tid = te.ev.tid
     cur = open_msg.get(tid)

@@ -1,0 +1,296 @@
+"""Trace format version 2: an Arrow IPC stream (docs/trace-format.md).
+
+The schema message carries the header (metadata key `kpath`); each record
+batch holds events in EVENT_SCHEMA, with the lost records noticed before it
+in its custom metadata (`kpath.lost`); the last batch, possibly empty,
+carries the trailer (`kpath.trailer`). A stream is readable up to its last
+complete batch, so a tracer killed mid-way leaves every batch it finished;
+a missing trailer is how a reader knows the file was cut."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.ipc as ipc
+
+from tracer.events import (
+    CTX_VALUES,
+    EVENT_SCHEMA,
+    KIND_VALUES,
+    SOFTIRQ_NAMES,
+    Event,
+    events_to_batch,
+)
+from tracer.tracefile.records import (
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    Header,
+    Lost,
+    TraceFormatError,
+    Trailer,
+)
+
+HEADER_KEY = b"kpath"
+LOST_KEY = b"kpath.lost"
+TRAILER_KEY = b"kpath.trailer"
+# Chosen by measurement (docs/trace-format.md, "Compression").
+COMPRESSION: str | None = "zstd"
+# Event objects handed to TraceWriter.event() are written this many at a time.
+OBJECT_BATCH_ROWS = 65536
+# Every Arrow IPC stream message starts with this continuation marker.
+STREAM_MAGIC = b"\xff\xff\xff\xff"
+
+
+class TraceWriter:
+    """Streams a version 2 trace: each batch reaches the file when written.
+
+    Capture hands over batches (write_batch); Event objects (event,
+    events_batch) are gathered into batches for tools and tests."""
+
+    def __init__(self, path: str | os.PathLike[str], header: Header,
+                 compression: str | None = COMPRESSION) -> None:
+        self.path = Path(path)
+        self.header = header
+        self._probe_names = header.probe_names
+        if len(self._probe_names) > 1 << 16:
+            raise ValueError(f"{len(self._probe_names)} probes: the probe column holds 65536")
+        self._probe_dict = pa.array(self._probe_names, pa.string())
+        schema = EVENT_SCHEMA.with_metadata(
+            {HEADER_KEY: json.dumps(header.to_record(), separators=(",", ":"))})
+        # Opened by Python for its plain OSError (errno, strerror) on failure.
+        # Unbuffered: Arrow buffers a batch; each flush must reach the file.
+        self._file = open(self.path, "wb", buffering=0)  # noqa: SIM115
+        self._out = pa.BufferedOutputStream(pa.PythonFile(self._file, mode="w"), 1 << 20)
+        self._writer = ipc.new_stream(self._out, schema,
+                                      options=ipc.IpcWriteOptions(compression=compression))
+        self.events = 0
+        self.lost = 0
+        self.lost_by_probe: dict[str, int] = {}
+        self._pending_lost: list[Lost] = []
+        self._pending_events: list[Event] = []
+        self._closed = False
+        # The stream writer puts out the schema (our header) only with the
+        # first batch: an empty one now, so that a tracer killed before any
+        # event leaves a readable file that says how it was set up.
+        self._write(self._empty())
+
+    def write_batch(self, batch: pa.RecordBatch) -> None:
+        """Events in EVENT_SCHEMA whose probe dictionary is the header's probe
+        names, in order. Lost records noticed since the last batch ride on it."""
+        if not batch.schema.equals(EVENT_SCHEMA):
+            raise ValueError("batch is not in EVENT_SCHEMA: "
+                             f"{batch.schema.remove_metadata()} vs {EVENT_SCHEMA}")
+        probe_dict = batch.column("probe").dictionary
+        if not probe_dict.equals(self._probe_dict):
+            raise ValueError("the probe column's dictionary must be the header's probe names "
+                             f"in order: got {probe_dict.to_pylist()[:5]}..., "
+                             f"header {self._probe_names[:5]}...")
+        self._flush_events()
+        self._write(batch)
+
+    def event(self, ev: Event) -> None:
+        self._pending_events.append(ev)
+        if len(self._pending_events) >= OBJECT_BATCH_ROWS:
+            self._flush_events()
+
+    def events_batch(self, evs: list[Event]) -> None:
+        self._pending_events.extend(evs)
+        self._flush_events()
+
+    def lost_events(self, rec: Lost) -> None:
+        self._pending_lost.append(rec)
+        self.lost += rec.count
+        key = rec.probe or "(unknown)"
+        self.lost_by_probe[key] = self.lost_by_probe.get(key, 0) + rec.count
+
+    def flush(self) -> None:
+        """Everything handed over so far is in the file (lost records with an
+        empty batch when no events came since)."""
+        self._flush_events()
+        if self._pending_lost:
+            self._write(self._empty())
+
+    def close(self, reason: str, duration_ns: int = 0, command_exit: int | None = None,
+              clock_offsets_end_ns: list[int] | None = None) -> Trailer:
+        trailer = Trailer(reason=reason, events=self.events + len(self._pending_events),
+                          lost=self.lost, lost_by_probe=dict(self.lost_by_probe),
+                          duration_ns=duration_ns, command_exit=command_exit,
+                          clock_offsets_end_ns=list(clock_offsets_end_ns or []))
+        if not self._closed:
+            self.write_trailer(trailer)
+        return trailer
+
+    def write_trailer(self, trailer: Trailer) -> None:
+        """Ends the stream with `trailer` as it is (close() builds one from
+        the counts; conversion copies the original)."""
+        self._flush_events()
+        self._write(self._empty(), trailer)
+        self._writer.close()
+        self._out.close()
+        self._file.close()
+        self._closed = True
+
+    def abort(self) -> None:
+        """Stop writing without a trailer (the file reads as cut short)."""
+        if not self._closed:
+            self._out.close()
+            self._file.close()
+            self._closed = True
+
+    def _flush_events(self) -> None:
+        if not self._pending_events:
+            return
+        names = list(self._probe_names)
+        batch = events_to_batch(self._pending_events, names)
+        if len(names) != len(self._probe_names):
+            raise ValueError(f"event from probe {names[len(self._probe_names)]!r}, which is "
+                             "not in the header's probe dictionary")
+        self._pending_events = []
+        self._write(batch)
+
+    def _empty(self) -> pa.RecordBatch:
+        cols = [pa.DictionaryArray.from_arrays(pa.array([], pa.uint16()), self._probe_dict)
+                if f.name == "probe" else pa.array([], f.type) for f in EVENT_SCHEMA]
+        return pa.record_batch(cols, schema=EVENT_SCHEMA)
+
+    def _write(self, batch: pa.RecordBatch, trailer: Trailer | None = None) -> None:
+        meta: dict[bytes, bytes] = {}
+        if self._pending_lost:
+            meta[LOST_KEY] = _dumps([rec.to_record() for rec in self._pending_lost])
+            self._pending_lost = []
+        if trailer is not None:
+            meta[TRAILER_KEY] = _dumps(trailer.to_record())
+        self._writer.write_batch(batch, custom_metadata=meta or None)
+        self._out.flush()
+        self.events += batch.num_rows
+
+
+def _dumps(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode()
+
+
+def _arrow_msg(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+class StreamReader:
+    """Reads a version 2 stream batch by batch (the header at once)."""
+
+    def __init__(self, source: pa.NativeFile, name: str) -> None:
+        self.name = name
+        self._source = source
+        try:
+            self._reader = ipc.open_stream(source)
+        except (pa.ArrowException, OSError, MemoryError) as exc:
+            raise TraceFormatError(f"{name}: not a readable kpath trace (truncated or corrupt "
+                                   f"Arrow stream: {_arrow_msg(exc)})") from None
+        try:
+            schema = self._reader.schema
+            meta = schema.metadata or {}
+            names = schema.names
+        except (UnicodeDecodeError, pa.ArrowException, MemoryError) as exc:
+            raise TraceFormatError(f"{name}: not a readable kpath trace (corrupt Arrow schema: "
+                                   f"{_arrow_msg(exc)})") from None
+        if HEADER_KEY not in meta:
+            raise TraceFormatError(f"{name}: not a kpath trace (an Arrow stream without "
+                                   "kpath metadata)")
+        self.header = _parse_header(meta[HEADER_KEY], name)
+        # Ours first, in order; a newer writer may append columns.
+        wrong = [f.name for i, f in enumerate(EVENT_SCHEMA)
+                 if i >= len(names) or not schema.field(i).remove_metadata().equals(f)]
+        if wrong or len(set(names)) != len(names):
+            raise TraceFormatError(f"{name}: not a kpath trace (an Arrow stream with another "
+                                   f"schema: columns {', '.join(wrong[:4])} differ)")
+        # A newer writer's extra columns are left out.
+        self._extra = names != EVENT_SCHEMA.names
+        self.trailer: Trailer | None = None
+        self.cut_short: str | None = None
+        self.batches_read = 0
+
+    def __iter__(self) -> Iterator[tuple[pa.RecordBatch, list[Lost]]]:
+        while self.trailer is None:
+            try:
+                batch, meta = self._reader.read_next_batch_with_custom_metadata()
+                # Checks every offset and dictionary index: a corrupt batch
+                # is refused here, not dereferenced later.
+                batch.validate(full=True)
+                _check_enums(batch)
+            except StopIteration:
+                break
+            except (pa.ArrowException, OSError, MemoryError, ValueError) as exc:
+                self.cut_short = (f"batch {self.batches_read + 1} incomplete or unreadable "
+                                  f"({_arrow_msg(exc)})")
+                break
+            self.batches_read += 1
+            if self._extra:
+                batch = batch.select(list(range(len(EVENT_SCHEMA))))
+            lost: list[Lost] = []
+            if meta:
+                lost, self.trailer = self._records(meta)
+            yield batch, lost
+        if self.trailer is None:
+            no_trailer = "no trailer: the tracer stopped before closing the file"
+            self.cut_short = f"{self.cut_short}; {no_trailer}" if self.cut_short else no_trailer
+
+    def _records(self, meta: Any) -> tuple[list[Lost], Trailer | None]:
+        where = f"{self.name}: batch {self.batches_read}"
+        lost: list[Lost] = []
+        trailer = None
+        try:
+            if LOST_KEY in meta:
+                recs = json.loads(meta[LOST_KEY])
+                if not isinstance(recs, list):
+                    raise ValueError("lost records are not a list")
+                lost = [Lost.from_record(_object(r)) for r in recs]
+            if TRAILER_KEY in meta:
+                trailer = Trailer.from_record(_object(json.loads(meta[TRAILER_KEY])))
+        except (ValueError, TypeError, UnicodeDecodeError) as exc:
+            raise TraceFormatError(f"{where}: bad lost or trailer record: {exc}") from None
+        return lost, trailer
+
+    def close(self) -> None:
+        self._source.close()
+
+
+_ENUMS = {"kind": set(KIND_VALUES), "ctx": set(CTX_VALUES), "softirq": set(SOFTIRQ_NAMES)}
+
+
+def _check_enums(batch: pa.RecordBatch) -> None:
+    for name, known in _ENUMS.items():
+        values = batch.column(name).dictionary.to_pylist()
+        if not known.issuperset(values):
+            raise ValueError(f"unknown {name} value(s): {sorted(set(values) - known)[:3]}")
+
+
+def _object(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ValueError(f"expected an object, got {value!r}")
+    return value
+
+
+def _parse_header(raw: bytes, name: str) -> Header:
+    try:
+        body = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise TraceFormatError(f"{name}: bad header (kpath metadata is not JSON)") from None
+    if not isinstance(body, dict) or body.get("format") != FORMAT_NAME:
+        raise TraceFormatError(f"{name}: not a kpath trace (no {FORMAT_NAME} header)")
+    version = body.get("version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise TraceFormatError(f"{name}: header has no format version")
+    if version > FORMAT_VERSION:
+        raise TraceFormatError(
+            f"{name}: trace format version {version} is newer than this kpath "
+            f"reads ({FORMAT_VERSION}); upgrade kpath")
+    if version < 2:
+        raise TraceFormatError(f"{name}: an Arrow trace must be version 2 or later, "
+                               f"this one says {version}")
+    try:
+        return Header.from_record(body)
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise TraceFormatError(f"{name}: bad header: {exc}") from None

@@ -1,0 +1,169 @@
+"""Opening a trace of any version: what the file is (by its first bytes),
+then its events batch by batch (scan_trace) or all at once (read_trace)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+import pyarrow as pa
+
+from tracer.events import EVENT_SCHEMA
+from tracer.tracefile.arrow import STREAM_MAGIC, StreamReader
+from tracer.tracefile.jsonl import CHUNK_BYTES, JsonlReader, parse_header_line, read_chunks
+from tracer.tracefile.records import Header, Lost, Trace, TraceFormatError, Trailer
+
+# What other files look like, for a precise refusal.
+_FOREIGN = (
+    (b"ARROW1", "an Arrow IPC file, not a kpath trace stream"),
+    (b"PAR1", "a Parquet file"),
+    (b"\x89PNG", "a PNG image"),
+    (b"%PDF", "a PDF document"),
+    (b"\x7fELF", "an ELF binary"),
+    (b"\x1f\x8b", "gzip data"),
+    (b"\x28\xb5\x2f\xfd", "zstd data"),
+    (b"PK\x03\x04", "a zip archive"),
+)
+
+
+def _open(p: Path) -> IO[bytes]:
+    try:
+        fh = open(p, "rb")  # noqa: SIM115
+    except FileNotFoundError:
+        raise TraceFormatError(f"{p}: no such file") from None
+    except IsADirectoryError:
+        raise TraceFormatError(f"{p}: is a directory, not a trace file") from None
+    except PermissionError:
+        raise TraceFormatError(f"{p}: permission denied") from None
+    except OSError as exc:
+        raise TraceFormatError(f"{p}: cannot open: {exc.strerror or exc}") from None
+    if p.is_dir():
+        fh.close()
+        raise TraceFormatError(f"{p}: is a directory, not a trace file")
+    return fh
+
+
+class TraceScan:
+    """A trace read batch by batch in file order, in bounded memory.
+
+    `header` and `version` are known at once; `lost`, `trailer` and
+    `cut_short` are complete once the batches are exhausted. Iterating
+    yields RecordBatches in EVENT_SCHEMA (their probe dictionaries may
+    differ between batches of a version 1 file); `chunks()` yields each with
+    the lost records that came with it. Bad data raises TraceFormatError."""
+
+    def __init__(self, path: str | os.PathLike[str], chunk_bytes: int = CHUNK_BYTES) -> None:
+        p = Path(path)
+        self.path = str(p)
+        self.lost: list[Lost] = []
+        self.trailer: Trailer | None = None
+        self.cut_short: str | None = None
+        self._fh = _open(p)
+        self._chunk_bytes = chunk_bytes
+        self._stream: StreamReader | None = None
+        self._jsonl: JsonlReader | None = None
+        self._started = False
+        try:
+            self.header, self.version = self._identify()
+        except BaseException:
+            self._fh.close()
+            raise
+
+    def _identify(self) -> tuple[Header, int]:
+        name = self.path
+        head = self._fh.read(8)
+        if not head:
+            raise TraceFormatError(f"{name}: empty file, not a kpath trace")
+        if head.startswith(STREAM_MAGIC):
+            self._fh.seek(0)
+            self._stream = StreamReader(pa.PythonFile(self._fh, mode="r"), name)
+            return self._stream.header, 2
+        for magic, what in _FOREIGN:
+            if head.startswith(magic):
+                raise TraceFormatError(f"{name}: not a kpath trace ({what})")
+        self._fh.seek(0)
+        first = self._fh.readline()
+        try:
+            first.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise TraceFormatError(
+                f"{name}: not a kpath trace (binary data at byte {exc.start})") from None
+        if not first.strip():
+            rest = self._fh.read(1 << 16)
+            if not rest.strip():
+                raise TraceFormatError(f"{name}: empty file, not a kpath trace")
+        header = parse_header_line(first, name)
+        self._jsonl = JsonlReader(name, header.probe_names)
+        return header, 1
+
+    def chunks(self) -> Iterator[tuple[pa.RecordBatch, list[Lost]]]:
+        if self._started:
+            raise RuntimeError("a TraceScan is read once")
+        self._started = True
+        try:
+            if self._stream is not None:
+                yield from self._v2(self._stream)
+            else:
+                yield from self._v1()
+        finally:
+            self._fh.close()
+
+    def __iter__(self) -> Iterator[pa.RecordBatch]:
+        for batch, _ in self.chunks():
+            yield batch
+
+    def _v2(self, stream: StreamReader) -> Iterator[tuple[pa.RecordBatch, list[Lost]]]:
+        for batch, lost in stream:
+            self.lost.extend(lost)
+            yield batch, lost
+        self.trailer = stream.trailer
+        self.cut_short = stream.cut_short
+
+    def _v1(self) -> Iterator[tuple[pa.RecordBatch, list[Lost]]]:
+        reader = self._jsonl
+        assert reader is not None
+        cut_short = None
+        for data, lineno, complete in read_chunks(self._fh, 2, self._chunk_bytes):
+            if complete:
+                chunk = reader.parse(data, lineno)
+            else:
+                # The unterminated last line: a whole record, or one cut mid-write.
+                try:
+                    chunk = reader.parse(data + b"\n", lineno)
+                except TraceFormatError:
+                    cut_short = f"last record (line {lineno}) is incomplete"
+                    break
+            self.lost.extend(chunk.lost)
+            yield chunk.batch, chunk.lost
+        self.trailer = reader.trailer
+        if self.trailer is None:
+            no_trailer = "no trailer: the tracer stopped before closing the file"
+            cut_short = f"{cut_short}; {no_trailer}" if cut_short else no_trailer
+        self.cut_short = cut_short
+
+    def close(self) -> None:
+        self._fh.close()
+
+    def __enter__(self) -> TraceScan:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def scan_trace(path: str | os.PathLike[str], chunk_bytes: int = CHUNK_BYTES) -> TraceScan:
+    """Open a trace of any version for reading batch by batch; raises
+    TraceFormatError (one line) when it is not a readable kpath trace."""
+    return TraceScan(path, chunk_bytes)
+
+
+def read_trace(path: str | os.PathLike[str]) -> Trace:
+    """Read a whole trace of any version; raise TraceFormatError with a
+    one-line reason."""
+    scan = scan_trace(path)
+    batches = list(scan)
+    table = pa.Table.from_batches(batches, schema=EVENT_SCHEMA)
+    return Trace.from_table(scan.header, table, scan.lost, scan.trailer, scan.path,
+                            scan.cut_short)

@@ -55,7 +55,7 @@ if str(ROOT) not in sys.path:
 
 from probes.catalog import Capture  # noqa: E402
 from tracer.timeline.event_rules import capture_of  # noqa: E402
-from tracer.tracefile import Header, read_trace  # noqa: E402
+from tracer.tracefile import JSONL_VERSION, Header, read_trace  # noqa: E402
 
 SEQ_MOD = 1 << 32
 PAGE = 4096
@@ -262,7 +262,8 @@ def write_synthetic(source: Path, out: Path, copies: int, overlap: float = 8.0,
     trailer = {"reason": "synthetic", "events": rec.n_events * copies, "lost": lost_total,
                "lost_by_probe": lost_by_probe, "duration_ns": duration}
     with open(out, "w", encoding="utf-8") as fh:
-        fh.write(json.dumps({"header": header.to_record()}, separators=(",", ":")) + "\n")
+        fh.write(json.dumps({"header": header.to_record(version=JSONL_VERSION)},
+                            separators=(",", ":")) + "\n")
         for chunk in _lines(rec, copies, step, per_block):
             fh.write(chunk)
         fh.write(json.dumps({"trailer": trailer}, separators=(",", ":")) + "\n")

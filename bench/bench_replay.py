@@ -9,8 +9,10 @@ does not have).
 
 Each command runs as a user runs it, in a child process of its own, on the
 same v1 (JSON Lines) file: wall time (start-up included), events per second
-and its peak RSS (ru_maxrss from os.wait4 in a small spawner: the command
-and the children it waited for, not this bench):
+its CPU time (user + system) and its peak RSS (from os.wait4 in a small
+spawner: the command and the children it waited for, not this bench); the
+load average is printed before and after (other work on the machine slows
+the wall time, much less the CPU time):
 
 - baselines: a bare `json.loads` of every line (one core), and DuckDB
   (`read_json` with the event columns of tracer/events.py's EVENT_SCHEMA,
@@ -126,6 +128,7 @@ class Result:
     status: str  # "ok", "failed: ...", "skipped (cap): ...", NOT_AVAILABLE
     wall: float | None = None
     rss: int | None = None  # bytes
+    cpu: float | None = None  # user + system seconds of the command and its children
     note: str = ""
 
     @property
@@ -134,9 +137,10 @@ class Result:
 
     def row(self) -> str:
         if not self.ok:
-            return f"| {self.label} | {self.status} | | | {self.note} |"
+            return f"| {self.label} | {self.status} | | | | {self.note} |"
         assert self.wall is not None and self.rss is not None
-        return (f"| {self.label} | {self.wall:,.1f} s | {self.events / self.wall:,.0f} | "
+        cpu = f"{self.cpu:,.1f} s" if self.cpu is not None else "?"
+        return (f"| {self.label} | {self.wall:,.1f} s | {cpu} | {self.events / self.wall:,.0f} | "
                 f"{self.rss / MIB:,.0f} MiB | {self.note} |")
 
 
@@ -151,7 +155,7 @@ if pid == 0:
     os.execvp(sys.argv[2], sys.argv[2:])
 _, status, usage = os.wait4(pid, 0)
 with open(sys.argv[1], "w") as fh:
-    fh.write(str(usage.ru_maxrss))
+    fh.write(f"{usage.ru_maxrss} {usage.ru_utime + usage.ru_stime}")
 code = os.waitstatus_to_exitcode(status)
 sys.exit(code if code >= 0 else 128 - code)
 """
@@ -194,21 +198,22 @@ def measure(label: str, argv: list[str], events: int, timeout: float, rss_cap: i
                 os.killpg(proc.pid, signal.SIGKILL)
             time.sleep(0.05)
         wall = time.monotonic() - t0
-        text = rss_file.read().strip()
-    peak = int(text) * 1024 if text else None
+        text = rss_file.read().split()
+    peak = int(text[0]) * 1024 if text else None
+    cpu = float(text[1]) if len(text) > 1 else None
     if stdout is not None:
         out.close()  # type: ignore[union-attr]
     err.seek(0)
     stderr = err.read().decode(errors="replace").strip()
     err.close()
     if killed:
-        return Result(label, events, f"skipped (cap): {killed}", wall, peak)
+        return Result(label, events, f"skipped (cap): {killed}", wall, peak, cpu)
     if proc.returncode != 0:
         if "No such command" in stderr:
             return Result(label, events, NOT_AVAILABLE)
         last = stderr.splitlines()[-1] if stderr else f"exit {proc.returncode}"
-        return Result(label, events, f"failed: {last[:200]}", wall, peak)
-    return Result(label, events, "ok", wall, peak)
+        return Result(label, events, f"failed: {last[:200]}", wall, peak, cpu)
+    return Result(label, events, "ok", wall, peak, cpu)
 
 
 class Caps:
@@ -329,7 +334,8 @@ def bench_size(caps: Caps, source: Path, events_asked: int, outdir: Path,
     return results
 
 
-def bench_v2(caps: Caps, source: Path, events_asked: int, outdir: Path) -> list[Result]:
+def bench_v2(caps: Caps, source: Path, events_asked: int, outdir: Path,
+             source_warnings: int) -> list[Result]:
     v1 = outdir / f"synthetic_{events_asked}.kpath"
     v2 = outdir / f"synthetic_{events_asked}.v2.kpath"
     results = []
@@ -347,7 +353,7 @@ def bench_v2(caps: Caps, source: Path, events_asked: int, outdir: Path) -> list[
             show(Result(label, events_asked, NOT_AVAILABLE,
                         note="no `kpath convert`: trace format v2 not in this kpath"))
         return results
-    events, _ = make_trace(source, events_asked, v1)
+    events, copies = make_trace(source, events_asked, v1)
     me = [sys.executable, str(Path(__file__).resolve())]
     base = show(caps.run("v2-json", "json.loads per line over the v1 file (baseline)",
                          [*me, "--child", "json", str(v1)], events))
@@ -355,20 +361,26 @@ def bench_v2(caps: Caps, source: Path, events_asked: int, outdir: Path) -> list[
     if argv is None:
         show(Result("kpath convert v1 -> v2", events, "failed: cannot read its usage line"))
         return results
-    conv = show(caps.run("v2-convert", "kpath convert v1 -> v2", argv, events))
+    conv = caps.run("v2-convert", "kpath convert v1 -> v2", argv, events)
     if conv.ok and v2.exists():
         conv.note = f"{v1.stat().st_size / 1e6:,.0f} MB -> {v2.stat().st_size / 1e6:,.0f} MB"
+    show(conv)
     v1.unlink()
     if not conv.ok:
         return results
-    stats = show(caps.run("v2-stats", "kpath replay --stats (v2)",
-                          kpath("replay", "--stats", str(v2)), events))
+    stats_out = outdir / "stats.txt"
+    stats = caps.run("v2-stats", "kpath replay --stats (v2)",
+                     kpath("replay", "--stats", str(v2)), events, stdout=stats_out)
+    if stats.ok:
+        stats.note = stats_check(stats_out, source_warnings, copies) + "; "
+    stats_out.unlink(missing_ok=True)
     if stats.ok and base.ok:
         assert stats.wall is not None and base.wall is not None and stats.rss is not None
         ratio = stats.wall / base.wall
-        stats.note = (f"{ratio:.2f}x json.loads (target <= {TARGET_RATIO}x: "
+        stats.note += (f"{ratio:.2f}x json.loads (target <= {TARGET_RATIO}x: "
                       f"{'met' if ratio <= TARGET_RATIO else 'not met'}); RSS "
                       f"{'<=' if stats.rss <= TARGET_RSS else '>'} 256 MiB")
+    show(stats)
     v2.unlink(missing_ok=True)
     return results
 
@@ -404,7 +416,8 @@ def main() -> None:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
                             capture_output=True, text=True).stdout.strip()
     print(f"kpath {commit} (python {platform.python_version()}, {os.cpu_count()} cores, "
-          f"{datetime.date.today()}), source {args.source.name}")
+          f"{datetime.date.today()}), source {args.source.name}, "
+          f"load average {os.getloadavg()[0]:.2f}")
     tmp = None
     if args.outdir is None:
         tmp = tempfile.mkdtemp(prefix="kpath-bench-replay-")
@@ -426,15 +439,15 @@ def main() -> None:
         all_results: dict[int, list[Result]] = {}
         for n in sizes:
             print(f"{n:,} events (synthetic):")
-            print("  | command | wall | events/s | peak RSS | note |")
-            print("  |---|---:|---:|---:|---|")
+            print("  | command | wall | CPU | events/s | peak RSS | note |")
+            print("  |---|---:|---:|---:|---:|---|")
             all_results[n] = bench_size(caps, args.source, n, outdir, formats, source_warnings)
             print()
         v2_events = parse_size(args.v2_size)
         print(f"trace format v2, {v2_events:,} events (synthetic):")
-        print("  | command | wall | events/s | peak RSS | note |")
-        print("  |---|---:|---:|---:|---|")
-        bench_v2(caps, args.source, v2_events, outdir)
+        print("  | command | wall | CPU | events/s | peak RSS | note |")
+        print("  |---|---:|---:|---:|---:|---|")
+        bench_v2(caps, args.source, v2_events, outdir, source_warnings)
         print()
         big = max(sizes)
         stats = next(r for r in all_results[big] if r.label == "kpath replay --stats")
@@ -447,6 +460,7 @@ def main() -> None:
                   f"{'met' if met else 'not met'}")
         else:
             print(f"target (issue 8): replay --stats at {big:,} events: {stats.status}")
+        print(f"load average at the end: {os.getloadavg()[0]:.2f}")
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)

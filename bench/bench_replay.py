@@ -377,9 +377,11 @@ def bench_v2(caps: Caps, source: Path, events_asked: int, outdir: Path,
     if stats.ok and base.ok:
         assert stats.wall is not None and base.wall is not None and stats.rss is not None
         ratio = stats.wall / base.wall
-        stats.note += (f"{ratio:.2f}x json.loads (target <= {TARGET_RATIO}x: "
-                      f"{'met' if ratio <= TARGET_RATIO else 'not met'}); RSS "
-                      f"{'<=' if stats.rss <= TARGET_RSS else '>'} 256 MiB")
+        cpu = (f", CPU {stats.cpu / base.cpu:.2f}x" if stats.cpu is not None
+               and base.cpu else "")
+        stats.note += (f"{ratio:.2f}x json.loads{cpu} (target <= {TARGET_RATIO}x: "
+                       f"{'met' if ratio <= TARGET_RATIO else 'not met'}); RSS "
+                       f"{'<=' if stats.rss <= TARGET_RSS else '>'} 256 MiB")
     show(stats)
     v2.unlink(missing_ok=True)
     return results

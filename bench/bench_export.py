@@ -7,8 +7,9 @@ numbers moved consistently), overlapping in time like a busy host, until it
 holds --packets packets. The bench refuses a trace whose `replay --stats`
 shows a MISMATCH or a warning the recording does not have. Then each export
 format is timed as a user runs it (`kpath export` in a subprocess: read,
-rebuild, select, render, write), with the default summarisation and with
-`--flow 1` (one connection). Prints a table; bench/README.md records measured results.
+rebuild, select, render, write; wall and CPU time, as bench_replay.py
+measures), with the default summarisation and with `--flow 1` (one
+connection). Prints a table; bench/README.md records measured results.
 
 Usage: .venv/bin/python bench/bench_export.py [--packets N] [--formats svg,html,...]
 """
@@ -16,6 +17,7 @@ Usage: .venv/bin/python bench/bench_export.py [--packets N] [--formats svg,html,
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import tempfile
@@ -25,6 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.bench_replay import measure  # noqa: E402
 from bench.synth import inconsistency, write_synthetic  # noqa: E402
 from tracer.timeline import Packet, build_timeline  # noqa: E402
 from tracer.tracefile import read_trace  # noqa: E402
@@ -43,16 +46,15 @@ def synthetic_trace(source: Path, packets: int, out: Path) -> tuple[int, int, in
     return res.events, copies * per_copy, copies
 
 
-def time_export(trace: Path, fmt: str, extra: list[str], outdir: Path) -> tuple[float, str]:
+def time_export(trace: Path, fmt: str, extra: list[str], outdir: Path) -> str:
+    """'wall (CPU) size' of one export, run as a user runs it."""
     out = outdir / f"bench.{fmt}"
     cmd = [sys.executable, "-m", "kpath", "export", str(trace), "-f", fmt, "-o", str(out), *extra]
-    t0 = time.monotonic()
-    res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
-    elapsed = time.monotonic() - t0
-    if res.returncode != 0:
-        return elapsed, "FAILED: " + res.stderr.strip().splitlines()[-1]
-    size = out.stat().st_size
-    return elapsed, f"{size / 1024:,.0f} KiB"
+    res = measure(fmt, cmd, 0, timeout=600, rss_cap=8 << 30)
+    if not res.ok:
+        return res.status[:40]
+    cpu = f"({res.cpu:.1f})" if res.cpu is not None else "(?)"
+    return f"{res.wall:5.1f} s {cpu:>6} {out.stat().st_size / 1024:>9,.0f} KiB"
 
 
 def main() -> None:
@@ -77,13 +79,15 @@ def main() -> None:
                        capture_output=True, cwd=ROOT, check=True)
         print(f"baseline (read + rebuild + replay --format json): {time.monotonic() - t0:.1f} s")
         print()
+        print(f"wall (CPU) time and output size; load average {os.getloadavg()[0]:.2f}")
         cols = ("format", "default (summarised)", " ".join(NARROW))
-        print(f"| {cols[0]:<9} | {cols[1]:>22} | {cols[2]:>28} |")
-        print(f"|{'-' * 11}|{'-' * 24}|{'-' * 30}|")
+        print(f"| {cols[0]:<9} | {cols[1]:>28} | {cols[2]:>28} |")
+        print(f"|{'-' * 11}|{'-' * 30}|{'-' * 30}|")
         for fmt in args.formats.split(","):
-            a, a_out = time_export(trace, fmt, [], Path(tmp))
-            b, b_out = time_export(trace, fmt, NARROW, Path(tmp))
-            print(f"| {fmt:<9} | {a:6.1f} s {a_out:>13} | {b:6.1f} s {b_out:>19} |", flush=True)
+            a = time_export(trace, fmt, [], Path(tmp))
+            b = time_export(trace, fmt, NARROW, Path(tmp))
+            print(f"| {fmt:<9} | {a:>28} | {b:>28} |", flush=True)
+        print(f"load average at the end: {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":

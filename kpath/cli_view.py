@@ -15,7 +15,7 @@ from tracer.timeline import Timeline, build_timeline, use_recorded_probes
 from tracer.tracefile import TraceFormatError, probe_specs, read_trace
 from viz import graphviz_render
 from viz.html import render_html
-from viz.jsonout import render_json
+from viz.jsonout import write_json
 from viz.mermaid import render_mermaid_checked
 from viz.perfetto import render_perfetto
 from viz.plantuml import render_plantuml
@@ -69,9 +69,23 @@ def _echo(text: str, color: bool | None = None) -> None:
         click.echo(text, nl=False, color=color)
         sys.stdout.flush()
     except BrokenPipeError:
-        # Reader went away (`| head`): stop quietly, without a traceback at exit.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        sys.exit(0)
+        _quiet_exit_on_broken_pipe()
+
+
+def _quiet_exit_on_broken_pipe() -> NoReturn:
+    # Reader went away (`| head`): stop quietly, without a traceback at exit.
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    sys.exit(0)
+
+
+def _stream_json(tl: Timeline, number: int | None) -> None:
+    """Written as it is made: the whole document of a big trace would not fit."""
+    out = sys.stdout
+    try:
+        write_json(tl, out.write, number)
+        out.flush()
+    except BrokenPipeError:
+        _quiet_exit_on_broken_pipe()
 
 
 @click.command("replay")
@@ -117,7 +131,7 @@ def replay_cmd(file: str, flow: str | None, no_color: bool, out_format: str,
         _echo(render_stats(tl, number))
         return
     if out_format == "json":
-        _echo(render_json(tl, number))
+        _stream_json(tl, number)
         return
     color = not no_color and "NO_COLOR" not in os.environ and sys.stdout.isatty()
     _echo(render_text(tl, number, color=color), color=color)

@@ -7,6 +7,7 @@ present (null when unknown). Deterministic: same trace, same bytes.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from tracer.timeline import Flow, LostGap, Message, Packet, Step, TEvent, Timeline
@@ -88,15 +89,46 @@ def event_record(te: TEvent, fl: Flow | None, depth: int, hop_ns: int | None) ->
     return rec
 
 
-def replay_document(tl: Timeline, flow: int | None = None) -> dict[str, Any]:
-    """The document as Python data (flow: only that flow, 1-based)."""
-    trace = tl.trace
-    h = trace.header
+def _selected_steps(tl: Timeline, flow: int | None) -> tuple[list[Flow], list[Step]]:
     flows = [tl.flow(flow)] if flow is not None else tl.flows
     steps = [st for fl in flows for st in fl.steps]
     if flow is None:
         steps += [st for g in tl.unattributed for st in g.steps]
     steps.sort(key=lambda st: st.id)
+    return flows, steps
+
+
+def _trace_record(tl: Timeline) -> dict[str, Any]:
+    trace = tl.trace
+    h = trace.header
+    return {
+        "path": trace.path, "kernel_release": h.kernel_release,
+        "kernel_version": h.kernel_version, "hostname": h.hostname, "machine": h.machine,
+        "started": h.started, "clock": h.clock, "backend": h.backend, "buffer": h.buffer,
+        "profile": h.profile, "tool_version": h.tool_version, "command": h.command,
+        "filters": h.filters, "start_ns": tl.start_ns, "duration_ns": tl.duration_ns,
+        "events": len(tl.events), "lost": trace.lost_total, "cut_short": trace.cut_short,
+        "stopped": trace.trailer.reason if trace.trailer else None,
+        "attach_kinds": h.attach_kinds, "coverage": h.coverage,
+        "probes": {
+            "attached": [{"name": p.name, "kinds": p.kinds, "symbol": p.symbol,
+                          "attach": p.attach, "source": p.source}
+                         for p in h.attached],
+            "missing": [{"name": p.name, "reason": p.reason, "detail": p.detail}
+                        for p in h.missing],
+        },
+    }
+
+
+def _unattributed(tl: Timeline, flow: int | None) -> list[dict[str, Any]]:
+    return [] if flow is not None else [
+        {"tid": g.tid, "tgid": g.tgid, "comm": g.comm, "steps": [st.id for st in g.steps]}
+        for g in tl.unattributed]
+
+
+def replay_document(tl: Timeline, flow: int | None = None) -> dict[str, Any]:
+    """The document as Python data (flow: only that flow, 1-based)."""
+    flows, steps = _selected_steps(tl, flow)
     depths = call_depths(tl, call_ends(tl))
     events: list[dict[str, Any]] = []
     for st in steps:
@@ -110,34 +142,68 @@ def replay_document(tl: Timeline, flow: int | None = None) -> dict[str, Any]:
     return {
         "format": FORMAT,
         "version": VERSION,
-        "trace": {
-            "path": trace.path, "kernel_release": h.kernel_release,
-            "kernel_version": h.kernel_version, "hostname": h.hostname, "machine": h.machine,
-            "started": h.started, "clock": h.clock, "backend": h.backend, "buffer": h.buffer,
-            "profile": h.profile, "tool_version": h.tool_version, "command": h.command,
-            "filters": h.filters, "start_ns": tl.start_ns, "duration_ns": tl.duration_ns,
-            "events": len(tl.events), "lost": trace.lost_total, "cut_short": trace.cut_short,
-            "stopped": trace.trailer.reason if trace.trailer else None,
-            "attach_kinds": h.attach_kinds, "coverage": h.coverage,
-            "probes": {
-                "attached": [{"name": p.name, "kinds": p.kinds, "symbol": p.symbol,
-                              "attach": p.attach, "source": p.source}
-                             for p in h.attached],
-                "missing": [{"name": p.name, "reason": p.reason, "detail": p.detail}
-                            for p in h.missing],
-            },
-        },
+        "trace": _trace_record(tl),
         "flow_filter": flow,
         "flows": [_flow(fl) for fl in flows],
         "steps": [step_record(st, tl.flows[st.flow - 1] if st.flow is not None else None)
                   for st in steps],
         "events": events,
         "gaps": [_gap(g) for g in tl.gaps],
-        "unattributed": [] if flow is not None else [
-            {"tid": g.tid, "tgid": g.tgid, "comm": g.comm, "steps": [st.id for st in g.steps]}
-            for g in tl.unattributed],
+        "unattributed": _unattributed(tl, flow),
     }
 
 
 def render_json(tl: Timeline, flow: int | None = None) -> str:
+    """The whole document in memory (tests, small traces); `write_json`
+    writes the same bytes piece by piece."""
     return json.dumps(replay_document(tl, flow), indent=1, sort_keys=False) + "\n"
+
+
+def _nested(value: Any, level: int) -> str:
+    # json.dumps escapes newlines inside strings, so every newline of its
+    # output is layout and can be shifted to the nesting level.
+    return json.dumps(value, indent=1).replace("\n", "\n" + " " * level)
+
+
+def _records(tl: Timeline, flow: int | None, steps: list[Step]) -> Iterator[dict[str, Any]]:
+    """Event records in index order, as replay_document lists them, made one
+    at a time: only the per-event hop and depth are held for the whole trace."""
+    depths = call_depths(tl, call_ends(tl))
+    hops: dict[int, int | None] = {}
+    flow_of: dict[int, Flow | None] = {}
+    for st in steps:
+        fl = tl.flows[st.flow - 1] if st.flow is not None else None
+        prev: TEvent | None = None
+        for te in st.events:
+            hops[te.index] = te.ev.ts_ns - prev.ev.ts_ns if prev is not None else None
+            flow_of[te.index] = fl
+            prev = te
+    for te in tl.events:
+        if te.index in hops:
+            yield event_record(te, flow_of[te.index], depths.get(te.index, 0), hops[te.index])
+
+
+def write_json(tl: Timeline, write: Callable[[str], object], flow: int | None = None) -> None:
+    """Write the same bytes as render_json, record by record, without holding
+    the document: its size is about 10x the timeline's."""
+    flows, steps = _selected_steps(tl, flow)
+
+    def array(key: str, items: Iterable[Any], last: bool = False) -> None:
+        write(f' "{key}": [')
+        sep = "\n  "
+        for item in items:
+            write(sep + _nested(item, 2))
+            sep = ",\n  "
+        write(("\n ]" if sep != "\n  " else "]") + ("\n" if last else ",\n"))
+
+    write("{\n")
+    write(f' "format": {json.dumps(FORMAT)},\n "version": {json.dumps(VERSION)},\n')
+    write(f' "trace": {_nested(_trace_record(tl), 1)},\n')
+    write(f' "flow_filter": {json.dumps(flow)},\n')
+    array("flows", (_flow(fl) for fl in flows))
+    array("steps", (step_record(st, tl.flows[st.flow - 1] if st.flow is not None else None)
+                    for st in steps))
+    array("events", _records(tl, flow, steps))
+    array("gaps", (_gap(g) for g in tl.gaps))
+    array("unattributed", _unattributed(tl, flow), last=True)
+    write("}\n")

@@ -169,17 +169,20 @@ def _records(tl: Timeline, flow: int | None, steps: list[Step]) -> Iterator[dict
     """Event records in index order, as replay_document lists them, made one
     at a time: only the per-event hop and depth are held for the whole trace."""
     depths = call_depths(tl, call_ends(tl))
-    hops: dict[int, int | None] = {}
-    flow_of: dict[int, Flow | None] = {}
+    # Lists by event index, not dicts: a million events cost 8 MB each.
+    chosen = [False] * len(tl.events)
+    hops: list[int | None] = [None] * len(tl.events)
+    flow_of: list[Flow | None] = [None] * len(tl.events)
     for st in steps:
         fl = tl.flows[st.flow - 1] if st.flow is not None else None
         prev: TEvent | None = None
         for te in st.events:
+            chosen[te.index] = True
             hops[te.index] = te.ev.ts_ns - prev.ev.ts_ns if prev is not None else None
             flow_of[te.index] = fl
             prev = te
     for te in tl.events:
-        if te.index in hops:
+        if chosen[te.index]:
             yield event_record(te, flow_of[te.index], depths.get(te.index, 0), hops[te.index])
 
 

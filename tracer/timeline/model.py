@@ -87,7 +87,7 @@ class FlowKey:
     scope: int = 0
 
 
-@dataclass(eq=False, kw_only=True)
+@dataclass(eq=False, kw_only=True, slots=True)
 class TEvent:
     """An event placed in the timeline."""
 

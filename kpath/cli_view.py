@@ -12,10 +12,11 @@ from typing import NoReturn
 import click
 
 from tracer.timeline import Timeline, build_timeline, use_recorded_probes
+from tracer.timeline.windows import WINDOW_EVENTS, Plan
 from tracer.tracefile import TraceFormatError, probe_specs, read_trace
 from viz import graphviz_render
 from viz.html import render_html
-from viz.jsonout import write_json
+from viz.jsonout import write_json, write_json_windows
 from viz.mermaid import render_mermaid_checked
 from viz.perfetto import render_perfetto
 from viz.plantuml import render_plantuml
@@ -88,6 +89,32 @@ def _stream_json(tl: Timeline, number: int | None) -> None:
         _quiet_exit_on_broken_pipe()
 
 
+def _replay_json_windows(file: str) -> None:
+    """The whole trace's document, rebuilt one independent window at a time
+    (tracer/timeline/windows.py); one window is the whole-trace path."""
+    try:
+        trace = read_trace(file)
+    except TraceFormatError as exc:
+        _fail(str(exc))
+    use_recorded_probes(probe_specs(trace.header.probes))
+    plan = Plan(trace)
+    cut = cut_short_message(trace)
+    if cut:
+        click.echo(f"kpath: warning: {cut}", err=True)
+    if plan.largest > 4 * WINDOW_EVENTS:
+        click.echo(f"kpath: note: {plan.largest} of {plan.num_events} events have no "
+                   "independent cut (connections, sockets or syscalls overlap throughout): "
+                   "rebuilt together", err=True)
+    if len(plan.bounds) <= 1:
+        _stream_json(build_timeline(trace), None)
+        return
+    try:
+        write_json_windows(plan, sys.stdout.write)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _quiet_exit_on_broken_pipe()
+
+
 @click.command("replay")
 @click.argument("file", metavar="FILE")
 @click.option("--flow", metavar="N", help="Only flow N (numbers as listed by replay).")
@@ -120,6 +147,9 @@ def replay_cmd(file: str, flow: str | None, no_color: bool, out_format: str,
     queue>copy (to the reader's __skb_datagram_iter), tcp>copy (whole path).
     A hop needs both its probes; packets around lost events are marked "gap".
     """
+    if out_format == "json" and flow is None and not stats:
+        _replay_json_windows(file)
+        return
     tl = _load(file)
     number = _flow_number(tl, flow)
     cut = cut_short_message(tl.trace)

@@ -7,10 +7,13 @@ present (null when unknown). Deterministic: same trace, same bytes.
 from __future__ import annotations
 
 import json
+import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from tracer.timeline import Flow, LostGap, Message, Packet, Step, TEvent, Timeline
+from tracer.timeline.windows import Plan
+from tracer.tracefile import Trace
 from viz.sequence import context_short, event_details
 from viz.spans import call_depths, call_ends
 
@@ -99,15 +102,19 @@ def _selected_steps(tl: Timeline, flow: int | None) -> tuple[list[Flow], list[St
 
 
 def _trace_record(tl: Timeline) -> dict[str, Any]:
-    trace = tl.trace
+    return _trace_fields(tl.trace, tl.start_ns, tl.duration_ns, len(tl.events))
+
+
+def _trace_fields(trace: Trace, start_ns: int, duration_ns: int, events: int
+                  ) -> dict[str, Any]:
     h = trace.header
     return {
         "path": trace.path, "kernel_release": h.kernel_release,
         "kernel_version": h.kernel_version, "hostname": h.hostname, "machine": h.machine,
         "started": h.started, "clock": h.clock, "backend": h.backend, "buffer": h.buffer,
         "profile": h.profile, "tool_version": h.tool_version, "command": h.command,
-        "filters": h.filters, "start_ns": tl.start_ns, "duration_ns": tl.duration_ns,
-        "events": len(tl.events), "lost": trace.lost_total, "cut_short": trace.cut_short,
+        "filters": h.filters, "start_ns": start_ns, "duration_ns": duration_ns,
+        "events": events, "lost": trace.lost_total, "cut_short": trace.cut_short,
         "stopped": trace.trailer.reason if trace.trailer else None,
         "attach_kinds": h.attach_kinds, "coverage": h.coverage,
         "probes": {
@@ -186,18 +193,33 @@ def _records(tl: Timeline, flow: int | None, steps: list[Step]) -> Iterator[dict
             yield event_record(te, flow_of[te.index], depths.get(te.index, 0), hops[te.index])
 
 
+class _Array:
+    """One top-level array of the document, item by item, laid out as
+    json.dumps(indent=1) lays it out."""
+
+    def __init__(self, write: Callable[[str], object], key: str) -> None:
+        self.write = write
+        self.empty = True
+        write(f' "{key}": [')
+
+    def add(self, item: Any) -> None:
+        self.write(("\n  " if self.empty else ",\n  ") + _nested(item, 2))
+        self.empty = False
+
+    def close(self, last: bool = False) -> None:
+        self.write(("]" if self.empty else "\n ]") + ("\n" if last else ",\n"))
+
+
 def write_json(tl: Timeline, write: Callable[[str], object], flow: int | None = None) -> None:
     """Write the same bytes as render_json, record by record, without holding
     the document: its size is about 10x the timeline's."""
     flows, steps = _selected_steps(tl, flow)
 
     def array(key: str, items: Iterable[Any], last: bool = False) -> None:
-        write(f' "{key}": [')
-        sep = "\n  "
+        arr = _Array(write, key)
         for item in items:
-            write(sep + _nested(item, 2))
-            sep = ",\n  "
-        write(("\n ]" if sep != "\n  " else "]") + ("\n" if last else ",\n"))
+            arr.add(item)
+        arr.close(last)
 
     write("{\n")
     write(f' "format": {json.dumps(FORMAT)},\n "version": {json.dumps(VERSION)},\n')
@@ -209,4 +231,101 @@ def write_json(tl: Timeline, write: Callable[[str], object], flow: int | None = 
     array("events", _records(tl, flow, steps))
     array("gaps", (_gap(g) for g in tl.gaps))
     array("unattributed", _unattributed(tl, flow), last=True)
+    write("}\n")
+
+
+def _shift_step(rec: dict[str, Any], ev: int, step: int, flow: int) -> dict[str, Any]:
+    rec["id"] += step
+    if rec["flow"] is not None:
+        rec["flow"] += flow
+    rec["events"] = [i + ev for i in rec["events"]]
+    msg = rec["message"]
+    if msg is not None:
+        msg["packets"] = [i + step for i in msg["packets"]]
+        msg["data_from"] = [i + step for i in msg["data_from"]]
+    pkt = rec["packet"]
+    if pkt is not None:
+        if pkt["sent_by"] is not None:
+            pkt["sent_by"] += step
+        pkt["read_by"] = [i + step for i in pkt["read_by"]]
+        pkt["tx_events"] = [i + ev for i in pkt["tx_events"]]
+        pkt["rx_events"] = [i + ev for i in pkt["rx_events"]]
+    return rec
+
+
+def _shift_event(rec: dict[str, Any], ev: int, step: int, flow: int) -> dict[str, Any]:
+    rec["index"] += ev
+    rec["step"] += step
+    if rec["flow"] is not None:
+        rec["flow"] += flow
+    if rec["pair"] is not None:
+        rec["pair"] += ev
+    return rec
+
+
+def write_json_windows(plan: Plan, write: Callable[[str], object]) -> None:
+    """The bytes of render_json (whole trace, no flow filter) from a trace cut
+    into independent windows (tracer/timeline/windows.py): one window of
+    objects at a time; the steps and events of the windows already done
+    wait in temporary files, since the document lists every flow first."""
+    trace = plan.trace
+    write("{\n")
+    write(f' "format": {json.dumps(FORMAT)},\n "version": {json.dumps(VERSION)},\n')
+    fields = _trace_fields(trace, plan.start_ns, plan.duration_ns, plan.num_events)
+    write(f' "trace": {_nested(fields, 1)},\n')
+    write(f' "flow_filter": {json.dumps(None)},\n')
+    # tid -> (start of its first step, its first step, tgid, comm, steps)
+    threads: dict[int, tuple[int, int, int, str, list[int]]] = {}
+    gaps: list[LostGap] = []
+    with tempfile.TemporaryFile("w+", encoding="ascii") as steps_tmp, \
+            tempfile.TemporaryFile("w+", encoding="ascii") as events_tmp:
+        flows_out = _Array(write, "flows")
+        steps_out = _Array(steps_tmp.write, "steps")
+        events_out = _Array(events_tmp.write, "events")
+        step_base, flow_base = 0, 0
+        for win in plan.windows():
+            tl, ev_base = win.timeline, win.first
+            gaps = tl.gaps
+            for flow in tl.flows:
+                rec = _flow(flow)
+                rec["number"] += flow_base
+                rec["steps"] = [i + step_base for i in rec["steps"]]
+                flows_out.add(rec)
+            _, steps = _selected_steps(tl, None)
+            for st in steps:
+                fl = tl.flows[st.flow - 1] if st.flow is not None else None
+                steps_out.add(_shift_step(step_record(st, fl), ev_base, step_base, flow_base))
+            for rec in _records(tl, None, steps):
+                events_out.add(_shift_event(rec, ev_base, step_base, flow_base))
+            for group in tl.unattributed:
+                ids = [st.id + step_base for st in group.steps]
+                have = threads.get(group.tid)
+                if have is None:
+                    threads[group.tid] = (group.steps[0].start_ns, ids[0], group.tgid,
+                                          group.comm, ids)
+                else:
+                    have[4].extend(ids)
+            step_base += len(tl.steps)
+            flow_base += len(tl.flows)
+            del tl, win
+        flows_out.close()
+        steps_out.close()
+        events_out.close()
+        for tmp in (steps_tmp, events_tmp):
+            tmp.seek(0)
+            while chunk := tmp.read(1 << 20):
+                write(chunk)
+    if not plan.bounds:
+        gaps = [LostGap(ts_ns=rec.ts_ns, offset_ns=rec.ts_ns - plan.start_ns, count=rec.count,
+                        probe=rec.probe, cpu=rec.cpu)
+                for rec in sorted(trace.lost, key=lambda r: r.ts_ns)]
+    gaps_out = _Array(write, "gaps")
+    for g in gaps:
+        gaps_out.add(_gap(g))
+    gaps_out.close()
+    # As group_steps orders them: by first step's start, then first seen.
+    unattributed = _Array(write, "unattributed")
+    for tid, (_, _, tgid, comm, ids) in sorted(threads.items(), key=lambda kv: kv[1][:2]):
+        unattributed.add({"tid": tid, "tgid": tgid, "comm": comm, "steps": ids})
+    unattributed.close(last=True)
     write("}\n")

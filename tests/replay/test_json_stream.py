@@ -1,7 +1,9 @@
 """Differential test: `kpath replay --format json` writes its document piece
-by piece (viz.jsonout.write_json); the bytes must be those of the whole
-document made in memory (render_json), on every recording (v1 and converted
-to v2) and on synthetic many-connection traces, whole and per flow."""
+by piece (viz.jsonout.write_json), and without --flow rebuilds the trace one
+independent window at a time (tracer/timeline/windows.py,
+write_json_windows); the bytes must be those of the whole document made in
+memory from the whole trace (render_json), on every recording (v1 and
+converted to v2) and on synthetic many-connection traces, whole and per flow."""
 
 from __future__ import annotations
 
@@ -15,9 +17,10 @@ from bench.synth import write_synthetic
 from kpath.cli_view import replay_cmd
 from tests.replay.recordings import DATA, RECORDINGS, needs_recordings
 from tracer.timeline import Timeline, build_timeline, use_recorded_probes
+from tracer.timeline.windows import Plan
 from tracer.tracefile import probe_specs, read_trace
 from tracer.tracefile.convert import convert
-from viz.jsonout import render_json, write_json
+from viz.jsonout import render_json, write_json, write_json_windows
 
 pytestmark = needs_recordings
 
@@ -34,11 +37,25 @@ def _streamed(tl: Timeline, flow: int | None) -> str:
     return out.getvalue()
 
 
-def _check_all_selections(path: Path) -> None:
+def _windowed(path: Path, target: int) -> tuple[str, int]:
+    plan = Plan(read_trace(path), target)
+    out = io.StringIO()
+    write_json_windows(plan, out.write)
+    return out.getvalue(), len(plan.bounds)
+
+
+def _check_all_selections(path: Path) -> int:
+    """Returns the number of windows at the smallest target."""
     tl = _timeline(path)
     assert tl.flows
+    whole = render_json(tl)
     for flow in (None, *range(1, len(tl.flows) + 1)):
         assert _streamed(tl, flow) == render_json(tl, flow), (path.name, flow)
+    windows = 0
+    for target in (100, 1, 0):
+        text, windows = _windowed(path, target)
+        assert text == whole, (path.name, target)
+    return windows
 
 
 @pytest.mark.parametrize("recording", RECORDINGS, ids=[p.name for p in RECORDINGS])
@@ -49,18 +66,31 @@ def test_streamed_equals_whole_document(recording: Path, tmp_path: Path) -> None
     _check_all_selections(v2)
 
 
-@pytest.mark.parametrize("name", ["hello_hi", "veth_netns"])
+@pytest.mark.parametrize("name", ["hello_hi", "veth_netns", "host_chat_tracepoints",
+                                  "bulk_lossy"])
 def test_streamed_equals_whole_document_many_connections(name: str, tmp_path: Path) -> None:
+    # Overlapping copies (a busy host) leave no independent cut: one window.
     out = tmp_path / "synthetic.kpath"
     write_synthetic(DATA / f"{name}.kpath", out, 12, overlap=4)
-    _check_all_selections(out)
+    assert _check_all_selections(out) == 1
+    # One copy after another: a window per copy at least.
+    write_synthetic(DATA / f"{name}.kpath", out, 12, overlap=0.5)
+    assert _check_all_selections(out) >= 12
+    v2 = tmp_path / "v2.kpath"
+    convert(out, v2)
+    assert _check_all_selections(v2) >= 12
 
 
-def test_cli_writes_the_streamed_document() -> None:
+def test_cli_writes_the_streamed_document(tmp_path: Path) -> None:
     recording = DATA / "hello_hi.kpath"
     res = CliRunner().invoke(replay_cmd, [str(recording), "--format", "json"])
     assert res.exit_code == 0, res.output
     assert res.stdout == render_json(_timeline(recording))
+    copies = tmp_path / "copies.kpath"
+    write_synthetic(recording, copies, 5, overlap=0.5)
+    res = CliRunner().invoke(replay_cmd, [str(copies), "--format", "json"])
+    assert res.exit_code == 0, res.output
+    assert res.stdout == render_json(_timeline(copies))
     res = CliRunner().invoke(replay_cmd, [str(recording), "--format", "json", "--flow", "1"])
     assert res.exit_code == 0, res.output
     assert res.stdout == render_json(_timeline(recording), 1)

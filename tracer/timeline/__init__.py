@@ -27,6 +27,7 @@ Time offsets are relative to the first record of the trace (event or loss).
 from __future__ import annotations
 
 import bisect
+from collections.abc import Callable, Sequence
 
 from tracer.events import TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, Endpoint
 from tracer.timeline.byte_ranges import ByteTrail, assign_byte_ranges, follow_bytes, message_bytes
@@ -82,7 +83,7 @@ from tracer.timeline.steps import (
     mark_handoffs,
     pair_returns,
 )
-from tracer.tracefile import Trace, probe_specs
+from tracer.tracefile import Lost, Trace, probe_specs
 
 __all__ = [
     "KEY_FLAGS_MASK", "ORIGIN_CAPTURES", "PACKET_CAPTURES", "SEQ_MOD", "SOCKET_CAPTURES",
@@ -90,7 +91,7 @@ __all__ = [
     "ByteRange", "ByteStream", "ByteTrail", "Flow", "FlowKey", "Lone", "LostGap", "Message",
     "Packet", "PacketKey", "RangeSource", "Role", "RolesFrom", "Segment", "SegmentType", "Step",
     "StepKind", "TEvent", "ThreadGroup", "Timeline",
-    "build_graph", "build_timeline", "capture_of", "context_key", "context_label",
+    "build_graph", "build_timeline", "build_window", "capture_of", "context_key", "context_label",
     "follow_bytes", "layer_of", "message_bytes", "probe_spec", "recorded_probes", "segment_of",
     "side_endpoint", "use_recorded_probes",
 ]
@@ -103,11 +104,28 @@ def build_timeline(trace: Trace) -> Timeline:
         return _build(trace)
 
 
-def _build(trace: Trace) -> Timeline:
+def build_window(window: Trace, start_ns: int, lost: Sequence[Lost],
+                 later_stamp: Callable[[int], int | None]) -> Timeline:
+    """The timeline of a window of a bigger trace (tracer/timeline/windows.py):
+    offsets from the whole trace's start, every loss of the whole trace, and
+    each flow's gaps bounded by the whole trace's next event after the flow
+    (later_stamp(ts): the first event stamp > ts, None after the last). Its
+    numbers (indices, steps, flows) count from 0 / 1 within the window."""
+    with recorded_probes(probe_specs(window.header.probes)):
+        return _build(window, (start_ns, lost, later_stamp))
+
+
+def _build(trace: Trace,
+           whole: tuple[int, Sequence[Lost], Callable[[int], int | None]] | None = None
+           ) -> Timeline:
     order = sorted(range(len(trace.events)), key=lambda i: (trace.events[i].ts_ns, i))
     raw = [trace.events[i] for i in order]
-    stamps = [ev.ts_ns for ev in raw] + [rec.ts_ns for rec in trace.lost]
-    start = min(stamps) if stamps else 0
+    if whole is None:
+        stamps = [ev.ts_ns for ev in raw] + [rec.ts_ns for rec in trace.lost]
+        start = min(stamps) if stamps else 0
+        lost_records: Sequence[Lost] = trace.lost
+    else:
+        start, lost_records, _ = whole
 
     seen_tuples: dict[tuple[object, ...], tuple[Endpoint, Endpoint] | None] = {}
     tuples = []
@@ -146,14 +164,17 @@ def _build(trace: Trace) -> Timeline:
     gaps = [
         LostGap(ts_ns=rec.ts_ns, offset_ns=rec.ts_ns - start, count=rec.count,
                 probe=rec.probe, cpu=rec.cpu)
-        for rec in sorted(trace.lost, key=lambda r: r.ts_ns)
+        for rec in sorted(lost_records, key=lambda r: r.ts_ns)
     ]
     stamps_sorted = [te.ev.ts_ns for te in tevents]
     for fl in flows:
         # A loss is noticed after it happened: a flow owns the gaps noticed
         # from its first event up to the next event of the trace after its last.
-        after = bisect.bisect_right(stamps_sorted, fl.end_ns)
-        until = stamps_sorted[after] if after < len(stamps_sorted) else None
+        if whole is not None:
+            until = whole[2](fl.end_ns)
+        else:
+            after = bisect.bisect_right(stamps_sorted, fl.end_ns)
+            until = stamps_sorted[after] if after < len(stamps_sorted) else None
         fl.gaps = [g for g in gaps
                    if fl.start_ns <= g.ts_ns and (until is None or g.ts_ns <= until)]
     return Timeline(

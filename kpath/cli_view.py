@@ -18,9 +18,9 @@ from viz import graphviz_render
 from viz.html import render_html
 from viz.jsonout import write_json, write_json_windows
 from viz.mermaid import render_mermaid_checked
-from viz.perfetto import render_perfetto
+from viz.perfetto import write_perfetto
 from viz.plantuml import render_plantuml
-from viz.select import Selection, SelectionError, parse_bound, parse_steps, select
+from viz.select import Selection, SelectionError, View, parse_bound, parse_steps, select
 from viz.sequence import build_sequence
 from viz.stats_text import render_stats
 from viz.text import cut_short_message, render_text
@@ -167,6 +167,28 @@ def replay_cmd(file: str, flow: str | None, no_color: bool, out_format: str,
     _echo(render_text(tl, number, color=color), color=color)
 
 
+def _export_perfetto(tl: Timeline, view: View, output: str) -> None:
+    """Written record by record (the text of a big trace is as big again as
+    its records); a file appears only once complete."""
+    if output == "-":
+        try:
+            write_perfetto(tl, sys.stdout.write, view)
+            sys.stdout.flush()
+        except BrokenPipeError:
+            _quiet_exit_on_broken_pipe()
+        return
+    out = Path(output)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.part")
+    try:
+        with open(tmp, "w", encoding="ascii") as fh:
+            write_perfetto(tl, fh.write, view)
+        os.replace(tmp, out)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        _fail(f"cannot write {output}: {exc.strerror or exc}")
+    click.echo(f"kpath: wrote {output} (perfetto, {len(view.drawn_steps)} steps)", err=True)
+
+
 @click.command("export")
 @click.argument("file", metavar="FILE")
 @click.option("-f", "--format", "fmt", metavar="FORMAT",
@@ -241,26 +263,25 @@ def export_cmd(file: str, fmt: str | None, output: str | None, flow: str | None,
         _fail(f"{file}: {exc}", 2)
     for notice in view.notices:
         click.echo(f"kpath: {notice}", err=True)
+    if fmt == "perfetto":
+        _export_perfetto(tl, view, output)
+        return
     what = ""
     try:
-        if fmt == "perfetto":
-            data = render_perfetto(tl, view).encode()
-            what = f"{len(view.drawn_steps)} steps"
+        diagram = build_sequence(tl, view=view)
+        what = f"{len(diagram.arrows)} arrows"
+        if fmt == "mermaid":
+            text, cut_note = render_mermaid_checked(diagram)
+            if cut_note:
+                click.echo(f"kpath: {cut_note}", err=True)
+            data = text.encode()
+        elif fmt == "plantuml":
+            data = render_plantuml(diagram).encode()
+        elif fmt == "html":
+            svg = graphviz_render.render(diagram, "svg")
+            data = render_html(tl, view, diagram, svg).encode()
         else:
-            diagram = build_sequence(tl, view=view)
-            what = f"{len(diagram.arrows)} arrows"
-            if fmt == "mermaid":
-                text, cut_note = render_mermaid_checked(diagram)
-                if cut_note:
-                    click.echo(f"kpath: {cut_note}", err=True)
-                data = text.encode()
-            elif fmt == "plantuml":
-                data = render_plantuml(diagram).encode()
-            elif fmt == "html":
-                svg = graphviz_render.render(diagram, "svg")
-                data = render_html(tl, view, diagram, svg).encode()
-            else:
-                data = graphviz_render.render(diagram, fmt)
+            data = graphviz_render.render(diagram, fmt)
     except graphviz_render.GraphvizUnavailable as exc:
         _fail(str(exc))
     except graphviz_render.RenderError as exc:

@@ -27,6 +27,7 @@ to user that reads its bytes.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,6 +83,25 @@ def _tracks(tl: Timeline, events: list[TEvent]) -> dict[tuple[int, str, str | No
 def render_perfetto(timeline: Timeline, view: View | None = None) -> str:
     """The JSON text. `view` picks flows, steps and a time window (no folding:
     a timeline viewer copes with big traces)."""
+    return json.dumps(perfetto_document(timeline, view), indent=None,
+                      separators=(",", ":")) + "\n"
+
+
+def write_perfetto(timeline: Timeline, write: Callable[[str], object],
+                   view: View | None = None) -> None:
+    """The bytes of render_perfetto written record by record: the text of a
+    big trace is as big again as its records, and its bytes once more."""
+    doc = perfetto_document(timeline, view)
+    records = doc.pop("traceEvents")
+    write('{"traceEvents":[')
+    sep = ""
+    for rec in records:
+        write(sep + json.dumps(rec, separators=(",", ":")))
+        sep = ","
+    write("]," + json.dumps(doc, separators=(",", ":"))[1:] + "\n")
+
+
+def perfetto_document(timeline: Timeline, view: View | None = None) -> dict[str, Any]:
     tl = timeline
     view = view or select(tl)
     chosen = {st.id for fv in view.flows for b in fv.blocks for st in b.steps} | \
@@ -142,7 +162,7 @@ def render_perfetto(timeline: Timeline, view: View | None = None) -> str:
             "notices": view.notices,
         },
     }
-    return json.dumps(doc, indent=None, separators=(",", ":")) + "\n"
+    return doc
 
 
 def _metadata(tl: Timeline, tracks: dict[tuple[int, str, str | None], Track],

@@ -115,6 +115,16 @@ class Plan:
         open_pairs: dict[tuple[tuple[int, str, str | None], str], list[int]] = {}
         open_sys: dict[int, tuple[int, str]] = {}
         last_task: dict[int, int] = {}
+        diff = np.zeros(n + 2, dtype=np.int64)
+
+        def flush() -> None:
+            # Into the counts as we go: a list of every link would cost more
+            # than the events' columns.
+            if spans:
+                arr = np.array(spans, dtype=np.int64)
+                np.add.at(diff, arr[:, 0] + 1, 1)
+                np.add.at(diff, arr[:, 1] + 1, -1)
+                spans.clear()
         for chunk_at in range(0, n, _CHUNK):
             events = batch_to_events(self.table.slice(chunk_at, _CHUNK))
             for pos, ev in enumerate(events, start=chunk_at):
@@ -152,15 +162,12 @@ class Plan:
                     if ev.kind is Kind.ENTRY:
                         open_sys[ev.tid] = (pos, ev.probe)
             del events
+            flush()
         # A syscall never closed holds its thread's later task events. (A
         # lead-in still waiting at the end waits alike in its window: its
         # flow has no later event.)
         spans.extend((p, last_task[tid]) for tid, (p, _) in open_sys.items())
         spans.extend((a, b) for a, b in tuple_span.values())
         spans.extend((a, b) for a, b in sk_span.values())
-        diff = np.zeros(n + 2, dtype=np.int64)
-        if spans:
-            arr = np.array(spans, dtype=np.int64)
-            np.add.at(diff, arr[:, 0] + 1, 1)
-            np.add.at(diff, arr[:, 1] + 1, -1)
+        flush()
         return np.cumsum(diff)

@@ -266,11 +266,28 @@ def events_to_batch(events: list[Event], probe_names: list[str]) -> pa.RecordBat
     return pa.record_batch([cols[f.name] for f in EVENT_SCHEMA], schema=EVENT_SCHEMA)
 
 
+def _pylist(column: pa.Array | pa.ChunkedArray) -> list[Any]:
+    """Values as Python objects; a dictionary column's values are looked up
+    in its dictionary, so that rows share one str per distinct value (a
+    million events name a few dozen probes and commands)."""
+    chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+    out: list[Any] = []
+    for chunk in chunks:
+        if isinstance(chunk, pa.DictionaryArray):
+            values = chunk.dictionary.to_pylist()
+            out.extend(None if i is None else values[i] for i in chunk.indices.to_pylist())
+        else:
+            out.extend(chunk.to_pylist())
+    return out
+
+
 def batch_to_events(batch: pa.RecordBatch | pa.Table) -> list[Event]:
     """A batch's rows as Event objects (the object path: small traces, renderers)."""
-    cols = {name: batch.column(name).to_pylist() for name in EVENT_SCHEMA.names}
+    cols = {name: _pylist(batch.column(name)) for name in EVENT_SCHEMA.names}
     for name in _ADDR_FIELDS:
-        cols[name] = [None if v is None else str(ipaddress.IPv4Address(v)) for v in cols[name]]
+        text: dict[int, str] = {}
+        cols[name] = [None if v is None else text.get(v) or
+                      text.setdefault(v, str(ipaddress.IPv4Address(v))) for v in cols[name]]
     kinds = {v: Kind(v) for v in KIND_VALUES}
     ctxs = {v: Context(v) for v in CTX_VALUES}
     cols["kind"] = [kinds[v] for v in cols["kind"]]

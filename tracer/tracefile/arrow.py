@@ -154,9 +154,9 @@ class TraceWriter:
         self._write(batch)
 
     def _empty(self) -> pa.RecordBatch:
-        cols = [pa.DictionaryArray.from_arrays(pa.array([], pa.uint16()), self._probe_dict)
-                if f.name == "probe" else pa.array([], f.type) for f in EVENT_SCHEMA]
-        return pa.record_batch(cols, schema=EVENT_SCHEMA)
+        # The same dictionaries as events_to_batch's: an empty batch then
+        # adds no dictionary messages but for comm.
+        return events_to_batch([], list(self._probe_names))
 
     def _write(self, batch: pa.RecordBatch, trailer: Trailer | None = None) -> None:
         meta: dict[bytes, bytes] = {}
@@ -184,6 +184,14 @@ class StreamReader:
     def __init__(self, source: pa.NativeFile, name: str) -> None:
         self.name = name
         self._source = source
+        try:
+            self._open()
+        except BaseException:
+            source.close()
+            raise
+
+    def _open(self) -> None:
+        name, source = self.name, self._source
         try:
             self._reader = ipc.open_stream(source)
         except (pa.ArrowException, OSError, MemoryError) as exc:

@@ -77,8 +77,14 @@ class TraceScan:
         if not head:
             raise TraceFormatError(f"{name}: empty file, not a kpath trace")
         if head.startswith(STREAM_MAGIC):
-            self._fh.seek(0)
-            self._stream = StreamReader(pa.PythonFile(self._fh, mode="r"), name)
+            # Arrow reads its own file: through a Python file object, each
+            # of its many small reads would cost a Python call.
+            self._fh.close()
+            try:
+                source = pa.OSFile(name, "r")
+            except OSError as exc:
+                raise TraceFormatError(f"{name}: cannot open: {exc}") from None
+            self._stream = StreamReader(source, name)
             return self._stream.header, 2
         for magic, what in _FOREIGN:
             if head.startswith(magic):
@@ -108,7 +114,7 @@ class TraceScan:
             else:
                 yield from self._v1()
         finally:
-            self._fh.close()
+            self.close()
 
     def __iter__(self) -> Iterator[pa.RecordBatch]:
         for batch, _ in self.chunks():
@@ -145,6 +151,8 @@ class TraceScan:
 
     def close(self) -> None:
         self._fh.close()
+        if self._stream is not None:
+            self._stream.close()
 
     def __enter__(self) -> TraceScan:
         return self

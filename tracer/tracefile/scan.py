@@ -137,7 +137,7 @@ class TraceScan:
             else:
                 # The unterminated last line: a whole record, or one cut mid-write.
                 try:
-                    chunk = reader.parse(data + b"\n", lineno)
+                    chunk = reader.parse(bytes(data) + b"\n", lineno)
                 except TraceFormatError:
                     cut_short = f"last record (line {lineno}) is incomplete"
                     break

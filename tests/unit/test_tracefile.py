@@ -73,6 +73,7 @@ def test_round_trip(tmp_path: Path) -> None:
     path = tmp_path / "t.kpath"
     w = TraceWriter(path, synthetic_header())
     w.event(synthetic_event(1000))
+    assert w.events == 1  # counted when handed over (a --count stop), written in batches
     w.lost_events(Lost(ts_ns=1500, count=3, probe="tcp_v4_rcv"))
     w.event(synthetic_event(2000, comm="other"))
     w.close("duration", duration_ns=5, clock_offsets_end_ns=[1_700_000_000_000_000_123])

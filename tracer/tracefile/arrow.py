@@ -68,7 +68,7 @@ class TraceWriter:
         self._out = pa.BufferedOutputStream(pa.PythonFile(self._file, mode="w"), 1 << 20)
         self._writer = ipc.new_stream(self._out, schema,
                                       options=ipc.IpcWriteOptions(compression=compression))
-        self.events = 0
+        self._written = 0
         self.lost = 0
         self.lost_by_probe: dict[str, int] = {}
         self._pending_lost: list[Lost] = []
@@ -78,6 +78,11 @@ class TraceWriter:
         # first batch: an empty one now, so that a tracer killed before any
         # event leaves a readable file that says how it was set up.
         self._write(self._empty())
+
+    @property
+    def events(self) -> int:
+        """Events handed over so far (those gathered from event() included)."""
+        return self._written + len(self._pending_events)
 
     def write_batch(self, batch: pa.RecordBatch) -> None:
         """Events in EVENT_SCHEMA whose probe dictionary is the header's probe
@@ -117,7 +122,7 @@ class TraceWriter:
 
     def close(self, reason: str, duration_ns: int = 0, command_exit: int | None = None,
               clock_offsets_end_ns: list[int] | None = None) -> Trailer:
-        trailer = Trailer(reason=reason, events=self.events + len(self._pending_events),
+        trailer = Trailer(reason=reason, events=self.events,
                           lost=self.lost, lost_by_probe=dict(self.lost_by_probe),
                           duration_ns=duration_ns, command_exit=command_exit,
                           clock_offsets_end_ns=list(clock_offsets_end_ns or []))
@@ -167,7 +172,7 @@ class TraceWriter:
             meta[TRAILER_KEY] = _dumps(trailer.to_record())
         self._writer.write_batch(batch, custom_metadata=meta or None)
         self._out.flush()
-        self.events += batch.num_rows
+        self._written += batch.num_rows
 
 
 def _dumps(value: Any) -> bytes:

@@ -110,7 +110,7 @@ class Event:
         """Compact mapping for the trace file: None and zero pointers dropped."""
         out: dict[str, Any] = {}
         for key, value in asdict(self).items():
-            if value is None or (key in _ZERO_OMITTED and value == 0):
+            if value is None or (key in ZERO_OMITTED and value == 0):
                 continue
             out[key] = str(value) if key in ("kind", "ctx") else value
         return out
@@ -137,7 +137,7 @@ class Event:
 
 _FIELD_NAMES = {f.name for f in fields(Event)}
 _REQUIRED = {"ts_ns", "cpu", "tgid", "tid", "comm", "probe", "kind", "ctx"}
-_ZERO_OMITTED = {"sk", "skb", "netns"}
+ZERO_OMITTED = frozenset({"sk", "skb", "netns"})  # left out of a record when 0
 _INT_FIELDS = {
     "ts_ns", "cpu", "tgid", "tid", "sk", "skb", "netns", "sport", "dport",
     "seq", "end_seq", "ack", "tcp_flags", "length", "ret",
@@ -279,13 +279,20 @@ def _pylist(col: pa.Array | pa.ChunkedArray) -> list[Any]:
     return out
 
 
-def batch_to_events(batch: pa.RecordBatch | pa.Table) -> list[Event]:
-    """A batch's rows as Event objects (the object path: small traces, renderers)."""
+def batch_columns(batch: pa.RecordBatch | pa.Table) -> dict[str, list[Any]]:
+    """A batch's columns as Python values, as Event holds them (addresses as
+    text), kind and ctx as plain strings."""
     cols = {name: _pylist(batch.column(name)) for name in EVENT_SCHEMA.names}
     for name in _ADDR_FIELDS:
         text: dict[int, str] = {}
         cols[name] = [None if v is None else text.get(v) or text.setdefault(
             v, str(ipaddress.IPv4Address(v))) for v in cols[name]]
+    return cols
+
+
+def batch_to_events(batch: pa.RecordBatch | pa.Table) -> list[Event]:
+    """A batch's rows as Event objects (the object path: small traces, renderers)."""
+    cols = batch_columns(batch)
     kinds = {v: Kind(v) for v in KIND_VALUES}
     ctxs = {v: Context(v) for v in CTX_VALUES}
     cols["kind"] = [kinds[v] for v in cols["kind"]]

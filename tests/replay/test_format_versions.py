@@ -82,6 +82,21 @@ def test_v1_to_v2_to_v1_keeps_every_record(path: Path, tmp_path: Path) -> None:
     assert _replay_json(v2) == _replay_json(path)
 
 
+@pytest.mark.parametrize("path", V1, ids=[p.name for p in V1])
+def test_back_to_jsonl_is_byte_identical_after_the_header(path: Path, tmp_path: Path) -> None:
+    """The version 1 writer writes each record as kpath trace once did (the
+    lost records come before the events of the batch they rode on)."""
+    v2, back = tmp_path / "v2.kpath", tmp_path / "back.jsonl"
+    convert(path, v2)
+    convert(v2, back, to="jsonl")
+    orig = path.read_text().splitlines()[1:]
+    again = back.read_text().splitlines()[1:]
+    assert [x for x in again if not x.startswith('{"lost"')] == \
+        [x for x in orig if not x.startswith('{"lost"')]
+    assert sorted(x for x in again if x.startswith('{"lost"')) == \
+        sorted(x for x in orig if x.startswith('{"lost"'))
+
+
 def test_the_version_2_fixture_replays_as_its_source() -> None:
     """tests/data/bulk_lossy_v2.kpath is `kpath convert` of bulk_lossy.kpath."""
     v2, v1 = read_trace(V2_FIXTURE), read_trace(DATA / "bulk_lossy.kpath")

@@ -25,8 +25,9 @@ from tracer.events import (
     EVENT_SCHEMA,
     KIND_VALUES,
     SOFTIRQ_NAMES,
+    ZERO_OMITTED,
     Event,
-    batch_to_events,
+    batch_columns,
     events_to_batch,
 )
 from tracer.tracefile.records import (
@@ -45,7 +46,6 @@ CHUNK_BYTES = 32 << 20
 _DICT_FIELDS = {"comm", "probe", "kind", "ctx", "softirq"}
 _ADDR_FIELDS = ("saddr", "daddr")
 _REQUIRED = ("ts_ns", "cpu", "tgid", "tid", "comm", "probe", "kind", "ctx")
-_ZERO_OMITTED = ("sk", "skb", "netns")
 
 
 def _json_type(f: pa.Field) -> pa.DataType:
@@ -299,7 +299,7 @@ def _to_event_batch(events: pa.Table, probe_names: list[str]) -> pa.RecordBatch:
     cols: dict[str, pa.Array | pa.ChunkedArray] = {}
     for f in EVENT_SCHEMA:
         col = events.column(f.name)
-        if f.name in _ZERO_OMITTED:
+        if f.name in ZERO_OMITTED:
             cols[f.name] = pc.fill_null(col, 0)
         elif f.name in _ADDR_FIELDS:
             cols[f.name] = _addr_column(col)
@@ -359,8 +359,17 @@ class JsonlWriter:
     def write(self, batch: pa.RecordBatch, lost: list[Lost]) -> None:
         for rec in lost:
             self._line({"lost": rec.to_record()})
-        for ev in batch_to_events(batch):
-            self._line({"event": ev.to_record()})
+        # Event.to_record's mapping, built from the columns without Event
+        # objects (asdict per event would be most of the time).
+        cols = batch_columns(batch)
+        names = list(cols)
+        dumps = json.JSONEncoder(separators=(",", ":")).encode
+        out = []
+        for row in zip(*cols.values(), strict=True):
+            fields = {k: v for k, v in zip(names, row, strict=True)
+                      if v is not None and not (v == 0 and k in ZERO_OMITTED)}
+            out.append(f'{{"event":{dumps(fields)}}}\n')
+        self._fh.write("".join(out))
         self.events += batch.num_rows
 
     def trailer(self, trailer: Trailer) -> None:

@@ -118,6 +118,10 @@ def test_write_batch_refuses_another_probe_dictionary(tmp_path: Path) -> None:
     w = TraceWriter(tmp_path / "t.kpath", synthetic_header())
     with pytest.raises(ValueError, match="dictionary must be the header's probe names"):
         w.write_batch(events_to_batch([synthetic_event(1)], ["tcp_v4_rcv"]))
+    good = events_to_batch([synthetic_event(1)], synthetic_header().probe_names)
+    kinds = pa.DictionaryArray.from_arrays(pa.array([0], pa.int8()), pa.array(["enter"]))
+    with pytest.raises(ValueError, match="unknown kind value"):
+        w.write_batch(good.set_column(good.schema.get_field_index("kind"), "kind", kinds))
     with pytest.raises(ValueError, match="not in EVENT_SCHEMA"):
         w.write_batch(pa.record_batch([pa.array([1])], names=["ts_ns"]))
     with pytest.raises(ValueError, match="not in the header's probe dictionary"):

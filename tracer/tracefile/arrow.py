@@ -86,7 +86,10 @@ class TraceWriter:
 
     def write_batch(self, batch: pa.RecordBatch) -> None:
         """Events in EVENT_SCHEMA whose probe dictionary is the header's probe
-        names, in order. Lost records noticed since the last batch ride on it."""
+        names, in order, and whose kind, ctx and softirq dictionaries hold
+        only KIND_VALUES, CTX_VALUES and SOFTIRQ_NAMES (ValueError otherwise).
+        Lost records noticed since the last batch ride on it; the batch is in
+        the file when this returns."""
         if not batch.schema.equals(EVENT_SCHEMA):
             raise ValueError("batch is not in EVENT_SCHEMA: "
                              f"{batch.schema.remove_metadata()} vs {EVENT_SCHEMA}")
@@ -95,6 +98,7 @@ class TraceWriter:
             raise ValueError("the probe column's dictionary must be the header's probe names "
                              f"in order: got {probe_dict.to_pylist()[:5]}..., "
                              f"header {self._probe_names[:5]}...")
+        _check_enums(batch)  # what a reader would refuse, refused here
         self._flush_events()
         self._write(batch)
 

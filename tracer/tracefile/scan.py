@@ -50,9 +50,12 @@ class TraceScan:
 
     `header` and `version` are known at once; `lost`, `trailer` and
     `cut_short` are complete once the batches are exhausted. Iterating
-    yields RecordBatches in EVENT_SCHEMA (their probe dictionaries may
-    differ between batches of a version 1 file); `chunks()` yields each with
-    the lost records that came with it. Bad data raises TraceFormatError."""
+    yields RecordBatches in EVENT_SCHEMA, some possibly empty (a version 2
+    file starts and ends with one). Dictionaries may differ between
+    batches: `comm` always, `probe` in a version 1 file whose events name
+    probes its header lacks (a version 2 file's are the header's probe
+    names). `chunks()` yields each batch with the lost records that came
+    with it. Bad data raises TraceFormatError."""
 
     def __init__(self, path: str | os.PathLike[str], chunk_bytes: int = CHUNK_BYTES) -> None:
         p = Path(path)

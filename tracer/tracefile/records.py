@@ -194,7 +194,7 @@ class Trace:
     built from them on first use, as Event objects (`events`)."""
 
     header: Header
-    events: _Events = _Events()  # list[Event]; see _Events
+    events: _Events = field(default=_Events(), repr=False)  # list[Event]; see _Events
     lost: list[Lost] = field(default_factory=list)
     trailer: Trailer | None = None
     path: str = ""

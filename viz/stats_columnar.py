@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from tracer.timeline.columnar.stats import FlowStats, PacketRow, TraceStats
 from tracer.timeline.columnar.latency_table import HOPS
+from tracer.timeline.columnar.stats import FlowStats, PacketRow, TraceStats
 from tracer.timeline.model import Role
 from viz.stats_text import GAP_MARK, _check, _direction_of, _distributions, _table, fmt_us
 

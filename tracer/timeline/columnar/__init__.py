@@ -8,6 +8,8 @@ here raises Irregular (errors.py) and is left to the object path.
 """
 
 from tracer.timeline.columnar.errors import Irregular
-from tracer.timeline.columnar.stats import StatsInput, TraceStats, count_flows, trace_stats
+from tracer.timeline.columnar.source import stats_input_of
+from tracer.timeline.columnar.stats import PreparedStats, StatsInput, TraceStats, trace_stats
 
-__all__ = ["Irregular", "StatsInput", "TraceStats", "count_flows", "trace_stats"]
+__all__ = ["Irregular", "PreparedStats", "StatsInput", "TraceStats", "stats_input_of",
+           "trace_stats"]

@@ -50,7 +50,8 @@ class EventColumns:
 
 
 def _ints(col: pa.ChunkedArray | pa.Array, null: int, dtype: type) -> np.ndarray:
-    values = np.asarray(pc.fill_null(col, 0).to_numpy(zero_copy_only=False), dtype=dtype)
+    values: np.ndarray = np.asarray(pc.fill_null(col, 0).to_numpy(zero_copy_only=False),
+                                    dtype=dtype)
     if col.null_count and null != 0:
         values[np.asarray(col.is_null().to_numpy(zero_copy_only=False), dtype=bool)] = null
     return values
@@ -63,7 +64,8 @@ def _codes(col: pa.ChunkedArray | pa.Array, values: tuple[str, ...]) -> np.ndarr
         arr = arr.dictionary_encode()
     lut = np.array([values.index(v) for v in arr.dictionary.to_pylist()] + [-1], dtype=np.int64)
     idx = _ints(arr.indices, len(arr.dictionary), np.int64)
-    return lut[idx]
+    codes: np.ndarray = lut[idx]
+    return codes
 
 
 def _endpoint(addr: pa.ChunkedArray, port: pa.ChunkedArray) -> np.ndarray:

@@ -11,7 +11,12 @@ from tracer.events import TCP_ACK, TCP_SYN
 from tracer.timeline.columnar.columns import NO_EP, EventColumns
 from tracer.timeline.columnar.errors import Irregular
 from tracer.timeline.columnar.event_table import PORT_MASK, EventRules
-from tracer.timeline.columnar.grouping import factorize, first_index, last_at_or_before
+from tracer.timeline.columnar.grouping import (
+    factorize,
+    first_index,
+    last_at_or_before,
+    take_or,
+)
 from tracer.timeline.columnar.probe_table import RX, ProbeTable
 from tracer.timeline.segments import HALF_SEQ, SEQ_MOD
 
@@ -95,10 +100,10 @@ def flow_table(c: EventColumns, r: EventRules, pt: ProbeTable) -> FlowTable:
 
     client, server, handshake = _roles(c, r, flow, nflows, lo, hi)
     side = np.full(n, NO_SIDE, dtype=np.int64)
+    ev_client, ev_server = take_or(client, flow, NO_EP), take_or(server, flow, NO_EP)
     has_flow = flow >= 0
-    fl = np.maximum(flow, 0)
-    side[has_flow & (endpoint == client[fl])] = CLIENT
-    side[has_flow & (endpoint != client[fl]) & (endpoint == server[fl])] = SERVER
+    side[has_flow & (endpoint == ev_client)] = CLIENT
+    side[has_flow & (endpoint != ev_client) & (endpoint == ev_server)] = SERVER
 
     netns = _most_common_netns(c, flow, side, nflows)
     socks = _sockets(c, pt, flow, side, nflows)
@@ -182,10 +187,10 @@ def _bases(c: EventColumns, r: EventRules, pt: ProbeTable, flow: np.ndarray,
     stream (segments, and copies of its bytes by the peer's reader)."""
     isn = np.full((nflows, 2), -1, dtype=np.int64)
     from_syn = np.zeros((nflows, 2), dtype=bool)
-    fl = np.maximum(flow, 0)
+    ev_client, ev_server = take_or(client, flow, NO_EP), take_or(server, flow, NO_EP)
     copy = (flow >= 0) & ~r.is_seg & pt.datagram_iter[c.probe] & (c.seq >= 0)
     seg = (flow >= 0) & r.is_seg
-    owner_ep = np.where(seg, c.src, np.where(endpoint == server[fl], client[fl], server[fl]))
+    owner_ep = np.where(seg, c.src, np.where(endpoint == ev_server, ev_client, ev_server))
     rows = np.flatnonzero(seg | copy)
     owner_ep = owner_ep[rows]
     f = flow[rows]

@@ -64,3 +64,12 @@ def last_at_or_before(group_of_marks: np.ndarray, mark_pos: np.ndarray,
     ok = np.zeros(len(qk), dtype=bool)
     ok[found] = group_of_marks[order[at[found]]] == group_of_queries[found]
     return np.where(ok, order[np.maximum(at, 0)], -1)
+
+
+def take_or(values: np.ndarray, idx: np.ndarray, default: int) -> np.ndarray:
+    """values[idx] where idx >= 0, else default (values may be empty)."""
+    out = np.full(len(idx), default, dtype=values.dtype if len(values) else np.int64)
+    ok = idx >= 0
+    if ok.any():
+        out[ok] = values[idx[ok]]
+    return out

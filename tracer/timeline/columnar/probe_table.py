@@ -15,7 +15,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from probes.catalog import HEADER_CAPTURES, LAYER_ORDER, Capture, Direction, Layer, ProbeSpec, Returns
+from probes.catalog import (
+    HEADER_CAPTURES,
+    LAYER_ORDER,
+    Capture,
+    Direction,
+    Layer,
+    ProbeSpec,
+    Returns,
+)
 from tracer.timeline.accounting import ORIGIN_PROBE
 from tracer.timeline.event_rules import SOCKET_CAPTURES
 from tracer.timeline.latency import QUEUE_PROBES

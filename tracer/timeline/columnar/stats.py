@@ -26,6 +26,7 @@ from tracer.timeline.columnar.byte_table import MessageRows, PacketRows, place_d
 from tracer.timeline.columnar.columns import EventColumns, columns_of
 from tracer.timeline.columnar.event_table import EventRules, event_rules
 from tracer.timeline.columnar.flow_table import FlowTable, flow_table
+from tracer.timeline.columnar.grouping import take_or
 from tracer.timeline.columnar.latency_table import (
     HOPS,
     POINT_COL,
@@ -108,42 +109,50 @@ def endpoint_of(code: int) -> Endpoint:
     return Endpoint(str(ipaddress.IPv4Address(code >> 16)), code & 0xFFFF)
 
 
-def count_flows(inp: StatsInput, lookup: Callable[[str], ProbeSpec | None] = BY_NAME.get
-                ) -> int:
-    c = columns_of(inp.events)
-    pt = ProbeTable.build(c.probe_names, lookup)
-    return flow_table(c, event_rules(c, pt), pt).count
+class PreparedStats:
+    """The tables of one trace (flows, steps, packets); statistics of any
+    flow from them. Irregular when the trace needs a rule the columnar path
+    does not reproduce."""
+
+    def __init__(self, inp: StatsInput,
+                 lookup: Callable[[str], ProbeSpec | None] = BY_NAME.get) -> None:
+        self.inp = inp
+        c = self.columns = columns_of(inp.events)
+        pt = ProbeTable.build(c.probe_names, lookup)
+        r = event_rules(c, pt)
+        ft = flow_table(c, r, pt)
+        st = step_table(c, r, pt, ft)
+        self._work = _FlowWork(c, r, pt, ft, st)
+
+    @property
+    def flow_count(self) -> int:
+        return self._work.ft.count
+
+    def stats(self, flow: int | None = None) -> TraceStats:
+        """All flows, or flow `flow` (1-based; KeyError if there is none)."""
+        inp, work, c = self.inp, self._work, self.columns
+        if flow is not None and not 1 <= flow <= self.flow_count:
+            raise KeyError(flow)
+        stamps = [int(c.ts[0])] if len(c) else []
+        stamps += [rec.ts_ns for rec in inp.lost]
+        start = min(stamps) if stamps else 0
+        gaps = sorted(inp.lost, key=lambda rec: rec.ts_ns)
+        ends, starts = loss_windows([g.ts_ns for g in gaps], start, LOSS_WINDOW_NS)
+        wanted = [flow - 1] if flow is not None else list(range(self.flow_count))
+        points = wire_points(c, work.r, work.pt, work.ft, work.st)
+        placed = {f: work.place(f, points) for f in wanted}
+        pp = packet_points(c, work.st, points, ends, starts)
+        out = [work.flow_stats(f, placed[f], pp, work.flow_gaps(f, gaps), inp.cut_short)
+               for f in wanted]
+        return TraceStats(path=inp.path, events=len(c), flow_count=self.flow_count,
+                          lost_total=inp.lost_total, cut_short=inp.cut_short,
+                          lost_noticed=sum(g.count for g in gaps), has_gaps=bool(gaps),
+                          flows=out)
 
 
 def trace_stats(inp: StatsInput, flow: int | None = None,
                 lookup: Callable[[str], ProbeSpec | None] = BY_NAME.get) -> TraceStats:
-    """The statistics of all flows, or of flow `flow` (1-based; KeyError if
-    there is no such flow). Irregular when the trace needs a rule the
-    columnar path does not reproduce."""
-    c = columns_of(inp.events)
-    pt = ProbeTable.build(c.probe_names, lookup)
-    r = event_rules(c, pt)
-    ft = flow_table(c, r, pt)
-    st = step_table(c, r, pt, ft)
-    if flow is not None and not 1 <= flow <= ft.count:
-        raise KeyError(flow)
-    stamps = [int(c.ts[0])] if len(c) else []
-    stamps += [rec.ts_ns for rec in inp.lost]
-    start = min(stamps) if stamps else 0
-    gaps = sorted(inp.lost, key=lambda rec: rec.ts_ns)
-    ends, starts = loss_windows([g.ts_ns for g in gaps], start, LOSS_WINDOW_NS)
-    wanted = [flow - 1] if flow is not None else list(range(ft.count))
-    work = _FlowWork(c, r, pt, ft, st)
-    points = wire_points(c, r, pt, ft, st)
-    placed = {f: work.place(f, points) for f in wanted}
-    pp = packet_points(c, st, points, ends, starts)
-    out = []
-    for f in wanted:
-        flow_gaps = work.flow_gaps(f, gaps)
-        out.append(work.flow_stats(f, placed[f], pp, flow_gaps, inp.cut_short))
-    return TraceStats(path=inp.path, events=len(c), flow_count=ft.count,
-                      lost_total=inp.lost_total, cut_short=inp.cut_short,
-                      lost_noticed=sum(g.count for g in gaps), has_gaps=bool(gaps), flows=out)
+    return PreparedStats(inp, lookup).stats(flow)
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,13 +176,14 @@ class _FlowWork:
         self.m_order = np.lexsort((mt.step, m_flow))
         self.m_bounds = np.searchsorted(m_flow[self.m_order], np.arange(ft.count + 1))
         copy = (pt.datagram_iter[c.probe] & (c.seq >= 0) & c.has_length & (c.length > 0))
-        self.copy_rows = np.flatnonzero(copy & (st.step_flow >= 0))
-        cf = st.step_flow[self.copy_rows]
-        self.copy_bounds = np.searchsorted(cf, np.arange(ft.count + 1))
+        rows = np.flatnonzero(copy & (st.step_flow >= 0))
+        rows = rows[np.argsort(st.step_flow[rows], kind="stable")]
+        self.copy_rows = rows
+        self.copy_bounds = np.searchsorted(st.step_flow[rows], np.arange(ft.count + 1))
         # Accounting's events: ones seeing a data segment in a data packet.
         seg_pkt = st.packets.seg_of_event
         count_ev = (seg_pkt >= 0) & r.is_seg & (r.payload > 0) & pt.known[c.probe]
-        count_ev &= pk.payload[np.maximum(seg_pkt, 0)] > 0
+        count_ev &= take_or(pk.payload, seg_pkt, 0) > 0
         rows = np.flatnonzero(count_ev)
         key = pk.flow[seg_pkt[rows]] * 2 + pk.sender[seg_pkt[rows]]
         order = np.argsort(key, kind="stable")

@@ -30,9 +30,9 @@ from tracer.timeline.columnar.grouping import (
     first_index,
     last_at_or_before,
     previous_in_group,
+    take_or,
 )
 from tracer.timeline.columnar.probe_table import RX, SYSCALL, TX, ProbeTable
-from tracer.timeline.segments import SEQ_MOD
 
 PLACE_A, PLACE_B, PLACE_C, PLACE_D, PLACE_E, PLACE_F, LEAD_IN = range(7)
 # Keys of data packets of one stream are offset by stream so one running
@@ -205,8 +205,7 @@ def step_table(c: EventColumns, r: EventRules, pt: ProbeTable, ft: FlowTable) ->
 
     mt = _messages(c, r, pt, ft, place, msg_key, in_msg, step_of_key)
     msg_of_event = mt.of_event
-    pkt_message = np.where(pk.message_key >= 0,
-                           mt.step[msg_of_event[np.maximum(pk.message_key, 0)]], -1)
+    pkt_message = take_or(mt.step, take_or(msg_of_event, pk.message_key, -1), -1)
     retransmission = pk.retransmission | retrans_lead
     b_retrans = (pkt_of >= 0) & pt.retransmit[p]
     retransmission[pkt_of[b_retrans]] = True
@@ -457,7 +456,7 @@ def _messages(c: EventColumns, r: EventRules, pt: ProbeTable, ft: FlowTable,
 
     def first_member(cond: np.ndarray) -> np.ndarray:
         firsts = first_index(np.where(cond, mrow, nm), nm + 1)[:nm]
-        return np.where(firsts >= 0, members[np.maximum(firsts, 0)], -1)
+        return take_or(members, firsts, -1)
 
     f_ev = first_member(ft.flow[members] >= 0)
     s_ev = first_member(ft.side[members] >= 0)

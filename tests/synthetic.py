@@ -1,0 +1,124 @@
+"""Synthetic multi-flow traces: shifted copies of a real recording.
+
+Copy k of a recording is the same connection made again: every identifier
+that tells connections apart is moved by k (addresses, socket and skb
+pointers, thread ids) and every sequence space by the same amount (seq,
+end_seq, ack and the copies' seq alike), so each copy stays internally
+consistent; timestamps move by k * stride, so with a stride shorter than the
+recording, copies overlap in time and their events interleave.
+
+    python -m tests.synthetic tests/data/hello_hi_core.kpath out.kpath --copies 3500
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import ipaddress
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+from tracer.events import Event
+from tracer.tracefile import Lost, Trace, TraceWriter, read_trace
+
+SEQ_MOD = 1 << 32
+ADDR_STEP = 1 << 8  # 127.0.0.1 -> 127.0.1.1 -> ...: stays inside 127/8 for 65536 copies
+POINTER_STEP = 1 << 32
+TID_STEP = 1 << 16
+SEQ_STEP = 1_000_003  # prime: copies' sequence numbers never line up
+
+
+def _addr(addr: str | None, k: int) -> str | None:
+    if addr is None or addr == "0.0.0.0":
+        return addr
+    return str(ipaddress.IPv4Address((int(ipaddress.IPv4Address(addr)) + k * ADDR_STEP)
+                                     % (1 << 32)))
+
+
+def _seq(value: int | None, k: int) -> int | None:
+    return None if value is None else (value + k * SEQ_STEP) % SEQ_MOD
+
+
+def _pointer(value: int, k: int) -> int:
+    return value + k * POINTER_STEP if value else 0
+
+
+def shifted_event(ev: Event, k: int, dt: int) -> Event:
+    return dataclasses.replace(
+        ev, ts_ns=ev.ts_ns + dt, tgid=ev.tgid + k * TID_STEP, tid=ev.tid + k * TID_STEP,
+        sk=_pointer(ev.sk, k), skb=_pointer(ev.skb, k), saddr=_addr(ev.saddr, k),
+        daddr=_addr(ev.daddr, k), seq=_seq(ev.seq, k), end_seq=_seq(ev.end_seq, k),
+        ack=_seq(ev.ack, k))
+
+
+def span_of(trace: Trace) -> int:
+    stamps = [ev.ts_ns for ev in trace.events] + [rec.ts_ns for rec in trace.lost]
+    return max(stamps) - min(stamps) + 1 if stamps else 1
+
+
+def copies(trace: Trace, count: int, overlap: int = 1, first: int = 0
+           ) -> Iterator[tuple[list[Event], list[Lost]]]:
+    """`count` shifted copies numbered from `first` (copies of different
+    recordings mixed in one trace need distinct numbers); about `overlap`
+    of them run at once."""
+    stride = max(span_of(trace) // max(overlap, 1), 1)
+    for k in range(first, first + count):
+        dt = (k - first) * stride
+        yield ([shifted_event(ev, k, dt) for ev in trace.events],
+               [dataclasses.replace(rec, ts_ns=rec.ts_ns + dt) for rec in trace.lost])
+
+
+def synthetic_trace(trace: Trace, count: int, overlap: int = 1, first: int = 0) -> Trace:
+    events: list[Event] = []
+    lost: list[Lost] = []
+    for evs, recs in copies(trace, count, overlap, first):
+        events.extend(evs)
+        lost.extend(recs)
+    trailer = None
+    if trace.trailer is not None:
+        trailer = dataclasses.replace(trace.trailer, events=len(events),
+                                      lost=sum(rec.count for rec in lost), lost_by_probe={})
+    return Trace(header=trace.header, events=events, lost=lost, trailer=trailer,
+                 path=f"synthetic:{count}x{Path(trace.path).name}", cut_short=trace.cut_short)
+
+
+def mixed_trace(traces: list[Trace], count: int, overlap: int) -> Trace:
+    """Copies of several recordings in one trace, each recording's copies
+    numbered apart; the first trace's header, with every probe listed."""
+    parts = [synthetic_trace(t, count, overlap, first=i * count) for i, t in enumerate(traces)]
+    probes = {p.name: p for t in traces for p in t.header.probes}
+    header = dataclasses.replace(traces[0].header, probes=list(probes.values()))
+    lost = [rec for part in parts for rec in part.lost]
+    return Trace(header=header, events=[ev for part in parts for ev in part.events], lost=lost,
+                 trailer=None, path=f"synthetic:mixed{len(traces)}x{count}",
+                 cut_short=None)
+
+
+def write_synthetic(src: str, out: str, count: int, overlap: int = 1) -> int:
+    """Write `count` copies of `src` to `out` as they are made; events written."""
+    trace = read_trace(src)
+    writer = TraceWriter(out, trace.header)
+    for evs, recs in copies(trace, count, overlap):
+        for ev in evs:
+            writer.event(ev)
+        for rec in recs:
+            writer.lost_events(rec)
+    writer.close(trace.trailer.reason if trace.trailer else "synthetic")
+    return writer.events
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("src")
+    ap.add_argument("out")
+    ap.add_argument("--copies", type=int, required=True)
+    ap.add_argument("--overlap", type=int, default=4, help="copies running at once")
+    args = ap.parse_args(argv)
+    n = write_synthetic(args.src, args.out, args.copies, args.overlap)
+    print(f"wrote {n} events to {args.out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -4,10 +4,8 @@ prints from a Timeline, line for line."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from tracer.timeline.columnar.latency_table import HOPS
-from tracer.timeline.columnar.stats import FlowStats, PacketRow, TraceStats
+from tracer.timeline.columnar.stats import FlowPackets, FlowStats, TraceStats
 from tracer.timeline.model import Role
 from viz.stats_text import GAP_MARK, _check, _direction_of, _distributions, _table, fmt_us
 
@@ -51,14 +49,16 @@ def _flow_lines(fl: FlowStats) -> list[str]:
     return out
 
 
-def _per_packet(packets: Sequence[PacketRow]) -> list[str]:
-    if not packets:
+def _per_packet(packets: FlowPackets) -> list[str]:
+    if not packets.step:
         return ["  per packet: no packet"]
-    cols = [h for h, hop in enumerate(HOPS) if any(p.hops[h] is not None for p in packets)]
+    cols = [h for h in range(len(HOPS)) if packets.has_hop[:, h].any()]
     head = ("  per packet (us)", "direction", "class", *[str(HOPS[h]) for h in cols], "")
     rows: list[tuple[str, ...]] = [head]
-    for p in packets:
-        cells = [fmt_us(v) if (v := p.hops[h]) is not None else "-" for h in cols]
-        rows.append((f"  #{p.step} {p.label}", _direction_of(p.sender), str(p.klass), *cells,
-                     GAP_MARK if p.gap else ""))
+    hops = packets.hops[:, cols].tolist()
+    has = packets.has_hop[:, cols].tolist()
+    for i, step in enumerate(packets.step):
+        cells = [fmt_us(v) if ok else "-" for v, ok in zip(hops[i], has[i], strict=True)]
+        rows.append((f"  #{step} {packets.label[i]}", _direction_of(packets.sender[i]),
+                     str(packets.klass[i]), *cells, GAP_MARK if packets.gap[i] else ""))
     return _table(rows, right=range(3, 3 + len(cols)))

@@ -12,7 +12,6 @@ hops and their distributions (latency_table.py).
 from __future__ import annotations
 
 import ipaddress
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -60,13 +59,16 @@ class StatsInput:
 
 
 @dataclass(frozen=True, slots=True)
-class PacketRow:
-    step: int
-    label: str
-    sender: Role
-    klass: PacketClass
-    hops: tuple[int | None, ...]  # per HOPS, None when not measured
-    gap: bool
+class FlowPackets:
+    """One flow's packets in step order, as columns (one row per packet)."""
+
+    step: list[int]
+    label: list[str]
+    sender: list[Role]
+    klass: list[PacketClass]
+    hops: np.ndarray  # (packets, len(HOPS)) ns
+    has_hop: np.ndarray  # (packets, len(HOPS)) bool
+    gap: list[bool]
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +88,7 @@ class FlowStats:
     accounts: tuple[ByteAccount, ByteAccount]
     streams: tuple[StreamNote, StreamNote]
     hop_stats: list[HopStats]
-    packets: list[PacketRow]
+    packets: FlowPackets
 
     @property
     def title(self) -> str:
@@ -142,8 +144,12 @@ class PreparedStats:
         points = wire_points(c, work.r, work.pt, work.ft, work.st)
         placed = {f: work.place(f, points) for f in wanted}
         pp = packet_points(c, work.st, points, ends, starts)
-        out = [work.flow_stats(f, placed[f], pp, work.flow_gaps(f, gaps), inp.cut_short)
-               for f in wanted]
+        hop_stats = _hop_stats(work.pk_order[work.pk_bounds[wanted[0]]:
+                                             work.pk_bounds[wanted[-1] + 1]]
+                               if wanted else np.zeros(0, dtype=np.int64),
+                               work.st.packets.flow, work.st.packets.sender, pp)
+        out = [work.flow_stats(f, placed[f], pp, hop_stats.get(f + 1, []),
+                               work.flow_gaps(f, gaps), inp.cut_short) for f in wanted]
         return TraceStats(path=inp.path, events=len(c), flow_count=self.flow_count,
                           lost_total=inp.lost_total, cut_short=inp.cut_short,
                           lost_noticed=sum(g.count for g in gaps), has_gaps=bool(gaps),
@@ -276,8 +282,8 @@ class _FlowWork:
         begin = int(self.st.flow_start[f])
         return [g for g in gaps if begin <= g.ts_ns and (until is None or g.ts_ns <= until)]
 
-    def flow_stats(self, f: int, placed: _Placed, pp: PacketPoints, gaps: list[Lost],
-                   cut_short: str | None) -> FlowStats:
+    def flow_stats(self, f: int, placed: _Placed, pp: PacketPoints, hop_stats: list[HopStats],
+                   gaps: list[Lost], cut_short: str | None) -> FlowStats:
         ft, pk = self.ft, self.st.packets
         prow = self.pk_order[self.pk_bounds[f]:self.pk_bounds[f + 1]]
         accounts = tuple(self._account(f, s, placed, prow, gaps, cut_short) for s in (0, 1))
@@ -286,8 +292,8 @@ class _FlowWork:
             server=endpoint_of(int(ft.server[f])),
             netns=(int(ft.netns[f, 0]), int(ft.netns[f, 1])), socks=ft.socks[f],
             accounts=(accounts[0], accounts[1]), streams=placed.notes,
-            hop_stats=_hop_stats(f + 1, prow, pk.sender, pp),
-            packets=_packet_rows(prow, pk.step, pk.sender, pk.flags, pk.payload, pp))
+            hop_stats=hop_stats,
+            packets=_flow_packets(prow, pk.step, pk.sender, pk.flags, pk.payload, pp))
 
     def _account(self, f: int, s: int, placed: _Placed, prow: np.ndarray, gaps: list[Lost],
                  cut_short: str | None) -> ByteAccount:
@@ -364,60 +370,60 @@ def _counting_probe(c: EventColumns, r: EventRules, pt: ProbeTable, endpoint: np
     return max(by_name, key=lambda it: it[1])[0]
 
 
-def _hop_stats(number: int, prow: np.ndarray, sender: np.ndarray, pp: PacketPoints
-               ) -> list[HopStats]:
-    """latency_stats for one flow: per (sender, class, hop), sorted."""
-    if not len(prow):
-        return []
-    has = pp.has_hop[prow]
+def _hop_stats(rows: np.ndarray, flow: np.ndarray, sender: np.ndarray, pp: PacketPoints
+               ) -> dict[int, list[HopStats]]:
+    """latency_stats of the packets `rows` (whole flows): per flow number,
+    the distributions per (sender, class, hop) in latency_stats' order."""
+    has = pp.has_hop[rows]
     p_idx, h_idx = np.nonzero(has)
     if not len(p_idx):
-        return []
-    rows = prow[p_idx]
-    snd = sender[rows]
-    kl = pp.klass[rows]
-    gap = pp.gap[rows]
+        return {}
+    rows = rows[p_idx]
+    fl, snd, kl, gap = flow[rows], sender[rows], pp.klass[rows], pp.gap[rows]
     val = pp.hops[rows, h_idx]
-    order = np.lexsort((val, gap, h_idx, kl, snd))
-    snd, kl, h_idx, gap, val = snd[order], kl[order], h_idx[order], gap[order], val[order]
-    grp = (snd * len(CLASSES) + kl) * len(HOPS) + h_idx
-    bounds = np.flatnonzero(np.r_[True, grp[1:] != grp[:-1], True])
-    out = []
-    for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
-        gaps = int(gap[a:b].sum())
-        vals = val[a:b - gaps]
-        n = len(vals)
-        if n:
-            mid = n // 2
-            median = round((int(vals[mid - 1]) + int(vals[mid])) / 2) if n % 2 == 0 \
-                else int(vals[mid])
-            p99 = int(vals[max(math.ceil(0.99 * n) - 1, 0)])
-        out.append(HopStats(
-            flow=number, sender=ROLES[int(snd[a])], klass=CLASSES[int(kl[a])],
-            hop=HOPS[int(h_idx[a])], count=n,
-            min_ns=int(vals[0]) if n else 0, median_ns=median if n else 0,
-            p99_ns=p99 if n else 0, max_ns=int(vals[-1]) if n else 0, gaps=gaps))
+    order = np.lexsort((val, gap, h_idx, kl, snd, fl))
+    fl, snd, kl, h_idx, gap, val = (a[order] for a in (fl, snd, kl, h_idx, gap, val))
+    grp = ((fl * 2 + snd) * len(CLASSES) + kl) * len(HOPS) + h_idx
+    starts = np.flatnonzero(np.r_[True, grp[1:] != grp[:-1]])
+    ends = np.r_[starts[1:], len(grp)]
+    gaps = np.add.reduceat(gap.astype(np.int64), starts)
+    n = ends - starts - gaps  # measured values come first in each group (gap sorts last)
+    some = n > 0
+    first = val[starts]
+    last = val[np.maximum(starts + n - 1, 0)]
+    mid = starts + n // 2
+    hi_mid = val[np.minimum(mid, len(val) - 1)]
+    lo_mid = val[np.maximum(mid - 1, 0)]
+    # statistics.median, then round(): halves go to the even neighbour
+    pair_sum = lo_mid + hi_mid
+    even_median = pair_sum // 2 + ((pair_sum % 2 == 1) & ((pair_sum // 2) % 2 == 1))
+    median = np.where(n % 2 == 1, hi_mid, even_median)
+    rank = np.maximum(np.ceil(0.99 * n).astype(np.int64) - 1, 0)
+    p99 = val[np.minimum(starts + rank, len(val) - 1)]
+    out: dict[int, list[HopStats]] = {}
+    for i, (f, s_, k, h, cnt, g, ok) in enumerate(zip(
+            fl[starts].tolist(), snd[starts].tolist(), kl[starts].tolist(),
+            h_idx[starts].tolist(), n.tolist(), gaps.tolist(), some.tolist(), strict=True)):
+        out.setdefault(f + 1, []).append(HopStats(
+            flow=f + 1, sender=ROLES[s_], klass=CLASSES[k], hop=HOPS[h], count=cnt,
+            min_ns=int(first[i]) if ok else 0, median_ns=int(median[i]) if ok else 0,
+            p99_ns=int(p99[i]) if ok else 0, max_ns=int(last[i]) if ok else 0, gaps=g))
     return out
 
 
-def _packet_rows(prow: np.ndarray, step: np.ndarray, sender: np.ndarray, flags: np.ndarray,
-                 payload: np.ndarray, pp: PacketPoints) -> list[PacketRow]:
+def _flow_packets(prow: np.ndarray, step: np.ndarray, sender: np.ndarray, flags: np.ndarray,
+                  payload: np.ndarray, pp: PacketPoints) -> FlowPackets:
     labels: dict[tuple[int, int], str] = {}
-    out = []
-    has = pp.has_hop[prow].tolist()
-    hops = pp.hops[prow].tolist()
-    for i, (sid, snd, fl, pay, kl, gap) in enumerate(zip(
-            step[prow].tolist(), sender[prow].tolist(), flags[prow].tolist(),
-            payload[prow].tolist(), pp.klass[prow].tolist(), pp.gap[prow].tolist(),
-            strict=True)):
+    label_list = []
+    for fl, pay in zip(flags[prow].tolist(), payload[prow].tolist(), strict=True):
         label = labels.get((fl, pay))
         if label is None:
             label = labels[(fl, pay)] = _label(fl, pay)
-        out.append(PacketRow(step=sid, label=label, sender=ROLES[snd], klass=CLASSES[kl],
-                             hops=tuple(v if h else None for v, h in zip(hops[i], has[i],
-                                                                          strict=True)),
-                             gap=gap))
-    return out
+        label_list.append(label)
+    return FlowPackets(step=step[prow].tolist(), label=label_list,
+                       sender=[ROLES[x] for x in sender[prow].tolist()],
+                       klass=[CLASSES[x] for x in pp.klass[prow].tolist()],
+                       hops=pp.hops[prow], has_hop=pp.has_hop[prow], gap=pp.gap[prow].tolist())
 
 
 def _label(flags: int, payload: int) -> str:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -142,7 +143,8 @@ class PreparedStats:
         ends, starts = loss_windows([g.ts_ns for g in gaps], start, LOSS_WINDOW_NS)
         wanted = [flow - 1] if flow is not None else list(range(self.flow_count))
         points = wire_points(c, work.r, work.pt, work.ft, work.st)
-        placed = {f: work.place(f, points) for f in wanted}
+        placed = {f: work.place(f) for f in wanted}
+        work.fill_points(points)
         pp = packet_points(c, work.st, points, ends, starts)
         hop_stats = _hop_stats(work.pk_order[work.pk_bounds[wanted[0]]:
                                              work.pk_bounds[wanted[-1] + 1]]
@@ -168,114 +170,146 @@ class _Placed:
     notes: tuple[StreamNote, StreamNote]
 
 
+class _Groups:
+    """Rows split by a group key (sorted by key, then by `within`), each
+    column as a Python list, sliced per group without numpy calls."""
+
+    def __init__(self, group: np.ndarray, within: np.ndarray, groups: int, /,
+                 **cols: np.ndarray) -> None:
+        keep = group >= 0
+        group, within = group[keep], within[keep]
+        order = np.lexsort((within, group))
+        self.bounds: list[int] = np.searchsorted(group[order], np.arange(groups + 1)).tolist()
+        self.cols: dict[str, list[Any]] = {name: col[keep][order].tolist()
+                                           for name, col in cols.items()}
+
+    def get(self, group: int, name: str) -> list[Any]:
+        return self.cols[name][self.bounds[group]:self.bounds[group + 1]]
+
+
 class _FlowWork:
-    """Per-flow views of the tables: rows sorted by (flow, step id) once,
-    sliced per flow."""
+    """The per-flow inputs of the sequential rules, grouped by (flow,
+    direction) once; the per-flow work then runs on list slices."""
 
     def __init__(self, c: EventColumns, r: EventRules, pt: ProbeTable, ft: FlowTable,
                  st: StepTable) -> None:
         self.c, self.r, self.pt, self.ft, self.st = c, r, pt, ft, st
         pk, mt = st.packets, st.messages
+        nf = ft.count
         self.pk_order = np.lexsort((pk.step, pk.flow))
-        self.pk_bounds = np.searchsorted(pk.flow[self.pk_order], np.arange(ft.count + 1))
-        m_flow = np.where(mt.flow >= 0, mt.flow, ft.count)
-        self.m_order = np.lexsort((mt.step, m_flow))
-        self.m_bounds = np.searchsorted(m_flow[self.m_order], np.arange(ft.count + 1))
-        copy = (pt.datagram_iter[c.probe] & (c.seq >= 0) & c.has_length & (c.length > 0))
+        self.pk_bounds = np.searchsorted(pk.flow[self.pk_order], np.arange(nf + 1))
+        # messages by (flow, side, op)
+        m_key = np.where((mt.flow >= 0) & (mt.side >= 0), mt.flow * 4 + mt.side * 2 + mt.send,
+                         -1)
+        self.msgs = _Groups(m_key, mt.step, 4 * nf, id=mt.step, key=mt.key,
+                            count=np.where(mt.has_count, mt.count, _NO_COUNT))
+        # data packets by (flow, sender)
+        data = pk.lo >= 0
+        self.data = _Groups(np.where(data, pk.flow * 2 + pk.sender, -1), pk.step, 2 * nf,
+                            row=np.arange(len(pk.step)), id=pk.step, lo=pk.lo,
+                            payload=pk.payload, retrans=pk.retransmission, message=pk.message)
+        # copies to user of the sender's bytes inside the peer's recvs, by (flow, sender)
+        copy = pt.datagram_iter[c.probe] & (c.seq >= 0) & c.has_length & (c.length > 0)
+        rows = np.flatnonzero(copy & (mt.of_event >= 0))
+        m = mt.of_event[rows]
+        mf = mt.flow[m]
+        sender = np.where(c.dst[rows] == take_or(ft.client, mf, -1), 0,
+                          np.where(c.dst[rows] == take_or(ft.server, mf, -1), 1, -1))
+        ok = (mf >= 0) & (sender >= 0) & ~mt.send[m] & (mt.side[m] == 1 - sender)
+        lo = ft.rel(np.maximum(mf, 0), np.maximum(sender, 0), c.seq[rows])
+        self.copies = _Groups(np.where(ok, mf * 2 + sender, -1), rows, 2 * nf, msg=mt.step[m],
+                              lo=lo, hi=lo + c.length[rows], event=rows)
+        # accounting: every copy of the flow's steps, by (flow, sender)
         rows = np.flatnonzero(copy & (st.step_flow >= 0))
-        rows = rows[np.argsort(st.step_flow[rows], kind="stable")]
-        self.copy_rows = rows
-        self.copy_bounds = np.searchsorted(st.step_flow[rows], np.arange(ft.count + 1))
-        # Accounting's events: ones seeing a data segment in a data packet.
-        seg_pkt = st.packets.seg_of_event
+        sf = st.step_flow[rows]
+        sender = np.where(c.dst[rows] == ft.client[sf], 0,
+                          np.where(c.dst[rows] == ft.server[sf], 1, -1))
+        grp = np.where(sender >= 0, sf * 2 + sender, 2 * nf)
+        self.copied = np.bincount(grp, weights=c.length[rows], minlength=2 * nf + 1)
+        self.copies_n = np.bincount(grp, minlength=2 * nf + 1)
+        # accounting: events seeing a data segment of a data packet, by (flow, sender)
+        seg_pkt = pk.seg_of_event
         count_ev = (seg_pkt >= 0) & r.is_seg & (r.payload > 0) & pt.known[c.probe]
         count_ev &= take_or(pk.payload, seg_pkt, 0) > 0
         rows = np.flatnonzero(count_ev)
-        key = pk.flow[seg_pkt[rows]] * 2 + pk.sender[seg_pkt[rows]]
-        order = np.argsort(key, kind="stable")
-        self.count_rows = rows[order]
-        self.count_bounds = np.searchsorted(key[order], np.arange(2 * ft.count + 1))
-        self.ts_list = c.ts
+        grp = pk.flow[seg_pkt[rows]] * 2 + pk.sender[seg_pkt[rows]]
+        origin = np.zeros(2 * nf, dtype=bool)
+        origin[grp[pt.origin_probe[c.probe[rows]]]] = True
+        self.count_events = _Groups(grp, rows, 2 * nf, event=rows)
+        self.at = [ORIGIN_PROBE if o else None for o in origin.tolist()]
+        for g in np.flatnonzero(~origin & (np.bincount(grp, minlength=2 * nf) > 0)).tolist():
+            ev = np.array(self.count_events.get(g, "event"), dtype=np.int64)
+            src = c.src[pk.creator[seg_pkt[ev]]]
+            self.at[g] = _counting_probe(c, r, ft.endpoint, src, ev)
+        at_code = np.array([c.probe_names.index(a) if a is not None else -1 for a in self.at]
+                           + [-1], dtype=np.int64)
+        hit = c.probe[rows] == at_code[grp]
+        lo = ft.rel(pk.flow[seg_pkt[rows]], pk.sender[seg_pkt[rows]], c.seq[rows])
+        self.carried = _Groups(np.where(hit, grp, -1), rows, 2 * nf, lo=lo,
+                               hi=lo + r.payload[rows], row=seg_pkt[rows])
+        retrans = pk.retransmission
+        self.retransmitted = np.bincount(pk.flow[retrans] * 2 + pk.sender[retrans],
+                                         weights=pk.payload[retrans], minlength=2 * nf)
+        entry = (r.layer == SYSCALL) & ~c.is_return
+        self.entry_key = np.where(entry[mt.key], mt.key, -1)
+        self.syscall_point = np.full(len(pk.step), -1, dtype=np.int64)
+        self.copy_point = np.full(len(pk.step), -1, dtype=np.int64)
 
-    def _messages(self, f: int) -> tuple[np.ndarray, np.ndarray]:
-        rows = self.m_order[self.m_bounds[f]:self.m_bounds[f + 1]]
-        return rows, self.st.messages.side[rows]
-
-    def place(self, f: int, points: np.ndarray) -> _Placed:
-        """Byte placement of both directions; fills the flow's packets'
+    def place(self, f: int) -> _Placed:
+        """Byte placement of both directions; notes the data packets'
         syscall and copy points."""
-        c, ft, st = self.c, self.ft, self.st
-        mt, pk = st.messages, st.packets
-        mrows, mside = self._messages(f)
-        prow = self.pk_order[self.pk_bounds[f]:self.pk_bounds[f + 1]]
-        crows = self.copy_rows[self.copy_bounds[f]:self.copy_bounds[f + 1]]
-        c_msg = mt.of_event[crows]
         sends: list[MessageRows] = []
         recvs: list[MessageRows] = []
         notes: list[StreamNote] = []
         for s in (0, 1):
-            sender_ep = int(ft.client[f] if s == 0 else ft.server[f])
-            isn = int(ft.isn[f, s])
-            s_rows = mrows[mt.send[mrows] & (mside == s)]
-            r_rows = mrows[~mt.send[mrows] & (mside == 1 - s)]
-            sm = _rows(mt.step[s_rows], mt.key[s_rows], mt.count[s_rows], mt.has_count[s_rows])
-            rm = _rows(mt.step[r_rows], mt.key[r_rows], mt.count[r_rows], mt.has_count[r_rows])
-            sends.append(sm)
-            recvs.append(rm)
-            d_rows = prow[(pk.sender[prow] == s) & (pk.lo[prow] >= 0)]
-            data = PacketRows(ids=pk.step[d_rows].tolist(), los=pk.lo[d_rows].tolist(),
-                              payloads=pk.payload[d_rows].tolist(),
-                              retrans=pk.retransmission[d_rows].tolist(),
-                              messages=pk.message[d_rows].tolist())
-            # the peer's copies of this sender's bytes, by recv message
-            mine = (c.dst[crows] == sender_ep) & (c_msg >= 0)
-            cr = crows[mine]
-            c_lo = _rel(c.seq[cr], isn)
-            c_hi = c_lo + c.length[cr]
-            c_step = mt.step[c_msg[mine]]
+            sm = self._message_rows(f * 4 + s * 2 + 1)
+            rm = self._message_rows(f * 4 + (1 - s) * 2)
+            g = f * 2 + s
+            d = self.data
+            data = PacketRows(ids=d.get(g, "id"), los=d.get(g, "lo"),
+                              payloads=d.get(g, "payload"), retrans=d.get(g, "retrans"),
+                              messages=d.get(g, "message"))
+            cp = self.copies
+            c_msg, c_lo, c_hi = cp.get(g, "msg"), cp.get(g, "lo"), cp.get(g, "hi")
             copies: dict[int, list[tuple[int, int]]] = {}
-            for mid, lo, hi in zip(c_step.tolist(), c_lo.tolist(), c_hi.tolist(), strict=True):
+            for mid, lo, hi in zip(c_msg, c_lo, c_hi, strict=True):
                 copies.setdefault(mid, []).append((lo, hi))
-            start = 1 if ft.isn_from_syn[f, s] else None
-            stream, reads = place_direction(sm, rm, data, copies, start)
+            start = 1 if self.ft.isn_from_syn[f, s] else None
+            stream, _ = place_direction(sm, rm, data, copies, start)
             notes.append(StreamNote(sender=ROLES[s], anchor=stream.anchor,
                                     problems=tuple(stream.problems)))
-            self._byte_points(points, d_rows, sm, stream.ranges, c_msg[mine], cr, c_lo, c_hi,
-                              s, mrows, mside)
+            if data.ids:
+                intervals = [(r[0], r[1], mid, key) for mid, key in zip(sm.ids, sm.keys,
+                                                                        strict=True)
+                             if (r := stream.ranges.get(mid)) is not None]
+                rows = d.get(g, "row")
+                self.syscall_point[rows] = stabbing_min(intervals, data.los)
+                events = cp.get(g, "event")
+                self.copy_point[rows] = stabbing_min(
+                    list(zip(c_lo, c_hi, events, events, strict=True)), data.los)
+            sends.append(sm)
+            recvs.append(rm)
         return _Placed(sends=(sends[0], sends[1]), recvs=(recvs[0], recvs[1]),
                        notes=(notes[0], notes[1]))
 
-    def _byte_points(self, points: np.ndarray, d_rows: np.ndarray, sends: MessageRows,
-                     ranges: dict[int, tuple[int, int]], c_msg: np.ndarray, cr: np.ndarray,
-                     c_lo: np.ndarray, c_hi: np.ndarray, s: int, mrows: np.ndarray,
-                     mside: np.ndarray) -> None:
-        """Point.SYSCALL: the entry of the lowest-id send whose range holds
-        the packet's first byte; Point.COPY: the earliest copy (in the
-        peer's recvs) holding it."""
-        if not len(d_rows):
-            return
-        c, r, pk, mt = self.c, self.r, self.st.packets, self.st.messages
-        los = pk.lo[d_rows].tolist()
-        intervals = [(lo_hi[0], lo_hi[1], mid, key) for mid, key in zip(sends.ids, sends.keys,
-                                                                         strict=True)
-                     if (lo_hi := ranges.get(mid)) is not None]
-        entry = [key if r.layer[key] == SYSCALL and not c.is_return[key] else -1
-                 for key in (it[3] for it in intervals)]
-        intervals = [(lo, hi, mid, e) for (lo, hi, mid, _), e in zip(intervals, entry,
-                                                                     strict=True)]
-        syscall = stabbing_min(intervals, los)
-        # copies inside the peer's recv messages
-        peer_recv = set(mt.step[mrows[~mt.send[mrows] & (mside == 1 - s)]].tolist())
-        c_steps = mt.step[c_msg].tolist()
-        copy_iv = [(lo, hi, ev, ev) for lo, hi, ev, mid in zip(c_lo.tolist(), c_hi.tolist(),
-                                                                cr.tolist(), c_steps,
-                                                                strict=True)
-                   if mid in peer_recv]
-        copy = stabbing_min(copy_iv, los)
-        points[d_rows, POINT_COL[Point.SYSCALL]] = syscall
-        points[d_rows, POINT_COL[Point.COPY]] = copy
+    def _message_rows(self, group: int) -> MessageRows:
+        keys = self.msgs.get(group, "key")
+        return MessageRows(ids=self.msgs.get(group, "id"), keys=keys,
+                           counts=[None if x == _NO_COUNT else x
+                                   for x in self.msgs.get(group, "count")])
+
+    def fill_points(self, points: np.ndarray) -> None:
+        """Point.SYSCALL (the entry of the lowest-id send whose range holds
+        the packet's first byte) and Point.COPY (the earliest copy in the
+        peer's recvs holding it), as found by place()."""
+        has = self.syscall_point >= 0
+        points[has, POINT_COL[Point.SYSCALL]] = self.entry_key[
+            self.st.messages.of_event[self.syscall_point[has]]]
+        points[:, POINT_COL[Point.COPY]] = self.copy_point
 
     def flow_gaps(self, f: int, gaps: list[Lost]) -> list[Lost]:
+        if not gaps:
+            return []
         end = int(self.st.flow_end[f])
         after = int(np.searchsorted(self.c.ts, end, side="right"))
         until = int(self.c.ts[after]) if after < len(self.c) else None
@@ -286,7 +320,7 @@ class _FlowWork:
                    gaps: list[Lost], cut_short: str | None) -> FlowStats:
         ft, pk = self.ft, self.st.packets
         prow = self.pk_order[self.pk_bounds[f]:self.pk_bounds[f + 1]]
-        accounts = tuple(self._account(f, s, placed, prow, gaps, cut_short) for s in (0, 1))
+        accounts = tuple(self._account(f, s, placed, gaps, cut_short) for s in (0, 1))
         return FlowStats(
             number=f + 1, client=endpoint_of(int(ft.client[f])),
             server=endpoint_of(int(ft.server[f])),
@@ -295,25 +329,14 @@ class _FlowWork:
             hop_stats=hop_stats,
             packets=_flow_packets(prow, pk.step, pk.sender, pk.flags, pk.payload, pp))
 
-    def _account(self, f: int, s: int, placed: _Placed, prow: np.ndarray, gaps: list[Lost],
+    def _account(self, f: int, s: int, placed: _Placed, gaps: list[Lost],
                  cut_short: str | None) -> ByteAccount:
-        c, r, pt, ft, pk = self.c, self.r, self.pt, self.ft, self.st.packets
         sends, recvs = placed.sends[s], placed.recvs[s]
-        sender_ep = int(ft.client[f] if s == 0 else ft.server[f])
-        ev = self.count_rows[self.count_bounds[2 * f + s]:self.count_bounds[2 * f + s + 1]]
-        at = _counting_probe(c, r, pt, ft.endpoint, c.src[pk.creator[pk.seg_of_event[ev]]], ev)
-        ranges: list[tuple[int, int]] = []
-        counted: set[int] = set()
-        if at is not None:
-            code = c.probe_names.index(at)
-            hit = ev[c.probe[ev] == code]
-            lo = _rel(c.seq[hit], int(ft.isn[f, s]))
-            ranges = list(zip(lo.tolist(), (lo + r.payload[hit]).tolist(), strict=True))
-            rows = pk.seg_of_event[hit]
-            counted = set(rows[~pk.retransmission[rows]].tolist())
-        mine = prow[pk.sender[prow] == s]
-        crows = self.copy_rows[self.copy_bounds[f]:self.copy_bounds[f + 1]]
-        copied = c.length[crows[c.dst[crows] == sender_ep]]
+        g = f * 2 + s
+        ranges = list(zip(self.carried.get(g, "lo"), self.carried.get(g, "hi"), strict=True))
+        rows = self.carried.get(g, "row")
+        retrans = self.st.packets.retransmission
+        counted = {row for row in rows if not retrans[row]}
         unknown = sum(x is None for x in sends.counts)
         notes = []
         if unknown:
@@ -329,16 +352,20 @@ class _FlowWork:
             failed_sends=sum(x is not None and x < 0 for x in sends.counts),
             unknown_sends=unknown,
             carried=sum(hi - lo for lo, hi in union(ranges)),
-            carried_at=at,
+            carried_at=self.at[g],
             segments=len(counted),
-            retransmitted=int(pk.payload[mine[pk.retransmission[mine]]].sum()),
+            retransmitted=int(self.retransmitted[g]),
             read=sum(x for x in recvs.counts if x is not None and x > 0),
             recvs=len(recvs.ids),
-            copied=int(copied.sum()),
-            copies=len(copied),
+            copied=int(self.copied[g]),
+            copies=int(self.copies_n[g]),
             complete=not gaps and not cut_short,
             notes=tuple(notes),
         )
+
+
+# message_bytes unknown (no return value seen); a real count is above -2**40
+_NO_COUNT = np.iinfo(np.int64).min
 
 
 def _rel(seq: np.ndarray, isn: int) -> np.ndarray:
@@ -352,16 +379,12 @@ def _rows(ids: np.ndarray, keys: np.ndarray, counts: np.ndarray, has: np.ndarray
                                                                   strict=True)])
 
 
-def _counting_probe(c: EventColumns, r: EventRules, pt: ProbeTable, endpoint: np.ndarray,
-                    src: np.ndarray, ev: np.ndarray) -> str | None:
-    """accounting._counting_probe: __tcp_transmit_skb when it saw a data
-    segment; else the deepest transmit layer, else the first receive layer,
-    the most frequent probe there (ties: by name)."""
-    if not len(ev):
-        return None
+def _counting_probe(c: EventColumns, r: EventRules, endpoint: np.ndarray, src: np.ndarray,
+                    ev: np.ndarray) -> str:
+    """accounting._counting_probe without __tcp_transmit_skb: the deepest
+    transmit layer, else the first receive layer, the most frequent probe
+    there (ties: by name)."""
     probes = c.probe[ev]
-    if pt.origin_probe[probes].any():
-        return ORIGIN_PROBE
     tx = (r.direction[ev] == TX) & (endpoint[ev] == src)
     rank = np.where(tx, 0, 1) * 16 - r.layer[ev].astype(np.int64)
     best = rank == rank.min()

@@ -6,19 +6,51 @@ import numpy as np
 
 
 def factorize(*cols: np.ndarray) -> tuple[np.ndarray, int]:
-    """Dense group ids (0..n-1, in sorted key order) for the rows' key tuples."""
+    """Dense group ids (0..n-1, in sorted key order) for the rows' key tuples.
+
+    Events of one flow or context come in runs: only each run's first row is
+    sorted. Keys that fit in 63 bits together are packed into one integer
+    (one sort); wider keys are sorted column by column (lexsort)."""
     n = len(cols[0])
     if n == 0:
         return np.zeros(0, dtype=np.int64), 0
-    order = np.lexsort(cols[::-1])
-    change = np.zeros(n, dtype=bool)
-    change[0] = True
+    starts = np.ones(n, dtype=bool)
+    same = np.ones(n - 1, dtype=bool)
     for col in cols:
-        s = col[order]
-        change[1:] |= s[1:] != s[:-1]
-    ids = np.empty(n, dtype=np.int64)
-    ids[order] = np.cumsum(change) - 1
-    return ids, int(change.sum())
+        same &= col[1:] == col[:-1]
+    starts[1:] = ~same
+    heads = [col[starts] for col in cols]
+    packed = _pack(heads)
+    if packed is not None:
+        _, head_ids = np.unique(packed, return_inverse=True)
+        count = int(head_ids.max()) + 1
+    else:
+        order = np.lexsort(heads[::-1])
+        change = np.zeros(len(order), dtype=bool)
+        change[0] = True
+        for col in heads:
+            h = col[order]
+            change[1:] |= h[1:] != h[:-1]
+        head_ids = np.empty(len(order), dtype=np.int64)
+        head_ids[order] = np.cumsum(change) - 1
+        count = int(change.sum())
+    return head_ids[np.cumsum(starts) - 1], count
+
+
+def _pack(cols: list[np.ndarray]) -> np.ndarray | None:
+    """The columns as one int64 key with the same order, when they fit."""
+    if len(cols) == 1 and cols[0].dtype != np.uint64:
+        return cols[0]
+    key = np.zeros(len(cols[0]), dtype=np.int64)
+    bits = 0
+    for col in cols:
+        lo, hi = col.min(), col.max()
+        width = (int(hi) - int(lo)).bit_length()
+        bits += width
+        if bits > 63:
+            return None
+        key = (key << width) | (col - lo).astype(np.int64)
+    return key
 
 
 def first_index(groups: np.ndarray, count: int) -> np.ndarray:

@@ -7,13 +7,14 @@ so a trace costs about 100 bytes per event here instead of an Event object.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tracer.events import CTX_VALUES, KIND_VALUES, SOFTIRQ_NAMES, Context, Kind
+from tracer.events import CTX_VALUES, EVENT_SCHEMA, KIND_VALUES, SOFTIRQ_NAMES, Context, Kind
 
 # Endpoint code: IPv4 address << 16 | port. For IPv4 its numeric order is
 # ep_order's (address, then port), so normalising a 4-tuple is min/max.
@@ -25,21 +26,21 @@ TASK = CTX_VALUES.index(Context.TASK.value)
 class EventColumns:
     probe_names: tuple[str, ...]
     ts: np.ndarray  # int64
-    probe: np.ndarray  # int32 code into probe_names
+    probe: np.ndarray  # int16 code into probe_names
     is_return: np.ndarray  # bool
     ctx: np.ndarray  # int8, index into CTX_VALUES
     softirq: np.ndarray  # int8, index into SOFTIRQ_NAMES, -1 when null
-    tid: np.ndarray  # int64
+    tid: np.ndarray  # uint32
     sk: np.ndarray  # uint64, 0 when none
     skb: np.ndarray  # uint64, 0 when none
-    netns: np.ndarray  # int64, 0 when unknown
+    netns: np.ndarray  # uint32, 0 when unknown
     src: np.ndarray  # int64 endpoint code, NO_EP when address or port is null
     has_saddr: np.ndarray  # bool: the source address alone is known
     dst: np.ndarray
     seq: np.ndarray  # int64, -1 when null
     end_seq: np.ndarray
     ack: np.ndarray
-    flags: np.ndarray  # int64, 0 when null (as segment_of reads it)
+    flags: np.ndarray  # uint8, 0 when null (as segment_of reads it)
     length: np.ndarray  # int64, 0 when null
     has_length: np.ndarray  # bool
     ret: np.ndarray  # int64, 0 when null
@@ -74,44 +75,60 @@ def _endpoint(addr: pa.ChunkedArray, port: pa.ChunkedArray) -> np.ndarray:
     return np.where((a < 0) | (p < 0), NO_EP, (a << 16) | np.maximum(p, 0))
 
 
-def columns_of(table: pa.Table) -> EventColumns:
-    """Columns of a table of EVENT_SCHEMA, sorted by time (stable: file order
-    breaks ties, as build_timeline does)."""
-    table = table.unify_dictionaries() if table.num_rows else table
-    probe_col = table.column("probe").combine_chunks()
+def _batch_columns(batch: pa.RecordBatch, probe_code: dict[str, int]) -> dict[str, np.ndarray]:
+    """One batch's columns; its probe dictionary mapped onto the trace's."""
+    probe_col = batch.column("probe")
     if not pa.types.is_dictionary(probe_col.type):
         probe_col = probe_col.dictionary_encode()
-    names = tuple(probe_col.dictionary.to_pylist())
-    ts = _ints(table.column("ts_ns"), 0, np.int64)
+    lut = np.array([probe_code.setdefault(name, len(probe_code))
+                    for name in probe_col.dictionary.to_pylist()] + [0], dtype=np.int16)
+
+    def nulls(name: str) -> np.ndarray:
+        return np.asarray(batch.column(name).is_null().to_numpy(zero_copy_only=False),
+                          dtype=bool)
+
+    return {
+        "ts": _ints(batch.column("ts_ns"), 0, np.int64),
+        "probe": lut[_ints(probe_col.indices, len(lut) - 1, np.int64)],
+        "is_return": _codes(batch.column("kind"), KIND_VALUES) == KIND_VALUES.index(
+            Kind.RETURN.value),
+        "ctx": _codes(batch.column("ctx"), CTX_VALUES).astype(np.int8),
+        "softirq": _codes(batch.column("softirq"), SOFTIRQ_NAMES).astype(np.int8),
+        "tid": _ints(batch.column("tid"), 0, np.uint32),
+        "sk": _ints(batch.column("sk"), 0, np.uint64),
+        "skb": _ints(batch.column("skb"), 0, np.uint64),
+        "netns": _ints(batch.column("netns"), 0, np.uint32),
+        "src": _endpoint(batch.column("saddr"), batch.column("sport")),
+        "has_saddr": ~nulls("saddr"),
+        "dst": _endpoint(batch.column("daddr"), batch.column("dport")),
+        "seq": _ints(batch.column("seq"), -1, np.int64),
+        "end_seq": _ints(batch.column("end_seq"), -1, np.int64),
+        "ack": _ints(batch.column("ack"), -1, np.int64),
+        "flags": _ints(batch.column("tcp_flags"), 0, np.uint8),
+        "length": _ints(batch.column("length"), 0, np.int64),
+        "has_length": ~nulls("length"),
+        "ret": _ints(batch.column("ret"), 0, np.int64),
+        "has_ret": ~nulls("ret"),
+    }
+
+
+def columns_of(events: pa.Table | Iterable[pa.RecordBatch]) -> EventColumns:
+    """Columns of a table or of batches of EVENT_SCHEMA (read one batch at a
+    time: only the columns kept here stay in memory), sorted by time
+    (stable: file order breaks ties, as build_timeline does)."""
+    batches = events.to_batches() if isinstance(events, pa.Table) else events
+    probe_code: dict[str, int] = {}
+    chunks: dict[str, list[np.ndarray]] = {}
+    for batch in batches:
+        for name, col in _batch_columns(batch, probe_code).items():
+            chunks.setdefault(name, []).append(col)
+    if not chunks:
+        chunks = {name: [col] for name, col in _batch_columns(
+            pa.RecordBatch.from_pylist([], schema=EVENT_SCHEMA), probe_code).items()}
+    ts = np.concatenate(chunks.pop("ts"))
     order = np.argsort(ts, kind="stable")
-
-    def take(a: np.ndarray) -> np.ndarray:
-        return a[order]
-
-    length_null = table.column("length").is_null().to_numpy(zero_copy_only=False)
-    ret_null = table.column("ret").is_null().to_numpy(zero_copy_only=False)
-    return EventColumns(
-        probe_names=names,
-        ts=take(ts),
-        probe=take(_ints(probe_col.indices, 0, np.int32)),
-        is_return=take(_codes(table.column("kind"), KIND_VALUES) == KIND_VALUES.index(
-            Kind.RETURN.value)),
-        ctx=take(_codes(table.column("ctx"), CTX_VALUES).astype(np.int8)),
-        softirq=take(_codes(table.column("softirq"), SOFTIRQ_NAMES).astype(np.int8)),
-        tid=take(_ints(table.column("tid"), 0, np.int64)),
-        sk=take(_ints(table.column("sk"), 0, np.uint64)),
-        skb=take(_ints(table.column("skb"), 0, np.uint64)),
-        netns=take(_ints(table.column("netns"), 0, np.int64)),
-        src=take(_endpoint(table.column("saddr"), table.column("sport"))),
-        has_saddr=take(~np.asarray(table.column("saddr").is_null().to_numpy(
-            zero_copy_only=False), dtype=bool)),
-        dst=take(_endpoint(table.column("daddr"), table.column("dport"))),
-        seq=take(_ints(table.column("seq"), -1, np.int64)),
-        end_seq=take(_ints(table.column("end_seq"), -1, np.int64)),
-        ack=take(_ints(table.column("ack"), -1, np.int64)),
-        flags=take(_ints(table.column("tcp_flags"), 0, np.int64)),
-        length=take(_ints(table.column("length"), 0, np.int64)),
-        has_length=take(~np.asarray(length_null, dtype=bool)),
-        ret=take(_ints(table.column("ret"), 0, np.int64)),
-        has_ret=take(~np.asarray(ret_null, dtype=bool)),
-    )
+    cols: dict[str, np.ndarray] = {"ts": ts[order]}
+    del ts
+    for name in list(chunks):
+        cols[name] = np.concatenate(chunks.pop(name))[order]
+    return EventColumns(probe_names=tuple(probe_code), **cols)

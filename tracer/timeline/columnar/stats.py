@@ -11,8 +11,9 @@ hops and their distributions (latency_table.py).
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,7 +54,7 @@ class StatsInput:
     (EVENT_SCHEMA) and the records about it."""
 
     path: str
-    events: pa.Table
+    events: pa.Table | Iterable[pa.RecordBatch]  # read once
     lost: Sequence[Lost]
     lost_total: int
     cut_short: str | None
@@ -119,7 +120,7 @@ class PreparedStats:
 
     def __init__(self, inp: StatsInput,
                  lookup: Callable[[str], ProbeSpec | None] = BY_NAME.get) -> None:
-        self.inp = inp
+        self.inp = dataclasses.replace(inp, events=())  # the batches are not kept
         c = self.columns = columns_of(inp.events)
         pt = ProbeTable.build(c.probe_names, lookup)
         r = event_rules(c, pt)

@@ -178,3 +178,17 @@ def test_cli_stats_falls_back_on_irregular_trace(tmp_path: Path) -> None:
     assert "--stats through the object timeline: a segment whose length was unreadable" \
         in res.stderr
     assert res.stdout == render_stats(build_timeline(read_trace(path)))
+
+
+def test_shifted_batch_is_shifted_event() -> None:
+    """The column-level copy (for large benchmark traces) shifts exactly as
+    the event-level one the differential tests use."""
+    from tests.synthetic import shifted_batch, shifted_event
+    from tracer.events import batch_to_events, events_to_batch
+
+    trace = recording(RECORDINGS[0])
+    names = [p.name for p in trace.header.probes]
+    base = events_to_batch(trace.events, names)
+    for k, dt in ((1, 10), (37, 123_456)):
+        want = [shifted_event(ev, k, dt) for ev in trace.events]
+        assert batch_to_events(shifted_batch(base, k, dt)) == want

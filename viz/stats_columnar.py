@@ -4,10 +4,12 @@ prints from a Timeline, line for line."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from tracer.timeline.columnar.latency_table import HOPS
-from tracer.timeline.columnar.stats import FlowPackets, FlowStats, TraceStats
+from tracer.timeline.columnar.stats import FlowPackets, FlowStats, HopRow, TraceStats
 from tracer.timeline.model import Role
-from viz.stats_text import GAP_MARK, _check, _direction_of, _distributions, _table, fmt_us
+from viz.stats_text import GAP_MARK, _check, _direction_of, fmt_us
 
 
 def render_trace_stats(ts: TraceStats) -> str:
@@ -54,11 +56,39 @@ def _per_packet(packets: FlowPackets) -> list[str]:
         return ["  per packet: no packet"]
     cols = [h for h in range(len(HOPS)) if packets.has_hop[:, h].any()]
     head = ("  per packet (us)", "direction", "class", *[str(HOPS[h]) for h in cols], "")
-    rows: list[tuple[str, ...]] = [head]
+    rows: list[Sequence[str]] = [head]
     hops = packets.hops[:, cols].tolist()
     has = packets.has_hop[:, cols].tolist()
     for i, step in enumerate(packets.step):
         cells = [fmt_us(v) if ok else "-" for v, ok in zip(hops[i], has[i], strict=True)]
-        rows.append((f"  #{step} {packets.label[i]}", _direction_of(packets.sender[i]),
+        rows.append((f"  #{step} {packets.label[i]}", _DIRECTION[packets.sender[i]],
                      str(packets.klass[i]), *cells, GAP_MARK if packets.gap[i] else ""))
     return _table(rows, right=range(3, 3 + len(cols)))
+
+
+def _distributions(stats: Sequence[HopRow]) -> list[str]:
+    if not stats:
+        return ["  latency: no hop measured (too few probes on the path)"]
+    head = ("  latency (us)", "class", "hop", "n", "min", "median", "p99", "max", GAP_MARK + "s")
+    rows: list[Sequence[str]] = [head]
+    for s in stats:
+        if s.measured:
+            vals = (fmt_us(s.min_ns), fmt_us(s.median_ns), fmt_us(s.p99_ns), fmt_us(s.max_ns))
+        else:
+            vals = ("-", "-", "-", "-")
+        rows.append((f"  {_DIRECTION[s.sender]}", str(s.klass), str(s.hop), str(s.measured),
+                     *vals, str(s.gaps)))
+    return _table(rows, right=range(3, 9))
+
+
+_DIRECTION = {role: _direction_of(role) for role in (Role.CLIENT, Role.SERVER)}
+
+
+def _table(rows: Sequence[Sequence[str]], right: range) -> list[str]:
+    """viz/stats_text._table, a column at a time."""
+    cols = []
+    for i, col in enumerate(zip(*rows, strict=True)):
+        width = max(map(len, col))
+        cols.append([c.rjust(width) for c in col] if i in right
+                    else [c.ljust(width) for c in col])
+    return ["  ".join(cells).rstrip() for cells in zip(*cols, strict=True)]

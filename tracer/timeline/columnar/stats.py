@@ -15,7 +15,7 @@ import dataclasses
 import ipaddress
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -39,7 +39,7 @@ from tracer.timeline.columnar.latency_table import (
 )
 from tracer.timeline.columnar.probe_table import SYSCALL, TX, ProbeTable
 from tracer.timeline.columnar.step_table import StepTable, step_table
-from tracer.timeline.latency import LOSS_WINDOW_NS, HopStats, PacketClass, Point
+from tracer.timeline.latency import LOSS_WINDOW_NS, Hop, PacketClass, Point
 from tracer.timeline.model import RangeSource, Role
 from tracer.timeline.segments import Segment
 from tracer.tracefile import Lost
@@ -73,6 +73,21 @@ class FlowPackets:
     gap: list[bool]
 
 
+class HopRow(NamedTuple):
+    """HopStats of one flow's (sender, class, hop): a tuple, as there are
+    tens of thousands on a large trace."""
+
+    sender: Role
+    klass: PacketClass
+    hop: Hop
+    measured: int  # HopStats.count (gaps excluded)
+    min_ns: int
+    median_ns: int
+    p99_ns: int
+    max_ns: int
+    gaps: int
+
+
 @dataclass(frozen=True, slots=True)
 class StreamNote:
     sender: Role
@@ -89,7 +104,7 @@ class FlowStats:
     socks: tuple[list[int], list[int]]
     accounts: tuple[ByteAccount, ByteAccount]
     streams: tuple[StreamNote, StreamNote]
-    hop_stats: list[HopStats]
+    hop_stats: list[HopRow]
     packets: FlowPackets
 
     @property
@@ -317,7 +332,7 @@ class _FlowWork:
         begin = int(self.st.flow_start[f])
         return [g for g in gaps if begin <= g.ts_ns and (until is None or g.ts_ns <= until)]
 
-    def flow_stats(self, f: int, placed: _Placed, pp: PacketPoints, hop_stats: list[HopStats],
+    def flow_stats(self, f: int, placed: _Placed, pp: PacketPoints, hop_stats: list[HopRow],
                    gaps: list[Lost], cut_short: str | None) -> FlowStats:
         ft, pk = self.ft, self.st.packets
         prow = self.pk_order[self.pk_bounds[f]:self.pk_bounds[f + 1]]
@@ -395,7 +410,7 @@ def _counting_probe(c: EventColumns, r: EventRules, endpoint: np.ndarray, src: n
 
 
 def _hop_stats(rows: np.ndarray, flow: np.ndarray, sender: np.ndarray, pp: PacketPoints
-               ) -> dict[int, list[HopStats]]:
+               ) -> dict[int, list[HopRow]]:
     """latency_stats of the packets `rows` (whole flows): per flow number,
     the distributions per (sender, class, hop) in latency_stats' order."""
     has = pp.has_hop[rows]
@@ -424,14 +439,14 @@ def _hop_stats(rows: np.ndarray, flow: np.ndarray, sender: np.ndarray, pp: Packe
     median = np.where(n % 2 == 1, hi_mid, even_median)
     rank = np.maximum(np.ceil(0.99 * n).astype(np.int64) - 1, 0)
     p99 = val[np.minimum(starts + rank, len(val) - 1)]
-    out: dict[int, list[HopStats]] = {}
-    for i, (f, s_, k, h, cnt, g, ok) in enumerate(zip(
+    zero = np.zeros(len(starts), dtype=np.int64)
+    cols = [np.where(some, a, zero).tolist() for a in (first, median, p99, last)]
+    out: dict[int, list[HopRow]] = {}
+    for f, s_, k, h, cnt, g, lo, med, p, hi in zip(
             fl[starts].tolist(), snd[starts].tolist(), kl[starts].tolist(),
-            h_idx[starts].tolist(), n.tolist(), gaps.tolist(), some.tolist(), strict=True)):
-        out.setdefault(f + 1, []).append(HopStats(
-            flow=f + 1, sender=ROLES[s_], klass=CLASSES[k], hop=HOPS[h], count=cnt,
-            min_ns=int(first[i]) if ok else 0, median_ns=int(median[i]) if ok else 0,
-            p99_ns=int(p99[i]) if ok else 0, max_ns=int(last[i]) if ok else 0, gaps=g))
+            h_idx[starts].tolist(), n.tolist(), gaps.tolist(), *cols, strict=True):
+        out.setdefault(f + 1, []).append(
+            HopRow(ROLES[s_], CLASSES[k], HOPS[h], cnt, lo, med, p, hi, g))
     return out
 
 

@@ -35,6 +35,7 @@ ADDR_STEP = 1 << 8  # 127.0.0.1 -> 127.0.1.1 -> ...: stays inside 127/8 for 6553
 POINTER_STEP = 1 << 32
 TID_STEP = 1 << 16
 SEQ_STEP = 1_000_003  # prime: copies' sequence numbers never line up
+BATCH_ROWS = 1 << 16  # rows per Arrow batch, about what a trace reader hands over
 
 
 def _addr(addr: str | None, k: int) -> str | None:
@@ -147,9 +148,12 @@ def write_synthetic_arrow(src: str, out: str, count: int, overlap: int = 1) -> i
     trace = read_trace(src)
     base = events_to_batch(trace.events, [p.name for p in trace.header.probes])
     stride = max(span_of(trace) // max(overlap, 1), 1)
+    per_batch = max(BATCH_ROWS // max(base.num_rows, 1), 1)
     with pa.OSFile(out, "wb") as sink, pa.ipc.new_stream(sink, EVENT_SCHEMA) as writer:
-        for k in range(count):
-            writer.write_batch(shifted_batch(base, k, k * stride))
+        for first in range(0, count, per_batch):
+            copies = [shifted_batch(base, k, k * stride)
+                      for k in range(first, min(first + per_batch, count))]
+            writer.write_table(pa.Table.from_batches(copies).combine_chunks())
     return count * base.num_rows
 
 

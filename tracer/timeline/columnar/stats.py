@@ -160,7 +160,7 @@ class PreparedStats:
         wanted = [flow - 1] if flow is not None else list(range(self.flow_count))
         points = wire_points(c, work.r, work.pt, work.ft, work.st)
         placed = {f: work.place(f) for f in wanted}
-        work.fill_points(points)
+        points = work.with_byte_points(points, list(placed.values()))
         pp = packet_points(c, work.st, points, ends, starts)
         hop_stats = _hop_stats(work.pk_order[work.pk_bounds[wanted[0]]:
                                              work.pk_bounds[wanted[-1] + 1]]
@@ -184,6 +184,9 @@ class _Placed:
     sends: tuple[MessageRows, MessageRows]  # by sender
     recvs: tuple[MessageRows, MessageRows]  # by sender: the peer's recvs of its bytes
     notes: tuple[StreamNote, StreamNote]
+    data_rows: list[int]  # packet rows of the data packets of both directions
+    syscall: list[int]  # per data row: first event of the send holding its first byte, -1
+    copy: list[int]  # per data row: the earliest copy event holding its first byte, -1
 
 
 class _Groups:
@@ -268,8 +271,6 @@ class _FlowWork:
                                          weights=pk.payload[retrans], minlength=2 * nf)
         entry = (r.layer == SYSCALL) & ~c.is_return
         self.entry_key = np.where(entry[mt.key], mt.key, -1)
-        self.syscall_point = np.full(len(pk.step), -1, dtype=np.int64)
-        self.copy_point = np.full(len(pk.step), -1, dtype=np.int64)
 
     def place(self, f: int) -> _Placed:
         """Byte placement of both directions; notes the data packets'
@@ -277,6 +278,9 @@ class _FlowWork:
         sends: list[MessageRows] = []
         recvs: list[MessageRows] = []
         notes: list[StreamNote] = []
+        data_rows: list[int] = []
+        syscall: list[int] = []
+        copy: list[int] = []
         for s in (0, 1):
             sm = self._message_rows(f * 4 + s * 2 + 1)
             rm = self._message_rows(f * 4 + (1 - s) * 2)
@@ -298,15 +302,16 @@ class _FlowWork:
                 intervals = [(r[0], r[1], mid, key) for mid, key in zip(sm.ids, sm.keys,
                                                                         strict=True)
                              if (r := stream.ranges.get(mid)) is not None]
-                rows = d.get(g, "row")
-                self.syscall_point[rows] = stabbing_min(intervals, data.los)
+                data_rows += d.get(g, "row")
+                syscall += stabbing_min(intervals, data.los)
                 events = cp.get(g, "event")
-                self.copy_point[rows] = stabbing_min(
-                    list(zip(c_lo, c_hi, events, events, strict=True)), data.los)
+                copy += stabbing_min(list(zip(c_lo, c_hi, events, events, strict=True)),
+                                     data.los)
             sends.append(sm)
             recvs.append(rm)
         return _Placed(sends=(sends[0], sends[1]), recvs=(recvs[0], recvs[1]),
-                       notes=(notes[0], notes[1]))
+                       notes=(notes[0], notes[1]), data_rows=data_rows, syscall=syscall,
+                       copy=copy)
 
     def _message_rows(self, group: int) -> MessageRows:
         keys = self.msgs.get(group, "key")
@@ -314,14 +319,20 @@ class _FlowWork:
                            counts=[None if x == _NO_COUNT else x
                                    for x in self.msgs.get(group, "count")])
 
-    def fill_points(self, points: np.ndarray) -> None:
-        """Point.SYSCALL (the entry of the lowest-id send whose range holds
-        the packet's first byte) and Point.COPY (the earliest copy in the
-        peer's recvs holding it), as found by place()."""
-        has = self.syscall_point >= 0
-        points[has, POINT_COL[Point.SYSCALL]] = self.entry_key[
-            self.st.messages.of_event[self.syscall_point[has]]]
-        points[:, POINT_COL[Point.COPY]] = self.copy_point
+    def with_byte_points(self, points: np.ndarray, placed: list[_Placed]) -> np.ndarray:
+        """The points with Point.SYSCALL (the entry of the lowest-id send
+        whose range holds a data packet's first byte) and Point.COPY (the
+        earliest copy in the peer's recvs holding it) of the placed flows."""
+        out = points.copy()
+        rows = np.array([r for p in placed for r in p.data_rows], dtype=np.int64)
+        if not len(rows):
+            return out
+        syscall = np.array([m for p in placed for m in p.syscall], dtype=np.int64)
+        has = syscall >= 0
+        out[rows[has], POINT_COL[Point.SYSCALL]] = self.entry_key[
+            self.st.messages.of_event[syscall[has]]]
+        out[rows, POINT_COL[Point.COPY]] = [e for p in placed for e in p.copy]
+        return out
 
     def flow_gaps(self, f: int, gaps: list[Lost]) -> list[Lost]:
         if not gaps:

@@ -110,15 +110,9 @@ def _unit_traces() -> list[tuple[str, Trace]]:
     return found
 
 
-# Cases the columnar path leaves to the object path (Irregular): GSO/GRO
-# pieces, a header read before its length was set, one end in two namespaces.
-IRREGULAR_UNIT_TESTS = {
-    "test_synthetic_gro_merged_receive_joins_the_first_segment",
-    "test_synthetic_gso_pieces_join_their_segment",
-    "test_synthetic_header_read_before_tot_len_joins_its_packet",
-    "test_synthetic_packet_first_seen_with_unreadable_length",
-    "test_synthetic_same_tuple_in_two_namespaces_is_two_flows",
-}
+# The case the columnar path leaves to the object path (Irregular): one
+# end of a 4-tuple seen in two namespaces.
+IRREGULAR_UNIT_TESTS = {"test_synthetic_same_tuple_in_two_namespaces_is_two_flows"}
 
 
 def test_unit_synthetic_traces_same_text_or_irregular() -> None:
@@ -161,23 +155,43 @@ def test_cli_stats_uses_columns_and_matches(tmp_path: Path) -> None:
     assert bad.exit_code == 2 and "no flow 4" in bad.stderr and "1..3" in bad.stderr
 
 
+def test_unreadable_length_built_event_by_event_same_text() -> None:
+    """A stream with an unreadable length (and so one without) goes through
+    the event-by-event packet builder, beside regular copies."""
+    trace = _unreadable_length(recording(next(p for p in RECORDINGS
+                                              if p.name == "hello_hi_core.kpath")))
+    assert assert_same_text(trace) == 1
+    assert assert_same_text(synthetic_trace(trace, 3, 3), [None, 2]) == 3
+
+
+def _same_tuple_in_another_netns(trace: Trace) -> Trace:
+    """The recorded connection made again later with the same addresses and
+    ports, from other namespaces (containers each with their own loopback)."""
+    span = max(ev.ts_ns for ev in trace.events) - min(ev.ts_ns for ev in trace.events) + 1
+    again = [dataclasses.replace(ev, ts_ns=ev.ts_ns + span, netns=ev.netns + 1 if ev.netns else 0,
+                                 tid=ev.tid + 7, tgid=ev.tgid + 7, sk=ev.sk + 1 if ev.sk else 0,
+                                 skb=ev.skb + 1 if ev.skb else 0)
+             for ev in trace.events]
+    return dataclasses.replace(trace, events=[*trace.events, *again])
+
+
 def test_cli_stats_falls_back_on_irregular_trace(tmp_path: Path) -> None:
     from tracer.tracefile import TraceWriter
 
-    trace = _unreadable_length(recording(next(p for p in RECORDINGS
-                                              if p.name == "hello_hi_core.kpath")))
-    with pytest.raises(Irregular, match="length was unreadable"):
+    trace = _same_tuple_in_another_netns(recording(next(p for p in RECORDINGS
+                                                        if p.name == "hello_hi_core.kpath")))
+    with pytest.raises(Irregular, match="several network namespaces"):
         PreparedStats(stats_input_of(trace))
-    path = tmp_path / "unreadable.kpath"
+    path = tmp_path / "two-namespaces.kpath"
     writer = TraceWriter(path, trace.header)
     for ev in trace.events:
         writer.event(ev)
     writer.close("test")
     res = CliRunner().invoke(replay_cmd, [str(path), "--stats"])
     assert res.exit_code == 0, res.output
-    assert "--stats through the object timeline: a segment whose length was unreadable" \
-        in res.stderr
-    assert res.stdout == render_stats(build_timeline(read_trace(path)))
+    assert "--stats through the object timeline: a connection end seen in several" in res.stderr
+    tl = build_timeline(read_trace(path))
+    assert res.stdout == render_stats(tl)
 
 
 def test_shifted_batch_is_shifted_event() -> None:

@@ -52,7 +52,7 @@ def wire_points(c: EventColumns, r: EventRules, pt: ProbeTable, ft: FlowTable,
     points = np.full((npk, len(POINTS)), -1, dtype=np.int64)
     entry = (pkt_of >= 0) & ~c.is_return
     row = np.maximum(pkt_of, 0)
-    src_ep, dst_ep = c.src[pk.creator], c.dst[pk.creator]
+    src_ep, dst_ep = c.src[pk.segment], c.dst[pk.segment]
     at_src = entry & (ft.endpoint == src_ep[row])
     at_dst = entry & ~at_src & (ft.endpoint == dst_ep[row])
     origin = pt.origin[c.probe]

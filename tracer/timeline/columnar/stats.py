@@ -258,7 +258,7 @@ class _FlowWork:
         self.at = [ORIGIN_PROBE if o else None for o in origin.tolist()]
         for g in np.flatnonzero(~origin & (np.bincount(grp, minlength=2 * nf) > 0)).tolist():
             ev = np.array(self.count_events.get(g, "event"), dtype=np.int64)
-            src = c.src[pk.creator[seg_pkt[ev]]]
+            src = c.src[pk.segment[seg_pkt[ev]]]
             self.at[g] = _counting_probe(c, r, ft.endpoint, src, ev)
         at_code = np.array([c.probe_names.index(a) if a is not None else -1 for a in self.at]
                            + [-1], dtype=np.int64)

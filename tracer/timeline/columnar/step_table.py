@@ -33,6 +33,7 @@ from tracer.timeline.columnar.grouping import (
     take_or,
 )
 from tracer.timeline.columnar.probe_table import RX, SYSCALL, TX, ProbeTable
+from tracer.timeline.segments import SPLIT_FLAGS_MASK
 
 PLACE_A, PLACE_B, PLACE_C, PLACE_D, PLACE_E, PLACE_F, LEAD_IN = range(7)
 # Keys of data packets of one stream are offset by stream so one running
@@ -45,6 +46,8 @@ class PacketTable:
     """One row per packet, in creation order (creator event index)."""
 
     creator: np.ndarray  # event that created it
+    segment: np.ndarray  # event whose segment is the packet's (the creator, or a later
+    #                      one when the creator's length was unreadable)
     step: np.ndarray  # step id (Packet.id)
     flow: np.ndarray
     sender: np.ndarray  # 0 client, 1 server
@@ -91,8 +94,6 @@ def step_table(c: EventColumns, r: EventRules, pt: ProbeTable, ft: FlowTable) ->
     flow = ft.flow
     ctx_id, _ = factorize(c.tid, c.ctx.astype(np.int64), c.softirq.astype(np.int64))
     keyed_seg = r.is_seg & (flow >= 0)
-    if (keyed_seg & ~r.known).any():
-        raise Irregular("a segment whose length was unreadable (linked without its payload)")
 
     pair = _pair_returns(c, ctx_id)
     syscall_task = (r.layer == SYSCALL) & (c.ctx == TASK)
@@ -244,8 +245,8 @@ def step_table(c: EventColumns, r: EventRules, pt: ProbeTable, ft: FlowTable) ->
     np.maximum.at(end, step_flow[ends], c.ts[ends])
 
     packets = PacketTable(
-        creator=pk.creator, step=pkt_step, flow=pkt_flow, sender=pk.sender, seq=pk.seq,
-        payload=pk.payload, flags=pk.flags, pure_ack=pk.pure_ack,
+        creator=pk.creator, segment=pk.segment, step=pkt_step, flow=pkt_flow,
+        sender=pk.sender, seq=pk.seq, payload=pk.payload, flags=pk.flags, pure_ack=pk.pure_ack,
         retransmission=retransmission, lo=pk.lo, message=pkt_message, of_event=pkt_of,
         seg_of_event=np.where(r.is_seg & (lead_pkt >= 0), lead_pkt, pkt_of))
     return StepTable(placement=place, packets=packets, messages=mt, steps=steps,
@@ -320,7 +321,8 @@ def _next_placed(ctx_id: np.ndarray, placed: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True, slots=True)
 class _Packets:
-    creator: np.ndarray
+    creator: np.ndarray  # first event
+    segment: np.ndarray  # the event whose segment is the packet's (Packet.segment)
     flow: np.ndarray
     sender: np.ndarray
     src: np.ndarray
@@ -336,14 +338,93 @@ class _Packets:
     requeued: np.ndarray  # (event, previous event of its hop) pairs joined as requeues
 
 
+@dataclass(frozen=True, slots=True)
+class _Built:
+    """Packets of some streams: membership and what the building decided."""
+
+    events: np.ndarray  # the placement-B events built
+    packet: np.ndarray  # per event: index into the packets below
+    creator: np.ndarray  # per packet: first event
+    segment: np.ndarray  # per packet: event whose segment it carries
+    retransmission: np.ndarray  # per packet: overlap, or sent again (not a pure ACK)
+    requeued: np.ndarray  # (event, previous event of its hop)
+
+
 def _packets(c: EventColumns, r: EventRules, pt: ProbeTable, ft: FlowTable,
              place: np.ndarray, in_msg: np.ndarray) -> _Packets:
-    """Packet membership of placement-B events (_Builder.packet_for without
-    pieces): events of one segment key form runs; a run starts at the first
-    event of the key, at a birth (ORIGIN_CAPTURES), and at a hop the run
-    already passed unless the same skb re-enters it right away (requeue)."""
+    """Packet membership of placement-B events (_Builder.packet_for).
+
+    Streams (flow, sender) are independent there. A stream whose segments
+    all have a known length and whose first sight of each key is a birth or
+    lies above what the stream carried so far (no GSO/TSO piece, no GRO
+    merge) is built on columns (_key_runs); the others event by event
+    (_StreamBuilder), as packet_for does."""
     n = len(c)
     rows = np.flatnonzero(place == PLACE_B)
+    stream = ft.flow[rows] * 2 + np.where(c.src[rows] == ft.client[ft.flow[rows]], 0, 1)
+    exact = np.zeros(2 * ft.count, dtype=bool)
+    exact[stream[~r.known[rows]]] = True
+    runs, pieces = _key_runs(c, r, pt, ft, rows[~exact[stream]])
+    exact[_stream_of(c, ft, runs.creator[pieces])] = True
+    runs = _subset(runs, ~exact[_stream_of(c, ft, runs.creator)],
+                   ~exact[_stream_of(c, ft, runs.requeued[:, 0])])
+    built = _StreamBuilder(c, r, pt, ft).build(rows[exact[stream]])
+    creator = np.concatenate([runs.creator, built.creator])
+    segment = np.concatenate([runs.segment, built.segment])
+    by_creation = np.argsort(creator, kind="stable")
+    row_of = np.empty(len(creator), dtype=np.int64)
+    row_of[by_creation] = np.arange(len(creator))
+    of_event = np.full(n, -1, dtype=np.int64)
+    of_event[runs.events] = row_of[runs.packet]
+    of_event[built.events] = row_of[len(runs.creator) + built.packet]
+    creator, segment = creator[by_creation], segment[by_creation]
+    p_flow = ft.flow[segment]
+    p_sender = np.where(c.src[segment] == ft.client[p_flow], 0, 1)
+    payload = r.payload[segment]
+    seq = c.seq[segment]
+    lo = np.where(payload > 0, ft.rel(p_flow, p_sender, seq), -1)
+    retransmission = np.concatenate([runs.retransmission, built.retransmission])[by_creation]
+
+    # Packet.message: the first of its own transmit events inside a syscall.
+    b = np.flatnonzero((of_event >= 0) & (in_msg >= 0) & (r.direction == TX))
+    b = b[ft.endpoint[b] == c.src[segment[of_event[b]]]]
+    npk = len(creator)
+    message_key = np.full(npk, -1, dtype=np.int64)
+    firsts = first_index(np.concatenate([of_event[b], [npk]]), npk + 1)[:npk]
+    got = firsts >= 0
+    message_key[got] = in_msg[b[firsts[got]]]
+    return _Packets(creator=creator, segment=segment, flow=p_flow, sender=p_sender,
+                    src=c.src[segment], dst=c.dst[segment], seq=seq, payload=payload,
+                    flags=c.flags[segment], pure_ack=r.pure_ack[segment],
+                    retransmission=retransmission, lo=lo, message_key=message_key,
+                    of_event=of_event,
+                    requeued=np.concatenate([runs.requeued, built.requeued]))
+
+
+def _stream_of(c: EventColumns, ft: FlowTable, events: np.ndarray) -> np.ndarray:
+    flow = ft.flow[events]
+    stream: np.ndarray = flow * 2 + np.where(c.src[events] == ft.client[flow], 0, 1)
+    return stream
+
+
+def _subset(b: _Built, keep: np.ndarray, keep_requeued: np.ndarray) -> _Built:
+    """The packets `keep` of b (and their events), renumbered."""
+    new_index = np.cumsum(keep) - 1
+    on = keep[b.packet]
+    return _Built(events=b.events[on], packet=new_index[b.packet[on]], creator=b.creator[keep],
+                  segment=b.segment[keep], retransmission=b.retransmission[keep],
+                  requeued=b.requeued[keep_requeued])
+
+
+def _key_runs(c: EventColumns, r: EventRules, pt: ProbeTable, ft: FlowTable,
+              rows: np.ndarray) -> tuple[_Built, np.ndarray]:
+    """packet_for on columns, for streams without pieces: events of one
+    segment key form runs; a run starts at the first event of the key, at a
+    birth (ORIGIN_CAPTURES), and at a hop the run already passed unless the
+    same skb re-enters it right away (requeue). Also returns, per packet,
+    whether its first event may be a piece of an earlier packet (no birth,
+    starting below what its stream carried): its stream is then left to
+    _StreamBuilder."""
     flow = ft.flow[rows]
     sender = np.where(c.src[rows] == ft.client[flow], 0, 1)
     grp, _ = factorize(flow, sender, c.seq[rows], r.key_flags[rows], r.ack_key[rows],
@@ -358,7 +439,7 @@ def _packets(c: EventColumns, r: EventRules, pt: ProbeTable, ft: FlowTable,
     hop = c.probe[ev].astype(np.int64) * 2 + c.is_return[ev]
     pos = np.arange(m)
     requeued = np.zeros((0, 2), dtype=np.int64)
-    while True:
+    while m:
         run = np.cumsum(boundary) - 1
         by_hop = np.lexsort((pos, hop, run))
         same = (run[by_hop][1:] == run[by_hop][:-1]) & (hop[by_hop][1:] == hop[by_hop][:-1])
@@ -376,20 +457,11 @@ def _packets(c: EventColumns, r: EventRules, pt: ProbeTable, ft: FlowTable,
     starts = np.flatnonzero(boundary)
     creator = ev[starts]
     again = ~new_group[starts]
-    of_event = np.full(n, -1, dtype=np.int64)
-    # Packet rows in creation order.
-    by_creation = np.argsort(creator, kind="stable")
-    row_of_run = np.empty(len(starts), dtype=np.int64)
-    row_of_run[by_creation] = np.arange(len(starts))
-    of_event[ev] = row_of_run[run]
-    creator = creator[by_creation]
-    again = again[by_creation]
 
     p_flow = ft.flow[creator]
     p_sender = np.where(c.src[creator] == ft.client[p_flow], 0, 1)
     payload = r.payload[creator]
-    seq = c.seq[creator]
-    lo = np.where(payload > 0, ft.rel(p_flow, p_sender, seq), -1)
+    lo = ft.rel(p_flow, p_sender, c.seq[creator])
     data = np.flatnonzero(payload > 0)
     stream = p_flow[data] * 2 + p_sender[data]
     hi = lo[data] + payload[data]
@@ -400,30 +472,135 @@ def _packets(c: EventColumns, r: EventRules, pt: ProbeTable, ft: FlowTable,
     has_prev = np.zeros(len(data), dtype=bool)
     has_prev[1:] = s_stream[1:] == s_stream[:-1]
     prev_max[1:] = running[:-1] - s_stream[1:] * _STREAM_SPAN
-    overlap_sorted = has_prev & (lo[data][order_d] < prev_max)
     overlap = np.zeros(len(creator), dtype=bool)
-    overlap[data[order_d]] = overlap_sorted
-    # A first sight of a key that is no birth may be a piece of an earlier
-    # packet (GSO/TSO, GRO): only when its start lies below what was carried.
-    piece = np.zeros(len(creator), dtype=bool)
-    piece[data[order_d]] = overlap_sorted
-    if (piece & ~again & ~pt.origin[c.probe[creator]]).any():
-        raise Irregular("a segment inside an earlier segment's range (split or merged "
-                        "below TCP)")
-    pure_ack = r.pure_ack[creator]
-    retransmission = overlap | (again & ~pure_ack)
+    overlap[data[order_d]] = has_prev & (lo[data][order_d] < prev_max)
+    piece = overlap & ~again & ~pt.origin[c.probe[creator]]
+    return _Built(events=ev, packet=run, creator=creator, segment=creator,
+                  retransmission=overlap | (again & ~r.pure_ack[creator]),
+                  requeued=requeued), piece
 
-    # Packet.message: the first of its own transmit events inside a syscall.
-    b = np.flatnonzero((of_event >= 0) & (in_msg >= 0) & (r.direction == TX))
-    b = b[ft.endpoint[b] == c.src[creator[of_event[b]]]]
-    message_key = np.full(len(creator), -1, dtype=np.int64)
-    firsts = first_index(np.concatenate([of_event[b], [len(creator)]]), len(creator) + 1)
-    got = firsts[:len(creator)] >= 0
-    message_key[got] = in_msg[b[firsts[:len(creator)][got]]]
-    return _Packets(creator=creator, flow=p_flow, sender=p_sender, src=c.src[creator],
-                    dst=c.dst[creator], seq=seq, payload=payload, flags=c.flags[creator],
-                    pure_ack=pure_ack, retransmission=retransmission, lo=lo,
-                    message_key=message_key, of_event=of_event, requeued=requeued)
+
+class _StreamBuilder:
+    """steps._Builder.packet_for, event by event, for the streams with
+    pieces or unreadable lengths (their events only)."""
+
+    def __init__(self, c: EventColumns, r: EventRules, pt: ProbeTable, ft: FlowTable) -> None:
+        self.c, self.r, self.pt, self.ft = c, r, pt, ft
+
+    def build(self, rows: np.ndarray) -> _Built:
+        c, r, ft = self.c, self.r, self.ft
+        n = len(rows)
+        packet = np.full(n, -1, dtype=np.int64)
+        creator: list[int] = []
+        segment: list[int] = []
+        retrans: list[bool] = []
+        requeued: list[tuple[int, int]] = []
+        # per packet: hops seen -> skb, last appended event, range start/end
+        seen: list[dict[tuple[int, bool, int, int], int]] = []
+        last: list[int] = []
+        latest: dict[tuple[int, ...], int] = {}
+        loose: dict[tuple[int, ...], int] = {}
+        ranges: dict[int, list[tuple[int, int, int]]] = {}  # stream -> (lo, hi, packet)
+        sent_hi: dict[int, int] = {}
+        flow = ft.flow[rows].tolist()
+        stream = _stream_of(c, ft, rows).tolist()
+        cols = [a[rows].tolist() for a in (c.seq, r.payload, r.known, r.key_flags, r.ack_key,
+                                           c.probe, c.is_return, c.skb, c.flags)]
+        origin = self.pt.origin[c.probe[rows]].tolist()
+        rx = (r.direction[rows] == RX).tolist()
+        pure = r.pure_ack[rows].tolist()
+        rel = ft.rel(ft.flow[rows], np.array(stream, dtype=np.int64) % 2, c.seq[rows]).tolist()
+
+        def register(p: int, i: int, key: tuple[int, ...]) -> bool:
+            if not cols[2][i]:
+                return False
+            latest[key] = p
+            payload = cols[1][i]
+            if not payload:
+                return False
+            lo, st = rel[i], stream[i]
+            high = sent_hi.get(st)
+            sent_hi[st] = max(high or 0, lo + payload)
+            ranges.setdefault(st, []).append((lo, lo + payload, p))
+            return high is not None and lo < high
+
+        def may_join(p: int, i: int, hop: tuple[int, bool, int, int]) -> bool:
+            skb = seen[p].get(hop)
+            if skb is None:
+                return True
+            j = last[p]
+            if skb != 0 and skb == cols[7][i] and (cols[5][j], cols[6][j]) == hop[:2]:
+                requeued.append((int(rows[i]), int(rows[j])))
+                return True
+            return False
+
+        def join(p: int, i: int, hop: tuple[int, bool, int, int]) -> None:
+            packet[i] = p
+            seen[p][hop] = cols[7][i]
+            last[p] = i
+
+        def holding(i: int) -> int | None:
+            lo, payload = rel[i], cols[1][i]
+            items = ranges.get(stream[i], [])
+            best = _newest_holding(items, lo, lo + payload)
+            if best is None and rx[i]:
+                best = _newest_holding(items, lo, lo + 1)
+            if best is None:
+                return None
+            s = segment[best]
+            same = (cols[8][s] & SPLIT_FLAGS_MASK) == (cols[8][i] & SPLIT_FLAGS_MASK) \
+                and cols[4][s] == cols[4][i]
+            return best if same else None
+
+        for i in range(n):
+            seq, payload, known, kflags, ack = (col[i] for col in cols[:5])
+            hop = (cols[5][i], cols[6][i], seq, payload)
+            loose_key = (flow[i], stream[i], seq, kflags, ack)
+            exact_key = (*loose_key, payload)
+            if not known:
+                p = loose.get(loose_key)
+                if p is not None:
+                    join(p, i, hop)
+                    continue
+            else:
+                p = latest.get(exact_key)
+                if p is not None and not origin[i] and may_join(p, i, hop):
+                    join(p, i, hop)
+                    continue
+                if p is None and not origin[i] and payload:
+                    piece_of = holding(i)
+                    if piece_of is not None and may_join(piece_of, i, hop):
+                        join(piece_of, i, hop)
+                        continue
+                vague = loose.get(loose_key)
+                if vague is not None and not origin[i] and not cols[2][segment[vague]]:
+                    segment[vague] = i
+                    retrans[vague] |= register(vague, i, exact_key)
+                    join(vague, i, hop)
+                    continue
+            again = exact_key in latest
+            p = len(creator)
+            creator.append(i)
+            segment.append(i)
+            seen.append({})
+            last.append(i)
+            overlap = register(p, i, exact_key)
+            retrans.append(overlap or (again and not pure[i]))
+            loose[loose_key] = p
+            join(p, i, hop)
+        return _Built(events=rows, packet=packet, creator=rows[np.array(creator, dtype=np.int64)],
+                      segment=rows[np.array(segment, dtype=np.int64)],
+                      retransmission=np.array(retrans, dtype=bool),
+                      requeued=np.array(requeued, dtype=np.int64).reshape(-1, 2))
+
+
+def _newest_holding(items: list[tuple[int, int, int]], lo: int, hi: int) -> int | None:
+    """_RangeIndex.newest_holding: the newest packet whose range holds [lo, hi)."""
+    best: int | None = None
+    for p_lo, p_hi, p in items:
+        if p_lo <= lo and hi <= p_hi and (best is None or p > best):
+            best = p
+    return best
 
 
 def _check_requeues(pk: _Packets, trailer_pkt: np.ndarray) -> None:

@@ -127,17 +127,19 @@ def _replay_stats(file: str, flow: str | None, out_format: str) -> None:
     """--stats on columns (tracer/timeline/columnar); a trace needing a rule
     only the object timeline has goes through build_timeline, as before."""
     trace = _read(file)
+    path, cut = trace.path, cut_short_message(trace)
+    inp = stats_input_of(trace)
+    del trace  # the events go as the columns are read
     prepared: PreparedStats | None = None
     tl: Timeline | None = None
     try:
-        prepared = PreparedStats(stats_input_of(trace))
+        prepared = PreparedStats(inp)
         count = prepared.flow_count
     except Irregular as exc:
         click.echo(f"kpath: note: --stats through the object timeline: {exc}", err=True)
-        tl = build_timeline(trace)
+        tl = _load(file)
         count = len(tl.flows)
-    number = _flow_number(count, trace.path, flow)
-    cut = cut_short_message(trace)
+    number = _flow_number(count, path, flow)
     if cut:
         click.echo(f"kpath: warning: {cut}", err=True)
     if out_format != "text":

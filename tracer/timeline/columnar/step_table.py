@@ -17,6 +17,7 @@ Only E and the lead-ins, a few percent of a trace, are walked in Python.
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
 
 import numpy as np
@@ -500,7 +501,7 @@ class _StreamBuilder:
         last: list[int] = []
         latest: dict[tuple[int, ...], int] = {}
         loose: dict[tuple[int, ...], int] = {}
-        ranges: dict[int, list[tuple[int, int, int]]] = {}  # stream -> (lo, hi, packet)
+        ranges: dict[int, _RangeIndex] = {}  # by stream
         sent_hi: dict[int, int] = {}
         flow = ft.flow[rows].tolist()
         stream = _stream_of(c, ft, rows).tolist()
@@ -521,7 +522,7 @@ class _StreamBuilder:
             lo, st = rel[i], stream[i]
             high = sent_hi.get(st)
             sent_hi[st] = max(high or 0, lo + payload)
-            ranges.setdefault(st, []).append((lo, lo + payload, p))
+            ranges.setdefault(st, _RangeIndex()).add(lo, lo + payload, p)
             return high is not None and lo < high
 
         def may_join(p: int, i: int, hop: tuple[int, bool, int, int]) -> bool:
@@ -541,10 +542,12 @@ class _StreamBuilder:
 
         def holding(i: int) -> int | None:
             lo, payload = rel[i], cols[1][i]
-            items = ranges.get(stream[i], [])
-            best = _newest_holding(items, lo, lo + payload)
+            index = ranges.get(stream[i])
+            if index is None:
+                return None
+            best = index.newest_holding(lo, lo + payload)
             if best is None and rx[i]:
-                best = _newest_holding(items, lo, lo + 1)
+                best = index.newest_holding(lo, lo + 1)
             if best is None:
                 return None
             s = segment[best]
@@ -594,13 +597,30 @@ class _StreamBuilder:
                       requeued=np.array(requeued, dtype=np.int64).reshape(-1, 2))
 
 
-def _newest_holding(items: list[tuple[int, int, int]], lo: int, hi: int) -> int | None:
-    """_RangeIndex.newest_holding: the newest packet whose range holds [lo, hi)."""
-    best: int | None = None
-    for p_lo, p_hi, p in items:
-        if p_lo <= lo and hi <= p_hi and (best is None or p > best):
-            best = p
-    return best
+class _RangeIndex:
+    """steps._RangeIndex on packet indices: data packets of one stream by
+    relative start, to find the newest holding a range without a scan."""
+
+    def __init__(self) -> None:
+        self.los: list[int] = []
+        self.items: list[tuple[int, int, int]] = []
+        self.longest = 0
+
+    def add(self, lo: int, hi: int, packet: int) -> None:
+        at = bisect.bisect_right(self.los, lo)
+        self.los.insert(at, lo)
+        self.items.insert(at, (lo, hi, packet))
+        self.longest = max(self.longest, hi - lo)
+
+    def newest_holding(self, lo: int, hi: int) -> int | None:
+        best: int | None = None
+        j = bisect.bisect_right(self.los, lo) - 1
+        while j >= 0 and self.los[j] + self.longest >= hi:
+            p_lo, p_hi, packet = self.items[j]
+            if p_lo <= lo and hi <= p_hi and (best is None or packet > best):
+                best = packet
+            j -= 1
+        return best
 
 
 def _check_requeues(pk: _Packets, trailer_pkt: np.ndarray) -> None:

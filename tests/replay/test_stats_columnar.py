@@ -206,3 +206,20 @@ def test_shifted_batch_is_shifted_event() -> None:
     for k, dt in ((1, 10), (37, 123_456)):
         want = [shifted_event(ev, k, dt) for ev in trace.events]
         assert batch_to_events(shifted_batch(base, k, dt)) == want
+
+
+def test_batches_with_their_own_probe_dictionaries_same_text() -> None:
+    """Events handed over in batches whose probe dictionaries differ (as a
+    trace reader's batches may) are read as one trace."""
+    from tracer.events import events_to_batch
+    from tracer.timeline.columnar import StatsInput
+
+    trace = mixed_trace([recording(p) for p in RECORDINGS], 2, 2)
+    names = [p.name for p in trace.header.probes]
+    size = 997
+    batches = [events_to_batch(trace.events[at:at + size],
+                               list(reversed(names)) if at // size % 2 else list(names))
+               for at in range(0, len(trace.events), size)]
+    inp = StatsInput(path=trace.path, events=batches, lost=trace.lost,
+                     lost_total=trace.lost_total, cut_short=trace.cut_short)
+    assert render_trace_stats(PreparedStats(inp).stats()) == render_stats(build_timeline(trace))

@@ -128,14 +128,13 @@ def step_table(c: EventColumns, r: EventRules, pt: ProbeTable, ft: FlowTable) ->
 
     # Trailers: the previous placed event of the context decides.
     placed = place != LEAD_IN
-    prev_placed = np.full(n, -1, dtype=np.int64)
-    rows = np.flatnonzero(placed)
-    prev_placed[rows] = np.where(
-        (pp := previous_in_group(ctx_id[rows])) >= 0, rows[np.maximum(pp, 0)], -1)
+    trailers = np.flatnonzero(trailer)
+    leads = np.flatnonzero(lead_in)
+    prev_placed, resolver = _placed_neighbours(ctx_id, placed, trailers, leads)
+    del ctx_id
     trailer_pkt = np.full(n, -1, dtype=np.int64)
     endpoint = ft.endpoint
-    for t in np.flatnonzero(trailer).tolist():
-        prev = int(prev_placed[t])
+    for t, prev in zip(trailers.tolist(), prev_placed.tolist(), strict=True):
         if prev < 0:
             continue
         pl = place[prev]
@@ -151,15 +150,11 @@ def step_table(c: EventColumns, r: EventRules, pt: ProbeTable, ft: FlowTable) ->
     is_key[(place == PLACE_A) & (msg_key == idx)] = True
     is_key[pk.creator] = True
     is_key[(place == PLACE_F) | ((place == PLACE_E) & (trailer_pkt < 0))] = True
-    lead_pkt = np.full(n, -1, dtype=np.int64)  # lead-in joined to this packet row
-    lead_step_event = np.full(n, -1, dtype=np.int64)  # lead-in joined to the step of this event
-    resolver = _next_placed(ctx_id, placed)
+    lead_pkt = np.full(len(leads), -1, dtype=np.int64)  # packet row each lead-in joined
+    lead_step_event = np.full(len(leads), -1, dtype=np.int64)  # te whose step it joined
     retrans_lead = np.zeros(len(pkt_flow), dtype=bool)
     created_by: dict[int, bool] = {}
-    lone_flow = flow.copy()  # Lone.flow at creation: its creator's flow
-    entry_of_d = np.where(place == PLACE_D, pair, -1)
-    for w in np.flatnonzero(lead_in).tolist():
-        te = int(resolver[w])
+    for k, (w, te) in enumerate(zip(leads.tolist(), resolver.tolist(), strict=True)):
         joined = False
         if te >= 0:
             pl = place[te]
@@ -169,21 +164,22 @@ def step_table(c: EventColumns, r: EventRules, pt: ProbeTable, ft: FlowTable) ->
                 if st_pkt >= 0:
                     joined = True
                 elif pl in (PLACE_D, PLACE_E, PLACE_F):
-                    owner = int(entry_of_d[te]) if pl == PLACE_D else te
-                    joined = bool(lone_flow[owner] >= 0)
+                    # Lone.flow is its creator's (the entry of a joined return)
+                    owner = int(pair[te]) if pl == PLACE_D else te
+                    joined = bool(flow[owner] >= 0)
             elif st_pkt >= 0:
                 joined = bool((flow[w] < 0 or flow[w] == pkt_flow[st_pkt])
                               and (endpoint[w] == NO_EP or endpoint[w] == pkt_src[st_pkt])
                               and (not r.is_seg[w] or (c.seq[w] == pk.seq[st_pkt]
                                                        and r.payload[w] == pk.payload[st_pkt])))
             if joined:
-                lead_step_event[w] = te
+                lead_step_event[k] = te
                 if st_pkt >= 0:
-                    lead_pkt[w] = st_pkt
+                    lead_pkt[k] = st_pkt
                     if pt.retransmit[p[w]]:
                         retrans_lead[st_pkt] = True
                 creator = int(pk.creator[st_pkt]) if st_pkt >= 0 else \
-                    int(entry_of_d[te]) if pl == PLACE_D else te if pl != PLACE_C else -1
+                    int(pair[te]) if pl == PLACE_D else te if pl != PLACE_C else -1
                 # Inserted before te: the step's first event when te created it.
                 if creator == te and pl != PLACE_C and not created_by.get(te):
                     created_by[te] = True
@@ -199,10 +195,9 @@ def step_table(c: EventColumns, r: EventRules, pt: ProbeTable, ft: FlowTable) ->
 
     # Packet ids: its first event is a lead-in when one joined at creation.
     pkt_key = pk.creator.copy()
-    for w in np.flatnonzero(lead_pkt >= 0).tolist():
-        row = int(lead_pkt[w])
-        if is_key[w]:
-            pkt_key[row] = w
+    joined_pkt = lead_pkt >= 0
+    first_lead = joined_pkt & is_key[leads]
+    pkt_key[lead_pkt[first_lead]] = leads[first_lead]
     pkt_step = step_of_key[pkt_key]
 
     mt = _messages(c, r, pt, ft, place, msg_key, in_msg, step_of_key)
@@ -221,8 +216,8 @@ def step_table(c: EventColumns, r: EventRules, pt: ProbeTable, ft: FlowTable) ->
     step_flow[b] = pkt_flow[pkt_of[b]]
     m = msg_of_event >= 0
     step_flow[m] = mt.flow[msg_of_event[m]]
-    lone = ((place == PLACE_F) | ((place == PLACE_E) & (trailer_pkt < 0))
-            | (lead_in & (lead_step_event < 0)))
+    lone = (place == PLACE_F) | ((place == PLACE_E) & (trailer_pkt < 0))
+    lone[leads[lead_step_event < 0]] = True
     step_flow[lone] = flow[lone]
     dd = place == PLACE_D
     d_flow = flow[np.maximum(pair, 0)]
@@ -234,8 +229,9 @@ def step_table(c: EventColumns, r: EventRules, pt: ProbeTable, ft: FlowTable) ->
     step_flow[entries[fill]] = flow[d_rows[fill]]
     tj = trailer_pkt >= 0
     step_flow[tj] = pkt_flow[trailer_pkt[tj]]
-    lj = lead_step_event >= 0
-    step_flow[lj] = step_flow[lead_step_event[lj]]
+    lj = np.zeros(n, dtype=bool)
+    lj[leads[lead_step_event >= 0]] = True
+    step_flow[leads[lead_step_event >= 0]] = step_flow[lead_step_event[lead_step_event >= 0]]
 
     nflows = ft.count
     start = np.full(nflows, np.iinfo(np.int64).max)
@@ -249,7 +245,8 @@ def step_table(c: EventColumns, r: EventRules, pt: ProbeTable, ft: FlowTable) ->
         creator=pk.creator, segment=pk.segment, step=pkt_step, flow=pkt_flow,
         sender=pk.sender, seq=pk.seq, payload=pk.payload, flags=pk.flags, pure_ack=pk.pure_ack,
         retransmission=retransmission, lo=pk.lo, message=pkt_message, of_event=pkt_of,
-        seg_of_event=np.where(r.is_seg & (lead_pkt >= 0), lead_pkt, pkt_of))
+        seg_of_event=_with_leads(pkt_of, leads[joined_pkt & r.is_seg[leads]],
+                                 lead_pkt[joined_pkt & r.is_seg[leads]]))
     return StepTable(placement=place, packets=packets, messages=mt, steps=steps,
                      step_flow=step_flow, flow_start=start, flow_end=end)
 
@@ -301,22 +298,34 @@ def _syscalls(c: EventColumns, syscall_task: np.ndarray) -> tuple[np.ndarray, np
     return msg_key, in_msg
 
 
-def _next_placed(ctx_id: np.ndarray, placed: np.ndarray) -> np.ndarray:
-    """For each event, the next placed event (index) of its context, -1."""
+def _placed_neighbours(ctx_id: np.ndarray, placed: np.ndarray, before: np.ndarray,
+                       after: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For the events `before`, the previous placed event of their context;
+    for the events `after`, the next one (-1 when there is none)."""
     n = len(ctx_id)
-    order = np.lexsort((np.arange(n), ctx_id))
-    big = np.int64(n)
-    pos = np.where(placed[order], np.arange(n), big)
-    # reverse running minimum: the next placed position at or after each one
-    nxt_pos = np.minimum.accumulate(pos[::-1])[::-1]
-    # strictly after: shift by one
-    after = np.full(n, big)
-    after[:-1] = nxt_pos[1:]
-    ok = after < big
-    same = np.zeros(n, dtype=bool)
-    same[ok] = ctx_id[order][ok] == ctx_id[order][after[ok]]
-    out = np.full(n, -1, dtype=np.int64)
-    out[order[same]] = order[after[same]]
+    order = np.argsort(ctx_id, kind="stable")  # by context, then time
+    ctx_sorted = ctx_id[order]
+    pos_of = np.empty(n, dtype=np.int64)
+    pos_of[order] = np.arange(n)
+    is_placed = placed[order]
+    last = np.maximum.accumulate(np.where(is_placed, np.arange(n), -1))
+    nxt = np.minimum.accumulate(np.where(is_placed, np.arange(n), n)[::-1])[::-1]
+
+    def pick(events: np.ndarray, step: int, table: np.ndarray, missing: int) -> np.ndarray:
+        at = pos_of[events] + step
+        inside = (at >= 0) & (at < n)
+        found = np.full(len(events), missing, dtype=np.int64)
+        found[inside] = table[at[inside]]
+        ok = (found != missing) & (found >= 0) & (found < n)
+        ok[ok] = ctx_sorted[found[ok]] == ctx_sorted[pos_of[events[ok]]]
+        return np.where(ok, order[np.clip(found, 0, n - 1)], -1)
+
+    return pick(before, -1, last, -1), pick(after, 1, nxt, n)
+
+
+def _with_leads(pkt_of: np.ndarray, leads: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    out = pkt_of.copy()
+    out[leads] = rows
     return out
 
 

@@ -223,3 +223,13 @@ def test_batches_with_their_own_probe_dictionaries_same_text() -> None:
     inp = StatsInput(path=trace.path, events=batches, lost=trace.lost,
                      lost_total=trace.lost_total, cut_short=trace.cut_short)
     assert render_trace_stats(PreparedStats(inp).stats()) == render_stats(build_timeline(trace))
+
+
+def test_event_the_columns_cannot_hold_goes_to_the_object_path() -> None:
+    """The columns hold IPv4 addresses (EVENT_SCHEMA); an IPv6 one leaves the
+    trace to the object path instead of failing."""
+    trace = recording(RECORDINGS[0])
+    events = list(trace.events)
+    events[0] = dataclasses.replace(events[0], saddr="::1", daddr="::1")
+    with pytest.raises(Irregular, match="cannot hold"):
+        PreparedStats(stats_input_of(dataclasses.replace(trace, events=events)))

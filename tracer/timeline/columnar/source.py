@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pyarrow as pa
 
 from tracer.events import Event, events_to_batch
+from tracer.timeline.columnar.errors import Irregular
 from tracer.timeline.columnar.stats import StatsInput
 from tracer.tracefile import Trace
 
@@ -28,4 +29,7 @@ def stats_input_of(trace: Trace) -> StatsInput:
 
 def _batches(events: list[Event], probe_names: list[str]) -> Iterator[pa.RecordBatch]:
     for at in range(0, len(events), BATCH_EVENTS):
-        yield events_to_batch(events[at:at + BATCH_EVENTS], list(probe_names))
+        try:
+            yield events_to_batch(events[at:at + BATCH_EVENTS], list(probe_names))
+        except ValueError as exc:  # e.g. an IPv6 address: the columns hold IPv4
+            raise Irregular(f"an event the columns cannot hold ({exc})") from None

@@ -27,12 +27,12 @@ from tracer.events import (
     events_to_batch,
 )
 from tracer.tracefile.records import (
-    FORMAT_NAME,
     FORMAT_VERSION,
     Header,
     Lost,
     TraceFormatError,
     Trailer,
+    header_from_body,
 )
 
 HEADER_KEY = b"kpath"
@@ -295,19 +295,5 @@ def _parse_header(raw: bytes, name: str) -> Header:
         body = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise TraceFormatError(f"{name}: bad header (kpath metadata is not JSON)") from None
-    if not isinstance(body, dict) or body.get("format") != FORMAT_NAME:
-        raise TraceFormatError(f"{name}: not a kpath trace (no {FORMAT_NAME} header)")
-    version = body.get("version")
-    if not isinstance(version, int) or isinstance(version, bool):
-        raise TraceFormatError(f"{name}: header has no format version")
-    if version > FORMAT_VERSION:
-        raise TraceFormatError(
-            f"{name}: trace format version {version} is newer than this kpath "
-            f"reads ({FORMAT_VERSION}); upgrade kpath")
-    if version < 2:
-        raise TraceFormatError(f"{name}: an Arrow trace must be version 2 or later, "
-                               f"this one says {version}")
-    try:
-        return Header.from_record(body)
-    except (TypeError, ValueError, AttributeError) as exc:
-        raise TraceFormatError(f"{name}: bad header: {exc}") from None
+    return header_from_body(body, name, range(2, FORMAT_VERSION + 1),
+                            "an Arrow trace must be version 2 or later")

@@ -31,13 +31,12 @@ from tracer.events import (
     events_to_batch,
 )
 from tracer.tracefile.records import (
-    FORMAT_NAME,
-    FORMAT_VERSION,
     JSONL_VERSION,
     Header,
     Lost,
     TraceFormatError,
     Trailer,
+    header_from_body,
 )
 
 # Bytes of lines parsed at a time: bounds memory when scanning a big file.
@@ -79,22 +78,8 @@ def parse_header_line(line: bytes, name: str) -> Header:
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise TraceFormatError(f"{name}: not a kpath trace (first line is not JSON)") from None
     body = rec.get("header") if isinstance(rec, dict) else None
-    if not isinstance(body, dict) or body.get("format") != FORMAT_NAME:
-        raise TraceFormatError(f"{name}: not a kpath trace (no {FORMAT_NAME} header)")
-    version = body.get("version")
-    if not isinstance(version, int) or isinstance(version, bool):
-        raise TraceFormatError(f"{name}: header has no format version")
-    if version > FORMAT_VERSION:
-        raise TraceFormatError(
-            f"{name}: trace format version {version} is newer than this kpath "
-            f"reads ({FORMAT_VERSION}); upgrade kpath")
-    if version != JSONL_VERSION:
-        raise TraceFormatError(f"{name}: a JSON Lines trace must be version {JSONL_VERSION}, "
-                               f"this one says {version}")
-    try:
-        return Header.from_record(body)
-    except (TypeError, ValueError, AttributeError) as exc:
-        raise TraceFormatError(f"{name}: bad header: {exc}") from None
+    return header_from_body(body, name, range(JSONL_VERSION, JSONL_VERSION + 1),
+                            f"a JSON Lines trace must be version {JSONL_VERSION}")
 
 
 @dataclass

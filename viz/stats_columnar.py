@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from tracer.timeline.columnar.latency_table import HOPS
 from tracer.timeline.columnar.stats import FlowPackets, FlowStats, HopRow, TraceStats
 from tracer.timeline.model import Role
-from viz.stats_text import GAP_MARK, _check, _direction_of, fmt_us
+from viz.stats_text import GAP_MARK, _check, _direction_of, fmt_us, table_lines
 
 
 def render_trace_stats(ts: TraceStats) -> str:
@@ -39,7 +39,7 @@ def _flow_lines(fl: FlowStats) -> list[str]:
     rows = [head] + [(
         f"  {_direction_of(a.sender)}", str(a.written), str(a.carried), str(a.retransmitted),
         str(a.read), str(a.copied), a.carried_at or "-", _check(a)) for a in fl.accounts]
-    out.extend(_table(rows, right=range(1, 6)))
+    out.extend(table_lines(rows, right=range(1, 6)))
     for note in fl.streams:
         how = note.anchor.text if note.anchor is not None else "no send placed"
         out.append(f"  {_direction_of(note.sender)} send ranges: {how}")
@@ -63,7 +63,7 @@ def _per_packet(packets: FlowPackets) -> list[str]:
         cells = [fmt_us(v) if ok else "-" for v, ok in zip(hops[i], has[i], strict=True)]
         rows.append((f"  #{step} {packets.label[i]}", _DIRECTION[packets.sender[i]],
                      str(packets.klass[i]), *cells, GAP_MARK if packets.gap[i] else ""))
-    return _table(rows, right=range(3, 3 + len(cols)))
+    return table_lines(rows, right=range(3, 3 + len(cols)))
 
 
 def _distributions(stats: Sequence[HopRow]) -> list[str]:
@@ -78,17 +78,7 @@ def _distributions(stats: Sequence[HopRow]) -> list[str]:
             vals = ("-", "-", "-", "-")
         rows.append((f"  {_DIRECTION[s.sender]}", str(s.klass), str(s.hop), str(s.measured),
                      *vals, str(s.gaps)))
-    return _table(rows, right=range(3, 9))
+    return table_lines(rows, right=range(3, 9))
 
 
 _DIRECTION = {role: _direction_of(role) for role in (Role.CLIENT, Role.SERVER)}
-
-
-def _table(rows: Sequence[Sequence[str]], right: range) -> list[str]:
-    """viz/stats_text._table, a column at a time."""
-    cols = []
-    for i, col in enumerate(zip(*rows, strict=True)):
-        width = max(map(len, col))
-        cols.append([c.rjust(width) for c in col] if i in right
-                    else [c.ljust(width) for c in col])
-    return ["  ".join(cells).rstrip() for cells in zip(*cols, strict=True)]

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
+import pyarrow as pa
+
 from kpath import __version__
 from probes.catalog import ProbeSpec
 from tracer.capture import base
@@ -28,7 +30,7 @@ from tracer.capture.base import (
     coverage,
 )
 from tracer.capture.errors import CaptureError, PrerequisiteError
-from tracer.events import Event, ProbeStatus
+from tracer.events import ProbeStatus, batch_to_events
 from tracer.filters import Filters
 from tracer.tracefile import (
     Header,
@@ -272,6 +274,17 @@ def _header(req: TraceRequest, backend: Backend, statuses: list[ProbeStatus]) ->
     )
 
 
+def _write_batch(writer: TraceWriter, batch: pa.RecordBatch) -> None:
+    # Until the columnar trace writer lands, events go to the JSON Lines one
+    # row by row.
+    write = getattr(writer, "write_batch", None)
+    if write is not None:
+        write(batch)
+    else:
+        for ev in batch_to_events(batch):
+            writer.event(ev)
+
+
 def _stream(
     req: TraceRequest,
     backend: Backend,
@@ -286,10 +299,13 @@ def _stream(
     start = time.monotonic()
     exited_at: float | None = None
 
-    def sink(ev: Event) -> None:
-        writer.event(ev)
-        if req.count is not None and writer.events >= req.count:
+    def sink(batch: pa.RecordBatch) -> None:
+        if stop.reason == "count":
+            return
+        if req.count is not None and writer.events + batch.num_rows >= req.count:
+            batch = batch.slice(0, req.count - writer.events)
             stop.set("count")
+        _write_batch(writer, batch)
 
     def record_losses() -> None:
         now = time.clock_gettime_ns(time.CLOCK_MONOTONIC)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import ctypes
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from probes.catalog import CATALOG, Returns
@@ -16,7 +17,7 @@ from tracer.capture.base import capture_fn
 from tracer.capture.core import OBJECT, KpConfig
 from tracer.capture.errors import LoadError, PrerequisiteError
 from tracer.capture.plan import CONTEXT_PROGRAMS, HOOK_PROGRAMS, TP_HOOKS
-from tracer.capture.record import RawEvent, check_layout
+from tracer.capture.record import RAW_DTYPE, check_layout
 
 pytestmark = pytest.mark.skipif(not OBJECT.is_file(),
                                 reason="kpath.bpf.o not built (scripts/setup.sh builds it)")
@@ -30,19 +31,23 @@ def obj():  # type: ignore[no-untyped-def]
 
 
 def test_record_and_config_layouts_match_the_object_btf(obj: libbpf.BpfObject) -> None:
-    for mirror, name in ((RawEvent, "kp_event"), (KpConfig, "kp_config")):
-        size, members = obj.btf_struct(name)
-        check_layout(mirror, OBJECT.name, size, [(m.name, m.offset) for m in members])
+    size, members = obj.btf_struct("kp_event")
+    check_layout(RAW_DTYPE, OBJECT.name, size, [(m.name, m.offset) for m in members])
+    size, members = obj.btf_struct("kp_config")
+    check_layout(KpConfig, OBJECT.name, size, [(m.name, m.offset) for m in members])
 
 
 def test_a_different_layout_is_refused(obj: libbpf.BpfObject) -> None:
-    class Shifted(ctypes.Structure):  # ack and length swapped
-        _fields_ = [(("length" if f[0] == "ack" else "ack" if f[0] == "length" else f[0]), f[1])
-                    for f in RawEvent._fields_]
-
+    assert RAW_DTYPE.names is not None
+    names = ["length" if n == "ack" else "ack" if n == "length" else n for n in RAW_DTYPE.names]
+    shifted = RAW_DTYPE.fields
+    assert shifted is not None
+    swapped = np.dtype({"names": names, "formats": [shifted[n][0] for n in RAW_DTYPE.names],
+                        "offsets": [shifted[n][1] for n in RAW_DTYPE.names],
+                        "itemsize": RAW_DTYPE.itemsize})
     size, members = obj.btf_struct("kp_event")
     with pytest.raises(LoadError, match="does not match"):
-        check_layout(Shifted, OBJECT.name, size, [(m.name, m.offset) for m in members])
+        check_layout(swapped, OBJECT.name, size, [(m.name, m.offset) for m in members])
 
 
 def test_rodata_holds_the_config_and_the_hook_table(obj: libbpf.BpfObject) -> None:

@@ -98,6 +98,11 @@ def bulk(size: int, streams: int, port: int) -> float:
 
 
 def workload_main(args: argparse.Namespace) -> None:
+    if args.pin is not None:
+        # Both ends on one CPU: under TCG a wakeup across vCPUs costs
+        # milliseconds and swings from run to run, which would drown what
+        # tracing costs. The tracer runs wherever the scheduler puts it.
+        os.sched_setaffinity(0, {args.pin})
     if args.workload == "bulk":
         seconds = bulk(args.size, args.streams, args.port)
         out = {"s": seconds, "bytes": args.size * args.streams}
@@ -244,6 +249,8 @@ def main() -> None:
                     help="parallel bulk streams to try, up to N (0: no sweep)")
     ap.add_argument("--drain", type=int, default=262144, metavar="RECORDS",
                     help="synthetic records for the drain timing (0: skip)")
+    ap.add_argument("--no-pin", dest="pin", action="store_false",
+                    help="let the throughput workloads run on any CPU (default: CPU 0)")
     ap.add_argument("--trace-arg", action="append", default=[],
                     help="extra `kpath trace` option (e.g. --trace-arg=--buffer-pages=2048)")
     ap.add_argument("--workload", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
@@ -255,6 +262,7 @@ def main() -> None:
         wp.add_argument("--streams", type=int, default=1)
         wp.add_argument("--count", type=int, default=RR_COUNT)
         wp.add_argument("--port", type=int, default=12000)
+        wp.add_argument("--pin", type=int, default=None)
         w = wp.parse_args(args.workload)
         if w.size is None:
             w.size = BULK_SIZE if w.workload == "bulk" else RR_SIZE
@@ -264,6 +272,7 @@ def main() -> None:
         cmd = [sys.executable, "-m", "kpath", "vm", "run", "--kernel", args.vm, "--",
                "python3", "bench/bench_capture.py", "--runs", str(args.runs),
                "--sweep", str(args.sweep), "--drain", str(args.drain),
+               *([] if args.pin else ["--no-pin"]),
                *(f"--trace-arg={a}" for a in args.trace_arg)]
         raise SystemExit(subprocess.run(cmd, check=False).returncode)
     print(f"# kpath capture bench on {os.uname().release}, {os.cpu_count()} CPUs; "
@@ -272,9 +281,11 @@ def main() -> None:
         drain_bench(args.drain)
     with tempfile.TemporaryDirectory(prefix="kpath-bench-") as tmp:
         work = Path(tmp)
-        compare("bulk", ["bulk", "--size", str(BULK_SIZE)], args.runs, work, args.trace_arg)
-        compare("rr", ["rr", "--count", str(RR_COUNT), "--size", str(RR_SIZE)], args.runs,
-                work, args.trace_arg)
+        pin = ["--pin", "0"] if args.pin else []
+        compare("bulk", ["bulk", "--size", str(BULK_SIZE), *pin], args.runs, work,
+                args.trace_arg)
+        compare("rr", ["rr", "--count", str(RR_COUNT), "--size", str(RR_SIZE), *pin],
+                args.runs, work, args.trace_arg)
         if args.sweep:
             sweep(args.sweep, BULK_SIZE, work, args.trace_arg)
 

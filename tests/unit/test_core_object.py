@@ -81,8 +81,9 @@ def test_libbpf_errors_become_kpath_errors(tmp_path: Path) -> None:
 
 
 def test_prog_info_mirror_matches_the_kernel_header(tmp_path: Path) -> None:
-    """recursion_misses is read at the offset linux/bpf.h gives (checked by
-    compiling against the header, not by trusting the mirror)."""
+    """recursion_misses and the map's size are read at the offsets
+    linux/bpf.h gives (checked by compiling against the header, not by
+    trusting the mirror)."""
     import shutil
     import subprocess
 
@@ -91,14 +92,19 @@ def test_prog_info_mirror_matches_the_kernel_header(tmp_path: Path) -> None:
         pytest.skip("needs a C compiler and linux/bpf.h")
     src = tmp_path / "off.c"
     src.write_text('#include <stdio.h>\n#include <stddef.h>\n#include <linux/bpf.h>\n'
-                   'int main(void){printf("%zu %zu\\n", offsetof(struct bpf_prog_info, '
-                   'recursion_misses), sizeof(struct bpf_prog_info)); return 0;}\n')
+                   'int main(void){printf("%zu %zu %zu %zu\\n", offsetof(struct bpf_prog_info, '
+                   'recursion_misses), sizeof(struct bpf_prog_info), '
+                   'offsetof(struct bpf_map_info, max_entries), '
+                   'offsetof(struct bpf_map_info, name)); return 0;}\n')
     exe = tmp_path / "off"
     subprocess.run([cc, str(src), "-o", str(exe)], check=True)
-    off, size = (int(v) for v in subprocess.run([str(exe)], capture_output=True, text=True,
-                                                check=True).stdout.split())
+    off, size, max_entries, name = (
+        int(v) for v in subprocess.run([str(exe)], capture_output=True, text=True,
+                                       check=True).stdout.split())
     assert libbpf.ProgInfo.recursion_misses.offset == off
     assert ctypes.sizeof(libbpf.ProgInfo) <= size
+    # The ring buffer's size is read from bpf_map_info too.
+    assert (libbpf.MapInfo.max_entries.offset, libbpf.MapInfo.name.offset) == (max_entries, name)
 
 
 def test_kernel_misses_become_losses_of_the_probe_a_program_serves() -> None:
@@ -113,3 +119,8 @@ def test_kernel_misses_become_losses_of_the_probe_a_program_serves() -> None:
     assert missed_losses(serves, seen, counters.__getitem__) == []  # only new misses
     counters["tp_net_dev_queue"] = 4
     assert missed_losses(serves, seen, counters.__getitem__) == [("__dev_queue_xmit", 1)]
+    # Kprobe links go through the same accounting, by link target; a kernel
+    # that reports nothing (before 6.7) gives 0, never a loss.
+    links = {"kprobe:tcp_sendmsg": ["tcp_sendmsg"], "kretprobe:tcp_sendmsg": ["tcp_sendmsg"]}
+    link_missed = {"kprobe:tcp_sendmsg": 2, "kretprobe:tcp_sendmsg": 0}
+    assert missed_losses(links, {}, link_missed.__getitem__) == [("tcp_sendmsg", 2)]

@@ -35,10 +35,12 @@ def test_filters_validate() -> None:
 
 
 def test_cflags_carry_only_kernel_capabilities() -> None:
-    flags = bpf_cflags(KernelFeatures.detect("6.1.0-56-amd64"), buffer_pages=64)
-    assert flags[:2] == ["-DKPATH_RINGBUF=1", "-DKPATH_RINGBUF_PAGES=64"]
-    assert flags[2].startswith("-I") and flags[2].endswith("tracer/capture")
-    assert all(f.startswith("-Wno-") for f in flags[3:])
+    flags = bpf_cflags(KernelFeatures.detect("6.1.0-56-amd64"), buffer_pages=64, cpus=2)
+    # 64 pages hold 2048 records of 128 bytes: 2 CPUs wake the reader at a quarter.
+    assert flags[:3] == ["-DKPATH_RINGBUF=1", "-DKPATH_RINGBUF_PAGES=64",
+                         "-DKPATH_WAKEUP_RECORDS=256"]
+    assert flags[3].startswith("-I") and flags[3].endswith("tracer/capture")
+    assert all(f.startswith("-Wno-") for f in flags[4:])
     assert bpf_cflags(KernelFeatures.detect("5.4.0"))[0] == "-DKPATH_RINGBUF=0"
     for bad in (0, 3, 1000):
         with pytest.raises(ValueError, match="power of two"):

@@ -27,6 +27,12 @@ BTF_VMLINUX = Path("/sys/kernel/btf/vmlinux")
 # perf_event_open's kprobe PMU: present exactly when the kernel can do kprobes.
 KPROBE_PMU = Path("/sys/bus/event_source/devices/kprobe")
 DEFAULT_BUFFER_PAGES = 512  # 2 MiB ring buffer
+PAGE = 4096
+# The BPF programs wake the reader once about this fraction of the ring is
+# unread, not on every record (the kernel's default when the reader has
+# caught up): the reader also polls on a timer, so a trickle is still read
+# and a burst wakes it early, and each wakeup hands over a big span.
+WAKEUP_FRACTION = 4
 # The BPF C of each backend (`kpath trace --ebpf`).
 BPF_SOURCES = {"core": Path(__file__).with_name("kpath.bpf.c"),
                "bcc": Path(__file__).with_name("kpath_bcc.c")}

@@ -25,6 +25,8 @@ from probes.resolve import KernelSymbols, Resolved, resolve
 from tracer.capture.base import (
     DEFAULT_BUFFER_PAGES,
     KPROBE_PMU,
+    PAGE,
+    WAKEUP_FRACTION,
     Check,
     Status,
     capture_fn,
@@ -41,6 +43,7 @@ from tracer.capture.record import (
     check_layout,
     decode_records,
 )
+from tracer.capture.ringbuf import record_stride
 from tracer.events import ProbeStatus
 from tracer.filters import Filters
 
@@ -86,13 +89,23 @@ def _import_bcc() -> Any:
     return bcc
 
 
-def bpf_cflags(features: KernelFeatures, buffer_pages: int = DEFAULT_BUFFER_PAGES) -> list[str]:
-    """Compile-time switches: numbers only (kernel capabilities, a validated size)."""
+def wakeup_records(buffer_pages: int, cpus: int) -> int:
+    """Records each CPU writes between two wakeups of the reader: all CPUs
+    together wake it by the time the ring is WAKEUP_FRACTION full."""
+    records = buffer_pages * PAGE // record_stride(RAW_EVENT_SIZE)
+    return max(1, records // (WAKEUP_FRACTION * max(1, cpus)))
+
+
+def bpf_cflags(features: KernelFeatures, buffer_pages: int = DEFAULT_BUFFER_PAGES,
+               cpus: int | None = None) -> list[str]:
+    """Compile-time switches: numbers only (kernel capabilities, validated sizes)."""
     if buffer_pages < 1 or buffer_pages & (buffer_pages - 1):
         raise ValueError(f"buffer pages must be a power of two, got {buffer_pages}")
+    ncpu = cpus if cpus is not None else os.cpu_count() or 1
     return [
         f"-DKPATH_RINGBUF={1 if features.ringbuf else 0}",
         f"-DKPATH_RINGBUF_PAGES={int(buffer_pages)}",
+        f"-DKPATH_WAKEUP_RECORDS={wakeup_records(buffer_pages, ncpu)}",
         f"-I{BPF_SOURCE.parent}",  # kp_event.h
         "-Wno-macro-redefined",
         "-Wno-unused-function",

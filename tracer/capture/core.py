@@ -23,6 +23,8 @@ from tracer.capture.base import (
     BTF_VMLINUX,
     DEFAULT_BUFFER_PAGES,
     KPROBE_PMU,
+    PAGE,
+    WAKEUP_FRACTION,
     Check,
     Status,
     capture_fn,
@@ -48,7 +50,6 @@ from tracer.events import ProbeStatus
 from tracer.filters import Filters
 
 OBJECT = Path(__file__).with_name("kpath.bpf.o")
-PAGE = 4096
 # bpf_link_info reports a kprobe's misses from this kernel on.
 KPROBE_MISSED_SINCE = (6, 7)
 
@@ -111,10 +112,10 @@ def kernel_caps(use_kprobes: bool = True) -> KernelCaps:
 
 def missed_losses(serves: dict[str, list[str]], seen: dict[str, int],
                   missed: Callable[[str], int]) -> list[tuple[str | None, int]]:
-    """New kernel-side misses per program since the last call (updating
-    `seen`), as losses: of the probe a program serves, or unattributed (None)
-    when it serves several or is a context program (its events are fine, but
-    their context may be wrong)."""
+    """New kernel-side misses per program (or kprobe link) since the last
+    call (updating `seen`), as losses: of the probe it serves, or
+    unattributed (None) when it serves several or is a context program (its
+    events are fine, but their context may be wrong)."""
     out: list[tuple[str | None, int]] = []
     for prog, probes in serves.items():
         total = missed(prog)
@@ -149,6 +150,7 @@ class CoreBackend:
             raise PrerequisiteError(f"{failed.name}: {failed.detail}")
         self.buffer_pages = buffer_pages
         self.use_kprobes = use_kprobes
+        self.wakeup_bytes = buffer_pages * PAGE // WAKEUP_FRACTION
         self._objpath = obj
         self._obj: libbpf.BpfObject | None = None
         self._specs: list[ProbeSpec] = []
@@ -157,9 +159,11 @@ class CoreBackend:
         self._lost_seen: dict[int, int] = {}
         self._serves: dict[str, list[str]] = {}  # loaded program -> the probes it observes
         self._missed_seen: dict[str, int] = {}
-        # Per probe, its kprobe links: the kernel counts each one's misses.
-        self._kprobe_links: list[tuple[str, libbpf.Link]] = []
-        self._link_missed_seen: dict[int, int] = {}
+        # Each kprobe link (by target) and the probe it serves: the kernel
+        # counts each one's misses.
+        self._kprobe_links: dict[str, libbpf.Link] = {}
+        self._link_serves: dict[str, list[str]] = {}
+        self._link_missed_seen: dict[str, int] = {}
 
     # -- set-up ----------------------------------------------------------
 
@@ -228,7 +232,8 @@ class CoreBackend:
         addr, total = obj.rodata()
         _, variables = obj.btf_datasec(".rodata")
         offsets = {v.name: v.offset for v in variables}
-        for name, value in (("cfg", cfg), ("tp_probe", slots)):
+        wakeup = ctypes.c_uint64(self.wakeup_bytes)
+        for name, value in (("cfg", cfg), ("tp_probe", slots), ("wakeup_bytes", wakeup)):
             off = offsets.get(name)
             if off is None or off + ctypes.sizeof(value) > total:
                 raise LoadError(f"{self._objpath.name}: .rodata has no room for {name}")
@@ -256,7 +261,9 @@ class CoreBackend:
                         ret_fn = return_fn(spec.ret)
                         if ret_fn is not None:
                             links.append(obj.attach_kprobe(ret_fn, p.symbol, p.index, True))
-                        self._kprobe_links.extend((spec.name, link) for link in links)
+                        for link in links:
+                            self._kprobe_links[link.target] = link
+                            self._link_serves[link.target] = [spec.name]
                         st.symbol = p.symbol
                     elif p.hook:
                         for prog in HOOK_PROGRAMS[p.hook]:
@@ -308,12 +315,9 @@ class CoreBackend:
                 spec = self._probe_of(index)
                 out.append((spec.name if spec else None, delta))
         out.extend(missed_losses(self._serves, self._missed_seen, self._obj.missed))
-        for name, link in self._kprobe_links:
-            missed = libbpf.kprobe_link_missed(link)
-            seen = self._link_missed_seen.get(id(link), 0)
-            if missed is not None and missed > seen:
-                out.append((name, missed - seen))
-                self._link_missed_seen[id(link)] = missed
+        out.extend(missed_losses(
+            self._link_serves, self._link_missed_seen,
+            lambda target: libbpf.kprobe_link_missed(self._kprobe_links[target]) or 0))
         bad = self._drain.take_undecoded() if self._drain is not None else 0
         if bad:
             out.append((None, bad))  # records that could not be decoded: lost too

@@ -30,7 +30,7 @@ from tracer.capture.base import (
     coverage,
 )
 from tracer.capture.errors import CaptureError, PrerequisiteError
-from tracer.events import ProbeStatus, batch_to_events
+from tracer.events import ProbeStatus
 from tracer.filters import Filters
 from tracer.tracefile import (
     Header,
@@ -274,17 +274,6 @@ def _header(req: TraceRequest, backend: Backend, statuses: list[ProbeStatus]) ->
     )
 
 
-def _write_batch(writer: TraceWriter, batch: pa.RecordBatch) -> None:
-    # Until the columnar trace writer lands, events go to the JSON Lines one
-    # row by row.
-    write = getattr(writer, "write_batch", None)
-    if write is not None:
-        write(batch)
-    else:
-        for ev in batch_to_events(batch):
-            writer.event(ev)
-
-
 def _stream(
     req: TraceRequest,
     backend: Backend,
@@ -305,7 +294,7 @@ def _stream(
         if req.count is not None and writer.events + batch.num_rows >= req.count:
             batch = batch.slice(0, req.count - writer.events)
             stop.set("count")
-        _write_batch(writer, batch)
+        writer.write_batch(batch)
 
     def record_losses() -> None:
         now = time.clock_gettime_ns(time.CLOCK_MONOTONIC)

@@ -26,7 +26,9 @@ BACKENDS = ("auto", "core", "bcc")
 BTF_VMLINUX = Path("/sys/kernel/btf/vmlinux")
 # perf_event_open's kprobe PMU: present exactly when the kernel can do kprobes.
 KPROBE_PMU = Path("/sys/bus/event_source/devices/kprobe")
-DEFAULT_BUFFER_PAGES = 512  # 2 MiB ring buffer
+# 8 MiB: 65,536 records, two 32 MiB loopback transfers' worth of events
+# under the default profile (bench/README.md: 2 MiB lost events on one).
+DEFAULT_BUFFER_PAGES = 2048
 PAGE = 4096
 # The BPF programs wake the reader once about this fraction of the ring is
 # unread, not on every record (the kernel's default when the reader has

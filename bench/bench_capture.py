@@ -122,12 +122,13 @@ def _kpath() -> list[str]:
 
 
 def run_once(workload: list[str], traced: bool, workdir: Path,
-             extra: list[str]) -> dict[str, float]:
+             extra: list[str], env: dict[str, str] | None = None) -> dict[str, float]:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--workload", *workload]
     if traced:
         out = workdir / "bench.kpath"
         cmd = [*_kpath(), "trace", "-o", str(out), *extra, "--", *cmd]
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=900, check=False)
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=900, check=False,
+                         env={**os.environ, **(env or {})})
     lines = [ln for ln in res.stdout.splitlines() if ln.startswith("{")]
     if res.returncode != 0 or not lines:
         tail = (res.stderr or res.stdout).strip().splitlines()[-3:]
@@ -147,20 +148,33 @@ def _rate(kind: str, r: dict[str, float]) -> float:
 
 
 def compare(kind: str, workload: list[str], runs: int, workdir: Path,
-            extra: list[str]) -> None:
+            extra: list[str], ab: dict[str, str] | None = None) -> None:
+    """Untraced and traced runs alternately; with `ab`, a third traced run
+    each time with those environment variables (an A/B of a setting)."""
     unit = "MiB/s" if kind == "bulk" else "round trips/s"
     plain: list[float] = []
     traced: list[float] = []
+    other: list[float] = []
     print(f"\n## {kind}: {' '.join(workload)} ({unit}; traced runs: events kept, lost)")
     for i in range(runs):
         u = run_once(workload, False, workdir, extra)
         t = run_once(workload, True, workdir, extra)
         plain.append(_rate(kind, u))
         traced.append(_rate(kind, t))
-        print(f"run {i + 1}: untraced {plain[-1]:9.1f}   traced {traced[-1]:9.1f}   "
-              f"events {int(t['events']):7d}   lost {int(t['lost']):7d}", flush=True)
+        line = (f"run {i + 1}: untraced {plain[-1]:9.1f}   traced {traced[-1]:9.1f}   "
+                f"events {int(t['events']):7d}   lost {int(t['lost']):7d}")
+        if ab:
+            b = run_once(workload, True, workdir, extra, ab)
+            other.append(_rate(kind, b))
+            line += (f"   | {' '.join(ab)}: traced {other[-1]:9.1f}   "
+                     f"events {int(b['events']):7d}   lost {int(b['lost']):7d}")
+        print(line, flush=True)
     mu, mt = statistics.median(plain), statistics.median(traced)
     print(f"median: untraced {mu:.1f}, traced {mt:.1f} {unit}; traced/untraced {mt / mu:.2f}")
+    if ab:
+        mb = statistics.median(other)
+        print(f"median with {' '.join(f'{k}={v}' for k, v in ab.items())}: traced {mb:.1f} "
+              f"{unit}; traced/untraced {mb / mu:.2f}")
 
 
 def sweep(max_streams: int, size: int, workdir: Path, extra: list[str]) -> None:
@@ -253,6 +267,8 @@ def main() -> None:
                     help="let the throughput workloads run on any CPU (default: CPU 0)")
     ap.add_argument("--trace-arg", action="append", default=[],
                     help="extra `kpath trace` option (e.g. --trace-arg=--buffer-pages=2048)")
+    ap.add_argument("--ab", action="append", default=[], metavar="VAR=VALUE",
+                    help="also trace each run with this environment variable set (A/B)")
     ap.add_argument("--workload", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     args, _ = ap.parse_known_args()
     if args.workload:
@@ -273,7 +289,8 @@ def main() -> None:
                "python3", "bench/bench_capture.py", "--runs", str(args.runs),
                "--sweep", str(args.sweep), "--drain", str(args.drain),
                *([] if args.pin else ["--no-pin"]),
-               *(f"--trace-arg={a}" for a in args.trace_arg)]
+               *(f"--trace-arg={a}" for a in args.trace_arg),
+               *(f"--ab={a}" for a in args.ab)]
         raise SystemExit(subprocess.run(cmd, check=False).returncode)
     print(f"# kpath capture bench on {os.uname().release}, {os.cpu_count()} CPUs; "
           f"trace options: {' '.join(args.trace_arg) or '(defaults)'}", flush=True)
@@ -282,10 +299,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="kpath-bench-") as tmp:
         work = Path(tmp)
         pin = ["--pin", "0"] if args.pin else []
+        ab = dict(a.split("=", 1) for a in args.ab)
         compare("bulk", ["bulk", "--size", str(BULK_SIZE), *pin], args.runs, work,
-                args.trace_arg)
+                args.trace_arg, ab)
         compare("rr", ["rr", "--count", str(RR_COUNT), "--size", str(RR_SIZE), *pin],
-                args.runs, work, args.trace_arg)
+                args.runs, work, args.trace_arg, ab)
         if args.sweep:
             sweep(args.sweep, BULK_SIZE, work, args.trace_arg)
 

@@ -53,7 +53,7 @@ def test_a_different_layout_is_refused(obj: libbpf.BpfObject) -> None:
 def test_rodata_holds_the_config_and_the_hook_table(obj: libbpf.BpfObject) -> None:
     _, variables = obj.btf_datasec(".rodata")
     names = {v.name for v in variables}
-    assert {"cfg", "tp_probe"} <= names
+    assert {"cfg", "tp_probe", "wakeup_bytes"} <= names
     addr, size = obj.rodata()
     offsets = {v.name: v.offset for v in variables}
     assert offsets["tp_probe"] + 4 * len(TP_HOOKS) <= size and addr

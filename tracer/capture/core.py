@@ -236,7 +236,9 @@ class CoreBackend:
         for name, value in (("cfg", cfg), ("tp_probe", slots), ("wakeup_bytes", wakeup)):
             off = offsets.get(name)
             if off is None or off + ctypes.sizeof(value) > total:
-                raise LoadError(f"{self._objpath.name}: .rodata has no room for {name}")
+                raise LoadError(f"{self._objpath.name}: .rodata has no room for {name} (an "
+                                "object older than this kpath? rebuild it with "
+                                "scripts/build-bpf.sh)")
             ctypes.memmove(addr + off, ctypes.addressof(value), ctypes.sizeof(value))
 
     def _attach(self, obj: libbpf.BpfObject, planned: Sequence[Planned],

@@ -12,8 +12,10 @@ from typing import NoReturn
 import click
 
 from tracer.timeline import Timeline, build_timeline, use_recorded_probes
+from tracer.timeline.columnar import Irregular, PreparedStats, stats_input_of
+from tracer.timeline.event_rules import probe_spec
 from tracer.timeline.windows import WINDOW_EVENTS, Plan
-from tracer.tracefile import TraceFormatError, probe_specs, read_trace
+from tracer.tracefile import Trace, TraceFormatError, probe_specs, read_trace
 from viz import graphviz_render
 from viz.html import render_html
 from viz.jsonout import write_json, write_json_windows
@@ -22,6 +24,7 @@ from viz.perfetto import write_perfetto
 from viz.plantuml import render_plantuml
 from viz.select import Selection, SelectionError, View, parse_bound, parse_steps, select
 from viz.sequence import build_sequence
+from viz.stats_columnar import render_trace_stats
 from viz.stats_text import render_stats
 from viz.text import cut_short_message, render_text
 
@@ -40,28 +43,31 @@ def _fail(msg: str, code: int = 1) -> NoReturn:
     sys.exit(code)
 
 
-def _load(path: str) -> Timeline:
+def _read(path: str) -> Trace:
     try:
         trace = read_trace(path)
     except TraceFormatError as exc:
         _fail(str(exc))
     # Renderers describe probes too: by the trace's dictionary, as replay does.
     use_recorded_probes(probe_specs(trace.header.probes))
-    return build_timeline(trace)
+    return trace
 
 
-def _flow_number(tl: Timeline, flow: str | None) -> int | None:
+def _load(path: str) -> Timeline:
+    return build_timeline(_read(path))
+
+
+def _flow_number(count: int, path: str, flow: str | None) -> int | None:
     """--flow N as a valid 1-based flow number (one-line error otherwise)."""
     if flow is None:
         return None
-    count = len(tl.flows)
     have = f"it has {count} flow{'s' if count != 1 else ''}" + (f": 1..{count}" if count else "")
     try:
         number = int(flow)
     except ValueError:
         _fail(f"--flow wants a flow number, got {flow!r} ({have})", 2)
     if not 1 <= number <= count:
-        _fail(f"no flow {number} in {tl.trace.path} ({have})", 2)
+        _fail(f"no flow {number} in {path} ({have})", 2)
     return number
 
 
@@ -92,11 +98,7 @@ def _stream_json(tl: Timeline, number: int | None) -> None:
 def _replay_json_windows(file: str) -> None:
     """The whole trace's document, rebuilt one independent window at a time
     (tracer/timeline/windows.py); one window is the whole-trace path."""
-    try:
-        trace = read_trace(file)
-    except TraceFormatError as exc:
-        _fail(str(exc))
-    use_recorded_probes(probe_specs(trace.header.probes))
+    trace = _read(file)
     plan = Plan(trace)
     cut = cut_short_message(trace)
     if cut:
@@ -147,19 +149,17 @@ def replay_cmd(file: str, flow: str | None, no_color: bool, out_format: str,
     queue>copy (to the reader's __skb_datagram_iter), tcp>copy (whole path).
     A hop needs both its probes; packets around lost events are marked "gap".
     """
-    if out_format == "json" and flow is None and not stats:
+    if stats:
+        _replay_stats(file, flow, out_format)
+        return
+    if out_format == "json" and flow is None:
         _replay_json_windows(file)
         return
     tl = _load(file)
-    number = _flow_number(tl, flow)
+    number = _flow_number(len(tl.flows), tl.trace.path, flow)
     cut = cut_short_message(tl.trace)
     if cut:
         click.echo(f"kpath: warning: {cut}", err=True)
-    if stats:
-        if out_format != "text":
-            _fail("--stats prints text tables: drop --format json", 2)
-        _echo(render_stats(tl, number))
-        return
     if out_format == "json":
         _stream_json(tl, number)
         return
@@ -187,6 +187,34 @@ def _export_perfetto(tl: Timeline, view: View, output: str) -> None:
         tmp.unlink(missing_ok=True)
         _fail(f"cannot write {output}: {exc.strerror or exc}")
     click.echo(f"kpath: wrote {output} (perfetto, {len(view.drawn_steps)} steps)", err=True)
+
+
+def _replay_stats(file: str, flow: str | None, out_format: str) -> None:
+    """--stats on columns (tracer/timeline/columnar); a trace needing a rule
+    only the object timeline has goes through build_timeline, as before."""
+    trace = _read(file)
+    path, cut = trace.path, cut_short_message(trace)
+    inp = stats_input_of(trace)
+    del trace  # the events go as the columns are read
+    prepared: PreparedStats | None = None
+    tl: Timeline | None = None
+    try:
+        prepared = PreparedStats(inp, probe_spec)
+        count = prepared.flow_count
+    except Irregular as exc:
+        click.echo(f"kpath: note: --stats through the object timeline: {exc}", err=True)
+        tl = _load(file)
+        count = len(tl.flows)
+    number = _flow_number(count, path, flow)
+    if cut:
+        click.echo(f"kpath: warning: {cut}", err=True)
+    if out_format != "text":
+        _fail("--stats prints text tables: drop --format json", 2)
+    if prepared is not None:
+        _echo(render_trace_stats(prepared.stats(number)))
+    else:
+        assert tl is not None
+        _echo(render_stats(tl, number))
 
 
 @click.command("export")
@@ -252,7 +280,7 @@ def export_cmd(file: str, fmt: str | None, output: str | None, flow: str | None,
     except SelectionError as exc:
         _fail(str(exc), 2)
     tl = _load(file)
-    number = _flow_number(tl, flow)
+    number = _flow_number(len(tl.flows), tl.trace.path, flow)
     cut = cut_short_message(tl.trace)
     if cut:
         click.echo(f"kpath: warning: {cut}", err=True)

@@ -110,7 +110,7 @@ class Event:
         """Compact mapping for the trace file: None and zero pointers dropped."""
         out: dict[str, Any] = {}
         for key, value in asdict(self).items():
-            if value is None or (key in _ZERO_OMITTED and value == 0):
+            if value is None or (key in ZERO_OMITTED and value == 0):
                 continue
             out[key] = str(value) if key in ("kind", "ctx") else value
         return out
@@ -137,7 +137,7 @@ class Event:
 
 _FIELD_NAMES = {f.name for f in fields(Event)}
 _REQUIRED = {"ts_ns", "cpu", "tgid", "tid", "comm", "probe", "kind", "ctx"}
-_ZERO_OMITTED = {"sk", "skb", "netns"}
+ZERO_OMITTED = frozenset({"sk", "skb", "netns"})  # left out of a record when 0
 _INT_FIELDS = {
     "ts_ns", "cpu", "tgid", "tid", "sk", "skb", "netns", "sport", "dport",
     "seq", "end_seq", "ack", "tcp_flags", "length", "ret",
@@ -266,31 +266,39 @@ def events_to_batch(events: list[Event], probe_names: list[str]) -> pa.RecordBat
     return pa.record_batch([cols[f.name] for f in EVENT_SCHEMA], schema=EVENT_SCHEMA)
 
 
-def _pylist(column: pa.Array | pa.ChunkedArray) -> list[Any]:
-    """Values as Python objects; a dictionary column's values are looked up
-    in its dictionary, so that rows share one str per distinct value (a
-    million events name a few dozen probes and commands)."""
-    chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+def _pylist(col: pa.Array | pa.ChunkedArray) -> list[Any]:
+    """A column as Python values. Dictionary columns are decoded through
+    their indices: pyarrow's own to_pylist on them is ~50x slower."""
     out: list[Any] = []
-    for chunk in chunks:
-        if isinstance(chunk, pa.DictionaryArray):
-            values = chunk.dictionary.to_pylist()
-            out.extend(None if i is None else values[i] for i in chunk.indices.to_pylist())
-        else:
-            out.extend(chunk.to_pylist())
+    if not pa.types.is_dictionary(col.type):
+        out.extend(col.to_pylist())
+        return out
+    for chunk in (col.chunks if isinstance(col, pa.ChunkedArray) else [col]):
+        values = chunk.dictionary.to_pylist()
+        out.extend(None if i is None else values[i] for i in chunk.indices.to_pylist())
     return out
+
+
+def batch_columns(batch: pa.RecordBatch | pa.Table) -> dict[str, list[Any]]:
+    """A batch's columns as Python values, as Event holds them (addresses as
+    text), kind and ctx as plain strings."""
+    cols = {name: _pylist(batch.column(name)) for name in EVENT_SCHEMA.names}
+    for name in _ADDR_FIELDS:
+        text: dict[int, str] = {}
+        cols[name] = [None if v is None else text.get(v) or text.setdefault(
+            v, str(ipaddress.IPv4Address(v))) for v in cols[name]]
+    return cols
 
 
 def batch_to_events(batch: pa.RecordBatch | pa.Table) -> list[Event]:
     """A batch's rows as Event objects (the object path: small traces, renderers)."""
-    cols = {name: _pylist(batch.column(name)) for name in EVENT_SCHEMA.names}
-    for name in _ADDR_FIELDS:
-        text: dict[int, str] = {}
-        cols[name] = [None if v is None else text.get(v) or
-                      text.setdefault(v, str(ipaddress.IPv4Address(v))) for v in cols[name]]
+    cols = batch_columns(batch)
     kinds = {v: Kind(v) for v in KIND_VALUES}
     ctxs = {v: Context(v) for v in CTX_VALUES}
     cols["kind"] = [kinds[v] for v in cols["kind"]]
     cols["ctx"] = [ctxs[v] for v in cols["ctx"]]
-    names = EVENT_SCHEMA.names
-    return [Event(**dict(zip(names, row, strict=True))) for row in zip(*cols.values(), strict=True)]
+    # Positional: the schema's columns are Event's fields, in order (checked below).
+    return list(map(Event, *cols.values()))
+
+
+assert tuple(f.name for f in fields(Event)) == tuple(EVENT_SCHEMA.names)

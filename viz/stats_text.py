@@ -66,7 +66,7 @@ def _accounting(tl: Timeline, fl: Flow) -> list[str]:
     rows = [head] + [(
         f"  {_direction(fl, a.sender)}", str(a.written), str(a.carried), str(a.retransmitted),
         str(a.read), str(a.copied), a.carried_at or "-", _check(a)) for a in accounts]
-    out = _table(rows, right=range(1, 6))
+    out = table_lines(rows, right=range(1, 6))
     for stream in fl.streams.values():
         role = fl.role_of(stream.sender)
         how = stream.anchor.text if stream.anchor is not None else "no send placed"
@@ -94,7 +94,7 @@ def _distributions(stats: Sequence[HopStats]) -> list[str]:
             vals = ("-", "-", "-", "-")
         rows.append((f"  {_direction_of(s.sender)}", str(s.klass), str(s.hop), str(s.count),
                      *vals, str(s.gaps)))
-    return _table(rows, right=range(3, 9))
+    return table_lines(rows, right=range(3, 9))
 
 
 def _direction_of(sender: Role | None) -> str:
@@ -112,14 +112,15 @@ def _per_packet(latencies: Sequence[PacketLatency]) -> list[str]:
         cells = [fmt_us(pl.hops[h].ns) if h in pl.hops else "-" for h in hops]
         rows.append((f"  #{p.id} {p.label}", _direction_of(p.sender), str(pl.klass), *cells,
                      GAP_MARK if pl.gap else ""))
-    return _table(rows, right=range(3, 3 + len(hops)))
+    return table_lines(rows, right=range(3, 3 + len(hops)))
 
 
-def _table(rows: Sequence[Sequence[str]], right: range) -> list[str]:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    out = []
-    for r in rows:
-        cells = [c.rjust(w) if i in right else c.ljust(w)
-                 for i, (c, w) in enumerate(zip(r, widths, strict=True))]
-        out.append("  ".join(cells).rstrip())
-    return out
+def table_lines(rows: Sequence[Sequence[str]], right: range) -> list[str]:
+    """Rows as aligned text; columns in `right` right-aligned. Built a column
+    at a time: a big trace's per-packet table has hundreds of thousands of rows."""
+    cols = []
+    for i, col in enumerate(zip(*rows, strict=True)):
+        width = max(map(len, col))
+        cols.append([c.rjust(width) for c in col] if i in right
+                    else [c.ljust(width) for c in col])
+    return ["  ".join(cells).rstrip() for cells in zip(*cols, strict=True)]

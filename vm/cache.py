@@ -8,6 +8,7 @@ Layout under ${KPATH_CACHE:-~/.cache/kpath}/vm/:
     image-<kernel>/      rootfs.ext4, vmlinuz, initrd.img, image.json
                          (image-6.1/, image-6.12/: see vm.recipe.KERNELS)
     logs/<run-id>.log    serial console of each `kpath vm run`
+    wheels/              the guest's Python wheels (vm.recipe.GUEST_WHEELS)
     .lock                serialises builds
 """
 
@@ -21,7 +22,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from vm.recipe import DEFAULT_KERNEL, IMAGE_RECIPE_VERSION, kernel_spec
+from vm.recipe import DEFAULT_KERNEL, GUEST_WHEELS, IMAGE_RECIPE_VERSION, kernel_spec
 
 
 def cache_root(override: Path | None = None, env: Mapping[str, str] | None = None) -> Path:
@@ -80,6 +81,10 @@ class Layout:
     def logs(self) -> Path:
         return self.root / "logs"
 
+    @property
+    def wheels(self) -> Path:
+        return self.root / "wheels"
+
     @contextmanager
     def lock(self, shared: bool = False) -> Iterator[None]:
         """Builds take it exclusive (two would fight over renames); a run takes
@@ -103,6 +108,7 @@ class ImageStamp:
     project_hash: str
     kernel_release: str
     image_recipe: int = IMAGE_RECIPE_VERSION
+    guest_wheels: tuple[str, ...] = GUEST_WHEELS
 
     def dump(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self), indent=2, sort_keys=True) + "\n")
@@ -116,6 +122,7 @@ class ImageStamp:
                 project_hash=str(doc["project_hash"]),
                 kernel_release=str(doc["kernel_release"]),
                 image_recipe=int(doc["image_recipe"]),
+                guest_wheels=tuple(str(w) for w in doc.get("guest_wheels", ())),
             )
         except (OSError, ValueError, KeyError, TypeError):
             return None
@@ -139,6 +146,8 @@ def image_state(layout: Layout, rootfs_key: str, project_hash: str) -> ImageStat
         return ImageState(False, "package list changed", stamp)
     if stamp.image_recipe != IMAGE_RECIPE_VERSION:
         return ImageState(False, "image recipe changed", stamp)
+    if stamp.guest_wheels != GUEST_WHEELS:
+        return ImageState(False, "guest Python wheels changed", stamp)
     if stamp.project_hash != project_hash:
         return ImageState(False, "kpath sources changed", stamp)
     return ImageState(True, "up to date", stamp)

@@ -25,6 +25,8 @@ from vm.errors import VmError
 from vm.progress import Progress
 from vm.recipe import (
     GUEST_PYTHON,
+    GUEST_WHEEL_PLATFORM,
+    GUEST_WHEELS,
     IMAGE_SIZE,
     Kernel,
     RootfsRecipe,
@@ -245,8 +247,40 @@ def _write_new(path: Path, text: str, mode: int) -> None:
     path.chmod(mode)
 
 
-def install_project(staging: Path, project: Path, work: Path, progress: Progress) -> None:
-    """pip-install the project (no deps: Debian's python3-* packages provide them)."""
+def _wheel_file(wheels: Path, pin: str) -> Path | None:
+    name, version = pin.split("==")
+    found = sorted(wheels.glob(f"{name}-{version}-*.whl"))
+    return found[0] if found else None
+
+
+def fetch_wheels(wheels: Path, progress: Progress) -> list[Path]:
+    """The guest's wheels (GUEST_WHEELS), downloaded into the cache once."""
+    missing = [pin for pin in GUEST_WHEELS if _wheel_file(wheels, pin) is None]
+    if missing:
+        wheels.mkdir(parents=True, exist_ok=True)
+        progress.say(f"vm build: downloading {', '.join(missing)} for the guest")
+        argv = [
+            sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
+            "--only-binary=:all:", "--disable-pip-version-check",
+            "--platform", GUEST_WHEEL_PLATFORM, "--python-version", GUEST_PYTHON[6:],
+            "--implementation", "cp", "--dest", str(wheels), *missing,
+        ]
+        result = subprocess.run(argv, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            lines = (result.stderr or result.stdout).strip().splitlines()
+            raise VmError(f"cannot download the guest's wheels ({', '.join(missing)}): "
+                          f"{lines[-1] if lines else '?'}")
+    out = [_wheel_file(wheels, pin) for pin in GUEST_WHEELS]
+    lacking = [pin for pin, path in zip(GUEST_WHEELS, out, strict=True) if path is None]
+    if lacking:
+        raise VmError(f"pip download left no wheel for {', '.join(lacking)} in {wheels}")
+    return [p for p in out if p is not None]
+
+
+def install_project(staging: Path, project: Path, work: Path, progress: Progress,
+                    wheels: list[Path] | None = None) -> None:
+    """pip-install the project (no deps: Debian's python3-* packages and the
+    guest wheels provide them)."""
     if importlib.util.find_spec("pip") is None:
         raise VmError(f"pip is missing for {sys.executable}: apt-get install python3-pip")
     if importlib.util.find_spec("setuptools") is None:
@@ -271,6 +305,17 @@ def install_project(staging: Path, project: Path, work: Path, progress: Progress
     if result.returncode != 0:
         lines = (result.stderr or result.stdout).strip().splitlines()
         raise VmError(f"pip install of kpath into the image failed: {lines[-1] if lines else '?'}")
+    if wheels:
+        progress.say("vm build: installing " + ", ".join(w.name.split("-")[0] for w in wheels))
+        argv = [
+            sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index",
+            "--disable-pip-version-check", "--no-warn-script-location",
+            "--target", str(site), *(str(w) for w in wheels),
+        ]
+        result = subprocess.run(argv, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            lines = (result.stderr or result.stdout).strip().splitlines()
+            raise VmError(f"installing the guest wheels failed: {lines[-1] if lines else '?'}")
     # pip --target drops console scripts in <site>/bin; the guest gets its own launcher.
     shutil.rmtree(site / "bin", ignore_errors=True)
 
@@ -295,6 +340,7 @@ def build_image(
     require_tool("mke2fs", "e2fsprogs")
     require_space(layout.root, IMAGE_SPACE, "the VM image")
     kernel, initrd, release = find_kernel(rootfs, kernel_spec(layout.kernel))
+    wheels = fetch_wheels(layout.wheels, progress)
     work = layout.image_tmp(os.getpid())
     staging = work / "rootfs"
     out = work / "image"
@@ -304,7 +350,7 @@ def build_image(
         out.mkdir()
         progress.say("vm build: hardlink copy of the rootfs")
         _run(["cp", "-al", str(rootfs), str(staging)], "cp -al of the rootfs")
-        install_project(staging, project, work, progress)
+        install_project(staging, project, work, progress, wheels)
         install_guest_files(staging)
         progress.say(f"vm build: mke2fs ext4 {IMAGE_SIZE}")
         _run(mke2fs_argv(staging, out / layout.image.name), "mke2fs")

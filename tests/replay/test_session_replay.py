@@ -53,3 +53,16 @@ def test_header_records_backend_attachments_and_coverage(tmp_path: Path) -> None
     assert all(hdr.coverage[p.layer] != "none" for p in hdr.probes if p.name in attached)
     assert any(ln.startswith("info attached ") and " s (replay backend" in ln
                for ln in status.lines)
+
+
+def test_count_cuts_the_batch_that_crosses_it(tmp_path: Path) -> None:
+    src = read_trace(DATA / "bulk_lossy.kpath")
+    profile, specs = select(src.header.profile)
+    out = tmp_path / "cut.kpath"
+    # 8 events a batch: 13 ends in the middle of the second one.
+    req = TraceRequest(output=out, filters=make_filters(None, None, None, False),
+                       profile=profile, specs=specs, count=13)
+    result = run_trace(req, KeptStatus(), backend=ReplayBackend(src, per_poll=8))
+    assert result.trailer.reason == "count" and result.trailer.events == 13
+    copy = read_trace(out)
+    assert [e.to_record() for e in copy.events] == [e.to_record() for e in src.events[:13]]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import ctypes
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from probes.catalog import CATALOG, Returns
@@ -16,7 +17,7 @@ from tracer.capture.base import capture_fn
 from tracer.capture.core import OBJECT, KpConfig
 from tracer.capture.errors import LoadError, PrerequisiteError
 from tracer.capture.plan import CONTEXT_PROGRAMS, HOOK_PROGRAMS, TP_HOOKS
-from tracer.capture.record import RawEvent, check_layout
+from tracer.capture.record import RAW_DTYPE, check_layout
 
 pytestmark = pytest.mark.skipif(not OBJECT.is_file(),
                                 reason="kpath.bpf.o not built (scripts/setup.sh builds it)")
@@ -30,25 +31,29 @@ def obj():  # type: ignore[no-untyped-def]
 
 
 def test_record_and_config_layouts_match_the_object_btf(obj: libbpf.BpfObject) -> None:
-    for mirror, name in ((RawEvent, "kp_event"), (KpConfig, "kp_config")):
-        size, members = obj.btf_struct(name)
-        check_layout(mirror, OBJECT.name, size, [(m.name, m.offset) for m in members])
+    size, members = obj.btf_struct("kp_event")
+    check_layout(RAW_DTYPE, OBJECT.name, size, [(m.name, m.offset) for m in members])
+    size, members = obj.btf_struct("kp_config")
+    check_layout(KpConfig, OBJECT.name, size, [(m.name, m.offset) for m in members])
 
 
 def test_a_different_layout_is_refused(obj: libbpf.BpfObject) -> None:
-    class Shifted(ctypes.Structure):  # ack and length swapped
-        _fields_ = [(("length" if f[0] == "ack" else "ack" if f[0] == "length" else f[0]), f[1])
-                    for f in RawEvent._fields_]
-
+    assert RAW_DTYPE.names is not None
+    names = ["length" if n == "ack" else "ack" if n == "length" else n for n in RAW_DTYPE.names]
+    shifted = RAW_DTYPE.fields
+    assert shifted is not None
+    swapped = np.dtype({"names": names, "formats": [shifted[n][0] for n in RAW_DTYPE.names],
+                        "offsets": [shifted[n][1] for n in RAW_DTYPE.names],
+                        "itemsize": RAW_DTYPE.itemsize})
     size, members = obj.btf_struct("kp_event")
     with pytest.raises(LoadError, match="does not match"):
-        check_layout(Shifted, OBJECT.name, size, [(m.name, m.offset) for m in members])
+        check_layout(swapped, OBJECT.name, size, [(m.name, m.offset) for m in members])
 
 
 def test_rodata_holds_the_config_and_the_hook_table(obj: libbpf.BpfObject) -> None:
     _, variables = obj.btf_datasec(".rodata")
     names = {v.name for v in variables}
-    assert {"cfg", "tp_probe"} <= names
+    assert {"cfg", "tp_probe", "wakeup_bytes"} <= names
     addr, size = obj.rodata()
     offsets = {v.name: v.offset for v in variables}
     assert offsets["tp_probe"] + 4 * len(TP_HOOKS) <= size and addr
@@ -76,8 +81,9 @@ def test_libbpf_errors_become_kpath_errors(tmp_path: Path) -> None:
 
 
 def test_prog_info_mirror_matches_the_kernel_header(tmp_path: Path) -> None:
-    """recursion_misses is read at the offset linux/bpf.h gives (checked by
-    compiling against the header, not by trusting the mirror)."""
+    """recursion_misses and the map's size are read at the offsets
+    linux/bpf.h gives (checked by compiling against the header, not by
+    trusting the mirror)."""
     import shutil
     import subprocess
 
@@ -86,14 +92,19 @@ def test_prog_info_mirror_matches_the_kernel_header(tmp_path: Path) -> None:
         pytest.skip("needs a C compiler and linux/bpf.h")
     src = tmp_path / "off.c"
     src.write_text('#include <stdio.h>\n#include <stddef.h>\n#include <linux/bpf.h>\n'
-                   'int main(void){printf("%zu %zu\\n", offsetof(struct bpf_prog_info, '
-                   'recursion_misses), sizeof(struct bpf_prog_info)); return 0;}\n')
+                   'int main(void){printf("%zu %zu %zu %zu\\n", offsetof(struct bpf_prog_info, '
+                   'recursion_misses), sizeof(struct bpf_prog_info), '
+                   'offsetof(struct bpf_map_info, max_entries), '
+                   'offsetof(struct bpf_map_info, name)); return 0;}\n')
     exe = tmp_path / "off"
     subprocess.run([cc, str(src), "-o", str(exe)], check=True)
-    off, size = (int(v) for v in subprocess.run([str(exe)], capture_output=True, text=True,
-                                                check=True).stdout.split())
+    off, size, max_entries, name = (
+        int(v) for v in subprocess.run([str(exe)], capture_output=True, text=True,
+                                       check=True).stdout.split())
     assert libbpf.ProgInfo.recursion_misses.offset == off
     assert ctypes.sizeof(libbpf.ProgInfo) <= size
+    # The ring buffer's size is read from bpf_map_info too.
+    assert (libbpf.MapInfo.max_entries.offset, libbpf.MapInfo.name.offset) == (max_entries, name)
 
 
 def test_kernel_misses_become_losses_of_the_probe_a_program_serves() -> None:
@@ -108,3 +119,8 @@ def test_kernel_misses_become_losses_of_the_probe_a_program_serves() -> None:
     assert missed_losses(serves, seen, counters.__getitem__) == []  # only new misses
     counters["tp_net_dev_queue"] = 4
     assert missed_losses(serves, seen, counters.__getitem__) == [("__dev_queue_xmit", 1)]
+    # Kprobe links go through the same accounting, by link target; a kernel
+    # that reports nothing (before 6.7) gives 0, never a loss.
+    links = {"kprobe:tcp_sendmsg": ["tcp_sendmsg"], "kretprobe:tcp_sendmsg": ["tcp_sendmsg"]}
+    link_missed = {"kprobe:tcp_sendmsg": 2, "kretprobe:tcp_sendmsg": 0}
+    assert missed_losses(links, {}, link_missed.__getitem__) == [("tcp_sendmsg", 2)]

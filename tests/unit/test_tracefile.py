@@ -73,6 +73,7 @@ def test_round_trip(tmp_path: Path) -> None:
     path = tmp_path / "t.kpath"
     w = TraceWriter(path, synthetic_header())
     w.event(synthetic_event(1000))
+    assert w.events == 1  # counted when handed over (a --count stop), written in batches
     w.lost_events(Lost(ts_ns=1500, count=3, probe="tcp_v4_rcv"))
     w.event(synthetic_event(2000, comm="other"))
     w.close("duration", duration_ns=5, clock_offsets_end_ns=[1_700_000_000_000_000_123])
@@ -117,6 +118,10 @@ def test_write_batch_refuses_another_probe_dictionary(tmp_path: Path) -> None:
     w = TraceWriter(tmp_path / "t.kpath", synthetic_header())
     with pytest.raises(ValueError, match="dictionary must be the header's probe names"):
         w.write_batch(events_to_batch([synthetic_event(1)], ["tcp_v4_rcv"]))
+    good = events_to_batch([synthetic_event(1)], synthetic_header().probe_names)
+    kinds = pa.DictionaryArray.from_arrays(pa.array([0], pa.int8()), pa.array(["enter"]))
+    with pytest.raises(ValueError, match="unknown kind value"):
+        w.write_batch(good.set_column(good.schema.get_field_index("kind"), "kind", kinds))
     with pytest.raises(ValueError, match="not in EVENT_SCHEMA"):
         w.write_batch(pa.record_batch([pa.array([1])], names=["ts_ns"]))
     with pytest.raises(ValueError, match="not in the header's probe dictionary"):

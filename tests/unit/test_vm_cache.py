@@ -139,3 +139,18 @@ def test_build_argvs(tmp_path: Path) -> None:
     assert mke2fs_argv(tmp_path / "s", tmp_path / "i")[-4:] == [
         "-d", str(tmp_path / "s"), str(tmp_path / "i"), "3G",
     ]
+
+
+def test_other_guest_wheels_make_the_image_stale(tmp_path: Path) -> None:
+    layout = Layout(tmp_path)
+    # An image built before the guest had wheels has none in its stamp.
+    layout.image_dir.mkdir(parents=True)
+    for path in (layout.image, layout.vmlinuz, layout.initrd):
+        path.write_text("x")
+    layout.stamp.write_text('{"rootfs_key": "r1", "project_hash": "p1", '
+                            '"kernel_release": "6.1.0-1", "image_recipe": 1}')
+    assert image_state(layout, "r1", "p1").reason == "guest Python wheels changed"
+    ImageStamp("r1", "p1", "6.1.0-1").dump(layout.stamp)
+    assert image_state(layout, "r1", "p1").ready
+    ImageStamp("r1", "p1", "6.1.0-1", guest_wheels=("numpy==1.0",)).dump(layout.stamp)
+    assert image_state(layout, "r1", "p1").reason == "guest Python wheels changed"

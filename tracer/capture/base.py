@@ -1,6 +1,8 @@
 """The narrow interface between a trace session and a capture backend.
 
-A backend turns kernel activity into Event records and nothing else: the
+A backend turns kernel activity into Arrow batches of events (in
+tracer.events.EVENT_SCHEMA, the probe column indexing the statuses start()
+returned, in order) and nothing else: the
 session (tracer/session.py) drives any backend through this interface, and
 tracer/capture/replay.py is a double that plays a recorded trace through
 it, so the streaming loop is tested without a kernel.
@@ -14,15 +16,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+import pyarrow as pa
+
 from probes.catalog import LAYER_ORDER, Capture, ProbeSpec, Returns
-from tracer.events import Event, ProbeStatus
+from tracer.events import ProbeStatus
 from tracer.filters import Filters
 
 BACKENDS = ("auto", "core", "bcc")
 BTF_VMLINUX = Path("/sys/kernel/btf/vmlinux")
 # perf_event_open's kprobe PMU: present exactly when the kernel can do kprobes.
 KPROBE_PMU = Path("/sys/bus/event_source/devices/kprobe")
-DEFAULT_BUFFER_PAGES = 512  # 2 MiB ring buffer
+# 8 MiB: 65,536 records, two 32 MiB loopback transfers' worth of events
+# under the default profile (bench/README.md: 2 MiB lost events on one).
+DEFAULT_BUFFER_PAGES = 2048
+PAGE = 4096
+# The BPF programs wake the reader once about this fraction of the ring is
+# unread, not on every record (the kernel's default when the reader has
+# caught up): the reader also polls on a timer, so a trickle is still read
+# and a burst wakes it early, and each wakeup hands over a big span.
+WAKEUP_FRACTION = 4
 # The BPF C of each backend (`kpath trace --ebpf`).
 BPF_SOURCES = {"core": Path(__file__).with_name("kpath.bpf.c"),
                "bcc": Path(__file__).with_name("kpath_bcc.c")}
@@ -55,13 +67,20 @@ class Backend(Protocol):
     def start(self, specs: Sequence[ProbeSpec], filters: Filters,
               status: Status) -> list[ProbeStatus]:
         """Load, configure and attach; every requested probe comes back
-        attached (with how) or missing (with why)."""
+        attached (with how) or missing (with why), in the order of `specs`:
+        that list is the trace's probe dictionary."""
         ...
 
     def trace_pid(self, pid: int) -> None: ...
-    def open(self, sink: Callable[[Event], None]) -> None: ...
-    def poll(self, timeout_ms: int) -> None: ...
-    def drain(self) -> None: ...
+    def open(self, sink: Callable[[pa.RecordBatch], None]) -> None:
+        """From now on hand every event over to `sink`, a batch at a time."""
+        ...
+    def poll(self, timeout_ms: int) -> None:
+        """Wait up to timeout_ms for events; deliver all there are."""
+        ...
+    def drain(self) -> None:
+        """Deliver what is left (the end of a trace)."""
+        ...
     def new_losses(self) -> list[tuple[str | None, int]]:
         """Events lost since the last call, by probe name (None: unknown)."""
         ...

@@ -1,5 +1,5 @@
 """BCC backend: compile kpath_bcc.c at run time against the kernel's
-headers, attach kprobes, turn ring-buffer records into Event objects. For
+headers, attach kprobes, turn ring-buffer records into Arrow batches. For
 kernels without BTF (where the CO-RE object cannot relocate). Kernel in,
 events out; it never formats.
 
@@ -9,7 +9,6 @@ work on machines without it.
 
 from __future__ import annotations
 
-import bisect
 import ctypes
 import os
 import platform
@@ -18,11 +17,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
+
 from probes.catalog import ProbeSpec
 from probes.resolve import KernelSymbols, Resolved, resolve
 from tracer.capture.base import (
     DEFAULT_BUFFER_PAGES,
     KPROBE_PMU,
+    PAGE,
+    WAKEUP_FRACTION,
     Check,
     Status,
     capture_fn,
@@ -30,9 +34,17 @@ from tracer.capture.base import (
     kernel_version,
     return_fn,
 )
+from tracer.capture.drain import RingDrain
 from tracer.capture.errors import LoadError, PrerequisiteError
-from tracer.capture.record import RAW_EVENT_SIZE, RawEvent, check_layout, decode
-from tracer.events import Event, ProbeStatus
+from tracer.capture.record import (
+    RAW_DTYPE,
+    RAW_EVENT_SIZE,
+    ProbeTable,
+    check_layout,
+    decode_records,
+)
+from tracer.capture.ringbuf import record_stride
+from tracer.events import ProbeStatus
 from tracer.filters import Filters
 
 BPF_SOURCE = Path(__file__).with_name("kpath_bcc.c")
@@ -51,29 +63,18 @@ class KernelFeatures:
         return cls(rel, (major, minor) >= (5, 8), (major, minor) >= (5, 15))
 
 
-class AddressMap:
-    """Maps the probed-function address a BPF program reports to its probe.
+# The address a kprobe program reports may sit a few bytes past the
+# function's symbol (after an endbr64 or at the ftrace call site).
+ADDRESS_SLACK = 16
 
-    Exact match normally; a few bytes of slack where the kernel reports the
-    address after an endbr64 or an ftrace call site.
-    """
 
-    SLACK = 16
-
-    def __init__(self, resolved: Sequence[Resolved]) -> None:
-        pairs = sorted((r.address, r) for r in resolved if r.ok)
-        self._addrs = [a for a, _ in pairs]
-        self._probes = [r for _, r in pairs]
-
-    def spec(self, ip: int) -> ProbeSpec | None:
-        res = self.lookup(ip)
-        return res.spec if res is not None else None
-
-    def lookup(self, ip: int) -> Resolved | None:
-        i = bisect.bisect_right(self._addrs, ip) - 1
-        if i >= 0 and ip - self._addrs[i] <= self.SLACK:
-            return self._probes[i]
-        return None
+def probe_table(resolved: Sequence[Resolved], statuses: Sequence[ProbeStatus]) -> ProbeTable:
+    """The trace's probe dictionary (statuses, in order) keyed by the
+    addresses of the attached probes' functions."""
+    keyed = [(r.address, i) for i, (r, st) in enumerate(zip(resolved, statuses, strict=True))
+             if st.attached and r.ok]
+    return ProbeTable.build([st.name for st in statuses],
+                            [r.spec.length_arg3 for r in resolved], keyed, ADDRESS_SLACK)
 
 
 def _import_bcc() -> Any:
@@ -88,13 +89,23 @@ def _import_bcc() -> Any:
     return bcc
 
 
-def bpf_cflags(features: KernelFeatures, buffer_pages: int = DEFAULT_BUFFER_PAGES) -> list[str]:
-    """Compile-time switches: numbers only (kernel capabilities, a validated size)."""
+def wakeup_records(buffer_pages: int, cpus: int) -> int:
+    """Records each CPU writes between two wakeups of the reader: all CPUs
+    together wake it by the time the ring is WAKEUP_FRACTION full."""
+    records = buffer_pages * PAGE // record_stride(RAW_EVENT_SIZE)
+    return max(1, records // (WAKEUP_FRACTION * max(1, cpus)))
+
+
+def bpf_cflags(features: KernelFeatures, buffer_pages: int = DEFAULT_BUFFER_PAGES,
+               cpus: int | None = None) -> list[str]:
+    """Compile-time switches: numbers only (kernel capabilities, validated sizes)."""
     if buffer_pages < 1 or buffer_pages & (buffer_pages - 1):
         raise ValueError(f"buffer pages must be a power of two, got {buffer_pages}")
+    ncpu = cpus if cpus is not None else os.cpu_count() or 1
     return [
         f"-DKPATH_RINGBUF={1 if features.ringbuf else 0}",
         f"-DKPATH_RINGBUF_PAGES={int(buffer_pages)}",
+        f"-DKPATH_WAKEUP_RECORDS={wakeup_records(buffer_pages, ncpu)}",
         f"-I{BPF_SOURCE.parent}",  # kp_event.h
         "-Wno-macro-redefined",
         "-Wno-unused-function",
@@ -179,12 +190,13 @@ class BccBackend:
         self.buffer_pages = buffer_pages
         self._bcc = _import_bcc()
         self._bpf: Any = None
-        self._amap = AddressMap(())
+        self._table = ProbeTable.build([], [], [])
         self._lost_seen: dict[int, int] = {}
-        self._sink: Callable[[Event], None] | None = None
+        self._sink: Callable[[pa.RecordBatch], None] | None = None
+        self._drain: RingDrain | None = None
+        self._perf_records: list[bytes] = []  # perf buffer (pre-5.8) records of one poll
         self._perf_lost = 0
-        self._short = 0
-        self._unknown = 0
+        self._undecoded = 0
 
     def start(self, specs: Sequence[ProbeSpec], filters: Filters,
               status: Status) -> list[ProbeStatus]:
@@ -196,7 +208,16 @@ class BccBackend:
             failed = {res.spec.name: why for res, why in self.attach(resolved)}
         for name, why in failed.items():
             status.warn(f"probe {name}: attach failed: {why}")
-        return probe_statuses(resolved, failed)
+        statuses = probe_statuses(resolved, failed)
+        self._table = probe_table(resolved, statuses)
+        if any(st.attached for st in statuses):
+            status.warn(
+                "the BCC backend cannot count kprobe misses (a probe hit while another kprobe "
+                "or BPF program ran on that CPU, kretprobe instances exhausted): BCC attaches "
+                "without BPF links, which is where the kernel (6.7+) reports them; events "
+                "missed that way are not in the trace's losses (--backend core counts them "
+                "on 6.7+)")
+        return statuses
 
     # -- set-up ----------------------------------------------------------
 
@@ -210,7 +231,7 @@ class BccBackend:
         # of the struct, one per CPU.
         leaf = self._bpf["pending_rx"].Leaf
         rec = dict(getattr(leaf, "_type_", leaf)._fields_)["ev"]
-        check_layout(RawEvent, "BCC's compiled kpath_bcc.c", ctypes.sizeof(rec),
+        check_layout(RAW_DTYPE, "BCC's compiled kpath_bcc.c", ctypes.sizeof(rec),
                      [(name, getattr(rec, name).offset) for name, *_ in rec._fields_])
 
     def configure(self, filters: Filters) -> None:
@@ -233,7 +254,6 @@ class BccBackend:
     def attach(self, resolved: Sequence[Resolved]) -> list[tuple[Resolved, str]]:
         """Attach entry (and return) probes; returns the ones that failed, why."""
         failed: list[tuple[Resolved, str]] = []
-        ok: list[Resolved] = []
         for res in resolved:
             if not res.ok:
                 continue
@@ -245,48 +265,53 @@ class BccBackend:
                     self._bpf.attach_kretprobe(event=res.symbol, fn_name=ret_fn)
             except Exception as exc:  # BCC raises bare Exception on attach errors
                 failed.append((res, str(exc).strip() or exc.__class__.__name__))
-                continue
-            ok.append(res)
-        self._amap = AddressMap(ok)
         return failed
 
     # -- streaming ---------------------------------------------------------
 
-    def open(self, sink: Callable[[Event], None]) -> None:
+    def open(self, sink: Callable[[pa.RecordBatch], None]) -> None:
         self._sink = sink
         table = self._bpf["events"]
         if self.features.ringbuf:
-            table.open_ring_buffer(self._on_raw)
+            # Read the map directly, in bulk, not through BCC's per-record callback.
+            self._drain = RingDrain(table.map_fd, self._table, sink)
         else:
-            table.open_perf_buffer(self._on_raw, page_cnt=self.buffer_pages,
+            table.open_perf_buffer(self._on_perf_record, page_cnt=self.buffer_pages,
                                    lost_cb=self._on_perf_lost)
 
-    def _on_raw(self, *args: Any) -> None:
-        data, size = args[-2], args[-1]
+    def _on_perf_record(self, _cpu: int, data: int, size: int) -> None:
+        # The perf buffer has no bulk reader: keep the bytes, decode per poll.
         if size < RAW_EVENT_SIZE:
-            self._short += 1
+            self._undecoded += 1
             return
-        raw = ctypes.cast(data, ctypes.POINTER(RawEvent)).contents
-        ev = decode(raw, self._amap.spec)
-        if ev is None:
-            self._unknown += 1
-        elif self._sink is not None:
-            self._sink(ev)
+        self._perf_records.append(ctypes.string_at(data, RAW_EVENT_SIZE))
 
     def _on_perf_lost(self, count: int) -> None:
         self._perf_lost += count
 
+    def _flush_perf(self) -> None:
+        if not self._perf_records:
+            return
+        raw = np.frombuffer(b"".join(self._perf_records), np.uint8).reshape(-1, RAW_EVENT_SIZE)
+        self._perf_records = []
+        decoded = decode_records(raw, self._table)
+        self._undecoded += decoded.unknown
+        if decoded.batch.num_rows and self._sink is not None:
+            self._sink(decoded.batch)
+
     def poll(self, timeout_ms: int) -> None:
-        if self.features.ringbuf:
-            self._bpf.ring_buffer_poll(timeout_ms)
-        else:
+        if self._drain is not None:
+            self._drain.poll(timeout_ms)
+        elif self._sink is not None:
             self._bpf.perf_buffer_poll(timeout_ms)
+            self._flush_perf()
 
     def drain(self) -> None:
-        if self.features.ringbuf:
-            self._bpf.ring_buffer_consume()
-        else:
+        if self._drain is not None:
+            self._drain.drain()
+        elif self._sink is not None:
             self._bpf.perf_buffer_poll(0)
+            self._flush_perf()
 
     def new_losses(self) -> list[tuple[str | None, int]]:
         """Losses since the last call, by probe name (None: buffer-wide)."""
@@ -297,16 +322,21 @@ class BccBackend:
             delta = total - self._lost_seen.get(ip, 0)
             if delta > 0:
                 self._lost_seen[ip] = total
-                res = self._amap.lookup(ip)
-                out.append((res.spec.name if res else None, delta))
-        bad = self._perf_lost + self._short + self._unknown
+                slot = int(self._table.lookup(np.array([ip], np.uint64))[0])
+                out.append((self._table.names[slot] if slot >= 0 else None, delta))
+        if self._drain is not None:
+            self._undecoded += self._drain.take_undecoded()
+        bad = self._perf_lost + self._undecoded
         if bad:
             out.append((None, bad))
-            self._perf_lost = self._short = self._unknown = 0
+            self._perf_lost = self._undecoded = 0
         return out
 
     def close(self) -> None:
         """Detach every probe (BCC's cleanup) even on errors."""
+        if self._drain is not None:
+            self._drain.close()
+            self._drain = None
         if self._bpf is not None:
             try:
                 self._bpf.cleanup()

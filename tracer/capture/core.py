@@ -14,6 +14,8 @@ import platform
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import pyarrow as pa
+
 from probes.catalog import ProbeSpec
 from probes.resolve import KernelSymbols, resolve
 from tracer.capture import libbpf
@@ -21,6 +23,8 @@ from tracer.capture.base import (
     BTF_VMLINUX,
     DEFAULT_BUFFER_PAGES,
     KPROBE_PMU,
+    PAGE,
+    WAKEUP_FRACTION,
     Check,
     Status,
     capture_fn,
@@ -28,6 +32,7 @@ from tracer.capture.base import (
     kernel_version,
     return_fn,
 )
+from tracer.capture.drain import RingDrain
 from tracer.capture.errors import AttachError, LoadError, PrerequisiteError
 from tracer.capture.plan import (
     CONTEXT_PROGRAMS,
@@ -40,12 +45,13 @@ from tracer.capture.plan import (
     all_tracepoints,
     plan,
 )
-from tracer.capture.record import RAW_EVENT_SIZE, RawEvent, check_layout, decode
-from tracer.events import Event, ProbeStatus
+from tracer.capture.record import RAW_DTYPE, ProbeTable, check_layout
+from tracer.events import ProbeStatus
 from tracer.filters import Filters
 
 OBJECT = Path(__file__).with_name("kpath.bpf.o")
-PAGE = 4096
+# bpf_link_info reports a kprobe's misses from this kernel on.
+KPROBE_MISSED_SINCE = (6, 7)
 
 
 class KpConfig(ctypes.Structure):
@@ -106,10 +112,10 @@ def kernel_caps(use_kprobes: bool = True) -> KernelCaps:
 
 def missed_losses(serves: dict[str, list[str]], seen: dict[str, int],
                   missed: Callable[[str], int]) -> list[tuple[str | None, int]]:
-    """New kernel-side misses per program since the last call (updating
-    `seen`), as losses: of the probe a program serves, or unattributed (None)
-    when it serves several or is a context program (its events are fine, but
-    their context may be wrong)."""
+    """New kernel-side misses per program (or kprobe link) since the last
+    call (updating `seen`), as losses: of the probe it serves, or
+    unattributed (None) when it serves several or is a context program (its
+    events are fine, but their context may be wrong)."""
     out: list[tuple[str | None, int]] = []
     for prog, probes in serves.items():
         total = missed(prog)
@@ -144,16 +150,20 @@ class CoreBackend:
             raise PrerequisiteError(f"{failed.name}: {failed.detail}")
         self.buffer_pages = buffer_pages
         self.use_kprobes = use_kprobes
+        self.wakeup_bytes = buffer_pages * PAGE // WAKEUP_FRACTION
         self._objpath = obj
         self._obj: libbpf.BpfObject | None = None
         self._specs: list[ProbeSpec] = []
-        self._rb: libbpf.RingBuffer | None = None
-        self._sink: Callable[[Event], None] | None = None
+        self._drain: RingDrain | None = None
+        self._table: ProbeTable | None = None
         self._lost_seen: dict[int, int] = {}
-        self._short = 0  # records too short to be a kp_event (never expected)
-        self._unknown = 0  # records naming no probe
         self._serves: dict[str, list[str]] = {}  # loaded program -> the probes it observes
         self._missed_seen: dict[str, int] = {}
+        # Each kprobe link (by target) and the probe it serves: the kernel
+        # counts each one's misses.
+        self._kprobe_links: dict[str, libbpf.Link] = {}
+        self._link_serves: dict[str, list[str]] = {}
+        self._link_missed_seen: dict[str, int] = {}
 
     # -- set-up ----------------------------------------------------------
 
@@ -167,7 +177,7 @@ class CoreBackend:
         planned = plan(specs, resolved, caps)
         obj = self._obj = libbpf.BpfObject(self._objpath)
         size, members = obj.btf_struct("kp_event")
-        check_layout(RawEvent, self._objpath.name, size, [(m.name, m.offset) for m in members])
+        check_layout(RAW_DTYPE, self._objpath.name, size, [(m.name, m.offset) for m in members])
         self._enable(obj, planned)
         self._write_rodata(obj, planned, filters)
         obj.set_max_entries("events", self.buffer_pages * PAGE)
@@ -175,7 +185,25 @@ class CoreBackend:
             obj.load()
         for prog, tp in CONTEXT_PROGRAMS:
             obj.attach(prog, f"tp_btf:{tp}")  # fatal if it fails: no context otherwise
-        return self._attach(obj, planned, status)
+        statuses = self._attach(obj, planned, status)
+        # The trace's probe dictionary is the statuses, in order; the
+        # programs write each probe's plan index as the record's ip.
+        self._table = ProbeTable.build([st.name for st in statuses],
+                                       [p.spec.length_arg3 for p in planned],
+                                       [(p.index, i) for i, p in enumerate(planned)])
+        self._warn_uncounted(status)
+        return statuses
+
+    def _warn_uncounted(self, status: Status) -> None:
+        if not self._kprobe_links:
+            return
+        release = platform.release()
+        if kernel_version(release) < KPROBE_MISSED_SINCE:
+            status.warn(
+                f"kernel {release} does not report kprobe misses (a probe hit while another "
+                "kprobe or BPF program ran on that CPU, kretprobe instances exhausted; "
+                "reported per link from Linux 6.7): events missed that way cannot be "
+                "counted and are not in the trace's losses")
 
     def _enable(self, obj: libbpf.BpfObject, planned: Sequence[Planned]) -> None:
         serves = self._serves = {prog: [] for prog, _ in CONTEXT_PROGRAMS}
@@ -204,10 +232,13 @@ class CoreBackend:
         addr, total = obj.rodata()
         _, variables = obj.btf_datasec(".rodata")
         offsets = {v.name: v.offset for v in variables}
-        for name, value in (("cfg", cfg), ("tp_probe", slots)):
+        wakeup = ctypes.c_uint64(self.wakeup_bytes)
+        for name, value in (("cfg", cfg), ("tp_probe", slots), ("wakeup_bytes", wakeup)):
             off = offsets.get(name)
             if off is None or off + ctypes.sizeof(value) > total:
-                raise LoadError(f"{self._objpath.name}: .rodata has no room for {name}")
+                raise LoadError(f"{self._objpath.name}: .rodata has no room for {name} (an "
+                                "object older than this kpath? rebuild it with "
+                                "scripts/build-bpf.sh)")
             ctypes.memmove(addr + off, ctypes.addressof(value), ctypes.sizeof(value))
 
     def _attach(self, obj: libbpf.BpfObject, planned: Sequence[Planned],
@@ -227,10 +258,14 @@ class CoreBackend:
                     continue
                 try:
                     if p.way == "kprobe" and p.symbol:
-                        obj.attach_kprobe(capture_fn(spec.capture), p.symbol, p.index, False)
+                        links = [obj.attach_kprobe(capture_fn(spec.capture), p.symbol,
+                                                   p.index, False)]
                         ret_fn = return_fn(spec.ret)
                         if ret_fn is not None:
-                            obj.attach_kprobe(ret_fn, p.symbol, p.index, True)
+                            links.append(obj.attach_kprobe(ret_fn, p.symbol, p.index, True))
+                        for link in links:
+                            self._kprobe_links[link.target] = link
+                            self._link_serves[link.target] = [spec.name]
                         st.symbol = p.symbol
                     elif p.hook:
                         for prog in HOOK_PROGRAMS[p.hook]:
@@ -259,28 +294,17 @@ class CoreBackend:
     def _probe_of(self, index: int) -> ProbeSpec | None:
         return self._specs[index] if 0 <= index < len(self._specs) else None
 
-    def open(self, sink: Callable[[Event], None]) -> None:
-        assert self._obj is not None
-        self._sink = sink
-        self._rb = libbpf.RingBuffer(self._obj.map_fd("events"), self._on_sample)
-
-    def _on_sample(self, addr: int, size: int) -> None:
-        if size < RAW_EVENT_SIZE or not addr:
-            self._short += 1
-            return
-        ev = decode(RawEvent.from_address(addr), self._probe_of)
-        if ev is None:
-            self._unknown += 1
-        elif self._sink is not None:
-            self._sink(ev)
+    def open(self, sink: Callable[[pa.RecordBatch], None]) -> None:
+        assert self._obj is not None and self._table is not None, "open before start"
+        self._drain = RingDrain(self._obj.map_fd("events"), self._table, sink)
 
     def poll(self, timeout_ms: int) -> None:
-        if self._rb is not None:
-            self._rb.poll(timeout_ms)
+        if self._drain is not None:
+            self._drain.poll(timeout_ms)
 
     def drain(self) -> None:
-        if self._rb is not None:
-            self._rb.consume()
+        if self._drain is not None:
+            self._drain.drain()
 
     def new_losses(self) -> list[tuple[str | None, int]]:
         out: list[tuple[str | None, int]] = []
@@ -293,16 +317,18 @@ class CoreBackend:
                 spec = self._probe_of(index)
                 out.append((spec.name if spec else None, delta))
         out.extend(missed_losses(self._serves, self._missed_seen, self._obj.missed))
-        bad = self._short + self._unknown
+        out.extend(missed_losses(
+            self._link_serves, self._link_missed_seen,
+            lambda target: libbpf.kprobe_link_missed(self._kprobe_links[target]) or 0))
+        bad = self._drain.take_undecoded() if self._drain is not None else 0
         if bad:
             out.append((None, bad))  # records that could not be decoded: lost too
-            self._short = self._unknown = 0
         return out
 
     def close(self) -> None:
-        if self._rb is not None:
-            self._rb.free()
-            self._rb = None
+        if self._drain is not None:
+            self._drain.close()
+            self._drain = None
         if self._obj is not None:
             self._obj.close()
             self._obj = None

@@ -62,6 +62,10 @@ enum tp_hook {
 
 const volatile struct kp_config cfg = {};
 const volatile u32 tp_probe[TP_COUNT] = {};
+// Wake the reader only once this many bytes are unread (0: on every record,
+// the kernel's default). The reader also polls on a timer, so a trickle is
+// still read; a burst wakes it early.
+const volatile u64 wakeup_bytes = 0;
 
 struct {
     __uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -403,7 +407,11 @@ static __always_inline int keep_event(struct kp_event *e) {
 }
 
 static __always_inline int emit(struct kp_event *e) {
-    if (bpf_ringbuf_output(&events, e, sizeof(*e), 0)) {
+    u64 flags = 0;
+    if (wakeup_bytes)
+        flags = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes
+                    ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
+    if (bpf_ringbuf_output(&events, e, sizeof(*e), flags)) {
         // Ring buffers report no loss themselves: count it per probe.
         u64 zero64 = 0;
         u64 *n = bpf_map_lookup_elem(&lost_by_ip, &e->ip);

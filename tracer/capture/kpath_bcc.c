@@ -30,8 +30,19 @@
 
 #include "kp_event.h"
 
+#ifndef KPATH_WAKEUP_RECORDS
+#define KPATH_WAKEUP_RECORDS 0
+#endif
+
 #if KPATH_RINGBUF
 BPF_RINGBUF_OUTPUT(events, KPATH_RINGBUF_PAGES);
+#if KPATH_WAKEUP_RECORDS
+// Records written on this CPU since it last woke the reader. BCC 0.26 has
+// no ringbuf_query to see how full the ring is, so each CPU wakes the
+// reader every KPATH_WAKEUP_RECORDS records instead; the reader also polls
+// on a timer, so a trickle is still read.
+BPF_PERCPU_ARRAY(unwoken, u64, 1);
+#endif
 #else
 BPF_PERF_OUTPUT(events);
 #endif
@@ -326,7 +337,20 @@ static __always_inline int keep_event(struct kp_event *e) {
 
 static __always_inline int emit(struct pt_regs *ctx, struct kp_event *e) {
 #if KPATH_RINGBUF
-    int err = events.ringbuf_output(e, sizeof(*e), 0);
+    u64 flags = 0;
+#if KPATH_WAKEUP_RECORDS
+    int zero = 0;
+    u64 *n = unwoken.lookup(&zero);
+    if (n) {
+        *n += 1;
+        flags = BPF_RB_NO_WAKEUP;
+        if (*n >= KPATH_WAKEUP_RECORDS) {
+            *n = 0;
+            flags = BPF_RB_FORCE_WAKEUP;
+        }
+    }
+#endif
+    int err = events.ringbuf_output(e, sizeof(*e), flags);
 #else
     int err = events.perf_submit(ctx, e, sizeof(*e));
 #endif

@@ -2,7 +2,7 @@
 
 Only what the CO-RE backend needs: open an object, switch programs on and
 off, set read-only data and map sizes before load, load, attach (kprobes
-with a cookie, tp_btf), read and update maps, poll a ring buffer, and read
+with a cookie, tp_btf), read and update maps, read map and link info, and read
 the object's BTF to check record layouts. Every failure becomes a
 CaptureError subclass here, at the boundary, with libbpf's own log kept
 (the verifier's output on a failed load).
@@ -18,7 +18,7 @@ import ctypes
 import ctypes.util
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,8 +31,6 @@ _c_char_p = ctypes.c_char_p
 
 # libbpf_print_fn_t: int (*)(enum libbpf_print_level, const char *, va_list)
 _PRINT_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, _c_char_p, _c_void_p)
-# ring_buffer_sample_fn: int (*)(void *ctx, void *data, size_t size)
-SAMPLE_FN = ctypes.CFUNCTYPE(ctypes.c_int, _c_void_p, _c_void_p, ctypes.c_size_t)
 
 BTF_KIND_STRUCT = 4
 BTF_KIND_DATASEC = 15
@@ -88,6 +86,36 @@ class ProgInfo(ctypes.Structure):
     ]
 
 
+class MapInfo(ctypes.Structure):
+    """struct bpf_map_info (linux/bpf.h), the leading fields kpath reads."""
+
+    _fields_ = [
+        ("type", ctypes.c_uint32), ("id", ctypes.c_uint32), ("key_size", ctypes.c_uint32),
+        ("value_size", ctypes.c_uint32), ("max_entries", ctypes.c_uint32),
+        ("map_flags", ctypes.c_uint32), ("name", ctypes.c_char * 16),
+    ]
+
+
+class KprobeLinkInfo(ctypes.Structure):
+    """struct bpf_link_info (linux/bpf.h) for a perf_event link of a kprobe:
+    the union member perf_event.kprobe. `missed` (Linux 6.7+) counts the
+    kprobe's misses: hits while another kprobe ran on that CPU, and
+    kretprobe instances exhausted."""
+
+    _fields_ = [
+        ("type", ctypes.c_uint32), ("id", ctypes.c_uint32), ("prog_id", ctypes.c_uint32),
+        ("pad0", ctypes.c_uint32),
+        ("perf_event_type", ctypes.c_uint32), ("pad1", ctypes.c_uint32),
+        ("func_name", ctypes.c_uint64), ("name_len", ctypes.c_uint32),
+        ("offset", ctypes.c_uint32), ("addr", ctypes.c_uint64), ("missed", ctypes.c_uint64),
+        ("cookie", ctypes.c_uint64),
+    ]
+
+
+BPF_LINK_TYPE_PERF_EVENT = 7
+BPF_PERF_EVENT_KPROBE, BPF_PERF_EVENT_KRETPROBE = 3, 4
+
+
 @dataclass(frozen=True)
 class Member:
     name: str
@@ -121,6 +149,7 @@ def _declare(lib: ctypes.CDLL) -> None:
         "bpf_program__attach": (_c_void_p, [_c_void_p]),
         "bpf_program__attach_kprobe_opts": (_c_void_p, [_c_void_p, _c_char_p, _c_void_p]),
         "bpf_link__destroy": (ctypes.c_int, [_c_void_p]),
+        "bpf_link__fd": (ctypes.c_int, [_c_void_p]),
         "bpf_program__fd": (ctypes.c_int, [_c_void_p]),
         "bpf_obj_get_info_by_fd": (ctypes.c_int, [ctypes.c_int, _c_void_p,
                                                   ctypes.POINTER(ctypes.c_uint32)]),
@@ -136,10 +165,6 @@ def _declare(lib: ctypes.CDLL) -> None:
         "btf__find_by_name_kind": (ctypes.c_int32, [_c_void_p, _c_char_p, ctypes.c_uint32]),
         "btf__type_by_id": (ctypes.POINTER(_BtfType), [_c_void_p, ctypes.c_uint32]),
         "btf__name_by_offset": (_c_char_p, [_c_void_p, ctypes.c_uint32]),
-        "ring_buffer__new": (_c_void_p, [ctypes.c_int, SAMPLE_FN, _c_void_p, _c_void_p]),
-        "ring_buffer__poll": (ctypes.c_int, [_c_void_p, ctypes.c_int]),
-        "ring_buffer__consume": (ctypes.c_int, [_c_void_p]),
-        "ring_buffer__free": (None, [_c_void_p]),
     }
     for name, (restype, argtypes) in sigs.items():
         fn = getattr(lib, name)
@@ -402,35 +427,27 @@ def map_u64_items(fd: int) -> Iterator[tuple[int, int]]:
             yield key.value, value.value
 
 
-class RingBuffer:
-    """libbpf's ring buffer reader: calls on_sample(address, size) per record."""
+def map_info(fd: int) -> MapInfo:
+    """A loaded map's type and size, from the kernel (works on BCC's maps too)."""
+    info = MapInfo()
+    size = ctypes.c_uint32(ctypes.sizeof(info))
+    if lib().bpf_obj_get_info_by_fd(fd, ctypes.byref(info), ctypes.byref(size)):
+        _, why = _errno_text()
+        raise LoadError(f"cannot read the map's info: {why}", "")
+    return info
 
-    def __init__(self, map_fd: int, on_sample: Callable[[int, int], None]) -> None:
-        def sample(_ctx: int | None, data: int | None, size: int) -> int:
-            on_sample(data or 0, size)
-            return 0
 
-        self._cb = SAMPLE_FN(sample)  # kept alive as long as the ring buffer
-        ptr = lib().ring_buffer__new(map_fd, self._cb, None, None)
-        if not ptr:
-            _, why = _errno_text()
-            raise LoadError(f"cannot open the ring buffer: {why}", take_log())
-        self._ptr: int | None = int(ptr)
-
-    def poll(self, timeout_ms: int) -> int:
-        if self._ptr is None:
-            return 0
-        n = int(lib().ring_buffer__poll(self._ptr, timeout_ms))
-        if n < 0 and -n != 4:  # EINTR: a signal arrived, the loop decides
-            raise LoadError(f"ring buffer poll failed: {os.strerror(-n)}", "")
-        return n
-
-    def consume(self) -> int:
-        if self._ptr is None:
-            return 0
-        return int(lib().ring_buffer__consume(self._ptr))
-
-    def free(self) -> None:
-        if self._ptr is not None:
-            lib().ring_buffer__free(self._ptr)
-            self._ptr = None
+def kprobe_link_missed(link: Link) -> int | None:
+    """The kernel's miss count of a kprobe link; None where the kernel does
+    not report it (before 6.7 it fills no perf_event part)."""
+    if not link.ptr:
+        return None
+    fd = int(lib().bpf_link__fd(link.ptr))
+    info = KprobeLinkInfo()
+    size = ctypes.c_uint32(ctypes.sizeof(info))
+    if fd < 0 or lib().bpf_obj_get_info_by_fd(fd, ctypes.byref(info), ctypes.byref(size)):
+        return None
+    if info.type != BPF_LINK_TYPE_PERF_EVENT or info.perf_event_type not in (
+            BPF_PERF_EVENT_KPROBE, BPF_PERF_EVENT_KRETPROBE):
+        return None
+    return int(info.missed)

@@ -1,119 +1,192 @@
-"""The Python mirror of struct kp_event (tracer/capture/kp_event.h) and its
-decoding into Event, shared by both capture backends. The mirror is checked
-against the loaded program's own layout (the CO-RE object's BTF, BCC's
-generated type) before any record is read: a mismatch stops the trace
-instead of decoding garbage."""
+"""The Python mirror of struct kp_event (tracer/capture/kp_event.h) and the
+vectorised decoding of a span of raw records into one Arrow batch in
+tracer.events.EVENT_SCHEMA, shared by both capture backends. The mirror is
+checked against the loaded program's own layout (the CO-RE object's BTF,
+BCC's generated type) before any record is read: a mismatch stops the trace
+instead of decoding garbage.
+
+No Python runs per record: every column is computed over the whole span.
+"""
 
 from __future__ import annotations
 
 import ctypes
-import socket
-import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
 
-from probes.catalog import ProbeSpec
+import numpy as np
+import pyarrow as pa
+
 from tracer.capture.errors import LoadError
-from tracer.events import SOFTIRQ_NAMES, Context, Event, Kind
+from tracer.events import CTX_VALUES, EVENT_SCHEMA, KIND_VALUES, SOFTIRQ_NAMES, Context, dict_column
 
 # Must match HAS_* in kp_event.h.
 HAS_TUPLE, HAS_SEQ, HAS_LEN, HAS_RET, HAS_ACK, HAS_FLAGS, HAS_ARG3 = (
     0x01, 0x02, 0x04, 0x08, 0x10, 0x20, 0x40,
 )
-_CTX = {0: Context.TASK, 1: Context.SOFTIRQ, 2: Context.HARDIRQ}
+KIND_RETURN = 1
+# kp_event.h's CTX_* -> index in CTX_VALUES; anything else reads as task.
+_CTX_CODE = np.full(256, CTX_VALUES.index(Context.TASK), np.int8)
+_CTX_CODE[1] = CTX_VALUES.index(Context.SOFTIRQ)
+_CTX_CODE[2] = CTX_VALUES.index(Context.HARDIRQ)
+_SOFTIRQ = np.int8(CTX_VALUES.index(Context.SOFTIRQ))
+_KSOFTIRQD = np.int8(CTX_VALUES.index(Context.KSOFTIRQD))
+
+# Mirror of struct kp_event: (name, numpy type, offset).
+_FIELDS: tuple[tuple[str, str, int], ...] = (
+    ("ts", "<u8", 0), ("ip", "<u8", 8), ("sk", "<u8", 16), ("skb", "<u8", 24),
+    ("ret", "<i8", 32), ("arg3", "<u8", 40), ("tgid", "<u4", 48), ("tid", "<u4", 52),
+    ("cpu", "<u4", 56), ("netns", "<u4", 60), ("saddr", "<u4", 64), ("daddr", "<u4", 68),
+    ("seq", "<u4", 72), ("end_seq", "<u4", 76), ("ack", "<u4", 80), ("length", "<u4", 84),
+    ("sport", "<u2", 88), ("dport", "<u2", 90), ("kind", "u1", 92), ("ctx", "u1", 93),
+    ("vec", "u1", 94), ("tcp_flags", "u1", 95), ("has", "u1", 96), ("pad", "V7", 97),
+    ("comm", "S16", 104),
+)
+RAW_DTYPE = np.dtype({"names": [f[0] for f in _FIELDS], "formats": [f[1] for f in _FIELDS],
+                      "offsets": [f[2] for f in _FIELDS], "itemsize": 120})
+RAW_EVENT_SIZE = RAW_DTYPE.itemsize
 
 
-class RawEvent(ctypes.Structure):
-    """Mirror of struct kp_event in kp_event.h (layout checked at load)."""
-
-    _fields_ = [
-        ("ts", ctypes.c_uint64),
-        ("ip", ctypes.c_uint64),
-        ("sk", ctypes.c_uint64),
-        ("skb", ctypes.c_uint64),
-        ("ret", ctypes.c_int64),
-        ("arg3", ctypes.c_uint64),
-        ("tgid", ctypes.c_uint32),
-        ("tid", ctypes.c_uint32),
-        ("cpu", ctypes.c_uint32),
-        ("netns", ctypes.c_uint32),
-        ("saddr", ctypes.c_uint32),
-        ("daddr", ctypes.c_uint32),
-        ("seq", ctypes.c_uint32),
-        ("end_seq", ctypes.c_uint32),
-        ("ack", ctypes.c_uint32),
-        ("length", ctypes.c_uint32),
-        ("sport", ctypes.c_uint16),
-        ("dport", ctypes.c_uint16),
-        ("kind", ctypes.c_uint8),
-        ("ctx", ctypes.c_uint8),
-        ("vec", ctypes.c_uint8),
-        ("tcp_flags", ctypes.c_uint8),
-        ("has", ctypes.c_uint8),
-        ("pad", ctypes.c_uint8 * 7),
-        ("comm", ctypes.c_char * 16),
-    ]
-
-
-RAW_EVENT_SIZE = ctypes.sizeof(RawEvent)
-
-
-def check_layout(mirror: type[ctypes.Structure], source: str, size: int,
+def check_layout(mirror: type[ctypes.Structure] | np.dtype, source: str, size: int,
                  offsets: Sequence[tuple[str, int]]) -> None:
     """Raise LoadError unless (size, field offsets) are the mirror's."""
-    ours = {name: getattr(mirror, name).offset for name, *_ in mirror._fields_}
+    if isinstance(mirror, np.dtype):
+        assert mirror.fields is not None
+        label = "kp_event mirror"
+        ours = {name: int(spec[1]) for name, spec in mirror.fields.items()}
+        our_size = mirror.itemsize
+    else:
+        label = mirror.__name__
+        ours = {name: getattr(mirror, name).offset for name, *_ in mirror._fields_}
+        our_size = ctypes.sizeof(mirror)
     theirs = dict(offsets)
     diffs = [f"{name}: ours {ours.get(name)}, {source} {theirs.get(name)}"
              for name in sorted(set(ours) | set(theirs)) if ours.get(name) != theirs.get(name)]
-    if size != ctypes.sizeof(mirror):
-        diffs.insert(0, f"size: ours {ctypes.sizeof(mirror)}, {source} {size}")
+    if size != our_size:
+        diffs.insert(0, f"size: ours {our_size}, {source} {size}")
     if diffs:
-        raise LoadError(
-            f"{mirror.__name__} does not match the struct in {source}: " + "; ".join(diffs)
-        )
+        raise LoadError(f"{label} does not match the struct in {source}: " + "; ".join(diffs))
 
 
-def _ipv4(addr_be: int) -> str:
-    return socket.inet_ntoa(struct.pack("=I", addr_be))
+@dataclass(frozen=True)
+class ProbeTable:
+    """The trace's probe dictionary (header probe names, in order) and how a
+    record's ip finds its entry: `keys` sorted ascending, `slots[i]` the
+    dictionary index of keys[i], a match within `slack` bytes above a key.
+    CO-RE: keys are the probe indexes the programs write (slack 0); BCC:
+    the probed functions' addresses (slack for an endbr64 or ftrace site)."""
+
+    names: tuple[str, ...]
+    length_arg3: np.ndarray  # bool per dictionary entry
+    keys: np.ndarray  # uint64, sorted
+    slots: np.ndarray  # int64
+    slack: int = 0
+
+    @classmethod
+    def build(cls, names: Sequence[str], length_arg3: Sequence[bool],
+              keyed: Sequence[tuple[int, int]], slack: int = 0) -> ProbeTable:
+        """keyed: (key, dictionary index) pairs."""
+        pairs = sorted(keyed)
+        return cls(tuple(names), np.array(length_arg3, bool),
+                   np.array([k for k, _ in pairs], np.uint64),
+                   np.array([s for _, s in pairs], np.int64), slack)
+
+    def lookup(self, ip: np.ndarray) -> np.ndarray:
+        """Dictionary index per record; -1 where the ip names no probe."""
+        if not len(self.keys):
+            return np.full(len(ip), -1, np.int64)
+        i = np.searchsorted(self.keys, ip, side="right") - 1
+        found = i >= 0
+        j = np.maximum(i, 0)
+        found &= (ip - self.keys[j]) <= np.uint64(self.slack)
+        return np.where(found, self.slots[j], -1)
 
 
-def decode(raw: RawEvent, probe_of: Callable[[int], ProbeSpec | None]) -> Event | None:
-    """A kernel record as an Event; None if its ip names no probe."""
-    spec = probe_of(raw.ip)
-    if spec is None:
-        return None
-    has = raw.has
-    ctx = _CTX.get(raw.ctx, Context.TASK)
-    comm = raw.comm.decode("utf-8", errors="replace")
-    if ctx == Context.SOFTIRQ and comm.startswith("ksoftirqd/"):
-        ctx = Context.KSOFTIRQD
-    softirq = None
-    if ctx in (Context.SOFTIRQ, Context.KSOFTIRQD):
-        softirq = SOFTIRQ_NAMES[raw.vec] if raw.vec < len(SOFTIRQ_NAMES) else str(raw.vec)
-    length: int | None = raw.length if has & HAS_LEN else None
-    if raw.kind == 0 and has & HAS_ARG3 and spec.length_arg3:
-        length = raw.arg3
-    tuple_ok = bool(has & HAS_TUPLE)
-    return Event(
-        ts_ns=raw.ts,
-        cpu=raw.cpu,
-        tgid=raw.tgid,
-        tid=raw.tid,
-        comm=comm,
-        probe=spec.name,
-        kind=Kind.RETURN if raw.kind == 1 else Kind.ENTRY,
-        ctx=ctx,
-        softirq=softirq,
-        sk=raw.sk,
-        skb=raw.skb,
-        netns=raw.netns,
-        saddr=_ipv4(raw.saddr) if tuple_ok else None,
-        sport=raw.sport if tuple_ok else None,
-        daddr=_ipv4(raw.daddr) if tuple_ok else None,
-        dport=raw.dport if tuple_ok else None,
-        seq=raw.seq if has & HAS_SEQ else None,
-        end_seq=raw.end_seq if has & HAS_SEQ else None,
-        ack=raw.ack if has & HAS_ACK else None,
-        tcp_flags=raw.tcp_flags if has & HAS_FLAGS else None,
-        length=length,
-        ret=raw.ret if has & HAS_RET else None,
-    )
+def _comm_column(comm: np.ndarray) -> tuple[pa.Array, np.ndarray]:
+    """The comm dictionary column, and per record whether it is ksoftirqd/N."""
+    uniq, inverse = np.unique(comm, return_inverse=True)
+    # The kernel's comm ends at its first NUL; bytes after it are not part of it.
+    texts = [bytes(u).split(b"\0", 1)[0].decode("utf-8", errors="replace") for u in uniq]
+    values: dict[str, int] = {}
+    remap = np.array([values.setdefault(t, len(values)) for t in texts], np.int32)
+    codes = remap[inverse.reshape(-1)] if len(uniq) else np.zeros(0, np.int32)
+    ksoftirqd = np.array([t.startswith("ksoftirqd/") for t in values], bool)
+    return (dict_column(codes, list(values), pa.int32()),
+            ksoftirqd[codes] if len(values) else np.zeros(0, bool))
+
+
+def _softirq_column(vec: np.ndarray, ctx: np.ndarray) -> pa.Array:
+    named = len(SOFTIRQ_NAMES)
+    in_softirq = (ctx == _SOFTIRQ) | (ctx == _KSOFTIRQD)
+    values = list(SOFTIRQ_NAMES)
+    codes = vec.astype(np.int16)
+    # A vector the table does not name keeps its number, as text.
+    for v in np.unique(vec[in_softirq & (vec >= named)]):
+        codes[vec == v] = len(values)
+        values.append(str(int(v)))
+    if len(values) > 127:
+        raise ValueError("more softirq vectors than an int8 dictionary holds")
+    return dict_column(np.where(in_softirq, codes, 0), values, pa.int8(), mask=~in_softirq)
+
+
+def decode_batch(raw: np.ndarray, probe: np.ndarray, table: ProbeTable) -> pa.RecordBatch:
+    """Raw kp_event records (RAW_DTYPE) as one batch in EVENT_SCHEMA; `probe`
+    is each record's dictionary index (ProbeTable.lookup), all >= 0."""
+    has = raw["has"]
+    kind = raw["kind"]
+    comm, ksoftirqd = _comm_column(raw["comm"])
+    ctx = _CTX_CODE[raw["ctx"]]
+    ctx = np.where((ctx == _SOFTIRQ) & ksoftirqd, _KSOFTIRQD, ctx)
+    no_tuple = (has & HAS_TUPLE) == 0
+    no_seq = (has & HAS_SEQ) == 0
+    # Entry records of probes whose third argument is a byte count carry
+    # the length there.
+    arg3_len = (kind != KIND_RETURN) & ((has & HAS_ARG3) != 0) & table.length_arg3[probe]
+    length = np.where(arg3_len, raw["arg3"].astype(np.int64),
+                      raw["length"].astype(np.int64))
+    cols: dict[str, pa.Array] = {
+        "ts_ns": pa.array(raw["ts"], pa.uint64()),
+        "cpu": pa.array(raw["cpu"], pa.uint32()),
+        "tgid": pa.array(raw["tgid"], pa.uint32()),
+        "tid": pa.array(raw["tid"], pa.uint32()),
+        "comm": comm,
+        "probe": dict_column(probe, list(table.names), pa.uint16()),
+        "kind": dict_column((kind == KIND_RETURN).astype(np.int8), KIND_VALUES, pa.int8()),
+        "ctx": dict_column(ctx, CTX_VALUES, pa.int8()),
+        "softirq": _softirq_column(raw["vec"], ctx),
+        "sk": pa.array(raw["sk"], pa.uint64()),
+        "skb": pa.array(raw["skb"], pa.uint64()),
+        "netns": pa.array(raw["netns"], pa.uint32()),
+        # Network byte order in the record; the column holds the address's
+        # integer value (a.b.c.d -> a << 24 | ...).
+        "saddr": pa.array(raw["saddr"].byteswap(), pa.uint32(), mask=no_tuple),
+        "sport": pa.array(raw["sport"], pa.uint16(), mask=no_tuple),
+        "daddr": pa.array(raw["daddr"].byteswap(), pa.uint32(), mask=no_tuple),
+        "dport": pa.array(raw["dport"], pa.uint16(), mask=no_tuple),
+        "seq": pa.array(raw["seq"], pa.uint32(), mask=no_seq),
+        "end_seq": pa.array(raw["end_seq"], pa.uint32(), mask=no_seq),
+        "ack": pa.array(raw["ack"], pa.uint32(), mask=(has & HAS_ACK) == 0),
+        "tcp_flags": pa.array(raw["tcp_flags"], pa.uint8(), mask=(has & HAS_FLAGS) == 0),
+        "length": pa.array(length, pa.int64(), mask=~(arg3_len | ((has & HAS_LEN) != 0))),
+        "ret": pa.array(raw["ret"], pa.int64(), mask=(has & HAS_RET) == 0),
+    }
+    return pa.record_batch([cols[f.name] for f in EVENT_SCHEMA], schema=EVENT_SCHEMA)
+
+
+@dataclass
+class Decoded:
+    """One span's batch, and what could not be decoded (counted as lost)."""
+
+    batch: pa.RecordBatch
+    unknown: int  # records whose ip names no probe
+
+
+def decode_records(records: np.ndarray, table: ProbeTable) -> Decoded:
+    """(n, RAW_EVENT_SIZE) uint8 rows (a ring buffer span) -> one batch."""
+    raw = np.ascontiguousarray(records).view(RAW_DTYPE).reshape(-1)
+    probe = table.lookup(raw["ip"])
+    ok = probe >= 0
+    unknown = int(len(ok) - np.count_nonzero(ok))
+    if unknown:
+        raw, probe = raw[ok], probe[ok]
+    return Decoded(decode_batch(raw, probe, table), unknown)

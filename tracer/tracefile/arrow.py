@@ -27,12 +27,12 @@ from tracer.events import (
     events_to_batch,
 )
 from tracer.tracefile.records import (
-    FORMAT_NAME,
     FORMAT_VERSION,
     Header,
     Lost,
     TraceFormatError,
     Trailer,
+    header_from_body,
 )
 
 HEADER_KEY = b"kpath"
@@ -68,7 +68,7 @@ class TraceWriter:
         self._out = pa.BufferedOutputStream(pa.PythonFile(self._file, mode="w"), 1 << 20)
         self._writer = ipc.new_stream(self._out, schema,
                                       options=ipc.IpcWriteOptions(compression=compression))
-        self.events = 0
+        self._written = 0
         self.lost = 0
         self.lost_by_probe: dict[str, int] = {}
         self._pending_lost: list[Lost] = []
@@ -79,9 +79,17 @@ class TraceWriter:
         # event leaves a readable file that says how it was set up.
         self._write(self._empty())
 
+    @property
+    def events(self) -> int:
+        """Events handed over so far (those gathered from event() included)."""
+        return self._written + len(self._pending_events)
+
     def write_batch(self, batch: pa.RecordBatch) -> None:
         """Events in EVENT_SCHEMA whose probe dictionary is the header's probe
-        names, in order. Lost records noticed since the last batch ride on it."""
+        names, in order, and whose kind, ctx and softirq dictionaries hold
+        only KIND_VALUES, CTX_VALUES and SOFTIRQ_NAMES (ValueError otherwise).
+        Lost records noticed since the last batch ride on it; the batch is in
+        the file when this returns."""
         if not batch.schema.equals(EVENT_SCHEMA):
             raise ValueError("batch is not in EVENT_SCHEMA: "
                              f"{batch.schema.remove_metadata()} vs {EVENT_SCHEMA}")
@@ -90,6 +98,7 @@ class TraceWriter:
             raise ValueError("the probe column's dictionary must be the header's probe names "
                              f"in order: got {probe_dict.to_pylist()[:5]}..., "
                              f"header {self._probe_names[:5]}...")
+        _check_enums(batch)  # what a reader would refuse, refused here
         self._flush_events()
         self._write(batch)
 
@@ -117,7 +126,7 @@ class TraceWriter:
 
     def close(self, reason: str, duration_ns: int = 0, command_exit: int | None = None,
               clock_offsets_end_ns: list[int] | None = None) -> Trailer:
-        trailer = Trailer(reason=reason, events=self.events + len(self._pending_events),
+        trailer = Trailer(reason=reason, events=self.events,
                           lost=self.lost, lost_by_probe=dict(self.lost_by_probe),
                           duration_ns=duration_ns, command_exit=command_exit,
                           clock_offsets_end_ns=list(clock_offsets_end_ns or []))
@@ -154,9 +163,9 @@ class TraceWriter:
         self._write(batch)
 
     def _empty(self) -> pa.RecordBatch:
-        cols = [pa.DictionaryArray.from_arrays(pa.array([], pa.uint16()), self._probe_dict)
-                if f.name == "probe" else pa.array([], f.type) for f in EVENT_SCHEMA]
-        return pa.record_batch(cols, schema=EVENT_SCHEMA)
+        # The same dictionaries as events_to_batch's: an empty batch then
+        # adds no dictionary messages but for comm.
+        return events_to_batch([], list(self._probe_names))
 
     def _write(self, batch: pa.RecordBatch, trailer: Trailer | None = None) -> None:
         meta: dict[bytes, bytes] = {}
@@ -167,7 +176,7 @@ class TraceWriter:
             meta[TRAILER_KEY] = _dumps(trailer.to_record())
         self._writer.write_batch(batch, custom_metadata=meta or None)
         self._out.flush()
-        self.events += batch.num_rows
+        self._written += batch.num_rows
 
 
 def _dumps(value: Any) -> bytes:
@@ -184,6 +193,14 @@ class StreamReader:
     def __init__(self, source: pa.NativeFile, name: str) -> None:
         self.name = name
         self._source = source
+        try:
+            self._open()
+        except BaseException:
+            source.close()
+            raise
+
+    def _open(self) -> None:
+        name, source = self.name, self._source
         try:
             self._reader = ipc.open_stream(source)
         except (pa.ArrowException, OSError, MemoryError) as exc:
@@ -278,19 +295,5 @@ def _parse_header(raw: bytes, name: str) -> Header:
         body = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise TraceFormatError(f"{name}: bad header (kpath metadata is not JSON)") from None
-    if not isinstance(body, dict) or body.get("format") != FORMAT_NAME:
-        raise TraceFormatError(f"{name}: not a kpath trace (no {FORMAT_NAME} header)")
-    version = body.get("version")
-    if not isinstance(version, int) or isinstance(version, bool):
-        raise TraceFormatError(f"{name}: header has no format version")
-    if version > FORMAT_VERSION:
-        raise TraceFormatError(
-            f"{name}: trace format version {version} is newer than this kpath "
-            f"reads ({FORMAT_VERSION}); upgrade kpath")
-    if version < 2:
-        raise TraceFormatError(f"{name}: an Arrow trace must be version 2 or later, "
-                               f"this one says {version}")
-    try:
-        return Header.from_record(body)
-    except (TypeError, ValueError, AttributeError) as exc:
-        raise TraceFormatError(f"{name}: bad header: {exc}") from None
+    return header_from_body(body, name, range(2, FORMAT_VERSION + 1),
+                            "an Arrow trace must be version 2 or later")

@@ -9,7 +9,6 @@ number. A good file never takes the slow path."""
 
 from __future__ import annotations
 
-import io
 import ipaddress
 import json
 from collections.abc import Iterator
@@ -26,18 +25,18 @@ from tracer.events import (
     EVENT_SCHEMA,
     KIND_VALUES,
     SOFTIRQ_NAMES,
+    ZERO_OMITTED,
     Event,
-    batch_to_events,
+    batch_columns,
     events_to_batch,
 )
 from tracer.tracefile.records import (
-    FORMAT_NAME,
-    FORMAT_VERSION,
     JSONL_VERSION,
     Header,
     Lost,
     TraceFormatError,
     Trailer,
+    header_from_body,
 )
 
 # Bytes of lines parsed at a time: bounds memory when scanning a big file.
@@ -46,7 +45,6 @@ CHUNK_BYTES = 32 << 20
 _DICT_FIELDS = {"comm", "probe", "kind", "ctx", "softirq"}
 _ADDR_FIELDS = ("saddr", "daddr")
 _REQUIRED = ("ts_ns", "cpu", "tgid", "tid", "comm", "probe", "kind", "ctx")
-_ZERO_OMITTED = ("sk", "skb", "netns")
 
 
 def _json_type(f: pa.Field) -> pa.DataType:
@@ -80,22 +78,8 @@ def parse_header_line(line: bytes, name: str) -> Header:
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise TraceFormatError(f"{name}: not a kpath trace (first line is not JSON)") from None
     body = rec.get("header") if isinstance(rec, dict) else None
-    if not isinstance(body, dict) or body.get("format") != FORMAT_NAME:
-        raise TraceFormatError(f"{name}: not a kpath trace (no {FORMAT_NAME} header)")
-    version = body.get("version")
-    if not isinstance(version, int) or isinstance(version, bool):
-        raise TraceFormatError(f"{name}: header has no format version")
-    if version > FORMAT_VERSION:
-        raise TraceFormatError(
-            f"{name}: trace format version {version} is newer than this kpath "
-            f"reads ({FORMAT_VERSION}); upgrade kpath")
-    if version != JSONL_VERSION:
-        raise TraceFormatError(f"{name}: a JSON Lines trace must be version {JSONL_VERSION}, "
-                               f"this one says {version}")
-    try:
-        return Header.from_record(body)
-    except (TypeError, ValueError, AttributeError) as exc:
-        raise TraceFormatError(f"{name}: bad header: {exc}") from None
+    return header_from_body(body, name, range(JSONL_VERSION, JSONL_VERSION + 1),
+                            f"a JSON Lines trace must be version {JSONL_VERSION}")
 
 
 @dataclass
@@ -116,32 +100,39 @@ class JsonlReader:
     probe_names: list[str]
     trailer: Trailer | None = None
 
-    def parse(self, data: bytes, first_lineno: int) -> Chunk:
+    def parse(self, data: bytes | memoryview, first_lineno: int) -> Chunk:
         """Complete lines (each ending in a newline), the first being line
         `first_lineno` of the file."""
-        if self.trailer is not None and data.strip():
-            line = first_lineno + _leading_blank_lines(data)
+        if self.trailer is not None and bytes(data).strip():
+            line = first_lineno + _leading_blank_lines(bytes(data))
             raise TraceFormatError(f"{self.name}:{line}: record after the trailer")
         try:
             return self._fast(data)
         except (_FastPathRefused, pa.ArrowException, ValueError, TypeError, KeyError,
                 OverflowError):
-            return self._strict(data, first_lineno)
+            return self._strict(bytes(data), first_lineno)
 
-    def _fast(self, data: bytes) -> Chunk:
+    def _fast(self, data: bytes | memoryview) -> Chunk:
         body, trailer = _split_trailer(data)
-        if not body.strip():
+        if _blank(body):
             self.trailer = trailer
             return Chunk(_empty_batch(self.probe_names), trailer=trailer)
-        table = pj.read_json(io.BytesIO(body), parse_options=_PARSE)
+        # Read in place: a chunk is tens of megabytes, not to be copied.
+        table = pj.read_json(pa.BufferReader(pa.py_buffer(body)), parse_options=_PARSE)
         ev_col, lost_col = table.column("event"), table.column("lost")
-        is_ev, is_lost = pc.is_valid(ev_col), pc.is_valid(lost_col)
         # Each line holds exactly one record.
-        if not pc.all(pc.xor(is_ev, is_lost)).as_py():
-            raise _FastPathRefused
-        lost = [Lost.from_record({k: v for k, v in rec.items() if v is not None})
-                for rec in lost_col.filter(is_lost).to_pylist()]
-        events = pa.Table.from_struct_array(ev_col.filter(is_ev))
+        if lost_col.null_count == len(lost_col):
+            if ev_col.null_count:
+                raise _FastPathRefused
+            lost: list[Lost] = []
+        else:
+            is_ev, is_lost = pc.is_valid(ev_col), pc.is_valid(lost_col)
+            if not pc.all(pc.xor(is_ev, is_lost)).as_py():
+                raise _FastPathRefused
+            lost = [Lost.from_record({k: v for k, v in rec.items() if v is not None})
+                    for rec in lost_col.filter(is_lost).to_pylist()]
+            ev_col = ev_col.filter(is_ev)
+        events = pa.Table.from_struct_array(ev_col)
         if any(events.column(name).null_count for name in _REQUIRED):
             raise _FastPathRefused
         batch = _to_event_batch(events, self.probe_names)
@@ -197,12 +188,27 @@ def _leading_blank_lines(data: bytes) -> int:
     return n
 
 
-def _split_trailer(data: bytes) -> tuple[bytes, Trailer | None]:
+_WHITESPACE = frozenset(b" \t\r\n")
+_LONGEST_LINE = 1 << 16  # the trailer line is a few kB
+
+
+def _blank(data: bytes | memoryview) -> bool:
+    return all(b in _WHITESPACE for b in data) if len(data) < 64 else not bytes(data).strip()
+
+
+def _split_trailer(data: bytes | memoryview) -> tuple[bytes | memoryview, Trailer | None]:
     """The chunk without its last line when that line is the trailer (its
     lost_by_probe object has free keys, which a fixed schema cannot take)."""
-    end = len(data.rstrip())
-    start = data.rfind(b"\n", 0, end) + 1
-    last = data[start:end]
+    end = len(data)
+    while end and data[end - 1] in _WHITESPACE:
+        end -= 1
+    tail_start = max(0, end - _LONGEST_LINE)
+    tail = bytes(data[tail_start:end])
+    nl = tail.rfind(b"\n")
+    if nl < 0 and tail_start > 0:
+        raise _FastPathRefused
+    start = tail_start + nl + 1
+    last = tail[nl + 1:]
     if b'"trailer"' not in last:
         return data, None
     try:
@@ -278,7 +284,7 @@ def _to_event_batch(events: pa.Table, probe_names: list[str]) -> pa.RecordBatch:
     cols: dict[str, pa.Array | pa.ChunkedArray] = {}
     for f in EVENT_SCHEMA:
         col = events.column(f.name)
-        if f.name in _ZERO_OMITTED:
+        if f.name in ZERO_OMITTED:
             cols[f.name] = pc.fill_null(col, 0)
         elif f.name in _ADDR_FIELDS:
             cols[f.name] = _addr_column(col)
@@ -300,24 +306,27 @@ def _to_event_batch(events: pa.Table, probe_names: list[str]) -> pa.RecordBatch:
     return pa.record_batch(arrays, schema=EVENT_SCHEMA)
 
 
-def read_chunks(fh: IO[bytes], first_lineno: int,
-                chunk_bytes: int = CHUNK_BYTES) -> Iterator[tuple[bytes, int, bool]]:
+def read_chunks(fh: IO[bytes], first_lineno: int, chunk_bytes: int = CHUNK_BYTES,
+                ) -> Iterator[tuple[memoryview, int, bool]]:
     """Runs of complete lines as (data, first line number, True); at the
-    end, the unterminated last line, if any, as (line, its number, False)."""
+    end, the unterminated last line, if any, as (line, its number, False).
+    Each run is read into a buffer of its own, not copied again."""
     rest = b""
     lineno = first_lineno
     while True:
-        block = fh.read(chunk_bytes)
-        if not block:
+        buf = bytearray(len(rest) + chunk_bytes)
+        buf[:len(rest)] = rest
+        got = fh.readinto(memoryview(buf)[len(rest):])  # type: ignore[attr-defined]
+        if not got:
             break
-        data = rest + block
-        cut = data.rfind(b"\n") + 1
+        total = len(rest) + got
+        cut = buf.rfind(b"\n", 0, total) + 1
         if cut:
-            yield data[:cut], lineno, True
-            lineno += data.count(b"\n", 0, cut)
-        rest = data[cut:]
+            yield memoryview(buf)[:cut], lineno, True
+            lineno += buf.count(b"\n", 0, cut)
+        rest = bytes(buf[cut:total])
     if rest:
-        yield rest, lineno, False
+        yield memoryview(rest), lineno, False
 
 
 class JsonlWriter:
@@ -335,8 +344,17 @@ class JsonlWriter:
     def write(self, batch: pa.RecordBatch, lost: list[Lost]) -> None:
         for rec in lost:
             self._line({"lost": rec.to_record()})
-        for ev in batch_to_events(batch):
-            self._line({"event": ev.to_record()})
+        # Event.to_record's mapping, built from the columns without Event
+        # objects (asdict per event would be most of the time).
+        cols = batch_columns(batch)
+        names = list(cols)
+        dumps = json.JSONEncoder(separators=(",", ":")).encode
+        out = []
+        for row in zip(*cols.values(), strict=True):
+            fields = {k: v for k, v in zip(names, row, strict=True)
+                      if v is not None and not (v == 0 and k in ZERO_OMITTED)}
+            out.append(f'{{"event":{dumps(fields)}}}\n')
+        self._fh.write("".join(out))
         self.events += batch.num_rows
 
     def trailer(self, trailer: Trailer) -> None:

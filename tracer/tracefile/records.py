@@ -194,7 +194,7 @@ class Trace:
     built from them on first use, as Event objects (`events`)."""
 
     header: Header
-    events: _Events = _Events()  # list[Event]; see _Events
+    events: _Events = field(default=_Events(), repr=False)  # list[Event]; see _Events
     lost: list[Lost] = field(default_factory=list)
     trailer: Trailer | None = None
     path: str = ""
@@ -226,3 +226,24 @@ class Trace:
         if self.trailer is not None:
             return self.trailer.lost
         return sum(rec.count for rec in self.lost)
+
+
+def header_from_body(body: Any, name: str, versions: range, rule: str) -> Header:
+    """The Header of a decoded header record, checked: kpath's, a version this
+    kpath reads, and one its container (JSON Lines, Arrow) holds (`rule` says
+    which)."""
+    if not isinstance(body, dict) or body.get("format") != FORMAT_NAME:
+        raise TraceFormatError(f"{name}: not a kpath trace (no {FORMAT_NAME} header)")
+    version = body.get("version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise TraceFormatError(f"{name}: header has no format version")
+    if version > FORMAT_VERSION:
+        raise TraceFormatError(
+            f"{name}: trace format version {version} is newer than this kpath "
+            f"reads ({FORMAT_VERSION}); upgrade kpath")
+    if version not in versions:
+        raise TraceFormatError(f"{name}: {rule}, this one says {version}")
+    try:
+        return Header.from_record(body)
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise TraceFormatError(f"{name}: bad header: {exc}") from None

@@ -50,9 +50,12 @@ class TraceScan:
 
     `header` and `version` are known at once; `lost`, `trailer` and
     `cut_short` are complete once the batches are exhausted. Iterating
-    yields RecordBatches in EVENT_SCHEMA (their probe dictionaries may
-    differ between batches of a version 1 file); `chunks()` yields each with
-    the lost records that came with it. Bad data raises TraceFormatError."""
+    yields RecordBatches in EVENT_SCHEMA, some possibly empty (a version 2
+    file starts and ends with one). Dictionaries may differ between
+    batches: `comm` always, `probe` in a version 1 file whose events name
+    probes its header lacks (a version 2 file's are the header's probe
+    names). `chunks()` yields each batch with the lost records that came
+    with it. Bad data raises TraceFormatError."""
 
     def __init__(self, path: str | os.PathLike[str], chunk_bytes: int = CHUNK_BYTES) -> None:
         p = Path(path)
@@ -77,8 +80,14 @@ class TraceScan:
         if not head:
             raise TraceFormatError(f"{name}: empty file, not a kpath trace")
         if head.startswith(STREAM_MAGIC):
-            self._fh.seek(0)
-            self._stream = StreamReader(pa.PythonFile(self._fh, mode="r"), name)
+            # Arrow reads its own file: through a Python file object, each
+            # of its many small reads would cost a Python call.
+            self._fh.close()
+            try:
+                source = pa.OSFile(name, "r")
+            except OSError as exc:
+                raise TraceFormatError(f"{name}: cannot open: {exc}") from None
+            self._stream = StreamReader(source, name)
             return self._stream.header, 2
         for magic, what in _FOREIGN:
             if head.startswith(magic):
@@ -108,7 +117,7 @@ class TraceScan:
             else:
                 yield from self._v1()
         finally:
-            self._fh.close()
+            self.close()
 
     def __iter__(self) -> Iterator[pa.RecordBatch]:
         for batch, _ in self.chunks():
@@ -131,7 +140,7 @@ class TraceScan:
             else:
                 # The unterminated last line: a whole record, or one cut mid-write.
                 try:
-                    chunk = reader.parse(data + b"\n", lineno)
+                    chunk = reader.parse(bytes(data) + b"\n", lineno)
                 except TraceFormatError:
                     cut_short = f"last record (line {lineno}) is incomplete"
                     break
@@ -145,6 +154,8 @@ class TraceScan:
 
     def close(self) -> None:
         self._fh.close()
+        if self._stream is not None:
+            self._stream.close()
 
     def __enter__(self) -> TraceScan:
         return self

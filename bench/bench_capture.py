@@ -1,0 +1,312 @@
+"""Capture benchmark: what tracing costs a workload, and what it loses.
+
+For two workloads on loopback, run untraced and traced (`kpath trace`,
+default profile, default settings) alternately in one boot, so that a slow
+phase of the machine (TCG swings 2x) hits both alike:
+- bulk: one client writes 32 MiB (64 KiB send() calls), the server reads it;
+- rr: 2000 request/response round trips of 64 bytes (TCP_NODELAY).
+It prints per run the workload's own throughput, the events kept and lost,
+then medians and the traced/untraced ratio. A sweep of parallel bulk
+streams (1, 2, 4, ...) finds the highest event rate captured with zero
+loss, and `--drain` times the capture path alone (ring scan, decode, trace
+writer) on synthetic records.
+
+Usage (root; the VM has kprobes, so the default profile's 38 probes):
+  .venv/bin/python bench/bench_capture.py --vm 6.1 [--runs 5]   # boots the VM
+  kpath vm run --kernel 6.1 -- python3 bench/bench_capture.py    # the same, by hand
+  .venv/bin/python bench/bench_capture.py --runs 3               # this host
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+WROTE = re.compile(r"wrote \S+: (\d+) events, (\d+) lost")
+BULK_SIZE = 32 << 20
+RR_COUNT, RR_SIZE = 2000, 64
+MiB = 1 << 20
+
+
+# -- workloads (run as the traced command) ------------------------------------
+
+def _recv_exact(sock: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            raise RuntimeError("peer closed mid-message")
+        data += chunk
+    return data
+
+
+def rr(count: int, size: int, port: int) -> float:
+    """count round trips of size bytes each way; returns the seconds taken."""
+    listener = socket.create_server(("127.0.0.1", port), reuse_port=False)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            conn, _ = listener.accept()
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            for _ in range(count):
+                conn.sendall(_recv_exact(conn, size))
+            conn.close()
+        finally:
+            os._exit(0)
+    listener.close()
+    payload = b"x" * size
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        start = time.perf_counter()
+        for _ in range(count):
+            sock.sendall(payload)
+            _recv_exact(sock, size)
+        elapsed = time.perf_counter() - start
+    os.waitpid(pid, 0)
+    return elapsed
+
+
+def bulk(size: int, streams: int, port: int) -> float:
+    """streams parallel transfers of size bytes; seconds until all are read."""
+    from vm.bulk import run_bulk
+
+    start = time.perf_counter()
+    pids = []
+    for i in range(streams):
+        pid = os.fork()
+        if pid == 0:
+            try:
+                run_bulk(size, port + i)
+            except Exception as exc:  # the child's error, reported by its exit code
+                print(f"bulk stream {i}: {exc}", file=sys.stderr)
+                os._exit(1)
+            os._exit(0)
+        pids.append(pid)
+    failed = [pid for pid in pids if os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])]
+    if failed:
+        raise RuntimeError(f"{len(failed)} bulk stream(s) failed")
+    return time.perf_counter() - start
+
+
+def workload_main(args: argparse.Namespace) -> None:
+    if args.pin is not None:
+        # Both ends on one CPU: under TCG a wakeup across vCPUs costs
+        # milliseconds and swings from run to run, which would drown what
+        # tracing costs. The tracer runs wherever the scheduler puts it.
+        os.sched_setaffinity(0, {args.pin})
+    if args.workload == "bulk":
+        seconds = bulk(args.size, args.streams, args.port)
+        out = {"s": seconds, "bytes": args.size * args.streams}
+    else:
+        seconds = rr(args.count, args.size, args.port)
+        out = {"s": seconds, "round_trips": args.count}
+    print(json.dumps(out), flush=True)
+
+
+# -- one measured run ------------------------------------------------------
+
+def _kpath() -> list[str]:
+    # In the VM the installed launcher (compiled, on the image), not the
+    # share's sources over 9p.
+    return ["kpath"] if os.path.exists("/usr/local/bin/kpath") else [
+        sys.executable, "-m", "kpath"]
+
+
+def run_once(workload: list[str], traced: bool, workdir: Path,
+             extra: list[str], env: dict[str, str] | None = None) -> dict[str, float]:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--workload", *workload]
+    if traced:
+        out = workdir / "bench.kpath"
+        cmd = [*_kpath(), "trace", "-o", str(out), *extra, "--", *cmd]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=900, check=False,
+                         env={**os.environ, **(env or {})})
+    lines = [ln for ln in res.stdout.splitlines() if ln.startswith("{")]
+    if res.returncode != 0 or not lines:
+        tail = (res.stderr or res.stdout).strip().splitlines()[-3:]
+        raise SystemExit(f"bench: {' '.join(cmd[:4])}... failed: {' | '.join(tail)}")
+    got: dict[str, float] = json.loads(lines[-1])
+    if traced:
+        m = WROTE.search(res.stderr)
+        if m is None:
+            raise SystemExit(f"bench: kpath trace printed no summary: {res.stderr[-300:]}")
+        got["events"], got["lost"] = float(m.group(1)), float(m.group(2))
+        (workdir / "bench.kpath").unlink(missing_ok=True)
+    return got
+
+
+def _rate(kind: str, r: dict[str, float]) -> float:
+    return r["bytes"] / MiB / r["s"] if kind == "bulk" else r["round_trips"] / r["s"]
+
+
+def compare(kind: str, workload: list[str], runs: int, workdir: Path,
+            extra: list[str], ab: dict[str, str] | None = None) -> None:
+    """Untraced and traced runs alternately; with `ab`, a third traced run
+    each time with those environment variables (an A/B of a setting)."""
+    unit = "MiB/s" if kind == "bulk" else "round trips/s"
+    plain: list[float] = []
+    traced: list[float] = []
+    other: list[float] = []
+    print(f"\n## {kind}: {' '.join(workload)} ({unit}; traced runs: events kept, lost)")
+    for i in range(runs):
+        u = run_once(workload, False, workdir, extra)
+        t = run_once(workload, True, workdir, extra)
+        plain.append(_rate(kind, u))
+        traced.append(_rate(kind, t))
+        line = (f"run {i + 1}: untraced {plain[-1]:9.1f}   traced {traced[-1]:9.1f}   "
+                f"events {int(t['events']):7d}   lost {int(t['lost']):7d}")
+        if ab:
+            b = run_once(workload, True, workdir, extra, ab)
+            other.append(_rate(kind, b))
+            line += (f"   | {' '.join(ab)}: traced {other[-1]:9.1f}   "
+                     f"events {int(b['events']):7d}   lost {int(b['lost']):7d}")
+        print(line, flush=True)
+    mu, mt = statistics.median(plain), statistics.median(traced)
+    print(f"median: untraced {mu:.1f}, traced {mt:.1f} {unit}; traced/untraced {mt / mu:.2f}")
+    if ab:
+        mb = statistics.median(other)
+        print(f"median with {' '.join(f'{k}={v}' for k, v in ab.items())}: traced {mb:.1f} "
+              f"{unit}; traced/untraced {mb / mu:.2f}")
+
+
+def sweep(max_streams: int, size: int, workdir: Path, extra: list[str]) -> None:
+    """Parallel bulk streams, more each step, until events are lost."""
+    print(f"\n## zero-loss event rate: parallel bulk streams of {size // MiB} MiB")
+    best = 0.0
+    streams = 1
+    while streams <= max_streams:
+        t = run_once(["bulk", "--size", str(size), "--streams", str(streams)], True,
+                     workdir, extra)
+        rate = t["events"] / t["s"]
+        print(f"{streams} stream(s): {int(t['events'])} events in {t['s']:.2f} s = "
+              f"{rate:,.0f} events/s, lost {int(t['lost'])}", flush=True)
+        if t["lost"]:
+            break
+        best = max(best, rate)
+        streams *= 2
+    print(f"highest event rate captured with zero loss: {best:,.0f} events/s")
+
+
+def drain_bench(records: int) -> None:
+    """The capture path without a kernel: scan a full synthetic ring, decode
+    the span, write it with the trace writer."""
+    import numpy as np
+
+    if not os.path.exists("/usr/local/bin/kpath"):
+        # On a host, this checkout's sources (in the VM: the installed copy,
+        # not the share's over 9p).
+        sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from tracer.capture.record import RAW_DTYPE, RAW_EVENT_SIZE, ProbeTable, decode_records
+    from tracer.capture.ringbuf import record_stride, scan
+
+    rng = np.random.default_rng(1)
+    raw = np.zeros(records, RAW_DTYPE)
+    raw["ip"] = rng.integers(0, 38, records)
+    raw["has"] = rng.integers(0, 128, records)
+    raw["ctx"] = rng.integers(0, 3, records)
+    raw["ts"] = np.arange(records)
+    raw["comm"] = np.array([b"bulk-client", b"bulk-server", b"ksoftirqd/0"], "S16")[
+        rng.integers(0, 3, records)]
+    stride = record_stride(RAW_EVENT_SIZE)
+    ring = np.zeros((records, stride), np.uint8)
+    ring[:, :4] = np.frombuffer(np.uint32(RAW_EVENT_SIZE).tobytes(), np.uint8)
+    ring[:, 8:8 + RAW_EVENT_SIZE] = raw.view(np.uint8).reshape(records, RAW_EVENT_SIZE)
+    flat = ring.reshape(-1)
+    size = 1 << (len(flat) - 1).bit_length()
+    data = np.zeros(2 * size, np.uint8)
+    data[:len(flat)] = flat
+    names = [f"probe{i}" for i in range(38)]
+    table = ProbeTable.build(names, [False] * 38, [(i, i) for i in range(38)])
+    # Second pass timed: the first one faults the fresh pages in.
+    for _ in range(2):
+        t0 = time.perf_counter()
+        span = scan(data, size - 1, 0, len(flat), RAW_EVENT_SIZE)
+        t1 = time.perf_counter()
+        batch = decode_records(span.records, table).batch
+        t2 = time.perf_counter()
+    line = (f"\n## drain of {records} synthetic records ({len(flat) / MiB:.1f} MiB ring): "
+            f"scan+copy {records / (t1 - t0) / 1e6:.2f} M records/s, "
+            f"decode {records / (t2 - t1) / 1e6:.2f} M records/s")
+    from tracer.tracefile import TraceWriter
+
+    if hasattr(TraceWriter, "write_batch"):
+        from tracer.tracefile import Header
+
+        with tempfile.TemporaryDirectory() as tmp:
+            header = Header(kernel_release="", kernel_version="", hostname="", machine="",
+                            backend="bench", buffer="ringbuf")
+            from tracer.events import ProbeStatus
+
+            header.probes = [ProbeStatus(n, "tcp", "tx", True) for n in names]
+            writer = TraceWriter(Path(tmp) / "w.kpath", header)
+            t3 = time.perf_counter()
+            writer.write_batch(batch)
+            writer.close("bench")
+            t4 = time.perf_counter()
+        line += f", trace writer {records / (t4 - t3) / 1e6:.2f} M records/s"
+    print(line, flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--vm", metavar="KERNEL", help="run inside `kpath vm run --kernel KERNEL`")
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--sweep", type=int, default=8, metavar="N",
+                    help="parallel bulk streams to try, up to N (0: no sweep)")
+    ap.add_argument("--drain", type=int, default=262144, metavar="RECORDS",
+                    help="synthetic records for the drain timing (0: skip)")
+    ap.add_argument("--no-pin", dest="pin", action="store_false",
+                    help="let the throughput workloads run on any CPU (default: CPU 0)")
+    ap.add_argument("--trace-arg", action="append", default=[],
+                    help="extra `kpath trace` option (e.g. --trace-arg=--buffer-pages=2048)")
+    ap.add_argument("--ab", action="append", default=[], metavar="VAR=VALUE",
+                    help="also trace each run with this environment variable set (A/B)")
+    ap.add_argument("--workload", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    args, _ = ap.parse_known_args()
+    if args.workload:
+        wp = argparse.ArgumentParser()
+        wp.add_argument("workload", choices=("bulk", "rr"))
+        wp.add_argument("--size", type=int, default=None)
+        wp.add_argument("--streams", type=int, default=1)
+        wp.add_argument("--count", type=int, default=RR_COUNT)
+        wp.add_argument("--port", type=int, default=12000)
+        wp.add_argument("--pin", type=int, default=None)
+        w = wp.parse_args(args.workload)
+        if w.size is None:
+            w.size = BULK_SIZE if w.workload == "bulk" else RR_SIZE
+        workload_main(w)
+        return
+    if args.vm:
+        cmd = [sys.executable, "-m", "kpath", "vm", "run", "--kernel", args.vm, "--",
+               "python3", "bench/bench_capture.py", "--runs", str(args.runs),
+               "--sweep", str(args.sweep), "--drain", str(args.drain),
+               *([] if args.pin else ["--no-pin"]),
+               *(f"--trace-arg={a}" for a in args.trace_arg),
+               *(f"--ab={a}" for a in args.ab)]
+        raise SystemExit(subprocess.run(cmd, check=False).returncode)
+    print(f"# kpath capture bench on {os.uname().release}, {os.cpu_count()} CPUs; "
+          f"trace options: {' '.join(args.trace_arg) or '(defaults)'}", flush=True)
+    if args.drain:
+        drain_bench(args.drain)
+    with tempfile.TemporaryDirectory(prefix="kpath-bench-") as tmp:
+        work = Path(tmp)
+        pin = ["--pin", "0"] if args.pin else []
+        ab = dict(a.split("=", 1) for a in args.ab)
+        compare("bulk", ["bulk", "--size", str(BULK_SIZE), *pin], args.runs, work,
+                args.trace_arg, ab)
+        compare("rr", ["rr", "--count", str(RR_COUNT), "--size", str(RR_SIZE), *pin],
+                args.runs, work, args.trace_arg, ab)
+        if args.sweep:
+            sweep(args.sweep, BULK_SIZE, work, args.trace_arg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+"""From a BPF ring buffer map to Arrow batches, with no Python per record:
+the bulk reader (ringbuf.py) hands over spans of raw kp_event records, the
+vectorised decoder (record.py) makes each span one batch in EVENT_SCHEMA.
+Shared by both kernel backends (CO-RE's map fd from libbpf, BCC's from its
+table)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pyarrow as pa
+
+from tracer.capture import libbpf
+from tracer.capture.errors import LoadError
+from tracer.capture.record import RAW_EVENT_SIZE, ProbeTable, decode_records
+from tracer.capture.ringbuf import RingReader
+
+BPF_MAP_TYPE_RINGBUF = 27
+# A drain at the end of a trace stops after this many spans even if the
+# producers keep writing (the probes are still attached).
+FINAL_SPANS = 64
+
+
+class RingDrain:
+    """Reads one ring buffer map and feeds its records, decoded, to a sink."""
+
+    def __init__(self, map_fd: int, table: ProbeTable,
+                 sink: Callable[[pa.RecordBatch], None]) -> None:
+        info = libbpf.map_info(map_fd)
+        if info.type != BPF_MAP_TYPE_RINGBUF:
+            raise LoadError(f"map {info.name.decode(errors='replace')} is not a ring buffer "
+                            f"(type {info.type})", "")
+        try:
+            self._reader = RingReader(map_fd, info.max_entries, RAW_EVENT_SIZE)
+        except OSError as exc:
+            raise LoadError(f"cannot map the ring buffer: {exc.strerror}", "") from None
+        self._table = table
+        self._sink = sink
+        self.size = int(info.max_entries)
+        self.undecoded = 0  # records that are not events of a known probe: lost
+
+    def poll(self, timeout_ms: int) -> int:
+        """Wait up to timeout_ms for records, then take all there are."""
+        if not self._reader.pending():
+            self._reader.wait(timeout_ms / 1000)
+        return self._read()
+
+    def drain(self) -> int:
+        n = 0
+        for _ in range(FINAL_SPANS):
+            got = self._read()
+            n += got
+            if not got:
+                break
+        return n
+
+    def _read(self) -> int:
+        span = self._reader.read()
+        self.undecoded += span.odd + span.discarded
+        if not len(span.records):
+            return 0
+        decoded = decode_records(span.records, self._table)
+        self.undecoded += decoded.unknown
+        if decoded.batch.num_rows:
+            self._sink(decoded.batch)
+        return len(span.records)
+
+    def take_undecoded(self) -> int:
+        n, self.undecoded = self.undecoded, 0
+        return n
+
+    def close(self) -> None:
+        self._reader.close()

@@ -1,0 +1,107 @@
+"""Group-by helpers on numpy columns (stable: ties keep event order)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def factorize(*cols: np.ndarray) -> tuple[np.ndarray, int]:
+    """Dense group ids (0..n-1, in sorted key order) for the rows' key tuples.
+
+    Events of one flow or context come in runs: only each run's first row is
+    sorted. Keys that fit in 63 bits together are packed into one integer
+    (one sort); wider keys are sorted column by column (lexsort)."""
+    n = len(cols[0])
+    if n == 0:
+        return np.zeros(0, dtype=np.int64), 0
+    starts = np.ones(n, dtype=bool)
+    same = np.ones(n - 1, dtype=bool)
+    for col in cols:
+        same &= col[1:] == col[:-1]
+    starts[1:] = ~same
+    heads = [col[starts] for col in cols]
+    packed = _pack(heads)
+    if packed is not None:
+        _, head_ids = np.unique(packed, return_inverse=True)
+        count = int(head_ids.max()) + 1
+    else:
+        order = np.lexsort(heads[::-1])
+        change = np.zeros(len(order), dtype=bool)
+        change[0] = True
+        for col in heads:
+            h = col[order]
+            change[1:] |= h[1:] != h[:-1]
+        head_ids = np.empty(len(order), dtype=np.int64)
+        head_ids[order] = np.cumsum(change) - 1
+        count = int(change.sum())
+    return head_ids[np.cumsum(starts) - 1], count
+
+
+def _pack(cols: list[np.ndarray]) -> np.ndarray | None:
+    """The columns as one int64 key with the same order, when they fit."""
+    if len(cols) == 1 and cols[0].dtype != np.uint64:
+        return cols[0]
+    key = np.zeros(len(cols[0]), dtype=np.int64)
+    bits = 0
+    for col in cols:
+        lo, hi = col.min(), col.max()
+        width = (int(hi) - int(lo)).bit_length()
+        bits += width
+        if bits > 63:
+            return None
+        key = (key << width) | (col - lo).astype(np.int64)
+    return key
+
+
+def first_index(groups: np.ndarray, count: int) -> np.ndarray:
+    """Per group id, the smallest row index holding it (-1 when empty)."""
+    first = np.full(count, len(groups), dtype=np.int64)
+    np.minimum.at(first, groups, np.arange(len(groups)))
+    return np.where(first == len(groups), -1, first)
+
+
+def previous_in_group(groups: np.ndarray) -> np.ndarray:
+    """For each row, the previous row (by index) of the same group, or -1."""
+    n = len(groups)
+    order = np.lexsort((np.arange(n), groups))
+    prev = np.full(n, -1, dtype=np.int64)
+    same = groups[order][1:] == groups[order][:-1]
+    prev[order[1:][same]] = order[:-1][same]
+    return prev
+
+
+def next_in_group(groups: np.ndarray) -> np.ndarray:
+    """For each row, the next row (by index) of the same group, or -1."""
+    n = len(groups)
+    order = np.lexsort((np.arange(n), groups))
+    nxt = np.full(n, -1, dtype=np.int64)
+    same = groups[order][1:] == groups[order][:-1]
+    nxt[order[:-1][same]] = order[1:][same]
+    return nxt
+
+
+def last_at_or_before(group_of_marks: np.ndarray, mark_pos: np.ndarray,
+                      group_of_queries: np.ndarray, query_pos: np.ndarray) -> np.ndarray:
+    """For each query, the index into the marks of the last mark of the same
+    group whose position is <= the query's position, or -1.
+
+    Positions are event indices (non-negative, below 2**40); groups dense ids."""
+    scale = np.int64(1 << 40)
+    mk = group_of_marks.astype(np.int64) * scale + mark_pos
+    order = np.argsort(mk, kind="stable")
+    sorted_keys = mk[order]
+    qk = group_of_queries.astype(np.int64) * scale + query_pos
+    at = np.searchsorted(sorted_keys, qk, side="right") - 1
+    found = at >= 0
+    ok = np.zeros(len(qk), dtype=bool)
+    ok[found] = group_of_marks[order[at[found]]] == group_of_queries[found]
+    return np.where(ok, order[np.maximum(at, 0)], -1)
+
+
+def take_or(values: np.ndarray, idx: np.ndarray, default: int) -> np.ndarray:
+    """values[idx] where idx >= 0, else default (values may be empty)."""
+    out = np.full(len(idx), default, dtype=values.dtype if len(values) else np.int64)
+    ok = idx >= 0
+    if ok.any():
+        out[ok] = values[idx[ok]]
+    return out

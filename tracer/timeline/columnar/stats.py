@@ -1,0 +1,481 @@
+"""`kpath replay --stats` computed on columns: per flow, the byte accounting
+of each direction, the latency distribution of each hop and every packet's
+hops, as the object path computes them (viz/stats_text.render_stats over
+build_timeline), with Python objects only for what is printed.
+
+Stages, each returning new data: columns_of (columns.py) -> event_rules ->
+flow_table -> step_table -> wire_points, then per flow the byte placement
+(byte_table.py), the syscall and copy points, the accounting; last the
+hops and their distributions (latency_table.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import numpy as np
+import pyarrow as pa
+
+from probes.catalog import BY_NAME, ProbeSpec
+from tracer.events import Endpoint
+from tracer.timeline.accounting import ORIGIN_PROBE, ByteAccount
+from tracer.timeline.columnar.byte_table import MessageRows, PacketRows, place_direction, union
+from tracer.timeline.columnar.columns import EventColumns, columns_of
+from tracer.timeline.columnar.event_table import EventRules, event_rules
+from tracer.timeline.columnar.flow_table import FlowTable, flow_table
+from tracer.timeline.columnar.grouping import take_or
+from tracer.timeline.columnar.latency_table import (
+    HOPS,
+    POINT_COL,
+    PacketPoints,
+    loss_windows,
+    packet_points,
+    stabbing_min,
+    wire_points,
+)
+from tracer.timeline.columnar.probe_table import SYSCALL, TX, ProbeTable
+from tracer.timeline.columnar.step_table import StepTable, step_table
+from tracer.timeline.latency import LOSS_WINDOW_NS, Hop, PacketClass, Point
+from tracer.timeline.model import RangeSource, Role
+from tracer.timeline.segments import Segment
+from tracer.tracefile import Lost
+
+ROLES = (Role.CLIENT, Role.SERVER)
+CLASSES = tuple(PacketClass)
+
+
+@dataclass(frozen=True, slots=True)
+class StatsInput:
+    """What --stats reads of a trace: its events as one Arrow table
+    (EVENT_SCHEMA) and the records about it."""
+
+    path: str
+    events: pa.Table | Iterable[pa.RecordBatch]  # read once
+    lost: Sequence[Lost]
+    lost_total: int
+    cut_short: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class FlowPackets:
+    """One flow's packets in step order, as columns (one row per packet)."""
+
+    step: list[int]
+    label: list[str]
+    sender: list[Role]
+    klass: list[PacketClass]
+    hops: np.ndarray  # (packets, len(HOPS)) ns
+    has_hop: np.ndarray  # (packets, len(HOPS)) bool
+    gap: list[bool]
+
+
+class HopRow(NamedTuple):
+    """HopStats of one flow's (sender, class, hop): a tuple, as there are
+    tens of thousands on a large trace."""
+
+    sender: Role
+    klass: PacketClass
+    hop: Hop
+    measured: int  # HopStats.count (gaps excluded)
+    min_ns: int
+    median_ns: int
+    p99_ns: int
+    max_ns: int
+    gaps: int
+
+
+@dataclass(frozen=True, slots=True)
+class StreamNote:
+    sender: Role
+    anchor: RangeSource | None
+    problems: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class FlowStats:
+    number: int
+    client: Endpoint
+    server: Endpoint
+    netns: tuple[int, int]  # client's, server's (0 unknown)
+    socks: tuple[list[int], list[int]]
+    accounts: tuple[ByteAccount, ByteAccount]
+    streams: tuple[StreamNote, StreamNote]
+    hop_stats: list[HopRow]
+    packets: FlowPackets
+
+    @property
+    def title(self) -> str:
+        return f"{self.client} (client) <-> {self.server} (server)"
+
+
+@dataclass(frozen=True, slots=True)
+class TraceStats:
+    path: str
+    events: int
+    flow_count: int
+    lost_total: int
+    cut_short: str | None
+    lost_noticed: int  # sum of the loss records' counts
+    has_gaps: bool
+    flows: list[FlowStats]  # the flows asked for
+
+
+def endpoint_of(code: int) -> Endpoint:
+    return Endpoint(str(ipaddress.IPv4Address(code >> 16)), code & 0xFFFF)
+
+
+class PreparedStats:
+    """The tables of one trace (flows, steps, packets); statistics of any
+    flow from them. Irregular when the trace needs a rule the columnar path
+    does not reproduce."""
+
+    def __init__(self, inp: StatsInput,
+                 lookup: Callable[[str], ProbeSpec | None] = BY_NAME.get) -> None:
+        self.inp = dataclasses.replace(inp, events=())  # the batches are not kept
+        c = self.columns = columns_of(inp.events)
+        pt = ProbeTable.build(c.probe_names, lookup)
+        r = event_rules(c, pt)
+        ft = flow_table(c, r, pt)
+        st = step_table(c, r, pt, ft)
+        self._work = _FlowWork(c, r, pt, ft, st)
+
+    @property
+    def flow_count(self) -> int:
+        return self._work.ft.count
+
+    def stats(self, flow: int | None = None) -> TraceStats:
+        """All flows, or flow `flow` (1-based; KeyError if there is none)."""
+        inp, work, c = self.inp, self._work, self.columns
+        if flow is not None and not 1 <= flow <= self.flow_count:
+            raise KeyError(flow)
+        stamps = [int(c.ts[0])] if len(c) else []
+        stamps += [rec.ts_ns for rec in inp.lost]
+        start = min(stamps) if stamps else 0
+        gaps = sorted(inp.lost, key=lambda rec: rec.ts_ns)
+        ends, starts = loss_windows([g.ts_ns for g in gaps], start, LOSS_WINDOW_NS)
+        wanted = [flow - 1] if flow is not None else list(range(self.flow_count))
+        points = wire_points(c, work.r, work.pt, work.ft, work.st)
+        placed = {f: work.place(f) for f in wanted}
+        points = work.with_byte_points(points, list(placed.values()))
+        pp = packet_points(c, work.st, points, ends, starts)
+        hop_stats = _hop_stats(work.pk_order[work.pk_bounds[wanted[0]]:
+                                             work.pk_bounds[wanted[-1] + 1]]
+                               if wanted else np.zeros(0, dtype=np.int64),
+                               work.st.packets.flow, work.st.packets.sender, pp)
+        out = [work.flow_stats(f, placed[f], pp, hop_stats.get(f + 1, []),
+                               work.flow_gaps(f, gaps), inp.cut_short) for f in wanted]
+        return TraceStats(path=inp.path, events=len(c), flow_count=self.flow_count,
+                          lost_total=inp.lost_total, cut_short=inp.cut_short,
+                          lost_noticed=sum(g.count for g in gaps), has_gaps=bool(gaps),
+                          flows=out)
+
+
+def trace_stats(inp: StatsInput, flow: int | None = None,
+                lookup: Callable[[str], ProbeSpec | None] = BY_NAME.get) -> TraceStats:
+    return PreparedStats(inp, lookup).stats(flow)
+
+
+@dataclass(frozen=True, slots=True)
+class _Placed:
+    sends: tuple[MessageRows, MessageRows]  # by sender
+    recvs: tuple[MessageRows, MessageRows]  # by sender: the peer's recvs of its bytes
+    notes: tuple[StreamNote, StreamNote]
+    data_rows: list[int]  # packet rows of the data packets of both directions
+    syscall: list[int]  # per data row: first event of the send holding its first byte, -1
+    copy: list[int]  # per data row: the earliest copy event holding its first byte, -1
+
+
+class _Groups:
+    """Rows split by a group key (sorted by key, then by `within`), each
+    column as a Python list, sliced per group without numpy calls."""
+
+    def __init__(self, group: np.ndarray, within: np.ndarray, groups: int, /,
+                 **cols: np.ndarray) -> None:
+        keep = group >= 0
+        group, within = group[keep], within[keep]
+        order = np.lexsort((within, group))
+        self.bounds: list[int] = np.searchsorted(group[order], np.arange(groups + 1)).tolist()
+        self.cols: dict[str, list[Any]] = {name: col[keep][order].tolist()
+                                           for name, col in cols.items()}
+
+    def get(self, group: int, name: str) -> list[Any]:
+        return self.cols[name][self.bounds[group]:self.bounds[group + 1]]
+
+
+class _FlowWork:
+    """The per-flow inputs of the sequential rules, grouped by (flow,
+    direction) once; the per-flow work then runs on list slices."""
+
+    def __init__(self, c: EventColumns, r: EventRules, pt: ProbeTable, ft: FlowTable,
+                 st: StepTable) -> None:
+        self.c, self.r, self.pt, self.ft, self.st = c, r, pt, ft, st
+        pk, mt = st.packets, st.messages
+        nf = ft.count
+        self.pk_order = np.lexsort((pk.step, pk.flow))
+        self.pk_bounds = np.searchsorted(pk.flow[self.pk_order], np.arange(nf + 1))
+        # messages by (flow, side, op)
+        m_key = np.where((mt.flow >= 0) & (mt.side >= 0), mt.flow * 4 + mt.side * 2 + mt.send,
+                         -1)
+        self.msgs = _Groups(m_key, mt.step, 4 * nf, id=mt.step, key=mt.key,
+                            count=np.where(mt.has_count, mt.count, _NO_COUNT))
+        # data packets by (flow, sender)
+        data = pk.lo >= 0
+        self.data = _Groups(np.where(data, pk.flow * 2 + pk.sender, -1), pk.step, 2 * nf,
+                            row=np.arange(len(pk.step)), id=pk.step, lo=pk.lo,
+                            payload=pk.payload, retrans=pk.retransmission, message=pk.message)
+        # copies to user of the sender's bytes inside the peer's recvs, by (flow, sender)
+        copy = pt.datagram_iter[c.probe] & (c.seq >= 0) & c.has_length & (c.length > 0)
+        rows = np.flatnonzero(copy & (mt.of_event >= 0))
+        m = mt.of_event[rows]
+        mf = mt.flow[m]
+        sender = np.where(c.dst[rows] == take_or(ft.client, mf, -1), 0,
+                          np.where(c.dst[rows] == take_or(ft.server, mf, -1), 1, -1))
+        ok = (mf >= 0) & (sender >= 0) & ~mt.send[m] & (mt.side[m] == 1 - sender)
+        lo = ft.rel(np.maximum(mf, 0), np.maximum(sender, 0), c.seq[rows])
+        self.copies = _Groups(np.where(ok, mf * 2 + sender, -1), rows, 2 * nf, msg=mt.step[m],
+                              lo=lo, hi=lo + c.length[rows], event=rows)
+        # accounting: every copy of the flow's steps, by (flow, sender)
+        rows = np.flatnonzero(copy & (st.step_flow >= 0))
+        sf = st.step_flow[rows]
+        sender = np.where(c.dst[rows] == ft.client[sf], 0,
+                          np.where(c.dst[rows] == ft.server[sf], 1, -1))
+        grp = np.where(sender >= 0, sf * 2 + sender, 2 * nf)
+        self.copied = np.bincount(grp, weights=c.length[rows], minlength=2 * nf + 1)
+        self.copies_n = np.bincount(grp, minlength=2 * nf + 1)
+        # accounting: events seeing a data segment of a data packet, by (flow, sender)
+        seg_pkt = pk.seg_of_event
+        count_ev = (seg_pkt >= 0) & r.is_seg & (r.payload > 0) & pt.known[c.probe]
+        count_ev &= take_or(pk.payload, seg_pkt, 0) > 0
+        rows = np.flatnonzero(count_ev)
+        grp = pk.flow[seg_pkt[rows]] * 2 + pk.sender[seg_pkt[rows]]
+        origin = np.zeros(2 * nf, dtype=bool)
+        origin[grp[pt.origin_probe[c.probe[rows]]]] = True
+        self.count_events = _Groups(grp, rows, 2 * nf, event=rows)
+        self.at = [ORIGIN_PROBE if o else None for o in origin.tolist()]
+        for g in np.flatnonzero(~origin & (np.bincount(grp, minlength=2 * nf) > 0)).tolist():
+            ev = np.array(self.count_events.get(g, "event"), dtype=np.int64)
+            src = c.src[pk.segment[seg_pkt[ev]]]
+            self.at[g] = _counting_probe(c, r, ft.endpoint, src, ev)
+        at_code = np.array([c.probe_names.index(a) if a is not None else -1 for a in self.at]
+                           + [-1], dtype=np.int64)
+        hit = c.probe[rows] == at_code[grp]
+        lo = ft.rel(pk.flow[seg_pkt[rows]], pk.sender[seg_pkt[rows]], c.seq[rows])
+        self.carried = _Groups(np.where(hit, grp, -1), rows, 2 * nf, lo=lo,
+                               hi=lo + r.payload[rows], row=seg_pkt[rows])
+        retrans = pk.retransmission
+        self.retransmitted = np.bincount(pk.flow[retrans] * 2 + pk.sender[retrans],
+                                         weights=pk.payload[retrans], minlength=2 * nf)
+        entry = (r.layer == SYSCALL) & ~c.is_return
+        self.entry_key = np.where(entry[mt.key], mt.key, -1)
+
+    def place(self, f: int) -> _Placed:
+        """Byte placement of both directions; notes the data packets'
+        syscall and copy points."""
+        sends: list[MessageRows] = []
+        recvs: list[MessageRows] = []
+        notes: list[StreamNote] = []
+        data_rows: list[int] = []
+        syscall: list[int] = []
+        copy: list[int] = []
+        for s in (0, 1):
+            sm = self._message_rows(f * 4 + s * 2 + 1)
+            rm = self._message_rows(f * 4 + (1 - s) * 2)
+            g = f * 2 + s
+            d = self.data
+            data = PacketRows(ids=d.get(g, "id"), los=d.get(g, "lo"),
+                              payloads=d.get(g, "payload"), retrans=d.get(g, "retrans"),
+                              messages=d.get(g, "message"))
+            cp = self.copies
+            c_msg, c_lo, c_hi = cp.get(g, "msg"), cp.get(g, "lo"), cp.get(g, "hi")
+            copies: dict[int, list[tuple[int, int]]] = {}
+            for mid, lo, hi in zip(c_msg, c_lo, c_hi, strict=True):
+                copies.setdefault(mid, []).append((lo, hi))
+            start = 1 if self.ft.isn_from_syn[f, s] else None
+            stream, _ = place_direction(sm, rm, data, copies, start)
+            notes.append(StreamNote(sender=ROLES[s], anchor=stream.anchor,
+                                    problems=tuple(stream.problems)))
+            if data.ids:
+                intervals = [(r[0], r[1], mid, key) for mid, key in zip(sm.ids, sm.keys,
+                                                                        strict=True)
+                             if (r := stream.ranges.get(mid)) is not None]
+                data_rows += d.get(g, "row")
+                syscall += stabbing_min(intervals, data.los)
+                events = cp.get(g, "event")
+                copy += stabbing_min(list(zip(c_lo, c_hi, events, events, strict=True)),
+                                     data.los)
+            sends.append(sm)
+            recvs.append(rm)
+        return _Placed(sends=(sends[0], sends[1]), recvs=(recvs[0], recvs[1]),
+                       notes=(notes[0], notes[1]), data_rows=data_rows, syscall=syscall,
+                       copy=copy)
+
+    def _message_rows(self, group: int) -> MessageRows:
+        keys = self.msgs.get(group, "key")
+        return MessageRows(ids=self.msgs.get(group, "id"), keys=keys,
+                           counts=[None if x == _NO_COUNT else x
+                                   for x in self.msgs.get(group, "count")])
+
+    def with_byte_points(self, points: np.ndarray, placed: list[_Placed]) -> np.ndarray:
+        """The points with Point.SYSCALL (the entry of the lowest-id send
+        whose range holds a data packet's first byte) and Point.COPY (the
+        earliest copy in the peer's recvs holding it) of the placed flows."""
+        out = points.copy()
+        rows = np.array([r for p in placed for r in p.data_rows], dtype=np.int64)
+        if not len(rows):
+            return out
+        syscall = np.array([m for p in placed for m in p.syscall], dtype=np.int64)
+        has = syscall >= 0
+        out[rows[has], POINT_COL[Point.SYSCALL]] = self.entry_key[
+            self.st.messages.of_event[syscall[has]]]
+        out[rows, POINT_COL[Point.COPY]] = [e for p in placed for e in p.copy]
+        return out
+
+    def flow_gaps(self, f: int, gaps: list[Lost]) -> list[Lost]:
+        if not gaps:
+            return []
+        end = int(self.st.flow_end[f])
+        after = int(np.searchsorted(self.c.ts, end, side="right"))
+        until = int(self.c.ts[after]) if after < len(self.c) else None
+        begin = int(self.st.flow_start[f])
+        return [g for g in gaps if begin <= g.ts_ns and (until is None or g.ts_ns <= until)]
+
+    def flow_stats(self, f: int, placed: _Placed, pp: PacketPoints, hop_stats: list[HopRow],
+                   gaps: list[Lost], cut_short: str | None) -> FlowStats:
+        ft, pk = self.ft, self.st.packets
+        prow = self.pk_order[self.pk_bounds[f]:self.pk_bounds[f + 1]]
+        accounts = tuple(self._account(f, s, placed, gaps, cut_short) for s in (0, 1))
+        return FlowStats(
+            number=f + 1, client=endpoint_of(int(ft.client[f])),
+            server=endpoint_of(int(ft.server[f])),
+            netns=(int(ft.netns[f, 0]), int(ft.netns[f, 1])), socks=ft.socks[f],
+            accounts=(accounts[0], accounts[1]), streams=placed.notes,
+            hop_stats=hop_stats,
+            packets=_flow_packets(prow, pk.step, pk.sender, pk.flags, pk.payload, pp))
+
+    def _account(self, f: int, s: int, placed: _Placed, gaps: list[Lost],
+                 cut_short: str | None) -> ByteAccount:
+        sends, recvs = placed.sends[s], placed.recvs[s]
+        g = f * 2 + s
+        ranges = list(zip(self.carried.get(g, "lo"), self.carried.get(g, "hi"), strict=True))
+        rows = self.carried.get(g, "row")
+        retrans = self.st.packets.retransmission
+        counted = {row for row in rows if not retrans[row]}
+        unknown = sum(x is None for x in sends.counts)
+        notes = []
+        if unknown:
+            notes.append(f"{unknown} send(s) without a return value")
+        if gaps:
+            notes.append(f"{sum(g.count for g in gaps)} event(s) lost during the flow")
+        if cut_short:
+            notes.append("trace cut short")
+        return ByteAccount(
+            flow=f + 1, sender=ROLES[s],
+            written=sum(x for x in sends.counts if x is not None and x > 0),
+            sends=len(sends.ids),
+            failed_sends=sum(x is not None and x < 0 for x in sends.counts),
+            unknown_sends=unknown,
+            carried=sum(hi - lo for lo, hi in union(ranges)),
+            carried_at=self.at[g],
+            segments=len(counted),
+            retransmitted=int(self.retransmitted[g]),
+            read=sum(x for x in recvs.counts if x is not None and x > 0),
+            recvs=len(recvs.ids),
+            copied=int(self.copied[g]),
+            copies=int(self.copies_n[g]),
+            complete=not gaps and not cut_short,
+            notes=tuple(notes),
+        )
+
+
+# message_bytes unknown (no return value seen); a real count is above -2**40
+_NO_COUNT = np.iinfo(np.int64).min
+
+
+def _rel(seq: np.ndarray, isn: int) -> np.ndarray:
+    return (seq - isn) % (1 << 32) if isn >= 0 else seq
+
+
+def _rows(ids: np.ndarray, keys: np.ndarray, counts: np.ndarray, has: np.ndarray
+          ) -> MessageRows:
+    return MessageRows(ids=ids.tolist(), keys=keys.tolist(),
+                       counts=[x if h else None for x, h in zip(counts.tolist(), has.tolist(),
+                                                                  strict=True)])
+
+
+def _counting_probe(c: EventColumns, r: EventRules, endpoint: np.ndarray, src: np.ndarray,
+                    ev: np.ndarray) -> str:
+    """accounting._counting_probe without __tcp_transmit_skb: the deepest
+    transmit layer, else the first receive layer, the most frequent probe
+    there (ties: by name)."""
+    probes = c.probe[ev]
+    tx = (r.direction[ev] == TX) & (endpoint[ev] == src)
+    rank = np.where(tx, 0, 1) * 16 - r.layer[ev].astype(np.int64)
+    best = rank == rank.min()
+    names, counts = np.unique(probes[best], return_counts=True)
+    by_name = sorted((c.probe_names[int(p)], int(k)) for p, k in zip(names, counts, strict=True))
+    return max(by_name, key=lambda it: it[1])[0]
+
+
+def _hop_stats(rows: np.ndarray, flow: np.ndarray, sender: np.ndarray, pp: PacketPoints
+               ) -> dict[int, list[HopRow]]:
+    """latency_stats of the packets `rows` (whole flows): per flow number,
+    the distributions per (sender, class, hop) in latency_stats' order."""
+    has = pp.has_hop[rows]
+    p_idx, h_idx = np.nonzero(has)
+    if not len(p_idx):
+        return {}
+    rows = rows[p_idx]
+    fl, snd, kl, gap = flow[rows], sender[rows], pp.klass[rows], pp.gap[rows]
+    val = pp.hops[rows, h_idx]
+    order = np.lexsort((val, gap, h_idx, kl, snd, fl))
+    fl, snd, kl, h_idx, gap, val = (a[order] for a in (fl, snd, kl, h_idx, gap, val))
+    grp = ((fl * 2 + snd) * len(CLASSES) + kl) * len(HOPS) + h_idx
+    starts = np.flatnonzero(np.r_[True, grp[1:] != grp[:-1]])
+    ends = np.r_[starts[1:], len(grp)]
+    gaps = np.add.reduceat(gap.astype(np.int64), starts)
+    n = ends - starts - gaps  # measured values come first in each group (gap sorts last)
+    some = n > 0
+    first = val[starts]
+    last = val[np.maximum(starts + n - 1, 0)]
+    mid = starts + n // 2
+    hi_mid = val[np.minimum(mid, len(val) - 1)]
+    lo_mid = val[np.maximum(mid - 1, 0)]
+    # statistics.median, then round(): halves go to the even neighbour
+    pair_sum = lo_mid + hi_mid
+    even_median = pair_sum // 2 + ((pair_sum % 2 == 1) & ((pair_sum // 2) % 2 == 1))
+    median = np.where(n % 2 == 1, hi_mid, even_median)
+    rank = np.maximum(np.ceil(0.99 * n).astype(np.int64) - 1, 0)
+    p99 = val[np.minimum(starts + rank, len(val) - 1)]
+    zero = np.zeros(len(starts), dtype=np.int64)
+    cols = [np.where(some, a, zero).tolist() for a in (first, median, p99, last)]
+    out: dict[int, list[HopRow]] = {}
+    for f, s_, k, h, cnt, g, lo, med, p, hi in zip(
+            fl[starts].tolist(), snd[starts].tolist(), kl[starts].tolist(),
+            h_idx[starts].tolist(), n.tolist(), gaps.tolist(), *cols, strict=True):
+        out.setdefault(f + 1, []).append(
+            HopRow(ROLES[s_], CLASSES[k], HOPS[h], cnt, lo, med, p, hi, g))
+    return out
+
+
+def _flow_packets(prow: np.ndarray, step: np.ndarray, sender: np.ndarray, flags: np.ndarray,
+                  payload: np.ndarray, pp: PacketPoints) -> FlowPackets:
+    labels: dict[tuple[int, int], str] = {}
+    label_list = []
+    for fl, pay in zip(flags[prow].tolist(), payload[prow].tolist(), strict=True):
+        label = labels.get((fl, pay))
+        if label is None:
+            label = labels[(fl, pay)] = _label(fl, pay)
+        label_list.append(label)
+    return FlowPackets(step=step[prow].tolist(), label=label_list,
+                       sender=[ROLES[x] for x in sender[prow].tolist()],
+                       klass=[CLASSES[x] for x in pp.klass[prow].tolist()],
+                       hops=pp.hops[prow], has_hop=pp.has_hop[prow], gap=pp.gap[prow].tolist())
+
+
+def _label(flags: int, payload: int) -> str:
+    probe = Segment(Endpoint("0.0.0.0", 0), Endpoint("0.0.0.0", 0), 0, 0, flags, None, payload)
+    return probe.label

@@ -1,0 +1,84 @@
+"""`kpath replay --stats` text from the columnar statistics
+(tracer/timeline/columnar/stats.py): the same text as viz/stats_text.py
+prints from a Timeline, line for line."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from tracer.timeline.columnar.latency_table import HOPS
+from tracer.timeline.columnar.stats import FlowPackets, FlowStats, HopRow, TraceStats
+from tracer.timeline.model import Role
+from viz.stats_text import GAP_MARK, _check, _direction_of, fmt_us, table_lines
+
+
+def render_trace_stats(ts: TraceStats) -> str:
+    lines = [f"kpath stats {ts.path or '(trace)'}: {ts.events} events, "
+             f"{ts.flow_count} flow(s), lost {ts.lost_total}"]
+    if ts.cut_short:
+        lines.append(f"  !! trace cut short ({ts.cut_short}): counts may be incomplete")
+    if ts.has_gaps:
+        lines.append(f"  !! {ts.lost_noticed} event(s) lost: packets whose "
+                     f"span holds a loss are marked '{GAP_MARK}' and left out of distributions")
+    if not ts.flows:
+        lines.append("")
+        lines.append("no TCP flow in this trace")
+    for fl in ts.flows:
+        lines.append("")
+        lines.extend(_flow_lines(fl))
+    return "\n".join(lines) + "\n"
+
+
+def _flow_lines(fl: FlowStats) -> list[str]:
+    out = [f"flow {fl.number}: {fl.title}"]
+    for end, role in enumerate((Role.CLIENT, Role.SERVER)):
+        socks = ", ".join(hex(sk) for sk in fl.socks[end]) or "?"
+        out.append(f"  {role}: netns {fl.netns[end] or '?'}, sockets {socks}")
+    out.append("")
+    head = ("  bytes", "written", "carried", "retrans", "read", "copied", "counted at", "check")
+    rows = [head] + [(
+        f"  {_direction_of(a.sender)}", str(a.written), str(a.carried), str(a.retransmitted),
+        str(a.read), str(a.copied), a.carried_at or "-", _check(a)) for a in fl.accounts]
+    out.extend(table_lines(rows, right=range(1, 6)))
+    for note in fl.streams:
+        how = note.anchor.text if note.anchor is not None else "no send placed"
+        out.append(f"  {_direction_of(note.sender)} send ranges: {how}")
+        out.extend(f"    !! {problem}" for problem in note.problems)
+    out.append("")
+    out.extend(_distributions(fl.hop_stats))
+    out.append("")
+    out.extend(_per_packet(fl.packets))
+    return out
+
+
+def _per_packet(packets: FlowPackets) -> list[str]:
+    if not packets.step:
+        return ["  per packet: no packet"]
+    cols = [h for h in range(len(HOPS)) if packets.has_hop[:, h].any()]
+    head = ("  per packet (us)", "direction", "class", *[str(HOPS[h]) for h in cols], "")
+    rows: list[Sequence[str]] = [head]
+    hops = packets.hops[:, cols].tolist()
+    has = packets.has_hop[:, cols].tolist()
+    for i, step in enumerate(packets.step):
+        cells = [fmt_us(v) if ok else "-" for v, ok in zip(hops[i], has[i], strict=True)]
+        rows.append((f"  #{step} {packets.label[i]}", _DIRECTION[packets.sender[i]],
+                     str(packets.klass[i]), *cells, GAP_MARK if packets.gap[i] else ""))
+    return table_lines(rows, right=range(3, 3 + len(cols)))
+
+
+def _distributions(stats: Sequence[HopRow]) -> list[str]:
+    if not stats:
+        return ["  latency: no hop measured (too few probes on the path)"]
+    head = ("  latency (us)", "class", "hop", "n", "min", "median", "p99", "max", GAP_MARK + "s")
+    rows: list[Sequence[str]] = [head]
+    for s in stats:
+        if s.measured:
+            vals = (fmt_us(s.min_ns), fmt_us(s.median_ns), fmt_us(s.p99_ns), fmt_us(s.max_ns))
+        else:
+            vals = ("-", "-", "-", "-")
+        rows.append((f"  {_DIRECTION[s.sender]}", str(s.klass), str(s.hop), str(s.measured),
+                     *vals, str(s.gaps)))
+    return table_lines(rows, right=range(3, 9))
+
+
+_DIRECTION = {role: _direction_of(role) for role in (Role.CLIENT, Role.SERVER)}

@@ -12,9 +12,9 @@ from typing import NoReturn
 import click
 
 from tracer.timeline import Timeline, build_timeline, use_recorded_probes
-from tracer.timeline.columnar import Irregular, PreparedStats, stats_input_of
+from tracer.timeline.columnar import Irregular, PreparedStats, ScannedInput
 from tracer.timeline.event_rules import probe_spec
-from tracer.tracefile import Trace, TraceFormatError, probe_specs, read_trace
+from tracer.tracefile import Trace, TraceFormatError, probe_specs, read_trace, scan_trace
 from viz import graphviz_render
 from viz.html import render_html
 from viz.jsonout import render_json
@@ -25,7 +25,7 @@ from viz.select import Selection, SelectionError, parse_bound, parse_steps, sele
 from viz.sequence import build_sequence
 from viz.stats_columnar import render_trace_stats
 from viz.stats_text import render_stats
-from viz.text import cut_short_message, render_text
+from viz.text import cut_short_message, cut_short_note, render_text
 
 EXPORT_FORMATS = ("svg", "png", "pdf", "dot", "mermaid", "plantuml", "perfetto", "html")
 TEXT_FORMATS = ("svg", "dot", "mermaid", "plantuml", "perfetto", "html")
@@ -128,20 +128,30 @@ def replay_cmd(file: str, flow: str | None, no_color: bool, out_format: str,
 
 
 def _replay_stats(file: str, flow: str | None, out_format: str) -> None:
-    """--stats on columns (tracer/timeline/columnar); a trace needing a rule
-    only the object timeline has goes through build_timeline, as before."""
-    trace = _read(file)
-    path, cut = trace.path, cut_short_message(trace)
-    inp = stats_input_of(trace)
-    del trace  # the events go as the columns are read
+    """--stats on columns (tracer/timeline/columnar), read batch by batch
+    from the file; a trace needing a rule only the object timeline has goes
+    through build_timeline, as before."""
     prepared: PreparedStats | None = None
     tl: Timeline | None = None
     try:
-        prepared = PreparedStats(inp, probe_spec)
-        count = prepared.flow_count
-    except Irregular as exc:
-        click.echo(f"kpath: note: --stats through the object timeline: {exc}", err=True)
-        tl = _load(file)
+        scan = scan_trace(file)
+        use_recorded_probes(probe_specs(scan.header.probes))
+        with scan:
+            inp = ScannedInput(scan)
+            path = inp.path
+            try:
+                prepared = PreparedStats(inp, probe_spec)
+                count = prepared.flow_count
+                cut = cut_short_note(prepared.inp.cut_short)
+            except Irregular as exc:
+                click.echo(f"kpath: note: --stats through the object timeline: {exc}",
+                           err=True)
+    except TraceFormatError as exc:
+        _fail(str(exc))
+    if prepared is None:
+        trace = _read(file)
+        cut = cut_short_message(trace)
+        tl = build_timeline(trace)
         count = len(tl.flows)
     number = _flow_number(count, path, flow)
     if cut:

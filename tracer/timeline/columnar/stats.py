@@ -11,11 +11,10 @@ hops and their distributions (latency_table.py).
 
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -58,6 +57,22 @@ class StatsInput:
     lost: Sequence[Lost]
     lost_total: int
     cut_short: str | None
+
+
+class StatsSource(Protocol):
+    """What PreparedStats reads: the events once, then the records about
+    them (read after the events: a scanned file knows them only then)."""
+
+    @property
+    def path(self) -> str: ...
+    @property
+    def events(self) -> pa.Table | Iterable[pa.RecordBatch]: ...
+    @property
+    def lost(self) -> Sequence[Lost]: ...
+    @property
+    def lost_total(self) -> int: ...
+    @property
+    def cut_short(self) -> str | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,10 +148,12 @@ class PreparedStats:
     flow from them. Irregular when the trace needs a rule the columnar path
     does not reproduce."""
 
-    def __init__(self, inp: StatsInput,
+    def __init__(self, inp: StatsSource,
                  lookup: Callable[[str], ProbeSpec | None] = BY_NAME.get) -> None:
-        self.inp = dataclasses.replace(inp, events=())  # the batches are not kept
         c = self.columns = columns_of(inp.events)
+        # The batches are not kept; the records are complete once they are read.
+        self.inp = StatsInput(path=inp.path, events=(), lost=list(inp.lost),
+                              lost_total=inp.lost_total, cut_short=inp.cut_short)
         pt = ProbeTable.build(c.probe_names, lookup)
         r = event_rules(c, pt)
         ft = flow_table(c, r, pt)
@@ -174,7 +191,7 @@ class PreparedStats:
                           flows=out)
 
 
-def trace_stats(inp: StatsInput, flow: int | None = None,
+def trace_stats(inp: StatsSource, flow: int | None = None,
                 lookup: Callable[[str], ProbeSpec | None] = BY_NAME.get) -> TraceStats:
     return PreparedStats(inp, lookup).stats(flow)
 

@@ -23,7 +23,7 @@ from viz.perfetto import render_perfetto
 from viz.plantuml import render_plantuml
 from viz.select import Selection, SelectionError, parse_bound, parse_steps, select
 from viz.sequence import build_sequence
-from viz.stats_columnar import render_trace_stats
+from viz.stats_columnar import trace_stats_text
 from viz.stats_text import render_stats
 from viz.text import cut_short_message, cut_short_note, render_text
 
@@ -35,6 +35,8 @@ FORMAT_OF_SUFFIX = {".svg": "svg", ".png": "png", ".pdf": "pdf", ".dot": "dot", 
                     ".mmd": "mermaid", ".mermaid": "mermaid", ".puml": "plantuml",
                     ".plantuml": "plantuml", ".pu": "plantuml", ".json": "perfetto",
                     ".html": "html", ".htm": "html"}
+# --stats text is written in pieces of about this many characters.
+_ECHO_BYTES = 1 << 20
 
 
 def _fail(msg: str, code: int = 1) -> NoReturn:
@@ -159,7 +161,17 @@ def _replay_stats(file: str, flow: str | None, out_format: str) -> None:
     if out_format != "text":
         _fail("--stats prints text tables: drop --format json", 2)
     if prepared is not None:
-        _echo(render_trace_stats(prepared.stats(number)))
+        # Written a piece at a time: the whole text of a large trace is
+        # bigger than the tables it is printed from.
+        pieces: list[str] = []
+        size = 0
+        for piece in trace_stats_text(*prepared.stats_by_flow(number)):
+            pieces.append(piece)
+            size += len(piece)
+            if size >= _ECHO_BYTES:
+                _echo("".join(pieces))
+                pieces, size = [], 0
+        _echo("".join(pieces))
     else:
         assert tl is not None
         _echo(render_stats(tl, number))

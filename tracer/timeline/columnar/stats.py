@@ -11,8 +11,9 @@ hops and their distributions (latency_table.py).
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
@@ -166,6 +167,14 @@ class PreparedStats:
 
     def stats(self, flow: int | None = None) -> TraceStats:
         """All flows, or flow `flow` (1-based; KeyError if there is none)."""
+        head, flows = self.stats_by_flow(flow)
+        return dataclasses.replace(head, flows=list(flows))
+
+    def stats_by_flow(self, flow: int | None = None) -> tuple[TraceStats, Iterator[FlowStats]]:
+        """stats(flow) with its flows made one at a time, as they are
+        printed: the TraceStats (its `flows` empty) and the flows asked for.
+        Only the flows' rows in the tables are held, not their printed
+        cells."""
         inp, work, c = self.inp, self._work, self.columns
         if flow is not None and not 1 <= flow <= self.flow_count:
             raise KeyError(flow)
@@ -179,16 +188,22 @@ class PreparedStats:
         placed = {f: work.place(f) for f in wanted}
         points = work.with_byte_points(points, list(placed.values()))
         pp = packet_points(c, work.st, points, ends, starts)
+        del points
         hop_stats = _hop_stats(work.pk_order[work.pk_bounds[wanted[0]]:
                                              work.pk_bounds[wanted[-1] + 1]]
                                if wanted else np.zeros(0, dtype=np.int64),
                                work.st.packets.flow, work.st.packets.sender, pp)
-        out = [work.flow_stats(f, placed[f], pp, hop_stats.get(f + 1, []),
-                               work.flow_gaps(f, gaps), inp.cut_short) for f in wanted]
-        return TraceStats(path=inp.path, events=len(c), flow_count=self.flow_count,
+        head = TraceStats(path=inp.path, events=len(c), flow_count=self.flow_count,
                           lost_total=inp.lost_total, cut_short=inp.cut_short,
                           lost_noticed=sum(g.count for g in gaps), has_gaps=bool(gaps),
-                          flows=out)
+                          flows=[])
+
+        def flows() -> Iterator[FlowStats]:
+            for f in wanted:
+                yield work.flow_stats(f, placed.pop(f), pp, hop_stats.pop(f + 1, []),
+                                      work.flow_gaps(f, gaps), inp.cut_short)
+
+        return head, flows()
 
 
 def trace_stats(inp: StatsSource, flow: int | None = None,

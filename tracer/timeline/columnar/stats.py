@@ -189,17 +189,21 @@ class PreparedStats:
         points = work.with_byte_points(points, list(placed.values()))
         pp = packet_points(c, work.st, points, ends, starts)
         del points
-        hop_stats = _hop_stats(work.pk_order[work.pk_bounds[wanted[0]]:
-                                             work.pk_bounds[wanted[-1] + 1]]
-                               if wanted else np.zeros(0, dtype=np.int64),
-                               work.st.packets.flow, work.st.packets.sender, pp)
         head = TraceStats(path=inp.path, events=len(c), flow_count=self.flow_count,
                           lost_total=inp.lost_total, cut_short=inp.cut_short,
                           lost_noticed=sum(g.count for g in gaps), has_gaps=bool(gaps),
                           flows=[])
 
         def flows() -> Iterator[FlowStats]:
+            bounds, pk = work.pk_bounds, work.st.packets
+            hop_stats: dict[int, list[HopRow]] = {}
+            made = 0  # the distributions of the flows below this are made
             for f in wanted:
+                if f >= made:
+                    made = int(np.searchsorted(bounds, bounds[f] + HOP_CHUNK_PACKETS))
+                    made = min(max(made, f + 1), wanted[-1] + 1)
+                    hop_stats = _hop_stats(work.pk_order[bounds[f]:bounds[made]], pk.flow,
+                                           pk.sender, pp)
                 yield work.flow_stats(f, placed.pop(f), pp, hop_stats.pop(f + 1, []),
                                       work.flow_gaps(f, gaps), inp.cut_short)
 
@@ -452,10 +456,14 @@ def _counting_probe(c: EventColumns, r: EventRules, endpoint: np.ndarray, src: n
     return max(by_name, key=lambda it: it[1])[0]
 
 
+# The flows' latency distributions are made for runs of whole flows of about
+# this many packets at a time: the sort of their hop values, and the rows
+# made of it, then stay bounded whatever the trace's size.
+HOP_CHUNK_PACKETS = 1 << 18
+
+
 def _hop_stats(rows: np.ndarray, flow: np.ndarray, sender: np.ndarray, pp: PacketPoints
                ) -> dict[int, list[HopRow]]:
-    """latency_stats of the packets `rows` (whole flows): per flow number,
-    the distributions per (sender, class, hop) in latency_stats' order."""
     has = pp.has_hop[rows]
     p_idx, h_idx = np.nonzero(has)
     if not len(p_idx):

@@ -151,7 +151,7 @@ class PreparedStats:
 
     def __init__(self, inp: StatsSource,
                  lookup: Callable[[str], ProbeSpec | None] = BY_NAME.get) -> None:
-        c = self.columns = columns_of(inp.events)
+        c = columns_of(inp.events)
         _release_freed_memory()
         # The batches are not kept; the records are complete once they are read.
         self.inp = StatsInput(path=inp.path, events=(), lost=list(inp.lost),
@@ -160,7 +160,15 @@ class PreparedStats:
         r = event_rules(c, pt)
         ft = flow_table(c, r, pt)
         st = step_table(c, r, pt, ft)
-        self._work = _FlowWork(c, r, pt, ft, st)
+        work = _FlowWork(c, r, pt, ft, st)
+        # Of the per-event columns, the statistics of any flow need only the
+        # times (and, for the syscall points, each event's message): the
+        # rest goes now, with the points the packets' own events give.
+        self._wire = wire_points(c, r, pt, ft, st)
+        self.ts = c.ts
+        del c, r
+        work.drop_per_event()
+        self._work = work
 
     @property
     def flow_count(self) -> int:
@@ -176,21 +184,20 @@ class PreparedStats:
         printed: the TraceStats (its `flows` empty) and the flows asked for.
         Only the flows' rows in the tables are held, not their printed
         cells."""
-        inp, work, c = self.inp, self._work, self.columns
+        inp, work, ts = self.inp, self._work, self.ts
         if flow is not None and not 1 <= flow <= self.flow_count:
             raise KeyError(flow)
-        stamps = [int(c.ts[0])] if len(c) else []
+        stamps = [int(ts[0])] if len(ts) else []
         stamps += [rec.ts_ns for rec in inp.lost]
         start = min(stamps) if stamps else 0
         gaps = sorted(inp.lost, key=lambda rec: rec.ts_ns)
         ends, starts = loss_windows([g.ts_ns for g in gaps], start, LOSS_WINDOW_NS)
         wanted = [flow - 1] if flow is not None else list(range(self.flow_count))
-        points = wire_points(c, work.r, work.pt, work.ft, work.st)
         placed = {f: work.place(f) for f in wanted}
-        points = work.with_byte_points(points, list(placed.values()))
-        pp = packet_points(c, work.st, points, ends, starts)
+        points = work.with_byte_points(self._wire, list(placed.values()))
+        pp = packet_points(ts, work.st, points, ends, starts)
         del points
-        head = TraceStats(path=inp.path, events=len(c), flow_count=self.flow_count,
+        head = TraceStats(path=inp.path, events=len(ts), flow_count=self.flow_count,
                           lost_total=inp.lost_total, cut_short=inp.cut_short,
                           lost_noticed=sum(g.count for g in gaps), has_gaps=bool(gaps),
                           flows=[])
@@ -259,7 +266,8 @@ class _FlowWork:
 
     def __init__(self, c: EventColumns, r: EventRules, pt: ProbeTable, ft: FlowTable,
                  st: StepTable) -> None:
-        self.c, self.r, self.pt, self.ft, self.st = c, r, pt, ft, st
+        self.pt, self.ft, self.st = pt, ft, st
+        self.ts = c.ts
         pk, mt = st.packets, st.messages
         nf = ft.count
         self.pk_order = np.lexsort((pk.step, pk.flow))
@@ -318,6 +326,16 @@ class _FlowWork:
                                          weights=pk.payload[retrans], minlength=2 * nf)
         entry = (r.layer == SYSCALL) & ~c.is_return
         self.entry_key = np.where(entry[mt.key], mt.key, -1)
+
+    def drop_per_event(self) -> None:
+        """Lets go of the tables' per-event columns the per-flow work does
+        not read (they are replaced by empty arrays: a later use fails
+        loudly instead of reading stale rows)."""
+        gone = np.zeros(0, dtype=np.int64)
+        self.ft = dataclasses.replace(self.ft, flow=gone, endpoint=gone, side=gone)
+        self.st = dataclasses.replace(
+            self.st, placement=gone, step_flow=gone,
+            packets=dataclasses.replace(self.st.packets, of_event=gone, seg_of_event=gone))
 
     def place(self, f: int) -> _Placed:
         """Byte placement of both directions; notes the data packets'
@@ -385,8 +403,8 @@ class _FlowWork:
         if not gaps:
             return []
         end = int(self.st.flow_end[f])
-        after = int(np.searchsorted(self.c.ts, end, side="right"))
-        until = int(self.c.ts[after]) if after < len(self.c) else None
+        after = int(np.searchsorted(self.ts, end, side="right"))
+        until = int(self.ts[after]) if after < len(self.ts) else None
         begin = int(self.st.flow_start[f])
         return [g for g in gaps if begin <= g.ts_ns and (until is None or g.ts_ns <= until)]
 

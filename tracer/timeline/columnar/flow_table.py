@@ -10,7 +10,7 @@ import numpy as np
 from tracer.events import TCP_ACK, TCP_SYN
 from tracer.timeline.columnar.columns import NO_EP, EventColumns
 from tracer.timeline.columnar.errors import Irregular
-from tracer.timeline.columnar.event_table import PORT_MASK, EventRules
+from tracer.timeline.columnar.event_table import PORT_MASK, EventRules, EventTuples, event_tuples
 from tracer.timeline.columnar.grouping import (
     factorize,
     first_index,
@@ -51,12 +51,13 @@ def flow_table(c: EventColumns, r: EventRules, pt: ProbeTable) -> FlowTable:
     # trace holds 80 MB per int64 column.
     n = len(c)
     idx = np.arange(n, dtype=np.int64)
-    tup, _ = factorize(np.where(r.has_tuple, r.tuple_lo, -1), np.where(r.has_tuple, r.tuple_hi, -1))
-    tup = np.where(r.has_tuple, tup, -1)
+    t = event_tuples(c, pt)
+    tup, _ = factorize(np.where(t.has_tuple, t.tuple_lo, -1), np.where(t.has_tuple, t.tuple_hi, -1))
+    tup = np.where(t.has_tuple, tup, -1)
 
-    _check_namespaces(c, r, tup)
+    _check_namespaces(c, t, tup)
     key = tup.copy()
-    endpoint = r.own_side.copy()
+    endpoint = t.own_side  # t's own: its own_side is not read after this
 
     # sk -> (flow, local end), taught by socket captures; recycled sockets:
     # the latest mapping before the event, else the first one after it.
@@ -71,7 +72,7 @@ def flow_table(c: EventColumns, r: EventRules, pt: ProbeTable) -> FlowTable:
     change[1:] = (t_sk[1:] != t_sk[:-1]) | (t_key[1:] != t_key[:-1])
     m_idx, m_sk = t_idx[change], t_sk[change]
     m_key = key[m_idx]
-    m_local = np.where(c.src[m_idx] == r.tuple_lo[m_idx], r.tuple_lo[m_idx], r.tuple_hi[m_idx])
+    m_local = np.where(c.src[m_idx] == t.tuple_lo[m_idx], t.tuple_lo[m_idx], t.tuple_hi[m_idx])
     has_map = np.zeros(int(sk_ids.max(initial=-1)) + 1, dtype=bool)
     has_map[m_sk] = True
     ask = (key < 0) & (c.sk != 0) & has_map[sk_ids]
@@ -100,7 +101,8 @@ def flow_table(c: EventColumns, r: EventRules, pt: ProbeTable) -> FlowTable:
     del key, uniq, inverse
     nflows = nkeys
     f_first = np.sort(first)
-    lo, hi = r.tuple_lo[f_first], r.tuple_hi[f_first]
+    lo, hi = t.tuple_lo[f_first], t.tuple_hi[f_first]
+    del t
 
     client, server, handshake = _roles(c, r, flow, nflows, lo, hi)
     side = np.full(n, NO_SIDE, dtype=np.int64)
@@ -118,13 +120,13 @@ def flow_table(c: EventColumns, r: EventRules, pt: ProbeTable) -> FlowTable:
                      socks=socks)
 
 
-def _check_namespaces(c: EventColumns, r: EventRules, tup: np.ndarray) -> None:
+def _check_namespaces(c: EventColumns, t: EventTuples, tup: np.ndarray) -> None:
     """One end seen in several namespaces means the 4-tuple is reused by
     distinct connections (flows._split_by_netns): not reproduced here."""
-    m = (tup >= 0) & (c.netns != 0) & (r.own_side != NO_EP)
+    m = (tup >= 0) & (c.netns != 0) & (t.own_side != NO_EP)
     if not m.any():
         return
-    end, _ = factorize(tup[m], r.own_side[m])
+    end, _ = factorize(tup[m], t.own_side[m])
     pairs, _ = factorize(end, c.netns[m])
     per_end = np.bincount(end[np.unique(pairs, return_index=True)[1]])
     if (per_end > 1).any():

@@ -24,7 +24,7 @@ from probes.catalog import BY_NAME, ProbeSpec
 from tracer.events import Endpoint
 from tracer.timeline.accounting import ORIGIN_PROBE, ByteAccount
 from tracer.timeline.columnar.byte_table import MessageRows, PacketRows, place_direction, union
-from tracer.timeline.columnar.columns import EventColumns, columns_of
+from tracer.timeline.columnar.columns import EventColumns, columns_of, release_freed_memory
 from tracer.timeline.columnar.event_table import EventRules, event_rules
 from tracer.timeline.columnar.flow_table import FlowTable, flow_table
 from tracer.timeline.columnar.grouping import take_or
@@ -152,7 +152,7 @@ class PreparedStats:
     def __init__(self, inp: StatsSource,
                  lookup: Callable[[str], ProbeSpec | None] = BY_NAME.get) -> None:
         c = columns_of(inp.events)
-        _release_freed_memory()
+        release_freed_memory()
         # The batches are not kept; the records are complete once they are read.
         self.inp = StatsInput(path=inp.path, events=(), lost=list(inp.lost),
                               lost_total=inp.lost_total, cut_short=inp.cut_short)
@@ -216,16 +216,6 @@ class PreparedStats:
                                       work.flow_gaps(f, gaps), inp.cut_short)
 
         return head, flows()
-
-
-def _release_freed_memory() -> None:
-    """Hand the memory freed while reading back to the system. The batches'
-    small arrays, freed, leave holes in the C heap that the large arrays of
-    the later stages (each its own mapping) never reuse: on a 10 M-event
-    trace, a gigabyte held for nothing until the end."""
-    # The system pool's release is malloc_trim (glibc): numpy allocates there.
-    pa.system_memory_pool().release_unused()
-    pa.default_memory_pool().release_unused()
 
 
 def trace_stats(inp: StatsSource, flow: int | None = None,

@@ -448,9 +448,11 @@ def _key_runs(c: EventColumns, r: EventRules, pt: ProbeTable, ft: FlowTable,
     order = np.lexsort((rows, grp))
     ev = rows[order]
     g = grp[order]
+    del grp, order, flow, sender
     m = len(ev)
     new_group = np.ones(m, dtype=bool)
     new_group[1:] = g[1:] != g[:-1]
+    del g
     boundary = new_group | pt.origin[c.probe[ev]]
     hop = c.probe[ev].astype(np.int64) * 2 + c.is_return[ev]
     pos = np.arange(m)

@@ -90,15 +90,15 @@ def flow_table(c: EventColumns, r: EventRules, pt: ProbeTable) -> FlowTable:
     del idx, tup, teach, sk_ids, has_map, ask, q_idx, q_pos, hit, sock_side
 
     # Flows numbered in order of first event.
-    uniq, inverse = np.unique(np.where(key >= 0, key, np.iinfo(np.int64).max),
-                              return_inverse=True)
-    nkeys = len(uniq) - (1 if (key < 0).any() else 0)
+    # Dense ids in key order (np.unique's inverse), sorting only runs' heads.
+    inverse, nuniq = factorize(np.where(key >= 0, key, np.iinfo(np.int64).max))
+    nkeys = nuniq - (1 if (key < 0).any() else 0)
     inverse = np.where(key >= 0, inverse, -1)
     first = first_index(np.where(inverse >= 0, inverse, nkeys), nkeys + 1)[:nkeys]
     rank = np.empty(nkeys, dtype=np.int64)
     rank[np.argsort(first, kind="stable")] = np.arange(nkeys)
     flow = np.where(inverse >= 0, rank[np.maximum(inverse, 0)], -1)
-    del key, uniq, inverse
+    del key, inverse
     nflows = nkeys
     f_first = np.sort(first)
     lo, hi = t.tuple_lo[f_first], t.tuple_hi[f_first]
@@ -198,6 +198,7 @@ def _bases(c: EventColumns, r: EventRules, pt: ProbeTable, flow: np.ndarray,
     copy = (flow >= 0) & ~r.is_seg & pt.datagram_iter[c.probe] & (c.seq >= 0)
     seg = (flow >= 0) & r.is_seg
     owner_ep = np.where(seg, c.src, np.where(endpoint == ev_server, ev_client, ev_server))
+    del ev_client, ev_server
     rows = np.flatnonzero(seg | copy)
     owner_ep = owner_ep[rows]
     f = flow[rows]

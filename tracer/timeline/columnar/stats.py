@@ -158,7 +158,9 @@ class PreparedStats:
                               lost_total=inp.lost_total, cut_short=inp.cut_short)
         pt = ProbeTable.build(c.probe_names, lookup)
         r = event_rules(c, pt)
+        c = _without(c, "end_seq", "ack")  # read by the rules only
         ft = flow_table(c, r, pt)
+        c = _without(c, "sk", "netns", "has_saddr")  # read by the flows only
         st = step_table(c, r, pt, ft)
         work = _FlowWork(c, r, pt, ft, st)
         # Of the per-event columns, the statistics of any flow need only the
@@ -216,6 +218,13 @@ class PreparedStats:
                                       work.flow_gaps(f, gaps), inp.cut_short)
 
         return head, flows()
+
+
+def _without(c: EventColumns, *names: str) -> EventColumns:
+    """The columns but `names`, which no later stage reads: they are let go
+    (as empty arrays: a later use fails loudly instead of reading them)."""
+    gone: dict[str, Any] = dict.fromkeys(names, np.zeros(0, dtype=np.int64))
+    return dataclasses.replace(c, **gone)
 
 
 def trace_stats(inp: StatsSource, flow: int | None = None,

@@ -280,3 +280,18 @@ def test_distributions_made_a_few_flows_at_a_time_same_text(monkeypatch: pytest.
     for packets in (1, 5, 64):
         monkeypatch.setattr(columnar_stats, "HOP_CHUNK_PACKETS", packets)
         assert assert_same_text(trace, [None, 3]) == 4 * len(RECORDINGS)
+
+
+def test_synthetic_v2_from_columns_is_the_event_copies(tmp_path: Path) -> None:
+    """The column-level version 2 writer (for large benchmark traces) writes
+    the copies the event-level one makes, loss records included."""
+    from tests.synthetic import write_synthetic_v2
+
+    src = next(p for p in RECORDINGS if p.name == "bulk_lossy.kpath")
+    out = tmp_path / "copies.kpath"
+    assert write_synthetic_v2(str(src), str(out), 3, 2) == 3 * len(recording(src).events)
+    got = read_trace(out)
+    want = synthetic_trace(recording(src), 3, 2)
+    assert got.events == want.events
+    assert sorted(got.lost, key=lambda r: r.ts_ns) == sorted(want.lost, key=lambda r: r.ts_ns)
+    assert got.lost

@@ -25,9 +25,11 @@ CLIENT, SERVER, NO_SIDE = 0, 1, -1
 
 @dataclass(frozen=True, slots=True)
 class FlowTable:
-    flow: np.ndarray  # int64 per event: 0-based flow number - 1, -1 without a flow
+    # Per-event columns in the narrowest type their values need (int32 flow
+    # numbers, int8 sides): they are held through the step table.
+    flow: np.ndarray  # int32 per event: 0-based flow number - 1, -1 without a flow
     endpoint: np.ndarray  # per event: own side, else the socket's local end (NO_EP)
-    side: np.ndarray  # per event: CLIENT, SERVER or NO_SIDE
+    side: np.ndarray  # int8 per event: CLIENT, SERVER or NO_SIDE
     client: np.ndarray  # per flow, endpoint codes
     server: np.ndarray
     handshake: np.ndarray  # per flow: roles from a SYN (else from ports)
@@ -97,7 +99,9 @@ def flow_table(c: EventColumns, r: EventRules, pt: ProbeTable) -> FlowTable:
     first = first_index(np.where(inverse >= 0, inverse, nkeys), nkeys + 1)[:nkeys]
     rank = np.empty(nkeys, dtype=np.int64)
     rank[np.argsort(first, kind="stable")] = np.arange(nkeys)
-    flow = np.where(inverse >= 0, rank[np.maximum(inverse, 0)], -1)
+    if nkeys >= 1 << 29:  # flow * 4 + ... stays within int32
+        raise Irregular(f"{nkeys} flows: more than the columns number")
+    flow = np.where(inverse >= 0, rank[np.maximum(inverse, 0)], -1).astype(np.int32)
     del key, inverse
     nflows = nkeys
     f_first = np.sort(first)
@@ -105,7 +109,7 @@ def flow_table(c: EventColumns, r: EventRules, pt: ProbeTable) -> FlowTable:
     del t
 
     client, server, handshake = _roles(c, r, flow, nflows, lo, hi)
-    side = np.full(n, NO_SIDE, dtype=np.int64)
+    side = np.full(n, NO_SIDE, dtype=np.int8)
     ev_client, ev_server = take_or(client, flow, NO_EP), take_or(server, flow, NO_EP)
     has_flow = flow >= 0
     side[has_flow & (endpoint == ev_client)] = CLIENT

@@ -7,6 +7,12 @@ Stages, each returning new data: columns_of (columns.py) -> event_rules ->
 flow_table -> step_table -> wire_points, then per flow the byte placement
 (byte_table.py), the syscall and copy points, the accounting; last the
 hops and their distributions (latency_table.py).
+
+Memory: the whole trace is held as per-event columns while the tables are
+made (about 200 bytes an event at the peak, step_table's); each column is
+let go after the last stage that reads it, and the per-flow statistics
+keep only the times and per-packet and per-message rows. The batches are
+read one at a time; the text is made flow by flow (stats_by_flow).
 """
 
 from __future__ import annotations

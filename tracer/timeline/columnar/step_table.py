@@ -88,10 +88,17 @@ class StepTable:
     flow_end: np.ndarray  # per flow: Flow.end_ns
 
 
+# Event indices and message rows held per event: int32, half of int64's
+# memory, as a trace's events are fewer than 2**31 (step_table checks).
+EVENT_INDEX = np.int32
+
+
 def step_table(c: EventColumns, r: EventRules, pt: ProbeTable, ft: FlowTable) -> StepTable:
     # Each per-event temporary is deleted after its last use: a 10 M-event
     # trace holds 80 MB per int64 column.
     n = len(c)
+    if n >= 1 << 31:
+        raise Irregular(f"{n} events: more than the int32 event indices number")
     p = c.probe
     flow = ft.flow
     ctx_id, _ = factorize(c.tid, c.ctx.astype(np.int64), c.softirq.astype(np.int64))
@@ -262,7 +269,7 @@ def _pair_returns(c: EventColumns, ctx_id: np.ndarray) -> np.ndarray:
     probe and context. Only probes with both entries and returns can pair;
     their events are matched with one stack per (context, probe)."""
     n = len(c)
-    pair = np.full(n, -1, dtype=np.int64)
+    pair = np.full(n, -1, dtype=EVENT_INDEX)
     nprobes = len(c.probe_names)
     has_ret = np.bincount(c.probe[c.is_return], minlength=nprobes) > 0
     has_entry = np.bincount(c.probe[~c.is_return], minlength=nprobes) > 0
@@ -285,8 +292,8 @@ def _syscalls(c: EventColumns, syscall_task: np.ndarray) -> tuple[np.ndarray, np
     message (an entry, or a return whose entry was not seen); for every
     event, the entry of the syscall open in its thread (task context), -1."""
     n = len(c)
-    msg_key = np.full(n, -1, dtype=np.int64)
-    in_msg = np.full(n, -1, dtype=np.int64)
+    msg_key = np.full(n, -1, dtype=EVENT_INDEX)
+    in_msg = np.full(n, -1, dtype=EVENT_INDEX)
     rows = np.flatnonzero(syscall_task)
     if not len(rows):
         return msg_key, in_msg
@@ -661,10 +668,10 @@ def _messages(c: EventColumns, r: EventRules, pt: ProbeTable, ft: FlowTable,
     members = np.flatnonzero((place == PLACE_A) | (place == PLACE_C))
     key_of = np.where(place[members] == PLACE_A, msg_key[members], in_msg[members])
     keys = np.flatnonzero((place == PLACE_A) & (msg_key == np.arange(n)))
-    row_of_key = np.full(n, -1, dtype=np.int64)
+    row_of_key = np.full(n, -1, dtype=EVENT_INDEX)
     row_of_key[keys] = np.arange(len(keys))
     mrow = row_of_key[key_of]
-    of_event = np.full(n, -1, dtype=np.int64)
+    of_event = np.full(n, -1, dtype=EVENT_INDEX)
     of_event[members] = mrow
     nm = len(keys)
 

@@ -198,14 +198,13 @@ def _bases(c: EventColumns, r: EventRules, pt: ProbeTable, flow: np.ndarray,
     stream (segments, and copies of its bytes by the peer's reader)."""
     isn = np.full((nflows, 2), -1, dtype=np.int64)
     from_syn = np.zeros((nflows, 2), dtype=bool)
-    ev_client, ev_server = take_or(client, flow, NO_EP), take_or(server, flow, NO_EP)
     copy = (flow >= 0) & ~r.is_seg & pt.datagram_iter[c.probe] & (c.seq >= 0)
     seg = (flow >= 0) & r.is_seg
-    owner_ep = np.where(seg, c.src, np.where(endpoint == ev_server, ev_client, ev_server))
-    del ev_client, ev_server
     rows = np.flatnonzero(seg | copy)
-    owner_ep = owner_ep[rows]
-    f = flow[rows]
+    f = flow[rows]  # all >= 0: segments and copies of a flow only
+    # Only these rows' owners: per-event arrays of them would cost 16 bytes an event.
+    owner_ep = np.where(seg[rows], c.src[rows],
+                        np.where(endpoint[rows] == server[f], client[f], server[f]))
     is_client = owner_ep == client[f]
     if (seg[rows] & ~is_client & (owner_ep != server[f])).any():
         raise Irregular("a segment whose source is neither end of its flow")

@@ -12,10 +12,10 @@ from typing import NoReturn
 import click
 
 from tracer.timeline import Timeline, build_timeline, use_recorded_probes
-from tracer.timeline.columnar import Irregular, PreparedStats, stats_input_of
+from tracer.timeline.columnar import Irregular, PreparedStats, ScannedInput
 from tracer.timeline.event_rules import probe_spec
 from tracer.timeline.windows import WINDOW_EVENTS, Plan
-from tracer.tracefile import Trace, TraceFormatError, probe_specs, read_trace
+from tracer.tracefile import Trace, TraceFormatError, probe_specs, read_trace, scan_trace
 from viz import graphviz_render
 from viz.html import render_html
 from viz.jsonout import write_json, write_json_windows
@@ -24,9 +24,9 @@ from viz.perfetto import write_perfetto
 from viz.plantuml import render_plantuml
 from viz.select import Selection, SelectionError, View, parse_bound, parse_steps, select
 from viz.sequence import build_sequence
-from viz.stats_columnar import render_trace_stats
+from viz.stats_columnar import trace_stats_text
 from viz.stats_text import render_stats
-from viz.text import cut_short_message, render_text
+from viz.text import cut_short_message, cut_short_note, render_text
 
 EXPORT_FORMATS = ("svg", "png", "pdf", "dot", "mermaid", "plantuml", "perfetto", "html")
 TEXT_FORMATS = ("svg", "dot", "mermaid", "plantuml", "perfetto", "html")
@@ -36,6 +36,8 @@ FORMAT_OF_SUFFIX = {".svg": "svg", ".png": "png", ".pdf": "pdf", ".dot": "dot", 
                     ".mmd": "mermaid", ".mermaid": "mermaid", ".puml": "plantuml",
                     ".plantuml": "plantuml", ".pu": "plantuml", ".json": "perfetto",
                     ".html": "html", ".htm": "html"}
+# --stats text is written in pieces of about this many characters.
+_ECHO_BYTES = 1 << 20
 
 
 def _fail(msg: str, code: int = 1) -> NoReturn:
@@ -190,20 +192,30 @@ def _export_perfetto(tl: Timeline, view: View, output: str) -> None:
 
 
 def _replay_stats(file: str, flow: str | None, out_format: str) -> None:
-    """--stats on columns (tracer/timeline/columnar); a trace needing a rule
-    only the object timeline has goes through build_timeline, as before."""
-    trace = _read(file)
-    path, cut = trace.path, cut_short_message(trace)
-    inp = stats_input_of(trace)
-    del trace  # the events go as the columns are read
+    """--stats on columns (tracer/timeline/columnar), read batch by batch
+    from the file; a trace needing a rule only the object timeline has goes
+    through build_timeline, as before."""
     prepared: PreparedStats | None = None
     tl: Timeline | None = None
     try:
-        prepared = PreparedStats(inp, probe_spec)
-        count = prepared.flow_count
-    except Irregular as exc:
-        click.echo(f"kpath: note: --stats through the object timeline: {exc}", err=True)
-        tl = _load(file)
+        scan = scan_trace(file)
+        use_recorded_probes(probe_specs(scan.header.probes))
+        with scan:
+            inp = ScannedInput(scan)
+            path = inp.path
+            try:
+                prepared = PreparedStats(inp, probe_spec)
+                count = prepared.flow_count
+                cut = cut_short_note(prepared.inp.cut_short)
+            except Irregular as exc:
+                click.echo(f"kpath: note: --stats through the object timeline: {exc}",
+                           err=True)
+    except TraceFormatError as exc:
+        _fail(str(exc))
+    if prepared is None:
+        trace = _read(file)
+        cut = cut_short_message(trace)
+        tl = build_timeline(trace)
         count = len(tl.flows)
     number = _flow_number(count, path, flow)
     if cut:
@@ -211,7 +223,17 @@ def _replay_stats(file: str, flow: str | None, out_format: str) -> None:
     if out_format != "text":
         _fail("--stats prints text tables: drop --format json", 2)
     if prepared is not None:
-        _echo(render_trace_stats(prepared.stats(number)))
+        # Written a piece at a time: the whole text of a large trace is
+        # bigger than the tables it is printed from.
+        pieces: list[str] = []
+        size = 0
+        for piece in trace_stats_text(*prepared.stats_by_flow(number)):
+            pieces.append(piece)
+            size += len(piece)
+            if size >= _ECHO_BYTES:
+                _echo("".join(pieces))
+                pieces, size = [], 0
+        _echo("".join(pieces))
     else:
         assert tl is not None
         _echo(render_stats(tl, number))

@@ -12,7 +12,11 @@ recording, copies overlap in time and their events interleave.
 
 An output ending in .arrows is an Arrow IPC stream of EVENT_SCHEMA batches,
 one per copy, shifted on the columns (shifted_batch): for traces too large
-to build as Event objects; its loss records are left out.
+to build as Event objects; its loss records are left out. With --columns, a
+.kpath output is made the same way as a version 2 trace (copies in batch
+order, not time order; loss records kept, each copy's with its batch):
+
+    python -m tests.synthetic tests/data/hello_hi_core.kpath big.kpath --copies 35211 --columns
 """
 
 from __future__ import annotations
@@ -157,14 +161,37 @@ def write_synthetic_arrow(src: str, out: str, count: int, overlap: int = 1) -> i
     return count * base.num_rows
 
 
+def write_synthetic_v2(src: str, out: str, count: int, overlap: int = 1) -> int:
+    """`count` copies of `src` shifted on the columns, as a version 2 trace;
+    events written."""
+    trace = read_trace(src)
+    base = events_to_batch(trace.events, [p.name for p in trace.header.probes])
+    stride = max(span_of(trace) // max(overlap, 1), 1)
+    per_batch = max(BATCH_ROWS // max(base.num_rows, 1), 1)
+    writer = TraceWriter(out, trace.header)
+    for first in range(0, count, per_batch):
+        ks = range(first, min(first + per_batch, count))
+        for k in ks:
+            for rec in trace.lost:
+                writer.lost_events(dataclasses.replace(rec, ts_ns=rec.ts_ns + k * stride))
+        table = pa.Table.from_batches([shifted_batch(base, k, k * stride) for k in ks])
+        for batch in table.combine_chunks().to_batches():
+            writer.write_batch(batch)
+    writer.close(trace.trailer.reason if trace.trailer else "synthetic")
+    return writer.events
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("src")
     ap.add_argument("out")
     ap.add_argument("--copies", type=int, required=True)
     ap.add_argument("--overlap", type=int, default=4, help="copies running at once")
+    ap.add_argument("--columns", action="store_true",
+                    help="a .kpath output written as version 2 from shifted columns")
     args = ap.parse_args(argv)
-    write = write_synthetic_arrow if args.out.endswith(".arrows") else write_synthetic
+    write = (write_synthetic_arrow if args.out.endswith(".arrows")
+             else write_synthetic_v2 if args.columns else write_synthetic)
     n = write(args.src, args.out, args.copies, args.overlap)
     print(f"wrote {n} events to {args.out}", file=sys.stderr)
     return 0

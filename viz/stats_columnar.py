@@ -4,7 +4,7 @@ prints from a Timeline, line for line."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 from tracer.timeline.columnar.latency_table import HOPS
 from tracer.timeline.columnar.stats import FlowPackets, FlowStats, HopRow, TraceStats
@@ -13,20 +13,28 @@ from viz.stats_text import GAP_MARK, _check, _direction_of, fmt_us, table_lines
 
 
 def render_trace_stats(ts: TraceStats) -> str:
-    lines = [f"kpath stats {ts.path or '(trace)'}: {ts.events} events, "
-             f"{ts.flow_count} flow(s), lost {ts.lost_total}"]
-    if ts.cut_short:
-        lines.append(f"  !! trace cut short ({ts.cut_short}): counts may be incomplete")
-    if ts.has_gaps:
-        lines.append(f"  !! {ts.lost_noticed} event(s) lost: packets whose "
+    return "".join(trace_stats_text(ts, ts.flows))
+
+
+def trace_stats_text(head: TraceStats, flows: Iterable[FlowStats]) -> Iterator[str]:
+    """render_trace_stats in pieces: the header, then each flow's text as
+    the flow comes (`head.flows` is not read), so a caller may write each
+    piece and drop it."""
+    lines = [f"kpath stats {head.path or '(trace)'}: {head.events} events, "
+             f"{head.flow_count} flow(s), lost {head.lost_total}"]
+    if head.cut_short:
+        lines.append(f"  !! trace cut short ({head.cut_short}): counts may be incomplete")
+    if head.has_gaps:
+        lines.append(f"  !! {head.lost_noticed} event(s) lost: packets whose "
                      f"span holds a loss are marked '{GAP_MARK}' and left out of distributions")
-    if not ts.flows:
-        lines.append("")
-        lines.append("no TCP flow in this trace")
-    for fl in ts.flows:
-        lines.append("")
-        lines.extend(_flow_lines(fl))
-    return "\n".join(lines) + "\n"
+    yield "\n".join(lines) + "\n"
+    none = True
+    for fl in flows:
+        none = False
+        # A blank line before each flow: the pieces join into one text.
+        yield "\n" + "\n".join(_flow_lines(fl)) + "\n"
+    if none:
+        yield "\nno TCP flow in this trace\n"
 
 
 def _flow_lines(fl: FlowStats) -> list[str]:

@@ -49,9 +49,14 @@ def _styler(color: bool) -> Style:
 
 def cut_short_message(trace: Trace) -> str | None:
     """The warning for a truncated trace, or None when it is complete."""
-    if not trace.cut_short:
+    return cut_short_note(trace.cut_short)
+
+
+def cut_short_note(cut_short: str | None) -> str | None:
+    """The warning for a trace cut short for this reason (None: complete)."""
+    if not cut_short:
         return None
-    return f"trace cut short ({trace.cut_short}): events after the cut are missing"
+    return f"trace cut short ({cut_short}): events after the cut are missing"
 
 
 def render_text(timeline: Timeline, flow: int | None = None, color: bool = False) -> str:

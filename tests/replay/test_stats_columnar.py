@@ -226,3 +226,72 @@ def test_batches_with_their_own_probe_dictionaries_same_text() -> None:
     inp = StatsInput(path=trace.path, events=batches, lost=trace.lost,
                      lost_total=trace.lost_total, cut_short=trace.cut_short)
     assert render_trace_stats(PreparedStats(inp).stats()) == render_stats(build_timeline(trace))
+
+
+def _write_in_batches(trace: Trace, path: Path, rows: int) -> None:
+    """A version 2 file of `trace` in batches of `rows` events, each lost
+    record riding on the batch written after it was noticed."""
+    from tracer.tracefile import TraceWriter
+
+    writer = TraceWriter(path, trace.header)
+    lost = sorted(trace.lost, key=lambda rec: rec.ts_ns)
+    for at in range(0, len(trace.events), rows):
+        chunk = trace.events[at:at + rows]
+        while lost and lost[0].ts_ns <= chunk[-1].ts_ns:
+            writer.lost_events(lost.pop(0))
+        writer.events_batch(chunk)
+    for rec in lost:
+        writer.lost_events(rec)
+    writer.close("test")
+
+
+@pytest.mark.parametrize("rows", [7, 97, 100_000])
+def test_v2_file_read_batch_by_batch_same_text_as_whole_table(tmp_path: Path, rows: int) -> None:
+    """`replay --stats` reads a version 2 file a batch at a time (scan_trace)
+    and writes the text flow by flow: the same text as the statistics of the
+    whole table read at once, and as the object path's, whatever the
+    batches' size."""
+    trace = mixed_trace([recording(p) for p in RECORDINGS], 3, 3)
+    assert trace.lost, "a lossy recording puts loss records into the batches"
+    path = tmp_path / "batches.kpath"
+    _write_in_batches(trace, path, rows)
+    whole = read_trace(path)
+    with recorded_probes(probe_specs(whole.header.probes)):
+        want = render_trace_stats(PreparedStats(stats_input_of(whole), probe_spec).stats())
+        assert want == render_stats(build_timeline(whole))
+    for args in ([], ["--flow", "5"]):
+        res = CliRunner().invoke(replay_cmd, [str(path), "--stats", *args])
+        assert res.exit_code == 0, res.output
+        assert "object timeline" not in res.stderr
+        if not args:
+            assert res.stdout == want
+        else:
+            with recorded_probes(probe_specs(whole.header.probes)):
+                assert res.stdout == render_stats(build_timeline(whole), 5)
+
+
+def test_distributions_made_a_few_flows_at_a_time_same_text(monkeypatch: pytest.MonkeyPatch
+                                                            ) -> None:
+    """Runs of whole flows as small as a few packets (down to one flow per
+    run, and runs ending inside a flow's packets) print as one run does."""
+    from tracer.timeline.columnar import stats as columnar_stats
+
+    trace = mixed_trace([recording(p) for p in RECORDINGS], 4, 4)
+    for packets in (1, 5, 64):
+        monkeypatch.setattr(columnar_stats, "HOP_CHUNK_PACKETS", packets)
+        assert assert_same_text(trace, [None, 3]) == 4 * len(RECORDINGS)
+
+
+def test_synthetic_v2_from_columns_is_the_event_copies(tmp_path: Path) -> None:
+    """The column-level version 2 writer (for large benchmark traces) writes
+    the copies the event-level one makes, loss records included."""
+    from tests.synthetic import write_synthetic_v2
+
+    src = next(p for p in RECORDINGS if p.name == "bulk_lossy.kpath")
+    out = tmp_path / "copies.kpath"
+    assert write_synthetic_v2(str(src), str(out), 3, 2) == 3 * len(recording(src).events)
+    got = read_trace(out)
+    want = synthetic_trace(recording(src), 3, 2)
+    assert got.events == want.events
+    assert sorted(got.lost, key=lambda r: r.ts_ns) == sorted(want.lost, key=lambda r: r.ts_ns)
+    assert got.lost

@@ -12,8 +12,14 @@ is left to the object path; viz/stats_columnar prints the same text.
 """
 
 from tracer.timeline.columnar.errors import Irregular
-from tracer.timeline.columnar.source import stats_input_of
-from tracer.timeline.columnar.stats import PreparedStats, StatsInput, TraceStats, trace_stats
+from tracer.timeline.columnar.source import ScannedInput, stats_input_of
+from tracer.timeline.columnar.stats import (
+    PreparedStats,
+    StatsInput,
+    StatsSource,
+    TraceStats,
+    trace_stats,
+)
 
-__all__ = ["Irregular", "PreparedStats", "StatsInput", "TraceStats", "stats_input_of",
-           "trace_stats"]
+__all__ = ["Irregular", "PreparedStats", "ScannedInput", "StatsInput", "StatsSource",
+           "TraceStats", "stats_input_of", "trace_stats"]

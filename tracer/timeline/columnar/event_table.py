@@ -20,10 +20,6 @@ PORT_MASK = 0xFFFF
 class EventRules:
     layer: np.ndarray  # int8 layer code per event
     direction: np.ndarray  # int8 direction code per event
-    own_side: np.ndarray  # side_endpoint(ev) as an endpoint code, NO_EP when None
-    tuple_lo: np.ndarray  # normalised 4-tuple (lower, higher endpoint); valid where has_tuple
-    tuple_hi: np.ndarray
-    has_tuple: np.ndarray
     is_seg: np.ndarray  # segment_of(ev) is not None
     payload: np.ndarray  # int64 segment payload (0 when unknown)
     known: np.ndarray  # segment length known
@@ -32,12 +28,29 @@ class EventRules:
     pure_ack: np.ndarray  # Segment.is_pure_ack
 
 
-def event_rules(c: EventColumns, pt: ProbeTable) -> EventRules:
+@dataclass(frozen=True, slots=True)
+class EventTuples:
+    """The connection each event names: only the flows are made of these,
+    so they are not kept with EventRules (25 bytes an event)."""
+
+    own_side: np.ndarray  # side_endpoint(ev) as an endpoint code, NO_EP when None
+    tuple_lo: np.ndarray  # normalised 4-tuple (lower, higher endpoint); valid where has_tuple
+    tuple_hi: np.ndarray
+    has_tuple: np.ndarray
+
+
+def event_tuples(c: EventColumns, pt: ProbeTable) -> EventTuples:
     probe = c.probe
     rx_header = pt.header[probe] & (pt.direction[probe] == RX)
-    own_side = np.where(rx_header, c.dst, c.src)
     has_tuple = ((c.src != NO_EP) & (c.dst != NO_EP) & ((c.src & PORT_MASK) != 0)
                  & ((c.dst & PORT_MASK) != 0))
+    return EventTuples(own_side=np.where(rx_header, c.dst, c.src),
+                       tuple_lo=np.minimum(c.src, c.dst), tuple_hi=np.maximum(c.src, c.dst),
+                       has_tuple=has_tuple)
+
+
+def event_rules(c: EventColumns, pt: ProbeTable) -> EventRules:
+    probe = c.probe
     is_seg = (c.seq >= 0) & pt.packet[probe] & (c.src != NO_EP) & (c.dst != NO_EP)
     flags = c.flags
     slots = ((flags & TCP_SYN) != 0).astype(np.int64) + ((flags & TCP_FIN) != 0)
@@ -51,10 +64,6 @@ def event_rules(c: EventColumns, pt: ProbeTable) -> EventRules:
     return EventRules(
         layer=pt.layer[probe],
         direction=pt.direction[probe],
-        own_side=own_side,
-        tuple_lo=np.minimum(c.src, c.dst),
-        tuple_hi=np.maximum(c.src, c.dst),
-        has_tuple=has_tuple,
         is_seg=is_seg,
         payload=payload,
         known=known,

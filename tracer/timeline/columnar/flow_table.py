@@ -10,7 +10,7 @@ import numpy as np
 from tracer.events import TCP_ACK, TCP_SYN
 from tracer.timeline.columnar.columns import NO_EP, EventColumns
 from tracer.timeline.columnar.errors import Irregular
-from tracer.timeline.columnar.event_table import PORT_MASK, EventRules
+from tracer.timeline.columnar.event_table import PORT_MASK, EventRules, EventTuples, event_tuples
 from tracer.timeline.columnar.grouping import (
     factorize,
     first_index,
@@ -25,9 +25,11 @@ CLIENT, SERVER, NO_SIDE = 0, 1, -1
 
 @dataclass(frozen=True, slots=True)
 class FlowTable:
-    flow: np.ndarray  # int64 per event: 0-based flow number - 1, -1 without a flow
+    # Per-event columns in the narrowest type their values need (int32 flow
+    # numbers, int8 sides): they are held through the step table.
+    flow: np.ndarray  # int32 per event: 0-based flow number - 1, -1 without a flow
     endpoint: np.ndarray  # per event: own side, else the socket's local end (NO_EP)
-    side: np.ndarray  # per event: CLIENT, SERVER or NO_SIDE
+    side: np.ndarray  # int8 per event: CLIENT, SERVER or NO_SIDE
     client: np.ndarray  # per flow, endpoint codes
     server: np.ndarray
     handshake: np.ndarray  # per flow: roles from a SYN (else from ports)
@@ -47,14 +49,17 @@ class FlowTable:
 
 
 def flow_table(c: EventColumns, r: EventRules, pt: ProbeTable) -> FlowTable:
+    # Each per-event temporary is deleted after its last use: a 10 M-event
+    # trace holds 80 MB per int64 column.
     n = len(c)
     idx = np.arange(n, dtype=np.int64)
-    tup, _ = factorize(np.where(r.has_tuple, r.tuple_lo, -1), np.where(r.has_tuple, r.tuple_hi, -1))
-    tup = np.where(r.has_tuple, tup, -1)
+    t = event_tuples(c, pt)
+    tup, _ = factorize(np.where(t.has_tuple, t.tuple_lo, -1), np.where(t.has_tuple, t.tuple_hi, -1))
+    tup = np.where(t.has_tuple, tup, -1)
 
-    _check_namespaces(c, r, tup)
+    _check_namespaces(c, t, tup)
     key = tup.copy()
-    endpoint = r.own_side.copy()
+    endpoint = t.own_side  # t's own: its own_side is not read after this
 
     # sk -> (flow, local end), taught by socket captures; recycled sockets:
     # the latest mapping before the event, else the first one after it.
@@ -69,7 +74,7 @@ def flow_table(c: EventColumns, r: EventRules, pt: ProbeTable) -> FlowTable:
     change[1:] = (t_sk[1:] != t_sk[:-1]) | (t_key[1:] != t_key[:-1])
     m_idx, m_sk = t_idx[change], t_sk[change]
     m_key = key[m_idx]
-    m_local = np.where(c.src[m_idx] == r.tuple_lo[m_idx], r.tuple_lo[m_idx], r.tuple_hi[m_idx])
+    m_local = np.where(c.src[m_idx] == t.tuple_lo[m_idx], t.tuple_lo[m_idx], t.tuple_hi[m_idx])
     has_map = np.zeros(int(sk_ids.max(initial=-1)) + 1, dtype=bool)
     has_map[m_sk] = True
     ask = (key < 0) & (c.sk != 0) & has_map[sk_ids]
@@ -84,26 +89,32 @@ def flow_table(c: EventColumns, r: EventRules, pt: ProbeTable) -> FlowTable:
     sock_side = pt.socket[c.probe[q_idx]]
     endpoint[q_idx] = np.where(endpoint[q_idx] != NO_EP, endpoint[q_idx],
                                np.where(sock_side, m_local[hit], NO_EP))
+    del idx, tup, teach, sk_ids, has_map, ask, q_idx, q_pos, hit, sock_side
 
     # Flows numbered in order of first event.
-    uniq, inverse = np.unique(np.where(key >= 0, key, np.iinfo(np.int64).max),
-                              return_inverse=True)
-    nkeys = len(uniq) - (1 if (key < 0).any() else 0)
+    # Dense ids in key order (np.unique's inverse), sorting only runs' heads.
+    inverse, nuniq = factorize(np.where(key >= 0, key, np.iinfo(np.int64).max))
+    nkeys = nuniq - (1 if (key < 0).any() else 0)
     inverse = np.where(key >= 0, inverse, -1)
     first = first_index(np.where(inverse >= 0, inverse, nkeys), nkeys + 1)[:nkeys]
     rank = np.empty(nkeys, dtype=np.int64)
     rank[np.argsort(first, kind="stable")] = np.arange(nkeys)
-    flow = np.where(inverse >= 0, rank[np.maximum(inverse, 0)], -1)
+    if nkeys >= 1 << 29:  # flow * 4 + ... stays within int32
+        raise Irregular(f"{nkeys} flows: more than the columns number")
+    flow = np.where(inverse >= 0, rank[np.maximum(inverse, 0)], -1).astype(np.int32)
+    del key, inverse
     nflows = nkeys
     f_first = np.sort(first)
-    lo, hi = r.tuple_lo[f_first], r.tuple_hi[f_first]
+    lo, hi = t.tuple_lo[f_first], t.tuple_hi[f_first]
+    del t
 
     client, server, handshake = _roles(c, r, flow, nflows, lo, hi)
-    side = np.full(n, NO_SIDE, dtype=np.int64)
+    side = np.full(n, NO_SIDE, dtype=np.int8)
     ev_client, ev_server = take_or(client, flow, NO_EP), take_or(server, flow, NO_EP)
     has_flow = flow >= 0
     side[has_flow & (endpoint == ev_client)] = CLIENT
     side[has_flow & (endpoint != ev_client) & (endpoint == ev_server)] = SERVER
+    del ev_client, ev_server, has_flow
 
     netns = _most_common_netns(c, flow, side, nflows)
     socks = _sockets(c, pt, flow, side, nflows)
@@ -113,13 +124,13 @@ def flow_table(c: EventColumns, r: EventRules, pt: ProbeTable) -> FlowTable:
                      socks=socks)
 
 
-def _check_namespaces(c: EventColumns, r: EventRules, tup: np.ndarray) -> None:
+def _check_namespaces(c: EventColumns, t: EventTuples, tup: np.ndarray) -> None:
     """One end seen in several namespaces means the 4-tuple is reused by
     distinct connections (flows._split_by_netns): not reproduced here."""
-    m = (tup >= 0) & (c.netns != 0) & (r.own_side != NO_EP)
+    m = (tup >= 0) & (c.netns != 0) & (t.own_side != NO_EP)
     if not m.any():
         return
-    end, _ = factorize(tup[m], r.own_side[m])
+    end, _ = factorize(tup[m], t.own_side[m])
     pairs, _ = factorize(end, c.netns[m])
     per_end = np.bincount(end[np.unique(pairs, return_index=True)[1]])
     if (per_end > 1).any():
@@ -187,13 +198,13 @@ def _bases(c: EventColumns, r: EventRules, pt: ProbeTable, flow: np.ndarray,
     stream (segments, and copies of its bytes by the peer's reader)."""
     isn = np.full((nflows, 2), -1, dtype=np.int64)
     from_syn = np.zeros((nflows, 2), dtype=bool)
-    ev_client, ev_server = take_or(client, flow, NO_EP), take_or(server, flow, NO_EP)
     copy = (flow >= 0) & ~r.is_seg & pt.datagram_iter[c.probe] & (c.seq >= 0)
     seg = (flow >= 0) & r.is_seg
-    owner_ep = np.where(seg, c.src, np.where(endpoint == ev_server, ev_client, ev_server))
     rows = np.flatnonzero(seg | copy)
-    owner_ep = owner_ep[rows]
-    f = flow[rows]
+    f = flow[rows]  # all >= 0: segments and copies of a flow only
+    # Only these rows' owners: per-event arrays of them would cost 16 bytes an event.
+    owner_ep = np.where(seg[rows], c.src[rows],
+                        np.where(endpoint[rows] == server[f], client[f], server[f]))
     is_client = owner_ep == client[f]
     if (seg[rows] & ~is_client & (owner_ep != server[f])).any():
         raise Irregular("a segment whose source is neither end of its flow")

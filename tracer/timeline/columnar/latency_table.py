@@ -74,10 +74,11 @@ def wire_points(c: EventColumns, r: EventRules, pt: ProbeTable, ft: FlowTable,
     return points
 
 
-def packet_points(c: EventColumns, st: StepTable, points: np.ndarray,
+def packet_points(ts: np.ndarray, st: StepTable, points: np.ndarray,
                   gap_ends: list[int], gap_starts: list[int]) -> PacketPoints:
     """Hops between present points (a spanning hop only where the points it
-    spans are absent), the loss mark, the packet class."""
+    spans are absent), the loss mark, the packet class; `ts`: the events'
+    times."""
     pk = st.packets
     npk = len(pk.creator)
     hops = np.zeros((npk, len(HOPS)), dtype=np.int64)
@@ -90,10 +91,10 @@ def packet_points(c: EventColumns, st: StepTable, points: np.ndarray,
         for spanned in _SPANS.get(hop, ()):
             ok &= ~present[:, POINT_COL[spanned]]
         has[:, h] = ok
-        hops[:, h] = np.where(ok, c.ts[np.maximum(b, 0)] - c.ts[np.maximum(a, 0)], 0)
+        hops[:, h] = np.where(ok, ts[np.maximum(b, 0)] - ts[np.maximum(a, 0)], 0)
     gap = np.zeros(npk, dtype=bool)
     if gap_ends:
-        stamps = np.where(present, c.ts[np.maximum(points, 0)], 0)
+        stamps = np.where(present, ts[np.maximum(points, 0)], 0)
         big = np.iinfo(np.int64).max
         first = np.where(present, stamps, big).min(axis=1)
         last = np.where(present, stamps, np.iinfo(np.int64).min).max(axis=1)

@@ -7,15 +7,21 @@ Stages, each returning new data: columns_of (columns.py) -> event_rules ->
 flow_table -> step_table -> wire_points, then per flow the byte placement
 (byte_table.py), the syscall and copy points, the accounting; last the
 hops and their distributions (latency_table.py).
+
+Memory: the whole trace is held as per-event columns while the tables are
+made (about 200 bytes an event at the peak, step_table's); each column is
+let go after the last stage that reads it, and the per-flow statistics
+keep only the times and per-packet and per-message rows. The batches are
+read one at a time; the text is made flow by flow (stats_by_flow).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import ipaddress
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -24,7 +30,7 @@ from probes.catalog import BY_NAME, ProbeSpec
 from tracer.events import Endpoint
 from tracer.timeline.accounting import ORIGIN_PROBE, ByteAccount
 from tracer.timeline.columnar.byte_table import MessageRows, PacketRows, place_direction, union
-from tracer.timeline.columnar.columns import EventColumns, columns_of
+from tracer.timeline.columnar.columns import EventColumns, columns_of, release_freed_memory
 from tracer.timeline.columnar.event_table import EventRules, event_rules
 from tracer.timeline.columnar.flow_table import FlowTable, flow_table
 from tracer.timeline.columnar.grouping import take_or
@@ -58,6 +64,22 @@ class StatsInput:
     lost: Sequence[Lost]
     lost_total: int
     cut_short: str | None
+
+
+class StatsSource(Protocol):
+    """What PreparedStats reads: the events once, then the records about
+    them (read after the events: a scanned file knows them only then)."""
+
+    @property
+    def path(self) -> str: ...
+    @property
+    def events(self) -> pa.Table | Iterable[pa.RecordBatch]: ...
+    @property
+    def lost(self) -> Sequence[Lost]: ...
+    @property
+    def lost_total(self) -> int: ...
+    @property
+    def cut_short(self) -> str | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,15 +155,28 @@ class PreparedStats:
     flow from them. Irregular when the trace needs a rule the columnar path
     does not reproduce."""
 
-    def __init__(self, inp: StatsInput,
+    def __init__(self, inp: StatsSource,
                  lookup: Callable[[str], ProbeSpec | None] = BY_NAME.get) -> None:
-        self.inp = dataclasses.replace(inp, events=())  # the batches are not kept
-        c = self.columns = columns_of(inp.events)
+        c = columns_of(inp.events)
+        release_freed_memory()
+        # The batches are not kept; the records are complete once they are read.
+        self.inp = StatsInput(path=inp.path, events=(), lost=list(inp.lost),
+                              lost_total=inp.lost_total, cut_short=inp.cut_short)
         pt = ProbeTable.build(c.probe_names, lookup)
         r = event_rules(c, pt)
+        c = _without(c, "end_seq", "ack")  # read by the rules only
         ft = flow_table(c, r, pt)
+        c = _without(c, "sk", "netns", "has_saddr")  # read by the flows only
         st = step_table(c, r, pt, ft)
-        self._work = _FlowWork(c, r, pt, ft, st)
+        work = _FlowWork(c, r, pt, ft, st)
+        # Of the per-event columns, the statistics of any flow need only the
+        # times (and, for the syscall points, each event's message): the
+        # rest goes now, with the points the packets' own events give.
+        self._wire = wire_points(c, r, pt, ft, st)
+        self.ts = c.ts
+        del c, r
+        work.drop_per_event()
+        self._work = work
 
     @property
     def flow_count(self) -> int:
@@ -149,32 +184,56 @@ class PreparedStats:
 
     def stats(self, flow: int | None = None) -> TraceStats:
         """All flows, or flow `flow` (1-based; KeyError if there is none)."""
-        inp, work, c = self.inp, self._work, self.columns
+        head, flows = self.stats_by_flow(flow)
+        return dataclasses.replace(head, flows=list(flows))
+
+    def stats_by_flow(self, flow: int | None = None) -> tuple[TraceStats, Iterator[FlowStats]]:
+        """stats(flow) with its flows made one at a time, as they are
+        printed: the TraceStats (its `flows` empty) and the flows asked for.
+        Only the flows' rows in the tables are held, not their printed
+        cells."""
+        inp, work, ts = self.inp, self._work, self.ts
         if flow is not None and not 1 <= flow <= self.flow_count:
             raise KeyError(flow)
-        stamps = [int(c.ts[0])] if len(c) else []
+        stamps = [int(ts[0])] if len(ts) else []
         stamps += [rec.ts_ns for rec in inp.lost]
         start = min(stamps) if stamps else 0
         gaps = sorted(inp.lost, key=lambda rec: rec.ts_ns)
         ends, starts = loss_windows([g.ts_ns for g in gaps], start, LOSS_WINDOW_NS)
         wanted = [flow - 1] if flow is not None else list(range(self.flow_count))
-        points = wire_points(c, work.r, work.pt, work.ft, work.st)
         placed = {f: work.place(f) for f in wanted}
-        points = work.with_byte_points(points, list(placed.values()))
-        pp = packet_points(c, work.st, points, ends, starts)
-        hop_stats = _hop_stats(work.pk_order[work.pk_bounds[wanted[0]]:
-                                             work.pk_bounds[wanted[-1] + 1]]
-                               if wanted else np.zeros(0, dtype=np.int64),
-                               work.st.packets.flow, work.st.packets.sender, pp)
-        out = [work.flow_stats(f, placed[f], pp, hop_stats.get(f + 1, []),
-                               work.flow_gaps(f, gaps), inp.cut_short) for f in wanted]
-        return TraceStats(path=inp.path, events=len(c), flow_count=self.flow_count,
+        points = work.with_byte_points(self._wire, list(placed.values()))
+        pp = packet_points(ts, work.st, points, ends, starts)
+        del points
+        head = TraceStats(path=inp.path, events=len(ts), flow_count=self.flow_count,
                           lost_total=inp.lost_total, cut_short=inp.cut_short,
                           lost_noticed=sum(g.count for g in gaps), has_gaps=bool(gaps),
-                          flows=out)
+                          flows=[])
+
+        def flows() -> Iterator[FlowStats]:
+            bounds, pk = work.pk_bounds, work.st.packets
+            hop_stats: dict[int, list[HopRow]] = {}
+            made = 0  # the distributions of the flows below this are made
+            for f in wanted:
+                if f >= made:
+                    made = int(np.searchsorted(bounds, bounds[f] + HOP_CHUNK_PACKETS))
+                    made = min(max(made, f + 1), wanted[-1] + 1)
+                    hop_stats = _hop_stats(work.pk_order[bounds[f]:bounds[made]], pk.flow,
+                                           pk.sender, pp)
+                yield work.flow_stats(f, placed.pop(f), pp, hop_stats.pop(f + 1, []),
+                                      work.flow_gaps(f, gaps), inp.cut_short)
+
+        return head, flows()
 
 
-def trace_stats(inp: StatsInput, flow: int | None = None,
+def _without(c: EventColumns, *names: str) -> EventColumns:
+    """The columns but `names`, which no later stage reads: they are let go
+    (as empty arrays: a later use fails loudly instead of reading them)."""
+    gone: dict[str, Any] = dict.fromkeys(names, np.zeros(0, dtype=np.int64))
+    return dataclasses.replace(c, **gone)
+
+
+def trace_stats(inp: StatsSource, flow: int | None = None,
                 lookup: Callable[[str], ProbeSpec | None] = BY_NAME.get) -> TraceStats:
     return PreparedStats(inp, lookup).stats(flow)
 
@@ -212,7 +271,8 @@ class _FlowWork:
 
     def __init__(self, c: EventColumns, r: EventRules, pt: ProbeTable, ft: FlowTable,
                  st: StepTable) -> None:
-        self.c, self.r, self.pt, self.ft, self.st = c, r, pt, ft, st
+        self.pt, self.ft, self.st = pt, ft, st
+        self.ts = c.ts
         pk, mt = st.packets, st.messages
         nf = ft.count
         self.pk_order = np.lexsort((pk.step, pk.flow))
@@ -271,6 +331,16 @@ class _FlowWork:
                                          weights=pk.payload[retrans], minlength=2 * nf)
         entry = (r.layer == SYSCALL) & ~c.is_return
         self.entry_key = np.where(entry[mt.key], mt.key, -1)
+
+    def drop_per_event(self) -> None:
+        """Lets go of the tables' per-event columns the per-flow work does
+        not read (they are replaced by empty arrays: a later use fails
+        loudly instead of reading stale rows)."""
+        gone = np.zeros(0, dtype=np.int64)
+        self.ft = dataclasses.replace(self.ft, flow=gone, endpoint=gone, side=gone)
+        self.st = dataclasses.replace(
+            self.st, placement=gone, step_flow=gone,
+            packets=dataclasses.replace(self.st.packets, of_event=gone, seg_of_event=gone))
 
     def place(self, f: int) -> _Placed:
         """Byte placement of both directions; notes the data packets'
@@ -338,8 +408,8 @@ class _FlowWork:
         if not gaps:
             return []
         end = int(self.st.flow_end[f])
-        after = int(np.searchsorted(self.c.ts, end, side="right"))
-        until = int(self.c.ts[after]) if after < len(self.c) else None
+        after = int(np.searchsorted(self.ts, end, side="right"))
+        until = int(self.ts[after]) if after < len(self.ts) else None
         begin = int(self.st.flow_start[f])
         return [g for g in gaps if begin <= g.ts_ns and (until is None or g.ts_ns <= until)]
 
@@ -420,10 +490,14 @@ def _counting_probe(c: EventColumns, r: EventRules, endpoint: np.ndarray, src: n
     return max(by_name, key=lambda it: it[1])[0]
 
 
+# The flows' latency distributions are made for runs of whole flows of about
+# this many packets at a time: the sort of their hop values, and the rows
+# made of it, then stay bounded whatever the trace's size.
+HOP_CHUNK_PACKETS = 1 << 18
+
+
 def _hop_stats(rows: np.ndarray, flow: np.ndarray, sender: np.ndarray, pp: PacketPoints
                ) -> dict[int, list[HopRow]]:
-    """latency_stats of the packets `rows` (whole flows): per flow number,
-    the distributions per (sender, class, hop) in latency_stats' order."""
     has = pp.has_hop[rows]
     p_idx, h_idx = np.nonzero(has)
     if not len(p_idx):

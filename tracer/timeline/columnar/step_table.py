@@ -88,9 +88,17 @@ class StepTable:
     flow_end: np.ndarray  # per flow: Flow.end_ns
 
 
+# Event indices and message rows held per event: int32, half of int64's
+# memory, as a trace's events are fewer than 2**31 (step_table checks).
+EVENT_INDEX = np.int32
+
+
 def step_table(c: EventColumns, r: EventRules, pt: ProbeTable, ft: FlowTable) -> StepTable:
+    # Each per-event temporary is deleted after its last use: a 10 M-event
+    # trace holds 80 MB per int64 column.
     n = len(c)
-    idx = np.arange(n, dtype=np.int64)
+    if n >= 1 << 31:
+        raise Irregular(f"{n} events: more than the int32 event indices number")
     p = c.probe
     flow = ft.flow
     ctx_id, _ = factorize(c.tid, c.ctx.astype(np.int64), c.softirq.astype(np.int64))
@@ -121,17 +129,20 @@ def step_table(c: EventColumns, r: EventRules, pt: ProbeTable, ft: FlowTable) ->
     trailer = rest & ~c.is_return & (pair < 0) & (r.direction == RX) & ~r.is_seg \
         & pt.sock_or_socket[p]
     place[trailer] = PLACE_E
+    del rest, entry_lone, has_pair, d, keyed_seg, syscall_task
+
+    placed = place != LEAD_IN
+    trailers = np.flatnonzero(trailer)
+    leads = np.flatnonzero(lead_in)
+    del trailer, lead_in
+    prev_placed, resolver = _placed_neighbours(ctx_id, placed, trailers, leads)
+    del ctx_id, placed
 
     pk = _packets(c, r, pt, ft, place, in_msg)
     pkt_of = pk.of_event
     pkt_flow, pkt_src, pkt_dst = pk.flow, pk.src, pk.dst
 
     # Trailers: the previous placed event of the context decides.
-    placed = place != LEAD_IN
-    trailers = np.flatnonzero(trailer)
-    leads = np.flatnonzero(lead_in)
-    prev_placed, resolver = _placed_neighbours(ctx_id, placed, trailers, leads)
-    del ctx_id
     trailer_pkt = np.full(n, -1, dtype=np.int64)
     endpoint = ft.endpoint
     for t, prev in zip(trailers.tolist(), prev_placed.tolist(), strict=True):
@@ -147,7 +158,7 @@ def step_table(c: EventColumns, r: EventRules, pt: ProbeTable, ft: FlowTable) ->
 
     # Lead-ins: the next placed event of their context resolves them.
     is_key = np.zeros(n, dtype=bool)
-    is_key[(place == PLACE_A) & (msg_key == idx)] = True
+    is_key[(place == PLACE_A) & (msg_key == np.arange(n))] = True
     is_key[pk.creator] = True
     is_key[(place == PLACE_F) | ((place == PLACE_E) & (trailer_pkt < 0))] = True
     lead_pkt = np.full(len(leads), -1, dtype=np.int64)  # packet row each lead-in joined
@@ -201,6 +212,7 @@ def step_table(c: EventColumns, r: EventRules, pt: ProbeTable, ft: FlowTable) ->
     pkt_step = step_of_key[pkt_key]
 
     mt = _messages(c, r, pt, ft, place, msg_key, in_msg, step_of_key)
+    del msg_key, in_msg, step_of_key
     msg_of_event = mt.of_event
     pkt_message = take_or(mt.step, take_or(msg_of_event, pk.message_key, -1), -1)
     retransmission = pk.retransmission | retrans_lead
@@ -232,6 +244,7 @@ def step_table(c: EventColumns, r: EventRules, pt: ProbeTable, ft: FlowTable) ->
     lj = np.zeros(n, dtype=bool)
     lj[leads[lead_step_event >= 0]] = True
     step_flow[leads[lead_step_event >= 0]] = step_flow[lead_step_event[lead_step_event >= 0]]
+    del pair, d_flow, dd, lone, tj, b, m
 
     nflows = ft.count
     start = np.full(nflows, np.iinfo(np.int64).max)
@@ -256,7 +269,7 @@ def _pair_returns(c: EventColumns, ctx_id: np.ndarray) -> np.ndarray:
     probe and context. Only probes with both entries and returns can pair;
     their events are matched with one stack per (context, probe)."""
     n = len(c)
-    pair = np.full(n, -1, dtype=np.int64)
+    pair = np.full(n, -1, dtype=EVENT_INDEX)
     nprobes = len(c.probe_names)
     has_ret = np.bincount(c.probe[c.is_return], minlength=nprobes) > 0
     has_entry = np.bincount(c.probe[~c.is_return], minlength=nprobes) > 0
@@ -279,8 +292,8 @@ def _syscalls(c: EventColumns, syscall_task: np.ndarray) -> tuple[np.ndarray, np
     message (an entry, or a return whose entry was not seen); for every
     event, the entry of the syscall open in its thread (task context), -1."""
     n = len(c)
-    msg_key = np.full(n, -1, dtype=np.int64)
-    in_msg = np.full(n, -1, dtype=np.int64)
+    msg_key = np.full(n, -1, dtype=EVENT_INDEX)
+    in_msg = np.full(n, -1, dtype=EVENT_INDEX)
     rows = np.flatnonzero(syscall_task)
     if not len(rows):
         return msg_key, in_msg
@@ -442,9 +455,11 @@ def _key_runs(c: EventColumns, r: EventRules, pt: ProbeTable, ft: FlowTable,
     order = np.lexsort((rows, grp))
     ev = rows[order]
     g = grp[order]
+    del grp, order, flow, sender
     m = len(ev)
     new_group = np.ones(m, dtype=bool)
     new_group[1:] = g[1:] != g[:-1]
+    del g
     boundary = new_group | pt.origin[c.probe[ev]]
     hop = c.probe[ev].astype(np.int64) * 2 + c.is_return[ev]
     pos = np.arange(m)
@@ -653,10 +668,10 @@ def _messages(c: EventColumns, r: EventRules, pt: ProbeTable, ft: FlowTable,
     members = np.flatnonzero((place == PLACE_A) | (place == PLACE_C))
     key_of = np.where(place[members] == PLACE_A, msg_key[members], in_msg[members])
     keys = np.flatnonzero((place == PLACE_A) & (msg_key == np.arange(n)))
-    row_of_key = np.full(n, -1, dtype=np.int64)
+    row_of_key = np.full(n, -1, dtype=EVENT_INDEX)
     row_of_key[keys] = np.arange(len(keys))
     mrow = row_of_key[key_of]
-    of_event = np.full(n, -1, dtype=np.int64)
+    of_event = np.full(n, -1, dtype=EVENT_INDEX)
     of_event[members] = mrow
     nm = len(keys)
 

@@ -73,10 +73,11 @@ def test_discarded_and_odd_records_are_skipped_and_counted() -> None:
 
 def test_a_span_that_wraps_round_the_end_is_read_whole() -> None:
     ring = SyntheticRing(1024)  # 8 records of 128 bytes
+    ring.put(b"x" * 56)  # 64 bytes: the kp_events after it straddle the end
     for i in range(6):
         ring.put(_payload(i))
     first = scan(ring.doubled(), ring.mask, 0, ring.prod, SIZE)
-    assert len(first.records) == 6
+    assert len(first.records) == 6 and first.odd == 1
     # The producer goes on round the end of the ring: positions keep growing.
     for i in range(6, 13):
         ring.put(_payload(i))
@@ -86,10 +87,43 @@ def test_a_span_that_wraps_round_the_end_is_read_whole() -> None:
     # Without the second mapping the wrapped tail would be garbage.
     half = np.concatenate([ring.ring, np.zeros_like(ring.ring)])
     broken = scan(half, ring.mask, first.consumed, ring.prod, SIZE)
-    assert [int(r[0]) for r in broken.records] != list(range(6, 13))
+    assert [bytes(r) for r in span.records] == [_payload(i) for i in range(6, 13)]
+    assert [bytes(r) for r in broken.records] != [_payload(i) for i in range(6, 13)]
 
 
 def test_nothing_to_read() -> None:
     ring = SyntheticRing(1024)
     span = scan(ring.doubled(), ring.mask, 512, 512, SIZE)
     assert span.records.shape == (0, SIZE) and span.consumed == 512
+
+
+class CommitsWhileRead(np.ndarray):
+    """A ring whose producer commits the busy record at `at` just after the
+    reader's first look at its header (the race of a live ring)."""
+
+    at: int
+    committed: bool
+
+    def __getitem__(self, key):  # type: ignore[no-untyped-def]
+        out = super().__getitem__(key)
+        # Views made by slicing have no `committed`: only the ring itself acts.
+        if (not getattr(self, "committed", True) and isinstance(key, slice)
+                and (key.start or 0) <= self.at < (key.stop or len(self))):
+            out = np.array(out)  # what the reader saw: still busy
+            self.committed = True
+            for base in (self.at, self.at + len(self) // 2):
+                self.view(np.ndarray)[base + 3] &= 0x7F  # BUSY is bit 31 of the u32
+        return out
+
+
+def test_a_record_committed_while_the_run_is_read_is_taken_not_skipped() -> None:
+    ring = SyntheticRing(4096)
+    ring.put(_payload(1))
+    at = ring.prod
+    ring.put(_payload(2), BUSY)
+    ring.put(_payload(3))
+    data = ring.doubled().view(CommitsWhileRead)
+    data.at, data.committed = at, False
+    span = scan(data, ring.mask, 0, ring.prod, SIZE)
+    assert [int(r[0]) for r in span.records] == [1, 2, 3]
+    assert (span.odd, span.discarded, span.busy) == (0, 0, False)

@@ -75,6 +75,10 @@ def scan(data: np.ndarray, mask: int, cons: int, prod: int, size: int) -> Span:
         if hdr & BUSY:
             span.busy = True
             break
+        if hdr == size:
+            # Busy when the run's headers were read, committed since: the
+            # next pass takes it with the records after it.
+            continue
         if hdr & DISCARD:
             span.discarded += 1
         else:

@@ -43,7 +43,13 @@ KEEP_LOGS = 20
 # a stuck power-off must not turn a finished run into a timeout.
 POWEROFF_GRACE = 20.0
 
-Outcome = Literal["eof", "timeout", "interrupted"]
+# The guest reaches its init in 12-19 s under TCG (60 s on a loaded host). A
+# boot that shows nothing past the firmware for this long has hung (seen once
+# in ~50 TCG boots: silence after "Booting from ROM"); it is retried once.
+BOOT_TIMEOUT = 300.0
+BOOT_ATTEMPTS = 2
+
+Outcome = Literal["eof", "timeout", "interrupted", "boot-hang"]
 
 
 @dataclass(frozen=True)
@@ -131,7 +137,28 @@ def _boot(
     progress: Progress,
     qemu_started: Callable[[], None] = lambda: None,
 ) -> int:
-    """Run QEMU to the end; `qemu_started` is called once QEMU has its files open."""
+    """Run QEMU to the end, booting again once if the guest hangs before its
+    init (the image is used with -snapshot: a retry starts from the same disk)."""
+    for attempt in range(1, BOOT_ATTEMPTS + 1):
+        code = _boot_once(cfg, opts, run_dir, log, progress, qemu_started)
+        if code is not None:
+            return code
+        again = attempt < BOOT_ATTEMPTS
+        progress.say(f"vm run: the guest did not reach its init in {BOOT_TIMEOUT:.0f}s "
+                     f"(boot hang), QEMU killed{'; booting again' if again else ''}; "
+                     f"console log {log}")
+    return EXIT_VM_FAILED
+
+
+def _boot_once(
+    cfg: QemuConfig,
+    opts: RunOptions,
+    run_dir: Path,
+    log: Path,
+    progress: Progress,
+    qemu_started: Callable[[], None],
+) -> int | None:
+    """One QEMU run; None when the guest hung before its init."""
     started = time.monotonic()
 
     def on_notice(line: str) -> None:
@@ -153,7 +180,8 @@ def _boot(
         with _signals_unwind(), log.open("wb") as log_file:
             assert proc.stdout is not None
             outcome = _pump(proc.stdout, log_file, console, started + opts.timeout, progress,
-                            started, opts.command, qemu_started)
+                            started, opts.command, qemu_started,
+                            boot_deadline=started + min(BOOT_TIMEOUT, opts.timeout))
     except KeyboardInterrupt:
         outcome = "interrupted"
     except _Terminated as exc:
@@ -171,6 +199,8 @@ def _boot(
                 progress.say(f"vm run: the VM setup failed; console log {log}")
         progress.say(f"vm run: command exited {code}, VM ran {elapsed:.1f}s")
         return code
+    if outcome == "boot-hang":
+        return None
     if outcome == "interrupted":
         progress.say(f"vm run: interrupted, QEMU stopped; console log {log}")
         return interrupt_code
@@ -194,6 +224,7 @@ def _pump(
     started: float,
     command: Sequence[str],
     qemu_started: Callable[[], None],
+    boot_deadline: float | None = None,
 ) -> Outcome:
     fd = stream.fileno()
     announced = False
@@ -202,6 +233,8 @@ def _pump(
         now = time.monotonic()
         if now >= deadline:
             return "timeout"
+        if boot_deadline is not None and not console.started and now >= boot_deadline:
+            return "boot-hang"
         ready, _, _ = select.select([fd], [], [], min(deadline - now, 0.3))
         if not ready:
             console.idle()

@@ -30,6 +30,13 @@ out = sys.stdout
 out.write("SeaBIOS noise\\r\\n[    0.1] kernel noise\\r\\n"); out.flush()
 if mode == "die":
     out.write("Kernel panic - not syncing\\r\\n"); sys.exit(1)
+if mode.startswith("boothang"):
+    # Hangs before init: always ("boothang"), or on the first boot only.
+    boots = f"{{share}}/boots"
+    n = int(open(boots).read()) + 1 if os.path.exists(boots) else 1
+    open(boots, "w").write(str(n))
+    if mode == "boothang" or n == 1:
+        time.sleep(60)
 out.write(f"KPATH-VM-START {{run_id}}\\r\\n")
 out.write(open(f"{{share}}/.kpath-vm/{{run_id}}/cmd").read().splitlines()[-1] + "\\r\\n")
 out.flush()
@@ -88,6 +95,22 @@ def test_timeout_kills_qemu(
     monkeypatch.setenv("FAKE_QEMU_MODE", "hang")
     assert _boot(fake, timeout=2) == EXIT_TIMEOUT
     assert "timed out after 2s" in capsys.readouterr().err
+
+
+def test_a_boot_that_hangs_before_init_is_retried_once(
+    fake: QemuConfig, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(runner, "BOOT_TIMEOUT", 1.0)
+    monkeypatch.setenv("FAKE_QEMU_MODE", "boothang-once")
+    assert _boot(fake) == 7
+    assert "did not reach its init in 1s (boot hang), QEMU killed; booting again" in (
+        capsys.readouterr().err)
+    monkeypatch.setenv("FAKE_QEMU_MODE", "boothang")
+    (fake.share / "boots").unlink()
+    assert _boot(fake) == EXIT_VM_FAILED
+    err = capsys.readouterr().err
+    assert err.count("boot hang") == 2 and "booting again" in err.splitlines()[0]
+    assert (fake.share / "boots").read_text() == "2"
 
 
 def test_run_dir_is_removed(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ Rules in docs/correlation.md ("Messages and byte ranges").
 from __future__ import annotations
 
 import bisect
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from probes.catalog import Capture, Layer, Returns
@@ -181,29 +181,31 @@ def _place_recvs(fl: Flow, sender: Endpoint, recvs: list[Message], start: int | 
     _place(recvs, start, exact, {}, stream, "recv")
 
 
-def _place(msgs: list[Message], start: int | None, exact: dict[int, ByteRange],
-           anchors: dict[int, int], stream: ByteStream, what: str) -> None:
+def place_starts(ids: Sequence[int], counts: Sequence[int | None], start: int | None,
+                 exact: Mapping[int, tuple[int, int]], anchors: Mapping[int, int],
+                 problems: list[str], what: str
+                 ) -> tuple[list[int | None], list[RangeSource | None]]:
     """Consecutive messages of one direction follow each other in the stream:
-    walk forward from the first known position (ISN+1, an exact copy, a
-    segment anchor), then backward from the first placed message."""
-    n = len(msgs)
-    counts = [message_bytes(m) for m in msgs]
+    walk forward from the first known position (ISN+1, an exact copy (lo, hi),
+    a segment anchor), then backward from the first placed message. Each
+    message's start and what placed it; both reconstructions use this."""
+    n = len(ids)
     starts: list[int | None] = [None] * n
     srcs: list[RangeSource | None] = [None] * n
     pos: int | None = start
     src: RangeSource | None = RangeSource.ISN if start is not None else None
-    for i, m in enumerate(msgs):
-        ex = exact.get(m.id)
+    for i, mid in enumerate(ids):
+        ex = exact.get(mid)
         if ex is not None:
-            if pos is not None and pos != ex.lo:
-                stream.problems.append(
-                    f"{what} #{m.id} starts at {ex.lo}, stream order expected {pos} "
+            if pos is not None and pos != ex[0]:
+                problems.append(
+                    f"{what} #{mid} starts at {ex[0]}, stream order expected {pos} "
                     "(events lost, or MSG_PEEK)")
-            starts[i], srcs[i] = ex.lo, RangeSource.COPY
-            pos, src = ex.hi, RangeSource.NEIGHBOUR
+            starts[i], srcs[i] = ex[0], RangeSource.COPY
+            pos, src = ex[1], RangeSource.NEIGHBOUR
             continue
-        if pos is None and m.id in anchors:
-            pos, src = anchors[m.id], RangeSource.SEGMENT
+        if pos is None and mid in anchors:
+            pos, src = anchors[mid], RangeSource.SEGMENT
         if pos is not None:
             starts[i], srcs[i] = pos, src
         count = counts[i]
@@ -217,6 +219,15 @@ def _place(msgs: list[Message], start: int | None, exact: dict[int, ByteRange],
             starts[i] = after - max(count, 0)
             nxt = srcs[i + 1]
             srcs[i] = RangeSource.NEIGHBOUR if nxt is RangeSource.COPY else nxt
+    return starts, srcs
+
+
+def _place(msgs: list[Message], start: int | None, exact: dict[int, ByteRange],
+           anchors: dict[int, int], stream: ByteStream, what: str) -> None:
+    counts = [message_bytes(m) for m in msgs]
+    starts, srcs = place_starts([m.id for m in msgs], counts, start,
+                                {k: (v.lo, v.hi) for k, v in exact.items()}, anchors,
+                                stream.problems, what)
     for i, m in enumerate(msgs):
         ex = exact.get(m.id)
         count, at = counts[i], starts[i]

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from tracer.timeline.byte_ranges import place_starts
 from tracer.timeline.model import RangeSource
 
 _Range = tuple[int, int]
@@ -134,37 +135,8 @@ def _first_overlapping(los: list[int], spans: list[tuple[int, int, int]], longes
 def _place(msgs: MessageRows, start: int | None, exact: dict[int, _Range],
            anchors: dict[int, int], out: Placement, what: str) -> RangeSource | None:
     """byte_ranges._place on rows; returns the first placed message's source."""
-    n = len(msgs.ids)
     counts = msgs.counts
-    starts: list[int | None] = [None] * n
-    srcs: list[RangeSource | None] = [None] * n
-    pos: int | None = start
-    src: RangeSource | None = RangeSource.ISN if start is not None else None
-    for i, mid in enumerate(msgs.ids):
-        ex = exact.get(mid)
-        if ex is not None:
-            if pos is not None and pos != ex[0]:
-                out.problems.append(
-                    f"{what} #{mid} starts at {ex[0]}, stream order expected {pos} "
-                    "(events lost, or MSG_PEEK)")
-            starts[i], srcs[i] = ex[0], RangeSource.COPY
-            pos, src = ex[1], RangeSource.NEIGHBOUR
-            continue
-        if pos is None and mid in anchors:
-            pos, src = anchors[mid], RangeSource.SEGMENT
-        if pos is not None:
-            starts[i], srcs[i] = pos, src
-        count = counts[i]
-        if count is None:
-            pos, src = None, None
-        elif pos is not None and count > 0:
-            pos += count
-    for i in range(n - 2, -1, -1):
-        after, count = starts[i + 1], counts[i]
-        if starts[i] is None and after is not None and count is not None:
-            starts[i] = after - max(count, 0)
-            nxt = srcs[i + 1]
-            srcs[i] = RangeSource.NEIGHBOUR if nxt is RangeSource.COPY else nxt
+    starts, srcs = place_starts(msgs.ids, counts, start, exact, anchors, out.problems, what)
     first: RangeSource | None = None
     for i, mid in enumerate(msgs.ids):
         ex = exact.get(mid)

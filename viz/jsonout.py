@@ -11,7 +11,7 @@ import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from tracer.timeline import Flow, LostGap, Message, Packet, Step, TEvent, Timeline
+from tracer.timeline import Flow, LostGap, Message, Packet, Step, TEvent, Timeline, lost_gaps
 from tracer.timeline.windows import Plan
 from tracer.tracefile import Trace
 from viz.sequence import context_short, event_details
@@ -136,16 +136,6 @@ def _unattributed(tl: Timeline, flow: int | None) -> list[dict[str, Any]]:
 def replay_document(tl: Timeline, flow: int | None = None) -> dict[str, Any]:
     """The document as Python data (flow: only that flow, 1-based)."""
     flows, steps = _selected_steps(tl, flow)
-    depths = call_depths(tl, call_ends(tl))
-    events: list[dict[str, Any]] = []
-    for st in steps:
-        fl = tl.flows[st.flow - 1] if st.flow is not None else None
-        prev: TEvent | None = None
-        for te in st.events:
-            hop = te.ev.ts_ns - prev.ev.ts_ns if prev is not None else None
-            events.append(event_record(te, fl, depths.get(te.index, 0), hop))
-            prev = te
-    events.sort(key=lambda e: e["index"])
     return {
         "format": FORMAT,
         "version": VERSION,
@@ -154,7 +144,7 @@ def replay_document(tl: Timeline, flow: int | None = None) -> dict[str, Any]:
         "flows": [_flow(fl) for fl in flows],
         "steps": [step_record(st, tl.flows[st.flow - 1] if st.flow is not None else None)
                   for st in steps],
-        "events": events,
+        "events": list(_records(tl, flow, steps)),
         "gaps": [_gap(g) for g in tl.gaps],
         "unattributed": _unattributed(tl, flow),
     }
@@ -210,6 +200,15 @@ class _Array:
         self.write(("]" if self.empty else "\n ]") + ("\n" if last else ",\n"))
 
 
+def _write_head(write: Callable[[str], object], trace: dict[str, Any],
+                flow: int | None) -> None:
+    """The document's opening, up to its first array."""
+    write("{\n")
+    write(f' "format": {json.dumps(FORMAT)},\n "version": {json.dumps(VERSION)},\n')
+    write(f' "trace": {_nested(trace, 1)},\n')
+    write(f' "flow_filter": {json.dumps(flow)},\n')
+
+
 def write_json(tl: Timeline, write: Callable[[str], object], flow: int | None = None) -> None:
     """Write the same bytes as render_json, record by record, without holding
     the document: its size is about 10x the timeline's."""
@@ -221,10 +220,7 @@ def write_json(tl: Timeline, write: Callable[[str], object], flow: int | None = 
             arr.add(item)
         arr.close(last)
 
-    write("{\n")
-    write(f' "format": {json.dumps(FORMAT)},\n "version": {json.dumps(VERSION)},\n')
-    write(f' "trace": {_nested(_trace_record(tl), 1)},\n')
-    write(f' "flow_filter": {json.dumps(flow)},\n')
+    _write_head(write, _trace_record(tl), flow)
     array("flows", (_flow(fl) for fl in flows))
     array("steps", (step_record(st, tl.flows[st.flow - 1] if st.flow is not None else None)
                     for st in steps))
@@ -269,11 +265,8 @@ def write_json_windows(plan: Plan, write: Callable[[str], object]) -> None:
     objects at a time; the steps and events of the windows already done
     wait in temporary files, since the document lists every flow first."""
     trace = plan.trace
-    write("{\n")
-    write(f' "format": {json.dumps(FORMAT)},\n "version": {json.dumps(VERSION)},\n')
-    fields = _trace_fields(trace, plan.start_ns, plan.duration_ns, plan.num_events)
-    write(f' "trace": {_nested(fields, 1)},\n')
-    write(f' "flow_filter": {json.dumps(None)},\n')
+    _write_head(write, _trace_fields(trace, plan.start_ns, plan.duration_ns, plan.num_events),
+                None)
     # tid -> (start of its first step, its first step, tgid, comm, steps)
     threads: dict[int, tuple[int, int, int, str, list[int]]] = {}
     gaps: list[LostGap] = []
@@ -316,9 +309,7 @@ def write_json_windows(plan: Plan, write: Callable[[str], object]) -> None:
             while chunk := tmp.read(1 << 20):
                 write(chunk)
     if not plan.bounds:
-        gaps = [LostGap(ts_ns=rec.ts_ns, offset_ns=rec.ts_ns - plan.start_ns, count=rec.count,
-                        probe=rec.probe, cpu=rec.cpu)
-                for rec in sorted(trace.lost, key=lambda r: r.ts_ns)]
+        gaps = lost_gaps(trace.lost, plan.start_ns)
     gaps_out = _Array(write, "gaps")
     for g in gaps:
         gaps_out.add(_gap(g))

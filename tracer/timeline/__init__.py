@@ -92,9 +92,16 @@ __all__ = [
     "Packet", "PacketKey", "RangeSource", "Role", "RolesFrom", "Segment", "SegmentType", "Step",
     "StepKind", "TEvent", "ThreadGroup", "Timeline",
     "build_graph", "build_timeline", "build_window", "capture_of", "context_key", "context_label",
-    "follow_bytes", "layer_of", "message_bytes", "probe_spec", "recorded_probes", "segment_of",
-    "side_endpoint", "use_recorded_probes",
+    "follow_bytes", "layer_of", "lost_gaps", "message_bytes", "probe_spec", "recorded_probes",
+    "segment_of", "side_endpoint", "use_recorded_probes",
 ]
+
+
+def lost_gaps(lost: Sequence[Lost], start_ns: int) -> list[LostGap]:
+    """A trace's loss records as gaps in time order, offsets from start_ns."""
+    return [LostGap(ts_ns=rec.ts_ns, offset_ns=rec.ts_ns - start_ns, count=rec.count,
+                    probe=rec.probe, cpu=rec.cpu)
+            for rec in sorted(lost, key=lambda r: r.ts_ns)]
 
 
 def build_timeline(trace: Trace) -> Timeline:
@@ -161,11 +168,7 @@ def _build(trace: Trace,
     unattributed = group_steps(steps, flows)
     label_packets(flows)
     assign_byte_ranges(flows)
-    gaps = [
-        LostGap(ts_ns=rec.ts_ns, offset_ns=rec.ts_ns - start, count=rec.count,
-                probe=rec.probe, cpu=rec.cpu)
-        for rec in sorted(lost_records, key=lambda r: r.ts_ns)
-    ]
+    gaps = lost_gaps(lost_records, start)
     stamps_sorted = [te.ev.ts_ns for te in tevents]
     for fl in flows:
         # A loss is noticed after it happened: a flow owns the gaps noticed

@@ -217,6 +217,9 @@ EVENT_SCHEMA = pa.schema([
     ("ret", pa.int64()),
 ])
 _ADDR_FIELDS = ("saddr", "daddr")
+# Columns that hold Event's values as they are (no dictionary, no conversion).
+_PLAIN_FIELDS = tuple(f.name for f in EVENT_SCHEMA
+                      if not pa.types.is_dictionary(f.type) and f.name not in _ADDR_FIELDS)
 
 
 def dict_column(codes: np.ndarray, values: list[str] | tuple[str, ...],
@@ -237,17 +240,17 @@ def events_to_batch(events: list[Event], probe_names: list[str]) -> pa.RecordBat
     comms: dict[str, int] = {}
     cols: dict[str, pa.Array] = {}
     n = len(events)
-    for name in ("ts_ns", "cpu", "tgid", "tid", "sk", "skb", "netns"):
+    for name in _PLAIN_FIELDS:
         cols[name] = pa.array([getattr(ev, name) for ev in events], EVENT_SCHEMA.field(name).type)
     cols["comm"] = dict_column(
         np.array([comms.setdefault(ev.comm, len(comms)) for ev in events], dtype=np.int32),
         list(comms), pa.int32())
     cols["probe"] = dict_column(np.array([probe_index[ev.probe] for ev in events], np.int64),
                                 probe_names, pa.uint16())
-    cols["kind"] = dict_column(np.array([KIND_VALUES.index(ev.kind) for ev in events], np.int8),
-                               KIND_VALUES, pa.int8())
-    cols["ctx"] = dict_column(np.array([CTX_VALUES.index(ev.ctx) for ev in events], np.int8),
-                              CTX_VALUES, pa.int8())
+    for name, values in (("kind", KIND_VALUES), ("ctx", CTX_VALUES)):
+        cols[name] = dict_column(
+            np.array([values.index(getattr(ev, name)) for ev in events], np.int8),
+            values, pa.int8())
     soft = [SOFTIRQ_NAMES.index(ev.softirq) if ev.softirq in SOFTIRQ_NAMES else -1
             for ev in events]
     unknown = {ev.softirq for ev in events if ev.softirq and ev.softirq not in SOFTIRQ_NAMES}
@@ -256,8 +259,6 @@ def events_to_batch(events: list[Event], probe_names: list[str]) -> pa.RecordBat
     soft_codes = np.array(soft, dtype=np.int8)
     cols["softirq"] = dict_column(np.maximum(soft_codes, 0), SOFTIRQ_NAMES, pa.int8(),
                                   mask=soft_codes < 0)
-    for name in ("sport", "dport", "seq", "end_seq", "ack", "tcp_flags", "length", "ret"):
-        cols[name] = pa.array([getattr(ev, name) for ev in events], EVENT_SCHEMA.field(name).type)
     for name in _ADDR_FIELDS:
         cols[name] = pa.array(
             [None if getattr(ev, name) is None else int(ipaddress.IPv4Address(getattr(ev, name)))

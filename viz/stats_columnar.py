@@ -9,7 +9,14 @@ from collections.abc import Iterable, Iterator, Sequence
 from tracer.timeline.columnar.latency_table import HOPS
 from tracer.timeline.columnar.stats import FlowPackets, FlowStats, HopRow, TraceStats
 from tracer.timeline.model import Role
-from viz.stats_text import GAP_MARK, _check, _direction_of, fmt_us, table_lines
+from viz.stats_text import (
+    GAP_MARK,
+    _check,
+    _direction_of,
+    distribution_lines,
+    fmt_us,
+    table_lines,
+)
 
 
 def render_trace_stats(ts: TraceStats) -> str:
@@ -75,18 +82,9 @@ def _per_packet(packets: FlowPackets) -> list[str]:
 
 
 def _distributions(stats: Sequence[HopRow]) -> list[str]:
-    if not stats:
-        return ["  latency: no hop measured (too few probes on the path)"]
-    head = ("  latency (us)", "class", "hop", "n", "min", "median", "p99", "max", GAP_MARK + "s")
-    rows: list[Sequence[str]] = [head]
-    for s in stats:
-        if s.measured:
-            vals = (fmt_us(s.min_ns), fmt_us(s.median_ns), fmt_us(s.p99_ns), fmt_us(s.max_ns))
-        else:
-            vals = ("-", "-", "-", "-")
-        rows.append((f"  {_DIRECTION[s.sender]}", str(s.klass), str(s.hop), str(s.measured),
-                     *vals, str(s.gaps)))
-    return table_lines(rows, right=range(3, 9))
+    return distribution_lines(
+        (_DIRECTION[s.sender], str(s.klass), str(s.hop), s.measured,
+         (s.min_ns, s.median_ns, s.p99_ns, s.max_ns), s.gaps) for s in stats)
 
 
 _DIRECTION = {role: _direction_of(role) for role in (Role.CLIENT, Role.SERVER)}

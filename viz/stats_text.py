@@ -5,7 +5,7 @@ hop latencies. Pure: returns a string.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from tracer.timeline.accounting import ByteAccount, account_bytes
 from tracer.timeline.latency import Hop, HopStats, PacketLatency, latency_stats, packet_latencies
@@ -83,17 +83,22 @@ def _check(a: ByteAccount) -> str:
 
 
 def _distributions(stats: Sequence[HopStats]) -> list[str]:
-    if not stats:
-        return ["  latency: no hop measured (too few probes on the path)"]
+    return distribution_lines(
+        (_direction_of(s.sender), str(s.klass), str(s.hop), s.count,
+         (s.min_ns, s.median_ns, s.p99_ns, s.max_ns), s.gaps) for s in stats)
+
+
+def distribution_lines(stats: Iterable[tuple[str, str, str, int, tuple[int, int, int, int], int]]
+                       ) -> list[str]:
+    """The latency table: per (direction, class, hop), how many packets were
+    measured, min/median/p99/max (ns) and how many were left out for a gap."""
     head = ("  latency (us)", "class", "hop", "n", "min", "median", "p99", "max", GAP_MARK + "s")
-    rows: list[tuple[str, ...]] = [head]
-    for s in stats:
-        if s.count:
-            vals = (fmt_us(s.min_ns), fmt_us(s.median_ns), fmt_us(s.p99_ns), fmt_us(s.max_ns))
-        else:
-            vals = ("-", "-", "-", "-")
-        rows.append((f"  {_direction_of(s.sender)}", str(s.klass), str(s.hop), str(s.count),
-                     *vals, str(s.gaps)))
+    rows: list[Sequence[str]] = [head]
+    for direction, klass, hop, count, spread, gaps in stats:
+        vals = tuple(fmt_us(v) for v in spread) if count else ("-", "-", "-", "-")
+        rows.append((f"  {direction}", klass, hop, str(count), *vals, str(gaps)))
+    if len(rows) == 1:
+        return ["  latency: no hop measured (too few probes on the path)"]
     return table_lines(rows, right=range(3, 9))
 
 

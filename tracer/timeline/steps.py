@@ -254,8 +254,16 @@ def make_steps(tevents: Sequence[TEvent], keys: Sequence[FlowKey | None],
             pkt = b.packet_for(te, flows[te.flow - 1])
             msg = in_message(te)
             if msg is not None:
-                if pkt.id not in msg.packets:
-                    msg.packets.append(pkt.id)
+                # Receive-side events inside a call (the backlog in
+                # release_sock, loopback's netif_rx) handle a packet; one
+                # with an event of its sender's side was sent in the call.
+                if te.endpoint != pkt.segment.dst:
+                    if pkt.id not in msg.packets:
+                        msg.packets.append(pkt.id)
+                    if pkt.id in msg.handled:
+                        msg.handled.remove(pkt.id)
+                elif pkt.id not in msg.packets and pkt.id not in msg.handled:
+                    msg.handled.append(pkt.id)
                 # "Sent in" only for the sender's own transmit events: the
                 # receive backlog may run inside the peer's syscall.
                 if pkt.message is None and te.endpoint == pkt.segment.src \
@@ -347,6 +355,7 @@ def _renumber(steps: list[Step]) -> list[Step]:
             te.step = st.id
         if isinstance(st, Message):
             st.packets = [new_id[p] for p in st.packets]
+            st.handled = [new_id[p] for p in st.handled]
         elif isinstance(st, Packet) and st.message is not None:
             st.message = new_id[st.message]
     return ordered

@@ -290,6 +290,9 @@ def make_steps(tevents: Sequence[TEvent], keys: Sequence[FlowKey | None],
         prev = last_step.get(ck)
         if _is_trailer(te) and isinstance(prev, Packet) and _same_flow(te, prev) and \
                 te.endpoint in (None, prev.segment.dst):
+            # A receive-side call: the receiver's (a listener's wake-up
+            # has no endpoint of its own)
+            te.endpoint = prev.segment.dst
             b.put(prev, te)
             return prev
         return own_step(te)
@@ -398,9 +401,12 @@ def inherit_from_step(st: Step, flows: Sequence[Flow]) -> None:
     for te in st.events:
         if te.flow is None:
             te.flow = st.flow
-        if te.side is None and te.flow == st.flow and st.side is not None:
-            te.side = st.side
-            te.endpoint = fl.endpoint_of(st.side)
+        if te.side is None and te.flow == st.flow:
+            side = fl.role_of(te.endpoint) if te.endpoint is not None else None
+            if side is None:
+                side = st.side
+            if side is not None:
+                te.side, te.endpoint = side, fl.endpoint_of(side)
 
 
 def mark_handoffs(st: Step) -> None:

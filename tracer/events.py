@@ -247,12 +247,15 @@ def events_to_batch(events: Sequence[Any], probe_names: list[str]) -> pa.RecordB
     return pa.record_batch([cols[f.name] for f in EVENT_SCHEMA], schema=EVENT_SCHEMA)
 
 
+_STR_DICT = pa.dictionary(pa.int32(), pa.string())
+
+
 def _strings(events: Sequence[Any], name: str) -> pa.DictionaryArray:
+    """A string field, dictionary-encoded as it is converted."""
     try:
-        arr = pa.array(list(map(attrgetter(name), events)), pa.string())
+        enc: pa.DictionaryArray = pa.array(list(map(attrgetter(name), events)), _STR_DICT)
     except (UnicodeEncodeError, pa.ArrowInvalid, pa.ArrowTypeError):
         raise ValueError(f"event field {name!r} is not UTF-8 text") from None
-    enc: pa.DictionaryArray = arr.dictionary_encode()
     return enc
 
 

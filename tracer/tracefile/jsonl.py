@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import IO, Any
 
 import pyarrow as pa
@@ -26,9 +27,11 @@ from tracer.tracefile.schema import (
     record_kind,
 )
 
+_EVENT, _LOST, _TRAILER = attrgetter("event"), attrgetter("lost"), attrgetter("trailer")
+
 # Bytes of lines parsed at a time: bounds memory when scanning a big file
 # (chosen by measurement, bench/bench_format.py: larger is no faster).
-CHUNK_BYTES = 4 << 20
+CHUNK_BYTES = 1 << 20
 
 
 def parse_header_line(line: bytes, name: str) -> Header:
@@ -57,15 +60,20 @@ class JsonlReader:
     probe_names: list[str]
     trailer: Trailer | None = None
 
-    def parse(self, data: bytes | memoryview, first_lineno: int) -> Chunk:
-        """Complete lines (each ending in a newline), the first being line
-        `first_lineno` of the file."""
-        body = bytes(data).rstrip(b"\n")
-        lines = body.count(b"\n") + 1
+    def parse(self, data: bytes | memoryview, first_lineno: int, lines: int) -> Chunk:
+        """`lines` complete lines (each ending in a newline), the first being
+        line `first_lineno` of the file."""
+        body = bytes(data[:-1] if data[-1:] == b"\n" else data)
         recs = decode_lines(body, lines) if body else []
+        if recs and self.trailer is None:
+            events = list(map(_EVENT, recs))
+            # All events (the common case): checked without a loop in Python.
+            if events.count(None) == 0 and list(map(_LOST, recs)).count(None) == len(recs) \
+                    and list(map(_TRAILER, recs)).count(None) == len(recs):
+                return Chunk(self._batch(events, body, first_lineno))
         numbered = (enumerate(recs, first_lineno) if recs is not None
                     else self._line_by_line(body, first_lineno))
-        events: list[Any] = []
+        events = []
         lost: list[Lost] = []
         trailer = None
         for lineno, rec in numbered:
@@ -76,11 +84,13 @@ class JsonlReader:
                 lost.append(value)
             else:
                 self.trailer = trailer = value
+        return Chunk(self._batch(events, body, first_lineno), lost, trailer)
+
+    def _batch(self, events: list[Any], body: bytes, first_lineno: int) -> pa.RecordBatch:
         try:
-            batch = events_to_batch(events, self.probe_names)
+            return events_to_batch(events, self.probe_names)
         except ValueError:
-            batch = self._blame(body, first_lineno)
-        return Chunk(batch, lost, trailer)
+            return self._blame(body, first_lineno)
 
     def _kind(self, rec: Any, lineno: int) -> tuple[str, Any]:
         if self.trailer is not None:
@@ -117,9 +127,10 @@ class JsonlReader:
 
 
 def read_chunks(fh: IO[bytes], name: str, first_lineno: int, chunk_bytes: int = CHUNK_BYTES,
-                ) -> Iterator[tuple[memoryview, int, bool]]:
-    """Runs of complete lines as (data, first line number, True); at the
-    end, the unterminated last line, if any, as (line, its number, False).
+                ) -> Iterator[tuple[memoryview, int, int]]:
+    """Runs of complete lines as (data, first line number, number of
+    lines); at the end, the unterminated last line, if any, as (line, its
+    number, 0).
     Each run is read into a buffer of its own, not copied again. A line
     longer than MAX_LINE_BYTES is a TraceFormatError, found before more
     than that is held."""
@@ -134,14 +145,15 @@ def read_chunks(fh: IO[bytes], name: str, first_lineno: int, chunk_bytes: int = 
         total = len(rest) + got
         cut = buf.rfind(b"\n", 0, total) + 1
         if cut:
-            yield memoryview(buf)[:cut], lineno, True
-            lineno += buf.count(b"\n", 0, cut)
+            lines = buf.count(b"\n", 0, cut)
+            yield memoryview(buf)[:cut], lineno, lines
+            lineno += lines
         rest = bytes(buf[cut:total])
         if len(rest) > MAX_LINE_BYTES:
             raise TraceFormatError(f"{name}:{lineno}: line longer than "
                                    f"{MAX_LINE_BYTES >> 20} MiB, not a kpath record")
     if rest:
-        yield memoryview(rest), lineno, False
+        yield memoryview(rest), lineno, 0
 
 
 class JsonlWriter:

@@ -152,13 +152,13 @@ class TraceScan:
         reader = self._jsonl
         assert reader is not None
         cut_short = None
-        for data, lineno, complete in read_chunks(self._fh, self.path, 2, self._chunk_bytes):
-            if complete:
-                chunk = reader.parse(data, lineno)
+        for data, lineno, lines in read_chunks(self._fh, self.path, 2, self._chunk_bytes):
+            if lines:
+                chunk = reader.parse(data, lineno, lines)
             else:
                 # The unterminated last line: a whole record, or one cut mid-write.
                 try:
-                    chunk = reader.parse(bytes(data) + b"\n", lineno)
+                    chunk = reader.parse(data, lineno, 1)
                 except TraceFormatError:
                     cut_short = f"last record (line {lineno}) is incomplete"
                     break

@@ -194,7 +194,7 @@ def decode_lines(data: bytes, count: int) -> list[Any] | None:
     not decode to `count` records: the caller goes line by line then, to
     say which line is at fault."""
     try:
-        recs: list[Any] = _LINES.decode(b"[" + data.replace(b"\n", b",") + b"]")
+        recs: list[Any] = _LINES.decode(b"".join((b"[", data.replace(b"\n", b","), b"]")))
     except (msgspec.MsgspecError, RecursionError):
         return None
     # A record broken across two lines can join into one valid element.

@@ -89,6 +89,9 @@ def _header_line(**fields: Any) -> str:
     (_event(softirq="NET_XX"), r":3: bad event record: Invalid enum value 'NET_XX'"),
     (_event(kind=None), r":3: bad event record: Expected `str`, got `null`"),
     (_event(sk=2 ** 64), r":3: bad event record: event field 'sk' out of range"),
+    (_event(ts_ns=2 ** 63), r":3: bad event record: Expected `int` <= 9223372036854775807"),
+    (json.dumps({"lost": {"ts_ns": 2 ** 64 - 1, "count": 3}}),
+     r":3: bad lost record: Expected `int` <= 9223372036854775807 - at `\$.lost.ts_ns`"),
     (_event(saddr="::1"), r":3: bad event record: event field 'saddr' is not an IPv4"),
     (json.dumps({"lost": {"ts_ns": 1, "count": -3}}), r":3: bad lost record: .*>= 0"),
     (json.dumps({"lost": {"ts_ns": "1", "count": 3}}), r":3: bad lost record: Expected `int`"),
@@ -377,3 +380,22 @@ def test_writer_and_reader_agree_on_the_schema(tmp_path: Path) -> None:
     assert t.trailer == trailer and t.lost == [Lost(1, 2, "tcp_v4_rcv", 1)]
     assert t.header.probes == synthetic_header().probes
     assert FORMAT_VERSION == 2
+
+
+def test_v2_batch_with_a_time_past_int64_is_where_the_file_stops(tmp_path: Path) -> None:
+    """The version 1 schema's bound on ts_ns, in a version 2 batch: the
+    batch is unreadable, the file cut short there (as any corrupt batch)."""
+    path = tmp_path / "t.kpath"
+    good = events_to_batch([synthetic_event(1)], synthetic_header().probe_names)
+    ts = EVENT_SCHEMA.get_field_index("ts_ns")
+    bad = good.set_column(ts, "ts_ns", pa.array([2 ** 63], pa.uint64()))
+    rec = json.dumps(synthetic_header().to_record()).encode()
+    sink = pa.BufferOutputStream()
+    with ipc.new_stream(sink, EVENT_SCHEMA.with_metadata({b"kpath": rec})) as w:
+        w.write_batch(good)
+        w.write_batch(bad)
+    path.write_bytes(bytes(sink.getvalue()))
+    t = read_trace(path)
+    assert len(t.events) == 1 and t.cut_short and "past 2^63 - 1" in t.cut_short
+    with pytest.raises(ValueError, match="past 2"):
+        TraceWriter(tmp_path / "w.kpath", synthetic_header()).write_batch(bad)

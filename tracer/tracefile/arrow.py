@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 
 from tracer.events import (
@@ -26,7 +27,14 @@ from tracer.events import (
     Event,
     events_to_batch,
 )
-from tracer.tracefile.records import FORMAT_VERSION, Header, Lost, TraceFormatError, Trailer
+from tracer.tracefile.records import (
+    FORMAT_VERSION,
+    INT64_MAX,
+    Header,
+    Lost,
+    TraceFormatError,
+    Trailer,
+)
 from tracer.tracefile.schema import SchemaError, decode_header, decode_lost_list, decode_trailer
 
 HEADER_KEY = b"kpath"
@@ -269,10 +277,15 @@ _ENUMS = {"kind": set(KIND_VALUES), "ctx": set(CTX_VALUES), "softirq": set(SOFTI
 
 
 def _check_enums(batch: pa.RecordBatch) -> None:
+    """What the record schema (schema.py) refuses in a version 1 line, refused
+    in a batch: enumerations' unknown names, times past int64."""
     for name, known in _ENUMS.items():
         values = batch.column(name).dictionary.to_pylist()
         if not known.issuperset(values):
             raise ValueError(f"unknown {name} value(s): {sorted(set(values) - known)[:3]}")
+    latest = pc.max(batch.column("ts_ns")).as_py()
+    if latest is not None and latest > INT64_MAX:
+        raise ValueError(f"ts_ns {latest} past 2^63 - 1")
 
 
 def _parse_header(raw: bytes, name: str) -> Header:

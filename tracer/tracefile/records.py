@@ -18,7 +18,10 @@ from tracer.events import Event, ProbeStatus, batch_to_events, events_to_batch
 from tracer.tracefile.probe_dictionary import describe_unlisted
 
 # Field types the schema's decoder checks (tracer/tracefile/schema.py).
-Count = Annotated[int, msgspec.Meta(ge=0)]  # counts, timestamps, durations
+# Counts, timestamps and durations: non-negative, and within int64, as the
+# timeline computes with them (a CLOCK_MONOTONIC ns reaches 2^63 after 292 years).
+INT64_MAX = 2 ** 63 - 1
+Count = Annotated[int, msgspec.Meta(ge=0, le=INT64_MAX)]
 FilterValue = str | int | bool | float | None
 
 FORMAT_NAME = "kpath-trace"

@@ -19,7 +19,7 @@ import msgspec
 import pyarrow as pa
 
 from tracer.events import CTX_VALUES, EVENT_SCHEMA, KIND_VALUES, SOFTIRQ_NAMES, Event
-from tracer.tracefile.records import FORMAT_NAME, FORMAT_VERSION, Header, Lost, Trailer
+from tracer.tracefile.records import FORMAT_NAME, FORMAT_VERSION, Count, Header, Lost, Trailer
 
 # A version 1 line is at most this long (the header of a full profile is
 # ~15 kB, an event ~400 B): longer is refused before it is parsed.
@@ -49,6 +49,8 @@ def _field_type(f: pa.Field) -> Any:
     if pa.types.is_integer(f.type) and not pa.types.is_dictionary(f.type) \
             and f.name not in ("saddr", "daddr"):
         bits = f.type.bit_width
+        if f.name == "ts_ns":  # a uint64 column, but a time the timeline computes with
+            return Count
         if pa.types.is_unsigned_integer(f.type):
             meta = msgspec.Meta(ge=0) if bits == 64 else msgspec.Meta(ge=0, le=2 ** bits - 1)
         else:

@@ -223,14 +223,14 @@ def dict_column(codes: np.ndarray, values: list[str] | tuple[str, ...],
 def events_to_batch(events: Sequence[Any], probe_names: list[str]) -> pa.RecordBatch:
     """Event objects, or records with Event's attributes (the version 1
     reader's), as one batch; probes not in probe_names are appended to it.
-    Column by column: each field's values are gathered in one C-level pass,
-    strings are encoded once per distinct value. ValueError names a field
+    Column by column: each field's values go straight from the objects into
+    the column (no list between), strings dictionary-encoded as they go. ValueError names a field
     whose value the columns cannot hold."""
     cols: dict[str, pa.Array] = {}
     for name in _PLAIN_FIELDS:
         try:
-            cols[name] = pa.array(list(map(attrgetter(name), events)),
-                                  EVENT_SCHEMA.field(name).type)
+            cols[name] = pa.array(map(attrgetter(name), events), EVENT_SCHEMA.field(name).type,
+                                  size=len(events))
         except (OverflowError, pa.ArrowInvalid, pa.ArrowTypeError):
             raise ValueError(f"event field {name!r} out of range or not an integer") from None
     cols["comm"] = _strings(events, "comm")
@@ -253,7 +253,8 @@ _STR_DICT = pa.dictionary(pa.int32(), pa.string())
 def _strings(events: Sequence[Any], name: str) -> pa.DictionaryArray:
     """A string field, dictionary-encoded as it is converted."""
     try:
-        enc: pa.DictionaryArray = pa.array(list(map(attrgetter(name), events)), _STR_DICT)
+        enc: pa.DictionaryArray = pa.array(map(attrgetter(name), events), _STR_DICT,
+                                           size=len(events))
     except (UnicodeEncodeError, pa.ArrowInvalid, pa.ArrowTypeError):
         raise ValueError(f"event field {name!r} is not UTF-8 text") from None
     return enc

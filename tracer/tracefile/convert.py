@@ -31,7 +31,7 @@ from tracer.tracefile.scan import TraceScan, scan_trace
 TARGETS = {"arrow": FORMAT_VERSION, "jsonl": JSONL_VERSION}
 BATCH_ROWS = 65536
 
-# Called as work goes: ("reading" | "writing", events so far).
+# Called as work goes: ("writing", events written so far).
 Progress = Callable[[str, int], None]
 
 

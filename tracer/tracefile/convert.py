@@ -118,7 +118,7 @@ def _rows(scan: TraceScan, names: pa.Array) -> Iterator[tuple[pa.RecordBatch, li
         held.append(batch.set_column(probe_at, "probe", _probe_column(batch.column("probe"),
                                                                        names)))
         rows += batch.num_rows
-        if rows >= BATCH_ROWS or scan.version > JSONL_VERSION:
+        if rows >= BATCH_ROWS or len(lost) >= BATCH_ROWS or scan.version > JSONL_VERSION:
             yield from _joined(held, lost)
             held, lost, rows = [], [], 0
     yield from _joined(held, lost)

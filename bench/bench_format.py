@@ -37,7 +37,6 @@ from tracer.events import EVENT_SCHEMA, Event, events_to_batch  # noqa: E402
 from tracer.tracefile import TraceWriter, read_trace, scan_trace  # noqa: E402
 from tracer.tracefile.convert import self_described  # noqa: E402
 from tracer.tracefile.jsonl import CHUNK_BYTES, read_chunks  # noqa: E402
-from tracer.tracefile.schema import decode_lines  # noqa: E402
 
 PY = sys.executable
 BARE_JSON = "import json, sys\nfor line in open(sys.argv[1], 'rb'): json.loads(line)\n"
@@ -71,17 +70,22 @@ def bare_json(path: Path) -> int:
     return n
 
 
-def chunks(path: Path):  # type: ignore[no-untyped-def]
-    """The version 1 reader's chunks of lines (after the header)."""
+def runs(path: Path):  # type: ignore[no-untyped-def]
+    """The version 1 reader's runs of lines (after the header)."""
     with path.open("rb") as fh:
         fh.readline()
-        for data, _, lines in read_chunks(fh, str(path), 2, CHUNK_BYTES):
-            yield bytes(data[:-1]) if lines else bytes(data), max(lines, 1)
+        yield from read_chunks(fh, str(path), 2, CHUNK_BYTES)
+
+
+def chunks(path: Path):  # type: ignore[no-untyped-def]
+    """The same runs, as text (no trailing newline) and their line count."""
+    for run in runs(path):
+        yield run.text().rstrip(b"\n"), max(len(run.newlines), 1)
 
 
 def decode_schema(path: Path) -> int:
-    """msgspec against the schema (schema.decode_lines), no columns."""
-    return sum(len(decode_lines(body, n) or ()) for body, n in chunks(path))
+    """msgspec against the schema (Run.decode, as the reader), no columns."""
+    return sum(len(run.decode() or ()) for run in runs(path))
 
 
 def decode_msgspec_untyped(path: Path) -> int:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import IO, Any
 
+import numpy as np
 import pyarrow as pa
 
 from tracer.events import ZERO_OMITTED, batch_columns, events_to_batch
@@ -21,9 +22,9 @@ from tracer.tracefile.records import JSONL_VERSION, Header, Lost, TraceFormatErr
 from tracer.tracefile.schema import (
     MAX_LINE_BYTES,
     SchemaError,
+    decode_array,
     decode_header_line,
     decode_line,
-    decode_lines,
     record_kind,
 )
 
@@ -60,19 +61,17 @@ class JsonlReader:
     probe_names: list[str]
     trailer: Trailer | None = None
 
-    def parse(self, data: bytes | memoryview, first_lineno: int, lines: int) -> Chunk:
-        """`lines` complete lines (each ending in a newline), the first being
-        line `first_lineno` of the file."""
-        body = bytes(data[:-1] if data[-1:] == b"\n" else data)
-        recs = decode_lines(body, lines) if body else []
-        if recs and self.trailer is None:
+    def parse(self, run: Run) -> Chunk:
+        """A run of lines (read_chunks)."""
+        recs = run.decode() if self.trailer is None else None
+        if recs:
             events = list(map(_EVENT, recs))
             # All events (the common case): checked without a loop in Python.
             if events.count(None) == 0 and list(map(_LOST, recs)).count(None) == len(recs) \
                     and list(map(_TRAILER, recs)).count(None) == len(recs):
-                return Chunk(self._batch(events, body, first_lineno))
-        numbered = (enumerate(recs, first_lineno) if recs is not None
-                    else self._line_by_line(body, first_lineno))
+                return Chunk(self._batch(events, run))
+        numbered = (enumerate(recs, run.first_lineno) if recs is not None
+                    else self._line_by_line(run))
         events = []
         lost: list[Lost] = []
         trailer = None
@@ -84,28 +83,26 @@ class JsonlReader:
                 lost.append(value)
             else:
                 self.trailer = trailer = value
-        return Chunk(self._batch(events, body, first_lineno), lost, trailer)
+        return Chunk(self._batch(events, run), lost, trailer)
 
-    def _batch(self, events: list[Any], body: bytes, first_lineno: int) -> pa.RecordBatch:
+    def _batch(self, events: list[Any], run: Run) -> pa.RecordBatch:
         try:
             return events_to_batch(events, self.probe_names)
         except ValueError:
-            return self._blame(body, first_lineno)
+            return self._blame(run)
 
     def _kind(self, rec: Any, lineno: int) -> tuple[str, Any]:
         if self.trailer is not None:
             raise TraceFormatError(f"{self.name}:{lineno}: record after the trailer")
-        if rec.lost is None and rec.trailer is None and rec.event is not None:
-            return "event", rec.event  # the common case, checked first
         try:
             return record_kind(rec)
         except SchemaError as exc:
             raise TraceFormatError(f"{self.name}:{lineno}: {exc}") from None
 
-    def _line_by_line(self, body: bytes, first_lineno: int) -> Iterator[tuple[int, Any]]:
+    def _line_by_line(self, run: Run) -> Iterator[tuple[int, Any]]:
         """The records of the lines one at a time (blank lines skipped),
         the first that does not decode a one-line error with its number."""
-        for lineno, line in enumerate(body.split(b"\n"), first_lineno):
+        for lineno, line in enumerate(run.text().split(b"\n"), run.first_lineno):
             if not line.strip():
                 continue
             try:
@@ -113,10 +110,10 @@ class JsonlReader:
             except SchemaError as exc:
                 raise TraceFormatError(f"{self.name}:{lineno}: {exc}") from None
 
-    def _blame(self, body: bytes, first_lineno: int) -> pa.RecordBatch:
-        """The chunk's events decode but do not fit the columns (a uint64
+    def _blame(self, run: Run) -> pa.RecordBatch:
+        """The run's events decode but do not fit the columns (a uint64
         overflow, an address that is not IPv4): find the line, say why."""
-        for lineno, rec in self._line_by_line(body, first_lineno):
+        for lineno, rec in self._line_by_line(run):
             if rec.event is not None:
                 try:
                     events_to_batch([rec.event], list(self.probe_names))
@@ -126,34 +123,68 @@ class JsonlReader:
         raise AssertionError("events that fail together pass one by one")
 
 
+_NL, _COMMA, _OPEN, _CLOSE = b"\n,[]"
+
+
+@dataclass
+class Run:
+    """Lines read at once: `buf[1:end]`, after one spare byte, the first
+    being line `first_lineno` of the file; `newlines` are the indices in
+    `buf` of their newlines (none: the file's unterminated last line)."""
+
+    buf: bytearray
+    end: int
+    first_lineno: int
+    newlines: np.ndarray
+
+    def text(self) -> bytes:
+        return bytes(memoryview(self.buf)[1:self.end])
+
+    def decode(self) -> list[Any] | None:
+        """The records, decoded as one JSON array made in place (the spare
+        byte '[', the newlines ',' but the last ']'; put back after): no
+        copy of the text. None when that is not an array of one record per
+        line (a blank line, a line that is not a record, no newline)."""
+        nl = self.newlines
+        if not len(nl):
+            return None
+        at = np.frombuffer(self.buf, np.uint8, self.end)
+        self.buf[0] = _OPEN
+        at[nl[:-1]] = _COMMA
+        at[nl[-1]] = _CLOSE
+        try:
+            return decode_array(memoryview(self.buf)[:self.end], len(nl))
+        finally:
+            at[nl] = _NL
+
+
 def read_chunks(fh: IO[bytes], name: str, first_lineno: int, chunk_bytes: int = CHUNK_BYTES,
-                ) -> Iterator[tuple[memoryview, int, int]]:
-    """Runs of complete lines as (data, first line number, number of
-    lines); at the end, the unterminated last line, if any, as (line, its
-    number, 0).
-    Each run is read into a buffer of its own, not copied again. A line
-    longer than MAX_LINE_BYTES is a TraceFormatError, found before more
-    than that is held."""
+                ) -> Iterator[Run]:
+    """The file from here as runs of complete lines, each read into a
+    buffer of its own; at the end, the unterminated last line, if any, as a
+    run without newlines. A line longer than MAX_LINE_BYTES is a
+    TraceFormatError, found before more than that is held."""
     rest = b""
     lineno = first_lineno
     while True:
-        buf = bytearray(len(rest) + chunk_bytes)
-        buf[:len(rest)] = rest
-        got = fh.readinto(memoryview(buf)[len(rest):])  # type: ignore[attr-defined]
+        buf = bytearray(1 + len(rest) + chunk_bytes)
+        buf[1:1 + len(rest)] = rest
+        got = fh.readinto(memoryview(buf)[1 + len(rest):])  # type: ignore[attr-defined]
         if not got:
             break
-        total = len(rest) + got
-        cut = buf.rfind(b"\n", 0, total) + 1
-        if cut:
-            lines = buf.count(b"\n", 0, cut)
-            yield memoryview(buf)[:cut], lineno, lines
-            lineno += lines
+        total = 1 + len(rest) + got
+        newlines = np.flatnonzero(np.frombuffer(buf, np.uint8, total) == _NL)
+        cut = 1
+        if len(newlines):
+            cut = int(newlines[-1]) + 1
+            yield Run(buf, cut, lineno, newlines)
+            lineno += len(newlines)
         rest = bytes(buf[cut:total])
         if len(rest) > MAX_LINE_BYTES:
             raise TraceFormatError(f"{name}:{lineno}: line longer than "
                                    f"{MAX_LINE_BYTES >> 20} MiB, not a kpath record")
     if rest:
-        yield memoryview(rest), lineno, 0
+        yield Run(bytearray(1) + rest, 1 + len(rest), lineno, np.empty(0, np.intp))
 
 
 class JsonlWriter:

@@ -152,16 +152,15 @@ class TraceScan:
         reader = self._jsonl
         assert reader is not None
         cut_short = None
-        for data, lineno, lines in read_chunks(self._fh, self.path, 2, self._chunk_bytes):
-            if lines:
-                chunk = reader.parse(data, lineno, lines)
-            else:
-                # The unterminated last line: a whole record, or one cut mid-write.
-                try:
-                    chunk = reader.parse(data, lineno, 1)
-                except TraceFormatError:
-                    cut_short = f"last record (line {lineno}) is incomplete"
-                    break
+        for run in read_chunks(self._fh, self.path, 2, self._chunk_bytes):
+            try:
+                chunk = reader.parse(run)
+            except TraceFormatError:
+                if len(run.newlines):
+                    raise
+                # The unterminated last line: a record cut mid-write.
+                cut_short = f"last record (line {run.first_lineno}) is incomplete"
+                break
             self.lost.extend(chunk.lost)
             yield chunk.batch, chunk.lost
         self.trailer = reader.trailer

@@ -8,8 +8,10 @@ consume them.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
+from operator import attrgetter
 from typing import Any
 
 import numpy as np
@@ -144,13 +146,6 @@ _INT_FIELDS = {
 }
 
 
-def known_keys(cls: type, rec: dict[str, Any]) -> dict[str, Any]:
-    """Keys of rec that the dataclass cls has: a newer writer's extra keys are
-    tolerated by older readers."""
-    names = {f.name for f in fields(cls)}
-    return {k: v for k, v in rec.items() if k in names}
-
-
 @dataclass
 class ProbeStatus:
     """One requested probe: attached (with the symbol used) or missing (with why)."""
@@ -176,10 +171,6 @@ class ProbeStatus:
 
     def to_record(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if v not in (None, [])}
-
-    @classmethod
-    def from_record(cls, rec: dict[str, Any]) -> ProbeStatus:
-        return cls(**known_keys(cls, rec))
 
 
 # ---- the same record as columns (trace format v2; docs/trace-format.md) ----
@@ -229,42 +220,63 @@ def dict_column(codes: np.ndarray, values: list[str] | tuple[str, ...],
     return pa.DictionaryArray.from_arrays(indices, pa.array(list(values), pa.string()))
 
 
-def events_to_batch(events: list[Event], probe_names: list[str]) -> pa.RecordBatch:
-    """Event objects as one batch (the v1 reader and tests; capture never
-    builds Event objects). Probes not in probe_names are appended to it."""
-    probe_index = {name: i for i, name in enumerate(probe_names)}
-    for ev in events:
-        if ev.probe not in probe_index:
-            probe_index[ev.probe] = len(probe_names)
-            probe_names.append(ev.probe)
-    comms: dict[str, int] = {}
+def events_to_batch(events: Sequence[Any], probe_names: list[str]) -> pa.RecordBatch:
+    """Event objects, or records with Event's attributes (the version 1
+    reader's), as one batch; probes not in probe_names are appended to it.
+    Column by column: each field's values go straight from the objects into
+    the column (no list between), strings dictionary-encoded as they go. ValueError names a field
+    whose value the columns cannot hold."""
     cols: dict[str, pa.Array] = {}
-    n = len(events)
     for name in _PLAIN_FIELDS:
-        cols[name] = pa.array([getattr(ev, name) for ev in events], EVENT_SCHEMA.field(name).type)
-    cols["comm"] = dict_column(
-        np.array([comms.setdefault(ev.comm, len(comms)) for ev in events], dtype=np.int32),
-        list(comms), pa.int32())
-    cols["probe"] = dict_column(np.array([probe_index[ev.probe] for ev in events], np.int64),
-                                probe_names, pa.uint16())
-    for name, values in (("kind", KIND_VALUES), ("ctx", CTX_VALUES)):
-        cols[name] = dict_column(
-            np.array([values.index(getattr(ev, name)) for ev in events], np.int8),
-            values, pa.int8())
-    soft = [SOFTIRQ_NAMES.index(ev.softirq) if ev.softirq in SOFTIRQ_NAMES else -1
-            for ev in events]
-    unknown = {ev.softirq for ev in events if ev.softirq and ev.softirq not in SOFTIRQ_NAMES}
-    if unknown:
-        raise ValueError(f"unknown softirq name(s): {', '.join(sorted(unknown))}")
-    soft_codes = np.array(soft, dtype=np.int8)
-    cols["softirq"] = dict_column(np.maximum(soft_codes, 0), SOFTIRQ_NAMES, pa.int8(),
-                                  mask=soft_codes < 0)
+        try:
+            cols[name] = pa.array(map(attrgetter(name), events), EVENT_SCHEMA.field(name).type,
+                                  size=len(events))
+        except (OverflowError, pa.ArrowInvalid, pa.ArrowTypeError):
+            raise ValueError(f"event field {name!r} out of range or not an integer") from None
+    cols["comm"] = _strings(events, "comm")
+    cols["probe"] = _recode(_strings(events, "probe"), probe_names, pa.uint16(), extend=True)
+    for name, values in (("kind", KIND_VALUES), ("ctx", CTX_VALUES), ("softirq", SOFTIRQ_NAMES)):
+        cols[name] = _recode(_strings(events, name), values, pa.int8())
     for name in _ADDR_FIELDS:
-        cols[name] = pa.array(
-            [None if getattr(ev, name) is None else int(ipaddress.IPv4Address(getattr(ev, name)))
-             for ev in events], pa.uint32())
-    assert all(len(c) == n for c in cols.values())
+        enc = _strings(events, name)
+        try:
+            ints = [int(ipaddress.IPv4Address(v)) for v in enc.dictionary.to_pylist()]
+        except ValueError:
+            raise ValueError(f"event field {name!r} is not an IPv4 address") from None
+        cols[name] = pa.array(ints, pa.uint32()).take(enc.indices)
     return pa.record_batch([cols[f.name] for f in EVENT_SCHEMA], schema=EVENT_SCHEMA)
+
+
+_STR_DICT = pa.dictionary(pa.int32(), pa.string())
+
+
+def _strings(events: Sequence[Any], name: str) -> pa.DictionaryArray:
+    """A string field, dictionary-encoded as it is converted."""
+    try:
+        enc: pa.DictionaryArray = pa.array(map(attrgetter(name), events), _STR_DICT,
+                                           size=len(events))
+    except (UnicodeEncodeError, pa.ArrowInvalid, pa.ArrowTypeError):
+        raise ValueError(f"event field {name!r} is not UTF-8 text") from None
+    return enc
+
+
+def _recode(enc: pa.DictionaryArray, values: list[str] | tuple[str, ...],
+            index_type: pa.DataType, extend: bool = False) -> pa.Array:
+    """Dictionary-encoded strings re-encoded against `values` (appending
+    unseen ones when `extend`, else ValueError for them): the distinct
+    strings are few, so they are mapped once, not per row."""
+    index = {v: i for i, v in enumerate(values)}
+    mapping = []
+    for v in enc.dictionary.to_pylist():
+        if v not in index:
+            if not extend:
+                raise ValueError(f"unknown value {v!r}; known: {', '.join(values)}")
+            assert isinstance(values, list)
+            index[v] = len(values)
+            values.append(v)
+        mapping.append(index[v])
+    codes = pa.array(mapping, index_type).take(enc.indices)
+    return pa.DictionaryArray.from_arrays(codes, pa.array(list(values), pa.string()))
 
 
 def _pylist(col: pa.Array | pa.ChunkedArray) -> list[Any]:

@@ -163,3 +163,21 @@ def test_exports_deterministic(recording: Path, tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     # the CLI draws the default view: big traces folded and capped (viz/select.py)
     assert out.read_bytes() == graphviz_render.render(build_sequence(tl, view=select(tl)), "svg")
+
+
+def test_a_flow_left_without_steps_is_dropped(tmp_path: Path) -> None:
+    """A return event carrying another connection's addresses (well-typed,
+    inconsistent: found by mutating a recording) makes a flow whose one
+    event goes with another flow's step: that flow has nothing to show and
+    is dropped, not left without a time span (max() of nothing)."""
+    src = Path(__file__).resolve().parent.parent / "data" / "hello_hi_core.kpath"
+    lines = src.read_text().splitlines()
+    i = next(i for i, line in enumerate(lines) if '"__sys_recvfrom","kind":"return"' in line)
+    lines[i] = lines[i].replace('"dport":10086', '"dport":10087')
+    path = tmp_path / "odd.kpath"
+    path.write_text("\n".join(lines) + "\n")
+    tl = build_timeline(read_trace(path))
+    assert [fl.number for fl in tl.flows] == list(range(1, len(tl.flows) + 1))
+    assert all(fl.steps and fl.end_ns >= fl.start_ns for fl in tl.flows)
+    assert {st.flow for st in tl.steps} - {None} <= {fl.number for fl in tl.flows}
+    assert CliRunner().invoke(replay_cmd, [str(path)]).exit_code == 0

@@ -14,7 +14,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tracer.events import EVENT_SCHEMA
+from tracer.events import EVENT_SCHEMA, events_to_batch
 from tracer.tracefile.arrow import TraceWriter
 from tracer.tracefile.jsonl import JsonlWriter
 from tracer.tracefile.probe_dictionary import recorded_spec
@@ -22,16 +22,16 @@ from tracer.tracefile.records import (
     FORMAT_VERSION,
     JSONL_VERSION,
     Header,
+    Lost,
     Source,
-    Trace,
     with_probes,
 )
-from tracer.tracefile.scan import scan_trace
+from tracer.tracefile.scan import TraceScan, scan_trace
 
 TARGETS = {"arrow": FORMAT_VERSION, "jsonl": JSONL_VERSION}
 BATCH_ROWS = 65536
 
-# Called as work goes: ("reading" | "writing", events so far).
+# Called as work goes: ("writing", events written so far).
 Progress = Callable[[str, int], None]
 
 
@@ -63,14 +63,12 @@ def convert(src: str | os.PathLike[str], dst: str | os.PathLike[str], to: str = 
     return done
 
 
-def self_described(header: Header, table: pa.Table) -> Header:
+def self_described(header: Header, names: list[str]) -> Header:
     """The header as version 2 wants it: a dictionary entry for every probe
-    the events name, each entry saying what replay needs (filled from this
-    kpath's catalog where the source file did not record it), and a source
-    record (a version 1 file had its host name and start clock offset)."""
-    names: list[str] = []
-    for chunk in table.column("probe").chunks:
-        names.extend(v for v in chunk.dictionary.to_pylist() if v not in names)
+    the events name (`names`), each entry saying what replay needs (filled
+    from this kpath's catalog where the source file did not record it), and
+    a source record (a version 1 file had its host name and start clock
+    offset)."""
     header = with_probes(header, names)
     probes = []
     for st in header.probes:
@@ -86,71 +84,113 @@ def self_described(header: Header, table: pa.Table) -> Header:
     return replace(header, probes=probes, sources=sources)
 
 
-def _probe_column(col: pa.ChunkedArray, names: pa.Array) -> Iterator[pa.Array]:
-    """Each chunk's probe codes against the whole dictionary. A version 1
-    reader only appends names, so a chunk's dictionary is a prefix of the
+class _UnlistedProbe(Exception):
+    """An event names a probe the header does not list: the header (written
+    first) must be made again with it."""
+
+
+def _probe_column(chunk: pa.DictionaryArray, names: pa.Array) -> pa.Array:
+    """A batch's probe codes against the whole dictionary. A version 1
+    reader only appends names, so a batch's dictionary is a prefix of the
     header's; anything else is re-encoded."""
-    for chunk in col.chunks:
-        d = chunk.dictionary
-        if d.equals(names.slice(0, len(d))):
-            yield pa.DictionaryArray.from_arrays(chunk.indices.cast(pa.uint16()), names)
-        else:
-            index = {n: i for i, n in enumerate(names.to_pylist())}
-            codes = pa.array([index[v] for v in d.to_pylist()], pa.uint16())
-            yield pa.DictionaryArray.from_arrays(codes.take(chunk.indices), names)
+    d = chunk.dictionary
+    if len(d) > len(names):
+        raise _UnlistedProbe
+    if d.equals(names.slice(0, len(d))):
+        return pa.DictionaryArray.from_arrays(chunk.indices.cast(pa.uint16()), names)
+    index = {n: i for i, n in enumerate(names.to_pylist())}
+    if not index.keys() >= set(d.to_pylist()):
+        raise _UnlistedProbe
+    codes = pa.array([index[v] for v in d.to_pylist()], pa.uint16())
+    return pa.DictionaryArray.from_arrays(codes.take(chunk.indices), names)
 
 
-def _batches(table: pa.Table, names: list[str]) -> Iterator[pa.RecordBatch]:
-    probe = pa.chunked_array(list(_probe_column(table.column("probe"),
-                                                pa.array(names, pa.string()))),
-                             EVENT_SCHEMA.field("probe").type)
-    table = table.set_column(EVENT_SCHEMA.get_field_index("probe"), "probe", probe)
-    yield from table.to_batches(max_chunksize=BATCH_ROWS)
+def _rows(scan: TraceScan, names: pa.Array) -> Iterator[tuple[pa.RecordBatch, list[Lost]]]:
+    """The scan's events in batches of about BATCH_ROWS (a version 1 chunk
+    is smaller; the batches of a version 2 file are kept as they are), with
+    the lost records read before each, probe codes against `names`."""
+    probe_at = EVENT_SCHEMA.get_field_index("probe")
+    held: list[pa.RecordBatch] = []
+    lost: list[Lost] = []
+    rows = 0
+    for batch, batch_lost in scan.chunks():
+        lost.extend(batch_lost)
+        held.append(batch.set_column(probe_at, "probe", _probe_column(batch.column("probe"),
+                                                                       names)))
+        rows += batch.num_rows
+        if rows >= BATCH_ROWS or len(lost) >= BATCH_ROWS or scan.version > JSONL_VERSION:
+            yield from _joined(held, lost)
+            held, lost, rows = [], [], 0
+    yield from _joined(held, lost)
 
 
-def _read(src: str | os.PathLike[str], progress: Progress | None) -> Trace:
-    scan = scan_trace(src)
-    batches = []
-    n = 0
-    with scan:
+def _joined(held: list[pa.RecordBatch], lost: list[Lost],
+            ) -> Iterator[tuple[pa.RecordBatch, list[Lost]]]:
+    if len(held) == 1:
+        yield held[0], lost
+    elif held:
+        # One batch: its comm dictionaries unified.
+        table = pa.Table.from_batches(held, EVENT_SCHEMA).combine_chunks()
+        for k, batch in enumerate(table.to_batches()):
+            yield batch, lost if k == 0 else []
+    elif lost:
+        yield events_to_batch([], []), lost
+
+
+def _probe_names(src: str | os.PathLike[str]) -> list[str]:
+    """Every probe the events name, in order of first use: a pass of its own
+    over a file whose events name probes its header does not list."""
+    names: list[str] = []
+    with scan_trace(src) as scan:
         for batch in scan:
-            batches.append(batch)
-            n += batch.num_rows
-            if progress:
-                progress("reading", n)
-    return Trace.from_table(scan.header, pa.Table.from_batches(batches, EVENT_SCHEMA),
-                            scan.lost, scan.trailer, scan.path, scan.cut_short)
+            names.extend(v for v in batch.column("probe").dictionary.to_pylist()
+                         if v not in names)
+    return names
 
 
 def _to_arrow(src: str | os.PathLike[str], tmp: Path, progress: Progress | None) -> Converted:
-    trace = _read(src, progress)
-    header = self_described(trace.header, trace.table)
-    writer = TraceWriter(tmp, header)
-    # Lost records ride on the first batch whose last event is not older:
-    # about where the tracer noticed them.
-    pending = sorted(trace.lost, key=lambda r: r.ts_ns)
-    stamps = [r.ts_ns for r in pending]
-    done = 0
+    """Streamed: each batch is written as it is read; nothing holds the
+    whole trace. The header goes first, so a file whose events name
+    probes its header lacks is read twice: once for those names."""
     try:
-        for batch in _batches(trace.table, header.probe_names):
-            last = pc.max(batch.column("ts_ns")).as_py() if batch.num_rows else None
-            take = bisect.bisect_right(stamps, last) if last is not None else 0
-            for rec in pending[:take]:
+        return _write_arrow(src, tmp, [], progress)
+    except _UnlistedProbe:
+        return _write_arrow(src, tmp, _probe_names(src), progress)
+
+
+def _write_arrow(src: str | os.PathLike[str], tmp: Path, extra: list[str],
+                 progress: Progress | None) -> Converted:
+    scan = scan_trace(src)
+    with scan:
+        header = self_described(scan.header, extra)
+        names = pa.array(header.probe_names, pa.string())
+        writer = TraceWriter(tmp, header)
+        # Lost records ride on the first batch whose last event is not
+        # older: about where the tracer noticed them.
+        pending: list[Lost] = []
+        done = 0
+        try:
+            for batch, lost in _rows(scan, names):
+                pending = sorted([*pending, *lost], key=lambda r: r.ts_ns)
+                last = pc.max(batch.column("ts_ns")).as_py() if batch.num_rows else None
+                take = bisect.bisect_right([r.ts_ns for r in pending], last) \
+                    if last is not None else 0
+                for rec in pending[:take]:
+                    writer.lost_events(rec)
+                pending = pending[take:]
+                writer.write_batch(batch)
+                done += batch.num_rows
+                if progress:
+                    progress("writing", done)
+            for rec in pending:
                 writer.lost_events(rec)
-            pending, stamps = pending[take:], stamps[take:]
-            writer.write_batch(batch)
-            done += batch.num_rows
-            if progress:
-                progress("writing", done)
-        for rec in pending:
-            writer.lost_events(rec)
-        writer.flush()
-        if trace.trailer is not None:
-            writer.write_trailer(trace.trailer)
-    finally:
-        writer.abort()
-    return Converted(FORMAT_VERSION, done, len(trace.lost), trace.trailer is not None,
-                     trace.cut_short)
+            writer.flush()
+            if scan.trailer is not None:
+                writer.write_trailer(scan.trailer)
+        finally:
+            writer.abort()
+    return Converted(FORMAT_VERSION, done, len(scan.lost), scan.trailer is not None,
+                     scan.cut_short)
 
 
 def _to_jsonl(src: str | os.PathLike[str], tmp: Path, progress: Progress | None) -> Converted:

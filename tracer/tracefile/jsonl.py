@@ -1,85 +1,46 @@
 """Trace format version 1: JSON Lines (docs/trace-format.md), read into the
 same columns as version 2, and written by `kpath convert --to jsonl`.
 
-Reading goes chunk by chunk: pyarrow's JSON reader parses a chunk of lines
-straight into columns against an explicit schema; when it refuses a chunk,
-or what it parsed breaks a rule it does not know, the same chunk goes
-through the strict line-by-line parser, whose one-line errors carry the line
-number. A good file never takes the slow path."""
+Reading goes chunk by chunk, each line checked against the schema
+(schema.py): a chunk's lines are decoded at once; when that fails, line by
+line, so that the one-line error names the line at fault. Lines are
+bounded (MAX_LINE_BYTES), so no line can take more memory than that."""
 
 from __future__ import annotations
 
-import ipaddress
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import IO, Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.json as pj
 
-from tracer.events import (
-    CTX_VALUES,
-    EVENT_SCHEMA,
-    KIND_VALUES,
-    SOFTIRQ_NAMES,
-    ZERO_OMITTED,
-    Event,
-    batch_columns,
-    events_to_batch,
-)
-from tracer.tracefile.records import (
-    JSONL_VERSION,
-    Header,
-    Lost,
-    TraceFormatError,
-    Trailer,
-    header_from_body,
+from tracer.events import ZERO_OMITTED, batch_columns, events_to_batch
+from tracer.tracefile.records import JSONL_VERSION, Header, Lost, TraceFormatError, Trailer
+from tracer.tracefile.schema import (
+    MAX_LINE_BYTES,
+    SchemaError,
+    decode_array,
+    decode_header_line,
+    decode_line,
+    record_kind,
 )
 
-# Bytes of lines parsed at a time: bounds memory when scanning a big file.
-CHUNK_BYTES = 32 << 20
+_EVENT, _LOST, _TRAILER = attrgetter("event"), attrgetter("lost"), attrgetter("trailer")
 
-_DICT_FIELDS = {"comm", "probe", "kind", "ctx", "softirq"}
-_ADDR_FIELDS = ("saddr", "daddr")
-_REQUIRED = ("ts_ns", "cpu", "tgid", "tid", "comm", "probe", "kind", "ctx")
-
-
-def _json_type(f: pa.Field) -> pa.DataType:
-    """The type pyarrow.json parses a column as: integers with their range
-    checked by the parser, dictionary columns and addresses as text."""
-    if f.name in _DICT_FIELDS or f.name in _ADDR_FIELDS:
-        return pa.string()
-    return f.type
-
-
-_LINE_SCHEMA = pa.schema([
-    ("event", pa.struct([(f.name, _json_type(f)) for f in EVENT_SCHEMA])),
-    ("lost", pa.struct([("ts_ns", pa.int64()), ("count", pa.int64()), ("probe", pa.string()),
-                        ("cpu", pa.int64())])),
-])
-_PARSE = pj.ParseOptions(explicit_schema=_LINE_SCHEMA, unexpected_field_behavior="error")
-_INT_RANGES = {
-    f.name: (0, 2 ** f.type.bit_width - 1) if pa.types.is_unsigned_integer(f.type)
-    else (-(2 ** (f.type.bit_width - 1)), 2 ** (f.type.bit_width - 1) - 1)
-    for f in EVENT_SCHEMA if pa.types.is_integer(f.type) and f.name not in _ADDR_FIELDS
-}
-
-
-class _FastPathRefused(Exception):
-    """The chunk needs the strict parser (which names the line at fault)."""
+# Bytes of lines parsed at a time: bounds memory when scanning a big file
+# (chosen by measurement, bench/bench_format.py: larger is no faster).
+CHUNK_BYTES = 1 << 20
 
 
 def parse_header_line(line: bytes, name: str) -> Header:
     try:
-        rec = json.loads(line)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise TraceFormatError(f"{name}: not a kpath trace (first line is not JSON)") from None
-    body = rec.get("header") if isinstance(rec, dict) else None
-    return header_from_body(body, name, range(JSONL_VERSION, JSONL_VERSION + 1),
-                            f"a JSON Lines trace must be version {JSONL_VERSION}")
+        return decode_header_line(line, range(JSONL_VERSION, JSONL_VERSION + 1),
+                                  f"a JSON Lines trace must be version {JSONL_VERSION}")
+    except SchemaError as exc:
+        raise TraceFormatError(f"{name}: {exc}") from None
 
 
 @dataclass
@@ -100,233 +61,130 @@ class JsonlReader:
     probe_names: list[str]
     trailer: Trailer | None = None
 
-    def parse(self, data: bytes | memoryview, first_lineno: int) -> Chunk:
-        """Complete lines (each ending in a newline), the first being line
-        `first_lineno` of the file."""
-        if self.trailer is not None and bytes(data).strip():
-            line = first_lineno + _leading_blank_lines(bytes(data))
-            raise TraceFormatError(f"{self.name}:{line}: record after the trailer")
-        try:
-            return self._fast(data)
-        except (_FastPathRefused, pa.ArrowException, ValueError, TypeError, KeyError,
-                OverflowError):
-            return self._strict(bytes(data), first_lineno)
-
-    def _fast(self, data: bytes | memoryview) -> Chunk:
-        body, trailer = _split_trailer(data)
-        if _blank(body):
-            self.trailer = trailer
-            return Chunk(_empty_batch(self.probe_names), trailer=trailer)
-        # Read in place: a chunk is tens of megabytes, not to be copied.
-        table = pj.read_json(pa.BufferReader(pa.py_buffer(body)), parse_options=_PARSE)
-        ev_col, lost_col = table.column("event"), table.column("lost")
-        # Each line holds exactly one record.
-        if lost_col.null_count == len(lost_col):
-            if ev_col.null_count:
-                raise _FastPathRefused
-            lost: list[Lost] = []
-        else:
-            is_ev, is_lost = pc.is_valid(ev_col), pc.is_valid(lost_col)
-            if not pc.all(pc.xor(is_ev, is_lost)).as_py():
-                raise _FastPathRefused
-            lost = [Lost.from_record({k: v for k, v in rec.items() if v is not None})
-                    for rec in lost_col.filter(is_lost).to_pylist()]
-            ev_col = ev_col.filter(is_ev)
-        events = pa.Table.from_struct_array(ev_col)
-        if any(events.column(name).null_count for name in _REQUIRED):
-            raise _FastPathRefused
-        batch = _to_event_batch(events, self.probe_names)
-        self.trailer = trailer
-        return Chunk(batch, lost, trailer)
-
-    def _strict(self, data: bytes, first_lineno: int) -> Chunk:
-        """The line-by-line parser: slow, exact about what is wrong and where."""
-        events: list[Event] = []
+    def parse(self, run: Run) -> Chunk:
+        """A run of lines (read_chunks)."""
+        recs = run.decode() if self.trailer is None else None
+        if recs:
+            events = list(map(_EVENT, recs))
+            # All events (the common case): checked without a loop in Python.
+            if events.count(None) == 0 and list(map(_LOST, recs)).count(None) == len(recs) \
+                    and list(map(_TRAILER, recs)).count(None) == len(recs):
+                return Chunk(self._batch(events, run))
+        numbered = (enumerate(recs, run.first_lineno) if recs is not None
+                    else self._line_by_line(run))
+        events = []
         lost: list[Lost] = []
-        trailer: Trailer | None = None
-        for idx, line in enumerate(data.split(b"\n")):
-            lineno = first_lineno + idx
+        trailer = None
+        for lineno, rec in numbered:
+            kind, value = self._kind(rec, lineno)
+            if kind == "event":
+                events.append(value)
+            elif kind == "lost":
+                lost.append(value)
+            else:
+                self.trailer = trailer = value
+        return Chunk(self._batch(events, run), lost, trailer)
+
+    def _batch(self, events: list[Any], run: Run) -> pa.RecordBatch:
+        try:
+            return events_to_batch(events, self.probe_names)
+        except ValueError:
+            return self._blame(run)
+
+    def _kind(self, rec: Any, lineno: int) -> tuple[str, Any]:
+        if self.trailer is not None:
+            raise TraceFormatError(f"{self.name}:{lineno}: record after the trailer")
+        try:
+            return record_kind(rec)
+        except SchemaError as exc:
+            raise TraceFormatError(f"{self.name}:{lineno}: {exc}") from None
+
+    def _line_by_line(self, run: Run) -> Iterator[tuple[int, Any]]:
+        """The records of the lines one at a time (blank lines skipped),
+        the first that does not decode a one-line error with its number."""
+        for lineno, line in enumerate(run.text().split(b"\n"), run.first_lineno):
             if not line.strip():
                 continue
             try:
-                rec = json.loads(line)
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                raise TraceFormatError(f"{self.name}:{lineno}: not valid JSON") from None
-            if trailer is not None or self.trailer is not None:
-                raise TraceFormatError(f"{self.name}:{lineno}: record after the trailer")
-            if not isinstance(rec, dict) or len(rec) != 1:
-                raise TraceFormatError(
-                    f"{self.name}:{lineno}: expected an object with one record key")
-            (kind, body), = rec.items()
-            try:
-                if not isinstance(body, dict):
-                    raise ValueError("not an object")
-                if kind == "event":
-                    ev = Event.from_record(body)
-                    _check_event(ev)
-                    events.append(ev)
-                elif kind == "lost":
-                    lost.append(Lost.from_record(body))
-                elif kind == "trailer":
-                    trailer = Trailer.from_record(body)
-                else:
+                yield lineno, decode_line(line)
+            except SchemaError as exc:
+                raise TraceFormatError(f"{self.name}:{lineno}: {exc}") from None
+
+    def _blame(self, run: Run) -> pa.RecordBatch:
+        """The run's events decode but do not fit the columns (a uint64
+        overflow, an address that is not IPv4): find the line, say why."""
+        for lineno, rec in self._line_by_line(run):
+            if rec.event is not None:
+                try:
+                    events_to_batch([rec.event], list(self.probe_names))
+                except ValueError as exc:
                     raise TraceFormatError(
-                        f"{self.name}:{lineno}: unknown record type {kind!r}")
-            except (TypeError, ValueError) as exc:
-                raise TraceFormatError(
-                    f"{self.name}:{lineno}: bad {kind} record: {exc}") from None
-        self.trailer = trailer
-        return Chunk(events_to_batch(events, self.probe_names), lost, trailer)
+                        f"{self.name}:{lineno}: bad event record: {exc}") from None
+        raise AssertionError("events that fail together pass one by one")
 
 
-def _leading_blank_lines(data: bytes) -> int:
-    n = 0
-    for line in data.split(b"\n"):
-        if line.strip():
-            break
-        n += 1
-    return n
+_NL, _COMMA, _OPEN, _CLOSE = b"\n,[]"
 
 
-_WHITESPACE = frozenset(b" \t\r\n")
-_LONGEST_LINE = 1 << 16  # the trailer line is a few kB
+@dataclass
+class Run:
+    """Lines read at once: `buf[1:end]`, after one spare byte, the first
+    being line `first_lineno` of the file; `newlines` are the indices in
+    `buf` of their newlines (none: the file's unterminated last line)."""
+
+    buf: bytearray
+    end: int
+    first_lineno: int
+    newlines: np.ndarray
+
+    def text(self) -> bytes:
+        return bytes(memoryview(self.buf)[1:self.end])
+
+    def decode(self) -> list[Any] | None:
+        """The records, decoded as one JSON array made in place (the spare
+        byte '[', the newlines ',' but the last ']'; put back after): no
+        copy of the text. None when that is not an array of one record per
+        line (a blank line, a line that is not a record, no newline)."""
+        nl = self.newlines
+        if not len(nl):
+            return None
+        at = np.frombuffer(self.buf, np.uint8, self.end)
+        self.buf[0] = _OPEN
+        at[nl[:-1]] = _COMMA
+        at[nl[-1]] = _CLOSE
+        try:
+            return decode_array(memoryview(self.buf)[:self.end], len(nl))
+        finally:
+            at[nl] = _NL
 
 
-def _blank(data: bytes | memoryview) -> bool:
-    return all(b in _WHITESPACE for b in data) if len(data) < 64 else not bytes(data).strip()
-
-
-def _split_trailer(data: bytes | memoryview) -> tuple[bytes | memoryview, Trailer | None]:
-    """The chunk without its last line when that line is the trailer (its
-    lost_by_probe object has free keys, which a fixed schema cannot take)."""
-    end = len(data)
-    while end and data[end - 1] in _WHITESPACE:
-        end -= 1
-    tail_start = max(0, end - _LONGEST_LINE)
-    tail = bytes(data[tail_start:end])
-    nl = tail.rfind(b"\n")
-    if nl < 0 and tail_start > 0:
-        raise _FastPathRefused
-    start = tail_start + nl + 1
-    last = tail[nl + 1:]
-    if b'"trailer"' not in last:
-        return data, None
-    try:
-        rec = json.loads(last)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise _FastPathRefused from None
-    if not isinstance(rec, dict) or set(rec) != {"trailer"} or not isinstance(
-            rec["trailer"], dict):
-        raise _FastPathRefused
-    try:
-        return data[:start], Trailer.from_record(rec["trailer"])
-    except TypeError:
-        raise _FastPathRefused from None
-
-
-def _check_event(ev: Event) -> None:
-    """What the columns will refuse, said with the field's name."""
-    for name, (lo, hi) in _INT_RANGES.items():
-        value = getattr(ev, name)
-        if value is not None and not lo <= value <= hi:
-            raise ValueError(f"event field {name!r} out of range: {value}")
-    if ev.softirq is not None and ev.softirq not in SOFTIRQ_NAMES:
-        raise ValueError(f"unknown softirq {ev.softirq!r}")
-    for name in _ADDR_FIELDS:
-        value = getattr(ev, name)
-        if value is not None:
-            try:
-                ipaddress.IPv4Address(value)
-            except ValueError:
-                raise ValueError(f"event field {name!r} is not an IPv4 address: "
-                                 f"{value!r}") from None
-
-
-def _empty_batch(probe_names: list[str]) -> pa.RecordBatch:
-    return events_to_batch([], probe_names)
-
-
-def _codes(col: pa.ChunkedArray, values: list[str] | tuple[str, ...],
-           extend: bool) -> tuple[pa.Array, np.ndarray]:
-    """Strings as indices into `values` (appending unseen ones when `extend`):
-    the distinct strings are few, so they are mapped once, not per row."""
-    enc = pc.dictionary_encode(col).combine_chunks()
-    index = {v: i for i, v in enumerate(values)}
-    mapping = []
-    for v in enc.dictionary.to_pylist():
-        if v not in index:
-            if not extend:
-                raise _FastPathRefused
-            assert isinstance(values, list)
-            index[v] = len(values)
-            values.append(v)
-        mapping.append(index[v])
-    return enc.indices, np.array(mapping, dtype=np.int64)
-
-
-def _dict_column(col: pa.ChunkedArray, values: list[str] | tuple[str, ...],
-                 index_type: pa.DataType, extend: bool = False) -> pa.Array:
-    indices, mapping = _codes(col, values, extend)
-    if len(mapping) == 0:
-        codes = pa.nulls(len(indices), index_type)
-    else:
-        codes = pc.take(pa.array(mapping.astype(index_type.to_pandas_dtype())), indices)
-    return pa.DictionaryArray.from_arrays(codes, pa.array(list(values), pa.string()))
-
-
-def _addr_column(col: pa.ChunkedArray) -> pa.Array:
-    enc = pc.dictionary_encode(col).combine_chunks()
-    ints = [int(ipaddress.IPv4Address(v)) for v in enc.dictionary.to_pylist()]
-    return pc.take(pa.array(ints, pa.uint32()), enc.indices)
-
-
-def _to_event_batch(events: pa.Table, probe_names: list[str]) -> pa.RecordBatch:
-    cols: dict[str, pa.Array | pa.ChunkedArray] = {}
-    for f in EVENT_SCHEMA:
-        col = events.column(f.name)
-        if f.name in ZERO_OMITTED:
-            cols[f.name] = pc.fill_null(col, 0)
-        elif f.name in _ADDR_FIELDS:
-            cols[f.name] = _addr_column(col)
-        elif f.name == "comm":
-            enc = pc.dictionary_encode(col).combine_chunks()
-            cols[f.name] = enc
-        elif f.name == "probe":
-            cols[f.name] = _dict_column(col, probe_names, pa.uint16(), extend=True)
-        elif f.name == "kind":
-            cols[f.name] = _dict_column(col, KIND_VALUES, pa.int8())
-        elif f.name == "ctx":
-            cols[f.name] = _dict_column(col, CTX_VALUES, pa.int8())
-        elif f.name == "softirq":
-            cols[f.name] = _dict_column(col, SOFTIRQ_NAMES, pa.int8())
-        else:
-            cols[f.name] = col
-    arrays = [c.combine_chunks() if isinstance(c, pa.ChunkedArray) else c
-              for c in (cols[f.name] for f in EVENT_SCHEMA)]
-    return pa.record_batch(arrays, schema=EVENT_SCHEMA)
-
-
-def read_chunks(fh: IO[bytes], first_lineno: int, chunk_bytes: int = CHUNK_BYTES,
-                ) -> Iterator[tuple[memoryview, int, bool]]:
-    """Runs of complete lines as (data, first line number, True); at the
-    end, the unterminated last line, if any, as (line, its number, False).
-    Each run is read into a buffer of its own, not copied again."""
+def read_chunks(fh: IO[bytes], name: str, first_lineno: int, chunk_bytes: int = CHUNK_BYTES,
+                ) -> Iterator[Run]:
+    """The file from here as runs of complete lines, each read into a
+    buffer of its own; at the end, the unterminated last line, if any, as a
+    run without newlines. A line longer than MAX_LINE_BYTES is a
+    TraceFormatError, found before more than that is held."""
     rest = b""
     lineno = first_lineno
     while True:
-        buf = bytearray(len(rest) + chunk_bytes)
-        buf[:len(rest)] = rest
-        got = fh.readinto(memoryview(buf)[len(rest):])  # type: ignore[attr-defined]
+        buf = bytearray(1 + len(rest) + chunk_bytes)
+        buf[1:1 + len(rest)] = rest
+        got = fh.readinto(memoryview(buf)[1 + len(rest):])  # type: ignore[attr-defined]
         if not got:
             break
-        total = len(rest) + got
-        cut = buf.rfind(b"\n", 0, total) + 1
-        if cut:
-            yield memoryview(buf)[:cut], lineno, True
-            lineno += buf.count(b"\n", 0, cut)
+        total = 1 + len(rest) + got
+        newlines = np.flatnonzero(np.frombuffer(buf, np.uint8, total) == _NL)
+        cut = 1
+        if len(newlines):
+            cut = int(newlines[-1]) + 1
+            yield Run(buf, cut, lineno, newlines)
+            lineno += len(newlines)
         rest = bytes(buf[cut:total])
+        if len(rest) > MAX_LINE_BYTES:
+            raise TraceFormatError(f"{name}:{lineno}: line longer than "
+                                   f"{MAX_LINE_BYTES >> 20} MiB, not a kpath record")
     if rest:
-        yield memoryview(rest), lineno, False
+        yield Run(bytearray(1) + rest, 1 + len(rest), lineno, np.empty(0, np.intp))
 
 
 class JsonlWriter:

@@ -9,13 +9,20 @@ import socket
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+import msgspec
 import pyarrow as pa
 
 from tracer.events import Event, ProbeStatus, batch_to_events, events_to_batch
-from tracer.events import known_keys as known_keys
 from tracer.tracefile.probe_dictionary import describe_unlisted
+
+# Field types the schema's decoder checks (tracer/tracefile/schema.py).
+# Counts, timestamps and durations: non-negative, and within int64, as the
+# timeline computes with them (a CLOCK_MONOTONIC ns reaches 2^63 after 292 years).
+INT64_MAX = 2 ** 63 - 1
+Count = Annotated[int, msgspec.Meta(ge=0, le=INT64_MAX)]
+FilterValue = str | int | bool | float | None
 
 FORMAT_NAME = "kpath-trace"
 FORMAT_VERSION = 2  # what this kpath writes; it reads every version up to this one
@@ -39,10 +46,6 @@ class Source:
 
     def to_record(self) -> dict[str, Any]:
         return dict(self.__dict__)
-
-    @classmethod
-    def from_record(cls, rec: dict[str, Any]) -> Source:
-        return cls(**known_keys(cls, rec))
 
 
 def clock_offset_ns() -> int:
@@ -80,7 +83,7 @@ class Header:
     # The probe dictionary: every requested probe, in order; events name a
     # probe by its position here (version 2) or by name (version 1).
     probes: list[ProbeStatus] = field(default_factory=list)
-    filters: dict[str, Any] = field(default_factory=dict)
+    filters: dict[str, FilterValue] = field(default_factory=dict)  # tracer/filters.py
     command: list[str] | None = None
     # Per layer: "full", "partial" or "none" (what the attached probes can see).
     coverage: dict[str, str] = field(default_factory=dict)
@@ -109,13 +112,6 @@ class Header:
         rec["version"] = version
         return rec
 
-    @classmethod
-    def from_record(cls, rec: dict[str, Any]) -> Header:
-        data = known_keys(cls, rec)
-        data["probes"] = [ProbeStatus.from_record(p) for p in data.get("probes", [])]
-        data["sources"] = [Source.from_record(s) for s in data.get("sources", [])]
-        return cls(**data)
-
 
 def with_probes(header: Header, names: list[str]) -> Header:
     """The header with a dictionary entry for each of `names` it lacks (a
@@ -132,31 +128,22 @@ def with_probes(header: Header, names: list[str]) -> Header:
 class Lost:
     """Events the kernel could not hand over (full buffer), noticed at ts_ns."""
 
-    ts_ns: int
-    count: int
+    ts_ns: Count
+    count: Count
     probe: str | None = None  # None when the buffer cannot say which probe
-    cpu: int | None = None
+    cpu: Count | None = None
 
     def to_record(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if v is not None}
-
-    @classmethod
-    def from_record(cls, rec: dict[str, Any]) -> Lost:
-        lost = cls(**{k: v for k, v in known_keys(cls, rec).items() if v is not None})
-        for key in ("ts_ns", "count"):
-            value = getattr(lost, key)
-            if not isinstance(value, int) or isinstance(value, bool):
-                raise ValueError(f"lost field {key!r} must be an integer, got {value!r}")
-        return lost
 
 
 @dataclass
 class Trailer:
     reason: str  # why tracing stopped: duration | count | command-exited | signal | ...
-    events: int
-    lost: int
-    lost_by_probe: dict[str, int] = field(default_factory=dict)
-    duration_ns: int = 0
+    events: Count
+    lost: Count
+    lost_by_probe: dict[str, Count] = field(default_factory=dict)
+    duration_ns: Count = 0
     command_exit: int | None = None
     # CLOCK_REALTIME - CLOCK_MONOTONIC when tracing stopped, one per header
     # source, in order: with the start offsets, how far the clocks drifted.
@@ -164,10 +151,6 @@ class Trailer:
 
     def to_record(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if v is not None and v != []}
-
-    @classmethod
-    def from_record(cls, rec: dict[str, Any]) -> Trailer:
-        return cls(**known_keys(cls, rec))
 
 
 class _Events:
@@ -226,24 +209,3 @@ class Trace:
         if self.trailer is not None:
             return self.trailer.lost
         return sum(rec.count for rec in self.lost)
-
-
-def header_from_body(body: Any, name: str, versions: range, rule: str) -> Header:
-    """The Header of a decoded header record, checked: kpath's, a version this
-    kpath reads, and one its container (JSON Lines, Arrow) holds (`rule` says
-    which)."""
-    if not isinstance(body, dict) or body.get("format") != FORMAT_NAME:
-        raise TraceFormatError(f"{name}: not a kpath trace (no {FORMAT_NAME} header)")
-    version = body.get("version")
-    if not isinstance(version, int) or isinstance(version, bool):
-        raise TraceFormatError(f"{name}: header has no format version")
-    if version > FORMAT_VERSION:
-        raise TraceFormatError(
-            f"{name}: trace format version {version} is newer than this kpath "
-            f"reads ({FORMAT_VERSION}); upgrade kpath")
-    if version not in versions:
-        raise TraceFormatError(f"{name}: {rule}, this one says {version}")
-    try:
-        return Header.from_record(body)
-    except (TypeError, ValueError, AttributeError) as exc:
-        raise TraceFormatError(f"{name}: bad header: {exc}") from None

@@ -4,6 +4,7 @@ then its events batch by batch (scan_trace) or all at once (read_trace)."""
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
@@ -14,6 +15,7 @@ from tracer.events import EVENT_SCHEMA
 from tracer.tracefile.arrow import STREAM_MAGIC, StreamReader
 from tracer.tracefile.jsonl import CHUNK_BYTES, JsonlReader, parse_header_line, read_chunks
 from tracer.tracefile.records import Header, Lost, Trace, TraceFormatError, Trailer
+from tracer.tracefile.schema import MAX_LINE_BYTES
 
 # What other files look like, for a precise refusal.
 _FOREIGN = (
@@ -28,21 +30,34 @@ _FOREIGN = (
 )
 
 
+_NOT_REGULAR = (
+    (stat.S_ISDIR, "is a directory, not a trace file"),
+    (stat.S_ISFIFO, "is a pipe (FIFO), not a trace file: kpath reads regular files"),
+    (stat.S_ISCHR, "is a character device, not a trace file"),
+    (stat.S_ISBLK, "is a block device, not a trace file"),
+    (stat.S_ISSOCK, "is a socket, not a trace file"),
+)
+
+
 def _open(p: Path) -> IO[bytes]:
+    """The file for reading, refused in one line unless it is a regular
+    file: a FIFO would block (or never end), /dev/zero never ends. Opened
+    without blocking, then checked on the open descriptor."""
     try:
-        fh = open(p, "rb")  # noqa: SIM115
+        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         raise TraceFormatError(f"{p}: no such file") from None
-    except IsADirectoryError:
-        raise TraceFormatError(f"{p}: is a directory, not a trace file") from None
     except PermissionError:
         raise TraceFormatError(f"{p}: permission denied") from None
     except OSError as exc:
         raise TraceFormatError(f"{p}: cannot open: {exc.strerror or exc}") from None
-    if p.is_dir():
-        fh.close()
-        raise TraceFormatError(f"{p}: is a directory, not a trace file")
-    return fh
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        what = next((why for test, why in _NOT_REGULAR if test(mode)), "is not a regular file")
+        raise TraceFormatError(f"{p}: {what}")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
 
 
 class TraceScan:
@@ -93,7 +108,10 @@ class TraceScan:
             if head.startswith(magic):
                 raise TraceFormatError(f"{name}: not a kpath trace ({what})")
         self._fh.seek(0)
-        first = self._fh.readline()
+        first = self._fh.readline(MAX_LINE_BYTES + 1)
+        if len(first) > MAX_LINE_BYTES:
+            raise TraceFormatError(f"{name}: first line longer than {MAX_LINE_BYTES >> 20} MiB, "
+                                   "not a kpath trace")
         try:
             first.decode("utf-8")
         except UnicodeDecodeError as exc:
@@ -134,16 +152,15 @@ class TraceScan:
         reader = self._jsonl
         assert reader is not None
         cut_short = None
-        for data, lineno, complete in read_chunks(self._fh, 2, self._chunk_bytes):
-            if complete:
-                chunk = reader.parse(data, lineno)
-            else:
-                # The unterminated last line: a whole record, or one cut mid-write.
-                try:
-                    chunk = reader.parse(bytes(data) + b"\n", lineno)
-                except TraceFormatError:
-                    cut_short = f"last record (line {lineno}) is incomplete"
-                    break
+        for run in read_chunks(self._fh, self.path, 2, self._chunk_bytes):
+            try:
+                chunk = reader.parse(run)
+            except TraceFormatError:
+                if len(run.newlines):
+                    raise
+                # The unterminated last line: a record cut mid-write.
+                cut_short = f"last record (line {run.first_lineno}) is incomplete"
+                break
             self.lost.extend(chunk.lost)
             yield chunk.batch, chunk.lost
         self.trailer = reader.trailer

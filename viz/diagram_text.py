@@ -48,8 +48,8 @@ def arrow_text(row: Arrow) -> str:
     text = f"{row.text} ({row.time})" if row.text else row.time
     if row.wire:
         text = f"[wire] {text}"
-    if row.kind == "wakeup":
-        text = f"[wake-up] {text}"
+    if row.is_link:
+        text = f"[{row.handoff_label}] {text}"
     elif row.handoff_label:
         text = f"[hand-off to {row.handoff_label}] {text}"
     return text

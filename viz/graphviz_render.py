@@ -89,7 +89,7 @@ def _esc(text: str) -> str:
 
 
 def _color(arrow: Arrow) -> str:
-    if arrow.kind == "wakeup":
+    if arrow.is_link:
         return WAKEUP_COLOR
     return CTX_COLOR.get(arrow.ctx, "#424242")
 
@@ -98,7 +98,7 @@ def _label_lines(arrow: Arrow) -> list[str]:
     lines = [_esc(arrow.text or " ")]
     lines.append(f'<font point-size="{TIME_SIZE:g}" color="#616161">{_esc(arrow.time)}</font>')
     if arrow.handoff_label:
-        what = "wake-up" if arrow.kind == "wakeup" else f"hand-off to {arrow.handoff_label}"
+        what = arrow.handoff_label if arrow.is_link else f"hand-off to {arrow.handoff_label}"
         lines.append(f'<font point-size="{TIME_SIZE:g}" color="{_color(arrow)}"><b>'
                      f'{_esc(what)}</b></font>')
     return lines
@@ -214,7 +214,7 @@ def _arrow(g: graphviz.Digraph, rid: str, row: Arrow, i: int, diagram: SequenceD
            bar_x: object, y: float) -> None:
     assert callable(bar_x)
     color = _color(row)
-    if row.kind == "wakeup":
+    if row.is_link:
         style, pen, head = "dashed", "1.6", "vee"
     elif row.dashed:
         style, pen, head = "dashed", "1", "normal"
@@ -245,8 +245,7 @@ def _arrow(g: graphviz.Digraph, rid: str, row: Arrow, i: int, diagram: SequenceD
         plain = {**edge_attrs, "arrowhead": "none", "class": _classes(row)}
         g.edge(f"{rid}_a", f"{rid}_b", **plain)
         g.edge(f"{rid}_b", f"{rid}_c", **plain)
-        g.edge(f"{rid}_c", f"{rid}_d", id=f"ev{row.event}_e" if row.kind != "wakeup" else
-               f"wk{row.event}_e", **edge_attrs)
+        g.edge(f"{rid}_c", f"{rid}_d", id=f"{row.element_id}_e", **edge_attrs)
         lines = [row.text, row.time, row.handoff_label + " hand-off to"]
         w = max(_width(t, FONT_SIZE) for t in lines)
         lx, ly = x1 + loop + 6 + w / 2, y + 1
@@ -258,11 +257,10 @@ def _arrow(g: graphviz.Digraph, rid: str, row: Arrow, i: int, diagram: SequenceD
             x2 += -half if right else half
         _point(g, f"{rid}_a", x1, y)
         _point(g, f"{rid}_b", x2, y)
-        g.edge(f"{rid}_a", f"{rid}_b", id=f"ev{row.event}_e" if row.kind != "wakeup" else
-               f"wk{row.event}_e", **edge_attrs)
+        g.edge(f"{rid}_a", f"{rid}_b", id=f"{row.element_id}_e", **edge_attrs)
         extra = 5.0 if row.handoff_label else 0.0
         lx, ly = (x1 + x2) / 2, y + 13 + extra
-    node_id = f"ev{row.event}" if row.kind != "wakeup" else f"wk{row.event}"
+    node_id = row.element_id
     g.node(f"{rid}_label", _label(row), pos=_pos(lx, ly), id=node_id, **{"class": _classes(row)},
            **({"tooltip": tip} if tip else {}), **_LABEL_NODE)
 

@@ -124,7 +124,7 @@ def render_html(timeline: Timeline, view: View, diagram: SequenceDiagram, svg: b
     steps: dict[str, Any] = {}
     for i in sorted(steps_used):
         st = tl.steps[i]
-        steps[str(i)] = step_record(st, tl.flows[st.flow - 1] if st.flow is not None else None)
+        steps[str(i)] = step_record(st, tl)
     data = {"events": events, "steps": steps,
             "flows": [{"number": fv.flow.number, "title": fv.flow.title} for fv in view.flows]}
     # file:line of each probed function, when the trace has them (--vmlinux)

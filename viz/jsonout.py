@@ -11,7 +11,19 @@ import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from tracer.timeline import Flow, LostGap, Message, Packet, Step, TEvent, Timeline, lost_gaps
+from tracer.timeline import (
+    ByteRange,
+    Flow,
+    LostGap,
+    Message,
+    Packet,
+    Step,
+    TEvent,
+    Timeline,
+    carriers,
+    lost_gaps,
+    writers,
+)
 from tracer.timeline.windows import Plan
 from tracer.tracefile import Trace
 from viz.sequence import context_short, event_details
@@ -38,7 +50,12 @@ def _flow(fl: Flow) -> dict[str, Any]:
     }
 
 
-def step_record(st: Step, fl: Flow | None) -> dict[str, Any]:
+def _range(r: ByteRange | None) -> list[int] | None:
+    return [r.lo, r.hi] if r is not None else None
+
+
+def step_record(st: Step, tl: Timeline) -> dict[str, Any]:
+    fl = tl.flows[st.flow - 1] if st.flow is not None else None
     rec: dict[str, Any] = {
         "id": st.id, "kind": str(st.kind), "flow": st.flow,
         "side": str(st.side) if st.side else None, "title": st.title,
@@ -49,7 +66,10 @@ def step_record(st: Step, fl: Flow | None) -> dict[str, Any]:
     if isinstance(st, Message):
         rec["message"] = {
             "op": st.op, "syscall": st.syscall, "requested": st.requested, "bytes": st.nbytes,
-            "complete": st.complete, "packets": list(st.packets), "data_from": list(st.data_from),
+            "complete": st.complete, "packets": list(st.packets), "handled": list(st.handled),
+            "data_from": list(st.data_from), "byte_range": _range(st.byte_range),
+            "range_from": str(st.range_from) if st.range_from is not None else None,
+            "carried_by": [{"packet": p.id, "bytes": _range(r)} for p, r in carriers(tl, st)],
         }
     elif isinstance(st, Packet):
         seg = st.segment
@@ -63,6 +83,8 @@ def step_record(st: Step, fl: Flow | None) -> dict[str, Any]:
             "rel_seq": rel(seg.src, seg.seq), "rel_end_seq": rel(seg.src, seg.end_seq),
             "rel_ack": rel(seg.dst, seg.ack) if seg.ack is not None else None,
             "again": st.again, "sent_by": st.message, "read_by": list(st.read_by),
+            "byte_range": _range(st.byte_range),
+            "written_by": [{"message": m.id, "bytes": _range(r)} for m, r in writers(tl, st)],
             "tx_events": [te.index for te in st.tx_events],
             "rx_events": [te.index for te in st.rx_events],
         }
@@ -142,8 +164,7 @@ def replay_document(tl: Timeline, flow: int | None = None) -> dict[str, Any]:
         "trace": _trace_record(tl),
         "flow_filter": flow,
         "flows": [_flow(fl) for fl in flows],
-        "steps": [step_record(st, tl.flows[st.flow - 1] if st.flow is not None else None)
-                  for st in steps],
+        "steps": [step_record(st, tl) for st in steps],
         "events": list(_records(tl, flow, steps)),
         "gaps": [_gap(g) for g in tl.gaps],
         "unattributed": _unattributed(tl, flow),
@@ -222,8 +243,7 @@ def write_json(tl: Timeline, write: Callable[[str], object], flow: int | None = 
 
     _write_head(write, _trace_record(tl), flow)
     array("flows", (_flow(fl) for fl in flows))
-    array("steps", (step_record(st, tl.flows[st.flow - 1] if st.flow is not None else None)
-                    for st in steps))
+    array("steps", (step_record(st, tl) for st in steps))
     array("events", _records(tl, flow, steps))
     array("gaps", (_gap(g) for g in tl.gaps))
     array("unattributed", _unattributed(tl, flow), last=True)
@@ -237,13 +257,17 @@ def _shift_step(rec: dict[str, Any], ev: int, step: int, flow: int) -> dict[str,
     rec["events"] = [i + ev for i in rec["events"]]
     msg = rec["message"]
     if msg is not None:
-        msg["packets"] = [i + step for i in msg["packets"]]
-        msg["data_from"] = [i + step for i in msg["data_from"]]
+        for key in ("packets", "handled", "data_from"):
+            msg[key] = [i + step for i in msg[key]]
+        for link in msg["carried_by"]:
+            link["packet"] += step
     pkt = rec["packet"]
     if pkt is not None:
         if pkt["sent_by"] is not None:
             pkt["sent_by"] += step
         pkt["read_by"] = [i + step for i in pkt["read_by"]]
+        for link in pkt["written_by"]:
+            link["message"] += step
         pkt["tx_events"] = [i + ev for i in pkt["tx_events"]]
         pkt["rx_events"] = [i + ev for i in pkt["rx_events"]]
     return rec
@@ -286,8 +310,7 @@ def write_json_windows(plan: Plan, write: Callable[[str], object]) -> None:
                 flows_out.add(rec)
             _, steps = _selected_steps(tl, None)
             for st in steps:
-                fl = tl.flows[st.flow - 1] if st.flow is not None else None
-                steps_out.add(_shift_step(step_record(st, fl), ev_base, step_base, flow_base))
+                steps_out.add(_shift_step(step_record(st, tl), ev_base, step_base, flow_base))
             for rec in _records(tl, None, steps):
                 events_out.add(_shift_event(rec, ev_base, step_base, flow_base))
             for group in tl.unattributed:

@@ -124,7 +124,7 @@ def _body(diagram: SequenceDiagram, n: int, first: str, last: str) -> list[str]:
 
 
 def _arrow(row: Arrow) -> str:
-    if row.kind == "wakeup":
+    if row.is_link:
         return "--)"
     if row.handoff and not row.dashed:
         return "-)"

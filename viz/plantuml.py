@@ -79,7 +79,7 @@ def render_plantuml(diagram: SequenceDiagram) -> str:
 
 
 def _arrow(row: Arrow) -> str:
-    if row.kind == "wakeup":
+    if row.is_link:
         return f"-[{WAKEUP_COLOR},dashed]>>"
     color = CTX_COLOR.get(row.ctx, "#424242")
     if row.dashed:

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field, replace
 from probes.catalog import LAYER_ORDER, Capture, Direction, Layer
 from tracer.events import Context, Event, Kind
 from tracer.timeline import (
+    ByteRange,
     Flow,
     LostGap,
     Message,
@@ -47,6 +48,7 @@ from tracer.timeline import (
     Timeline,
     capture_of,
     context_key,
+    writers,
 )
 from viz.select import Block, Selection, View, select
 from viz.spans import call_ends
@@ -167,6 +169,20 @@ class Arrow:
     def is_self(self) -> bool:
         return self.src == self.dst
 
+    @property
+    def is_link(self) -> bool:
+        """A link between two steps (wake-up, bytes), not an event of its own."""
+        return self.kind in LINK_KINDS
+
+    @property
+    def element_id(self) -> str:
+        """Unique per drawn arrow: an event's, or a link's with its kind."""
+        return f"{LINK_KINDS.get(self.kind, 'ev')}{self.event}"
+
+
+# link kind -> id prefix; the event a link is keyed by also has its own arrow
+LINK_KINDS = {"wakeup": "wk", "bytes": "by"}
+
 
 @dataclass(frozen=True, slots=True)
 class Note:
@@ -212,7 +228,7 @@ class SequenceDiagram:
     @property
     def arrows(self) -> list[Arrow]:
         """One arrow per drawn event (wake-ups excluded)."""
-        return [r for r in self.rows if isinstance(r, Arrow) and r.kind != "wakeup"]
+        return [r for r in self.rows if isinstance(r, Arrow) and not r.is_link]
 
     @property
     def all_arrows(self) -> list[Arrow]:
@@ -349,10 +365,13 @@ class _RowBuilder:
                         key=lambda te: te.index)
         ids = {st.id for st in steps}
         wakeups = _wakeups(self.tl, steps, ids, view)
+        links = _bytes_links(self.tl, steps, view)
         for te in events:
             while gaps and gaps[0].ts_ns < te.ev.ts_ns:
                 g = gaps.pop(0)
                 self.rows.append(Note(f"{g.text}, noticed at {fmt_offset(g.offset_ns)}", "lost"))
+            for msg, part in links.get(te.index, []):
+                self.rows.append(self._bytes_link(fl, te, msg, part, reps))
             self.rows.append(self._arrow(fl, te, reps))
             for reader in wakeups.get(te.index, []):
                 self.rows.append(self._wakeup(fl, te, reader, reps))
@@ -412,6 +431,35 @@ class _RowBuilder:
                      flow=fl.number, reps=reps)
 
 
+    def _bytes_link(self, fl: Flow, first: TEvent, msg: Message, part: ByteRange,
+                    reps: int) -> Arrow:
+        pkt = self.tl.step_of(first)
+        role = msg.side or first.side or Role.CLIENT
+        return Arrow(src=lifeline_key(role, APP), dst=_lifeline_of(first, role),
+                     text=f"bytes {part} of #{msg.id} ({msg.op} {msg.nbytes} B) leave in #{pkt.id}",
+                     time=fmt_offset(first.offset_ns), dashed=True, wire=False, handoff=True,
+                     event=first.index, step=pkt.id, role=role, ctx=str(first.ev.ctx),
+                     context=first.context, kind="bytes", handoff_label="bytes",
+                     flow=fl.number, reps=reps)
+
+
+def _bytes_links(tl: Timeline, steps: list[Step], view: View
+                 ) -> dict[int, list[tuple[Message, ByteRange]]]:
+    """Packet's first drawn event -> the sends whose bytes it carries when it
+    left outside their calls (later, from softirq when an ACK opened the
+    window, or in a later call after Nagle held them): nothing else in the
+    diagram connects those bytes to their send."""
+    out: dict[int, list[tuple[Message, ByteRange]]] = {}
+    for st in steps:
+        if not isinstance(st, Packet):
+            continue
+        shown = [te for te in st.tx_events if view.shows(te.index)]
+        later = [(m, r) for m, r in writers(tl, st) if m.id != st.message]
+        if shown and later:
+            out[shown[0].index] = later
+    return out
+
+
 def _wakeups(tl: Timeline, steps: list[Step], ids: set[int], view: View
              ) -> dict[int, list[TEvent]]:
     """Packet's last receive event -> reader events it wakes: a recv whose
@@ -444,10 +492,10 @@ def _activations(timeline: Timeline, rows: list[Row]) -> list[Activation]:
     call (viz/spans.py) when that one is drawn, else a bar one row high."""
     ends = call_ends(timeline)
     row_of = {r.event: i for i, r in enumerate(rows)
-              if isinstance(r, Arrow) and r.kind != "wakeup"}
+              if isinstance(r, Arrow) and not r.is_link}
     spans: list[tuple[str, int, int, str, int]] = []
     for i, r in enumerate(rows):
-        if not isinstance(r, Arrow) or r.kind in ("return", "wakeup"):
+        if not isinstance(r, Arrow) or r.kind == "return" or r.is_link:
             continue
         end = ends.get(r.event)
         j = row_of.get(end, i) if end is not None else i

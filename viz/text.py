@@ -27,6 +27,8 @@ from tracer.timeline import (
     TEvent,
     ThreadGroup,
     Timeline,
+    carriers,
+    writers,
 )
 from tracer.tracefile import Trace
 from viz.sequence import event_details, fmt_duration, fmt_offset
@@ -181,18 +183,26 @@ def _unattributed(tl: Timeline, groups: Sequence[ThreadGroup], st: Style) -> lis
     return out
 
 
-def _step_title(step: Step) -> str:
+def _step_title(tl: Timeline, step: Step) -> str:
     title = f"#{step.id} {step.kind}  {step.title}"
     if isinstance(step, Message):
         if step.byte_range is not None:
             title += f"  {'wrote' if step.op == 'send' else 'read'} {step.byte_range}"
         if step.packets:
             title += "  -> " + " ".join(f"#{p}" for p in step.packets)
+        if step.handled:
+            title += "  handled " + " ".join(f"#{p}" for p in step.handled)
         if step.data_from:
             title += "  bytes from " + " ".join(f"#{p}" for p in step.data_from)
+        links = carriers(tl, step)
+        if links:
+            title += "  carried by " + ", ".join(f"#{p.id} {r}" for p, r in links)
     elif isinstance(step, Packet):
         if step.byte_range is not None:
             title += f"  bytes {step.byte_range}"
+        sends = writers(tl, step)
+        if sends:
+            title += "  of " + ", ".join(f"#{m.id} {r}" for m, r in sends)
         if step.message is not None:
             title += f"  (sent in #{step.message})"
         if step.read_by:
@@ -247,7 +257,7 @@ def _steps(tl: Timeline, steps: Sequence[Step], fl: Flow | None, gaps: Sequence[
         while pending and pending[0].ts_ns < s.start_ns:
             out.append(_gap_line(pending.pop(0), st))
         out.append("")
-        out.append("  " + st(_step_title(s), bold=True))
+        out.append("  " + st(_step_title(tl, s), bold=True))
         for te in s.events:
             side = str(te.side) if te.side else "-"
             details = event_details(te, fl)

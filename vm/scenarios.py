@@ -155,6 +155,16 @@ def check_chat(trace: Trace, c: Checker) -> None:
             len(sa) == 1 and sa[0].seq == synack.seq and sa[0].sport == CHAT_PORT
             and sa[0].ts_ns < synack.ts_ns, f"{len(sa)} tcp_v4_send_synack events")
 
+    # accept() returns once the listener is woken: in softirq, on the
+    # listener's socket, after the handshake ACK reached it (issue 9: the
+    # task filter used to drop it, the listener being no traced flow).
+    listener = sa[0].sk if sa else None
+    woken = _first(events, lambda e: e.probe == "sock_def_readable" and e.sk == listener
+                   and e.ts_ns > final_ack.ts_ns)
+    c.check("the listener's wake-up (sock_def_readable) after the handshake ACK is traced",
+            "sock_def_readable" not in attached or woken is not None,
+            f"listener sk {listener:#x}" if listener else "no tcp_v4_send_synack")
+
     hi = _first(_entries(trace, "__sys_sendto", CHAT_PORT),
                 lambda e: e.sport == client_port and e.length == 2)
     c.need("the client's 2-byte send is traced", hi is not None)

@@ -14,7 +14,16 @@ from click.testing import CliRunner
 from kpath.cli_view import replay_cmd
 from tests.replay.recordings import RECORDINGS, needs_recordings
 from tracer.events import Kind
-from tracer.timeline import Message, Packet, Role, SegmentType, Timeline, build_timeline
+from tracer.timeline import (
+    Message,
+    Packet,
+    Role,
+    SegmentType,
+    Timeline,
+    build_timeline,
+    carriers,
+    writers,
+)
 from tracer.timeline.accounting import account_all, account_bytes
 from tracer.timeline.byte_ranges import follow_bytes, uncovered
 from tracer.timeline.causal import build_graph
@@ -52,6 +61,31 @@ def test_every_byte_written_is_followed_to_its_read(timeline: Timeline) -> None:
             for trail in follow_bytes(timeline, fl.number, sender):
                 assert trail.complete, (trail.send.title, trail.not_carried, trail.not_read)
                 assert trail.reads and trail.segments
+
+
+def test_a_calls_packets_are_its_own_and_handled_ones_the_peers(timeline: Timeline) -> None:
+    """message.packets: what this end sent during the call; handled: the
+    peer's packets its receive path ran inside the call (backlog, loopback)."""
+    for st in timeline.steps:
+        if not isinstance(st, Message):
+            continue
+        assert not set(st.packets) & set(st.handled), st.title
+        for pid, own in [(p, True) for p in st.packets] + [(p, False) for p in st.handled]:
+            pkt = timeline.steps[pid]
+            assert isinstance(pkt, Packet)
+            if pkt.sender is not None and st.side is not None:
+                assert (pkt.sender == st.side) is own, (st.title, pkt.title)
+
+
+def test_every_send_lists_the_bytes_each_packet_carried(timeline: Timeline) -> None:
+    for st in timeline.steps:
+        if isinstance(st, Message) and st.op == "send" and st.byte_range is not None:
+            links = carriers(timeline, st)
+            assert [p.id for p, _ in links] == st.carried_by
+            for pkt, part in links:
+                assert st.byte_range.contains(part) and pkt.byte_range is not None \
+                    and pkt.byte_range.contains(part)
+                assert (st, part) in writers(timeline, pkt)
 
 
 def test_byte_accounting_balances(timeline: Timeline) -> None:

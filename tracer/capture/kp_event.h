@@ -94,6 +94,15 @@ static __always_inline struct flow_key make_flow_key(struct kp_event *e) {
     return k;
 }
 
+// A listening socket's events carry its bound address and port with no
+// peer (0:0), which make_flow_key orders first.
+static __always_inline struct flow_key listener_key(u32 addr, u16 port) {
+    struct flow_key k = {};
+    k.addr_hi = addr;
+    k.port_hi = port;
+    return k;
+}
+
 struct irq_state {
     // 1 while an irq handler runs (handlers do not nest), else 0. A flag,
     // not a depth: an entry seen without its exit (attached in between)

@@ -394,7 +394,19 @@ static __always_inline int keep_event(struct kp_event *e) {
         if (has_tuple) {
             struct flow_key k = make_flow_key(e);
             u8 one = 1;
-            bpf_map_update_elem(&traced_flows, &k, &one, BPF_ANY);
+            // A new flow: its ends' listeners belong to the trace too (the
+            // wake-up that lets accept() return runs on the listener, in
+            // softirq), whether bound to the address or to any.
+            if (!bpf_map_update_elem(&traced_flows, &k, &one, BPF_NOEXIST)) {
+                struct flow_key l1 = listener_key(e->saddr, e->sport);
+                struct flow_key l2 = listener_key(0, e->sport);
+                struct flow_key l3 = listener_key(e->daddr, e->dport);
+                struct flow_key l4 = listener_key(0, e->dport);
+                bpf_map_update_elem(&traced_flows, &l1, &one, BPF_ANY);
+                bpf_map_update_elem(&traced_flows, &l2, &one, BPF_ANY);
+                bpf_map_update_elem(&traced_flows, &l3, &one, BPF_ANY);
+                bpf_map_update_elem(&traced_flows, &l4, &one, BPF_ANY);
+            }
         }
         return 1;
     }

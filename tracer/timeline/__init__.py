@@ -30,7 +30,14 @@ import bisect
 from collections.abc import Callable, Sequence
 
 from tracer.events import TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, Endpoint
-from tracer.timeline.byte_ranges import ByteTrail, assign_byte_ranges, follow_bytes, message_bytes
+from tracer.timeline.byte_ranges import (
+    ByteTrail,
+    assign_byte_ranges,
+    carriers,
+    follow_bytes,
+    message_bytes,
+    writers,
+)
 from tracer.timeline.causal import build_graph
 from tracer.timeline.event_rules import (
     SOCKET_CAPTURES,
@@ -91,9 +98,10 @@ __all__ = [
     "ByteRange", "ByteStream", "ByteTrail", "Flow", "FlowKey", "Lone", "LostGap", "Message",
     "Packet", "PacketKey", "RangeSource", "Role", "RolesFrom", "Segment", "SegmentType", "Step",
     "StepKind", "TEvent", "ThreadGroup", "Timeline",
-    "build_graph", "build_timeline", "build_window", "capture_of", "context_key", "context_label",
+    "build_graph", "build_timeline", "build_window", "capture_of", "carriers", "context_key",
+    "context_label",
     "follow_bytes", "layer_of", "lost_gaps", "message_bytes", "probe_spec", "recorded_probes",
-    "segment_of", "side_endpoint", "use_recorded_probes",
+    "segment_of", "side_endpoint", "use_recorded_probes", "writers",
 ]
 
 

@@ -318,3 +318,32 @@ def follow_bytes(timeline: Timeline, flow: int, sender: Role) -> list[ByteTrail]
         trail.reads = sorted(reads, key=lambda x: x.id)
         trail.not_read = uncovered(r, (x.byte_range for x in reads if x.byte_range is not None))
     return trails
+
+
+def carriers(tl: Timeline, msg: Message) -> list[tuple[Packet, ByteRange]]:
+    """A send's bytes, packet by packet: each packet that carried some of
+    them and which (a packet sent again carries them again)."""
+    if msg.byte_range is None:
+        return []
+    out = []
+    for pid in msg.carried_by:
+        pkt = tl.steps[pid]
+        assert isinstance(pkt, Packet)
+        part = pkt.byte_range.shared(msg.byte_range) if pkt.byte_range is not None else None
+        if part is not None:
+            out.append((pkt, part))
+    return out
+
+
+def writers(tl: Timeline, pkt: Packet) -> list[tuple[Message, ByteRange]]:
+    """A data packet's payload, send by send: which send wrote which bytes."""
+    if pkt.byte_range is None:
+        return []
+    out = []
+    for mid in pkt.written_by:
+        msg = tl.steps[mid]
+        assert isinstance(msg, Message)
+        part = msg.byte_range.shared(pkt.byte_range) if msg.byte_range is not None else None
+        if part is not None:
+            out.append((msg, part))
+    return out

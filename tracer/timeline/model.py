@@ -71,6 +71,11 @@ class ByteRange:
     def contains(self, other: ByteRange) -> bool:
         return self.lo <= other.lo and other.hi <= self.hi
 
+    def shared(self, other: ByteRange) -> ByteRange | None:
+        """The bytes both hold (None: none)."""
+        lo, hi = max(self.lo, other.lo), min(self.hi, other.hi)
+        return ByteRange(lo, hi) if lo < hi else None
+
     def __str__(self) -> str:
         return f"{self.lo}:{self.hi}"
 
@@ -153,7 +158,8 @@ class Message(Step):
     requested: int | None = None  # entry length (bytes asked to send / buffer size)
     nbytes: int | None = None  # syscall return value; None when no return was seen
     complete: bool = False  # entry and return both seen
-    packets: list[int] = field(default_factory=list)  # Packet ids with events inside
+    packets: list[int] = field(default_factory=list)  # own Packet ids sent during the call
+    handled: list[int] = field(default_factory=list)  # the peer's Packet ids processed in it
     data_from: list[int] = field(default_factory=list)  # recv: Packet ids carrying the bytes read
     # send: the stream bytes it wrote; recv: the bytes it returned (None when
     # unknown, failed, or zero bytes). See docs/correlation.md.

@@ -254,8 +254,16 @@ def make_steps(tevents: Sequence[TEvent], keys: Sequence[FlowKey | None],
             pkt = b.packet_for(te, flows[te.flow - 1])
             msg = in_message(te)
             if msg is not None:
-                if pkt.id not in msg.packets:
-                    msg.packets.append(pkt.id)
+                # Receive-side events inside a call (the backlog in
+                # release_sock, loopback's netif_rx) handle a packet; one
+                # with an event of its sender's side was sent in the call.
+                if te.endpoint != pkt.segment.dst:
+                    if pkt.id not in msg.packets:
+                        msg.packets.append(pkt.id)
+                    if pkt.id in msg.handled:
+                        msg.handled.remove(pkt.id)
+                elif pkt.id not in msg.packets and pkt.id not in msg.handled:
+                    msg.handled.append(pkt.id)
                 # "Sent in" only for the sender's own transmit events: the
                 # receive backlog may run inside the peer's syscall.
                 if pkt.message is None and te.endpoint == pkt.segment.src \
@@ -282,6 +290,9 @@ def make_steps(tevents: Sequence[TEvent], keys: Sequence[FlowKey | None],
         prev = last_step.get(ck)
         if _is_trailer(te) and isinstance(prev, Packet) and _same_flow(te, prev) and \
                 te.endpoint in (None, prev.segment.dst):
+            # A receive-side call: the receiver's (a listener's wake-up
+            # has no endpoint of its own)
+            te.endpoint = prev.segment.dst
             b.put(prev, te)
             return prev
         return own_step(te)
@@ -347,6 +358,7 @@ def _renumber(steps: list[Step]) -> list[Step]:
             te.step = st.id
         if isinstance(st, Message):
             st.packets = [new_id[p] for p in st.packets]
+            st.handled = [new_id[p] for p in st.handled]
         elif isinstance(st, Packet) and st.message is not None:
             st.message = new_id[st.message]
     return ordered
@@ -389,9 +401,12 @@ def inherit_from_step(st: Step, flows: Sequence[Flow]) -> None:
     for te in st.events:
         if te.flow is None:
             te.flow = st.flow
-        if te.side is None and te.flow == st.flow and st.side is not None:
-            te.side = st.side
-            te.endpoint = fl.endpoint_of(st.side)
+        if te.side is None and te.flow == st.flow:
+            side = fl.role_of(te.endpoint) if te.endpoint is not None else None
+            if side is None:
+                side = st.side
+            if side is not None:
+                te.side, te.endpoint = side, fl.endpoint_of(side)
 
 
 def mark_handoffs(st: Step) -> None:

@@ -99,12 +99,13 @@
 
   function show(el) {
     var id = el.getAttribute("id") || "";
-    var m = /^(ev|wk)(\d+)/.exec(id);
+    var m = /^(ev|wk|by)(\d+)/.exec(id);
     if (!m) { return false; }
     var ev = data.events[m[2]];
     if (!ev) { return false; }
     var st = data.steps[String(ev.step)];
-    var html = "<h2>" + (m[1] === "wk" ? "wake-up of " : "") + "event #" + ev.index + "</h2>" +
+    var what = {wk: "wake-up of ", by: "bytes sent with "}[m[1]] || "";
+    var html = "<h2>" + what + "event #" + ev.index + "</h2>" +
       "<table>" + row("function", ev.probe + (ev.kind === "return" ? " (return)" : "")) +
       row("time", "+" + (ev.offset_ns / 1e6).toFixed(6) + " ms") +
       row("since previous", ev.hop_ns === null ? "" : (ev.hop_ns / 1e3).toFixed(3) + " us") +

@@ -5,6 +5,7 @@ records with the values that tell encoders apart."""
 from __future__ import annotations
 
 import json
+import random
 
 import pytest
 
@@ -47,3 +48,13 @@ def test_integers_past_64_bits() -> None:
 def test_without_orjson(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(perfetto, "_dumps", None)
     assert encode_json(SYNTHETIC_RECORDS) == _stdlib(SYNTHETIC_RECORDS)
+
+
+def test_microseconds_are_round_to_three_decimals() -> None:
+    # _us skips round() below 2**52 ns: the same floats, across magnitudes.
+    rng = random.Random(8)
+    values = [0, 1, 499, 500, 999, 1000, 1001, (1 << 52) - 1, 1 << 52, (1 << 60) + 7]
+    values += [rng.randrange(1 << bits) for bits in range(1, 61) for _ in range(2000)]
+    for ns in values:
+        assert perfetto._us(ns) == round(ns / 1000.0, 3), ns
+        assert perfetto._us(-ns) == round(-ns / 1000.0, 3), -ns

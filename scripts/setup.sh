@@ -61,8 +61,8 @@ if [[ ! -x .venv/bin/python ]]; then
 fi
 stamp=.venv/.kpath-installed
 if [[ ! -f $stamp || pyproject.toml -nt $stamp ]]; then
-    echo "setup: pip install -e .[dev]" >&2
-    .venv/bin/pip install -q --disable-pip-version-check -e '.[dev]'
+    echo "setup: pip install -e .[dev,fast]" >&2
+    .venv/bin/pip install -q --disable-pip-version-check -e '.[dev,fast]'
     touch "$stamp"
 fi
 # Mermaid's parser for the export tests, in a project-local folder (ignored

@@ -32,18 +32,33 @@ from dataclasses import dataclass
 from typing import Any
 
 from probes.catalog import Capture
-from tracer.events import Context
+from tracer.events import Context, Kind
 from tracer.timeline import Message, Packet, TEvent, Timeline, capture_of
 from viz.select import View, select
 from viz.sequence import context_short, event_details
 from viz.spans import call_ends
 
+_dumps: Callable[[Any], bytes] | None
+try:  # optional (extra "fast"): the same text, written several times faster
+    from orjson import dumps as _dumps
+except ImportError:  # pragma: no cover - depends on the installation
+    _dumps = None
+
 CPU_PID = 0x7FFF0000  # the "CPUs" pseudo-process (clear of real pids, < 2^31)
 SYNTH_TID = 0x40000000  # base of synthetic thread ids for softirq/hardirq contexts
+_RECORDS_AT_ONCE = 4096  # records encoded into one piece of text by write_perfetto
+
+
+# Below this many ns, ns / 1000.0 is already the float round(..., 3) gives:
+# the division is correctly rounded and within 0.0005 of the 3-decimal value
+# (its spacing is under 0.001 us below 2**43 us).
+_EXACT_NS = 1 << 52
 
 
 def _us(ns: int) -> float:
     """Microseconds with nanosecond precision (3 decimals)."""
+    if -_EXACT_NS < ns < _EXACT_NS:
+        return ns / 1000.0
     return round(ns / 1000.0, 3)
 
 
@@ -58,6 +73,7 @@ class Track:
 def _tracks(tl: Timeline, events: list[TEvent]) -> dict[tuple[int, str, str | None], Track]:
     """Execution context -> its thread track."""
     out: dict[tuple[int, str, str | None], Track] = {}
+    taken: set[tuple[int, int]] = set()  # (pid, tid) of the tracks so far
     synth = SYNTH_TID
     for te in events:
         ev = te.ev
@@ -70,13 +86,14 @@ def _tracks(tl: Timeline, events: list[TEvent]) -> dict[tuple[int, str, str | No
             name = who if ev.ctx is Context.TASK else f"{who} {context_short(ev)}"
             # A thread seen in task and as ksoftirqd (it is the same kernel
             # thread) would collide: give the second one its own id.
-            if any(t.pid == ev.tgid and t.tid == tid for t in out.values()):
+            if (ev.tgid, tid) in taken:
                 tid, synth = synth, synth + 1
         else:
             tid, synth = synth, synth + 1
             name = f"{who} {context_short(ev)}"
         order = {"task": 0, "softirq": 1, "ksoftirqd": 2, "hardirq": 3}.get(str(ev.ctx), 4)
         out[key] = Track(pid=ev.tgid, tid=tid, name=name, sort=order)
+        taken.add((ev.tgid, tid))
     return out
 
 
@@ -94,11 +111,31 @@ def write_perfetto(timeline: Timeline, write: Callable[[str], object],
     doc = perfetto_document(timeline, view)
     records = doc.pop("traceEvents")
     write('{"traceEvents":[')
-    sep = ""
-    for rec in records:
-        write(sep + json.dumps(rec, separators=(",", ":")))
-        sep = ","
-    write("]," + json.dumps(doc, separators=(",", ":"))[1:] + "\n")
+    for at in range(0, len(records), _RECORDS_AT_ONCE):
+        text = encode_json(records[at:at + _RECORDS_AT_ONCE])[1:-1]
+        write(text if at == 0 else "," + text)
+    write("]," + encode_json(doc)[1:] + "\n")
+
+
+# One encoder for whole lists of records: json.dumps per record makes an
+# encoder each time (a third of the writing).
+_ENCODE = json.JSONEncoder(separators=(",", ":")).encode
+
+
+def encode_json(value: Any) -> str:
+    """The text json.dumps(value, separators=(",", ":")) writes. orjson,
+    when installed, writes the same for these records except non-ASCII text
+    and DEL (json escapes them: such a piece is encoded by json) and floats
+    below 1e-4 or from 1e16 (microsecond times in 3 decimals: 0 or >= 0.001,
+    and under 1e16 us, 317 years), and cannot write integers past 64 bits."""
+    if _dumps is not None:
+        try:
+            data = _dumps(value)
+        except TypeError:
+            data = b"\x7f"
+        if data.isascii() and b"\x7f" not in data:
+            return data.decode("ascii")
+    return _ENCODE(value)
 
 
 def perfetto_document(timeline: Timeline, view: View | None = None) -> dict[str, Any]:
@@ -111,42 +148,68 @@ def perfetto_document(timeline: Timeline, view: View | None = None) -> dict[str,
         chosen |= {st.id for g in tl.unattributed for st in g.steps}
     events = [te for te in tl.events if te.step in chosen and view.shows(te.index)]
     shown = {te.index for te in events}
+    # Each event's time in us, worked out once: slices, CPU instants and
+    # flow arrows all place it.
+    at_us = {te.index: _us(te.ev.ts_ns - tl.start_ns) for te in events}
     tracks = _tracks(tl, events)
     ends = call_ends(tl)
     out: list[dict[str, Any]] = []
     out.extend(_metadata(tl, tracks, events))
     slices: dict[int, dict[str, Any]] = {}
     per_track: dict[tuple[int, int], list[dict[str, Any]]] = {}
+    all_events, flows = tl.events, tl.flows
+    # The events of one packet share its segment (one object) and describe
+    # it alike: worked out once per segment and flow.
+    seg_details: dict[tuple[int, int | None], str] = {}
     for te in events:
-        if te.is_return and te.pair is not None and te.pair in shown:
-            continue  # drawn as the end of its entry's slice
         ev = te.ev
+        is_return = ev.kind is Kind.RETURN
+        if is_return and te.pair is not None and te.pair in shown:
+            continue  # drawn as the end of its entry's slice
         tr = tracks[(ev.tid, str(ev.ctx), ev.softirq)]
         end = ends.get(te.index)
-        end_ns = tl.events[end].ev.ts_ns if end is not None and end in shown else ev.ts_ns
-        fl = tl.flows[te.flow - 1] if te.flow is not None else None
-        name = f"{te.probe} return" if te.is_return else te.probe
-        args: dict[str, Any] = {
-            "event": te.index, "step": te.step, "flow": te.flow,
-            "side": str(te.side) if te.side else None, "layer": str(te.layer) if te.layer else None,
-            "context": te.context, "cpu": ev.cpu, "details": event_details(te, fl),
-        }
-        if end is not None and end in shown and tl.events[end].is_return:
-            args["ret"] = tl.events[end].ev.ret
-        if end is None or end not in shown:
+        end_shown = end is not None and end in shown
+        end_ns = all_events[end].ev.ts_ns if end_shown else ev.ts_ns  # type: ignore[index]
+        fl = flows[te.flow - 1] if te.flow is not None else None
+        name = f"{ev.probe} return" if is_return else ev.probe
+        layer = str(te.layer) if te.layer else None
+        if te.segment is not None and not is_return:
+            key = (id(te.segment), te.flow)
+            details = seg_details.get(key)
+            if details is None:
+                details = seg_details[key] = event_details(te, fl)
+        else:
+            details = event_details(te, fl)
+        # The arguments that are known (none None or empty), in this order.
+        args: dict[str, Any] = {"event": te.index, "step": te.step}
+        if te.flow is not None:
+            args["flow"] = te.flow
+        if te.side:
+            args["side"] = str(te.side)
+        if layer:
+            args["layer"] = layer
+        if te.context:
+            args["context"] = te.context
+        args["cpu"] = ev.cpu
+        if details:
+            args["details"] = details
+        if end_shown and all_events[end].ev.kind is Kind.RETURN:  # type: ignore[index]
+            ret = all_events[end].ev.ret  # type: ignore[index]
+            if ret is not None:
+                args["ret"] = ret
+        if not end_shown:
             args["end"] = "unknown (entry-only probe, next event unrelated)"
-        sl = {"ph": "X", "name": name, "cat": str(te.layer) if te.layer else "kpath",
-              "pid": tr.pid, "tid": tr.tid, "ts": _us(ev.ts_ns - tl.start_ns),
-              "dur": _us(end_ns - ev.ts_ns),
-              "args": {k: v for k, v in args.items() if v not in (None, "")}}
+        sl = {"ph": "X", "name": name, "cat": layer or "kpath",
+              "pid": tr.pid, "tid": tr.tid, "ts": at_us[te.index],
+              "dur": _us(end_ns - ev.ts_ns), "args": args}
         slices[te.index] = sl
         per_track.setdefault((tr.pid, tr.tid), []).append(sl)
     for track_slices in per_track.values():
         _nest(track_slices)
     for sl in sorted(slices.values(), key=lambda s: (s["ts"], s["pid"], s["tid"])):
         out.append(sl)
-    out.extend(_cpu_tracks(tl, events))
-    out.extend(_flows(tl, events, slices, tracks, chosen))
+    out.extend(_cpu_tracks(events, at_us))
+    out.extend(_flows(tl, events, slices, chosen, at_us))
     doc = {
         "traceEvents": out,
         "displayTimeUnit": "ns",
@@ -212,49 +275,45 @@ def _nest(track: list[dict[str, Any]]) -> None:
         stack.append(end)
 
 
-def _cpu_tracks(tl: Timeline, events: list[TEvent]) -> list[dict[str, Any]]:
+def _cpu_tracks(events: list[TEvent], at_us: dict[int, float]) -> list[dict[str, Any]]:
     """Per CPU: runs of one context (X) and one instant per event (i)."""
     out: list[dict[str, Any]] = []
     by_cpu: dict[int, list[TEvent]] = {}
     for te in events:
         by_cpu.setdefault(te.ev.cpu, []).append(te)
     for cpu, evs in sorted(by_cpu.items()):
-        run: list[TEvent] = []
+        tid = cpu + 1
+        start = 0  # of the run of one context, in evs
 
-        def flush(run: list[TEvent], cpu: int = cpu) -> None:
-            if not run:
-                return
-            a, b = run[0], run[-1]
+        def flush(a: TEvent, b: TEvent, count: int, tid: int = tid) -> None:
             out.append({"ph": "X", "name": a.context, "cat": "cpu", "pid": CPU_PID,
-                        "tid": cpu + 1, "ts": _us(a.ev.ts_ns - tl.start_ns),
+                        "tid": tid, "ts": at_us[a.index],
                         "dur": _us(b.ev.ts_ns - a.ev.ts_ns),
-                        "args": {"events": len(run), "first_event": a.index,
+                        "args": {"events": count, "first_event": a.index,
                                  "last_event": b.index}})
 
-        for te in evs:
-            if run and (run[-1].ev.tid, run[-1].ev.ctx) != (te.ev.tid, te.ev.ctx):
-                flush(run)
-                run = []
-            run.append(te)
-            out.append({"ph": "i", "s": "t", "name": te.probe, "cat": "cpu", "pid": CPU_PID,
-                        "tid": cpu + 1, "ts": _us(te.ev.ts_ns - tl.start_ns),
-                        "args": {"event": te.index}})
-        flush(run)
+        for i, te in enumerate(evs):
+            ev = te.ev
+            if i:
+                last = evs[i - 1].ev
+                if last.tid != ev.tid or last.ctx is not ev.ctx:
+                    flush(evs[start], evs[i - 1], i - start)
+                    start = i
+            out.append({"ph": "i", "s": "t", "name": ev.probe, "cat": "cpu", "pid": CPU_PID,
+                        "tid": tid, "ts": at_us[te.index], "args": {"event": te.index}})
+        flush(evs[start], evs[-1], len(evs) - start)
     return out
 
 
 def _flows(tl: Timeline, events: list[TEvent], slices: dict[int, dict[str, Any]],
-           tracks: dict[tuple[int, str, str | None], Track], chosen: set[int]
-           ) -> list[dict[str, Any]]:
+           chosen: set[int], at_us: dict[int, float]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
-    shown = {te.index for te in events}
     flow_id = 0
 
     def point(ph: str, te: TEvent, fid: int, name: str, cat: str) -> dict[str, Any]:
         sl = slices[te.index if te.index in slices else te.pair or te.index]
         ev: dict[str, Any] = {"ph": ph, "id": fid, "name": name, "cat": cat,
-                              "pid": sl["pid"], "tid": sl["tid"],
-                              "ts": _us(te.ev.ts_ns - tl.start_ns)}
+                              "pid": sl["pid"], "tid": sl["tid"], "ts": at_us[te.index]}
         if ph == "f":
             ev["bp"] = "e"
         return ev
@@ -262,7 +321,7 @@ def _flows(tl: Timeline, events: list[TEvent], slices: dict[int, dict[str, Any]]
     for st in tl.steps:
         if st.id not in chosen or not isinstance(st, Packet):
             continue
-        hops = [te for te in st.events if te.index in shown and te.index in slices]
+        hops = [te for te in st.events if te.index in slices]
         if len(hops) >= 2:
             flow_id += 1
             name = f"#{st.id} {st.title}"

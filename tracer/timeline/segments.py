@@ -4,6 +4,7 @@ pure ACK...). See docs/correlation.md for how they are linked into packets.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -64,10 +65,7 @@ class Segment:
     @property
     def flags_label(self) -> str:
         """'SYN', 'SYN-ACK', 'ACK', 'PSH|ACK', 'FIN|ACK'; '(no flags)' if none."""
-        names = tcp_flag_names(self.flags).split("|") if self.flags else ["(no flags)"]
-        if "SYN" in names and "ACK" in names:
-            names = ["SYN-ACK" if n == "SYN" else n for n in names if n != "ACK"]
-        return "|".join(names)
+        return _flags_label(self.flags)
 
     @property
     def label(self) -> str:
@@ -92,6 +90,15 @@ class Segment:
     @property
     def is_pure_ack(self) -> bool:
         return self.length_known and self.type is SegmentType.ACK
+
+
+@functools.lru_cache(maxsize=256)
+def _flags_label(flags: int) -> str:
+    # Asked for every packet event a renderer describes: one per flags byte.
+    names = tcp_flag_names(flags).split("|") if flags else ["(no flags)"]
+    if "SYN" in names and "ACK" in names:
+        names = ["SYN-ACK" if n == "SYN" else n for n in names if n != "ACK"]
+    return "|".join(names)
 
 
 _cache: dict[tuple[object, ...], Segment] = {}

@@ -18,6 +18,7 @@ hover and filtering. Same diagram in, same bytes out.
 from __future__ import annotations
 
 import html
+import math
 import re
 
 import graphviz
@@ -39,6 +40,10 @@ BAR_W = 7.0  # activation bar width, points
 BAR_SHIFT = 4.0  # each nesting level shifts a bar right by this much
 MAX_DEPTH = 6  # deeper bars are drawn at this depth
 MAX_PX = 30000  # cairo cannot make a bitmap taller or wider than 32767 px
+# Pixels of a bitmap at most: cairo holds it whole (4 bytes a pixel) and
+# zlib then deflates all of it; a capped 600-arrow picture at 96 dpi is
+# 130 Mpx, 520 MB and ~3.5 s of rasterising and encoding.
+MAX_AREA = 72e6
 
 ROLE_COLOR = {Role.CLIENT: "#1f5fa8", Role.SERVER: "#2e7d32"}
 ROLE_FILL = {Role.CLIENT: "#dce8f7", Role.SERVER: "#ddf0de"}
@@ -163,7 +168,8 @@ def build_graph(diagram: SequenceDiagram, fmt: str = "dot") -> graphviz.Digraph:
         # A bitmap has a size limit: lower the resolution for very tall diagrams.
         height_pt = total + legend_h + 60
         width_pt = x_max - x_min + 2 * col_w
-        dpi = min(96.0, MAX_PX * 72.0 / max(height_pt, width_pt))
+        dpi = min(96.0, MAX_PX * 72.0 / max(height_pt, width_pt),
+                  72.0 * math.sqrt(MAX_AREA / (height_pt * width_pt)))
         graph_attrs["dpi"] = f"{dpi:.1f}"
     g.attr("graph", **graph_attrs)
     g.attr("node", fontname=FONT, fontsize=f"{FONT_SIZE:g}")

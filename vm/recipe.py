@@ -90,11 +90,11 @@ ROOTFS_RECIPE_VERSION = 2
 # any project file changing.
 IMAGE_RECIPE_VERSION = 1
 IMAGE_SIZE = "3G"
-# Python packages bookworm lacks (python3-pyarrow) or has too old for
+# Python packages bookworm lacks (python3-pyarrow, python3-msgspec) or has too old for
 # kpath's columnar capture: manylinux wheels for the guest's CPython 3.11,
 # downloaded once on the host and installed into the image. Part of the
 # image's key (the stamp records them).
-GUEST_WHEELS: tuple[str, ...] = ("numpy==2.4.6", "pyarrow==26.0.1")
+GUEST_WHEELS: tuple[str, ...] = ("numpy==2.4.6", "pyarrow==26.0.1", "msgspec==0.23.0")
 GUEST_WHEEL_PLATFORM = "manylinux_2_28_x86_64"  # bookworm has glibc 2.36
 # Host and guest are both Debian 12, so the same minor version: the pure
 # Python package and its .pyc files are usable as built on the host.

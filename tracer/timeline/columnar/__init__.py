@@ -12,6 +12,7 @@ is left to the object path; viz/stats_columnar prints the same text.
 """
 
 from tracer.timeline.columnar.errors import Irregular
+from tracer.timeline.columnar.parts import PartedStats, stats_of_scan
 from tracer.timeline.columnar.source import ScannedInput, stats_input_of
 from tracer.timeline.columnar.stats import (
     PreparedStats,
@@ -21,5 +22,5 @@ from tracer.timeline.columnar.stats import (
     trace_stats,
 )
 
-__all__ = ["Irregular", "PreparedStats", "ScannedInput", "StatsInput", "StatsSource",
-           "TraceStats", "stats_input_of", "trace_stats"]
+__all__ = ["Irregular", "PartedStats", "PreparedStats", "ScannedInput", "StatsInput", "StatsSource",
+           "TraceStats", "stats_input_of", "stats_of_scan", "trace_stats"]

@@ -160,14 +160,27 @@ class PreparedStats:
         c = columns_of(inp.events)
         release_freed_memory()
         # The batches are not kept; the records are complete once they are read.
-        self.inp = StatsInput(path=inp.path, events=(), lost=list(inp.lost),
-                              lost_total=inp.lost_total, cut_short=inp.cut_short)
-        pt = ProbeTable.build(c.probe_names, lookup)
+        records = StatsInput(path=inp.path, events=(), lost=list(inp.lost),
+                             lost_total=inp.lost_total, cut_short=inp.cut_short)
+        self._prepare(c, ProbeTable.build(c.probe_names, lookup), records, None)
+
+    @classmethod
+    def of_columns(cls, c: EventColumns, pt: ProbeTable, records: StatsInput,
+                   step_ids: np.ndarray | None) -> PreparedStats:
+        """The tables of events already in columns (`records`: the trace's
+        records, its `events` unread); step_ids as step_table's."""
+        self = cls.__new__(cls)
+        self._prepare(c, pt, records, step_ids)
+        return self
+
+    def _prepare(self, c: EventColumns, pt: ProbeTable, records: StatsInput,
+                 step_ids: np.ndarray | None) -> None:
+        self.inp = records
         r = event_rules(c, pt)
         c = _without(c, "end_seq", "ack")  # read by the rules only
         ft = flow_table(c, r, pt)
         c = _without(c, "sk", "netns", "has_saddr")  # read by the flows only
-        st = step_table(c, r, pt, ft)
+        st = step_table(c, r, pt, ft, step_ids)
         work = _FlowWork(c, r, pt, ft, st)
         # Of the per-event columns, the statistics of any flow need only the
         # times (and, for the syscall points, each event's message): the
@@ -181,6 +194,16 @@ class PreparedStats:
     @property
     def flow_count(self) -> int:
         return self._work.ft.count
+
+    @property
+    def flow_firsts(self) -> np.ndarray:
+        """Each flow's first event (its number's order)."""
+        return self._work.ft.first
+
+    @property
+    def step_keys(self) -> np.ndarray:
+        """Each step's first event, in step order."""
+        return self._work.st.keys
 
     def stats(self, flow: int | None = None) -> TraceStats:
         """All flows, or flow `flow` (1-based; KeyError if there is none)."""

@@ -1,0 +1,322 @@
+"""--stats of a large trace file in bounded memory: its events rebuilt in
+parts of independent groups, with the text the whole trace gives.
+
+Pass 1 (_Links) reads the columns that tie events together and joins them
+into groups no rule of the reconstruction crosses (a superset of its links,
+as tracer/timeline/windows.py takes them, but groups need not be runs of
+consecutive events, so overlapping connections still fall apart):
+- a 4-tuple (flows, sequence bases, packets, netns checks);
+- a socket pointer (the sk map lends flows to events without addresses);
+- a thread's task context (syscalls and the events nested in them);
+- a context and probe that can return (entry/return pairing);
+- a lead-in or trailer capture and the events before and after it in its
+  context (what it waits for or joins, across other lead-ins).
+Pass 2 reads the file again and holds each event until its group is
+complete; complete groups are rebuilt together in parts of about
+PART_EVENTS events (PreparedStats on their columns, steps identified by
+their first event's position in the trace), each flow's statistics spooled
+to a temporary file. At the end flows are numbered in order of their first
+event and steps by their first event's rank among all steps'.
+
+A trace needing what a part cannot see (loss records: loss windows span
+flows; events out of time order; a return of a probe not known to return)
+is rebuilt whole (`stats_of_scan` says which through its result type).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pickle
+import re
+import tempfile
+from collections.abc import Callable, Iterator
+from typing import IO
+
+import numpy as np
+
+from probes.catalog import ProbeSpec
+from tracer.timeline.columnar.columns import (
+    NO_EP,
+    TASK,
+    EventColumns,
+    _batch_columns,
+    release_freed_memory,
+)
+from tracer.timeline.columnar.event_table import PORT_MASK
+from tracer.timeline.columnar.grouping import factorize, first_index
+from tracer.timeline.columnar.probe_table import ProbeTable
+from tracer.timeline.columnar.source import ScannedInput
+from tracer.timeline.columnar.stats import FlowStats, PreparedStats, StatsInput, TraceStats
+from tracer.tracefile import TraceScan
+
+PART_EVENTS = 1 << 17  # events rebuilt at once: ~200 bytes each at the peak
+_LINK_COLUMNS = ("ts", "probe", "is_return", "ctx", "softirq", "tid", "sk", "src", "dst")
+_STEP_ID = re.compile(r"#(\d+)")  # step ids in the stream problems' text
+
+
+class _ProbeFlags:
+    """Per probe code: may return (pairing), and a lead-in or trailer capture."""
+
+    def __init__(self, lookup: Callable[[str], ProbeSpec | None]) -> None:
+        self.lookup = lookup
+        self.names: tuple[str, ...] = ()
+        self.pairs = np.zeros(0, dtype=bool)
+        self.chained = np.zeros(0, dtype=bool)
+
+    def update(self, names: tuple[str, ...]) -> None:
+        if names == self.names:
+            return
+        self.names = names
+        specs = [self.lookup(name) for name in names]
+        self.pairs = np.array([s is None or s.has_return for s in specs], dtype=bool)
+        pt = ProbeTable.build(names, self.lookup)
+        # step_table's lead-ins and trailers, by capture alone (a superset).
+        self.chained = pt.softirq | pt.noack | pt.sock_or_socket
+
+
+class _Links:
+    """Pass 1: union-find over the keys events share, batch by batch."""
+
+    def __init__(self, lookup: Callable[[str], ProbeSpec | None]) -> None:
+        self.probe_code: dict[str, int] = {}
+        self.flags = _ProbeFlags(lookup)
+        self.parent = np.zeros(1 << 12, dtype=np.int64)
+        self.size = 0
+        self.ids: dict[tuple[int, ...], int] = {}
+        self.ctx_tail: dict[int, tuple[int, bool]] = {}  # context -> its last event's node
+        self.nodes: list[np.ndarray] = []  # per batch, each event's node
+        self.events = 0
+        self.in_order = True
+        self.last_ts = np.iinfo(np.int64).min
+        self.return_probes: set[int] = set()
+
+    def _new(self, count: int) -> np.ndarray:
+        if self.size + count > len(self.parent):
+            grown = np.zeros(max(2 * len(self.parent), self.size + count), dtype=np.int64)
+            grown[:self.size] = self.parent[:self.size]
+            self.parent = grown
+        out = np.arange(self.size, self.size + count, dtype=np.int64)
+        self.parent[self.size:self.size + count] = out
+        self.size += count
+        return out
+
+    def _nodes_of(self, tag: int, *cols: np.ndarray) -> np.ndarray:
+        """The node of each row's key (tag, *cols), made when new."""
+        if not len(cols[0]):
+            return np.zeros(0, dtype=np.int64)
+        grp, ng = factorize(*cols)
+        firsts = first_index(grp, ng)
+        ids = np.empty(ng, dtype=np.int64)
+        for g, key in enumerate(zip(*(col[firsts].tolist() for col in cols), strict=True)):
+            node = self.ids.get((tag, *key))
+            if node is None:
+                node = self.ids[(tag, *key)] = int(self._new(1)[0])
+            ids[g] = node
+        out: np.ndarray = ids[grp]
+        return out
+
+    def _find(self, x: int) -> int:
+        p = self.parent
+        while p[x] != x:
+            p[x] = p[p[x]]
+            x = int(p[x])
+        return x
+
+    def add(self, cols: dict[str, np.ndarray]) -> None:
+        n = len(cols["ts"])
+        if not n:
+            return
+        ts = cols["ts"]
+        if ts[0] < self.last_ts or bool((ts[1:] < ts[:-1]).any()):
+            self.in_order = False
+        self.last_ts = int(ts[-1])
+        self.flags.update(tuple(self.probe_code))
+        probe = cols["probe"]
+        self.return_probes.update(np.unique(probe[cols["is_return"]]).tolist())
+        src, dst, sk, tid = cols["src"], cols["dst"], cols["sk"], cols["tid"]
+        ctx = ((tid.astype(np.int64) << 16) | ((cols["ctx"].astype(np.int64) + 1) << 8)
+               | (cols["softirq"].astype(np.int64) + 1))
+        has_tuple = ((src != NO_EP) & (dst != NO_EP) & ((src & PORT_MASK) != 0)
+                     & ((dst & PORT_MASK) != 0))
+        keyed: list[tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]]] = [
+            (has_tuple, lambda m: self._nodes_of(0, np.minimum(src[m], dst[m]),
+                                                 np.maximum(src[m], dst[m]))),
+            (sk != 0, lambda m: self._nodes_of(1, sk[m])),
+            (cols["ctx"] == TASK, lambda m: self._nodes_of(2, tid[m])),
+            (self.flags.pairs[probe], lambda m: self._nodes_of(3, ctx[m],
+                                                               probe[m].astype(np.int64))),
+        ]
+        rep = np.full(n, -1, dtype=np.int64)
+        ends: list[tuple[np.ndarray, np.ndarray]] = []
+        for mask, nodes_of in keyed:
+            rows = np.flatnonzero(mask)
+            node = nodes_of(rows)
+            free = rep[rows] < 0
+            rep[rows[free]] = node[free]
+            tie = ~free & (rep[rows] != node)
+            ends.append((rep[rows[tie]], node[tie]))
+        lone = np.flatnonzero(rep < 0)
+        rep[lone] = self._new(len(lone))
+        # Lead-ins and trailers: with their neighbours in their context.
+        order = np.argsort(ctx, kind="stable")
+        k, r, chained = ctx[order], rep[order], self.flags.chained[probe[order]]
+        same = k[1:] == k[:-1]
+        tie = same & (chained[1:] | chained[:-1])
+        ends.append((r[1:][tie], r[:-1][tie]))
+        heads = np.flatnonzero(np.r_[True, ~same])
+        extra: list[tuple[int, int]] = []
+        for key, node, ch in zip(k[heads].tolist(), r[heads].tolist(), chained[heads].tolist(),
+                                 strict=True):
+            before = self.ctx_tail.get(key)
+            if before is not None and (before[1] or ch):
+                extra.append((before[0], node))
+        tails = np.flatnonzero(np.r_[~same, True])
+        for key, node, ch in zip(k[tails].tolist(), r[tails].tolist(), chained[tails].tolist(),
+                                 strict=True):
+            self.ctx_tail[key] = (node, ch)
+        if extra:
+            pairs = np.array(extra, dtype=np.int64)
+            ends.append((pairs[:, 0], pairs[:, 1]))
+        a = np.concatenate([e[0] for e in ends])
+        b = np.concatenate([e[1] for e in ends])
+        for packed in np.unique((np.minimum(a, b) << 32) | np.maximum(a, b)).tolist():
+            ra, rb = self._find(packed >> 32), self._find(packed & 0xFFFFFFFF)
+            if ra != rb:
+                self.parent[max(ra, rb)] = min(ra, rb)
+        self.nodes.append(rep.astype(np.int32))
+        self.events += n
+
+    def groups(self) -> tuple[np.ndarray, np.ndarray]:
+        """(each event's group, each group's last event position)."""
+        roots = self.parent[:self.size]
+        while True:
+            up = roots[roots]
+            if (up == roots).all():
+                break
+            roots = up
+        group = roots.astype(np.int32)[np.concatenate(self.nodes)] if self.nodes else \
+            np.zeros(0, dtype=np.int32)
+        self.nodes = []
+        last = np.full(self.size, -1, dtype=np.int64)
+        np.maximum.at(last, group, np.arange(len(group), dtype=np.int64))
+        return group, last
+
+
+class PartedStats:
+    """PreparedStats' interface (flow_count, inp, stats_by_flow) for a trace
+    rebuilt part by part; the flows' statistics wait in a temporary file."""
+
+    def __init__(self, links: _Links, scan: TraceScan, records: StatsInput) -> None:
+        self.inp = records
+        self.events = links.events
+        group, last = links.groups()
+        names = tuple(links.probe_code)
+        pt = ProbeTable.build(names, links.flags.lookup)
+        self._spool: IO[bytes] = tempfile.TemporaryFile()
+        self._index: list[tuple[int, int, int]] = []  # first event, offset, size
+        self._keys: list[np.ndarray] = []
+        held: list[dict[str, np.ndarray]] = []
+        count = at = 0
+        with scan:
+            for batch in scan:
+                cols = _batch_columns(batch, links.probe_code)
+                n = len(cols["ts"])
+                cols["pos"] = np.arange(at, at + n, dtype=np.int64)
+                held.append(cols)
+                at += n
+                count += n
+                if count >= PART_EVENTS:
+                    held = self._part(held, group, last, at, names, pt)
+                    count = 0
+        if held:
+            self._part(held, group, last, at, names, pt)
+        if at != self.events:
+            raise RuntimeError(f"{scan.path}: read {at} events, then {self.events}")
+
+    @property
+    def flow_count(self) -> int:
+        return len(self._index)
+
+    def _part(self, held: list[dict[str, np.ndarray]], group: np.ndarray, last: np.ndarray,
+              read: int, names: tuple[str, ...], pt: ProbeTable) -> list[dict[str, np.ndarray]]:
+        """Rebuilds the held events whose group is complete; the rest stay."""
+        cols = {name: np.concatenate([h[name] for h in held]) for name in held[0]}
+        held.clear()
+        done = last[group[cols["pos"]]] < read
+        if not done.all():
+            rest = {name: col[~done] for name, col in cols.items()}
+            cols = {name: col[done] for name, col in cols.items()}
+            held.append(rest)
+        pos = cols.pop("pos")
+        if len(pos):
+            self._rebuild(EventColumns(probe_names=names, **cols), pos, pt)
+        del cols, pos
+        release_freed_memory()
+        return held
+
+    def _rebuild(self, c: EventColumns, pos: np.ndarray, pt: ProbeTable) -> None:
+        prepared = PreparedStats.of_columns(c, pt, self.inp, pos)
+        del c
+        firsts = pos[prepared.flow_firsts]
+        self._keys.append(pos[prepared.step_keys])
+        _, flows = prepared.stats_by_flow()
+        for fl in flows:
+            data = pickle.dumps(fl, protocol=pickle.HIGHEST_PROTOCOL)
+            self._index.append((int(firsts[fl.number - 1]), self._spool.tell(), len(data)))
+            self._spool.write(data)
+
+    def stats_by_flow(self, flow: int | None = None) -> tuple[TraceStats, Iterator[FlowStats]]:
+        """As PreparedStats.stats_by_flow."""
+        if flow is not None and not 1 <= flow <= self.flow_count:
+            raise KeyError(flow)
+        inp = self.inp
+        head = TraceStats(path=inp.path, events=self.events, flow_count=self.flow_count,
+                          lost_total=inp.lost_total, cut_short=inp.cut_short,
+                          lost_noticed=0, has_gaps=False, flows=[])
+        keys = np.sort(np.concatenate(self._keys)) if self._keys else np.zeros(0, np.int64)
+        order = sorted(self._index)
+
+        def flows() -> Iterator[FlowStats]:
+            for number, (_, offset, size) in enumerate(order, 1):
+                if flow is not None and number != flow:
+                    continue
+                self._spool.seek(offset)
+                yield _numbered(pickle.loads(self._spool.read(size)), number, keys)
+
+        return head, flows()
+
+
+def _numbered(fl: FlowStats, number: int, keys: np.ndarray) -> FlowStats:
+    """A part's flow with the trace's flow and step numbers (a step's id in
+    its part is its first event's position: its rank among the keys)."""
+    def rank(m: re.Match[str]) -> str:
+        return f"#{int(np.searchsorted(keys, int(m[1])))}"
+
+    steps = np.searchsorted(keys, np.array(fl.packets.step, dtype=np.int64)).tolist()
+    streams = tuple(dataclasses.replace(note, problems=tuple(
+        _STEP_ID.sub(rank, text) for text in note.problems)) for note in fl.streams)
+    accounts = tuple(dataclasses.replace(a, flow=number) for a in fl.accounts)
+    return dataclasses.replace(
+        fl, number=number, packets=dataclasses.replace(fl.packets, step=steps),
+        streams=(streams[0], streams[1]), accounts=(accounts[0], accounts[1]))
+
+
+def stats_of_scan(scan: TraceScan, reopen: Callable[[], TraceScan],
+                  lookup: Callable[[str], ProbeSpec | None]) -> PreparedStats | PartedStats:
+    """--stats tables of a scanned trace: a version 2 file in parts when it
+    can be (pass 1 on `scan`, pass 2 on `reopen()`), else whole (v1: a
+    second parse would cost more than it saves). Irregular as PreparedStats."""
+    if scan.version != 2:
+        return PreparedStats(ScannedInput(scan), lookup)
+    links = _Links(lookup)
+    with scan:
+        for batch in scan:
+            links.add(_batch_columns(batch, links.probe_code, _LINK_COLUMNS))
+    records = ScannedInput(scan)
+    unflagged = any(not links.flags.pairs[p] for p in links.return_probes)
+    if scan.lost or not links.in_order or unflagged:
+        del links
+        return PreparedStats(ScannedInput(reopen()), lookup)
+    return PartedStats(links, reopen(), StatsInput(
+        path=records.path, events=(), lost=[], lost_total=records.lost_total,
+        cut_short=records.cut_short))

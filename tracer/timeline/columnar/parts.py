@@ -13,14 +13,14 @@ consecutive events, so overlapping connections still fall apart):
   context (what it waits for or joins, across other lead-ins).
 Pass 2 reads the file again and holds each event until its group is
 complete; complete groups are rebuilt together in parts of about
-PART_EVENTS events (PreparedStats on their columns, steps identified by
-their first event's position in the trace), each flow's statistics spooled
-to a temporary file. At the end flows are numbered in order of their first
-event and steps by their first event's rank among all steps'.
+PART_EVENTS events (PreparedStats on their columns in time order, steps
+identified by their first event's index in the order parts are rebuilt),
+each flow's statistics spooled to a temporary file. At the end flows are
+numbered in order of their first event and steps by their first event's
+rank among all steps' (order: time, then file position, as a stable sort).
 
 A trace needing what a part cannot see (loss records: loss windows span
-flows; events out of time order; a return of a probe not known to return)
-is rebuilt whole (`stats_of_scan` says which through its result type).
+flows; a return of a probe not known to return) is rebuilt whole.
 """
 
 from __future__ import annotations
@@ -86,8 +86,6 @@ class _Links:
         self.ctx_tail: dict[int, tuple[int, bool]] = {}  # context -> its last event's node
         self.nodes: list[np.ndarray] = []  # per batch, each event's node
         self.events = 0
-        self.in_order = True
-        self.last_ts = np.iinfo(np.int64).min
         self.return_probes: set[int] = set()
 
     def _new(self, count: int) -> np.ndarray:
@@ -126,10 +124,6 @@ class _Links:
         n = len(cols["ts"])
         if not n:
             return
-        ts = cols["ts"]
-        if ts[0] < self.last_ts or bool((ts[1:] < ts[:-1]).any()):
-            self.in_order = False
-        self.last_ts = int(ts[-1])
         self.flags.update(tuple(self.probe_code))
         probe = cols["probe"]
         self.return_probes.update(np.unique(probe[cols["is_return"]]).tolist())
@@ -213,8 +207,13 @@ class PartedStats:
         names = tuple(links.probe_code)
         pt = ProbeTable.build(names, links.flags.lookup)
         self._spool: IO[bytes] = tempfile.TemporaryFile()
-        self._index: list[tuple[int, int, int]] = []  # first event, offset, size
-        self._keys: list[np.ndarray] = []
+        # per flow: its first event's (time, file position), offset, size
+        self._index: list[tuple[int, int, int, int]] = []
+        # per step, in id order (parts number theirs one after another):
+        # its first event's (time, file position)
+        self._key_ts: list[np.ndarray] = []
+        self._key_pos: list[np.ndarray] = []
+        self._steps = 0
         held: list[dict[str, np.ndarray]] = []
         count = at = 0
         with scan:
@@ -239,14 +238,18 @@ class PartedStats:
 
     def _part(self, held: list[dict[str, np.ndarray]], group: np.ndarray, last: np.ndarray,
               read: int, names: tuple[str, ...], pt: ProbeTable) -> list[dict[str, np.ndarray]]:
-        """Rebuilds the held events whose group is complete; the rest stay."""
+        """Rebuilds the held events whose group is complete; the rest stay
+        (held in file order)."""
         cols = {name: np.concatenate([h[name] for h in held]) for name in held[0]}
         held.clear()
         done = last[group[cols["pos"]]] < read
         if not done.all():
-            rest = {name: col[~done] for name, col in cols.items()}
+            held.append({name: col[~done] for name, col in cols.items()})
             cols = {name: col[done] for name, col in cols.items()}
-            held.append(rest)
+        ts = cols["ts"]
+        if len(ts) > 1 and (ts[1:] < ts[:-1]).any():
+            order = np.argsort(ts, kind="stable")  # file order breaks ties
+            cols = {name: col[order] for name, col in cols.items()}
         pos = cols.pop("pos")
         if len(pos):
             self._rebuild(EventColumns(probe_names=names, **cols), pos, pt)
@@ -255,14 +258,19 @@ class PartedStats:
         return held
 
     def _rebuild(self, c: EventColumns, pos: np.ndarray, pt: ProbeTable) -> None:
-        prepared = PreparedStats.of_columns(c, pt, self.inp, pos)
+        ts = c.ts
+        prepared = PreparedStats.of_columns(c, pt, self.inp, self._steps)
         del c
-        firsts = pos[prepared.flow_firsts]
-        self._keys.append(pos[prepared.step_keys])
+        firsts = prepared.flow_firsts
+        keys = prepared.step_keys
+        self._steps += len(keys)
+        self._key_ts.append(ts[keys])
+        self._key_pos.append(pos[keys])
         _, flows = prepared.stats_by_flow()
         for fl in flows:
             data = pickle.dumps(fl, protocol=pickle.HIGHEST_PROTOCOL)
-            self._index.append((int(firsts[fl.number - 1]), self._spool.tell(), len(data)))
+            first = firsts[fl.number - 1]
+            self._index.append((int(ts[first]), int(pos[first]), self._spool.tell(), len(data)))
             self._spool.write(data)
 
     def stats_by_flow(self, flow: int | None = None) -> tuple[TraceStats, Iterator[FlowStats]]:
@@ -273,28 +281,33 @@ class PartedStats:
         head = TraceStats(path=inp.path, events=self.events, flow_count=self.flow_count,
                           lost_total=inp.lost_total, cut_short=inp.cut_short,
                           lost_noticed=0, has_gaps=False, flows=[])
-        keys = np.sort(np.concatenate(self._keys)) if self._keys else np.zeros(0, np.int64)
+        # A step's number is its first event's rank by (time, file position).
+        key_ts = np.concatenate(self._key_ts) if self._key_ts else np.zeros(0, np.int64)
+        key_pos = np.concatenate(self._key_pos) if self._key_pos else np.zeros(0, np.int64)
+        rank = np.empty(len(key_ts), dtype=np.int64)
+        rank[np.lexsort((key_pos, key_ts))] = np.arange(len(key_ts))
+        del key_ts, key_pos
         order = sorted(self._index)
 
         def flows() -> Iterator[FlowStats]:
-            for number, (_, offset, size) in enumerate(order, 1):
+            for number, (_, _, offset, size) in enumerate(order, 1):
                 if flow is not None and number != flow:
                     continue
                 self._spool.seek(offset)
-                yield _numbered(pickle.loads(self._spool.read(size)), number, keys)
+                yield _numbered(pickle.loads(self._spool.read(size)), number, rank)
 
         return head, flows()
 
 
-def _numbered(fl: FlowStats, number: int, keys: np.ndarray) -> FlowStats:
-    """A part's flow with the trace's flow and step numbers (a step's id in
-    its part is its first event's position: its rank among the keys)."""
-    def rank(m: re.Match[str]) -> str:
-        return f"#{int(np.searchsorted(keys, int(m[1])))}"
+def _numbered(fl: FlowStats, number: int, rank: np.ndarray) -> FlowStats:
+    """A part's flow with the trace's flow and step numbers (rank: step
+    number by id)."""
+    def renumber(m: re.Match[str]) -> str:
+        return f"#{rank[int(m[1])]}"
 
-    steps = np.searchsorted(keys, np.array(fl.packets.step, dtype=np.int64)).tolist()
+    steps = rank[np.array(fl.packets.step, dtype=np.int64)].tolist()
     streams = tuple(dataclasses.replace(note, problems=tuple(
-        _STEP_ID.sub(rank, text) for text in note.problems)) for note in fl.streams)
+        _STEP_ID.sub(renumber, text) for text in note.problems)) for note in fl.streams)
     accounts = tuple(dataclasses.replace(a, flow=number) for a in fl.accounts)
     return dataclasses.replace(
         fl, number=number, packets=dataclasses.replace(fl.packets, step=steps),
@@ -314,7 +327,7 @@ def stats_of_scan(scan: TraceScan, reopen: Callable[[], TraceScan],
             links.add(_batch_columns(batch, links.probe_code, _LINK_COLUMNS))
     records = ScannedInput(scan)
     unflagged = any(not links.flags.pairs[p] for p in links.return_probes)
-    if scan.lost or not links.in_order or unflagged:
+    if scan.lost or unflagged:
         del links
         return PreparedStats(ScannedInput(reopen()), lookup)
     return PartedStats(links, reopen(), StatsInput(

@@ -162,25 +162,25 @@ class PreparedStats:
         # The batches are not kept; the records are complete once they are read.
         records = StatsInput(path=inp.path, events=(), lost=list(inp.lost),
                              lost_total=inp.lost_total, cut_short=inp.cut_short)
-        self._prepare(c, ProbeTable.build(c.probe_names, lookup), records, None)
+        self._prepare(c, ProbeTable.build(c.probe_names, lookup), records, 0)
 
     @classmethod
     def of_columns(cls, c: EventColumns, pt: ProbeTable, records: StatsInput,
-                   step_ids: np.ndarray | None) -> PreparedStats:
+                   first_step: int) -> PreparedStats:
         """The tables of events already in columns (`records`: the trace's
-        records, its `events` unread); step_ids as step_table's."""
+        records, its `events` unread), steps numbered from first_step."""
         self = cls.__new__(cls)
-        self._prepare(c, pt, records, step_ids)
+        self._prepare(c, pt, records, first_step)
         return self
 
     def _prepare(self, c: EventColumns, pt: ProbeTable, records: StatsInput,
-                 step_ids: np.ndarray | None) -> None:
+                 first_step: int) -> None:
         self.inp = records
         r = event_rules(c, pt)
         c = _without(c, "end_seq", "ack")  # read by the rules only
         ft = flow_table(c, r, pt)
         c = _without(c, "sk", "netns", "has_saddr")  # read by the flows only
-        st = step_table(c, r, pt, ft, step_ids)
+        st = step_table(c, r, pt, ft, first_step)
         work = _FlowWork(c, r, pt, ft, st)
         # Of the per-event columns, the statistics of any flow need only the
         # times (and, for the syscall points, each event's message): the

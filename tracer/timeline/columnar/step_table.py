@@ -95,11 +95,9 @@ EVENT_INDEX = np.int32
 
 
 def step_table(c: EventColumns, r: EventRules, pt: ProbeTable, ft: FlowTable,
-               step_ids: np.ndarray | None = None) -> StepTable:
-    """step_ids: per event, the id its step takes when the event is the
-    step's first (default: the steps numbered from 0 in order); a part of a
-    trace passes the events' positions in the whole trace, an order that
-    is the ids' order."""
+               first_step: int = 0) -> StepTable:
+    """Steps numbered from first_step in order (a part of a trace is
+    numbered after the parts before it)."""
     # Each per-event temporary is deleted after its last use: a 10 M-event
     # trace holds 80 MB per int64 column.
     n = len(c)
@@ -207,7 +205,7 @@ def step_table(c: EventColumns, r: EventRules, pt: ProbeTable, ft: FlowTable,
                 raise Irregular("a lead-in segment event (tcp_retransmit_skb) that opens "
                                 "its own packet")
             is_key[w] = True
-    step_of_key = np.cumsum(is_key) - 1 if step_ids is None else step_ids
+    step_of_key = np.cumsum(is_key) - 1 + first_step
     steps = int(is_key.sum())
 
     # Packet ids: its first event is a lead-in when one joined at creation.

@@ -12,7 +12,13 @@ from typing import NoReturn
 import click
 
 from tracer.timeline import Timeline, build_timeline, use_recorded_probes
-from tracer.timeline.columnar import Irregular, PartedStats, PreparedStats, stats_of_scan
+from tracer.timeline.columnar import (
+    Irregular,
+    PartedStats,
+    PreparedStats,
+    stats_of_scan,
+    use_system_allocator,
+)
 from tracer.timeline.event_rules import probe_spec
 from tracer.timeline.windows import WINDOW_EVENTS, Plan
 from tracer.tracefile import Trace, TraceFormatError, probe_specs, read_trace, scan_trace
@@ -197,6 +203,7 @@ def _replay_stats(file: str, flow: str | None, out_format: str) -> None:
     through build_timeline, as before."""
     prepared: PreparedStats | PartedStats | None = None
     tl: Timeline | None = None
+    use_system_allocator()
     try:
         scan = scan_trace(file)
         use_recorded_probes(probe_specs(scan.header.probes))

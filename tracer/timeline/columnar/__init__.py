@@ -11,6 +11,7 @@ reproduced here (errors.Irregular: a 4-tuple reused across namespaces, ...)
 is left to the object path; viz/stats_columnar prints the same text.
 """
 
+from tracer.timeline.columnar.columns import use_system_allocator
 from tracer.timeline.columnar.errors import Irregular
 from tracer.timeline.columnar.parts import PartedStats, stats_of_scan
 from tracer.timeline.columnar.source import ScannedInput, stats_input_of
@@ -23,4 +24,5 @@ from tracer.timeline.columnar.stats import (
 )
 
 __all__ = ["Irregular", "PartedStats", "PreparedStats", "ScannedInput", "StatsInput", "StatsSource",
-           "TraceStats", "stats_input_of", "stats_of_scan", "trace_stats"]
+           "TraceStats", "stats_input_of", "stats_of_scan", "trace_stats",
+           "use_system_allocator"]

@@ -29,12 +29,15 @@ import dataclasses
 import pickle
 import re
 import tempfile
+from collections import deque
 from collections.abc import Callable, Iterator
-from typing import IO
+from typing import IO, Any
 
 import numpy as np
 
 from probes.catalog import ProbeSpec
+from tracer.events import Endpoint
+from tracer.timeline.accounting import ByteAccount
 from tracer.timeline.columnar.columns import (
     NO_EP,
     TASK,
@@ -46,10 +49,18 @@ from tracer.timeline.columnar.event_table import PORT_MASK
 from tracer.timeline.columnar.grouping import factorize, first_index
 from tracer.timeline.columnar.probe_table import ProbeTable
 from tracer.timeline.columnar.source import ScannedInput
-from tracer.timeline.columnar.stats import FlowStats, PreparedStats, StatsInput, TraceStats
+from tracer.timeline.columnar.stats import (
+    FlowPackets,
+    FlowStats,
+    HopRow,
+    PreparedStats,
+    StatsInput,
+    StreamNote,
+    TraceStats,
+)
 from tracer.tracefile import TraceScan
 
-PART_EVENTS = 1 << 17  # events rebuilt at once: ~200 bytes each at the peak
+PART_EVENTS = 1 << 16  # events rebuilt at once: ~300 bytes each at the peak
 _LINK_COLUMNS = ("ts", "probe", "is_return", "ctx", "softirq", "tid", "sk", "src", "dst")
 _STEP_ID = re.compile(r"#(\d+)")  # step ids in the stream problems' text
 
@@ -81,34 +92,42 @@ class _Links:
         self.probe_code: dict[str, int] = {}
         self.flags = _ProbeFlags(lookup)
         self.parent = np.zeros(1 << 12, dtype=np.int64)
+        self.last = np.zeros(1 << 12, dtype=np.int64)  # per node, its last event
         self.size = 0
-        self.ids: dict[tuple[int, ...], int] = {}
-        self.ctx_tail: dict[int, tuple[int, bool]] = {}  # context -> its last event's node
-        self.nodes: list[np.ndarray] = []  # per batch, each event's node
+        # Keys as one int (tag in the low 2 bits): a tuple per key would
+        # cost twice the memory, and a large trace has millions of keys.
+        self.ids: dict[int, int] = {}
+        self.ctx_tail: dict[int, int] = {}  # context -> 2 * last event's node + chained
+        self.nodes: deque[np.ndarray] = deque()  # per batch, each event's node
         self.events = 0
         self.return_probes: set[int] = set()
 
     def _new(self, count: int) -> np.ndarray:
         if self.size + count > len(self.parent):
-            grown = np.zeros(max(2 * len(self.parent), self.size + count), dtype=np.int64)
-            grown[:self.size] = self.parent[:self.size]
-            self.parent = grown
+            room = max(2 * len(self.parent), self.size + count)
+            self.parent = np.resize(self.parent, room)
+            self.last = np.resize(self.last, room)
         out = np.arange(self.size, self.size + count, dtype=np.int64)
         self.parent[self.size:self.size + count] = out
         self.size += count
         return out
 
     def _nodes_of(self, tag: int, *cols: np.ndarray) -> np.ndarray:
-        """The node of each row's key (tag, *cols), made when new."""
+        """The node of each row's key (tag, *cols), made when new; cols of
+        48 bits at most but the last."""
         if not len(cols[0]):
             return np.zeros(0, dtype=np.int64)
         grp, ng = factorize(*cols)
         firsts = first_index(grp, ng)
         ids = np.empty(ng, dtype=np.int64)
-        for g, key in enumerate(zip(*(col[firsts].tolist() for col in cols), strict=True)):
-            node = self.ids.get((tag, *key))
+        for g, values in enumerate(zip(*(col[firsts].tolist() for col in cols), strict=True)):
+            key = 0
+            for v in values:
+                key = (key << 48) | v
+            key = (key << 2) | tag
+            node = self.ids.get(key)
             if node is None:
-                node = self.ids[(tag, *key)] = int(self._new(1)[0])
+                node = self.ids[key] = int(self._new(1)[0])
             ids[g] = node
         out: np.ndarray = ids[grp]
         return out
@@ -137,8 +156,7 @@ class _Links:
                                                  np.maximum(src[m], dst[m]))),
             (sk != 0, lambda m: self._nodes_of(1, sk[m])),
             (cols["ctx"] == TASK, lambda m: self._nodes_of(2, tid[m])),
-            (self.flags.pairs[probe], lambda m: self._nodes_of(3, ctx[m],
-                                                               probe[m].astype(np.int64))),
+            (self.flags.pairs[probe], lambda m: self._nodes_of(3, ctx[m])),
         ]
         rep = np.full(n, -1, dtype=np.int64)
         ends: list[tuple[np.ndarray, np.ndarray]] = []
@@ -162,12 +180,12 @@ class _Links:
         for key, node, ch in zip(k[heads].tolist(), r[heads].tolist(), chained[heads].tolist(),
                                  strict=True):
             before = self.ctx_tail.get(key)
-            if before is not None and (before[1] or ch):
-                extra.append((before[0], node))
+            if before is not None and (before & 1 or ch):
+                extra.append((before >> 1, node))
         tails = np.flatnonzero(np.r_[~same, True])
         for key, node, ch in zip(k[tails].tolist(), r[tails].tolist(), chained[tails].tolist(),
                                  strict=True):
-            self.ctx_tail[key] = (node, ch)
+            self.ctx_tail[key] = node << 1 | ch
         if extra:
             pairs = np.array(extra, dtype=np.int64)
             ends.append((pairs[:, 0], pairs[:, 1]))
@@ -178,22 +196,22 @@ class _Links:
             if ra != rb:
                 self.parent[max(ra, rb)] = min(ra, rb)
         self.nodes.append(rep.astype(np.int32))
+        np.maximum.at(self.last, rep, np.arange(self.events, self.events + n))
         self.events += n
 
     def groups(self) -> tuple[np.ndarray, np.ndarray]:
-        """(each event's group, each group's last event position)."""
+        """(each node's group, each group's last event position); the keys
+        are let go (`nodes` stays, for pass 2)."""
+        self.ids, self.ctx_tail = {}, {}
         roots = self.parent[:self.size]
         while True:
             up = roots[roots]
             if (up == roots).all():
                 break
             roots = up
-        group = roots.astype(np.int32)[np.concatenate(self.nodes)] if self.nodes else \
-            np.zeros(0, dtype=np.int32)
-        self.nodes = []
         last = np.full(self.size, -1, dtype=np.int64)
-        np.maximum.at(last, group, np.arange(len(group), dtype=np.int64))
-        return group, last
+        np.maximum.at(last, roots, self.last[:self.size])
+        return roots.astype(np.int32), last
 
 
 class PartedStats:
@@ -203,10 +221,11 @@ class PartedStats:
     def __init__(self, links: _Links, scan: TraceScan, records: StatsInput) -> None:
         self.inp = records
         self.events = links.events
-        group, last = links.groups()
+        root, last = links.groups()
         names = tuple(links.probe_code)
         pt = ProbeTable.build(names, links.flags.lookup)
-        self._spool: IO[bytes] = tempfile.TemporaryFile()
+        # Lives as long as the statistics (deleted on close, by the system).
+        self._spool: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115
         # per flow: its first event's (time, file position), offset, size
         self._index: list[tuple[int, int, int, int]] = []
         # per step, in id order (parts number theirs one after another):
@@ -221,14 +240,15 @@ class PartedStats:
                 cols = _batch_columns(batch, links.probe_code)
                 n = len(cols["ts"])
                 cols["pos"] = np.arange(at, at + n, dtype=np.int64)
+                cols["group"] = root[links.nodes.popleft()] if n else np.zeros(0, np.int32)
                 held.append(cols)
                 at += n
                 count += n
                 if count >= PART_EVENTS:
-                    held = self._part(held, group, last, at, names, pt)
+                    held = self._part(held, last, at, names, pt)
                     count = 0
         if held:
-            self._part(held, group, last, at, names, pt)
+            self._part(held, last, at, names, pt)
         if at != self.events:
             raise RuntimeError(f"{scan.path}: read {at} events, then {self.events}")
 
@@ -236,16 +256,17 @@ class PartedStats:
     def flow_count(self) -> int:
         return len(self._index)
 
-    def _part(self, held: list[dict[str, np.ndarray]], group: np.ndarray, last: np.ndarray,
-              read: int, names: tuple[str, ...], pt: ProbeTable) -> list[dict[str, np.ndarray]]:
+    def _part(self, held: list[dict[str, np.ndarray]], last: np.ndarray, read: int,
+              names: tuple[str, ...], pt: ProbeTable) -> list[dict[str, np.ndarray]]:
         """Rebuilds the held events whose group is complete; the rest stay
         (held in file order)."""
         cols = {name: np.concatenate([h[name] for h in held]) for name in held[0]}
         held.clear()
-        done = last[group[cols["pos"]]] < read
+        done = last[cols["group"]] < read
         if not done.all():
             held.append({name: col[~done] for name, col in cols.items()})
             cols = {name: col[done] for name, col in cols.items()}
+        del cols["group"]
         ts = cols["ts"]
         if len(ts) > 1 and (ts[1:] < ts[:-1]).any():
             order = np.argsort(ts, kind="stable")  # file order breaks ties
@@ -268,7 +289,7 @@ class PartedStats:
         self._key_pos.append(pos[keys])
         _, flows = prepared.stats_by_flow()
         for fl in flows:
-            data = pickle.dumps(fl, protocol=pickle.HIGHEST_PROTOCOL)
+            data = pickle.dumps(_row_of(fl), protocol=pickle.HIGHEST_PROTOCOL)
             first = firsts[fl.number - 1]
             self._index.append((int(ts[first]), int(pos[first]), self._spool.tell(), len(data)))
             self._spool.write(data)
@@ -294,9 +315,34 @@ class PartedStats:
                 if flow is not None and number != flow:
                     continue
                 self._spool.seek(offset)
-                yield _numbered(pickle.loads(self._spool.read(size)), number, rank)
+                yield _numbered(_flow_of(pickle.loads(self._spool.read(size))), number, rank)
 
         return head, flows()
+
+
+# The spool holds flows as tuples of plain values: pickling the frozen
+# dataclasses themselves costs several times more (their state is read field
+# by field through dataclasses.fields).
+_ACCOUNT_FIELDS = tuple(f.name for f in dataclasses.fields(ByteAccount))
+
+
+def _row_of(fl: FlowStats) -> tuple[Any, ...]:
+    p = fl.packets
+    return (fl.number, fl.client.addr, fl.client.port, fl.server.addr, fl.server.port, fl.netns,
+            fl.socks, [tuple(getattr(a, name) for name in _ACCOUNT_FIELDS) for a in fl.accounts],
+            [(n.sender, n.anchor, n.problems) for n in fl.streams],
+            [tuple(h) for h in fl.hop_stats],
+            (p.step, p.label, p.sender, p.klass, p.hops, p.has_hop, p.gap))
+
+
+def _flow_of(row: tuple[Any, ...]) -> FlowStats:
+    number, c_addr, c_port, s_addr, s_port, netns, socks, accounts, streams, hops, packets = row
+    acc = [ByteAccount(**dict(zip(_ACCOUNT_FIELDS, a, strict=True))) for a in accounts]
+    notes = [StreamNote(sender=n[0], anchor=n[1], problems=n[2]) for n in streams]
+    return FlowStats(number=number, client=Endpoint(c_addr, c_port),
+                     server=Endpoint(s_addr, s_port), netns=netns, socks=socks,
+                     accounts=(acc[0], acc[1]), streams=(notes[0], notes[1]),
+                     hop_stats=[HopRow(*h) for h in hops], packets=FlowPackets(*packets))
 
 
 def _numbered(fl: FlowStats, number: int, rank: np.ndarray) -> FlowStats:

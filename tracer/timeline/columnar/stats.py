@@ -18,6 +18,7 @@ read one at a time; the text is made flow by flow (stats_by_flow).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import ipaddress
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -560,19 +561,15 @@ def _hop_stats(rows: np.ndarray, flow: np.ndarray, sender: np.ndarray, pp: Packe
 
 def _flow_packets(prow: np.ndarray, step: np.ndarray, sender: np.ndarray, flags: np.ndarray,
                   payload: np.ndarray, pp: PacketPoints) -> FlowPackets:
-    labels: dict[tuple[int, int], str] = {}
-    label_list = []
-    for fl, pay in zip(flags[prow].tolist(), payload[prow].tolist(), strict=True):
-        label = labels.get((fl, pay))
-        if label is None:
-            label = labels[(fl, pay)] = _label(fl, pay)
-        label_list.append(label)
+    label_list = [_label(fl, pay)
+                  for fl, pay in zip(flags[prow].tolist(), payload[prow].tolist(), strict=True)]
     return FlowPackets(step=step[prow].tolist(), label=label_list,
                        sender=[ROLES[x] for x in sender[prow].tolist()],
                        klass=[CLASSES[x] for x in pp.klass[prow].tolist()],
                        hops=pp.hops[prow], has_hop=pp.has_hop[prow], gap=pp.gap[prow].tolist())
 
 
+@functools.lru_cache(maxsize=1 << 12)  # a few (flags, payload) pairs recur in every flow
 def _label(flags: int, payload: int) -> str:
     probe = Segment(Endpoint("0.0.0.0", 0), Endpoint("0.0.0.0", 0), 0, 0, flags, None, payload)
     return probe.label

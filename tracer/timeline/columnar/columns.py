@@ -51,9 +51,11 @@ class EventColumns:
 
 
 def _ints(col: pa.ChunkedArray | pa.Array, null: int, dtype: type) -> np.ndarray:
+    if not col.null_count:  # the common case: no copy through fill_null
+        return np.asarray(col.to_numpy(zero_copy_only=False), dtype=dtype)
     values: np.ndarray = np.asarray(pc.fill_null(col, 0).to_numpy(zero_copy_only=False),
                                     dtype=dtype)
-    if col.null_count and null != 0:
+    if null != 0:
         values[np.asarray(col.is_null().to_numpy(zero_copy_only=False), dtype=bool)] = null
     return values
 

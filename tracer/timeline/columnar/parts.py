@@ -120,15 +120,23 @@ class _Links:
         grp, ng = factorize(*cols)
         firsts = first_index(grp, ng)
         ids = np.empty(ng, dtype=np.int64)
+        known = self.ids
+        fresh: list[tuple[int, int]] = []  # (group, key) of keys seen first here
         for g, values in enumerate(zip(*(col[firsts].tolist() for col in cols), strict=True)):
             key = 0
             for v in values:
                 key = (key << 48) | v
             key = (key << 2) | tag
-            node = self.ids.get(key)
+            node = known.get(key)
             if node is None:
-                node = self.ids[key] = int(self._new(1)[0])
-            ids[g] = node
+                fresh.append((g, key))
+            else:
+                ids[g] = node
+        if fresh:
+            nodes = self._new(len(fresh))
+            for (g, key), node in zip(fresh, nodes.tolist(), strict=True):
+                known[key] = node
+                ids[g] = node
         out: np.ndarray = ids[grp]
         return out
 
@@ -315,7 +323,7 @@ class PartedStats:
                 if flow is not None and number != flow:
                     continue
                 self._spool.seek(offset)
-                yield _numbered(_flow_of(pickle.loads(self._spool.read(size))), number, rank)
+                yield _flow_of(pickle.loads(self._spool.read(size)), number, rank)
 
         return head, flows()
 
@@ -323,7 +331,7 @@ class PartedStats:
 # The spool holds flows as tuples of plain values: pickling the frozen
 # dataclasses themselves costs several times more (their state is read field
 # by field through dataclasses.fields).
-_ACCOUNT_FIELDS = tuple(f.name for f in dataclasses.fields(ByteAccount))
+_ACCOUNT_FIELDS = tuple(f.name for f in dataclasses.fields(ByteAccount) if f.name != "flow")
 
 
 def _row_of(fl: FlowStats) -> tuple[Any, ...]:
@@ -335,29 +343,25 @@ def _row_of(fl: FlowStats) -> tuple[Any, ...]:
             (p.step, p.label, p.sender, p.klass, p.hops, p.has_hop, p.gap))
 
 
-def _flow_of(row: tuple[Any, ...]) -> FlowStats:
-    number, c_addr, c_port, s_addr, s_port, netns, socks, accounts, streams, hops, packets = row
-    acc = [ByteAccount(**dict(zip(_ACCOUNT_FIELDS, a, strict=True))) for a in accounts]
-    notes = [StreamNote(sender=n[0], anchor=n[1], problems=n[2]) for n in streams]
-    return FlowStats(number=number, client=Endpoint(c_addr, c_port),
-                     server=Endpoint(s_addr, s_port), netns=netns, socks=socks,
-                     accounts=(acc[0], acc[1]), streams=(notes[0], notes[1]),
-                     hop_stats=[HopRow(*h) for h in hops], packets=FlowPackets(*packets))
-
-
-def _numbered(fl: FlowStats, number: int, rank: np.ndarray) -> FlowStats:
-    """A part's flow with the trace's flow and step numbers (rank: step
+def _flow_of(row: tuple[Any, ...], number: int, rank: np.ndarray) -> FlowStats:
+    """A spooled flow with the trace's flow and step numbers (rank: step
     number by id)."""
+    _, c_addr, c_port, s_addr, s_port, netns, socks, accounts, streams, hops, packets = row
+
     def renumber(m: re.Match[str]) -> str:
         return f"#{rank[int(m[1])]}"
 
-    steps = rank[np.array(fl.packets.step, dtype=np.int64)].tolist()
-    streams = tuple(dataclasses.replace(note, problems=tuple(
-        _STEP_ID.sub(renumber, text) for text in note.problems)) for note in fl.streams)
-    accounts = tuple(dataclasses.replace(a, flow=number) for a in fl.accounts)
-    return dataclasses.replace(
-        fl, number=number, packets=dataclasses.replace(fl.packets, step=steps),
-        streams=(streams[0], streams[1]), accounts=(accounts[0], accounts[1]))
+    acc = [ByteAccount(**dict(zip(_ACCOUNT_FIELDS, a, strict=True)), flow=number)
+           for a in accounts]
+    notes = [StreamNote(sender=n[0], anchor=n[1],
+                        problems=tuple(_STEP_ID.sub(renumber, text) for text in n[2]))
+             for n in streams]
+    step, *rest = packets
+    return FlowStats(number=number, client=Endpoint(c_addr, c_port),
+                     server=Endpoint(s_addr, s_port), netns=netns, socks=socks,
+                     accounts=(acc[0], acc[1]), streams=(notes[0], notes[1]),
+                     hop_stats=[HopRow(*h) for h in hops],
+                     packets=FlowPackets(rank[np.array(step, dtype=np.int64)].tolist(), *rest))
 
 
 def stats_of_scan(scan: TraceScan, reopen: Callable[[], TraceScan],

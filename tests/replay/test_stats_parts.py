@@ -160,3 +160,9 @@ def test_cli_stats_in_parts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
         assert res.stdout == render_stats(tl, int(args[1]) if args else None)
     bad = CliRunner().invoke(replay_cmd, [str(path), "--stats", "--flow", "6"])
     assert bad.exit_code == 2 and "no flow 6" in bad.stderr
+
+
+def test_empty_trace_in_parts_same_text(tmp_path: Path) -> None:
+    from tests.unit.synthetic_traces import SyntheticTrace
+
+    assert_parts_same_text(SyntheticTrace().trace(), tmp_path, [None])

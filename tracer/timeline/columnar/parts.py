@@ -241,22 +241,25 @@ class PartedStats:
         self._key_ts: list[np.ndarray] = []
         self._key_pos: list[np.ndarray] = []
         self._steps = 0
-        held: list[dict[str, np.ndarray]] = []
+        # Events read but not rebuilt, in file order: pieces of batches,
+        # each with the last position its groups end at.
+        held: list[tuple[int, dict[str, np.ndarray]]] = []
         count = at = 0
         with scan:
             for batch in scan:
                 cols = _batch_columns(batch, links.probe_code)
                 n = len(cols["ts"])
+                if not n:
+                    continue
                 cols["pos"] = np.arange(at, at + n, dtype=np.int64)
-                cols["group"] = root[links.nodes.popleft()] if n else np.zeros(0, np.int32)
-                held.append(cols)
+                cols["last"] = last[root[links.nodes.popleft()]]
+                held.append((int(cols["last"].min()), cols))
                 at += n
                 count += n
                 if count >= PART_EVENTS:
-                    held = self._part(held, last, at, names, pt)
+                    held = self._part(held, at, names, pt)
                     count = 0
-        if held:
-            self._part(held, last, at, names, pt)
+        self._part(held, at + 1, names, pt)
         if at != self.events:
             raise RuntimeError(f"{scan.path}: read {at} events, then {self.events}")
 
@@ -264,27 +267,38 @@ class PartedStats:
     def flow_count(self) -> int:
         return len(self._index)
 
-    def _part(self, held: list[dict[str, np.ndarray]], last: np.ndarray, read: int,
-              names: tuple[str, ...], pt: ProbeTable) -> list[dict[str, np.ndarray]]:
-        """Rebuilds the held events whose group is complete; the rest stay
-        (held in file order)."""
-        cols = {name: np.concatenate([h[name] for h in held]) for name in held[0]}
+    def _part(self, held: list[tuple[int, dict[str, np.ndarray]]], read: int,
+              names: tuple[str, ...], pt: ProbeTable) -> list[tuple[int, dict[str, np.ndarray]]]:
+        """Rebuilds the held events whose groups end before `read`; returns
+        the rest. A piece none of whose groups is complete is not copied:
+        a group spanning the trace costs no copy per part."""
+        ready: list[dict[str, np.ndarray]] = []
+        rest: list[tuple[int, dict[str, np.ndarray]]] = []
+        for first_end, cols in held:
+            if first_end >= read:
+                rest.append((first_end, cols))
+                continue
+            done = cols["last"] < read
+            if done.all():
+                ready.append(cols)
+                continue
+            ready.append({name: col[done] for name, col in cols.items()})
+            left = {name: col[~done] for name, col in cols.items()}
+            rest.append((int(left["last"].min()), left))
         held.clear()
-        done = last[cols["group"]] < read
-        if not done.all():
-            held.append({name: col[~done] for name, col in cols.items()})
-            cols = {name: col[done] for name, col in cols.items()}
-        del cols["group"]
+        if not ready:
+            return rest
+        cols = {name: np.concatenate([r[name] for r in ready]) for name in ready[0]}
+        del ready, cols["last"]
         ts = cols["ts"]
         if len(ts) > 1 and (ts[1:] < ts[:-1]).any():
             order = np.argsort(ts, kind="stable")  # file order breaks ties
             cols = {name: col[order] for name, col in cols.items()}
         pos = cols.pop("pos")
-        if len(pos):
-            self._rebuild(EventColumns(probe_names=names, **cols), pos, pt)
+        self._rebuild(EventColumns(probe_names=names, **cols), pos, pt)
         del cols, pos
         release_freed_memory()
-        return held
+        return rest
 
     def _rebuild(self, c: EventColumns, pos: np.ndarray, pt: ProbeTable) -> None:
         ts = c.ts

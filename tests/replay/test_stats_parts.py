@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from kpath.cli_view import replay_cmd
 from tests.replay.recordings import RECORDINGS, needs_recordings
-from tests.replay.test_stats_columnar import _unit_traces, recording
+from tests.replay.test_stats_columnar import _unit_traces, _write_in_batches, recording
 from tests.synthetic import mixed_trace, synthetic_trace
 from tracer.events import Context
 from tracer.timeline import build_timeline
@@ -85,7 +85,7 @@ def assert_parts_same_text(trace: Trace, tmp_path: Path, flows: list[int | None]
                                          "whole", "parts"))
 
 
-@pytest.mark.parametrize("path", LOSSLESS, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", RECORDINGS, ids=lambda p: p.name)
 def test_recording_in_parts_same_text(path: Path, tmp_path: Path) -> None:
     assert_parts_same_text(recording(path), tmp_path, [None, 1])
 
@@ -121,11 +121,9 @@ def test_shared_contexts_in_parts_same_text(tmp_path: Path) -> None:
 
 
 def test_unit_traces_in_parts_same_text(tmp_path: Path) -> None:
-    """The correlation unit tests' hand-made traces (lossless ones)."""
+    """The correlation unit tests' hand-made traces."""
     done = 0
     for i, (_, trace) in enumerate(_unit_traces()):
-        if trace.lost:
-            continue
         try:
             with recorded_probes(probe_specs(trace.header.probes)):
                 PreparedStats(stats_input_of(trace), probe_spec)
@@ -138,14 +136,26 @@ def test_unit_traces_in_parts_same_text(tmp_path: Path) -> None:
     assert done >= 20
 
 
-def test_lossy_trace_rebuilt_whole(tmp_path: Path) -> None:
-    """Loss windows span flows: a trace with loss records is rebuilt whole."""
-    trace = synthetic_trace(recording(next(p for p in RECORDINGS if "lossy" in p.name)), 3, 2)
+@pytest.mark.parametrize("copies,overlap", [(1, 1), (4, 3)])
+def test_lossy_trace_in_parts_same_text(tmp_path: Path, copies: int, overlap: int) -> None:
+    """Loss records riding on the batches: each part marks its packets by
+    the whole trace's loss windows, and each flow counts the losses during
+    it (up to the trace's next event) as the whole trace does."""
+    lossy = [p for p in RECORDINGS if "lossy" in p.name]
+    trace = mixed_trace([recording(p) for p in [*lossy, LOSSLESS[0]]], copies, overlap)
+    assert trace.lost
     path = tmp_path / "lossy.kpath"
-    _write(trace, path)
-    got, parted = _parted_text(path, None)
-    assert not parted
-    assert got == render_stats(build_timeline(read_trace(path)))
+    _write_in_batches(_in_time_order(trace), path, 13)
+    with recorded_probes(probe_specs(trace.header.probes)):
+        tl = build_timeline(read_trace(path))
+    for part in (1, 40, 1 << 17):
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(parts_module, "PART_EVENTS", part)
+            for flow in (None, 1, len(tl.flows)):
+                got, parted = _parted_text(path, flow)
+                assert parted
+                with recorded_probes(probe_specs(trace.header.probes)):
+                    assert got == render_stats(tl, flow), f"part {part}, flow {flow}"
 
 
 def test_cli_stats_in_parts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

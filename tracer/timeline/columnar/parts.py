@@ -19,8 +19,10 @@ each flow's statistics spooled to a temporary file. At the end flows are
 numbered in order of their first event and steps by their first event's
 rank among all steps' (order: time, then file position, as a stable sort).
 
-A trace needing what a part cannot see (loss records: loss windows span
-flows; a return of a probe not known to return) is rebuilt whole.
+Loss records are read in pass 1: each part marks its packets by the
+trace's loss windows; the losses during a flow (up to the trace's next event
+after it) are counted once every event's time is known, as flows are read
+back. A trace with a return of a probe not known to return is rebuilt whole.
 """
 
 from __future__ import annotations
@@ -57,8 +59,9 @@ from tracer.timeline.columnar.stats import (
     StatsInput,
     StreamNote,
     TraceStats,
+    account_notes,
 )
-from tracer.tracefile import TraceScan
+from tracer.tracefile import Lost, TraceScan
 
 PART_EVENTS = 1 << 16  # events rebuilt at once: ~300 bytes each at the peak
 _LINK_COLUMNS = ("ts", "probe", "is_return", "ctx", "softirq", "tid", "sk", "src", "dst")
@@ -100,6 +103,7 @@ class _Links:
         self.ctx_tail: dict[int, int] = {}  # context -> 2 * last event's node + chained
         self.nodes: deque[np.ndarray] = deque()  # per batch, each event's node
         self.events = 0
+        self.first_ts: int | None = None
         self.return_probes: set[int] = set()
 
     def _new(self, count: int) -> np.ndarray:
@@ -152,6 +156,8 @@ class _Links:
         if not n:
             return
         self.flags.update(tuple(self.probe_code))
+        low = int(cols["ts"].min())
+        self.first_ts = low if self.first_ts is None else min(self.first_ts, low)
         probe = cols["probe"]
         self.return_probes.update(np.unique(probe[cols["is_return"]]).tolist())
         src, dst, sk, tid = cols["src"], cols["dst"], cols["sk"], cols["tid"]
@@ -241,6 +247,11 @@ class PartedStats:
         self._key_ts: list[np.ndarray] = []
         self._key_pos: list[np.ndarray] = []
         self._steps = 0
+        self._first_ts = links.first_ts
+        # The losses in time order, and the time of the last event before each.
+        self._gaps = sorted(records.lost, key=lambda rec: rec.ts_ns)
+        stamps = np.array([g.ts_ns for g in self._gaps], dtype=np.int64)
+        self._before = np.full(len(stamps), np.iinfo(np.int64).min)
         # Events read but not rebuilt, in file order: pieces of batches,
         # each with the last position its groups end at.
         held: list[tuple[int, dict[str, np.ndarray]]] = []
@@ -253,6 +264,8 @@ class PartedStats:
                     continue
                 cols["pos"] = np.arange(at, at + n, dtype=np.int64)
                 cols["last"] = last[root[links.nodes.popleft()]]
+                if len(stamps):
+                    self._note_times(cols["ts"], stamps)
                 held.append((int(cols["last"].min()), cols))
                 at += n
                 count += n
@@ -266,6 +279,19 @@ class PartedStats:
     @property
     def flow_count(self) -> int:
         return len(self._index)
+
+    def _note_times(self, ts: np.ndarray, stamps: np.ndarray) -> None:
+        times = np.sort(ts)
+        at = np.searchsorted(times, stamps, side="left") - 1
+        found = np.where(at >= 0, times[np.maximum(at, 0)], np.iinfo(np.int64).min)
+        np.maximum(self._before, found, out=self._before)
+
+    def _flow_gaps(self, start: int, end: int) -> list[Lost]:
+        """_FlowWork.flow_gaps: the losses from the flow's start up to the
+        trace's first event after its end (one with no event between the
+        flow's end and itself)."""
+        return [g for g, before in zip(self._gaps, self._before.tolist(), strict=True)
+                if start <= g.ts_ns and before <= end]
 
     def _part(self, held: list[tuple[int, dict[str, np.ndarray]]], read: int,
               names: tuple[str, ...], pt: ProbeTable) -> list[tuple[int, dict[str, np.ndarray]]]:
@@ -302,7 +328,7 @@ class PartedStats:
 
     def _rebuild(self, c: EventColumns, pos: np.ndarray, pt: ProbeTable) -> None:
         ts = c.ts
-        prepared = PreparedStats.of_columns(c, pt, self.inp, self._steps)
+        prepared = PreparedStats.of_part(c, pt, self.inp, self._steps, self._first_ts)
         del c
         firsts = prepared.flow_firsts
         keys = prepared.step_keys
@@ -311,7 +337,8 @@ class PartedStats:
         self._key_pos.append(pos[keys])
         _, flows = prepared.stats_by_flow()
         for fl in flows:
-            data = pickle.dumps(_row_of(fl), protocol=pickle.HIGHEST_PROTOCOL)
+            row = (*_row_of(fl), prepared.flow_span(fl.number - 1))
+            data = pickle.dumps(row, protocol=pickle.HIGHEST_PROTOCOL)
             first = firsts[fl.number - 1]
             self._index.append((int(ts[first]), int(pos[first]), self._spool.tell(), len(data)))
             self._spool.write(data)
@@ -323,7 +350,8 @@ class PartedStats:
         inp = self.inp
         head = TraceStats(path=inp.path, events=self.events, flow_count=self.flow_count,
                           lost_total=inp.lost_total, cut_short=inp.cut_short,
-                          lost_noticed=0, has_gaps=False, flows=[])
+                          lost_noticed=sum(g.count for g in self._gaps),
+                          has_gaps=bool(self._gaps), flows=[])
         # A step's number is its first event's rank by (time, file position).
         key_ts = np.concatenate(self._key_ts) if self._key_ts else np.zeros(0, np.int64)
         key_pos = np.concatenate(self._key_pos) if self._key_pos else np.zeros(0, np.int64)
@@ -337,7 +365,9 @@ class PartedStats:
                 if flow is not None and number != flow:
                     continue
                 self._spool.seek(offset)
-                yield _flow_of(pickle.loads(self._spool.read(size)), number, rank)
+                *row, span = pickle.loads(self._spool.read(size))
+                gaps = self._flow_gaps(*span) if self._gaps else []
+                yield _flow_of(tuple(row), number, rank, gaps, inp.cut_short)
 
         return head, flows()
 
@@ -357,16 +387,21 @@ def _row_of(fl: FlowStats) -> tuple[Any, ...]:
             (p.step, p.label, p.sender, p.klass, p.hops, p.has_hop, p.gap))
 
 
-def _flow_of(row: tuple[Any, ...], number: int, rank: np.ndarray) -> FlowStats:
+def _flow_of(row: tuple[Any, ...], number: int, rank: np.ndarray, gaps: list[Lost],
+             cut_short: str | None) -> FlowStats:
     """A spooled flow with the trace's flow and step numbers (rank: step
-    number by id)."""
+    number by id) and the losses during it."""
     _, c_addr, c_port, s_addr, s_port, netns, socks, accounts, streams, hops, packets = row
 
     def renumber(m: re.Match[str]) -> str:
         return f"#{rank[int(m[1])]}"
 
-    acc = [ByteAccount(**dict(zip(_ACCOUNT_FIELDS, a, strict=True)), flow=number)
-           for a in accounts]
+    acc = []
+    for a in accounts:
+        fields = dict(zip(_ACCOUNT_FIELDS, a, strict=True))
+        fields.update(notes=account_notes(fields["unknown_sends"], gaps, cut_short),
+                      complete=not gaps and not cut_short)
+        acc.append(ByteAccount(**fields, flow=number))
     notes = [StreamNote(sender=n[0], anchor=n[1],
                         problems=tuple(_STEP_ID.sub(renumber, text) for text in n[2]))
              for n in streams]
@@ -391,9 +426,9 @@ def stats_of_scan(scan: TraceScan, reopen: Callable[[], TraceScan],
             links.add(_batch_columns(batch, links.probe_code, _LINK_COLUMNS))
     records = ScannedInput(scan)
     unflagged = any(not links.flags.pairs[p] for p in links.return_probes)
-    if scan.lost or unflagged:
+    if unflagged:
         del links
         return PreparedStats(ScannedInput(reopen()), lookup)
     return PartedStats(links, reopen(), StatsInput(
-        path=records.path, events=(), lost=[], lost_total=records.lost_total,
+        path=records.path, events=(), lost=list(records.lost), lost_total=records.lost_total,
         cut_short=records.cut_short))

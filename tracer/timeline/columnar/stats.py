@@ -163,20 +163,23 @@ class PreparedStats:
         # The batches are not kept; the records are complete once they are read.
         records = StatsInput(path=inp.path, events=(), lost=list(inp.lost),
                              lost_total=inp.lost_total, cut_short=inp.cut_short)
-        self._prepare(c, ProbeTable.build(c.probe_names, lookup), records, 0)
+        self._prepare(c, ProbeTable.build(c.probe_names, lookup), records, 0, False, None)
 
     @classmethod
-    def of_columns(cls, c: EventColumns, pt: ProbeTable, records: StatsInput,
-                   first_step: int) -> PreparedStats:
-        """The tables of events already in columns (`records`: the trace's
-        records, its `events` unread), steps numbered from first_step."""
+    def of_part(cls, c: EventColumns, pt: ProbeTable, records: StatsInput, first_step: int,
+                first_ts: int | None) -> PreparedStats:
+        """The tables of a part of a trace, in columns: steps numbered from
+        first_step, loss windows from the whole trace's records and first
+        event time (first_ts). Its flows' accounts leave out the losses
+        during each flow (flow_span: the caller knows the trace's times)."""
         self = cls.__new__(cls)
-        self._prepare(c, pt, records, first_step)
+        self._prepare(c, pt, records, first_step, True, first_ts)
         return self
 
     def _prepare(self, c: EventColumns, pt: ProbeTable, records: StatsInput,
-                 first_step: int) -> None:
+                 first_step: int, part: bool, first_ts: int | None) -> None:
         self.inp = records
+        self._part, self._first_ts = part, first_ts
         r = event_rules(c, pt)
         c = _without(c, "end_seq", "ack")  # read by the rules only
         ft = flow_table(c, r, pt)
@@ -206,6 +209,11 @@ class PreparedStats:
         """Each step's first event, in step order."""
         return self._work.st.keys
 
+    def flow_span(self, f: int) -> tuple[int, int]:
+        """Flow f's (0-based) start_ns and end_ns."""
+        st = self._work.st
+        return int(st.flow_start[f]), int(st.flow_end[f])
+
     def stats(self, flow: int | None = None) -> TraceStats:
         """All flows, or flow `flow` (1-based; KeyError if there is none)."""
         head, flows = self.stats_by_flow(flow)
@@ -219,7 +227,8 @@ class PreparedStats:
         inp, work, ts = self.inp, self._work, self.ts
         if flow is not None and not 1 <= flow <= self.flow_count:
             raise KeyError(flow)
-        stamps = [int(ts[0])] if len(ts) else []
+        first = self._first_ts if self._part else int(ts[0]) if len(ts) else None
+        stamps = [first] if first is not None else []
         stamps += [rec.ts_ns for rec in inp.lost]
         start = min(stamps) if stamps else 0
         gaps = sorted(inp.lost, key=lambda rec: rec.ts_ns)
@@ -245,7 +254,8 @@ class PreparedStats:
                     hop_stats = _hop_stats(work.pk_order[bounds[f]:bounds[made]], pk.flow,
                                            pk.sender, pp)
                 yield work.flow_stats(f, placed.pop(f), pp, hop_stats.pop(f + 1, []),
-                                      work.flow_gaps(f, gaps), inp.cut_short)
+                                      [] if self._part else work.flow_gaps(f, gaps),
+                                      inp.cut_short)
 
         return head, flows()
 
@@ -459,13 +469,6 @@ class _FlowWork:
         retrans = self.st.packets.retransmission
         counted = {row for row in rows if not retrans[row]}
         unknown = sum(x is None for x in sends.counts)
-        notes = []
-        if unknown:
-            notes.append(f"{unknown} send(s) without a return value")
-        if gaps:
-            notes.append(f"{sum(g.count for g in gaps)} event(s) lost during the flow")
-        if cut_short:
-            notes.append("trace cut short")
         return ByteAccount(
             flow=f + 1, sender=ROLES[s],
             written=sum(x for x in sends.counts if x is not None and x > 0),
@@ -481,8 +484,21 @@ class _FlowWork:
             copied=int(self.copied[g]),
             copies=int(self.copies_n[g]),
             complete=not gaps and not cut_short,
-            notes=tuple(notes),
+            notes=account_notes(unknown, gaps, cut_short),
         )
+
+
+def account_notes(unknown_sends: int, gaps: Sequence[Lost], cut_short: str | None
+                  ) -> tuple[str, ...]:
+    """ByteAccount.notes (gaps: the loss records during the flow)."""
+    notes = []
+    if unknown_sends:
+        notes.append(f"{unknown_sends} send(s) without a return value")
+    if gaps:
+        notes.append(f"{sum(g.count for g in gaps)} event(s) lost during the flow")
+    if cut_short:
+        notes.append("trace cut short")
+    return tuple(notes)
 
 
 # message_bytes unknown (no return value seen); a real count is above -2**40

@@ -199,8 +199,9 @@ def _export_perfetto(tl: Timeline, view: View, output: str) -> None:
 
 def _replay_stats(file: str, flow: str | None, out_format: str) -> None:
     """--stats on columns (tracer/timeline/columnar), read batch by batch
-    from the file; a trace needing a rule only the object timeline has goes
-    through build_timeline, as before."""
+    from the file (a version 2 file twice: rebuilt in parts); a trace
+    needing a rule only the object timeline has goes through build_timeline,
+    as before."""
     prepared: PreparedStats | PartedStats | None = None
     tl: Timeline | None = None
     use_system_allocator()

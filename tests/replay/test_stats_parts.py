@@ -176,3 +176,32 @@ def test_empty_trace_in_parts_same_text(tmp_path: Path) -> None:
     from tests.unit.synthetic_traces import SyntheticTrace
 
     assert_parts_same_text(SyntheticTrace().trace(), tmp_path, [None])
+
+
+def test_batches_out_of_time_order_in_parts_same_text(tmp_path: Path) -> None:
+    """Each batch's events written newest first (its contexts' neighbours in
+    time are not file neighbours; the copies' softirq events share one
+    context): still rebuilt in parts, same text."""
+    trace = _in_time_order(mixed_trace([recording(p) for p in LOSSLESS], 3, 3))
+    trace = dataclasses.replace(trace, events=[
+        ev if ev.ctx is Context.TASK else dataclasses.replace(ev, tid=1)
+        for ev in trace.events])
+    rows = 97
+    events = [ev for at in range(0, len(trace.events), rows)
+              for ev in reversed(trace.events[at:at + rows])]
+    assert_parts_same_text(dataclasses.replace(trace, events=events), tmp_path, [None, 2],
+                           parts=(1, 1 << 17))
+
+
+def test_context_out_of_time_order_across_batches_rebuilt_whole(tmp_path: Path) -> None:
+    """A context whose events go back in time from one batch to the next:
+    its neighbours in time are not known batch by batch, so the trace is
+    rebuilt whole (same text)."""
+    trace = _in_time_order(synthetic_trace(recording(LOSSLESS[0]), 3, 2))
+    trace = dataclasses.replace(trace, events=trace.events[::-1])
+    path = tmp_path / "backwards.kpath"
+    _write(trace, path)
+    got, parted = _parted_text(path, None)
+    assert not parted
+    with recorded_probes(probe_specs(trace.header.probes)):
+        assert got == render_stats(build_timeline(read_trace(path)))

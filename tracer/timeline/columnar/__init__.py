@@ -8,7 +8,9 @@ run in Python on the few rows they concern (return pairing, trailers,
 lead-ins, byte placement per direction, and packet building for streams
 with GSO/GRO pieces or unreadable lengths). A trace needing a rule not
 reproduced here (errors.Irregular: a 4-tuple reused across namespaces, ...)
-is left to the object path; viz/stats_columnar prints the same text.
+is left to the object path; viz/stats_columnar prints the same text. A
+version 2 file is rebuilt in parts of independent groups of events, in
+bounded memory (parts.py).
 """
 
 from tracer.timeline.columnar.columns import use_system_allocator

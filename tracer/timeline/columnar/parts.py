@@ -8,7 +8,7 @@ consecutive events, so overlapping connections still fall apart):
 - a 4-tuple (flows, sequence bases, packets, netns checks);
 - a socket pointer (the sk map lends flows to events without addresses);
 - a thread's task context (syscalls and the events nested in them);
-- a context and probe that can return (entry/return pairing);
+- a context's events of probes that can return (entry/return pairing);
 - a lead-in or trailer capture and the events before and after it in its
   context (what it waits for or joins, across other lead-ins).
 Pass 2 reads the file again and holds each event until its group is
@@ -22,7 +22,9 @@ rank among all steps' (order: time, then file position, as a stable sort).
 Loss records are read in pass 1: each part marks its packets by the
 trace's loss windows; the losses during a flow (up to the trace's next event
 after it) are counted once every event's time is known, as flows are read
-back. A trace with a return of a probe not known to return is rebuilt whole.
+back. A trace is rebuilt whole when it has a return of a probe not known to
+return, or a context whose events are out of time order across batches (its
+neighbours in time are then not known batch by batch).
 """
 
 from __future__ import annotations
@@ -100,7 +102,9 @@ class _Links:
         # Keys as one int (tag in the low 2 bits): a tuple per key would
         # cost twice the memory, and a large trace has millions of keys.
         self.ids: dict[int, int] = {}
-        self.ctx_tail: dict[int, int] = {}  # context -> 2 * last event's node + chained
+        # context -> its latest event: time << 40 | node << 1 | chained
+        self.ctx_tail: dict[int, int] = {}
+        self.ctx_disorder = False  # a context's events out of time order across batches
         self.nodes: deque[np.ndarray] = deque()  # per batch, each event's node
         self.events = 0
         self.first_ts: int | None = None
@@ -183,23 +187,29 @@ class _Links:
             ends.append((rep[rows[tie]], node[tie]))
         lone = np.flatnonzero(rep < 0)
         rep[lone] = self._new(len(lone))
-        # Lead-ins and trailers: with their neighbours in their context.
-        order = np.argsort(ctx, kind="stable")
-        k, r, chained = ctx[order], rep[order], self.flags.chained[probe[order]]
+        # Lead-ins and trailers: with their neighbours in time in their context.
+        ts = cols["ts"]
+        order = np.lexsort((ts, ctx))
+        k, r, chained, t = ctx[order], rep[order], self.flags.chained[probe[order]], ts[order]
         same = k[1:] == k[:-1]
         tie = same & (chained[1:] | chained[:-1])
         ends.append((r[1:][tie], r[:-1][tie]))
         heads = np.flatnonzero(np.r_[True, ~same])
         extra: list[tuple[int, int]] = []
-        for key, node, ch in zip(k[heads].tolist(), r[heads].tolist(), chained[heads].tolist(),
-                                 strict=True):
+        node_bits = (1 << 40) - 1
+        for key, node, ch, at in zip(k[heads].tolist(), r[heads].tolist(),
+                                     chained[heads].tolist(), t[heads].tolist(), strict=True):
             before = self.ctx_tail.get(key)
-            if before is not None and (before & 1 or ch):
-                extra.append((before >> 1, node))
+            if before is None:
+                continue
+            if at < before >> 40:
+                self.ctx_disorder = True
+            if before & 1 or ch:
+                extra.append(((before & node_bits) >> 1, node))
         tails = np.flatnonzero(np.r_[~same, True])
-        for key, node, ch in zip(k[tails].tolist(), r[tails].tolist(), chained[tails].tolist(),
-                                 strict=True):
-            self.ctx_tail[key] = node << 1 | ch
+        for key, node, ch, at in zip(k[tails].tolist(), r[tails].tolist(),
+                                     chained[tails].tolist(), t[tails].tolist(), strict=True):
+            self.ctx_tail[key] = at << 40 | node << 1 | ch
         if extra:
             pairs = np.array(extra, dtype=np.int64)
             ends.append((pairs[:, 0], pairs[:, 1]))
@@ -426,7 +436,7 @@ def stats_of_scan(scan: TraceScan, reopen: Callable[[], TraceScan],
             links.add(_batch_columns(batch, links.probe_code, _LINK_COLUMNS))
     records = ScannedInput(scan)
     unflagged = any(not links.flags.pairs[p] for p in links.return_probes)
-    if unflagged:
+    if unflagged or links.ctx_disorder:
         del links
         return PreparedStats(ScannedInput(reopen()), lookup)
     return PartedStats(links, reopen(), StatsInput(

@@ -12,7 +12,8 @@ Memory: the whole trace is held as per-event columns while the tables are
 made (about 200 bytes an event at the peak, step_table's); each column is
 let go after the last stage that reads it, and the per-flow statistics
 keep only the times and per-packet and per-message rows. The batches are
-read one at a time; the text is made flow by flow (stats_by_flow).
+read one at a time; the text is made flow by flow (stats_by_flow). A large
+file is rebuilt a part at a time instead (parts.py: PreparedStats.of_part).
 """
 
 from __future__ import annotations

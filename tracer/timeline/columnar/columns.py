@@ -77,7 +77,7 @@ def _endpoint(addr: pa.ChunkedArray, port: pa.ChunkedArray) -> np.ndarray:
     return np.where((a < 0) | (p < 0), NO_EP, (a << 16) | np.maximum(p, 0))
 
 
-def _batch_columns(batch: pa.RecordBatch, probe_code: dict[str, int],
+def batch_columns(batch: pa.RecordBatch, probe_code: dict[str, int],
                    names: Iterable[str] | None = None) -> dict[str, np.ndarray]:
     """One batch's columns (all, or `names`); its probe dictionary mapped
     onto the trace's."""
@@ -146,10 +146,10 @@ def columns_of(events: pa.Table | Iterable[pa.RecordBatch]) -> EventColumns:
     probe_code: dict[str, int] = {}
     chunks: dict[str, list[np.ndarray]] = {}
     for batch in batches:
-        for name, col in _batch_columns(batch, probe_code).items():
+        for name, col in batch_columns(batch, probe_code).items():
             chunks.setdefault(name, []).append(col)
     if not chunks:
-        chunks = {name: [col] for name, col in _batch_columns(
+        chunks = {name: [col] for name, col in batch_columns(
             pa.RecordBatch.from_pylist([], schema=EVENT_SCHEMA), probe_code).items()}
     ts = np.concatenate(chunks.pop("ts"))
     order: np.ndarray | None = None

@@ -15,7 +15,13 @@ from typing import Any, NoReturn
 import click
 
 from tracer.timeline import Timeline, build_timeline, use_recorded_probes
-from tracer.timeline.columnar import Irregular, PreparedStats, ScannedInput
+from tracer.timeline.columnar import (
+    Irregular,
+    PartedStats,
+    PreparedStats,
+    stats_of_scan,
+    use_system_allocator,
+)
 from tracer.timeline.event_rules import probe_spec
 from tracer.timeline.windows import WINDOW_EVENTS, Plan
 from tracer.tracefile import Trace, TraceFormatError, probe_specs, read_trace, scan_trace
@@ -213,18 +219,19 @@ def _export_perfetto(tl: Timeline, view: View, output: str) -> None:
 
 def _replay_stats(file: str, flow: str | None, out_format: str) -> None:
     """--stats on columns (tracer/timeline/columnar), read batch by batch
-    from the file; a trace needing a rule only the object timeline has goes
-    through build_timeline, as before."""
-    prepared: PreparedStats | None = None
+    from the file (a version 2 file twice: rebuilt in parts); a trace
+    needing a rule only the object timeline has goes through build_timeline,
+    as before."""
+    prepared: PreparedStats | PartedStats | None = None
     tl: Timeline | None = None
+    use_system_allocator()
     try:
         scan = scan_trace(file)
         use_recorded_probes(probe_specs(scan.header.probes))
+        path = scan.path
         with scan:
-            inp = ScannedInput(scan)
-            path = inp.path
             try:
-                prepared = PreparedStats(inp, probe_spec)
+                prepared = stats_of_scan(scan, lambda: scan_trace(file), probe_spec)
                 count = prepared.flow_count
                 cut = cut_short_note(prepared.inp.cut_short)
             except Irregular as exc:

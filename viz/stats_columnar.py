@@ -8,6 +8,7 @@ from collections.abc import Iterable, Iterator, Sequence
 
 from tracer.timeline.columnar.latency_table import HOPS
 from tracer.timeline.columnar.stats import FlowPackets, FlowStats, HopRow, TraceStats
+from tracer.timeline.latency import PacketClass
 from tracer.timeline.model import Role
 from viz.stats_text import (
     GAP_MARK,
@@ -71,13 +72,15 @@ def _per_packet(packets: FlowPackets) -> list[str]:
         return ["  per packet: no packet"]
     cols = [h for h in range(len(HOPS)) if packets.has_hop[:, h].any()]
     head = ("  per packet (us)", "direction", "class", *[str(HOPS[h]) for h in cols], "")
+    # Made a column at a time (a large flow has tens of thousands of rows).
+    cells = [[fmt_us(v) if ok else "-" for v, ok in zip(
+        packets.hops[:, h].tolist(), packets.has_hop[:, h].tolist(), strict=True)] for h in cols]
     rows: list[Sequence[str]] = [head]
-    hops = packets.hops[:, cols].tolist()
-    has = packets.has_hop[:, cols].tolist()
-    for i, step in enumerate(packets.step):
-        cells = [fmt_us(v) if ok else "-" for v, ok in zip(hops[i], has[i], strict=True)]
-        rows.append((f"  #{step} {packets.label[i]}", _DIRECTION[packets.sender[i]],
-                     str(packets.klass[i]), *cells, GAP_MARK if packets.gap[i] else ""))
+    rows.extend(zip([f"  #{step} {label}" for step, label in zip(packets.step, packets.label,
+                                                                   strict=True)],
+                    [_DIRECTION[s] for s in packets.sender],
+                    [_CLASS[k] for k in packets.klass], *cells,
+                    [GAP_MARK if g else "" for g in packets.gap], strict=True))
     return table_lines(rows, right=range(3, 3 + len(cols)))
 
 
@@ -88,3 +91,4 @@ def _distributions(stats: Sequence[HopRow]) -> list[str]:
 
 
 _DIRECTION = {role: _direction_of(role) for role in (Role.CLIENT, Role.SERVER)}
+_CLASS = {klass: str(klass) for klass in PacketClass}

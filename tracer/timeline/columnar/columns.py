@@ -7,7 +7,7 @@ so a trace costs about 100 bytes per event here instead of an Event object.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -51,9 +51,11 @@ class EventColumns:
 
 
 def _ints(col: pa.ChunkedArray | pa.Array, null: int, dtype: type) -> np.ndarray:
+    if not col.null_count:  # the common case: no copy through fill_null
+        return np.asarray(col.to_numpy(zero_copy_only=False), dtype=dtype)
     values: np.ndarray = np.asarray(pc.fill_null(col, 0).to_numpy(zero_copy_only=False),
                                     dtype=dtype)
-    if col.null_count and null != 0:
+    if null != 0:
         values[np.asarray(col.is_null().to_numpy(zero_copy_only=False), dtype=bool)] = null
     return values
 
@@ -75,41 +77,48 @@ def _endpoint(addr: pa.ChunkedArray, port: pa.ChunkedArray) -> np.ndarray:
     return np.where((a < 0) | (p < 0), NO_EP, (a << 16) | np.maximum(p, 0))
 
 
-def _batch_columns(batch: pa.RecordBatch, probe_code: dict[str, int]) -> dict[str, np.ndarray]:
-    """One batch's columns; its probe dictionary mapped onto the trace's."""
-    probe_col = batch.column("probe")
-    if not pa.types.is_dictionary(probe_col.type):
-        probe_col = probe_col.dictionary_encode()
-    lut = np.array([probe_code.setdefault(name, len(probe_code))
-                    for name in probe_col.dictionary.to_pylist()] + [0], dtype=np.int16)
+def batch_columns(batch: pa.RecordBatch, probe_code: dict[str, int],
+                   names: Iterable[str] | None = None) -> dict[str, np.ndarray]:
+    """One batch's columns (all, or `names`); its probe dictionary mapped
+    onto the trace's."""
+    col = batch.column
 
-    def nulls(name: str) -> np.ndarray:
-        return np.asarray(batch.column(name).is_null().to_numpy(zero_copy_only=False),
-                          dtype=bool)
+    def probe() -> np.ndarray:
+        probe_col = col("probe")
+        if not pa.types.is_dictionary(probe_col.type):
+            probe_col = probe_col.dictionary_encode()
+        lut = np.array([probe_code.setdefault(name, len(probe_code))
+                        for name in probe_col.dictionary.to_pylist()] + [0], dtype=np.int16)
+        codes: np.ndarray = lut[_ints(probe_col.indices, len(lut) - 1, np.int64)]
+        return codes
 
-    return {
-        "ts": _ints(batch.column("ts_ns"), 0, np.int64),
-        "probe": lut[_ints(probe_col.indices, len(lut) - 1, np.int64)],
-        "is_return": _codes(batch.column("kind"), KIND_VALUES) == KIND_VALUES.index(
+    def known(name: str) -> np.ndarray:
+        return ~np.asarray(col(name).is_null().to_numpy(zero_copy_only=False), dtype=bool)
+
+    make: dict[str, Callable[[], np.ndarray]] = {
+        "ts": lambda: _ints(col("ts_ns"), 0, np.int64),
+        "probe": probe,
+        "is_return": lambda: _codes(col("kind"), KIND_VALUES) == KIND_VALUES.index(
             Kind.RETURN.value),
-        "ctx": _codes(batch.column("ctx"), CTX_VALUES).astype(np.int8),
-        "softirq": _codes(batch.column("softirq"), SOFTIRQ_NAMES).astype(np.int8),
-        "tid": _ints(batch.column("tid"), 0, np.uint32),
-        "sk": _ints(batch.column("sk"), 0, np.uint64),
-        "skb": _ints(batch.column("skb"), 0, np.uint64),
-        "netns": _ints(batch.column("netns"), 0, np.uint32),
-        "src": _endpoint(batch.column("saddr"), batch.column("sport")),
-        "has_saddr": ~nulls("saddr"),
-        "dst": _endpoint(batch.column("daddr"), batch.column("dport")),
-        "seq": _ints(batch.column("seq"), -1, np.int64),
-        "end_seq": _ints(batch.column("end_seq"), -1, np.int64),
-        "ack": _ints(batch.column("ack"), -1, np.int64),
-        "flags": _ints(batch.column("tcp_flags"), 0, np.uint8),
-        "length": _ints(batch.column("length"), 0, np.int64),
-        "has_length": ~nulls("length"),
-        "ret": _ints(batch.column("ret"), 0, np.int64),
-        "has_ret": ~nulls("ret"),
+        "ctx": lambda: _codes(col("ctx"), CTX_VALUES).astype(np.int8),
+        "softirq": lambda: _codes(col("softirq"), SOFTIRQ_NAMES).astype(np.int8),
+        "tid": lambda: _ints(col("tid"), 0, np.uint32),
+        "sk": lambda: _ints(col("sk"), 0, np.uint64),
+        "skb": lambda: _ints(col("skb"), 0, np.uint64),
+        "netns": lambda: _ints(col("netns"), 0, np.uint32),
+        "src": lambda: _endpoint(col("saddr"), col("sport")),
+        "has_saddr": lambda: known("saddr"),
+        "dst": lambda: _endpoint(col("daddr"), col("dport")),
+        "seq": lambda: _ints(col("seq"), -1, np.int64),
+        "end_seq": lambda: _ints(col("end_seq"), -1, np.int64),
+        "ack": lambda: _ints(col("ack"), -1, np.int64),
+        "flags": lambda: _ints(col("tcp_flags"), 0, np.uint8),
+        "length": lambda: _ints(col("length"), 0, np.int64),
+        "has_length": lambda: known("length"),
+        "ret": lambda: _ints(col("ret"), 0, np.int64),
+        "has_ret": lambda: known("ret"),
     }
+    return {name: make[name]() for name in (make if names is None else names)}
 
 
 def release_freed_memory() -> None:
@@ -122,6 +131,13 @@ def release_freed_memory() -> None:
     pa.default_memory_pool().release_unused()
 
 
+def use_system_allocator() -> None:
+    """Arrow buffers (the trace reader's batches) from the C heap instead
+    of mimalloc, which keeps about 45 MB of freed pages mapped while a file
+    is read batch by batch; to be called before the file is opened."""
+    pa.set_memory_pool(pa.system_memory_pool())
+
+
 def columns_of(events: pa.Table | Iterable[pa.RecordBatch]) -> EventColumns:
     """Columns of a table or of batches of EVENT_SCHEMA (read one batch at a
     time: only the columns kept here stay in memory), sorted by time
@@ -130,10 +146,10 @@ def columns_of(events: pa.Table | Iterable[pa.RecordBatch]) -> EventColumns:
     probe_code: dict[str, int] = {}
     chunks: dict[str, list[np.ndarray]] = {}
     for batch in batches:
-        for name, col in _batch_columns(batch, probe_code).items():
+        for name, col in batch_columns(batch, probe_code).items():
             chunks.setdefault(name, []).append(col)
     if not chunks:
-        chunks = {name: [col] for name, col in _batch_columns(
+        chunks = {name: [col] for name, col in batch_columns(
             pa.RecordBatch.from_pylist([], schema=EVENT_SCHEMA), probe_code).items()}
     ts = np.concatenate(chunks.pop("ts"))
     order: np.ndarray | None = None

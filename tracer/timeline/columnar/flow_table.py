@@ -37,6 +37,7 @@ class FlowTable:
     isn_from_syn: np.ndarray  # (flows, 2) bool
     netns: np.ndarray  # (flows, 2) most common netns of each end, 0 unknown
     socks: list[tuple[list[int], list[int]]]  # per flow, each end's sockets in order
+    first: np.ndarray  # per flow, its first event (flows are numbered in this order)
 
     @property
     def count(self) -> int:
@@ -121,7 +122,7 @@ def flow_table(c: EventColumns, r: EventRules, pt: ProbeTable) -> FlowTable:
     isn, from_syn = _bases(c, r, pt, flow, endpoint, client, server, nflows)
     return FlowTable(flow=flow, endpoint=endpoint, side=side, client=client, server=server,
                      handshake=handshake, isn=isn, isn_from_syn=from_syn, netns=netns,
-                     socks=socks)
+                     socks=socks, first=f_first)
 
 
 def _check_namespaces(c: EventColumns, t: EventTuples, tup: np.ndarray) -> None:

@@ -12,12 +12,14 @@ Memory: the whole trace is held as per-event columns while the tables are
 made (about 200 bytes an event at the peak, step_table's); each column is
 let go after the last stage that reads it, and the per-flow statistics
 keep only the times and per-packet and per-message rows. The batches are
-read one at a time; the text is made flow by flow (stats_by_flow).
+read one at a time; the text is made flow by flow (stats_by_flow). A large
+file is rebuilt a part at a time instead (parts.py: PreparedStats.of_part).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import ipaddress
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -160,14 +162,30 @@ class PreparedStats:
         c = columns_of(inp.events)
         release_freed_memory()
         # The batches are not kept; the records are complete once they are read.
-        self.inp = StatsInput(path=inp.path, events=(), lost=list(inp.lost),
-                              lost_total=inp.lost_total, cut_short=inp.cut_short)
-        pt = ProbeTable.build(c.probe_names, lookup)
+        records = StatsInput(path=inp.path, events=(), lost=list(inp.lost),
+                             lost_total=inp.lost_total, cut_short=inp.cut_short)
+        self._prepare(c, ProbeTable.build(c.probe_names, lookup), records, 0, False, None)
+
+    @classmethod
+    def of_part(cls, c: EventColumns, pt: ProbeTable, records: StatsInput, first_step: int,
+                first_ts: int | None) -> PreparedStats:
+        """The tables of a part of a trace, in columns: steps numbered from
+        first_step, loss windows from the whole trace's records and first
+        event time (first_ts). Its flows' accounts leave out the losses
+        during each flow (flow_span: the caller knows the trace's times)."""
+        self = cls.__new__(cls)
+        self._prepare(c, pt, records, first_step, True, first_ts)
+        return self
+
+    def _prepare(self, c: EventColumns, pt: ProbeTable, records: StatsInput,
+                 first_step: int, part: bool, first_ts: int | None) -> None:
+        self.inp = records
+        self._part, self._first_ts = part, first_ts
         r = event_rules(c, pt)
         c = _without(c, "end_seq", "ack")  # read by the rules only
         ft = flow_table(c, r, pt)
         c = _without(c, "sk", "netns", "has_saddr")  # read by the flows only
-        st = step_table(c, r, pt, ft)
+        st = step_table(c, r, pt, ft, first_step)
         work = _FlowWork(c, r, pt, ft, st)
         # Of the per-event columns, the statistics of any flow need only the
         # times (and, for the syscall points, each event's message): the
@@ -182,6 +200,21 @@ class PreparedStats:
     def flow_count(self) -> int:
         return self._work.ft.count
 
+    @property
+    def flow_firsts(self) -> np.ndarray:
+        """Each flow's first event (its number's order)."""
+        return self._work.ft.first
+
+    @property
+    def step_keys(self) -> np.ndarray:
+        """Each step's first event, in step order."""
+        return self._work.st.keys
+
+    def flow_span(self, f: int) -> tuple[int, int]:
+        """Flow f's (0-based) start_ns and end_ns."""
+        st = self._work.st
+        return int(st.flow_start[f]), int(st.flow_end[f])
+
     def stats(self, flow: int | None = None) -> TraceStats:
         """All flows, or flow `flow` (1-based; KeyError if there is none)."""
         head, flows = self.stats_by_flow(flow)
@@ -195,7 +228,8 @@ class PreparedStats:
         inp, work, ts = self.inp, self._work, self.ts
         if flow is not None and not 1 <= flow <= self.flow_count:
             raise KeyError(flow)
-        stamps = [int(ts[0])] if len(ts) else []
+        first = self._first_ts if self._part else int(ts[0]) if len(ts) else None
+        stamps = [first] if first is not None else []
         stamps += [rec.ts_ns for rec in inp.lost]
         start = min(stamps) if stamps else 0
         gaps = sorted(inp.lost, key=lambda rec: rec.ts_ns)
@@ -221,7 +255,8 @@ class PreparedStats:
                     hop_stats = _hop_stats(work.pk_order[bounds[f]:bounds[made]], pk.flow,
                                            pk.sender, pp)
                 yield work.flow_stats(f, placed.pop(f), pp, hop_stats.pop(f + 1, []),
-                                      work.flow_gaps(f, gaps), inp.cut_short)
+                                      [] if self._part else work.flow_gaps(f, gaps),
+                                      inp.cut_short)
 
         return head, flows()
 
@@ -435,13 +470,6 @@ class _FlowWork:
         retrans = self.st.packets.retransmission
         counted = {row for row in rows if not retrans[row]}
         unknown = sum(x is None for x in sends.counts)
-        notes = []
-        if unknown:
-            notes.append(f"{unknown} send(s) without a return value")
-        if gaps:
-            notes.append(f"{sum(g.count for g in gaps)} event(s) lost during the flow")
-        if cut_short:
-            notes.append("trace cut short")
         return ByteAccount(
             flow=f + 1, sender=ROLES[s],
             written=sum(x for x in sends.counts if x is not None and x > 0),
@@ -457,8 +485,21 @@ class _FlowWork:
             copied=int(self.copied[g]),
             copies=int(self.copies_n[g]),
             complete=not gaps and not cut_short,
-            notes=tuple(notes),
+            notes=account_notes(unknown, gaps, cut_short),
         )
+
+
+def account_notes(unknown_sends: int, gaps: Sequence[Lost], cut_short: str | None
+                  ) -> tuple[str, ...]:
+    """ByteAccount.notes (gaps: the loss records during the flow)."""
+    notes = []
+    if unknown_sends:
+        notes.append(f"{unknown_sends} send(s) without a return value")
+    if gaps:
+        notes.append(f"{sum(g.count for g in gaps)} event(s) lost during the flow")
+    if cut_short:
+        notes.append("trace cut short")
+    return tuple(notes)
 
 
 # message_bytes unknown (no return value seen); a real count is above -2**40
@@ -537,19 +578,15 @@ def _hop_stats(rows: np.ndarray, flow: np.ndarray, sender: np.ndarray, pp: Packe
 
 def _flow_packets(prow: np.ndarray, step: np.ndarray, sender: np.ndarray, flags: np.ndarray,
                   payload: np.ndarray, pp: PacketPoints) -> FlowPackets:
-    labels: dict[tuple[int, int], str] = {}
-    label_list = []
-    for fl, pay in zip(flags[prow].tolist(), payload[prow].tolist(), strict=True):
-        label = labels.get((fl, pay))
-        if label is None:
-            label = labels[(fl, pay)] = _label(fl, pay)
-        label_list.append(label)
+    label_list = [_label(fl, pay)
+                  for fl, pay in zip(flags[prow].tolist(), payload[prow].tolist(), strict=True)]
     return FlowPackets(step=step[prow].tolist(), label=label_list,
                        sender=[ROLES[x] for x in sender[prow].tolist()],
                        klass=[CLASSES[x] for x in pp.klass[prow].tolist()],
                        hops=pp.hops[prow], has_hop=pp.has_hop[prow], gap=pp.gap[prow].tolist())
 
 
+@functools.lru_cache(maxsize=1 << 12)  # a few (flags, payload) pairs recur in every flow
 def _label(flags: int, payload: int) -> str:
     probe = Segment(Endpoint("0.0.0.0", 0), Endpoint("0.0.0.0", 0), 0, 0, flags, None, payload)
     return probe.label

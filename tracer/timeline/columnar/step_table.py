@@ -83,6 +83,7 @@ class StepTable:
     packets: PacketTable
     messages: MessageTable
     steps: int  # number of steps
+    keys: np.ndarray  # each step's first event, in step order
     step_flow: np.ndarray  # per event: the flow of the step it is in, -1 none
     flow_start: np.ndarray  # per flow: Flow.start_ns
     flow_end: np.ndarray  # per flow: Flow.end_ns
@@ -93,7 +94,10 @@ class StepTable:
 EVENT_INDEX = np.int32
 
 
-def step_table(c: EventColumns, r: EventRules, pt: ProbeTable, ft: FlowTable) -> StepTable:
+def step_table(c: EventColumns, r: EventRules, pt: ProbeTable, ft: FlowTable,
+               first_step: int = 0) -> StepTable:
+    """Steps numbered from first_step in order (a part of a trace is
+    numbered after the parts before it)."""
     # Each per-event temporary is deleted after its last use: a 10 M-event
     # trace holds 80 MB per int64 column.
     n = len(c)
@@ -201,7 +205,7 @@ def step_table(c: EventColumns, r: EventRules, pt: ProbeTable, ft: FlowTable) ->
                 raise Irregular("a lead-in segment event (tcp_retransmit_skb) that opens "
                                 "its own packet")
             is_key[w] = True
-    step_of_key = np.cumsum(is_key) - 1
+    step_of_key = np.cumsum(is_key) - 1 + first_step
     steps = int(is_key.sum())
 
     # Packet ids: its first event is a lead-in when one joined at creation.
@@ -261,6 +265,7 @@ def step_table(c: EventColumns, r: EventRules, pt: ProbeTable, ft: FlowTable) ->
         seg_of_event=_with_leads(pkt_of, leads[joined_pkt & r.is_seg[leads]],
                                  lead_pkt[joined_pkt & r.is_seg[leads]]))
     return StepTable(placement=place, packets=packets, messages=mt, steps=steps,
+                     keys=np.flatnonzero(is_key),
                      step_flow=step_flow, flow_start=start, flow_end=end)
 
 

@@ -1,0 +1,207 @@
+"""Differential tests of `--stats` rebuilt in parts (tracer/timeline/columnar/
+parts.py): on a version 2 file, the text of the parts, however small, is the
+text of the whole trace's columnar statistics (itself the object path's,
+test_stats_columnar.py), for all flows and for one."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from kpath.cli_view import replay_cmd
+from tests.replay.recordings import RECORDINGS, needs_recordings
+from tests.replay.test_stats_columnar import _unit_traces, _write_in_batches, recording
+from tests.synthetic import mixed_trace, synthetic_trace
+from tracer.events import Context
+from tracer.timeline import build_timeline
+from tracer.timeline.columnar import (
+    Irregular,
+    PartedStats,
+    PreparedStats,
+    stats_input_of,
+    stats_of_scan,
+)
+from tracer.timeline.columnar import parts as parts_module
+from tracer.timeline.event_rules import probe_spec, recorded_probes
+from tracer.tracefile import (
+    Trace,
+    TraceWriter,
+    probe_specs,
+    read_trace,
+    scan_trace,
+    with_probes,
+)
+from viz.stats_columnar import render_trace_stats, trace_stats_text
+from viz.stats_text import render_stats
+
+pytestmark = needs_recordings
+
+LOSSLESS = [p for p in RECORDINGS if "lossy" not in p.name]
+
+
+def _write(trace: Trace, path: Path, rows: int = 97) -> None:
+    """A version 2 file of the trace's events in file order, `rows` a batch
+    (its header lists every probe the events name)."""
+    writer = TraceWriter(path, with_probes(trace.header, [ev.probe for ev in trace.events]))
+    for at in range(0, len(trace.events), rows):
+        writer.events_batch(trace.events[at:at + rows])
+    for rec in trace.lost:
+        writer.lost_events(rec)
+    writer.close("test")
+
+
+def _in_time_order(trace: Trace) -> Trace:
+    return dataclasses.replace(trace, events=sorted(trace.events, key=lambda ev: ev.ts_ns))
+
+
+def _parted_text(path: Path, flow: int | None) -> tuple[str, bool]:
+    """(--stats text from the file, whether it was rebuilt in parts)."""
+    scan = scan_trace(path)
+    with recorded_probes(probe_specs(scan.header.probes)):
+        prepared = stats_of_scan(scan, lambda: scan_trace(path), probe_spec)
+        return ("".join(trace_stats_text(*prepared.stats_by_flow(flow))),
+                isinstance(prepared, PartedStats))
+
+
+def assert_parts_same_text(trace: Trace, tmp_path: Path, flows: list[int | None],
+                           parts: tuple[int, ...] = (1, 50, 1 << 17)) -> None:
+    path = tmp_path / "trace.kpath"
+    _write(trace, path)
+    with recorded_probes(probe_specs(trace.header.probes)):
+        whole = PreparedStats(stats_input_of(read_trace(path)), probe_spec)
+        want = {flow: render_trace_stats(whole.stats(flow)) for flow in flows}
+    for part in parts:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(parts_module, "PART_EVENTS", part)
+            for flow in flows:
+                got, parted = _parted_text(path, flow)
+                assert parted
+                assert got == want[flow], f"part {part}, flow {flow}:\n" + "".join(
+                    difflib.unified_diff(want[flow].splitlines(True), got.splitlines(True),
+                                         "whole", "parts"))
+
+
+@pytest.mark.parametrize("path", RECORDINGS, ids=lambda p: p.name)
+def test_recording_in_parts_same_text(path: Path, tmp_path: Path) -> None:
+    assert_parts_same_text(recording(path), tmp_path, [None, 1])
+
+
+@pytest.mark.parametrize("path", LOSSLESS, ids=lambda p: p.name)
+def test_overlapping_copies_in_parts_same_text(path: Path, tmp_path: Path) -> None:
+    """Copies in flight together: groups complete out of flow order, so
+    flows and steps are numbered across parts."""
+    trace = _in_time_order(synthetic_trace(recording(path), 7, 3))
+    assert_parts_same_text(trace, tmp_path, [None, 2, 7])
+
+
+def test_mixed_recordings_out_of_time_order_in_parts_same_text(tmp_path: Path) -> None:
+    """Copies of every recording written copy after copy: the file is not
+    in time order (each part is sorted as the whole trace is)."""
+    trace = mixed_trace([recording(p) for p in LOSSLESS], 3, 3)
+    events = trace.events
+    assert any(b.ts_ns < a.ts_ns for a, b in zip(events, events[1:], strict=False))
+    assert_parts_same_text(trace, tmp_path, [None, 1, 3 * len(LOSSLESS)])
+
+
+def _shared_contexts(trace: Trace) -> Trace:
+    """Every copy's softirq events on one thread, and every task event on
+    another: lead-ins, trailers and syscalls of all flows in two contexts."""
+    return dataclasses.replace(trace, events=[
+        dataclasses.replace(ev, tid=1 if ev.ctx is not Context.TASK else 2, tgid=2)
+        for ev in trace.events])
+
+
+def test_shared_contexts_in_parts_same_text(tmp_path: Path) -> None:
+    trace = _shared_contexts(_in_time_order(mixed_trace([recording(p) for p in LOSSLESS], 2, 2)))
+    assert_parts_same_text(trace, tmp_path, [None, 2])
+
+
+def test_unit_traces_in_parts_same_text(tmp_path: Path) -> None:
+    """The correlation unit tests' hand-made traces."""
+    done = 0
+    for i, (_, trace) in enumerate(_unit_traces()):
+        try:
+            with recorded_probes(probe_specs(trace.header.probes)):
+                PreparedStats(stats_input_of(trace), probe_spec)
+        except Irregular:
+            continue
+        sub = tmp_path / str(i)
+        sub.mkdir()
+        assert_parts_same_text(trace, sub, [None], parts=(1, 1 << 17))
+        done += 1
+    assert done >= 20
+
+
+@pytest.mark.parametrize("copies,overlap", [(1, 1), (4, 3)])
+def test_lossy_trace_in_parts_same_text(tmp_path: Path, copies: int, overlap: int) -> None:
+    """Loss records riding on the batches: each part marks its packets by
+    the whole trace's loss windows, and each flow counts the losses during
+    it (up to the trace's next event) as the whole trace does."""
+    lossy = [p for p in RECORDINGS if "lossy" in p.name]
+    trace = mixed_trace([recording(p) for p in [*lossy, LOSSLESS[0]]], copies, overlap)
+    assert trace.lost
+    path = tmp_path / "lossy.kpath"
+    _write_in_batches(_in_time_order(trace), path, 13)
+    with recorded_probes(probe_specs(trace.header.probes)):
+        tl = build_timeline(read_trace(path))
+    for part in (1, 40, 1 << 17):
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(parts_module, "PART_EVENTS", part)
+            for flow in (None, 1, len(tl.flows)):
+                got, parted = _parted_text(path, flow)
+                assert parted
+                with recorded_probes(probe_specs(trace.header.probes)):
+                    assert got == render_stats(tl, flow), f"part {part}, flow {flow}"
+
+
+def test_cli_stats_in_parts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    trace = _in_time_order(synthetic_trace(recording(LOSSLESS[0]), 5, 3))
+    path = tmp_path / "five.kpath"
+    _write(trace, path)
+    monkeypatch.setattr(parts_module, "PART_EVENTS", 100)
+    tl = build_timeline(read_trace(path))
+    for args in ([], ["--flow", "4"]):
+        res = CliRunner().invoke(replay_cmd, [str(path), "--stats", *args])
+        assert res.exit_code == 0, res.output
+        assert res.stdout == render_stats(tl, int(args[1]) if args else None)
+    bad = CliRunner().invoke(replay_cmd, [str(path), "--stats", "--flow", "6"])
+    assert bad.exit_code == 2 and "no flow 6" in bad.stderr
+
+
+def test_empty_trace_in_parts_same_text(tmp_path: Path) -> None:
+    from tests.unit.synthetic_traces import SyntheticTrace
+
+    assert_parts_same_text(SyntheticTrace().trace(), tmp_path, [None])
+
+
+def test_batches_out_of_time_order_in_parts_same_text(tmp_path: Path) -> None:
+    """Each batch's events written newest first (its contexts' neighbours in
+    time are not file neighbours; the copies' softirq events share one
+    context): still rebuilt in parts, same text."""
+    trace = _in_time_order(mixed_trace([recording(p) for p in LOSSLESS], 3, 3))
+    trace = dataclasses.replace(trace, events=[
+        ev if ev.ctx is Context.TASK else dataclasses.replace(ev, tid=1)
+        for ev in trace.events])
+    rows = 97
+    events = [ev for at in range(0, len(trace.events), rows)
+              for ev in reversed(trace.events[at:at + rows])]
+    assert_parts_same_text(dataclasses.replace(trace, events=events), tmp_path, [None, 2],
+                           parts=(1, 1 << 17))
+
+
+def test_context_out_of_time_order_across_batches_rebuilt_whole(tmp_path: Path) -> None:
+    """A context whose events go back in time from one batch to the next:
+    its neighbours in time are not known batch by batch, so the trace is
+    rebuilt whole (same text)."""
+    trace = _in_time_order(synthetic_trace(recording(LOSSLESS[0]), 3, 2))
+    trace = dataclasses.replace(trace, events=trace.events[::-1])
+    path = tmp_path / "backwards.kpath"
+    _write(trace, path)
+    got, parted = _parted_text(path, None)
+    assert not parted
+    with recorded_probes(probe_specs(trace.header.probes)):
+        assert got == render_stats(build_timeline(read_trace(path)))

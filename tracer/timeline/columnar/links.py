@@ -1,0 +1,195 @@
+"""Pass 1 of --stats in parts (parts.py): events joined into groups that
+no rule of the reconstruction crosses, batch by batch, with a union-find
+over the keys they share. The links are a superset of the reconstruction's
+(as tracer/timeline/windows.py takes them, but a group need not be a run of
+consecutive events, so overlapping connections still fall apart):
+- a 4-tuple (flows, sequence bases, packets, netns checks);
+- a socket pointer (the sk map lends flows to events without addresses);
+- a thread's task context (syscalls and the events nested in them);
+- a context's events of probes that can return (entry/return pairing);
+- a lead-in or trailer capture and the events before and after it in time
+  in its context (what it waits for or joins, across other lead-ins).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+
+import numpy as np
+
+from probes.catalog import ProbeSpec
+from tracer.timeline.columnar.columns import NO_EP, TASK
+from tracer.timeline.columnar.event_table import PORT_MASK
+from tracer.timeline.columnar.grouping import factorize, first_index
+from tracer.timeline.columnar.probe_table import ProbeTable
+
+LINK_COLUMNS = ("ts", "probe", "is_return", "ctx", "softirq", "tid", "sk", "src", "dst")
+
+
+class ProbeFlags:
+    """Per probe code: may return (pairing), and a lead-in or trailer capture."""
+
+    def __init__(self, lookup: Callable[[str], ProbeSpec | None]) -> None:
+        self.lookup = lookup
+        self.names: tuple[str, ...] = ()
+        self.pairs = np.zeros(0, dtype=bool)
+        self.chained = np.zeros(0, dtype=bool)
+
+    def update(self, names: tuple[str, ...]) -> None:
+        if names == self.names:
+            return
+        self.names = names
+        specs = [self.lookup(name) for name in names]
+        self.pairs = np.array([s is None or s.has_return for s in specs], dtype=bool)
+        pt = ProbeTable.build(names, self.lookup)
+        # step_table's lead-ins and trailers, by capture alone (a superset).
+        self.chained = pt.softirq | pt.noack | pt.sock_or_socket
+
+
+class Links:
+    """Pass 1: union-find over the keys events share, batch by batch."""
+
+    def __init__(self, lookup: Callable[[str], ProbeSpec | None]) -> None:
+        self.probe_code: dict[str, int] = {}
+        self.flags = ProbeFlags(lookup)
+        self.parent = np.zeros(1 << 12, dtype=np.int64)
+        self.last = np.zeros(1 << 12, dtype=np.int64)  # per node, its last event
+        self.size = 0
+        # Keys as one int (tag in the low 2 bits): a tuple per key would
+        # cost twice the memory, and a large trace has millions of keys.
+        self.ids: dict[int, int] = {}
+        # context -> its latest event: time << 40 | node << 1 | chained
+        self.ctx_tail: dict[int, int] = {}
+        self.ctx_disorder = False  # a context's events out of time order across batches
+        self.nodes: deque[np.ndarray] = deque()  # per batch, each event's node
+        self.events = 0
+        self.first_ts: int | None = None
+        self.return_probes: set[int] = set()
+
+    def _new(self, count: int) -> np.ndarray:
+        if self.size + count > len(self.parent):
+            room = max(2 * len(self.parent), self.size + count)
+            self.parent = np.resize(self.parent, room)
+            self.last = np.resize(self.last, room)
+        out = np.arange(self.size, self.size + count, dtype=np.int64)
+        self.parent[self.size:self.size + count] = out
+        self.size += count
+        return out
+
+    def _nodes_of(self, tag: int, *cols: np.ndarray) -> np.ndarray:
+        """The node of each row's key (tag, *cols), made when new; cols of
+        48 bits at most but the last."""
+        if not len(cols[0]):
+            return np.zeros(0, dtype=np.int64)
+        grp, ng = factorize(*cols)
+        firsts = first_index(grp, ng)
+        ids = np.empty(ng, dtype=np.int64)
+        known = self.ids
+        fresh: list[tuple[int, int]] = []  # (group, key) of keys seen first here
+        for g, values in enumerate(zip(*(col[firsts].tolist() for col in cols), strict=True)):
+            key = 0
+            for v in values:
+                key = (key << 48) | v
+            key = (key << 2) | tag
+            node = known.get(key)
+            if node is None:
+                fresh.append((g, key))
+            else:
+                ids[g] = node
+        if fresh:
+            nodes = self._new(len(fresh))
+            for (g, key), node in zip(fresh, nodes.tolist(), strict=True):
+                known[key] = node
+                ids[g] = node
+        out: np.ndarray = ids[grp]
+        return out
+
+    def _find(self, x: int) -> int:
+        p = self.parent
+        while p[x] != x:
+            p[x] = p[p[x]]
+            x = int(p[x])
+        return x
+
+    def add(self, cols: dict[str, np.ndarray]) -> None:
+        n = len(cols["ts"])
+        if not n:
+            return
+        self.flags.update(tuple(self.probe_code))
+        low = int(cols["ts"].min())
+        self.first_ts = low if self.first_ts is None else min(self.first_ts, low)
+        probe = cols["probe"]
+        self.return_probes.update(np.unique(probe[cols["is_return"]]).tolist())
+        src, dst, sk, tid = cols["src"], cols["dst"], cols["sk"], cols["tid"]
+        ctx = ((tid.astype(np.int64) << 16) | ((cols["ctx"].astype(np.int64) + 1) << 8)
+               | (cols["softirq"].astype(np.int64) + 1))
+        has_tuple = ((src != NO_EP) & (dst != NO_EP) & ((src & PORT_MASK) != 0)
+                     & ((dst & PORT_MASK) != 0))
+        keyed: list[tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]]] = [
+            (has_tuple, lambda m: self._nodes_of(0, np.minimum(src[m], dst[m]),
+                                                 np.maximum(src[m], dst[m]))),
+            (sk != 0, lambda m: self._nodes_of(1, sk[m])),
+            (cols["ctx"] == TASK, lambda m: self._nodes_of(2, tid[m])),
+            (self.flags.pairs[probe], lambda m: self._nodes_of(3, ctx[m])),
+        ]
+        rep = np.full(n, -1, dtype=np.int64)
+        ends: list[tuple[np.ndarray, np.ndarray]] = []
+        for mask, nodes_of in keyed:
+            rows = np.flatnonzero(mask)
+            node = nodes_of(rows)
+            free = rep[rows] < 0
+            rep[rows[free]] = node[free]
+            tie = ~free & (rep[rows] != node)
+            ends.append((rep[rows[tie]], node[tie]))
+        lone = np.flatnonzero(rep < 0)
+        rep[lone] = self._new(len(lone))
+        # Lead-ins and trailers: with their neighbours in time in their context.
+        ts = cols["ts"]
+        order = np.lexsort((ts, ctx))
+        k, r, chained, t = ctx[order], rep[order], self.flags.chained[probe[order]], ts[order]
+        same = k[1:] == k[:-1]
+        tie = same & (chained[1:] | chained[:-1])
+        ends.append((r[1:][tie], r[:-1][tie]))
+        heads = np.flatnonzero(np.r_[True, ~same])
+        extra: list[tuple[int, int]] = []
+        node_bits = (1 << 40) - 1
+        for key, node, ch, at in zip(k[heads].tolist(), r[heads].tolist(),
+                                     chained[heads].tolist(), t[heads].tolist(), strict=True):
+            before = self.ctx_tail.get(key)
+            if before is None:
+                continue
+            if at < before >> 40:
+                self.ctx_disorder = True
+            if before & 1 or ch:
+                extra.append(((before & node_bits) >> 1, node))
+        tails = np.flatnonzero(np.r_[~same, True])
+        for key, node, ch, at in zip(k[tails].tolist(), r[tails].tolist(),
+                                     chained[tails].tolist(), t[tails].tolist(), strict=True):
+            self.ctx_tail[key] = at << 40 | node << 1 | ch
+        if extra:
+            pairs = np.array(extra, dtype=np.int64)
+            ends.append((pairs[:, 0], pairs[:, 1]))
+        a = np.concatenate([e[0] for e in ends])
+        b = np.concatenate([e[1] for e in ends])
+        for packed in np.unique((np.minimum(a, b) << 32) | np.maximum(a, b)).tolist():
+            ra, rb = self._find(packed >> 32), self._find(packed & 0xFFFFFFFF)
+            if ra != rb:
+                self.parent[max(ra, rb)] = min(ra, rb)
+        self.nodes.append(rep.astype(np.int32))
+        np.maximum.at(self.last, rep, np.arange(self.events, self.events + n))
+        self.events += n
+
+    def groups(self) -> tuple[np.ndarray, np.ndarray]:
+        """(each node's group, each group's last event position); the keys
+        are let go (`nodes` stays, for pass 2)."""
+        self.ids, self.ctx_tail = {}, {}
+        roots = self.parent[:self.size]
+        while True:
+            up = roots[roots]
+            if (up == roots).all():
+                break
+            roots = up
+        last = np.full(self.size, -1, dtype=np.int64)
+        np.maximum.at(last, roots, self.last[:self.size])
+        return roots.astype(np.int32), last

@@ -1,0 +1,259 @@
+"""--stats of a large trace file in bounded memory: its events rebuilt in
+parts of independent groups, with the text the whole trace gives.
+
+Pass 1 (links.py) reads the columns that tie events together and joins
+events into groups no rule of the reconstruction crosses. Pass 2 reads the
+file again and holds each event until its group is complete; complete
+groups are rebuilt together in parts of about PART_EVENTS events
+(PreparedStats on their columns in time order, steps identified by their
+first event's index in the order parts are rebuilt), each flow's statistics
+spooled to a temporary file. At the end flows are numbered in order of their
+first event and steps by their first event's rank among all steps' (order:
+time, then file position, as a stable sort).
+
+Loss records are read in pass 1: each part marks its packets by the
+trace's loss windows; the losses during a flow (up to the trace's next event
+after it) are counted once every event's time is known, as flows are read
+back. A trace is rebuilt whole when it has a return of a probe not known to
+return, or a context whose events are out of time order across batches (its
+neighbours in time are then not known batch by batch).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pickle
+import re
+import tempfile
+from collections.abc import Callable, Iterator
+from typing import IO, Any
+
+import numpy as np
+
+from probes.catalog import ProbeSpec
+from tracer.events import Endpoint
+from tracer.timeline.accounting import ByteAccount
+from tracer.timeline.columnar.columns import EventColumns, batch_columns, release_freed_memory
+from tracer.timeline.columnar.links import LINK_COLUMNS, Links
+from tracer.timeline.columnar.probe_table import ProbeTable
+from tracer.timeline.columnar.source import ScannedInput
+from tracer.timeline.columnar.stats import (
+    FlowPackets,
+    FlowStats,
+    HopRow,
+    PreparedStats,
+    StatsInput,
+    StreamNote,
+    TraceStats,
+    account_notes,
+)
+from tracer.tracefile import Lost, TraceScan
+
+PART_EVENTS = 1 << 16  # events rebuilt at once: ~300 bytes each at the peak
+_STEP_ID = re.compile(r"#(\d+)")  # step ids in the stream problems' text
+
+
+class PartedStats:
+    """PreparedStats' interface (flow_count, inp, stats_by_flow) for a trace
+    rebuilt part by part; the flows' statistics wait in a temporary file."""
+
+    def __init__(self, links: Links, scan: TraceScan, records: StatsInput) -> None:
+        self.inp = records
+        self.events = links.events
+        root, last = links.groups()
+        names = tuple(links.probe_code)
+        pt = ProbeTable.build(names, links.flags.lookup)
+        # Lives as long as the statistics (deleted on close, by the system).
+        self._spool: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115
+        # per flow: its first event's (time, file position), offset, size
+        self._index: list[tuple[int, int, int, int]] = []
+        # per step, in id order (parts number theirs one after another):
+        # its first event's (time, file position)
+        self._key_ts: list[np.ndarray] = []
+        self._key_pos: list[np.ndarray] = []
+        self._steps = 0
+        self._first_ts = links.first_ts
+        # The losses in time order, and the time of the last event before each.
+        self._gaps = sorted(records.lost, key=lambda rec: rec.ts_ns)
+        stamps = np.array([g.ts_ns for g in self._gaps], dtype=np.int64)
+        self._before = np.full(len(stamps), np.iinfo(np.int64).min)
+        # Events read but not rebuilt, in file order: pieces of batches,
+        # each with the last position its groups end at.
+        held: list[tuple[int, dict[str, np.ndarray]]] = []
+        count = at = 0
+        with scan:
+            for batch in scan:
+                cols = batch_columns(batch, links.probe_code)
+                n = len(cols["ts"])
+                if not n:
+                    continue
+                cols["pos"] = np.arange(at, at + n, dtype=np.int64)
+                cols["last"] = last[root[links.nodes.popleft()]]
+                if len(stamps):
+                    self._note_times(cols["ts"], stamps)
+                held.append((int(cols["last"].min()), cols))
+                at += n
+                count += n
+                if count >= PART_EVENTS:
+                    held = self._part(held, at, names, pt)
+                    count = 0
+        self._part(held, at + 1, names, pt)
+        if at != self.events:
+            raise RuntimeError(f"{scan.path}: read {at} events, then {self.events}")
+
+    @property
+    def flow_count(self) -> int:
+        return len(self._index)
+
+    def _note_times(self, ts: np.ndarray, stamps: np.ndarray) -> None:
+        times = np.sort(ts)
+        at = np.searchsorted(times, stamps, side="left") - 1
+        found = np.where(at >= 0, times[np.maximum(at, 0)], np.iinfo(np.int64).min)
+        np.maximum(self._before, found, out=self._before)
+
+    def _flow_gaps(self, start: int, end: int) -> list[Lost]:
+        """_FlowWork.flow_gaps: the losses from the flow's start up to the
+        trace's first event after its end (one with no event between the
+        flow's end and itself)."""
+        return [g for g, before in zip(self._gaps, self._before.tolist(), strict=True)
+                if start <= g.ts_ns and before <= end]
+
+    def _part(self, held: list[tuple[int, dict[str, np.ndarray]]], read: int,
+              names: tuple[str, ...], pt: ProbeTable) -> list[tuple[int, dict[str, np.ndarray]]]:
+        """Rebuilds the held events whose groups end before `read`; returns
+        the rest. A piece none of whose groups is complete is not copied:
+        a group spanning the trace costs no copy per part."""
+        ready: list[dict[str, np.ndarray]] = []
+        rest: list[tuple[int, dict[str, np.ndarray]]] = []
+        for first_end, cols in held:
+            if first_end >= read:
+                rest.append((first_end, cols))
+                continue
+            done = cols["last"] < read
+            if done.all():
+                ready.append(cols)
+                continue
+            ready.append({name: col[done] for name, col in cols.items()})
+            left = {name: col[~done] for name, col in cols.items()}
+            rest.append((int(left["last"].min()), left))
+        held.clear()
+        if not ready:
+            return rest
+        cols = {name: np.concatenate([r[name] for r in ready]) for name in ready[0]}
+        del ready, cols["last"]
+        ts = cols["ts"]
+        if len(ts) > 1 and (ts[1:] < ts[:-1]).any():
+            order = np.argsort(ts, kind="stable")  # file order breaks ties
+            cols = {name: col[order] for name, col in cols.items()}
+        pos = cols.pop("pos")
+        self._rebuild(EventColumns(probe_names=names, **cols), pos, pt)
+        del cols, pos
+        release_freed_memory()
+        return rest
+
+    def _rebuild(self, c: EventColumns, pos: np.ndarray, pt: ProbeTable) -> None:
+        ts = c.ts
+        prepared = PreparedStats.of_part(c, pt, self.inp, self._steps, self._first_ts)
+        del c
+        firsts = prepared.flow_firsts
+        keys = prepared.step_keys
+        self._steps += len(keys)
+        self._key_ts.append(ts[keys])
+        self._key_pos.append(pos[keys])
+        _, flows = prepared.stats_by_flow()
+        for fl in flows:
+            row = (*_row_of(fl), prepared.flow_span(fl.number - 1))
+            data = pickle.dumps(row, protocol=pickle.HIGHEST_PROTOCOL)
+            first = firsts[fl.number - 1]
+            self._index.append((int(ts[first]), int(pos[first]), self._spool.tell(), len(data)))
+            self._spool.write(data)
+
+    def stats_by_flow(self, flow: int | None = None) -> tuple[TraceStats, Iterator[FlowStats]]:
+        """As PreparedStats.stats_by_flow."""
+        if flow is not None and not 1 <= flow <= self.flow_count:
+            raise KeyError(flow)
+        inp = self.inp
+        head = TraceStats(path=inp.path, events=self.events, flow_count=self.flow_count,
+                          lost_total=inp.lost_total, cut_short=inp.cut_short,
+                          lost_noticed=sum(g.count for g in self._gaps),
+                          has_gaps=bool(self._gaps), flows=[])
+        # A step's number is its first event's rank by (time, file position).
+        key_ts = np.concatenate(self._key_ts) if self._key_ts else np.zeros(0, np.int64)
+        key_pos = np.concatenate(self._key_pos) if self._key_pos else np.zeros(0, np.int64)
+        rank = np.empty(len(key_ts), dtype=np.int64)
+        rank[np.lexsort((key_pos, key_ts))] = np.arange(len(key_ts))
+        del key_ts, key_pos
+        order = sorted(self._index)
+
+        def flows() -> Iterator[FlowStats]:
+            for number, (_, _, offset, size) in enumerate(order, 1):
+                if flow is not None and number != flow:
+                    continue
+                self._spool.seek(offset)
+                *row, span = pickle.loads(self._spool.read(size))
+                gaps = self._flow_gaps(*span) if self._gaps else []
+                yield _flow_of(tuple(row), number, rank, gaps, inp.cut_short)
+
+        return head, flows()
+
+
+# The spool holds flows as tuples of plain values: pickling the frozen
+# dataclasses themselves costs several times more (their state is read field
+# by field through dataclasses.fields).
+_ACCOUNT_FIELDS = tuple(f.name for f in dataclasses.fields(ByteAccount) if f.name != "flow")
+
+
+def _row_of(fl: FlowStats) -> tuple[Any, ...]:
+    p = fl.packets
+    return (fl.number, fl.client.addr, fl.client.port, fl.server.addr, fl.server.port, fl.netns,
+            fl.socks, [tuple(getattr(a, name) for name in _ACCOUNT_FIELDS) for a in fl.accounts],
+            [(n.sender, n.anchor, n.problems) for n in fl.streams],
+            [tuple(h) for h in fl.hop_stats],
+            (p.step, p.label, p.sender, p.klass, p.hops, p.has_hop, p.gap))
+
+
+def _flow_of(row: tuple[Any, ...], number: int, rank: np.ndarray, gaps: list[Lost],
+             cut_short: str | None) -> FlowStats:
+    """A spooled flow with the trace's flow and step numbers (rank: step
+    number by id) and the losses during it."""
+    _, c_addr, c_port, s_addr, s_port, netns, socks, accounts, streams, hops, packets = row
+
+    def renumber(m: re.Match[str]) -> str:
+        return f"#{rank[int(m[1])]}"
+
+    acc = []
+    for a in accounts:
+        fields = dict(zip(_ACCOUNT_FIELDS, a, strict=True))
+        fields.update(notes=account_notes(fields["unknown_sends"], gaps, cut_short),
+                      complete=not gaps and not cut_short)
+        acc.append(ByteAccount(**fields, flow=number))
+    notes = [StreamNote(sender=n[0], anchor=n[1],
+                        problems=tuple(_STEP_ID.sub(renumber, text) for text in n[2]))
+             for n in streams]
+    step, *rest = packets
+    return FlowStats(number=number, client=Endpoint(c_addr, c_port),
+                     server=Endpoint(s_addr, s_port), netns=netns, socks=socks,
+                     accounts=(acc[0], acc[1]), streams=(notes[0], notes[1]),
+                     hop_stats=[HopRow(*h) for h in hops],
+                     packets=FlowPackets(rank[np.array(step, dtype=np.int64)].tolist(), *rest))
+
+
+def stats_of_scan(scan: TraceScan, reopen: Callable[[], TraceScan],
+                  lookup: Callable[[str], ProbeSpec | None]) -> PreparedStats | PartedStats:
+    """--stats tables of a scanned trace: a version 2 file in parts when it
+    can be (pass 1 on `scan`, pass 2 on `reopen()`), else whole (v1: a
+    second parse would cost more than it saves). Irregular as PreparedStats."""
+    if scan.version != 2:
+        return PreparedStats(ScannedInput(scan), lookup)
+    links = Links(lookup)
+    with scan:
+        for batch in scan:
+            links.add(batch_columns(batch, links.probe_code, LINK_COLUMNS))
+    records = ScannedInput(scan)
+    unflagged = any(not links.flags.pairs[p] for p in links.return_probes)
+    if unflagged or links.ctx_disorder:
+        del links
+        return PreparedStats(ScannedInput(reopen()), lookup)
+    return PartedStats(links, reopen(), StatsInput(
+        path=records.path, events=(), lost=list(records.lost), lost_total=records.lost_total,
+        cut_short=records.cut_short))

@@ -148,9 +148,11 @@ def _rate(kind: str, r: dict[str, float]) -> float:
 
 
 def compare(kind: str, workload: list[str], runs: int, workdir: Path,
-            extra: list[str], ab: dict[str, str] | None = None) -> None:
-    """Untraced and traced runs alternately; with `ab`, a third traced run
-    each time with those environment variables (an A/B of a setting)."""
+            extra: list[str], ab: dict[str, str] | None = None,
+            ab_args: list[str] | None = None) -> None:
+    """Untraced and traced runs alternately; with `ab` (environment
+    variables) or `ab_args` (more `kpath trace` options), a third traced run
+    each time with them (an A/B of a setting)."""
     unit = "MiB/s" if kind == "bulk" else "round trips/s"
     plain: list[float] = []
     traced: list[float] = []
@@ -163,18 +165,22 @@ def compare(kind: str, workload: list[str], runs: int, workdir: Path,
         traced.append(_rate(kind, t))
         line = (f"run {i + 1}: untraced {plain[-1]:9.1f}   traced {traced[-1]:9.1f}   "
                 f"events {int(t['events']):7d}   lost {int(t['lost']):7d}")
-        if ab:
-            b = run_once(workload, True, workdir, extra, ab)
+        if ab or ab_args:
+            b = run_once(workload, True, workdir, [*extra, *(ab_args or [])], ab)
             other.append(_rate(kind, b))
-            line += (f"   | {' '.join(ab)}: traced {other[-1]:9.1f}   "
+            line += (f"   | {_ab_name(ab, ab_args)}: traced {other[-1]:9.1f}   "
                      f"events {int(b['events']):7d}   lost {int(b['lost']):7d}")
         print(line, flush=True)
     mu, mt = statistics.median(plain), statistics.median(traced)
     print(f"median: untraced {mu:.1f}, traced {mt:.1f} {unit}; traced/untraced {mt / mu:.2f}")
-    if ab:
+    if ab or ab_args:
         mb = statistics.median(other)
-        print(f"median with {' '.join(f'{k}={v}' for k, v in ab.items())}: traced {mb:.1f} "
-              f"{unit}; traced/untraced {mb / mu:.2f}")
+        print(f"median with {_ab_name(ab, ab_args)}: traced {mb:.1f} "
+              f"{unit}; traced/untraced {mb / mu:.2f}; B/A traced {mb / mt:.2f}")
+
+
+def _ab_name(ab: dict[str, str] | None, ab_args: list[str] | None) -> str:
+    return " ".join([*(f"{k}={v}" for k, v in (ab or {}).items()), *(ab_args or [])])
 
 
 def sweep(max_streams: int, size: int, workdir: Path, extra: list[str]) -> None:
@@ -269,6 +275,9 @@ def main() -> None:
                     help="extra `kpath trace` option (e.g. --trace-arg=--buffer-pages=2048)")
     ap.add_argument("--ab", action="append", default=[], metavar="VAR=VALUE",
                     help="also trace each run with this environment variable set (A/B)")
+    ap.add_argument("--ab-arg", action="append", default=[], metavar="OPTION",
+                    help="also trace each run with this extra `kpath trace` option (A/B; "
+                    "e.g. --ab-arg=--attach-mode=kprobe)")
     ap.add_argument("--workload", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     args, _ = ap.parse_known_args()
     if args.workload:
@@ -290,7 +299,7 @@ def main() -> None:
                "--sweep", str(args.sweep), "--drain", str(args.drain),
                *([] if args.pin else ["--no-pin"]),
                *(f"--trace-arg={a}" for a in args.trace_arg),
-               *(f"--ab={a}" for a in args.ab)]
+               *(f"--ab={a}" for a in args.ab), *(f"--ab-arg={a}" for a in args.ab_arg)]
         raise SystemExit(subprocess.run(cmd, check=False).returncode)
     print(f"# kpath capture bench on {os.uname().release}, {os.cpu_count()} CPUs; "
           f"trace options: {' '.join(args.trace_arg) or '(defaults)'}", flush=True)
@@ -301,9 +310,9 @@ def main() -> None:
         pin = ["--pin", "0"] if args.pin else []
         ab = dict(a.split("=", 1) for a in args.ab)
         compare("bulk", ["bulk", "--size", str(BULK_SIZE), *pin], args.runs, work,
-                args.trace_arg, ab)
+                args.trace_arg, ab, args.ab_arg)
         compare("rr", ["rr", "--count", str(RR_COUNT), "--size", str(RR_SIZE), *pin],
-                args.runs, work, args.trace_arg, ab)
+                args.runs, work, args.trace_arg, ab, args.ab_arg)
         if args.sweep:
             sweep(args.sweep, BULK_SIZE, work, args.trace_arg)
 

@@ -35,6 +35,7 @@ _PRINT_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, _c_char_p, _c_void_p)
 BTF_KIND_STRUCT = 4
 BTF_KIND_DATASEC = 15
 BTF_KIND_TYPEDEF = 8
+BTF_KIND_FUNC = 12
 BPF_ANY = 0
 
 
@@ -46,6 +47,11 @@ class _KprobeOpts(ctypes.Structure):
         ("offset", ctypes.c_size_t),
         ("retprobe", ctypes.c_bool),
     ]
+
+
+class _TraceOpts(ctypes.Structure):
+    # struct bpf_trace_opts (libbpf 0.8+): fentry/fexit attach options
+    _fields_ = [("sz", ctypes.c_size_t), ("cookie", ctypes.c_uint64)]
 
 
 class _BtfType(ctypes.Structure):
@@ -148,6 +154,8 @@ def _declare(lib: ctypes.CDLL) -> None:
         "bpf_program__set_autoload": (ctypes.c_int, [_c_void_p, ctypes.c_bool]),
         "bpf_program__attach": (_c_void_p, [_c_void_p]),
         "bpf_program__attach_kprobe_opts": (_c_void_p, [_c_void_p, _c_char_p, _c_void_p]),
+        "bpf_program__attach_trace_opts": (_c_void_p, [_c_void_p, _c_void_p]),
+        "bpf_program__set_attach_target": (ctypes.c_int, [_c_void_p, ctypes.c_int, _c_char_p]),
         "bpf_link__destroy": (ctypes.c_int, [_c_void_p]),
         "bpf_link__fd": (ctypes.c_int, [_c_void_p]),
         "bpf_program__fd": (ctypes.c_int, [_c_void_p]),
@@ -239,6 +247,30 @@ def vmlinux_btf_has(names: list[tuple[str, int]]) -> dict[str, bool]:
         lb.btf__free(btf)
 
 
+def vmlinux_func_arity(names: list[str]) -> dict[str, int | None]:
+    """How many arguments each named function takes per the running
+    kernel's BTF (None: no such function there, e.g. inlined, renamed by
+    the compiler or in a module): what a BPF trampoline needs."""
+    lb = lib()
+    btf = lb.btf__load_vmlinux_btf()
+    if not btf:
+        _, why = _errno_text()
+        raise PrerequisiteError(f"cannot read the kernel's BTF: {why}")
+    out: dict[str, int | None] = {}
+    try:
+        for name in names:
+            tid = lb.btf__find_by_name_kind(btf, name.encode(), BTF_KIND_FUNC)
+            if tid <= 0:
+                out[name] = None
+                continue
+            # A FUNC's type is its FUNC_PROTO, whose vlen is the parameter count.
+            proto = lb.btf__type_by_id(btf, lb.btf__type_by_id(btf, tid).contents.size_or_type)
+            out[name] = proto.contents.info & 0xFFFF if proto else None
+    finally:
+        lb.btf__free(btf)
+    return out
+
+
 class Link:
     def __init__(self, ptr: int, target: str) -> None:
         self.ptr: int | None = ptr
@@ -283,8 +315,17 @@ class BpfObject:
             raise LoadError(f"{self.path.name} has no program {name}", "")
         return int(prog)
 
+    def has_program(self, name: str) -> bool:
+        return bool(lib().bpf_object__find_program_by_name(self.ptr, name.encode()))
+
     def set_autoload(self, name: str, on: bool) -> None:
         lib().bpf_program__set_autoload(self.program(name), on)
+
+    def set_attach_target(self, name: str, function: str) -> None:
+        """Bind an fentry/fexit program to a kernel function (before load)."""
+        if lib().bpf_program__set_attach_target(self.program(name), 0, function.encode()):
+            _, why = _errno_text()
+            raise LoadError(f"cannot bind {name} to {function}: {why}", take_log())
 
     def map(self, name: str) -> int:
         m = lib().bpf_object__find_map_by_name(self.ptr, name.encode())
@@ -379,6 +420,22 @@ class BpfObject:
         out = Link(int(link), f"{kind}:{symbol}")
         self.links.append(out)
         return out
+
+    def attach_trace(self, prog_name: str, target: str, cookie: int) -> Link:
+        """Attach an fentry/fexit program to the function it was bound to."""
+        take_log()
+        opts = _TraceOpts(sz=ctypes.sizeof(_TraceOpts), cookie=cookie)
+        link = lib().bpf_program__attach_trace_opts(self.program(prog_name), ctypes.byref(opts))
+        if not link:
+            err, why = _errno_text()
+            raise AttachError(f"{target}: {why}", take_log(), err)
+        out = Link(int(link), target)
+        self.links.append(out)
+        return out
+
+    def detach(self, link: Link) -> None:
+        link.destroy()
+        self.links.remove(link)
 
     def missed(self, prog_name: str) -> int:
         """Runs of a loaded program the kernel skipped (recursion_misses: it

@@ -684,7 +684,7 @@ static __always_inline int datagram_iter(u64 probe, struct sk_buff *skb, int off
 
 // Returns: (name, fexit copies, call); R is the return value.
 #define RETURNS(X)                                                                     \
-    X(return, 10, (on_return(P, R, 0)))                                                \
+    X(return, 9, (on_return(P, R, 0)))                                                 \
     X(return_sock, 1, (on_return(P, R, 1)))
 
 #define P bpf_get_attach_cookie(ctx)

@@ -14,6 +14,7 @@ what this backend exists to avoid.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import os
@@ -233,18 +234,25 @@ def _errno_text() -> tuple[int, str]:
     return err, os.strerror(err) if err else "unknown error"
 
 
-def vmlinux_btf_has(names: list[tuple[str, int]]) -> dict[str, bool]:
-    """Which (name, BTF kind) exist in the running kernel's BTF."""
+@contextlib.contextmanager
+def _vmlinux_btf() -> Iterator[int]:
+    """The running kernel's BTF, freed after use."""
     lb = lib()
     btf = lb.btf__load_vmlinux_btf()
     if not btf:
         _, why = _errno_text()
         raise PrerequisiteError(f"cannot read the kernel's BTF: {why}")
     try:
-        return {name: lb.btf__find_by_name_kind(btf, name.encode(), kind) > 0
-                for name, kind in names}
+        yield btf
     finally:
         lb.btf__free(btf)
+
+
+def vmlinux_btf_has(names: list[tuple[str, int]]) -> dict[str, bool]:
+    """Which (name, BTF kind) exist in the running kernel's BTF."""
+    with _vmlinux_btf() as btf:
+        return {name: lib().btf__find_by_name_kind(btf, name.encode(), kind) > 0
+                for name, kind in names}
 
 
 def vmlinux_func_arity(names: list[str]) -> dict[str, int | None]:
@@ -252,12 +260,8 @@ def vmlinux_func_arity(names: list[str]) -> dict[str, int | None]:
     kernel's BTF (None: no such function there, e.g. inlined, renamed by
     the compiler or in a module): what a BPF trampoline needs."""
     lb = lib()
-    btf = lb.btf__load_vmlinux_btf()
-    if not btf:
-        _, why = _errno_text()
-        raise PrerequisiteError(f"cannot read the kernel's BTF: {why}")
     out: dict[str, int | None] = {}
-    try:
+    with _vmlinux_btf() as btf:
         for name in names:
             tid = lb.btf__find_by_name_kind(btf, name.encode(), BTF_KIND_FUNC)
             if tid <= 0:
@@ -266,8 +270,6 @@ def vmlinux_func_arity(names: list[str]) -> dict[str, int | None]:
             # A FUNC's type is its FUNC_PROTO, whose vlen is the parameter count.
             proto = lb.btf__type_by_id(btf, lb.btf__type_by_id(btf, tid).contents.size_or_type)
             out[name] = proto.contents.info & 0xFFFF if proto else None
-    finally:
-        lb.btf__free(btf)
     return out
 
 
@@ -396,16 +398,19 @@ class BpfObject:
 
     # -- after load -------------------------------------------------------
 
-    def attach(self, prog_name: str, target: str) -> Link:
-        """Attach by the program's section (tp_btf/NAME)."""
-        take_log()
-        link = lib().bpf_program__attach(self.program(prog_name))
+    def _keep(self, link: int | None, target: str) -> Link:
+        """A new link kept for close(), or libbpf's failure as an AttachError."""
         if not link:
             err, why = _errno_text()
             raise AttachError(f"{target}: {why}", take_log(), err)
         out = Link(int(link), target)
         self.links.append(out)
         return out
+
+    def attach(self, prog_name: str, target: str) -> Link:
+        """Attach by the program's section (tp_btf/NAME)."""
+        take_log()
+        return self._keep(lib().bpf_program__attach(self.program(prog_name)), target)
 
     def attach_kprobe(self, prog_name: str, symbol: str, cookie: int, retprobe: bool) -> Link:
         take_log()
@@ -413,25 +418,14 @@ class BpfObject:
                            retprobe=retprobe)
         link = lib().bpf_program__attach_kprobe_opts(
             self.program(prog_name), symbol.encode(), ctypes.byref(opts))
-        kind = "kretprobe" if retprobe else "kprobe"
-        if not link:
-            err, why = _errno_text()
-            raise AttachError(f"{kind} {symbol}: {why}", take_log(), err)
-        out = Link(int(link), f"{kind}:{symbol}")
-        self.links.append(out)
-        return out
+        return self._keep(link, f"{'kretprobe' if retprobe else 'kprobe'}:{symbol}")
 
     def attach_trace(self, prog_name: str, target: str, cookie: int) -> Link:
         """Attach an fentry/fexit program to the function it was bound to."""
         take_log()
         opts = _TraceOpts(sz=ctypes.sizeof(_TraceOpts), cookie=cookie)
         link = lib().bpf_program__attach_trace_opts(self.program(prog_name), ctypes.byref(opts))
-        if not link:
-            err, why = _errno_text()
-            raise AttachError(f"{target}: {why}", take_log(), err)
-        out = Link(int(link), target)
-        self.links.append(out)
-        return out
+        return self._keep(link, target)
 
     def detach(self, link: Link) -> None:
         link.destroy()

@@ -12,7 +12,7 @@ from kpath.console import ConsoleStatus
 from probes.catalog import PROFILES, UnknownProbe, select
 from tracer.capture.base import BACKENDS, BPF_SOURCES, DEFAULT_BUFFER_PAGES, choose_backend
 from tracer.capture.errors import CaptureError
-from tracer.capture.plan import ATTACH_MODES
+from tracer.capture.plan import ATTACH_MODES, DEFAULT_ATTACH_MODE
 from tracer.filters import FilterError, make_filters
 from tracer.session import TraceRequest, run_trace
 
@@ -45,10 +45,10 @@ from tracer.session import TraceRequest, run_trace
 @click.option("--kprobes/--no-kprobes", default=True, show_default=True,
               help="--no-kprobes: tracepoints only, even where the kernel has kprobes (less "
               "overhead, stable attach points; fewer layers). CO-RE backend.")
-@click.option("--attach-mode", type=click.Choice(ATTACH_MODES), default="auto",
+@click.option("--attach-mode", type=click.Choice(ATTACH_MODES), default=DEFAULT_ATTACH_MODE,
               show_default=True,
-              help="How the CO-RE backend attaches to kernel functions: fentry/fexit (BPF "
-              "trampolines, cheaper per call; Linux 5.19+), kprobe/kretprobe, or auto: "
+              help="How the CO-RE backend attaches to kernel functions: kprobe/kretprobe, "
+              "fentry/fexit (BPF trampolines; Linux 5.19+; the same events), or auto: "
               "fentry, and a kprobe for each function where fentry fails.")
 @click.option("--vmlinux", type=click.Path(dir_okay=False, exists=True, path_type=Path),
               help="The running kernel's debug vmlinux (Debian: linux-image-*-dbg): record "

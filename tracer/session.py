@@ -30,6 +30,7 @@ from tracer.capture.base import (
     coverage,
 )
 from tracer.capture.errors import CaptureError, PrerequisiteError
+from tracer.capture.plan import DEFAULT_ATTACH_MODE
 from tracer.events import ProbeStatus
 from tracer.filters import Filters
 from tracer.tracefile import (
@@ -64,7 +65,7 @@ class TraceRequest:
     backend: str = "auto"  # auto | core | bcc
     vmlinux: Path | None = None  # debug vmlinux: each probe's source file:line
     kprobes: bool = True  # False: tracepoints only (CO-RE backend)
-    attach_mode: str = "auto"  # function probes: auto | fentry | kprobe (CO-RE backend)
+    attach_mode: str = DEFAULT_ATTACH_MODE  # function probes: kprobe | fentry | auto (CO-RE)
 
 
 @dataclass
@@ -159,7 +160,7 @@ def _check_writable(path: Path) -> None:
 
 
 def make_backend(name: str, buffer_pages: int, kprobes: bool = True,
-                 attach_mode: str = "auto") -> Backend:
+                 attach_mode: str = DEFAULT_ATTACH_MODE) -> Backend:
     """The capture backend by name (auto: core where the kernel has BTF)."""
     chosen = choose_backend(name)
     if not kprobes and chosen != "core":

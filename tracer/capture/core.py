@@ -38,6 +38,7 @@ from tracer.capture.errors import AttachError, LoadError, PrerequisiteError
 from tracer.capture.plan import (
     ATTACH_MODES,
     CONTEXT_PROGRAMS,
+    DEFAULT_ATTACH_MODE,
     HOOK_PROGRAMS,
     HOOK_SLOT,
     NO_PROBE,
@@ -102,7 +103,8 @@ def prerequisites(obj: Path | None = None) -> list[Check]:
     return checks
 
 
-def kernel_caps(use_kprobes: bool = True, attach_mode: str = "auto") -> KernelCaps:
+def kernel_caps(use_kprobes: bool = True,
+                attach_mode: str = DEFAULT_ATTACH_MODE) -> KernelCaps:
     """What this kernel offers; use_kprobes=False: tracepoints only, by
     choice; attach_mode: which function probes may be used (ATTACH_MODES)."""
     if attach_mode not in ATTACH_MODES:
@@ -118,9 +120,9 @@ def kernel_caps(use_kprobes: bool = True, attach_mode: str = "auto") -> KernelCa
            else "no kprobes on this kernel" if not has
            else "kprobes need Linux 5.15+ here (attach cookies; --backend bcc has them)"
            if not cookies else "kprobes not used (--attach-mode fentry)")
-    # auto: fentry as the cheaper way to what kprobes do. A kernel without
-    # kprobes is usually one that refuses trampolines too (the development
-    # host: EPERM), so there only --attach-mode fentry tries them.
+    # auto: fentry first, kprobes behind it. A kernel without kprobes is
+    # usually one that refuses trampolines too (the development host:
+    # EPERM), so there only --attach-mode fentry tries them.
     fentry = (use_kprobes and kernel_version(release) >= FENTRY_COOKIE_SINCE
               and (attach_mode == "fentry" or (attach_mode == "auto" and has)))
     return KernelCaps(kprobes=has and cookies and use_kprobes and attach_mode != "fentry",
@@ -170,7 +172,7 @@ class CoreBackend:
     buffer = "ringbuf"
 
     def __init__(self, buffer_pages: int = DEFAULT_BUFFER_PAGES, obj: Path | None = None,
-                 use_kprobes: bool = True, attach_mode: str = "auto") -> None:
+                 use_kprobes: bool = True, attach_mode: str = DEFAULT_ATTACH_MODE) -> None:
         obj = obj or OBJECT
         if buffer_pages < 1 or buffer_pages & (buffer_pages - 1):
             raise ValueError(f"buffer pages must be a power of two, got {buffer_pages}")

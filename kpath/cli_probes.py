@@ -90,17 +90,18 @@ def probes_cmd(profile: str | None, check: bool, vmlinux: Path | None, markdown:
 
 def _observed(specs: list[ProbeSpec]) -> dict[str, str]:
     """How `kpath trace` (CO-RE backend) would observe each probe on this
-    kernel: kprobe on which symbol, which tracepoint, or why neither."""
+    kernel: fentry or kprobe on which symbol, which tracepoint, or why neither."""
     from tracer.capture.base import BTF_VMLINUX, KPROBE_PMU
     from tracer.capture.plan import KernelCaps, plan
 
     if BTF_VMLINUX.exists():
-        from tracer.capture.core import kernel_caps
+        from tracer.capture.core import kernel_caps, resolve_functions
 
         caps = kernel_caps()
+        resolved = resolve_functions(specs, caps)
     else:
         caps = KernelCaps(kprobes=KPROBE_PMU.exists())
-    resolved = resolve(specs, KernelSymbols.load()) if caps.kprobes else None
+        resolved = resolve(specs, KernelSymbols.load()) if caps.kprobes else None
     out = {}
     for p in plan(specs, resolved, caps):
         out[p.spec.name] = (", ".join(p.attachments) if p.way

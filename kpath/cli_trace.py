@@ -12,6 +12,7 @@ from kpath.console import ConsoleStatus
 from probes.catalog import PROFILES, UnknownProbe, select
 from tracer.capture.base import BACKENDS, BPF_SOURCES, DEFAULT_BUFFER_PAGES, choose_backend
 from tracer.capture.errors import CaptureError
+from tracer.capture.plan import ATTACH_MODES, DEFAULT_ATTACH_MODE
 from tracer.filters import FilterError, make_filters
 from tracer.session import TraceRequest, run_trace
 
@@ -44,6 +45,11 @@ from tracer.session import TraceRequest, run_trace
 @click.option("--kprobes/--no-kprobes", default=True, show_default=True,
               help="--no-kprobes: tracepoints only, even where the kernel has kprobes (less "
               "overhead, stable attach points; fewer layers). CO-RE backend.")
+@click.option("--attach-mode", type=click.Choice(ATTACH_MODES), default=DEFAULT_ATTACH_MODE,
+              show_default=True,
+              help="How the CO-RE backend attaches to kernel functions: kprobe/kretprobe, "
+              "fentry/fexit (BPF trampolines; Linux 5.19+; the same events), or auto: "
+              "fentry, and a kprobe for each function where fentry fails.")
 @click.option("--vmlinux", type=click.Path(dir_okay=False, exists=True, path_type=Path),
               help="The running kernel's debug vmlinux (Debian: linux-image-*-dbg): record "
               "each probe's source file:line in the trace (replay, HTML, diagram tooltips).")
@@ -62,6 +68,7 @@ def trace_cmd(
     ready_file: Path | None,
     backend: str,
     kprobes: bool,
+    attach_mode: str,
     vmlinux: Path | None,
     ebpf: bool,
     quiet: bool,
@@ -95,6 +102,9 @@ def trace_cmd(
         raise click.UsageError(str(exc)) from None
     if not kprobes and backend == "bcc":
         raise click.UsageError("--no-kprobes needs --backend core or auto (BCC has only kprobes)")
+    if attach_mode == "fentry" and backend == "bcc":
+        raise click.UsageError("--attach-mode fentry needs --backend core or auto (BCC has "
+                               "only kprobes)")
     if buffer_pages & (buffer_pages - 1):
         raise click.UsageError(f"--buffer-pages {buffer_pages}: must be a power of two")
     if not command and duration is None and count is None and not sys.stdin.isatty():
@@ -105,7 +115,7 @@ def trace_cmd(
                        duration_s=duration, count=count,
                        command=list(command) if command else None,
                        buffer_pages=buffer_pages, ready_file=ready_file, backend=backend,
-                       vmlinux=vmlinux, kprobes=kprobes)
+                       vmlinux=vmlinux, kprobes=kprobes, attach_mode=attach_mode)
     try:
         result = run_trace(req, status)
     except CaptureError as exc:

@@ -30,6 +30,7 @@ from tracer.capture.base import (
     coverage,
 )
 from tracer.capture.errors import CaptureError, PrerequisiteError
+from tracer.capture.plan import DEFAULT_ATTACH_MODE
 from tracer.events import ProbeStatus
 from tracer.filters import Filters
 from tracer.tracefile import (
@@ -64,6 +65,7 @@ class TraceRequest:
     backend: str = "auto"  # auto | core | bcc
     vmlinux: Path | None = None  # debug vmlinux: each probe's source file:line
     kprobes: bool = True  # False: tracepoints only (CO-RE backend)
+    attach_mode: str = DEFAULT_ATTACH_MODE  # function probes: kprobe | fentry | auto (CO-RE)
 
 
 @dataclass
@@ -157,7 +159,8 @@ def _check_writable(path: Path) -> None:
         raise OSError(f"cannot write {path}: permission denied")
 
 
-def make_backend(name: str, buffer_pages: int, kprobes: bool = True) -> Backend:
+def make_backend(name: str, buffer_pages: int, kprobes: bool = True,
+                 attach_mode: str = DEFAULT_ATTACH_MODE) -> Backend:
     """The capture backend by name (auto: core where the kernel has BTF)."""
     chosen = choose_backend(name)
     if not kprobes and chosen != "core":
@@ -175,7 +178,7 @@ def make_backend(name: str, buffer_pages: int, kprobes: bool = True) -> Backend:
     if chosen == "core":
         from tracer.capture.core import CoreBackend
 
-        return CoreBackend(buffer_pages, use_kprobes=kprobes)
+        return CoreBackend(buffer_pages, use_kprobes=kprobes, attach_mode=attach_mode)
     from tracer.capture.bcc import BccBackend
 
     return BccBackend(buffer_pages)
@@ -186,7 +189,7 @@ def run_trace(req: TraceRequest, status: Status, backend: Backend | None = None)
     t0 = time.monotonic()
     _check_writable(req.output)  # now, not after a minute of compiling
     sources = _sources(req, status) if req.vmlinux is not None else {}
-    be = backend or make_backend(req.backend, req.buffer_pages, req.kprobes)
+    be = backend or make_backend(req.backend, req.buffer_pages, req.kprobes, req.attach_mode)
     try:
         statuses = be.start(req.specs, req.filters, status)
         startup = time.monotonic() - t0

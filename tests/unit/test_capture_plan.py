@@ -1,4 +1,4 @@
-"""How each probe is observed on a kernel (kprobe, tp_btf, missing and why),
+"""How each probe is observed on a kernel (fentry, kprobe, tp_btf, missing and why),
 and that the Python side agrees with the CO-RE object's C source. Kernel
 capabilities here are synthetic inputs, named as such."""
 
@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 
-from probes.catalog import BY_NAME, CATALOG, PROFILES, select
+from probes.catalog import BY_NAME, CATALOG, PROFILES, ProbeSpec, select
 from probes.resolve import Resolved
 from tracer.capture.base import BPF_SOURCES, choose_backend, coverage
 from tracer.capture.plan import HOOK_PROGRAMS, TP_HOOKS, KernelCaps, all_tracepoints, plan
@@ -36,6 +36,47 @@ def test_every_hook_program_and_tracepoint_exists_in_the_object_source() -> None
             assert f'tp_btf/{tp}")' in src, tp
     hooks = {spec.tracepoint.hook for spec in CATALOG if spec.tracepoint}
     assert hooks == set(HOOK_PROGRAMS)
+
+
+def _arity(specs: list[ProbeSpec], n: int = 3) -> dict[str, int | None]:
+    return {s.name: n for s in specs}
+
+
+def test_fentry_first_where_the_kernel_allows_it() -> None:
+    _, specs = select("default")
+    resolved = [Resolved(s, s.name, 0x1000 + i) for i, s in enumerate(specs)]
+    arity = {**_arity(specs), "__skb_datagram_iter": 7, "ip_rcv": None}
+    caps = KernelCaps(kprobes=True, tracepoints=ALL_TPS, fentry=True, arity=arity)
+    by = {p.spec.name: p for p in plan(specs, resolved, caps)}
+    assert by["__sys_sendto"].attachments == ["fentry:__sys_sendto", "fexit:__sys_sendto"]
+    assert by["tcp_push"].attachments == ["fentry:tcp_push"]
+    # Too many arguments for a trampoline, not in BTF, in a module: kprobes.
+    assert by["__skb_datagram_iter"].way == "kprobe"
+    assert by["ip_rcv"].way == "kprobe"
+    assert by["veth_xmit"].attachments == ["kprobe:veth_xmit"]
+    # A probe whose fentry already failed goes the next way.
+    again = plan(specs, resolved, caps, {"tcp_push": "fentry failed (EBUSY)"})
+    assert next(p for p in again if p.spec.name == "tcp_push").way == "kprobe"
+
+
+def test_fentry_only_reports_why_a_function_has_none() -> None:
+    names = ["tcp_push", "__skb_datagram_iter", "__dev_queue_xmit"]
+    specs = [BY_NAME[n] for n in names]
+    resolved = [Resolved(s, s.name, 0x1000) for s in specs]
+    caps = KernelCaps(kprobes=False, tracepoints=ALL_TPS, fentry=True,
+                      arity={"tcp_push": 5, "__skb_datagram_iter": 7, "__dev_queue_xmit": 7},
+                      no_kprobes_why="kprobes not used (--attach-mode fentry)")
+    by = {p.spec.name: p for p in plan(specs, resolved, caps)}
+    assert by["tcp_push"].way == "fentry"
+    # No trampoline for 7 arguments, no kprobes by choice: its tracepoint,
+    # else missing with both reasons.
+    assert by["__dev_queue_xmit"].attachments == ["tp_btf:net_dev_queue"]
+    assert by["__skb_datagram_iter"].attachments == ["tp_btf:skb_copy_datagram_iovec"]
+    (miss,) = plan([BY_NAME["__skb_datagram_iter"]], resolved[1:2],
+                   KernelCaps(kprobes=False, tracepoints={}, fentry=True, arity=caps.arity,
+                              no_kprobes_why=caps.no_kprobes_why))
+    assert miss.way is None and miss.reason == "no-fentry"
+    assert "7 arguments" in (miss.detail or "") and "--attach-mode fentry" in (miss.detail or "")
 
 
 def test_kprobes_first_when_the_kernel_has_them() -> None:
@@ -108,3 +149,13 @@ def test_no_kprobes_with_bcc_is_a_usage_error() -> None:
     res = CliRunner().invoke(cli, ["trace", "--backend", "bcc", "--no-kprobes",
                                    "--duration", "1"])
     assert res.exit_code == 2 and "--no-kprobes needs" in res.output
+
+
+def test_fentry_mode_with_bcc_is_a_usage_error() -> None:
+    from click.testing import CliRunner
+
+    from kpath.cli import cli
+
+    res = CliRunner().invoke(cli, ["trace", "--backend", "bcc", "--attach-mode", "fentry",
+                                   "--duration", "1"])
+    assert res.exit_code == 2 and "--attach-mode fentry needs" in res.output

@@ -6,6 +6,7 @@ kpath's errors with their message."""
 from __future__ import annotations
 
 import ctypes
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ import pytest
 
 from probes.catalog import CATALOG, Returns
 from tracer.capture import libbpf
-from tracer.capture.base import capture_fn
+from tracer.capture.base import capture_fn, copy_fn, return_fn
 from tracer.capture.core import OBJECT, KpConfig
 from tracer.capture.errors import LoadError, PrerequisiteError
 from tracer.capture.plan import CONTEXT_PROGRAMS, HOOK_PROGRAMS, TP_HOOKS
@@ -53,7 +54,7 @@ def test_a_different_layout_is_refused(obj: libbpf.BpfObject) -> None:
 def test_rodata_holds_the_config_and_the_hook_table(obj: libbpf.BpfObject) -> None:
     _, variables = obj.btf_datasec(".rodata")
     names = {v.name for v in variables}
-    assert {"cfg", "tp_probe", "wakeup_bytes"} <= names
+    assert {"cfg", "tp_probe", "wakeup_bytes", "ret_probes"} <= names
     addr, size = obj.rodata()
     offsets = {v.name: v.offset for v in variables}
     assert offsets["tp_probe"] + 4 * len(TP_HOOKS) <= size and addr
@@ -68,6 +69,19 @@ def test_every_program_the_plan_uses_exists(obj: libbpf.BpfObject) -> None:
     assert any(spec.ret is Returns.SOCK for spec in CATALOG)
     with pytest.raises(LoadError, match="no program"):
         obj.program("kp_no_such_program")
+
+
+def test_every_catalog_probe_has_an_fentry_copy(obj: libbpf.BpfObject) -> None:
+    """One fentry (fexit) program per probe of a kind: as many copies as the
+    catalog has probes of that kind (or return), and no more are used."""
+    need = Counter(capture_fn(spec.capture) for spec in CATALOG)
+    need.update(fn for spec in CATALOG if (fn := return_fn(spec.ret)))
+    for fn, n in need.items():
+        for i in range(n):
+            assert obj.has_program(copy_fn(fn, i)), copy_fn(fn, i)
+        assert not obj.has_program(copy_fn(fn, n)), f"{fn}: more copies than probes"
+    assert copy_fn("kp_sock", 2) == "fe_sock_2"
+    assert copy_fn("kp_return_sock", 0) == "fx_return_sock_0"
 
 
 def test_libbpf_errors_become_kpath_errors(tmp_path: Path) -> None:

@@ -108,6 +108,13 @@ def return_fn(ret: Returns) -> str | None:
     return {Returns.VALUE: "kp_return", Returns.SOCK: "kp_return_sock"}.get(ret)
 
 
+def copy_fn(kprobe_fn: str, copy: int) -> str:
+    """The copy-th fentry (or, for a return routine, fexit) program of a
+    kprobe routine in kpath.bpf.c: kp_sock -> fe_sock_3, kp_return -> fx_return_0."""
+    prefix = "fx_" if kprobe_fn.startswith("kp_return") else "fe_"
+    return f"{prefix}{kprobe_fn.removeprefix('kp_')}_{copy}"
+
+
 def choose_backend(requested: str, btf: Path | None = None) -> str:
     """auto: the CO-RE object where the kernel has BTF, else BCC."""
     if requested not in BACKENDS:

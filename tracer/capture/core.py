@@ -1,9 +1,9 @@
 """CO-RE backend: the precompiled kpath.bpf.o, loaded through libbpf.
 
-No headers and no compiler at run time. Kprobes where the kernel has them,
-tp_btf tracepoints where it has not (or where the function is inlined or
-renamed and a tracepoint still sees the step). Kernel in, events out; it
-never formats.
+No headers and no compiler at run time. fentry/fexit (BPF trampolines)
+where the kernel allows them, kprobes where not, tp_btf tracepoints where
+the kernel has no kprobes (or where the function is inlined or renamed and
+a tracepoint still sees the step). Kernel in, events out; it never formats.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from probes.catalog import ProbeSpec
-from probes.resolve import KernelSymbols, resolve
+from probes.resolve import KernelSymbols, Resolved, resolve
 from tracer.capture import libbpf
 from tracer.capture.base import (
     BTF_VMLINUX,
@@ -28,6 +28,7 @@ from tracer.capture.base import (
     Check,
     Status,
     capture_fn,
+    copy_fn,
     first_failure,
     kernel_version,
     return_fn,
@@ -35,7 +36,9 @@ from tracer.capture.base import (
 from tracer.capture.drain import RingDrain
 from tracer.capture.errors import AttachError, LoadError, PrerequisiteError
 from tracer.capture.plan import (
+    ATTACH_MODES,
     CONTEXT_PROGRAMS,
+    DEFAULT_ATTACH_MODE,
     HOOK_PROGRAMS,
     HOOK_SLOT,
     NO_PROBE,
@@ -43,6 +46,7 @@ from tracer.capture.plan import (
     KernelCaps,
     Planned,
     all_tracepoints,
+    function_attachments,
     plan,
 )
 from tracer.capture.record import RAW_DTYPE, ProbeTable, check_layout
@@ -52,6 +56,12 @@ from tracer.filters import Filters
 OBJECT = Path(__file__).with_name("kpath.bpf.o")
 # bpf_link_info reports a kprobe's misses from this kernel on.
 KPROBE_MISSED_SINCE = (6, 7)
+# fentry/fexit programs read their attach cookie (the probe index) from this
+# kernel on.
+FENTRY_COOKIE_SINCE = (5, 19)
+# Attempts at loading and attaching: all fentry, then without the fentry
+# programs that failed, then without fentry at all.
+ATTEMPTS = 3
 
 
 class KpConfig(ctypes.Structure):
@@ -93,8 +103,12 @@ def prerequisites(obj: Path | None = None) -> list[Check]:
     return checks
 
 
-def kernel_caps(use_kprobes: bool = True) -> KernelCaps:
-    """What this kernel offers; use_kprobes=False: tracepoints only, by choice."""
+def kernel_caps(use_kprobes: bool = True,
+                attach_mode: str = DEFAULT_ATTACH_MODE) -> KernelCaps:
+    """What this kernel offers; use_kprobes=False: tracepoints only, by
+    choice; attach_mode: which function probes may be used (ATTACH_MODES)."""
+    if attach_mode not in ATTACH_MODES:
+        raise ValueError(f"unknown attach mode {attach_mode!r} ({', '.join(ATTACH_MODES)})")
     names = all_tracepoints()
     present = libbpf.vmlinux_btf_has([(f"btf_trace_{n}", libbpf.BTF_KIND_TYPEDEF)
                                       for n in names])
@@ -102,12 +116,29 @@ def kernel_caps(use_kprobes: bool = True) -> KernelCaps:
     has = KPROBE_PMU.exists()
     # The kprobe programs tell probes apart by attach cookie (Linux 5.15+).
     cookies = kernel_version(release) >= (5, 15)
-    why = ("no kprobes on this kernel" if not has
+    why = ("kprobes not used (--no-kprobes)" if not use_kprobes
+           else "no kprobes on this kernel" if not has
            else "kprobes need Linux 5.15+ here (attach cookies; --backend bcc has them)"
-           if not cookies else "kprobes not used (--no-kprobes)")
-    return KernelCaps(kprobes=has and cookies and use_kprobes,
+           if not cookies else "kprobes not used (--attach-mode fentry)")
+    # auto: fentry first, kprobes behind it. A kernel without kprobes is
+    # usually one that refuses trampolines too (the development host:
+    # EPERM), so there only --attach-mode fentry tries them.
+    fentry = (use_kprobes and kernel_version(release) >= FENTRY_COOKIE_SINCE
+              and (attach_mode == "fentry" or (attach_mode == "auto" and has)))
+    return KernelCaps(kprobes=has and cookies and use_kprobes and attach_mode != "fentry",
                       tracepoints={n: present[f"btf_trace_{n}"] for n in names},
-                      release=release, no_kprobes_why=why)
+                      release=release, no_kprobes_why=why, fentry=fentry)
+
+
+def resolve_functions(specs: Sequence[ProbeSpec], caps: KernelCaps) -> list[Resolved] | None:
+    """The probes' kernel symbols where function probes may be used (None
+    where not), and for fentry each symbol's argument count (into caps)."""
+    if not (caps.kprobes or caps.fentry):
+        return None
+    resolved = resolve(specs, KernelSymbols.load())
+    if caps.fentry:
+        caps.arity = libbpf.vmlinux_func_arity([r.symbol for r in resolved if r.symbol])
+    return resolved
 
 
 def missed_losses(serves: dict[str, list[str]], seen: dict[str, int],
@@ -141,7 +172,7 @@ class CoreBackend:
     buffer = "ringbuf"
 
     def __init__(self, buffer_pages: int = DEFAULT_BUFFER_PAGES, obj: Path | None = None,
-                 use_kprobes: bool = True) -> None:
+                 use_kprobes: bool = True, attach_mode: str = DEFAULT_ATTACH_MODE) -> None:
         obj = obj or OBJECT
         if buffer_pages < 1 or buffer_pages & (buffer_pages - 1):
             raise ValueError(f"buffer pages must be a power of two, got {buffer_pages}")
@@ -150,6 +181,7 @@ class CoreBackend:
             raise PrerequisiteError(f"{failed.name}: {failed.detail}")
         self.buffer_pages = buffer_pages
         self.use_kprobes = use_kprobes
+        self.attach_mode = attach_mode
         self.wakeup_bytes = buffer_pages * PAGE // WAKEUP_FRACTION
         self._objpath = obj
         self._obj: libbpf.BpfObject | None = None
@@ -157,6 +189,10 @@ class CoreBackend:
         self._drain: RingDrain | None = None
         self._table: ProbeTable | None = None
         self._lost_seen: dict[int, int] = {}
+        self._reset()
+
+    def _reset(self) -> None:
+        """Forget a loaded object's programs and links (before a new attempt)."""
         self._serves: dict[str, list[str]] = {}  # loaded program -> the probes it observes
         self._missed_seen: dict[str, int] = {}
         # Each kprobe link (by target) and the probe it serves: the kernel
@@ -164,34 +200,70 @@ class CoreBackend:
         self._kprobe_links: dict[str, libbpf.Link] = {}
         self._link_serves: dict[str, list[str]] = {}
         self._link_missed_seen: dict[str, int] = {}
+        # Probe index -> its fentry program and fexit program (or None).
+        self._copies: dict[int, tuple[str, str | None]] = {}
+        self._kprobes_loaded = False  # the kprobe routines of fentry probes too
 
     # -- set-up ----------------------------------------------------------
 
     def start(self, specs: Sequence[ProbeSpec], filters: Filters,
               status: Status) -> list[ProbeStatus]:
         self._specs = list(specs)
-        caps = kernel_caps(self.use_kprobes)
-        resolved = None
-        if caps.kprobes:
-            resolved = resolve(specs, KernelSymbols.load())
-        planned = plan(specs, resolved, caps)
-        obj = self._obj = libbpf.BpfObject(self._objpath)
-        size, members = obj.btf_struct("kp_event")
-        check_layout(RAW_DTYPE, self._objpath.name, size, [(m.name, m.offset) for m in members])
-        self._enable(obj, planned)
-        self._write_rodata(obj, planned, filters)
-        obj.set_max_entries("events", self.buffer_pages * PAGE)
-        with status.ticker("loading the CO-RE object"):
-            obj.load()
-        for prog, tp in CONTEXT_PROGRAMS:
-            obj.attach(prog, f"tp_btf:{tp}")  # fatal if it fails: no context otherwise
-        statuses = self._attach(obj, planned, status)
+        caps = kernel_caps(self.use_kprobes, self.attach_mode)
+        resolved = resolve_functions(specs, caps)
+        # Probes whose fentry failed (name -> why): the next attempt observes
+        # them the next way (a kprobe, else their tracepoint).
+        no_fentry: dict[str, str] = {}
+        for attempt in range(ATTEMPTS):
+            planned = plan(specs, resolved, caps, no_fentry)
+            if attempt == ATTEMPTS - 1:
+                caps.fentry = False
+                planned = plan(specs, resolved, caps, no_fentry)
+            self._reset()
+            statuses = self._load_and_attach(planned, filters, status, no_fentry,
+                                             fallback=caps.kprobes)
+            if statuses is not None:
+                break
+            assert self._obj is not None
+            self._obj.close()
+        assert statuses is not None
         # The trace's probe dictionary is the statuses, in order; the
         # programs write each probe's plan index as the record's ip.
         self._table = ProbeTable.build([st.name for st in statuses],
                                        [p.spec.length_arg3 for p in planned],
                                        [(p.index, i) for i, p in enumerate(planned)])
         self._warn_uncounted(status)
+        return statuses
+
+    def _load_and_attach(self, planned: Sequence[Planned], filters: Filters, status: Status,
+                         no_fentry: dict[str, str], fallback: bool) -> list[ProbeStatus] | None:
+        """One attempt; None when fentry failed where nothing else was loaded
+        to take over (the failures are added to no_fentry for the next).
+        fallback: kprobes may take over from a failed fentry (auto mode)."""
+        obj = self._obj = libbpf.BpfObject(self._objpath)
+        size, members = obj.btf_struct("kp_event")
+        check_layout(RAW_DTYPE, self._objpath.name, size, [(m.name, m.offset) for m in members])
+        fentry = [p for p in planned if p.way == "fentry"]
+        self._enable(obj, planned, fallback=fallback)
+        self._write_rodata(obj, planned, filters)
+        obj.set_max_entries("events", self.buffer_pages * PAGE)
+        try:
+            with status.ticker("loading the CO-RE object"):
+                obj.load()
+        except LoadError as exc:
+            if not fentry:
+                raise
+            # Which program the kernel refused is in the log, not the error:
+            # give up fentry for all of them rather than guess.
+            why = f"the kernel refused the fentry programs ({exc})"
+            status.warn(f"{why}; trying without them")
+            no_fentry.update({p.spec.name: why for p in fentry})
+            return None
+        for prog, tp in CONTEXT_PROGRAMS:
+            obj.attach(prog, f"tp_btf:{tp}")  # fatal if it fails: no context otherwise
+        statuses = self._attach(obj, planned, status, no_fentry)
+        if any(st.reason == "fentry-failed" for st in statuses):
+            return None
         return statuses
 
     def _warn_uncounted(self, status: Status) -> None:
@@ -205,13 +277,32 @@ class CoreBackend:
                 "reported per link from Linux 6.7): events missed that way cannot be "
                 "counted and are not in the trace's losses")
 
-    def _enable(self, obj: libbpf.BpfObject, planned: Sequence[Planned]) -> None:
+    def _enable(self, obj: libbpf.BpfObject, planned: Sequence[Planned],
+                fallback: bool) -> None:
+        """Switch on the programs the plan uses; fentry probes get a copy of
+        their routine each, bound to their function. fallback: the kprobe
+        routines of fentry probes too, to take over where fentry fails."""
         serves = self._serves = {prog: [] for prog, _ in CONTEXT_PROGRAMS}
+        self._kprobes_loaded = fallback
+        used: dict[str, int] = {}  # kprobe routine -> its fentry copies handed out
         for p in planned:
             progs: list[str] = []
+            routines = [capture_fn(p.spec.capture)]
+            ret_fn = return_fn(p.spec.ret)
+            if ret_fn:
+                routines.append(ret_fn)
             if p.way == "kprobe":
-                ret_fn = return_fn(p.spec.ret)
-                progs.extend([capture_fn(p.spec.capture)] + ([ret_fn] if ret_fn else []))
+                progs.extend(routines)
+            elif p.way == "fentry" and p.symbol:
+                copies = []
+                for fn in routines:
+                    copies.append(copy_fn(fn, used.get(fn, 0)))
+                    used[fn] = used.get(fn, 0) + 1
+                    obj.set_attach_target(copies[-1], p.symbol)
+                    if fallback:
+                        obj.set_autoload(fn, True)
+                self._copies[p.index] = (copies[0], copies[1] if len(copies) > 1 else None)
+                progs.extend(copies)
             elif p.way == "tp_btf" and p.hook:
                 progs.extend(HOOK_PROGRAMS[p.hook])
             for prog in progs:
@@ -229,11 +320,16 @@ class CoreBackend:
         for p in planned:
             if p.way == "tp_btf" and p.hook:
                 slots[HOOK_SLOT[p.hook]] = p.index
+        # Probes with a return probe (bit per index; the object assumes one
+        # for indices past 63).
+        ret_probes = ctypes.c_uint64(sum(1 << p.index for p in planned
+                                         if p.spec.has_return and p.index < 64))
         addr, total = obj.rodata()
         _, variables = obj.btf_datasec(".rodata")
         offsets = {v.name: v.offset for v in variables}
         wakeup = ctypes.c_uint64(self.wakeup_bytes)
-        for name, value in (("cfg", cfg), ("tp_probe", slots), ("wakeup_bytes", wakeup)):
+        for name, value in (("cfg", cfg), ("tp_probe", slots), ("wakeup_bytes", wakeup),
+                            ("ret_probes", ret_probes)):
             off = offsets.get(name)
             if off is None or off + ctypes.sizeof(value) > total:
                 raise LoadError(f"{self._objpath.name}: .rodata has no room for {name} (an "
@@ -241,8 +337,45 @@ class CoreBackend:
                                 "scripts/build-bpf.sh)")
             ctypes.memmove(addr + off, ctypes.addressof(value), ctypes.sizeof(value))
 
+    def _attach_kprobes(self, obj: libbpf.BpfObject, spec: ProbeSpec, symbol: str,
+                        index: int) -> None:
+        links = [obj.attach_kprobe(capture_fn(spec.capture), symbol, index, False)]
+        ret_fn = return_fn(spec.ret)
+        if ret_fn is not None:
+            links.append(obj.attach_kprobe(ret_fn, symbol, index, True))
+        for link in links:
+            self._kprobe_links[link.target] = link
+            self._link_serves[link.target] = [spec.name]
+
+    def _attach_fentry(self, obj: libbpf.BpfObject, p: Planned, status: Status,
+                       no_fentry: dict[str, str]) -> tuple[str, str | None]:
+        """fentry (and fexit) for a probe, else its kprobes where they were
+        loaded to take over. Returns the way used and, after a fallback,
+        why fentry failed; raises AttachError when nothing is attached."""
+        assert p.symbol is not None
+        entry, ret = self._copies[p.index]
+        links: list[libbpf.Link] = []
+        try:
+            links.append(obj.attach_trace(entry, f"fentry:{p.symbol}", p.index))
+            if ret is not None:
+                links.append(obj.attach_trace(ret, f"fexit:{p.symbol}", p.index))
+            return "fentry", None
+        except AttachError as exc:
+            for link in links:
+                obj.detach(link)
+            why = f"fentry failed ({exc})"
+            if not self._kprobes_loaded:
+                no_fentry[p.spec.name] = why
+                raise
+        status.info(f"probe {p.spec.name}: {why}; kprobe used")
+        for prog in [capture_fn(p.spec.capture), return_fn(p.spec.ret)]:
+            if prog:
+                self._serves.setdefault(prog, []).append(p.spec.name)
+        self._attach_kprobes(obj, p.spec, p.symbol, p.index)
+        return "kprobe", why
+
     def _attach(self, obj: libbpf.BpfObject, planned: Sequence[Planned],
-                status: Status) -> list[ProbeStatus]:
+                status: Status, no_fentry: dict[str, str]) -> list[ProbeStatus]:
         out: list[ProbeStatus] = []
         # Tracepoint programs attach once, though several probes may share
         # one (sys_enter/sys_exit): program -> its attach error, if any.
@@ -256,16 +389,15 @@ class CoreBackend:
                 if p.way is None:
                     st.reason, st.detail = p.reason, p.detail
                     continue
+                attach = p.attachments
                 try:
-                    if p.way == "kprobe" and p.symbol:
-                        links = [obj.attach_kprobe(capture_fn(spec.capture), p.symbol,
-                                                   p.index, False)]
-                        ret_fn = return_fn(spec.ret)
-                        if ret_fn is not None:
-                            links.append(obj.attach_kprobe(ret_fn, p.symbol, p.index, True))
-                        for link in links:
-                            self._kprobe_links[link.target] = link
-                            self._link_serves[link.target] = [spec.name]
+                    if p.way == "fentry" and p.symbol:
+                        way, why = self._attach_fentry(obj, p, status, no_fentry)
+                        attach = function_attachments(way, p.symbol, spec.has_return)
+                        st.detail = why
+                        st.symbol = p.symbol
+                    elif p.way == "kprobe" and p.symbol:
+                        self._attach_kprobes(obj, spec, p.symbol, p.index)
                         st.symbol = p.symbol
                     elif p.hook:
                         for prog in HOOK_PROGRAMS[p.hook]:
@@ -275,13 +407,17 @@ class CoreBackend:
                             if err is not None:
                                 raise err
                 except AttachError as exc:
+                    if spec.name in no_fentry:
+                        # Tried again the next way on the next attempt.
+                        st.reason, st.detail = "fentry-failed", str(exc)
+                        continue
                     st.reason = "absent" if exc.absent else "failed"
                     st.detail = str(exc)
                     status.warn(f"probe {spec.name}: attach failed: {exc}")
                     continue
                 st.attached = True
                 st.kinds = ["entry", "return"] if spec.has_return else ["entry"]
-                st.attach = p.attachments
+                st.attach = attach
         return out
 
     def trace_pid(self, pid: int) -> None:

@@ -3,10 +3,14 @@
 // loads through the system libbpf. No headers and no compiler at run time;
 // CO-RE relocations adapt field offsets to the running kernel.
 //
-// Two ways to observe a catalog probe:
+// Three ways to observe a catalog probe:
+// - fentry/fexit (BPF trampolines: Linux 5.19+ for their attach cookie,
+//   the function in BTF): one program copy per probe, bound to its function
+//   before load; cheaper per call than a kprobe. The attach cookie is the
+//   probe's index in the session's probe table.
 // - kprobes (kernels with CONFIG_KPROBES): one routine per capture kind
 //   (probes/catalog.py: Capture), attached to every function of that kind;
-//   the attach cookie is the probe's index in the session's probe table.
+//   the attach cookie is the probe's index.
 // - tp_btf tracepoints (every kernel with BTF, kprobes or not): one program
 //   per tracepoint; the probe index comes from tp_probe[], read-only data
 //   set before load. Programs whose tracepoint or probe is not wanted are
@@ -66,6 +70,10 @@ const volatile u32 tp_probe[TP_COUNT] = {};
 // the kernel's default). The reader also polls on a timer, so a trickle is
 // still read; a burst wakes it early.
 const volatile u64 wakeup_bytes = 0;
+// Bit i: probe i has a return probe (indices >= 64: assumed to have one).
+// Only those entries are remembered for their return: a map update per
+// event is a large part of a program's cost.
+const volatile u64 ret_probes = ~0ULL;
 
 struct {
     __uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -392,12 +400,15 @@ static __always_inline int keep_event(struct kp_event *e) {
         return 1;
     if (task_matches(e)) {
         if (has_tuple) {
+            // Looked up first: an update rewrites the entry under the
+            // bucket lock every time, and most events are of known flows.
             struct flow_key k = make_flow_key(e);
             u8 one = 1;
             // A new flow: its ends' listeners belong to the trace too (the
             // wake-up that lets accept() return runs on the listener, in
             // softirq), whether bound to the address or to any.
-            if (!bpf_map_update_elem(&traced_flows, &k, &one, BPF_NOEXIST)) {
+            if (!bpf_map_lookup_elem(&traced_flows, &k) &&
+                !bpf_map_update_elem(&traced_flows, &k, &one, BPF_NOEXIST)) {
                 struct flow_key l1 = listener_key(e->saddr, e->sport);
                 struct flow_key l2 = listener_key(0, e->sport);
                 struct flow_key l3 = listener_key(e->daddr, e->dport);
@@ -450,7 +461,7 @@ static __always_inline int submit(struct kp_event *e) {
     }
     // Remember kept entries so the matching return is kept: the return
     // cannot see the arguments any more.
-    if (e->kind == KIND_ENTRY) {
+    if (e->kind == KIND_ENTRY && (e->ip >= 64 || (ret_probes >> e->ip) & 1)) {
         struct ret_key rk = {.tid = e->tid, .ip = e->ip};
         u64 sk = e->sk;
         bpf_map_update_elem(&pending_ret, &rk, &sk, BPF_ANY);
@@ -570,46 +581,26 @@ static __always_inline int sock_skb_cb(u64 probe, struct sock *sk, struct sk_buf
     return submit(e);
 }
 
-// ---- kprobes: the attach cookie is the probe index ----
+// ---- function probes: kprobes or fentry/fexit ----
+//
+// The routines that read a function's arguments, one per capture kind
+// (probes/catalog.py: Capture). Each is compiled into a kprobe program
+// (kp_KIND, one program attached to every function of that kind) and into
+// fentry programs (fe_KIND_0, fe_KIND_1, ...: a BPF trampoline program is
+// bound to one function at load, so there is one copy per probe of that
+// kind, each given its target before load; unused copies are not loaded).
+// Either way the attach cookie is the probe index.
 
-#define COOKIE(ctx) bpf_get_attach_cookie(ctx)
-
-SEC("?kprobe")
-int kp_syscall_fd(struct pt_regs *ctx) {
-    return syscall_fd(COOKIE(ctx), (int)PT_REGS_PARM1(ctx), PT_REGS_PARM3(ctx));
-}
-
-SEC("?kprobe")
-int kp_socket(struct pt_regs *ctx) {
-    EVENT_START(e, COOKIE(ctx), KIND_ENTRY);
-    e->arg3 = PT_REGS_PARM3(ctx);
+static __always_inline int socket_entry(u64 probe, struct socket *sock, u64 arg3) {
+    EVENT_START(e, probe, KIND_ENTRY);
+    e->arg3 = arg3;
     e->has |= HAS_ARG3;
-    return submit_socket((struct socket *)PT_REGS_PARM1(ctx), e);
-}
-
-SEC("?kprobe")
-int kp_sock(struct pt_regs *ctx) {
-    return sock_entry(COOKIE(ctx), (struct sock *)PT_REGS_PARM1(ctx), PT_REGS_PARM3(ctx));
-}
-
-SEC("?kprobe")
-int kp_sock_skb_cb(struct pt_regs *ctx) {
-    return sock_skb_cb(COOKIE(ctx), (struct sock *)PT_REGS_PARM1(ctx),
-                       (struct sk_buff *)PT_REGS_PARM2(ctx), 1, (u32)PT_REGS_PARM5(ctx));
-}
-
-SEC("?kprobe")
-int kp_sock_skb_cb_noack(struct pt_regs *ctx) {
-    return sock_skb_cb(COOKIE(ctx), (struct sock *)PT_REGS_PARM1(ctx),
-                       (struct sk_buff *)PT_REGS_PARM2(ctx), 0, 0);
+    return submit_socket(sock, e);
 }
 
 // (sk, skb, ...) below TCP on transmit: TCP header built, IP header not yet.
-SEC("?kprobe")
-int kp_sock_skb_l4(struct pt_regs *ctx) {
-    EVENT_START(e, COOKIE(ctx), KIND_ENTRY);
-    struct sock *sk = (struct sock *)PT_REGS_PARM1(ctx);
-    struct sk_buff *skb = (struct sk_buff *)PT_REGS_PARM2(ctx);
+static __always_inline int sock_skb_l4(u64 probe, struct sock *sk, struct sk_buff *skb) {
+    EVENT_START(e, probe, KIND_ENTRY);
     if (!read_sock(sk, e) || !sock_is_tcp(sk))
         return 0;
     e->skb = (u64)skb;
@@ -618,58 +609,23 @@ int kp_sock_skb_l4(struct pt_regs *ctx) {
     return submit(e);
 }
 
-SEC("?kprobe")
-int kp_skb_l3_1(struct pt_regs *ctx) {
-    return skb_l3(COOKIE(ctx), (struct sk_buff *)PT_REGS_PARM1(ctx), 0);
-}
-
-SEC("?kprobe")
-int kp_skb_l3_2(struct pt_regs *ctx) {
-    return skb_l3(COOKIE(ctx), (struct sk_buff *)PT_REGS_PARM2(ctx), 0);
-}
-
-SEC("?kprobe")
-int kp_skb_l3_3(struct pt_regs *ctx) {
-    return skb_l3(COOKIE(ctx), (struct sk_buff *)PT_REGS_PARM3(ctx), 0);
-}
-
-SEC("?kprobe")
-int kp_skb_l3_4(struct pt_regs *ctx) {
-    return skb_l3(COOKIE(ctx), (struct sk_buff *)PT_REGS_PARM4(ctx), 0);
-}
-
-SEC("?kprobe")
-int kp_sock_skb_l3(struct pt_regs *ctx) {
-    return skb_l3(COOKIE(ctx), (struct sk_buff *)PT_REGS_PARM2(ctx),
-                  (struct sock *)PT_REGS_PARM1(ctx));
-}
-
-SEC("?kprobe")
-int kp_skb_rx(struct pt_regs *ctx) {
-    return skb_rx(COOKIE(ctx), (struct sk_buff *)PT_REGS_PARM1(ctx));
-}
-
 // (struct sk_buff **pskb, ...): __netif_receive_skb_core.
-SEC("?kprobe")
-int kp_skb_pp_rx(struct pt_regs *ctx) {
-    struct sk_buff **pskb = (struct sk_buff **)PT_REGS_PARM1(ctx);
+static __always_inline int skb_pp_rx(u64 probe, struct sk_buff **pskb) {
     struct sk_buff *skb = 0;
     bpf_probe_read_kernel(&skb, sizeof(skb), pskb);
-    return skb_rx(COOKIE(ctx), skb);
+    return skb_rx(probe, skb);
 }
 
 // ip_build_and_send_pkt(skb, sk, saddr, daddr, opt, tos): the SYN-ACK's IP
 // step. TCP header built; addresses come as arguments.
-SEC("?kprobe")
-int kp_skb_l4_addrs(struct pt_regs *ctx) {
-    EVENT_START(e, COOKIE(ctx), KIND_ENTRY);
-    struct sk_buff *skb = (struct sk_buff *)PT_REGS_PARM1(ctx);
-    struct sock *sk = (struct sock *)PT_REGS_PARM2(ctx);
+static __always_inline int skb_l4_addrs(u64 probe, struct sk_buff *skb, struct sock *sk,
+                                        u32 saddr, u32 daddr) {
+    EVENT_START(e, probe, KIND_ENTRY);
     e->skb = (u64)skb;
     if (!read_skb_l4(skb, e))
         return 0;
-    e->saddr = (u32)PT_REGS_PARM3(ctx);
-    e->daddr = (u32)PT_REGS_PARM4(ctx);
+    e->saddr = saddr;
+    e->daddr = daddr;
     e->has |= HAS_TUPLE;
     if (sk) {
         e->sk = (u64)sk;
@@ -678,19 +634,12 @@ int kp_skb_l4_addrs(struct pt_regs *ctx) {
     return submit(e);
 }
 
-// net_rx_action: the NET_RX softirq run itself.
-SEC("?kprobe")
-int kp_softirq(struct pt_regs *ctx) {
-    return softirq_run(COOKIE(ctx));
-}
-
 // tcp_v4_send_synack(sk, dst, fl, req, foc, type, syn_skb): the SYN-ACK is
 // built from the request sock and never passes __tcp_transmit_skb.
-SEC("?kprobe")
-int kp_synack_req(struct pt_regs *ctx) {
-    EVENT_START(e, COOKIE(ctx), KIND_ENTRY);
-    struct request_sock *req = (struct request_sock *)PT_REGS_PARM4(ctx);
-    e->sk = (u64)PT_REGS_PARM1(ctx);
+static __always_inline int synack_req(u64 probe, struct sock *listener,
+                                      struct request_sock *req) {
+    EVENT_START(e, probe, KIND_ENTRY);
+    e->sk = (u64)listener;
     if (!req || !read_sock_common(&req->__req_common, e))
         return 0;
     struct tcp_request_sock *treq = (struct tcp_request_sock *)req;
@@ -705,12 +654,8 @@ int kp_synack_req(struct pt_regs *ctx) {
 }
 
 // __skb_datagram_iter(skb, offset, to, len, ...): the copy to user space.
-SEC("?kprobe")
-int kp_datagram_iter(struct pt_regs *ctx) {
-    EVENT_START(e, COOKIE(ctx), KIND_ENTRY);
-    struct sk_buff *skb = (struct sk_buff *)PT_REGS_PARM1(ctx);
-    int offset = (int)PT_REGS_PARM2(ctx);
-    int len = (int)PT_REGS_PARM4(ctx);
+static __always_inline int datagram_iter(u64 probe, struct sk_buff *skb, int offset, int len) {
+    EVENT_START(e, probe, KIND_ENTRY);
     struct sock *sk = BPF_CORE_READ(skb, sk);
     if (!sk || !sock_is_tcp(sk) || !read_sock(sk, e))
         return 0;
@@ -723,15 +668,92 @@ int kp_datagram_iter(struct pt_regs *ctx) {
     return submit(e);
 }
 
-SEC("?kretprobe")
-int kp_return(struct pt_regs *ctx) {
-    return on_return(COOKIE(ctx), PT_REGS_RC(ctx), 0);
+// Every capture kind: (name, fentry copies, call). In `call`, P is the probe
+// index and A(n) the function's n-th argument (1-based), however the program
+// type reads them. The copies cover every catalog probe of that kind
+// (tests/unit/test_core_object.py checks). Parenthesised: calls have commas.
+#define CAPTURES(X)                                                                    \
+    X(syscall_fd, 6, (syscall_fd(P, (int)A(1), A(3))))                                 \
+    X(socket, 4, (socket_entry(P, (struct socket *)A(1), A(3))))                       \
+    X(sock, 13, (sock_entry(P, (struct sock *)A(1), A(3))))                            \
+    X(sock_skb_cb, 1, (sock_skb_cb(P, (struct sock *)A(1), (struct sk_buff *)A(2), 1,  \
+                                   (u32)A(5))))                                        \
+    X(sock_skb_cb_noack, 1, (sock_skb_cb(P, (struct sock *)A(1), (struct sk_buff *)A(2), \
+                                         0, 0)))                                       \
+    X(sock_skb_l4, 1, (sock_skb_l4(P, (struct sock *)A(1), (struct sk_buff *)A(2))))   \
+    X(skb_l3_1, 11, (skb_l3(P, (struct sk_buff *)A(1), 0)))                            \
+    X(skb_l3_2, 1, (skb_l3(P, (struct sk_buff *)A(2), 0)))                             \
+    X(skb_l3_3, 4, (skb_l3(P, (struct sk_buff *)A(3), 0)))                             \
+    X(skb_l3_4, 1, (skb_l3(P, (struct sk_buff *)A(4), 0)))                             \
+    X(sock_skb_l3, 5, (skb_l3(P, (struct sk_buff *)A(2), (struct sock *)A(1))))        \
+    X(skb_rx, 2, (skb_rx(P, (struct sk_buff *)A(1))))                                  \
+    X(skb_pp_rx, 1, (skb_pp_rx(P, (struct sk_buff **)A(1))))                           \
+    X(skb_l4_addrs, 1, (skb_l4_addrs(P, (struct sk_buff *)A(1), (struct sock *)A(2),   \
+                                     (u32)A(3), (u32)A(4))))                           \
+    X(softirq, 1, (softirq_run(P)))                                                    \
+    X(synack_req, 1, (synack_req(P, (struct sock *)A(1), (struct request_sock *)A(4)))) \
+    X(datagram_iter, 1, (datagram_iter(P, (struct sk_buff *)A(1), (int)A(2), (int)A(4))))
+
+// Returns: (name, fexit copies, call); R is the return value.
+#define RETURNS(X)                                                                     \
+    X(return, 9, (on_return(P, R, 0)))                                                 \
+    X(return_sock, 1, (on_return(P, R, 1)))
+
+#define P bpf_get_attach_cookie(ctx)
+
+// kprobes: the arguments in the registers.
+#define A(n) PT_REGS_PARM##n(ctx)
+#define R PT_REGS_RC(ctx)
+#define KPROBE(name, copies, call)                                                     \
+    SEC("?kprobe") int kp_##name(struct pt_regs *ctx) { return call; }
+#define KRETPROBE(name, copies, call)                                                  \
+    SEC("?kretprobe") int kp_##name(struct pt_regs *ctx) { return call; }
+CAPTURES(KPROBE)
+RETURNS(KRETPROBE)
+#undef A
+#undef R
+
+// fentry/fexit: the trampoline's u64 argument array. bpf_get_func_arg
+// (inlined by the verifier) leaves 0 past the function's last argument,
+// where a register would hold junk: the same programs serve every arity.
+static __always_inline u64 fn_arg(void *ctx, u32 n) {
+    u64 v = 0;
+    bpf_get_func_arg(ctx, n, &v);
+    return v;
 }
 
-SEC("?kretprobe")
-int kp_return_sock(struct pt_regs *ctx) {
-    return on_return(COOKIE(ctx), PT_REGS_RC(ctx), 1);
+static __always_inline s64 fn_ret(void *ctx) {
+    u64 v = 0;
+    bpf_get_func_ret(ctx, &v);
+    return (s64)v;
 }
+
+#define A(n) fn_arg(ctx, (n) - 1)
+#define R fn_ret(ctx)
+#define FENTRY_COPY(name, i, call)                                                     \
+    SEC("?fentry") int fe_##name##_##i(u64 *ctx) { return call; }
+#define FEXIT_COPY(name, i, call)                                                      \
+    SEC("?fexit") int fx_##name##_##i(u64 *ctx) { return call; }
+#define COPIES_1(M, name, call) M(name, 0, call)
+#define COPIES_2(M, name, call) COPIES_1(M, name, call) M(name, 1, call)
+#define COPIES_3(M, name, call) COPIES_2(M, name, call) M(name, 2, call)
+#define COPIES_4(M, name, call) COPIES_3(M, name, call) M(name, 3, call)
+#define COPIES_5(M, name, call) COPIES_4(M, name, call) M(name, 4, call)
+#define COPIES_6(M, name, call) COPIES_5(M, name, call) M(name, 5, call)
+#define COPIES_7(M, name, call) COPIES_6(M, name, call) M(name, 6, call)
+#define COPIES_8(M, name, call) COPIES_7(M, name, call) M(name, 7, call)
+#define COPIES_9(M, name, call) COPIES_8(M, name, call) M(name, 8, call)
+#define COPIES_10(M, name, call) COPIES_9(M, name, call) M(name, 9, call)
+#define COPIES_11(M, name, call) COPIES_10(M, name, call) M(name, 10, call)
+#define COPIES_12(M, name, call) COPIES_11(M, name, call) M(name, 11, call)
+#define COPIES_13(M, name, call) COPIES_12(M, name, call) M(name, 12, call)
+#define FENTRY(name, copies, call) COPIES_##copies(FENTRY_COPY, name, call)
+#define FEXIT(name, copies, call) COPIES_##copies(FEXIT_COPY, name, call)
+CAPTURES(FENTRY)
+RETURNS(FEXIT)
+#undef A
+#undef R
+#undef P
 
 // ---- tracepoints (tp_btf): where the kernel has no kprobes ----
 

@@ -14,6 +14,7 @@ what this backend exists to avoid.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import os
@@ -35,6 +36,7 @@ _PRINT_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, _c_char_p, _c_void_p)
 BTF_KIND_STRUCT = 4
 BTF_KIND_DATASEC = 15
 BTF_KIND_TYPEDEF = 8
+BTF_KIND_FUNC = 12
 BPF_ANY = 0
 
 
@@ -46,6 +48,11 @@ class _KprobeOpts(ctypes.Structure):
         ("offset", ctypes.c_size_t),
         ("retprobe", ctypes.c_bool),
     ]
+
+
+class _TraceOpts(ctypes.Structure):
+    # struct bpf_trace_opts (libbpf 0.8+): fentry/fexit attach options
+    _fields_ = [("sz", ctypes.c_size_t), ("cookie", ctypes.c_uint64)]
 
 
 class _BtfType(ctypes.Structure):
@@ -148,6 +155,8 @@ def _declare(lib: ctypes.CDLL) -> None:
         "bpf_program__set_autoload": (ctypes.c_int, [_c_void_p, ctypes.c_bool]),
         "bpf_program__attach": (_c_void_p, [_c_void_p]),
         "bpf_program__attach_kprobe_opts": (_c_void_p, [_c_void_p, _c_char_p, _c_void_p]),
+        "bpf_program__attach_trace_opts": (_c_void_p, [_c_void_p, _c_void_p]),
+        "bpf_program__set_attach_target": (ctypes.c_int, [_c_void_p, ctypes.c_int, _c_char_p]),
         "bpf_link__destroy": (ctypes.c_int, [_c_void_p]),
         "bpf_link__fd": (ctypes.c_int, [_c_void_p]),
         "bpf_program__fd": (ctypes.c_int, [_c_void_p]),
@@ -225,18 +234,43 @@ def _errno_text() -> tuple[int, str]:
     return err, os.strerror(err) if err else "unknown error"
 
 
-def vmlinux_btf_has(names: list[tuple[str, int]]) -> dict[str, bool]:
-    """Which (name, BTF kind) exist in the running kernel's BTF."""
+@contextlib.contextmanager
+def _vmlinux_btf() -> Iterator[int]:
+    """The running kernel's BTF, freed after use."""
     lb = lib()
     btf = lb.btf__load_vmlinux_btf()
     if not btf:
         _, why = _errno_text()
         raise PrerequisiteError(f"cannot read the kernel's BTF: {why}")
     try:
-        return {name: lb.btf__find_by_name_kind(btf, name.encode(), kind) > 0
-                for name, kind in names}
+        yield btf
     finally:
         lb.btf__free(btf)
+
+
+def vmlinux_btf_has(names: list[tuple[str, int]]) -> dict[str, bool]:
+    """Which (name, BTF kind) exist in the running kernel's BTF."""
+    with _vmlinux_btf() as btf:
+        return {name: lib().btf__find_by_name_kind(btf, name.encode(), kind) > 0
+                for name, kind in names}
+
+
+def vmlinux_func_arity(names: list[str]) -> dict[str, int | None]:
+    """How many arguments each named function takes per the running
+    kernel's BTF (None: no such function there, e.g. inlined, renamed by
+    the compiler or in a module): what a BPF trampoline needs."""
+    lb = lib()
+    out: dict[str, int | None] = {}
+    with _vmlinux_btf() as btf:
+        for name in names:
+            tid = lb.btf__find_by_name_kind(btf, name.encode(), BTF_KIND_FUNC)
+            if tid <= 0:
+                out[name] = None
+                continue
+            # A FUNC's type is its FUNC_PROTO, whose vlen is the parameter count.
+            proto = lb.btf__type_by_id(btf, lb.btf__type_by_id(btf, tid).contents.size_or_type)
+            out[name] = proto.contents.info & 0xFFFF if proto else None
+    return out
 
 
 class Link:
@@ -283,8 +317,17 @@ class BpfObject:
             raise LoadError(f"{self.path.name} has no program {name}", "")
         return int(prog)
 
+    def has_program(self, name: str) -> bool:
+        return bool(lib().bpf_object__find_program_by_name(self.ptr, name.encode()))
+
     def set_autoload(self, name: str, on: bool) -> None:
         lib().bpf_program__set_autoload(self.program(name), on)
+
+    def set_attach_target(self, name: str, function: str) -> None:
+        """Bind an fentry/fexit program to a kernel function (before load)."""
+        if lib().bpf_program__set_attach_target(self.program(name), 0, function.encode()):
+            _, why = _errno_text()
+            raise LoadError(f"cannot bind {name} to {function}: {why}", take_log())
 
     def map(self, name: str) -> int:
         m = lib().bpf_object__find_map_by_name(self.ptr, name.encode())
@@ -355,10 +398,8 @@ class BpfObject:
 
     # -- after load -------------------------------------------------------
 
-    def attach(self, prog_name: str, target: str) -> Link:
-        """Attach by the program's section (tp_btf/NAME)."""
-        take_log()
-        link = lib().bpf_program__attach(self.program(prog_name))
+    def _keep(self, link: int | None, target: str) -> Link:
+        """A new link kept for close(), or libbpf's failure as an AttachError."""
         if not link:
             err, why = _errno_text()
             raise AttachError(f"{target}: {why}", take_log(), err)
@@ -366,19 +407,29 @@ class BpfObject:
         self.links.append(out)
         return out
 
+    def attach(self, prog_name: str, target: str) -> Link:
+        """Attach by the program's section (tp_btf/NAME)."""
+        take_log()
+        return self._keep(lib().bpf_program__attach(self.program(prog_name)), target)
+
     def attach_kprobe(self, prog_name: str, symbol: str, cookie: int, retprobe: bool) -> Link:
         take_log()
         opts = _KprobeOpts(sz=ctypes.sizeof(_KprobeOpts), bpf_cookie=cookie, offset=0,
                            retprobe=retprobe)
         link = lib().bpf_program__attach_kprobe_opts(
             self.program(prog_name), symbol.encode(), ctypes.byref(opts))
-        kind = "kretprobe" if retprobe else "kprobe"
-        if not link:
-            err, why = _errno_text()
-            raise AttachError(f"{kind} {symbol}: {why}", take_log(), err)
-        out = Link(int(link), f"{kind}:{symbol}")
-        self.links.append(out)
-        return out
+        return self._keep(link, f"{'kretprobe' if retprobe else 'kprobe'}:{symbol}")
+
+    def attach_trace(self, prog_name: str, target: str, cookie: int) -> Link:
+        """Attach an fentry/fexit program to the function it was bound to."""
+        take_log()
+        opts = _TraceOpts(sz=ctypes.sizeof(_TraceOpts), cookie=cookie)
+        link = lib().bpf_program__attach_trace_opts(self.program(prog_name), ctypes.byref(opts))
+        return self._keep(link, target)
+
+    def detach(self, link: Link) -> None:
+        link.destroy()
+        self.links.remove(link)
 
     def missed(self, prog_name: str) -> int:
         """Runs of a loaded program the kernel skipped (recursion_misses: it

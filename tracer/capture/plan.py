@@ -1,14 +1,15 @@
-"""Which way each requested probe is observed on this kernel: a kprobe on
-its resolved symbol, a tp_btf tracepoint, or neither (with the reason).
+"""Which way each requested probe is observed on this kernel: fentry/fexit
+or a kprobe on its resolved symbol, a tp_btf tracepoint, or neither (with
+the reason).
 Pure: the kernel's capabilities come in as data, so every rule is tested
 without a kernel."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from probes.catalog import ProbeSpec, Returns
+from probes.catalog import ProbeSpec
 from probes.resolve import Resolved
 
 # enum tp_hook in kpath.bpf.c, in order: hook -> (programs that serve it,
@@ -45,6 +46,12 @@ CONTEXT_PROGRAMS = (
     ("tp_fork", "sched_process_fork"),
 )
 NO_PROBE = 0xFFFFFFFF  # KP_NONE: a tp_probe[] slot nobody asked for
+# kprobe: kprobes (the default: bench/README.md, fentry was slower under
+# TCG); fentry: trampolines only; auto: fentry, a kprobe where it fails.
+ATTACH_MODES = ("kprobe", "fentry", "auto")
+DEFAULT_ATTACH_MODE = "kprobe"
+# x86_64 BPF trampolines take at most six arguments before Linux 6.6.
+MAX_TRAMPOLINE_ARGS = 6
 
 
 def all_tracepoints() -> list[str]:
@@ -60,8 +67,8 @@ class Planned:
 
     index: int  # position in the session's probe table: the event's ip/cookie
     spec: ProbeSpec
-    way: str | None  # "kprobe" | "tp_btf" | None
-    symbol: str | None = None  # kprobe target
+    way: str | None  # "fentry" | "kprobe" | "tp_btf" | None
+    symbol: str | None = None  # fentry or kprobe target
     hook: str | None = None  # tp_btf hook
     reason: str | None = None
     detail: str | None = None
@@ -69,14 +76,17 @@ class Planned:
     @property
     def attachments(self) -> list[str]:
         """What will be attached, as the trace header records it."""
-        if self.way == "kprobe" and self.symbol:
-            out = [f"kprobe:{self.symbol}"]
-            if self.spec.ret != Returns.NONE:
-                out.append(f"kretprobe:{self.symbol}")
-            return out
+        if self.way in ("kprobe", "fentry") and self.symbol:
+            return function_attachments(self.way, self.symbol, self.spec.has_return)
         if self.way == "tp_btf" and self.hook and self.spec.tracepoint:
             return [f"tp_btf:{tp}" for tp in HOOK_TRACEPOINTS[self.hook]]
         return []
+
+
+def function_attachments(way: str, symbol: str, has_return: bool) -> list[str]:
+    """A function probe's attachments as the trace header records them."""
+    ret = {"kprobe": "kretprobe", "fentry": "fexit"}[way]
+    return [f"{way}:{symbol}"] + ([f"{ret}:{symbol}"] if has_return else [])
 
 
 @dataclass
@@ -87,24 +97,54 @@ class KernelCaps:
     tracepoints: dict[str, bool] = field(default_factory=dict)  # name -> in BTF
     release: str = ""
     no_kprobes_why: str = "no kprobes on this kernel"  # when kprobes is False
+    fentry: bool = False  # BPF trampolines (fentry/fexit) may be tried
+    # Function name -> its argument count in the kernel's BTF (None: not in
+    # it): for the resolved symbols of the requested probes.
+    arity: dict[str, int | None] = field(default_factory=dict)
+
+
+def fentry_refusal(spec: ProbeSpec, symbol: str, caps: KernelCaps) -> str | None:
+    """Why this probe's function cannot take an fentry program (None: it can)."""
+    if spec.module is not None:
+        return f"{symbol} is in module {spec.module} (fentry is tried on vmlinux only)"
+    n = caps.arity.get(symbol)
+    if n is None:
+        return f"{symbol} is not in the kernel's BTF"
+    if n > MAX_TRAMPOLINE_ARGS:
+        return f"{symbol} takes {n} arguments (BPF trampolines: {MAX_TRAMPOLINE_ARGS})"
+    return None
 
 
 def plan(specs: Sequence[ProbeSpec], resolved: Sequence[Resolved] | None,
-         caps: KernelCaps) -> list[Planned]:
-    """kprobes where the kernel has them and the symbol resolves; else the
-    probe's tracepoint where the kernel has it; else missing, with why."""
+         caps: KernelCaps, no_fentry: Mapping[str, str] | None = None) -> list[Planned]:
+    """fentry where the kernel allows it on the resolved symbol, else a
+    kprobe where the kernel has them; else the probe's tracepoint where the
+    kernel has it; else missing, with why. `no_fentry`: probes whose fentry
+    already failed (name -> why), observed the next way."""
     by_name = {r.spec.name: r for r in resolved or ()}
+    no_fentry = no_fentry or {}
     out: list[Planned] = []
     for i, spec in enumerate(specs):
         res = by_name.get(spec.name)
         tp = spec.tracepoint
         tp_ok = tp is not None and all(caps.tracepoints.get(name, False)
                                        for name in HOOK_TRACEPOINTS[tp.hook])
+        refusal = None
+        if caps.fentry and res is not None and res.symbol is not None:
+            refusal = no_fentry.get(spec.name) or fentry_refusal(spec, res.symbol, caps)
+            if refusal is None:
+                out.append(Planned(i, spec, "fentry", symbol=res.symbol))
+                continue
         if caps.kprobes and res is not None and res.ok:
             out.append(Planned(i, spec, "kprobe", symbol=res.symbol))
         elif tp is not None and tp_ok:
             out.append(Planned(i, spec, "tp_btf", hook=tp.hook))
-        elif caps.kprobes and res is not None:
+        elif refusal is not None:
+            extra = (f"; its tracepoint {tp.event} is absent too (Linux {tp.since}+)"
+                     if tp is not None else "")
+            out.append(Planned(i, spec, None, reason="no-fentry",
+                               detail=f"{caps.no_kprobes_why}, and no fentry: {refusal}{extra}"))
+        elif (caps.kprobes or caps.fentry) and res is not None:
             extra = (f"; its tracepoint {tp.event} is absent too (Linux {tp.since}+)"
                      if tp is not None else "")
             out.append(Planned(i, spec, None, reason=res.reason,

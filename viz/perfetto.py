@@ -34,6 +34,7 @@ from typing import Any
 from probes.catalog import Capture
 from tracer.events import Context
 from tracer.timeline import Message, Packet, TEvent, Timeline, capture_of
+from viz.escape import json_safe, printable
 from viz.select import View, select
 from viz.sequence import context_short, event_details
 from viz.spans import call_ends
@@ -64,7 +65,7 @@ def _tracks(tl: Timeline, events: list[TEvent]) -> dict[tuple[int, str, str | No
         key = (ev.tid, str(ev.ctx), ev.softirq)
         if key in out:
             continue
-        who = f"{ev.comm}[{ev.tid}]"
+        who = f"{printable(ev.comm)}[{ev.tid}]"
         if ev.ctx in (Context.TASK, Context.KSOFTIRQD):
             tid = ev.tid
             name = who if ev.ctx is Context.TASK else f"{who} {context_short(ev)}"
@@ -125,11 +126,11 @@ def perfetto_document(timeline: Timeline, view: View | None = None) -> dict[str,
         end = ends.get(te.index)
         end_ns = tl.events[end].ev.ts_ns if end is not None and end in shown else ev.ts_ns
         fl = tl.flows[te.flow - 1] if te.flow is not None else None
-        name = f"{te.probe} return" if te.is_return else te.probe
+        name = printable(f"{te.probe} return" if te.is_return else te.probe)
         args: dict[str, Any] = {
             "event": te.index, "step": te.step, "flow": te.flow,
             "side": str(te.side) if te.side else None, "layer": str(te.layer) if te.layer else None,
-            "context": te.context, "cpu": ev.cpu, "details": event_details(te, fl),
+            "context": printable(te.context), "cpu": ev.cpu, "details": event_details(te, fl),
         }
         if end is not None and end in shown and tl.events[end].is_return:
             args["ret"] = tl.events[end].ev.ret
@@ -150,7 +151,7 @@ def perfetto_document(timeline: Timeline, view: View | None = None) -> dict[str,
     doc = {
         "traceEvents": out,
         "displayTimeUnit": "ns",
-        "otherData": {
+        "otherData": json_safe({
             "generator": "kpath export -f perfetto",
             "trace": tl.trace.path,
             "kernel": tl.trace.header.kernel_release,
@@ -160,7 +161,7 @@ def perfetto_document(timeline: Timeline, view: View | None = None) -> dict[str,
                            f"{tl.start_ns} ns)",
             "lost_events": tl.trace.lost_total,
             "notices": view.notices,
-        },
+        }),
     }
     return doc
 
@@ -172,7 +173,7 @@ def _metadata(tl: Timeline, tracks: dict[tuple[int, str, str | None], Track],
     for te in events:
         ev = te.ev
         if ev.tgid not in procs or ev.tid == ev.tgid:
-            procs[ev.tgid] = f"{ev.comm} (pid {ev.tgid})"
+            procs[ev.tgid] = f"{printable(ev.comm)} (pid {ev.tgid})"
     for i, (pid, name) in enumerate(sorted(procs.items())):
         out.append({"ph": "M", "name": "process_name", "pid": pid, "tid": 0,
                     "args": {"name": name}})
@@ -225,7 +226,7 @@ def _cpu_tracks(tl: Timeline, events: list[TEvent]) -> list[dict[str, Any]]:
             if not run:
                 return
             a, b = run[0], run[-1]
-            out.append({"ph": "X", "name": a.context, "cat": "cpu", "pid": CPU_PID,
+            out.append({"ph": "X", "name": printable(a.context), "cat": "cpu", "pid": CPU_PID,
                         "tid": cpu + 1, "ts": _us(a.ev.ts_ns - tl.start_ns),
                         "dur": _us(b.ev.ts_ns - a.ev.ts_ns),
                         "args": {"events": len(run), "first_event": a.index,
@@ -236,8 +237,8 @@ def _cpu_tracks(tl: Timeline, events: list[TEvent]) -> list[dict[str, Any]]:
                 flush(run)
                 run = []
             run.append(te)
-            out.append({"ph": "i", "s": "t", "name": te.probe, "cat": "cpu", "pid": CPU_PID,
-                        "tid": cpu + 1, "ts": _us(te.ev.ts_ns - tl.start_ns),
+            out.append({"ph": "i", "s": "t", "name": printable(te.probe), "cat": "cpu",
+                        "pid": CPU_PID, "tid": cpu + 1, "ts": _us(te.ev.ts_ns - tl.start_ns),
                         "args": {"event": te.index}})
         flush(run)
     return out
@@ -265,7 +266,7 @@ def _flows(tl: Timeline, events: list[TEvent], slices: dict[int, dict[str, Any]]
         hops = [te for te in st.events if te.index in shown and te.index in slices]
         if len(hops) >= 2:
             flow_id += 1
-            name = f"#{st.id} {st.title}"
+            name = f"#{st.id} {printable(st.title)}"
             out.append(point("s", hops[0], flow_id, name, "packet"))
             out.extend(point("t", te, flow_id, name, "packet") for te in hops[1:-1])
             out.append(point("f", hops[-1], flow_id, name, "packet"))

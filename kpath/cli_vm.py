@@ -8,6 +8,7 @@ from typing import TypeVar
 
 import click
 
+from kpath.cli_types import Seconds
 from vm.cache import Layout, cache_root
 from vm.errors import VmError
 from vm.image import ensure_image
@@ -90,7 +91,7 @@ def build_cmd(kernel: str, force: bool, cache: Path | None) -> None:
     context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},
 )
 @click.option(
-    "--timeout", type=click.FloatRange(min=1), default=DEFAULT_TIMEOUT, show_default=True,
+    "--timeout", type=Seconds(at_least=1.0), default=DEFAULT_TIMEOUT, show_default=True,
     metavar="SECONDS", help="Kill QEMU after this long (exit status 124).",
 )
 @click.option(

@@ -76,6 +76,7 @@ from tracer.timeline.segments import (
     segment_of,
 )
 from tracer.timeline.steps import (
+    drop_stepless_flows,
     group_steps,
     inherit_from_step,
     label_packets,
@@ -166,6 +167,7 @@ def _build(trace: Trace,
         inherit_from_step(st, flows)
         mark_handoffs(st)
     unattributed = group_steps(steps, flows)
+    flows = drop_stepless_flows(flows, tevents)
     label_packets(flows)
     assign_byte_ranges(flows)
     gaps = lost_gaps(lost_records, start)

@@ -313,13 +313,14 @@ class Flow:
     def events(self) -> list[TEvent]:
         return sorted((te for st in self.steps for te in st.events), key=lambda te: te.index)
 
+    # A flow without steps (the timeline drops those) spans nothing: 0.
     @property
     def start_ns(self) -> int:
-        return min(st.start_ns for st in self.steps)
+        return min((st.start_ns for st in self.steps), default=0)
 
     @property
     def end_ns(self) -> int:
-        return max(st.end_ns for st in self.steps)
+        return max((st.end_ns for st in self.steps), default=0)
 
 
 @dataclass(eq=False, kw_only=True)

@@ -284,7 +284,7 @@ def _steps(tl: Timeline, steps: Sequence[Step], fl: Flow | None, gaps: Sequence[
 
 
 def _fn(te: TEvent) -> str:
-    return f"{te.probe} return" if te.is_return else te.probe
+    return f"{te.probe} return" if te.is_return else f"{te.probe}"
 
 
 def _gap_line(gap: LostGap, st: Style) -> str:

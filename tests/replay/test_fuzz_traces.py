@@ -66,7 +66,6 @@ READER_PENDING = {
     ("v2_metadata", "RecursionError"),  # arrow.py _parse_header, _records
     ("wrong_type", "TypeError"),  # events.py events_to_batch: unhashable list as comm
     ("wrong_type", "ArrowTypeError"),  # events.py dict_column: bool as comm
-    ("wrong_type", "ArrowInvalid"),
     ("deep_nesting", "TypeError"),  # events.py events_to_batch, probe_dictionary
     ("hostile_string", "UnicodeEncodeError"),  # events.py dict_column: lone surrogate
     ("bad_encoding", "UnicodeEncodeError"),

@@ -1,9 +1,10 @@
-"""Option types the CLI shares: values range-checked when parsed, so that a
-command never starts with one it cannot use."""
+"""Option types and checks the CLI shares: values range-checked when parsed,
+so that a command never starts with one it cannot use."""
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import click
 
@@ -38,3 +39,14 @@ class Seconds(click.ParamType[float, object]):
             self.fail(f"{value!r} is out of range: {low} s and at most {MAX_SECONDS:g} s "
                       "(a year)", param, ctx)
         return seconds
+
+
+def replaceable(path: Path) -> bool:
+    """Whether an output may be written beside `path` and renamed onto it
+    (so that it appears only when complete): a regular file or nothing.
+    Renamed onto /dev/full, a FIFO or /dev/stdout, it would replace the
+    device node itself (as root)."""
+    try:
+        return not path.exists() or path.is_file()
+    except OSError:
+        return False

@@ -11,6 +11,7 @@ from typing import NoReturn
 
 import click
 
+from kpath.cli_types import replaceable
 from kpath.console import stdout_failed
 from tracer.timeline import Timeline, build_timeline, use_recorded_probes
 from tracer.timeline.columnar import Irregular, PreparedStats, ScannedInput
@@ -190,13 +191,16 @@ def _export_perfetto(tl: Timeline, view: View, output: str) -> None:
         _flush()
         return
     out = Path(output)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.part")
+    # A device or a pipe is written straight: renamed onto, it would be replaced.
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.part") if replaceable(out) else out
     try:
         with open(tmp, "w", encoding="ascii") as fh:
             write_perfetto(tl, fh.write, view)
-        os.replace(tmp, out)
+        if tmp != out:
+            os.replace(tmp, out)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
+        if tmp != out:
+            tmp.unlink(missing_ok=True)
         _fail(f"cannot write {output}: {exc.strerror or exc}")
     click.echo(f"kpath: wrote {output} (perfetto, {len(view.drawn_steps)} steps)", err=True)
 

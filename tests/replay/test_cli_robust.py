@@ -8,8 +8,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -129,3 +131,20 @@ def test_a_closed_pipe_ends_quietly() -> None:
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 0, err
     assert "Traceback" not in err and "Exception ignored" not in err
+
+
+def test_a_device_or_pipe_output_is_not_replaced(tmp_path: Path) -> None:
+    """Outputs that appear only when complete are written beside and renamed
+    into place: onto /dev/full or a FIFO that rename would replace the node."""
+    fifo = tmp_path / "out.fifo"
+    os.mkfifo(fifo)
+    res = CliRunner().invoke(cli, ["convert", str(HELLO), "-o", str(fifo)])
+    assert res.exit_code == 2 and "not a regular file" in res.stderr
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()))
+    reader.start()
+    res = CliRunner().invoke(cli, ["export", str(HELLO), "-f", "perfetto", "-o", str(fifo)])
+    reader.join(timeout=60)
+    assert res.exit_code == 0, res.output
+    assert stat.S_ISFIFO(fifo.stat().st_mode)
+    assert json.loads(got[0])["traceEvents"]

@@ -30,6 +30,11 @@ def _guard(action: Callable[[], T]) -> T:
         raise click.ClickException(str(exc)) from exc
 
 
+# Checked before the image is built: QEMU says no only once it starts.
+MAX_MEMORY_MB = 1 << 20  # 1 TiB
+MAX_CPUS = 255  # QEMU's x86 machines without an x2APIC
+
+
 def _cache_option() -> Callable[[Callable[..., None]], Callable[..., None]]:
     return click.option(
         "--cache", type=click.Path(file_okay=False, path_type=Path), default=None,
@@ -99,9 +104,9 @@ def build_cmd(kernel: str, force: bool, cache: Path | None) -> None:
     show_default="current directory",
     help="Host directory mounted at /mnt/host, the command's working directory.",
 )
-@click.option("--memory", type=click.IntRange(min=256), default=2048, show_default=True,
-              metavar="MB", help="Guest memory.")
-@click.option("--cpus", type=click.IntRange(min=1), default=2, show_default=True,
+@click.option("--memory", type=click.IntRange(min=256, max=MAX_MEMORY_MB), default=2048,
+              show_default=True, metavar="MB", help="Guest memory.")
+@click.option("--cpus", type=click.IntRange(min=1, max=MAX_CPUS), default=2, show_default=True,
               metavar="N", help="Guest CPUs.")
 @kernel_option()
 @_cache_option()

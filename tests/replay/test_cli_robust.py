@@ -148,3 +148,26 @@ def test_a_device_or_pipe_output_is_not_replaced(tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     assert stat.S_ISFIFO(fifo.stat().st_mode)
     assert json.loads(got[0])["traceEvents"]
+
+
+def test_header_and_trailer_fields_of_the_wrong_type(tmp_path: Path) -> None:
+    """Until the reader's schema refuses them, renderers take any value."""
+    lines = (DATA / "bulk_lossy.kpath").read_bytes().rstrip(b"\n").split(b"\n")
+    head, trailer = json.loads(lines[0]), json.loads(lines[-1])
+    head["header"].update(hostname=5, kernel_release=[1, "<b>"], filters="x", coverage=[1],
+                          command="abc", started={"a": [1]}, attach_kinds=7)
+    trailer["trailer"].update(duration_ns=[1], reason=5)
+    trace = tmp_path / "typed.kpath"
+    trace.write_bytes(b"\n".join([json.dumps(head).encode(), *lines[1:-1],
+                                  json.dumps(trailer).encode()]) + b"\n")
+    runner = CliRunner()
+    for args in (["replay", str(trace)], ["replay", "--stats", str(trace)],
+                 ["replay", "--format", "json", str(trace)],
+                 ["export", str(trace), "-f", "mermaid", "-o", "-"],
+                 ["export", str(trace), "-f", "perfetto", "-o", "-"],
+                 ["export", str(trace), "-f", "dot", "-o", "-"]):
+        res = runner.invoke(cli, args)
+        assert res.exit_code == 0 and res.exception is None, (args, res.exception)
+    text = runner.invoke(cli, ["replay", str(trace)]).stdout
+    assert "kernel   [1, '<b>']" in text and "host     5, started {'a': [1]}" in text
+    assert "stopped: 5" in text

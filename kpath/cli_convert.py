@@ -12,6 +12,7 @@ from typing import NoReturn
 
 import click
 
+from kpath.cli_types import replaceable
 from tracer.tracefile import TraceFormatError
 from tracer.tracefile.convert import TARGETS, convert
 
@@ -58,6 +59,9 @@ def convert_cmd(src: str, dst: str, to: str, quiet: bool) -> None:
         _fail(f"{dst} is the input file: write the conversion to another file", 2)
     if dst_path.is_dir():
         _fail(f"{dst} is a directory: give the file to write", 2)
+    if not replaceable(dst_path):
+        _fail(f"{dst} is not a regular file (a device or a pipe): the conversion is written "
+              "beside it and renamed into place; give a file", 2)
     if not dst_path.parent.is_dir():
         _fail(f"cannot write {dst}: no directory {dst_path.parent}", 2)
     progress = _Progress(quiet)

@@ -7,13 +7,15 @@ import sys
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
+from kpath.cli_types import Seconds
 from kpath.console import ConsoleStatus
 from probes.catalog import PROFILES, UnknownProbe, select
 from tracer.capture.base import BACKENDS, BPF_SOURCES, DEFAULT_BUFFER_PAGES, choose_backend
 from tracer.capture.errors import CaptureError
 from tracer.capture.plan import ATTACH_MODES, DEFAULT_ATTACH_MODE
-from tracer.filters import FilterError, make_filters
+from tracer.filters import FilterError, Filters, make_filters
 from tracer.session import TraceRequest, run_trace
 
 
@@ -26,7 +28,7 @@ from tracer.session import TraceRequest, run_trace
 @click.option("--pid", type=int, help="Trace this process (and the flows it touches).")
 @click.option("--comm", help="Trace tasks with this name (max 15 bytes).")
 @click.option("--port", type=int, help="Trace only segments and sockets with this TCP port.")
-@click.option("--duration", type=click.FloatRange(min=0, min_open=True),
+@click.option("--duration", type=Seconds(),
               help="Stop after this many seconds.")
 @click.option("--count", type=click.IntRange(min=1), help="Stop after this many events.")
 @click.option("--probes", "probes_sel", default="default", show_default=True,
@@ -92,9 +94,6 @@ def trace_cmd(
       kpath trace --probes minimal -o min.kpath -- ./client 127.0.0.1
       kpath trace --no-kprobes --vmlinux vmlinux-6.1.0-57-amd64 -o tp.kpath -- CMD
     """
-    if ebpf:
-        click.echo(BPF_SOURCES[choose_backend(backend)].read_text(encoding="utf-8"), nl=False)
-        return
     try:
         filters = make_filters(pid, comm, port, bool(command))
         profile, specs = select(probes_sel)
@@ -107,6 +106,10 @@ def trace_cmd(
                                "only kprobes)")
     if buffer_pages & (buffer_pages - 1):
         raise click.UsageError(f"--buffer-pages {buffer_pages}: must be a power of two")
+    if ebpf:
+        _print_ebpf(click.get_current_context(), backend, kprobes, filters, profile,
+                    [s.name for s in specs], buffer_pages, command)
+        return
     if not command and duration is None and count is None and not sys.stdin.isatty():
         # Non-interactive with nothing to end the trace would run forever.
         raise click.UsageError("give --duration, --count or a command (-- CMD) to end the trace")
@@ -135,6 +138,46 @@ def trace_cmd(
         status.warn(f"{t.lost} events were lost (buffer full); they are marked in the trace")
     if t.command_exit:
         sys.exit(t.command_exit if 0 < t.command_exit < 256 else 1)
+
+
+# What --ebpf cannot show: they change how long a trace runs or where it is
+# written, not the program.
+_NOT_IN_PROGRAM = ("output", "duration", "count", "ready_file", "vmlinux")
+
+
+def _print_ebpf(ctx: click.Context, backend: str, kprobes: bool, filters: Filters,
+                profile: str, probes: list[str], buffer_pages: int,
+                command: tuple[str, ...]) -> None:
+    """The BPF C program the options would load, after a comment saying what
+    they set: which probes it is asked to attach and the values written
+    into its config map at load (the C text is the same for all of them:
+    nothing a user types is ever put into it). Options that would not
+    change the program are refused, not silently ignored."""
+    ignored = [f"--{name.replace('_', '-')}" for name in _NOT_IN_PROGRAM
+               if ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, None)]
+    if command:
+        ignored.append("a command (-- CMD)")
+    if ignored:
+        raise click.UsageError(f"--ebpf prints the BPF program and exits: "
+                               f"{', '.join(ignored)} would not change it")
+    chosen = choose_backend(backend)
+    config = " ".join(f"{k}={_c_literal(v) if isinstance(v, str) else int(v)}"
+                      for k, v in filters.to_record().items())
+    lines = [f"backend {chosen}" + (f" (--backend {backend})" if backend != chosen else ""),
+             f"kprobes {'on' if kprobes else 'off (tracepoints only)'}",
+             f"ring buffer {buffer_pages} pages of 4 KiB",
+             f"config map at load: {config or 'no filter'}",
+             f"probes requested ({profile}): " + ", ".join(probes)]
+    head = "".join(f" * {line}\n" for line in lines)
+    text = BPF_SOURCES[chosen].read_text(encoding="utf-8")
+    click.echo(f"/* kpath trace --ebpf\n{head} */\n{text}", nl=False)
+
+
+def _c_literal(text: str) -> str:
+    """A string as a C literal whose characters are letters, digits and \\x
+    escapes only: it cannot end the comment it is printed in."""
+    return '"' + "".join(ch if ch.isascii() and ch.isalnum() else
+                         "".join(f"\\x{b:02x}" for b in ch.encode()) for ch in text) + '"'
 
 
 @click.group("demo")

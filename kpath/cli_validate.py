@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from kpath.cli_types import Seconds
 from kpath.cli_vm import kernel_option
 from vm.errors import VmError
 from vm.progress import Progress
@@ -27,7 +28,7 @@ from vm.validate import BACKENDS, DEFAULT_BACKEND, DEFAULT_TIMEOUT, validate
               default=Path("kpath-validate"), show_default=True,
               help="Where the traces go (inside the current directory, which is shared).")
 @click.option("--no-run", is_flag=True, help="Only check traces already in --out.")
-@click.option("--timeout", type=click.FloatRange(min=1), default=DEFAULT_TIMEOUT,
+@click.option("--timeout", type=Seconds(at_least=1.0), default=DEFAULT_TIMEOUT,
               show_default=True, help="Seconds before the VM is killed.")
 @click.option("--cache", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="VM cache directory.")

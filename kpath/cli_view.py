@@ -14,6 +14,8 @@ from typing import Any, NoReturn
 
 import click
 
+from kpath.cli_types import replaceable
+from kpath.console import stdout_failed
 from tracer.timeline import Timeline, build_timeline, use_recorded_probes
 from tracer.timeline.columnar import (
     Irregular,
@@ -31,7 +33,15 @@ from viz.jsonout import write_json, write_json_windows
 from viz.mermaid import render_mermaid_checked
 from viz.perfetto import write_perfetto
 from viz.plantuml import render_plantuml
-from viz.select import Selection, SelectionError, View, parse_bound, parse_steps, select
+from viz.select import (
+    Selection,
+    SelectionError,
+    View,
+    expand_steps,
+    parse_bound,
+    parse_step_ranges,
+    select,
+)
 from viz.sequence import build_sequence
 from viz.stats_columnar import trace_stats_text
 from viz.stats_text import render_stats
@@ -102,24 +112,31 @@ def _echo(text: str, color: bool | None = None) -> None:
     try:
         click.echo(text, nl=False, color=color)
         sys.stdout.flush()
-    except BrokenPipeError:
-        _quiet_exit_on_broken_pipe()
+    except OSError as exc:
+        stdout_failed(exc)
 
 
-def _quiet_exit_on_broken_pipe() -> NoReturn:
-    # Reader went away (`| head`): stop quietly, without a traceback at exit.
-    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    sys.exit(0)
+def _out(text: str) -> None:
+    """Write to stdout; a closed pipe or a full disk ends kpath with one
+    line (kpath/console.py stdout_failed), an error elsewhere is not taken
+    for one of stdout's."""
+    try:
+        sys.stdout.write(text)
+    except OSError as exc:
+        stdout_failed(exc)
+
+
+def _flush() -> None:
+    try:
+        sys.stdout.flush()
+    except OSError as exc:
+        stdout_failed(exc)
 
 
 def _stream_json(tl: Timeline, number: int | None) -> None:
     """Written as it is made: the whole document of a big trace would not fit."""
-    out = sys.stdout
-    try:
-        write_json(tl, out.write, number)
-        out.flush()
-    except BrokenPipeError:
-        _quiet_exit_on_broken_pipe()
+    write_json(tl, _out, number)
+    _flush()
 
 
 def _replay_json_windows(file: str) -> None:
@@ -137,11 +154,8 @@ def _replay_json_windows(file: str) -> None:
     if len(plan.bounds) <= 1:
         _stream_json(build_timeline(trace), None)
         return
-    try:
-        write_json_windows(plan, sys.stdout.write)
-        sys.stdout.flush()
-    except BrokenPipeError:
-        _quiet_exit_on_broken_pipe()
+    write_json_windows(plan, _out)
+    _flush()
 
 
 @click.command("replay")
@@ -199,20 +213,20 @@ def _export_perfetto(tl: Timeline, view: View, output: str) -> None:
     """Written record by record (the text of a big trace is as big again as
     its records); a file appears only once complete."""
     if output == "-":
-        try:
-            write_perfetto(tl, sys.stdout.write, view)
-            sys.stdout.flush()
-        except BrokenPipeError:
-            _quiet_exit_on_broken_pipe()
+        write_perfetto(tl, _out, view)
+        _flush()
         return
     out = Path(output)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.part")
+    # A device or a pipe is written straight: renamed onto, it would be replaced.
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.part") if replaceable(out) else out
     try:
         with open(tmp, "w", encoding="ascii") as fh:
             write_perfetto(tl, fh.write, view)
-        os.replace(tmp, out)
+        if tmp != out:
+            os.replace(tmp, out)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
+        if tmp != out:
+            tmp.unlink(missing_ok=True)
         _fail(f"cannot write {output}: {exc.strerror or exc}")
     click.echo(f"kpath: wrote {output} (perfetto, {len(view.drawn_steps)} steps)", err=True)
 
@@ -321,8 +335,8 @@ def export_cmd(file: str, fmt: str | None, output: str | None, flow: str | None,
     if output != "-" and Path(output).resolve() == Path(file).resolve():
         _fail(f"refusing to overwrite the trace {file} with the diagram", 2)
     try:
+        ranges = parse_step_ranges(packets) if packets else []
         sel = Selection(
-            steps=tuple(parse_steps(packets)) if packets else (),
             start=parse_bound(start) if start is not None else None,
             end=parse_bound(end) if end is not None else None,
             max_steps=max_packets, fold=not no_fold and fmt != "perfetto",
@@ -335,7 +349,8 @@ def export_cmd(file: str, fmt: str | None, output: str | None, flow: str | None,
     if cut:
         click.echo(f"kpath: warning: {cut}", err=True)
     try:
-        view = select(tl, Selection(flow=number, steps=sel.steps, start=sel.start, end=sel.end,
+        steps = tuple(expand_steps(ranges, len(tl.steps)))
+        view = select(tl, Selection(flow=number, steps=steps, start=sel.start, end=sel.end,
                                     max_steps=sel.max_steps, fold=sel.fold, cap=sel.cap))
     except SelectionError as exc:
         _fail(f"{file}: {exc}", 2)

@@ -8,6 +8,7 @@ from typing import TypeVar
 
 import click
 
+from kpath.cli_types import Seconds
 from vm.cache import Layout, cache_root
 from vm.errors import VmError
 from vm.image import ensure_image
@@ -27,6 +28,11 @@ def _guard(action: Callable[[], T]) -> T:
         return action()
     except VmError as exc:
         raise click.ClickException(str(exc)) from exc
+
+
+# Checked before the image is built: QEMU says no only once it starts.
+MAX_MEMORY_MB = 1 << 20  # 1 TiB
+MAX_CPUS = 255  # QEMU's x86 machines without an x2APIC
 
 
 def _cache_option() -> Callable[[Callable[..., None]], Callable[..., None]]:
@@ -90,7 +96,7 @@ def build_cmd(kernel: str, force: bool, cache: Path | None) -> None:
     context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},
 )
 @click.option(
-    "--timeout", type=click.FloatRange(min=1), default=DEFAULT_TIMEOUT, show_default=True,
+    "--timeout", type=Seconds(at_least=1.0), default=DEFAULT_TIMEOUT, show_default=True,
     metavar="SECONDS", help="Kill QEMU after this long (exit status 124).",
 )
 @click.option(
@@ -98,9 +104,9 @@ def build_cmd(kernel: str, force: bool, cache: Path | None) -> None:
     show_default="current directory",
     help="Host directory mounted at /mnt/host, the command's working directory.",
 )
-@click.option("--memory", type=click.IntRange(min=256), default=2048, show_default=True,
-              metavar="MB", help="Guest memory.")
-@click.option("--cpus", type=click.IntRange(min=1), default=2, show_default=True,
+@click.option("--memory", type=click.IntRange(min=256, max=MAX_MEMORY_MB), default=2048,
+              show_default=True, metavar="MB", help="Guest memory.")
+@click.option("--cpus", type=click.IntRange(min=1, max=MAX_CPUS), default=2, show_default=True,
               metavar="N", help="Guest CPUs.")
 @kernel_option()
 @_cache_option()

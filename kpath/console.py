@@ -7,12 +7,13 @@ serial console) it prints a line every few seconds.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import sys
 import threading
 import time
 from collections.abc import Iterator
-from typing import TextIO
+from typing import NoReturn, TextIO
 
 
 class ConsoleStatus:
@@ -119,3 +120,21 @@ class KeptStatus:
 
     def counter_done(self) -> None:
         pass
+
+
+def stdout_failed(exc: OSError) -> NoReturn:
+    """Standard output cannot take more (a reader that went away, `| head`;
+    a full disk; /dev/full): stop with one line, never a traceback. A closed
+    pipe is the reader's choice and ends quietly with status 0; any other
+    failure says what the system said, with status 1."""
+    # Nothing more reaches stdout: point it at /dev/null, so that the flush
+    # at interpreter exit does not fail again (and print a traceback).
+    with contextlib.suppress(OSError, ValueError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    if exc.errno == errno.EPIPE:
+        sys.exit(0)
+    with contextlib.suppress(OSError):
+        sys.stderr.write(f"kpath: error: cannot write to standard output: "
+                         f"{exc.strerror or type(exc).__name__}\n")
+        sys.stderr.flush()
+    sys.exit(1)

@@ -17,13 +17,13 @@ hover and filtering. Same diagram in, same bytes out.
 
 from __future__ import annotations
 
-import html
 import math
 import re
 
 import graphviz
 
 from tracer.timeline import Role
+from viz.escape import dot_string, html_text
 from viz.sequence import APP, Activation, Arrow, Frame, Note, SequenceDiagram
 
 FORMATS = ("svg", "png", "pdf", "dot")
@@ -90,7 +90,7 @@ def _table(rows: list[str], align: str = "center") -> str:
 
 
 def _esc(text: str) -> str:
-    return html.escape(text, quote=False)
+    return html_text(text, None)
 
 
 def _color(arrow: Arrow) -> str:
@@ -276,7 +276,8 @@ def _tooltip(arrow: Arrow) -> str:
     source (kpath trace --vmlinux), else nothing (no tooltip at all)."""
     if not arrow.source:
         return ""
-    return f"{arrow.probe}{' return' if arrow.kind == 'return' else ''}: {arrow.source}"
+    return dot_string(f"{arrow.probe}{' return' if arrow.kind == 'return' else ''}: "
+                      f"{arrow.source}", None)
 
 
 def _bar(g: graphviz.Digraph, name: str, act: Activation, x: float, ys: list[float]) -> None:

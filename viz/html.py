@@ -12,7 +12,6 @@ headless Chromium).
 
 from __future__ import annotations
 
-import html
 import json
 import re
 from dataclasses import dataclass
@@ -20,9 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from tracer.timeline import Packet, TEvent, Timeline
+from viz.escape import html_text
 from viz.jsonout import event_record, step_record
 from viz.select import View
-from viz.sequence import CONTEXTS, SequenceDiagram, fmt_offset
+from viz.sequence import CONTEXTS, SequenceDiagram, fmt_offset, probe_sources
 from viz.spans import call_depths, call_ends
 from viz.text import fmt_hop
 
@@ -103,7 +103,7 @@ def render_html(timeline: Timeline, view: View, diagram: SequenceDiagram, svg: b
     tl = timeline
     trace = tl.trace
     h = trace.header
-    esc = html.escape
+    esc = html_text
     packets = view.packets
     lat = [packet_latency(tl, p) for p in packets]
     # data for hover and filtering: drawn events, and the steps they belong to
@@ -128,7 +128,7 @@ def render_html(timeline: Timeline, view: View, diagram: SequenceDiagram, svg: b
     data = {"events": events, "steps": steps,
             "flows": [{"number": fv.flow.number, "title": fv.flow.title} for fv in view.flows]}
     # file:line of each probed function, when the trace has them (--vmlinux)
-    sources = {p.name: p.source for p in h.probes if p.source}
+    sources = probe_sources(h.probes)
     if sources:
         data["sources"] = sources
 
@@ -158,10 +158,10 @@ def render_html(timeline: Timeline, view: View, diagram: SequenceDiagram, svg: b
     lost = trace.lost_total
     meta = (f"kernel <b>{esc(h.kernel_release)}</b> on <b>{esc(h.hostname)}</b>, started "
             f"{esc(h.started or '?')}; <b>{len(tl.events)}</b> events, "
-            f"<b>{lost}</b> lost; {len(tl.flows)} flow(s); drawn: {len(diagram.arrows)} "
+            f"<b>{esc(lost)}</b> lost; {len(tl.flows)} flow(s); drawn: {len(diagram.arrows)} "
             f"events of {len(view.drawn_steps)} steps")
     if trace.cut_short:
-        meta += f"; <b>trace cut short</b>: {esc(trace.cut_short)}"
+        meta += f"; <b>trace cut short</b>: {esc(trace.cut_short, None)}"
     css = (ASSETS / "kpath.css").read_text(encoding="utf-8")
     js = (ASSETS / "kpath.js").read_text(encoding="utf-8")
     if sources:
@@ -173,13 +173,13 @@ def render_html(timeline: Timeline, view: View, diagram: SequenceDiagram, svg: b
 <meta http-equiv="Content-Security-Policy" content="{CSP}">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta name="generator" content="kpath export -f html">
-<title>kpath: {esc(name)}</title>
+<title>kpath: {esc(name, None)}</title>
 <style>
 {css}</style>
 </head>
 <body>
 <header>
-<h1>kpath: {esc(name)}</h1>
+<h1>kpath: {esc(name, None)}</h1>
 <div class="meta">{meta}</div>
 </header>
 <div id="controls">

@@ -11,6 +11,7 @@ import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+from tracer.events import tcp_flag_names
 from tracer.timeline import (
     ByteRange,
     Flow,
@@ -26,6 +27,7 @@ from tracer.timeline import (
 )
 from tracer.timeline.windows import Plan
 from tracer.tracefile import Trace
+from viz.escape import json_safe
 from viz.sequence import context_short, event_details
 from viz.spans import call_depths, call_ends
 
@@ -34,7 +36,8 @@ VERSION = 1
 
 
 def _gap(g: LostGap) -> dict[str, Any]:
-    return {"ts_ns": g.ts_ns, "offset_ns": g.offset_ns, "count": g.count, "probe": g.probe,
+    return {"ts_ns": g.ts_ns, "offset_ns": g.offset_ns, "count": g.count,
+            "probe": json_safe(g.probe),
             "cpu": g.cpu}
 
 
@@ -58,14 +61,15 @@ def step_record(st: Step, tl: Timeline) -> dict[str, Any]:
     fl = tl.flows[st.flow - 1] if st.flow is not None else None
     rec: dict[str, Any] = {
         "id": st.id, "kind": str(st.kind), "flow": st.flow,
-        "side": str(st.side) if st.side else None, "title": st.title,
+        "side": str(st.side) if st.side else None, "title": json_safe(st.title),
         "start_ns": st.start_ns, "end_ns": st.end_ns, "duration_ns": st.end_ns - st.start_ns,
         "events": [te.index for te in st.events],
         "message": None, "packet": None,
     }
     if isinstance(st, Message):
         rec["message"] = {
-            "op": st.op, "syscall": st.syscall, "requested": st.requested, "bytes": st.nbytes,
+            "op": st.op, "syscall": json_safe(st.syscall), "requested": st.requested,
+            "bytes": st.nbytes,
             "complete": st.complete, "packets": list(st.packets), "handled": list(st.handled),
             "data_from": list(st.data_from), "byte_range": _range(st.byte_range),
             "range_from": str(st.range_from) if st.range_from is not None else None,
@@ -75,7 +79,7 @@ def step_record(st: Step, tl: Timeline) -> dict[str, Any]:
         seg = st.segment
         rel = (lambda ep, v: fl.rel(ep, v)) if fl is not None else (lambda ep, v: v)
         rec["packet"] = {
-            "label": st.label, "flags": seg.flags_label, "payload": seg.payload,
+            "label": st.label, "flags": tcp_flag_names(seg.flags), "payload": seg.payload,
             "src": str(seg.src), "dst": str(seg.dst),
             "sender": str(st.sender) if st.sender else None,
             "receiver": str(st.receiver) if st.receiver else None,
@@ -99,9 +103,10 @@ def event_record(te: TEvent, fl: Flow | None, depth: int, hop_ns: int | None) ->
     ev = te.ev
     rec: dict[str, Any] = {
         "index": te.index, "ts_ns": ev.ts_ns, "offset_ns": te.offset_ns, "hop_ns": hop_ns,
-        "cpu": ev.cpu, "tgid": ev.tgid, "tid": ev.tid, "comm": ev.comm,
-        "probe": ev.probe, "kind": str(ev.kind), "ctx": str(ev.ctx), "softirq": ev.softirq,
-        "context": te.context, "context_kind": context_short(ev),
+        "cpu": ev.cpu, "tgid": ev.tgid, "tid": ev.tid, "comm": json_safe(ev.comm),
+        "probe": json_safe(ev.probe), "kind": str(ev.kind), "ctx": str(ev.ctx),
+        "softirq": ev.softirq, "context": json_safe(te.context),
+        "context_kind": context_short(ev),
         "layer": str(te.layer) if te.layer else None,
         "direction": str(te.direction) if te.direction else None,
         "flow": te.flow, "side": str(te.side) if te.side else None,
@@ -130,7 +135,9 @@ def _trace_record(tl: Timeline) -> dict[str, Any]:
 def _trace_fields(trace: Trace, start_ns: int, duration_ns: int, events: int
                   ) -> dict[str, Any]:
     h = trace.header
-    return {
+    # Header fields as the file has them (JSON escapes what a terminal must
+    # not see); json_safe for what JSON cannot hold.
+    fields: dict[str, Any] = json_safe({
         "path": trace.path, "kernel_release": h.kernel_release,
         "kernel_version": h.kernel_version, "hostname": h.hostname, "machine": h.machine,
         "started": h.started, "clock": h.clock, "backend": h.backend, "buffer": h.buffer,
@@ -146,12 +153,14 @@ def _trace_fields(trace: Trace, start_ns: int, duration_ns: int, events: int
             "missing": [{"name": p.name, "reason": p.reason, "detail": p.detail}
                         for p in h.missing],
         },
-    }
+    })
+    return fields
 
 
 def _unattributed(tl: Timeline, flow: int | None) -> list[dict[str, Any]]:
     return [] if flow is not None else [
-        {"tid": g.tid, "tgid": g.tgid, "comm": g.comm, "steps": [st.id for st in g.steps]}
+        {"tid": g.tid, "tgid": g.tgid, "comm": json_safe(g.comm),
+         "steps": [st.id for st in g.steps]}
         for g in tl.unattributed]
 
 
@@ -340,6 +349,6 @@ def write_json_windows(plan: Plan, write: Callable[[str], object]) -> None:
     # As group_steps orders them: by first step's start, then first seen.
     unattributed = _Array(write, "unattributed")
     for tid, (_, _, tgid, comm, ids) in sorted(threads.items(), key=lambda kv: kv[1][:2]):
-        unattributed.add({"tid": tid, "tgid": tgid, "comm": comm, "steps": ids})
+        unattributed.add({"tid": tid, "tgid": tgid, "comm": json_safe(comm), "steps": ids})
     unattributed.close(last=True)
     write("}\n")

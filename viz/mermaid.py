@@ -8,9 +8,9 @@ use the open-headed async arrows (`-)`, `--)`) and say what they are in their
 label; folded blocks are `loop` frames; activation bars are
 `activate`/`deactivate`.
 
-Labels are escaped with Mermaid's entity codes: `;` ends a statement and `#`
-starts an entity, so both (and `<`, `>`, which Mermaid reads as HTML) are
-replaced in one pass; line breaks become spaces.
+Labels are escaped by viz/escape.py (mermaid_label): Mermaid's entity codes
+for `;` (ends a statement), `#` (starts an entity), `<` and `>` (HTML to
+Mermaid); line breaks become spaces.
 
 Mermaid refuses diagrams over 50,000 characters (its maxTextSize, also
 GitHub's limit): a longer diagram is cut at a row, with a closing note.
@@ -19,20 +19,15 @@ GitHub's limit): a longer diagram is cut at a row, with a closing note.
 from __future__ import annotations
 
 from viz.diagram_text import LEGEND, arrow_text, bar_edits
+from viz.escape import mermaid_label
 from viz.sequence import Arrow, Frame, Note, SequenceDiagram
 
 MAX_TEXT = 50_000  # Mermaid's default maxTextSize
-_ESCAPES = {";": "#59;", "#": "#35;", "<": "#60;", ">": "#62;", "\n": " ", "\r": " "}
 # Background band per execution context (translucent, so notes stay readable).
 CTX_BAND = {"task": "rgba(21, 101, 192, 0.08)", "softirq": "rgba(230, 81, 0, 0.12)",
             "ksoftirqd": "rgba(142, 36, 170, 0.12)", "hardirq": "rgba(198, 40, 40, 0.12)"}
 CTX_NAME = {"task": "light blue", "softirq": "light orange", "ksoftirqd": "light purple",
             "hardirq": "light red"}
-
-
-def escape(text: str) -> str:
-    """Make text safe as a Mermaid label (single pass, so codes are not re-escaped)."""
-    return "".join(_ESCAPES.get(ch, ch) for ch in text)
 
 
 def render_mermaid(diagram: SequenceDiagram) -> str:
@@ -42,14 +37,14 @@ def render_mermaid(diagram: SequenceDiagram) -> str:
 
 def render_mermaid_checked(diagram: SequenceDiagram) -> tuple[str, str | None]:
     """(text, notice): notice says where the diagram was cut to fit, if it was."""
-    head = ["sequenceDiagram", f"    title {escape(diagram.title)}"]
+    head = ["sequenceDiagram", f"    title {mermaid_label(diagram.title)}"]
     for ll in diagram.lifelines:
-        head.append(f"    participant {ll.key} as {escape(ll.caption)}")
+        head.append(f"    participant {ll.key} as {mermaid_label(ll.caption)}")
     first, last = diagram.lifelines[0].key, diagram.lifelines[-1].key
     bands = ", ".join(f"{c} = {CTX_NAME[c]} band" for c in diagram.contexts)
     if bands:
-        head.append(f"    Note over {first},{last}: {escape('execution context: ' + bands)}")
-        head.append(f"    Note over {first},{last}: {escape(LEGEND)}")
+        head.append(f"    Note over {first},{last}: {mermaid_label('execution context: ' + bands)}")
+        head.append(f"    Note over {first},{last}: {mermaid_label(LEGEND)}")
     n = len(diagram.rows)
     body = _body(diagram, n, first, last)
     size = sum(len(ln) + 1 for ln in head + body)
@@ -68,7 +63,7 @@ def render_mermaid_checked(diagram: SequenceDiagram) -> tuple[str, str | None]:
         notice = (f"mermaid: cut after row {lo} of {n} to stay under Mermaid's "
                   f"{MAX_TEXT}-character limit ({left} arrows left out; narrow with --flow, "
                   "--packet, --from/--to or --max-packets)")
-        body.append(f"    Note over {first},{last}: {escape(notice)}")
+        body.append(f"    Note over {first},{last}: {mermaid_label(notice)}")
     return "\n".join(head + body) + "\n", notice
 
 
@@ -92,7 +87,7 @@ def _body(diagram: SequenceDiagram, n: int, first: str, last: str) -> list[str]:
     for i, row in enumerate(diagram.rows[:n]):
         if isinstance(row, Note):
             mark = "LOST: " if row.kind == "lost" and not row.text.startswith("lost") else ""
-            lines.append(f"{pad()}Note over {first},{last}: {escape(mark + row.text)}")
+            lines.append(f"{pad()}Note over {first},{last}: {mermaid_label(mark + row.text)}")
         elif isinstance(row, Frame):
             close_band()
             if row.end:
@@ -101,7 +96,7 @@ def _body(diagram: SequenceDiagram, n: int, first: str, last: str) -> list[str]:
                     depth -= 1
                     lines.append(pad() + "end")
             else:
-                lines.append(f"{pad()}loop {escape(row.text)}")
+                lines.append(f"{pad()}loop {mermaid_label(row.text)}")
                 loops += 1
                 depth += 1
         else:
@@ -110,7 +105,8 @@ def _body(diagram: SequenceDiagram, n: int, first: str, last: str) -> list[str]:
                 lines.append(f"{pad()}rect {CTX_BAND.get(row.ctx, CTX_BAND['task'])}")
                 band = row.ctx
                 depth += 1
-            lines.append(f"{pad()}{row.src}{_arrow(row)}{row.dst}: {escape(arrow_text(row))}")
+            label = mermaid_label(arrow_text(row))
+            lines.append(f"{pad()}{row.src}{_arrow(row)}{row.dst}: {label}")
         for key in edits.closes.get(i, []):
             lines.append(f"{pad()}deactivate {key}")
         for act in edits.opens.get(i, []):

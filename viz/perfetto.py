@@ -34,6 +34,7 @@ from typing import Any
 from probes.catalog import Capture
 from tracer.events import Context, Kind
 from tracer.timeline import Message, Packet, TEvent, Timeline, capture_of
+from viz.escape import json_safe, printable
 from viz.select import View, select
 from viz.sequence import context_short, event_details
 from viz.spans import call_ends
@@ -80,7 +81,7 @@ def _tracks(tl: Timeline, events: list[TEvent]) -> dict[tuple[int, str, str | No
         key = (ev.tid, str(ev.ctx), ev.softirq)
         if key in out:
             continue
-        who = f"{ev.comm}[{ev.tid}]"
+        who = f"{printable(ev.comm)}[{ev.tid}]"
         if ev.ctx in (Context.TASK, Context.KSOFTIRQD):
             tid = ev.tid
             name = who if ev.ctx is Context.TASK else f"{who} {context_short(ev)}"
@@ -171,7 +172,7 @@ def perfetto_document(timeline: Timeline, view: View | None = None) -> dict[str,
         end_shown = end is not None and end in shown
         end_ns = all_events[end].ev.ts_ns if end_shown else ev.ts_ns  # type: ignore[index]
         fl = flows[te.flow - 1] if te.flow is not None else None
-        name = f"{ev.probe} return" if is_return else ev.probe
+        name = printable(f"{ev.probe} return" if is_return else ev.probe)
         layer = str(te.layer) if te.layer else None
         if te.segment is not None and not is_return:
             key = (id(te.segment), te.flow)
@@ -189,7 +190,7 @@ def perfetto_document(timeline: Timeline, view: View | None = None) -> dict[str,
         if layer:
             args["layer"] = layer
         if te.context:
-            args["context"] = te.context
+            args["context"] = printable(te.context)
         args["cpu"] = ev.cpu
         if details:
             args["details"] = details
@@ -213,7 +214,7 @@ def perfetto_document(timeline: Timeline, view: View | None = None) -> dict[str,
     doc = {
         "traceEvents": out,
         "displayTimeUnit": "ns",
-        "otherData": {
+        "otherData": json_safe({
             "generator": "kpath export -f perfetto",
             "trace": tl.trace.path,
             "kernel": tl.trace.header.kernel_release,
@@ -223,7 +224,7 @@ def perfetto_document(timeline: Timeline, view: View | None = None) -> dict[str,
                            f"{tl.start_ns} ns)",
             "lost_events": tl.trace.lost_total,
             "notices": view.notices,
-        },
+        }),
     }
     return doc
 
@@ -235,7 +236,7 @@ def _metadata(tl: Timeline, tracks: dict[tuple[int, str, str | None], Track],
     for te in events:
         ev = te.ev
         if ev.tgid not in procs or ev.tid == ev.tgid:
-            procs[ev.tgid] = f"{ev.comm} (pid {ev.tgid})"
+            procs[ev.tgid] = f"{printable(ev.comm)} (pid {ev.tgid})"
     for i, (pid, name) in enumerate(sorted(procs.items())):
         out.append({"ph": "M", "name": "process_name", "pid": pid, "tid": 0,
                     "args": {"name": name}})
@@ -286,7 +287,7 @@ def _cpu_tracks(events: list[TEvent], at_us: dict[int, float]) -> list[dict[str,
         start = 0  # of the run of one context, in evs
 
         def flush(a: TEvent, b: TEvent, count: int, tid: int = tid) -> None:
-            out.append({"ph": "X", "name": a.context, "cat": "cpu", "pid": CPU_PID,
+            out.append({"ph": "X", "name": printable(a.context), "cat": "cpu", "pid": CPU_PID,
                         "tid": tid, "ts": at_us[a.index],
                         "dur": _us(b.ev.ts_ns - a.ev.ts_ns),
                         "args": {"events": count, "first_event": a.index,
@@ -299,8 +300,9 @@ def _cpu_tracks(events: list[TEvent], at_us: dict[int, float]) -> list[dict[str,
                 if last.tid != ev.tid or last.ctx is not ev.ctx:
                     flush(evs[start], evs[i - 1], i - start)
                     start = i
-            out.append({"ph": "i", "s": "t", "name": ev.probe, "cat": "cpu", "pid": CPU_PID,
-                        "tid": tid, "ts": at_us[te.index], "args": {"event": te.index}})
+            out.append({"ph": "i", "s": "t", "name": printable(ev.probe), "cat": "cpu",
+                        "pid": CPU_PID, "tid": tid, "ts": at_us[te.index],
+                        "args": {"event": te.index}})
         flush(evs[start], evs[-1], len(evs) - start)
     return out
 
@@ -324,7 +326,7 @@ def _flows(tl: Timeline, events: list[TEvent], slices: dict[int, dict[str, Any]]
         hops = [te for te in st.events if te.index in slices]
         if len(hops) >= 2:
             flow_id += 1
-            name = f"#{st.id} {st.title}"
+            name = f"#{st.id} {printable(st.title)}"
             out.append(point("s", hops[0], flow_id, name, "packet"))
             out.extend(point("t", te, flow_id, name, "packet") for te in hops[1:-1])
             out.append(point("f", hops[-1], flow_id, name, "packet"))

@@ -6,45 +6,25 @@ graphviz renderer: by execution context; hand-offs are bold with an open
 head (`->>`), wake-ups dashed green, returns dashed; flows are `==` dividers,
 folded blocks `loop` frames.
 
-Labels are escaped for PlantUML's creole markup: `~` escapes the next
-character, so doubled markup characters (`__` underlines, `**` bolds, `//`,
-`""`, `--`) and `<` (an HTML-like tag) get one; a backslash is doubled
-(`\\n` would be a line break).
+Labels are escaped for PlantUML's creole markup by viz/escape.py
+(plantuml_label).
 """
 
 from __future__ import annotations
 
 from viz.diagram_text import LEGEND, arrow_text, bar_edits
+from viz.escape import plantuml_label, printable
 from viz.graphviz_render import CTX_COLOR, CTX_FILL, LOST_COLOR, ROLE_FILL, WAKEUP_COLOR
 from viz.sequence import Arrow, Frame, Note, SequenceDiagram
-
-_MARKUP = "_*/\"-"
-
-
-def escape(text: str) -> str:
-    out: list[str] = []
-    n = len(text)
-    for i, ch in enumerate(text):
-        if ch in "\r\n":
-            out.append(" ")
-        elif ch == "\\":
-            out.append("\\\\")
-        elif ch == "<":
-            out.append("~<")
-        elif ch in _MARKUP and ((i + 1 < n and text[i + 1] == ch) or (i > 0 and text[i - 1] == ch)):
-            out.append("~" + ch)
-        else:
-            out.append(ch)
-    return "".join(out)
 
 
 def _quote(text: str) -> str:
     """A participant's display name, in double quotes."""
-    return '"' + text.replace('"', "'") + '"'
+    return '"' + printable(text).replace('"', "'") + '"'
 
 
 def render_plantuml(diagram: SequenceDiagram) -> str:
-    lines = ["@startuml", f"title {escape(diagram.title)}", "skinparam shadowing false",
+    lines = ["@startuml", f"title {plantuml_label(diagram.title)}", "skinparam shadowing false",
              "skinparam sequenceMessageAlign center", "skinparam responseMessageBelowArrow true",
              "hide footbox"]
     for ll in diagram.lifelines:
@@ -55,21 +35,21 @@ def render_plantuml(diagram: SequenceDiagram) -> str:
         cells = " | ".join(f"<back:{CTX_FILL[c]}><color:{CTX_COLOR[c]}> {c} </color></back>"
                            for c in diagram.contexts)
         lines.append(f"arrow and bar colour = execution context: {cells}")
-        lines.append(escape(LEGEND.replace("->>", "->").replace("-->>", "-->")))
+        lines.append(plantuml_label(LEGEND.replace("->>", "->").replace("-->>", "-->")))
         lines.append("endlegend")
     first, last = diagram.lifelines[0].key, diagram.lifelines[-1].key
     edits = bar_edits(diagram)
     for i, row in enumerate(diagram.rows):
         if isinstance(row, Note):
             if row.kind == "flow":
-                lines.append(f"== {escape(row.text)} ==")
+                lines.append(f"== {plantuml_label(row.text)} ==")
             else:
                 color = f" {LOST_COLOR}" if row.kind == "lost" else ""
-                lines.append(f"note over {first}, {last}{color} : {escape(row.text)}")
+                lines.append(f"note over {first}, {last}{color} : {plantuml_label(row.text)}")
         elif isinstance(row, Frame):
-            lines.append("end" if row.end else f"loop {escape(row.text)}")
+            lines.append("end" if row.end else f"loop {plantuml_label(row.text)}")
         else:
-            lines.append(f"{row.src} {_arrow(row)} {row.dst} : {escape(arrow_text(row))}")
+            lines.append(f"{row.src} {_arrow(row)} {row.dst} : {plantuml_label(arrow_text(row))}")
         for key in edits.closes.get(i, []):
             lines.append(f"deactivate {key}")
         for act in edits.opens.get(i, []):

@@ -13,6 +13,7 @@ in `View.notices` (the CLI prints them on stderr) and shown in the picture.
 from __future__ import annotations
 
 import bisect
+import math
 import re
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
@@ -58,12 +59,17 @@ def parse_bound(text: str) -> Bound:
             raise SelectionError(f"{text!r}: an event index is a whole number; "
                                  "add a unit (ns, us, ms, s) for a time")
         return Bound(event=int(number))
-    return Bound(offset_ns=round(float(number) * _UNITS[unit]))
+    ns = float(number) * _UNITS[unit]
+    if not math.isfinite(ns) or ns >= 2 ** 63:
+        raise SelectionError(f"{text!r}: a time offset past any trace (2^63 ns)")
+    return Bound(offset_ns=round(ns))
 
 
-def parse_steps(text: str) -> list[int]:
-    """'8', '8,12', '8-12' (step numbers as replay shows them: #8)."""
-    out: list[int] = []
+def parse_step_ranges(text: str) -> list[tuple[int, int]]:
+    """'8', '8,12', '8-12' (step numbers as replay shows them: #8) as
+    (first, last) pairs, checked but not expanded: '1-99999999999' is one
+    pair until expand_steps knows how many steps the trace has."""
+    out: list[tuple[int, int]] = []
     for part in text.split(","):
         part = part.strip().lstrip("#")
         m = re.fullmatch(r"(\d+)(?:-#?(\d+))?", part)
@@ -73,8 +79,18 @@ def parse_steps(text: str) -> list[int]:
         hi = int(m.group(2)) if m.group(2) else lo
         if hi < lo:
             raise SelectionError(f"--packet range {part!r} goes backwards")
-        out.extend(range(lo, hi + 1))
-    return sorted(set(out))
+        out.append((lo, hi))
+    return out
+
+
+def expand_steps(ranges: list[tuple[int, int]], count: int) -> list[int]:
+    """The step numbers of `ranges` in a trace of `count` steps, sorted;
+    SelectionError (before expanding anything) for a number it lacks."""
+    for lo, hi in ranges:
+        if hi >= count:
+            have = f"steps are #0..#{count - 1}" if count else "the trace has no step"
+            raise SelectionError(f"no step #{max(lo, count)} ({have})")
+    return sorted({i for lo, hi in ranges for i in range(lo, hi + 1)})
 
 
 @dataclass(frozen=True, slots=True)

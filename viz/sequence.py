@@ -35,7 +35,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from probes.catalog import LAYER_ORDER, Capture, Direction, Layer
-from tracer.events import Context, Event, Kind
+from tracer.events import Context, Event, Kind, ProbeStatus
 from tracer.timeline import (
     ByteRange,
     Flow,
@@ -50,6 +50,7 @@ from tracer.timeline import (
     context_key,
     writers,
 )
+from viz.escape import printable, printable_items
 from viz.select import Block, Selection, View, select
 from viz.spans import call_ends
 
@@ -264,6 +265,17 @@ def all_lifelines() -> list[Lifeline]:
     return left + right
 
 
+def _gap_note(g: LostGap) -> Note:
+    return Note(f"{printable(g.text)}, noticed at {fmt_offset(g.offset_ns)}", "lost")
+
+
+def probe_sources(probes: list[ProbeStatus]) -> dict[str, str]:
+    """Probe name -> file:line of its function, for the probes whose source
+    the trace header records (kpath trace --vmlinux), made printable."""
+    return {p.name: printable(p.source) for p in probes
+            if p.source and isinstance(p.name, str)}
+
+
 def build_sequence(timeline: Timeline, flow: int | None = None,
                    view: View | None = None) -> SequenceDiagram:
     """The diagram for a view (default: one flow, 1-based number, or all
@@ -275,7 +287,7 @@ def build_sequence(timeline: Timeline, flow: int | None = None,
         view = select(timeline, Selection(flow=flow, fold=False, cap=False))
     trace = timeline.trace
     name = trace.path.rsplit("/", 1)[-1] if trace.path else "trace"
-    title = f"kpath: {name} ({trace.header.kernel_release})"
+    title = f"kpath: {printable(name, None)} ({printable(trace.header.kernel_release)})"
     if view.selection.flow is not None:
         title += f", flow {view.selection.flow}"
     builder = _RowBuilder(timeline, view)
@@ -297,10 +309,11 @@ def build_sequence(timeline: Timeline, flow: int | None = None,
     if view.cut_note:
         builder.rows.append(Note(view.cut_note, "info"))
     if trace.cut_short:
-        builder.rows.append(Note(f"trace cut short: {trace.cut_short}", "lost"))
+        builder.rows.append(Note(f"trace cut short: {printable(trace.cut_short, None)}",
+                                 "lost"))
     rows = builder.rows
-    cov = trace.header.coverage
-    partial = [layer for layer, c in cov.items() if c == "partial"]
+    cov = printable_items(trace.header.coverage)
+    partial = [layer for layer, c in cov if c == "partial"]
     if partial and timeline.flows:
         rows.insert(0, Note("partly observable on this kernel: " + ", ".join(partial)
                             + " (missing probes: kpath replay)", "info"))
@@ -308,7 +321,7 @@ def build_sequence(timeline: Timeline, flow: int | None = None,
     used |= {lifeline_key(Role.CLIENT, APP), lifeline_key(Role.SERVER, APP)}
     # Layers the trace asked for but could not see are drawn, greyed, so a
     # reader does not take their absence for the kernel skipping them.
-    unseen = {layer for layer, c in cov.items() if c == "none"} if timeline.flows else set()
+    unseen = {layer for layer, c in cov if c == "none"} if timeline.flows else set()
     lifelines = [ll if ll.key in used else replace(ll, observable=False)
                  for ll in all_lifelines() if ll.key in used or ll.layer in unseen]
     return SequenceDiagram(title=title, lifelines=lifelines, rows=rows,
@@ -327,7 +340,7 @@ class _RowBuilder:
     def __init__(self, timeline: Timeline, view: View) -> None:
         self.tl = timeline
         self.view = view
-        self.sources = {p.name: p.source for p in timeline.trace.header.probes if p.source}
+        self.sources = probe_sources(timeline.trace.header.probes)
         self.rows: list[Row] = []
 
     def flow_rows(self, fl: Flow, blocks: list[Block]) -> None:
@@ -355,7 +368,7 @@ class _RowBuilder:
             self.rows.append(Frame(f"x{b.reps}", end=True, reps=b.reps))
         self._events(fl, pending, gaps, 1)
         for g in gaps:
-            self.rows.append(Note(f"{g.text}, noticed at {fmt_offset(g.offset_ns)}", "lost"))
+            self.rows.append(_gap_note(g))
 
     def _events(self, fl: Flow, steps: list[Step], gaps: list[LostGap], reps: int) -> None:
         if not steps:
@@ -369,7 +382,7 @@ class _RowBuilder:
         for te in events:
             while gaps and gaps[0].ts_ns < te.ev.ts_ns:
                 g = gaps.pop(0)
-                self.rows.append(Note(f"{g.text}, noticed at {fmt_offset(g.offset_ns)}", "lost"))
+                self.rows.append(_gap_note(g))
             for msg, part in links.get(te.index, []):
                 self.rows.append(self._bytes_link(fl, te, msg, part, reps))
             self.rows.append(self._arrow(fl, te, reps))
@@ -406,7 +419,7 @@ class _RowBuilder:
         self.came_from[te.index] = src
         self.at_step[step.id] = dst
         self.at_ctx[ck] = dst
-        text = te.probe if te.layer is not Layer.SYSCALL or not te.is_return else ""
+        text = printable(te.probe) if te.layer is not Layer.SYSCALL or not te.is_return else ""
         details = event_details(te, fl)
         label = " ".join(p for p in (text, details) if p)
         return Arrow(src=src, dst=dst, text=label, time=fmt_offset(te.offset_ns),
@@ -414,7 +427,7 @@ class _RowBuilder:
                      event=te.index, step=step.id, role=role, ctx=str(te.ev.ctx),
                      context=te.context, kind=kind,
                      handoff_label=context_short(te.ev) if te.handoff else "",
-                     flow=fl.number, reps=reps, probe=te.probe,
+                     flow=fl.number, reps=reps, probe=printable(te.probe),
                      source=self.sources.get(te.probe, ""))
 
     def _wakeup(self, fl: Flow, waker: TEvent, reader: TEvent, reps: int) -> Arrow:
@@ -422,9 +435,9 @@ class _RowBuilder:
         role = reader.side or step.side or Role.CLIENT
         src = _lifeline_of(waker, waker.side or role)
         dst = _lifeline_of(reader, role)
-        who = f"{reader.ev.comm}[{reader.ev.tid}]"
+        who = f"{printable(reader.ev.comm)}[{reader.ev.tid}]"
         return Arrow(src=src, dst=dst, text=f"wake-up: #{waker.step} data ready for "
-                     f"#{step.id} ({who} in {step.events[0].probe})",
+                     f"#{step.id} ({who} in {printable(step.events[0].probe)})",
                      time=fmt_offset(waker.offset_ns), dashed=True, wire=False, handoff=True,
                      event=reader.index, step=step.id, role=role, ctx=str(waker.ev.ctx),
                      context=waker.context, kind="wakeup", handoff_label="wake-up",

@@ -16,6 +16,7 @@ from viz.stats_text import (
     _direction_of,
     distribution_lines,
     fmt_us,
+    head_lines,
     table_lines,
 )
 
@@ -28,13 +29,8 @@ def trace_stats_text(head: TraceStats, flows: Iterable[FlowStats]) -> Iterator[s
     """render_trace_stats in pieces: the header, then each flow's text as
     the flow comes (`head.flows` is not read), so a caller may write each
     piece and drop it."""
-    lines = [f"kpath stats {head.path or '(trace)'}: {head.events} events, "
-             f"{head.flow_count} flow(s), lost {head.lost_total}"]
-    if head.cut_short:
-        lines.append(f"  !! trace cut short ({head.cut_short}): counts may be incomplete")
-    if head.has_gaps:
-        lines.append(f"  !! {head.lost_noticed} event(s) lost: packets whose "
-                     f"span holds a loss are marked '{GAP_MARK}' and left out of distributions")
+    lines = head_lines(head.path, head.events, head.flow_count, head.lost_total,
+                       head.cut_short, head.lost_noticed if head.has_gaps else None)
     yield "\n".join(lines) + "\n"
     none = True
     for fl in flows:

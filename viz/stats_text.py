@@ -10,6 +10,7 @@ from collections.abc import Iterable, Sequence
 from tracer.timeline.accounting import ByteAccount, account_bytes
 from tracer.timeline.latency import Hop, HopStats, PacketLatency, latency_stats, packet_latencies
 from tracer.timeline.model import Flow, Role, Timeline
+from viz.escape import printable
 
 GAP_MARK = "gap"
 
@@ -24,13 +25,9 @@ def render_stats(timeline: Timeline, flow: int | None = None) -> str:
     or all. KeyError for an unknown flow."""
     flows = [timeline.flow(flow)] if flow is not None else timeline.flows
     trace = timeline.trace
-    lines = [f"kpath stats {trace.path or '(trace)'}: {len(timeline.events)} events, "
-             f"{len(timeline.flows)} flow(s), lost {trace.lost_total}"]
-    if trace.cut_short:
-        lines.append(f"  !! trace cut short ({trace.cut_short}): counts may be incomplete")
-    if timeline.gaps:
-        lines.append(f"  !! {sum(g.count for g in timeline.gaps)} event(s) lost: packets whose "
-                     f"span holds a loss are marked '{GAP_MARK}' and left out of distributions")
+    lines = head_lines(trace.path, len(timeline.events), len(timeline.flows), trace.lost_total,
+                       trace.cut_short,
+                       sum(g.count for g in timeline.gaps) if timeline.gaps else None)
     if not flows:
         lines.append("")
         lines.append("no TCP flow in this trace")
@@ -39,6 +36,20 @@ def render_stats(timeline: Timeline, flow: int | None = None) -> str:
         lines.append("")
         lines.extend(_flow_stats(timeline, fl, latencies))
     return "\n".join(lines) + "\n"
+
+
+def head_lines(path: str, events: int, flows: int, lost: int, cut_short: str | None,
+               lost_noticed: int | None) -> list[str]:
+    """The lines above the flows: what was read, what is missing."""
+    lines = [f"kpath stats {printable(path or '(trace)', None)}: {events} events, "
+             f"{flows} flow(s), lost {printable(lost)}"]
+    if cut_short:
+        lines.append(f"  !! trace cut short ({printable(cut_short, None)}): "
+                     "counts may be incomplete")
+    if lost_noticed is not None:
+        lines.append(f"  !! {lost_noticed} event(s) lost: packets whose "
+                     f"span holds a loss are marked '{GAP_MARK}' and left out of distributions")
+    return lines
 
 
 def _flow_stats(tl: Timeline, fl: Flow, latencies: list[PacketLatency]) -> list[str]:

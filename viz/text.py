@@ -31,6 +31,7 @@ from tracer.timeline import (
     writers,
 )
 from tracer.tracefile import Trace
+from viz.escape import printable, printable_items, printable_list
 from viz.sequence import event_details, fmt_duration, fmt_offset
 from viz.spans import call_depths, call_ends
 
@@ -39,6 +40,10 @@ Style = Callable[..., str]  # (text, fg=None, bold=None) -> text, maybe with ANS
 SIDE_COLORS = {"client": "cyan", "server": "green"}
 CTX_COLORS = {"task": "blue", "softirq": "yellow", "ksoftirqd": "magenta", "hardirq": "red"}
 MAX_INDENT = 8  # nesting levels shown as indentation
+# Column widths follow the longest value up to these, and longer values are
+# cut with an ellipsis: one giant name must not pad every line of the replay.
+MAX_FN_W = 60
+MAX_CTX_W = 48
 HANDOFF_MARK = "[hand-off]"
 
 
@@ -82,34 +87,38 @@ def render_text(timeline: Timeline, flow: int | None = None, color: bool = False
 def _header(tl: Timeline, st: Style) -> list[str]:
     trace = tl.trace
     h = trace.header
-    out = [st(f"kpath replay {trace.path or '(trace)'}", bold=True)]
+    out = [st(f"kpath replay {printable(trace.path or '(trace)', None)}", bold=True)]
 
     def row(key: str, value: str) -> None:
         out.append(f"  {key:<9}{value}")
 
-    row("kernel", f"{h.kernel_release} {h.kernel_version} ({h.machine})".strip())
-    row("host", f"{h.hostname}, started {h.started or '?'}, clock {h.clock}")
+    pt = printable
+    row("kernel", f"{pt(h.kernel_release)} {pt(h.kernel_version)} ({pt(h.machine)})".strip())
+    row("host", f"{pt(h.hostname)}, started {pt(h.started or '?')}, clock {pt(h.clock)}")
     if h.command:
         code = trace.trailer.command_exit if trace.trailer else None
-        row("command", " ".join(h.command) + (f" (exit {code})" if code is not None else ""))
+        row("command", " ".join(printable_list(h.command))
+            + (f" (exit {pt(code)})" if code is not None else ""))
     if h.filters:
-        row("filters", ", ".join(f"{k}={v}" for k, v in sorted(h.filters.items())))
-    row("backend", f"{h.backend} {h.buffer}, profile {h.profile}, kpath {h.tool_version or '?'}")
-    stopped = trace.trailer.reason if trace.trailer else "not recorded (no trailer)"
+        row("filters", ", ".join(f"{k}={v}" for k, v in sorted(printable_items(h.filters))))
+    row("backend", f"{pt(h.backend)} {pt(h.buffer)}, profile {pt(h.profile)}, "
+        f"kpath {pt(h.tool_version or '?')}")
+    stopped = pt(trace.trailer.reason) if trace.trailer else "not recorded (no trailer)"
     span = ""
     if tl.events:
         span = f" (events span {fmt_duration(tl.events[-1].ev.ts_ns - tl.events[0].ev.ts_ns)})"
     row("duration", f"{fmt_duration(tl.duration_ns)}{span}, stopped: {stopped}")
     lost = trace.lost_total
-    lost_txt = st(f"lost {lost}", fg="red", bold=True) if lost else "lost 0"
+    lost_txt = st(f"lost {pt(lost)}", fg="red", bold=True) if lost else "lost 0"
     row("events", f"{len(tl.events)}, {lost_txt}")
     attached, missing = h.attached, h.missing
     row("probes", f"{len(attached)} attached, {len(missing)} missing"
-        + (f" ({', '.join(h.attach_kinds)})" if h.attach_kinds else ""))
-    if h.coverage:
+        + (f" ({', '.join(printable_list(h.attach_kinds))})" if h.attach_kinds else ""))
+    coverage = printable_items(h.coverage)
+    if coverage:
         seen = {"full": "observable", "partial": "partly observable", "none": "NOT observable"}
-        text = ", ".join(f"{layer} {seen.get(c, c)}" for layer, c in h.coverage.items())
-        partial = any(c != "full" for c in h.coverage.values())
+        text = ", ".join(f"{layer} {seen.get(c, c)}" for layer, c in coverage)
+        partial = any(c != "full" for _, c in coverage)
         for i, chunk in enumerate(textwrap.wrap(text, 86)):
             row("coverage" if i == 0 else "", st(chunk, fg="yellow") if partial else chunk)
     if any(p.source for p in h.probes):
@@ -117,30 +126,33 @@ def _header(tl: Timeline, st: Style) -> list[str]:
         width = max((len(_probe_label(p)) for p in attached), default=0)
         for i, p in enumerate(attached):
             row("", ("attached: " if i == 0 else " " * 10)
-                + f"{_probe_label(p):<{width}}  {p.source or '(no source line)'}".rstrip())
+                + f"{_probe_label(p):<{width}}  {printable(p.source or '(no source line)')}"
+                .rstrip())
     elif attached:
         names = ", ".join(_probe_label(p) for p in attached)
         for i, chunk in enumerate(textwrap.wrap(names, 86)):
             row("", ("attached: " if i == 0 else " " * 10) + chunk)
     for p in missing:
-        why = p.reason or "unknown reason"
+        why = printable(p.reason or "unknown reason")
         if p.detail:
-            why += f": {p.detail}"
-        where = f" {p.source}" if p.source else ""
-        row("", st(f"missing:  {p.name}{where} ({why})", fg="yellow"))
+            why += f": {printable(p.detail)}"
+        where = f" {printable(p.source)}" if p.source else ""
+        row("", st(f"missing:  {printable(p.name)}{where} ({why})", fg="yellow"))
     n_un = sum(len(s.events) for g in tl.unattributed for s in g.steps)
     row("flows", f"{len(tl.flows)}; {n_un} event(s) without a flow")
     for gap in tl.gaps:
-        row("", st(f"{gap.text}, noticed at {fmt_offset(gap.offset_ns)}", fg="red"))
+        row("", st(f"{printable(gap.text)}, noticed at {fmt_offset(gap.offset_ns)}",
+                   fg="red"))
     cut = cut_short_message(trace)
     if cut:
-        out.append(st(f"  !! WARNING: {cut}", fg="red", bold=True))
+        out.append(st(f"  !! WARNING: {printable(cut, None)}", fg="red", bold=True))
     return out
 
 
 def _probe_label(p: ProbeStatus) -> str:
     """'__sys_sendto (entry+return)'."""
-    return p.name + (f" ({'+'.join(p.kinds)})" if p.kinds else "")
+    kinds = printable_list(p.kinds)
+    return printable(p.name) + (f" ({'+'.join(kinds)})" if kinds else "")
 
 
 def _flow(tl: Timeline, fl: Flow, st: Style) -> list[str]:
@@ -178,13 +190,13 @@ def _unattributed(tl: Timeline, groups: Sequence[ThreadGroup], st: Style) -> lis
     n = sum(len(s.events) for g in groups for s in g.steps)
     out = [st(f"unattributed: {n} event(s) without a flow, by thread", bold=True)]
     for g in groups:
-        out.append(f"  thread {g.title}")
+        out.append(f"  thread {printable(g.title)}")
         out.extend(_steps(tl, g.steps, None, [], st))
     return out
 
 
 def _step_title(tl: Timeline, step: Step) -> str:
-    title = f"#{step.id} {step.kind}  {step.title}"
+    title = f"#{step.id} {step.kind}  {printable(step.title)}"
     if isinstance(step, Message):
         if step.byte_range is not None:
             title += f"  {'wrote' if step.op == 'send' else 'read'} {step.byte_range}"
@@ -242,7 +254,10 @@ def _steps(tl: Timeline, steps: Sequence[Step], fl: Flow | None, gaps: Sequence[
     depth = _depths(tl)
 
     def fn(te: TEvent) -> str:
-        return "  " * min(depth.get(te.index, 0), MAX_INDENT) + _fn(te)
+        return printable("  " * min(depth.get(te.index, 0), MAX_INDENT) + _fn(te), MAX_FN_W)
+
+    def ctx(te: TEvent) -> str:
+        return printable(te.context, MAX_CTX_W)
 
     hop_of: dict[int, int] = {}
     for s in steps:
@@ -250,7 +265,7 @@ def _steps(tl: Timeline, steps: Sequence[Step], fl: Flow | None, gaps: Sequence[
     w_off = max(len(fmt_offset(te.offset_ns)) for te in events)
     w_hop = max(len(fmt_hop(hop_of.get(te.index))) for te in events)
     w_fn = max(len(fn(te)) for te in events)
-    w_ctx = max(len(te.context) for te in events)
+    w_ctx = max(len(ctx(te)) for te in events)
     pending = list(gaps)
     out: list[str] = []
     for s in steps:
@@ -269,7 +284,7 @@ def _steps(tl: Timeline, steps: Sequence[Step], fl: Flow | None, gaps: Sequence[
                 st(f"{side:<6}", fg=SIDE_COLORS.get(side)),
                 f"{str(te.layer) if te.layer else '?':<7}",
                 f"{fn(te):<{w_fn}}",
-                st(f"{te.context:<{w_ctx}}", fg=CTX_COLORS.get(str(te.ev.ctx))),
+                st(f"{ctx(te):<{w_ctx}}", fg=CTX_COLORS.get(str(te.ev.ctx))),
                 details,
             ]
             out.append(("    " + "  ".join(cols)).rstrip())
@@ -279,10 +294,10 @@ def _steps(tl: Timeline, steps: Sequence[Step], fl: Flow | None, gaps: Sequence[
 
 
 def _fn(te: TEvent) -> str:
-    return f"{te.probe} return" if te.is_return else te.probe
+    return f"{te.probe} return" if te.is_return else f"{te.probe}"
 
 
 def _gap_line(gap: LostGap, st: Style) -> str:
     return "  " + st(
-        f"~~ {gap.text}, noticed at {fmt_offset(gap.offset_ns)}: "
+        f"~~ {printable(gap.text)}, noticed at {fmt_offset(gap.offset_ns)}: "
         "events before this point may be missing ~~", fg="red", bold=True)

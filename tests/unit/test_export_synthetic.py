@@ -20,9 +20,9 @@ from tests.trace_event_check import check_trace_events
 from tests.unit.synthetic_traces import SyntheticTrace, synthetic_chat, synthetic_rounds
 from tracer.timeline import Packet, Timeline, build_timeline
 from viz import graphviz_render
+from viz.escape import plantuml_label as puml_escape
 from viz.mermaid import MAX_TEXT, render_mermaid, render_mermaid_checked
 from viz.perfetto import render_perfetto
-from viz.plantuml import escape as puml_escape
 from viz.plantuml import render_plantuml
 from viz.select import Selection, select
 from viz.sequence import Arrow, Note, SequenceDiagram, build_sequence

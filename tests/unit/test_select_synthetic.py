@@ -12,9 +12,10 @@ from viz.select import (
     Bound,
     Selection,
     SelectionError,
+    expand_steps,
     fold_runs,
     parse_bound,
-    parse_steps,
+    parse_step_ranges,
     select,
 )
 from viz.sequence import Arrow, Frame, build_sequence
@@ -33,12 +34,29 @@ def test_parse_bound_times_and_indexes() -> None:
 
 
 def test_parse_steps() -> None:
-    assert parse_steps("8") == [8]
-    assert parse_steps("8,12") == [8, 12]
-    assert parse_steps("#3-#5,4") == [3, 4, 5]
+    assert expand_steps(parse_step_ranges("8"), 20) == [8]
+    assert expand_steps(parse_step_ranges("8,12"), 20) == [8, 12]
+    assert expand_steps(parse_step_ranges("#3-#5,4"), 20) == [3, 4, 5]
     for bad in ("x", "5-3", "1,,"):
         with pytest.raises(SelectionError):
-            parse_steps(bad)
+            parse_step_ranges(bad)
+
+
+def test_step_ranges_are_checked_before_they_are_expanded() -> None:
+    ranges = parse_step_ranges("1-99999999999")
+    assert ranges == [(1, 99999999999)]
+    with pytest.raises(SelectionError, match=r"no step #20 \(steps are #0\.\.#19\)"):
+        expand_steps(ranges, 20)
+    with pytest.raises(SelectionError, match="no step #25"):
+        expand_steps(parse_step_ranges("3,25-30"), 20)
+    with pytest.raises(SelectionError, match="the trace has no step"):
+        expand_steps(parse_step_ranges("0"), 0)
+
+
+def test_parse_bound_refuses_times_past_any_trace() -> None:
+    for bad in ("1" + "0" * 400 + "s", "99999999999s"):
+        with pytest.raises(SelectionError, match="past any trace"):
+            parse_bound(bad)
 
 
 def test_fold_runs_finds_repeated_blocks() -> None:

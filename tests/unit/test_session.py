@@ -81,6 +81,40 @@ def test_trace_ebpf_prints_the_program_of_the_backend() -> None:
     assert res.exit_code == 0 and 'SEC("?tp_btf/net_dev_queue")' in res.output
 
 
+def test_trace_ebpf_honours_and_checks_the_other_options() -> None:
+    runner = CliRunner()
+    res = runner.invoke(cli, ["trace", "--ebpf", "--backend", "bcc", "--probes", "minimal",
+                              "--comm", "a*/b", "--port", "80", "--buffer-pages", "64"])
+    assert res.exit_code == 0, res.output
+    head = res.output.split("*/", 1)[0]
+    assert "backend bcc" in head and "ring buffer 64 pages" in head
+    # The user's text is shown as data that cannot close the comment.
+    assert 'comm="a\\x2a\\x2fb" port=80' in head
+    assert "probes requested (minimal): __sys_sendto" in head and "ip_rcv" not in head
+    for args, msg in [
+        (["--port", "70000"], "--port 70000"),
+        (["--probes", "nope"], "nope"),
+        (["--no-kprobes", "--backend", "bcc"], "--no-kprobes needs"),
+        (["--buffer-pages", "3"], "power of two"),
+        (["--duration", "3", "-o", "x.kpath"], "--output, --duration would not change it"),
+        (["--", "true"], "a command (-- CMD) would not change it"),
+    ]:
+        res = runner.invoke(cli, ["trace", "--ebpf", *args])
+        assert res.exit_code == 2 and msg in res.output, (args, res.output)
+
+
+def test_durations_and_timeouts_are_finite() -> None:
+    runner = CliRunner()
+    for value, msg in [("nan", "not a finite number"), ("inf", "not a finite number"),
+                       ("-inf", "not a finite number"), ("0", "out of range"),
+                       ("1e9", "out of range"), ("abc", "not a number of seconds")]:
+        res = runner.invoke(cli, ["trace", "--duration", value, "--", "true"])
+        assert res.exit_code == 2 and msg in res.output, (value, res.output)
+        assert "Traceback" not in res.output
+    res = runner.invoke(cli, ["vm", "run", "--timeout", "nan", "--", "true"])
+    assert res.exit_code == 2 and "not a finite number" in res.output
+
+
 def test_probes_lists_the_catalog() -> None:
     res = CliRunner().invoke(cli, ["probes", "--profile", "minimal"])
     assert res.exit_code == 0

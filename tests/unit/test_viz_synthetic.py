@@ -23,7 +23,8 @@ from tests.unit.synthetic_traces import (
 )
 from tracer.timeline import Role, Timeline, build_timeline
 from viz import graphviz_render
-from viz.mermaid import escape, render_mermaid
+from viz.escape import mermaid_label as escape
+from viz.mermaid import render_mermaid
 from viz.sequence import Arrow, Note, SequenceDiagram, build_sequence
 from viz.text import render_text
 

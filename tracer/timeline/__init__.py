@@ -83,6 +83,7 @@ from tracer.timeline.segments import (
     segment_of,
 )
 from tracer.timeline.steps import (
+    drop_stepless_flows,
     group_steps,
     inherit_from_step,
     label_packets,
@@ -130,27 +131,6 @@ def build_window(window: Trace, start_ns: int, lost: Sequence[Lost],
         return _build(window, (start_ns, lost, later_stamp))
 
 
-def _drop_stepless(flows: list[Flow], tevents: Sequence[TEvent], steps: Sequence[Step],
-                   ) -> list[Flow]:
-    """Flows left without a step (every event of theirs went with another
-    flow's steps: inconsistent input, such as a return event carrying
-    another connection's addresses) have nothing to show and no time span:
-    dropped, the others renumbered in order."""
-    kept = [fl for fl in flows if fl.steps]
-    if len(kept) == len(flows):
-        return flows
-    number = {fl.number: n for n, fl in enumerate(kept, start=1)}
-    for fl in kept:
-        fl.number = number[fl.number]
-    for te in tevents:
-        if te.flow is not None:
-            te.flow = number.get(te.flow)
-    for st in steps:
-        if st.flow is not None:
-            st.flow = number[st.flow]
-    return kept
-
-
 def _build(trace: Trace,
            whole: tuple[int, Sequence[Lost], Callable[[int], int | None]] | None = None
            ) -> Timeline:
@@ -195,7 +175,7 @@ def _build(trace: Trace,
         inherit_from_step(st, flows)
         mark_handoffs(st)
     unattributed = group_steps(steps, flows)
-    flows = _drop_stepless(flows, tevents, steps)
+    flows = drop_stepless_flows(flows, tevents)
     label_packets(flows)
     assign_byte_ranges(flows)
     gaps = lost_gaps(lost_records, start)

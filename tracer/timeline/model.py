@@ -319,13 +319,14 @@ class Flow:
     def events(self) -> list[TEvent]:
         return sorted((te for st in self.steps for te in st.events), key=lambda te: te.index)
 
+    # A flow without steps (the timeline drops those) spans nothing: 0.
     @property
     def start_ns(self) -> int:
-        return min(st.start_ns for st in self.steps)
+        return min((st.start_ns for st in self.steps), default=0)
 
     @property
     def end_ns(self) -> int:
-        return max(st.end_ns for st in self.steps)
+        return max((st.end_ns for st in self.steps), default=0)
 
 
 @dataclass(eq=False, kw_only=True)
@@ -342,6 +343,13 @@ class ThreadGroup:
         return f"{self.comm}[{self.tid}] (tgid {self.tgid})"
 
 
+def recorded_duration(trace: Trace) -> int:
+    """The trailer's duration, or 0 when it has none (nor a number: a
+    crafted file may hold anything there)."""
+    value = trace.trailer.duration_ns if trace.trailer is not None else 0
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
 @dataclass(eq=False, kw_only=True)
 class Timeline:
     trace: Trace
@@ -353,8 +361,9 @@ class Timeline:
     gaps: list[LostGap]
     @property
     def duration_ns(self) -> int:
-        if self.trace.trailer is not None and self.trace.trailer.duration_ns:
-            return self.trace.trailer.duration_ns
+        recorded = recorded_duration(self.trace)
+        if recorded:
+            return recorded
         stamps = [te.ev.ts_ns for te in self.events] + [g.ts_ns for g in self.gaps]
         return max(stamps) - self.start_ns if stamps else 0
 

@@ -435,6 +435,28 @@ def label_packets(flows: Sequence[Flow]) -> None:
             previous[seg.src] = st
 
 
+def drop_stepless_flows(flows: list[Flow], tevents: Sequence[TEvent]) -> list[Flow]:
+    """The flows that kept a step, renumbered from 1. A flow's events may
+    all end up in another flow's steps (an event inside a message whose
+    4-tuple does not match the message's, as a corrupt file can have): such
+    a flow has nothing to show, and its events take their step's flow."""
+    if all(fl.steps for fl in flows):
+        return flows
+    kept = [fl for fl in flows if fl.steps]
+    number = {fl.number: i for i, fl in enumerate(kept, start=1)}
+    for te in tevents:
+        if te.flow is not None:
+            te.flow = number.get(te.flow)
+    for fl in kept:
+        fl.number = number[fl.number]
+        for st in fl.steps:
+            st.flow = fl.number
+            for te in st.events:
+                if te.flow is None:
+                    te.flow = fl.number
+    return kept
+
+
 def group_steps(steps: Sequence[Step], flows: Sequence[Flow]) -> list[ThreadGroup]:
     groups: dict[int, ThreadGroup] = {}
     for st in steps:

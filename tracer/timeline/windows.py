@@ -38,7 +38,7 @@ from tracer.timeline.event_rules import (
     recorded_probes,
     src_of,
 )
-from tracer.timeline.model import Timeline
+from tracer.timeline.model import Timeline, recorded_duration
 from tracer.tracefile import Trace, probe_specs
 
 WINDOW_EVENTS = 20_000  # objects for ~20 k events: a few tens of MB
@@ -85,9 +85,9 @@ class Plan:
 
     @property
     def duration_ns(self) -> int:
-        tr = self.trace.trailer
-        if tr is not None and tr.duration_ns:
-            return tr.duration_ns
+        recorded = recorded_duration(self.trace)
+        if recorded:
+            return recorded
         stamps = [rec.ts_ns for rec in self.trace.lost]
         if self.num_events:
             stamps.append(int(self.stamps[-1]))

@@ -1,0 +1,52 @@
+"""Option types and checks the CLI shares: values range-checked when parsed,
+so that a command never starts with one it cannot use."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import click
+
+# A year: the longest a trace or a VM run may be asked to last (longer
+# waits overflow the timers they reach: subprocess timeouts, poll).
+MAX_SECONDS = 365 * 86400.0
+
+
+class Seconds(click.ParamType[float, object]):
+    """A finite number of seconds, more than `above` (at least `at_least`,
+    when given) and at most MAX_SECONDS; click's FloatRange lets nan and inf
+    through."""
+
+    name = "seconds"
+
+    def __init__(self, above: float = 0.0, at_least: float | None = None) -> None:
+        self.above = above
+        self.at_least = at_least
+
+    def convert(self, value: object, param: click.Parameter | None,
+                ctx: click.Context | None) -> float:
+        try:
+            seconds = float(value)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number of seconds", param, ctx)
+        if not math.isfinite(seconds):
+            self.fail(f"{value!r} is not a finite number of seconds", param, ctx)
+        low_ok = seconds >= self.at_least if self.at_least is not None else seconds > self.above
+        if not low_ok or seconds > MAX_SECONDS:
+            low = (f"at least {self.at_least:g}" if self.at_least is not None
+                   else f"more than {self.above:g}")
+            self.fail(f"{value!r} is out of range: {low} s and at most {MAX_SECONDS:g} s "
+                      "(a year)", param, ctx)
+        return seconds
+
+
+def replaceable(path: Path) -> bool:
+    """Whether an output may be written beside `path` and renamed onto it
+    (so that it appears only when complete): a regular file or nothing.
+    Renamed onto /dev/full, a FIFO or /dev/stdout, it would replace the
+    device node itself (as root)."""
+    try:
+        return not path.exists() or path.is_file()
+    except OSError:
+        return False

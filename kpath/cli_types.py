@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -13,7 +14,15 @@ import click
 MAX_SECONDS = 365 * 86400.0
 
 
-class Seconds(click.ParamType[float, object]):
+# click 8.1 (Debian 12's, in the VM guest) has no generic ParamType to
+# subscript at run time; newer click's stubs want its type arguments.
+if TYPE_CHECKING:
+    _FloatParam = click.ParamType[float, object]
+else:
+    _FloatParam = click.ParamType
+
+
+class Seconds(_FloatParam):
     """A finite number of seconds, more than `above` (at least `at_least`,
     when given) and at most MAX_SECONDS; click's FloatRange lets nan and inf
     through."""

@@ -17,6 +17,7 @@ from viz.stats_text import (
     distribution_lines,
     fmt_us,
     head_lines,
+    socket_lines,
     table_lines,
 )
 
@@ -43,9 +44,7 @@ def trace_stats_text(head: TraceStats, flows: Iterable[FlowStats]) -> Iterator[s
 
 def _flow_lines(fl: FlowStats) -> list[str]:
     out = [f"flow {fl.number}: {fl.title}"]
-    for end, role in enumerate((Role.CLIENT, Role.SERVER)):
-        socks = ", ".join(hex(sk) for sk in fl.socks[end]) or "?"
-        out.append(f"  {role}: netns {fl.netns[end] or '?'}, sockets {socks}")
+    out.extend(socket_lines(fl.netns, fl.socks[:2], fl.socks[2]))
     out.append("")
     head = ("  bytes", "written", "carried", "retrans", "read", "copied", "counted at", "check")
     rows = [head] + [(

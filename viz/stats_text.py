@@ -52,12 +52,26 @@ def head_lines(path: str, events: int, flows: int, lost: int, cut_short: str | N
     return lines
 
 
+def socket_lines(netns: Sequence[int], socks: Sequence[Sequence[int]], reply: Sequence[int]
+                 ) -> list[str]:
+    """Each end's netns and sockets; the kernel's control sockets that
+    answered for the connection (RST, TIME_WAIT ACK) on a line of their own."""
+    out = []
+    for role, ns, own in zip((Role.CLIENT, Role.SERVER), netns, socks, strict=True):
+        listed = ", ".join(hex(sk) for sk in own) or "?"
+        out.append(f"  {role}: netns {ns or '?'}, sockets {listed}")
+    if reply:
+        plural = "s" if len(reply) > 1 else ""
+        out.append(f"  kernel reply socket{plural} (RST, TIME_WAIT ACK): "
+                   f"{', '.join(hex(sk) for sk in reply)}")
+    return out
+
+
 def _flow_stats(tl: Timeline, fl: Flow, latencies: list[PacketLatency]) -> list[str]:
     out = [f"flow {fl.number}: {fl.title}"]
-    for role in (Role.CLIENT, Role.SERVER):
-        ep = fl.endpoint_of(role)
-        socks = ", ".join(hex(sk) for sk in fl.socks_of.get(ep, [])) or "?"
-        out.append(f"  {role}: netns {fl.netns_of.get(ep) or '?'}, sockets {socks}")
+    ends = [fl.endpoint_of(role) for role in (Role.CLIENT, Role.SERVER)]
+    out.extend(socket_lines([fl.netns_of.get(ep, 0) for ep in ends],
+                            [fl.socks_of.get(ep, []) for ep in ends], fl.reply_socks))
     out.append("")
     out.extend(_accounting(tl, fl))
     out.append("")

@@ -12,7 +12,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tracer.events import TCP_ACK, TCP_FIN, TCP_PSH, TCP_SYN, Context, Event, Kind, ProbeStatus
+from tracer.events import (
+    TCP_ACK,
+    TCP_FIN,
+    TCP_PSH,
+    TCP_RST,
+    TCP_SYN,
+    Context,
+    Event,
+    Kind,
+    ProbeStatus,
+)
 from tracer.tracefile import Header, Lost, Trace, TraceWriter, Trailer, with_probes
 
 NETNS = 4026531840
@@ -21,7 +31,7 @@ CLIENT_PORT, SERVER_PORT = 54321, 10086
 CLIENT_TID, SERVER_TID = 200, 100
 CLIENT_SK, LISTEN_SK, SERVER_SK = 0xFFFF0000C1, 0xFFFF0000A0, 0xFFFF0000A1
 CLIENT_ISN, SERVER_ISN = 1_000_000, 5_000_000
-SYN, ACK, PSH, FIN = TCP_SYN, TCP_ACK, TCP_PSH, TCP_FIN
+SYN, ACK, PSH, FIN, RST = TCP_SYN, TCP_ACK, TCP_PSH, TCP_FIN, TCP_RST
 
 T0 = 1_000_000_000  # first event, ns
 

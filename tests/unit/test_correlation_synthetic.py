@@ -19,10 +19,12 @@ from tests.unit.synthetic_traces import (
     CLIENT_TID,
     LO,
     PSH,
+    RST,
     SERVER_ISN,
     SERVER_PORT,
     SERVER_SK,
     SERVER_TID,
+    SYN,
     SyntheticTrace,
     hdr,
     sock,
@@ -55,6 +57,7 @@ from tracer.timeline.latency import (
     latency_stats,
     packet_latencies,
 )
+from viz.stats_text import render_stats
 
 CLIENT = Endpoint(LO, CLIENT_PORT)
 SERVER = Endpoint(LO, SERVER_PORT)
@@ -175,6 +178,40 @@ def test_synthetic_loopback_sockets_told_apart() -> None:
     for te in fl.events:
         if te.ev.sk == CLIENT_SK and te.endpoint is not None:
             assert te.side is Role.CLIENT
+
+
+CONTROL_SK = 0xFFFF0000F0  # the kernel's per-CPU control socket (ipv4.tcp_sk)
+
+
+def test_synthetic_kernel_reply_socket_is_no_end_of_the_connection() -> None:
+    """A SYN to a closed port: the RST|ACK comes from the kernel's control
+    socket (ip_send_unicast_reply), named only by the packet headers. It is
+    listed apart, not as the server's socket; the client's socket is its own."""
+    t = SyntheticTrace()
+    synthetic_transmit(t, src_port=CLIENT_PORT, dst_port=SERVER_PORT, seq=CLIENT_ISN,
+                       flags=SYN, ack=None, payload=0, sk=CLIENT_SK, tid=CLIENT_TID)
+    synthetic_wire(t, src_port=SERVER_PORT, dst_port=CLIENT_PORT, seq=0, flags=RST | ACK,
+                   ack=CLIENT_ISN + 1, payload=0, sk=CONTROL_SK, tid=CLIENT_TID, ctx="softirq",
+                   skb=0x2000, with_ip=False)
+    tl = build_timeline(t.trace())
+    (fl,) = tl.flows
+    assert fl.reply_socks == [CONTROL_SK]
+    assert fl.socks_of[CLIENT] == [CLIENT_SK] and fl.socks_of.get(SERVER, []) == []
+    text = render_stats(tl)  # the columnar path: tests/replay/test_stats_columnar.py
+    assert "  server: netns 4026531840, sockets ?\n" in text
+    assert f"  kernel reply socket (RST, TIME_WAIT ACK): {CONTROL_SK:#x}\n" in text
+
+
+def test_synthetic_a_connection_socket_sending_a_rst_is_its_own() -> None:
+    """The same RST from a socket also seen at the socket level (an abort)
+    stays that end's socket."""
+    t = SyntheticTrace()
+    synthetic_handshake(t)
+    synthetic_transmit(t, src_port=CLIENT_PORT, dst_port=SERVER_PORT, seq=CLIENT_ISN + 1,
+                       flags=RST | ACK, ack=SERVER_ISN + 1, payload=0, sk=CLIENT_SK,
+                       tid=CLIENT_TID)
+    (fl,) = build_timeline(t.trace()).flows
+    assert fl.reply_socks == [] and CLIENT_SK in fl.socks_of[CLIENT]
 
 
 # -- byte ranges

@@ -18,7 +18,7 @@ from collections import Counter
 from collections.abc import Sequence
 
 from probes.catalog import HEADER_CAPTURES, Capture, Direction
-from tracer.events import TCP_ACK, TCP_SYN, Endpoint, Event
+from tracer.events import TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, Endpoint, Event
 from tracer.timeline.event_rules import SOCKET_CAPTURES, capture_of, ep_order
 from tracer.timeline.model import Flow, FlowKey, Role, RolesFrom, TEvent
 from tracer.timeline.segments import KEY_FLAGS_MASK, Segment, signed_seq_delta
@@ -172,6 +172,7 @@ def make_flows(tevents: Sequence[TEvent], keys: Sequence[FlowKey | None]) -> lis
             group = groups.setdefault(k, [])
             last_key = k
         group.append(te)
+    replies = kernel_reply_sockets(tevents)
     flows = []
     for number, (k, evs) in enumerate(groups.items(), start=1):
         client, server, how = _assign_roles(k, evs)
@@ -179,8 +180,11 @@ def make_flows(tevents: Sequence[TEvent], keys: Sequence[FlowKey | None]) -> lis
         _set_bases(fl, evs)
         netns: tuple[Counter[int], Counter[int]] = (Counter(), Counter())
         socks: tuple[dict[int, None], dict[int, None]] = ({}, {})
+        reply: dict[int, None] = {}
         for te in evs:
             te.flow = number
+            if te.ev.sk in replies:
+                reply[te.ev.sk] = None
             ep = te.endpoint
             # endpoints are interned: identity first, equality as a fallback
             if ep is client or (ep is not server and ep == client):
@@ -191,14 +195,43 @@ def make_flows(tevents: Sequence[TEvent], keys: Sequence[FlowKey | None]) -> lis
                 continue
             if te.ev.netns:
                 netns[end][te.ev.netns] += 1
-            if te.ev.sk and _owns_sk(te):
+            if te.ev.sk and _owns_sk(te) and te.ev.sk not in replies:
                 socks[end][te.ev.sk] = None
         for end, ep in enumerate((client, server)):
             common = netns[end].most_common(1)
             fl.netns_of[ep] = common[0][0] if common else 0
             fl.socks_of[ep] = list(socks[end])
+        fl.reply_socks = list(reply)
         flows.append(fl)
     return flows
+
+
+REPLY_FLAGS = TCP_RST | TCP_ACK
+
+
+def is_reply_like(ev: Event) -> bool:
+    """A segment the kernel may send from its own control socket
+    (ip_send_unicast_reply: a RST, or the ACK of a TIME_WAIT socket): seen
+    in packet headers only (skb->sk), no data, no SYN or FIN."""
+    cap = capture_of(ev)
+    flags = ev.tcp_flags or 0
+    return (cap in HEADER_CAPTURES and cap is not Capture.SOCK_SKB_L3 and ev.seq is not None
+            and not flags & (TCP_SYN | TCP_FIN) and bool(flags & REPLY_FLAGS)
+            and not ev.length)
+
+
+def kernel_reply_sockets(tevents: Sequence[TEvent]) -> set[int]:
+    """Sockets named only by reply-like segments: the kernel's per-CPU
+    control sockets, which answer for connections that have no socket (a
+    closed port, TIME_WAIT), not an end's own socket. A connection's socket
+    shows up in socket-level events too (syscalls, TCP transmit)."""
+    seen: set[int] = set()
+    other: set[int] = set()
+    for te in tevents:
+        sk = te.ev.sk
+        if sk and sk not in other:
+            (seen if is_reply_like(te.ev) else other).add(sk)
+    return seen - other
 
 
 def _owns_sk(te: TEvent) -> bool:

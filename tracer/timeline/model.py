@@ -285,6 +285,8 @@ class Flow:
     isn_from_syn: dict[Endpoint, bool] = field(default_factory=dict)
     netns_of: dict[Endpoint, int] = field(default_factory=dict)  # each end's netns, when reported
     socks_of: dict[Endpoint, list[int]] = field(default_factory=dict)  # struct sock addresses
+    # the kernel's own sockets that answered for an end (RST, TIME_WAIT ACK)
+    reply_socks: list[int] = field(default_factory=list)
     streams: dict[Endpoint, ByteStream] = field(default_factory=dict)  # by sender
     steps: list[Step] = field(default_factory=list)
     gaps: list[LostGap] = field(default_factory=list)  # losses noticed during the flow

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tracer.events import TCP_ACK, TCP_SYN
+from tracer.events import TCP_ACK, TCP_FIN, TCP_SYN
 from tracer.timeline.columnar.columns import NO_EP, EventColumns
 from tracer.timeline.columnar.errors import Irregular
 from tracer.timeline.columnar.event_table import PORT_MASK, EventRules, EventTuples, event_tuples
@@ -18,6 +18,7 @@ from tracer.timeline.columnar.grouping import (
     take_or,
 )
 from tracer.timeline.columnar.probe_table import RX, ProbeTable
+from tracer.timeline.flows import REPLY_FLAGS
 from tracer.timeline.segments import HALF_SEQ, SEQ_MOD
 
 CLIENT, SERVER, NO_SIDE = 0, 1, -1
@@ -36,7 +37,8 @@ class FlowTable:
     isn: np.ndarray  # (flows, 2) base of each sender's sequence numbers, -1 unknown
     isn_from_syn: np.ndarray  # (flows, 2) bool
     netns: np.ndarray  # (flows, 2) most common netns of each end, 0 unknown
-    socks: list[tuple[list[int], list[int]]]  # per flow, each end's sockets in order
+    # per flow: each end's sockets in order, then the kernel's reply sockets
+    socks: list[tuple[list[int], list[int], list[int]]]
     first: np.ndarray  # per flow, its first event (flows are numbered in this order)
 
     @property
@@ -177,18 +179,38 @@ def _most_common_netns(c: EventColumns, flow: np.ndarray, side: np.ndarray,
 
 
 def _sockets(c: EventColumns, pt: ProbeTable, flow: np.ndarray, side: np.ndarray,
-             nflows: int) -> list[tuple[list[int], list[int]]]:
+             nflows: int) -> list[tuple[list[int], list[int], list[int]]]:
     """Each end's sockets in order of first sight (flows._owns_sk: a header
-    capture's skb->sk on receive is not trusted, a sock argument is)."""
+    capture's skb->sk on receive is not trusted, a sock argument is), and the
+    kernel's reply sockets (flows.kernel_reply_sockets) apart."""
     p = c.probe
+    reply = _reply_sockets(c, pt)
     owns = ~(pt.header[p] & ~pt.sock_skb_l3[p] & (pt.direction[p] == RX))
-    rows = np.flatnonzero((flow >= 0) & (side >= 0) & (c.sk != 0) & owns)
-    end = flow[rows] * 2 + side[rows]
+    # ends 0 and 1 of a flow are its client and server; 2 its reply sockets
+    own_rows = (flow >= 0) & (side >= 0) & (c.sk != 0) & owns & ~reply
+    reply_rows = (flow >= 0) & reply
+    rows = np.flatnonzero(own_rows | reply_rows)
+    end = flow[rows] * 3 + np.where(reply_rows[rows], 2, side[rows])
     grp, ng = factorize(end, c.sk[rows])
     firsts = np.sort(first_index(grp, ng))
-    out: list[tuple[list[int], list[int]]] = [([], []) for _ in range(nflows)]
+    out: list[tuple[list[int], list[int], list[int]]] = [([], [], []) for _ in range(nflows)]
     for e, sk in zip(end[firsts].tolist(), c.sk[rows[firsts]].tolist(), strict=True):
-        out[e >> 1][e & 1].append(sk)
+        out[e // 3][e % 3].append(sk)
+    return out
+
+
+def _reply_sockets(c: EventColumns, pt: ProbeTable) -> np.ndarray:
+    """Per event: its sk is named only by reply-like segments (flows.is_reply_like)."""
+    p = c.probe
+    like = (pt.header[p] & ~pt.sock_skb_l3[p] & (c.seq >= 0)
+            & ((c.flags & (TCP_SYN | TCP_FIN)) == 0) & ((c.flags & REPLY_FLAGS) != 0)
+            & (c.length == 0))
+    named = c.sk != 0
+    ids, n = factorize(c.sk[named])
+    other = np.zeros(n, dtype=bool)
+    other[ids[~like[named]]] = True
+    out = np.zeros(len(c.sk), dtype=bool)
+    out[named] = ~other[ids]
     return out
 
 

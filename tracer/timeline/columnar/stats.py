@@ -125,7 +125,7 @@ class FlowStats:
     client: Endpoint
     server: Endpoint
     netns: tuple[int, int]  # client's, server's (0 unknown)
-    socks: tuple[list[int], list[int]]
+    socks: tuple[list[int], list[int], list[int]]  # client's, server's, the kernel's replies
     accounts: tuple[ByteAccount, ByteAccount]
     streams: tuple[StreamNote, StreamNote]
     hop_stats: list[HopRow]

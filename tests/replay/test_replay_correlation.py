@@ -12,8 +12,8 @@ import pytest
 from click.testing import CliRunner
 
 from kpath.cli_view import replay_cmd
-from tests.replay.recordings import RECORDINGS, needs_recordings
-from tracer.events import Kind
+from tests.replay.recordings import DATA, RECORDINGS, needs_recordings
+from tracer.events import TCP_RST, Kind
 from tracer.timeline import (
     Message,
     Packet,
@@ -204,3 +204,17 @@ def test_replay_stats(timeline: Timeline) -> None:
     res = CliRunner().invoke(replay_cmd, [timeline.trace.path, "--stats"])
     assert res.exit_code == 0, res.output
     assert res.stdout.count("\nflow ") == len(timeline.flows)
+
+
+def test_the_kernels_reply_socket_is_not_the_servers() -> None:
+    """connect() to a closed port: the RST|ACK leaves from the kernel's
+    control socket (ip_send_unicast_reply: IP layer first, no TCP transmit),
+    which is no socket of the server's end (there is none)."""
+    tl = build_timeline(read_trace(DATA / "closed_port_rst.kpath"))
+    (fl,) = tl.flows
+    (rst,) = [p for p in tl.packets() if p.segment.flags & TCP_RST]
+    assert rst.sender is Role.SERVER and rst.events[0].probe == "__ip_local_out"
+    reply = {te.ev.sk for te in rst.tx_events}
+    assert fl.reply_socks == sorted(reply) and len(reply) == 1
+    assert fl.socks_of.get(fl.server, []) == [] and fl.socks_of[fl.client]
+    assert not set(fl.socks_of[fl.client]) & reply

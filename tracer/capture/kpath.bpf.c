@@ -511,6 +511,20 @@ static __always_inline int sock_entry(u64 probe, struct sock *sk, u64 arg3) {
     return submit(e);
 }
 
+// A socket call with the stream position the kernel reads or writes at
+// (tp->write_seq, tp->copied_seq), recorded in seq.
+static __always_inline int sock_stream_pos(u64 probe, struct sock *sk, u64 arg3, u32 pos) {
+    EVENT_START(e, probe, KIND_ENTRY);
+    e->arg3 = arg3;
+    e->has |= HAS_ARG3;
+    if (!read_sock(sk, e) || !sock_is_tcp(sk))
+        return 0;
+    e->seq = pos;
+    e->end_seq = pos;
+    e->has |= HAS_SEQ;
+    return submit(e);
+}
+
 static __always_inline int skb_l3(u64 probe, struct sk_buff *skb, struct sock *sk) {
     EVENT_START(e, probe, KIND_ENTRY);
     if (!skb)
@@ -567,6 +581,22 @@ int kp_syscall_fd(struct pt_regs *ctx) {
     return syscall_fd(COOKIE(ctx), (int)PT_REGS_PARM1(ctx), PT_REGS_PARM3(ctx));
 }
 
+// __x64_sys_*(const struct pt_regs *regs): the system call's own
+// arguments are in the saved registers. fd first, arg3 third.
+SEC("?kprobe")
+int kp_syscall_regs(struct pt_regs *ctx) {
+    struct pt_regs *regs = (struct pt_regs *)PT_REGS_PARM1(ctx);
+    return syscall_fd(COOKIE(ctx), (int)BPF_CORE_READ(regs, di), BPF_CORE_READ(regs, dx));
+}
+
+// splice(fd_in, off_in, fd_out, off_out, len, flags): the socket written is
+// fd_out (third); arg3 is len (fifth).
+SEC("?kprobe")
+int kp_syscall_regs_fd3(struct pt_regs *ctx) {
+    struct pt_regs *regs = (struct pt_regs *)PT_REGS_PARM1(ctx);
+    return syscall_fd(COOKIE(ctx), (int)BPF_CORE_READ(regs, dx), BPF_CORE_READ(regs, r8));
+}
+
 SEC("?kprobe")
 int kp_socket(struct pt_regs *ctx) {
     EVENT_START(e, COOKIE(ctx), KIND_ENTRY);
@@ -578,6 +608,35 @@ int kp_socket(struct pt_regs *ctx) {
 SEC("?kprobe")
 int kp_sock(struct pt_regs *ctx) {
     return sock_entry(COOKIE(ctx), (struct sock *)PT_REGS_PARM1(ctx), PT_REGS_PARM3(ctx));
+}
+
+// tcp_sendmsg_locked(sk, msg, size): where the kernel puts the bytes in
+// the stream. seq is tp->write_seq at entry: the call appends `return
+// value` bytes from there, whatever else wrote the socket before.
+SEC("?kprobe")
+int kp_sock_write_seq(struct pt_regs *ctx) {
+    struct sock *sk = (struct sock *)PT_REGS_PARM1(ctx);
+    return sock_stream_pos(COOKIE(ctx), sk, PT_REGS_PARM3(ctx),
+                           BPF_CORE_READ((struct tcp_sock *)sk, write_seq));
+}
+
+// tcp_sendpage / do_tcp_sendpages(sk, page, offset, size, flags): the
+// page-send path of sendfile and splice before Linux 6.5. As
+// kp_sock_write_seq; the byte count is the fourth argument.
+SEC("?kprobe")
+int kp_sock_page_write_seq(struct pt_regs *ctx) {
+    struct sock *sk = (struct sock *)PT_REGS_PARM1(ctx);
+    return sock_stream_pos(COOKIE(ctx), sk, PT_REGS_PARM4(ctx),
+                           BPF_CORE_READ((struct tcp_sock *)sk, write_seq));
+}
+
+// tcp_recvmsg(sk, msg, len, ...): seq is tp->copied_seq at entry, the first
+// stream byte the call returns (unless MSG_PEEK).
+SEC("?kprobe")
+int kp_sock_copied_seq(struct pt_regs *ctx) {
+    struct sock *sk = (struct sock *)PT_REGS_PARM1(ctx);
+    return sock_stream_pos(COOKIE(ctx), sk, PT_REGS_PARM3(ctx),
+                           BPF_CORE_READ((struct tcp_sock *)sk, copied_seq));
 }
 
 SEC("?kprobe")

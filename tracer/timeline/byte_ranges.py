@@ -9,12 +9,17 @@ Rules in docs/correlation.md ("Messages and byte ranges").
 from __future__ import annotations
 
 import bisect
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from probes.catalog import Capture, Layer, Returns
+from probes.catalog import (
+    WRITE_SEQ_CAPTURES,
+    Capture,
+    Layer,
+    Returns,
+)
 from tracer.events import Endpoint
-from tracer.timeline.event_rules import capture_of, dst_of, probe_spec
+from tracer.timeline.event_rules import capture_of, dst_of, probe_spec, src_of
 from tracer.timeline.model import (
     ByteRange,
     ByteStream,
@@ -29,17 +34,67 @@ from tracer.timeline.model import (
 
 
 def message_bytes(msg: Message) -> int | None:
-    """Bytes a syscall moved: its return value, else the return value of a
-    byte-counting call inside it (tcp_sendmsg_locked, tcp_recvmsg) when the
-    syscall's return was lost. Negative: -errno, nothing moved."""
+    """Bytes a syscall moved: its return value, else what the byte-counting
+    calls inside it (tcp_sendmsg_locked, tcp_recvmsg) returned, when the
+    syscall's return was lost or counts messages (sendmmsg). Negative:
+    -errno, nothing moved."""
     if msg.nbytes is not None:
         return msg.nbytes
-    for te in msg.events:
+    return inner_bytes(msg.events)
+
+
+def inner_bytes(events: Iterable[TEvent]) -> int | None:
+    """The sum of the byte counts returned by calls inside a syscall (their
+    first -errno when none moved a byte), None when none returned."""
+    total: int | None = None
+    for te in events:
         spec = probe_spec(te.probe)
         if te.is_return and te.ev.ret is not None and spec is not None \
                 and spec.ret is Returns.VALUE and spec.layer is not Layer.SYSCALL:
-            return te.ev.ret
-    return None
+            ret = te.ev.ret
+            if total is None or total < 0:
+                total = ret if total is None or ret >= 0 else total
+            elif ret > 0:
+                total += ret
+    return total
+
+
+@dataclass(frozen=True, slots=True)
+class KernelPiece:
+    """Bytes one call wrote or read where the kernel says: its entry's
+    stream position (tp->write_seq, tp->copied_seq) and its return value."""
+
+    byte_range: ByteRange
+    step: int  # the step holding the entry
+    probe: str
+
+
+def kernel_pieces(fl: Flow, sender: Endpoint, write: bool) -> list[KernelPiece]:
+    """`sender`'s stream positions recorded by its writes (write=True) or by
+    the peer's reads, in stream order."""
+    by_index = {te.index: te for st in fl.steps for te in st.events}
+    local = sender if write else fl.endpoint_of(_peer_role(fl, sender))
+    out = []
+    for st in fl.steps:
+        for te in st.events:
+            cap = capture_of(te.ev)
+            if te.is_return or te.ev.seq is None or te.pair is None or src_of(te.ev) != local:
+                continue
+            if (cap in WRITE_SEQ_CAPTURES) != write or \
+                    (not write and cap is not Capture.SOCK_COPIED_SEQ):
+                continue
+            ret = by_index[te.pair].ev.ret if te.pair in by_index else None
+            if ret is None or ret <= 0:
+                continue
+            lo = fl.rel(sender, te.ev.seq)
+            out.append(KernelPiece(ByteRange(lo, lo + ret), st.id, te.probe))
+    return sorted(out, key=lambda p: (p.byte_range, p.step))
+
+
+def _peer_role(fl: Flow, ep: Endpoint) -> Role:
+    role = fl.role_of(ep)
+    assert role is not None
+    return role.peer
 
 
 def copy_range(te: TEvent, flow: Flow, sender: Endpoint) -> ByteRange | None:
@@ -127,18 +182,46 @@ def assign_byte_ranges(flows: Sequence[Flow]) -> None:
             recvs = [m for m in msgs if m.op == "recv" and m.side is role.peer]
             packets = data_packets(fl, sender)
             start = 1 if fl.isn_from_syn.get(sender) else None
-            _place_sends(sends, packets, start, stream)
-            _place_recvs(fl, sender, recvs, start, stream)
+            writes = kernel_pieces(fl, sender, write=True)
+            reads = kernel_pieces(fl, sender, write=False)
+            _place_sends(sends, packets, start, stream, writes)
+            _place_recvs(fl, sender, recvs, start, stream, reads)
+            if writes or reads:
+                _attribute(stream, sends, recvs, packets, start, writes, reads)
             _link(sends, recvs, packets)
 
 
+def _kernel_ranges(msgs: list[Message], pieces: list[KernelPiece], problems: list[str],
+                   what: str) -> dict[int, ByteRange]:
+    """Message id -> the stream bytes the kernel placed for the calls inside it."""
+    by_step: dict[int, list[ByteRange]] = {}
+    for p in pieces:
+        by_step.setdefault(p.step, []).append(p.byte_range)
+    out = {}
+    for m in msgs:
+        parts = union(by_step.get(m.id, []))
+        if not parts:
+            continue
+        whole = out[m.id] = ByteRange(parts[0].lo, parts[-1].hi)
+        if len(parts) > 1:
+            problems.append(f"{what} #{m.id}: the kernel placed non-contiguous ranges "
+                            + ", ".join(map(str, parts)))
+        count = message_bytes(m)
+        size = sum(r.size for r in parts)
+        if count is not None and count >= 0 and count != size:
+            problems.append(f"{what} #{m.id} returned {count} B but the kernel placed "
+                            f"{size} B at {whole}")
+    return out
+
+
 def _place_sends(sends: list[Message], packets: list[Packet], start: int | None,
-                 stream: ByteStream) -> None:
+                 stream: ByteStream, pieces: list[KernelPiece]) -> None:
     anchors: dict[int, int] = {}
     for p in packets:  # in id (time) order
         if p.message is not None and not p.retransmission and p.byte_range is not None:
             anchors.setdefault(p.message, p.byte_range.lo)
-    _place(sends, start, {}, anchors, stream, "send")
+    exact = _kernel_ranges(sends, pieces, stream.problems, "send")
+    _place(sends, start, exact, anchors, stream, "send", kernel=exact.keys())
     placed = [m for m in sends if m.range_from is not None]
     stream.anchor = placed[0].range_from if placed else None
     spans = PacketSpans(p for p in packets if not p.retransmission)
@@ -164,7 +247,7 @@ def _place_sends(sends: list[Message], packets: list[Packet], start: int | None,
 
 
 def _place_recvs(fl: Flow, sender: Endpoint, recvs: list[Message], start: int | None,
-                 stream: ByteStream) -> None:
+                 stream: ByteStream, kernel_reads: list[KernelPiece]) -> None:
     exact: dict[int, ByteRange] = {}
     for m in recvs:
         pieces = union(copied_pieces(m, fl, sender))
@@ -178,17 +261,94 @@ def _place_recvs(fl: Flow, sender: Endpoint, recvs: list[Message], start: int | 
         if count is not None and count >= 0 and count != exact[m.id].size:
             stream.problems.append(f"recv #{m.id} returned {count} B but its copies cover "
                                    f"{exact[m.id]} ({exact[m.id].size} B)")
-    _place(recvs, start, exact, {}, stream, "recv")
+    # Without the copies (__skb_datagram_iter not traced or lost), the
+    # kernel's tp->copied_seq at tcp_recvmsg's entry places the recv.
+    kernel = _kernel_ranges([m for m in recvs if m.id not in exact], kernel_reads,
+                            stream.problems, "recv")
+    _place(recvs, start, exact | kernel, {}, stream, "recv", kernel=kernel.keys())
+
+
+def _way(m: Message) -> str:
+    spec = probe_spec(m.syscall)
+    return spec.way if spec is not None and spec.way else m.syscall
+
+
+def _piece_way(probe: str, write: bool) -> str:
+    spec = probe_spec(probe)
+    if spec is not None and spec.capture is Capture.SOCK_PAGE_WRITE_SEQ:
+        return "sendfile/splice (page-send path, syscall not traced)"
+    return f"{probe} outside a traced {'send' if write else 'recv'} (io_uring, in-kernel user)"
+
+
+def _attribute(stream: ByteStream, sends: list[Message], recvs: list[Message],
+               packets: list[Packet], start: int | None, writes: list[KernelPiece],
+               reads: list[KernelPiece]) -> None:
+    """Bytes by the way they were written and read. With the kernel's
+    positions, the stretches of the stream no traced send wrote (no traced
+    recv read) are bytes that went another way: a call seen only inside
+    the kernel (sendfile's page-send path without its syscall, io_uring),
+    else an untraced writer or reader."""
+    for msgs, by in ((sends, stream.written_by), (recvs, stream.read_by)):
+        for m in msgs:
+            count = message_bytes(m)
+            if count is not None and count > 0:
+                by[_way(m)] = by.get(_way(m), 0) + count
+    carried = [p.byte_range for p in packets if p.byte_range is not None and not p.retransmission]
+    for msgs, pieces, out, write, ends in (
+            (sends, writes, stream.written_other, True, carried),
+            (recvs, reads, stream.read_other, False, [])):
+        if not pieces:
+            continue
+        done = [m.byte_range for m in msgs if m.byte_range is not None]
+        ids = {m.id for m in msgs}
+        lone = [p for p in pieces if p.step not in ids]
+        # Writes: every byte carried was written. Reads: up to the last
+        # byte read (the rest may still wait in the receive queue).
+        known = done + [p.byte_range for p in pieces]
+        lo = start if start is not None else min(r.lo for r in known + ends)
+        hi = max(r.hi for r in known + ends)
+        out.extend(_other_ways(ByteRange(lo, hi), done, lone, write))
+
+
+def _other_ways(extent: ByteRange, done: list[ByteRange], lone: list[KernelPiece],
+                write: bool) -> list[tuple[ByteRange, str]]:
+    """The stretches of `extent` no traced call covers, each with the way its
+    bytes went: a call seen without its syscall, else an untraced one."""
+    out: list[tuple[ByteRange, str]] = []
+    untraced = "untraced writer" if write else "untraced reader"
+    for gap in uncovered(extent, done):
+        pos = gap.lo
+        for p in lone:
+            r = p.byte_range
+            if not r.overlaps(gap) or r.hi <= pos:
+                continue
+            if r.lo > pos:
+                _add(out, ByteRange(pos, r.lo), untraced)
+            _add(out, ByteRange(max(pos, r.lo), min(r.hi, gap.hi)), _piece_way(p.probe, write))
+            pos = min(r.hi, gap.hi)
+        if pos < gap.hi:
+            _add(out, ByteRange(pos, gap.hi), untraced)
+    return out
+
+
+def _add(out: list[tuple[ByteRange, str]], r: ByteRange, way: str) -> None:
+    if out and out[-1][1] == way and out[-1][0].hi == r.lo:
+        out[-1] = (ByteRange(out[-1][0].lo, r.hi), way)
+    else:
+        out.append((r, way))
 
 
 def place_starts(ids: Sequence[int], counts: Sequence[int | None], start: int | None,
                  exact: Mapping[int, tuple[int, int]], anchors: Mapping[int, int],
-                 problems: list[str], what: str
+                 problems: list[str], what: str, kernel: Collection[int] = ()
                  ) -> tuple[list[int | None], list[RangeSource | None]]:
     """Consecutive messages of one direction follow each other in the stream:
-    walk forward from the first known position (ISN+1, an exact copy (lo, hi),
-    a segment anchor), then backward from the first placed message. Each
-    message's start and what placed it; both reconstructions use this."""
+    walk forward from the first known position (ISN+1, an exact range (lo,
+    hi), a segment anchor), then backward from the first placed message. Each
+    message's start and what placed it; both reconstructions use this.
+    Exact ranges come from the copies to user, or from the kernel's stream
+    position for the ids in `kernel`: other writers may have put bytes
+    between those, so a jump there is no problem."""
     n = len(ids)
     starts: list[int | None] = [None] * n
     srcs: list[RangeSource | None] = [None] * n
@@ -197,11 +357,13 @@ def place_starts(ids: Sequence[int], counts: Sequence[int | None], start: int | 
     for i, mid in enumerate(ids):
         ex = exact.get(mid)
         if ex is not None:
-            if pos is not None and pos != ex[0]:
+            by_kernel = mid in kernel
+            if pos is not None and pos != ex[0] and not by_kernel:
                 problems.append(
                     f"{what} #{mid} starts at {ex[0]}, stream order expected {pos} "
                     "(events lost, or MSG_PEEK)")
-            starts[i], srcs[i] = ex[0], RangeSource.COPY
+            starts[i] = ex[0]
+            srcs[i] = RangeSource.KERNEL if by_kernel else RangeSource.COPY
             pos, src = ex[1], RangeSource.NEIGHBOUR
             continue
         if pos is None and mid in anchors:
@@ -218,21 +380,25 @@ def place_starts(ids: Sequence[int], counts: Sequence[int | None], start: int | 
         if starts[i] is None and after is not None and count is not None:
             starts[i] = after - max(count, 0)
             nxt = srcs[i + 1]
-            srcs[i] = RangeSource.NEIGHBOUR if nxt is RangeSource.COPY else nxt
+            srcs[i] = RangeSource.NEIGHBOUR if nxt in _EXACT else nxt
     return starts, srcs
 
 
+_EXACT = (RangeSource.COPY, RangeSource.KERNEL)
+
+
 def _place(msgs: list[Message], start: int | None, exact: dict[int, ByteRange],
-           anchors: dict[int, int], stream: ByteStream, what: str) -> None:
+           anchors: dict[int, int], stream: ByteStream, what: str,
+           kernel: Collection[int] = ()) -> None:
     counts = [message_bytes(m) for m in msgs]
     starts, srcs = place_starts([m.id for m in msgs], counts, start,
                                 {k: (v.lo, v.hi) for k, v in exact.items()}, anchors,
-                                stream.problems, what)
+                                stream.problems, what, kernel)
     for i, m in enumerate(msgs):
         ex = exact.get(m.id)
         count, at = counts[i], starts[i]
         if ex is not None:
-            m.byte_range, m.range_from = ex, RangeSource.COPY
+            m.byte_range, m.range_from = ex, srcs[i]
         elif at is not None and count is not None and count > 0:
             m.byte_range, m.range_from = ByteRange(at, at + count), srcs[i]
 

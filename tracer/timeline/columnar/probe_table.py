@@ -18,6 +18,7 @@ import numpy as np
 from probes.catalog import (
     HEADER_CAPTURES,
     LAYER_ORDER,
+    SOCK_ONLY_CAPTURES,
     Capture,
     Direction,
     Layer,
@@ -88,7 +89,7 @@ class ProbeTable:
             datagram_iter=capture_in(frozenset({Capture.DATAGRAM_ITER})),
             softirq=capture_in(frozenset({Capture.SOFTIRQ})),
             noack=capture_in(frozenset({Capture.SOCK_SKB_CB_NOACK})),
-            sock_or_socket=capture_in(frozenset({Capture.SOCK, Capture.SOCKET})),
+            sock_or_socket=capture_in(SOCK_ONLY_CAPTURES),
             sock_skb_l3=capture_in(frozenset({Capture.SOCK_SKB_L3})),
             ret_value=flag(lambda s: s.ret is Returns.VALUE),
             queue_rank=np.array([QUEUE_PROBES.index(n) if n in QUEUE_PROBES else -1

@@ -11,8 +11,8 @@ from tracer.timeline.columnar.stats import FlowPackets, FlowStats, HopRow, Trace
 from tracer.timeline.model import Role
 from viz.stats_text import (
     GAP_MARK,
-    _check,
     _direction_of,
+    account_lines,
     distribution_lines,
     fmt_us,
     table_lines,
@@ -50,11 +50,7 @@ def _flow_lines(fl: FlowStats) -> list[str]:
         socks = ", ".join(hex(sk) for sk in fl.socks[end]) or "?"
         out.append(f"  {role}: netns {fl.netns[end] or '?'}, sockets {socks}")
     out.append("")
-    head = ("  bytes", "written", "carried", "retrans", "read", "copied", "counted at", "check")
-    rows = [head] + [(
-        f"  {_direction_of(a.sender)}", str(a.written), str(a.carried), str(a.retransmitted),
-        str(a.read), str(a.copied), a.carried_at or "-", _check(a)) for a in fl.accounts]
-    out.extend(table_lines(rows, right=range(1, 6)))
+    out.extend(account_lines(fl.accounts))
     for note in fl.streams:
         how = note.anchor.text if note.anchor is not None else "no send placed"
         out.append(f"  {_direction_of(note.sender)} send ranges: {how}")

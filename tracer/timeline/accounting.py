@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from probes.catalog import LAYER_ORDER, Direction
 from tracer.timeline.byte_ranges import copy_range, message_bytes, union
-from tracer.timeline.model import ByteRange, Message, Packet, Role, Timeline
+from tracer.timeline.model import ByteRange, ByteStream, Message, Packet, Role, Timeline
 
 ORIGIN_PROBE = "__tcp_transmit_skb"
 
@@ -32,11 +32,30 @@ class ByteAccount:
     copies: int
     complete: bool  # no loss noticed during the flow and the trace is not cut short
     notes: tuple[str, ...] = field(default=())
+    # With the kernel's stream positions (tp->write_seq, tp->copied_seq):
+    # bytes that entered (left) the stream by no traced call, and every way
+    # bytes went, traced calls by syscall first ("send", "sendfile", ...).
+    other_written: int = 0
+    other_read: int = 0
+    written_by: tuple[tuple[str, int], ...] = ()
+    read_by: tuple[tuple[str, int], ...] = ()
+    # the stretches of the stream written (read) another way, and which way
+    written_other: tuple[tuple[ByteRange, str], ...] = ()
+    read_other: tuple[tuple[ByteRange, str], ...] = ()
+
+    @property
+    def written_total(self) -> int:
+        return self.written + self.other_written
+
+    @property
+    def read_total(self) -> int:
+        return self.read + self.other_read
 
     @property
     def balanced(self) -> bool:
-        """written == carried == read (and == copied when copies were traced)."""
-        return self.written == self.carried == self.read and \
+        """written == carried == read (and == copied when copies were traced),
+        counting bytes written and read another way."""
+        return self.written_total == self.carried == self.read_total and \
             (self.copies == 0 or self.copied == self.read)
 
 
@@ -73,6 +92,9 @@ def account_bytes(timeline: Timeline, flow: int, sender: Role) -> ByteAccount:
         notes.append(f"{sum(g.count for g in fl.gaps)} event(s) lost during the flow")
     if timeline.trace.cut_short:
         notes.append("trace cut short")
+    stream = fl.streams.get(src)
+    ways = stream_ways(stream) if stream is not None else ((), (), 0, 0)
+    notes.extend(other_notes(ways[0], ways[1], stream))
     return ByteAccount(
         flow=fl.number, sender=sender,
         written=sum(c for c in send_counts if c is not None and c > 0),
@@ -89,7 +111,40 @@ def account_bytes(timeline: Timeline, flow: int, sender: Role) -> ByteAccount:
         copies=len(copies),
         complete=not fl.gaps and not timeline.trace.cut_short,
         notes=tuple(notes),
+        written_by=ways[0], read_by=ways[1], other_written=ways[2], other_read=ways[3],
+        written_other=tuple(stream.written_other) if stream is not None else (),
+        read_other=tuple(stream.read_other) if stream is not None else (),
     )
+
+
+Ways = tuple[tuple[tuple[str, int], ...], tuple[tuple[str, int], ...], int, int]
+
+
+def stream_ways(stream: ByteStream) -> Ways:
+    """(written_by, read_by, other_written, other_read) of one direction:
+    traced calls by syscall, then the other ways by bytes."""
+    out = []
+    for by, other in ((stream.written_by, stream.written_other),
+                      (stream.read_by, stream.read_other)):
+        rest: dict[str, int] = {}
+        for r, way in other:
+            rest[way] = rest.get(way, 0) + r.size
+        out.append((tuple(by.items()) + tuple(rest.items()), sum(rest.values())))
+    return out[0][0], out[1][0], out[0][1], out[1][1]
+
+
+def other_notes(written_by: tuple[tuple[str, int], ...], read_by: tuple[tuple[str, int], ...],
+                stream: ByteStream | None) -> list[str]:
+    """Why written or read differs from the traced calls' sums: the bytes
+    that went another way, by way."""
+    if stream is None:
+        return []
+    notes = []
+    for by, other, verb in ((written_by, stream.written_other, "written"),
+                            (read_by, stream.read_other, "read")):
+        ways = {way for _, way in other}
+        notes += [f"{n} B {verb} by {way}" for way, n in by if way in ways]
+    return notes
 
 
 def account_all(timeline: Timeline) -> list[ByteAccount]:

@@ -39,16 +39,22 @@ _PROFILE_PURPOSE = {
                "`__tcp_transmit_skb` and the copy to user",
     "default": "the seeds' whole chain (DESIGN.md section 3): syscall, socket, TCP, IP, "
                "device, driver, NET_RX softirq, receive up to the reader's copy, and the "
-               "SYN-ACK's own path",
-    "full": "everything: also `sendmsg`/`write`/`read` entry points, qdisc, NIC drivers, "
+               "SYN-ACK's own path; every way bytes enter and leave a TCP socket (send, "
+               "sendto, sendmsg, sendmmsg, write, writev, sendfile, splice and the "
+               "page-send path; recv, recvfrom, recvmsg, recvmmsg, read, readv)",
+    "full": "everything: also qdisc, NIC drivers, "
             "connection life (connect, accept, SYN at the listener, state processing, "
             "close, FIN), retransmissions, ACK generation",
 }
 
 _CAPTURE_NOTES = {
     Capture.SYSCALL_FD: "socket found from the fd",
+    Capture.SYSCALL_REGS_FD3: "socket found from the third argument's fd (saved registers)",
     Capture.SOCKET: "`struct socket *` argument",
     Capture.SOCK: "`struct sock *` argument",
+    Capture.SOCK_WRITE_SEQ: "`struct sock *` + `tp->write_seq` in `seq`",
+    Capture.SOCK_PAGE_WRITE_SEQ: "`struct sock *` + `tp->write_seq` in `seq`, size argument 4",
+    Capture.SOCK_COPIED_SEQ: "`struct sock *` + `tp->copied_seq` in `seq`",
     Capture.SOCK_SKB_CB: "socket + `TCP_SKB_CB` (header not built yet)",
     Capture.SOCK_SKB_CB_NOACK: "socket + `TCP_SKB_CB`",
     Capture.SOCK_SKB_L4: "socket + TCP header",

@@ -12,6 +12,8 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from tracer.timeline import Flow, LostGap, Message, Packet, Step, TEvent, Timeline, lost_gaps
+from tracer.timeline.accounting import account_bytes
+from tracer.timeline.model import ByteRange, Role
 from tracer.timeline.windows import Plan
 from tracer.tracefile import Trace
 from viz.sequence import context_short, event_details
@@ -26,7 +28,26 @@ def _gap(g: LostGap) -> dict[str, Any]:
             "cpu": g.cpu}
 
 
-def _flow(fl: Flow) -> dict[str, Any]:
+def _ways(other: tuple[tuple[ByteRange, str], ...]) -> list[dict[str, Any]]:
+    return [{"bytes": [r.lo, r.hi], "way": way} for r, way in other]
+
+
+def _accounts(tl: Timeline, fl: Flow) -> dict[str, Any]:
+    """Per sender: the byte accounting, and which way the bytes went."""
+    out = {}
+    for role in (Role.CLIENT, Role.SERVER):
+        a = account_bytes(tl, fl.number, role)
+        out[str(role)] = {
+            "written": a.written_total, "carried": a.carried, "read": a.read_total,
+            "copied": a.copied, "balanced": a.balanced, "complete": a.complete,
+            "written_by": dict(a.written_by), "read_by": dict(a.read_by),
+            "written_other": _ways(a.written_other), "read_other": _ways(a.read_other),
+            "notes": list(a.notes),
+        }
+    return out
+
+
+def _flow(fl: Flow, tl: Timeline) -> dict[str, Any]:
     return {
         "number": fl.number, "netns": fl.netns, "title": fl.title,
         "client": str(fl.client), "server": str(fl.server), "roles_from": str(fl.roles_from),
@@ -35,6 +56,7 @@ def _flow(fl: Flow) -> dict[str, Any]:
                          "server": fl.isn_from_syn.get(fl.server)},
         "steps": [st.id for st in fl.steps],
         "gaps": [_gap(g) for g in fl.gaps],
+        "bytes": _accounts(tl, fl),
     }
 
 
@@ -141,7 +163,7 @@ def replay_document(tl: Timeline, flow: int | None = None) -> dict[str, Any]:
         "version": VERSION,
         "trace": _trace_record(tl),
         "flow_filter": flow,
-        "flows": [_flow(fl) for fl in flows],
+        "flows": [_flow(fl, tl) for fl in flows],
         "steps": [step_record(st, tl.flows[st.flow - 1] if st.flow is not None else None)
                   for st in steps],
         "events": list(_records(tl, flow, steps)),
@@ -221,7 +243,7 @@ def write_json(tl: Timeline, write: Callable[[str], object], flow: int | None = 
         arr.close(last)
 
     _write_head(write, _trace_record(tl), flow)
-    array("flows", (_flow(fl) for fl in flows))
+    array("flows", (_flow(fl, tl) for fl in flows))
     array("steps", (step_record(st, tl.flows[st.flow - 1] if st.flow is not None else None)
                     for st in steps))
     array("events", _records(tl, flow, steps))
@@ -280,7 +302,7 @@ def write_json_windows(plan: Plan, write: Callable[[str], object]) -> None:
             tl, ev_base = win.timeline, win.first
             gaps = tl.gaps
             for flow in tl.flows:
-                rec = _flow(flow)
+                rec = _flow(flow, tl)
                 rec["number"] += flow_base
                 rec["steps"] = [i + step_base for i in rec["steps"]]
                 flows_out.add(rec)

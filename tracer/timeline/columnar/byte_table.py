@@ -7,10 +7,14 @@ are sequential (stream order) and these rows are a small part of a trace.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
+
+from probes.catalog import STREAM_POS_CAPTURES, ProbeSpec, Returns
 from tracer.timeline.byte_ranges import place_starts
+from tracer.timeline.columnar.errors import Irregular
 from tracer.timeline.model import RangeSource
 
 _Range = tuple[int, int]
@@ -43,6 +47,24 @@ class Placement:
     ranges: dict[int, _Range] = field(default_factory=dict)  # message id -> range
     anchor: RangeSource | None = None
     problems: list[str] = field(default_factory=list)
+
+
+def refuse_kernel_positions(names: Sequence[str], lookup: Callable[[str], ProbeSpec | None],
+                            probe: np.ndarray, seq: np.ndarray) -> None:
+    """Irregular when a trace places bytes by the kernel's stream positions
+    (tp->write_seq, tp->copied_seq) or counts a syscall's bytes from the
+    calls inside it (sendmmsg): the object path's rules
+    (byte_ranges.kernel_pieces, inner_bytes) are not reproduced here yet."""
+    specs = [lookup(n) for n in names]
+    pos = np.array([s is not None and s.capture in STREAM_POS_CAPTURES for s in specs]
+                   + [False], dtype=bool)
+    count = np.array([s is not None and s.ret is Returns.COUNT for s in specs] + [False],
+                     dtype=bool)
+    if np.any(pos[probe] & (seq >= 0)):
+        raise Irregular("bytes placed by the kernel's stream positions (tp->write_seq, "
+                        "tp->copied_seq)")
+    if np.any(count[probe]):
+        raise Irregular("a syscall that returns a message count (sendmmsg, recvmmsg)")
 
 
 def union(ranges: Sequence[_Range]) -> list[_Range]:

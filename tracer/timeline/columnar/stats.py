@@ -29,7 +29,13 @@ import pyarrow as pa
 from probes.catalog import BY_NAME, ProbeSpec
 from tracer.events import Endpoint
 from tracer.timeline.accounting import ORIGIN_PROBE, ByteAccount
-from tracer.timeline.columnar.byte_table import MessageRows, PacketRows, place_direction, union
+from tracer.timeline.columnar.byte_table import (
+    MessageRows,
+    PacketRows,
+    place_direction,
+    refuse_kernel_positions,
+    union,
+)
 from tracer.timeline.columnar.columns import EventColumns, columns_of, release_freed_memory
 from tracer.timeline.columnar.event_table import EventRules, event_rules
 from tracer.timeline.columnar.flow_table import FlowTable, flow_table
@@ -163,6 +169,7 @@ class PreparedStats:
         self.inp = StatsInput(path=inp.path, events=(), lost=list(inp.lost),
                               lost_total=inp.lost_total, cut_short=inp.cut_short)
         pt = ProbeTable.build(c.probe_names, lookup)
+        refuse_kernel_positions(c.probe_names, lookup, c.probe, c.seq)
         r = event_rules(c, pt)
         c = _without(c, "end_seq", "ack")  # read by the rules only
         ft = flow_table(c, r, pt)

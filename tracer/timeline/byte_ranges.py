@@ -193,23 +193,30 @@ def assign_byte_ranges(flows: Sequence[Flow]) -> None:
 
 def _kernel_ranges(msgs: list[Message], pieces: list[KernelPiece], problems: list[str],
                    what: str) -> dict[int, ByteRange]:
-    """Message id -> the stream bytes the kernel placed for the calls inside it."""
+    return kernel_ranges([m.id for m in msgs], [message_bytes(m) for m in msgs], pieces,
+                         problems, what)
+
+
+def kernel_ranges(ids: Sequence[int], counts: Sequence[int | None],
+                  pieces: Sequence[KernelPiece], problems: list[str], what: str
+                  ) -> dict[int, ByteRange]:
+    """Message id -> the stream bytes the kernel placed for the calls inside
+    it (both reconstructions use this)."""
     by_step: dict[int, list[ByteRange]] = {}
     for p in pieces:
         by_step.setdefault(p.step, []).append(p.byte_range)
     out = {}
-    for m in msgs:
-        parts = union(by_step.get(m.id, []))
+    for mid, count in zip(ids, counts, strict=True):
+        parts = union(by_step.get(mid, []))
         if not parts:
             continue
-        whole = out[m.id] = ByteRange(parts[0].lo, parts[-1].hi)
+        whole = out[mid] = ByteRange(parts[0].lo, parts[-1].hi)
         if len(parts) > 1:
-            problems.append(f"{what} #{m.id}: the kernel placed non-contiguous ranges "
+            problems.append(f"{what} #{mid}: the kernel placed non-contiguous ranges "
                             + ", ".join(map(str, parts)))
-        count = message_bytes(m)
         size = sum(r.size for r in parts)
         if count is not None and count >= 0 and count != size:
-            problems.append(f"{what} #{m.id} returned {count} B but the kernel placed "
+            problems.append(f"{what} #{mid} returned {count} B but the kernel placed "
                             f"{size} B at {whole}")
     return out
 
@@ -268,9 +275,10 @@ def _place_recvs(fl: Flow, sender: Endpoint, recvs: list[Message], start: int | 
     _place(recvs, start, exact | kernel, {}, stream, "recv", kernel=kernel.keys())
 
 
-def _way(m: Message) -> str:
-    spec = probe_spec(m.syscall)
-    return spec.way if spec is not None and spec.way else m.syscall
+def way_of(syscall: str) -> str:
+    """How a traced syscall moves bytes: 'send', 'sendfile', 'read', ..."""
+    spec = probe_spec(syscall)
+    return spec.way if spec is not None and spec.way else syscall
 
 
 def _piece_way(probe: str, write: bool) -> str:
@@ -288,26 +296,42 @@ def _attribute(stream: ByteStream, sends: list[Message], recvs: list[Message],
     recv read) are bytes that went another way: a call seen only inside
     the kernel (sendfile's page-send path without its syscall, io_uring),
     else an untraced writer or reader."""
-    for msgs, by in ((sends, stream.written_by), (recvs, stream.read_by)):
-        for m in msgs:
-            count = message_bytes(m)
-            if count is not None and count > 0:
-                by[_way(m)] = by.get(_way(m), 0) + count
     carried = [p.byte_range for p in packets if p.byte_range is not None and not p.retransmission]
-    for msgs, pieces, out, write, ends in (
-            (sends, writes, stream.written_other, True, carried),
-            (recvs, reads, stream.read_other, False, [])):
-        if not pieces:
-            continue
-        done = [m.byte_range for m in msgs if m.byte_range is not None]
-        ids = {m.id for m in msgs}
-        lone = [p for p in pieces if p.step not in ids]
-        # Writes: every byte carried was written. Reads: up to the last
-        # byte read (the rest may still wait in the receive queue).
-        known = done + [p.byte_range for p in pieces]
-        lo = start if start is not None else min(r.lo for r in known + ends)
-        hi = max(r.hi for r in known + ends)
-        out.extend(_other_ways(ByteRange(lo, hi), done, lone, write))
+    for msgs, pieces, by, out, write, ends in (
+            (sends, writes, stream.written_by, stream.written_other, True, carried),
+            (recvs, reads, stream.read_by, stream.read_other, False, [])):
+        by.update(way_totals([way_of(m.syscall) for m in msgs],
+                             [message_bytes(m) for m in msgs]))
+        out.extend(other_ways([m.id for m in msgs], [m.byte_range for m in msgs], pieces,
+                              start, ends, write))
+
+
+def way_totals(ways: Sequence[str], counts: Sequence[int | None]) -> dict[str, int]:
+    """Bytes moved by traced calls, by way, in order of first use."""
+    out: dict[str, int] = {}
+    for way, count in zip(ways, counts, strict=True):
+        if count is not None and count > 0:
+            out[way] = out.get(way, 0) + count
+    return out
+
+
+def other_ways(ids: Sequence[int], ranges: Sequence[ByteRange | None],
+               pieces: Sequence[KernelPiece], start: int | None, ends: Sequence[ByteRange],
+               write: bool) -> list[tuple[ByteRange, str]]:
+    """The stretches of the stream that the messages (`ids`, their placed
+    `ranges`) did not write (read), with the way their bytes went; empty
+    without kernel positions (`pieces`). Both reconstructions use this."""
+    if not pieces:
+        return []
+    done = [r for r in ranges if r is not None]
+    known = set(ids)
+    lone = [p for p in pieces if p.step not in known]
+    # Writes: every byte carried (`ends`) was written. Reads: up to the last
+    # byte read (the rest may still wait in the receive queue).
+    spans = done + [p.byte_range for p in pieces] + list(ends)
+    lo = start if start is not None else min(r.lo for r in spans)
+    hi = max(r.hi for r in spans)
+    return _other_ways(ByteRange(lo, hi), done, lone, write)
 
 
 def _other_ways(extent: ByteRange, done: list[ByteRange], lone: list[KernelPiece],

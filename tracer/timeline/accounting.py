@@ -6,10 +6,11 @@ of a healthy connection, written == carried == read.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from probes.catalog import LAYER_ORDER, Direction
 from tracer.timeline.byte_ranges import copy_range, message_bytes, union
-from tracer.timeline.model import ByteRange, ByteStream, Message, Packet, Role, Timeline
+from tracer.timeline.model import ByteRange, Message, Packet, Role, StreamWays, Timeline
 
 ORIGIN_PROBE = "__tcp_transmit_skb"
 
@@ -93,8 +94,8 @@ def account_bytes(timeline: Timeline, flow: int, sender: Role) -> ByteAccount:
     if timeline.trace.cut_short:
         notes.append("trace cut short")
     stream = fl.streams.get(src)
-    ways = stream_ways(stream) if stream is not None else ((), (), 0, 0)
-    notes.extend(other_notes(ways[0], ways[1], stream))
+    ways, why = way_fields(stream.ways if stream is not None else None)
+    notes.extend(why)
     return ByteAccount(
         flow=fl.number, sender=sender,
         written=sum(c for c in send_counts if c is not None and c > 0),
@@ -111,40 +112,27 @@ def account_bytes(timeline: Timeline, flow: int, sender: Role) -> ByteAccount:
         copies=len(copies),
         complete=not fl.gaps and not timeline.trace.cut_short,
         notes=tuple(notes),
-        written_by=ways[0], read_by=ways[1], other_written=ways[2], other_read=ways[3],
-        written_other=tuple(stream.written_other) if stream is not None else (),
-        read_other=tuple(stream.read_other) if stream is not None else (),
+        **ways,
     )
 
 
-Ways = tuple[tuple[tuple[str, int], ...], tuple[tuple[str, int], ...], int, int]
-
-
-def stream_ways(stream: ByteStream) -> Ways:
-    """(written_by, read_by, other_written, other_read) of one direction:
-    traced calls by syscall, then the other ways by bytes."""
-    out = []
-    for by, other in ((stream.written_by, stream.written_other),
-                      (stream.read_by, stream.read_other)):
+def way_fields(ways: StreamWays | None) -> tuple[dict[str, Any], list[str]]:
+    """ByteAccount's fields on the ways bytes went, and the notes saying
+    why written or read differs from the traced calls' sums."""
+    if ways is None:
+        return {}, []
+    fields: dict[str, Any] = {}
+    notes = []
+    for verb, by, other in (("written", ways.written_by, ways.written_other),
+                            ("read", ways.read_by, ways.read_other)):
         rest: dict[str, int] = {}
         for r, way in other:
             rest[way] = rest.get(way, 0) + r.size
-        out.append((tuple(by.items()) + tuple(rest.items()), sum(rest.values())))
-    return out[0][0], out[1][0], out[0][1], out[1][1]
-
-
-def other_notes(written_by: tuple[tuple[str, int], ...], read_by: tuple[tuple[str, int], ...],
-                stream: ByteStream | None) -> list[str]:
-    """Why written or read differs from the traced calls' sums: the bytes
-    that went another way, by way."""
-    if stream is None:
-        return []
-    notes = []
-    for by, other, verb in ((written_by, stream.written_other, "written"),
-                            (read_by, stream.read_other, "read")):
-        ways = {way for _, way in other}
-        notes += [f"{n} B {verb} by {way}" for way, n in by if way in ways]
-    return notes
+        fields[f"{verb}_by"] = tuple(by.items()) + tuple(rest.items())
+        fields[f"other_{verb}"] = sum(rest.values())
+        fields[f"{verb}_other"] = tuple(other)
+        notes += [f"{n} B {verb} by {way}" for way, n in rest.items()]
+    return fields, notes
 
 
 def account_all(timeline: Timeline) -> list[ByteAccount]:

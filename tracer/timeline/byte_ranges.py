@@ -16,6 +16,7 @@ from probes.catalog import (
     WRITE_SEQ_CAPTURES,
     Capture,
     Layer,
+    ProbeSpec,
     Returns,
 )
 from tracer.events import Endpoint
@@ -28,6 +29,7 @@ from tracer.timeline.model import (
     Packet,
     RangeSource,
     Role,
+    StreamWays,
     TEvent,
     Timeline,
 )
@@ -66,7 +68,7 @@ class KernelPiece:
 
     byte_range: ByteRange
     step: int  # the step holding the entry
-    probe: str
+    way: str  # piece_way: how its bytes went when no traced syscall holds it
 
 
 def kernel_pieces(fl: Flow, sender: Endpoint, write: bool) -> list[KernelPiece]:
@@ -87,7 +89,8 @@ def kernel_pieces(fl: Flow, sender: Endpoint, write: bool) -> list[KernelPiece]:
             if ret is None or ret <= 0:
                 continue
             lo = fl.rel(sender, te.ev.seq)
-            out.append(KernelPiece(ByteRange(lo, lo + ret), st.id, te.probe))
+            way = piece_way(te.probe, probe_spec(te.probe), write)
+            out.append(KernelPiece(ByteRange(lo, lo + ret), st.id, way))
     return sorted(out, key=lambda p: (p.byte_range, p.step))
 
 
@@ -187,7 +190,10 @@ def assign_byte_ranges(flows: Sequence[Flow]) -> None:
             _place_sends(sends, packets, start, stream, writes)
             _place_recvs(fl, sender, recvs, start, stream, reads)
             if writes or reads:
-                _attribute(stream, sends, recvs, packets, start, writes, reads)
+                carried = [p.byte_range for p in packets
+                           if p.byte_range is not None and not p.retransmission]
+                attribute(stream.ways, _calls(sends), _calls(recvs), carried, start, writes,
+                          reads)
             _link(sends, recvs, packets)
 
 
@@ -275,35 +281,48 @@ def _place_recvs(fl: Flow, sender: Endpoint, recvs: list[Message], start: int | 
     _place(recvs, start, exact | kernel, {}, stream, "recv", kernel=kernel.keys())
 
 
-def way_of(syscall: str) -> str:
+def way_of(syscall: str, spec: ProbeSpec | None) -> str:
     """How a traced syscall moves bytes: 'send', 'sendfile', 'read', ..."""
-    spec = probe_spec(syscall)
     return spec.way if spec is not None and spec.way else syscall
 
 
-def _piece_way(probe: str, write: bool) -> str:
-    spec = probe_spec(probe)
+def piece_way(probe: str, spec: ProbeSpec | None, write: bool) -> str:
+    """The way of bytes a stream-position call moved outside any traced syscall."""
     if spec is not None and spec.capture is Capture.SOCK_PAGE_WRITE_SEQ:
         return "sendfile/splice (page-send path, syscall not traced)"
     return f"{probe} outside a traced {'send' if write else 'recv'} (io_uring, in-kernel user)"
 
 
-def _attribute(stream: ByteStream, sends: list[Message], recvs: list[Message],
-               packets: list[Packet], start: int | None, writes: list[KernelPiece],
-               reads: list[KernelPiece]) -> None:
+@dataclass(frozen=True, slots=True)
+class Calls:
+    """The send (or recv) messages of one direction as plain data, for
+    `attribute` in both reconstructions."""
+
+    ids: Sequence[int]
+    ways: Sequence[str]  # way_of
+    counts: Sequence[int | None]  # message_bytes
+    ranges: Sequence[ByteRange | None]  # placed byte ranges
+
+
+def _calls(msgs: list[Message]) -> Calls:
+    return Calls([m.id for m in msgs], [way_of(m.syscall, probe_spec(m.syscall)) for m in msgs],
+                 [message_bytes(m) for m in msgs], [m.byte_range for m in msgs])
+
+
+def attribute(ways: StreamWays, sends: Calls, recvs: Calls, carried: Sequence[ByteRange],
+              start: int | None, writes: Sequence[KernelPiece],
+              reads: Sequence[KernelPiece]) -> None:
     """Bytes by the way they were written and read. With the kernel's
     positions, the stretches of the stream no traced send wrote (no traced
     recv read) are bytes that went another way: a call seen only inside
     the kernel (sendfile's page-send path without its syscall, io_uring),
-    else an untraced writer or reader."""
-    carried = [p.byte_range for p in packets if p.byte_range is not None and not p.retransmission]
-    for msgs, pieces, by, out, write, ends in (
-            (sends, writes, stream.written_by, stream.written_other, True, carried),
-            (recvs, reads, stream.read_by, stream.read_other, False, [])):
-        by.update(way_totals([way_of(m.syscall) for m in msgs],
-                             [message_bytes(m) for m in msgs]))
-        out.extend(other_ways([m.id for m in msgs], [m.byte_range for m in msgs], pieces,
-                              start, ends, write))
+    else an untraced writer or reader. `carried`: the data packets' ranges
+    (first transmissions)."""
+    for calls, pieces, by, out, write, ends in (
+            (sends, writes, ways.written_by, ways.written_other, True, carried),
+            (recvs, reads, ways.read_by, ways.read_other, False, ())):
+        by.update(way_totals(calls.ways, calls.counts))
+        out.extend(other_ways(calls.ids, calls.ranges, pieces, start, ends, write))
 
 
 def way_totals(ways: Sequence[str], counts: Sequence[int | None]) -> dict[str, int]:
@@ -348,7 +367,7 @@ def _other_ways(extent: ByteRange, done: list[ByteRange], lone: list[KernelPiece
                 continue
             if r.lo > pos:
                 _add(out, ByteRange(pos, r.lo), untraced)
-            _add(out, ByteRange(max(pos, r.lo), min(r.hi, gap.hi)), _piece_way(p.probe, write))
+            _add(out, ByteRange(max(pos, r.lo), min(r.hi, gap.hi)), p.way)
             pos = min(r.hi, gap.hi)
         if pos < gap.hi:
             _add(out, ByteRange(pos, gap.hi), untraced)

@@ -260,6 +260,20 @@ class LostGap:
 
 
 @dataclass(eq=False, kw_only=True)
+class StreamWays:
+    """Bytes of one direction by the way they entered (sends) and left
+    (recvs) the stream: traced calls by syscall ("send", "sendfile", ...),
+    and the stretches no traced call wrote or read, between kernel-placed
+    ranges ("untraced writer", a page-send path seen without its syscall,
+    ...). Filled only when the trace has the kernel's stream positions."""
+
+    written_by: dict[str, int] = field(default_factory=dict)
+    read_by: dict[str, int] = field(default_factory=dict)
+    written_other: list[tuple[ByteRange, str]] = field(default_factory=list)
+    read_other: list[tuple[ByteRange, str]] = field(default_factory=list)
+
+
+@dataclass(eq=False, kw_only=True)
 class ByteStream:
     """One direction of a flow: how its message ranges were anchored and
     what the cross-checks found."""
@@ -268,15 +282,7 @@ class ByteStream:
     receiver: Endpoint
     anchor: RangeSource | None = None  # of the sends' ranges; None: not placed
     problems: list[str] = field(default_factory=list)
-    # Bytes by the way they entered (sends) and left (recvs) the stream:
-    # traced calls by syscall ("send", "sendfile", ...), and the stretches no
-    # traced call wrote or read, between kernel-placed ranges ("untraced
-    # writer", a page-send path seen without its syscall, ...). Filled only
-    # when the trace has the kernel's stream positions.
-    written_by: dict[str, int] = field(default_factory=dict)
-    read_by: dict[str, int] = field(default_factory=dict)
-    written_other: list[tuple[ByteRange, str]] = field(default_factory=list)
-    read_other: list[tuple[ByteRange, str]] = field(default_factory=list)
+    ways: StreamWays = field(default_factory=StreamWays)
 
 
 @dataclass(eq=False, kw_only=True)

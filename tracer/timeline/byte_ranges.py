@@ -290,7 +290,9 @@ def piece_way(probe: str, spec: ProbeSpec | None, write: bool) -> str:
     """The way of bytes a stream-position call moved outside any traced syscall."""
     if spec is not None and spec.capture is Capture.SOCK_PAGE_WRITE_SEQ:
         return "sendfile/splice (page-send path, syscall not traced)"
-    return f"{probe} outside a traced {'send' if write else 'recv'} (io_uring, in-kernel user)"
+    if write:
+        return f"{probe} outside a traced send (sendfile/splice since 6.5, io_uring, ...)"
+    return f"{probe} outside a traced recv (io_uring, in-kernel reader)"
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,17 +1,19 @@
 """Capture benchmark: what tracing costs a workload, and what it loses.
 
-For two workloads on loopback, run untraced and traced (`kpath trace`,
-default profile, default settings) alternately in one boot, so that a slow
-phase of the machine (TCG swings 2x) hits both alike:
+For three workloads, run untraced and traced (`kpath trace`, default
+profile, default settings) alternately in one boot, so that a slow phase of
+the machine (TCG swings 2x) hits both alike:
 - bulk: one client writes 32 MiB (64 KiB send() calls), the server reads it;
-- rr: 2000 request/response round trips of 64 bytes (TCP_NODELAY).
+- rr: 2000 request/response round trips of 64 bytes (TCP_NODELAY);
+- fileio: 20000 write() + read() pairs of 64 bytes on a pipe: no socket,
+  what the fd-based syscall probes cost when BPF drops the event.
 It prints per run the workload's own throughput, the events kept and lost,
 then medians and the traced/untraced ratio. A sweep of parallel bulk
 streams (1, 2, 4, ...) finds the highest event rate captured with zero
 loss, and `--drain` times the capture path alone (ring scan, decode, trace
 writer) on synthetic records.
 
-Usage (root; the VM has kprobes, so the default profile's 38 probes):
+Usage (root; the VM has kprobes, so the default profile's 50 probes):
   .venv/bin/python bench/bench_capture.py --vm 6.1 [--runs 5]   # boots the VM
   kpath vm run --kernel 6.1 -- python3 bench/bench_capture.py    # the same, by hand
   .venv/bin/python bench/bench_capture.py --runs 3               # this host
@@ -30,10 +32,14 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 WROTE = re.compile(r"wrote \S+: (\d+) events, (\d+) lost")
+LOST_FROM = re.compile(r"lost (\d+) events from (.+)")
+ATTACHED = re.compile(r"attached \d+ probes in ([\d.]+) s")
 BULK_SIZE = 32 << 20
 RR_COUNT, RR_SIZE = 2000, 64
+FILEIO_COUNT = 20000
 MiB = 1 << 20
 
 
@@ -97,6 +103,22 @@ def bulk(size: int, streams: int, port: int) -> float:
     return time.perf_counter() - start
 
 
+def fileio(count: int, size: int) -> float:
+    """count write() and read() pairs of size bytes on a pipe: no socket, so
+    what the fd-based syscall probes (write, read, ...) cost when BPF drops
+    the event; returns the seconds taken."""
+    r, w = os.pipe()
+    payload = b"x" * size
+    start = time.perf_counter()
+    for _ in range(count):
+        os.write(w, payload)
+        os.read(r, size)
+    elapsed = time.perf_counter() - start
+    os.close(r)
+    os.close(w)
+    return elapsed
+
+
 def workload_main(args: argparse.Namespace) -> None:
     if args.pin is not None:
         # Both ends on one CPU: under TCG a wakeup across vCPUs costs
@@ -106,6 +128,8 @@ def workload_main(args: argparse.Namespace) -> None:
     if args.workload == "bulk":
         seconds = bulk(args.size, args.streams, args.port)
         out = {"s": seconds, "bytes": args.size * args.streams}
+    elif args.workload == "fileio":
+        out = {"s": fileio(args.count, args.size), "calls": 2 * args.count}
     else:
         seconds = rr(args.count, args.size, args.port)
         out = {"s": seconds, "round_trips": args.count}
@@ -122,7 +146,7 @@ def _kpath() -> list[str]:
 
 
 def run_once(workload: list[str], traced: bool, workdir: Path,
-             extra: list[str], env: dict[str, str] | None = None) -> dict[str, float]:
+             extra: list[str], env: dict[str, str] | None = None) -> dict[str, Any]:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--workload", *workload]
     if traced:
         out = workdir / "bench.kpath"
@@ -133,48 +157,71 @@ def run_once(workload: list[str], traced: bool, workdir: Path,
     if res.returncode != 0 or not lines:
         tail = (res.stderr or res.stdout).strip().splitlines()[-3:]
         raise SystemExit(f"bench: {' '.join(cmd[:4])}... failed: {' | '.join(tail)}")
-    got: dict[str, float] = json.loads(lines[-1])
+    got: dict[str, Any] = json.loads(lines[-1])
     if traced:
         m = WROTE.search(res.stderr)
         if m is None:
             raise SystemExit(f"bench: kpath trace printed no summary: {res.stderr[-300:]}")
         got["events"], got["lost"] = float(m.group(1)), float(m.group(2))
+        # Which probe lost them, as kpath reports it (a ring buffer overrun,
+        # or a program the kernel skipped).
+        got["lost_from"] = "; ".join(f"{n} {who}" for n, who in LOST_FROM.findall(res.stderr))
+        a = ATTACHED.search(res.stderr)
+        got["attach_s"] = float(a.group(1)) if a else float("nan")
         (workdir / "bench.kpath").unlink(missing_ok=True)
     return got
 
 
-def _rate(kind: str, r: dict[str, float]) -> float:
+def _lost(r: dict[str, Any]) -> str:
+    return f"{int(r['lost']):7d}" + (f" ({r['lost_from']})" if r.get("lost_from") else "")
+
+
+def _rate(kind: str, r: dict[str, Any]) -> float:
+    if kind == "fileio":
+        return r["calls"] / r["s"]
     return r["bytes"] / MiB / r["s"] if kind == "bulk" else r["round_trips"] / r["s"]
 
 
 def compare(kind: str, workload: list[str], runs: int, workdir: Path,
-            extra: list[str], ab: dict[str, str] | None = None) -> None:
-    """Untraced and traced runs alternately; with `ab`, a third traced run
-    each time with those environment variables (an A/B of a setting)."""
-    unit = "MiB/s" if kind == "bulk" else "round trips/s"
+            extra: list[str], ab: dict[str, str] | None = None,
+            ab_args: list[str] | None = None) -> None:
+    """Untraced and traced runs alternately; with `ab` (environment
+    variables) or `ab_args` (more `kpath trace` options), a third traced run
+    each time with them (an A/B of a setting)."""
+    unit = {"bulk": "MiB/s", "rr": "round trips/s", "fileio": "calls/s"}[kind]
     plain: list[float] = []
     traced: list[float] = []
     other: list[float] = []
+    attach: list[float] = []  # kpath's own "attached N probes in X s"
+    attach_b: list[float] = []
     print(f"\n## {kind}: {' '.join(workload)} ({unit}; traced runs: events kept, lost)")
     for i in range(runs):
         u = run_once(workload, False, workdir, extra)
         t = run_once(workload, True, workdir, extra)
         plain.append(_rate(kind, u))
         traced.append(_rate(kind, t))
+        attach.append(t["attach_s"])
         line = (f"run {i + 1}: untraced {plain[-1]:9.1f}   traced {traced[-1]:9.1f}   "
-                f"events {int(t['events']):7d}   lost {int(t['lost']):7d}")
-        if ab:
-            b = run_once(workload, True, workdir, extra, ab)
+                f"events {int(t['events']):7d}   lost {_lost(t)}")
+        if ab or ab_args:
+            b = run_once(workload, True, workdir, [*extra, *(ab_args or [])], ab)
             other.append(_rate(kind, b))
-            line += (f"   | {' '.join(ab)}: traced {other[-1]:9.1f}   "
-                     f"events {int(b['events']):7d}   lost {int(b['lost']):7d}")
+            attach_b.append(b["attach_s"])
+            line += (f"   | {_ab_name(ab, ab_args)}: traced {other[-1]:9.1f}   "
+                     f"events {int(b['events']):7d}   lost {_lost(b)}")
         print(line, flush=True)
     mu, mt = statistics.median(plain), statistics.median(traced)
-    print(f"median: untraced {mu:.1f}, traced {mt:.1f} {unit}; traced/untraced {mt / mu:.2f}")
-    if ab:
+    print(f"median: untraced {mu:.1f}, traced {mt:.1f} {unit}; traced/untraced {mt / mu:.2f}; "
+          f"probes attached in {statistics.median(attach):.2f} s")
+    if ab or ab_args:
         mb = statistics.median(other)
-        print(f"median with {' '.join(f'{k}={v}' for k, v in ab.items())}: traced {mb:.1f} "
-              f"{unit}; traced/untraced {mb / mu:.2f}")
+        print(f"median with {_ab_name(ab, ab_args)}: traced {mb:.1f} "
+              f"{unit}; traced/untraced {mb / mu:.2f}; B/A traced {mb / mt:.2f}; "
+              f"probes attached in {statistics.median(attach_b):.2f} s")
+
+
+def _ab_name(ab: dict[str, str] | None, ab_args: list[str] | None) -> str:
+    return " ".join([*(f"{k}={v}" for k, v in (ab or {}).items()), *(ab_args or [])])
 
 
 def sweep(max_streams: int, size: int, workdir: Path, extra: list[str]) -> None:
@@ -269,11 +316,14 @@ def main() -> None:
                     help="extra `kpath trace` option (e.g. --trace-arg=--buffer-pages=2048)")
     ap.add_argument("--ab", action="append", default=[], metavar="VAR=VALUE",
                     help="also trace each run with this environment variable set (A/B)")
+    ap.add_argument("--ab-arg", action="append", default=[], metavar="OPTION",
+                    help="also trace each run with this extra `kpath trace` option (A/B; "
+                    "e.g. --ab-arg=--attach-mode=kprobe)")
     ap.add_argument("--workload", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     args, _ = ap.parse_known_args()
     if args.workload:
         wp = argparse.ArgumentParser()
-        wp.add_argument("workload", choices=("bulk", "rr"))
+        wp.add_argument("workload", choices=("bulk", "rr", "fileio"))
         wp.add_argument("--size", type=int, default=None)
         wp.add_argument("--streams", type=int, default=1)
         wp.add_argument("--count", type=int, default=RR_COUNT)
@@ -290,7 +340,7 @@ def main() -> None:
                "--sweep", str(args.sweep), "--drain", str(args.drain),
                *([] if args.pin else ["--no-pin"]),
                *(f"--trace-arg={a}" for a in args.trace_arg),
-               *(f"--ab={a}" for a in args.ab)]
+               *(f"--ab={a}" for a in args.ab), *(f"--ab-arg={a}" for a in args.ab_arg)]
         raise SystemExit(subprocess.run(cmd, check=False).returncode)
     print(f"# kpath capture bench on {os.uname().release}, {os.cpu_count()} CPUs; "
           f"trace options: {' '.join(args.trace_arg) or '(defaults)'}", flush=True)
@@ -301,9 +351,11 @@ def main() -> None:
         pin = ["--pin", "0"] if args.pin else []
         ab = dict(a.split("=", 1) for a in args.ab)
         compare("bulk", ["bulk", "--size", str(BULK_SIZE), *pin], args.runs, work,
-                args.trace_arg, ab)
+                args.trace_arg, ab, args.ab_arg)
         compare("rr", ["rr", "--count", str(RR_COUNT), "--size", str(RR_SIZE), *pin],
-                args.runs, work, args.trace_arg, ab)
+                args.runs, work, args.trace_arg, ab, args.ab_arg)
+        compare("fileio", ["fileio", "--count", str(FILEIO_COUNT), "--size", str(RR_SIZE), *pin],
+                args.runs, work, args.trace_arg, ab, args.ab_arg)
         if args.sweep:
             sweep(args.sweep, BULK_SIZE, work, args.trace_arg)
 

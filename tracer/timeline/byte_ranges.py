@@ -13,6 +13,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from probes.catalog import (
+    STREAM_POS_CAPTURES,
     WRITE_SEQ_CAPTURES,
     Capture,
     Layer,
@@ -71,33 +72,31 @@ class KernelPiece:
     way: str  # piece_way: how its bytes went when no traced syscall holds it
 
 
-def kernel_pieces(fl: Flow, sender: Endpoint, write: bool) -> list[KernelPiece]:
-    """`sender`'s stream positions recorded by its writes (write=True) or by
-    the peer's reads, in stream order."""
-    by_index = {te.index: te for st in fl.steps for te in st.events}
-    local = sender if write else fl.endpoint_of(_peer_role(fl, sender))
-    out = []
-    for st in fl.steps:
-        for te in st.events:
-            cap = capture_of(te.ev)
-            if te.is_return or te.ev.seq is None or te.pair is None or src_of(te.ev) != local:
-                continue
-            if (cap in WRITE_SEQ_CAPTURES) != write or \
-                    (not write and cap is not Capture.SOCK_COPIED_SEQ):
-                continue
-            ret = by_index[te.pair].ev.ret if te.pair in by_index else None
-            if ret is None or ret <= 0:
-                continue
-            lo = fl.rel(sender, te.ev.seq)
-            way = piece_way(te.probe, probe_spec(te.probe), write)
-            out.append(KernelPiece(ByteRange(lo, lo + ret), st.id, way))
-    return sorted(out, key=lambda p: (p.byte_range, p.step))
-
-
-def _peer_role(fl: Flow, ep: Endpoint) -> Role:
-    role = fl.role_of(ep)
-    assert role is not None
-    return role.peer
+def kernel_pieces(fl: Flow) -> dict[tuple[Endpoint, bool], list[KernelPiece]]:
+    """The stream positions of a flow, by (sender, write): the sender's
+    writes (write=True) or the peer's reads of its bytes, in stream order.
+    One pass over the flow's events."""
+    pos = [te for st in fl.steps for te in st.events
+           if (spec := probe_spec(te.probe)) is not None and spec.capture in STREAM_POS_CAPTURES]
+    returned = {te.index: te.ev.ret for te in pos if te.is_return}
+    out: dict[tuple[Endpoint, bool], list[KernelPiece]] = {}
+    for te in pos:
+        ret = returned.get(te.pair) if te.pair is not None else None
+        if te.is_return or te.ev.seq is None or ret is None or ret <= 0:
+            continue
+        spec = probe_spec(te.probe)
+        local = src_of(te.ev)
+        role = fl.role_of(local)
+        if role is None or spec is None:
+            continue
+        write = spec.capture in WRITE_SEQ_CAPTURES
+        sender = fl.endpoint_of(role if write else role.peer)
+        lo = fl.rel(sender, te.ev.seq)
+        out.setdefault((sender, write), []).append(
+            KernelPiece(ByteRange(lo, lo + ret), te.step, piece_way(te.probe, spec, write)))
+    for pieces in out.values():
+        pieces.sort(key=lambda p: (p.byte_range, p.step))
+    return out
 
 
 def copy_range(te: TEvent, flow: Flow, sender: Endpoint) -> ByteRange | None:
@@ -176,6 +175,7 @@ def assign_byte_ranges(flows: Sequence[Flow]) -> None:
     messages and the packets carrying their bytes."""
     for fl in flows:
         msgs = [st for st in fl.steps if isinstance(st, Message)]
+        positions = kernel_pieces(fl)
         for sender in (fl.client, fl.server):
             role = fl.role_of(sender)
             assert role is not None
@@ -185,8 +185,8 @@ def assign_byte_ranges(flows: Sequence[Flow]) -> None:
             recvs = [m for m in msgs if m.op == "recv" and m.side is role.peer]
             packets = data_packets(fl, sender)
             start = 1 if fl.isn_from_syn.get(sender) else None
-            writes = kernel_pieces(fl, sender, write=True)
-            reads = kernel_pieces(fl, sender, write=False)
+            writes = positions.get((sender, True), [])
+            reads = positions.get((sender, False), [])
             _place_sends(sends, packets, start, stream, writes)
             _place_recvs(fl, sender, recvs, start, stream, reads)
             if writes or reads:

@@ -581,16 +581,9 @@ int kp_syscall_fd(struct pt_regs *ctx) {
     return syscall_fd(COOKIE(ctx), (int)PT_REGS_PARM1(ctx), PT_REGS_PARM3(ctx));
 }
 
-// __x64_sys_*(const struct pt_regs *regs): the system call's own
-// arguments are in the saved registers. fd first, arg3 third.
-SEC("?kprobe")
-int kp_syscall_regs(struct pt_regs *ctx) {
-    struct pt_regs *regs = (struct pt_regs *)PT_REGS_PARM1(ctx);
-    return syscall_fd(COOKIE(ctx), (int)BPF_CORE_READ(regs, di), BPF_CORE_READ(regs, dx));
-}
-
-// splice(fd_in, off_in, fd_out, off_out, len, flags): the socket written is
-// fd_out (third); arg3 is len (fifth).
+// __x64_sys_splice(const struct pt_regs *regs): splice(fd_in, off_in,
+// fd_out, off_out, len, flags) from the saved registers; the socket written
+// is fd_out (third); arg3 is len (fifth).
 SEC("?kprobe")
 int kp_syscall_regs_fd3(struct pt_regs *ctx) {
     struct pt_regs *regs = (struct pt_regs *)PT_REGS_PARM1(ctx);

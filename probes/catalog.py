@@ -44,6 +44,9 @@ class Capture(StrEnum):
     SYSCALL_FD = "syscall_fd"  # (int fd, buf, size_t len, ...): socket behind the fd
     # __x64_sys_splice(regs): the socket behind regs' third argument (fd_out), len (fifth)
     SYSCALL_REGS_FD3 = "syscall_regs_fd3"
+    # sock_write_iter/sock_read_iter(struct kiocb *iocb, struct iov_iter *it):
+    # the socket behind iocb->ki_filp, it->count
+    KIOCB = "kiocb"
     SOCKET = "socket"  # (struct socket *sock, ...)
     SOCK = "sock"  # (struct sock *sk, ...)
     # (sk, msg, size): seq = tp->write_seq at entry, where the call's bytes go
@@ -82,7 +85,7 @@ STREAM_POS_CAPTURES = WRITE_SEQ_CAPTURES | {Capture.SOCK_COPIED_SEQ}
 # Captures that see a socket and nothing of a packet.
 SOCK_ONLY_CAPTURES = frozenset({Capture.SOCK, Capture.SOCKET}) | STREAM_POS_CAPTURES
 # Captures that find the socket behind a file descriptor.
-FD_CAPTURES = frozenset({Capture.SYSCALL_FD, Capture.SYSCALL_REGS_FD3})
+FD_CAPTURES = frozenset({Capture.SYSCALL_FD, Capture.SYSCALL_REGS_FD3, Capture.KIOCB})
 # Captures that see one segment in flight (seq range and flags).
 SEGMENT_CAPTURES = HEADER_CAPTURES | {
     Capture.SOCK_SKB_CB, Capture.SOCK_SKB_CB_NOACK, Capture.SOCK_SKB_L4,
@@ -158,14 +161,11 @@ CATALOG: tuple[ProbeSpec, ...] = (
     ProbeSpec("__sys_sendmmsg", _L.SYSCALL, _D.TX, _C.SYSCALL_FD,
               "socket behind the fd, messages offered; return: messages sent or -errno "
               "(bytes: tcp_sendmsg_locked's returns inside)", ret=_R.COUNT, way="sendmmsg"),
-    ProbeSpec("ksys_write", _L.SYSCALL, _D.TX, _C.SYSCALL_FD,
-              "write(2) on a TCP socket (other fds dropped in BPF), bytes requested; "
-              "return: bytes written",
-              ret=_R.VALUE, length_arg3=True, way="write",
+    ProbeSpec("sock_write_iter", _L.SYSCALL, _D.TX, _C.KIOCB,
+              "write(2)/writev(2) on a TCP socket, seen at the socket's file operation "
+              "(it runs for sockets only: other files cost nothing), bytes offered; "
+              "return: bytes written", ret=_R.VALUE, length_arg3=True, way="write/writev",
               tracepoint=_syscall_tp("write")),
-    ProbeSpec("do_writev", _L.SYSCALL, _D.TX, _C.SYSCALL_FD,
-              "writev(2) on a TCP socket (other fds dropped in BPF); return: bytes written",
-              ret=_R.VALUE, may_inline=True, way="writev"),
     ProbeSpec("do_sendfile", _L.SYSCALL, _D.TX, _C.SYSCALL_FD,
               "sendfile(2) to a TCP socket (out_fd; other fds dropped in BPF); return: "
               "bytes sent", ret=_R.VALUE, may_inline=True, way="sendfile"),
@@ -282,14 +282,10 @@ CATALOG: tuple[ProbeSpec, ...] = (
     ProbeSpec("__sys_recvmmsg", _L.SYSCALL, _D.RX, _C.SYSCALL_FD,
               "socket behind the fd, messages offered; return: messages received or -errno "
               "(bytes: tcp_recvmsg's returns inside)", ret=_R.COUNT, way="recvmmsg"),
-    ProbeSpec("ksys_read", _L.SYSCALL, _D.RX, _C.SYSCALL_FD,
-              "read(2) on a TCP socket (other fds dropped in BPF), buffer size; "
-              "return: bytes read",
-              ret=_R.VALUE, length_arg3=True, way="read",
-              tracepoint=_syscall_tp("read")),
-    ProbeSpec("do_readv", _L.SYSCALL, _D.RX, _C.SYSCALL_FD,
-              "readv(2) on a TCP socket (other fds dropped in BPF); return: bytes read",
-              ret=_R.VALUE, may_inline=True, way="readv"),
+    ProbeSpec("sock_read_iter", _L.SYSCALL, _D.RX, _C.KIOCB,
+              "read(2)/readv(2) on a TCP socket, seen at the socket's file operation "
+              "(sockets only), buffer size; return: bytes read", ret=_R.VALUE,
+              length_arg3=True, way="read/readv", tracepoint=_syscall_tp("read")),
     ProbeSpec("sock_recvmsg", _L.SOCKET, _D.RX, _C.SOCKET, "socket and flow"),
     ProbeSpec("inet_recvmsg", _L.SOCKET, _D.RX, _C.SOCKET, "socket and flow, buffer size",
               length_arg3=True),
@@ -325,7 +321,7 @@ PROFILES: dict[str, tuple[str, ...]] = {
     # The seeds' whole chain (DESIGN.md section 3), the SYN-ACK's own path,
     # and the receive path up to the reader's copy.
     "default": (
-        "__sys_sendto", "__sys_sendmsg", "__sys_sendmmsg", "ksys_write", "do_writev",
+        "__sys_sendto", "__sys_sendmsg", "__sys_sendmmsg", "sock_write_iter",
         "do_sendfile", "__x64_sys_splice", "sock_sendmsg", "inet_sendmsg", "tcp_sendmsg",
         "tcp_sendmsg_locked", "tcp_sendpage", "tcp_push", "__tcp_push_pending_frames",
         "tcp_write_xmit", "__tcp_transmit_skb",
@@ -335,7 +331,7 @@ PROFILES: dict[str, tuple[str, ...]] = {
         "__netif_receive_skb", "__netif_receive_skb_core", "ip_rcv", "ip_rcv_finish",
         "ip_local_deliver", "tcp_v4_rcv", "tcp_v4_do_rcv", "tcp_rcv_established", "tcp_data_queue",
         "tcp_queue_rcv", "sock_def_readable", "__sys_recvfrom", "__sys_recvmsg",
-        "__sys_recvmmsg", "ksys_read", "do_readv", "sock_recvmsg",
+        "__sys_recvmmsg", "sock_read_iter", "sock_recvmsg",
         "inet_recvmsg", "tcp_recvmsg", "tcp_recvmsg_locked", "__skb_datagram_iter",
     ),
     "full": tuple(spec.name for spec in CATALOG),

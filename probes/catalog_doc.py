@@ -50,6 +50,7 @@ _PROFILE_PURPOSE = {
 _CAPTURE_NOTES = {
     Capture.SYSCALL_FD: "socket found from the fd",
     Capture.SYSCALL_REGS_FD3: "socket found from the third argument's fd (saved registers)",
+    Capture.KIOCB: "socket found from `iocb->ki_filp`, bytes from the `iov_iter`",
     Capture.SOCKET: "`struct socket *` argument",
     Capture.SOCK: "`struct sock *` argument",
     Capture.SOCK_WRITE_SEQ: "`struct sock *` + `tp->write_seq` in `seq`",

@@ -21,6 +21,7 @@ from tracer.timeline.model import ByteRange, Flow, Message, RangeSource, Role, T
 from tracer.tracefile import Trace, read_trace
 from viz.jsonout import render_json
 from vm.mixed import read_report
+from vm.scenarios import as_traced
 
 MIXED, UNTRACED = DATA / "mixed.kpath", DATA / "mixed_untraced.kpath"
 PAGE_SEND_WAY = "sendfile/splice (page-send path, syscall not traced)"
@@ -79,8 +80,8 @@ def test_every_way_counted_and_the_accounting_closes() -> None:
     a = account_bytes(tl, 1, Role.CLIENT)
     report = read_report(MIXED.with_name("mixed_calls.json"))
     assert a.balanced and a.written_total == a.carried == a.read_total == a.copied == 60500
-    assert dict(a.written_by) == report.totals(report.writes)
-    assert dict(a.read_by) == report.totals(report.reads)
+    assert dict(a.written_by) == as_traced(report.writes)
+    assert dict(a.read_by) == as_traced(report.reads)
     assert a.other_written == 0 and not a.written_other
 
 

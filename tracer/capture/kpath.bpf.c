@@ -581,6 +581,26 @@ int kp_syscall_fd(struct pt_regs *ctx) {
     return syscall_fd(COOKIE(ctx), (int)PT_REGS_PARM1(ctx), PT_REGS_PARM3(ctx));
 }
 
+// sock_write_iter / sock_read_iter(struct kiocb *iocb, struct iov_iter *it):
+// write(2), writev(2), read(2), readv(2) (and io_uring's) on a socket, and
+// on nothing else: a file's write never gets here, so non-socket I/O costs
+// nothing. arg3 is the bytes offered (it->count).
+SEC("?kprobe")
+int kp_kiocb(struct pt_regs *ctx) {
+    EVENT_START(e, COOKIE(ctx), KIND_ENTRY);
+    struct kiocb *iocb = (struct kiocb *)PT_REGS_PARM1(ctx);
+    struct iov_iter *it = (struct iov_iter *)PT_REGS_PARM2(ctx);
+    struct file *file = BPF_CORE_READ(iocb, ki_filp);
+    e->arg3 = BPF_CORE_READ(it, count);
+    e->has |= HAS_ARG3;
+    if (!file)
+        return 0;
+    struct socket *sock = BPF_CORE_READ(file, private_data);
+    if (!sock || BPF_CORE_READ(sock, file) != file)
+        return 0;
+    return submit_socket(sock, e);
+}
+
 // __x64_sys_splice(const struct pt_regs *regs): splice(fd_in, off_in,
 // fd_out, off_out, len, flags) from the saved registers; the socket written
 // is fd_out (third); arg3 is len (fifth).

@@ -438,6 +438,31 @@ int kp_syscall_fd(struct pt_regs *ctx) {
     return syscall_fd(ctx, (int)PT_REGS_PARM1(ctx), PT_REGS_PARM3(ctx));
 }
 
+// sock_write_iter / sock_read_iter(struct kiocb *iocb, struct iov_iter *it):
+// write/writev/read/readv on a socket only; arg3 is it->count.
+int kp_kiocb(struct pt_regs *ctx) {
+    EVENT_START(e, ctx, KIND_ENTRY);
+    struct kiocb *iocb = (struct kiocb *)PT_REGS_PARM1(ctx);
+    struct iov_iter *it = (struct iov_iter *)PT_REGS_PARM2(ctx);
+    struct file *file = 0;
+    struct socket *sock = 0;
+    struct file *back = 0;
+    size_t count = 0;
+    bpf_probe_read_kernel(&file, sizeof(file), &iocb->ki_filp);
+    bpf_probe_read_kernel(&count, sizeof(count), &it->count);
+    e->arg3 = count;
+    e->has |= HAS_ARG3;
+    if (!file)
+        return 0;
+    bpf_probe_read_kernel(&sock, sizeof(sock), &file->private_data);
+    if (!sock)
+        return 0;
+    bpf_probe_read_kernel(&back, sizeof(back), &sock->file);
+    if (back != file)
+        return 0;
+    return submit_socket(ctx, sock, e);
+}
+
 // __x64_sys_splice(const struct pt_regs *regs): splice(fd_in, off_in, fd_out,
 // off_out, len, flags); the socket written is fd_out (third), arg3 is len.
 int kp_syscall_regs_fd3(struct pt_regs *ctx) {

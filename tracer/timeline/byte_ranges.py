@@ -47,19 +47,15 @@ def message_bytes(msg: Message) -> int | None:
 
 
 def inner_bytes(events: Iterable[TEvent]) -> int | None:
-    """The sum of the byte counts returned by calls inside a syscall (their
-    first -errno when none moved a byte), None when none returned."""
-    total: int | None = None
-    for te in events:
-        spec = probe_spec(te.probe)
-        if te.is_return and te.ev.ret is not None and spec is not None \
-                and spec.ret is Returns.VALUE and spec.layer is not Layer.SYSCALL:
-            ret = te.ev.ret
-            if total is None or total < 0:
-                total = ret if total is None or ret >= 0 else total
-            elif ret > 0:
-                total += ret
-    return total
+    """The sum of the byte counts returned by calls inside a syscall (the
+    first return, 0 or -errno, when none moved a byte), None when none
+    returned."""
+    rets = [te.ev.ret for te in events
+            if te.is_return and te.ev.ret is not None
+            and (spec := probe_spec(te.probe)) is not None
+            and spec.ret is Returns.VALUE and spec.layer is not Layer.SYSCALL]
+    moved = [r for r in rets if r > 0]
+    return sum(moved) if moved else (rets[0] if rets else None)
 
 
 @dataclass(frozen=True, slots=True)

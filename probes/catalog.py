@@ -127,6 +127,10 @@ class ProbeSpec:
     tracepoint: Tracepoint | None = None  # the way to observe it without kprobes
     absent_note: str = ""  # why the symbol may be missing (told when it is)
     way: str = ""  # syscall layer: how bytes enter or leave the socket ("sendfile", ...)
+    # Another probe observes the same call: this one stays for the traces
+    # that recorded it (and for --probes NAME), in no profile (both would
+    # open a message for one call).
+    superseded_by: str = ""
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -166,6 +170,10 @@ CATALOG: tuple[ProbeSpec, ...] = (
               "(it runs for sockets only: other files cost nothing), bytes offered; "
               "return: bytes written", ret=_R.VALUE, length_arg3=True, way="write/writev",
               tracepoint=_syscall_tp("write")),
+    ProbeSpec("ksys_write", _L.SYSCALL, _D.TX, _C.SYSCALL_FD,
+              "write(2) on a TCP socket, bytes requested; return: bytes written (fires for "
+              "every file's write: sock_write_iter replaces it)",
+              ret=_R.VALUE, length_arg3=True, way="write", superseded_by="sock_write_iter"),
     ProbeSpec("do_sendfile", _L.SYSCALL, _D.TX, _C.SYSCALL_FD,
               "sendfile(2) to a TCP socket (out_fd; other fds dropped in BPF); return: "
               "bytes sent", ret=_R.VALUE, may_inline=True, way="sendfile"),
@@ -286,6 +294,10 @@ CATALOG: tuple[ProbeSpec, ...] = (
               "read(2)/readv(2) on a TCP socket, seen at the socket's file operation "
               "(sockets only), buffer size; return: bytes read", ret=_R.VALUE,
               length_arg3=True, way="read/readv", tracepoint=_syscall_tp("read")),
+    ProbeSpec("ksys_read", _L.SYSCALL, _D.RX, _C.SYSCALL_FD,
+              "read(2) on a TCP socket, buffer size; return: bytes read (fires for every "
+              "file's read: sock_read_iter replaces it)",
+              ret=_R.VALUE, length_arg3=True, way="read", superseded_by="sock_read_iter"),
     ProbeSpec("sock_recvmsg", _L.SOCKET, _D.RX, _C.SOCKET, "socket and flow"),
     ProbeSpec("inet_recvmsg", _L.SOCKET, _D.RX, _C.SOCKET, "socket and flow, buffer size",
               length_arg3=True),
@@ -334,7 +346,7 @@ PROFILES: dict[str, tuple[str, ...]] = {
         "__sys_recvmmsg", "sock_read_iter", "sock_recvmsg",
         "inet_recvmsg", "tcp_recvmsg", "tcp_recvmsg_locked", "__skb_datagram_iter",
     ),
-    "full": tuple(spec.name for spec in CATALOG),
+    "full": tuple(spec.name for spec in CATALOG if not spec.superseded_by),
 }
 
 

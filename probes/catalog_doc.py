@@ -90,7 +90,9 @@ def catalog_markdown() -> str:
             name += f" [{spec.module}]"
         if spec.has_return:
             name += " +ret"
-        profiles = ", ".join(p for p, members in PROFILES.items() if spec.name in members)
+        profiles = ", ".join(p for p, members in PROFILES.items() if spec.name in members) \
+            or (f"none (`{spec.superseded_by}` observes the same call)"
+                if spec.superseded_by else "")
         tp = spec.tracepoint
         tp_text = f"`{tp.event}` ({tp.since}+): {tp.yields}" if tp else "none"
         lines.append(f"| {name} | {spec.layer} | {spec.direction} | {profiles} | "

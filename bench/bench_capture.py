@@ -1,17 +1,19 @@
 """Capture benchmark: what tracing costs a workload, and what it loses.
 
-For two workloads on loopback, run untraced and traced (`kpath trace`,
-default profile, default settings) alternately in one boot, so that a slow
-phase of the machine (TCG swings 2x) hits both alike:
+For three workloads, run untraced and traced (`kpath trace`, default
+profile, default settings) alternately in one boot, so that a slow phase of
+the machine (TCG swings 2x) hits both alike:
 - bulk: one client writes 32 MiB (64 KiB send() calls), the server reads it;
-- rr: 2000 request/response round trips of 64 bytes (TCP_NODELAY).
+- rr: 2000 request/response round trips of 64 bytes (TCP_NODELAY);
+- fileio: 20000 write() + read() pairs of 64 bytes on a pipe: no socket,
+  what the fd-based syscall probes cost when BPF drops the event.
 It prints per run the workload's own throughput, the events kept and lost,
 then medians and the traced/untraced ratio. A sweep of parallel bulk
 streams (1, 2, 4, ...) finds the highest event rate captured with zero
 loss, and `--drain` times the capture path alone (ring scan, decode, trace
 writer) on synthetic records.
 
-Usage (root; the VM has kprobes, so the default profile's 38 probes):
+Usage (root; the VM has kprobes, so the default profile's 50 probes):
   .venv/bin/python bench/bench_capture.py --vm 6.1 [--runs 5]   # boots the VM
   kpath vm run --kernel 6.1 -- python3 bench/bench_capture.py    # the same, by hand
   .venv/bin/python bench/bench_capture.py --runs 3               # this host
@@ -37,6 +39,7 @@ LOST_FROM = re.compile(r"lost (\d+) events from (.+)")
 ATTACHED = re.compile(r"attached \d+ probes in ([\d.]+) s")
 BULK_SIZE = 32 << 20
 RR_COUNT, RR_SIZE = 2000, 64
+FILEIO_COUNT = 20000
 MiB = 1 << 20
 
 
@@ -100,6 +103,22 @@ def bulk(size: int, streams: int, port: int) -> float:
     return time.perf_counter() - start
 
 
+def fileio(count: int, size: int) -> float:
+    """count write() and read() pairs of size bytes on a pipe: no socket, so
+    what the fd-based syscall probes (write, read, ...) cost when BPF drops
+    the event; returns the seconds taken."""
+    r, w = os.pipe()
+    payload = b"x" * size
+    start = time.perf_counter()
+    for _ in range(count):
+        os.write(w, payload)
+        os.read(r, size)
+    elapsed = time.perf_counter() - start
+    os.close(r)
+    os.close(w)
+    return elapsed
+
+
 def workload_main(args: argparse.Namespace) -> None:
     if args.pin is not None:
         # Both ends on one CPU: under TCG a wakeup across vCPUs costs
@@ -109,6 +128,8 @@ def workload_main(args: argparse.Namespace) -> None:
     if args.workload == "bulk":
         seconds = bulk(args.size, args.streams, args.port)
         out = {"s": seconds, "bytes": args.size * args.streams}
+    elif args.workload == "fileio":
+        out = {"s": fileio(args.count, args.size), "calls": 2 * args.count}
     else:
         seconds = rr(args.count, args.size, args.port)
         out = {"s": seconds, "round_trips": args.count}
@@ -156,6 +177,8 @@ def _lost(r: dict[str, Any]) -> str:
 
 
 def _rate(kind: str, r: dict[str, Any]) -> float:
+    if kind == "fileio":
+        return r["calls"] / r["s"]
     return r["bytes"] / MiB / r["s"] if kind == "bulk" else r["round_trips"] / r["s"]
 
 
@@ -165,7 +188,7 @@ def compare(kind: str, workload: list[str], runs: int, workdir: Path,
     """Untraced and traced runs alternately; with `ab` (environment
     variables) or `ab_args` (more `kpath trace` options), a third traced run
     each time with them (an A/B of a setting)."""
-    unit = "MiB/s" if kind == "bulk" else "round trips/s"
+    unit = {"bulk": "MiB/s", "rr": "round trips/s", "fileio": "calls/s"}[kind]
     plain: list[float] = []
     traced: list[float] = []
     other: list[float] = []
@@ -300,7 +323,7 @@ def main() -> None:
     args, _ = ap.parse_known_args()
     if args.workload:
         wp = argparse.ArgumentParser()
-        wp.add_argument("workload", choices=("bulk", "rr"))
+        wp.add_argument("workload", choices=("bulk", "rr", "fileio"))
         wp.add_argument("--size", type=int, default=None)
         wp.add_argument("--streams", type=int, default=1)
         wp.add_argument("--count", type=int, default=RR_COUNT)
@@ -330,6 +353,8 @@ def main() -> None:
         compare("bulk", ["bulk", "--size", str(BULK_SIZE), *pin], args.runs, work,
                 args.trace_arg, ab, args.ab_arg)
         compare("rr", ["rr", "--count", str(RR_COUNT), "--size", str(RR_SIZE), *pin],
+                args.runs, work, args.trace_arg, ab, args.ab_arg)
+        compare("fileio", ["fileio", "--count", str(FILEIO_COUNT), "--size", str(RR_SIZE), *pin],
                 args.runs, work, args.trace_arg, ab, args.ab_arg)
         if args.sweep:
             sweep(args.sweep, BULK_SIZE, work, args.trace_arg)

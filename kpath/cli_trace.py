@@ -266,5 +266,36 @@ def demo_veth_cmd() -> None:
         click.echo(line)
 
 
+@click.command("mixed")
+@click.option("--port", type=click.IntRange(1, 65535), default=10090, show_default=True)
+@click.option("--report", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write each call's byte count, in order, to this JSON file.")
+def demo_mixed_cmd(port: int, report: Path | None) -> None:
+    """One stream on 127.0.0.1 written through send, sendfile, write,
+    sendmsg, writev and splice, read through recv, read, recvmsg and readv.
+    Prints every call's byte count and the totals by way.
+
+    \b
+    Example:
+      sudo kpath trace -o mixed.kpath -- kpath demo mixed
+    """
+    from vm.mixed import run_mixed, write_report
+
+    try:
+        result = run_mixed(port)
+    except (OSError, RuntimeError, ValueError) as exc:
+        click.echo(f"kpath demo mixed: error: {exc}", err=True)
+        sys.exit(1)
+    click.echo("writes: " + ", ".join(f"{way} {n}" for way, n in result.writes))
+    click.echo("reads: " + ", ".join(f"{way} {n}" for way, n in result.reads))
+    for what, calls, total in (("wrote", result.writes, result.written),
+                               ("read", result.reads, result.read)):
+        by = ", ".join(f"{way} {n}" for way, n in result.totals(calls).items())
+        click.echo(f"{what} {total} bytes ({by})")
+    if report is not None:
+        write_report(result, report)
+
+
 demo_group.add_command(demo_bulk_cmd)
 demo_group.add_command(demo_veth_cmd)
+demo_group.add_command(demo_mixed_cmd)

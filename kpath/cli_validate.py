@@ -46,6 +46,10 @@ def validate_cmd(kernel: str, backend: str, names: tuple[str, ...], out: Path, n
       bulk   1 MiB transfer: bytes written = carried by data segments = read
       veth   two network namespaces joined by veth: one packet across both
       lossy  a 4 KiB ring buffer: lost events are counted, stored and marked
+      mixed  send, sendfile, write, sendmsg, writev, splice read back by recv, read,
+             recvmsg, readv: each send's range where the kernel put it, accounting
+             closes exactly
+      untraced  the same with sendfile and splice untraced: their bytes told apart
     Exit status 0 only if every check passes.
 
     \b

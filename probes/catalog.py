@@ -42,8 +42,19 @@ class Capture(StrEnum):
     """
 
     SYSCALL_FD = "syscall_fd"  # (int fd, buf, size_t len, ...): socket behind the fd
+    # __x64_sys_splice(regs): the socket behind regs' third argument (fd_out), len (fifth)
+    SYSCALL_REGS_FD3 = "syscall_regs_fd3"
+    # sock_write_iter/sock_read_iter(struct kiocb *iocb, struct iov_iter *it):
+    # the socket behind iocb->ki_filp, it->count
+    KIOCB = "kiocb"
     SOCKET = "socket"  # (struct socket *sock, ...)
     SOCK = "sock"  # (struct sock *sk, ...)
+    # (sk, msg, size): seq = tp->write_seq at entry, where the call's bytes go
+    SOCK_WRITE_SEQ = "sock_write_seq"
+    # (sk, page, offset, size, flags): as sock_write_seq, size is argument 4
+    SOCK_PAGE_WRITE_SEQ = "sock_page_write_seq"
+    # (sk, msg, len, ...): seq = tp->copied_seq at entry, the first byte returned
+    SOCK_COPIED_SEQ = "sock_copied_seq"
     SOCK_SKB_CB = "sock_skb_cb"  # (sk, skb, clone_it, gfp, rcv_nxt): TCP_SKB_CB, no header yet
     SOCK_SKB_CB_NOACK = "sock_skb_cb_noack"  # (sk, skb, ...): TCP_SKB_CB only
     SOCK_SKB_L4 = "sock_skb_l4"  # (sk, skb, ...): TCP header built, IP header not yet
@@ -66,6 +77,15 @@ HEADER_CAPTURES = frozenset({
     Capture.SKB_L3_1, Capture.SKB_L3_2, Capture.SKB_L3_3, Capture.SKB_L3_4,
     Capture.SOCK_SKB_L3, Capture.SKB_RX, Capture.SKB_PP_RX,
 })
+# Captures that record the stream position the kernel writes at (seq =
+# tp->write_seq at entry; the return value counts the bytes written there)
+# or reads from (tp->copied_seq).
+WRITE_SEQ_CAPTURES = frozenset({Capture.SOCK_WRITE_SEQ, Capture.SOCK_PAGE_WRITE_SEQ})
+STREAM_POS_CAPTURES = WRITE_SEQ_CAPTURES | {Capture.SOCK_COPIED_SEQ}
+# Captures that see a socket and nothing of a packet.
+SOCK_ONLY_CAPTURES = frozenset({Capture.SOCK, Capture.SOCKET}) | STREAM_POS_CAPTURES
+# Captures that find the socket behind a file descriptor.
+FD_CAPTURES = frozenset({Capture.SYSCALL_FD, Capture.SYSCALL_REGS_FD3, Capture.KIOCB})
 # Captures that see one segment in flight (seq range and flags).
 SEGMENT_CAPTURES = HEADER_CAPTURES | {
     Capture.SOCK_SKB_CB, Capture.SOCK_SKB_CB_NOACK, Capture.SOCK_SKB_L4,
@@ -78,6 +98,7 @@ class Returns(StrEnum):
 
     NONE = "none"
     VALUE = "value"  # bytes or -errno, attributed to the entry's socket
+    COUNT = "count"  # messages (sendmmsg/recvmmsg) or -errno: bytes come from calls inside
     SOCK = "sock"  # a struct sock *: its flow is read (inet_csk_accept)
 
 
@@ -104,6 +125,12 @@ class ProbeSpec:
     length_arg3: bool = False  # the third argument is a byte count (size, len)
     module: str | None = None  # symbol lives in this kernel module (veth, e1000, ...)
     tracepoint: Tracepoint | None = None  # the way to observe it without kprobes
+    absent_note: str = ""  # why the symbol may be missing (told when it is)
+    way: str = ""  # syscall layer: how bytes enter or leave the socket ("sendfile", ...)
+    # Another probe observes the same call: this one stays for the traces
+    # that recorded it (and for --probes NAME), in no profile (both would
+    # open a message for one call).
+    superseded_by: str = ""
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -130,24 +157,43 @@ CATALOG: tuple[ProbeSpec, ...] = (
     # -- send: system calls and socket layer
     ProbeSpec("__sys_sendto", _L.SYSCALL, _D.TX, _C.SYSCALL_FD,
               "socket behind the fd, bytes requested; return: bytes sent or -errno",
-              ret=_R.VALUE, length_arg3=True,
+              ret=_R.VALUE, length_arg3=True, way="send",
               tracepoint=_syscall_tp("sendto")),
     ProbeSpec("__sys_sendmsg", _L.SYSCALL, _D.TX, _C.SYSCALL_FD,
               "socket behind the fd; return: bytes sent or -errno", ret=_R.VALUE,
-              tracepoint=_syscall_tp("sendmsg")),
-    ProbeSpec("ksys_write", _L.SYSCALL, _D.TX, _C.SYSCALL_FD,
-              "write(2) on a TCP socket, bytes requested; return: bytes written",
-              ret=_R.VALUE, length_arg3=True,
+              way="sendmsg", tracepoint=_syscall_tp("sendmsg")),
+    ProbeSpec("__sys_sendmmsg", _L.SYSCALL, _D.TX, _C.SYSCALL_FD,
+              "socket behind the fd, messages offered; return: messages sent or -errno "
+              "(bytes: tcp_sendmsg_locked's returns inside)", ret=_R.COUNT, way="sendmmsg"),
+    ProbeSpec("sock_write_iter", _L.SYSCALL, _D.TX, _C.KIOCB,
+              "write(2)/writev(2) on a TCP socket, seen at the socket's file operation "
+              "(it runs for sockets only: other files cost nothing), bytes offered; "
+              "return: bytes written", ret=_R.VALUE, length_arg3=True, way="write/writev",
               tracepoint=_syscall_tp("write")),
+    ProbeSpec("ksys_write", _L.SYSCALL, _D.TX, _C.SYSCALL_FD,
+              "write(2) on a TCP socket, bytes requested; return: bytes written (fires for "
+              "every file's write: sock_write_iter replaces it)",
+              ret=_R.VALUE, length_arg3=True, way="write", superseded_by="sock_write_iter"),
+    ProbeSpec("do_sendfile", _L.SYSCALL, _D.TX, _C.SYSCALL_FD,
+              "sendfile(2) to a TCP socket (out_fd; other fds dropped in BPF); return: "
+              "bytes sent", ret=_R.VALUE, may_inline=True, way="sendfile"),
+    ProbeSpec("__x64_sys_splice", _L.SYSCALL, _D.TX, _C.SYSCALL_REGS_FD3,
+              "splice(2) into a TCP socket (fd_out; other fds dropped in BPF), len; "
+              "return: bytes spliced", ret=_R.VALUE, length_arg3=True, way="splice"),
     ProbeSpec("sock_sendmsg", _L.SOCKET, _D.TX, _C.SOCKET, "socket and flow"),
     ProbeSpec("inet_sendmsg", _L.SOCKET, _D.TX, _C.SOCKET, "socket and flow, bytes (size)",
               length_arg3=True),
     # -- send: TCP
     ProbeSpec("tcp_sendmsg", _L.TCP, _D.TX, _C.SOCK, "socket and flow, bytes (size)",
               length_arg3=True),
-    ProbeSpec("tcp_sendmsg_locked", _L.TCP, _D.TX, _C.SOCK,
-              "socket and flow, bytes (size); return: bytes queued", ret=_R.VALUE,
-              length_arg3=True),
+    ProbeSpec("tcp_sendmsg_locked", _L.TCP, _D.TX, _C.SOCK_WRITE_SEQ,
+              "socket and flow, bytes (size), tp->write_seq (where its bytes go); "
+              "return: bytes queued", ret=_R.VALUE, length_arg3=True),
+    ProbeSpec("tcp_sendpage", _L.TCP, _D.TX, _C.SOCK_PAGE_WRITE_SEQ,
+              "the page-send path of sendfile/splice: socket and flow, bytes (size), "
+              "tp->write_seq; return: bytes queued", ret=_R.VALUE, length_arg3=True,
+              absent_note="removed in Linux 6.5: sendfile and splice reach "
+                          "tcp_sendmsg_locked (MSG_SPLICE_PAGES), traced there"),
     ProbeSpec("tcp_push", _L.TCP, _D.TX, _C.SOCK, "socket and flow", may_inline=True),
     ProbeSpec("__tcp_push_pending_frames", _L.TCP, _D.TX, _C.SOCK, "socket and flow"),
     ProbeSpec("tcp_write_xmit", _L.TCP, _D.TX, _C.SOCK, "socket and flow", may_inline=True),
@@ -236,21 +282,28 @@ CATALOG: tuple[ProbeSpec, ...] = (
     # -- receive: system calls
     ProbeSpec("__sys_recvfrom", _L.SYSCALL, _D.RX, _C.SYSCALL_FD,
               "socket behind the fd, buffer size; return: bytes received or -errno",
-              ret=_R.VALUE, length_arg3=True,
+              ret=_R.VALUE, length_arg3=True, way="recv",
               tracepoint=_syscall_tp("recvfrom")),
     ProbeSpec("__sys_recvmsg", _L.SYSCALL, _D.RX, _C.SYSCALL_FD,
               "socket behind the fd; return: bytes received or -errno", ret=_R.VALUE,
-              tracepoint=_syscall_tp("recvmsg")),
+              way="recvmsg", tracepoint=_syscall_tp("recvmsg")),
+    ProbeSpec("__sys_recvmmsg", _L.SYSCALL, _D.RX, _C.SYSCALL_FD,
+              "socket behind the fd, messages offered; return: messages received or -errno "
+              "(bytes: tcp_recvmsg's returns inside)", ret=_R.COUNT, way="recvmmsg"),
+    ProbeSpec("sock_read_iter", _L.SYSCALL, _D.RX, _C.KIOCB,
+              "read(2)/readv(2) on a TCP socket, seen at the socket's file operation "
+              "(sockets only), buffer size; return: bytes read", ret=_R.VALUE,
+              length_arg3=True, way="read/readv", tracepoint=_syscall_tp("read")),
     ProbeSpec("ksys_read", _L.SYSCALL, _D.RX, _C.SYSCALL_FD,
-              "read(2) on a TCP socket, buffer size; return: bytes read",
-              ret=_R.VALUE, length_arg3=True,
-              tracepoint=_syscall_tp("read")),
+              "read(2) on a TCP socket, buffer size; return: bytes read (fires for every "
+              "file's read: sock_read_iter replaces it)",
+              ret=_R.VALUE, length_arg3=True, way="read", superseded_by="sock_read_iter"),
     ProbeSpec("sock_recvmsg", _L.SOCKET, _D.RX, _C.SOCKET, "socket and flow"),
     ProbeSpec("inet_recvmsg", _L.SOCKET, _D.RX, _C.SOCKET, "socket and flow, buffer size",
               length_arg3=True),
-    ProbeSpec("tcp_recvmsg", _L.TCP, _D.RX, _C.SOCK,
-              "socket and flow, buffer size; return: bytes copied or -errno",
-              ret=_R.VALUE, length_arg3=True),
+    ProbeSpec("tcp_recvmsg", _L.TCP, _D.RX, _C.SOCK_COPIED_SEQ,
+              "socket and flow, buffer size, tp->copied_seq (the first byte it returns); "
+              "return: bytes copied or -errno", ret=_R.VALUE, length_arg3=True),
     ProbeSpec("tcp_recvmsg_locked", _L.TCP, _D.RX, _C.SOCK,
               "socket and flow, buffer size", length_arg3=True, may_inline=True),
     ProbeSpec("__skb_datagram_iter", _L.TCP, _D.RX, _C.DATAGRAM_ITER,
@@ -280,17 +333,20 @@ PROFILES: dict[str, tuple[str, ...]] = {
     # The seeds' whole chain (DESIGN.md section 3), the SYN-ACK's own path,
     # and the receive path up to the reader's copy.
     "default": (
-        "__sys_sendto", "sock_sendmsg", "inet_sendmsg", "tcp_sendmsg", "tcp_sendmsg_locked",
-        "tcp_push", "__tcp_push_pending_frames", "tcp_write_xmit", "__tcp_transmit_skb",
+        "__sys_sendto", "__sys_sendmsg", "__sys_sendmmsg", "sock_write_iter",
+        "do_sendfile", "__x64_sys_splice", "sock_sendmsg", "inet_sendmsg", "tcp_sendmsg",
+        "tcp_sendmsg_locked", "tcp_sendpage", "tcp_push", "__tcp_push_pending_frames",
+        "tcp_write_xmit", "__tcp_transmit_skb",
         "tcp_v4_send_synack", "ip_build_and_send_pkt", "__ip_queue_xmit", "__ip_local_out",
         "ip_output", "ip_finish_output2", "neigh_resolve_output", "__dev_queue_xmit",
         "dev_hard_start_xmit", "loopback_xmit", "veth_xmit", "__netif_rx", "net_rx_action",
         "__netif_receive_skb", "__netif_receive_skb_core", "ip_rcv", "ip_rcv_finish",
         "ip_local_deliver", "tcp_v4_rcv", "tcp_v4_do_rcv", "tcp_rcv_established", "tcp_data_queue",
-        "tcp_queue_rcv", "sock_def_readable", "__sys_recvfrom", "sock_recvmsg",
+        "tcp_queue_rcv", "sock_def_readable", "__sys_recvfrom", "__sys_recvmsg",
+        "__sys_recvmmsg", "sock_read_iter", "sock_recvmsg",
         "inet_recvmsg", "tcp_recvmsg", "tcp_recvmsg_locked", "__skb_datagram_iter",
     ),
-    "full": tuple(spec.name for spec in CATALOG),
+    "full": tuple(spec.name for spec in CATALOG if not spec.superseded_by),
 }
 
 

@@ -43,16 +43,23 @@ _PROFILE_PURPOSE = {
                "`__tcp_transmit_skb` and the copy to user",
     "default": "the seeds' whole chain (DESIGN.md section 3): syscall, socket, TCP, IP, "
                "device, driver, NET_RX softirq, receive up to the reader's copy, and the "
-               "SYN-ACK's own path",
-    "full": "everything: also `sendmsg`/`write`/`read` entry points, qdisc, NIC drivers, "
+               "SYN-ACK's own path; every way bytes enter and leave a TCP socket (send, "
+               "sendto, sendmsg, sendmmsg, write, writev, sendfile, splice and the "
+               "page-send path; recv, recvfrom, recvmsg, recvmmsg, read, readv)",
+    "full": "everything: also qdisc, NIC drivers, "
             "connection life (connect, accept, SYN at the listener, state processing, "
             "close, FIN), retransmissions, ACK generation",
 }
 
 _CAPTURE_NOTES = {
     Capture.SYSCALL_FD: "socket found from the fd",
+    Capture.SYSCALL_REGS_FD3: "socket found from the third argument's fd (saved registers)",
+    Capture.KIOCB: "socket found from `iocb->ki_filp`, bytes from the `iov_iter`",
     Capture.SOCKET: "`struct socket *` argument",
     Capture.SOCK: "`struct sock *` argument",
+    Capture.SOCK_WRITE_SEQ: "`struct sock *` + `tp->write_seq` in `seq`",
+    Capture.SOCK_PAGE_WRITE_SEQ: "`struct sock *` + `tp->write_seq` in `seq`, size argument 4",
+    Capture.SOCK_COPIED_SEQ: "`struct sock *` + `tp->copied_seq` in `seq`",
     Capture.SOCK_SKB_CB: "socket + `TCP_SKB_CB` (header not built yet)",
     Capture.SOCK_SKB_CB_NOACK: "socket + `TCP_SKB_CB`",
     Capture.SOCK_SKB_L4: "socket + TCP header",
@@ -87,7 +94,9 @@ def catalog_markdown() -> str:
             name += f" [{spec.module}]"
         if spec.has_return:
             name += " +ret"
-        profiles = ", ".join(p for p, members in PROFILES.items() if spec.name in members)
+        profiles = ", ".join(p for p, members in PROFILES.items() if spec.name in members) \
+            or (f"none (`{spec.superseded_by}` observes the same call)"
+                if spec.superseded_by else "")
         tp = spec.tracepoint
         tp_text = f"`{tp.event}` ({tp.since}+): {tp.yields}" if tp else "none"
         lines.append(f"| {name} | {spec.layer} | {spec.direction} | {profiles} | "

@@ -116,7 +116,9 @@ def _resolve_one(spec: ProbeSpec, syms: KernelSymbols) -> Resolved:
     if spec.may_inline:
         return Resolved(spec, None, reason="inlined",
                         detail=f"no symbol {tried}: inlined into its callers on this build")
-    return Resolved(spec, None, reason="absent", detail=f"no symbol {tried} on this kernel")
+    note = f" ({spec.absent_note})" if spec.absent_note else ""
+    return Resolved(spec, None, reason="absent",
+                    detail=f"no symbol {tried} on this kernel{note}")
 
 
 def _resolve_module(spec: ProbeSpec, module: str, syms: KernelSymbols) -> Resolved:

@@ -18,6 +18,7 @@ from tracer.timeline import (
     LostGap,
     Message,
     Packet,
+    Role,
     Step,
     TEvent,
     Timeline,
@@ -25,6 +26,7 @@ from tracer.timeline import (
     lost_gaps,
     writers,
 )
+from tracer.timeline.accounting import account_bytes
 from tracer.timeline.windows import Plan
 from tracer.tracefile import Trace
 from viz.escape import json_safe
@@ -41,7 +43,26 @@ def _gap(g: LostGap) -> dict[str, Any]:
             "cpu": g.cpu}
 
 
-def _flow(fl: Flow) -> dict[str, Any]:
+def _ways(other: tuple[tuple[ByteRange, str], ...]) -> list[dict[str, Any]]:
+    return [{"bytes": _range(r), "way": way} for r, way in other]
+
+
+def _accounts(tl: Timeline, fl: Flow) -> dict[str, Any]:
+    """Per sender: the byte accounting, and which way the bytes went."""
+    out = {}
+    for role in (Role.CLIENT, Role.SERVER):
+        a = account_bytes(tl, fl.number, role)
+        out[str(role)] = {
+            "written": a.written_total, "carried": a.carried, "read": a.read_total,
+            "copied": a.copied, "balanced": a.balanced, "complete": a.complete,
+            "written_by": dict(a.written_by), "read_by": dict(a.read_by),
+            "written_other": _ways(a.written_other), "read_other": _ways(a.read_other),
+            "notes": list(a.notes),
+        }
+    return out
+
+
+def _flow(fl: Flow, tl: Timeline) -> dict[str, Any]:
     return {
         "number": fl.number, "netns": fl.netns, "title": fl.title,
         "client": str(fl.client), "server": str(fl.server), "roles_from": str(fl.roles_from),
@@ -50,6 +71,7 @@ def _flow(fl: Flow) -> dict[str, Any]:
                          "server": fl.isn_from_syn.get(fl.server)},
         "steps": [st.id for st in fl.steps],
         "gaps": [_gap(g) for g in fl.gaps],
+        "bytes": _accounts(tl, fl),
     }
 
 
@@ -172,7 +194,7 @@ def replay_document(tl: Timeline, flow: int | None = None) -> dict[str, Any]:
         "version": VERSION,
         "trace": _trace_record(tl),
         "flow_filter": flow,
-        "flows": [_flow(fl) for fl in flows],
+        "flows": [_flow(fl, tl) for fl in flows],
         "steps": [step_record(st, tl) for st in steps],
         "events": list(_records(tl, flow, steps)),
         "gaps": [_gap(g) for g in tl.gaps],
@@ -251,7 +273,7 @@ def write_json(tl: Timeline, write: Callable[[str], object], flow: int | None = 
         arr.close(last)
 
     _write_head(write, _trace_record(tl), flow)
-    array("flows", (_flow(fl) for fl in flows))
+    array("flows", (_flow(fl, tl) for fl in flows))
     array("steps", (step_record(st, tl) for st in steps))
     array("events", _records(tl, flow, steps))
     array("gaps", (_gap(g) for g in tl.gaps))
@@ -313,7 +335,7 @@ def write_json_windows(plan: Plan, write: Callable[[str], object]) -> None:
             tl, ev_base = win.timeline, win.first
             gaps = tl.gaps
             for flow in tl.flows:
-                rec = _flow(flow)
+                rec = _flow(flow, tl)
                 rec["number"] += flow_base
                 rec["steps"] = [i + step_base for i in rec["steps"]]
                 flows_out.add(rec)

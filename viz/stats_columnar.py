@@ -12,8 +12,8 @@ from tracer.timeline.latency import PacketClass
 from tracer.timeline.model import Role
 from viz.stats_text import (
     GAP_MARK,
-    _check,
     _direction_of,
+    account_lines,
     distribution_lines,
     fmt_us,
     head_lines,
@@ -46,11 +46,7 @@ def _flow_lines(fl: FlowStats) -> list[str]:
     out = [f"flow {fl.number}: {fl.title}"]
     out.extend(socket_lines(fl.netns, fl.socks[:2], fl.socks[2]))
     out.append("")
-    head = ("  bytes", "written", "carried", "retrans", "read", "copied", "counted at", "check")
-    rows = [head] + [(
-        f"  {_direction_of(a.sender)}", str(a.written), str(a.carried), str(a.retransmitted),
-        str(a.read), str(a.copied), a.carried_at or "-", _check(a)) for a in fl.accounts]
-    out.extend(table_lines(rows, right=range(1, 6)))
+    out.extend(account_lines(fl.accounts))
     for note in fl.streams:
         how = note.anchor.text if note.anchor is not None else "no send placed"
         out.append(f"  {_direction_of(note.sender)} send ranges: {how}")

@@ -86,17 +86,34 @@ def _direction(fl: Flow, sender: Role | None) -> str:
 
 
 def _accounting(tl: Timeline, fl: Flow) -> list[str]:
-    accounts = [account_bytes(tl, fl.number, role) for role in (Role.CLIENT, Role.SERVER)]
-    head = ("  bytes", "written", "carried", "retrans", "read", "copied", "counted at", "check")
-    rows = [head] + [(
-        f"  {_direction(fl, a.sender)}", str(a.written), str(a.carried), str(a.retransmitted),
-        str(a.read), str(a.copied), a.carried_at or "-", _check(a)) for a in accounts]
-    out = table_lines(rows, right=range(1, 6))
+    out = account_lines([account_bytes(tl, fl.number, role) for role in (Role.CLIENT, Role.SERVER)])
     for stream in fl.streams.values():
         role = fl.role_of(stream.sender)
         how = stream.anchor.text if stream.anchor is not None else "no send placed"
         out.append(f"  {_direction(fl, role)} send ranges: {how}")
         out.extend(f"    !! {problem}" for problem in stream.problems)
+    return out
+
+
+def account_lines(accounts: Sequence[ByteAccount]) -> list[str]:
+    """The byte accounting table of a flow's directions; then, where the
+    trace has the kernel's stream positions, the ways bytes were written
+    and read, and the stretches no traced call wrote or read."""
+    head = ("  bytes", "written", "carried", "retrans", "read", "copied", "counted at", "check")
+    rows = [head] + [(
+        f"  {_direction_of(a.sender)}", str(a.written_total), str(a.carried),
+        str(a.retransmitted), str(a.read_total), str(a.copied), a.carried_at or "-", _check(a))
+        for a in accounts]
+    out = table_lines(rows, right=range(1, 6))
+    for a in accounts:
+        if not a.written_by and not a.read_by:
+            continue
+        ways = [f"{verb} by " + (", ".join(f"{way} {n}" for way, n in by) or "-")
+                for verb, by in (("written", a.written_by), ("read", a.read_by))]
+        out.append(f"  {_direction_of(a.sender)} {'; '.join(ways)}")
+        out.extend(f"    bytes {r} ({r.size} B) {verb} by {way}"
+                   for verb, other in (("written", a.written_other), ("read", a.read_other))
+                   for r, way in other)
     return out
 
 

@@ -10,8 +10,11 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from probes.catalog import PROFILES
 from tracer.events import TCP_ACK, TCP_FIN, TCP_PSH, TCP_SYN, Context, Event, Kind
+from tracer.timeline.model import ByteRange, RangeSource, Role
 from tracer.tracefile import Trace
 
 SYN, ACK, PSH, FIN = TCP_SYN, TCP_ACK, TCP_PSH, TCP_FIN
@@ -63,6 +66,9 @@ class Scenario:
     prepare: tuple[str, ...] = ()  # guest shell commands run before tracing
     trace_args: tuple[str, ...] = ()  # extra `kpath trace` options
     expect_loss: bool = False
+    # The workload's own account of its calls, written beside the trace
+    # (`--report FILE` appended to the workload), read by the check.
+    report: str | None = None
 
     def run_checks(self, trace: Trace) -> list[CheckResult]:
         checker = Checker()
@@ -306,6 +312,101 @@ def check_lossy(trace: Trace, c: Checker) -> None:
             f"{len(gaps)} gaps for {len(trace.lost)} lost records")
 
 
+# ---- every way into and out of a socket: kernel-placed byte ranges -------
+
+MIXED_PORT, UNTRACED_PORT = 10090, 10091
+# The probes of the default profile but the sendfile and splice paths'
+# own: those bytes reach the stream by no traced call.
+PAGE_SEND_PROBES = ("do_sendfile", "__x64_sys_splice", "tcp_sendpage")
+NO_PAGE_SEND = ",".join(n for n in PROFILES["default"] if n not in PAGE_SEND_PROBES)
+UNTRACED_WAYS = frozenset({"sendfile", "splice"})
+# write and writev (read and readv) are one probe: the socket's file operation.
+TRACED_AS = {"write": "write/writev", "writev": "write/writev", "read": "read/readv",
+             "readv": "read/readv"}
+
+
+def as_traced(calls: list[tuple[str, int]]) -> dict[str, int]:
+    """The workload's bytes by way, as the trace names the ways."""
+    out: dict[str, int] = {}
+    for way, n in calls:
+        out[TRACED_AS.get(way, way)] = out.get(TRACED_AS.get(way, way), 0) + n
+    return out
+
+
+def _expected(calls: list[tuple[str, int]], untraced: frozenset[str]
+              ) -> tuple[list[tuple[str, ByteRange]], list[ByteRange]]:
+    """Each traced call's stream range (from ISN+1, in call order), and the
+    merged ranges of the untraced ones."""
+    pos = 1
+    traced: list[tuple[str, ByteRange]] = []
+    other: list[ByteRange] = []
+    for way, n in calls:
+        r = ByteRange(pos, pos + n)
+        if way not in untraced:
+            traced.append((way, r))
+        elif other and other[-1].hi == r.lo:
+            other[-1] = ByteRange(other[-1].lo, r.hi)
+        else:
+            other.append(r)
+        pos += n
+    return traced, other
+
+
+def _check_mixed(trace: Trace, c: Checker, port: int, report: str,
+                 untraced: frozenset[str]) -> None:
+    from tracer.timeline import build_timeline
+    from tracer.timeline.accounting import account_bytes
+    from vm.mixed import read_report
+
+    path = Path(trace.path).parent / report
+    c.need("the workload's report is beside the trace", path.is_file(), str(path))
+    calls = read_report(path)
+    c.check("the workload ran every call", trace.trailer is not None
+            and trace.trailer.command_exit == 0 and calls.read == calls.written)
+    tl = build_timeline(trace)
+    flows = [fl for fl in tl.flows if fl.server.port == port]
+    c.need("one flow to the workload's port", len(flows) == 1, f"{len(flows)} flows")
+    fl = flows[0]
+    a = account_bytes(tl, fl.number, Role.CLIENT)
+    c.check("accounting closes: written = carried = read = copied = the workload's total",
+            a.balanced and a.written_total == a.carried == a.read_total == a.copied
+            == calls.written,
+            f"written {a.written_total}, carried {a.carried}, read {a.read_total}, "
+            f"copied {a.copied}, workload {calls.written}")
+    want_ways = as_traced([(w, n) for w, n in calls.writes if w not in untraced])
+    got_ways = {w: n for w, n in a.written_by if w in want_ways}
+    c.check("bytes written by each traced way = the workload's", got_ways == want_ways,
+            f"trace {dict(a.written_by)}, workload {want_ways}")
+    c.check("bytes read by each way = the workload's",
+            dict(a.read_by) == as_traced(calls.reads),
+            f"trace {dict(a.read_by)}, workload {as_traced(calls.reads)}")
+    traced, other = _expected(calls.writes, untraced)
+    sends = [m for m in tl.messages(fl.number) if m.op == "send" and m.side is Role.CLIENT]
+    got = [(m.syscall, m.byte_range, m.range_from) for m in sends]
+    c.check("every send's range is where the kernel put it (the workload's order)",
+            len(sends) == len(traced) and all(
+                m.byte_range == r and m.range_from is RangeSource.KERNEL
+                for m, (_, r) in zip(sends, traced, strict=False)),
+            f"trace {[(s, str(r), str(f)) for s, r, f in got]}, "
+            f"workload {[(w, str(r)) for w, r in traced]}")
+    c.check("the bytes written another way are the untraced calls'",
+            [r for r, _ in a.written_other] == other and not any(
+                way in want_ways for _, way in a.written_other),
+            f"trace {[(str(r), w) for r, w in a.written_other]}, "
+            f"workload {[str(r) for r in other]}")
+    stream = fl.streams[fl.client]
+    c.check("no placement problem (no 'may be shifted' warning)", not stream.problems,
+            "; ".join(stream.problems))
+
+
+def check_mixed(trace: Trace, c: Checker) -> None:
+    _check_mixed(trace, c, MIXED_PORT, "mixed_calls.json", frozenset())
+
+
+def check_untraced(trace: Trace, c: Checker) -> None:
+    _check_mixed(trace, c, UNTRACED_PORT, "mixed_untraced_calls.json", UNTRACED_WAYS)
+
+
 SCENARIOS: tuple[Scenario, ...] = (
     Scenario("chat", "the seeds' hello/hi chat on loopback", "hello_hi.kpath",
              ("chat",), check_chat),
@@ -316,5 +417,12 @@ SCENARIOS: tuple[Scenario, ...] = (
     Scenario("lossy", "1 MiB through a 4 KiB ring buffer: losses counted and shown",
              "bulk_lossy.kpath", ("bulk", "--size", "1MiB", "--port", "10089"), check_lossy,
              trace_args=("--buffer-pages", "1"), expect_loss=True),
+    Scenario("mixed", "send, sendfile, write, sendmsg, writev, splice; recv, read, recvmsg, "
+             "readv: kernel-placed ranges, accounting closes", "mixed.kpath",
+             ("mixed", "--port", str(MIXED_PORT)), check_mixed, report="mixed_calls.json"),
+    Scenario("untraced", "the mixed stream with sendfile and splice untraced: their bytes "
+             "are told apart, every traced send still placed exactly", "mixed_untraced.kpath",
+             ("mixed", "--port", str(UNTRACED_PORT)), check_untraced, probes=NO_PAGE_SEND,
+             report="mixed_untraced_calls.json"),
 )
 BY_SCENARIO = {s.name: s for s in SCENARIOS}

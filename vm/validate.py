@@ -42,9 +42,10 @@ def trace_argv(scenario: Scenario, out: Path, backend: str = DEFAULT_BACKEND) ->
     """The guest's `kpath trace` for one scenario, its trace written under out."""
     if backend not in BACKENDS:
         raise VmError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+    report = ("--report", str(out / scenario.report)) if scenario.report else ()
     return ["kpath", "trace", "--backend", backend, "--probes", scenario.probes,
             *scenario.trace_args, "-o", str(out / scenario.trace_file),
-            "--", "kpath", "demo", *scenario.workload]
+            "--", "kpath", "demo", *scenario.workload, *report]
 
 
 def guest_command(

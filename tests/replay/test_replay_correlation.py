@@ -12,6 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from kpath.cli_view import replay_cmd
+from probes.catalog import Direction, Layer
 from tests.replay.recordings import DATA, RECORDINGS, needs_recordings
 from tracer.events import TCP_RST, Kind
 from tracer.timeline import (
@@ -94,10 +95,11 @@ def test_byte_accounting_balances(timeline: Timeline) -> None:
     for acct in account_all(timeline):
         fl = timeline.flow(acct.flow)
         sender = fl.endpoint_of(acct.sender)
-        # written: straight from the syscall return events of that side
-        rets = [te.ev.ret for te in fl.events if te.layer is not None
-                and te.ev.kind is Kind.RETURN and te.probe == "__sys_sendto"
-                and te.endpoint == sender and te.ev.ret is not None]
+        # written: straight from the send syscalls' return events of that side
+        rets = [te.ev.ret for te in fl.events if te.layer is Layer.SYSCALL
+                and te.direction is Direction.TX
+                and te.ev.kind is Kind.RETURN and te.endpoint == sender
+                and te.ev.ret is not None]
         assert acct.written == sum(r for r in rets if r > 0)
         assert acct.balanced, acct
         assert acct.copies == 0 or acct.copied == acct.read

@@ -16,10 +16,13 @@ def test_guest_command_traces_each_scenario() -> None:
     script = argv[2]
     assert script.startswith("mkdir -p 'out dir'")
     for s in SCENARIOS:
+        report = ("--report", f"out dir/{s.report}") if s.report else ()
         trace = shlex.join(["kpath", "trace", "--backend", "auto", "--probes", s.probes,
                             *s.trace_args, "-o",
-                            f"out dir/{s.trace_file}", "--", "kpath", "demo", *s.workload])
+                            f"out dir/{s.trace_file}", "--", "kpath", "demo", *s.workload,
+                            *report])
         assert trace + " || echo" in script
+    assert "--report 'out dir/mixed_calls.json'" in script
     assert "modprobe veth" in script
     assert "--buffer-pages 1" in script
     assert "set -e" not in script  # one failing scenario must not hide the others

@@ -105,7 +105,8 @@ def capture_fn(capture: Capture) -> str:
 def return_fn(ret: Returns) -> str | None:
     """The kretprobe program for what a probe's return reports (None: no
     return probe); the same name in kpath.bpf.c and kpath_bcc.c."""
-    return {Returns.VALUE: "kp_return", Returns.SOCK: "kp_return_sock"}.get(ret)
+    return {Returns.VALUE: "kp_return", Returns.COUNT: "kp_return",
+            Returns.SOCK: "kp_return_sock"}.get(ret)
 
 
 def copy_fn(kprobe_fn: str, copy: int) -> str:

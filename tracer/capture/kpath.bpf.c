@@ -534,6 +534,20 @@ static __always_inline int sock_entry(u64 probe, struct sock *sk, u64 arg3) {
     return submit(e);
 }
 
+// A socket call with the stream position the kernel reads or writes at
+// (tp->write_seq, tp->copied_seq), recorded in seq.
+static __always_inline int sock_stream_pos(u64 probe, struct sock *sk, u64 arg3, u32 pos) {
+    EVENT_START(e, probe, KIND_ENTRY);
+    e->arg3 = arg3;
+    e->has |= HAS_ARG3;
+    if (!read_sock(sk, e) || !sock_is_tcp(sk))
+        return 0;
+    e->seq = pos;
+    e->end_seq = pos;
+    e->has |= HAS_SEQ;
+    return submit(e);
+}
+
 static __always_inline int skb_l3(u64 probe, struct sk_buff *skb, struct sock *sk) {
     EVENT_START(e, probe, KIND_ENTRY);
     if (!skb)
@@ -596,6 +610,44 @@ static __always_inline int socket_entry(u64 probe, struct socket *sock, u64 arg3
     e->arg3 = arg3;
     e->has |= HAS_ARG3;
     return submit_socket(sock, e);
+}
+
+// sock_write_iter / sock_read_iter(struct kiocb *iocb, struct iov_iter *it):
+// write(2), writev(2), read(2), readv(2) (and io_uring's) on a socket, and
+// on nothing else: a file's write never gets here, so non-socket I/O costs
+// nothing. arg3 is the bytes offered (it->count).
+static __always_inline int kiocb_entry(u64 probe, struct kiocb *iocb, struct iov_iter *it) {
+    EVENT_START(e, probe, KIND_ENTRY);
+    struct file *file = BPF_CORE_READ(iocb, ki_filp);
+    e->arg3 = BPF_CORE_READ(it, count);
+    e->has |= HAS_ARG3;
+    if (!file)
+        return 0;
+    struct socket *sock = BPF_CORE_READ(file, private_data);
+    if (!sock || BPF_CORE_READ(sock, file) != file)
+        return 0;
+    return submit_socket(sock, e);
+}
+
+// __x64_sys_splice(const struct pt_regs *regs): splice(fd_in, off_in,
+// fd_out, off_out, len, flags) from the saved registers; the socket written
+// is fd_out (third); arg3 is len (fifth).
+static __always_inline int syscall_regs_fd3(u64 probe, struct pt_regs *regs) {
+    return syscall_fd(probe, (int)BPF_CORE_READ(regs, dx), BPF_CORE_READ(regs, r8));
+}
+
+// tcp_sendmsg_locked(sk, msg, size), and tcp_sendpage / do_tcp_sendpages(sk,
+// page, offset, size, flags), the page-send path of sendfile and splice
+// before Linux 6.5: seq is tp->write_seq at entry, where the call appends
+// `return value` bytes, whatever else wrote the socket before.
+static __always_inline int sock_write_seq(u64 probe, struct sock *sk, u64 size) {
+    return sock_stream_pos(probe, sk, size, BPF_CORE_READ((struct tcp_sock *)sk, write_seq));
+}
+
+// tcp_recvmsg(sk, msg, len, ...): seq is tp->copied_seq at entry, the first
+// stream byte the call returns (unless MSG_PEEK).
+static __always_inline int sock_copied_seq(u64 probe, struct sock *sk, u64 len) {
+    return sock_stream_pos(probe, sk, len, BPF_CORE_READ((struct tcp_sock *)sk, copied_seq));
 }
 
 // (sk, skb, ...) below TCP on transmit: TCP header built, IP header not yet.
@@ -673,9 +725,14 @@ static __always_inline int datagram_iter(u64 probe, struct sk_buff *skb, int off
 // type reads them. The copies cover every catalog probe of that kind
 // (tests/unit/test_core_object.py checks). Parenthesised: calls have commas.
 #define CAPTURES(X)                                                                    \
-    X(syscall_fd, 6, (syscall_fd(P, (int)A(1), A(3))))                                 \
+    X(syscall_fd, 9, (syscall_fd(P, (int)A(1), A(3))))                                 \
+    X(kiocb, 2, (kiocb_entry(P, (struct kiocb *)A(1), (struct iov_iter *)A(2))))       \
+    X(syscall_regs_fd3, 1, (syscall_regs_fd3(P, (struct pt_regs *)A(1))))               \
     X(socket, 4, (socket_entry(P, (struct socket *)A(1), A(3))))                       \
-    X(sock, 13, (sock_entry(P, (struct sock *)A(1), A(3))))                            \
+    X(sock, 11, (sock_entry(P, (struct sock *)A(1), A(3))))                            \
+    X(sock_write_seq, 1, (sock_write_seq(P, (struct sock *)A(1), A(3))))               \
+    X(sock_page_write_seq, 1, (sock_write_seq(P, (struct sock *)A(1), A(4))))          \
+    X(sock_copied_seq, 1, (sock_copied_seq(P, (struct sock *)A(1), A(3))))             \
     X(sock_skb_cb, 1, (sock_skb_cb(P, (struct sock *)A(1), (struct sk_buff *)A(2), 1,  \
                                    (u32)A(5))))                                        \
     X(sock_skb_cb_noack, 1, (sock_skb_cb(P, (struct sock *)A(1), (struct sk_buff *)A(2), \
@@ -696,7 +753,7 @@ static __always_inline int datagram_iter(u64 probe, struct sk_buff *skb, int off
 
 // Returns: (name, fexit copies, call); R is the return value.
 #define RETURNS(X)                                                                     \
-    X(return, 9, (on_return(P, R, 0)))                                                 \
+    X(return, 16, (on_return(P, R, 0)))                                                 \
     X(return_sock, 1, (on_return(P, R, 1)))
 
 #define P bpf_get_attach_cookie(ctx)
@@ -747,6 +804,9 @@ static __always_inline s64 fn_ret(void *ctx) {
 #define COPIES_11(M, name, call) COPIES_10(M, name, call) M(name, 10, call)
 #define COPIES_12(M, name, call) COPIES_11(M, name, call) M(name, 11, call)
 #define COPIES_13(M, name, call) COPIES_12(M, name, call) M(name, 12, call)
+#define COPIES_14(M, name, call) COPIES_13(M, name, call) M(name, 13, call)
+#define COPIES_15(M, name, call) COPIES_14(M, name, call) M(name, 14, call)
+#define COPIES_16(M, name, call) COPIES_15(M, name, call) M(name, 15, call)
 #define FENTRY(name, copies, call) COPIES_##copies(FENTRY_COPY, name, call)
 #define FEXIT(name, copies, call) COPIES_##copies(FEXIT_COPY, name, call)
 CAPTURES(FENTRY)

@@ -411,11 +411,10 @@ static __always_inline int submit_socket(struct pt_regs *ctx, struct socket *soc
     return submit(ctx, e);
 }
 
-// (int fd, void __user *buf, size_t len, ...): the socket behind the fd.
-int kp_syscall_fd(struct pt_regs *ctx) {
+// A system call on a file descriptor: the TCP socket behind it, if any.
+static __always_inline int syscall_fd(struct pt_regs *ctx, int fd, u64 len) {
     EVENT_START(e, ctx, KIND_ENTRY);
-    int fd = (int)PT_REGS_PARM1(ctx);
-    e->arg3 = PT_REGS_PARM3(ctx);
+    e->arg3 = len;
     e->has |= HAS_ARG3;
     struct task_struct *task = (struct task_struct *)bpf_get_current_task();
     struct files_struct *files = 0;
@@ -446,6 +445,46 @@ int kp_syscall_fd(struct pt_regs *ctx) {
     return submit_socket(ctx, sock, e);
 }
 
+// (int fd, void __user *buf, size_t len, ...): the socket behind the fd.
+int kp_syscall_fd(struct pt_regs *ctx) {
+    return syscall_fd(ctx, (int)PT_REGS_PARM1(ctx), PT_REGS_PARM3(ctx));
+}
+
+// sock_write_iter / sock_read_iter(struct kiocb *iocb, struct iov_iter *it):
+// write/writev/read/readv on a socket only; arg3 is it->count.
+int kp_kiocb(struct pt_regs *ctx) {
+    EVENT_START(e, ctx, KIND_ENTRY);
+    struct kiocb *iocb = (struct kiocb *)PT_REGS_PARM1(ctx);
+    struct iov_iter *it = (struct iov_iter *)PT_REGS_PARM2(ctx);
+    struct file *file = 0;
+    struct socket *sock = 0;
+    struct file *back = 0;
+    size_t count = 0;
+    bpf_probe_read_kernel(&file, sizeof(file), &iocb->ki_filp);
+    bpf_probe_read_kernel(&count, sizeof(count), &it->count);
+    e->arg3 = count;
+    e->has |= HAS_ARG3;
+    if (!file)
+        return 0;
+    bpf_probe_read_kernel(&sock, sizeof(sock), &file->private_data);
+    if (!sock)
+        return 0;
+    bpf_probe_read_kernel(&back, sizeof(back), &sock->file);
+    if (back != file)
+        return 0;
+    return submit_socket(ctx, sock, e);
+}
+
+// __x64_sys_splice(const struct pt_regs *regs): splice(fd_in, off_in, fd_out,
+// off_out, len, flags); the socket written is fd_out (third), arg3 is len.
+int kp_syscall_regs_fd3(struct pt_regs *ctx) {
+    struct pt_regs *regs = (struct pt_regs *)PT_REGS_PARM1(ctx);
+    u64 fd = 0, len = 0;
+    bpf_probe_read_kernel(&fd, sizeof(fd), &regs->dx);
+    bpf_probe_read_kernel(&len, sizeof(len), &regs->r8);
+    return syscall_fd(ctx, (int)fd, len);
+}
+
 // (struct socket *sock, ...)
 int kp_socket(struct pt_regs *ctx) {
     EVENT_START(e, ctx, KIND_ENTRY);
@@ -463,6 +502,42 @@ int kp_sock(struct pt_regs *ctx) {
     if (!read_sock(sk, e))
         return 0;
     return submit(ctx, e);
+}
+
+// A socket call with the stream position the kernel writes at or reads
+// from (tp->write_seq, tp->copied_seq at entry), recorded in seq.
+static __always_inline int sock_stream_pos(struct pt_regs *ctx, u64 arg3, int write) {
+    EVENT_START(e, ctx, KIND_ENTRY);
+    struct sock *sk = (struct sock *)PT_REGS_PARM1(ctx);
+    struct tcp_sock *tp = (struct tcp_sock *)sk;
+    u32 pos = 0;
+    e->arg3 = arg3;
+    e->has |= HAS_ARG3;
+    if (!read_sock(sk, e) || !sock_is_tcp(sk))
+        return 0;
+    if (write)
+        bpf_probe_read_kernel(&pos, sizeof(pos), &tp->write_seq);
+    else
+        bpf_probe_read_kernel(&pos, sizeof(pos), &tp->copied_seq);
+    e->seq = pos;
+    e->end_seq = pos;
+    e->has |= HAS_SEQ;
+    return submit(ctx, e);
+}
+
+// tcp_sendmsg_locked(sk, msg, size): its bytes go at tp->write_seq.
+int kp_sock_write_seq(struct pt_regs *ctx) {
+    return sock_stream_pos(ctx, PT_REGS_PARM3(ctx), 1);
+}
+
+// tcp_sendpage(sk, page, offset, size, flags): the page-send path (< 6.5).
+int kp_sock_page_write_seq(struct pt_regs *ctx) {
+    return sock_stream_pos(ctx, PT_REGS_PARM4(ctx), 1);
+}
+
+// tcp_recvmsg(sk, msg, len, ...): returns bytes from tp->copied_seq.
+int kp_sock_copied_seq(struct pt_regs *ctx) {
+    return sock_stream_pos(ctx, PT_REGS_PARM3(ctx), 0);
 }
 
 // __tcp_transmit_skb(sk, skb, clone_it, gfp, rcv_nxt): the TCP header is not

@@ -5,11 +5,13 @@ of a healthy connection, written == carried == read.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from probes.catalog import LAYER_ORDER, Direction
 from tracer.timeline.byte_ranges import copy_range, message_bytes, union
-from tracer.timeline.model import ByteRange, Message, Packet, Role, Timeline
+from tracer.timeline.model import ByteRange, Message, Packet, Role, StreamWays, Timeline
 
 ORIGIN_PROBE = "__tcp_transmit_skb"
 
@@ -32,11 +34,30 @@ class ByteAccount:
     copies: int
     complete: bool  # no loss noticed during the flow and the trace is not cut short
     notes: tuple[str, ...] = field(default=())
+    # With the kernel's stream positions (tp->write_seq, tp->copied_seq):
+    # bytes that entered (left) the stream by no traced call, and every way
+    # bytes went, traced calls by syscall first ("send", "sendfile", ...).
+    other_written: int = 0
+    other_read: int = 0
+    written_by: tuple[tuple[str, int], ...] = ()
+    read_by: tuple[tuple[str, int], ...] = ()
+    # the stretches of the stream written (read) another way, and which way
+    written_other: tuple[tuple[ByteRange, str], ...] = ()
+    read_other: tuple[tuple[ByteRange, str], ...] = ()
+
+    @property
+    def written_total(self) -> int:
+        return self.written + self.other_written
+
+    @property
+    def read_total(self) -> int:
+        return self.read + self.other_read
 
     @property
     def balanced(self) -> bool:
-        """written == carried == read (and == copied when copies were traced)."""
-        return self.written == self.carried == self.read and \
+        """written == carried == read (and == copied when copies were traced),
+        counting bytes written and read another way."""
+        return self.written_total == self.carried == self.read_total and \
             (self.copies == 0 or self.copied == self.read)
 
 
@@ -65,14 +86,11 @@ def account_bytes(timeline: Timeline, flow: int, sender: Role) -> ByteAccount:
                 counted.add(p.id)
     copies = [r for st in fl.steps for te in st.events
               if (r := copy_range(te, fl, src)) is not None]
-    notes = []
     unknown = sum(c is None for c in send_counts)
-    if unknown:
-        notes.append(f"{unknown} send(s) without a return value")
-    if fl.gaps:
-        notes.append(f"{sum(g.count for g in fl.gaps)} event(s) lost during the flow")
-    if timeline.trace.cut_short:
-        notes.append("trace cut short")
+    stream = fl.streams.get(src)
+    ways, why = way_fields(stream.ways if stream is not None else None)
+    notes = account_notes(unknown, sum(g.count for g in fl.gaps),
+                          bool(timeline.trace.cut_short), why)
     return ByteAccount(
         flow=fl.number, sender=sender,
         written=sum(c for c in send_counts if c is not None and c > 0),
@@ -88,8 +106,53 @@ def account_bytes(timeline: Timeline, flow: int, sender: Role) -> ByteAccount:
         copied=sum(r.size for r in copies),
         copies=len(copies),
         complete=not fl.gaps and not timeline.trace.cut_short,
-        notes=tuple(notes),
+        notes=notes,
+        **ways,
     )
+
+
+def way_fields(ways: StreamWays | None) -> tuple[dict[str, Any], list[str]]:
+    """ByteAccount's fields on the ways bytes went, and the notes saying
+    why written or read differs from the traced calls' sums."""
+    if ways is None:
+        return {}, []
+    fields: dict[str, Any] = {}
+    for verb, by, other in (("written", ways.written_by, ways.written_other),
+                            ("read", ways.read_by, ways.read_other)):
+        rest = _by_way(other)
+        fields[f"{verb}_by"] = tuple(by.items()) + tuple(rest.items())
+        fields[f"other_{verb}"] = sum(rest.values())
+        fields[f"{verb}_other"] = tuple(other)
+    return fields, other_way_notes(ways.written_other, ways.read_other)
+
+
+def _by_way(other: Sequence[tuple[ByteRange, str]]) -> dict[str, int]:
+    rest: dict[str, int] = {}
+    for r, way in other:
+        rest[way] = rest.get(way, 0) + r.size
+    return rest
+
+
+def other_way_notes(written_other: Sequence[tuple[ByteRange, str]],
+                    read_other: Sequence[tuple[ByteRange, str]]) -> list[str]:
+    """'N B written by WAY' for the bytes no traced call wrote (read)."""
+    return [f"{n} B {verb} by {way}"
+            for verb, other in (("written", written_other), ("read", read_other))
+            for way, n in _by_way(other).items()]
+
+
+def account_notes(unknown_sends: int, lost: int, cut_short: bool, why: Sequence[str] = ()
+                  ) -> tuple[str, ...]:
+    """ByteAccount.notes: what keeps the counts from closing (lost: events
+    lost during the flow) and the other ways bytes went (why)."""
+    notes = []
+    if unknown_sends:
+        notes.append(f"{unknown_sends} send(s) without a return value")
+    if lost:
+        notes.append(f"{lost} event(s) lost during the flow")
+    if cut_short:
+        notes.append("trace cut short")
+    return (*notes, *why)
 
 
 def account_all(timeline: Timeline) -> list[ByteAccount]:

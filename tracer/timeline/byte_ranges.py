@@ -9,12 +9,19 @@ Rules in docs/correlation.md ("Messages and byte ranges").
 from __future__ import annotations
 
 import bisect
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from probes.catalog import Capture, Layer, Returns
+from probes.catalog import (
+    STREAM_POS_CAPTURES,
+    WRITE_SEQ_CAPTURES,
+    Capture,
+    Layer,
+    ProbeSpec,
+    Returns,
+)
 from tracer.events import Endpoint
-from tracer.timeline.event_rules import capture_of, dst_of, probe_spec
+from tracer.timeline.event_rules import capture_of, dst_of, probe_spec, src_of
 from tracer.timeline.model import (
     ByteRange,
     ByteStream,
@@ -23,23 +30,69 @@ from tracer.timeline.model import (
     Packet,
     RangeSource,
     Role,
+    StreamWays,
     TEvent,
     Timeline,
 )
 
 
 def message_bytes(msg: Message) -> int | None:
-    """Bytes a syscall moved: its return value, else the return value of a
-    byte-counting call inside it (tcp_sendmsg_locked, tcp_recvmsg) when the
-    syscall's return was lost. Negative: -errno, nothing moved."""
+    """Bytes a syscall moved: its return value, else what the byte-counting
+    calls inside it (tcp_sendmsg_locked, tcp_recvmsg) returned, when the
+    syscall's return was lost or counts messages (sendmmsg). Negative:
+    -errno, nothing moved."""
     if msg.nbytes is not None:
         return msg.nbytes
-    for te in msg.events:
+    return inner_bytes(msg.events)
+
+
+def inner_bytes(events: Iterable[TEvent]) -> int | None:
+    """The sum of the byte counts returned by calls inside a syscall (the
+    first return, 0 or -errno, when none moved a byte), None when none
+    returned."""
+    rets = [te.ev.ret for te in events
+            if te.is_return and te.ev.ret is not None
+            and (spec := probe_spec(te.probe)) is not None
+            and spec.ret is Returns.VALUE and spec.layer is not Layer.SYSCALL]
+    moved = [r for r in rets if r > 0]
+    return sum(moved) if moved else (rets[0] if rets else None)
+
+
+@dataclass(frozen=True, slots=True)
+class KernelPiece:
+    """Bytes one call wrote or read where the kernel says: its entry's
+    stream position (tp->write_seq, tp->copied_seq) and its return value."""
+
+    byte_range: ByteRange
+    step: int  # the step holding the entry
+    way: str  # piece_way: how its bytes went when no traced syscall holds it
+
+
+def kernel_pieces(fl: Flow) -> dict[tuple[Endpoint, bool], list[KernelPiece]]:
+    """The stream positions of a flow, by (sender, write): the sender's
+    writes (write=True) or the peer's reads of its bytes, in stream order.
+    One pass over the flow's events."""
+    pos = [te for st in fl.steps for te in st.events
+           if (spec := probe_spec(te.probe)) is not None and spec.capture in STREAM_POS_CAPTURES]
+    returned = {te.index: te.ev.ret for te in pos if te.is_return}
+    out: dict[tuple[Endpoint, bool], list[KernelPiece]] = {}
+    for te in pos:
+        ret = returned.get(te.pair) if te.pair is not None else None
+        if te.is_return or te.ev.seq is None or ret is None or ret <= 0:
+            continue
         spec = probe_spec(te.probe)
-        if te.is_return and te.ev.ret is not None and spec is not None \
-                and spec.ret is Returns.VALUE and spec.layer is not Layer.SYSCALL:
-            return te.ev.ret
-    return None
+        local = src_of(te.ev)
+        role = fl.role_of(local)
+        if role is None or spec is None:
+            continue
+        write = spec.capture in WRITE_SEQ_CAPTURES
+        sender = fl.endpoint_of(role if write else role.peer)
+        lo = fl.rel(sender, te.ev.seq)
+        out.setdefault((sender, write), []).append(
+            KernelPiece(ByteRange(lo, lo + ret), te.step, piece_way(te.probe, spec, write)))
+    for pieces in out.values():
+        pieces.sort(key=lambda p: (p.byte_range, p.step))
+    return out
 
 
 def copy_range(te: TEvent, flow: Flow, sender: Endpoint) -> ByteRange | None:
@@ -118,6 +171,7 @@ def assign_byte_ranges(flows: Sequence[Flow]) -> None:
     messages and the packets carrying their bytes."""
     for fl in flows:
         msgs = [st for st in fl.steps if isinstance(st, Message)]
+        positions = kernel_pieces(fl)
         for sender in (fl.client, fl.server):
             role = fl.role_of(sender)
             assert role is not None
@@ -127,18 +181,56 @@ def assign_byte_ranges(flows: Sequence[Flow]) -> None:
             recvs = [m for m in msgs if m.op == "recv" and m.side is role.peer]
             packets = data_packets(fl, sender)
             start = 1 if fl.isn_from_syn.get(sender) else None
-            _place_sends(sends, packets, start, stream)
-            _place_recvs(fl, sender, recvs, start, stream)
+            writes = positions.get((sender, True), [])
+            reads = positions.get((sender, False), [])
+            _place_sends(sends, packets, start, stream, writes)
+            _place_recvs(fl, sender, recvs, start, stream, reads)
+            if writes or reads:
+                carried = [p.byte_range for p in packets
+                           if p.byte_range is not None and not p.retransmission]
+                attribute(stream.ways, _calls(sends), _calls(recvs), carried, start, writes,
+                          reads)
             _link(sends, recvs, packets)
 
 
+def _kernel_ranges(msgs: list[Message], pieces: list[KernelPiece], problems: list[str],
+                   what: str) -> dict[int, ByteRange]:
+    return kernel_ranges([m.id for m in msgs], [message_bytes(m) for m in msgs], pieces,
+                         problems, what)
+
+
+def kernel_ranges(ids: Sequence[int], counts: Sequence[int | None],
+                  pieces: Sequence[KernelPiece], problems: list[str], what: str
+                  ) -> dict[int, ByteRange]:
+    """Message id -> the stream bytes the kernel placed for the calls inside
+    it (both reconstructions use this)."""
+    by_step: dict[int, list[ByteRange]] = {}
+    for p in pieces:
+        by_step.setdefault(p.step, []).append(p.byte_range)
+    out = {}
+    for mid, count in zip(ids, counts, strict=True):
+        parts = union(by_step.get(mid, []))
+        if not parts:
+            continue
+        whole = out[mid] = ByteRange(parts[0].lo, parts[-1].hi)
+        if len(parts) > 1:
+            problems.append(f"{what} #{mid}: the kernel placed non-contiguous ranges "
+                            + ", ".join(map(str, parts)))
+        size = sum(r.size for r in parts)
+        if count is not None and count >= 0 and count != size:
+            problems.append(f"{what} #{mid} returned {count} B but the kernel placed "
+                            f"{size} B at {whole}")
+    return out
+
+
 def _place_sends(sends: list[Message], packets: list[Packet], start: int | None,
-                 stream: ByteStream) -> None:
+                 stream: ByteStream, pieces: list[KernelPiece]) -> None:
     anchors: dict[int, int] = {}
     for p in packets:  # in id (time) order
         if p.message is not None and not p.retransmission and p.byte_range is not None:
             anchors.setdefault(p.message, p.byte_range.lo)
-    _place(sends, start, {}, anchors, stream, "send")
+    exact = _kernel_ranges(sends, pieces, stream.problems, "send")
+    _place(sends, start, exact, anchors, stream, "send", kernel=exact.keys())
     placed = [m for m in sends if m.range_from is not None]
     stream.anchor = placed[0].range_from if placed else None
     spans = PacketSpans(p for p in packets if not p.retransmission)
@@ -164,7 +256,7 @@ def _place_sends(sends: list[Message], packets: list[Packet], start: int | None,
 
 
 def _place_recvs(fl: Flow, sender: Endpoint, recvs: list[Message], start: int | None,
-                 stream: ByteStream) -> None:
+                 stream: ByteStream, kernel_reads: list[KernelPiece]) -> None:
     exact: dict[int, ByteRange] = {}
     for m in recvs:
         pieces = union(copied_pieces(m, fl, sender))
@@ -178,17 +270,126 @@ def _place_recvs(fl: Flow, sender: Endpoint, recvs: list[Message], start: int | 
         if count is not None and count >= 0 and count != exact[m.id].size:
             stream.problems.append(f"recv #{m.id} returned {count} B but its copies cover "
                                    f"{exact[m.id]} ({exact[m.id].size} B)")
-    _place(recvs, start, exact, {}, stream, "recv")
+    # Without the copies (__skb_datagram_iter not traced or lost), the
+    # kernel's tp->copied_seq at tcp_recvmsg's entry places the recv.
+    kernel = _kernel_ranges([m for m in recvs if m.id not in exact], kernel_reads,
+                            stream.problems, "recv")
+    _place(recvs, start, exact | kernel, {}, stream, "recv", kernel=kernel.keys())
+
+
+def way_of(syscall: str, spec: ProbeSpec | None) -> str:
+    """How a traced syscall moves bytes: 'send', 'sendfile', 'read', ..."""
+    return spec.way if spec is not None and spec.way else syscall
+
+
+def piece_way(probe: str, spec: ProbeSpec | None, write: bool) -> str:
+    """The way of bytes a stream-position call moved outside any traced syscall."""
+    if spec is not None and spec.capture is Capture.SOCK_PAGE_WRITE_SEQ:
+        return "sendfile/splice (page-send path, syscall not traced)"
+    if write:
+        return f"{probe} outside a traced send (sendfile/splice since 6.5, io_uring, ...)"
+    return f"{probe} outside a traced recv (io_uring, in-kernel reader)"
+
+
+@dataclass(frozen=True, slots=True)
+class Calls:
+    """The send (or recv) messages of one direction as plain data, for
+    `attribute` in both reconstructions."""
+
+    ids: Sequence[int]
+    ways: Sequence[str]  # way_of
+    counts: Sequence[int | None]  # message_bytes
+    ranges: Sequence[ByteRange | None]  # placed byte ranges
+
+
+def _calls(msgs: list[Message]) -> Calls:
+    return Calls([m.id for m in msgs], [way_of(m.syscall, probe_spec(m.syscall)) for m in msgs],
+                 [message_bytes(m) for m in msgs], [m.byte_range for m in msgs])
+
+
+def attribute(ways: StreamWays, sends: Calls, recvs: Calls, carried: Sequence[ByteRange],
+              start: int | None, writes: Sequence[KernelPiece],
+              reads: Sequence[KernelPiece]) -> None:
+    """Bytes by the way they were written and read. With the kernel's
+    positions, the stretches of the stream no traced send wrote (no traced
+    recv read) are bytes that went another way: a call seen only inside
+    the kernel (sendfile's page-send path without its syscall, io_uring),
+    else an untraced writer or reader. `carried`: the data packets' ranges
+    (first transmissions)."""
+    for calls, pieces, by, out, write, ends in (
+            (sends, writes, ways.written_by, ways.written_other, True, carried),
+            (recvs, reads, ways.read_by, ways.read_other, False, ())):
+        by.update(way_totals(calls.ways, calls.counts))
+        out.extend(other_ways(calls.ids, calls.ranges, pieces, start, ends, write))
+
+
+def way_totals(ways: Sequence[str], counts: Sequence[int | None]) -> dict[str, int]:
+    """Bytes moved by traced calls, by way, in order of first use."""
+    out: dict[str, int] = {}
+    for way, count in zip(ways, counts, strict=True):
+        if count is not None and count > 0:
+            out[way] = out.get(way, 0) + count
+    return out
+
+
+def other_ways(ids: Sequence[int], ranges: Sequence[ByteRange | None],
+               pieces: Sequence[KernelPiece], start: int | None, ends: Sequence[ByteRange],
+               write: bool) -> list[tuple[ByteRange, str]]:
+    """The stretches of the stream that the messages (`ids`, their placed
+    `ranges`) did not write (read), with the way their bytes went; empty
+    without kernel positions (`pieces`). Both reconstructions use this."""
+    if not pieces:
+        return []
+    done = [r for r in ranges if r is not None]
+    known = set(ids)
+    lone = [p for p in pieces if p.step not in known]
+    # Writes: every byte carried (`ends`) was written. Reads: up to the last
+    # byte read (the rest may still wait in the receive queue).
+    spans = done + [p.byte_range for p in pieces] + list(ends)
+    lo = start if start is not None else min(r.lo for r in spans)
+    hi = max(r.hi for r in spans)
+    return _other_ways(ByteRange(lo, hi), done, lone, write)
+
+
+def _other_ways(extent: ByteRange, done: list[ByteRange], lone: list[KernelPiece],
+                write: bool) -> list[tuple[ByteRange, str]]:
+    """The stretches of `extent` no traced call covers, each with the way its
+    bytes went: a call seen without its syscall, else an untraced one."""
+    out: list[tuple[ByteRange, str]] = []
+    untraced = "untraced writer" if write else "untraced reader"
+    for gap in uncovered(extent, done):
+        pos = gap.lo
+        for p in lone:
+            r = p.byte_range
+            if not r.overlaps(gap) or r.hi <= pos:
+                continue
+            if r.lo > pos:
+                _add(out, ByteRange(pos, r.lo), untraced)
+            _add(out, ByteRange(max(pos, r.lo), min(r.hi, gap.hi)), p.way)
+            pos = min(r.hi, gap.hi)
+        if pos < gap.hi:
+            _add(out, ByteRange(pos, gap.hi), untraced)
+    return out
+
+
+def _add(out: list[tuple[ByteRange, str]], r: ByteRange, way: str) -> None:
+    if out and out[-1][1] == way and out[-1][0].hi == r.lo:
+        out[-1] = (ByteRange(out[-1][0].lo, r.hi), way)
+    else:
+        out.append((r, way))
 
 
 def place_starts(ids: Sequence[int], counts: Sequence[int | None], start: int | None,
                  exact: Mapping[int, tuple[int, int]], anchors: Mapping[int, int],
-                 problems: list[str], what: str
+                 problems: list[str], what: str, kernel: Collection[int] = ()
                  ) -> tuple[list[int | None], list[RangeSource | None]]:
     """Consecutive messages of one direction follow each other in the stream:
-    walk forward from the first known position (ISN+1, an exact copy (lo, hi),
-    a segment anchor), then backward from the first placed message. Each
-    message's start and what placed it; both reconstructions use this."""
+    walk forward from the first known position (ISN+1, an exact range (lo,
+    hi), a segment anchor), then backward from the first placed message. Each
+    message's start and what placed it; both reconstructions use this.
+    Exact ranges come from the copies to user, or from the kernel's stream
+    position for the ids in `kernel`: other writers may have put bytes
+    between those, so a jump there is no problem."""
     n = len(ids)
     starts: list[int | None] = [None] * n
     srcs: list[RangeSource | None] = [None] * n
@@ -197,11 +398,13 @@ def place_starts(ids: Sequence[int], counts: Sequence[int | None], start: int | 
     for i, mid in enumerate(ids):
         ex = exact.get(mid)
         if ex is not None:
-            if pos is not None and pos != ex[0]:
+            by_kernel = mid in kernel
+            if pos is not None and pos != ex[0] and not by_kernel:
                 problems.append(
                     f"{what} #{mid} starts at {ex[0]}, stream order expected {pos} "
                     "(events lost, or MSG_PEEK)")
-            starts[i], srcs[i] = ex[0], RangeSource.COPY
+            starts[i] = ex[0]
+            srcs[i] = RangeSource.KERNEL if by_kernel else RangeSource.COPY
             pos, src = ex[1], RangeSource.NEIGHBOUR
             continue
         if pos is None and mid in anchors:
@@ -218,21 +421,25 @@ def place_starts(ids: Sequence[int], counts: Sequence[int | None], start: int | 
         if starts[i] is None and after is not None and count is not None:
             starts[i] = after - max(count, 0)
             nxt = srcs[i + 1]
-            srcs[i] = RangeSource.NEIGHBOUR if nxt is RangeSource.COPY else nxt
+            srcs[i] = RangeSource.NEIGHBOUR if nxt in _EXACT else nxt
     return starts, srcs
 
 
+_EXACT = (RangeSource.COPY, RangeSource.KERNEL)
+
+
 def _place(msgs: list[Message], start: int | None, exact: dict[int, ByteRange],
-           anchors: dict[int, int], stream: ByteStream, what: str) -> None:
+           anchors: dict[int, int], stream: ByteStream, what: str,
+           kernel: Collection[int] = ()) -> None:
     counts = [message_bytes(m) for m in msgs]
     starts, srcs = place_starts([m.id for m in msgs], counts, start,
                                 {k: (v.lo, v.hi) for k, v in exact.items()}, anchors,
-                                stream.problems, what)
+                                stream.problems, what, kernel)
     for i, m in enumerate(msgs):
         ex = exact.get(m.id)
         count, at = counts[i], starts[i]
         if ex is not None:
-            m.byte_range, m.range_from = ex, RangeSource.COPY
+            m.byte_range, m.range_from = ex, srcs[i]
         elif at is not None and count is not None and count > 0:
             m.byte_range, m.range_from = ByteRange(at, at + count), srcs[i]
 

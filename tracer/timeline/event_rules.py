@@ -13,7 +13,16 @@ import ipaddress
 from collections.abc import Iterator, Mapping
 from contextvars import ContextVar
 
-from probes.catalog import BY_NAME, HEADER_CAPTURES, Capture, Direction, Layer, ProbeSpec
+from probes.catalog import (
+    BY_NAME,
+    FD_CAPTURES,
+    HEADER_CAPTURES,
+    SOCK_ONLY_CAPTURES,
+    Capture,
+    Direction,
+    Layer,
+    ProbeSpec,
+)
 from tracer.events import Context, Endpoint, Event
 
 _Ctx = tuple[int, str, str | None]
@@ -21,9 +30,8 @@ _Ctx = tuple[int, str, str | None]
 # Captures whose src is the local end of a socket that owns the flow; only
 # these teach the sk -> flow map (a listener's tcp_v4_send_synack carries the
 # request's flow, and skb->sk on packet captures is not reliable).
-SOCKET_CAPTURES = frozenset(
-    {Capture.SYSCALL_FD, Capture.SOCKET, Capture.SOCK, Capture.SOCK_SKB_CB,
-     Capture.SOCK_SKB_CB_NOACK, Capture.SOCK_SKB_L4, Capture.DATAGRAM_ITER}
+SOCKET_CAPTURES = FD_CAPTURES | SOCK_ONLY_CAPTURES | frozenset(
+    {Capture.SOCK_SKB_CB, Capture.SOCK_SKB_CB_NOACK, Capture.SOCK_SKB_L4, Capture.DATAGRAM_ITER}
 )
 
 

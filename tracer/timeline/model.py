@@ -34,6 +34,7 @@ class RangeSource(StrEnum):
     """How a message's byte range was found."""
 
     COPY = "copy"  # recv: its __skb_datagram_iter copies (exact)
+    KERNEL = "kernel"  # the kernel's stream position: tp->write_seq / tp->copied_seq (exact)
     ISN = "isn"  # stream order from ISN+1: the sender's SYN is in the trace
     SEGMENT = "segment"  # stream order anchored on a data segment a send transmitted
     NEIGHBOUR = "neighbour"  # stream order from a recv whose copies are known
@@ -45,6 +46,7 @@ class RangeSource(StrEnum):
 
 _RANGE_TEXT = {
     RangeSource.COPY: "exact, from the copies to user",
+    RangeSource.KERNEL: "exact, where the kernel put them (tp->write_seq, tp->copied_seq)",
     RangeSource.ISN: "stream order from ISN+1 (SYN traced)",
     RangeSource.SEGMENT: "stream order anchored on the first data segment a send "
                          "transmitted (handshake not traced)",
@@ -264,6 +266,20 @@ class LostGap:
 
 
 @dataclass(eq=False, kw_only=True)
+class StreamWays:
+    """Bytes of one direction by the way they entered (sends) and left
+    (recvs) the stream: traced calls by syscall ("send", "sendfile", ...),
+    and the stretches no traced call wrote or read, between kernel-placed
+    ranges ("untraced writer", a page-send path seen without its syscall,
+    ...). Filled only when the trace has the kernel's stream positions."""
+
+    written_by: dict[str, int] = field(default_factory=dict)
+    read_by: dict[str, int] = field(default_factory=dict)
+    written_other: list[tuple[ByteRange, str]] = field(default_factory=list)
+    read_other: list[tuple[ByteRange, str]] = field(default_factory=list)
+
+
+@dataclass(eq=False, kw_only=True)
 class ByteStream:
     """One direction of a flow: how its message ranges were anchored and
     what the cross-checks found."""
@@ -272,6 +288,7 @@ class ByteStream:
     receiver: Endpoint
     anchor: RangeSource | None = None  # of the sends' ranges; None: not placed
     problems: list[str] = field(default_factory=list)
+    ways: StreamWays = field(default_factory=StreamWays)
 
 
 @dataclass(eq=False, kw_only=True)

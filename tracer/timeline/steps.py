@@ -14,8 +14,9 @@ from __future__ import annotations
 import bisect
 from collections.abc import Sequence
 
-from probes.catalog import Capture, Direction, Layer
+from probes.catalog import SOCK_ONLY_CAPTURES, Capture, Direction, Layer, Returns
 from tracer.events import Context, Endpoint, Kind
+from tracer.timeline.byte_ranges import inner_bytes
 from tracer.timeline.event_rules import capture_of, context_key, probe_spec
 from tracer.timeline.model import (
     ByteRange,
@@ -324,12 +325,12 @@ def _is_lead_in(te: TEvent) -> bool:
     if cap in (Capture.SOFTIRQ, Capture.SOCK_SKB_CB_NOACK):
         return True
     return (te.direction is Direction.TX and te.segment is None
-            and cap in (Capture.SOCK, Capture.SOCKET))
+            and cap in SOCK_ONLY_CAPTURES)
 
 
 def _is_trailer(te: TEvent) -> bool:
     return (not te.is_return and te.pair is None and te.direction is Direction.RX
-            and te.segment is None and capture_of(te.ev) in (Capture.SOCK, Capture.SOCKET))
+            and te.segment is None and capture_of(te.ev) in SOCK_ONLY_CAPTURES)
 
 
 def _same_flow(te: TEvent, st: Step) -> bool:
@@ -379,12 +380,16 @@ def _syscall_event(b: _Builder, te: TEvent, open_msg: dict[int, Message]) -> Mes
     if cur is not None and cur.syscall == te.probe:
         b.put(cur, te)
         cur.nbytes = te.ev.ret
+        if spec is not None and spec.ret is Returns.COUNT and (te.ev.ret or 0) >= 0:
+            # It counts messages: the bytes are what the calls inside moved.
+            cur.nbytes = inner_bytes(cur.events)
         cur.complete = True
         del open_msg[tid]
         return cur
     # A return whose entry was lost or ran before tracing started.
     open_msg.pop(tid, None)
-    msg = Message(id=b.next_id, op=op, syscall=te.probe, nbytes=te.ev.ret)
+    count = spec is not None and spec.ret is Returns.COUNT
+    msg = Message(id=b.next_id, op=op, syscall=te.probe, nbytes=None if count else te.ev.ret)
     b.add(msg, te)
     return msg
 

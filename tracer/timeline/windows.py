@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from probes.catalog import Capture, Direction, Layer
+from probes.catalog import SOCK_ONLY_CAPTURES, Capture, Direction, Layer
 from tracer.events import Context, Endpoint, Kind, batch_to_events
 from tracer.timeline import build_window
 from tracer.timeline.event_rules import (
@@ -44,7 +44,7 @@ from tracer.tracefile import Trace, probe_specs
 WINDOW_EVENTS = 20_000  # objects for ~20 k events: a few tens of MB
 _CHUNK = 50_000  # Event objects made at once by the analysis pass
 _LEAD_INS = frozenset({Capture.SOFTIRQ, Capture.SOCK_SKB_CB_NOACK})
-_TRAILERS = frozenset({Capture.SOCK, Capture.SOCKET})
+_TRAILERS = SOCK_ONLY_CAPTURES
 
 
 @dataclass(frozen=True)

@@ -55,7 +55,7 @@ def recorded_spec(status: ProbeStatus) -> ProbeSpec | None:
     return ProbeSpec(status.name, layer, direction, capture,
                      captures=cat.captures if cat else "", alternates=cat.alternates if cat else (),
                      ret=ret, length_arg3=length_arg3, module=cat.module if cat else None,
-                     tracepoint=cat.tracepoint if cat else None)
+                     tracepoint=cat.tracepoint if cat else None, way=cat.way if cat else "")
 
 
 def probe_specs(probes: list[ProbeStatus]) -> dict[str, ProbeSpec]:

@@ -7,11 +7,21 @@ are sequential (stream order) and these rows are a small part of a trace.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
-from tracer.timeline.byte_ranges import place_starts
-from tracer.timeline.model import RangeSource
+import numpy as np
+
+from probes.catalog import ProbeSpec, Returns
+from tracer.timeline.byte_ranges import (
+    Calls,
+    KernelPiece,
+    attribute,
+    kernel_ranges,
+    place_starts,
+)
+from tracer.timeline.columnar.errors import Irregular
+from tracer.timeline.model import ByteRange, RangeSource, StreamWays
 
 _Range = tuple[int, int]
 
@@ -23,6 +33,7 @@ class MessageRows:
     ids: list[int]
     keys: list[int]  # first event of each
     counts: list[int | None]  # message_bytes
+    ways: list[str] = field(default_factory=list)  # byte_ranges.way_of, when known
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +54,17 @@ class Placement:
     ranges: dict[int, _Range] = field(default_factory=dict)  # message id -> range
     anchor: RangeSource | None = None
     problems: list[str] = field(default_factory=list)
+    ways: StreamWays = field(default_factory=StreamWays)
+
+
+def refuse_message_counts(specs: Sequence[ProbeSpec | None], probe: np.ndarray) -> None:
+    """Irregular when a syscall that returns a message count (sendmmsg,
+    recvmmsg) is in the trace: its bytes are the calls' inside it
+    (byte_ranges.inner_bytes), which the step table does not sum."""
+    count = np.array([s is not None and s.ret is Returns.COUNT for s in specs] + [False],
+                     dtype=bool)
+    if np.any(count[probe]):
+        raise Irregular("a syscall that returns a message count (sendmmsg, recvmmsg)")
 
 
 def union(ranges: Sequence[_Range]) -> list[_Range]:
@@ -63,16 +85,20 @@ def _text(r: _Range) -> str:
 
 
 def place_direction(sends: MessageRows, recvs: MessageRows, packets: PacketRows,
-                    copies: dict[int, list[_Range]], start: int | None
+                    copies: dict[int, list[_Range]], start: int | None,
+                    writes: Sequence[KernelPiece] = (),
+                    kernel_reads: Sequence[KernelPiece] = ()
                     ) -> tuple[Placement, Placement]:
-    """(sends' placement with the stream's anchor and problems, recvs'
-    ranges); copies: recv id -> ranges its copies returned."""
+    """(sends' placement with the stream's anchor, problems and ways, recvs'
+    ranges); copies: recv id -> ranges its copies returned; writes, reads:
+    the kernel's stream positions (byte_ranges.kernel_pieces)."""
     stream = Placement()
     anchors: dict[int, int] = {}
     for lo, msg, retrans in zip(packets.los, packets.messages, packets.retrans, strict=True):
         if msg >= 0 and not retrans and lo >= 0:
             anchors.setdefault(msg, lo)
-    first_src = _place(sends, start, {}, anchors, stream, "send")
+    sent = _tuples(kernel_ranges(sends.ids, sends.counts, writes, stream.problems, "send"))
+    first_src = _place(sends, start, sent, anchors, stream, "send", sent.keys())
     stream.anchor = first_src
     spans = sorted((lo, pid, lo + size) for lo, pid, size, retrans
                    in zip(packets.los, packets.ids, packets.payloads, packets.retrans,
@@ -113,8 +139,27 @@ def place_direction(sends: MessageRows, recvs: MessageRows, packets: PacketRows,
             stream.problems.append(f"recv #{mid} returned {count} B but its copies cover "
                                    f"{_text(whole)} ({whole[1] - whole[0]} B)")
     reads.problems = stream.problems
-    _place(recvs, start, exact, {}, reads, "recv")
+    left = [i for i, mid in enumerate(recvs.ids) if mid not in exact]
+    kernel = _tuples(kernel_ranges([recvs.ids[i] for i in left], [recvs.counts[i] for i in left],
+                                   kernel_reads, stream.problems, "recv"))
+    _place(recvs, start, exact | kernel, {}, reads, "recv", kernel.keys())
+    if writes or kernel_reads:
+        carried = [ByteRange(lo, lo + size) for lo, size, retrans
+                   in zip(packets.los, packets.payloads, packets.retrans, strict=True)
+                   if lo >= 0 and not retrans]
+        attribute(stream.ways, _calls(sends, stream), _calls(recvs, reads), carried, start,
+                  writes, kernel_reads)
     return stream, reads
+
+
+def _tuples(ranges: dict[int, ByteRange]) -> dict[int, _Range]:
+    return {k: (r.lo, r.hi) for k, r in ranges.items()}
+
+
+def _calls(msgs: MessageRows, placed: Placement) -> Calls:
+    return Calls(msgs.ids, msgs.ways, msgs.counts,
+                 [ByteRange(*r) if (r := placed.ranges.get(mid)) is not None else None
+                  for mid in msgs.ids])
 
 
 def _first_overlapping(los: list[int], spans: list[tuple[int, int, int]], longest: int,
@@ -133,17 +178,19 @@ def _first_overlapping(los: list[int], spans: list[tuple[int, int, int]], longes
 
 
 def _place(msgs: MessageRows, start: int | None, exact: dict[int, _Range],
-           anchors: dict[int, int], out: Placement, what: str) -> RangeSource | None:
+           anchors: dict[int, int], out: Placement, what: str,
+           kernel: Collection[int] = ()) -> RangeSource | None:
     """byte_ranges._place on rows; returns the first placed message's source."""
     counts = msgs.counts
-    starts, srcs = place_starts(msgs.ids, counts, start, exact, anchors, out.problems, what)
+    starts, srcs = place_starts(msgs.ids, counts, start, exact, anchors, out.problems, what,
+                                kernel)
     first: RangeSource | None = None
     for i, mid in enumerate(msgs.ids):
         ex = exact.get(mid)
         count, at = counts[i], starts[i]
         if ex is not None:
             out.ranges[mid] = ex
-            source: RangeSource | None = RangeSource.COPY
+            source: RangeSource | None = srcs[i]
         elif at is not None and count is not None and count > 0:
             out.ranges[mid] = (at, at + count)
             source = srcs[i]

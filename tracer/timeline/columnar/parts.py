@@ -32,7 +32,7 @@ import numpy as np
 
 from probes.catalog import ProbeSpec
 from tracer.events import Endpoint
-from tracer.timeline.accounting import ByteAccount
+from tracer.timeline.accounting import ByteAccount, account_notes, other_way_notes
 from tracer.timeline.columnar.columns import EventColumns, batch_columns, release_freed_memory
 from tracer.timeline.columnar.links import LINK_COLUMNS, Links
 from tracer.timeline.columnar.probe_table import ProbeTable
@@ -45,7 +45,6 @@ from tracer.timeline.columnar.stats import (
     StatsInput,
     StreamNote,
     TraceStats,
-    account_notes,
 )
 from tracer.tracefile import Lost, TraceScan
 
@@ -224,7 +223,9 @@ def _flow_of(row: tuple[Any, ...], number: int, rank: np.ndarray, gaps: list[Los
     acc = []
     for a in accounts:
         fields = dict(zip(_ACCOUNT_FIELDS, a, strict=True))
-        fields.update(notes=account_notes(fields["unknown_sends"], gaps, cut_short),
+        fields.update(notes=account_notes(
+            fields["unknown_sends"], sum(g.count for g in gaps), bool(cut_short),
+            other_way_notes(fields["written_other"], fields["read_other"])),
                       complete=not gaps and not cut_short)
         acc.append(ByteAccount(**fields, flow=number))
     notes = [StreamNote(sender=n[0], anchor=n[1],

@@ -18,6 +18,9 @@ import numpy as np
 from probes.catalog import (
     HEADER_CAPTURES,
     LAYER_ORDER,
+    SOCK_ONLY_CAPTURES,
+    STREAM_POS_CAPTURES,
+    WRITE_SEQ_CAPTURES,
     Capture,
     Direction,
     Layer,
@@ -45,6 +48,7 @@ class ProbeTable:
     """One entry per probe code; booleans are capture classes the rules test."""
 
     names: tuple[str, ...]
+    specs: tuple[ProbeSpec | None, ...]  # what the lookup said of each
     known: np.ndarray  # the lookup knew the probe
     layer: np.ndarray  # int8 layer code
     direction: np.ndarray  # int8 direction code
@@ -56,6 +60,8 @@ class ProbeTable:
     softirq: np.ndarray  # softirq run marker (net_rx_action)
     noack: np.ndarray  # TCP_SKB_CB without the ack (tcp_retransmit_skb)
     sock_or_socket: np.ndarray  # sock/socket argument only
+    stream_pos: np.ndarray  # records the kernel's stream position (STREAM_POS_CAPTURES)
+    write_pos: np.ndarray  # ... where a write goes (WRITE_SEQ_CAPTURES)
     sock_skb_l3: np.ndarray  # a sock argument with the skb (its sk is trusted on receive)
     ret_value: np.ndarray  # the return value counts bytes
     queue_rank: np.ndarray  # preference among QUEUE_PROBES, -1 when not one
@@ -75,6 +81,7 @@ class ProbeTable:
 
         return cls(
             names=tuple(names),
+            specs=tuple(specs),
             known=np.array([s is not None for s in specs], dtype=bool),
             layer=np.array([LAYER_CODE[s.layer] if s is not None else NO_LAYER for s in specs],
                            dtype=np.int8),
@@ -88,7 +95,9 @@ class ProbeTable:
             datagram_iter=capture_in(frozenset({Capture.DATAGRAM_ITER})),
             softirq=capture_in(frozenset({Capture.SOFTIRQ})),
             noack=capture_in(frozenset({Capture.SOCK_SKB_CB_NOACK})),
-            sock_or_socket=capture_in(frozenset({Capture.SOCK, Capture.SOCKET})),
+            sock_or_socket=capture_in(SOCK_ONLY_CAPTURES),
+            stream_pos=capture_in(STREAM_POS_CAPTURES),
+            write_pos=capture_in(WRITE_SEQ_CAPTURES),
             sock_skb_l3=capture_in(frozenset({Capture.SOCK_SKB_L3})),
             ret_value=flag(lambda s: s.ret is Returns.VALUE),
             queue_rank=np.array([QUEUE_PROBES.index(n) if n in QUEUE_PROBES else -1

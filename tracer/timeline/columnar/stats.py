@@ -30,8 +30,15 @@ import pyarrow as pa
 
 from probes.catalog import BY_NAME, ProbeSpec
 from tracer.events import Endpoint
-from tracer.timeline.accounting import ORIGIN_PROBE, ByteAccount
-from tracer.timeline.columnar.byte_table import MessageRows, PacketRows, place_direction, union
+from tracer.timeline.accounting import ORIGIN_PROBE, ByteAccount, account_notes, way_fields
+from tracer.timeline.byte_ranges import KernelPiece, piece_way, way_of
+from tracer.timeline.columnar.byte_table import (
+    MessageRows,
+    PacketRows,
+    place_direction,
+    refuse_message_counts,
+    union,
+)
 from tracer.timeline.columnar.columns import EventColumns, columns_of, release_freed_memory
 from tracer.timeline.columnar.event_table import EventRules, event_rules
 from tracer.timeline.columnar.flow_table import FlowTable, flow_table
@@ -48,7 +55,7 @@ from tracer.timeline.columnar.latency_table import (
 from tracer.timeline.columnar.probe_table import SYSCALL, TX, ProbeTable
 from tracer.timeline.columnar.step_table import StepTable, step_table
 from tracer.timeline.latency import LOSS_WINDOW_NS, Hop, PacketClass, Point
-from tracer.timeline.model import RangeSource, Role
+from tracer.timeline.model import ByteRange, RangeSource, Role, StreamWays
 from tracer.timeline.segments import Segment
 from tracer.tracefile import Lost
 
@@ -179,6 +186,7 @@ class PreparedStats:
 
     def _prepare(self, c: EventColumns, pt: ProbeTable, records: StatsInput,
                  first_step: int, part: bool, first_ts: int | None) -> None:
+        refuse_message_counts(pt.specs, c.probe)
         self.inp = records
         self._part, self._first_ts = part, first_ts
         r = event_rules(c, pt)
@@ -278,6 +286,7 @@ class _Placed:
     sends: tuple[MessageRows, MessageRows]  # by sender
     recvs: tuple[MessageRows, MessageRows]  # by sender: the peer's recvs of its bytes
     notes: tuple[StreamNote, StreamNote]
+    ways: tuple[StreamWays, StreamWays]  # by sender
     data_rows: list[int]  # packet rows of the data packets of both directions
     syscall: list[int]  # per data row: first event of the send holding its first byte, -1
     copy: list[int]  # per data row: the earliest copy event holding its first byte, -1
@@ -316,7 +325,10 @@ class _FlowWork:
         m_key = np.where((mt.flow >= 0) & (mt.side >= 0), mt.flow * 4 + mt.side * 2 + mt.send,
                          -1)
         self.msgs = _Groups(m_key, mt.step, 4 * nf, id=mt.step, key=mt.key,
-                            count=np.where(mt.has_count, mt.count, _NO_COUNT))
+                            count=np.where(mt.has_count, mt.count, _NO_COUNT),
+                            probe=c.probe[mt.key])
+        self.ways = [way_of(name, spec) for name, spec in zip(pt.names, pt.specs, strict=True)]
+        self.positions = _positions(c, pt, ft, st, nf)
         # data packets by (flow, sender)
         data = pk.lo >= 0
         self.data = _Groups(np.where(data, pk.flow * 2 + pk.sender, -1), pk.step, 2 * nf,
@@ -383,6 +395,7 @@ class _FlowWork:
         sends: list[MessageRows] = []
         recvs: list[MessageRows] = []
         notes: list[StreamNote] = []
+        ways: list[StreamWays] = []
         data_rows: list[int] = []
         syscall: list[int] = []
         copy: list[int] = []
@@ -400,9 +413,11 @@ class _FlowWork:
             for mid, lo, hi in zip(c_msg, c_lo, c_hi, strict=True):
                 copies.setdefault(mid, []).append((lo, hi))
             start = 1 if self.ft.isn_from_syn[f, s] else None
-            stream, _ = place_direction(sm, rm, data, copies, start)
+            stream, _ = place_direction(sm, rm, data, copies, start, self._pieces(g, True),
+                                        self._pieces(g, False))
             notes.append(StreamNote(sender=ROLES[s], anchor=stream.anchor,
                                     problems=tuple(stream.problems)))
+            ways.append(stream.ways)
             if data.ids:
                 intervals = [(r[0], r[1], mid, key) for mid, key in zip(sm.ids, sm.keys,
                                                                         strict=True)
@@ -415,14 +430,25 @@ class _FlowWork:
             sends.append(sm)
             recvs.append(rm)
         return _Placed(sends=(sends[0], sends[1]), recvs=(recvs[0], recvs[1]),
-                       notes=(notes[0], notes[1]), data_rows=data_rows, syscall=syscall,
-                       copy=copy)
+                       notes=(notes[0], notes[1]), ways=(ways[0], ways[1]), data_rows=data_rows,
+                       syscall=syscall, copy=copy)
 
     def _message_rows(self, group: int) -> MessageRows:
         keys = self.msgs.get(group, "key")
         return MessageRows(ids=self.msgs.get(group, "id"), keys=keys,
                            counts=[None if x == _NO_COUNT else x
-                                   for x in self.msgs.get(group, "count")])
+                                   for x in self.msgs.get(group, "count")],
+                           ways=[self.ways[p] for p in self.msgs.get(group, "probe")])
+
+    def _pieces(self, g: int, write: bool) -> list[KernelPiece]:
+        """byte_ranges.kernel_pieces of (flow, sender) group g."""
+        pos, k = self.positions, g * 2 + write
+        names, specs = self.pt.names, self.pt.specs
+        pieces = [KernelPiece(ByteRange(lo, hi), step, piece_way(names[p], specs[p], write))
+                  for lo, hi, step, p in zip(pos.get(k, "lo"), pos.get(k, "hi"),
+                                             pos.get(k, "step"), pos.get(k, "probe"),
+                                             strict=True)]
+        return sorted(pieces, key=lambda p: (p.byte_range, p.step))
 
     def with_byte_points(self, points: np.ndarray, placed: list[_Placed]) -> np.ndarray:
         """The points with Point.SYSCALL (the entry of the lowest-id send
@@ -470,6 +496,7 @@ class _FlowWork:
         retrans = self.st.packets.retransmission
         counted = {row for row in rows if not retrans[row]}
         unknown = sum(x is None for x in sends.counts)
+        ways, why = way_fields(placed.ways[s])
         return ByteAccount(
             flow=f + 1, sender=ROLES[s],
             written=sum(x for x in sends.counts if x is not None and x > 0),
@@ -485,21 +512,29 @@ class _FlowWork:
             copied=int(self.copied[g]),
             copies=int(self.copies_n[g]),
             complete=not gaps and not cut_short,
-            notes=account_notes(unknown, gaps, cut_short),
+            notes=account_notes(unknown, sum(g.count for g in gaps), bool(cut_short), why),
+            **ways,
         )
 
 
-def account_notes(unknown_sends: int, gaps: Sequence[Lost], cut_short: str | None
-                  ) -> tuple[str, ...]:
-    """ByteAccount.notes (gaps: the loss records during the flow)."""
-    notes = []
-    if unknown_sends:
-        notes.append(f"{unknown_sends} send(s) without a return value")
-    if gaps:
-        notes.append(f"{sum(g.count for g in gaps)} event(s) lost during the flow")
-    if cut_short:
-        notes.append("trace cut short")
-    return tuple(notes)
+def _positions(c: EventColumns, pt: ProbeTable, ft: FlowTable, st: StepTable,
+               nf: int) -> _Groups:
+    """The stream-position entries (byte_ranges.kernel_pieces) by (flow,
+    sender, write): the sender's writes, or the peer's reads of its bytes;
+    each with its range, the step of its message (-1 outside one) and probe."""
+    e = st.positions.entry
+    f = st.step_flow[e]
+    fs = np.maximum(f, 0)
+    local = np.where(c.src[e] == take_or(ft.client, f, -1), 0,
+                     np.where(c.src[e] == take_or(ft.server, f, -1), 1, -1))
+    write = pt.write_pos[c.probe[e]]
+    sender = np.where(write, local, 1 - local)
+    ok = (f >= 0) & (local >= 0)
+    lo = ft.rel(fs, np.where(ok, sender, 0), c.seq[e])
+    mrow = st.messages.of_event[e]
+    step = np.where(mrow >= 0, take_or(st.messages.step, mrow, -1), -1)
+    return _Groups(np.where(ok, (fs * 2 + sender) * 2 + write, -1), e, 4 * nf, lo=lo,
+                   hi=lo + st.positions.count, step=step, probe=c.probe[e])
 
 
 # message_bytes unknown (no return value seen); a real count is above -2**40

@@ -78,10 +78,20 @@ class MessageTable:
 
 
 @dataclass(frozen=True, slots=True)
+class PositionTable:
+    """The entries that recorded the kernel's stream position (tp->write_seq,
+    tp->copied_seq) and whose return moved bytes: byte_ranges.kernel_pieces."""
+
+    entry: np.ndarray  # event index
+    count: np.ndarray  # its return value (> 0)
+
+
+@dataclass(frozen=True, slots=True)
 class StepTable:
     placement: np.ndarray  # per event, PLACE_* or LEAD_IN
     packets: PacketTable
     messages: MessageTable
+    positions: PositionTable
     steps: int  # number of steps
     keys: np.ndarray  # each step's first event, in step order
     step_flow: np.ndarray  # per event: the flow of the step it is in, -1 none
@@ -248,6 +258,7 @@ def step_table(c: EventColumns, r: EventRules, pt: ProbeTable, ft: FlowTable,
     lj = np.zeros(n, dtype=bool)
     lj[leads[lead_step_event >= 0]] = True
     step_flow[leads[lead_step_event >= 0]] = step_flow[lead_step_event[lead_step_event >= 0]]
+    positions = _positions(c, pt, pair)
     del pair, d_flow, dd, lone, tj, b, m
 
     nflows = ft.count
@@ -264,9 +275,16 @@ def step_table(c: EventColumns, r: EventRules, pt: ProbeTable, ft: FlowTable,
         retransmission=retransmission, lo=pk.lo, message=pkt_message, of_event=pkt_of,
         seg_of_event=_with_leads(pkt_of, leads[joined_pkt & r.is_seg[leads]],
                                  lead_pkt[joined_pkt & r.is_seg[leads]]))
-    return StepTable(placement=place, packets=packets, messages=mt, steps=steps,
-                     keys=np.flatnonzero(is_key),
+    return StepTable(placement=place, packets=packets, messages=mt,
+                     positions=positions, steps=steps, keys=np.flatnonzero(is_key),
                      step_flow=step_flow, flow_start=start, flow_end=end)
+
+
+def _positions(c: EventColumns, pt: ProbeTable, pair: np.ndarray) -> PositionTable:
+    rows = np.flatnonzero(pt.stream_pos[c.probe] & ~c.is_return & (c.seq >= 0) & (pair >= 0))
+    ret = pair[rows]
+    moved = c.has_ret[ret] & (c.ret[ret] > 0)
+    return PositionTable(entry=rows[moved], count=c.ret[ret[moved]])
 
 
 def _pair_returns(c: EventColumns, ctx_id: np.ndarray) -> np.ndarray:

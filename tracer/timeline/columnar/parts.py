@@ -251,7 +251,7 @@ def _flow_of(row: tuple[Any, ...], number: int, rank: np.ndarray, gaps: list[Los
     return FlowStats(number=number, client=Endpoint(c_addr, c_port),
                      server=Endpoint(s_addr, s_port), netns=netns, socks=socks,
                      accounts=(acc[0], acc[1]), streams=(notes[0], notes[1]),
-                     hop_stats=[HopRow(ROLES[s], CLASSES[k], HOPS[h], *spread)
+                     hop_stats=[HopRow._make((ROLES[s], CLASSES[k], HOPS[h], *spread))
                                 for s, k, h, *spread in hops],
                      packets=FlowPackets(rank[np.array(step, dtype=np.int64)].tolist(), label,
                                          [ROLES[r] for r in senders],

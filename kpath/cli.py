@@ -4,22 +4,58 @@ timeline -> viz, and the VM); owns no logic of its own."""
 from __future__ import annotations
 
 import errno
+import importlib
 import sys
+from collections.abc import Callable
 
 import click
 
 from kpath import __version__
-from kpath.cli_convert import convert_cmd
-from kpath.cli_doctor import doctor_cmd
-from kpath.cli_probes import probes_cmd
-from kpath.cli_trace import demo_group, trace_cmd
-from kpath.cli_validate import validate_cmd
-from kpath.cli_view import export_cmd, replay_cmd
-from kpath.cli_vm import vm_group
 from kpath.console import stdout_failed
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+def _vm_group() -> click.Command:
+    from kpath.cli_validate import validate_cmd
+    from kpath.cli_vm import vm_group
+
+    vm_group.add_command(validate_cmd)
+    return vm_group
+
+
+def _attr(module: str, name: str) -> Callable[[], click.Command]:
+    def load() -> click.Command:
+        command: click.Command = getattr(importlib.import_module(module), name)
+        return command
+    return load
+
+
+# Each command's module is imported when the command runs (or --help lists
+# it): `kpath replay --stats` on a large trace should not pay for loading
+# the tracer, the VM and the renderers it does not use.
+_COMMANDS: dict[str, Callable[[], click.Command]] = {
+    "trace": _attr("kpath.cli_trace", "trace_cmd"),
+    "probes": _attr("kpath.cli_probes", "probes_cmd"),
+    "doctor": _attr("kpath.cli_doctor", "doctor_cmd"),
+    "demo": _attr("kpath.cli_trace", "demo_group"),
+    "replay": _attr("kpath.cli_view", "replay_cmd"),
+    "export": _attr("kpath.cli_view", "export_cmd"),
+    "convert": _attr("kpath.cli_convert", "convert_cmd"),
+    "vm": _vm_group,
+}
+
+
+class _LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *_COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in _COMMANDS:
+            self.add_command(_COMMANDS[cmd_name](), cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=_LazyGroup,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="kpath")
 def cli() -> None:
     """Trace what the Linux kernel does with your TCP bytes, and draw it.
@@ -33,17 +69,6 @@ def cli() -> None:
       kpath convert chat.kpath --to jsonl -o chat.jsonl
       kpath vm run -- kpath trace -o chat.kpath -- kpath demo chat
     """
-
-
-cli.add_command(trace_cmd)
-cli.add_command(probes_cmd)
-cli.add_command(doctor_cmd)
-cli.add_command(demo_group)
-cli.add_command(replay_cmd)
-cli.add_command(export_cmd)
-cli.add_command(convert_cmd)
-vm_group.add_command(validate_cmd)
-cli.add_command(vm_group)
 
 
 _OUTPUT_ERRNOS = {errno.EPIPE, errno.ENOSPC, errno.EIO, errno.EFBIG, errno.EDQUOT, errno.EBADF}

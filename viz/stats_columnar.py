@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 
+import numpy as np
+
 from tracer.timeline.columnar.latency_table import HOPS
 from tracer.timeline.columnar.stats import FlowPackets, FlowStats, HopRow, TraceStats
 from tracer.timeline.latency import PacketClass
@@ -15,7 +17,6 @@ from viz.stats_text import (
     _direction_of,
     account_lines,
     distribution_lines,
-    fmt_us,
     head_lines,
     socket_lines,
     table_lines,
@@ -61,11 +62,13 @@ def _flow_lines(fl: FlowStats) -> list[str]:
 def _per_packet(packets: FlowPackets) -> list[str]:
     if not packets.step:
         return ["  per packet: no packet"]
-    cols = [h for h in range(len(HOPS)) if packets.has_hop[:, h].any()]
+    cols = np.flatnonzero(packets.has_hop.any(axis=0)).tolist()
     head = ("  per packet (us)", "direction", "class", *[str(HOPS[h]) for h in cols], "")
-    # Made a column at a time (a large flow has tens of thousands of rows).
-    cells = [[fmt_us(v) if ok else "-" for v, ok in zip(
-        packets.hops[:, h].tolist(), packets.has_hop[:, h].tolist(), strict=True)] for h in cols]
+    # Made a column at a time (a large flow has tens of thousands of rows;
+    # a trace of small flows, thousands of flows: one tolist each).
+    hops, has_hop = packets.hops[:, cols].T.tolist(), packets.has_hop[:, cols].T.tolist()
+    cells = [[f"{v / 1e3:.1f}" if ok else "-" for v, ok in zip(vals, oks, strict=True)]
+             for vals, oks in zip(hops, has_hop, strict=True)]  # f"...": fmt_us, inlined
     rows: list[Sequence[str]] = [head]
     rows.extend(zip([f"  #{step} {label}" for step, label in zip(packets.step, packets.label,
                                                                    strict=True)],

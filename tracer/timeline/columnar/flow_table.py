@@ -133,10 +133,14 @@ def _check_namespaces(c: EventColumns, t: EventTuples, tup: np.ndarray) -> None:
     m = (tup >= 0) & (c.netns != 0) & (t.own_side != NO_EP)
     if not m.any():
         return
-    end, _ = factorize(tup[m], t.own_side[m])
-    pairs, _ = factorize(end, c.netns[m])
-    per_end = np.bincount(end[np.unique(pairs, return_index=True)[1]])
-    if (per_end > 1).any():
+    end, ends = factorize(tup[m], t.own_side[m])
+    netns = c.netns[m].astype(np.int64)
+    # Several namespaces at one end: its lowest and highest differ.
+    low = np.full(ends, np.iinfo(np.int64).max)
+    high = np.full(ends, -1, dtype=np.int64)
+    np.minimum.at(low, end, netns)
+    np.maximum.at(high, end, netns)
+    if (low != high).any():
         raise Irregular("a connection end seen in several network namespaces "
                         "(4-tuple reused across namespaces)")
 

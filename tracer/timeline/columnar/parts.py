@@ -34,10 +34,13 @@ from probes.catalog import ProbeSpec
 from tracer.events import Endpoint
 from tracer.timeline.accounting import ByteAccount, account_notes, other_way_notes
 from tracer.timeline.columnar.columns import EventColumns, batch_columns, release_freed_memory
+from tracer.timeline.columnar.latency_table import HOPS
 from tracer.timeline.columnar.links import LINK_COLUMNS, Links
 from tracer.timeline.columnar.probe_table import ProbeTable
 from tracer.timeline.columnar.source import ScannedInput
 from tracer.timeline.columnar.stats import (
+    CLASSES,
+    ROLES,
     FlowPackets,
     FlowStats,
     HopRow,
@@ -46,6 +49,7 @@ from tracer.timeline.columnar.stats import (
     StreamNote,
     TraceStats,
 )
+from tracer.timeline.model import RangeSource
 from tracer.tracefile import Lost, TraceScan
 
 PART_EVENTS = 1 << 16  # events rebuilt at once: ~300 bytes each at the peak
@@ -198,17 +202,29 @@ class PartedStats:
 
 # The spool holds flows as tuples of plain values: pickling the frozen
 # dataclasses themselves costs several times more (their state is read field
-# by field through dataclasses.fields).
-_ACCOUNT_FIELDS = tuple(f.name for f in dataclasses.fields(ByteAccount) if f.name != "flow")
+# by field through dataclasses.fields), and every class a pickle names
+# (enumerations, numpy arrays) is looked up again as each flow is loaded:
+# enumeration members are spooled as their indices, arrays as bytes.
+_ACCOUNT_FIELDS = tuple(f.name for f in dataclasses.fields(ByteAccount)
+                        if f.name not in ("flow", "sender"))
+_ANCHORS: tuple[RangeSource | None, ...] = (None, *RangeSource)
+_ROLE_AT = {role: i for i, role in enumerate(ROLES)}
+_CLASS_AT = {klass: i for i, klass in enumerate(CLASSES)}
+_HOP_AT = {hop: i for i, hop in enumerate(HOPS)}
+_ANCHOR_AT = {anchor: i for i, anchor in enumerate(_ANCHORS)}
 
 
 def _row_of(fl: FlowStats) -> tuple[Any, ...]:
     p = fl.packets
     return (fl.number, fl.client.addr, fl.client.port, fl.server.addr, fl.server.port, fl.netns,
-            fl.socks, [tuple(getattr(a, name) for name in _ACCOUNT_FIELDS) for a in fl.accounts],
-            [(n.sender, n.anchor, n.problems) for n in fl.streams],
-            [tuple(h) for h in fl.hop_stats],
-            (p.step, p.label, p.sender, p.klass, p.hops, p.has_hop, p.gap))
+            fl.socks,
+            [(_ROLE_AT[a.sender], tuple(getattr(a, name) for name in _ACCOUNT_FIELDS))
+             for a in fl.accounts],
+            [(_ROLE_AT[n.sender], _ANCHOR_AT[n.anchor], n.problems) for n in fl.streams],
+            [(_ROLE_AT[h.sender], _CLASS_AT[h.klass], _HOP_AT[h.hop], *h[3:])
+             for h in fl.hop_stats],
+            (p.step, p.label, [_ROLE_AT[r] for r in p.sender], [_CLASS_AT[k] for k in p.klass],
+             p.hops.astype(np.int64).tobytes(), p.has_hop.astype(np.bool_).tobytes(), p.gap))
 
 
 def _flow_of(row: tuple[Any, ...], number: int, rank: np.ndarray, gaps: list[Lost],
@@ -221,22 +237,29 @@ def _flow_of(row: tuple[Any, ...], number: int, rank: np.ndarray, gaps: list[Los
         return f"#{rank[int(m[1])]}"
 
     acc = []
-    for a in accounts:
-        fields = dict(zip(_ACCOUNT_FIELDS, a, strict=True))
+    for sender, values in accounts:
+        fields = dict(zip(_ACCOUNT_FIELDS, values, strict=True))
         fields.update(notes=account_notes(
             fields["unknown_sends"], sum(g.count for g in gaps), bool(cut_short),
             other_way_notes(fields["written_other"], fields["read_other"])),
                       complete=not gaps and not cut_short)
-        acc.append(ByteAccount(**fields, flow=number))
-    notes = [StreamNote(sender=n[0], anchor=n[1],
+        acc.append(ByteAccount(**fields, sender=ROLES[sender], flow=number))
+    notes = [StreamNote(sender=ROLES[n[0]], anchor=_ANCHORS[n[1]],
                         problems=tuple(_STEP_ID.sub(renumber, text) for text in n[2]))
              for n in streams]
-    step, *rest = packets
+    step, label, senders, klasses, ns, has, gap = packets
+    shape = (len(step), len(HOPS))
     return FlowStats(number=number, client=Endpoint(c_addr, c_port),
                      server=Endpoint(s_addr, s_port), netns=netns, socks=socks,
                      accounts=(acc[0], acc[1]), streams=(notes[0], notes[1]),
-                     hop_stats=[HopRow(*h) for h in hops],
-                     packets=FlowPackets(rank[np.array(step, dtype=np.int64)].tolist(), *rest))
+                     hop_stats=[HopRow._make((ROLES[s], CLASSES[k], HOPS[h], *spread))
+                                for s, k, h, *spread in hops],
+                     packets=FlowPackets(rank[np.array(step, dtype=np.int64)].tolist(), label,
+                                         [ROLES[r] for r in senders],
+                                         [CLASSES[k] for k in klasses],
+                                         np.frombuffer(ns, dtype=np.int64).reshape(shape),
+                                         np.frombuffer(has, dtype=np.bool_).reshape(shape),
+                                         gap))
 
 
 def stats_of_scan(scan: TraceScan, reopen: Callable[[], TraceScan],

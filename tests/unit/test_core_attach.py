@@ -62,10 +62,11 @@ def _setup(names: list[str], refuse: set[str], fallback: bool):  # type: ignore[
 
 def test_each_fentry_probe_gets_its_own_copy_bound_to_its_function() -> None:
     be, obj, planned = _setup(["tcp_sendmsg", "tcp_push", "tcp_recvmsg"], set(), True)
+    # tcp_recvmsg reads the stream position (tp->copied_seq): a kind of its own
     assert obj.bound == {"fe_sock_0": "tcp_sendmsg", "fe_sock_1": "tcp_push",
-                         "fe_sock_2": "tcp_recvmsg", "fx_return_0": "tcp_recvmsg"}
+                         "fe_sock_copied_seq_0": "tcp_recvmsg", "fx_return_0": "tcp_recvmsg"}
     # The kprobe routines are loaded too, to take over where fentry fails.
-    assert {"kp_sock", "kp_return"} <= obj.autoload
+    assert {"kp_sock", "kp_sock_copied_seq", "kp_return"} <= obj.autoload
     no_fentry: dict[str, str] = {}
     sts = be._attach(obj, planned, KeptStatus(), no_fentry)  # type: ignore[arg-type]
     assert [st.attach for st in sts] == [["fentry:tcp_sendmsg"], ["fentry:tcp_push"],
@@ -83,7 +84,7 @@ def test_a_failed_fentry_falls_back_to_its_kprobe_and_says_why() -> None:
     # The fentry half that did attach was taken down again: no double events.
     assert sorted(link.target for link in obj.links) == [
         "fentry:tcp_sendmsg", "kprobe:tcp_recvmsg", "kretprobe:tcp_recvmsg"]
-    assert be._serves["kp_sock"] == ["tcp_recvmsg"]
+    assert be._serves["kp_sock_copied_seq"] == ["tcp_recvmsg"]
     assert any("kprobe used" in line for line in status.lines)
 
 

@@ -164,7 +164,8 @@ CATALOG: tuple[ProbeSpec, ...] = (
               way="sendmsg", tracepoint=_syscall_tp("sendmsg")),
     ProbeSpec("__sys_sendmmsg", _L.SYSCALL, _D.TX, _C.SYSCALL_FD,
               "socket behind the fd, messages offered; return: messages sent or -errno "
-              "(bytes: tcp_sendmsg_locked's returns inside)", ret=_R.COUNT, way="sendmmsg"),
+              "(bytes: tcp_sendmsg_locked's returns inside)", ret=_R.COUNT, way="sendmmsg",
+              tracepoint=_syscall_tp("sendmmsg")),
     ProbeSpec("sock_write_iter", _L.SYSCALL, _D.TX, _C.KIOCB,
               "write(2)/writev(2) on a TCP socket, seen at the socket's file operation "
               "(it runs for sockets only: other files cost nothing), bytes offered; "
@@ -176,10 +177,12 @@ CATALOG: tuple[ProbeSpec, ...] = (
               ret=_R.VALUE, length_arg3=True, way="write", superseded_by="sock_write_iter"),
     ProbeSpec("do_sendfile", _L.SYSCALL, _D.TX, _C.SYSCALL_FD,
               "sendfile(2) to a TCP socket (out_fd; other fds dropped in BPF); return: "
-              "bytes sent", ret=_R.VALUE, may_inline=True, way="sendfile"),
+              "bytes sent", ret=_R.VALUE, may_inline=True, way="sendfile",
+              tracepoint=_syscall_tp("sendfile")),
     ProbeSpec("__x64_sys_splice", _L.SYSCALL, _D.TX, _C.SYSCALL_REGS_FD3,
               "splice(2) into a TCP socket (fd_out; other fds dropped in BPF), len; "
-              "return: bytes spliced", ret=_R.VALUE, length_arg3=True, way="splice"),
+              "return: bytes spliced", ret=_R.VALUE, length_arg3=True, way="splice",
+              tracepoint=_syscall_tp("splice")),
     ProbeSpec("sock_sendmsg", _L.SOCKET, _D.TX, _C.SOCKET, "socket and flow"),
     ProbeSpec("inet_sendmsg", _L.SOCKET, _D.TX, _C.SOCKET, "socket and flow, bytes (size)",
               length_arg3=True),
@@ -289,7 +292,8 @@ CATALOG: tuple[ProbeSpec, ...] = (
               way="recvmsg", tracepoint=_syscall_tp("recvmsg")),
     ProbeSpec("__sys_recvmmsg", _L.SYSCALL, _D.RX, _C.SYSCALL_FD,
               "socket behind the fd, messages offered; return: messages received or -errno "
-              "(bytes: tcp_recvmsg's returns inside)", ret=_R.COUNT, way="recvmmsg"),
+              "(bytes: tcp_recvmsg's returns inside)", ret=_R.COUNT, way="recvmmsg",
+              tracepoint=_syscall_tp("recvmmsg")),
     ProbeSpec("sock_read_iter", _L.SYSCALL, _D.RX, _C.KIOCB,
               "read(2)/readv(2) on a TCP socket, seen at the socket's file operation "
               "(sockets only), buffer size; return: bytes read", ret=_R.VALUE,

@@ -145,3 +145,27 @@ def test_bulk_transfer_balances_and_retransmissions_match_the_kernel(tmp_path: P
         written, carried, retrans, read, copied = (int(v) for v in row[3:8])
         assert written == carried == read == copied == 32 << 20, stats
         assert (retrans > 0) == bool(kernel_retrans), (retrans, len(kernel_retrans))
+
+
+@needs_live
+def test_every_way_of_writing_and_reading_closes_on_this_host(tmp_path: Path) -> None:
+    """send, sendfile, write, sendmsg, writev and splice into one socket;
+    recv, read, recvmsg and readv out of it (`kpath demo mixed`, which prints
+    its own totals: the oracle). On a host without kprobes every one of them
+    is seen through raw_syscalls:sys_enter/sys_exit, so the bytes written,
+    carried, read and copied all equal the workload's."""
+    out = tmp_path / "mixed.kpath"
+    res = _kpath("trace", "-o", str(out), "--", *KPATH, "demo", "mixed", timeout=120)
+    assert res.returncode == 0, res.stderr
+    wrote = next(ln for ln in res.stdout.splitlines() if ln.startswith("wrote "))
+    read = next(ln for ln in res.stdout.splitlines() if ln.startswith("read "))
+    total = int(wrote.split()[1])
+    assert int(read.split()[1]) == total > 50000
+    replay = _kpath("replay", "--format", "json", str(out))
+    assert replay.returncode == 0, replay.stderr
+    (flow,) = json.loads(replay.stdout)["flows"]
+    sent = flow["bytes"]["client"]
+    assert (sent["written"], sent["carried"], sent["read"], sent["copied"]) == (total,) * 4, sent
+    assert sent["balanced"] and not sent["notes"], sent
+    stats = _kpath("replay", "--stats", str(out))
+    assert "MISMATCH" not in stats.stdout and "may be shifted" not in stats.stdout, stats.stdout

@@ -44,6 +44,10 @@ enum tp_hook {
     TP_SYS_RECVMSG,
     TP_SYS_WRITE,
     TP_SYS_READ,
+    TP_SYS_SENDMMSG,
+    TP_SYS_RECVMMSG,
+    TP_SYS_SENDFILE,
+    TP_SYS_SPLICE,
     TP_NET_DEV_QUEUE,
     TP_NET_DEV_START_XMIT,
     TP_NETIF_RX,
@@ -59,10 +63,16 @@ enum tp_hook {
 // x86_64 system call numbers (the only architecture kpath builds for).
 #define NR_READ 0
 #define NR_WRITE 1
+#define NR_READV 19
+#define NR_WRITEV 20
 #define NR_SENDTO 44
 #define NR_RECVFROM 45
 #define NR_SENDMSG 46
 #define NR_RECVMSG 47
+#define NR_SENDFILE 40
+#define NR_SPLICE 275
+#define NR_RECVMMSG 299
+#define NR_SENDMMSG 307
 
 const volatile struct kp_config cfg = {};
 const volatile u32 tp_probe[TP_COUNT] = {};
@@ -482,13 +492,16 @@ static __always_inline int submit_socket(struct socket *sock, struct kp_event *e
     return submit(e);
 }
 
-// A system call on a file descriptor: the TCP socket behind it, if any.
-static __always_inline int syscall_fd(u64 probe, int fd, u64 len) {
+// A system call on a file descriptor: the TCP socket behind it, if any
+// (has_len: len is the bytes asked for).
+static __always_inline int syscall_fd_len(u64 probe, int fd, u64 len, int has_len) {
     EVENT_START(e, probe, KIND_ENTRY);
     if (fd < 0)
         return 0;
-    e->arg3 = len;
-    e->has |= HAS_ARG3;
+    if (has_len) {
+        e->arg3 = len;
+        e->has |= HAS_ARG3;
+    }
     struct task_struct *task = (struct task_struct *)bpf_get_current_task();
     struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
     if (!fdt || (unsigned int)fd >= BPF_CORE_READ(fdt, max_fds))
@@ -503,6 +516,10 @@ static __always_inline int syscall_fd(u64 probe, int fd, u64 len) {
     if (!sock || BPF_CORE_READ(sock, file) != file)
         return 0;
     return submit_socket(sock, e);
+}
+
+static __always_inline int syscall_fd(u64 probe, int fd, u64 len) {
+    return syscall_fd_len(probe, fd, len, 1);
 }
 
 // A return: kept only if its entry was kept; the flow is the entry's socket
@@ -825,6 +842,13 @@ static __always_inline u32 syscall_hook(long id) {
     case NR_RECVMSG: return TP_SYS_RECVMSG;
     case NR_WRITE: return TP_SYS_WRITE;
     case NR_READ: return TP_SYS_READ;
+    // the probes behind them (sock_write_iter, sock_read_iter) serve both
+    case NR_WRITEV: return TP_SYS_WRITE;
+    case NR_READV: return TP_SYS_READ;
+    case NR_SENDMMSG: return TP_SYS_SENDMMSG;
+    case NR_RECVMMSG: return TP_SYS_RECVMMSG;
+    case NR_SENDFILE: return TP_SYS_SENDFILE;
+    case NR_SPLICE: return TP_SYS_SPLICE;
     }
     return TP_COUNT;
 }
@@ -835,13 +859,19 @@ static __always_inline u32 hook_probe(u32 hook) {
     return tp_probe[hook];
 }
 
-// raw_syscalls:sys_enter(regs, id): fd, buffer, length in the registers.
+// raw_syscalls:sys_enter(regs, id): fd, buffer, length in the registers;
+// splice(fd_in, off_in, fd_out, off_out, len, flags) writes fd_out.
 SEC("?tp_btf/sys_enter")
 int BPF_PROG(tp_sys_enter, struct pt_regs *regs, long id) {
-    u32 probe = hook_probe(syscall_hook(id));
+    u32 hook = syscall_hook(id);
+    u32 probe = hook_probe(hook);
     if (probe == KP_NONE)
         return 0;
-    return syscall_fd(probe, (int)BPF_CORE_READ(regs, di), BPF_CORE_READ(regs, dx));
+    if (hook == TP_SYS_SPLICE)
+        return syscall_regs_fd3(probe, regs);
+    // writev/readv: the third argument counts iovecs, not bytes
+    return syscall_fd_len(probe, (int)BPF_CORE_READ(regs, di), BPF_CORE_READ(regs, dx),
+                          id != NR_WRITEV && id != NR_READV);
 }
 
 SEC("?tp_btf/sys_exit")

@@ -492,6 +492,17 @@ static __always_inline int submit_socket(struct socket *sock, struct kp_event *e
     return submit(e);
 }
 
+// The socket behind an open file, if it is one: a socket points back at its
+// file; anything else a file holds does not.
+static __always_inline int submit_file_socket(struct file *file, struct kp_event *e) {
+    if (!file)
+        return 0;
+    struct socket *sock = BPF_CORE_READ(file, private_data);
+    if (!sock || BPF_CORE_READ(sock, file) != file)
+        return 0;
+    return submit_socket(sock, e);
+}
+
 // A system call on a file descriptor: the TCP socket behind it, if any
 // (has_len: len is the bytes asked for).
 static __always_inline int syscall_fd_len(u64 probe, int fd, u64 len, int has_len) {
@@ -509,13 +520,7 @@ static __always_inline int syscall_fd_len(u64 probe, int fd, u64 len, int has_le
     struct file **fds = BPF_CORE_READ(fdt, fd);
     struct file *file = 0;
     bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]);
-    if (!file)
-        return 0;
-    struct socket *sock = BPF_CORE_READ(file, private_data);
-    // A socket points back at its file; anything else behind the fd does not.
-    if (!sock || BPF_CORE_READ(sock, file) != file)
-        return 0;
-    return submit_socket(sock, e);
+    return submit_file_socket(file, e);
 }
 
 static __always_inline int syscall_fd(u64 probe, int fd, u64 len) {
@@ -638,12 +643,7 @@ static __always_inline int kiocb_entry(u64 probe, struct kiocb *iocb, struct iov
     struct file *file = BPF_CORE_READ(iocb, ki_filp);
     e->arg3 = BPF_CORE_READ(it, count);
     e->has |= HAS_ARG3;
-    if (!file)
-        return 0;
-    struct socket *sock = BPF_CORE_READ(file, private_data);
-    if (!sock || BPF_CORE_READ(sock, file) != file)
-        return 0;
-    return submit_socket(sock, e);
+    return submit_file_socket(file, e);
 }
 
 // __x64_sys_splice(const struct pt_regs *regs): splice(fd_in, off_in,

@@ -411,6 +411,23 @@ static __always_inline int submit_socket(struct pt_regs *ctx, struct socket *soc
     return submit(ctx, e);
 }
 
+// The socket behind an open file, if it is one: a socket points back at its
+// file; anything else a file holds does not.
+static __always_inline int submit_file_socket(struct pt_regs *ctx, struct file *file,
+                                              struct kp_event *e) {
+    struct socket *sock = 0;
+    struct file *back = 0;
+    if (!file)
+        return 0;
+    bpf_probe_read_kernel(&sock, sizeof(sock), &file->private_data);
+    if (!sock)
+        return 0;
+    bpf_probe_read_kernel(&back, sizeof(back), &sock->file);
+    if (back != file)
+        return 0;
+    return submit_socket(ctx, sock, e);
+}
+
 // A system call on a file descriptor: the TCP socket behind it, if any.
 static __always_inline int syscall_fd(struct pt_regs *ctx, int fd, u64 len) {
     EVENT_START(e, ctx, KIND_ENTRY);
@@ -421,8 +438,6 @@ static __always_inline int syscall_fd(struct pt_regs *ctx, int fd, u64 len) {
     struct fdtable *fdt = 0;
     struct file **fds = 0;
     struct file *file = 0;
-    struct socket *sock = 0;
-    struct file *back = 0;
     unsigned int max_fds = 0;
     bpf_probe_read_kernel(&files, sizeof(files), &task->files);
     if (!files || fd < 0)
@@ -433,16 +448,7 @@ static __always_inline int syscall_fd(struct pt_regs *ctx, int fd, u64 len) {
         return 0;
     bpf_probe_read_kernel(&fds, sizeof(fds), &fdt->fd);
     bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]);
-    if (!file)
-        return 0;
-    bpf_probe_read_kernel(&sock, sizeof(sock), &file->private_data);
-    if (!sock)
-        return 0;
-    // A socket points back at its file; anything else behind the fd does not.
-    bpf_probe_read_kernel(&back, sizeof(back), &sock->file);
-    if (back != file)
-        return 0;
-    return submit_socket(ctx, sock, e);
+    return submit_file_socket(ctx, file, e);
 }
 
 // (int fd, void __user *buf, size_t len, ...): the socket behind the fd.
@@ -457,22 +463,12 @@ int kp_kiocb(struct pt_regs *ctx) {
     struct kiocb *iocb = (struct kiocb *)PT_REGS_PARM1(ctx);
     struct iov_iter *it = (struct iov_iter *)PT_REGS_PARM2(ctx);
     struct file *file = 0;
-    struct socket *sock = 0;
-    struct file *back = 0;
     size_t count = 0;
     bpf_probe_read_kernel(&file, sizeof(file), &iocb->ki_filp);
     bpf_probe_read_kernel(&count, sizeof(count), &it->count);
     e->arg3 = count;
     e->has |= HAS_ARG3;
-    if (!file)
-        return 0;
-    bpf_probe_read_kernel(&sock, sizeof(sock), &file->private_data);
-    if (!sock)
-        return 0;
-    bpf_probe_read_kernel(&back, sizeof(back), &sock->file);
-    if (back != file)
-        return 0;
-    return submit_socket(ctx, sock, e);
+    return submit_file_socket(ctx, file, e);
 }
 
 // __x64_sys_splice(const struct pt_regs *regs): splice(fd_in, off_in, fd_out,

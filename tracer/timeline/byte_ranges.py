@@ -11,6 +11,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from probes.catalog import (
     STREAM_POS_CAPTURES,
@@ -34,6 +35,8 @@ from tracer.timeline.model import (
     TEvent,
     Timeline,
 )
+
+_S = TypeVar("_S", Message, Packet)
 
 
 def message_bytes(msg: Message) -> int | None:
@@ -530,27 +533,24 @@ def follow_bytes(timeline: Timeline, flow: int, sender: Role) -> list[ByteTrail]
 def carriers(tl: Timeline, msg: Message) -> list[tuple[Packet, ByteRange]]:
     """A send's bytes, packet by packet: each packet that carried some of
     them and which (a packet sent again carries them again)."""
-    if msg.byte_range is None:
-        return []
-    out = []
-    for pid in msg.carried_by:
-        pkt = tl.steps[pid]
-        assert isinstance(pkt, Packet)
-        part = pkt.byte_range.shared(msg.byte_range) if pkt.byte_range is not None else None
-        if part is not None:
-            out.append((pkt, part))
-    return out
+    return _shared(tl, msg.carried_by, msg.byte_range, Packet)
 
 
 def writers(tl: Timeline, pkt: Packet) -> list[tuple[Message, ByteRange]]:
     """A data packet's payload, send by send: which send wrote which bytes."""
-    if pkt.byte_range is None:
+    return _shared(tl, pkt.written_by, pkt.byte_range, Message)
+
+
+def _shared(tl: Timeline, ids: Sequence[int], rng: ByteRange | None, kind: type[_S]
+            ) -> list[tuple[_S, ByteRange]]:
+    """The linked steps (ids) with the part of rng each holds."""
+    if rng is None:
         return []
     out = []
-    for mid in pkt.written_by:
-        msg = tl.steps[mid]
-        assert isinstance(msg, Message)
-        part = msg.byte_range.shared(pkt.byte_range) if msg.byte_range is not None else None
+    for i in ids:
+        st = tl.steps[i]
+        assert isinstance(st, kind)
+        part = st.byte_range.shared(rng) if st.byte_range is not None else None
         if part is not None:
-            out.append((msg, part))
+            out.append((st, part))
     return out

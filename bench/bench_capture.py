@@ -31,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -182,42 +183,95 @@ def _rate(kind: str, r: dict[str, Any]) -> float:
     return r["bytes"] / MiB / r["s"] if kind == "bulk" else r["round_trips"] / r["s"]
 
 
+CLOCKSOURCE = Path("/sys/devices/system/clocksource/clocksource0/current_clocksource")
+
+
+def set_clocksource(name: str) -> None:
+    """Switch the running kernel's clocksource (root): an A/B of the clock
+    in one boot (the VM boots with tsc usable: vm/qemu.py TCG_CLOCK)."""
+    CLOCKSOURCE.write_text(name)
+    if CLOCKSOURCE.read_text().strip() != name:
+        raise SystemExit(f"bench: the kernel refused clocksource {name!r}")
+
+
+class SwappedObject:
+    """The installed CO-RE object replaced by another for one run (an A/B of
+    BPF program bodies in one boot): kpath reads it once, at start."""
+
+    def __init__(self, replacement: Path) -> None:
+        self.replacement = replacement
+        # The installed package's object, not the share's sources: run from /.
+        out = subprocess.run(
+            [sys.executable, "-c", "import tracer.capture.core as c; print(c.OBJECT)"],
+            capture_output=True, text=True, check=True, cwd="/")
+        self.installed = Path(out.stdout.strip())
+        self.saved = self.installed.read_bytes()
+
+    def __enter__(self) -> None:
+        self.installed.write_bytes(self.replacement.read_bytes())
+
+    def __exit__(self, *exc: object) -> None:
+        self.installed.write_bytes(self.saved)
+
+
+@dataclass
+class Series:
+    """One clocksource's runs of a workload (rates per run)."""
+    plain: list[float] = field(default_factory=list)
+    traced: list[float] = field(default_factory=list)
+    other: list[float] = field(default_factory=list)  # the B of an A/B
+    attach: list[float] = field(default_factory=list)  # "attached N probes in X s"
+    attach_b: list[float] = field(default_factory=list)
+
+
 def compare(kind: str, workload: list[str], runs: int, workdir: Path,
             extra: list[str], ab: dict[str, str] | None = None,
-            ab_args: list[str] | None = None) -> None:
+            ab_args: list[str] | None = None, ab_object: Path | None = None,
+            clocksources: list[str] | None = None) -> None:
     """Untraced and traced runs alternately; with `ab` (environment
-    variables) or `ab_args` (more `kpath trace` options), a third traced run
-    each time with them (an A/B of a setting)."""
+    variables), `ab_args` (more `kpath trace` options) or `ab_object` (another
+    CO-RE object), a third traced run each time with them (an A/B of a
+    setting). With `clocksources`, each round runs once per clocksource
+    (interleaved), each with its own medians."""
     unit = {"bulk": "MiB/s", "rr": "round trips/s", "fileio": "calls/s"}[kind]
-    plain: list[float] = []
-    traced: list[float] = []
-    other: list[float] = []
-    attach: list[float] = []  # kpath's own "attached N probes in X s"
-    attach_b: list[float] = []
+    has_b = bool(ab or ab_args or ab_object)
+    b_name = _ab_name(ab, ab_args) + (f" object {ab_object.name}" if ab_object else "")
+    sources = clocksources or [""]
+    series = {cs: Series() for cs in sources}
     print(f"\n## {kind}: {' '.join(workload)} ({unit}; traced runs: events kept, lost)")
     for i in range(runs):
-        u = run_once(workload, False, workdir, extra)
-        t = run_once(workload, True, workdir, extra)
-        plain.append(_rate(kind, u))
-        traced.append(_rate(kind, t))
-        attach.append(t["attach_s"])
-        line = (f"run {i + 1}: untraced {plain[-1]:9.1f}   traced {traced[-1]:9.1f}   "
-                f"events {int(t['events']):7d}   lost {_lost(t)}")
-        if ab or ab_args:
-            b = run_once(workload, True, workdir, [*extra, *(ab_args or [])], ab)
-            other.append(_rate(kind, b))
-            attach_b.append(b["attach_s"])
-            line += (f"   | {_ab_name(ab, ab_args)}: traced {other[-1]:9.1f}   "
-                     f"events {int(b['events']):7d}   lost {_lost(b)}")
-        print(line, flush=True)
-    mu, mt = statistics.median(plain), statistics.median(traced)
-    print(f"median: untraced {mu:.1f}, traced {mt:.1f} {unit}; traced/untraced {mt / mu:.2f}; "
-          f"probes attached in {statistics.median(attach):.2f} s")
-    if ab or ab_args:
-        mb = statistics.median(other)
-        print(f"median with {_ab_name(ab, ab_args)}: traced {mb:.1f} "
-              f"{unit}; traced/untraced {mb / mu:.2f}; B/A traced {mb / mt:.2f}; "
-              f"probes attached in {statistics.median(attach_b):.2f} s")
+        for cs in sources:
+            if cs:
+                set_clocksource(cs)
+            s = series[cs]
+            u = run_once(workload, False, workdir, extra)
+            t = run_once(workload, True, workdir, extra)
+            s.plain.append(_rate(kind, u))
+            s.traced.append(_rate(kind, t))
+            s.attach.append(t["attach_s"])
+            line = (f"run {i + 1}{' ' + cs if cs else ''}: untraced {s.plain[-1]:9.1f}   "
+                    f"traced {s.traced[-1]:9.1f}   events {int(t['events']):7d}   lost {_lost(t)}")
+            if has_b:
+                if ab_object:
+                    with SwappedObject(ab_object):
+                        b = run_once(workload, True, workdir, [*extra, *(ab_args or [])], ab)
+                else:
+                    b = run_once(workload, True, workdir, [*extra, *(ab_args or [])], ab)
+                s.other.append(_rate(kind, b))
+                s.attach_b.append(b["attach_s"])
+                line += (f"   | {b_name}: traced {s.other[-1]:9.1f}   "
+                         f"events {int(b['events']):7d}   lost {_lost(b)}")
+            print(line, flush=True)
+    for cs, s in series.items():
+        mu, mt = statistics.median(s.plain), statistics.median(s.traced)
+        print(f"median{' ' + cs if cs else ''}: untraced {mu:.1f}, traced {mt:.1f} {unit}; "
+              f"traced/untraced {mt / mu:.2f}; "
+              f"probes attached in {statistics.median(s.attach):.2f} s")
+        if has_b:
+            mb = statistics.median(s.other)
+            print(f"median{' ' + cs if cs else ''} with {b_name}: traced {mb:.1f} "
+                  f"{unit}; traced/untraced {mb / mu:.2f}; B/A traced {mb / mt:.2f}; "
+                  f"probes attached in {statistics.median(s.attach_b):.2f} s")
 
 
 def _ab_name(ab: dict[str, str] | None, ab_args: list[str] | None) -> str:
@@ -319,6 +373,14 @@ def main() -> None:
     ap.add_argument("--ab-arg", action="append", default=[], metavar="OPTION",
                     help="also trace each run with this extra `kpath trace` option (A/B; "
                     "e.g. --ab-arg=--attach-mode=kprobe)")
+    ap.add_argument("--ab-object", type=Path, default=None, metavar="FILE",
+                    help="also trace each run with this CO-RE object in place of the "
+                    "installed one (A/B of BPF program bodies; root)")
+    ap.add_argument("--clocksource", action="append", default=[], metavar="NAME",
+                    help="run each round once per clocksource named (repeat; switched "
+                    "through sysfs, root): e.g. --clocksource hpet --clocksource tsc")
+    ap.add_argument("--only", default="bulk,rr,fileio",
+                    help="workloads to run, comma-separated (default: bulk,rr,fileio)")
     ap.add_argument("--workload", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     args, _ = ap.parse_known_args()
     if args.workload:
@@ -340,7 +402,9 @@ def main() -> None:
                "--sweep", str(args.sweep), "--drain", str(args.drain),
                *([] if args.pin else ["--no-pin"]),
                *(f"--trace-arg={a}" for a in args.trace_arg),
-               *(f"--ab={a}" for a in args.ab), *(f"--ab-arg={a}" for a in args.ab_arg)]
+               *(f"--ab={a}" for a in args.ab), *(f"--ab-arg={a}" for a in args.ab_arg),
+               *([f"--ab-object={args.ab_object}"] if args.ab_object else []),
+               *(f"--clocksource={c}" for c in args.clocksource), f"--only={args.only}"]
         raise SystemExit(subprocess.run(cmd, check=False).returncode)
     print(f"# kpath capture bench on {os.uname().release}, {os.cpu_count()} CPUs; "
           f"trace options: {' '.join(args.trace_arg) or '(defaults)'}", flush=True)
@@ -350,12 +414,16 @@ def main() -> None:
         work = Path(tmp)
         pin = ["--pin", "0"] if args.pin else []
         ab = dict(a.split("=", 1) for a in args.ab)
-        compare("bulk", ["bulk", "--size", str(BULK_SIZE), *pin], args.runs, work,
-                args.trace_arg, ab, args.ab_arg)
-        compare("rr", ["rr", "--count", str(RR_COUNT), "--size", str(RR_SIZE), *pin],
-                args.runs, work, args.trace_arg, ab, args.ab_arg)
-        compare("fileio", ["fileio", "--count", str(FILEIO_COUNT), "--size", str(RR_SIZE), *pin],
-                args.runs, work, args.trace_arg, ab, args.ab_arg)
+        only = set(args.only.split(","))
+        workloads = {
+            "bulk": ["bulk", "--size", str(BULK_SIZE), *pin],
+            "rr": ["rr", "--count", str(RR_COUNT), "--size", str(RR_SIZE), *pin],
+            "fileio": ["fileio", "--count", str(FILEIO_COUNT), "--size", str(RR_SIZE), *pin],
+        }
+        for kind, workload in workloads.items():
+            if kind in only:
+                compare(kind, workload, args.runs, work, args.trace_arg, ab, args.ab_arg,
+                        args.ab_object, args.clocksource)
         if args.sweep:
             sweep(args.sweep, BULK_SIZE, work, args.trace_arg)
 

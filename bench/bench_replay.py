@@ -32,6 +32,8 @@ would take minutes and some 17 GB).
 
 Usage:
   .venv/bin/python bench/bench_replay.py                # 100k, 1M and 10M events
+  .venv/bin/python bench/bench_replay.py --stats-files h1m.kpath b1m.kpath --baseline ../main \\
+      --json-v1 h2m.v1.kpath --rounds 2      # replay --stats of v2 traces beside another checkout
   .venv/bin/python bench/bench_replay.py --quick        # 20k and 100k events, a few formats
   .venv/bin/python bench/bench_replay.py --sizes 1M --formats svg,html --outdir /tmp/b
 """
@@ -41,6 +43,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import hashlib
 import json
 import os
 import platform
@@ -180,14 +183,14 @@ def _tree_rss(pid: int) -> int:
 
 
 def measure(label: str, argv: list[str], events: int, timeout: float, rss_cap: int,
-            stdout: Path | None = None) -> Result:
+            stdout: Path | None = None, cwd: Path = ROOT) -> Result:
     """Run argv (cwd: the repository) and measure it; killed past a cap."""
     out = open(stdout, "wb") if stdout is not None else subprocess.DEVNULL  # noqa: SIM115
     err = tempfile.TemporaryFile()  # noqa: SIM115
     with tempfile.NamedTemporaryFile("r", prefix="kpath-bench-rss-") as rss_file:
         t0 = time.monotonic()
         proc = subprocess.Popen([sys.executable, "-S", "-c", _SPAWNER, rss_file.name, *argv],
-                                cwd=ROOT, stdout=out, stderr=err, start_new_session=True)
+                                cwd=cwd, stdout=out, stderr=err, start_new_session=True)
         killed = ""
         while proc.poll() is None:
             elapsed = time.monotonic() - t0
@@ -387,6 +390,82 @@ def bench_v2(caps: Caps, source: Path, events_asked: int, outdir: Path,
     return results
 
 
+def bench_stats_files(files: list[Path], baseline: Path | None, v1: Path | None, rounds: int,
+                      timeout: float, rss_cap: int, outdir: Path) -> None:
+    """`kpath replay --stats` of traces already made, by this checkout and
+    by `baseline` (another checkout: `python -m kpath` run in it), run by
+    run alternating, outputs compared byte for byte; with `v1`, a json.loads
+    pass over that file in each round (the format target's baseline)."""
+    trees = [("this", ROOT)] + ([("baseline", baseline)] if baseline is not None else [])
+    me = [sys.executable, str(Path(__file__).resolve())]
+    runs: dict[tuple[str, str], list[Result]] = {}
+    for r in range(rounds):
+        if v1 is not None:
+            runs.setdefault((v1.name, "json.loads"), []).append(measure(
+                "json.loads", [*me, "--child", "json", str(v1)], 0, timeout, rss_cap))
+        for f in files:
+            texts = []
+            for name, tree in trees:
+                out = outdir / f"stats.{name}.txt"
+                res = measure(f"replay --stats ({name})", kpath("replay", "--stats", str(f)), 0,
+                              timeout, rss_cap, stdout=out, cwd=tree)
+                with open(out, "rb") as fh:
+                    m = re.search(rb": (\d+) events", fh.read(4096))
+                    fh.seek(0)
+                    texts.append(hashlib.file_digest(fh, "sha256").digest())
+                out.unlink()
+                res.events = int(m[1]) if m else 0
+                runs.setdefault((f.name, name), []).append(res)
+            if len(texts) > 1 and texts[0] != texts[1]:
+                print(f"  {f.name}: the two checkouts' outputs DIFFER", flush=True)
+        print(f"  round {r + 1} of {rounds} done (load average {os.getloadavg()[0]:.1f})",
+              flush=True)
+    print("  | trace | command | CPU per run | events/s of CPU (best) | peak RSS | wall |")
+    print("  |---|---|---:|---:|---:|---:|")
+    for (trace, name), results in runs.items():
+        ok = [x for x in results if x.ok and x.cpu]
+        if not ok:
+            print(f"  | {trace} | {name} | {results[0].status} | | | |")
+            continue
+        cpus = ", ".join(f"{x.cpu:.2f} s" for x in ok)
+        rate = f"{max(x.events / x.cpu for x in ok if x.cpu):,.0f}" if ok[0].events else ""
+        rss = sorted(x.rss / MIB for x in ok if x.rss)
+        walls = ", ".join(f"{x.wall:.1f} s" for x in ok if x.wall)
+        print(f"  | {trace} | {name} | {cpus} | {rate} | {rss[0]:,.0f}-{rss[-1]:,.0f} MiB "
+              f"| {walls} |")
+
+
+# Bounded memory of the object timeline's outputs (issue 8 item 4): a trace
+# the window planner can cut (connections one after another) and one it
+# cannot (bulk transfers in flight together: one window, the whole trace).
+JSON_TRACES = (("many small flows", "host_chat_tracepoints.kpath", 1.0),
+               ("overlapping bulk", "bulk_1mib.kpath", 8.0))
+
+
+def bench_json(caps: Caps, events_asked: int, outdir: Path) -> list[Result]:
+    from bench.synth import copies_for, write_synthetic
+
+    results = []
+    for name, source_name, overlap in JSON_TRACES:
+        source = ROOT / "tests" / "data" / source_name
+        trace = outdir / f"synthetic_json_{overlap:g}.kpath"
+        res = write_synthetic(source, trace, copies_for(source, events_asked), overlap=overlap)
+        print(f"  synthetic {name}: {res.copies:,} copies of {source_name} "
+              f"({overlap:g} in flight), {res.events:,} events", flush=True)
+        key = name.replace(" ", "-")
+        for label, argv in (
+                ("kpath replay --format json", kpath("replay", "--format", "json", str(trace))),
+                ("kpath export -f perfetto",
+                 kpath("export", str(trace), "-f", "perfetto", "-o", os.devnull))):
+            r = caps.run(f"{key}-{label}", f"{label} ({name})", argv, res.events)
+            if r.rss is not None:
+                r.note = f"RSS {'<=' if r.rss <= TARGET_RSS else '>'} 256 MiB"
+            print("  " + r.row(), flush=True)
+            results.append(r)
+        trace.unlink()
+    return results
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="100k,1M,10M",
@@ -398,17 +477,35 @@ def main() -> None:
     ap.add_argument("--formats", default=",".join(FORMATS), help="export formats")
     ap.add_argument("--outdir", type=Path,
                     help="where the synthetic traces go (default: a temporary directory)")
+    ap.add_argument("--json-size", default="1M",
+                    help="events of the two traces replay --format json and export -f "
+                         "perfetto are measured on for bounded memory (0: skip)")
     ap.add_argument("--timeout", type=float, default=600.0, help="seconds per command")
     ap.add_argument("--rss-cap", type=float, default=8.0, help="GiB per command")
     ap.add_argument("--quick", action="store_true",
                     help="a small run: 20k and 100k events, v2 at 50k, svg and perfetto")
+    ap.add_argument("--stats-files", type=Path, nargs="+", metavar="TRACE",
+                    help="only `replay --stats` of these traces (made beforehand, e.g. v2 by "
+                         "bench.synth), CPU time per run")
+    ap.add_argument("--baseline", type=Path, metavar="DIR",
+                    help="with --stats-files: another checkout run beside this one")
+    ap.add_argument("--json-v1", type=Path, metavar="V1",
+                    help="with --stats-files: a json.loads pass over this v1 file each round")
+    ap.add_argument("--rounds", type=int, default=2, help="with --stats-files: runs of each")
     ap.add_argument("--child", nargs=2, metavar=("KIND", "FILE"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         {"json": child_json, "duckdb": child_duckdb}[args.child[0]](args.child[1])
         return
+    if args.stats_files:
+        print(f"load average {os.getloadavg()[0]:.2f}", flush=True)
+        with tempfile.TemporaryDirectory(prefix="kpath-bench-replay-") as scratch:
+            bench_stats_files(args.stats_files, args.baseline, args.json_v1, args.rounds,
+                              args.timeout, int(args.rss_cap * (1 << 30)), Path(scratch))
+        return
     if args.quick:
         args.sizes, args.v2_size, args.formats = "20k,100k", "50k", "svg,perfetto"
+        args.json_size = "50k"
     sizes = sorted(parse_size(s) for s in args.sizes.split(","))
     formats = [f for f in args.formats.split(",") if f]
     caps = Caps(args.timeout, int(args.rss_cap * (1 << 30)))
@@ -451,6 +548,13 @@ def main() -> None:
         print("  |---|---:|---:|---:|---:|---|")
         bench_v2(caps, args.source, v2_events, outdir, source_warnings)
         print()
+        json_events = parse_size(args.json_size)
+        if json_events:
+            print(f"bounded memory, {json_events:,} events (synthetic; target <= 256 MiB):")
+            print("  | command | wall | CPU | events/s | peak RSS | note |")
+            print("  |---|---:|---:|---:|---:|---|")
+            bench_json(caps, json_events, outdir)
+            print()
         big = max(sizes)
         stats = next(r for r in all_results[big] if r.label == "kpath replay --stats")
         if stats.ok:

@@ -20,7 +20,7 @@ host, consistent with itself and distinct from every other copy:
   constant per endpoint (the copies' ISNs spread over the sequence space,
   values modulo 2^32 as on the wire): seq and end_seq of the sender's stream on
   packet events, of the peer's stream on the copy to user
-  (__skb_datagram_iter: the reader's copied_seq), and ack of the other
+  (__skb_datagram_iter and tcp_recvmsg: the reader's copied_seq), and ack of the other
   stream. Lengths, return values, netns, CPU, comm are unchanged;
 - lost records move with their copy (in time only).
 
@@ -140,7 +140,9 @@ def load(source: Path) -> _Recording:
             if not (src[1] and dst[1]):
                 raise ValueError(f"{source}: event {ev.probe} at {ev.ts_ns} carries sequence "
                                  "numbers but no 4-tuple: cannot tell whose stream")
-            own, other = (dst, src) if capture_of(ev) is Capture.DATAGRAM_ITER else (src, dst)
+            # The reader's copy and its copied_seq are positions in the peer's stream.
+            reads = capture_of(ev) in (Capture.DATAGRAM_ITER, Capture.SOCK_COPIED_SEQ)
+            own, other = (dst, src) if reads else (src, dst)
             seq_owner[i] = endpoints.setdefault(own, len(endpoints))
             ack_owner[i] = endpoints.setdefault(other, len(endpoints))
     for rec in lost:

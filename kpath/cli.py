@@ -40,6 +40,8 @@ _COMMANDS: dict[str, Callable[[], click.Command]] = {
     "replay": _attr("kpath.cli_view", "replay_cmd"),
     "export": _attr("kpath.cli_view", "export_cmd"),
     "convert": _attr("kpath.cli_convert", "convert_cmd"),
+    "query": _attr("kpath.cli_query", "query_cmd"),
+    "merge": _attr("kpath.cli_merge", "merge_cmd"),
     "vm": _vm_group,
 }
 
@@ -67,6 +69,7 @@ def cli() -> None:
       kpath replay chat.kpath
       kpath export chat.kpath -f svg -o chat.svg
       kpath convert chat.kpath --to jsonl -o chat.jsonl
+      kpath query chat.kpath "select hop, median(latency_ns) from hops group by hop"
       kpath vm run -- kpath trace -o chat.kpath -- kpath demo chat
     """
 

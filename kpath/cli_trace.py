@@ -270,9 +270,13 @@ def demo_veth_cmd() -> None:
 @click.option("--port", type=click.IntRange(1, 65535), default=10090, show_default=True)
 @click.option("--report", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write each call's byte count, in order, to this JSON file.")
-def demo_mixed_cmd(port: int, report: Path | None) -> None:
+@click.option("--basic", is_flag=True,
+              help="Only the ways a host without kprobes sees whole (raw_syscalls): no "
+                   "io_uring, sendmmsg, recvmmsg, or splice out of the socket.")
+def demo_mixed_cmd(port: int, report: Path | None, basic: bool) -> None:
     """One stream on 127.0.0.1 written through send, sendfile, write,
-    sendmsg, writev and splice, read through recv, read, recvmsg and readv.
+    sendmsg, writev, splice, sendmmsg and io_uring send, read through recv,
+    read, recvmsg, readv, recvmmsg, io_uring recv and splice into a pipe.
     Prints every call's byte count and the totals by way.
 
     \b
@@ -282,7 +286,7 @@ def demo_mixed_cmd(port: int, report: Path | None) -> None:
     from vm.mixed import run_mixed, write_report
 
     try:
-        result = run_mixed(port)
+        result = run_mixed(port, basic=basic)
     except (OSError, RuntimeError, ValueError) as exc:
         click.echo(f"kpath demo mixed: error: {exc}", err=True)
         sys.exit(1)
@@ -296,6 +300,34 @@ def demo_mixed_cmd(port: int, report: Path | None) -> None:
         write_report(result, report)
 
 
+@click.command("peer")
+@click.option("--role", type=click.Choice(["server", "client"]), required=True)
+@click.option("--addr", required=True, help="The server's IPv4 address (bound, or connected to).")
+@click.option("--ready", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="File the server writes once it listens, and the client waits for.")
+def demo_peer_cmd(role: str, addr: str, ready: Path) -> None:
+    """One end of the two-host workload (`kpath vm validate -s two-hosts`):
+    the hello/hi chat, then a 1 MiB transfer, between two machines. The
+    server listens on ADDR and says so in READY (a file both machines see);
+    the client waits for it, then connects.
+
+    \b
+    Example (two guests sharing a directory):
+      sudo kpath trace -o b.kpath -- kpath demo peer --role server --addr 198.18.0.2 --ready r
+      sudo kpath trace -o a.kpath -- kpath demo peer --role client --addr 198.18.0.2 --ready r
+    """
+    from vm.two_hosts import run_client, run_server
+
+    try:
+        lines = (run_server if role == "server" else run_client)(addr, ready)
+    except (OSError, RuntimeError) as exc:
+        click.echo(f"kpath demo peer: error: {exc}", err=True)
+        sys.exit(1)
+    for line in lines:
+        click.echo(line)
+
+
 demo_group.add_command(demo_bulk_cmd)
 demo_group.add_command(demo_veth_cmd)
+demo_group.add_command(demo_peer_cmd)
 demo_group.add_command(demo_mixed_cmd)

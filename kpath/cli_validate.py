@@ -11,7 +11,9 @@ from kpath.cli_types import Seconds
 from kpath.cli_vm import kernel_option
 from vm.errors import VmError
 from vm.progress import Progress
-from vm.scenarios import BY_SCENARIO, SCENARIOS
+from vm.scenarios import BY_SCENARIO, SCENARIOS, CheckResult
+from vm.two_hosts_check import NAME as TWO_HOSTS
+from vm.two_hosts_check import TITLE as TWO_HOSTS_TITLE
 from vm.validate import BACKENDS, DEFAULT_BACKEND, DEFAULT_TIMEOUT, validate
 
 
@@ -22,8 +24,9 @@ from vm.validate import BACKENDS, DEFAULT_BACKEND, DEFAULT_TIMEOUT, validate
               help="Passed to every `kpath trace --backend` in the guest: core (CO-RE "
                    "object through libbpf), bcc (compiled against the headers), or auto.")
 @click.option("-s", "--scenario", "names", multiple=True,
-              type=click.Choice([s.name for s in SCENARIOS]),
-              help="Run only this scenario (repeatable). Default: all.")
+              type=click.Choice([*(s.name for s in SCENARIOS), TWO_HOSTS]),
+              help="Run only this scenario (repeatable). Default: all but two-hosts "
+                   "(two VMs: run it by name).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
               default=Path("kpath-validate"), show_default=True,
               help="Where the traces go (inside the current directory, which is shared).")
@@ -46,10 +49,13 @@ def validate_cmd(kernel: str, backend: str, names: tuple[str, ...], out: Path, n
       bulk   1 MiB transfer: bytes written = carried by data segments = read
       veth   two network namespaces joined by veth: one packet across both
       lossy  a 4 KiB ring buffer: lost events are counted, stored and marked
-      mixed  send, sendfile, write, sendmsg, writev, splice read back by recv, read,
-             recvmsg, readv: each send's range where the kernel put it, accounting
-             closes exactly
+      mixed  send, sendfile, write, sendmsg, writev, splice, sendmmsg, io_uring send
+             read back by recv, read, recvmsg, readv, recvmmsg, io_uring recv, splice:
+             each send's range where the kernel put it, accounting closes exactly
       untraced  the same with sendfile and splice untraced: their bytes told apart
+      two-hosts two guests linked by a virtual NIC: chat and 1 MiB between them, each
+             end traced on its own host, `kpath merge`d: every segment matched once,
+             accounting closed across the hosts, the clock offset within its bounds
     Exit status 0 only if every check passes.
 
     \b
@@ -60,22 +66,38 @@ def validate_cmd(kernel: str, backend: str, names: tuple[str, ...], out: Path, n
       sudo kpath vm validate --out tests/data      # re-record the test fixtures
       kpath vm validate --no-run --out tests/data  # re-check recordings
     """
-    scenarios = [BY_SCENARIO[n] for n in names] if names else list(SCENARIOS)
+    scenarios = [BY_SCENARIO[n] for n in names if n != TWO_HOSTS] if names else list(SCENARIOS)
+    two: list[CheckResult] | None = None
     try:
         outcomes = validate(scenarios, out, Path.cwd(), run=not no_run, timeout=timeout,
-                            cache=cache, progress=Progress(), kernel=kernel, backend=backend)
+                            cache=cache, progress=Progress(), kernel=kernel,
+                            backend=backend) if scenarios else []
+        if TWO_HOSTS in names:
+            from vm.two_hosts_check import validate_two_hosts
+
+            two = validate_two_hosts(out, Path.cwd(), backend, timeout, cache, kernel,
+                                     Progress(), run=not no_run)
     except VmError as exc:
         click.echo(f"kpath: error: {exc}", err=True)
         sys.exit(1)
     failed = 0
+    if two is not None:
+        click.echo(f"scenario {TWO_HOSTS}: {TWO_HOSTS_TITLE} ({out})")
+        _echo_results(two)
+        failed += 0 if two and all(r.ok for r in two) else 1
     for o in outcomes:
         click.echo(f"scenario {o.scenario.name}: {o.scenario.title} ({o.trace_path})")
         if o.error:
             click.echo(f"  FAIL  trace unreadable: {o.error}")
-        for r in o.results:
-            mark = "ok  " if r.ok else "FAIL"
-            click.echo(f"  {mark}  {r.name}" + (f": {r.detail}" if r.detail and not r.ok else ""))
+        _echo_results(o.results)
         failed += 0 if o.ok else 1
-    click.echo(f"{len(outcomes) - failed} of {len(outcomes)} scenarios passed")
+    total = len(outcomes) + (two is not None)
+    click.echo(f"{total - failed} of {total} scenarios passed")
     if failed:
         sys.exit(1)
+
+
+def _echo_results(results: list[CheckResult]) -> None:
+    for r in results:
+        mark = "ok  " if r.ok else "FAIL"
+        click.echo(f"  {mark}  {r.name}" + (f": {r.detail}" if r.detail and not r.ok else ""))

@@ -10,7 +10,7 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
@@ -25,36 +25,26 @@ from tracer.timeline.columnar import (
     use_system_allocator,
 )
 from tracer.timeline.event_rules import probe_spec
-from tracer.timeline.windows import WINDOW_EVENTS, Plan
 from tracer.tracefile import Trace, TraceFormatError, probe_specs, read_trace, scan_trace
-from viz import graphviz_render
-from viz.html import render_html
-from viz.jsonout import write_json, write_json_windows
-from viz.mermaid import render_mermaid_checked
-from viz.perfetto import write_perfetto
-from viz.plantuml import render_plantuml
-from viz.select import (
-    Selection,
-    SelectionError,
-    View,
-    expand_steps,
-    parse_bound,
-    parse_step_ranges,
-    select,
-)
-from viz.sequence import build_sequence
 from viz.stats_columnar import trace_stats_text
-from viz.stats_text import render_stats
-from viz.text import cut_short_message, cut_short_note, render_text
+from viz.text import cut_short_message, cut_short_note
 
-EXPORT_FORMATS = ("svg", "png", "pdf", "dot", "mermaid", "plantuml", "perfetto", "html")
+# The renderers are imported by the commands that draw (below): `replay
+# --stats` of a large trace should not pay for loading them.
+if TYPE_CHECKING:
+    from viz.select import View
+
+EXPORT_FORMATS = ("svg", "png", "pdf", "dot", "mermaid", "plantuml", "perfetto", "html",
+                  "parquet", "pcapng")
 TEXT_FORMATS = ("svg", "dot", "mermaid", "plantuml", "perfetto", "html")
 EXTENSIONS = {"svg": ".svg", "png": ".png", "pdf": ".pdf", "dot": ".dot", "mermaid": ".mmd",
-              "plantuml": ".puml", "perfetto": ".perfetto.json", "html": ".html"}
+              "plantuml": ".puml", "perfetto": ".perfetto.json", "html": ".html",
+              "parquet": ".parquet", "pcapng": ".pcapng"}
 FORMAT_OF_SUFFIX = {".svg": "svg", ".png": "png", ".pdf": "pdf", ".dot": "dot", ".gv": "dot",
                     ".mmd": "mermaid", ".mermaid": "mermaid", ".puml": "plantuml",
                     ".plantuml": "plantuml", ".pu": "plantuml", ".json": "perfetto",
-                    ".html": "html", ".htm": "html"}
+                    ".html": "html", ".htm": "html", ".parquet": "parquet",
+                    ".pcapng": "pcapng"}
 # --stats text is written in pieces of about this many characters.
 _ECHO_BYTES = 1 << 20
 
@@ -135,6 +125,8 @@ def _flush() -> None:
 
 def _stream_json(tl: Timeline, number: int | None) -> None:
     """Written as it is made: the whole document of a big trace would not fit."""
+    from viz.jsonout import write_json
+
     write_json(tl, _out, number)
     _flush()
 
@@ -142,6 +134,10 @@ def _stream_json(tl: Timeline, number: int | None) -> None:
 def _replay_json_windows(file: str) -> None:
     """The whole trace's document, rebuilt one independent window at a time
     (tracer/timeline/windows.py); one window is the whole-trace path."""
+    from tracer.timeline.windows import WINDOW_EVENTS, Plan
+    from viz.jsonout import write_json_windows
+
+    use_system_allocator()  # as --stats: mimalloc kept freed pages mapped
     trace = _read(file)
     plan = Plan(trace)
     cut = cut_short_message(trace)
@@ -188,8 +184,10 @@ def replay_cmd(file: str, flow: str | None, no_color: bool, out_format: str,
     \b
     --stats hops: syscall>tcp (send entry to the segment's __tcp_transmit_skb),
     tcp>ip, ip>dev, dev>rx (to __netif_rx/ip_rcv), rx>queue (to tcp_queue_rcv),
-    queue>copy (to the reader's __skb_datagram_iter), tcp>copy (whole path).
-    A hop needs both its probes; packets around lost events are marked "gap".
+    queue>copy (to the reader's __skb_datagram_iter), tcp>copy (whole path);
+    in a merged trace (kpath merge) dev>wire and wire instead of dev>rx for a
+    packet that went from one host to the other. A hop needs both its probes;
+    packets around lost events are marked "gap".
     """
     if stats:
         _replay_stats(file, flow, out_format)
@@ -205,6 +203,8 @@ def replay_cmd(file: str, flow: str | None, no_color: bool, out_format: str,
     if out_format == "json":
         _stream_json(tl, number)
         return
+    from viz.text import render_text
+
     color = not no_color and "NO_COLOR" not in os.environ and sys.stdout.isatty()
     _echo(render_text(tl, number, color=color), color=color)
 
@@ -212,6 +212,8 @@ def replay_cmd(file: str, flow: str | None, no_color: bool, out_format: str,
 def _export_perfetto(tl: Timeline, view: View, output: str) -> None:
     """Written record by record (the text of a big trace is as big again as
     its records); a file appears only once complete."""
+    from viz.perfetto import write_perfetto
+
     if output == "-":
         write_perfetto(tl, _out, view)
         _flush()
@@ -229,6 +231,45 @@ def _export_perfetto(tl: Timeline, view: View, output: str) -> None:
             tmp.unlink(missing_ok=True)
         _fail(f"cannot write {output}: {exc.strerror or exc}")
     click.echo(f"kpath: wrote {output} (perfetto, {len(view.drawn_steps)} steps)", err=True)
+
+
+def _export_parquet(file: str, output: str) -> None:
+    """The five tables, rebuilt one window at a time (as replay --format json)."""
+    from tracer.timeline.windows import Plan
+    from viz.parquet import write_parquet
+
+    if Path(output).exists() and not Path(output).is_dir():
+        _fail(f"parquet writes a directory of tables: {output} is a file", 2)
+    trace = _read(file)
+    cut = cut_short_message(trace)
+    if cut:
+        click.echo(f"kpath: warning: {cut}", err=True)
+    try:
+        written = write_parquet(Plan(trace), output, file)
+    except OSError as exc:
+        _fail(f"cannot write {output}: {exc.strerror or exc}")
+    rows = ", ".join(f"{name} {n}" for name, n in written.rows.items())
+    click.echo(f"kpath: wrote {output} (parquet: {rows} rows)", err=True)
+
+
+def _export_pcapng(tl: Timeline, flow: int | None, output: str) -> None:
+    from kpath import __version__
+    from viz.pcapng import render_pcapng
+
+    done = render_pcapng(tl, f"kpath {__version__}", flow)
+    if not done.packets:
+        _fail(f"{tl.trace.path}: no captured frames to export (recorded before kpath captured "
+              "frames, or without a device-layer probe: __dev_queue_xmit, "
+              "__netif_receive_skb_core)")
+    try:
+        Path(output).write_bytes(done.data)
+    except OSError as exc:
+        _fail(f"cannot write {output}: {exc.strerror or exc}")
+    folded = (f"; {done.same_frame} loopback receive captures in their transmit's comment"
+              if done.same_frame else "")
+    n = len(done.interfaces)
+    click.echo(f"kpath: wrote {output} (pcapng, {done.packets} packets on {n} "
+               f"interface{'s' if n != 1 else ''}{folded})", err=True)
 
 
 def _replay_stats(file: str, flow: str | None, out_format: str) -> None:
@@ -276,6 +317,8 @@ def _replay_stats(file: str, flow: str | None, out_format: str) -> None:
                 pieces, size = [], 0
         _echo("".join(pieces))
     else:
+        from viz.stats_text import render_stats
+
         assert tl is not None
         _echo(render_stats(tl, number))
 
@@ -305,7 +348,10 @@ def export_cmd(file: str, fmt: str | None, output: str | None, flow: str | None,
     syscall, socket, TCP, IP, qdisc/device and driver layers, one arrow per
     event, coloured by execution context (svg, png, pdf, dot, mermaid,
     plantuml); a Perfetto / chrome://tracing timeline (perfetto); or one
-    offline HTML page with the diagram, a latency table and filters (html).
+    offline HTML page with the diagram, a latency table and filters (html);
+    the packets as the devices had them, for Wireshark (pcapng: one block
+    per captured frame, each with comments giving its kernel path, per-hop
+    latency and the send/recv it belongs to; --flow only).
 
     A trace of more than 200 steps or 600 events is summarised unless
     narrowed (and any picture is capped at 400 steps / 600 arrows): repeated
@@ -320,7 +366,23 @@ def export_cmd(file: str, fmt: str | None, output: str | None, flow: str | None,
       kpath export bulk.kpath -f html --flow 1 --from 2ms --to 3.5ms
       kpath export bulk.kpath -f perfetto -o bulk.perfetto.json   # open in ui.perfetto.dev
       kpath export chat.kpath -f dot -o chat.dot   # then: neato -n2 -Tpng chat.dot
+      kpath export chat.kpath -f parquet -o chat/   # tables for DuckDB, Spark (docs/parquet.md)
+      kpath export chat.kpath -f pcapng -o chat.pcapng   # then: wireshark chat.pcapng
     """
+    from viz import graphviz_render
+    from viz.html import render_html
+    from viz.mermaid import render_mermaid_checked
+    from viz.plantuml import render_plantuml
+    from viz.select import (
+        Selection,
+        SelectionError,
+        expand_steps,
+        parse_bound,
+        parse_step_ranges,
+        select,
+    )
+    from viz.sequence import build_sequence
+
     if fmt is None:
         suffix = Path(output).suffix.lower() if output and output != "-" else ""
         fmt = FORMAT_OF_SUFFIX.get(suffix, "svg")
@@ -328,12 +390,23 @@ def export_cmd(file: str, fmt: str | None, output: str | None, flow: str | None,
     if fmt not in EXPORT_FORMATS:
         _fail(f"unknown format {fmt!r} (choose from: {', '.join(EXPORT_FORMATS)})", 2)
     if output == "-" and fmt not in TEXT_FORMATS:
-        _fail(f"{fmt} is binary: write it to a file with -o FILE", 2)
+        where = "a directory with -o DIR" if fmt == "parquet" else "a file with -o FILE"
+        _fail(f"{fmt} is binary: write it to {where}", 2)
+    if fmt == "pcapng" and (packets or start or end or max_packets):
+        _fail("pcapng takes no step or time selection (only --flow)", 2)
     if output is None:
         base = Path(file)
         output = str(base.with_name(base.stem + EXTENSIONS[fmt]))
     if output != "-" and Path(output).resolve() == Path(file).resolve():
         _fail(f"refusing to overwrite the trace {file} with the diagram", 2)
+    if fmt == "parquet":
+        narrowed = [opt for opt, v in (("--flow", flow), ("--packet", packets), ("--from", start),
+                                       ("--to", end), ("--max-packets", max_packets)) if v]
+        if narrowed:
+            _fail(f"parquet holds the whole trace: drop {', '.join(narrowed)} and select "
+                  "with SQL (kpath query)", 2)
+        _export_parquet(file, output)
+        return
     try:
         ranges = parse_step_ranges(packets) if packets else []
         sel = Selection(
@@ -348,6 +421,9 @@ def export_cmd(file: str, fmt: str | None, output: str | None, flow: str | None,
     cut = cut_short_message(tl.trace)
     if cut:
         click.echo(f"kpath: warning: {cut}", err=True)
+    if fmt == "pcapng":  # every captured frame: no step selection, nothing folded
+        _export_pcapng(tl, number, output)
+        return
     try:
         steps = tuple(expand_steps(ranges, len(tl.steps)))
         view = select(tl, Selection(flow=number, steps=steps, start=sel.start, end=sel.end,

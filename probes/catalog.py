@@ -44,9 +44,17 @@ class Capture(StrEnum):
     SYSCALL_FD = "syscall_fd"  # (int fd, buf, size_t len, ...): socket behind the fd
     # __x64_sys_splice(regs): the socket behind regs' third argument (fd_out), len (fifth)
     SYSCALL_REGS_FD3 = "syscall_regs_fd3"
+    # __x64_sys_recvmmsg(regs): the socket behind regs' first argument
+    SYSCALL_REGS_FD1 = "syscall_regs_fd1"
     # sock_write_iter/sock_read_iter(struct kiocb *iocb, struct iov_iter *it):
     # the socket behind iocb->ki_filp, it->count
     KIOCB = "kiocb"
+    # io_send/io_recv/...(struct io_kiocb *req, unsigned int issue_flags): the
+    # socket behind req->file, the io_sr_msg's len
+    IO_KIOCB = "io_kiocb"
+    # sock_splice_read(struct file *file, loff_t *ppos, pipe, size_t len, flags):
+    # the socket behind the file, len (argument 4)
+    FILE_LEN4 = "file_len4"
     SOCKET = "socket"  # (struct socket *sock, ...)
     SOCK = "sock"  # (struct sock *sk, ...)
     # (sk, msg, size): seq = tp->write_seq at entry, where the call's bytes go
@@ -55,6 +63,9 @@ class Capture(StrEnum):
     SOCK_PAGE_WRITE_SEQ = "sock_page_write_seq"
     # (sk, msg, len, ...): seq = tp->copied_seq at entry, the first byte returned
     SOCK_COPIED_SEQ = "sock_copied_seq"
+    # tcp_splice_read(struct socket *sock, ppos, pipe, len, flags): as
+    # sock_copied_seq, from sock->sk, len is argument 4
+    SOCKET_COPIED_SEQ = "socket_copied_seq"
     SOCK_SKB_CB = "sock_skb_cb"  # (sk, skb, clone_it, gfp, rcv_nxt): TCP_SKB_CB, no header yet
     SOCK_SKB_CB_NOACK = "sock_skb_cb_noack"  # (sk, skb, ...): TCP_SKB_CB only
     SOCK_SKB_L4 = "sock_skb_l4"  # (sk, skb, ...): TCP header built, IP header not yet
@@ -81,11 +92,13 @@ HEADER_CAPTURES = frozenset({
 # tp->write_seq at entry; the return value counts the bytes written there)
 # or reads from (tp->copied_seq).
 WRITE_SEQ_CAPTURES = frozenset({Capture.SOCK_WRITE_SEQ, Capture.SOCK_PAGE_WRITE_SEQ})
-STREAM_POS_CAPTURES = WRITE_SEQ_CAPTURES | {Capture.SOCK_COPIED_SEQ}
+STREAM_POS_CAPTURES = WRITE_SEQ_CAPTURES | {Capture.SOCK_COPIED_SEQ, Capture.SOCKET_COPIED_SEQ}
 # Captures that see a socket and nothing of a packet.
 SOCK_ONLY_CAPTURES = frozenset({Capture.SOCK, Capture.SOCKET}) | STREAM_POS_CAPTURES
-# Captures that find the socket behind a file descriptor.
-FD_CAPTURES = frozenset({Capture.SYSCALL_FD, Capture.SYSCALL_REGS_FD3, Capture.KIOCB})
+# Captures that find the socket behind a file descriptor or an open file.
+FD_CAPTURES = frozenset({Capture.SYSCALL_FD, Capture.SYSCALL_REGS_FD1, Capture.SYSCALL_REGS_FD3,
+                         Capture.KIOCB,
+                         Capture.IO_KIOCB, Capture.FILE_LEN4})
 # Captures that see one segment in flight (seq range and flags).
 SEGMENT_CAPTURES = HEADER_CAPTURES | {
     Capture.SOCK_SKB_CB, Capture.SOCK_SKB_CB_NOACK, Capture.SOCK_SKB_L4,
@@ -98,7 +111,9 @@ class Returns(StrEnum):
 
     NONE = "none"
     VALUE = "value"  # bytes or -errno, attributed to the entry's socket
-    COUNT = "count"  # messages (sendmmsg/recvmmsg) or -errno: bytes come from calls inside
+    # Not bytes (sendmmsg/recvmmsg: messages; io_uring's io_send...: 0) or
+    # -errno: the bytes are what the calls inside moved.
+    COUNT = "count"
     SOCK = "sock"  # a struct sock *: its flow is read (inet_csk_accept)
 
 
@@ -152,6 +167,22 @@ def _syscall_tp(name: str) -> Tracepoint:
 
 _TP_HDRS = "the skb's IPv4 and TCP headers, as the kprobe"
 
+
+def _io_uring(op: str, direction: Direction, length: bool) -> ProbeSpec:
+    """io_uring's issue function of a socket op: it runs in the submitting
+    task or an io-wq worker (iou-wrk, same process) and calls sock_sendmsg /
+    sock_recvmsg; its return is 0 or -errno (the bytes go to the CQE), so
+    the bytes are what tcp_sendmsg_locked / tcp_recvmsg return inside."""
+    what = "sent" if direction is Direction.TX else "received"
+    return ProbeSpec(
+        f"io_{op}", Layer.SYSCALL, direction, Capture.IO_KIOCB,
+        f"io_uring IORING_OP_{op.upper()} on a TCP socket (req->file)"
+        + (", bytes requested" if length else "")
+        + f"; return: 0 or -errno (bytes {what}: the TCP calls' returns inside)",
+        ret=Returns.COUNT, length_arg3=length, way=f"io_uring {op}",
+        absent_note="io_uring not built in (CONFIG_IO_URING), or before Linux 6.0 "
+                    "(io_uring/net.c), or this op is newer than the kernel")
+
 # In path order: send side top to bottom, then receive side bottom to top.
 CATALOG: tuple[ProbeSpec, ...] = (
     # -- send: system calls and socket layer
@@ -183,6 +214,10 @@ CATALOG: tuple[ProbeSpec, ...] = (
               "splice(2) into a TCP socket (fd_out; other fds dropped in BPF), len; "
               "return: bytes spliced", ret=_R.VALUE, length_arg3=True, way="splice",
               tracepoint=_syscall_tp("splice")),
+    _io_uring("send", _D.TX, True),
+    _io_uring("sendmsg", _D.TX, False),
+    _io_uring("send_zc", _D.TX, True),
+    _io_uring("sendmsg_zc", _D.TX, False),
     ProbeSpec("sock_sendmsg", _L.SOCKET, _D.TX, _C.SOCKET, "socket and flow"),
     ProbeSpec("inet_sendmsg", _L.SOCKET, _D.TX, _C.SOCKET, "socket and flow, bytes (size)",
               length_arg3=True),
@@ -290,10 +325,15 @@ CATALOG: tuple[ProbeSpec, ...] = (
     ProbeSpec("__sys_recvmsg", _L.SYSCALL, _D.RX, _C.SYSCALL_FD,
               "socket behind the fd; return: bytes received or -errno", ret=_R.VALUE,
               way="recvmsg", tracepoint=_syscall_tp("recvmsg")),
+    ProbeSpec("__x64_sys_recvmmsg", _L.SYSCALL, _D.RX, _C.SYSCALL_REGS_FD1,
+              "recvmmsg(2) on a TCP socket: the socket behind the fd (saved registers); "
+              "return: messages received or -errno (bytes: tcp_recvmsg's returns inside)",
+              ret=_R.COUNT, way="recvmmsg", tracepoint=_syscall_tp("recvmmsg")),
     ProbeSpec("__sys_recvmmsg", _L.SYSCALL, _D.RX, _C.SYSCALL_FD,
               "socket behind the fd, messages offered; return: messages received or -errno "
-              "(bytes: tcp_recvmsg's returns inside)", ret=_R.COUNT, way="recvmmsg",
-              tracepoint=_syscall_tp("recvmmsg")),
+              "(bytes: tcp_recvmsg's returns inside; static: 6.1 inlines it into the "
+              "recvmmsg system call, whose calls this symbol never sees)",
+              ret=_R.COUNT, way="recvmmsg", superseded_by="__x64_sys_recvmmsg"),
     ProbeSpec("sock_read_iter", _L.SYSCALL, _D.RX, _C.KIOCB,
               "read(2)/readv(2) on a TCP socket, seen at the socket's file operation "
               "(sockets only), buffer size; return: bytes read", ret=_R.VALUE,
@@ -302,12 +342,22 @@ CATALOG: tuple[ProbeSpec, ...] = (
               "read(2) on a TCP socket, buffer size; return: bytes read (fires for every "
               "file's read: sock_read_iter replaces it)",
               ret=_R.VALUE, length_arg3=True, way="read", superseded_by="sock_read_iter"),
+    ProbeSpec("sock_splice_read", _L.SYSCALL, _D.RX, _C.FILE_LEN4,
+              "splice(2) out of a TCP socket into a pipe, seen at the socket's file "
+              "operation (sockets only), bytes asked for; return: bytes spliced",
+              ret=_R.VALUE, length_arg3=True, way="splice"),
+    _io_uring("recv", _D.RX, True),
+    _io_uring("recvmsg", _D.RX, False),
     ProbeSpec("sock_recvmsg", _L.SOCKET, _D.RX, _C.SOCKET, "socket and flow"),
     ProbeSpec("inet_recvmsg", _L.SOCKET, _D.RX, _C.SOCKET, "socket and flow, buffer size",
               length_arg3=True),
     ProbeSpec("tcp_recvmsg", _L.TCP, _D.RX, _C.SOCK_COPIED_SEQ,
               "socket and flow, buffer size, tp->copied_seq (the first byte it returns); "
               "return: bytes copied or -errno", ret=_R.VALUE, length_arg3=True),
+    ProbeSpec("tcp_splice_read", _L.TCP, _D.RX, _C.SOCKET_COPIED_SEQ,
+              "splice out of the socket: socket and flow, bytes asked for, tp->copied_seq "
+              "(the first byte it moves to the pipe); return: bytes spliced or -errno",
+              ret=_R.VALUE, length_arg3=True),
     ProbeSpec("tcp_recvmsg_locked", _L.TCP, _D.RX, _C.SOCK,
               "socket and flow, buffer size", length_arg3=True, may_inline=True),
     ProbeSpec("__skb_datagram_iter", _L.TCP, _D.RX, _C.DATAGRAM_ITER,
@@ -338,7 +388,8 @@ PROFILES: dict[str, tuple[str, ...]] = {
     # and the receive path up to the reader's copy.
     "default": (
         "__sys_sendto", "__sys_sendmsg", "__sys_sendmmsg", "sock_write_iter",
-        "do_sendfile", "__x64_sys_splice", "sock_sendmsg", "inet_sendmsg", "tcp_sendmsg",
+        "do_sendfile", "__x64_sys_splice", "io_send", "io_sendmsg", "io_send_zc",
+        "io_sendmsg_zc", "sock_sendmsg", "inet_sendmsg", "tcp_sendmsg",
         "tcp_sendmsg_locked", "tcp_sendpage", "tcp_push", "__tcp_push_pending_frames",
         "tcp_write_xmit", "__tcp_transmit_skb",
         "tcp_v4_send_synack", "ip_build_and_send_pkt", "__ip_queue_xmit", "__ip_local_out",
@@ -347,8 +398,9 @@ PROFILES: dict[str, tuple[str, ...]] = {
         "__netif_receive_skb", "__netif_receive_skb_core", "ip_rcv", "ip_rcv_finish",
         "ip_local_deliver", "tcp_v4_rcv", "tcp_v4_do_rcv", "tcp_rcv_established", "tcp_data_queue",
         "tcp_queue_rcv", "sock_def_readable", "__sys_recvfrom", "__sys_recvmsg",
-        "__sys_recvmmsg", "sock_read_iter", "sock_recvmsg",
-        "inet_recvmsg", "tcp_recvmsg", "tcp_recvmsg_locked", "__skb_datagram_iter",
+        "__x64_sys_recvmmsg", "sock_read_iter", "sock_splice_read", "io_recv", "io_recvmsg",
+        "sock_recvmsg", "inet_recvmsg", "tcp_recvmsg", "tcp_splice_read", "tcp_recvmsg_locked",
+        "__skb_datagram_iter",
     ),
     "full": tuple(spec.name for spec in CATALOG if not spec.superseded_by),
 }

@@ -45,7 +45,8 @@ _PROFILE_PURPOSE = {
                "device, driver, NET_RX softirq, receive up to the reader's copy, and the "
                "SYN-ACK's own path; every way bytes enter and leave a TCP socket (send, "
                "sendto, sendmsg, sendmmsg, write, writev, sendfile, splice and the "
-               "page-send path; recv, recvfrom, recvmsg, recvmmsg, read, readv)",
+               "page-send path, io_uring send; recv, recvfrom, recvmsg, recvmmsg, read, "
+               "readv, splice out of the socket, io_uring recv)",
     "full": "everything: also qdisc, NIC drivers, "
             "connection life (connect, accept, SYN at the listener, state processing, "
             "close, FIN), retransmissions, ACK generation",
@@ -53,13 +54,19 @@ _PROFILE_PURPOSE = {
 
 _CAPTURE_NOTES = {
     Capture.SYSCALL_FD: "socket found from the fd",
+    Capture.SYSCALL_REGS_FD1: "socket found from the first argument's fd (saved registers)",
     Capture.SYSCALL_REGS_FD3: "socket found from the third argument's fd (saved registers)",
     Capture.KIOCB: "socket found from `iocb->ki_filp`, bytes from the `iov_iter`",
+    Capture.IO_KIOCB: "socket found from the io_uring request's `req->file`, bytes from "
+                      "its `io_sr_msg`",
+    Capture.FILE_LEN4: "socket found from the `struct file *` argument, bytes argument 4",
     Capture.SOCKET: "`struct socket *` argument",
     Capture.SOCK: "`struct sock *` argument",
     Capture.SOCK_WRITE_SEQ: "`struct sock *` + `tp->write_seq` in `seq`",
     Capture.SOCK_PAGE_WRITE_SEQ: "`struct sock *` + `tp->write_seq` in `seq`, size argument 4",
     Capture.SOCK_COPIED_SEQ: "`struct sock *` + `tp->copied_seq` in `seq`",
+    Capture.SOCKET_COPIED_SEQ: "`struct socket *` + `tp->copied_seq` in `seq`, length "
+                               "argument 4",
     Capture.SOCK_SKB_CB: "socket + `TCP_SKB_CB` (header not built yet)",
     Capture.SOCK_SKB_CB_NOACK: "socket + `TCP_SKB_CB`",
     Capture.SOCK_SKB_L4: "socket + TCP header",

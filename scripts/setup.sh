@@ -6,7 +6,7 @@
 #
 #   scripts/setup.sh           what tracing, replay, export and the VM need
 #   scripts/setup.sh --tests   also what only the test suite uses (chromium,
-#                              plantuml and a JRE, node: about 1 GB)
+#                              plantuml and a JRE, node, pyspark: about 1.5 GB)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,7 +23,11 @@ if ((with_tests)); then
     # export tests: render PlantUML, open the HTML export, decode its screenshot
     APT_PACKAGES+=(plantuml chromium python3-pil fonts-dejavu-core
                    # the debuginfo tests cross-check the DWARF facts with gdb
-                   gdb)
+                   gdb
+                   # the Spark example's test runs pyspark (a dev extra) on Java 17
+                   openjdk-17-jre-headless
+                   # the pcapng export is read back by Wireshark's tshark
+                   tshark)
 fi
 
 missing=()
@@ -43,6 +47,9 @@ if ((${#missing[@]})); then
         exit 1
     fi
     echo "setup: apt-get install ${missing[*]}" >&2
+    # wireshark-common asks whether non-root users may capture: no (and no prompt).
+    echo "wireshark-common wireshark-common/install-setuid boolean false" \
+        | debconf-set-selections
     apt-get update -q
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
 fi

@@ -57,6 +57,14 @@ def plantuml_svg(src: Path) -> str:
     return svg.read_text(encoding="utf-8")
 
 
+def require_module(name: str, hint: str) -> None:
+    """Skip (fail in CI) when the Python module `name` cannot be imported."""
+    import importlib.util
+
+    if importlib.util.find_spec(name) is None:
+        _missing(f"Python module {name} not installed ({hint})")
+
+
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                   "--no-first-run", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync"]

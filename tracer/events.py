@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 
 class Kind(StrEnum):
@@ -91,6 +92,9 @@ class Event:
     tcp_flags: int | None = None
     length: int | None = None  # payload bytes, syscall size or bytes copied
     ret: int | None = None  # return value of return probes
+    # Index into the header's `sources`: which host's kernel the event comes
+    # from (0 in a trace of one host; a merged trace has several).
+    source: int = 0
 
     @property
     def src(self) -> Endpoint | None:
@@ -139,10 +143,10 @@ class Event:
 
 _FIELD_NAMES = {f.name for f in fields(Event)}
 _REQUIRED = {"ts_ns", "cpu", "tgid", "tid", "comm", "probe", "kind", "ctx"}
-ZERO_OMITTED = frozenset({"sk", "skb", "netns"})  # left out of a record when 0
+ZERO_OMITTED = frozenset({"sk", "skb", "netns", "source"})  # left out of a record when 0
 _INT_FIELDS = {
     "ts_ns", "cpu", "tgid", "tid", "sk", "skb", "netns", "sport", "dport",
-    "seq", "end_seq", "ack", "tcp_flags", "length", "ret",
+    "seq", "end_seq", "ack", "tcp_flags", "length", "ret", "source",
 }
 
 
@@ -206,7 +210,12 @@ EVENT_SCHEMA = pa.schema([
     ("tcp_flags", pa.uint8()),
     ("length", pa.int64()),
     ("ret", pa.int64()),
+    # Added after version 2's first files: a file without it reads as 0.
+    ("source", pa.uint16()),
 ])
+# Columns a version 2 file may lack (written before they were added), with
+# the value they read as.
+LATE_COLUMNS: dict[str, int] = {"source": 0}
 _ADDR_FIELDS = ("saddr", "daddr")
 # Columns that hold Event's values as they are (no dictionary, no conversion).
 _PLAIN_FIELDS = tuple(f.name for f in EVENT_SCHEMA
@@ -315,3 +324,74 @@ def batch_to_events(batch: pa.RecordBatch | pa.Table) -> list[Event]:
 
 
 assert tuple(f.name for f in fields(Event)) == tuple(EVENT_SCHEMA.names)
+
+
+# ---- captured frames ----
+#
+# The first bytes of a packet as a device had it (link header on), recorded
+# at one device-layer probe per direction (tracer/capture/frames.py), with
+# the frame's length and its interface. In a trace file a frame rides on its
+# event: version 2 has an optional column `frame` after EVENT_SCHEMA's (null
+# for events without one), version 1 an optional `frame` key in the event
+# record (data in hex). Read back, a trace's frames are one table
+# (FRAMES_SCHEMA) whose `row` is the event's row in the trace.
+
+# The fields of one frame.
+FRAME_TYPE = pa.struct([
+    ("ifindex", pa.uint32()),  # the device's ifindex (per network namespace)
+    ("ifname", pa.string()),
+    ("dev_type", pa.uint16()),  # ARPHRD_* (1 Ethernet, 772 loopback, ...)
+    ("link", pa.uint16()),  # link-header bytes before the IPv4 header; null: unknown
+    ("len", pa.uint32()),  # the whole frame's length (skb->len from the link header)
+    ("data", pa.binary()),  # its first bytes (the skb's linear part, at most 128)
+])
+FRAME_FIELD = pa.field("frame", FRAME_TYPE)
+# A version 2 file's columns: the events', then the frame column.
+FILE_SCHEMA = pa.schema(list(EVENT_SCHEMA) + [FRAME_FIELD])
+# A trace's frames read back: the event row each belongs to, and the frame.
+FRAMES_SCHEMA = pa.schema([("row", pa.uint64())] + list(FRAME_TYPE))
+FRAME_KEYS = tuple(f.name for f in FRAME_TYPE)
+
+
+def empty_frames() -> pa.Table:
+    return FRAMES_SCHEMA.empty_table()
+
+
+def frames_of(column: pa.Array, first_row: int) -> pa.Table:
+    """The non-null entries of a batch's frame column, their rows counted
+    from first_row."""
+    valid = pc.is_valid(column)
+    rows = np.flatnonzero(valid.to_numpy(zero_copy_only=False)).astype(np.uint64) + first_row
+    taken = column.filter(valid)
+    if not len(taken):
+        return empty_frames()
+    fields = [taken.field(i) for i in range(len(FRAME_TYPE))]
+    return pa.table([pa.array(rows, pa.uint64()), *fields], schema=FRAMES_SCHEMA)
+
+
+def frame_column(num_rows: int, frames: pa.Table | None, first_row: int = 0) -> pa.Array:
+    """A batch's frame column (null where an event has none) from frames
+    whose `row` falls in [first_row, first_row + num_rows)."""
+    if frames is None or not frames.num_rows:
+        return pa.nulls(num_rows, FRAME_TYPE)
+    rows = frames.column("row").to_numpy().astype(np.int64) - first_row
+    pos = np.full(num_rows, -1, np.int64)
+    pos[rows] = np.arange(len(rows))
+    struct = pa.StructArray.from_arrays(
+        [frames.column(k).combine_chunks() for k in FRAME_KEYS], fields=list(FRAME_TYPE))
+    mask = pos < 0
+    return struct.take(pa.array(np.where(mask, 0, pos), mask=mask))
+
+
+def frames_in(frames: pa.Table, first_row: int, num_rows: int) -> pa.Table:
+    """The frames of rows [first_row, first_row + num_rows)."""
+    rows = frames.column("row")
+    keep = pc.and_(pc.greater_equal(rows, first_row), pc.less(rows, first_row + num_rows))
+    return frames.filter(keep)
+
+
+def with_frames(batch: pa.RecordBatch, frames: pa.Table | None,
+                first_row: int = 0) -> pa.RecordBatch:
+    """An EVENT_SCHEMA batch with its frame column (FILE_SCHEMA)."""
+    return pa.record_batch(list(batch.columns) + [frame_column(batch.num_rows, frames,
+                                                               first_row)], schema=FILE_SCHEMA)

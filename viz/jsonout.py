@@ -6,6 +6,7 @@ present (null when unknown). Deterministic: same trace, same bytes.
 
 from __future__ import annotations
 
+import gc
 import json
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
@@ -208,10 +209,23 @@ def render_json(tl: Timeline, flow: int | None = None) -> str:
     return json.dumps(replay_document(tl, flow), indent=1, sort_keys=False) + "\n"
 
 
+_COLLECT_EVERY = 4096  # records between two collections of the youngest generation
+_dumped = 0
+
+
 def _nested(value: Any, level: int) -> str:
     # json.dumps escapes newlines inside strings, so every newline of its
     # output is layout and can be shifted to the nesting level.
-    return json.dumps(value, indent=1).replace("\n", "\n" + " " * level)
+    text = json.dumps(value, indent=1).replace("\n", "\n" + " " * level)
+    # An indented dumps runs the pure-Python encoder, whose closures refer
+    # to each other: a reference cycle per record, which replay and export
+    # (cyclic collector paused: kpath/cli_view.py) never freed, so memory grew
+    # with the trace. The youngest generation holds little more than them.
+    global _dumped
+    _dumped += 1
+    if _dumped % _COLLECT_EVERY == 0:
+        gc.collect(0)
+    return text
 
 
 def _records(tl: Timeline, flow: int | None, steps: list[Step]) -> Iterator[dict[str, Any]]:
@@ -322,8 +336,8 @@ def write_json_windows(plan: Plan, write: Callable[[str], object]) -> None:
     trace = plan.trace
     _write_head(write, _trace_fields(trace, plan.start_ns, plan.duration_ns, plan.num_events),
                 None)
-    # tid -> (start of its first step, its first step, tgid, comm, steps)
-    threads: dict[int, tuple[int, int, int, str, list[int]]] = {}
+    # (host, tid) -> (start of its first step, its first step, tgid, comm, steps)
+    threads: dict[tuple[int, int], tuple[int, int, int, str, list[int]]] = {}
     gaps: list[LostGap] = []
     with tempfile.TemporaryFile("w+", encoding="ascii") as steps_tmp, \
             tempfile.TemporaryFile("w+", encoding="ascii") as events_tmp:
@@ -346,10 +360,10 @@ def write_json_windows(plan: Plan, write: Callable[[str], object]) -> None:
                 events_out.add(_shift_event(rec, ev_base, step_base, flow_base))
             for group in tl.unattributed:
                 ids = [st.id + step_base for st in group.steps]
-                have = threads.get(group.tid)
+                have = threads.get((group.source, group.tid))
                 if have is None:
-                    threads[group.tid] = (group.steps[0].start_ns, ids[0], group.tgid,
-                                          group.comm, ids)
+                    threads[(group.source, group.tid)] = (group.steps[0].start_ns, ids[0],
+                                                          group.tgid, group.comm, ids)
                 else:
                     have[4].extend(ids)
             step_base += len(tl.steps)
@@ -370,7 +384,7 @@ def write_json_windows(plan: Plan, write: Callable[[str], object]) -> None:
     gaps_out.close()
     # As group_steps orders them: by first step's start, then first seen.
     unattributed = _Array(write, "unattributed")
-    for tid, (_, _, tgid, comm, ids) in sorted(threads.items(), key=lambda kv: kv[1][:2]):
+    for (_, tid), (_, _, tgid, comm, ids) in sorted(threads.items(), key=lambda kv: kv[1][:2]):
         unattributed.add({"tid": tid, "tgid": tgid, "comm": json_safe(comm), "steps": ids})
     unattributed.close(last=True)
     write("}\n")

@@ -71,14 +71,14 @@ class Track:
     sort: int
 
 
-def _tracks(tl: Timeline, events: list[TEvent]) -> dict[tuple[int, str, str | None], Track]:
+def _tracks(tl: Timeline, events: list[TEvent]) -> dict[tuple[int, int, str, str | None], Track]:
     """Execution context -> its thread track."""
-    out: dict[tuple[int, str, str | None], Track] = {}
+    out: dict[tuple[int, int, str, str | None], Track] = {}
     taken: set[tuple[int, int]] = set()  # (pid, tid) of the tracks so far
     synth = SYNTH_TID
     for te in events:
         ev = te.ev
-        key = (ev.tid, str(ev.ctx), ev.softirq)
+        key = (ev.source, ev.tid, str(ev.ctx), ev.softirq)
         if key in out:
             continue
         who = f"{printable(ev.comm)}[{ev.tid}]"
@@ -167,7 +167,7 @@ def perfetto_document(timeline: Timeline, view: View | None = None) -> dict[str,
         is_return = ev.kind is Kind.RETURN
         if is_return and te.pair is not None and te.pair in shown:
             continue  # drawn as the end of its entry's slice
-        tr = tracks[(ev.tid, str(ev.ctx), ev.softirq)]
+        tr = tracks[(ev.source, ev.tid, str(ev.ctx), ev.softirq)]
         end = ends.get(te.index)
         end_shown = end is not None and end in shown
         end_ns = all_events[end].ev.ts_ns if end_shown else ev.ts_ns  # type: ignore[index]
@@ -229,7 +229,7 @@ def perfetto_document(timeline: Timeline, view: View | None = None) -> dict[str,
     return doc
 
 
-def _metadata(tl: Timeline, tracks: dict[tuple[int, str, str | None], Track],
+def _metadata(tl: Timeline, tracks: dict[tuple[int, int, str, str | None], Track],
               events: list[TEvent]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     procs: dict[int, str] = {}

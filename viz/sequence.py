@@ -346,7 +346,7 @@ class _RowBuilder:
     def flow_rows(self, fl: Flow, blocks: list[Block]) -> None:
         gaps: list[LostGap] = list(fl.gaps)
         self.at_step: dict[int, str] = {}  # where each step left off
-        self.at_ctx: dict[tuple[int, str, str | None], str] = {}  # where each context left off
+        self.at_ctx: dict[tuple[int, int, str, str | None], str] = {}  # where each context left off
         self.came_from: dict[int, str] = {}  # event index -> source lifeline of its arrow
         # Consecutive unfolded blocks are drawn together in time order; a
         # folded block is drawn on its own, inside its frame.
@@ -395,6 +395,7 @@ class _RowBuilder:
         here = _lifeline_of(te, role)
         ck = context_key(te.ev)
         kind = "call"
+        crossing = ""  # the wire between two hosts (a merged trace): its time
         if te.is_return:
             kind = "return"
             src = here
@@ -421,7 +422,10 @@ class _RowBuilder:
         self.at_ctx[ck] = dst
         text = printable(te.probe) if te.layer is not Layer.SYSCALL or not te.is_return else ""
         details = event_details(te, fl)
-        label = " ".join(p for p in (text, details) if p)
+        wire_ns = wire_crossing(step, te)
+        if wire_ns is not None:
+            crossing = f"[wire {wire_ns / 1e3:.1f} us]"
+        label = " ".join(p for p in (text, details, crossing) if p)
         return Arrow(src=src, dst=dst, text=label, time=fmt_offset(te.offset_ns),
                      dashed=te.is_return, wire=kind == "wire", handoff=te.handoff,
                      event=te.index, step=step.id, role=role, ctx=str(te.ev.ctx),
@@ -523,6 +527,19 @@ def _activations(timeline: Timeline, rows: list[Row]) -> list[Activation]:
         out.append(Activation(ll, start, end, depth, ctx, ev))
         open_[ll] = live + [(end, depth)]
     return out
+
+
+def wire_crossing(step: Step, te: TEvent) -> int | None:
+    """A merged trace: the wire's time when `te` is where its packet arrived
+    on another host than the one that sent it (its first receive event that
+    sees the segment), from the sender's last device-layer event."""
+    if not isinstance(step, Packet) or te.segment is None or te.direction is not Direction.RX:
+        return None
+    if te is not next((r for r in step.rx_events if r.segment is not None), None):
+        return None
+    sent = [t for t in step.tx_events
+            if t.ev.source != te.ev.source and t.layer in (Layer.DEVICE, Layer.DRIVER)]
+    return te.ev.ts_ns - sent[-1].ev.ts_ns if sent else None
 
 
 def _first_rx(pkt: Packet) -> TEvent | None:

@@ -35,7 +35,7 @@ def call_ends(timeline: Timeline) -> dict[int, int]:
     Returns and events with no known end are absent.
     """
     ends: dict[int, int] = {}
-    last: dict[tuple[int, str, str | None], TEvent] = {}
+    last: dict[tuple[int, int, str, str | None], TEvent] = {}
     steps = timeline.steps
     for te in timeline.events:
         ck = context_key(te.ev)
@@ -54,7 +54,7 @@ def call_depths(timeline: Timeline, ends: dict[int, int]) -> dict[int, int]:
     same context that are still active (started before, end after) when it
     runs. Used to indent the terminal timeline."""
     depth: dict[int, int] = {}
-    open_: dict[tuple[int, str, str | None], list[int]] = {}  # end indexes, per context
+    open_: dict[tuple[int, int, str, str | None], list[int]] = {}  # end indexes, per context
     for te in timeline.events:
         stack = open_.setdefault(context_key(te.ev), [])
         # calls whose end is this event or earlier are over (a return closes

@@ -10,6 +10,7 @@ from collections.abc import Iterable, Sequence
 from tracer.timeline.accounting import ByteAccount, account_bytes
 from tracer.timeline.latency import Hop, HopStats, PacketLatency, latency_stats, packet_latencies
 from tracer.timeline.model import Flow, Role, Timeline
+from tracer.tracefile import Source
 from viz.escape import printable
 
 GAP_MARK = "gap"
@@ -27,7 +28,8 @@ def render_stats(timeline: Timeline, flow: int | None = None) -> str:
     trace = timeline.trace
     lines = head_lines(trace.path, len(timeline.events), len(timeline.flows), trace.lost_total,
                        trace.cut_short,
-                       sum(g.count for g in timeline.gaps) if timeline.gaps else None)
+                       sum(g.count for g in timeline.gaps) if timeline.gaps else None,
+                       trace.header.sources)
     if not flows:
         lines.append("")
         lines.append("no TCP flow in this trace")
@@ -39,10 +41,13 @@ def render_stats(timeline: Timeline, flow: int | None = None) -> str:
 
 
 def head_lines(path: str, events: int, flows: int, lost: int, cut_short: str | None,
-               lost_noticed: int | None) -> list[str]:
-    """The lines above the flows: what was read, what is missing."""
+               lost_noticed: int | None, sources: Sequence[Source] = ()) -> list[str]:
+    """The lines above the flows: what was read, what is missing, and the
+    hosts of a merged trace with each one's clock shift."""
     lines = [f"kpath stats {printable(path or '(trace)', None)}: {events} events, "
              f"{flows} flow(s), lost {printable(lost)}"]
+    if len(sources) > 1:
+        lines.extend(source_lines(sources))
     if cut_short:
         lines.append(f"  !! trace cut short ({printable(cut_short, None)}): "
                      "counts may be incomplete")
@@ -50,6 +55,22 @@ def head_lines(path: str, events: int, flows: int, lost: int, cut_short: str | N
         lines.append(f"  !! {lost_noticed} event(s) lost: packets whose "
                      f"span holds a loss are marked '{GAP_MARK}' and left out of distributions")
     return lines
+
+
+def source_lines(sources: Sequence[Source]) -> list[str]:
+    """One line per host of a merged trace: its clock against the first's."""
+    out = []
+    for i, src in enumerate(sources):
+        name = printable(src.hostname or "?", None)
+        if src.shift_ns is None:
+            out.append(f"  host {i} {name}: the reference clock")
+            continue
+        unc = ("unknown" if src.shift_uncertainty_ns is None
+               else f"+- {fmt_us(src.shift_uncertainty_ns)} us")
+        out.append(f"  host {i} {name}: clock offset {-src.shift_ns / 1e3:+.1f} us from host 0's "
+                   f"({unc}, estimated from {src.shift_segments or 0} segments); "
+                   "its times shifted onto host 0's clock")
+    return out
 
 
 def socket_lines(netns: Sequence[int], socks: Sequence[Sequence[int]], reply: Sequence[int]

@@ -32,7 +32,7 @@ from tracer.timeline import (
 )
 from tracer.tracefile import Trace
 from viz.escape import printable, printable_items, printable_list
-from viz.sequence import event_details, fmt_duration, fmt_offset
+from viz.sequence import event_details, fmt_duration, fmt_offset, wire_crossing
 from viz.spans import call_depths, call_ends
 
 Style = Callable[..., str]  # (text, fg=None, bold=None) -> text, maybe with ANSI codes
@@ -45,6 +45,8 @@ MAX_INDENT = 8  # nesting levels shown as indentation
 MAX_FN_W = 60
 MAX_CTX_W = 48
 HANDOFF_MARK = "[hand-off]"
+# A merged trace: the packet crossed to another host (the hop is the wire).
+WIRE_MARK = "[wire]"
 
 
 def _styler(color: bool) -> Style:
@@ -231,13 +233,16 @@ def fmt_hop(ns: int | None) -> str:
     """Compact time since the previous event of the step: '850 ns', '12.3 us', '1.67 ms'."""
     if ns is None:
         return ""
+    # Negative only where a step's events are out of time order (a merged
+    # trace's hosts within the offset's uncertainty, a lead-in joined late).
+    sign, ns = ("-", -ns) if ns < 0 else ("+", ns)
     if ns < 1_000:
-        return f"+{ns} ns"
+        return f"{sign}{ns} ns"
     if ns < 1_000_000:
-        return f"+{ns / 1e3:.1f} us"
+        return f"{sign}{ns / 1e3:.1f} us"
     if ns < 1_000_000_000:
-        return f"+{ns / 1e6:.2f} ms"
-    return f"+{ns / 1e9:.2f} s"
+        return f"{sign}{ns / 1e6:.2f} ms"
+    return f"{sign}{ns / 1e9:.2f} s"
 
 
 def hops(step: Step) -> dict[int, int]:
@@ -276,7 +281,9 @@ def _steps(tl: Timeline, steps: Sequence[Step], fl: Flow | None, gaps: Sequence[
         for te in s.events:
             side = str(te.side) if te.side else "-"
             details = event_details(te, fl)
-            if te.handoff:
+            if wire_crossing(s, te) is not None:
+                details = f"{details}  {st(WIRE_MARK, fg='yellow')}".lstrip()
+            elif te.handoff:
                 details = f"{details}  {st(HANDOFF_MARK, fg='yellow')}".lstrip()
             cols = [
                 fmt_offset(te.offset_ns).rjust(w_off),

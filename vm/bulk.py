@@ -26,6 +26,13 @@ class BulkResult:
 
 
 def _serve(listener: socket.socket, expect: int, report_fd: int) -> int:
+    total = serve_bulk(listener)
+    os.write(report_fd, str(total).encode())
+    return 0 if total == expect else 1
+
+
+def serve_bulk(listener: socket.socket) -> int:
+    """The server's half: one connection read to EOF; the bytes read."""
     set_comm("bulk-server")
     conn, _ = listener.accept()
     listener.close()
@@ -36,8 +43,7 @@ def _serve(listener: socket.socket, expect: int, report_fd: int) -> int:
             if not chunk:
                 break
             total += len(chunk)
-    os.write(report_fd, str(total).encode())
-    return 0 if total == expect else 1
+    return total
 
 
 def run_bulk(size: int = DEFAULT_SIZE, port: int = DEFAULT_PORT,
@@ -51,6 +57,17 @@ def run_bulk(size: int = DEFAULT_SIZE, port: int = DEFAULT_PORT,
     listener.listen(1)
     pid, read_fd = fork_child(lambda report_fd: _serve(listener, size, report_fd))
     listener.close()
+    sent, sends = bulk_client(host, port, size)
+    _, status = os.waitpid(pid, 0)
+    received = int(os.read(read_fd, 64) or b"0")
+    os.close(read_fd)
+    if os.waitstatus_to_exitcode(status) != 0 or received != size:
+        raise RuntimeError(f"bulk transfer lost bytes: sent {sent}, received {received}")
+    return BulkResult(sent=sent, received=received, sends=sends)
+
+
+def bulk_client(host: str, port: int, size: int) -> tuple[int, int]:
+    """The client's half: `size` bytes written; (bytes sent, send calls)."""
     set_comm("bulk-client")
     payload = bytes(range(256)) * (CHUNK // 256)
     sent = sends = 0
@@ -60,9 +77,4 @@ def run_bulk(size: int = DEFAULT_SIZE, port: int = DEFAULT_PORT,
             n = sock.send(payload[: min(CHUNK, size - sent)])
             sent += n
             sends += 1
-    _, status = os.waitpid(pid, 0)
-    received = int(os.read(read_fd, 64) or b"0")
-    os.close(read_fd)
-    if os.waitstatus_to_exitcode(status) != 0 or received != size:
-        raise RuntimeError(f"bulk transfer lost bytes: sent {sent}, received {received}")
-    return BulkResult(sent=sent, received=received, sends=sends)
+    return sent, sends

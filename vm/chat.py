@@ -42,7 +42,8 @@ def _recv_exact(sock: socket.socket, n: int) -> bytes:
     return data
 
 
-def _serve(listener: socket.socket) -> int:
+def serve_chat(listener: socket.socket) -> int:
+    """The server's half: one connection, 0 when it ended with quit or EOF."""
     set_comm("chat-server")
     conn, _ = listener.accept()
     listener.close()
@@ -67,10 +68,18 @@ def run_chat(port: int = DEFAULT_PORT, host: str = "127.0.0.1") -> ChatResult:
     if pid == 0:
         code = 1
         try:
-            code = _serve(listener)
+            code = serve_chat(listener)
         finally:
             os._exit(code)
     listener.close()
+    chat_client(host, port, result)
+    _, status = os.waitpid(pid, 0)
+    result.server_exit = os.waitstatus_to_exitcode(status)
+    return result
+
+
+def chat_client(host: str, port: int, result: ChatResult) -> None:
+    """The client's half, its lines appended to result.transcript."""
     set_comm("chat-client")
     with socket.create_connection((host, port), timeout=30) as sock:
         welcome = _recv_exact(sock, len(WELCOME))
@@ -81,8 +90,5 @@ def run_chat(port: int = DEFAULT_PORT, host: str = "127.0.0.1") -> ChatResult:
         result.transcript.append(f"server: {answer.decode(errors='replace')}")
         sock.send(QUIT)
         result.transcript.append("client: quit")
-    _, status = os.waitpid(pid, 0)
-    result.server_exit = os.waitstatus_to_exitcode(status)
     if welcome != WELCOME or answer != HI:
         raise RuntimeError(f"chat went wrong: got {welcome!r} and {answer!r}")
-    return result

@@ -35,17 +35,29 @@ class QemuConfig:
     memory_mb: int = 2048
     cpus: int = 2
     qemu: str = QEMU
+    # The guest's NIC: none by default (loopback and veth carry the TCP);
+    # the two-host rig gives each guest one on a link between them.
+    nic: tuple[str, ...] = ("-nic", "none")
 
 
-def kernel_cmdline(run_id: str) -> str:
+# Under TCG the guest kernel finds its emulated TSCs "unsynchronized" and
+# falls back to the HPET, so every clock read (bpf_ktime_get_ns in each
+# probe, TCP's own timestamps) is an emulated MMIO access. TCG's TSC is one
+# host clock for every vCPU: trusting it is sound, and cheap to read
+# (bench/README.md, bench_capture.py: the guest clocksource).
+TCG_CLOCK = "clocksource=tsc tsc=reliable"
+
+
+def kernel_cmdline(run_id: str, tcg: bool = False) -> str:
     if not valid_run_id(run_id):
         raise ValueError(f"bad run id {run_id!r}")
     # panic=-1: reboot at once on panic, which -no-reboot turns into a QEMU
     # exit instead of a hang until the timeout. quiet/loglevel=3 keep boot
     # noise off the console that carries the command's output.
+    clock = f"{TCG_CLOCK} " if tcg else ""
     return (
         "console=ttyS0 root=/dev/vda rw init=/kpath-init panic=-1 quiet loglevel=3 "
-        f"kpath_run={run_id}"
+        f"{clock}kpath_run={run_id}"
     )
 
 
@@ -64,9 +76,9 @@ def qemu_argv(cfg: QemuConfig) -> list[str]:
         "-smp", str(cfg.cpus),
         "-nographic",
         "-no-reboot",
-        # No NIC: the share is the only channel we need, loopback and veth
-        # carry the TCP we trace, and skipping iPXE saves ~1 s of TCG boot.
-        "-nic", "none",
+        # No NIC by default: the share is the only channel we need, loopback
+        # and veth carry the TCP we trace, and skipping iPXE saves ~1 s of TCG boot.
+        *cfg.nic,
         "-kernel", str(cfg.kernel),
         "-initrd", str(cfg.initrd),
         # -snapshot: guest writes go to a temporary overlay, never the cache.
@@ -74,5 +86,5 @@ def qemu_argv(cfg: QemuConfig) -> list[str]:
         "-drive", f"file={image},if=virtio,format=raw",
         "-virtfs",
         f"local,path={share},mount_tag={SHARE_TAG},security_model=none,id={SHARE_TAG}",
-        "-append", kernel_cmdline(cfg.run_id),
+        "-append", kernel_cmdline(cfg.run_id, tcg=cfg.accel.name == "tcg"),
     ]

@@ -61,6 +61,7 @@ class RunOptions:
     cpus: int = 2
     cache: Path | None = None
     kernel: str = DEFAULT_KERNEL  # which image: a vm.recipe.KERNELS name
+    nic: tuple[str, ...] = ("-nic", "none")  # QEMU's NIC options (vm/qemu.py)
 
 
 class _Terminated(Exception):
@@ -118,6 +119,7 @@ def run_in_vm(opts: RunOptions, progress: Progress | None = None) -> int:
     cfg = QemuConfig(
         accel=accel, kernel=layout.vmlinuz, initrd=layout.initrd, image=layout.image,
         share=share, run_id=run_id, memory_mb=opts.memory_mb, cpus=opts.cpus, qemu=qemu,
+        nic=opts.nic,
     )
     try:
         progress.say(f"vm run: booting {built.stamp.kernel_release} ({accel}) ...")
@@ -335,3 +337,14 @@ def _prune_logs(logs: Path, keep: int = KEEP_LOGS) -> None:
         return
     for old in sorted(logs.glob("*.log"))[:-keep]:
         old.unlink(missing_ok=True)
+
+
+def shared_out(out: Path, share: Path) -> tuple[Path, Path]:
+    """`--out` as an absolute path and relative to the shared directory
+    (what the guest sees); VmError when it lies outside that directory."""
+    share = share.resolve()
+    out_abs = (share / out).resolve() if not out.is_absolute() else out.resolve()
+    try:
+        return out_abs, out_abs.relative_to(share)
+    except ValueError:
+        raise VmError(f"--out {out} must be inside the shared directory {share}") from None

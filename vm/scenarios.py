@@ -356,6 +356,7 @@ def _check_mixed(trace: Trace, c: Checker, port: int, report: str,
                  untraced: frozenset[str]) -> None:
     from tracer.timeline import build_timeline
     from tracer.timeline.accounting import account_bytes
+    from tracer.timeline.byte_ranges import message_bytes
     from vm.mixed import read_report
 
     path = Path(trace.path).parent / report
@@ -394,6 +395,15 @@ def _check_mixed(trace: Trace, c: Checker, port: int, report: str,
                 way in want_ways for _, way in a.written_other),
             f"trace {[(str(r), w) for r, w in a.written_other]}, "
             f"workload {[str(r) for r in other]}")
+    c.check("every byte read was read by a traced call (no untraced reader: splice out "
+            "of the socket and io_uring recv are traced)", not a.read_other,
+            f"trace {[(str(r), w) for r, w in a.read_other]}")
+    uring = [(m.syscall, message_bytes(m)) for m in tl.messages(fl.number)
+             if m.syscall in ("io_send", "io_recv")]
+    want = sorted([("io_send", n) for w, n in calls.writes if w == "io_uring send"]
+                  + [("io_recv", n) for w, n in calls.reads if w == "io_uring recv"])
+    c.check("each io_uring send/recv is an io_uring message of the workload's bytes",
+            sorted(x for x in uring if (x[1] or 0) > 0) == want, f"trace {uring}, workload {want}")
     stream = fl.streams[fl.client]
     c.check("no placement problem (no 'may be shifted' warning)", not stream.problems,
             "; ".join(stream.problems))
@@ -417,8 +427,9 @@ SCENARIOS: tuple[Scenario, ...] = (
     Scenario("lossy", "1 MiB through a 4 KiB ring buffer: losses counted and shown",
              "bulk_lossy.kpath", ("bulk", "--size", "1MiB", "--port", "10089"), check_lossy,
              trace_args=("--buffer-pages", "1"), expect_loss=True),
-    Scenario("mixed", "send, sendfile, write, sendmsg, writev, splice; recv, read, recvmsg, "
-             "readv: kernel-placed ranges, accounting closes", "mixed.kpath",
+    Scenario("mixed", "send, sendfile, write, sendmsg, writev, splice, sendmmsg, io_uring "
+             "send; recv, read, recvmsg, readv, recvmmsg, io_uring recv, splice: "
+             "kernel-placed ranges, accounting closes", "mixed.kpath",
              ("mixed", "--port", str(MIXED_PORT)), check_mixed, report="mixed_calls.json"),
     Scenario("untraced", "the mixed stream with sendfile and splice untraced: their bytes "
              "are told apart, every traced send still placed exactly", "mixed_untraced.kpath",

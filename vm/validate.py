@@ -16,7 +16,7 @@ from tracer.tracefile import TraceFormatError, read_trace
 from vm.errors import VmError
 from vm.progress import Progress
 from vm.recipe import DEFAULT_KERNEL, kernel_spec
-from vm.runner import RunOptions, run_in_vm
+from vm.runner import RunOptions, run_in_vm, shared_out
 from vm.scenarios import CheckResult, Scenario
 
 # A BCC compile per scenario (about a minute each under TCG), boot, workloads.
@@ -109,10 +109,7 @@ def validate(
     share = share.resolve()
     out_abs = (share / out).resolve() if not out.is_absolute() else out.resolve()
     if run:
-        try:
-            rel = out_abs.relative_to(share)
-        except ValueError:
-            raise VmError(f"--out {out} must be inside the shared directory {share}") from None
+        out_abs, rel = shared_out(out, share)
         command = guest_command(scenarios, rel, backend)
         code = run_in_vm(
             RunOptions(command=command, share=share, timeout=timeout, cache=cache,

@@ -21,6 +21,7 @@ import inspect
 import json
 import random
 import re
+import tempfile
 import time
 import traceback
 from collections.abc import Iterator
@@ -34,6 +35,7 @@ import tracer.tracefile.scan as scan
 from kpath.cli import cli
 from tests.replay.recordings import DATA, needs_recordings
 from tests.replay.trace_mutations import JSONL_MUTATORS, V2_MUTATORS, is_v2
+from tracer.tracefile import TraceWriter, read_trace
 
 pytestmark = needs_recordings
 
@@ -80,8 +82,25 @@ def _bases() -> dict[str, bytes]:
         if not is_v2(data) and data.count(b"\n") > 2 * PREFIX_LINES:
             lines = data.rstrip(b"\n").split(b"\n")
             data = b"\n".join(lines[:PREFIX_LINES] + lines[-1:]) + b"\n"
+        elif is_v2(data):
+            data = _v2_prefix(path) or data
         out[path.name] = data
     return out
+
+
+def _v2_prefix(path: Path) -> bytes | None:
+    """A big version 2 recording's first PREFIX_LINES events, with its header
+    and trailer (as the first lines of a version 1 one): zstd packs an event
+    in a few bytes, so the whole file's output would dwarf its size."""
+    trace = read_trace(path)
+    if trace.num_events <= 2 * PREFIX_LINES or trace.trailer is None:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        cut = Path(tmp) / "prefix.kpath"
+        w = TraceWriter(cut, trace.header)
+        w.write_batch(trace.table.slice(0, PREFIX_LINES).combine_chunks().to_batches()[0])
+        w.write_trailer(trace.trailer)
+        return cut.read_bytes()
 
 
 BASES = _bases()

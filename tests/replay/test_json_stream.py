@@ -7,6 +7,7 @@ converted to v2) and on synthetic many-connection traces, whole and per flow."""
 
 from __future__ import annotations
 
+import gc
 import io
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from tracer.timeline import Timeline, build_timeline, use_recorded_probes
 from tracer.timeline.windows import Plan
 from tracer.tracefile import probe_specs, read_trace
 from tracer.tracefile.convert import convert
+from viz import jsonout
 from viz.jsonout import render_json, write_json, write_json_windows
 
 pytestmark = needs_recordings
@@ -70,8 +72,15 @@ def test_streamed_equals_whole_document(recording: Path, tmp_path: Path) -> None
                                   "bulk_lossy"])
 def test_streamed_equals_whole_document_many_connections(name: str, tmp_path: Path) -> None:
     # Overlapping copies (a busy host) leave no independent cut: one window.
+    # Copies start a fraction of the recording's span apart (lost records
+    # included, which a tracer may notice long after the last event): a
+    # quarter of its events' span.
+    trace = read_trace(DATA / f"{name}.kpath")
+    stamps = [ev.ts_ns for ev in trace.events]
+    every = stamps + [rec.ts_ns for rec in trace.lost]
+    overlap = 4 * (max(every) - min(every) + 50_000) / (max(stamps) - min(stamps) + 50_000)
     out = tmp_path / "synthetic.kpath"
-    write_synthetic(DATA / f"{name}.kpath", out, 12, overlap=4)
+    write_synthetic(DATA / f"{name}.kpath", out, 12, overlap=overlap)
     assert _check_all_selections(out) == 1
     # One copy after another: a window per copy at least.
     write_synthetic(DATA / f"{name}.kpath", out, 12, overlap=0.5)
@@ -94,3 +103,30 @@ def test_cli_writes_the_streamed_document(tmp_path: Path) -> None:
     res = CliRunner().invoke(replay_cmd, [str(recording), "--format", "json", "--flow", "1"])
     assert res.exit_code == 0, res.output
     assert res.stdout == render_json(_timeline(recording), 1)
+
+
+
+def test_streamed_records_leave_no_garbage_with_the_collector_paused(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # replay and export run with the cyclic collector paused
+    # (kpath/cli_view.py); an indented json.dumps leaves a reference cycle
+    # per record, which must not pile up with the trace's records.
+    monkeypatch.setattr(jsonout, "_COLLECT_EVERY", 16)
+    out = tmp_path / "synthetic.kpath"
+    write_synthetic(DATA / "hello_hi.kpath", out, 6, overlap=0.5)
+    plan = Plan(read_trace(out), 1)
+    text = io.StringIO()
+    gc.collect()
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        write_json_windows(plan, text.write)
+        left = gc.collect()
+    finally:
+        if enabled:
+            gc.enable()
+    records = text.getvalue().count('\n  {')
+    assert records > 1000
+    # About 33 objects per record without the collections; here what the
+    # last 16 records left at most.
+    assert left < 50 * 16, (left, records)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -36,3 +37,20 @@ def test_every_docs_example_is_what_its_command_produces(tmp_path: Path) -> None
         assert res.returncode == 0, res.stderr
         assert out.read_bytes() == (ROOT / target).read_bytes(), (
             f"regenerate: kpath export {trace} -f {fmt} -o {target}")
+
+
+def test_readme_query_output_is_real() -> None:
+    """The "Traces as data" query prints what the README shows."""
+    readme = (ROOT / "README.md").read_text()
+    block = re.search(r"^```\n\$ (kpath query .*?)\n```$", readme, re.MULTILINE | re.DOTALL)
+    assert block, "README must show a kpath query and its output"
+    lines = block.group(1).split("\n")
+    end = next(i for i, line in enumerate(lines) if not line.endswith("\\")
+               and line.rstrip().endswith('"'))
+    command = "\n".join(lines[:end + 1]).replace("\\\n", " ")
+    shown = "\n".join(lines[end + 1:]) + "\n"
+    args = shlex.split(command)
+    res = subprocess.run([sys.executable, "-m", "kpath", *args[1:]], cwd=ROOT,
+                         capture_output=True, text=True, check=False)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout == shown

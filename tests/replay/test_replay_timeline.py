@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from kpath.cli_view import export_cmd, replay_cmd
-from tests.replay.recordings import RECORDINGS, needs_recordings
+from tests.replay.recordings import LEAD_IN_ORDER, RECORDINGS, needs_recordings
 from tracer.events import Context
 from tracer.timeline import Flow, Message, Packet, Role, RolesFrom, Timeline, build_timeline
 from tracer.timeline.causal import origin_event
@@ -46,6 +46,8 @@ def chat_flow(tl: Timeline) -> Flow | None:
 
 
 def test_every_event_in_exactly_one_step(recording: Path) -> None:
+    if recording.name in LEAD_IN_ORDER:
+        pytest.xfail("known: a lead-in joins a packet seconds later (recordings.LEAD_IN_ORDER)")
     tl = timeline_of(recording)
     placed = sorted(te.index for st in tl.steps for te in st.events)
     assert placed == list(range(len(tl.trace.events)))

@@ -7,18 +7,18 @@ from __future__ import annotations
 from pathlib import Path
 
 from kpath.console import KeptStatus
-from probes.catalog import BY_NAME, select
+from probes.catalog import BY_NAME
 from tracer.capture.replay import ReplayBackend
 from tracer.filters import make_filters
 from tracer.session import TraceRequest, run_trace
 from tracer.tracefile import local_source, read_trace, scan_trace
 
-from .recordings import DATA
+from .recordings import DATA, recorded_selection
 
 
 def test_the_session_writes_a_self_describing_version_2_trace(tmp_path: Path) -> None:
     src = read_trace(DATA / "hello_hi.kpath")
-    profile, specs = select(src.header.profile)
+    profile, specs = recorded_selection(src)
     out = tmp_path / "live.kpath"
     req = TraceRequest(output=out, filters=make_filters(None, None, None, True),
                        profile=profile, specs=specs, command=["true"])

@@ -7,19 +7,18 @@ from __future__ import annotations
 from pathlib import Path
 
 from kpath.console import KeptStatus
-from probes.catalog import select
 from tracer.capture.replay import ReplayBackend
 from tracer.filters import make_filters
 from tracer.session import TraceRequest, run_trace
 from tracer.tracefile import read_trace
 
-from .recordings import DATA
+from .recordings import DATA, recorded_selection
 
 
 def _run(recording: str, tmp_path: Path, **kw: object) -> tuple[Path, ReplayBackend,
                                                                  KeptStatus]:
     src = read_trace(DATA / recording)
-    profile, specs = select(src.header.profile)
+    profile, specs = recorded_selection(src)
     out = tmp_path / "copy.kpath"
     req = TraceRequest(output=out, filters=make_filters(None, None, None, True),
                        profile=profile, specs=specs, command=["true"], **kw)  # type: ignore[arg-type]
@@ -57,7 +56,7 @@ def test_header_records_backend_attachments_and_coverage(tmp_path: Path) -> None
 
 def test_count_cuts_the_batch_that_crosses_it(tmp_path: Path) -> None:
     src = read_trace(DATA / "bulk_lossy.kpath")
-    profile, specs = select(src.header.profile)
+    profile, specs = recorded_selection(src)
     out = tmp_path / "cut.kpath"
     # 8 events a batch: 13 ends in the middle of the second one.
     req = TraceRequest(output=out, filters=make_filters(None, None, None, False),

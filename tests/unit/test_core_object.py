@@ -54,7 +54,7 @@ def test_a_different_layout_is_refused(obj: libbpf.BpfObject) -> None:
 def test_rodata_holds_the_config_and_the_hook_table(obj: libbpf.BpfObject) -> None:
     _, variables = obj.btf_datasec(".rodata")
     names = {v.name for v in variables}
-    assert {"cfg", "tp_probe", "wakeup_bytes", "ret_probes"} <= names
+    assert {"cfg", "tp_probe", "wakeup_bytes", "ret_probes", "frame_probes"} <= names
     addr, size = obj.rodata()
     offsets = {v.name: v.offset for v in variables}
     assert offsets["tp_probe"] + 4 * len(TP_HOOKS) <= size and addr

@@ -17,6 +17,8 @@ import pytest
 from probes.catalog import BY_NAME, ProbeSpec
 from tracer.capture.errors import LoadError
 from tracer.capture.record import (
+    FRAME_BYTES,
+    FRAME_TAIL_DTYPE,
     HAS_ACK,
     HAS_ARG3,
     HAS_FLAGS,
@@ -30,7 +32,7 @@ from tracer.capture.record import (
     check_layout,
     decode_records,
 )
-from tracer.events import EVENT_SCHEMA, SOFTIRQ_NAMES, Context, Event, Kind, batch_to_events
+from tracer.events import FILE_SCHEMA, SOFTIRQ_NAMES, Context, Event, Kind, batch_to_events
 
 
 class RawEvent(ctypes.Structure):
@@ -147,7 +149,8 @@ def test_vectorised_decode_equals_the_per_record_decode(which: int) -> None:
         if ev is not None:
             want.append(ev)
     got = decode_records(raw.view(np.uint8).reshape(len(raw), RAW_EVENT_SIZE), table)
-    assert got.batch.schema == EVENT_SCHEMA
+    assert got.batch.schema == FILE_SCHEMA  # the events, then their frames: none here
+    assert got.batch.column("frame").null_count == got.batch.num_rows
     assert got.unknown == len(raw) - len(want) > 0
     assert batch_to_events(got.batch) == want
     # Every branch was exercised: nulls and values, each context, an unnamed vector.
@@ -171,7 +174,7 @@ def test_probe_column_is_the_header_dictionary() -> None:
 def test_an_empty_span_is_an_empty_batch() -> None:
     table, _, _ = _tables()[1]
     got = decode_records(np.zeros((0, RAW_EVENT_SIZE), np.uint8), table)
-    assert got.batch.num_rows == 0 and got.unknown == 0 and got.batch.schema == EVENT_SCHEMA
+    assert got.batch.num_rows == 0 and got.unknown == 0 and got.batch.schema == FILE_SCHEMA
 
 
 def test_numpy_mirror_matches_the_ctypes_layout() -> None:
@@ -180,3 +183,32 @@ def test_numpy_mirror_matches_the_ctypes_layout() -> None:
     swapped = [("length" if n == "ack" else "ack" if n == "length" else n, o) for n, o in offsets]
     with pytest.raises(LoadError, match="ack: ours 80"):
         check_layout(RAW_DTYPE, "the ctypes struct", ctypes.sizeof(RawEvent), swapped)
+
+
+def test_frames_follow_their_events_past_records_left_out() -> None:
+    """SYNTHETIC frame tails on three records, one of them from no known
+    probe: the others' frames keep their events' rows (moved up past the
+    record left out), bytes cut at `cap`, link 0xffff read as unknown."""
+    table, ips, _ = _tables()[0]
+    raw = synthetic_records(6, seed=3, ip_of=ips[:1])
+    raw["ip"] = [1, 1, 999, 1, 1, 1]
+    tails = []
+    for i, (cap, link) in enumerate(((3, 14), (5, 0xFFFF), (2, 14))):
+        tail = np.zeros(1, FRAME_TAIL_DTYPE)
+        tail["len"], tail["ifindex"], tail["cap"], tail["link"] = 1000 + i, 7, cap, link
+        tail["dev_type"], tail["ifname"] = 772, b"lo"
+        body = bytearray(tail.tobytes())
+        body[32:32 + FRAME_BYTES] = bytes([0x10 + i]) * FRAME_BYTES
+        tails.append(bytes(body))
+    got = decode_records(raw.view(np.uint8).reshape(6, RAW_EVENT_SIZE), table,
+                         [1, 2, 4], tails)
+    assert got.unknown == 1
+    frame = got.batch.column("frame").to_pylist()
+    assert [i for i, f in enumerate(frame) if f is not None] == [1, 3]
+    assert frame[1] == {"ifindex": 7, "ifname": "lo", "dev_type": 772, "link": 14,
+                        "len": 1000, "data": b"\x10" * 3}
+    assert frame[3] == {"ifindex": 7, "ifname": "lo", "dev_type": 772, "link": 14,
+                        "len": 1002, "data": b"\x12" * 2}
+    alone = decode_records(raw[:2].view(np.uint8).reshape(2, RAW_EVENT_SIZE), table,
+                           [0], [tails[1]]).batch.column("frame").to_pylist()
+    assert alone[0]["link"] is None and alone[0]["data"] == b"\x11" * 5 and alone[1] is None

@@ -127,3 +127,27 @@ def test_a_record_committed_while_the_run_is_read_is_taken_not_skipped() -> None
     span = scan(data, ring.mask, 0, ring.prod, SIZE)
     assert [int(r[0]) for r in span.records] == [1, 2, 3]
     assert (span.odd, span.discarded, span.busy) == (0, 0, False)
+
+
+def test_frame_records_join_the_events_in_ring_order() -> None:
+    """SYNTHETIC frame records (kp_frame_event: an event, then the frame)
+    between plain events: their event parts come out in ring order, their
+    frame parts apart with the event's row, a discarded one nowhere."""
+    frame = 280
+    tail = frame - SIZE
+    ring = SyntheticRing(8192)
+    ring.put(_payload(1))
+    ring.put(_payload(2) + bytes([0xA2]) * tail)
+    ring.put(_payload(3))
+    ring.put(_payload(4) + bytes([0xA4]) * tail, DISCARD)
+    ring.put(_payload(5) + bytes([0xA5]) * tail)
+    ring.put(_payload(6))
+    span = scan(ring.doubled(), ring.mask, 0, ring.prod, SIZE, frame)
+    assert [int(r[0]) for r in span.records] == [1, 2, 3, 5, 6]
+    assert span.frame_rows == [1, 3]
+    assert [t[0] for t in span.frame_tails] == [0xA2, 0xA5]
+    assert all(len(t) == tail for t in span.frame_tails)
+    assert (span.discarded, span.odd, span.consumed) == (1, 0, ring.prod)
+    # Without frame records expected, they are odd records, counted.
+    plain = scan(ring.doubled(), ring.mask, 0, ring.prod, SIZE)
+    assert [int(r[0]) for r in plain.records] == [1, 3, 6] and plain.odd == 2

@@ -251,3 +251,10 @@ def test_synthetic_diagram_of_a_trace_without_flows() -> None:
     assert "sequenceDiagram" in render_mermaid(d)
     assert "client_app_head" in graphviz_render.render_dot(d)
 
+
+
+def test_hop_times_keep_their_sign() -> None:
+    from viz.text import fmt_hop
+
+    assert [fmt_hop(v) for v in (850, 12_300, 1_670_000, -850, -156_866_655, None)] == [
+        "+850 ns", "+12.3 us", "+1.67 ms", "-850 ns", "-156.87 ms", ""]

@@ -36,9 +36,12 @@ from tracer.capture.base import (
 )
 from tracer.capture.drain import RingDrain
 from tracer.capture.errors import LoadError, PrerequisiteError
+from tracer.capture.frames import frame_fn, frame_probes
 from tracer.capture.record import (
+    FRAME_OFFSETS,
     RAW_DTYPE,
     RAW_EVENT_SIZE,
+    RAW_FRAME_SIZE,
     ProbeTable,
     check_layout,
     decode_records,
@@ -195,6 +198,8 @@ class BccBackend:
         self._sink: Callable[[pa.RecordBatch], None] | None = None
         self._drain: RingDrain | None = None
         self._perf_records: list[bytes] = []  # perf buffer (pre-5.8) records of one poll
+        self._perf_frame_rows: list[int] = []  # and its frame records (ringbuf.Span's)
+        self._perf_frame_tails: list[bytes] = []
         self._perf_lost = 0
         self._undecoded = 0
 
@@ -233,6 +238,11 @@ class BccBackend:
         rec = dict(getattr(leaf, "_type_", leaf)._fields_)["ev"]
         check_layout(RAW_DTYPE, "BCC's compiled kpath_bcc.c", ctypes.sizeof(rec),
                      [(name, getattr(rec, name).offset) for name, *_ in rec._fields_])
+        leaf = self._bpf["frame_buf"].Leaf
+        frame = getattr(leaf, "_type_", leaf)
+        check_layout((RAW_FRAME_SIZE, FRAME_OFFSETS), "BCC's compiled kpath_bcc.c",
+                     ctypes.sizeof(frame),
+                     [(name, getattr(frame, name).offset) for name, *_ in frame._fields_])
 
     def configure(self, filters: Filters) -> None:
         table = self._bpf["config"]
@@ -254,12 +264,15 @@ class BccBackend:
     def attach(self, resolved: Sequence[Resolved]) -> list[tuple[Resolved, str]]:
         """Attach entry (and return) probes; returns the ones that failed, why."""
         failed: list[tuple[Resolved, str]] = []
+        framing = frame_probes(res.spec.name for res in resolved if res.ok)
         for res in resolved:
             if not res.ok:
                 continue
             assert res.symbol is not None
+            fn = (frame_fn(res.spec.capture) if res.spec.name in framing
+                  else capture_fn(res.spec.capture))
             try:
-                self._bpf.attach_kprobe(event=res.symbol, fn_name=capture_fn(res.spec.capture))
+                self._bpf.attach_kprobe(event=res.symbol, fn_name=fn)
                 ret_fn = return_fn(res.spec.ret)
                 if ret_fn is not None:
                     self._bpf.attach_kretprobe(event=res.symbol, fn_name=ret_fn)
@@ -284,6 +297,12 @@ class BccBackend:
         if size < RAW_EVENT_SIZE:
             self._undecoded += 1
             return
+        if size >= RAW_FRAME_SIZE:
+            rec = ctypes.string_at(data, RAW_FRAME_SIZE)
+            self._perf_frame_rows.append(len(self._perf_records))
+            self._perf_frame_tails.append(rec[RAW_EVENT_SIZE:])
+            self._perf_records.append(rec[:RAW_EVENT_SIZE])
+            return
         self._perf_records.append(ctypes.string_at(data, RAW_EVENT_SIZE))
 
     def _on_perf_lost(self, count: int) -> None:
@@ -293,8 +312,9 @@ class BccBackend:
         if not self._perf_records:
             return
         raw = np.frombuffer(b"".join(self._perf_records), np.uint8).reshape(-1, RAW_EVENT_SIZE)
-        self._perf_records = []
-        decoded = decode_records(raw, self._table)
+        rows, tails = self._perf_frame_rows, self._perf_frame_tails
+        self._perf_records, self._perf_frame_rows, self._perf_frame_tails = [], [], []
+        decoded = decode_records(raw, self._table, rows, tails)
         self._undecoded += decoded.unknown
         if decoded.batch.num_rows and self._sink is not None:
             self._sink(decoded.batch)

@@ -35,6 +35,7 @@ from tracer.capture.base import (
 )
 from tracer.capture.drain import RingDrain
 from tracer.capture.errors import AttachError, LoadError, PrerequisiteError
+from tracer.capture.frames import frame_probes
 from tracer.capture.plan import (
     ATTACH_MODES,
     CONTEXT_PROGRAMS,
@@ -324,12 +325,18 @@ class CoreBackend:
         # for indices past 63).
         ret_probes = ctypes.c_uint64(sum(1 << p.index for p in planned
                                          if p.spec.has_return and p.index < 64))
+        # Probes that send frame records (bit per index, below 256).
+        framing = frame_probes(p.spec.name for p in planned if p.way)
+        frames = (ctypes.c_uint64 * 4)()
+        for p in planned:
+            if p.way and p.spec.name in framing and p.index < 256:
+                frames[p.index >> 6] |= 1 << (p.index & 63)
         addr, total = obj.rodata()
         _, variables = obj.btf_datasec(".rodata")
         offsets = {v.name: v.offset for v in variables}
         wakeup = ctypes.c_uint64(self.wakeup_bytes)
         for name, value in (("cfg", cfg), ("tp_probe", slots), ("wakeup_bytes", wakeup),
-                            ("ret_probes", ret_probes)):
+                            ("ret_probes", ret_probes), ("frame_probes", frames)):
             off = offsets.get(name)
             if off is None or off + ctypes.sizeof(value) > total:
                 raise LoadError(f"{self._objpath.name}: .rodata has no room for {name} (an "

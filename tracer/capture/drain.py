@@ -12,7 +12,7 @@ import pyarrow as pa
 
 from tracer.capture import libbpf
 from tracer.capture.errors import LoadError
-from tracer.capture.record import RAW_EVENT_SIZE, ProbeTable, decode_records
+from tracer.capture.record import RAW_EVENT_SIZE, RAW_FRAME_SIZE, ProbeTable, decode_records
 from tracer.capture.ringbuf import RingReader
 
 BPF_MAP_TYPE_RINGBUF = 27
@@ -31,7 +31,7 @@ class RingDrain:
             raise LoadError(f"map {info.name.decode(errors='replace')} is not a ring buffer "
                             f"(type {info.type})", "")
         try:
-            self._reader = RingReader(map_fd, info.max_entries, RAW_EVENT_SIZE)
+            self._reader = RingReader(map_fd, info.max_entries, RAW_EVENT_SIZE, RAW_FRAME_SIZE)
         except OSError as exc:
             raise LoadError(f"cannot map the ring buffer: {exc.strerror}", "") from None
         self._table = table
@@ -59,7 +59,7 @@ class RingDrain:
         self.undecoded += span.odd + span.discarded
         if not len(span.records):
             return 0
-        decoded = decode_records(span.records, self._table)
+        decoded = decode_records(span.records, self._table, span.frame_rows, span.frame_tails)
         self.undecoded += decoded.unknown
         if decoded.batch.num_rows:
             self._sink(decoded.batch)

@@ -59,6 +59,33 @@ struct kp_event {
     char comm[KP_COMM_LEN];
 };
 
+// An event at a device-layer probe with the packet's first bytes as the
+// device has them (link header on): a second record kind, told apart by its
+// size, so that every other event stays a bare kp_event. Which probes send
+// it is the loader's choice (one per direction: tracer/capture/frames.py).
+#define KP_FRAME_BYTES 128
+#define KP_NO_LINK 0xffff
+
+struct kp_frame_event {
+    struct kp_event ev;
+    u32 len;       // frame length: skb->len plus the link header before skb->data
+    u32 ifindex;
+    u16 cap;       // bytes of data captured (the skb's linear part, at most KP_FRAME_BYTES)
+    u16 link;      // link-header bytes before the network header (KP_NO_LINK: unknown)
+    u16 dev_type;  // the device's ARPHRD_* type
+    u16 pad;
+    char ifname[16];
+    u8 data[KP_FRAME_BYTES];
+};
+
+// tracer/capture/record.py mirrors this layout (FRAME_TAIL_DTYPE); no map
+// holds the struct, so it is checked here rather than through BTF.
+_Static_assert(sizeof(struct kp_frame_event) == 120 + 32 + KP_FRAME_BYTES,
+               "kp_frame_event size");
+_Static_assert(__builtin_offsetof(struct kp_frame_event, len) == 120, "len");
+_Static_assert(__builtin_offsetof(struct kp_frame_event, ifname) == 136, "ifname");
+_Static_assert(__builtin_offsetof(struct kp_frame_event, data) == 152, "data");
+
 struct kp_config {
     u32 tgid;         // trace this process (0: no pid filter)
     u32 use_pid_map;  // trace processes in traced_pids (kpath trace -- CMD)

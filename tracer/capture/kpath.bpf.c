@@ -439,26 +439,31 @@ static __always_inline int keep_event(struct kp_event *e) {
     return 0;
 }
 
+// Ring buffers report no loss themselves: count it per probe.
+static __always_inline void count_lost(u64 ip) {
+    u64 zero64 = 0;
+    u64 *n = bpf_map_lookup_elem(&lost_by_ip, &ip);
+    if (!n) {
+        bpf_map_update_elem(&lost_by_ip, &ip, &zero64, BPF_NOEXIST);
+        n = bpf_map_lookup_elem(&lost_by_ip, &ip);
+    }
+    if (n)
+        __sync_fetch_and_add(n, 1);
+}
+
 static __always_inline int emit(struct kp_event *e) {
     u64 flags = 0;
     if (wakeup_bytes)
         flags = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes
                     ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
-    if (bpf_ringbuf_output(&events, e, sizeof(*e), flags)) {
-        // Ring buffers report no loss themselves: count it per probe.
-        u64 zero64 = 0;
-        u64 *n = bpf_map_lookup_elem(&lost_by_ip, &e->ip);
-        if (!n) {
-            bpf_map_update_elem(&lost_by_ip, &e->ip, &zero64, BPF_NOEXIST);
-            n = bpf_map_lookup_elem(&lost_by_ip, &e->ip);
-        }
-        if (n)
-            __sync_fetch_and_add(n, 1);
-    }
+    if (bpf_ringbuf_output(&events, e, sizeof(*e), flags))
+        count_lost(e->ip);
     return 0;
 }
 
-static __always_inline int submit(struct kp_event *e) {
+// Whether an event is kept, and what keeping it entails (the held NET_RX
+// run goes out first; an entry is remembered for its return).
+static __always_inline int admit(struct kp_event *e) {
     if (!keep_event(e))
         return 0;
     if (e->ctx == CTX_SOFTIRQ) {
@@ -476,7 +481,73 @@ static __always_inline int submit(struct kp_event *e) {
         u64 sk = e->sk;
         bpf_map_update_elem(&pending_ret, &rk, &sk, BPF_ANY);
     }
+    return 1;
+}
+
+static __always_inline int submit(struct kp_event *e) {
+    if (!admit(e))
+        return 0;
     return emit(e);
+}
+
+// ---- device-layer frames: the packet's first bytes (pcapng export) ----
+
+// Bit i: probe i sends its events as frame records (kp_frame_event); set
+// before load, one probe per direction (tracer/capture/frames.py).
+const volatile u64 frame_probes[4] = {};
+
+static __always_inline int frame_wanted(u64 probe) {
+    return probe < 256 && (frame_probes[(probe >> 6) & 3] >> (probe & 63)) & 1;
+}
+
+// Kept events of frame probes go out with the frame as the device has it:
+// from the link header (skb->mac_header where set and before skb->data, as
+// on receive once it was pulled; else skb->data, as on transmit).
+static __always_inline int submit_frame(struct kp_event *e, struct sk_buff *skb) {
+    if (!frame_wanted(e->ip))
+        return submit(e);
+    if (!admit(e))
+        return 0;
+    struct kp_frame_event *f = bpf_ringbuf_reserve(&events, sizeof(*f), 0);
+    if (!f) {
+        count_lost(e->ip);
+        return 0;
+    }
+    __builtin_memcpy(&f->ev, e, sizeof(*e));
+    __builtin_memset(&f->len, 0, sizeof(*f) - sizeof(f->ev));
+    unsigned char *head = BPF_CORE_READ(skb, head);
+    unsigned char *data = BPF_CORE_READ(skb, data);
+    u16 mh = BPF_CORE_READ(skb, mac_header);
+    u16 nh = BPF_CORE_READ(skb, network_header);
+    unsigned char *start = data;
+    if (mh != (u16)~0U && head + mh < data)
+        start = head + mh;
+    u32 pulled = (u32)(data - start);
+    u32 len = BPF_CORE_READ(skb, len);
+    f->len = len + pulled;
+    f->link = (nh != (u16)~0U && head + nh >= start) ? (u16)(head + nh - start) : KP_NO_LINK;
+    // Only the linear part is contiguous (skb_headlen: len - data_len); a
+    // whole KP_FRAME_BYTES is read (a constant size for the verifier: the
+    // head buffer's skb_shared_info follows its end, so the read stays
+    // inside it) and user space keeps `cap` bytes.
+    u32 cap = len - BPF_CORE_READ(skb, data_len) + pulled;
+    if (cap > KP_FRAME_BYTES)
+        cap = KP_FRAME_BYTES;
+    if (bpf_probe_read_kernel(f->data, KP_FRAME_BYTES, start))
+        cap = 0;
+    f->cap = cap;
+    struct net_device *dev = BPF_CORE_READ(skb, dev);
+    if (dev) {
+        f->ifindex = BPF_CORE_READ(dev, ifindex);
+        f->dev_type = BPF_CORE_READ(dev, type);
+        bpf_probe_read_kernel_str(f->ifname, sizeof(f->ifname), &dev->name);
+    }
+    u64 flags = 0;
+    if (wakeup_bytes)
+        flags = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes
+                    ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
+    bpf_ringbuf_submit(f, flags);
+    return 0;
 }
 
 // ---- capture routines shared by kprobes and tracepoints ----
@@ -537,7 +608,11 @@ static __always_inline int on_return(u64 probe, s64 ret, int sock_ret) {
         return 0;
     struct sock *sk = (struct sock *)*skp;
     bpf_map_delete_elem(&pending_ret, &rk);
-    e->ret = ret;
+    // Functions returning int (tcp_recvmsg, tcp_sendmsg_locked, io_send...)
+    // set only eax: -EAGAIN reads 4294967285 in rax. Every value reported
+    // here but a returned pointer is a byte count below 2^31 (MAX_RW_COUNT)
+    // or -errno: the low 32 bits, sign-extended, are the value.
+    e->ret = sock_ret ? ret : (s64)(s32)ret;
     e->has |= HAS_RET;
     if (sock_ret)
         sk = (struct sock *)ret;
@@ -581,7 +656,7 @@ static __always_inline int skb_l3(u64 probe, struct sk_buff *skb, struct sock *s
         sk = BPF_CORE_READ(skb, sk);
     e->sk = (u64)sk;
     read_skb_netns(skb, e);
-    return submit(e);
+    return submit_frame(e, skb);
 }
 
 static __always_inline int skb_rx(u64 probe, struct sk_buff *skb) {
@@ -592,7 +667,7 @@ static __always_inline int skb_rx(u64 probe, struct sk_buff *skb) {
     if (!read_skb_rx(skb, e))
         return 0;
     read_skb_netns(skb, e);
-    return submit(e);
+    return submit_frame(e, skb);
 }
 
 // __tcp_transmit_skb / tcp_retransmit_skb: the TCP header is not built yet,
@@ -646,6 +721,41 @@ static __always_inline int kiocb_entry(u64 probe, struct kiocb *iocb, struct iov
     return submit_file_socket(file, e);
 }
 
+// __x64_sys_recvmmsg(const struct pt_regs *regs): the socket behind the
+// first argument (6.1 inlines __sys_recvmmsg into the system call).
+static __always_inline int syscall_regs_fd1(u64 probe, struct pt_regs *regs) {
+    return syscall_fd_len(probe, (int)BPF_CORE_READ(regs, di), 0, 0);
+}
+
+// io_uring's issue function of a socket op (io_send, io_recv, io_sendmsg,
+// ...: struct io_kiocb *req, unsigned int issue_flags), in the submitting
+// task or an io-wq worker: the socket behind req->file; arg3 is the op's
+// io_sr_msg len (its command data sits at the start of the request). Local
+// flavours of the two types: CO-RE finds them in the running kernel, and a
+// build host without io_uring still compiles.
+struct io_kiocb___kp {
+    struct file *file;
+} __attribute__((preserve_access_index));
+struct io_sr_msg___kp {
+    int len;
+} __attribute__((preserve_access_index));
+
+static __always_inline int io_kiocb_entry(u64 probe, struct io_kiocb___kp *req) {
+    EVENT_START(e, probe, KIND_ENTRY);
+    e->arg3 = (u32)BPF_CORE_READ((struct io_sr_msg___kp *)req, len);
+    e->has |= HAS_ARG3;
+    return submit_file_socket(BPF_CORE_READ(req, file), e);
+}
+
+// sock_splice_read(file, ppos, pipe, len, flags): splice(2) out of a
+// socket, at the socket's file operation; arg3 is len.
+static __always_inline int file_len4(u64 probe, struct file *file, u64 len) {
+    EVENT_START(e, probe, KIND_ENTRY);
+    e->arg3 = len;
+    e->has |= HAS_ARG3;
+    return submit_file_socket(file, e);
+}
+
 // __x64_sys_splice(const struct pt_regs *regs): splice(fd_in, off_in,
 // fd_out, off_out, len, flags) from the saved registers; the socket written
 // is fd_out (third); arg3 is len (fifth).
@@ -665,6 +775,12 @@ static __always_inline int sock_write_seq(u64 probe, struct sock *sk, u64 size) 
 // stream byte the call returns (unless MSG_PEEK).
 static __always_inline int sock_copied_seq(u64 probe, struct sock *sk, u64 len) {
     return sock_stream_pos(probe, sk, len, BPF_CORE_READ((struct tcp_sock *)sk, copied_seq));
+}
+
+// tcp_splice_read(sock, ppos, pipe, len, flags): as tcp_recvmsg, from
+// tp->copied_seq at entry, through the struct socket.
+static __always_inline int socket_copied_seq(u64 probe, struct socket *sock, u64 len) {
+    return sock_copied_seq(probe, BPF_CORE_READ(sock, sk), len);
 }
 
 // (sk, skb, ...) below TCP on transmit: TCP header built, IP header not yet.
@@ -745,11 +861,15 @@ static __always_inline int datagram_iter(u64 probe, struct sk_buff *skb, int off
     X(syscall_fd, 9, (syscall_fd(P, (int)A(1), A(3))))                                 \
     X(kiocb, 2, (kiocb_entry(P, (struct kiocb *)A(1), (struct iov_iter *)A(2))))       \
     X(syscall_regs_fd3, 1, (syscall_regs_fd3(P, (struct pt_regs *)A(1))))               \
+    X(syscall_regs_fd1, 1, (syscall_regs_fd1(P, (struct pt_regs *)A(1))))               \
+    X(io_kiocb, 6, (io_kiocb_entry(P, (struct io_kiocb___kp *)A(1))))                  \
+    X(file_len4, 1, (file_len4(P, (struct file *)A(1), A(4))))                         \
     X(socket, 4, (socket_entry(P, (struct socket *)A(1), A(3))))                       \
     X(sock, 11, (sock_entry(P, (struct sock *)A(1), A(3))))                            \
     X(sock_write_seq, 1, (sock_write_seq(P, (struct sock *)A(1), A(3))))               \
     X(sock_page_write_seq, 1, (sock_write_seq(P, (struct sock *)A(1), A(4))))          \
     X(sock_copied_seq, 1, (sock_copied_seq(P, (struct sock *)A(1), A(3))))             \
+    X(socket_copied_seq, 1, (socket_copied_seq(P, (struct socket *)A(1), A(4))))       \
     X(sock_skb_cb, 1, (sock_skb_cb(P, (struct sock *)A(1), (struct sk_buff *)A(2), 1,  \
                                    (u32)A(5))))                                        \
     X(sock_skb_cb_noack, 1, (sock_skb_cb(P, (struct sock *)A(1), (struct sk_buff *)A(2), \
@@ -770,7 +890,7 @@ static __always_inline int datagram_iter(u64 probe, struct sk_buff *skb, int off
 
 // Returns: (name, fexit copies, call); R is the return value.
 #define RETURNS(X)                                                                     \
-    X(return, 16, (on_return(P, R, 0)))                                                 \
+    X(return, 25, (on_return(P, R, 0)))                                                 \
     X(return_sock, 1, (on_return(P, R, 1)))
 
 #define P bpf_get_attach_cookie(ctx)
@@ -824,6 +944,15 @@ static __always_inline s64 fn_ret(void *ctx) {
 #define COPIES_14(M, name, call) COPIES_13(M, name, call) M(name, 13, call)
 #define COPIES_15(M, name, call) COPIES_14(M, name, call) M(name, 14, call)
 #define COPIES_16(M, name, call) COPIES_15(M, name, call) M(name, 15, call)
+#define COPIES_17(M, name, call) COPIES_16(M, name, call) M(name, 16, call)
+#define COPIES_18(M, name, call) COPIES_17(M, name, call) M(name, 17, call)
+#define COPIES_19(M, name, call) COPIES_18(M, name, call) M(name, 18, call)
+#define COPIES_20(M, name, call) COPIES_19(M, name, call) M(name, 19, call)
+#define COPIES_21(M, name, call) COPIES_20(M, name, call) M(name, 20, call)
+#define COPIES_22(M, name, call) COPIES_21(M, name, call) M(name, 21, call)
+#define COPIES_23(M, name, call) COPIES_22(M, name, call) M(name, 22, call)
+#define COPIES_24(M, name, call) COPIES_23(M, name, call) M(name, 23, call)
+#define COPIES_25(M, name, call) COPIES_24(M, name, call) M(name, 24, call)
 #define FENTRY(name, copies, call) COPIES_##copies(FENTRY_COPY, name, call)
 #define FEXIT(name, copies, call) COPIES_##copies(FEXIT_COPY, name, call)
 CAPTURES(FENTRY)

@@ -10,6 +10,7 @@
 // by the loader from the kernel's capabilities.
 
 #include <uapi/linux/ptrace.h>
+#include <linux/version.h>
 #include <linux/sched.h>
 #include <linux/fdtable.h>
 #include <linux/net.h>
@@ -347,7 +348,9 @@ static __always_inline int keep_event(struct kp_event *e) {
     return 0;
 }
 
-static __always_inline int emit(struct pt_regs *ctx, struct kp_event *e) {
+// A record of `size` bytes from probe `ip` to user space (a kp_event, or a
+// kp_frame_event).
+static __always_inline int emit_raw(struct pt_regs *ctx, void *rec, u32 size, u64 ip) {
 #if KPATH_RINGBUF
     u64 flags = 0;
 #if KPATH_WAKEUP_RECORDS
@@ -362,21 +365,27 @@ static __always_inline int emit(struct pt_regs *ctx, struct kp_event *e) {
         }
     }
 #endif
-    int err = events.ringbuf_output(e, sizeof(*e), flags);
+    int err = events.ringbuf_output(rec, size, flags);
 #else
-    int err = events.perf_submit(ctx, e, sizeof(*e));
+    int err = events.perf_submit(ctx, rec, size);
 #endif
     if (err) {
         // Ring buffers report no loss themselves: count it per probe.
         u64 zero64 = 0;
-        u64 *n = lost_by_ip.lookup_or_try_init(&e->ip, &zero64);
+        u64 *n = lost_by_ip.lookup_or_try_init(&ip, &zero64);
         if (n)
             __sync_fetch_and_add(n, 1);
     }
     return 0;
 }
 
-static __always_inline int submit(struct pt_regs *ctx, struct kp_event *e) {
+static __always_inline int emit(struct pt_regs *ctx, struct kp_event *e) {
+    return emit_raw(ctx, e, sizeof(*e), e->ip);
+}
+
+// Whether an event is kept, and what keeping it entails (the held NET_RX
+// run goes out first; an entry is remembered for its return).
+static __always_inline int admit(struct pt_regs *ctx, struct kp_event *e) {
     if (!keep_event(e))
         return 0;
     if (e->ctx == CTX_SOFTIRQ) {
@@ -392,7 +401,70 @@ static __always_inline int submit(struct pt_regs *ctx, struct kp_event *e) {
     struct ret_key rk = {.tid = e->tid, .ip = e->ip};
     u64 sk = e->sk;
     pending_ret.update(&rk, &sk);
+    return 1;
+}
+
+static __always_inline int submit(struct pt_regs *ctx, struct kp_event *e) {
+    if (!admit(ctx, e))
+        return 0;
     return emit(ctx, e);
+}
+
+// ---- device-layer frames: the packet's first bytes (pcapng export) ----
+
+// Frame records are built here, one slot per context (CTX_*): a context that
+// interrupts a program on this CPU uses another slot.
+BPF_PERCPU_ARRAY(frame_buf, struct kp_frame_event, 3);
+
+// The kept event of a frame probe (the kp_*_frame programs, attached by the
+// loader to one probe per direction: tracer/capture/frames.py) goes out with
+// the frame as the device has it: from the link header (skb->mac_header
+// where set and before skb->data, as on receive once it was pulled; else
+// skb->data, as on transmit).
+static __always_inline int submit_frame(struct pt_regs *ctx, struct kp_event *e,
+                                        struct sk_buff *skb) {
+    if (!admit(ctx, e))
+        return 0;
+    u32 slot = e->ctx;
+    struct kp_frame_event *f = frame_buf.lookup(&slot);
+    if (!f)
+        return 0;
+    __builtin_memcpy(&f->ev, e, sizeof(*e));
+    __builtin_memset(&f->len, 0, sizeof(*f) - sizeof(f->ev));
+    unsigned char *head = 0, *data = 0;
+    u16 mh = 0, nh = 0;
+    u32 len = 0, data_len = 0;
+    bpf_probe_read_kernel(&head, sizeof(head), &skb->head);
+    bpf_probe_read_kernel(&data, sizeof(data), &skb->data);
+    bpf_probe_read_kernel(&mh, sizeof(mh), &skb->mac_header);
+    bpf_probe_read_kernel(&nh, sizeof(nh), &skb->network_header);
+    bpf_probe_read_kernel(&len, sizeof(len), &skb->len);
+    bpf_probe_read_kernel(&data_len, sizeof(data_len), &skb->data_len);
+    unsigned char *start = data;
+    if (mh != (u16)~0U && head + mh < data)
+        start = head + mh;
+    u32 pulled = (u32)(data - start);
+    f->len = len + pulled;
+    f->link = (nh != (u16)~0U && head + nh >= start) ? (u16)(head + nh - start) : KP_NO_LINK;
+    // Only the linear part is contiguous; a whole KP_FRAME_BYTES is read
+    // (the head buffer's skb_shared_info follows its end) and user space
+    // keeps `cap` bytes.
+    u32 cap = len - data_len + pulled;
+    if (cap > KP_FRAME_BYTES)
+        cap = KP_FRAME_BYTES;
+    if (bpf_probe_read_kernel(f->data, KP_FRAME_BYTES, start))
+        cap = 0;
+    f->cap = cap;
+    struct net_device *dev = 0;
+    bpf_probe_read_kernel(&dev, sizeof(dev), &skb->dev);
+    if (dev) {
+        bpf_probe_read_kernel(&f->ifindex, sizeof(f->ifindex), &dev->ifindex);
+        unsigned short type = 0;
+        bpf_probe_read_kernel(&type, sizeof(type), &dev->type);
+        f->dev_type = type;
+        bpf_probe_read_kernel_str(f->ifname, sizeof(f->ifname), dev->name);
+    }
+    return emit_raw(ctx, f, sizeof(*f), e->ip);
 }
 
 // ---- capture routines, one per probes.catalog.Capture ----
@@ -471,6 +543,50 @@ int kp_kiocb(struct pt_regs *ctx) {
     return submit_file_socket(ctx, file, e);
 }
 
+// __x64_sys_recvmmsg(const struct pt_regs *regs): the socket behind the
+// first argument (6.1 inlines __sys_recvmmsg into the system call).
+int kp_syscall_regs_fd1(struct pt_regs *ctx) {
+    struct pt_regs *regs = (struct pt_regs *)PT_REGS_PARM1(ctx);
+    u64 fd = 0;
+    bpf_probe_read_kernel(&fd, sizeof(fd), &regs->di);
+    return syscall_fd(ctx, (int)fd, 0);
+}
+
+// io_uring's issue function of a socket op (io_send, io_recv, ...: struct
+// io_kiocb *req, unsigned int issue_flags), in the submitting task or an
+// io-wq worker. Its types are io_uring's own (no header has io_sr_msg):
+// the request starts with its file (a union with the command data), and
+// since Linux 6.0 the command data is io_uring/net.c's struct io_sr_msg,
+// whose len follows the file and a user pointer.
+struct kp_io_sr_msg {
+    struct file *file;
+    void *buf;
+    u32 len;
+};
+
+int kp_io_kiocb(struct pt_regs *ctx) {
+    EVENT_START(e, ctx, KIND_ENTRY);
+    struct kp_io_sr_msg *sr = (struct kp_io_sr_msg *)PT_REGS_PARM1(ctx);
+    struct file *file = 0;
+    bpf_probe_read_kernel(&file, sizeof(file), &sr->file);
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 0, 0)
+    u32 len = 0;
+    bpf_probe_read_kernel(&len, sizeof(len), &sr->len);
+    e->arg3 = len;
+    e->has |= HAS_ARG3;
+#endif
+    return submit_file_socket(ctx, file, e);
+}
+
+// sock_splice_read(file, ppos, pipe, len, flags): splice(2) out of a
+// socket, at the socket's file operation; arg3 is len.
+int kp_file_len4(struct pt_regs *ctx) {
+    EVENT_START(e, ctx, KIND_ENTRY);
+    e->arg3 = PT_REGS_PARM4(ctx);
+    e->has |= HAS_ARG3;
+    return submit_file_socket(ctx, (struct file *)PT_REGS_PARM1(ctx), e);
+}
+
 // __x64_sys_splice(const struct pt_regs *regs): splice(fd_in, off_in, fd_out,
 // off_out, len, flags); the socket written is fd_out (third), arg3 is len.
 int kp_syscall_regs_fd3(struct pt_regs *ctx) {
@@ -502,9 +618,9 @@ int kp_sock(struct pt_regs *ctx) {
 
 // A socket call with the stream position the kernel writes at or reads
 // from (tp->write_seq, tp->copied_seq at entry), recorded in seq.
-static __always_inline int sock_stream_pos(struct pt_regs *ctx, u64 arg3, int write) {
+static __always_inline int sock_stream_pos(struct pt_regs *ctx, struct sock *sk, u64 arg3,
+                                           int write) {
     EVENT_START(e, ctx, KIND_ENTRY);
-    struct sock *sk = (struct sock *)PT_REGS_PARM1(ctx);
     struct tcp_sock *tp = (struct tcp_sock *)sk;
     u32 pos = 0;
     e->arg3 = arg3;
@@ -523,17 +639,26 @@ static __always_inline int sock_stream_pos(struct pt_regs *ctx, u64 arg3, int wr
 
 // tcp_sendmsg_locked(sk, msg, size): its bytes go at tp->write_seq.
 int kp_sock_write_seq(struct pt_regs *ctx) {
-    return sock_stream_pos(ctx, PT_REGS_PARM3(ctx), 1);
+    return sock_stream_pos(ctx, (struct sock *)PT_REGS_PARM1(ctx), PT_REGS_PARM3(ctx), 1);
 }
 
 // tcp_sendpage(sk, page, offset, size, flags): the page-send path (< 6.5).
 int kp_sock_page_write_seq(struct pt_regs *ctx) {
-    return sock_stream_pos(ctx, PT_REGS_PARM4(ctx), 1);
+    return sock_stream_pos(ctx, (struct sock *)PT_REGS_PARM1(ctx), PT_REGS_PARM4(ctx), 1);
 }
 
 // tcp_recvmsg(sk, msg, len, ...): returns bytes from tp->copied_seq.
 int kp_sock_copied_seq(struct pt_regs *ctx) {
-    return sock_stream_pos(ctx, PT_REGS_PARM3(ctx), 0);
+    return sock_stream_pos(ctx, (struct sock *)PT_REGS_PARM1(ctx), PT_REGS_PARM3(ctx), 0);
+}
+
+// tcp_splice_read(struct socket *sock, ppos, pipe, len, flags): splice out
+// of the socket, from tp->copied_seq, through the struct socket.
+int kp_socket_copied_seq(struct pt_regs *ctx) {
+    struct socket *sock = (struct socket *)PT_REGS_PARM1(ctx);
+    struct sock *sk = 0;
+    bpf_probe_read_kernel(&sk, sizeof(sk), &sock->sk);
+    return sock_stream_pos(ctx, sk, PT_REGS_PARM4(ctx), 0);
 }
 
 // __tcp_transmit_skb(sk, skb, clone_it, gfp, rcv_nxt): the TCP header is not
@@ -582,7 +707,8 @@ int kp_sock_skb_l4(struct pt_regs *ctx) {
     return submit(ctx, e);
 }
 
-static __always_inline int skb_l3(struct pt_regs *ctx, struct sk_buff *skb, struct sock *sk) {
+static __always_inline int skb_l3_frame(struct pt_regs *ctx, struct sk_buff *skb,
+                                        struct sock *sk, int frame) {
     EVENT_START(e, ctx, KIND_ENTRY);
     e->skb = (u64)skb;
     if (!read_skb_l3(skb, e))
@@ -591,7 +717,13 @@ static __always_inline int skb_l3(struct pt_regs *ctx, struct sk_buff *skb, stru
         bpf_probe_read_kernel(&sk, sizeof(sk), &skb->sk);
     e->sk = (u64)sk;
     read_skb_netns(skb, e);
+    if (frame)
+        return submit_frame(ctx, e, skb);
     return submit(ctx, e);
+}
+
+static __always_inline int skb_l3(struct pt_regs *ctx, struct sk_buff *skb, struct sock *sk) {
+    return skb_l3_frame(ctx, skb, sk, 0);
 }
 
 // (..., struct sk_buff *skb at argument N, ...) where the IPv4 header is in place.
@@ -608,33 +740,53 @@ int kp_skb_l3_4(struct pt_regs *ctx) {
     return skb_l3(ctx, (struct sk_buff *)PT_REGS_PARM4(ctx), 0);
 }
 
+// __dev_queue_xmit and dev_hard_start_xmit as the transmit frame probe.
+int kp_skb_l3_1_frame(struct pt_regs *ctx) {
+    return skb_l3_frame(ctx, (struct sk_buff *)PT_REGS_PARM1(ctx), 0, 1);
+}
+
 // (struct sock *sk, struct sk_buff *skb, ...) on the TCP receive side.
 int kp_sock_skb_l3(struct pt_regs *ctx) {
     return skb_l3(ctx, (struct sk_buff *)PT_REGS_PARM2(ctx), (struct sock *)PT_REGS_PARM1(ctx));
 }
 
-static __always_inline int skb_rx(struct pt_regs *ctx, struct sk_buff *skb) {
+static __always_inline int skb_rx(struct pt_regs *ctx, struct sk_buff *skb, int frame) {
     EVENT_START(e, ctx, KIND_ENTRY);
     e->skb = (u64)skb;
     if (!read_skb_rx(skb, e))
         return 0;
     read_skb_netns(skb, e);
+    if (frame)
+        return submit_frame(ctx, e, skb);
     return submit(ctx, e);
 }
 
 // (struct sk_buff *skb, ...) before IP on receive.
 int kp_skb_rx(struct pt_regs *ctx) {
-    return skb_rx(ctx, (struct sk_buff *)PT_REGS_PARM1(ctx));
+    return skb_rx(ctx, (struct sk_buff *)PT_REGS_PARM1(ctx), 0);
+}
+
+// The same as the receive frame probe.
+int kp_skb_rx_frame(struct pt_regs *ctx) {
+    return skb_rx(ctx, (struct sk_buff *)PT_REGS_PARM1(ctx), 1);
 }
 
 // (struct sk_buff **pskb, ...): __netif_receive_skb_core.
-int kp_skb_pp_rx(struct pt_regs *ctx) {
+static __always_inline int skb_pp_rx(struct pt_regs *ctx, int frame) {
     struct sk_buff **pskb = (struct sk_buff **)PT_REGS_PARM1(ctx);
     struct sk_buff *skb = 0;
     bpf_probe_read_kernel(&skb, sizeof(skb), pskb);
     if (!skb)
         return 0;
-    return skb_rx(ctx, skb);
+    return skb_rx(ctx, skb, frame);
+}
+
+int kp_skb_pp_rx(struct pt_regs *ctx) {
+    return skb_pp_rx(ctx, 0);
+}
+
+int kp_skb_pp_rx_frame(struct pt_regs *ctx) {
+    return skb_pp_rx(ctx, 1);
 }
 
 // ip_build_and_send_pkt(skb, sk, saddr, daddr, opt, tos): the SYN-ACK's IP
@@ -729,7 +881,11 @@ static __always_inline int on_return(struct pt_regs *ctx, int sock_ret) {
         return 0;
     struct sock *sk = (struct sock *)*skp;
     pending_ret.delete(&rk);
-    e->ret = PT_REGS_RC(ctx);
+    // Functions returning int (tcp_recvmsg, tcp_sendmsg_locked, io_send...)
+    // set only eax: -EAGAIN reads 4294967285 in rax. Every value reported
+    // here but a returned pointer is a byte count below 2^31 (MAX_RW_COUNT)
+    // or -errno: the low 32 bits, sign-extended, are the value.
+    e->ret = sock_ret ? (s64)PT_REGS_RC(ctx) : (s64)(s32)PT_REGS_RC(ctx);
     e->has |= HAS_RET;
     if (sock_ret)
         sk = (struct sock *)PT_REGS_RC(ctx);

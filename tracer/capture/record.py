@@ -18,7 +18,17 @@ import numpy as np
 import pyarrow as pa
 
 from tracer.capture.errors import LoadError
-from tracer.events import CTX_VALUES, EVENT_SCHEMA, KIND_VALUES, SOFTIRQ_NAMES, Context, dict_column
+from tracer.events import (
+    CTX_VALUES,
+    EVENT_SCHEMA,
+    FRAMES_SCHEMA,
+    KIND_VALUES,
+    SOFTIRQ_NAMES,
+    Context,
+    dict_column,
+    empty_frames,
+    with_frames,
+)
 
 # Must match HAS_* in kp_event.h.
 HAS_TUPLE, HAS_SEQ, HAS_LEN, HAS_RET, HAS_ACK, HAS_FLAGS, HAS_ARG3 = (
@@ -45,12 +55,32 @@ _FIELDS: tuple[tuple[str, str, int], ...] = (
 RAW_DTYPE = np.dtype({"names": [f[0] for f in _FIELDS], "formats": [f[1] for f in _FIELDS],
                       "offsets": [f[2] for f in _FIELDS], "itemsize": 120})
 RAW_EVENT_SIZE = RAW_DTYPE.itemsize
+# Mirror of struct kp_frame_event after its kp_event (offsets from there).
+FRAME_BYTES = 128  # KP_FRAME_BYTES
+NO_LINK = 0xFFFF  # KP_NO_LINK
+_FRAME_FIELDS: tuple[tuple[str, str, int], ...] = (
+    ("len", "<u4", 0), ("ifindex", "<u4", 4), ("cap", "<u2", 8), ("link", "<u2", 10),
+    ("dev_type", "<u2", 12), ("pad", "<u2", 14), ("ifname", "S16", 16),
+    ("data", f"V{FRAME_BYTES}", 32),
+)
+FRAME_TAIL_DTYPE = np.dtype({"names": [f[0] for f in _FRAME_FIELDS],
+                             "formats": [f[1] for f in _FRAME_FIELDS],
+                             "offsets": [f[2] for f in _FRAME_FIELDS],
+                             "itemsize": 32 + FRAME_BYTES})
+RAW_FRAME_SIZE = RAW_EVENT_SIZE + FRAME_TAIL_DTYPE.itemsize
+# (name, offset) of struct kp_frame_event's members, as its BTF lists them.
+FRAME_OFFSETS = (("ev", 0),) + tuple((name, RAW_EVENT_SIZE + off)
+                                     for name, _, off in _FRAME_FIELDS)
 
 
-def check_layout(mirror: type[ctypes.Structure] | np.dtype, source: str, size: int,
-                 offsets: Sequence[tuple[str, int]]) -> None:
-    """Raise LoadError unless (size, field offsets) are the mirror's."""
-    if isinstance(mirror, np.dtype):
+def check_layout(mirror: type[ctypes.Structure] | np.dtype | tuple[int, Sequence[tuple[str, int]]],
+                 source: str, size: int, offsets: Sequence[tuple[str, int]]) -> None:
+    """Raise LoadError unless (size, field offsets) are the mirror's (a
+    ctypes struct, a numpy dtype or (size, offsets) of kp_frame_event)."""
+    if isinstance(mirror, tuple):
+        label = "kp_frame_event mirror"
+        our_size, ours = mirror[0], dict(mirror[1])
+    elif isinstance(mirror, np.dtype):
         assert mirror.fields is not None
         label = "kp_event mirror"
         ours = {name: int(spec[1]) for name, spec in mirror.fields.items()}
@@ -169,24 +199,63 @@ def decode_batch(raw: np.ndarray, probe: np.ndarray, table: ProbeTable) -> pa.Re
         "tcp_flags": pa.array(raw["tcp_flags"], pa.uint8(), mask=(has & HAS_FLAGS) == 0),
         "length": pa.array(length, pa.int64(), mask=~(arg3_len | ((has & HAS_LEN) != 0))),
         "ret": pa.array(raw["ret"], pa.int64(), mask=(has & HAS_RET) == 0),
+        "source": pa.array(np.zeros(len(raw), np.uint16), pa.uint16()),
     }
     return pa.record_batch([cols[f.name] for f in EVENT_SCHEMA], schema=EVENT_SCHEMA)
 
 
+def decode_frames(rows: Sequence[int], tails: Sequence[bytes]) -> pa.Table:
+    """Frame records' bytes after their event (kp_frame_event) as frames
+    (tracer/frames.py FRAMES_SCHEMA), `rows` their events' rows."""
+    if not len(rows):
+        return empty_frames()
+    joined = b"".join(tails)
+    raw = np.frombuffer(joined, FRAME_TAIL_DTYPE)
+    cap = np.minimum(raw["cap"], FRAME_BYTES).astype(np.int64)
+    at = 32  # data's offset in _FRAME_FIELDS
+    data = np.frombuffer(joined, np.uint8).reshape(len(raw), -1)[:, at:at + FRAME_BYTES]
+    offsets = np.concatenate([[0], np.cumsum(cap)]).astype(np.int32)
+    payload = data[np.arange(FRAME_BYTES) < cap[:, None]]
+    names = [bytes(n).split(b"\0", 1)[0].decode("utf-8", errors="replace")
+             for n in raw["ifname"]]
+    link = raw["link"]
+    cols = {
+        "row": pa.array(np.asarray(rows, np.uint64)),
+        "ifindex": pa.array(raw["ifindex"], pa.uint32()),
+        "ifname": pa.array(names, pa.string()),
+        "dev_type": pa.array(raw["dev_type"], pa.uint16()),
+        "link": pa.array(link, pa.uint16(), mask=link == NO_LINK),
+        "len": pa.array(raw["len"], pa.uint32()),
+        "data": pa.Array.from_buffers(pa.binary(), len(raw), [
+            None, pa.py_buffer(offsets), pa.py_buffer(payload.tobytes())]),
+    }
+    return pa.table([cols[f.name] for f in FRAMES_SCHEMA], schema=FRAMES_SCHEMA)
+
+
 @dataclass
 class Decoded:
-    """One span's batch, and what could not be decoded (counted as lost)."""
+    """One span's batch (FILE_SCHEMA: events and their frames), and what
+    could not be decoded (counted as lost)."""
 
     batch: pa.RecordBatch
     unknown: int  # records whose ip names no probe
 
 
-def decode_records(records: np.ndarray, table: ProbeTable) -> Decoded:
-    """(n, RAW_EVENT_SIZE) uint8 rows (a ring buffer span) -> one batch."""
+def decode_records(records: np.ndarray, table: ProbeTable, frame_rows: Sequence[int] = (),
+                   frame_tails: Sequence[bytes] = ()) -> Decoded:
+    """(n, RAW_EVENT_SIZE) uint8 rows (a ring buffer span) -> one batch;
+    frame_rows/frame_tails: the span's frame records (ringbuf.Span)."""
     raw = np.ascontiguousarray(records).view(RAW_DTYPE).reshape(-1)
     probe = table.lookup(raw["ip"])
     ok = probe >= 0
     unknown = int(len(ok) - np.count_nonzero(ok))
+    frames = decode_frames(frame_rows, frame_tails)
     if unknown:
         raw, probe = raw[ok], probe[ok]
-    return Decoded(decode_batch(raw, probe, table), unknown)
+        # Rows move up past the records left out; a left-out frame goes too.
+        new_row = np.cumsum(ok) - 1
+        old_rows = frames.column("row").to_numpy().astype(np.int64)
+        kept = ok[old_rows]
+        frames = frames.filter(pa.array(kept)).set_column(
+            0, "row", pa.array(new_row[old_rows[kept]].astype(np.uint64)))
+    return Decoded(with_frames(decode_batch(raw, probe, table), frames), unknown)

@@ -7,16 +7,20 @@ the ring is still contiguous in memory. Each record has an 8-byte header:
 u32 length with BUSY (still being written) and DISCARD (dropped by its
 producer) in the top bits, u32 page offset; records are 8-byte aligned.
 
-kpath's records are all one size (struct kp_event), so a span of them is an
-array with a fixed stride: the headers are checked as one numpy column and
-the payloads copied out in one go before the consumer position moves on.
+kpath's records are nearly all one size (struct kp_event), so a span of
+them is an array with a fixed stride: the headers are checked as one numpy
+column and the payloads copied out in one go before the consumer position
+moves on. The few frame records (struct kp_frame_event: an event with the
+packet's first bytes, one per packet and direction) break a run: their
+event part joins the records in ring order, the rest is kept apart with the
+event's position.
 """
 
 from __future__ import annotations
 
 import mmap
 import select
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -39,16 +43,23 @@ class Span:
     discarded: int = 0  # records their producer dropped (never kpath's: it never discards)
     odd: int = 0  # committed records of another size (not a kp_event): skipped, counted
     busy: bool = False  # stopped at a record still being written
+    # Frame records: the row of each one's event in `records`, and its bytes
+    # after the event (frame_size - size each).
+    frame_rows: list[int] = field(default_factory=list)
+    frame_tails: list[bytes] = field(default_factory=list)
 
 
-def scan(data: np.ndarray, mask: int, cons: int, prod: int, size: int) -> Span:
+def scan(data: np.ndarray, mask: int, cons: int, prod: int, size: int,
+         frame_size: int = 0) -> Span:
     """Take every committed record between the consumer and producer
     positions. `data` is the data area mapped twice (2 * (mask + 1) bytes),
-    `size` the payload size of a regular record."""
+    `size` the payload size of a regular record, `frame_size` that of a
+    frame record (0: none expected)."""
     stride = record_stride(size)
     chunks: list[np.ndarray] = []
     span = Span(np.empty((0, size), np.uint8), cons)
     pos = cons
+    taken = 0  # event rows in chunks so far
     while pos < prod:
         off = pos & mask
         n = (prod - pos) // stride
@@ -66,6 +77,7 @@ def scan(data: np.ndarray, mask: int, cons: int, prod: int, size: int) -> Span:
                 chunks.append(rows[:k, HEADER:HEADER + size].copy())
             elif kept:
                 chunks.append(rows[:k][keep, HEADER:HEADER + size])
+            taken += kept
             pos += k * stride
             if k == n:
                 continue
@@ -79,7 +91,13 @@ def scan(data: np.ndarray, mask: int, cons: int, prod: int, size: int) -> Span:
             # Busy when the run's headers were read, committed since: the
             # next pass takes it with the records after it.
             continue
-        if hdr & DISCARD:
+        if frame_size and hdr == frame_size:
+            rec = data[off + HEADER:off + HEADER + frame_size].copy()
+            chunks.append(rec[:size].reshape(1, size))
+            span.frame_rows.append(taken)
+            span.frame_tails.append(rec[size:].tobytes())
+            taken += 1
+        elif hdr & DISCARD:
             span.discarded += 1
         else:
             span.odd += 1
@@ -93,12 +111,14 @@ def scan(data: np.ndarray, mask: int, cons: int, prod: int, size: int) -> Span:
 class RingReader:
     """One BPF ring buffer map, mapped into this process and read in spans."""
 
-    def __init__(self, map_fd: int, data_size: int, record_size: int) -> None:
+    def __init__(self, map_fd: int, data_size: int, record_size: int,
+                 frame_size: int = 0) -> None:
         if data_size <= 0 or data_size & (data_size - 1):
             raise ValueError(f"ring buffer size must be a power of two, got {data_size}")
         page = mmap.PAGESIZE
         self.data_size = data_size
         self.record_size = record_size
+        self.frame_size = frame_size
         self._mask = data_size - 1
         self._cons_map = mmap.mmap(map_fd, page, mmap.MAP_SHARED,
                                    mmap.PROT_READ | mmap.PROT_WRITE, offset=0)
@@ -127,7 +147,7 @@ class RingReader:
         """Take every committed record, then hand their space back."""
         cons = int(self._cons[0])
         prod = int(self._prod[0])
-        span = scan(self._data, self._mask, cons, prod, self.record_size)
+        span = scan(self._data, self._mask, cons, prod, self.record_size, self.frame_size)
         if span.consumed != cons:
             self._cons[0] = span.consumed
         return span

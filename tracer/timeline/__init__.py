@@ -157,7 +157,7 @@ def _build(trace: Trace,
     tevents = []
     for i, ev in enumerate(raw):
         spec = probe_spec(ev.probe)
-        who = (ev.tid, ev.ctx, ev.softirq, ev.comm)
+        who = (ev.source, ev.tid, ev.ctx, ev.softirq, ev.comm)
         tevents.append(TEvent(
             index=i,
             ev=ev,

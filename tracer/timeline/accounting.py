@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from probes.catalog import LAYER_ORDER, Direction
-from tracer.timeline.byte_ranges import copy_range, message_bytes, union
+from tracer.timeline.byte_ranges import copy_range, message_bytes, spliced_ranges, union
 from tracer.timeline.model import ByteRange, Message, Packet, Role, StreamWays, Timeline
 
 ORIGIN_PROBE = "__tcp_transmit_skb"
@@ -30,7 +30,9 @@ class ByteAccount:
     retransmitted: int  # payload bytes of retransmissions (not in `carried`)
     read: int  # sum of successful recv returns of the peer
     recvs: int
-    copied: int  # sum of __skb_datagram_iter lengths on the peer
+    # bytes the peer took off the receive queue: __skb_datagram_iter lengths
+    # (copies to user), and tcp_splice_read returns (splices to a pipe)
+    copied: int
     copies: int
     complete: bool  # no loss noticed during the flow and the trace is not cut short
     notes: tuple[str, ...] = field(default=())
@@ -85,7 +87,7 @@ def account_bytes(timeline: Timeline, flow: int, sender: Role) -> ByteAccount:
             if not p.retransmission:
                 counted.add(p.id)
     copies = [r for st in fl.steps for te in st.events
-              if (r := copy_range(te, fl, src)) is not None]
+              if (r := copy_range(te, fl, src)) is not None] + spliced_ranges(fl, src)
     unknown = sum(c is None for c in send_counts)
     stream = fl.streams.get(src)
     ways, why = way_fields(stream.ways if stream is not None else None)

@@ -71,12 +71,13 @@ class KernelPiece:
     way: str  # piece_way: how its bytes went when no traced syscall holds it
 
 
-def kernel_pieces(fl: Flow) -> dict[tuple[Endpoint, bool], list[KernelPiece]]:
+def kernel_pieces(fl: Flow, captures: Collection[Capture] = STREAM_POS_CAPTURES
+                  ) -> dict[tuple[Endpoint, bool], list[KernelPiece]]:
     """The stream positions of a flow, by (sender, write): the sender's
-    writes (write=True) or the peer's reads of its bytes, in stream order.
-    One pass over the flow's events."""
+    writes (write=True) or the peer's reads of its bytes, in stream order;
+    of the calls of `captures`. One pass over the flow's events."""
     pos = [te for st in fl.steps for te in st.events
-           if (spec := probe_spec(te.probe)) is not None and spec.capture in STREAM_POS_CAPTURES]
+           if (spec := probe_spec(te.probe)) is not None and spec.capture in captures]
     returned = {te.index: te.ev.ret for te in pos if te.is_return}
     out: dict[tuple[Endpoint, bool], list[KernelPiece]] = {}
     for te in pos:
@@ -107,6 +108,14 @@ def copy_range(te: TEvent, flow: Flow, sender: Endpoint) -> ByteRange | None:
         return None
     lo = flow.rel(sender, ev.seq)
     return ByteRange(lo, lo + ev.length)
+
+
+def spliced_ranges(flow: Flow, sender: Endpoint) -> list[ByteRange]:
+    """The ranges of `sender`'s stream the peer spliced out of its socket
+    into a pipe (tcp_splice_read: tp->copied_seq at entry, its return):
+    bytes off the receive queue with no copy to user."""
+    pieces = kernel_pieces(flow, (Capture.SOCKET_COPIED_SEQ,)).get((sender, False), [])
+    return [p.byte_range for p in pieces]
 
 
 def copied_pieces(msg: Message, flow: Flow, sender: Endpoint) -> list[ByteRange]:

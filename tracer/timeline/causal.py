@@ -44,7 +44,7 @@ def build_graph(tl: Timeline) -> Any:
         if a < b:  # causality runs forward; a backward candidate is a misattribution
             edges.setdefault((a, b), []).append((kind, why))
 
-    last_in_ctx: dict[tuple[int, str, str | None], int] = {}
+    last_in_ctx: dict[tuple[int, int, str, str | None], int] = {}
     for te in tl.events:
         ck = context_key(te.ev)
         if ck in last_in_ctx:

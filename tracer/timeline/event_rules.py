@@ -25,7 +25,7 @@ from probes.catalog import (
 )
 from tracer.events import Context, Endpoint, Event
 
-_Ctx = tuple[int, str, str | None]
+_Ctx = tuple[int, int, str, str | None]
 
 # Captures whose src is the local end of a socket that owns the flow; only
 # these teach the sk -> flow map (a listener's tcp_v4_send_synack carries the
@@ -111,13 +111,16 @@ def direction_of(ev: Event) -> Direction | None:
 
 
 def context_key(ev: Event) -> _Ctx:
-    """One execution context: a thread in one mode (task, softirq vector, ...)."""
-    return (ev.tid, str(ev.ctx), ev.softirq)
+    """One execution context: a thread in one mode (task, softirq vector, ...)
+    of one host (a merged trace holds several: their thread ids collide)."""
+    return (ev.source, ev.tid, str(ev.ctx), ev.softirq)
 
 
 def context_label(ev: Event) -> str:
     """'task client[12]', 'softirq NET_RX client[12]', 'ksoftirqd NET_RX ksoftirqd/0[15]'."""
     who = f"{ev.comm}[{ev.tid}]"
+    if ev.source:  # another host's thread (a merged trace; source 0 is the first host)
+        who = f"{who}@{ev.source}"
     if ev.ctx is Context.TASK:
         return f"task {who}"
     if ev.ctx in (Context.SOFTIRQ, Context.KSOFTIRQD):

@@ -64,22 +64,24 @@ def flow_keys(
 
     # sk -> (flow, local end) over time; sockets are recycled: take the latest
     # mapping before the event, else the first one after it.
-    stamps: dict[int, list[int]] = {}
-    maps: dict[int, list[tuple[FlowKey, Endpoint]]] = {}
+    # Sockets are a host's own: keyed by (source, sk) (a merged trace).
+    stamps: dict[tuple[int, int], list[int]] = {}
+    maps: dict[tuple[int, int], list[tuple[FlowKey, Endpoint]]] = {}
     for ev, key in zip(events, keys, strict=True):
         if key is None or not ev.sk or ev.saddr is None or capture_of(ev) not in SOCKET_CAPTURES:
             continue
         local = key.lo if (key.lo.addr, key.lo.port) == (ev.saddr, ev.sport) else key.hi
-        seen = maps.setdefault(ev.sk, [])
+        seen = maps.setdefault((ev.source, ev.sk), [])
         if not seen or seen[-1][0] != key:
             seen.append((key, local))
-            stamps.setdefault(ev.sk, []).append(ev.ts_ns)
+            stamps.setdefault((ev.source, ev.sk), []).append(ev.ts_ns)
     out_sides: list[Endpoint | None] = [None] * len(events)
     for i, ev in enumerate(events):
-        if keys[i] is not None or not ev.sk or ev.sk not in maps:
+        sock = (ev.source, ev.sk)
+        if keys[i] is not None or not ev.sk or sock not in maps:
             continue
-        j = max(bisect.bisect_right(stamps[ev.sk], ev.ts_ns) - 1, 0)
-        keys[i], local = maps[ev.sk][j]
+        j = max(bisect.bisect_right(stamps[sock], ev.ts_ns) - 1, 0)
+        keys[i], local = maps[sock][j]
         if capture_of(ev) in SOCKET_CAPTURES:
             out_sides[i] = local
     return keys, out_sides
@@ -183,7 +185,7 @@ def make_flows(tevents: Sequence[TEvent], keys: Sequence[FlowKey | None]) -> lis
         reply: dict[int, None] = {}
         for te in evs:
             te.flow = number
-            if te.ev.sk in replies:
+            if (te.ev.source, te.ev.sk) in replies:
                 reply[te.ev.sk] = None
             ep = te.endpoint
             # endpoints are interned: identity first, equality as a fallback
@@ -195,7 +197,7 @@ def make_flows(tevents: Sequence[TEvent], keys: Sequence[FlowKey | None]) -> lis
                 continue
             if te.ev.netns:
                 netns[end][te.ev.netns] += 1
-            if te.ev.sk and _owns_sk(te) and te.ev.sk not in replies:
+            if te.ev.sk and _owns_sk(te) and (te.ev.source, te.ev.sk) not in replies:
                 socks[end][te.ev.sk] = None
         for end, ep in enumerate((client, server)):
             common = netns[end].most_common(1)
@@ -220,16 +222,16 @@ def is_reply_like(ev: Event) -> bool:
             and not ev.length)
 
 
-def kernel_reply_sockets(tevents: Sequence[TEvent]) -> set[int]:
+def kernel_reply_sockets(tevents: Sequence[TEvent]) -> set[tuple[int, int]]:
     """Sockets named only by reply-like segments: the kernel's per-CPU
     control sockets, which answer for connections that have no socket (a
     closed port, TIME_WAIT), not an end's own socket. A connection's socket
     shows up in socket-level events too (syscalls, TCP transmit)."""
-    seen: set[int] = set()
-    other: set[int] = set()
+    seen: set[tuple[int, int]] = set()
+    other: set[tuple[int, int]] = set()
     for te in tevents:
-        sk = te.ev.sk
-        if sk and sk not in other:
+        sk = (te.ev.source, te.ev.sk)  # (host, socket)
+        if sk[1] and sk not in other:
             (seen if is_reply_like(te.ev) else other).add(sk)
     return seen - other
 

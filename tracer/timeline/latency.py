@@ -26,6 +26,10 @@ class Point(StrEnum):
     TCP = "tcp"  # the segment's birth: __tcp_transmit_skb (tcp_v4_send_synack for a SYN-ACK)
     IP = "ip"  # first transmit event in the IP layer (__ip_queue_xmit, ip_build_and_send_pkt)
     DEVICE = "dev"  # first transmit event in the device layer (__dev_queue_xmit), else driver
+    # A packet received on another host (a merged trace, kpath merge): the
+    # sender's last transmit event in the device layer or below, where it
+    # left for the wire.
+    WIRE = "wire"
     RX = "rx"  # first receive event seeing the segment below TCP (__netif_rx, ip_rcv...)
     QUEUE = "queue"  # tcp_queue_rcv, else tcp_data_queue, tcp_v4_rcv, tcp_rcv_established
     COPY = "copy"  # the reader's __skb_datagram_iter that copied the first byte
@@ -36,6 +40,8 @@ class Hop(StrEnum):
     TCP_IP = "tcp>ip"
     IP_DEVICE = "ip>dev"
     DEVICE_RX = "dev>rx"
+    DEVICE_WIRE = "dev>wire"  # merged traces: the sender's device layer to the wire
+    WIRE = "wire"  # merged traces: from one host's device to the other's first receive
     RX_QUEUE = "rx>queue"
     QUEUE_COPY = "queue>copy"
     TCP_COPY = "tcp>copy"  # the whole kernel path, transmit to the reader's copy
@@ -54,6 +60,8 @@ _HOP_POINTS = {
     Hop.TCP_IP: (Point.TCP, Point.IP),
     Hop.IP_DEVICE: (Point.IP, Point.DEVICE),
     Hop.DEVICE_RX: (Point.DEVICE, Point.RX),
+    Hop.DEVICE_WIRE: (Point.DEVICE, Point.WIRE),
+    Hop.WIRE: (Point.WIRE, Point.RX),
     Hop.RX_QUEUE: (Point.RX, Point.QUEUE),
     Hop.QUEUE_COPY: (Point.QUEUE, Point.COPY),
     Hop.TCP_COPY: (Point.TCP, Point.COPY),
@@ -61,9 +69,15 @@ _HOP_POINTS = {
     Hop.SYSCALL_COPY: (Point.SYSCALL, Point.COPY),
 }
 # Points whose absence a spanning hop stands in for.
-_SPANS = {Hop.SYSCALL_DEVICE: (Point.TCP, Point.IP), Hop.SYSCALL_COPY: (Point.TCP,)}
-# The hops of a packet whose every point was observed.
-PATH_HOPS = tuple(h for h in Hop if h not in _SPANS)
+_SPANS = {Hop.SYSCALL_DEVICE: (Point.TCP, Point.IP), Hop.SYSCALL_COPY: (Point.TCP,),
+          Hop.DEVICE_RX: (Point.WIRE,)}
+# Between two hosts' clocks: measured whatever the order of its points, as
+# the offset between the clocks is only known within its uncertainty.
+UNORDERED_HOPS = (Hop.WIRE,)
+# A merged trace's packets that crossed hosts: dev>rx split at the wire.
+WIRE_HOPS = (Hop.DEVICE_WIRE, Hop.WIRE)
+# The hops of a packet whose every point was observed, within one host.
+PATH_HOPS = tuple(h for h in Hop if h not in (Hop.SYSCALL_DEVICE, Hop.SYSCALL_COPY, *WIRE_HOPS))
 # In order of preference; tcp_rcv_established (tcp:tcp_probe on kernels
 # without kprobes) is the last TCP receive point.
 QUEUE_PROBES = ("tcp_queue_rcv", "tcp_data_queue", "tcp_v4_rcv", "tcp_rcv_established")
@@ -124,12 +138,16 @@ def packet_points(pkt: Packet, steps: dict[int, Message], copies: CopyIndex
         pts.setdefault(point, te)
 
     queued: dict[str, TEvent] = {}
+    left: TEvent | None = None  # the last transmit event at the device layer or below
     for te in pkt.events:
         # Only events that see the segment: a lead-in such as net_rx_action
         # may belong to the packet without carrying it.
         if te.ev.kind is not Kind.ENTRY or te.segment is None:
             continue
         if te.endpoint == src:
+            if te.layer in (Layer.DEVICE, Layer.DRIVER) \
+                    and capture_of(te.ev) not in ORIGIN_CAPTURES:
+                left = te
             if capture_of(te.ev) in ORIGIN_CAPTURES:
                 first(Point.TCP, te)
             elif te.layer is Layer.IP:
@@ -145,6 +163,9 @@ def packet_points(pkt: Packet, steps: dict[int, Message], copies: CopyIndex
                 queued.setdefault(te.probe, te)
     if Point.DEVICE not in pts and "driver" in queued:
         pts[Point.DEVICE] = queued["driver"]
+    rx = pts.get(Point.RX)
+    if left is not None and rx is not None and left.ev.source != rx.ev.source:
+        pts[Point.WIRE] = left
     for name in QUEUE_PROBES:
         if name in queued:
             pts[Point.QUEUE] = queued[name]
@@ -210,7 +231,8 @@ def packet_latencies(tl: Timeline, flow: int | None = None) -> list[PacketLatenc
                 if any(p in pl.points for p in _SPANS.get(hop, ())):
                     continue
                 a, b = (pl.points.get(p) for p in hop.points)
-                if a is not None and b is not None and a.index < b.index:
+                if a is not None and b is not None and (a.index < b.index
+                                                        or hop in UNORDERED_HOPS):
                     pl.hops[hop] = HopTime(hop, a, b)
             if windows[0] and pl.points:
                 times = [te.ev.ts_ns for te in pl.points.values()]

@@ -356,6 +356,7 @@ class ThreadGroup:
     tgid: int
     comm: str
     steps: list[Step] = field(default_factory=list)
+    source: int = 0  # the host (a merged trace): thread ids are per host
 
     @property
     def title(self) -> str:

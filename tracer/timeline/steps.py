@@ -37,7 +37,7 @@ from tracer.timeline.segments import (
     Segment,
 )
 
-_Ctx = tuple[int, str, str | None]
+_Ctx = tuple[int, int, str, str | None]
 _Stream = tuple[int, bool]  # (flow number, sent by the client)
 RETRANSMIT_PROBES = frozenset({"tcp_retransmit_skb"})
 
@@ -243,12 +243,12 @@ def make_steps(tevents: Sequence[TEvent], keys: Sequence[FlowKey | None],
     Anything else is a step of its own (Lone).
     """
     b = _Builder()
-    open_msg: dict[int, Message] = {}  # tid -> syscall in progress
+    open_msg: dict[tuple[int, int], Message] = {}  # (source, tid) -> syscall in progress
     waiting: dict[_Ctx, list[TEvent]] = {}  # lead-ins per context
     last_step: dict[_Ctx, Step] = {}  # step of the previous event per context
 
     def in_message(te: TEvent) -> Message | None:
-        return open_msg.get(te.ev.tid) if te.ev.ctx is Context.TASK else None
+        return open_msg.get((te.ev.source, te.ev.tid)) if te.ev.ctx is Context.TASK else None
 
     def own_step(te: TEvent) -> Step:
         if te.segment is not None and keys[te.index] is not None and te.flow is not None:
@@ -365,10 +365,11 @@ def _renumber(steps: list[Step]) -> list[Step]:
     return ordered
 
 
-def _syscall_event(b: _Builder, te: TEvent, open_msg: dict[int, Message]) -> Message:
+def _syscall_event(b: _Builder, te: TEvent, open_msg: dict[tuple[int, int], Message]
+                   ) -> Message:
     spec = probe_spec(te.probe)
     op = "send" if spec is None or spec.direction is Direction.TX else "recv"
-    tid = te.ev.tid
+    tid = (te.ev.source, te.ev.tid)
     cur = open_msg.get(tid)
     if te.ev.kind is Kind.ENTRY:
         # Syscalls do not nest in a thread: an open one lost its return.
@@ -380,9 +381,13 @@ def _syscall_event(b: _Builder, te: TEvent, open_msg: dict[int, Message]) -> Mes
     if cur is not None and cur.syscall == te.probe:
         b.put(cur, te)
         cur.nbytes = te.ev.ret
-        if spec is not None and spec.ret is Returns.COUNT and (te.ev.ret or 0) >= 0:
-            # It counts messages: the bytes are what the calls inside moved.
-            cur.nbytes = inner_bytes(cur.events)
+        if spec is not None and spec.ret is Returns.COUNT:
+            # Its return is no byte count: the bytes are what the calls
+            # inside moved, even when it then failed (io_uring's send returns
+            # -EAGAIN after a partial write, to be issued again).
+            inner = inner_bytes(cur.events)
+            if (te.ev.ret or 0) >= 0 or (inner or 0) > 0:
+                cur.nbytes = inner
         cur.complete = True
         del open_msg[tid]
         return cur
@@ -463,14 +468,15 @@ def drop_stepless_flows(flows: list[Flow], tevents: Sequence[TEvent]) -> list[Fl
 
 
 def group_steps(steps: Sequence[Step], flows: Sequence[Flow]) -> list[ThreadGroup]:
-    groups: dict[int, ThreadGroup] = {}
+    groups: dict[tuple[int, int], ThreadGroup] = {}
     for st in steps:
         if st.flow is not None:
             flows[st.flow - 1].steps.append(st)
             continue
         ev = st.events[0].ev
-        grp = groups.get(ev.tid)
+        grp = groups.get((ev.source, ev.tid))
         if grp is None:
-            grp = groups[ev.tid] = ThreadGroup(tid=ev.tid, tgid=ev.tgid, comm=ev.comm)
+            grp = groups[(ev.source, ev.tid)] = ThreadGroup(tid=ev.tid, tgid=ev.tgid, comm=ev.comm,
+                                                            source=ev.source)
         grp.steps.append(st)
     return sorted(groups.values(), key=lambda g: g.steps[0].start_ns)

@@ -26,6 +26,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from probes.catalog import SOCK_ONLY_CAPTURES, Capture, Direction, Layer
 from tracer.events import Context, Endpoint, Kind, batch_to_events
@@ -42,7 +44,7 @@ from tracer.timeline.model import Timeline, recorded_duration
 from tracer.tracefile import Trace, probe_specs
 
 WINDOW_EVENTS = 20_000  # objects for ~20 k events: a few tens of MB
-_CHUNK = 50_000  # Event objects made at once by the analysis pass
+_CHUNK = 10_000  # Event objects made at once by the analysis pass
 _LEAD_INS = frozenset({Capture.SOFTIRQ, Capture.SOCK_SKB_CB_NOACK})
 _TRAILERS = SOCK_ONLY_CAPTURES
 
@@ -109,12 +111,12 @@ class Plan:
         n = self.num_events
         spans: list[tuple[int, int]] = []  # (a, b): events a and b in one window
         tuple_span: dict[tuple[Endpoint, Endpoint], list[int]] = {}
-        sk_span: dict[int, list[int]] = {}
+        sk_span: dict[tuple[int, int], list[int]] = {}
         seen_tuples: dict[tuple[object, ...], tuple[Endpoint, Endpoint] | None] = {}
-        last_in_ctx: dict[tuple[int, str, str | None], tuple[int, bool]] = {}
-        open_pairs: dict[tuple[tuple[int, str, str | None], str], list[int]] = {}
-        open_sys: dict[int, tuple[int, str]] = {}
-        last_task: dict[int, int] = {}
+        last_in_ctx: dict[tuple[int, int, str, str | None], tuple[int, bool]] = {}
+        open_pairs: dict[tuple[tuple[int, int, str, str | None], str], list[int]] = {}
+        open_sys: dict[tuple[int, int], tuple[int, str]] = {}
+        last_task: dict[tuple[int, int], int] = {}
         diff = np.zeros(n + 2, dtype=np.int64)
 
         def flush() -> None:
@@ -125,6 +127,12 @@ class Plan:
                 np.add.at(diff, arr[:, 0] + 1, 1)
                 np.add.at(diff, arr[:, 1] + 1, -1)
                 spans.clear()
+        # Entries of a probe never seen returning never pair: kept, they were
+        # most of this pass's memory (one per entry-only event of the trace).
+        kinds = self.table.column("kind").cast(pa.string())
+        returning = set(pc.unique(self.table.column("probe").filter(
+            pc.equal(kinds, str(Kind.RETURN)))).cast(pa.string()).to_pylist())
+        del kinds
         for chunk_at in range(0, n, _CHUNK):
             events = batch_to_events(self.table.slice(chunk_at, _CHUNK))
             for pos, ev in enumerate(events, start=chunk_at):
@@ -135,7 +143,7 @@ class Plan:
                 if tup is not None:
                     tuple_span.setdefault(tup, [pos, pos])[1] = pos
                 if ev.sk:
-                    sk_span.setdefault(ev.sk, [pos, pos])[1] = pos
+                    sk_span.setdefault((ev.source, ev.sk), [pos, pos])[1] = pos
                 spec = probe_spec(ev.probe)
                 cap = spec.capture if spec is not None else None
                 ck = context_key(ev)
@@ -150,17 +158,22 @@ class Plan:
                 last_in_ctx[ck] = (pos, lead_in)
                 slot = (ck, ev.probe)
                 if ev.kind is Kind.ENTRY:
-                    open_pairs.setdefault(slot, []).append(pos)
-                elif open_pairs.get(slot):
-                    spans.append((open_pairs[slot].pop(), pos))
+                    if ev.probe in returning:
+                        open_pairs.setdefault(slot, []).append(pos)
+                elif (waiting := open_pairs.get(slot)):
+                    spans.append((waiting.pop(), pos))
+                    if not waiting:
+                        # A slot per thread and probe would stay for the
+                        # whole trace: one per copy of a connection.
+                        del open_pairs[slot]
                 if ev.ctx is Context.TASK:
-                    last_task[ev.tid] = pos
+                    last_task[(ev.source, ev.tid)] = pos
                 if spec is not None and spec.layer is Layer.SYSCALL and ev.ctx is Context.TASK:
-                    cur = open_sys.pop(ev.tid, None)
+                    cur = open_sys.pop((ev.source, ev.tid), None)
                     if cur is not None:
                         spans.append((cur[0], pos))
                     if ev.kind is Kind.ENTRY:
-                        open_sys[ev.tid] = (pos, ev.probe)
+                        open_sys[(ev.source, ev.tid)] = (pos, ev.probe)
             del events
             flush()
         # A syscall never closed holds its thread's later task events. (A

@@ -15,17 +15,23 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 
 from tracer.events import (
     CTX_VALUES,
     EVENT_SCHEMA,
+    FILE_SCHEMA,
+    FRAME_FIELD,
+    FRAME_TYPE,
     KIND_VALUES,
+    LATE_COLUMNS,
     SOFTIRQ_NAMES,
     Event,
     events_to_batch,
+    frames_of,
+    with_frames,
 )
 from tracer.tracefile.records import (
     FORMAT_VERSION,
@@ -62,7 +68,7 @@ class TraceWriter:
         if len(self._probe_names) > 1 << 16:
             raise ValueError(f"{len(self._probe_names)} probes: the probe column holds 65536")
         self._probe_dict = pa.array(self._probe_names, pa.string())
-        schema = EVENT_SCHEMA.with_metadata(
+        schema = FILE_SCHEMA.with_metadata(
             {HEADER_KEY: json.dumps(header.to_record(), separators=(",", ":"))})
         # Opened by Python for its plain OSError (errno, strerror) on failure.
         # Unbuffered: Arrow buffers a batch; each flush must reach the file.
@@ -86,13 +92,17 @@ class TraceWriter:
         """Events handed over so far (those gathered from event() included)."""
         return self._written + len(self._pending_events)
 
-    def write_batch(self, batch: pa.RecordBatch) -> None:
+    def write_batch(self, batch: pa.RecordBatch, frames: pa.Table | None = None) -> None:
         """Events in EVENT_SCHEMA whose probe dictionary is the header's probe
         names, in order, and whose kind, ctx and softirq dictionaries hold
-        only KIND_VALUES, CTX_VALUES and SOFTIRQ_NAMES (ValueError otherwise).
-        Lost records noticed since the last batch ride on it; the batch is in
-        the file when this returns."""
-        if not batch.schema.equals(EVENT_SCHEMA):
+        only KIND_VALUES, CTX_VALUES and SOFTIRQ_NAMES (ValueError otherwise);
+        or in FILE_SCHEMA, with their frames (tracer/frames.py). `frames`
+        (FRAMES_SCHEMA, rows counted in this batch): frames of an
+        EVENT_SCHEMA batch. Lost records noticed since the last batch ride
+        on it; the batch is in the file when this returns."""
+        if batch.schema.equals(EVENT_SCHEMA):
+            batch = with_frames(batch, frames)
+        elif not batch.schema.equals(FILE_SCHEMA):
             raise ValueError("batch is not in EVENT_SCHEMA: "
                              f"{batch.schema.remove_metadata()} vs {EVENT_SCHEMA}")
         probe_dict = batch.column("probe").dictionary
@@ -162,12 +172,12 @@ class TraceWriter:
             raise ValueError(f"event from probe {names[len(self._probe_names)]!r}, which is "
                              "not in the header's probe dictionary")
         self._pending_events = []
-        self._write(batch)
+        self._write(with_frames(batch, None))
 
     def _empty(self) -> pa.RecordBatch:
         # The same dictionaries as events_to_batch's: an empty batch then
         # adds no dictionary messages but for comm.
-        return events_to_batch([], list(self._probe_names))
+        return with_frames(events_to_batch([], list(self._probe_names)), None)
 
     def _write(self, batch: pa.RecordBatch, trailer: Trailer | None = None) -> None:
         meta: dict[bytes, bytes] = {}
@@ -201,13 +211,21 @@ class StreamReader:
             source.close()
             raise
 
-    def _open(self) -> None:
-        name, source = self.name, self._source
+    def _stream(self, fields: list[int]) -> ipc.RecordBatchStreamReader:
+        # One thread: a batch (~65,536 events) decompresses in about a
+        # millisecond, and handing its columns to Arrow's pool cost twice
+        # the CPU time of decompressing them in this thread (1 M events:
+        # 0.15 s against 0.07 s).
+        options = ipc.IpcReadOptions(use_threads=False, included_fields=fields)
         try:
-            self._reader = ipc.open_stream(source)
+            return ipc.open_stream(self._source, options=options)
         except (pa.ArrowException, OSError, MemoryError) as exc:
-            raise TraceFormatError(f"{name}: not a readable kpath trace (truncated or corrupt "
-                                   f"Arrow stream: {_arrow_msg(exc)})") from None
+            raise TraceFormatError(f"{self.name}: not a readable kpath trace (truncated or "
+                                   f"corrupt Arrow stream: {_arrow_msg(exc)})") from None
+
+    def _open(self) -> None:
+        name = self.name
+        self._reader = self._stream([])
         try:
             schema = self._reader.schema
             meta = schema.metadata or {}
@@ -219,17 +237,46 @@ class StreamReader:
             raise TraceFormatError(f"{name}: not a kpath trace (an Arrow stream without "
                                    "kpath metadata)")
         self.header = _parse_header(meta[HEADER_KEY], name)
-        # Ours first, in order; a newer writer may append columns.
-        wrong = [f.name for i, f in enumerate(EVENT_SCHEMA)
+        # Ours first, in order; a newer writer may append columns; an older
+        # one lacks the late ones (LATE_COLUMNS), which read as their default.
+        self._late = [f for f in list(EVENT_SCHEMA)[len(EVENT_SCHEMA) - len(LATE_COLUMNS):]
+                      if f.name not in names]
+        ours = len(EVENT_SCHEMA) - len(self._late)
+        wrong = [f.name for i, f in enumerate(list(EVENT_SCHEMA)[:ours])
                  if i >= len(names) or not schema.field(i).remove_metadata().equals(f)]
-        if wrong or len(set(names)) != len(names):
+        # (a file of before the late columns may still hold frames after its own)
+        own = len([n for n in names if n != FRAME_FIELD.name])
+        if wrong or len(set(names)) != len(names) or (self._late and own != ours):
             raise TraceFormatError(f"{name}: not a kpath trace (an Arrow stream with another "
                                    f"schema: columns {', '.join(wrong[:4])} differ)")
-        # A newer writer's extra columns are left out.
-        self._extra = names != EVENT_SCHEMA.names
+        # A newer writer's extra columns are left out; frames are kept apart.
+        self._extra = names[:ours] != names
+        self._ours = ours
+        self._frame_at = schema.get_field_index(FRAME_FIELD.name)
+        if self._frame_at >= 0 and not schema.field(self._frame_at).type.equals(FRAME_TYPE):
+            raise TraceFormatError(f"{name}: not a kpath trace (its frame column is "
+                                   f"{schema.field(self._frame_at).type}, not {FRAME_TYPE})")
+        self._rows = 0
+        self.frames: list[pa.Table] = []  # the frames read so far (tracer/frames.py)
         self.trailer: Trailer | None = None
         self.cut_short: str | None = None
         self.batches_read = 0
+
+    def select(self, columns: list[str]) -> None:
+        """Read only these EVENT_SCHEMA columns, in schema order (before the
+        first batch): the others are neither decompressed nor checked."""
+        fields = sorted(EVENT_SCHEMA.get_field_index(c) for c in columns)
+        if min(fields, default=0) < 0:
+            raise ValueError(f"not event columns: {columns}")
+        # A late column this file lacks is not read (past its own columns
+        # lies the frame column) but added at its default.
+        absent = {f.name for f in self._late}
+        self._late = [f for f in self._late if f.name in columns]
+        fields = [i for i in fields if EVENT_SCHEMA.field(i).name not in absent]
+        self._source.seek(0)
+        self._reader = self._stream(fields)  # its schema: these columns
+        self._extra = False
+        self._frame_at = -1  # frames are not among them
 
     def __iter__(self) -> Iterator[tuple[pa.RecordBatch, list[Lost]]]:
         while self.trailer is None:
@@ -246,8 +293,15 @@ class StreamReader:
                                   f"({_arrow_msg(exc)})")
                 break
             self.batches_read += 1
+            if self._frame_at >= 0:
+                found = frames_of(batch.column(self._frame_at), self._rows)
+                if found.num_rows:
+                    self.frames.append(found)
+            self._rows += batch.num_rows
             if self._extra:
-                batch = batch.select(list(range(len(EVENT_SCHEMA))))
+                batch = batch.select(list(range(self._ours)))
+            if self._late:
+                batch = _with_late_columns(batch, self._late)
             lost: list[Lost] = []
             if meta:
                 lost, self.trailer = self._records(meta)
@@ -273,19 +327,51 @@ class StreamReader:
         self._source.close()
 
 
+def _with_late_columns(batch: pa.RecordBatch, late: list[pa.Field]) -> pa.RecordBatch:
+    """A batch of a file written before `late` columns existed, with them
+    added at their default value (LATE_COLUMNS)."""
+    cols = batch.columns + [pa.array(np.full(batch.num_rows, LATE_COLUMNS[f.name]), f.type)
+                            for f in late]
+    return pa.record_batch(cols, schema=pa.schema(list(batch.schema) + late))
+
+
 _ENUMS = {"kind": set(KIND_VALUES), "ctx": set(CTX_VALUES), "softirq": set(SOFTIRQ_NAMES)}
 
 
 def _check_enums(batch: pa.RecordBatch) -> None:
     """What the record schema (schema.py) refuses in a version 1 line, refused
-    in a batch: enumerations' unknown names, times past int64."""
+    in a batch (in the columns read): enumerations' unknown names, times
+    past int64."""
+    names = batch.schema.names
     for name, known in _ENUMS.items():
+        if name not in names:
+            continue
         values = batch.column(name).dictionary.to_pylist()
         if not known.issuperset(values):
             raise ValueError(f"unknown {name} value(s): {sorted(set(values) - known)[:3]}")
-    latest = pc.max(batch.column("ts_ns")).as_py()
+    if "ts_ns" not in names:
+        return
+    ts, valid = int_values(batch.column("ts_ns"))
+    ts = ts if valid is None else ts[valid]
+    latest = int(ts.max()) if len(ts) else None
     if latest is not None and latest > INT64_MAX:
         raise ValueError(f"ts_ns {latest} past 2^63 - 1")
+
+
+def int_values(arr: pa.Array) -> tuple[np.ndarray, np.ndarray | None]:
+    """An integer (or dictionary index) array's values as numpy sees its
+    buffer, without a copy, and which are known (None: all). A null's
+    value is whatever the buffer holds. Read from the buffers, not
+    through pyarrow.compute's fill_null and is_null: importing that
+    module alone costs a tenth of `replay --stats`' start-up."""
+    n, at = len(arr), arr.offset
+    validity, data = arr.buffers()[:2]
+    values = np.frombuffer(data, dtype=arr.type.to_pandas_dtype(), count=at + n)[at:] \
+        if data is not None else np.zeros(n, dtype=arr.type.to_pandas_dtype())
+    if not arr.null_count or validity is None:
+        return values, None
+    bits = np.unpackbits(np.frombuffer(validity, dtype=np.uint8), bitorder="little")
+    return values, bits[at:at + n].view(np.bool_)
 
 
 def _parse_header(raw: bytes, name: str) -> Header:

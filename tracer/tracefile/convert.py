@@ -178,7 +178,7 @@ def _write_arrow(src: str | os.PathLike[str], tmp: Path, extra: list[str],
                 for rec in pending[:take]:
                     writer.lost_events(rec)
                 pending = pending[take:]
-                writer.write_batch(batch)
+                writer.write_batch(batch, scan.frames_between(done, batch.num_rows))
                 done += batch.num_rows
                 if progress:
                     progress("writing", done)
@@ -198,7 +198,7 @@ def _to_jsonl(src: str | os.PathLike[str], tmp: Path, progress: Progress | None)
     with scan, open(tmp, "w", encoding="utf-8") as fh:
         writer = JsonlWriter(fh, scan.header)
         for batch, lost in scan.chunks():
-            writer.write(batch, lost)
+            writer.write(batch, lost, scan.frames_between(writer.events, batch.num_rows))
             if progress:
                 progress("writing", writer.events)
         if scan.trailer is not None:

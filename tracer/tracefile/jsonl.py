@@ -17,7 +17,7 @@ from typing import IO, Any
 import numpy as np
 import pyarrow as pa
 
-from tracer.events import ZERO_OMITTED, batch_columns, events_to_batch
+from tracer.events import FRAME_TYPE, FRAMES_SCHEMA, ZERO_OMITTED, batch_columns, events_to_batch
 from tracer.tracefile.records import JSONL_VERSION, Header, Lost, TraceFormatError, Trailer
 from tracer.tracefile.schema import (
     MAX_LINE_BYTES,
@@ -29,6 +29,7 @@ from tracer.tracefile.schema import (
 )
 
 _EVENT, _LOST, _TRAILER = attrgetter("event"), attrgetter("lost"), attrgetter("trailer")
+_FRAME = attrgetter("frame")
 
 # Bytes of lines parsed at a time: bounds memory when scanning a big file
 # (chosen by measurement, bench/bench_format.py: larger is no faster).
@@ -50,6 +51,22 @@ class Chunk:
     batch: pa.RecordBatch
     lost: list[Lost] = field(default_factory=list)
     trailer: Trailer | None = None
+    frames: pa.Table | None = None  # FRAMES_SCHEMA, rows counted in this chunk
+
+
+def _frames(events: list[Any]) -> pa.Table | None:
+    """The events' `frame` keys as frames (rows: the events' positions)."""
+    found = list(map(_FRAME, events))
+    if found.count(None) == len(found):
+        return None
+    rows = [i for i, f in enumerate(found) if f is not None]
+    recs = [found[i] for i in rows]
+    cols = {"row": pa.array(rows, pa.uint64()),
+            "data": pa.array([bytes.fromhex(r.data) for r in recs], pa.binary())}
+    for f in FRAME_TYPE:
+        if f.name != "data":
+            cols[f.name] = pa.array([getattr(r, f.name) for r in recs], f.type)
+    return pa.table([cols[f.name] for f in FRAMES_SCHEMA], schema=FRAMES_SCHEMA)
 
 
 @dataclass
@@ -69,7 +86,7 @@ class JsonlReader:
             # All events (the common case): checked without a loop in Python.
             if events.count(None) == 0 and list(map(_LOST, recs)).count(None) == len(recs) \
                     and list(map(_TRAILER, recs)).count(None) == len(recs):
-                return Chunk(self._batch(events, run))
+                return Chunk(self._batch(events, run), frames=_frames(events))
         numbered = (enumerate(recs, run.first_lineno) if recs is not None
                     else self._line_by_line(run))
         events = []
@@ -83,7 +100,7 @@ class JsonlReader:
                 lost.append(value)
             else:
                 self.trailer = trailer = value
-        return Chunk(self._batch(events, run), lost, trailer)
+        return Chunk(self._batch(events, run), lost, trailer, _frames(events))
 
     def _batch(self, events: list[Any], run: Run) -> pa.RecordBatch:
         try:
@@ -199,7 +216,9 @@ class JsonlWriter:
     def _line(self, rec: dict[str, Any]) -> None:
         self._fh.write(json.dumps(rec, separators=(",", ":")) + "\n")
 
-    def write(self, batch: pa.RecordBatch, lost: list[Lost]) -> None:
+    def write(self, batch: pa.RecordBatch, lost: list[Lost],
+              frames: pa.Table | None = None) -> None:
+        """frames: the batch's (FRAMES_SCHEMA, rows counted in the batch)."""
         for rec in lost:
             self._line({"lost": rec.to_record()})
         # Event.to_record's mapping, built from the columns without Event
@@ -207,10 +226,18 @@ class JsonlWriter:
         cols = batch_columns(batch)
         names = list(cols)
         dumps = json.JSONEncoder(separators=(",", ":")).encode
+        by_row = {}
+        if frames is not None:
+            for rec in frames.to_pylist():
+                row = rec.pop("row")
+                rec["data"] = rec["data"].hex()
+                by_row[row] = {k: v for k, v in rec.items() if v is not None}
         out = []
-        for row in zip(*cols.values(), strict=True):
+        for i, row in enumerate(zip(*cols.values(), strict=True)):
             fields = {k: v for k, v in zip(names, row, strict=True)
                       if v is not None and not (v == 0 and k in ZERO_OMITTED)}
+            if i in by_row:
+                fields["frame"] = by_row[i]
             out.append(f'{{"event":{dumps(fields)}}}\n')
         self._fh.write("".join(out))
         self.events += batch.num_rows

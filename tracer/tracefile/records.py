@@ -43,9 +43,16 @@ class Source:
     boot_id: str = ""  # /proc/sys/kernel/random/boot_id
     machine_id: str = ""  # /etc/machine-id
     clock_offset_ns: int = 0  # CLOCK_REALTIME - CLOCK_MONOTONIC when tracing started
+    # A merged trace (kpath merge): added to this source's own CLOCK_MONOTONIC
+    # times to put them on source 0's clock, estimated from the segments both
+    # hosts saw (tracer/merge): within +- shift_uncertainty_ns, from
+    # shift_segments segments. None where no shift was applied.
+    shift_ns: int | None = None
+    shift_uncertainty_ns: int | None = None
+    shift_segments: int | None = None
 
     def to_record(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        return {k: v for k, v in self.__dict__.items() if v is not None}
 
 
 def clock_offset_ns() -> int:
@@ -182,6 +189,9 @@ class Trace:
     trailer: Trailer | None = None
     path: str = ""
     cut_short: str | None = None  # why the file ended early, if it did
+    # Captured frames (tracer/frames.py FRAMES_SCHEMA; `row` indexes `table`);
+    # None: none read (a trace made of Event objects).
+    frames: pa.Table | None = field(default=None, repr=False, compare=False)
     _table: pa.Table | None = field(default=None, init=False, repr=False, compare=False)
     _events: list[Event] | None = field(default=None, init=False, repr=False, compare=False)
 

@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import IO
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from tracer.events import EVENT_SCHEMA
+from tracer.events import EVENT_SCHEMA, empty_frames, frames_in
 from tracer.tracefile.arrow import STREAM_MAGIC, StreamReader
 from tracer.tracefile.jsonl import CHUNK_BYTES, JsonlReader, parse_header_line, read_chunks
 from tracer.tracefile.records import Header, Lost, Trace, TraceFormatError, Trailer
@@ -83,6 +84,8 @@ class TraceScan:
         self._stream: StreamReader | None = None
         self._jsonl: JsonlReader | None = None
         self._started = False
+        self._frames: list[pa.Table] = []  # FRAMES_SCHEMA, rows counted in the trace
+        self._rows = 0  # events yielded so far
         try:
             self.header, self.version = self._identify()
         except BaseException:
@@ -125,6 +128,15 @@ class TraceScan:
         self._jsonl = JsonlReader(name, header.probe_names)
         return header, 1
 
+    def select(self, columns: list[str]) -> None:
+        """Before the first batch: a version 2 file's batches hold only these
+        EVENT_SCHEMA columns (the others are not decompressed); a version 1
+        file's, all (a line is parsed whole)."""
+        if self._started:
+            raise RuntimeError("select before reading")
+        if self._stream is not None:
+            self._stream.select(columns)
+
     def chunks(self) -> Iterator[tuple[pa.RecordBatch, list[Lost]]]:
         if self._started:
             raise RuntimeError("a TraceScan is read once")
@@ -140,6 +152,23 @@ class TraceScan:
     def __iter__(self) -> Iterator[pa.RecordBatch]:
         for batch, _ in self.chunks():
             yield batch
+
+    @property
+    def frames(self) -> pa.Table:
+        """The frames of the events read so far (tracer/frames.py), `row`
+        each event's row in the trace."""
+        if self._stream is not None:
+            self._frames, self._stream.frames = self._frames + self._stream.frames, []
+        if len(self._frames) != 1:
+            self._frames = [pa.concat_tables([empty_frames(), *self._frames])]
+        return self._frames[0]
+
+    def frames_between(self, first_row: int, num_rows: int) -> pa.Table:
+        """The frames of rows [first_row, first_row + num_rows), their rows
+        counted from first_row."""
+        found = frames_in(self.frames, first_row, num_rows)
+        rows = pc.subtract(found.column("row"), pa.scalar(first_row, pa.uint64()))
+        return found.set_column(0, "row", rows)
 
     def _v2(self, stream: StreamReader) -> Iterator[tuple[pa.RecordBatch, list[Lost]]]:
         for batch, lost in stream:
@@ -162,6 +191,10 @@ class TraceScan:
                 cut_short = f"last record (line {run.first_lineno}) is incomplete"
                 break
             self.lost.extend(chunk.lost)
+            if chunk.frames is not None:
+                rows = pc.add(chunk.frames.column("row"), pa.scalar(self._rows, pa.uint64()))
+                self._frames.append(chunk.frames.set_column(0, "row", rows))
+            self._rows += chunk.batch.num_rows
             yield chunk.batch, chunk.lost
         self.trailer = reader.trailer
         if self.trailer is None:
@@ -193,5 +226,7 @@ def read_trace(path: str | os.PathLike[str]) -> Trace:
     scan = scan_trace(path)
     batches = list(scan)
     table = pa.Table.from_batches(batches, schema=EVENT_SCHEMA)
-    return Trace.from_table(scan.header, table, scan.lost, scan.trailer, scan.path,
-                            scan.cut_short)
+    trace = Trace.from_table(scan.header, table, scan.lost, scan.trailer, scan.path,
+                             scan.cut_short)
+    trace.frames = scan.frames
+    return trace

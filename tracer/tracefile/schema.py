@@ -72,7 +72,24 @@ def _event_record() -> type:
             fields.append((f.name, ftype | None, None))
         else:
             fields.append((f.name, ftype, f.default))
+    # A captured frame (tracer/frames.py), data in hex.
+    fields.append(("frame", FrameRecord | None, None))
     return msgspec.defstruct("EventRecord", fields, forbid_unknown_fields=True, gc=False)
+
+
+_U16 = Annotated[int, msgspec.Meta(ge=0, le=0xFFFF)]
+_U32 = Annotated[int, msgspec.Meta(ge=0, le=0xFFFFFFFF)]
+
+
+class FrameRecord(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    """An event's `frame` (tracer/frames.py FRAME_TYPE), its bytes in hex."""
+
+    ifindex: _U32
+    ifname: str
+    dev_type: _U16
+    len: _U32
+    data: Annotated[str, msgspec.Meta(pattern="^([0-9a-f]{2})*$", max_length=2 * 65535)]
+    link: _U16 | None = None
 
 
 EventRecord = _event_record()

@@ -68,7 +68,7 @@ def flow_table(c: EventColumns, r: EventRules, pt: ProbeTable) -> FlowTable:
     # the latest mapping before the event, else the first one after it.
     teach = (key >= 0) & (c.sk != 0) & c.has_saddr & pt.socket[c.probe]
     t_idx = idx[teach]
-    sk_ids, _ = factorize(c.sk)
+    sk_ids, _ = factorize(c.source, c.sk)
     t_sk = sk_ids[t_idx]
     order = np.lexsort((t_idx, t_sk))
     t_idx, t_sk = t_idx[order], t_sk[order]
@@ -104,7 +104,9 @@ def flow_table(c: EventColumns, r: EventRules, pt: ProbeTable) -> FlowTable:
     rank[np.argsort(first, kind="stable")] = np.arange(nkeys)
     if nkeys >= 1 << 29:  # flow * 4 + ... stays within int32
         raise Irregular(f"{nkeys} flows: more than the columns number")
-    flow = np.where(inverse >= 0, rank[np.maximum(inverse, 0)], -1).astype(np.int32)
+    # No flow at all (a part of a trace, a broken file): rank is empty.
+    flow = (np.where(inverse >= 0, rank[np.maximum(inverse, 0)], -1) if nkeys
+            else np.full(len(inverse), -1)).astype(np.int32)
     del key, inverse
     nflows = nkeys
     f_first = np.sort(first)
@@ -195,7 +197,7 @@ def _sockets(c: EventColumns, pt: ProbeTable, flow: np.ndarray, side: np.ndarray
     reply_rows = (flow >= 0) & reply
     rows = np.flatnonzero(own_rows | reply_rows)
     end = flow[rows] * 3 + np.where(reply_rows[rows], 2, side[rows])
-    grp, ng = factorize(end, c.sk[rows])
+    grp, ng = factorize(end, c.source[rows], c.sk[rows])
     firsts = np.sort(first_index(grp, ng))
     out: list[tuple[list[int], list[int], list[int]]] = [([], [], []) for _ in range(nflows)]
     for e, sk in zip(end[firsts].tolist(), c.sk[rows[firsts]].tolist(), strict=True):
@@ -210,7 +212,7 @@ def _reply_sockets(c: EventColumns, pt: ProbeTable) -> np.ndarray:
             & ((c.flags & (TCP_SYN | TCP_FIN)) == 0) & ((c.flags & REPLY_FLAGS) != 0)
             & (c.length == 0))
     named = c.sk != 0
-    ids, n = factorize(c.sk[named])
+    ids, n = factorize(c.source[named], c.sk[named])
     other = np.zeros(n, dtype=bool)
     other[ids[~like[named]]] = True
     out = np.zeros(len(c.sk), dtype=bool)

@@ -14,7 +14,7 @@ from tracer.timeline.columnar.event_table import EventRules
 from tracer.timeline.columnar.flow_table import FlowTable
 from tracer.timeline.columnar.probe_table import DEVICE, DRIVER, IP, ProbeTable
 from tracer.timeline.columnar.step_table import StepTable
-from tracer.timeline.latency import _SPANS, Hop, Point
+from tracer.timeline.latency import _SPANS, UNORDERED_HOPS, Hop, Point
 from tracer.timeline.model import Role
 
 POINTS = tuple(Point)
@@ -43,6 +43,14 @@ def _first_per_packet(cond: np.ndarray, pkt_of: np.ndarray, npk: int) -> np.ndar
     return out
 
 
+def _last_per_packet(cond: np.ndarray, pkt_of: np.ndarray, npk: int) -> np.ndarray:
+    rows = np.flatnonzero(cond)
+    out = np.full(npk, -1, dtype=np.int64)
+    if len(rows):
+        np.maximum.at(out, pkt_of[rows], rows)
+    return out
+
+
 def wire_points(c: EventColumns, r: EventRules, pt: ProbeTable, ft: FlowTable,
                 st: StepTable) -> np.ndarray:
     """Points the packets' own events provide (all but syscall and copy)."""
@@ -50,6 +58,8 @@ def wire_points(c: EventColumns, r: EventRules, pt: ProbeTable, ft: FlowTable,
     npk = len(pk.creator)
     pkt_of = pk.of_event
     points = np.full((npk, len(POINTS)), -1, dtype=np.int64)
+    if not npk:  # no packet (a part of a trace without flows)
+        return points
     entry = (pkt_of >= 0) & ~c.is_return
     row = np.maximum(pkt_of, 0)
     src_ep, dst_ep = c.src[pk.segment], c.dst[pk.segment]
@@ -64,7 +74,13 @@ def wire_points(c: EventColumns, r: EventRules, pt: ProbeTable, ft: FlowTable,
     driver = _first_per_packet(at_src & ~origin & (layer == DRIVER), pkt_of, npk)
     points[:, POINT_COL[Point.DEVICE]] = np.where(device >= 0, device, driver)
     below_tcp = (layer == DEVICE) | (layer == IP)
-    points[:, POINT_COL[Point.RX]] = _first_per_packet(at_dst & below_tcp, pkt_of, npk)
+    rx = points[:, POINT_COL[Point.RX]] = _first_per_packet(at_dst & below_tcp, pkt_of, npk)
+    # Received on another host (a merged trace): where it left the sender.
+    left = _last_per_packet(at_src & ~origin & ((layer == DEVICE) | (layer == DRIVER)),
+                            pkt_of, npk)
+    crossed = (left >= 0) & (rx >= 0) & (c.source[np.maximum(left, 0)]
+                                         != c.source[np.maximum(rx, 0)])
+    points[:, POINT_COL[Point.WIRE]] = np.where(crossed, left, -1)
     queue = np.full(npk, -1, dtype=np.int64)
     rank = pt.queue_rank[c.probe]
     for k in range(int(pt.queue_rank.max(initial=-1)), -1, -1):
@@ -87,7 +103,7 @@ def packet_points(ts: np.ndarray, st: StepTable, points: np.ndarray,
     for h, hop in enumerate(HOPS):
         a = points[:, POINT_COL[hop.points[0]]]
         b = points[:, POINT_COL[hop.points[1]]]
-        ok = (a >= 0) & (b >= 0) & (a < b)
+        ok = (a >= 0) & (b >= 0) & ((a < b) | (hop in UNORDERED_HOPS))
         for spanned in _SPANS.get(hop, ()):
             ok &= ~present[:, POINT_COL[spanned]]
         has[:, h] = ok

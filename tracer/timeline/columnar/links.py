@@ -24,7 +24,8 @@ from tracer.timeline.columnar.event_table import PORT_MASK
 from tracer.timeline.columnar.grouping import factorize, first_index
 from tracer.timeline.columnar.probe_table import ProbeTable
 
-LINK_COLUMNS = ("ts", "probe", "is_return", "ctx", "softirq", "tid", "sk", "src", "dst")
+LINK_COLUMNS = ("ts", "probe", "is_return", "ctx", "softirq", "tid", "sk", "src", "dst",
+                "source")
 
 
 class ProbeFlags:
@@ -122,6 +123,8 @@ class Links:
         probe = cols["probe"]
         self.return_probes.update(np.unique(probe[cols["is_return"]]).tolist())
         src, dst, sk, tid = cols["src"], cols["dst"], cols["sk"], cols["tid"]
+        # Sockets, threads and contexts are a host's own (a merged trace).
+        host = cols["source"].astype(np.int64)
         ctx = ((tid.astype(np.int64) << 16) | ((cols["ctx"].astype(np.int64) + 1) << 8)
                | (cols["softirq"].astype(np.int64) + 1))
         has_tuple = ((src != NO_EP) & (dst != NO_EP) & ((src & PORT_MASK) != 0)
@@ -129,9 +132,9 @@ class Links:
         keyed: list[tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]]] = [
             (has_tuple, lambda m: self._nodes_of(0, np.minimum(src[m], dst[m]),
                                                  np.maximum(src[m], dst[m]))),
-            (sk != 0, lambda m: self._nodes_of(1, sk[m])),
-            (cols["ctx"] == TASK, lambda m: self._nodes_of(2, tid[m])),
-            (self.flags.pairs[probe], lambda m: self._nodes_of(3, ctx[m])),
+            (sk != 0, lambda m: self._nodes_of(1, host[m], sk[m])),
+            (cols["ctx"] == TASK, lambda m: self._nodes_of(2, host[m], tid[m])),
+            (self.flags.pairs[probe], lambda m: self._nodes_of(3, host[m], ctx[m])),
         ]
         rep = np.full(n, -1, dtype=np.int64)
         ends: list[tuple[np.ndarray, np.ndarray]] = []

@@ -33,7 +33,12 @@ import numpy as np
 from probes.catalog import ProbeSpec
 from tracer.events import Endpoint
 from tracer.timeline.accounting import ByteAccount, account_notes, other_way_notes
-from tracer.timeline.columnar.columns import EventColumns, batch_columns, release_freed_memory
+from tracer.timeline.columnar.columns import (
+    EventColumns,
+    batch_columns,
+    file_columns,
+    release_freed_memory,
+)
 from tracer.timeline.columnar.latency_table import HOPS
 from tracer.timeline.columnar.links import LINK_COLUMNS, Links
 from tracer.timeline.columnar.probe_table import ProbeTable
@@ -179,7 +184,7 @@ class PartedStats:
         head = TraceStats(path=inp.path, events=self.events, flow_count=self.flow_count,
                           lost_total=inp.lost_total, cut_short=inp.cut_short,
                           lost_noticed=sum(g.count for g in self._gaps),
-                          has_gaps=bool(self._gaps), flows=[])
+                          has_gaps=bool(self._gaps), flows=[], sources=tuple(inp.sources))
         # A step's number is its first event's rank by (time, file position).
         key_ts = np.concatenate(self._key_ts) if self._key_ts else np.zeros(0, np.int64)
         key_pos = np.concatenate(self._key_pos) if self._key_pos else np.zeros(0, np.int64)
@@ -270,6 +275,9 @@ def stats_of_scan(scan: TraceScan, reopen: Callable[[], TraceScan],
     if scan.version != 2:
         return PreparedStats(ScannedInput(scan), lookup)
     links = Links(lookup)
+    # Both passes read (and check) the same columns, the ones pass 2 needs:
+    # a batch one of them finds corrupt must end both at the same event.
+    scan.select(file_columns())
     with scan:
         for batch in scan:
             links.add(batch_columns(batch, links.probe_code, LINK_COLUMNS))
@@ -278,6 +286,8 @@ def stats_of_scan(scan: TraceScan, reopen: Callable[[], TraceScan],
     if unflagged or links.ctx_disorder:
         del links
         return PreparedStats(ScannedInput(reopen()), lookup)
-    return PartedStats(links, reopen(), StatsInput(
+    again = reopen()
+    again.select(file_columns())
+    return PartedStats(links, again, StatsInput(
         path=records.path, events=(), lost=list(records.lost), lost_total=records.lost_total,
-        cut_short=records.cut_short))
+        cut_short=records.cut_short, sources=records.sources))

@@ -10,14 +10,15 @@ from collections.abc import Iterator, Sequence
 import pyarrow as pa
 
 from tracer.timeline.columnar.stats import StatsInput
-from tracer.tracefile import Lost, Trace, TraceScan
+from tracer.tracefile import Lost, Source, Trace, TraceScan
 
 
 def stats_input_of(trace: Trace) -> StatsInput:
     """A trace's events as the statistics read them: its columns, as the
     reader holds them (both format versions are read into EVENT_SCHEMA)."""
     return StatsInput(path=trace.path, events=trace.table, lost=trace.lost,
-                      lost_total=trace.lost_total, cut_short=trace.cut_short)
+                      lost_total=trace.lost_total, cut_short=trace.cut_short,
+                      sources=trace.header.sources)
 
 
 class ScannedInput:
@@ -47,3 +48,7 @@ class ScannedInput:
     @property
     def cut_short(self) -> str | None:
         return self._scan.cut_short
+
+    @property
+    def sources(self) -> Sequence[Source]:
+        return self._scan.header.sources

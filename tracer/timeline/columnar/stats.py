@@ -57,7 +57,7 @@ from tracer.timeline.columnar.step_table import StepTable, step_table
 from tracer.timeline.latency import LOSS_WINDOW_NS, Hop, PacketClass, Point
 from tracer.timeline.model import ByteRange, RangeSource, Role, StreamWays
 from tracer.timeline.segments import Segment
-from tracer.tracefile import Lost
+from tracer.tracefile import Lost, Source
 
 ROLES = (Role.CLIENT, Role.SERVER)
 CLASSES = tuple(PacketClass)
@@ -73,6 +73,7 @@ class StatsInput:
     lost: Sequence[Lost]
     lost_total: int
     cut_short: str | None
+    sources: Sequence[Source] = ()  # the header's hosts
 
 
 class StatsSource(Protocol):
@@ -89,6 +90,8 @@ class StatsSource(Protocol):
     def lost_total(self) -> int: ...
     @property
     def cut_short(self) -> str | None: ...
+    @property
+    def sources(self) -> Sequence[Source]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +156,8 @@ class TraceStats:
     lost_noticed: int  # sum of the loss records' counts
     has_gaps: bool
     flows: list[FlowStats]  # the flows asked for
+    # The header's hosts (a merged trace: with each one's clock shift).
+    sources: tuple[Source, ...] = ()
 
 
 def endpoint_of(code: int) -> Endpoint:
@@ -170,7 +175,8 @@ class PreparedStats:
         release_freed_memory()
         # The batches are not kept; the records are complete once they are read.
         records = StatsInput(path=inp.path, events=(), lost=list(inp.lost),
-                             lost_total=inp.lost_total, cut_short=inp.cut_short)
+                             lost_total=inp.lost_total, cut_short=inp.cut_short,
+                             sources=inp.sources)
         self._prepare(c, ProbeTable.build(c.probe_names, lookup), records, 0, False, None)
 
     @classmethod
@@ -250,7 +256,7 @@ class PreparedStats:
         head = TraceStats(path=inp.path, events=len(ts), flow_count=self.flow_count,
                           lost_total=inp.lost_total, cut_short=inp.cut_short,
                           lost_noticed=sum(g.count for g in gaps), has_gaps=bool(gaps),
-                          flows=[])
+                          flows=[], sources=tuple(inp.sources))
 
         def flows() -> Iterator[FlowStats]:
             bounds, pk = work.pk_bounds, work.st.packets

@@ -115,7 +115,7 @@ def step_table(c: EventColumns, r: EventRules, pt: ProbeTable, ft: FlowTable,
         raise Irregular(f"{n} events: more than the int32 event indices number")
     p = c.probe
     flow = ft.flow
-    ctx_id, _ = factorize(c.tid, c.ctx.astype(np.int64), c.softirq.astype(np.int64))
+    ctx_id, _ = factorize(c.source, c.tid, c.ctx.astype(np.int64), c.softirq.astype(np.int64))
     keyed_seg = r.is_seg & (flow >= 0)
 
     pair = _pair_returns(c, ctx_id)
@@ -320,7 +320,7 @@ def _syscalls(c: EventColumns, syscall_task: np.ndarray) -> tuple[np.ndarray, np
     rows = np.flatnonzero(syscall_task)
     if not len(rows):
         return msg_key, in_msg
-    tid_ids, _ = factorize(c.tid)
+    tid_ids, _ = factorize(c.source, c.tid)
     prev = previous_in_group(tid_ids[rows])
     prev_row = np.where(prev >= 0, rows[np.maximum(prev, 0)], -1)
     is_ret = c.is_return[rows]

@@ -1,0 +1,115 @@
+"""The two-guest recording (tests/data/two_hosts_*.kpath, `kpath vm validate
+-s two-hosts`): each end traced on its own guest, merged. Replayed: every
+segment matched once, accounting closed across the hosts, the clock offset
+within its uncertainty, the wire a hop of its own."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from kpath.cli import cli
+from tracer.merge import crossings, merge_traces, pair_hosts
+from tracer.timeline import build_timeline
+from tracer.timeline.accounting import account_all
+from tracer.timeline.latency import Hop, packet_latencies
+from tracer.tracefile import Trace, read_trace
+from vm.two_hosts_check import check_merge
+
+DATA = Path(__file__).resolve().parent.parent / "data"
+A, B, AB = DATA / "two_hosts_a.kpath", DATA / "two_hosts_b.kpath", DATA / "two_hosts_ab.kpath"
+needs_pair = pytest.mark.skipif(not AB.exists(), reason="no two-host recording")
+MIB = 1 << 20
+
+
+@needs_pair
+def test_the_scenarios_checks_pass_on_the_recording(tmp_path: Path) -> None:
+    results = check_merge(A, B, tmp_path / "ab.kpath")
+    assert results and all(r.ok for r in results), [r for r in results if not r.ok]
+
+
+@needs_pair
+def test_every_segment_matched_once() -> None:
+    pairing = pair_hosts(crossings(read_trace(A)), crossings(read_trace(B)))
+    assert pairing.matched > 800  # chat and 1 MiB, both ways
+    assert not pairing.unmatched_received
+    sends = [(m.key, m.sent_ns) for m in pairing.matches]
+    receptions = [(m.key, m.received_ns) for m in pairing.matches]
+    assert len(set(sends)) == len(sends) and len(set(receptions)) == len(receptions)
+    # What the link dropped was sent again, and that copy matched.
+    for key, t in pairing.unmatched_sent:
+        assert any(m.key == key and m.sent_ns > t for m in pairing.matches)
+
+
+@needs_pair
+def test_merged_header_has_both_hosts_and_the_offset() -> None:
+    merged = read_trace(AB)
+    a, b = merged.header.sources
+    assert (a.hostname, b.hostname) == ("kpath-a", "kpath-b")
+    assert a.boot_id and b.boot_id and a.boot_id != b.boot_id
+    assert a.shift_ns is None and b.shift_ns is not None
+    assert b.shift_uncertainty_ns is not None and 0 < b.shift_uncertainty_ns < 50_000_000
+    assert {e.source for e in merged.events} == {0, 1}
+    assert merged.num_events == read_trace(A).num_events + read_trace(B).num_events
+
+
+@needs_pair
+def test_merge_keeps_each_hosts_frames() -> None:
+    """Every frame of both inputs rides on its own event in the merged trace:
+    same device, same bytes, at that host's time shifted by its offset."""
+    merged, a, b = read_trace(AB), read_trace(A), read_trace(B)
+    shift = merged.header.sources[1].shift_ns or 0
+
+    def frames(t: Trace, src_shift: int) -> list[tuple[int, str, bytes]]:
+        assert t.frames is not None
+        rows = t.frames.column("row").to_pylist()
+        ts = [t.events[r].ts_ns + src_shift for r in rows]
+        return sorted(zip(ts, t.frames.column("ifname").to_pylist(),
+                          t.frames.column("data").to_pylist(), strict=True))
+
+    assert a.frames.num_rows > 100 and b.frames.num_rows > 100
+    assert frames(merged, 0) == sorted(frames(a, 0) + frames(b, shift))
+
+
+@needs_pair
+def test_merging_again_gives_the_recorded_offset(tmp_path: Path) -> None:
+    res = merge_traces([A, B], tmp_path / "ab.kpath")
+    recorded = read_trace(AB).header.sources[1]
+    assert res.header.sources[1].shift_ns == recorded.shift_ns
+    assert res.header.sources[1].shift_uncertainty_ns == recorded.shift_uncertainty_ns
+
+
+@needs_pair
+def test_accounting_closes_across_hosts() -> None:
+    tl = build_timeline(read_trace(AB))
+    accounts = [acc for acc in account_all(tl) if acc.written_total]
+    assert accounts and all(acc.balanced for acc in accounts)
+    assert any(acc.written_total == MIB and acc.read_total == MIB for acc in accounts)
+
+
+@needs_pair
+def test_no_wire_hop_below_the_uncertainty() -> None:
+    merged = read_trace(AB)
+    unc = merged.header.sources[1].shift_uncertainty_ns or 0
+    lat = packet_latencies(build_timeline(merged))
+    wires = [pl.hops[Hop.WIRE].ns for pl in lat if Hop.WIRE in pl.hops]
+    assert len(wires) > 500
+    assert min(wires) >= -unc
+
+
+@needs_pair
+def test_stats_and_diagram_show_the_wire(tmp_path: Path) -> None:
+    runner = CliRunner()
+    stats = runner.invoke(cli, ["replay", "--stats", str(AB)])
+    assert stats.exit_code == 0, stats.output
+    assert "host 0 kpath-a: the reference clock" in stats.output
+    assert "host 1 kpath-b: clock offset" in stats.output
+    assert " dev>wire " in stats.output and " wire " in stats.output
+    svg = tmp_path / "ab.svg"
+    res = runner.invoke(cli, ["export", str(AB), "--flow", "1", "-f", "svg", "-o", str(svg)])
+    assert res.exit_code == 0, res.output
+    assert "wire " in svg.read_text()
+    text = runner.invoke(cli, ["replay", "--no-color", "--flow", "1", str(AB)]).output
+    assert "[wire]" in text and "@1" in text

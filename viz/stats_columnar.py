@@ -9,7 +9,14 @@ from collections.abc import Iterable, Iterator, Sequence
 import numpy as np
 
 from tracer.timeline.columnar.latency_table import HOPS
-from tracer.timeline.columnar.stats import FlowPackets, FlowStats, HopRow, TraceStats
+from tracer.timeline.columnar.stats import (
+    CLASSES,
+    ROLES,
+    FlowPackets,
+    FlowStats,
+    HopTable,
+    TraceStats,
+)
 from tracer.timeline.latency import PacketClass
 from tracer.timeline.model import Role
 from viz.stats_text import (
@@ -79,11 +86,15 @@ def _per_packet(packets: FlowPackets) -> list[str]:
     return table_lines(rows, right=range(3, 3 + len(cols)))
 
 
-def _distributions(stats: Sequence[HopRow]) -> list[str]:
+def _distributions(table: HopTable) -> list[str]:
     return distribution_lines(
-        (_DIRECTION[s.sender], str(s.klass), str(s.hop), s.measured,
-         (s.min_ns, s.median_ns, s.p99_ns, s.max_ns), s.gaps) for s in stats)
+        (_DIRECTION_AT[s], _CLASS_AT[k], _HOP_AT[h], n, (lo, mid, p99, hi), gaps)
+        for s, k, h, n, lo, mid, p99, hi, gaps in table.values.tolist())
 
 
 _DIRECTION = {role: _direction_of(role) for role in (Role.CLIENT, Role.SERVER)}
 _CLASS = {klass: str(klass) for klass in PacketClass}
+# by HopTable index
+_DIRECTION_AT = tuple(_DIRECTION[role] for role in ROLES)
+_CLASS_AT = tuple(str(klass) for klass in CLASSES)
+_HOP_AT = tuple(str(hop) for hop in HOPS)

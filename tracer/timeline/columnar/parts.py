@@ -45,10 +45,11 @@ from tracer.timeline.columnar.probe_table import ProbeTable
 from tracer.timeline.columnar.source import ScannedInput
 from tracer.timeline.columnar.stats import (
     CLASSES,
+    HOP_FIELDS,
     ROLES,
     FlowPackets,
     FlowStats,
-    HopRow,
+    HopTable,
     PreparedStats,
     StatsInput,
     StreamNote,
@@ -215,7 +216,6 @@ _ACCOUNT_FIELDS = tuple(f.name for f in dataclasses.fields(ByteAccount)
 _ANCHORS: tuple[RangeSource | None, ...] = (None, *RangeSource)
 _ROLE_AT = {role: i for i, role in enumerate(ROLES)}
 _CLASS_AT = {klass: i for i, klass in enumerate(CLASSES)}
-_HOP_AT = {hop: i for i, hop in enumerate(HOPS)}
 _ANCHOR_AT = {anchor: i for i, anchor in enumerate(_ANCHORS)}
 
 
@@ -226,8 +226,7 @@ def _row_of(fl: FlowStats) -> tuple[Any, ...]:
             [(_ROLE_AT[a.sender], tuple(getattr(a, name) for name in _ACCOUNT_FIELDS))
              for a in fl.accounts],
             [(_ROLE_AT[n.sender], _ANCHOR_AT[n.anchor], n.problems) for n in fl.streams],
-            [(_ROLE_AT[h.sender], _CLASS_AT[h.klass], _HOP_AT[h.hop], *h[3:])
-             for h in fl.hop_stats],
+            fl.hop_stats.values.tobytes(),
             (p.step, p.label, [_ROLE_AT[r] for r in p.sender], [_CLASS_AT[k] for k in p.klass],
              p.hops.astype(np.int64).tobytes(), p.has_hop.astype(np.bool_).tobytes(), p.gap))
 
@@ -257,8 +256,8 @@ def _flow_of(row: tuple[Any, ...], number: int, rank: np.ndarray, gaps: list[Los
     return FlowStats(number=number, client=Endpoint(c_addr, c_port),
                      server=Endpoint(s_addr, s_port), netns=netns, socks=socks,
                      accounts=(acc[0], acc[1]), streams=(notes[0], notes[1]),
-                     hop_stats=[HopRow._make((ROLES[s], CLASSES[k], HOPS[h], *spread))
-                                for s, k, h, *spread in hops],
+                     hop_stats=HopTable(np.frombuffer(hops, dtype=np.int64)
+                                        .reshape(-1, HOP_FIELDS)),
                      packets=FlowPackets(rank[np.array(step, dtype=np.int64)].tolist(), label,
                                          [ROLES[r] for r in senders],
                                          [CLASSES[k] for k in klasses],

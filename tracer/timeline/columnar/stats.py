@@ -122,6 +122,28 @@ class HopRow(NamedTuple):
     gaps: int
 
 
+HOP_FIELDS = len(HopRow._fields)
+
+
+@dataclass(frozen=True, slots=True)
+class HopTable:
+    """The HopRows of a flow as one array, a row per (sender, class, hop):
+    the members as their indices in ROLES, CLASSES, HOPS, then the counts
+    and ns of HopRow (a trace of small flows has tens of rows per flow)."""
+
+    values: np.ndarray  # (rows, HOP_FIELDS) int64
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def __iter__(self) -> Iterator[HopRow]:
+        for s, k, h, *spread in self.values.tolist():
+            yield HopRow(ROLES[s], CLASSES[k], HOPS[h], *spread)
+
+
+NO_HOPS = HopTable(np.zeros((0, HOP_FIELDS), dtype=np.int64))
+
+
 @dataclass(frozen=True, slots=True)
 class StreamNote:
     sender: Role
@@ -138,7 +160,7 @@ class FlowStats:
     socks: tuple[list[int], list[int], list[int]]  # client's, server's, the kernel's replies
     accounts: tuple[ByteAccount, ByteAccount]
     streams: tuple[StreamNote, StreamNote]
-    hop_stats: list[HopRow]
+    hop_stats: HopTable
     packets: FlowPackets
 
     @property
@@ -260,7 +282,7 @@ class PreparedStats:
 
         def flows() -> Iterator[FlowStats]:
             bounds, pk = work.pk_bounds, work.st.packets
-            hop_stats: dict[int, list[HopRow]] = {}
+            hop_stats: dict[int, HopTable] = {}
             made = 0  # the distributions of the flows below this are made
             for f in wanted:
                 if f >= made:
@@ -268,7 +290,7 @@ class PreparedStats:
                     made = min(max(made, f + 1), wanted[-1] + 1)
                     hop_stats = _hop_stats(work.pk_order[bounds[f]:bounds[made]], pk.flow,
                                            pk.sender, pp)
-                yield work.flow_stats(f, placed.pop(f), pp, hop_stats.pop(f + 1, []),
+                yield work.flow_stats(f, placed.pop(f), pp, hop_stats.pop(f + 1, NO_HOPS),
                                       [] if self._part else work.flow_gaps(f, gaps),
                                       inp.cut_short)
 
@@ -480,7 +502,7 @@ class _FlowWork:
         begin = int(self.st.flow_start[f])
         return [g for g in gaps if begin <= g.ts_ns and (until is None or g.ts_ns <= until)]
 
-    def flow_stats(self, f: int, placed: _Placed, pp: PacketPoints, hop_stats: list[HopRow],
+    def flow_stats(self, f: int, placed: _Placed, pp: PacketPoints, hop_stats: HopTable,
                    gaps: list[Lost], cut_short: str | None) -> FlowStats:
         ft, pk = self.ft, self.st.packets
         prow = self.pk_order[self.pk_bounds[f]:self.pk_bounds[f + 1]]
@@ -579,7 +601,7 @@ HOP_CHUNK_PACKETS = 1 << 18
 
 
 def _hop_stats(rows: np.ndarray, flow: np.ndarray, sender: np.ndarray, pp: PacketPoints
-               ) -> dict[int, list[HopRow]]:
+               ) -> dict[int, HopTable]:
     has = pp.has_hop[rows]
     p_idx, h_idx = np.nonzero(has)
     if not len(p_idx):
@@ -607,14 +629,13 @@ def _hop_stats(rows: np.ndarray, flow: np.ndarray, sender: np.ndarray, pp: Packe
     rank = np.maximum(np.ceil(0.99 * n).astype(np.int64) - 1, 0)
     p99 = val[np.minimum(starts + rank, len(val) - 1)]
     zero = np.zeros(len(starts), dtype=np.int64)
-    cols = [np.where(some, a, zero).tolist() for a in (first, median, p99, last)]
-    out: dict[int, list[HopRow]] = {}
-    for f, s_, k, h, cnt, g, lo, med, p, hi in zip(
-            fl[starts].tolist(), snd[starts].tolist(), kl[starts].tolist(),
-            h_idx[starts].tolist(), n.tolist(), gaps.tolist(), *cols, strict=True):
-        out.setdefault(f + 1, []).append(
-            HopRow(ROLES[s_], CLASSES[k], HOPS[h], cnt, lo, med, p, hi, g))
-    return out
+    table = np.stack([snd[starts], kl[starts], h_idx[starts], n,
+                      *[np.where(some, a, zero) for a in (first, median, p99, last)], gaps],
+                     axis=1).astype(np.int64)
+    flows = fl[starts]
+    cut = np.flatnonzero(np.r_[True, flows[1:] != flows[:-1], True])
+    return {f + 1: HopTable(table[a:b]) for f, a, b in zip(
+        flows[cut[:-1]].tolist(), cut[:-1].tolist(), cut[1:].tolist(), strict=True)}
 
 
 def _flow_packets(prow: np.ndarray, step: np.ndarray, sender: np.ndarray, flags: np.ndarray,

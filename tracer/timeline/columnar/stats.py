@@ -37,7 +37,6 @@ from tracer.timeline.columnar.byte_table import (
     PacketRows,
     place_direction,
     refuse_message_counts,
-    union,
 )
 from tracer.timeline.columnar.columns import EventColumns, columns_of, release_freed_memory
 from tracer.timeline.columnar.event_table import EventRules, event_rules
@@ -399,8 +398,12 @@ class _FlowWork:
                            + [-1], dtype=np.int64)
         hit = c.probe[rows] == at_code[grp]
         lo = ft.rel(pk.flow[seg_pkt[rows]], pk.sender[seg_pkt[rows]], c.seq[rows])
-        self.carried = _Groups(np.where(hit, grp, -1), rows, 2 * nf, lo=lo,
-                               hi=lo + r.payload[rows], row=seg_pkt[rows])
+        hi = lo + r.payload[rows]
+        carried_grp = np.where(hit, grp, -1)
+        self.carried_bytes = union_lengths(carried_grp, lo, hi, 2 * nf)
+        kept = (carried_grp >= 0) & ~pk.retransmission[seg_pkt[rows]]
+        self.segments = distinct_counts(carried_grp[kept], seg_pkt[rows][kept], 2 * nf)
+        self.msg_sums = message_sums(m_key, mt.count, mt.has_count, 4 * nf)
         retrans = pk.retransmission
         self.retransmitted = np.bincount(pk.flow[retrans] * 2 + pk.sender[retrans],
                                          weights=pk.payload[retrans], minlength=2 * nf)
@@ -517,32 +520,99 @@ class _FlowWork:
 
     def _account(self, f: int, s: int, placed: _Placed, gaps: list[Lost],
                  cut_short: str | None) -> ByteAccount:
-        sends, recvs = placed.sends[s], placed.recvs[s]
         g = f * 2 + s
-        ranges = list(zip(self.carried.get(g, "lo"), self.carried.get(g, "hi"), strict=True))
-        rows = self.carried.get(g, "row")
-        retrans = self.st.packets.retransmission
-        counted = {row for row in rows if not retrans[row]}
-        unknown = sum(x is None for x in sends.counts)
+        sends = self.msg_sums[f * 4 + s * 2 + 1]
+        recvs = self.msg_sums[f * 4 + (1 - s) * 2]
         ways, why = way_fields(placed.ways[s])
         return ByteAccount(
             flow=f + 1, sender=ROLES[s],
-            written=sum(x for x in sends.counts if x is not None and x > 0),
-            sends=len(sends.ids),
-            failed_sends=sum(x is not None and x < 0 for x in sends.counts),
-            unknown_sends=unknown,
-            carried=sum(hi - lo for lo, hi in union(ranges)),
+            written=sends.positive,
+            sends=sends.calls,
+            failed_sends=sends.failed,
+            unknown_sends=sends.unknown,
+            carried=self.carried_bytes[g],
             carried_at=self.at[g],
-            segments=len(counted),
+            segments=self.segments[g],
             retransmitted=int(self.retransmitted[g]),
-            read=sum(x for x in recvs.counts if x is not None and x > 0),
-            recvs=len(recvs.ids),
+            read=recvs.positive,
+            recvs=recvs.calls,
             copied=int(self.copied[g]),
             copies=int(self.copies_n[g]),
             complete=not gaps and not cut_short,
-            notes=account_notes(unknown, sum(g.count for g in gaps), bool(cut_short), why),
+            notes=account_notes(sends.unknown, sum(g.count for g in gaps), bool(cut_short), why),
             **ways,
         )
+
+
+class MessageSums(NamedTuple):
+    """The messages of a (flow, side, op) group: how many, the sum of their
+    positive byte counts, how many failed (a negative count) and how many
+    have no count."""
+
+    calls: int
+    positive: int
+    failed: int
+    unknown: int
+
+
+def message_sums(group: np.ndarray, count: np.ndarray, has_count: np.ndarray, groups: int
+                 ) -> list[MessageSums]:
+    """MessageSums of each group 0..groups-1 (rows with group -1 in none)."""
+    ok = group >= 0
+    grp, cnt, has = group[ok], count[ok], has_count[ok]
+    # int64 sums: np.bincount's float weights are exact only below 2**53
+    positive = np.zeros(groups, dtype=np.int64)
+    np.add.at(positive, grp, np.where(has & (cnt > 0), cnt, 0))
+    cols = (np.bincount(grp, minlength=groups)[:groups], positive,
+            np.bincount(grp[has & (cnt < 0)], minlength=groups)[:groups],
+            np.bincount(grp[~has], minlength=groups)[:groups])
+    return [MessageSums._make(row) for row in zip(*(c.tolist() for c in cols), strict=True)]
+
+
+def union_lengths(group: np.ndarray, lo: np.ndarray, hi: np.ndarray, groups: int) -> list[int]:
+    """Per group 0..groups-1, the bytes covered by its ranges [lo, hi)
+    (byte_table.union's total; ranges of no bytes and group -1 left out)."""
+    ok = (group >= 0) & (hi > lo)
+    grp, lo, hi = group[ok], lo[ok], hi[ok]
+    order = np.lexsort((hi, lo, grp))
+    grp, lo, hi = grp[order], lo[order], hi[order]
+    # the highest end among the group's earlier ranges (-1: none)
+    reach = np.full(len(grp), -1, dtype=np.int64)
+    if len(grp):
+        base = int(lo.min())
+        span = int(hi.max()) - base + 2
+        if span * (groups + 1) < (1 << 62):
+            run = np.maximum.accumulate(grp * span + (hi - base + 1))
+            before = np.r_[np.int64(-1), run[:-1]]
+            same = np.r_[False, grp[1:] == grp[:-1]]
+            reach = np.where(same, before - grp * span + base - 1, -1)
+        else:  # values too wide to stack groups in an int64: group by group
+            for a, b in _runs(grp):
+                reach[a + 1:b] = np.maximum.accumulate(hi[a:b])[:-1]
+    new = np.where(reach >= 0, np.maximum(hi - np.maximum(lo, reach), 0), hi - lo)
+    out = np.zeros(groups, dtype=np.int64)
+    np.add.at(out, grp, new)
+    lengths: list[int] = out.tolist()
+    return lengths
+
+
+def distinct_counts(group: np.ndarray, value: np.ndarray, groups: int) -> list[int]:
+    """Per group 0..groups-1, how many distinct values its rows hold."""
+    if not len(group):
+        return [0] * groups
+    width = int(value.max()) - int(value.min()) + 1
+    if width * (groups + 1) < (1 << 62):
+        keys = np.unique(group * width + (value - value.min()))
+        first = keys // width
+    else:
+        first = np.unique(np.stack((group, value), axis=1), axis=0)[:, 0]
+    counts: list[int] = np.bincount(first, minlength=groups)[:groups].tolist()
+    return counts
+
+
+def _runs(sorted_keys: np.ndarray) -> list[tuple[int, int]]:
+    cut = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1], True]).tolist()
+    return list(zip(cut[:-1], cut[1:], strict=True))
 
 
 def _positions(c: EventColumns, pt: ProbeTable, ft: FlowTable, st: StepTable,

@@ -1,33 +1,20 @@
 """`kpath replay --stats` text from the columnar statistics
 (tracer/timeline/columnar/stats.py): the same text as viz/stats_text.py
-prints from a Timeline, line for line."""
+prints from a Timeline, line for line. The latency and per-packet tables
+of a run of flows are made together (viz/stats_tables.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 
-import numpy as np
+from tracer.timeline.columnar.stats import FlowStats, TraceStats
+from viz.stats_tables import distribution_texts, per_packet_texts
+from viz.stats_text import _direction_of, account_lines, head_lines, socket_lines
 
-from tracer.timeline.columnar.latency_table import HOPS
-from tracer.timeline.columnar.stats import (
-    CLASSES,
-    ROLES,
-    FlowPackets,
-    FlowStats,
-    HopTable,
-    TraceStats,
-)
-from tracer.timeline.latency import PacketClass
-from tracer.timeline.model import Role
-from viz.stats_text import (
-    GAP_MARK,
-    _direction_of,
-    account_lines,
-    distribution_lines,
-    head_lines,
-    socket_lines,
-    table_lines,
-)
+# The tables of this many flows, or of flows with this many packets in
+# all, are made together (the flows are held until then).
+BATCH_FLOWS = 256
+BATCH_PACKETS = 1 << 15
 
 
 def render_trace_stats(ts: TraceStats) -> str:
@@ -36,22 +23,38 @@ def render_trace_stats(ts: TraceStats) -> str:
 
 def trace_stats_text(head: TraceStats, flows: Iterable[FlowStats]) -> Iterator[str]:
     """render_trace_stats in pieces: the header, then each flow's text as
-    the flow comes (`head.flows` is not read), so a caller may write each
-    piece and drop it."""
+    its run of flows is made (`head.flows` is not read), so a caller may
+    write each piece and drop it."""
     lines = head_lines(head.path, head.events, head.flow_count, head.lost_total,
                        head.cut_short, head.lost_noticed if head.has_gaps else None,
                        head.sources)
     yield "\n".join(lines) + "\n"
     none = True
+    batch: list[FlowStats] = []
+    packets = 0
     for fl in flows:
         none = False
-        # A blank line before each flow: the pieces join into one text.
-        yield "\n" + "\n".join(_flow_lines(fl)) + "\n"
+        batch.append(fl)
+        packets += len(fl.packets.step)
+        if len(batch) >= BATCH_FLOWS or packets >= BATCH_PACKETS:
+            yield from _batch_text(batch)
+            batch, packets = [], 0
+    yield from _batch_text(batch)
     if none:
         yield "\nno TCP flow in this trace\n"
 
 
-def _flow_lines(fl: FlowStats) -> list[str]:
+def _batch_text(flows: list[FlowStats]) -> Iterator[str]:
+    if not flows:
+        return
+    dists = distribution_texts([fl.hop_stats for fl in flows])
+    per_packet = per_packet_texts([fl.packets for fl in flows])
+    for fl, dist, pkts in zip(flows, dists, per_packet, strict=True):
+        # A blank line before each flow: the pieces join into one text.
+        yield "\n" + "\n".join(_flow_lines(fl, dist, pkts)) + "\n"
+
+
+def _flow_lines(fl: FlowStats, dist: list[str], per_packet: list[str]) -> list[str]:
     out = [f"flow {fl.number}: {fl.title}"]
     out.extend(socket_lines(fl.netns, fl.socks[:2], fl.socks[2]))
     out.append("")
@@ -61,40 +64,7 @@ def _flow_lines(fl: FlowStats) -> list[str]:
         out.append(f"  {_direction_of(note.sender)} send ranges: {how}")
         out.extend(f"    !! {problem}" for problem in note.problems)
     out.append("")
-    out.extend(_distributions(fl.hop_stats))
+    out.extend(dist)
     out.append("")
-    out.extend(_per_packet(fl.packets))
+    out.extend(per_packet)
     return out
-
-
-def _per_packet(packets: FlowPackets) -> list[str]:
-    if not packets.step:
-        return ["  per packet: no packet"]
-    cols = np.flatnonzero(packets.has_hop.any(axis=0)).tolist()
-    head = ("  per packet (us)", "direction", "class", *[str(HOPS[h]) for h in cols], "")
-    # Made a column at a time (a large flow has tens of thousands of rows;
-    # a trace of small flows, thousands of flows: one tolist each).
-    hops, has_hop = packets.hops[:, cols].T.tolist(), packets.has_hop[:, cols].T.tolist()
-    cells = [[f"{v / 1e3:.1f}" if ok else "-" for v, ok in zip(vals, oks, strict=True)]
-             for vals, oks in zip(hops, has_hop, strict=True)]  # f"...": fmt_us, inlined
-    rows: list[Sequence[str]] = [head]
-    rows.extend(zip([f"  #{step} {label}" for step, label in zip(packets.step, packets.label,
-                                                                   strict=True)],
-                    [_DIRECTION[s] for s in packets.sender],
-                    [_CLASS[k] for k in packets.klass], *cells,
-                    [GAP_MARK if g else "" for g in packets.gap], strict=True))
-    return table_lines(rows, right=range(3, 3 + len(cols)))
-
-
-def _distributions(table: HopTable) -> list[str]:
-    return distribution_lines(
-        (_DIRECTION_AT[s], _CLASS_AT[k], _HOP_AT[h], n, (lo, mid, p99, hi), gaps)
-        for s, k, h, n, lo, mid, p99, hi, gaps in table.values.tolist())
-
-
-_DIRECTION = {role: _direction_of(role) for role in (Role.CLIENT, Role.SERVER)}
-_CLASS = {klass: str(klass) for klass in PacketClass}
-# by HopTable index
-_DIRECTION_AT = tuple(_DIRECTION[role] for role in ROLES)
-_CLASS_AT = tuple(str(klass) for klass in CLASSES)
-_HOP_AT = tuple(str(hop) for hop in HOPS)

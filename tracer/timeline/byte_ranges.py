@@ -137,6 +137,29 @@ def union(ranges: Iterable[ByteRange]) -> list[ByteRange]:
     return out
 
 
+def _uncovered(want: tuple[int, int], have: list[tuple[int, int]]) -> list[ByteRange]:
+    """uncovered() of (lo, hi) tuples."""
+    w_lo, w_hi = want
+    out = []
+    pos = w_lo
+    merged: list[list[int]] = []
+    for lo, hi in sorted(h for h in have if h[0] < w_hi and w_lo < h[1]):
+        if hi - lo <= 0:
+            continue
+        if merged and lo <= merged[-1][1]:
+            if hi > merged[-1][1]:
+                merged[-1][1] = hi
+        else:
+            merged.append([lo, hi])
+    for lo, hi in merged:
+        if lo > pos:
+            out.append(ByteRange(pos, min(lo, w_hi)))
+        pos = max(pos, hi)
+    if pos < w_hi:
+        out.append(ByteRange(pos, w_hi))
+    return out
+
+
 def uncovered(want: ByteRange, have: Iterable[ByteRange]) -> list[ByteRange]:
     """The parts of `want` no range in `have` covers."""
     out = []
@@ -352,24 +375,29 @@ def other_ways(ids: Sequence[int], ranges: Sequence[ByteRange | None],
     without kernel positions (`pieces`). Both reconstructions use this."""
     if not pieces:
         return []
-    done = [r for r in ranges if r is not None]
+    # (lo, hi) tuples, not ByteRanges: this runs for every direction of
+    # every flow, and tuples compare and sort natively.
+    done = [(r.lo, r.hi) for r in ranges if r is not None]
     known = set(ids)
     lone = [p for p in pieces if p.step not in known]
     # Writes: every byte carried (`ends`) was written. Reads: up to the last
     # byte read (the rest may still wait in the receive queue).
-    spans = done + [p.byte_range for p in pieces] + list(ends)
-    lo = start if start is not None else min(r.lo for r in spans)
-    hi = max(r.hi for r in spans)
-    return _other_ways(ByteRange(lo, hi), done, lone, write)
+    his = [hi for _, hi in done] + [p.byte_range.hi for p in pieces] + [r.hi for r in ends]
+    if start is not None:
+        lo = start
+    else:
+        lo = min([lo for lo, _ in done] + [p.byte_range.lo for p in pieces]
+                 + [r.lo for r in ends])
+    return _other_ways((lo, max(his)), done, lone, write)
 
 
-def _other_ways(extent: ByteRange, done: list[ByteRange], lone: list[KernelPiece],
-                write: bool) -> list[tuple[ByteRange, str]]:
+def _other_ways(extent: tuple[int, int], done: list[tuple[int, int]],
+                lone: list[KernelPiece], write: bool) -> list[tuple[ByteRange, str]]:
     """The stretches of `extent` no traced call covers, each with the way its
     bytes went: a call seen without its syscall, else an untraced one."""
     out: list[tuple[ByteRange, str]] = []
     untraced = "untraced writer" if write else "untraced reader"
-    for gap in uncovered(extent, done):
+    for gap in _uncovered(extent, done):
         pos = gap.lo
         for p in lone:
             r = p.byte_range

@@ -356,6 +356,8 @@ class _FlowWork:
                             probe=c.probe[mt.key])
         self.ways = [way_of(name, spec) for name, spec in zip(pt.names, pt.specs, strict=True)]
         self.positions = _positions(c, pt, ft, st, nf)
+        self.piece_ways = [[piece_way(name, spec, write) for name, spec in
+                            zip(pt.names, pt.specs, strict=True)] for write in (False, True)]
         # data packets by (flow, sender)
         data = pk.lo >= 0
         self.data = _Groups(np.where(data, pk.flow * 2 + pk.sender, -1), pk.step, 2 * nf,
@@ -474,12 +476,11 @@ class _FlowWork:
     def _pieces(self, g: int, write: bool) -> list[KernelPiece]:
         """byte_ranges.kernel_pieces of (flow, sender) group g."""
         pos, k = self.positions, g * 2 + write
-        names, specs = self.pt.names, self.pt.specs
-        pieces = [KernelPiece(ByteRange(lo, hi), step, piece_way(names[p], specs[p], write))
-                  for lo, hi, step, p in zip(pos.get(k, "lo"), pos.get(k, "hi"),
-                                             pos.get(k, "step"), pos.get(k, "probe"),
-                                             strict=True)]
-        return sorted(pieces, key=lambda p: (p.byte_range, p.step))
+        ways = self.piece_ways[write]
+        # in (range, step) order already (_positions)
+        return [KernelPiece(ByteRange(lo, hi), step, ways[p])
+                for lo, hi, step, p in zip(pos.get(k, "lo"), pos.get(k, "hi"),
+                                           pos.get(k, "step"), pos.get(k, "probe"), strict=True)]
 
     def with_byte_points(self, points: np.ndarray, placed: list[_Placed]) -> np.ndarray:
         """The points with Point.SYSCALL (the entry of the lowest-id send
@@ -619,7 +620,8 @@ def _positions(c: EventColumns, pt: ProbeTable, ft: FlowTable, st: StepTable,
                nf: int) -> _Groups:
     """The stream-position entries (byte_ranges.kernel_pieces) by (flow,
     sender, write): the sender's writes, or the peer's reads of its bytes;
-    each with its range, the step of its message (-1 outside one) and probe."""
+    each with its range, the step of its message (-1 outside one) and probe,
+    in order of range, then step (then event)."""
     e = st.positions.entry
     f = st.step_flow[e]
     fs = np.maximum(f, 0)
@@ -631,8 +633,11 @@ def _positions(c: EventColumns, pt: ProbeTable, ft: FlowTable, st: StepTable,
     lo = ft.rel(fs, np.where(ok, sender, 0), c.seq[e])
     mrow = st.messages.of_event[e]
     step = np.where(mrow >= 0, take_or(st.messages.step, mrow, -1), -1)
-    return _Groups(np.where(ok, (fs * 2 + sender) * 2 + write, -1), e, 4 * nf, lo=lo,
-                   hi=lo + st.positions.count, step=step, probe=c.probe[e])
+    hi = lo + st.positions.count
+    rank = np.empty(len(e), dtype=np.int64)
+    rank[np.lexsort((e, step, hi, lo))] = np.arange(len(e))
+    return _Groups(np.where(ok, (fs * 2 + sender) * 2 + write, -1), rank, 4 * nf, lo=lo,
+                   hi=hi, step=step, probe=c.probe[e])
 
 
 # message_bytes unknown (no return value seen); a real count is above -2**40

@@ -1,0 +1,250 @@
+"""The latency and per-packet tables of `replay --stats` (columnar path),
+for a run of flows at once: the numbers of all their rows go through numpy
+together (a trace of small flows has thousands of tables of ten to thirty
+rows: numpy calls per table cost more than the rows), then each table is
+one `%` of a format string made for its widths, the microseconds printed
+as integers (whole and tenth) instead of formatting floats.
+
+The text is the row-at-a-time tables' (distribution_rows, per_packet_rows:
+viz/stats_text.table_lines), byte for byte; a table with a negative or huge
+value, or a latency row with no value (dashes), is made row at a time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from itertools import chain
+
+import numpy as np
+
+from tracer.timeline.columnar.latency_table import HOPS
+from tracer.timeline.columnar.stats import CLASSES, ROLES, FlowPackets, HopTable
+from tracer.timeline.latency import PacketClass
+from tracer.timeline.model import Role
+from viz.stats_text import GAP_MARK, _direction_of, distribution_lines, fmt_us, table_lines
+
+NO_PACKET = "  per packet: no packet"
+
+# Below this many ns a value's tenths of a microsecond are its integer
+# rounding (the double ns / 1e3 is within 1e-3 us of the quotient).
+_EXACT_BELOW = 1 << 50
+# np.longdouble holds a double's 53 bits times 1000's 7 exactly (x86: 64)
+_EXACT_PRODUCTS = np.finfo(np.longdouble).nmant >= 60
+
+
+def tenths_of_us(ns: np.ndarray) -> np.ndarray:
+    """fmt_us(ns) of each value (0 <= ns < 2**50) as an int of tenths of a
+    us ("12.3": 123), without formatting floats. A value half-way between
+    two tenths (50 ns past one) rounds as fmt_us rounds the double
+    ns / 1e3: up if the double is above the quotient, down if below, to the
+    even tenth if it is the quotient (e.g. 750 ns: 0.75 exactly, "0.8")."""
+    ns = np.ascontiguousarray(ns, dtype=np.int64)
+    tenths = (ns + 50) // 100
+    flat = tenths.reshape(-1)  # a view: tenths is contiguous
+    half = np.flatnonzero(ns.reshape(-1) % 100 == 50)
+    if len(half):
+        v = ns.reshape(-1)[half]
+        down = (v - 50) // 100
+        if _EXACT_PRODUCTS:
+            x = (v / 1e3).astype(np.longdouble) * 1000  # exact
+            exact = v.astype(np.longdouble)
+            flat[half] = np.where(x > exact, down + 1,
+                                  np.where(x < exact, down, down + down % 2))
+        else:
+            flat[half] = [int(fmt_us(int(x)).replace(".", "")) for x in v.tolist()]
+    return tenths
+
+
+def _bounds(counts: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Row bounds of each table, and the starts of the tables with rows
+    (np.*.reduceat over them gives one value per such table)."""
+    bounds = np.zeros(len(counts) + 1, dtype=np.int64)
+    np.cumsum(counts, out=bounds[1:])
+    some = np.array(counts) > 0
+    return bounds, bounds[:-1][some]
+
+
+def _digits(values: list[int]) -> list[int]:
+    return [len(str(v)) for v in values]
+
+
+class _Formats:
+    """Format strings by their widths (small flows repeat them), bounded."""
+
+    def __init__(self) -> None:
+        self.cache: dict[tuple[object, ...], str] = {}
+
+    def get(self, key: tuple[object, ...], make: object) -> str:
+        got = self.cache.get(key)
+        if got is None:
+            if len(self.cache) >= 1 << 14:
+                self.cache.clear()
+            got = self.cache[key] = make() if callable(make) else str(make)
+        return got
+
+
+_FORMATS = _Formats()
+
+
+def distribution_texts(tables: Sequence[HopTable]) -> list[list[str]]:
+    """distribution_rows of each table."""
+    counts = [len(t) for t in tables]
+    bounds, starts = _bounds(counts)
+    if not len(starts):
+        return [distribution_rows(t) for t in tables]
+    v = np.concatenate([t.values for t in tables if len(t)])
+    spread = v[:, 4:8]
+    bad = (v[:, 3] == 0) | (spread.min(axis=1) < 0) | (spread.max(axis=1) >= _EXACT_BELOW)
+    tenths = tenths_of_us(np.where(bad[:, None], 0, spread))
+    whole = tenths // 10
+    per_table = np.stack([np.maximum.reduceat(a, starts) for a in (
+        bad.astype(np.int64), whole[:, 0], whole[:, 1], whole[:, 2], whole[:, 3], v[:, 3],
+        v[:, 8], _CLASS_LEN[v[:, 1]], _HOP_LEN[v[:, 2]])], axis=1).tolist()
+    senders, klasses, hops, measured, gaps = v[:, [0, 1, 2, 3, 8]].T.tolist()
+    digits = np.stack((whole, tenths % 10), axis=2).reshape(len(v), 8).T.tolist()
+    flat = list(chain.from_iterable(zip(
+        [_DIRECTION_CELL_AT[s] for s in senders], [_CLASS_AT[k] for k in klasses],
+        [_HOP_AT[h] for h in hops], measured, *digits, gaps, strict=True)))
+    heads = _DISTRIBUTION_HEAD
+    out: list[list[str]] = []
+    rows = iter(per_table)
+    for t, n, a in zip(tables, counts, bounds.tolist(), strict=False):
+        if not n:
+            out.append(distribution_rows(t))
+            continue
+        worse, w0, w1, w2, w3, most, most_gaps, class_len, hop_len = next(rows)
+        if worse:
+            out.append(distribution_rows(t))
+            continue
+        widths = (max(len(heads[0]), _DIRECTION_CELL_LEN), max(len(heads[1]), class_len),
+                  max(len(heads[2]), hop_len), max(len(heads[3]), len(str(most))),
+                  *[max(len(heads[4 + j]), d + 2) for j, d in enumerate(_digits([w0, w1, w2,
+                                                                                   w3]))],
+                  max(len(heads[8]), len(str(most_gaps))))
+        head = _FORMATS.get(("dh", widths), lambda w=widths: ("  ".join(
+            f"%{'-' if i < 3 else ''}{x}s" for i, x in enumerate(w)) % heads).rstrip())
+        table = _FORMATS.get(("d", widths, n), lambda w=widths, n=n: "\n".join([
+            f"%-{w[0]}s  %-{w[1]}s  %-{w[2]}s  %{w[3]}d  "
+            + "  ".join(f"%{x - 2}d.%d" for x in w[4:8]) + f"  %{w[8]}d"] * n))
+        out.append([head, table % tuple(flat[a * 13:(a + n) * 13])])
+    return out
+
+
+def per_packet_texts(flows: Sequence[FlowPackets]) -> list[list[str]]:
+    """per_packet_rows of each flow's packets."""
+    counts = [len(p.step) for p in flows]
+    bounds, starts = _bounds(counts)
+    if not len(starts):
+        return [[NO_PACKET] for _ in flows]
+    has = np.concatenate([p.has_hop for p in flows if p.step])
+    ns = np.where(has, np.concatenate([p.hops for p in flows if p.step]), 0)
+    bad = (ns.min(axis=1) < 0) | (ns.max(axis=1) >= _EXACT_BELOW)
+    tenths = tenths_of_us(np.where(bad[:, None], 0, ns))
+    whole = tenths // 10
+    gap = np.fromiter(chain.from_iterable(p.gap for p in flows), dtype=np.int64,
+                      count=len(has))
+    hop_bits = 1 << np.arange(len(HOPS))
+    keys = (has @ hop_bits + (gap << len(HOPS))).tolist()
+    titles = [f"  #{step} {label}" for p in flows
+              for step, label in zip(p.step, p.label, strict=True)]
+    klass = [_CLASS_INDEX[k] for p in flows for k in p.klass]
+    title_len = np.fromiter(map(len, titles), dtype=np.int64, count=len(titles))
+    seen = np.logical_or.reduceat(has, starts, axis=0)
+    # present (bits), with a dash (bits), bad, widest title, class and wholes
+    per_table = np.concatenate([
+        np.stack([seen @ hop_bits, np.logical_or.reduceat(~has, starts, axis=0) @ hop_bits,
+                  np.maximum.reduceat(bad, starts).astype(np.int64),
+                  np.maximum.reduceat(title_len, starts),
+                  np.maximum.reduceat(_CLASS_LEN[klass], starts)], axis=1),
+        np.maximum.reduceat(whole, starts, axis=0)], axis=1).tolist()
+    digits = np.stack((whole, tenths % 10), axis=2).reshape(len(has), -1).T.tolist()
+    per_row = 3 + 2 * len(HOPS)
+    flat = list(chain.from_iterable(zip(
+        titles, [_DIRECTION_OF[s] for p in flows for s in p.sender], [_CLASS_AT[k] for k in klass],
+        *digits, strict=True)))
+    out: list[list[str]] = []
+    rows = iter(per_table)
+    for p, n, a in zip(flows, counts, bounds.tolist(), strict=False):
+        if not n:
+            out.append([NO_PACKET])
+            continue
+        present, dashed, worse, title_w, class_w, *wholes = next(rows)
+        if worse or not present:  # no hop column: the class column ends the lines
+            out.append(per_packet_rows(p))
+            continue
+        widths = tuple(max(_HOP_NAME_LEN[h], 1 if dashed >> h & 1 else 0, d + 2)
+                       if present >> h & 1 else -1
+                       for h, d in enumerate(_digits(wholes)))
+        lead = (max(len(_PACKET_HEAD[0]), title_w), max(len(_PACKET_HEAD[2]), class_w))
+        head = _FORMATS.get(("ph", lead, widths), lambda lead=lead, widths=widths: (
+            (_lead(lead) + "".join(f"  %{w}s" for w in widths if w >= 0))
+            % (*_PACKET_HEAD, *[_HOP_AT[h] for h, w in enumerate(widths) if w >= 0])).rstrip())
+        row_keys = keys[a:a + n]
+        formats = {k: _FORMATS.get(("p", lead, widths, k), lambda lead=lead, widths=widths,
+                                   k=k: _row_format(lead, widths, k))
+                   for k in set(row_keys)}
+        out.append([head, "\n".join([formats[k] for k in row_keys])
+                    % tuple(flat[a * per_row:(a + n) * per_row])])
+    return out
+
+
+def _lead(lead: tuple[int, int]) -> str:
+    return f"%-{lead[0]}s  %-{_DIRECTION_WIDTH}s  %-{lead[1]}s"
+
+
+def _row_format(lead: tuple[int, int], widths: tuple[int, ...], key: int) -> str:
+    """A per-packet row: for each hop, its whole and tenth, or a dash, or
+    nothing (not a column of the table); "%.0s" takes a value and prints
+    nothing."""
+    cells = []
+    for h, w in enumerate(widths):
+        if w < 0:
+            cells.append("%.0s%.0s")
+        elif key >> h & 1:
+            cells.append(f"  %{w - 2}d.%d")
+        else:
+            cells.append(f"%.0s%.0s  {'-':>{w}}")
+    return _lead(lead) + "".join(cells) + (f"  {GAP_MARK}" if key >> len(HOPS) & 1 else "")
+
+
+def per_packet_rows(packets: FlowPackets) -> list[str]:
+    """The per-packet table a row at a time (viz/stats_text._per_packet's)."""
+    if not packets.step:
+        return [NO_PACKET]
+    cols = np.flatnonzero(packets.has_hop.any(axis=0)).tolist()
+    head = (*_PACKET_HEAD, *[str(HOPS[h]) for h in cols], "")
+    hops, has_hop = packets.hops[:, cols].T.tolist(), packets.has_hop[:, cols].T.tolist()
+    cells = [[f"{v / 1e3:.1f}" if ok else "-" for v, ok in zip(vals, oks, strict=True)]
+             for vals, oks in zip(hops, has_hop, strict=True)]  # f"...": fmt_us, inlined
+    rows: list[Sequence[str]] = [head]
+    rows.extend(zip([f"  #{step} {label}" for step, label in zip(packets.step, packets.label,
+                                                                   strict=True)],
+                    [_DIRECTION_OF[s] for s in packets.sender],
+                    [_CLASS[k] for k in packets.klass], *cells,
+                    [GAP_MARK if g else "" for g in packets.gap], strict=True))
+    return table_lines(rows, right=range(3, 3 + len(cols)))
+
+
+def distribution_rows(table: HopTable) -> list[str]:
+    """viz/stats_text.distribution_lines of a flow's rows."""
+    return distribution_lines(
+        (_DIRECTION[s], _CLASS_AT[k], _HOP_AT[h], n, (lo, mid, p99, hi), gaps)
+        for s, k, h, n, lo, mid, p99, hi, gaps in table.values.tolist())
+
+
+_DISTRIBUTION_HEAD = ("  latency (us)", "class", "hop", "n", "min", "median", "p99", "max",
+                      GAP_MARK + "s")
+_PACKET_HEAD = ("  per packet (us)", "direction", "class")
+_DIRECTION_OF = {role: _direction_of(role) for role in (Role.CLIENT, Role.SERVER)}
+_CLASS = {klass: str(klass) for klass in PacketClass}
+# by index in ROLES, CLASSES, HOPS (HopTable's codes)
+_DIRECTION = tuple(_DIRECTION_OF[role] for role in ROLES)
+_DIRECTION_CELL_AT = tuple(f"  {text}" for text in _DIRECTION)
+_DIRECTION_CELL_LEN = max(map(len, _DIRECTION_CELL_AT))
+_DIRECTION_WIDTH = max(len(_PACKET_HEAD[1]), *map(len, _DIRECTION))
+_CLASS_AT = tuple(str(klass) for klass in CLASSES)
+_CLASS_INDEX = {klass: i for i, klass in enumerate(CLASSES)}
+_CLASS_LEN = np.array([len(c) for c in _CLASS_AT], dtype=np.int64)
+_HOP_AT = tuple(str(hop) for hop in HOPS)
+_HOP_LEN = np.array([len(h) for h in _HOP_AT], dtype=np.int64)
+_HOP_NAME_LEN = [len(h) for h in _HOP_AT]

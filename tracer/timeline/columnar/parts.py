@@ -22,6 +22,7 @@ neighbours in time are then not known batch by batch).
 from __future__ import annotations
 
 import dataclasses
+import operator
 import pickle
 import re
 import tempfile
@@ -217,14 +218,14 @@ _ANCHORS: tuple[RangeSource | None, ...] = (None, *RangeSource)
 _ROLE_AT = {role: i for i, role in enumerate(ROLES)}
 _CLASS_AT = {klass: i for i, klass in enumerate(CLASSES)}
 _ANCHOR_AT = {anchor: i for i, anchor in enumerate(_ANCHORS)}
+_account_values = operator.attrgetter(*_ACCOUNT_FIELDS)  # the fields' values, as a tuple
 
 
 def _row_of(fl: FlowStats) -> tuple[Any, ...]:
     p = fl.packets
     return (fl.number, fl.client.addr, fl.client.port, fl.server.addr, fl.server.port, fl.netns,
             fl.socks,
-            [(_ROLE_AT[a.sender], tuple(getattr(a, name) for name in _ACCOUNT_FIELDS))
-             for a in fl.accounts],
+            [(_ROLE_AT[a.sender], _account_values(a)) for a in fl.accounts],
             [(_ROLE_AT[n.sender], _ANCHOR_AT[n.anchor], n.problems) for n in fl.streams],
             fl.hop_stats.values.tobytes(),
             (p.step, p.label, [_ROLE_AT[r] for r in p.sender], [_CLASS_AT[k] for k in p.klass],

@@ -356,6 +356,7 @@ class _FlowWork:
                             probe=c.probe[mt.key])
         self.ways = [way_of(name, spec) for name, spec in zip(pt.names, pt.specs, strict=True)]
         self.positions = _positions(c, pt, ft, st, nf)
+        self.isn_from_syn: list[list[bool]] = ft.isn_from_syn.tolist()
         self.piece_ways = [[piece_way(name, spec, write) for name, spec in
                             zip(pt.names, pt.specs, strict=True)] for write in (False, True)]
         # data packets by (flow, sender)
@@ -445,7 +446,7 @@ class _FlowWork:
             copies: dict[int, list[tuple[int, int]]] = {}
             for mid, lo, hi in zip(c_msg, c_lo, c_hi, strict=True):
                 copies.setdefault(mid, []).append((lo, hi))
-            start = 1 if self.ft.isn_from_syn[f, s] else None
+            start = 1 if self.isn_from_syn[f][s] else None
             stream, _ = place_direction(sm, rm, data, copies, start, self._pieces(g, True),
                                         self._pieces(g, False))
             notes.append(StreamNote(sender=ROLES[s], anchor=stream.anchor,

@@ -132,26 +132,38 @@ def _stream_json(tl: Timeline, number: int | None) -> None:
 
 
 def _replay_json_windows(file: str) -> None:
-    """The whole trace's document, rebuilt one independent window at a time
-    (tracer/timeline/windows.py); one window is the whole-trace path."""
-    from tracer.timeline.windows import WINDOW_EVENTS, Plan
-    from viz.jsonout import write_json_windows
+    """The whole trace's document, rebuilt in parts of independent groups of
+    events (tracer/timeline/groups.py); a trace the groups cannot split is
+    rebuilt whole."""
+    from tracer.timeline.groups import PART_EVENTS, plan_groups
+    from viz.jsongroups import write_json_groups
 
     use_system_allocator()  # as --stats: mimalloc kept freed pages mapped
-    trace = _read(file)
-    plan = Plan(trace)
+    try:
+        plan = plan_groups(file)
+    except TraceFormatError as exc:
+        _fail(str(exc))
+    if plan is None:
+        trace = _read(file)
+        _warn_cut_short(trace)
+        click.echo(f"kpath: note: {trace.num_events} events rebuilt together (a return of a "
+                   "probe not known to return, or a context out of time order)", err=True)
+        _stream_json(build_timeline(trace), None)
+        return
+    use_recorded_probes(probe_specs(plan.trace.header.probes))
+    _warn_cut_short(plan.trace)
+    if plan.largest > 4 * PART_EVENTS:
+        click.echo(f"kpath: note: {plan.largest} of {plan.num_events} events are linked "
+                   "together (a connection, socket or thread throughout): rebuilt together",
+                   err=True)
+    write_json_groups(plan, _out)
+    _flush()
+
+
+def _warn_cut_short(trace: Trace) -> None:
     cut = cut_short_message(trace)
     if cut:
         click.echo(f"kpath: warning: {cut}", err=True)
-    if plan.largest > 4 * WINDOW_EVENTS:
-        click.echo(f"kpath: note: {plan.largest} of {plan.num_events} events have no "
-                   "independent cut (connections, sockets or syscalls overlap throughout): "
-                   "rebuilt together", err=True)
-    if len(plan.bounds) <= 1:
-        _stream_json(build_timeline(trace), None)
-        return
-    write_json_windows(plan, _out)
-    _flush()
 
 
 @click.command("replay")

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import heapq
 import pickle
+import re
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -34,6 +35,7 @@ from viz.jsonout import (
     _selected_steps,
     _trace_fields,
     _write_head,
+    item_text,
     step_record,
 )
 
@@ -46,12 +48,30 @@ class _Runs:
     def __init__(self) -> None:
         self.file: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115
         self.runs: list[tuple[int, int]] = []  # (offset, blocks)
+        self._block: list[Any] = []
+        self._start = self._blocks = 0
 
-    def add(self, records: list[Any]) -> None:
-        start = self.file.tell()
-        for at in range(0, len(records), _BLOCK):
-            pickle.dump(records[at:at + _BLOCK], self.file, protocol=pickle.HIGHEST_PROTOCOL)
-        self.runs.append((start, (len(records) + _BLOCK - 1) // _BLOCK))
+    def put(self, record: Any) -> None:
+        """A record of the run being written (end_run closes it)."""
+        self._block.append(record)
+        if len(self._block) == _BLOCK:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._block:
+            pickle.dump(self._block, self.file, protocol=pickle.HIGHEST_PROTOCOL)
+            self._block = []
+            self._blocks += 1
+
+    def end_run(self) -> None:
+        self._flush()
+        self.runs.append((self._start, self._blocks))
+        self._start, self._blocks = self.file.tell(), 0
+
+    def add(self, records: Iterable[Any]) -> None:
+        for rec in records:
+            self.put(rec)
+        self.end_run()
 
     def read(self, run: int) -> Iterator[Any]:
         offset, blocks = self.runs[run]
@@ -102,19 +122,19 @@ def write_json_groups(plan: GroupPlan, write: Callable[[str], object]) -> None:
         for part in plan.parts():
             tl, index = part.timeline, part.index.tolist()
             numbers.flows.append(np.array([index[fl.first] for fl in tl.flows], dtype=np.int64))
-            flows.add([_flow(fl, tl) for fl in tl.flows])
+            flows.add(_flow(fl, tl) for fl in tl.flows)
             _, chosen = _selected_steps(tl, None)
             numbers.steps.append(np.array([index[st.events[0].index] for st in chosen],
                                           dtype=np.int64))
-            steps.add([_global_events(step_record(st, tl), index) for st in chosen])
-            recs = []
+            steps.add(_global_events(step_record(st, tl), index) for st in chosen)
+            # Events are most records: spooled laid out, their step and flow
+            # rewritten in the text (_EVENT_IDS).
             for rec in _records(tl, None, chosen):
                 rec["index"] = index[rec["index"]]
                 if rec["pair"] is not None:
                     rec["pair"] = index[rec["pair"]]
-                recs.append(rec)
-            events.add(recs)
-            del recs
+                events.put((rec["index"], item_text(rec)))
+            events.end_run()
             threads.append([(g.source, g.tid, g.tgid, g.comm, g.steps[0].start_ns,
                              [st.id for st in g.steps]) for g in tl.unattributed])
             del tl, part, chosen
@@ -132,9 +152,9 @@ def write_json_groups(plan: GroupPlan, write: Callable[[str], object]) -> None:
             out.add(rec)
         out.close()
         out = _Array(write, "events")
-        for rec in _merge(events, lambda rec, p: rec["index"],
-                          lambda rec, p: _renumber_event(rec, step_id[p], flow_no[p])):
-            out.add(rec)
+        for text in _merge(events, lambda rec, p: rec[0],
+                           lambda rec, p: _renumber_event(rec[1], step_id[p], flow_no[p])):
+            out.add_text(text)
         out.close()
     finally:
         for runs in (flows, steps, events):
@@ -169,8 +189,8 @@ def _merge(runs: _Runs, key: Callable[[Any, int], int],
     def run(p: int) -> Iterator[tuple[int, int, Any]]:
         for rec in runs.read(p):
             yield key(rec, p), p, rec
-    for _, p, rec in heapq.merge(*(run(p) for p in range(len(runs.runs))),
-                                 key=lambda item: item[0]):
+    # Keys are unique: tuples compare by key alone.
+    for _, p, rec in heapq.merge(*(run(p) for p in range(len(runs.runs)))):
         yield renumber(rec, p)
 
 
@@ -209,8 +229,14 @@ def _renumber_step(rec: dict[str, Any], step: np.ndarray, flow: np.ndarray) -> d
     return rec
 
 
-def _renumber_event(rec: dict[str, Any], step: np.ndarray, flow: np.ndarray) -> dict[str, Any]:
-    rec["step"] = int(step[rec["step"]])
-    if rec["flow"] is not None:
-        rec["flow"] = int(flow[rec["flow"] - 1])
-    return rec
+# An event record's own "flow" and "step" (item_text: its keys are indented
+# by 3, nested ones by more; a string holds no raw newline).
+_EVENT_IDS = re.compile(r'\n   "(flow|step)": (\d+)')
+
+
+def _renumber_event(text: str, step: np.ndarray, flow: np.ndarray) -> str:
+    def number(m: re.Match[str]) -> str:
+        if m[1] == "step":
+            return f'\n   "step": {step[int(m[2])]}'
+        return f'\n   "flow": {flow[int(m[2]) - 1]}'
+    return _EVENT_IDS.sub(number, text)

@@ -14,13 +14,9 @@ What stays in memory for the whole trace is a few integers per step and flow.
 
 from __future__ import annotations
 
-import heapq
-import pickle
 import re
-import tempfile
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
-from typing import IO, Any
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -38,94 +34,23 @@ from viz.jsonout import (
     item_text,
     step_record,
 )
-
-_BLOCK = 256  # records pickled together in a run
-
-
-class _Runs:
-    """Runs of records in one temporary file, each read back in order."""
-
-    def __init__(self) -> None:
-        self.file: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115
-        self.runs: list[tuple[int, int]] = []  # (offset, blocks)
-        self._block: list[Any] = []
-        self._start = self._blocks = 0
-
-    def put(self, record: Any) -> None:
-        """A record of the run being written (end_run closes it)."""
-        self._block.append(record)
-        if len(self._block) == _BLOCK:
-            self._flush()
-
-    def _flush(self) -> None:
-        if self._block:
-            pickle.dump(self._block, self.file, protocol=pickle.HIGHEST_PROTOCOL)
-            self._block = []
-            self._blocks += 1
-
-    def end_run(self) -> None:
-        self._flush()
-        self.runs.append((self._start, self._blocks))
-        self._start, self._blocks = self.file.tell(), 0
-
-    def add(self, records: Iterable[Any]) -> None:
-        for rec in records:
-            self.put(rec)
-        self.end_run()
-
-    def read(self, run: int) -> Iterator[Any]:
-        offset, blocks = self.runs[run]
-        for _ in range(blocks):
-            self.file.seek(offset)
-            block = pickle.load(self.file)
-            offset = self.file.tell()
-            yield from block
-
-    def close(self) -> None:
-        self.file.close()
-
-
-@dataclass
-class _Numbers:
-    """Per part, the whole-trace index of each local step's first event (by
-    local id) and of each local flow's first own event (by local number)."""
-
-    steps: list[np.ndarray] = field(default_factory=list)
-    flows: list[np.ndarray] = field(default_factory=list)
-
-    def ranks(self) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        """Per part, local step id -> step id and local flow number - 1 ->
-        flow number: ranks among all parts'."""
-        return _ranks(self.steps, 0), _ranks(self.flows, 1)
-
-
-def _ranks(firsts: list[np.ndarray], base: int) -> list[np.ndarray]:
-    every = np.concatenate(firsts) if firsts else np.zeros(0, dtype=np.int64)
-    rank = np.empty(len(every), dtype=np.int64)
-    rank[np.argsort(every, kind="stable")] = np.arange(base, base + len(every))
-    out, at = [], 0
-    for part in firsts:
-        out.append(rank[at:at + len(part)])
-        at += len(part)
-    return out
+from viz.runs import Numbers, Runs, merge
 
 
 def write_json_groups(plan: GroupPlan, write: Callable[[str], object]) -> None:
     trace = plan.trace
     _write_head(write, _trace_fields(trace, plan.start_ns, plan.duration_ns, plan.num_events),
                 None)
-    flows, steps, events = _Runs(), _Runs(), _Runs()
-    numbers = _Numbers()
+    flows, steps, events = Runs(), Runs(), Runs()
+    numbers = Numbers()
     # per part and thread: (source, tid, tgid, comm, its first step's start, local ids)
     threads: list[list[tuple[int, int, int, str, int, list[int]]]] = []
     try:
         for part in plan.parts():
             tl, index = part.timeline, part.index.tolist()
-            numbers.flows.append(np.array([index[fl.first] for fl in tl.flows], dtype=np.int64))
-            flows.add(_flow(fl, tl) for fl in tl.flows)
             _, chosen = _selected_steps(tl, None)
-            numbers.steps.append(np.array([index[st.events[0].index] for st in chosen],
-                                          dtype=np.int64))
+            numbers.note(tl, chosen, index)
+            flows.add(_flow(fl, tl) for fl in tl.flows)
             steps.add(_global_events(step_record(st, tl), index) for st in chosen)
             # Events are most records: spooled laid out, their step and flow
             # rewritten in the text (_EVENT_IDS).
@@ -142,17 +67,17 @@ def write_json_groups(plan: GroupPlan, write: Callable[[str], object]) -> None:
         del numbers
 
         out = _Array(write, "flows")
-        for rec in _merge(flows, lambda rec, p: int(flow_no[p][rec["number"] - 1]),
+        for rec in merge(flows, lambda rec, p: int(flow_no[p][rec["number"] - 1]),
                           lambda rec, p: _renumber_flow(rec, step_id[p], flow_no[p])):
             out.add(rec)
         out.close()
         out = _Array(write, "steps")
-        for rec in _merge(steps, lambda rec, p: int(step_id[p][rec["id"]]),
+        for rec in merge(steps, lambda rec, p: int(step_id[p][rec["id"]]),
                           lambda rec, p: _renumber_step(rec, step_id[p], flow_no[p])):
             out.add(rec)
         out.close()
         out = _Array(write, "events")
-        for text in _merge(events, lambda rec, p: rec[0],
+        for text in merge(events, lambda rec, p: rec[0],
                            lambda rec, p: _renumber_event(rec[1], step_id[p], flow_no[p])):
             out.add_text(text)
         out.close()
@@ -180,18 +105,6 @@ def write_json_groups(plan: GroupPlan, write: Callable[[str], object]) -> None:
         out.add({"tid": tid, "tgid": tgid, "comm": json_safe(comm), "steps": sorted(ids)})
     out.close(last=True)
     write("}\n")
-
-
-def _merge(runs: _Runs, key: Callable[[Any, int], int],
-           renumber: Callable[[Any, int], Any]) -> Iterator[Any]:
-    """The records of every run in `key` order (each run is in that order),
-    renumbered."""
-    def run(p: int) -> Iterator[tuple[int, int, Any]]:
-        for rec in runs.read(p):
-            yield key(rec, p), p, rec
-    # Keys are unique: tuples compare by key alone.
-    for _, p, rec in heapq.merge(*(run(p) for p in range(len(runs.runs)))):
-        yield renumber(rec, p)
 
 
 def _global_events(rec: dict[str, Any], index: list[int]) -> dict[str, Any]:

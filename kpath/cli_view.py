@@ -246,18 +246,29 @@ def _export_perfetto(tl: Timeline, view: View, output: str) -> None:
 
 
 def _export_parquet(file: str, output: str) -> None:
-    """The five tables, rebuilt one window at a time (as replay --format json)."""
+    """The five tables, rebuilt in parts of independent groups of events (as
+    replay --format json); a trace the groups cannot split, in windows."""
+    from tracer.timeline.groups import GroupPlan, plan_groups
     from tracer.timeline.windows import Plan
     from viz.parquet import write_parquet
 
     if Path(output).exists() and not Path(output).is_dir():
         _fail(f"parquet writes a directory of tables: {output} is a file", 2)
-    trace = _read(file)
-    cut = cut_short_message(trace)
-    if cut:
-        click.echo(f"kpath: warning: {cut}", err=True)
+    use_system_allocator()  # as --stats: mimalloc kept freed pages mapped
     try:
-        written = write_parquet(Plan(trace), output, file)
+        groups = plan_groups(file)
+    except TraceFormatError as exc:
+        _fail(str(exc))
+    plan: Plan | GroupPlan
+    if groups is None:
+        trace = _read(file)
+        plan = Plan(trace)
+    else:
+        use_recorded_probes(probe_specs(groups.trace.header.probes))
+        trace, plan = groups.trace, groups
+    _warn_cut_short(trace)
+    try:
+        written = write_parquet(plan, output, file)
     except OSError as exc:
         _fail(f"cannot write {output}: {exc.strerror or exc}")
     rows = ", ".join(f"{name} {n}" for name, n in written.rows.items())

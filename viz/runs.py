@@ -95,13 +95,12 @@ def _ranks(firsts: list[np.ndarray], base: int) -> list[np.ndarray]:
     return out
 
 
-def merge(runs: Runs, key: Callable[[Any, int], int],
+def merge(runs: Runs, key: Callable[[Any, int], Any],
            renumber: Callable[[Any, int], Any]) -> Iterator[Any]:
-    """The records of every run in `key` order (each run is in that order),
-    renumbered."""
-    def run(p: int) -> Iterator[tuple[int, int, Any]]:
-        for rec in runs.read(p):
-            yield key(rec, p), p, rec
-    # Keys are unique: tuples compare by key alone.
-    for _, p, rec in heapq.merge(*(run(p) for p in range(len(runs.runs)))):
+    """The records of every run in `key` order (each run is in that order;
+    equal keys only within a run, kept in its order), renumbered."""
+    def run(p: int) -> Iterator[tuple[Any, int, int, Any]]:
+        for at, rec in enumerate(runs.read(p)):
+            yield key(rec, p), p, at, rec
+    for _, p, _, rec in heapq.merge(*(run(p) for p in range(len(runs.runs)))):
         yield renumber(rec, p)

@@ -146,8 +146,9 @@ def _replay_json_windows(file: str) -> None:
     if plan is None:
         trace = _read(file)
         _warn_cut_short(trace)
-        click.echo(f"kpath: note: {trace.num_events} events rebuilt together (a return of a "
-                   "probe not known to return, or a context out of time order)", err=True)
+        if trace.num_events > 4 * PART_EVENTS:
+            click.echo(f"kpath: note: {trace.num_events} events rebuilt together (a return of "
+                       "a probe not known to return, or a context out of time order)", err=True)
         _stream_json(build_timeline(trace), None)
         return
     use_recorded_probes(probe_specs(plan.trace.header.probes))

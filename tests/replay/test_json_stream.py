@@ -147,6 +147,18 @@ def test_cli_writes_the_streamed_document(tmp_path: Path) -> None:
 
 
 
+def test_cli_rebuilds_whole_a_trace_the_groups_refuse(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tracer.timeline import groups
+
+    copies = tmp_path / "copies.kpath"
+    write_synthetic(DATA / "hello_hi.kpath", copies, 4, overlap=8)
+    monkeypatch.setattr(groups, "plan_groups", lambda path: None)
+    res = CliRunner().invoke(replay_cmd, [str(copies), "--format", "json"])
+    assert res.exit_code == 0, res.output
+    assert res.stdout == render_json(_timeline(copies))
+
+
 def test_streamed_records_leave_no_garbage_with_the_collector_paused(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # replay and export run with the cyclic collector paused

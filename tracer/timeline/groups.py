@@ -33,8 +33,9 @@ from tracer.events import EVENT_SCHEMA
 from tracer.timeline import build_window
 from tracer.timeline.columnar.columns import batch_columns
 from tracer.timeline.columnar.links import LINK_COLUMNS, Links
-from tracer.timeline.event_rules import probe_spec, recorded_probes
+from tracer.timeline.event_rules import endpoint, ep_order, probe_spec, recorded_probes
 from tracer.timeline.model import Timeline, recorded_duration
+from tracer.timeline.segments import forget_segments
 from tracer.tracefile import Trace, probe_specs, read_trace, scan_trace
 
 PART_EVENTS = 20_000  # events rebuilt at once: objects of ~1.6 KB each
@@ -150,6 +151,11 @@ class GroupPlan:
         if len(ts) > 1 and bool((ts[1:] < ts[:-1]).any()):
             order = np.argsort(ts, kind="stable")  # file order breaks ties
             table, pos = table.take(order), pos[order]
+        # A part's connections are its own: the caches of the last part's
+        # endpoints and segments would only hold memory (and grow part by part).
+        forget_segments()
+        endpoint.cache_clear()
+        ep_order.cache_clear()
         tr = self.trace
         window = Trace.from_table(tr.header, table, [], tr.trailer, tr.path, tr.cut_short)
         index = pos if self._rank is None else self._rank[pos]

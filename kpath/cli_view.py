@@ -132,26 +132,39 @@ def _stream_json(tl: Timeline, number: int | None) -> None:
 
 
 def _replay_json_windows(file: str) -> None:
-    """The whole trace's document, rebuilt one independent window at a time
-    (tracer/timeline/windows.py); one window is the whole-trace path."""
-    from tracer.timeline.windows import WINDOW_EVENTS, Plan
-    from viz.jsonout import write_json_windows
+    """The whole trace's document, rebuilt in parts of independent groups of
+    events (tracer/timeline/groups.py); a trace the groups cannot split is
+    rebuilt whole."""
+    from tracer.timeline.groups import PART_EVENTS, plan_groups
+    from viz.jsongroups import write_json_groups
 
     use_system_allocator()  # as --stats: mimalloc kept freed pages mapped
-    trace = _read(file)
-    plan = Plan(trace)
+    try:
+        plan = plan_groups(file)
+    except TraceFormatError as exc:
+        _fail(str(exc))
+    if plan is None:
+        trace = _read(file)
+        _warn_cut_short(trace)
+        if trace.num_events > 4 * PART_EVENTS:
+            click.echo(f"kpath: note: {trace.num_events} events rebuilt together (a return of "
+                       "a probe not known to return, or a context out of time order)", err=True)
+        _stream_json(build_timeline(trace), None)
+        return
+    use_recorded_probes(probe_specs(plan.trace.header.probes))
+    _warn_cut_short(plan.trace)
+    if plan.largest > 4 * PART_EVENTS:
+        click.echo(f"kpath: note: {plan.largest} of {plan.num_events} events are linked "
+                   "together (a connection, socket or thread throughout): rebuilt together",
+                   err=True)
+    write_json_groups(plan, _out)
+    _flush()
+
+
+def _warn_cut_short(trace: Trace) -> None:
     cut = cut_short_message(trace)
     if cut:
         click.echo(f"kpath: warning: {cut}", err=True)
-    if plan.largest > 4 * WINDOW_EVENTS:
-        click.echo(f"kpath: note: {plan.largest} of {plan.num_events} events have no "
-                   "independent cut (connections, sockets or syscalls overlap throughout): "
-                   "rebuilt together", err=True)
-    if len(plan.bounds) <= 1:
-        _stream_json(build_timeline(trace), None)
-        return
-    write_json_windows(plan, _out)
-    _flush()
 
 
 @click.command("replay")
@@ -234,18 +247,29 @@ def _export_perfetto(tl: Timeline, view: View, output: str) -> None:
 
 
 def _export_parquet(file: str, output: str) -> None:
-    """The five tables, rebuilt one window at a time (as replay --format json)."""
+    """The five tables, rebuilt in parts of independent groups of events (as
+    replay --format json); a trace the groups cannot split, in windows."""
+    from tracer.timeline.groups import GroupPlan, plan_groups
     from tracer.timeline.windows import Plan
     from viz.parquet import write_parquet
 
     if Path(output).exists() and not Path(output).is_dir():
         _fail(f"parquet writes a directory of tables: {output} is a file", 2)
-    trace = _read(file)
-    cut = cut_short_message(trace)
-    if cut:
-        click.echo(f"kpath: warning: {cut}", err=True)
+    use_system_allocator()  # as --stats: mimalloc kept freed pages mapped
     try:
-        written = write_parquet(Plan(trace), output, file)
+        groups = plan_groups(file)
+    except TraceFormatError as exc:
+        _fail(str(exc))
+    plan: Plan | GroupPlan
+    if groups is None:
+        trace = _read(file)
+        plan = Plan(trace)
+    else:
+        use_recorded_probes(probe_specs(groups.trace.header.probes))
+        trace, plan = groups.trace, groups
+    _warn_cut_short(trace)
+    try:
+        written = write_parquet(plan, output, file)
     except OSError as exc:
         _fail(f"cannot write {output}: {exc.strerror or exc}")
     rows = ", ".join(f"{name} {n}" for name, n in written.rows.items())

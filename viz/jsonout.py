@@ -249,6 +249,11 @@ def _records(tl: Timeline, flow: int | None, steps: list[Step]) -> Iterator[dict
             yield event_record(te, flow_of[te.index], depths.get(te.index, 0), hops[te.index])
 
 
+def item_text(item: Any) -> str:
+    """An item of a top-level array as _Array lays it out."""
+    return _nested(item, 2)
+
+
 class _Array:
     """One top-level array of the document, item by item, laid out as
     json.dumps(indent=1) lays it out."""
@@ -259,7 +264,11 @@ class _Array:
         write(f' "{key}": [')
 
     def add(self, item: Any) -> None:
-        self.write(("\n  " if self.empty else ",\n  ") + _nested(item, 2))
+        self.add_text(_nested(item, 2))
+
+    def add_text(self, text: str) -> None:
+        """An item already laid out (item_text)."""
+        self.write(("\n  " if self.empty else ",\n  ") + text)
         self.empty = False
 
     def close(self, last: bool = False) -> None:

@@ -1,5 +1,6 @@
 """`kpath export -f parquet`: a trace's five tables (viz/tables.py) as one
-Parquet file each (zstd) in a directory, written window by window. Columns:
+Parquet file each (zstd) in a directory, written window by window (a Plan)
+or table by table (a GroupPlan: rebuilt in parts of groups). Columns:
 docs/parquet.md."""
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from tracer.timeline.event_rules import recorded_probes
+from tracer.timeline.groups import GroupPlan
 from tracer.timeline.windows import Plan
 from tracer.tracefile import probe_specs
-from viz.tables import SCHEMAS, TABLES, table_batches
+from viz.tables import SCHEMAS, TABLES, group_table_batches, table_batches
 
 COMPRESSION = "zstd"
 
@@ -24,7 +26,8 @@ class Written:
     rows: dict[str, int]  # per table
 
 
-def write_parquet(plan: Plan, directory: str | os.PathLike[str], trace_name: str) -> Written:
+def write_parquet(plan: Plan | GroupPlan, directory: str | os.PathLike[str],
+                  trace_name: str) -> Written:
     """DIR/events.parquet, packets, hops, messages, flows. Each file appears
     only once complete (written as a hidden .part, then renamed): a failed
     export leaves none of its files half-written."""
@@ -39,7 +42,9 @@ def write_parquet(plan: Plan, directory: str | os.PathLike[str], trace_name: str
                                              compression=COMPRESSION)
         # Renderers' probe facts (layers, details) by the trace's own dictionary.
         with recorded_probes(probe_specs(plan.trace.header.probes)):
-            for batches in table_batches(plan, trace_name):
+            made = (group_table_batches(plan, trace_name) if isinstance(plan, GroupPlan)
+                    else table_batches(plan, trace_name))
+            for batches in made:
                 for name, batch in batches.items():
                     if batch.num_rows:
                         writers[name].write_batch(batch)

@@ -11,18 +11,21 @@ objects and one window of rows. Hops are the per-packet latencies that
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
+from tracer.timeline.groups import GroupPlan
 from tracer.timeline.latency import packet_latencies
 from tracer.timeline.model import Role, Timeline
 from tracer.timeline.windows import Plan
 from tracer.tracefile import Trace
 from viz.escape import json_safe
 from viz.jsonout import _flow, _records, _selected_steps, _shift_event, _shift_step, step_record
+from viz.runs import Numbers, Runs, merge
 from viz.stats_text import _direction_of
 
 TABLES = ("events", "packets", "hops", "messages", "flows")
@@ -93,6 +96,120 @@ class Hosts:
 
     def name(self, source: int) -> str:
         return self.names[source] if 0 <= source < len(self.names) else ""
+
+
+_BATCH_ROWS = 1 << 14  # rows per batch of the merged tables
+
+
+def group_table_batches(plan: GroupPlan, trace_name: str
+                        ) -> Iterator[dict[str, pa.RecordBatch]]:
+    """table_batches of a trace rebuilt in parts of groups
+    (tracer/timeline/groups.py): each part's rows wait in temporary files
+    (viz/runs.py) with its local step ids and flow numbers, then each table
+    is merged into the whole trace's order and numbers; one table at a time."""
+    hosts = Hosts.of(plan.trace, plan.trace.table)
+    runs = {name: Runs() for name in TABLES}
+    numbers = Numbers()
+    try:
+        for part in plan.parts():
+            tl, index = part.timeline, part.index.tolist()
+            src = tl.trace.table.column("source") if hosts.source is not None else None
+            sources = [0] * len(tl.events) if src is None else src.to_pylist()
+            rows = _Rows(tl, trace_name, hosts, sources, 0, 0, 0)
+            numbers.note(tl, rows.steps, index)
+            for name in TABLES:
+                for row in getattr(rows, name)():
+                    runs[name].put(_global_events(name, row, index))
+                runs[name].end_run()
+            del tl, part, rows
+        step_id, flow_no = numbers.ranks()
+        del numbers
+        for name in TABLES:
+            batch: list[dict[str, Any]] = []
+            key, renumber = _KEYS[name], _RENUMBER[name]
+
+            def place(row: dict[str, Any], p: int, key: _Numbered = key) -> Any:
+                return key(row, step_id[p], flow_no[p])
+
+            def renumbered(row: dict[str, Any], p: int, renumber: _Numbered = renumber) -> Any:
+                return renumber(row, step_id[p], flow_no[p])
+
+            for row in merge(runs[name], place, renumbered):
+                batch.append(row)
+                if len(batch) == _BATCH_ROWS:
+                    yield {name: pa.RecordBatch.from_pylist(batch, schema=SCHEMAS[name])}
+                    batch = []
+            if batch:
+                yield {name: pa.RecordBatch.from_pylist(batch, schema=SCHEMAS[name])}
+            runs[name].close()
+    finally:
+        for r in runs.values():
+            r.close()
+
+
+def _global_events(name: str, row: dict[str, Any], index: list[int]) -> dict[str, Any]:
+    """A part's row with the whole trace's event indices."""
+    if name == "events":
+        row["index"] = index[row["index"]]
+        if row["pair"] is not None:
+            row["pair"] = index[row["pair"]]
+    elif name == "hops":
+        row["from_event"] = index[row["from_event"]]
+        row["to_event"] = index[row["to_event"]]
+    return row
+
+
+def _flow_of(row: dict[str, Any], flow: np.ndarray) -> int | None:
+    return None if row["flow"] is None else int(flow[row["flow"] - 1])
+
+
+# Per table, a row's place in the whole trace's order (as table_batches
+# lists them: events by index, steps by id, hops by flow then packet then
+# hop, flows by number), from its part's step ids and flow numbers; hops
+# of one packet keep their order (merge is stable across its runs' rows,
+# and a packet's hops are in one run).
+_Numbered = Callable[[dict[str, Any], np.ndarray, np.ndarray], Any]
+_KEYS: dict[str, _Numbered] = {
+    "events": lambda row, step, flow: row["index"],
+    "packets": lambda row, step, flow: int(step[row["step"]]),
+    "messages": lambda row, step, flow: int(step[row["step"]]),
+    "hops": lambda row, step, flow: (_flow_of(row, flow), int(step[row["step"]])),
+    "flows": lambda row, step, flow: int(flow[row["flow"] - 1]),
+}
+
+
+def _renumber_event(row: dict[str, Any], step: np.ndarray, flow: np.ndarray) -> dict[str, Any]:
+    row["step"] = int(step[row["step"]])
+    row["flow"] = _flow_of(row, flow)
+    return row
+
+
+def _renumber_packet(row: dict[str, Any], step: np.ndarray, flow: np.ndarray
+                     ) -> dict[str, Any]:
+    _renumber_event(row, step, flow)
+    if row["sent_by"] is not None:
+        row["sent_by"] = int(step[row["sent_by"]])
+    row["read_by"] = step[row["read_by"]].tolist()
+    return row
+
+
+def _renumber_message(row: dict[str, Any], step: np.ndarray, flow: np.ndarray
+                      ) -> dict[str, Any]:
+    _renumber_event(row, step, flow)
+    for key in ("packets", "handled", "data_from"):
+        row[key] = step[row[key]].tolist()
+    return row
+
+
+def _renumber_flow(row: dict[str, Any], step: np.ndarray, flow: np.ndarray) -> dict[str, Any]:
+    row["flow"] = int(flow[row["flow"] - 1])
+    return row
+
+
+_RENUMBER: dict[str, _Numbered] = {
+    "events": _renumber_event, "packets": _renumber_packet, "messages": _renumber_message,
+    "hops": _renumber_event, "flows": _renumber_flow,
+}
 
 
 def table_batches(plan: Plan, trace_name: str) -> Iterator[dict[str, pa.RecordBatch]]:

@@ -1,9 +1,11 @@
 """Differential test: `kpath replay --format json` writes its document piece
-by piece (viz.jsonout.write_json), and without --flow rebuilds the trace one
-independent window at a time (tracer/timeline/windows.py,
-write_json_windows); the bytes must be those of the whole document made in
-memory from the whole trace (render_json), on every recording (v1 and
-converted to v2) and on synthetic many-connection traces, whole and per flow."""
+by piece (viz.jsonout.write_json), and without --flow rebuilds the trace in
+parts of independent groups of events (tracer/timeline/groups.py,
+viz/jsongroups.py write_json_groups; the time windows of
+tracer/timeline/windows.py, write_json_windows, are checked alike); the
+bytes must be those of the whole document made in memory from the whole
+trace (render_json), on every recording (v1 and converted to v2) and on
+synthetic many-connection traces, overlapping or not, whole and per flow."""
 
 from __future__ import annotations
 
@@ -18,10 +20,12 @@ from bench.synth import write_synthetic
 from kpath.cli_view import replay_cmd
 from tests.replay.recordings import DATA, RECORDINGS, needs_recordings
 from tracer.timeline import Timeline, build_timeline, use_recorded_probes
+from tracer.timeline.groups import plan_groups
 from tracer.timeline.windows import Plan
 from tracer.tracefile import probe_specs, read_trace
 from tracer.tracefile.convert import convert
 from viz import jsonout
+from viz.jsongroups import write_json_groups
 from viz.jsonout import render_json, write_json, write_json_windows
 
 pytestmark = needs_recordings
@@ -46,18 +50,31 @@ def _windowed(path: Path, target: int) -> tuple[str, int]:
     return out.getvalue(), len(plan.bounds)
 
 
-def _check_all_selections(path: Path) -> int:
-    """Returns the number of windows at the smallest target."""
+def _grouped(path: Path, target: int) -> tuple[str, int]:
+    """The document in parts of groups, and the number of parts."""
+    plan = plan_groups(str(path), target)
+    assert plan is not None, path.name
+    out = io.StringIO()
+    write_json_groups(plan, out.write)
+    return out.getvalue(), plan.parts_made
+
+
+def _check_all_selections(path: Path) -> tuple[int, int]:
+    """Returns the number of windows and of parts (groups) at the smallest
+    target."""
     tl = _timeline(path)
     assert tl.flows
     whole = render_json(tl)
     for flow in (None, *range(1, len(tl.flows) + 1)):
         assert _streamed(tl, flow) == render_json(tl, flow), (path.name, flow)
-    windows = 0
+    windows = parts = 0
     for target in (100, 1, 0):
         text, windows = _windowed(path, target)
         assert text == whole, (path.name, target)
-    return windows
+        if target == 100 or len(tl.events) < 2000:  # each part costs: one target
+            text, parts = _grouped(path, target)
+            assert text == whole, (path.name, target, "groups")
+    return windows, parts
 
 
 @pytest.mark.parametrize("recording", RECORDINGS, ids=[p.name for p in RECORDINGS])
@@ -81,13 +98,37 @@ def test_streamed_equals_whole_document_many_connections(name: str, tmp_path: Pa
     overlap = 4 * (max(every) - min(every) + 50_000) / (max(stamps) - min(stamps) + 50_000)
     out = tmp_path / "synthetic.kpath"
     write_synthetic(DATA / f"{name}.kpath", out, 12, overlap=overlap)
-    assert _check_all_selections(out) == 1
+    windows, parts = _check_all_selections(out)
+    assert windows == 1
+    assert parts >= 2  # groups still fall apart
     # One copy after another: a window per copy at least.
     write_synthetic(DATA / f"{name}.kpath", out, 12, overlap=0.5)
-    assert _check_all_selections(out) >= 12
+    windows, parts = _check_all_selections(out)
+    assert windows >= 12 and parts >= 2
     v2 = tmp_path / "v2.kpath"
     convert(out, v2)
-    assert _check_all_selections(v2) >= 12
+    windows, parts = _check_all_selections(v2)
+    assert windows >= 12 and parts >= 2
+
+
+@pytest.mark.parametrize("name", ["hello_hi", "mixed", "veth_netns", "bulk_1mib",
+                                  "host_chat_tracepoints", "closed_port_rst"])
+def test_grouped_equals_whole_document_overlapping_copies(name: str, tmp_path: Path) -> None:
+    # A busy host: 8 copies of the recording in flight at once (bench.synth
+    # --overlap 8), as a version 2 file: no time window, but parts.
+    # Copies enough to overlap, few enough to stay fast (~20 k events).
+    recording = DATA / f"{name}.kpath"
+    copies = max(3, min(10, 20_000 // read_trace(recording).num_events))
+    out = tmp_path / "overlap.kpath"
+    write_synthetic(recording, out, copies, overlap=8)
+    v2 = tmp_path / "overlap_v2.kpath"
+    convert(out, v2)
+    whole = render_json(_timeline(v2))
+    for target in (1, 2000):
+        text, parts = _grouped(v2, target)
+        assert text == whole, (recording.name, target)
+        if target == 1:
+            assert parts >= 2
 
 
 def test_cli_writes_the_streamed_document(tmp_path: Path) -> None:
@@ -104,6 +145,18 @@ def test_cli_writes_the_streamed_document(tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     assert res.stdout == render_json(_timeline(recording), 1)
 
+
+
+def test_cli_rebuilds_whole_a_trace_the_groups_refuse(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tracer.timeline import groups
+
+    copies = tmp_path / "copies.kpath"
+    write_synthetic(DATA / "hello_hi.kpath", copies, 4, overlap=8)
+    monkeypatch.setattr(groups, "plan_groups", lambda path: None)
+    res = CliRunner().invoke(replay_cmd, [str(copies), "--format", "json"])
+    assert res.exit_code == 0, res.output
+    assert res.stdout == render_json(_timeline(copies))
 
 
 def test_streamed_records_leave_no_garbage_with_the_collector_paused(

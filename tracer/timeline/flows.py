@@ -178,7 +178,8 @@ def make_flows(tevents: Sequence[TEvent], keys: Sequence[FlowKey | None]) -> lis
     flows = []
     for number, (k, evs) in enumerate(groups.items(), start=1):
         client, server, how = _assign_roles(k, evs)
-        fl = Flow(number=number, key=k, client=client, server=server, roles_from=how)
+        fl = Flow(number=number, key=k, client=client, server=server, roles_from=how,
+                  first=evs[0].index)
         _set_bases(fl, evs)
         netns: tuple[Counter[int], Counter[int]] = (Counter(), Counter())
         socks: tuple[dict[int, None], dict[int, None]] = ({}, {})

@@ -307,6 +307,9 @@ class Flow:
     streams: dict[Endpoint, ByteStream] = field(default_factory=dict)  # by sender
     steps: list[Step] = field(default_factory=list)
     gaps: list[LostGap] = field(default_factory=list)  # losses noticed during the flow
+    # index of its first event of its own (its key's): what orders the
+    # numbers, kept for a trace rebuilt in parts (tracer/timeline/groups.py)
+    first: int = -1
 
     @property
     def netns(self) -> int:

@@ -104,6 +104,12 @@ def _flags_label(flags: int) -> str:
 _cache: dict[tuple[object, ...], Segment] = {}
 
 
+def forget_segments() -> None:
+    """Empty the segment cache (a trace rebuilt in parts of groups: one
+    part's segments are not another's, and a full cache holds ~90 MB)."""
+    _cache.clear()
+
+
 def segment_of(ev: Event) -> Segment | None:
     """The segment a packet-capture event carries (None for other events).
 

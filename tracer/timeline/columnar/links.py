@@ -8,7 +8,11 @@ consecutive events, so overlapping connections still fall apart):
 - a thread's task context (syscalls and the events nested in them);
 - a context's events of probes that can return (entry/return pairing);
 - a lead-in or trailer capture and the events before and after it in time
-  in its context (what it waits for or joins, across other lead-ins).
+  in its context (what it waits for or joins, across other lead-ins);
+- with `nesting` (the timeline's call depths, viz/spans.py), an event of a
+  context other than a task's while a call of a probe that may return is
+  open there (its entry seen, not its return): with that call (a task's
+  events are with their thread's already).
 """
 
 from __future__ import annotations
@@ -51,8 +55,11 @@ class ProbeFlags:
 class Links:
     """Pass 1: union-find over the keys events share, batch by batch."""
 
-    def __init__(self, lookup: Callable[[str], ProbeSpec | None]) -> None:
+    def __init__(self, lookup: Callable[[str], ProbeSpec | None], nesting: bool = False) -> None:
         self.probe_code: dict[str, int] = {}
+        self.nesting = nesting
+        # (host, context) -> (a node of its open calls, open entries per probe)
+        self.open_calls: dict[int, tuple[int, dict[int, int]]] = {}
         self.flags = ProbeFlags(lookup)
         self.parent = np.zeros(1 << 12, dtype=np.int64)
         self.last = np.zeros(1 << 12, dtype=np.int64)  # per node, its last event
@@ -173,6 +180,8 @@ class Links:
         if extra:
             pairs = np.array(extra, dtype=np.int64)
             ends.append((pairs[:, 0], pairs[:, 1]))
+        if self.nesting:
+            ends.append(self._nested(cols, (host << 48) | ctx, rep))
         a = np.concatenate([e[0] for e in ends])
         b = np.concatenate([e[1] for e in ends])
         for packed in np.unique((np.minimum(a, b) << 32) | np.maximum(a, b)).tolist():
@@ -183,10 +192,48 @@ class Links:
         np.maximum.at(self.last, rep, np.arange(self.events, self.events + n))
         self.events += n
 
+    def _nested(self, cols: dict[str, np.ndarray], key: np.ndarray, rep: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray]:
+        """Links of the events of non-task contexts inside open calls. An
+        entry never returned holds its context open to the end: a superset
+        of what pair_returns pairs, as the other rules are."""
+        probe, pairs = cols["probe"], self.flags.pairs
+        other = cols["ctx"] != TASK
+        opening = other & pairs[probe]
+        if not opening.any() and not self.open_calls:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        wanted = np.array(sorted(set(np.unique(key[opening]).tolist()) | set(self.open_calls)),
+                          dtype=np.int64)
+        rows = np.flatnonzero(other & np.isin(key, wanted))
+        rows = rows[np.lexsort((cols["ts"][rows], key[rows]))]  # stable: file order breaks ties
+        a: list[int] = []
+        b: list[int] = []
+        calls = self.open_calls
+        for k, p, ret, node in zip(key[rows].tolist(), probe[rows].tolist(),
+                                   cols["is_return"][rows].tolist(), rep[rows].tolist(),
+                                   strict=True):
+            state = calls.get(k)
+            if state is not None:
+                a.append(state[0])
+                b.append(node)
+            if not pairs[p]:
+                continue
+            if not ret:
+                if state is None:
+                    state = calls[k] = (node, {})
+                state[1][p] = state[1].get(p, 0) + 1
+            elif state is not None and state[1].get(p):
+                state[1][p] -= 1
+                if not state[1][p]:
+                    del state[1][p]
+                    if not state[1]:
+                        del calls[k]
+        return np.array(a, dtype=np.int64), np.array(b, dtype=np.int64)
+
     def groups(self) -> tuple[np.ndarray, np.ndarray]:
         """(each node's group, each group's last event position); the keys
         are let go (`nodes` stays, for pass 2)."""
-        self.ids, self.ctx_tail = {}, {}
+        self.ids, self.ctx_tail, self.open_calls = {}, {}, {}
         roots = self.parent[:self.size]
         while True:
             up = roots[roots]

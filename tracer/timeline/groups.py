@@ -1,0 +1,201 @@
+"""A trace rebuilt as objects in parts of independent groups of events, for
+renderers that need the whole trace's numbers (replay --format json): the
+groups of tracer/timeline/columnar/links.py (connections, sockets, threads,
+entry/return pairs, lead-ins and trailers, and calls nesting other events),
+which, unlike the windows of windows.py, may interleave in time: connections
+that overlap throughout still fall apart.
+
+Pass 1 reads the link columns and joins events into groups; pass 2 reads
+the trace again and holds each event until its group is complete, then
+rebuilds complete groups together, about PART_EVENTS events at a time
+(build_window: offsets, losses and flow gaps of the whole trace). A part's
+events are a subsequence of the whole trace's time order (time, then file
+position), so each keeps its order; `Part.index` maps its local index to
+the whole trace's. Its step ids and flow numbers are local: the whole
+trace's are ranks (steps by their first event's index, flows by their
+first own event's: Flow.first), known once every part is rebuilt.
+
+A trace is refused (None: rebuilt whole by the caller) when it has a return
+of a probe not known to return, or a context whose events are out of time
+order across batches (columnar/parts.py: its neighbours are then not known
+batch by batch).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from tracer.events import EVENT_SCHEMA
+from tracer.timeline import build_window
+from tracer.timeline.columnar.columns import batch_columns
+from tracer.timeline.columnar.links import LINK_COLUMNS, Links
+from tracer.timeline.event_rules import endpoint, ep_order, probe_spec, recorded_probes
+from tracer.timeline.model import Timeline, recorded_duration
+from tracer.timeline.segments import forget_segments
+from tracer.tracefile import Trace, probe_specs, read_trace, scan_trace
+
+PART_EVENTS = 20_000  # events rebuilt at once: objects of ~1.6 KB each
+_SLICE = 4096  # events held (or released) at once in pass 2 (fewer for a small target)
+_EMPTY = pa.Table.from_batches([], schema=EVENT_SCHEMA)
+
+
+@dataclass(frozen=True)
+class Part:
+    index: np.ndarray  # per event of the timeline, its index in the whole trace
+    timeline: Timeline  # numbered from 0 / 1 within the part
+
+
+class GroupPlan:
+    """A trace's events joined into groups (pass 1 done); `parts()` is pass 2.
+    `trace` has the whole trace's header, losses and trailer (its events only
+    when the file is version 1: read whole, as its reader parses every line)."""
+
+    def __init__(self, trace: Trace, batches: Callable[[], Iterable[pa.RecordBatch]],
+                 links: Links, stamps: np.ndarray, target: int) -> None:
+        self.trace = trace
+        self._batches = batches
+        self._target = max(target, 1)
+        self._slice = min(_SLICE, max(target, 16))
+        self.num_events = len(stamps)
+        # The whole trace's order: by time, then file position (a stable sort).
+        if len(stamps) < 2 or bool((stamps[1:] >= stamps[:-1]).all()):
+            self._rank: np.ndarray | None = None
+            self.stamps = stamps
+        else:
+            order = np.argsort(stamps, kind="stable")
+            self.stamps = stamps[order]
+            self._rank = np.empty(len(order), dtype=np.int64)
+            self._rank[order] = np.arange(len(order))
+            del order
+        firsts = ([int(self.stamps[0])] if len(self.stamps) else []) + [
+            rec.ts_ns for rec in trace.lost]
+        self.start_ns = min(firsts) if firsts else 0
+        root, last = links.groups()
+        self._nodes = links.nodes
+        node_of = np.concatenate(list(links.nodes)) if links.nodes else np.zeros(0, np.int32)
+        self.largest = int(np.bincount(root[node_of]).max()) if len(node_of) else 0
+        del node_of
+        self._root, self._last = root, last
+        self.parts_made = 0
+
+    @property
+    def duration_ns(self) -> int:
+        recorded = recorded_duration(self.trace)
+        if recorded:
+            return recorded
+        stamps = [rec.ts_ns for rec in self.trace.lost]
+        if self.num_events:
+            stamps.append(int(self.stamps[-1]))
+        return max(stamps) - self.start_ns if stamps else 0
+
+    def later_stamp(self, ts: int) -> int | None:
+        at = int(np.searchsorted(self.stamps, ts, side="right"))
+        return int(self.stamps[at]) if at < self.num_events else None
+
+    def parts(self) -> Iterator[Part]:
+        """The timelines of the parts, in the order their groups complete
+        (read once)."""
+        held: list[tuple[int, pa.RecordBatch, np.ndarray, np.ndarray]] = []
+        at = count = 0
+        for batch in self._batches():
+            n = batch.num_rows
+            if not n:
+                continue
+            last = self._last[self._root[self._nodes.popleft()]]
+            for s in range(0, n, self._slice):
+                piece_last = last[s:s + self._slice]
+                size = len(piece_last)
+                held.append((int(piece_last.min()), batch.slice(s, size),
+                             np.arange(at + s, at + s + size, dtype=np.int64), piece_last))
+                count += size
+                if count >= self._target:
+                    yield from self._part(held, at + s + size)
+                    count = 0
+            at += n
+        if at != self.num_events:
+            raise RuntimeError(f"{self.trace.path}: read {at} events, then {self.num_events}")
+        yield from self._part(held, at + 1)
+
+    def _part(self, held: list[tuple[int, pa.RecordBatch, np.ndarray, np.ndarray]],
+              read: int) -> Iterator[Part]:
+        """The part of the held events whose groups end before `read`; the
+        rest stay held (in file order)."""
+        ready: list[pa.RecordBatch] = []
+        ready_pos: list[np.ndarray] = []
+        rest: list[tuple[int, pa.RecordBatch, np.ndarray, np.ndarray]] = []
+        for first_end, batch, pos, last in held:
+            if first_end >= read:
+                rest.append((first_end, batch, pos, last))
+                continue
+            done = last < read
+            if done.all():
+                ready.append(batch)
+                ready_pos.append(pos)
+                continue
+            ready.append(batch.filter(pa.array(done)))
+            ready_pos.append(pos[done])
+            left = ~done
+            rest.append((int(last[left].min()), batch.filter(pa.array(left)), pos[left],
+                         last[left]))
+        held[:] = rest
+        if not ready:
+            return
+        table = pa.Table.from_batches(ready, schema=EVENT_SCHEMA)
+        pos = np.concatenate(ready_pos)
+        del ready, ready_pos
+        ts = table.column("ts_ns").to_numpy()
+        if len(ts) > 1 and bool((ts[1:] < ts[:-1]).any()):
+            order = np.argsort(ts, kind="stable")  # file order breaks ties
+            table, pos = table.take(order), pos[order]
+        # A part's connections are its own: the caches of the last part's
+        # endpoints and segments would only hold memory (and grow part by part).
+        forget_segments()
+        endpoint.cache_clear()
+        ep_order.cache_clear()
+        tr = self.trace
+        window = Trace.from_table(tr.header, table, [], tr.trailer, tr.path, tr.cut_short)
+        index = pos if self._rank is None else self._rank[pos]
+        self.parts_made += 1
+        yield Part(index, build_window(window, self.start_ns, tr.lost, self.later_stamp))
+
+
+def plan_groups(path: str, target: int = PART_EVENTS) -> GroupPlan | None:
+    """Pass 1 over a trace file (version 2: read twice, batch by batch;
+    version 1: read whole once); None when it must be rebuilt whole."""
+    scan = scan_trace(path)
+    if scan.version == 2:
+        def batches() -> Iterable[pa.RecordBatch]:
+            with scan_trace(path) as again:
+                yield from again
+        first: Iterable[pa.RecordBatch] = scan
+        whole: Trace | None = None
+    else:
+        scan.close()
+        whole = read_trace(path)
+        table = whole.table
+
+        def batches() -> Iterable[pa.RecordBatch]:
+            out: list[pa.RecordBatch] = table.to_batches()
+            return out
+        first = batches()
+    with recorded_probes(probe_specs(scan.header.probes)):
+        links = Links(probe_spec, nesting=True)
+        stamps: list[np.ndarray] = []
+        with scan:
+            for batch in first:
+                cols = batch_columns(batch, links.probe_code, LINK_COLUMNS)
+                links.add(cols)
+                stamps.append(cols["ts"])
+    if any(not links.flags.pairs[p] for p in links.return_probes) or links.ctx_disorder:
+        return None
+    if whole is None:
+        whole = Trace.from_table(scan.header, _EMPTY, scan.lost, scan.trailer, scan.path,
+                                 scan.cut_short)
+    ts = np.concatenate(stamps) if stamps else np.zeros(0, dtype=np.int64)
+    del stamps
+    return GroupPlan(whole, batches, links, ts, target)
+

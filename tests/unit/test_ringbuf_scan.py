@@ -151,3 +151,30 @@ def test_frame_records_join_the_events_in_ring_order() -> None:
     # Without frame records expected, they are odd records, counted.
     plain = scan(ring.doubled(), ring.mask, 0, ring.prod, SIZE)
     assert [int(r[0]) for r in plain.records] == [1, 3, 6] and plain.odd == 2
+
+
+def test_runs_of_every_length_between_frame_records() -> None:
+    """SYNTHETIC: runs of 0 to 300 plain events between frame records (runs
+    shorter and longer than the first header window, so it grows and
+    shrinks), wrapping round the end: every event once, in ring order."""
+    frame = 280
+    tail = frame - SIZE
+    ring = SyntheticRing(1 << 17)
+    ring.prod = ring.mask + 1 - 7 * STRIDE  # start near the end: the span wraps
+    want: list[int] = []
+    frames: list[int] = []
+    i = 0
+    for run in (0, 1, 63, 64, 65, 300, 2, 129):
+        for _ in range(run):
+            ring.put(_payload(i))
+            want.append(i & 0xFF)
+            i += 1
+        ring.put(_payload(i) + bytes([0xF0]) * tail)
+        frames.append(len(want))
+        want.append(i & 0xFF)
+        i += 1
+    start = ring.mask + 1 - 7 * STRIDE
+    span = scan(ring.doubled(), ring.mask, start, ring.prod, SIZE, frame)
+    assert [int(r[0]) for r in span.records] == want
+    assert span.frame_rows == frames
+    assert (span.discarded, span.odd, span.consumed, span.busy) == (0, 0, ring.prod, False)

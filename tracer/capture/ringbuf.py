@@ -31,6 +31,7 @@ HEADER = 8
 # stay uniform. Checking every header to the producer at each run would be
 # quadratic where frame records cut the runs short (one per ~9 events).
 FIRST_RUN = 64
+PEEK = 16  # headers read one by one before a run is checked as an array
 
 
 def record_stride(size: int) -> int:
@@ -65,9 +66,26 @@ def scan(data: np.ndarray, mask: int, cons: int, prod: int, size: int,
     pos = cons
     taken = 0  # event rows in chunks so far
     window = FIRST_RUN
+    heads = memoryview(data.data).cast("I")  # u32 words: a header's length at off // 4
+    step = stride // 4
     while pos < prod:
         off = pos & mask
-        n = min((prod - pos) // stride, window)
+        # A few headers one by one first: between frame records runs are
+        # short, and numpy's per-call cost would dominate them.
+        few = min((prod - pos) // stride, PEEK)
+        k = 0
+        while k < few and heads[(off >> 2) + k * step] == size:
+            k += 1
+        if k < PEEK:
+            if k:
+                chunks.append(data[off:off + k * stride].reshape(k, stride)
+                              [:, HEADER:HEADER + size].copy())
+                taken += k
+                pos += k * stride
+            window = FIRST_RUN
+            n = 0
+        else:
+            n = min((prod - pos) // stride, window)
         if n:
             rows = data[off:off + n * stride].reshape(n, stride)
             lens = rows[:, :4].copy().view("<u4")[:, 0]
@@ -88,6 +106,8 @@ def scan(data: np.ndarray, mask: int, cons: int, prod: int, size: int,
                 window *= 2
                 continue
             window = FIRST_RUN
+        if pos >= prod:
+            break
         # One record that is not a regular committed kp_event.
         off = pos & mask
         hdr = int(data[off:off + 4].copy().view("<u4")[0])

@@ -34,8 +34,9 @@ from tracer.timeline import build_window
 from tracer.timeline.columnar.columns import batch_columns
 from tracer.timeline.columnar.links import LINK_COLUMNS, Links
 from tracer.timeline.event_rules import endpoint, ep_order, probe_spec, recorded_probes
-from tracer.timeline.model import Timeline, recorded_duration
+from tracer.timeline.model import Timeline
 from tracer.timeline.segments import forget_segments
+from tracer.timeline.windows import TraceClock
 from tracer.tracefile import Trace, probe_specs, read_trace, scan_trace
 
 PART_EVENTS = 20_000  # events rebuilt at once: objects of ~1.6 KB each
@@ -49,31 +50,26 @@ class Part:
     timeline: Timeline  # numbered from 0 / 1 within the part
 
 
-class GroupPlan:
+class GroupPlan(TraceClock):
     """A trace's events joined into groups (pass 1 done); `parts()` is pass 2.
     `trace` has the whole trace's header, losses and trailer (its events only
     when the file is version 1: read whole, as its reader parses every line)."""
 
     def __init__(self, trace: Trace, batches: Callable[[], Iterable[pa.RecordBatch]],
                  links: Links, stamps: np.ndarray, target: int) -> None:
-        self.trace = trace
         self._batches = batches
         self._target = max(target, 1)
         self._slice = min(_SLICE, max(target, 16))
-        self.num_events = len(stamps)
         # The whole trace's order: by time, then file position (a stable sort).
         if len(stamps) < 2 or bool((stamps[1:] >= stamps[:-1]).all()):
             self._rank: np.ndarray | None = None
-            self.stamps = stamps
+            super().__init__(trace, stamps)
         else:
             order = np.argsort(stamps, kind="stable")
-            self.stamps = stamps[order]
+            super().__init__(trace, stamps[order])
             self._rank = np.empty(len(order), dtype=np.int64)
             self._rank[order] = np.arange(len(order))
             del order
-        firsts = ([int(self.stamps[0])] if len(self.stamps) else []) + [
-            rec.ts_ns for rec in trace.lost]
-        self.start_ns = min(firsts) if firsts else 0
         root, last = links.groups()
         self._nodes = links.nodes
         node_of = np.concatenate(list(links.nodes)) if links.nodes else np.zeros(0, np.int32)
@@ -81,20 +77,6 @@ class GroupPlan:
         del node_of
         self._root, self._last = root, last
         self.parts_made = 0
-
-    @property
-    def duration_ns(self) -> int:
-        recorded = recorded_duration(self.trace)
-        if recorded:
-            return recorded
-        stamps = [rec.ts_ns for rec in self.trace.lost]
-        if self.num_events:
-            stamps.append(int(self.stamps[-1]))
-        return max(stamps) - self.start_ns if stamps else 0
-
-    def later_stamp(self, ts: int) -> int | None:
-        at = int(np.searchsorted(self.stamps, ts, side="right"))
-        return int(self.stamps[at]) if at < self.num_events else None
 
     def parts(self) -> Iterator[Part]:
         """The timelines of the parts, in the order their groups complete

@@ -55,35 +55,16 @@ class Window:
     timeline: Timeline  # numbered from 0 / 1 within the window
 
 
-class Plan:
-    """A trace in time order cut into independent windows."""
+class TraceClock:
+    """What every piece of a trace rebuilt apart shares: the whole trace's
+    start, duration and event times in time order."""
 
-    def __init__(self, trace: Trace, target: int = WINDOW_EVENTS) -> None:
+    def __init__(self, trace: Trace, stamps: np.ndarray) -> None:
         self.trace = trace
-        table = trace.table
-        ts = table.column("ts_ns").to_numpy()
-        # The reconstruction orders by (ts, file position): a stable sort.
-        order = np.argsort(ts, kind="stable")
-        self.table = table if bool(np.all(order == np.arange(len(order)))) else table.take(order)
-        self.stamps = ts[order]
-        lost_stamps = [rec.ts_ns for rec in trace.lost]
-        firsts = ([int(self.stamps[0])] if len(self.stamps) else []) + lost_stamps
+        self.stamps = stamps  # sorted
+        self.num_events = len(stamps)
+        firsts = ([int(stamps[0])] if len(stamps) else []) + [rec.ts_ns for rec in trace.lost]
         self.start_ns = min(firsts) if firsts else 0
-        self.num_events = len(self.stamps)
-        with recorded_probes(probe_specs(trace.header.probes)):
-            unsafe = self._unsafe_cuts()
-        safe = np.flatnonzero(unsafe[1:self.num_events] == 0) + 1
-        self.bounds: list[tuple[int, int]] = []
-        pos = 0
-        while pos < self.num_events:
-            at = int(np.searchsorted(safe, pos + max(target, 1)))  # never an empty window
-            end = int(safe[at]) if at < len(safe) else self.num_events
-            self.bounds.append((pos, end))
-            pos = end
-
-    @property
-    def largest(self) -> int:
-        return max((b - a for a, b in self.bounds), default=0)
 
     @property
     def duration_ns(self) -> int:
@@ -98,6 +79,32 @@ class Plan:
     def later_stamp(self, ts: int) -> int | None:
         at = int(np.searchsorted(self.stamps, ts, side="right"))
         return int(self.stamps[at]) if at < self.num_events else None
+
+
+class Plan(TraceClock):
+    """A trace in time order cut into independent windows."""
+
+    def __init__(self, trace: Trace, target: int = WINDOW_EVENTS) -> None:
+        table = trace.table
+        ts = table.column("ts_ns").to_numpy()
+        # The reconstruction orders by (ts, file position): a stable sort.
+        order = np.argsort(ts, kind="stable")
+        self.table = table if bool(np.all(order == np.arange(len(order)))) else table.take(order)
+        super().__init__(trace, ts[order])
+        with recorded_probes(probe_specs(trace.header.probes)):
+            unsafe = self._unsafe_cuts()
+        safe = np.flatnonzero(unsafe[1:self.num_events] == 0) + 1
+        self.bounds: list[tuple[int, int]] = []
+        pos = 0
+        while pos < self.num_events:
+            at = int(np.searchsorted(safe, pos + max(target, 1)))  # never an empty window
+            end = int(safe[at]) if at < len(safe) else self.num_events
+            self.bounds.append((pos, end))
+            pos = end
+
+    @property
+    def largest(self) -> int:
+        return max((b - a for a, b in self.bounds), default=0)
 
     def windows(self) -> Iterator[Window]:
         tr = self.trace

@@ -5,7 +5,9 @@ Each trace is exported to Parquet in a scratch directory (the same files
 `kpath export -f parquet` writes, so a query sees exactly what an engine
 reading the export sees) and each table becomes a view over every trace's
 file; a directory already holding an export is read as it is. DuckDB reads
-the files as it needs them: the traces are never all in memory at once.
+the files as it needs them: the traces are never all in memory at once, and
+each trace is rebuilt in parts of independent groups of events as the
+export does (windows of the whole trace where it cannot be split).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 
 import duckdb
 
+from tracer.timeline.groups import GroupPlan, plan_groups
 from tracer.timeline.windows import Plan
 from tracer.tracefile import TraceFormatError, read_trace
 from viz.escape import json_safe, printable
@@ -61,12 +64,14 @@ def prepare(inputs: Sequence[str], scratch: Path) -> duckdb.DuckDBPyConnection:
             raise QueryError(f"{name} is a directory but no parquet export "
                              f"(no {', '.join(t + '.parquet' for t in TABLES)})")
         try:
-            trace = read_trace(name)
+            plan: Plan | GroupPlan | None = plan_groups(name)
+            if plan is None:
+                plan = Plan(read_trace(name))
         except TraceFormatError as exc:
             raise QueryError(str(exc)) from None
         out = scratch / str(i)
-        write_parquet(Plan(trace), out, name)
-        del trace
+        write_parquet(plan, out, name)
+        del plan
         dirs.append(out)
     con = duckdb.connect()
     for table in TABLES:

@@ -22,7 +22,7 @@ from tests.replay.recordings import DATA, RECORDINGS, needs_recordings
 from tracer.timeline import Timeline, build_timeline, use_recorded_probes
 from tracer.timeline.groups import plan_groups
 from tracer.timeline.windows import Plan
-from tracer.tracefile import probe_specs, read_trace
+from tracer.tracefile import probe_specs, read_trace, scan_trace
 from tracer.tracefile.convert import convert
 from viz import jsonout
 from viz.jsongroups import write_json_groups
@@ -129,6 +129,40 @@ def test_grouped_equals_whole_document_overlapping_copies(name: str, tmp_path: P
         assert text == whole, (recording.name, target)
         if target == 1:
             assert parts >= 2
+
+
+def _version(path: Path) -> int:
+    with scan_trace(path) as scan:
+        return scan.version
+
+
+@pytest.mark.parametrize("recording", [p for p in RECORDINGS if _version(p) == 1],
+                         ids=lambda p: p.name)
+def test_big_version_1_file_goes_through_a_version_2_copy(recording: Path) -> None:
+    # A version 1 file over the size limit is converted to a scratch copy
+    # first (limit 0 here): the same document, the original's name, and the
+    # copy gone with the plan.
+    whole = render_json(_timeline(recording))
+    plan = plan_groups(str(recording), 1000, v1_whole_bytes=0)
+    assert plan is not None and plan.scratch is not None
+    scratch = Path(plan.scratch.name)
+    assert plan.trace.path == str(recording) and plan.trace.num_events == 0
+    out = io.StringIO()
+    write_json_groups(plan, out.write)
+    assert out.getvalue() == whole
+    del plan
+    gc.collect()
+    assert not scratch.exists()
+
+
+def test_cut_short_version_1_copy_is_named_as_the_original(tmp_path: Path) -> None:
+    data = (DATA / "hello_hi.kpath").read_bytes()
+    cut = tmp_path / "cut.kpath"
+    cut.write_bytes(data[:len(data) * 2 // 3])
+    plan = plan_groups(str(cut), 1000, v1_whole_bytes=0)
+    assert plan is not None
+    assert plan.trace.cut_short == read_trace(cut).cut_short
+    assert plan.trace.cut_short and "no trailer" in plan.trace.cut_short
 
 
 def test_cli_writes_the_streamed_document(tmp_path: Path) -> None:

@@ -15,6 +15,11 @@ the whole trace's. Its step ids and flow numbers are local: the whole
 trace's are ranks (steps by their first event's index, flows by their
 first own event's: Flow.first), known once every part is rebuilt.
 
+A version 1 file (JSON Lines) bigger than V1_WHOLE_BYTES is first converted
+to a version 2 file in a scratch directory (tracer/tracefile/convert.py,
+batch by batch), so that its events are never all held: its parsed table
+is about half the size of its text. A smaller one is read whole once.
+
 A trace is refused (None: rebuilt whole by the caller) when it has a return
 of a probe not known to return, or a context whose events are out of time
 order across batches (columnar/parts.py: its neighbours are then not known
@@ -23,8 +28,10 @@ batch by batch).
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -38,10 +45,14 @@ from tracer.timeline.model import Timeline
 from tracer.timeline.segments import forget_segments
 from tracer.timeline.windows import TraceClock
 from tracer.tracefile import Trace, probe_specs, read_trace, scan_trace
+from tracer.tracefile.convert import convert
 
 PART_EVENTS = 20_000  # events rebuilt at once: objects of ~1.6 KB each
 _SLICE = 4096  # events held (or released) at once in pass 2 (fewer for a small target)
 _EMPTY = pa.Table.from_batches([], schema=EVENT_SCHEMA)
+# A version 1 file up to this size is read whole (its table: ~150 bytes an
+# event, ~150 MiB at 1 M events); a bigger one is converted first.
+V1_WHOLE_BYTES = 256 << 20
 
 
 @dataclass(frozen=True)
@@ -77,6 +88,8 @@ class GroupPlan(TraceClock):
         del node_of
         self._root, self._last = root, last
         self.parts_made = 0
+        # A version 1 file's version 2 copy, deleted with the plan.
+        self.scratch: tempfile.TemporaryDirectory[str] | None = None
 
     def parts(self) -> Iterator[Part]:
         """The timelines of the parts, in the order their groups complete
@@ -145,10 +158,15 @@ class GroupPlan(TraceClock):
         yield Part(index, build_window(window, self.start_ns, tr.lost, self.later_stamp))
 
 
-def plan_groups(path: str, target: int = PART_EVENTS) -> GroupPlan | None:
+def plan_groups(path: str, target: int = PART_EVENTS,
+                v1_whole_bytes: int = V1_WHOLE_BYTES) -> GroupPlan | None:
     """Pass 1 over a trace file (version 2: read twice, batch by batch;
-    version 1: read whole once); None when it must be rebuilt whole."""
+    version 1: read whole once, or converted to version 2 when bigger than
+    v1_whole_bytes); None when it must be rebuilt whole."""
     scan = scan_trace(path)
+    if scan.version == 1 and Path(path).stat().st_size > v1_whole_bytes:
+        scan.close()
+        return _plan_converted(path, target)
     if scan.version == 2:
         def batches() -> Iterable[pa.RecordBatch]:
             with scan_trace(path) as again:
@@ -181,3 +199,25 @@ def plan_groups(path: str, target: int = PART_EVENTS) -> GroupPlan | None:
     del stamps
     return GroupPlan(whole, batches, links, ts, target)
 
+
+
+def _plan_converted(path: str, target: int) -> GroupPlan | None:
+    """plan_groups of a version 1 file through a version 2 copy, kept in a
+    scratch directory as long as the plan (read again by pass 2). The plan's
+    trace is named and cut short as the original file."""
+    scratch = tempfile.TemporaryDirectory(prefix="kpath-v1-")
+    copy = Path(scratch.name) / "trace.kpath"
+    try:
+        converted = convert(path, copy)
+        plan = plan_groups(str(copy), target)
+    except BaseException:
+        scratch.cleanup()
+        raise
+    if plan is None:
+        scratch.cleanup()
+        return None
+    tr = plan.trace
+    plan.trace = Trace.from_table(tr.header, _EMPTY, tr.lost, tr.trailer, path,
+                                  converted.cut_short)
+    plan.scratch = scratch
+    return plan

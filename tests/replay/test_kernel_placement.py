@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.replay.recordings import DATA, columnar_view
+from tests.replay.recordings import DATA
 from tests.replay.test_stats_columnar import assert_same_text
 from tracer.events import Event
 from tracer.timeline import build_timeline
@@ -112,7 +112,7 @@ def test_page_send_path_seen_without_its_syscall() -> None:
     assert [(r, way) for r, way in a.written_other] == [
         (r, PAGE_SEND_WAY) for way, r in _call_ranges(MIXED) if way in ("sendfile", "splice")]
     assert a.balanced
-    assert assert_same_text(columnar_view(trace)) == 1
+    assert assert_same_text(trace) == 1
 
 
 def test_recvs_placed_by_copied_seq_without_the_copies() -> None:
@@ -146,7 +146,7 @@ def test_old_traces_keep_their_own_placement() -> None:
 
 @pytest.mark.parametrize("path", [MIXED, UNTRACED], ids=lambda p: p.name)
 def test_old_captures_same_text_both_paths(path: Path) -> None:
-    assert assert_same_text(_old_captures(columnar_view(_trace(path)))) == 1
+    assert assert_same_text(_old_captures(_trace(path))) == 1
 
 
 def test_json_flow_bytes() -> None:
@@ -241,22 +241,27 @@ def test_sendmmsg_and_recvmmsg_recorded() -> None:
     assert all(m.range_from is RangeSource.COPY for m in recvs)
 
 
-def test_columnar_path_leaves_the_recording_to_the_object_path() -> None:
-    """io_uring, mmsg and splice-read bytes are counted by the object path
-    only: replay --stats says so and prints the object path's text."""
+@pytest.mark.parametrize("path", [MIXED, UNTRACED], ids=lambda p: p.name)
+def test_columnar_path_counts_mmsg_io_uring_and_splice_reads(path: Path) -> None:
+    """io_uring, mmsg and splice-read bytes are counted on columns too:
+    replay --stats stays on the columnar path (no fallback to the object
+    timeline) and prints the object path's text."""
     from click.testing import CliRunner
 
     from kpath.cli_view import replay_cmd
-    from tracer.timeline.columnar import Irregular, PreparedStats, stats_input_of
-    from tracer.timeline.event_rules import probe_spec, recorded_probes
+    from tracer.timeline.event_rules import recorded_probes
     from tracer.tracefile import probe_specs
     from viz.stats_text import render_stats
 
-    trace = _trace(MIXED)
+    trace = _trace(path)
+    probes = {e.probe for e in trace.events}
+    assert {"__sys_sendmmsg", "__x64_sys_recvmmsg", "io_send", "io_recv",
+            "tcp_splice_read"} <= probes
     with recorded_probes(probe_specs(trace.header.probes)):
-        with pytest.raises(Irregular, match="no byte count"):
-            PreparedStats(stats_input_of(trace), probe_spec)
         want = render_stats(build_timeline(trace))
-    res = CliRunner().invoke(replay_cmd, ["--stats", str(MIXED)])
-    assert res.exit_code == 0 and res.stdout == want
-    assert "through the object timeline" in res.stderr
+    assert "sendmmsg 2000" in want and "io_uring recv 9000" in want
+    for args in ([], ["--flow", "1"]):
+        res = CliRunner().invoke(replay_cmd, ["--stats", str(path), *args])
+        assert res.exit_code == 0, res.output
+        assert "object timeline" not in res.stderr
+        assert res.stdout == want

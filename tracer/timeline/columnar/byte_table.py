@@ -7,12 +7,9 @@ are sequential (stream order) and these rows are a small part of a trace.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
-import numpy as np
-
-from probes.catalog import Capture, ProbeSpec, Returns
 from tracer.timeline.byte_ranges import (
     Calls,
     KernelPiece,
@@ -20,7 +17,6 @@ from tracer.timeline.byte_ranges import (
     kernel_ranges,
     place_starts,
 )
-from tracer.timeline.columnar.errors import Irregular
 from tracer.timeline.model import ByteRange, RangeSource, StreamWays
 
 _Range = tuple[int, int]
@@ -55,25 +51,6 @@ class Placement:
     anchor: RangeSource | None = None
     problems: list[str] = field(default_factory=list)
     ways: StreamWays = field(default_factory=StreamWays)
-
-
-def refuse_message_counts(specs: Sequence[ProbeSpec | None], probe: np.ndarray) -> None:
-    """Irregular when the trace has calls whose bytes the step table does
-    not count: a syscall whose return is no byte count (sendmmsg, recvmmsg:
-    messages; io_uring's io_send...: 0), whose bytes are the calls' inside it
-    (byte_ranges.inner_bytes), or a splice out of a socket (tcp_splice_read),
-    whose bytes leave the receive queue without a copy to user."""
-    _refuse(specs, probe, lambda s: s.ret is Returns.COUNT,
-            "a syscall whose return is no byte count (sendmmsg, recvmmsg, io_uring)")
-    _refuse(specs, probe, lambda s: s.capture is Capture.SOCKET_COPIED_SEQ,
-            "a splice out of a socket (tcp_splice_read)")
-
-
-def _refuse(specs: Sequence[ProbeSpec | None], probe: np.ndarray,
-            pred: Callable[[ProbeSpec], bool], what: str) -> None:
-    hit = np.array([s is not None and pred(s) for s in specs] + [False], dtype=bool)
-    if np.any(hit[probe]):
-        raise Irregular(what)
 
 
 def union(ranges: Sequence[_Range]) -> list[_Range]:

@@ -64,6 +64,8 @@ class ProbeTable:
     write_pos: np.ndarray  # ... where a write goes (WRITE_SEQ_CAPTURES)
     sock_skb_l3: np.ndarray  # a sock argument with the skb (its sk is trusted on receive)
     ret_value: np.ndarray  # the return value counts bytes
+    ret_count: np.ndarray  # a syscall whose return is no byte count (sendmmsg, io_uring)
+    splice_read: np.ndarray  # a splice out of a socket (tcp_splice_read: tp->copied_seq)
     queue_rank: np.ndarray  # preference among QUEUE_PROBES, -1 when not one
     retransmit: np.ndarray  # announces a retransmission
     origin_probe: np.ndarray  # __tcp_transmit_skb (where accounting counts first)
@@ -100,6 +102,8 @@ class ProbeTable:
             write_pos=capture_in(WRITE_SEQ_CAPTURES),
             sock_skb_l3=capture_in(frozenset({Capture.SOCK_SKB_L3})),
             ret_value=flag(lambda s: s.ret is Returns.VALUE),
+            ret_count=flag(lambda s: s.ret is Returns.COUNT),
+            splice_read=capture_in(frozenset({Capture.SOCKET_COPIED_SEQ})),
             queue_rank=np.array([QUEUE_PROBES.index(n) if n in QUEUE_PROBES else -1
                                  for n in names], dtype=np.int8),
             retransmit=np.array([n in RETRANSMIT_PROBES for n in names], dtype=bool),

@@ -36,7 +36,6 @@ from tracer.timeline.columnar.byte_table import (
     MessageRows,
     PacketRows,
     place_direction,
-    refuse_message_counts,
 )
 from tracer.timeline.columnar.columns import EventColumns, columns_of, release_freed_memory
 from tracer.timeline.columnar.event_table import EventRules, event_rules
@@ -213,7 +212,6 @@ class PreparedStats:
 
     def _prepare(self, c: EventColumns, pt: ProbeTable, records: StatsInput,
                  first_step: int, part: bool, first_ts: int | None) -> None:
-        refuse_message_counts(pt.specs, c.probe)
         self.inp = records
         self._part, self._first_ts = part, first_ts
         r = event_rules(c, pt)
@@ -355,7 +353,7 @@ class _FlowWork:
                             count=np.where(mt.has_count, mt.count, _NO_COUNT),
                             probe=c.probe[mt.key])
         self.ways = [way_of(name, spec) for name, spec in zip(pt.names, pt.specs, strict=True)]
-        self.positions = _positions(c, pt, ft, st, nf)
+        self.positions, pos_key = _positions(c, pt, ft, st, nf)
         self.isn_from_syn: list[list[bool]] = ft.isn_from_syn.tolist()
         self.piece_ways = [[piece_way(name, spec, write) for name, spec in
                             zip(pt.names, pt.specs, strict=True)] for write in (False, True)]
@@ -383,6 +381,13 @@ class _FlowWork:
         grp = np.where(sender >= 0, sf * 2 + sender, 2 * nf)
         self.copied = np.bincount(grp, weights=c.length[rows], minlength=2 * nf + 1)
         self.copies_n = np.bincount(grp, minlength=2 * nf + 1)
+        # ... and every splice out of the peer's socket (tcp_splice_read: the
+        # bytes at tp->copied_seq left the queue for a pipe, no copy to user)
+        spliced = pt.splice_read[c.probe[st.positions.entry]] & (pos_key >= 0)
+        grp = pos_key[spliced] // 2  # (flow, sender): a splice is no write
+        self.copied += np.bincount(grp, weights=st.positions.count[spliced],
+                                   minlength=2 * nf + 1)
+        self.copies_n += np.bincount(grp, minlength=2 * nf + 1)
         # accounting: events seeing a data segment of a data packet, by (flow, sender)
         seg_pkt = pk.seg_of_event
         count_ev = (seg_pkt >= 0) & r.is_seg & (r.payload > 0) & pt.known[c.probe]
@@ -618,11 +623,12 @@ def _runs(sorted_keys: np.ndarray) -> list[tuple[int, int]]:
 
 
 def _positions(c: EventColumns, pt: ProbeTable, ft: FlowTable, st: StepTable,
-               nf: int) -> _Groups:
+               nf: int) -> tuple[_Groups, np.ndarray]:
     """The stream-position entries (byte_ranges.kernel_pieces) by (flow,
     sender, write): the sender's writes, or the peer's reads of its bytes;
     each with its range, the step of its message (-1 outside one) and probe,
-    in order of range, then step (then event)."""
+    in order of range, then step (then event). Also each entry's group key
+    ((flow * 2 + sender) * 2 + write, -1 in none), in st.positions' order."""
     e = st.positions.entry
     f = st.step_flow[e]
     fs = np.maximum(f, 0)
@@ -637,8 +643,8 @@ def _positions(c: EventColumns, pt: ProbeTable, ft: FlowTable, st: StepTable,
     hi = lo + st.positions.count
     rank = np.empty(len(e), dtype=np.int64)
     rank[np.lexsort((e, step, hi, lo))] = np.arange(len(e))
-    return _Groups(np.where(ok, (fs * 2 + sender) * 2 + write, -1), rank, 4 * nf, lo=lo,
-                   hi=hi, step=step, probe=c.probe[e])
+    key = np.where(ok, (fs * 2 + sender) * 2 + write, -1)
+    return _Groups(key, rank, 4 * nf, lo=lo, hi=hi, step=step, probe=c.probe[e]), key
 
 
 # message_bytes unknown (no return value seen); a real count is above -2**40

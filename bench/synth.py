@@ -20,7 +20,8 @@ host, consistent with itself and distinct from every other copy:
   constant per endpoint (the copies' ISNs spread over the sequence space,
   values modulo 2^32 as on the wire): seq and end_seq of the sender's stream on
   packet events, of the peer's stream on the copy to user
-  (__skb_datagram_iter and tcp_recvmsg: the reader's copied_seq), and ack of the other
+  (__skb_datagram_iter, and tcp_recvmsg and tcp_splice_read: the reader's
+  copied_seq), and ack of the other
   stream. Lengths, return values, netns, CPU, comm are unchanged;
 - lost records move with their copy (in time only).
 
@@ -53,7 +54,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from probes.catalog import Capture  # noqa: E402
+from probes.catalog import STREAM_POS_CAPTURES, WRITE_SEQ_CAPTURES, Capture  # noqa: E402
 from tracer.timeline.event_rules import capture_of  # noqa: E402
 from tracer.tracefile import JSONL_VERSION, Header, read_trace  # noqa: E402
 
@@ -66,6 +67,9 @@ _SEQ_STRIDES = (0x9E3779B1, 0x85EBCA77, 0xC2B2AE3D, 0x27D4EB2F, 0x165667B1)
 _SLOTS = ("ts_ns", "tgid", "tid", "sk", "skb", "saddr", "sport", "daddr", "dport",
           "seq", "end_seq", "ack")
 _CHUNK = 1 << 16
+# Events whose seq is a position in the peer's stream: the reader's copy to
+# user, and its tp->copied_seq (tcp_recvmsg, tcp_splice_read).
+_READ_CAPTURES = frozenset({Capture.DATAGRAM_ITER}) | (STREAM_POS_CAPTURES - WRITE_SEQ_CAPTURES)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,8 +144,7 @@ def load(source: Path) -> _Recording:
             if not (src[1] and dst[1]):
                 raise ValueError(f"{source}: event {ev.probe} at {ev.ts_ns} carries sequence "
                                  "numbers but no 4-tuple: cannot tell whose stream")
-            # The reader's copy and its copied_seq are positions in the peer's stream.
-            reads = capture_of(ev) in (Capture.DATAGRAM_ITER, Capture.SOCK_COPIED_SEQ)
+            reads = capture_of(ev) in _READ_CAPTURES
             own, other = (dst, src) if reads else (src, dst)
             seq_owner[i] = endpoints.setdefault(own, len(endpoints))
             ack_owner[i] = endpoints.setdefault(other, len(endpoints))

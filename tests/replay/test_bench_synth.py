@@ -42,7 +42,8 @@ def _flow_blocks(stats: str) -> tuple[str, list[str]]:
 
 
 @pytest.mark.parametrize("name", ["hello_hi", "hello_hi_core", "host_chat_tracepoints",
-                                  "bulk_1mib", "veth_netns", "hello_hi_full"])
+                                  "bulk_1mib", "veth_netns", "hello_hi_full", "mixed",
+                                  "mixed_untraced"])
 def test_copies_replay_like_the_recording(name: str, tmp_path: Path) -> None:
     source = DATA / f"{name}.kpath"
     out = tmp_path / "synthetic.kpath"

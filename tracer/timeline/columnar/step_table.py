@@ -722,9 +722,10 @@ def _messages(c: EventColumns, r: EventRules, pt: ProbeTable, ft: FlowTable,
     # A syscall whose return is no byte count (sendmmsg: messages, io_uring:
     # 0) moved the bytes of the calls inside it, unless it failed with none
     # moved (steps._syscall_event); a lone return of one counts nothing.
-    closed = (ret_ev >= 0) & (ret_ev != keys)
+    # (Without its return, one counts the calls inside as any syscall.)
+    counting = pt.ret_count[probe] & (ret_ev >= 0)
+    closed = ret_ev != keys
     by_inner = closed & ((ret >= 0) | (has_inner & (inner_count > 0)))
-    counting = pt.ret_count[probe]
     count = np.where(counting & by_inner, inner_count, count)
     has_count = np.where(counting, np.where(by_inner, has_inner, closed & nbytes_known),
                          has_count)

@@ -16,7 +16,7 @@ import pytest
 
 from tests.replay.recordings import DATA
 from tests.replay.test_stats_columnar import assert_same_text
-from tracer.events import Event
+from tracer.events import Event, Kind
 from tracer.timeline import build_timeline
 from tracer.timeline.accounting import account_bytes
 from tracer.timeline.byte_ranges import message_bytes
@@ -265,3 +265,31 @@ def test_columnar_path_counts_mmsg_io_uring_and_splice_reads(path: Path) -> None
         assert res.exit_code == 0, res.output
         assert "object timeline" not in res.stderr
         assert res.stdout == want
+
+
+# Probes left out of the mixed recording: the calls inside then run outside
+# any traced syscall (io_uring's issue, mmsg, splice read), or the splices'
+# and copies' own events are missing; the return lost makes a count unknown.
+_LEFT_OUT = {
+    "io_uring": {"io_send", "io_recv"},
+    "mmsg": {"__sys_sendmmsg", "__x64_sys_recvmmsg"},
+    "sock_splice_read": {"sock_splice_read"},
+    "tcp_splice_read": {"tcp_splice_read"},
+    "copies": {"__skb_datagram_iter"},
+    "inner_calls": {"tcp_sendmsg_locked", "tcp_recvmsg"},
+}
+
+
+@pytest.mark.parametrize("left_out", list(_LEFT_OUT), ids=str)
+def test_mixed_without_probes_same_text_both_paths(left_out: str) -> None:
+    assert assert_same_text(_without(_trace(MIXED), _LEFT_OUT[left_out])) == 1
+
+
+def test_mixed_without_count_returns_same_text_both_paths() -> None:
+    """The returns of the mmsg and io_uring syscalls lost: their bytes are
+    still the calls' inside them."""
+    trace = _trace(MIXED)
+    counting = {"__sys_sendmmsg", "__x64_sys_recvmmsg", "io_send", "io_recv"}
+    events = [e for e in trace.events if not (e.probe in counting and e.kind is Kind.RETURN)]
+    assert len(events) < len(trace.events)
+    assert assert_same_text(dataclasses.replace(trace, events=events)) == 1

@@ -379,15 +379,14 @@ class _FlowWork:
         sender = np.where(c.dst[rows] == ft.client[sf], 0,
                           np.where(c.dst[rows] == ft.server[sf], 1, -1))
         grp = np.where(sender >= 0, sf * 2 + sender, 2 * nf)
-        self.copied = np.bincount(grp, weights=c.length[rows], minlength=2 * nf + 1)
-        self.copies_n = np.bincount(grp, minlength=2 * nf + 1)
         # ... and every splice out of the peer's socket (tcp_splice_read: the
         # bytes at tp->copied_seq left the queue for a pipe, no copy to user)
         spliced = pt.splice_read[c.probe[st.positions.entry]] & (pos_key >= 0)
-        grp = pos_key[spliced] // 2  # (flow, sender): a splice is no write
-        self.copied += np.bincount(grp, weights=st.positions.count[spliced],
-                                   minlength=2 * nf + 1)
-        self.copies_n += np.bincount(grp, minlength=2 * nf + 1)
+        grp = np.concatenate([grp, pos_key[spliced] // 2])  # a splice is no write
+        self.copied = np.zeros(2 * nf + 1, dtype=np.int64)
+        np.add.at(self.copied, grp, np.concatenate([c.length[rows],
+                                                    st.positions.count[spliced]]))
+        self.copies_n = np.bincount(grp, minlength=2 * nf + 1)
         # accounting: events seeing a data segment of a data packet, by (flow, sender)
         seg_pkt = pk.seg_of_event
         count_ev = (seg_pkt >= 0) & r.is_seg & (r.payload > 0) & pt.known[c.probe]

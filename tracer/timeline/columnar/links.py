@@ -116,7 +116,7 @@ class Links:
     def _roots(self, x: np.ndarray) -> np.ndarray:
         """The root of each node in x; x's entries then point at it."""
         p = self.parent
-        r = p[x]
+        r: np.ndarray = p[x]
         while True:
             up = p[r]
             if np.array_equal(up, r):

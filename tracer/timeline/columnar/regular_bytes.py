@@ -205,7 +205,7 @@ def _packets_outside(bc: ByteColumns, m_dir: np.ndarray, send_lo: np.ndarray,
     m_row = _row_of_step(bc.m_step, bc.d_message)
     own = m_row >= 0
     own[own] = (m_dir[m_row[own]] == bc.d_dir[own]) & (send_hi[m_row[own]] >= 0)
-    past = own & (bc.d_lo + bc.d_payload > send_hi[np.maximum(m_row, 0)])
+    past = own & (bc.d_lo + bc.d_payload > np.append(send_hi, -1)[m_row])
     bad = np.bincount(bc.d_dir[past], minlength=nd)[:nd] > 0
     # first transmissions against each placed send's range
     first = ~bc.d_retrans

@@ -300,14 +300,45 @@ def _pair_returns(c: EventColumns, ctx_id: np.ndarray) -> np.ndarray:
     if not len(rows):
         return pair
     grp, _ = factorize(ctx_id[rows], c.probe[rows].astype(np.int64))
-    stacks: dict[int, list[int]] = {}
-    for i, g, ret in zip(rows.tolist(), grp.tolist(), c.is_return[rows].tolist(), strict=True):
-        if not ret:
-            stacks.setdefault(g, []).append(i)
-        elif stacks.get(g):
-            e = stacks[g].pop()
-            pair[e], pair[i] = i, e
+    order = np.lexsort((rows, grp))
+    ev, g = rows[order], grp[order]
+    entry, pop = stack_matches(g, ~c.is_return[ev])
+    pair[ev[entry]], pair[ev[pop]] = ev[pop], ev[entry]
     return pair
+
+
+def stack_matches(group: np.ndarray, push: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One stack per group, rows in order (sorted by group): a push row is
+    pushed, any other row pops the latest pushed row if its stack holds
+    one (else it is ignored). Returns (pushed rows, the rows popping them).
+
+    On arrays: a stack's depth after row t is its running sum of +1/-1
+    clamped at zero, the sum minus its running minimum (when negative); a
+    pop at depth d takes the latest push to depth d before it."""
+    m = len(group)
+    if not m:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    step = np.where(push, 1, -1)
+    total = np.cumsum(step)
+    firsts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
+    sizes = np.diff(np.r_[firsts, m])
+    run = total - np.repeat(total[firsts] - step[firsts], sizes)  # the group's own sum
+    # running minimum within the group: earlier groups' values lie above
+    gid = np.repeat(np.arange(len(firsts), dtype=np.int64), sizes)
+    big = 2 * m + 2
+    low = np.minimum.accumulate(run - gid * big) + gid * big
+    depth = run - np.minimum(low, 0)
+    before = np.r_[np.int64(0), depth[:-1]]
+    before[firsts] = 0
+    pops = np.flatnonzero(~push & (before > 0))
+    pushes = np.flatnonzero(push)
+    # latest push to the pop's depth in its group, before it
+    levels = np.unique(gid[pushes] * (m + 1) + depth[pushes])
+    key = np.searchsorted(levels, gid[pushes] * (m + 1) + depth[pushes]) * (m + 1) + pushes
+    order = np.argsort(key, kind="stable")
+    asked = np.searchsorted(levels, gid[pops] * (m + 1) + before[pops]) * (m + 1) + pops
+    at = np.searchsorted(key[order], asked) - 1
+    return pushes[order[at]], pops
 
 
 def _syscalls(c: EventColumns, syscall_task: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

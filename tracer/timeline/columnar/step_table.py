@@ -154,20 +154,11 @@ def step_table(c: EventColumns, r: EventRules, pt: ProbeTable, ft: FlowTable,
 
     pk = _packets(c, r, pt, ft, place, in_msg)
     pkt_of = pk.of_event
-    pkt_flow, pkt_src, pkt_dst = pk.flow, pk.src, pk.dst
+    pkt_flow, pkt_dst = pk.flow, pk.dst
 
     # Trailers: the previous placed event of the context decides.
-    trailer_pkt = np.full(n, -1, dtype=np.int64)
-    endpoint = ft.endpoint
-    for t, prev in zip(trailers.tolist(), prev_placed.tolist(), strict=True):
-        if prev < 0:
-            continue
-        pl = place[prev]
-        st = int(pkt_of[prev]) if pl == PLACE_B else int(trailer_pkt[prev]) if pl == PLACE_E \
-            else -1
-        if st >= 0 and (flow[t] < 0 or flow[t] == pkt_flow[st]) \
-                and (endpoint[t] == NO_EP or endpoint[t] == pkt_dst[st]):
-            trailer_pkt[t] = st
+    trailer_pkt = _trailer_packets(place, pkt_of, flow, ft.endpoint, pkt_flow, pkt_dst,
+                                   trailers, prev_placed)
     _check_requeues(pk, trailer_pkt)
 
     # Lead-ins: the next placed event of their context resolves them.
@@ -175,46 +166,8 @@ def step_table(c: EventColumns, r: EventRules, pt: ProbeTable, ft: FlowTable,
     is_key[(place == PLACE_A) & (msg_key == np.arange(n))] = True
     is_key[pk.creator] = True
     is_key[(place == PLACE_F) | ((place == PLACE_E) & (trailer_pkt < 0))] = True
-    lead_pkt = np.full(len(leads), -1, dtype=np.int64)  # packet row each lead-in joined
-    lead_step_event = np.full(len(leads), -1, dtype=np.int64)  # te whose step it joined
-    retrans_lead = np.zeros(len(pkt_flow), dtype=bool)
-    created_by: dict[int, bool] = {}
-    for k, (w, te) in enumerate(zip(leads.tolist(), resolver.tolist(), strict=True)):
-        joined = False
-        if te >= 0:
-            pl = place[te]
-            st_pkt = int(pkt_of[te]) if pl == PLACE_B else int(trailer_pkt[te]) \
-                if pl == PLACE_E else -1
-            if pt.softirq[p[w]]:
-                if st_pkt >= 0:
-                    joined = True
-                elif pl in (PLACE_D, PLACE_E, PLACE_F):
-                    # Lone.flow is its creator's (the entry of a joined return)
-                    owner = int(pair[te]) if pl == PLACE_D else te
-                    joined = bool(flow[owner] >= 0)
-            elif st_pkt >= 0:
-                joined = bool((flow[w] < 0 or flow[w] == pkt_flow[st_pkt])
-                              and (endpoint[w] == NO_EP or endpoint[w] == pkt_src[st_pkt])
-                              and (not r.is_seg[w] or (c.seq[w] == pk.seq[st_pkt]
-                                                       and r.payload[w] == pk.payload[st_pkt])))
-            if joined:
-                lead_step_event[k] = te
-                if st_pkt >= 0:
-                    lead_pkt[k] = st_pkt
-                    if pt.retransmit[p[w]]:
-                        retrans_lead[st_pkt] = True
-                creator = int(pk.creator[st_pkt]) if st_pkt >= 0 else \
-                    int(pair[te]) if pl == PLACE_D else te if pl != PLACE_C else -1
-                # Inserted before te: the step's first event when te created it.
-                if creator == te and pl != PLACE_C and not created_by.get(te):
-                    created_by[te] = True
-                    is_key[te] = False
-                    is_key[w] = True
-        if not joined:
-            if r.is_seg[w] and flow[w] >= 0:
-                raise Irregular("a lead-in segment event (tcp_retransmit_skb) that opens "
-                                "its own packet")
-            is_key[w] = True
+    lead_pkt, lead_step_event, retrans_lead = _join_leads(
+        c, r, pt, ft, pk, place, pair, trailer_pkt, leads, resolver, is_key)
     step_of_key = np.cumsum(is_key) - 1 + first_step
     steps = int(is_key.sum())
 
@@ -232,9 +185,8 @@ def step_table(c: EventColumns, r: EventRules, pt: ProbeTable, ft: FlowTable,
     retransmission = pk.retransmission | retrans_lead
     b_retrans = (pkt_of >= 0) & pt.retransmit[p]
     retransmission[pkt_of[b_retrans]] = True
-    for t in np.flatnonzero(trailer_pkt >= 0).tolist():
-        if pt.retransmit[p[t]]:
-            retransmission[trailer_pkt[t]] = True
+    joined = np.flatnonzero(trailer_pkt >= 0)
+    retransmission[trailer_pkt[joined[pt.retransmit[p[joined]]]]] = True
 
     # The flow of each event's step, for Flow.start_ns / end_ns.
     step_flow = np.full(n, -1, dtype=np.int64)
@@ -285,6 +237,78 @@ def _positions(c: EventColumns, pt: ProbeTable, pair: np.ndarray) -> PositionTab
     ret = pair[rows]
     moved = c.has_ret[ret] & (c.ret[ret] > 0)
     return PositionTable(entry=rows[moved], count=c.ret[ret[moved]])
+
+
+def _trailer_packets(place: np.ndarray, pkt_of: np.ndarray, flow: np.ndarray,
+                     endpoint: np.ndarray, pkt_flow: np.ndarray, pkt_dst: np.ndarray,
+                     trailers: np.ndarray, prev: np.ndarray) -> np.ndarray:
+    """Per event, the packet each trailer joins, -1: its context's previous
+    placed event's packet (a B event's, or a trailer's it joined) when the
+    flow and endpoint agree. A trailer after a trailer waits for it: the
+    rule is applied again until nothing changes (chains are short)."""
+    out = np.full(len(place), -1, dtype=np.int64)
+    has = prev >= 0
+    t, pv = trailers[has], prev[has]
+    pl = place[pv]
+    b_pkt = np.where(pl == PLACE_B, pkt_of[pv], -1)
+    after_trailer = pl == PLACE_E
+    ep = endpoint[t]
+    while True:
+        st = np.where(after_trailer, out[pv], b_pkt)
+        s0 = np.maximum(st, 0)
+        ok = (st >= 0) & ((flow[t] < 0) | (flow[t] == pkt_flow[s0])) \
+            & ((ep == NO_EP) | (ep == pkt_dst[s0]))
+        new = np.where(ok, st, -1)
+        if np.array_equal(new, out[t]):
+            return out
+        out[t] = new
+
+
+def _join_leads(c: EventColumns, r: EventRules, pt: ProbeTable, ft: FlowTable, pk: _Packets,
+                place: np.ndarray, pair: np.ndarray, trailer_pkt: np.ndarray,
+                leads: np.ndarray, resolver: np.ndarray, is_key: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each lead-in joins the step of the next placed event of its context
+    (`resolver`) when it fits: (the packet row each joined, -1; the event
+    whose step it joined, -1; per packet, whether a retransmitting lead-in
+    joined it). A lead-in joining a step its resolver created comes first in
+    it (the first such lead-in: is_key moves to it); one not joined is a
+    step of its own (is_key)."""
+    flow, endpoint, p = ft.flow, ft.endpoint, c.probe
+    te = resolver
+    has = te >= 0
+    t0 = np.maximum(te, 0)
+    pl = np.where(has, place[t0], -1)
+    st_pkt = np.where(pl == PLACE_B, pk.of_event[t0], np.where(pl == PLACE_E, trailer_pkt[t0],
+                                                               -1))
+    st_pkt = np.where(has, st_pkt, -1)
+    s0 = np.maximum(st_pkt, 0)
+    w = leads
+    softirq = pt.softirq[p[w]]
+    owner = np.where(pl == PLACE_D, pair[t0], t0)
+    lone_joined = ((pl == PLACE_D) | (pl == PLACE_E) | (pl == PLACE_F)) \
+        & (flow[np.maximum(owner, 0)] >= 0)
+    fits = ((flow[w] < 0) | (flow[w] == pk.flow[s0])) \
+        & ((endpoint[w] == NO_EP) | (endpoint[w] == pk.src[s0])) \
+        & (~r.is_seg[w] | ((c.seq[w] == pk.seq[s0]) & (r.payload[w] == pk.payload[s0])))
+    joined = has & np.where(softirq, (st_pkt >= 0) | lone_joined, (st_pkt >= 0) & fits)
+    lead_step_event = np.where(joined, te, -1)
+    lead_pkt = np.where(joined & (st_pkt >= 0), st_pkt, -1)
+    retrans_lead = np.zeros(len(pk.flow), dtype=bool)
+    retrans_lead[lead_pkt[(lead_pkt >= 0) & pt.retransmit[p[w]]]] = True
+    creator = np.where(st_pkt >= 0, pk.creator[s0],
+                       np.where(pl == PLACE_D, pair[t0], np.where(pl != PLACE_C, te, -1)))
+    first = np.flatnonzero(joined & (creator == te) & (pl != PLACE_C))
+    _, at = np.unique(te[first], return_index=True)  # the first lead-in of each step
+    first = first[at]
+    is_key[te[first]] = False
+    is_key[w[first]] = True
+    alone = ~joined
+    if np.any(alone & r.is_seg[w] & (flow[w] >= 0)):
+        raise Irregular("a lead-in segment event (tcp_retransmit_skb) that opens "
+                        "its own packet")
+    is_key[w[alone]] = True
+    return lead_pkt, lead_step_event, retrans_lead
 
 
 def _pair_returns(c: EventColumns, ctx_id: np.ndarray) -> np.ndarray:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import ipaddress
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
@@ -187,7 +186,10 @@ class TraceStats:
 
 
 def endpoint_of(code: int) -> Endpoint:
-    return Endpoint(str(ipaddress.IPv4Address(code >> 16)), code & 0xFFFF)
+    # str(ipaddress.IPv4Address(addr)), without building the address object
+    addr = code >> 16
+    return Endpoint(f"{addr >> 24}.{addr >> 16 & 255}.{addr >> 8 & 255}.{addr & 255}",
+                    code & 0xFFFF)
 
 
 class PreparedStats:

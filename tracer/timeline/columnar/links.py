@@ -130,11 +130,18 @@ class Links:
         joined set's root is its smallest (as one pair at a time would do).
         The roots are labelled by connected components: each label takes
         the smallest of its edges' labels, then jumps to its label's label."""
-        ra, rb = self._roots(a), self._roots(b)
+        # A batch repeats its links many times over, mostly on neighbouring
+        # rows: those go first (no sort), then each pair of roots once.
+        packed = (np.minimum(a, b) << 32) | np.maximum(a, b)
+        fresh = np.r_[True, packed[1:] != packed[:-1]] if len(packed) else packed > 0
+        ra, rb = self._roots(a[fresh]), self._roots(b[fresh])
         apart = ra != rb
         if not apart.any():
             return
-        roots, ends = np.unique(np.concatenate((ra[apart], rb[apart])), return_inverse=True)
+        pairs = np.unique((np.minimum(ra[apart], rb[apart]) << 32)
+                          | np.maximum(ra[apart], rb[apart]))
+        roots, ends = np.unique(np.concatenate((pairs >> 32, pairs & 0xFFFFFFFF)),
+                                return_inverse=True)
         ea, eb = np.split(ends.reshape(-1), 2)
         label = np.arange(len(roots))
         while True:

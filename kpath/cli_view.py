@@ -26,8 +26,8 @@ from tracer.timeline.columnar import (
 )
 from tracer.timeline.event_rules import probe_spec
 from tracer.tracefile import Trace, TraceFormatError, probe_specs, read_trace, scan_trace
+from viz.cut_short import cut_short_message, cut_short_note
 from viz.stats_columnar import trace_stats_text
-from viz.text import cut_short_message, cut_short_note
 
 # The renderers are imported by the commands that draw (below): `replay
 # --stats` of a large trace should not pay for loading them.

@@ -30,7 +30,7 @@ from tracer.timeline import (
     carriers,
     writers,
 )
-from tracer.tracefile import Trace
+from viz.cut_short import cut_short_message
 from viz.escape import printable, printable_items, printable_list
 from viz.sequence import event_details, fmt_duration, fmt_offset, wire_crossing
 from viz.spans import call_depths, call_ends
@@ -54,18 +54,6 @@ def _styler(color: bool) -> Style:
         return click.style(text, fg=fg, bold=bold) if color else text
 
     return style
-
-
-def cut_short_message(trace: Trace) -> str | None:
-    """The warning for a truncated trace, or None when it is complete."""
-    return cut_short_note(trace.cut_short)
-
-
-def cut_short_note(cut_short: str | None) -> str | None:
-    """The warning for a trace cut short for this reason (None: complete)."""
-    if not cut_short:
-        return None
-    return f"trace cut short ({cut_short}): events after the cut are missing"
 
 
 def render_text(timeline: Timeline, flow: int | None = None, color: bool = False) -> str:

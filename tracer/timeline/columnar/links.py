@@ -113,12 +113,47 @@ class Links:
         out: np.ndarray = ids[grp]
         return out
 
-    def _find(self, x: int) -> int:
+    def _roots(self, x: np.ndarray) -> np.ndarray:
+        """The root of each node in x; x's entries then point at it."""
         p = self.parent
-        while p[x] != x:
-            p[x] = p[p[x]]
-            x = int(p[x])
-        return x
+        r: np.ndarray = p[x]
+        while True:
+            up = p[r]
+            if np.array_equal(up, r):
+                break
+            r = up
+        p[x] = r
+        return r
+
+    def _union(self, a: np.ndarray, b: np.ndarray) -> None:
+        """Join the sets of a[i] and b[i] for every i, on arrays: each
+        joined set's root is its smallest (as one pair at a time would do).
+        The roots are labelled by connected components: each label takes
+        the smallest of its edges' labels, then jumps to its label's label."""
+        # A batch repeats its links many times over, mostly on neighbouring
+        # rows: those go first (no sort), then each pair of roots once.
+        packed = (np.minimum(a, b) << 32) | np.maximum(a, b)
+        fresh = np.r_[True, packed[1:] != packed[:-1]] if len(packed) else packed > 0
+        ra, rb = self._roots(a[fresh]), self._roots(b[fresh])
+        apart = ra != rb
+        if not apart.any():
+            return
+        pairs = np.unique((np.minimum(ra[apart], rb[apart]) << 32)
+                          | np.maximum(ra[apart], rb[apart]))
+        roots, ends = np.unique(np.concatenate((pairs >> 32, pairs & 0xFFFFFFFF)),
+                                return_inverse=True)
+        ea, eb = np.split(ends.reshape(-1), 2)
+        label = np.arange(len(roots))
+        while True:
+            low = np.minimum(label[ea], label[eb])
+            new = label.copy()
+            np.minimum.at(new, ea, low)
+            np.minimum.at(new, eb, low)
+            new = new[new]
+            if np.array_equal(new, label):
+                break
+            label = new
+        self.parent[roots] = roots[label]
 
     def add(self, cols: dict[str, np.ndarray]) -> None:
         n = len(cols["ts"])
@@ -184,10 +219,7 @@ class Links:
             ends.append(self._nested(cols, (host << 48) | ctx, rep))
         a = np.concatenate([e[0] for e in ends])
         b = np.concatenate([e[1] for e in ends])
-        for packed in np.unique((np.minimum(a, b) << 32) | np.maximum(a, b)).tolist():
-            ra, rb = self._find(packed >> 32), self._find(packed & 0xFFFFFFFF)
-            if ra != rb:
-                self.parent[max(ra, rb)] = min(ra, rb)
+        self._union(a, b)
         self.nodes.append(rep.astype(np.int32))
         np.maximum.at(self.last, rep, np.arange(self.events, self.events + n))
         self.events += n

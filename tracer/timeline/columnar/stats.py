@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import ipaddress
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
@@ -47,10 +46,15 @@ from tracer.timeline.columnar.latency_table import (
     PacketPoints,
     loss_windows,
     packet_points,
-    stabbing_min,
     wire_points,
 )
 from tracer.timeline.columnar.probe_table import SYSCALL, TX, ProbeTable
+from tracer.timeline.columnar.regular_bytes import (
+    ByteColumns,
+    message_direction,
+    regular_placement,
+)
+from tracer.timeline.columnar.stabbing import stabbing_min_grouped
 from tracer.timeline.columnar.step_table import StepTable, step_table
 from tracer.timeline.latency import LOSS_WINDOW_NS, Hop, PacketClass, Point
 from tracer.timeline.model import ByteRange, RangeSource, Role, StreamWays
@@ -181,7 +185,10 @@ class TraceStats:
 
 
 def endpoint_of(code: int) -> Endpoint:
-    return Endpoint(str(ipaddress.IPv4Address(code >> 16)), code & 0xFFFF)
+    # str(ipaddress.IPv4Address(addr)), without building the address object
+    addr = code >> 16
+    return Endpoint(f"{addr >> 24}.{addr >> 16 & 255}.{addr >> 8 & 255}.{addr & 255}",
+                    code & 0xFFFF)
 
 
 class PreparedStats:
@@ -268,8 +275,8 @@ class PreparedStats:
         gaps = sorted(inp.lost, key=lambda rec: rec.ts_ns)
         ends, starts = loss_windows([g.ts_ns for g in gaps], start, LOSS_WINDOW_NS)
         wanted = [flow - 1] if flow is not None else list(range(self.flow_count))
-        placed = {f: work.place(f) for f in wanted}
-        points = work.with_byte_points(self._wire, list(placed.values()))
+        placed, ranges = work.place(wanted)
+        points = work.with_byte_points(self._wire, wanted, ranges)
         pp = packet_points(ts, work.st, points, ends, starts)
         del points
         head = TraceStats(path=inp.path, events=len(ts), flow_count=self.flow_count,
@@ -308,13 +315,22 @@ def trace_stats(inp: StatsSource, flow: int | None = None,
 
 @dataclass(frozen=True, slots=True)
 class _Placed:
-    sends: tuple[MessageRows, MessageRows]  # by sender
-    recvs: tuple[MessageRows, MessageRows]  # by sender: the peer's recvs of its bytes
     notes: tuple[StreamNote, StreamNote]
     ways: tuple[StreamWays, StreamWays]  # by sender
-    data_rows: list[int]  # packet rows of the data packets of both directions
-    syscall: list[int]  # per data row: first event of the send holding its first byte, -1
-    copy: list[int]  # per data row: the earliest copy event holding its first byte, -1
+
+
+class _SendRanges(NamedTuple):
+    """The placed ranges of sends, as columns: direction, range, step, key."""
+
+    direction: list[int]
+    lo: list[int]
+    hi: list[int]
+    step: list[int]
+    key: list[int]
+
+    def append(self, direction: int, lo: int, hi: int, step: int, key: int) -> None:
+        for col, v in zip(self, (direction, lo, hi, step, key), strict=True):
+            col.append(v)
 
 
 class _Groups:
@@ -353,7 +369,10 @@ class _FlowWork:
                             count=np.where(mt.has_count, mt.count, _NO_COUNT),
                             probe=c.probe[mt.key])
         self.ways = [way_of(name, spec) for name, spec in zip(pt.names, pt.specs, strict=True)]
-        self.positions, pos_key = _positions(c, pt, ft, st, nf)
+        pos = _positions(c, pt, ft, st, nf)
+        self.positions = _Groups(pos.group, pos.rank, 4 * nf, lo=pos.lo, hi=pos.hi,
+                                 step=pos.step, probe=pos.probe)
+        pos_key = pos.group
         self.isn_from_syn: list[list[bool]] = ft.isn_from_syn.tolist()
         self.piece_ways = [[piece_way(name, spec, write) for name, spec in
                             zip(pt.names, pt.specs, strict=True)] for write in (False, True)]
@@ -371,8 +390,22 @@ class _FlowWork:
                           np.where(c.dst[rows] == take_or(ft.server, mf, -1), 1, -1))
         ok = (mf >= 0) & (sender >= 0) & ~mt.send[m] & (mt.side[m] == 1 - sender)
         lo = ft.rel(np.maximum(mf, 0), np.maximum(sender, 0), c.seq[rows])
-        self.copies = _Groups(np.where(ok, mf * 2 + sender, -1), rows, 2 * nf, msg=mt.step[m],
-                              lo=lo, hi=lo + c.length[rows], event=rows)
+        c_dir = np.where(ok, mf * 2 + sender, -1)
+        self.copies = _Groups(c_dir, rows, 2 * nf, msg=mt.step[m], lo=lo,
+                              hi=lo + c.length[rows])
+        data_dir = np.where(data & (pk.flow >= 0), pk.flow * 2 + pk.sender, -1)
+        d_rows = np.flatnonzero(data_dir >= 0)
+        m_probe = c.probe[mt.key]
+        self.bytes = ByteColumns(
+            flows=nf, isn_from_syn=ft.isn_from_syn, m_flow=mt.flow, m_side=mt.side,
+            m_send=mt.send.astype(bool), m_step=mt.step, m_count=mt.count,
+            m_has_count=mt.has_count.astype(bool), m_way=m_probe, ways=self.ways,
+            d_dir=data_dir[d_rows], d_lo=pk.lo[d_rows], d_payload=pk.payload[d_rows],
+            d_retrans=pk.retransmission[d_rows].astype(bool), d_message=pk.message[d_rows],
+            p_group=pos.group, p_lo=pos.lo, p_hi=pos.hi, p_step=pos.step,
+            c_dir=c_dir, c_step=mt.step[m], c_lo=lo, c_hi=lo + c.length[rows])
+        self.d_rows, self.c_event, self.m_key = d_rows, rows, mt.key
+        self.regular = regular_placement(self.bytes)
         # accounting: every copy of the flow's steps, by (flow, sender)
         rows = np.flatnonzero(copy & (st.step_flow >= 0))
         sf = st.step_flow[rows]
@@ -427,49 +460,53 @@ class _FlowWork:
             self.st, placement=gone, step_flow=gone,
             packets=dataclasses.replace(self.st.packets, of_event=gone, seg_of_event=gone))
 
-    def place(self, f: int) -> _Placed:
-        """Byte placement of both directions; notes the data packets'
-        syscall and copy points."""
-        sends: list[MessageRows] = []
-        recvs: list[MessageRows] = []
-        notes: list[StreamNote] = []
-        ways: list[StreamWays] = []
-        data_rows: list[int] = []
-        syscall: list[int] = []
-        copy: list[int] = []
-        for s in (0, 1):
-            sm = self._message_rows(f * 4 + s * 2 + 1)
-            rm = self._message_rows(f * 4 + (1 - s) * 2)
-            g = f * 2 + s
-            d = self.data
-            data = PacketRows(ids=d.get(g, "id"), los=d.get(g, "lo"),
-                              payloads=d.get(g, "payload"), retrans=d.get(g, "retrans"),
-                              messages=d.get(g, "message"))
-            cp = self.copies
-            c_msg, c_lo, c_hi = cp.get(g, "msg"), cp.get(g, "lo"), cp.get(g, "hi")
-            copies: dict[int, list[tuple[int, int]]] = {}
-            for mid, lo, hi in zip(c_msg, c_lo, c_hi, strict=True):
-                copies.setdefault(mid, []).append((lo, hi))
-            start = 1 if self.isn_from_syn[f][s] else None
-            stream, _ = place_direction(sm, rm, data, copies, start, self._pieces(g, True),
-                                        self._pieces(g, False))
-            notes.append(StreamNote(sender=ROLES[s], anchor=stream.anchor,
-                                    problems=tuple(stream.problems)))
-            ways.append(stream.ways)
-            if data.ids:
-                intervals = [(r[0], r[1], mid, key) for mid, key in zip(sm.ids, sm.keys,
-                                                                        strict=True)
-                             if (r := stream.ranges.get(mid)) is not None]
-                data_rows += d.get(g, "row")
-                syscall += stabbing_min(intervals, data.los)
-                events = cp.get(g, "event")
-                copy += stabbing_min(list(zip(c_lo, c_hi, events, events, strict=True)),
-                                     data.los)
-            sends.append(sm)
-            recvs.append(rm)
-        return _Placed(sends=(sends[0], sends[1]), recvs=(recvs[0], recvs[1]),
-                       notes=(notes[0], notes[1]), ways=(ways[0], ways[1]), data_rows=data_rows,
-                       syscall=syscall, copy=copy)
+    def place(self, wanted: list[int]) -> tuple[dict[int, _Placed], _SendRanges]:
+        """Byte placement of both directions of the wanted flows: the
+        regular directions from the columns (regular_bytes.py), the others
+        one by one; with the ranges of the sends placed one by one."""
+        rp = self.regular
+        dirs = [f * 2 + s for f in wanted for s in (0, 1)]
+        regular = rp.regular[dirs].tolist() if dirs else []
+        ways = rp.ways(self.bytes, [d for d, r in zip(dirs, regular, strict=True) if r])
+        ranges = _SendRanges([], [], [], [], [])
+        out: dict[int, _Placed] = {}
+        for i, f in enumerate(wanted):
+            notes: list[StreamNote] = []
+            streams: list[StreamWays] = []
+            for s in (0, 1):
+                d = f * 2 + s
+                if regular[2 * i + s]:
+                    note, way = StreamNote(sender=ROLES[s], anchor=rp.anchor[d], problems=()), \
+                        ways[d]
+                else:
+                    note, way = self._place_direction(f, s, ranges)
+                notes.append(note)
+                streams.append(way)
+            out[f] = _Placed(notes=(notes[0], notes[1]), ways=(streams[0], streams[1]))
+        return out, ranges
+
+    def _place_direction(self, f: int, s: int, ranges: _SendRanges
+                         ) -> tuple[StreamNote, StreamWays]:
+        """place_direction on one direction's rows; its sends' ranges go to
+        `ranges`."""
+        sm = self._message_rows(f * 4 + s * 2 + 1)
+        rm = self._message_rows(f * 4 + (1 - s) * 2)
+        g = f * 2 + s
+        d = self.data
+        data = PacketRows(ids=d.get(g, "id"), los=d.get(g, "lo"), payloads=d.get(g, "payload"),
+                          retrans=d.get(g, "retrans"), messages=d.get(g, "message"))
+        cp = self.copies
+        copies: dict[int, list[tuple[int, int]]] = {}
+        for mid, lo, hi in zip(cp.get(g, "msg"), cp.get(g, "lo"), cp.get(g, "hi"), strict=True):
+            copies.setdefault(mid, []).append((lo, hi))
+        start = 1 if self.isn_from_syn[f][s] else None
+        stream, _ = place_direction(sm, rm, data, copies, start, self._pieces(g, True),
+                                    self._pieces(g, False))
+        for mid, key in zip(sm.ids, sm.keys, strict=True):
+            if (r := stream.ranges.get(mid)) is not None:
+                ranges.append(g, r[0], r[1], mid, key)
+        return (StreamNote(sender=ROLES[s], anchor=stream.anchor,
+                           problems=tuple(stream.problems)), stream.ways)
 
     def _message_rows(self, group: int) -> MessageRows:
         keys = self.msgs.get(group, "key")
@@ -487,19 +524,37 @@ class _FlowWork:
                 for lo, hi, step, p in zip(pos.get(k, "lo"), pos.get(k, "hi"),
                                            pos.get(k, "step"), pos.get(k, "probe"), strict=True)]
 
-    def with_byte_points(self, points: np.ndarray, placed: list[_Placed]) -> np.ndarray:
+    def with_byte_points(self, points: np.ndarray, wanted: list[int], ranges: _SendRanges
+                         ) -> np.ndarray:
         """The points with Point.SYSCALL (the entry of the lowest-id send
         whose range holds a data packet's first byte) and Point.COPY (the
-        earliest copy in the peer's recvs holding it) of the placed flows."""
+        earliest copy in the peer's recvs holding it) of the wanted flows'
+        data packets, all at once (stabbing.py)."""
         out = points.copy()
-        rows = np.array([r for p in placed for r in p.data_rows], dtype=np.int64)
-        if not len(rows):
+        bc, rp = self.bytes, self.regular
+        asked = np.zeros(2 * bc.flows + 1, dtype=bool)
+        asked[np.array(wanted, dtype=np.int64) * 2] = True
+        asked[np.array(wanted, dtype=np.int64) * 2 + 1] = True
+        q = np.flatnonzero(asked[bc.d_dir])
+        if not len(q):
             return out
-        syscall = np.array([m for p in placed for m in p.syscall], dtype=np.int64)
+        m_dir = message_direction(bc)
+        regular = np.append(rp.regular, False)
+        sends = np.flatnonzero((rp.send_lo >= 0) & regular[m_dir] & asked[m_dir])
+        more = np.array(ranges, dtype=np.int64).reshape(5, -1)
+        syscall = stabbing_min_grouped(
+            np.r_[m_dir[sends], more[0]], np.r_[rp.send_lo[sends], more[1]],
+            np.r_[rp.send_hi[sends], more[2]], np.r_[bc.m_step[sends], more[3]],
+            np.r_[self.m_key[sends], more[4]], bc.d_dir[q], bc.d_lo[q])
+        cps = np.flatnonzero(asked[bc.c_dir])
+        copy = stabbing_min_grouped(bc.c_dir[cps], bc.c_lo[cps], bc.c_hi[cps],
+                                    self.c_event[cps], self.c_event[cps], bc.d_dir[q],
+                                    bc.d_lo[q])
+        rows = self.d_rows[q]
         has = syscall >= 0
         out[rows[has], POINT_COL[Point.SYSCALL]] = self.entry_key[
             self.st.messages.of_event[syscall[has]]]
-        out[rows, POINT_COL[Point.COPY]] = [e for p in placed for e in p.copy]
+        out[rows, POINT_COL[Point.COPY]] = copy
         return out
 
     def flow_gaps(self, f: int, gaps: list[Lost]) -> list[Lost]:
@@ -621,8 +676,17 @@ def _runs(sorted_keys: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(cut[:-1], cut[1:], strict=True))
 
 
+class _Positions(NamedTuple):
+    group: np.ndarray  # (flow * 2 + sender) * 2 + write, -1
+    rank: np.ndarray  # order within the group
+    lo: np.ndarray
+    hi: np.ndarray
+    step: np.ndarray
+    probe: np.ndarray
+
+
 def _positions(c: EventColumns, pt: ProbeTable, ft: FlowTable, st: StepTable,
-               nf: int) -> tuple[_Groups, np.ndarray]:
+               nf: int) -> _Positions:
     """The stream-position entries (byte_ranges.kernel_pieces) by (flow,
     sender, write): the sender's writes, or the peer's reads of its bytes;
     each with its range, the step of its message (-1 outside one) and probe,
@@ -642,8 +706,8 @@ def _positions(c: EventColumns, pt: ProbeTable, ft: FlowTable, st: StepTable,
     hi = lo + st.positions.count
     rank = np.empty(len(e), dtype=np.int64)
     rank[np.lexsort((e, step, hi, lo))] = np.arange(len(e))
-    key = np.where(ok, (fs * 2 + sender) * 2 + write, -1)
-    return _Groups(key, rank, 4 * nf, lo=lo, hi=hi, step=step, probe=c.probe[e]), key
+    return _Positions(np.where(ok, (fs * 2 + sender) * 2 + write, -1), rank, lo, hi, step,
+                      c.probe[e])
 
 
 # message_bytes unknown (no return value seen); a real count is above -2**40

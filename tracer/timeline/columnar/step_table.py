@@ -155,20 +155,11 @@ def step_table(c: EventColumns, r: EventRules, pt: ProbeTable, ft: FlowTable,
 
     pk = _packets(c, r, pt, ft, place, in_msg)
     pkt_of = pk.of_event
-    pkt_flow, pkt_src, pkt_dst = pk.flow, pk.src, pk.dst
+    pkt_flow, pkt_dst = pk.flow, pk.dst
 
     # Trailers: the previous placed event of the context decides.
-    trailer_pkt = np.full(n, -1, dtype=np.int64)
-    endpoint = ft.endpoint
-    for t, prev in zip(trailers.tolist(), prev_placed.tolist(), strict=True):
-        if prev < 0:
-            continue
-        pl = place[prev]
-        st = int(pkt_of[prev]) if pl == PLACE_B else int(trailer_pkt[prev]) if pl == PLACE_E \
-            else -1
-        if st >= 0 and (flow[t] < 0 or flow[t] == pkt_flow[st]) \
-                and (endpoint[t] == NO_EP or endpoint[t] == pkt_dst[st]):
-            trailer_pkt[t] = st
+    trailer_pkt = _trailer_packets(place, pkt_of, flow, ft.endpoint, pkt_flow, pkt_dst,
+                                   trailers, prev_placed)
     _check_requeues(pk, trailer_pkt)
 
     # Lead-ins: the next placed event of their context resolves them.
@@ -176,46 +167,8 @@ def step_table(c: EventColumns, r: EventRules, pt: ProbeTable, ft: FlowTable,
     is_key[(place == PLACE_A) & (msg_key == np.arange(n))] = True
     is_key[pk.creator] = True
     is_key[(place == PLACE_F) | ((place == PLACE_E) & (trailer_pkt < 0))] = True
-    lead_pkt = np.full(len(leads), -1, dtype=np.int64)  # packet row each lead-in joined
-    lead_step_event = np.full(len(leads), -1, dtype=np.int64)  # te whose step it joined
-    retrans_lead = np.zeros(len(pkt_flow), dtype=bool)
-    created_by: dict[int, bool] = {}
-    for k, (w, te) in enumerate(zip(leads.tolist(), resolver.tolist(), strict=True)):
-        joined = False
-        if te >= 0:
-            pl = place[te]
-            st_pkt = int(pkt_of[te]) if pl == PLACE_B else int(trailer_pkt[te]) \
-                if pl == PLACE_E else -1
-            if pt.softirq[p[w]]:
-                if st_pkt >= 0:
-                    joined = True
-                elif pl in (PLACE_D, PLACE_E, PLACE_F):
-                    # Lone.flow is its creator's (the entry of a joined return)
-                    owner = int(pair[te]) if pl == PLACE_D else te
-                    joined = bool(flow[owner] >= 0)
-            elif st_pkt >= 0:
-                joined = bool((flow[w] < 0 or flow[w] == pkt_flow[st_pkt])
-                              and (endpoint[w] == NO_EP or endpoint[w] == pkt_src[st_pkt])
-                              and (not r.is_seg[w] or (c.seq[w] == pk.seq[st_pkt]
-                                                       and r.payload[w] == pk.payload[st_pkt])))
-            if joined:
-                lead_step_event[k] = te
-                if st_pkt >= 0:
-                    lead_pkt[k] = st_pkt
-                    if pt.retransmit[p[w]]:
-                        retrans_lead[st_pkt] = True
-                creator = int(pk.creator[st_pkt]) if st_pkt >= 0 else \
-                    int(pair[te]) if pl == PLACE_D else te if pl != PLACE_C else -1
-                # Inserted before te: the step's first event when te created it.
-                if creator == te and pl != PLACE_C and not created_by.get(te):
-                    created_by[te] = True
-                    is_key[te] = False
-                    is_key[w] = True
-        if not joined:
-            if r.is_seg[w] and flow[w] >= 0:
-                raise Irregular("a lead-in segment event (tcp_retransmit_skb) that opens "
-                                "its own packet")
-            is_key[w] = True
+    lead_pkt, lead_step_event, retrans_lead = _join_leads(
+        c, r, pt, ft, pk, place, pair, trailer_pkt, leads, resolver, is_key)
     step_of_key = np.cumsum(is_key) - 1 + first_step
     steps = int(is_key.sum())
 
@@ -233,9 +186,8 @@ def step_table(c: EventColumns, r: EventRules, pt: ProbeTable, ft: FlowTable,
     retransmission = pk.retransmission | retrans_lead
     b_retrans = (pkt_of >= 0) & pt.retransmit[p]
     retransmission[pkt_of[b_retrans]] = True
-    for t in np.flatnonzero(trailer_pkt >= 0).tolist():
-        if pt.retransmit[p[t]]:
-            retransmission[trailer_pkt[t]] = True
+    joined = np.flatnonzero(trailer_pkt >= 0)
+    retransmission[trailer_pkt[joined[pt.retransmit[p[joined]]]]] = True
 
     # The flow of each event's step, for Flow.start_ns / end_ns.
     step_flow = np.full(n, -1, dtype=np.int64)
@@ -288,6 +240,78 @@ def _positions(c: EventColumns, pt: ProbeTable, pair: np.ndarray) -> PositionTab
     return PositionTable(entry=rows[moved], count=c.ret[ret[moved]])
 
 
+def _trailer_packets(place: np.ndarray, pkt_of: np.ndarray, flow: np.ndarray,
+                     endpoint: np.ndarray, pkt_flow: np.ndarray, pkt_dst: np.ndarray,
+                     trailers: np.ndarray, prev: np.ndarray) -> np.ndarray:
+    """Per event, the packet each trailer joins, -1: its context's previous
+    placed event's packet (a B event's, or a trailer's it joined) when the
+    flow and endpoint agree. A trailer after a trailer waits for it: the
+    rule is applied again until nothing changes (chains are short)."""
+    out = np.full(len(place), -1, dtype=np.int64)
+    has = prev >= 0
+    t, pv = trailers[has], prev[has]
+    pl = place[pv]
+    b_pkt = np.where(pl == PLACE_B, pkt_of[pv], -1)
+    after_trailer = pl == PLACE_E
+    ep = endpoint[t]
+    while True:
+        st = np.where(after_trailer, out[pv], b_pkt)
+        s0 = np.maximum(st, 0)
+        ok = (st >= 0) & ((flow[t] < 0) | (flow[t] == pkt_flow[s0])) \
+            & ((ep == NO_EP) | (ep == pkt_dst[s0]))
+        new = np.where(ok, st, -1)
+        if np.array_equal(new, out[t]):
+            return out
+        out[t] = new
+
+
+def _join_leads(c: EventColumns, r: EventRules, pt: ProbeTable, ft: FlowTable, pk: _Packets,
+                place: np.ndarray, pair: np.ndarray, trailer_pkt: np.ndarray,
+                leads: np.ndarray, resolver: np.ndarray, is_key: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each lead-in joins the step of the next placed event of its context
+    (`resolver`) when it fits: (the packet row each joined, -1; the event
+    whose step it joined, -1; per packet, whether a retransmitting lead-in
+    joined it). A lead-in joining a step its resolver created comes first in
+    it (the first such lead-in: is_key moves to it); one not joined is a
+    step of its own (is_key)."""
+    flow, endpoint, p = ft.flow, ft.endpoint, c.probe
+    te = resolver
+    has = te >= 0
+    t0 = np.maximum(te, 0)
+    pl = np.where(has, place[t0], -1)
+    st_pkt = np.where(pl == PLACE_B, pk.of_event[t0], np.where(pl == PLACE_E, trailer_pkt[t0],
+                                                               -1))
+    st_pkt = np.where(has, st_pkt, -1)
+    s0 = np.maximum(st_pkt, 0)
+    w = leads
+    softirq = pt.softirq[p[w]]
+    owner = np.where(pl == PLACE_D, pair[t0], t0)
+    lone_joined = ((pl == PLACE_D) | (pl == PLACE_E) | (pl == PLACE_F)) \
+        & (flow[np.maximum(owner, 0)] >= 0)
+    fits = ((flow[w] < 0) | (flow[w] == pk.flow[s0])) \
+        & ((endpoint[w] == NO_EP) | (endpoint[w] == pk.src[s0])) \
+        & (~r.is_seg[w] | ((c.seq[w] == pk.seq[s0]) & (r.payload[w] == pk.payload[s0])))
+    joined = has & np.where(softirq, (st_pkt >= 0) | lone_joined, (st_pkt >= 0) & fits)
+    lead_step_event = np.where(joined, te, -1)
+    lead_pkt = np.where(joined & (st_pkt >= 0), st_pkt, -1)
+    retrans_lead = np.zeros(len(pk.flow), dtype=bool)
+    retrans_lead[lead_pkt[(lead_pkt >= 0) & pt.retransmit[p[w]]]] = True
+    creator = np.where(st_pkt >= 0, pk.creator[s0],
+                       np.where(pl == PLACE_D, pair[t0], np.where(pl != PLACE_C, te, -1)))
+    first = np.flatnonzero(joined & (creator == te) & (pl != PLACE_C))
+    _, at = np.unique(te[first], return_index=True)  # the first lead-in of each step
+    first = first[at]
+    is_key[te[first]] = False
+    is_key[w[first]] = True
+    alone = ~joined
+    if np.any(alone & r.is_seg[w] & (flow[w] >= 0)):
+        raise Irregular("a lead-in segment event (tcp_retransmit_skb) that opens "
+                        "its own packet")
+    is_key[w[alone]] = True
+    return lead_pkt, lead_step_event, retrans_lead
+
+
 def _pair_returns(c: EventColumns, ctx_id: np.ndarray) -> np.ndarray:
     """pair_returns: each return with the latest unmatched entry of the same
     probe and context. Only probes with both entries and returns can pair;
@@ -301,14 +325,45 @@ def _pair_returns(c: EventColumns, ctx_id: np.ndarray) -> np.ndarray:
     if not len(rows):
         return pair
     grp, _ = factorize(ctx_id[rows], c.probe[rows].astype(np.int64))
-    stacks: dict[int, list[int]] = {}
-    for i, g, ret in zip(rows.tolist(), grp.tolist(), c.is_return[rows].tolist(), strict=True):
-        if not ret:
-            stacks.setdefault(g, []).append(i)
-        elif stacks.get(g):
-            e = stacks[g].pop()
-            pair[e], pair[i] = i, e
+    order = np.lexsort((rows, grp))
+    ev, g = rows[order], grp[order]
+    entry, pop = stack_matches(g, ~c.is_return[ev])
+    pair[ev[entry]], pair[ev[pop]] = ev[pop], ev[entry]
     return pair
+
+
+def stack_matches(group: np.ndarray, push: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One stack per group, rows in order (sorted by group): a push row is
+    pushed, any other row pops the latest pushed row if its stack holds
+    one (else it is ignored). Returns (pushed rows, the rows popping them).
+
+    On arrays: a stack's depth after row t is its running sum of +1/-1
+    clamped at zero, the sum minus its running minimum (when negative); a
+    pop at depth d takes the latest push to depth d before it."""
+    m = len(group)
+    if not m:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    step = np.where(push, 1, -1)
+    total = np.cumsum(step)
+    firsts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
+    sizes = np.diff(np.r_[firsts, m])
+    run = total - np.repeat(total[firsts] - step[firsts], sizes)  # the group's own sum
+    # running minimum within the group: earlier groups' values lie above
+    gid = np.repeat(np.arange(len(firsts), dtype=np.int64), sizes)
+    big = 2 * m + 2
+    low = np.minimum.accumulate(run - gid * big) + gid * big
+    depth = run - np.minimum(low, 0)
+    before = np.r_[np.int64(0), depth[:-1]]
+    before[firsts] = 0
+    pops = np.flatnonzero(~push & (before > 0))
+    pushes = np.flatnonzero(push)
+    # latest push to the pop's depth in its group, before it
+    levels = np.unique(gid[pushes] * (m + 1) + depth[pushes])
+    key = np.searchsorted(levels, gid[pushes] * (m + 1) + depth[pushes]) * (m + 1) + pushes
+    order = np.argsort(key, kind="stable")
+    asked = np.searchsorted(levels, gid[pops] * (m + 1) + before[pops]) * (m + 1) + pops
+    at = np.searchsorted(key[order], asked) - 1
+    return pushes[order[at]], pops
 
 
 def _syscalls(c: EventColumns, syscall_task: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

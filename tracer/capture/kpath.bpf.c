@@ -555,22 +555,32 @@ static __always_inline int submit_frame(struct kp_event *e, struct sk_buff *skb)
     }
     __builtin_memcpy(&f->ev, e, sizeof(*e));
     __builtin_memset(&f->len, 0, sizeof(*f) - sizeof(f->ev));
-    unsigned char *head = BPF_CORE_READ(skb, head);
-    unsigned char *data = BPF_CORE_READ(skb, data);
-    u16 mh = BPF_CORE_READ(skb, mac_header);
-    u16 nh = BPF_CORE_READ(skb, network_header);
+    // Neighbours read together: head and data, the header offsets, len
+    // and data_len.
+    u8 b[16] = {}, hb[8] = {}, lb[8] = {};
+    unsigned char *head = 0, *data = 0;
+    u16 mh = 0, nh = 0;
+    u32 len = 0, data_len = 0;
+    SPAN_READ(b, skb, struct sk_buff, head);
+    SPAN_GET(head, b, skb, struct sk_buff, head, head);
+    SPAN_GET(data, b, skb, struct sk_buff, head, data);
+    SPAN_READ(hb, skb, struct sk_buff, transport_header);
+    SPAN_GET(mh, hb, skb, struct sk_buff, transport_header, mac_header);
+    SPAN_GET(nh, hb, skb, struct sk_buff, transport_header, network_header);
+    SPAN_READ(lb, skb, struct sk_buff, len);
+    SPAN_GET(len, lb, skb, struct sk_buff, len, len);
+    SPAN_GET(data_len, lb, skb, struct sk_buff, len, data_len);
     unsigned char *start = data;
     if (mh != (u16)~0U && head + mh < data)
         start = head + mh;
     u32 pulled = (u32)(data - start);
-    u32 len = BPF_CORE_READ(skb, len);
     f->len = len + pulled;
     f->link = (nh != (u16)~0U && head + nh >= start) ? (u16)(head + nh - start) : KP_NO_LINK;
     // Only the linear part is contiguous (skb_headlen: len - data_len); a
     // whole KP_FRAME_BYTES is read (a constant size for the verifier: the
     // head buffer's skb_shared_info follows its end, so the read stays
     // inside it) and user space keeps `cap` bytes.
-    u32 cap = len - BPF_CORE_READ(skb, data_len) + pulled;
+    u32 cap = len - data_len + pulled;
     if (cap > KP_FRAME_BYTES)
         cap = KP_FRAME_BYTES;
     if (bpf_probe_read_kernel(f->data, KP_FRAME_BYTES, start))
@@ -672,13 +682,15 @@ static __always_inline int syscall_fd(u64 probe, int fd, u64 len) {
 // A return: kept only if its entry was kept; the flow is the entry's socket
 // (or, with sock_ret, the returned struct sock *).
 static __always_inline int on_return(u64 probe, s64 ret, int sock_ret) {
-    EVENT_START(e, probe, KIND_RETURN);
-    struct ret_key rk = {.tid = e->tid, .ip = e->ip};
+    // The entry looked up before the event is built: a return whose entry
+    // was not kept costs one lookup.
+    struct ret_key rk = {.tid = (u32)bpf_get_current_pid_tgid(), .ip = probe};
     u64 *skp = bpf_map_lookup_elem(&pending_ret, &rk);
     if (!skp)
         return 0;
     struct sock *sk = (struct sock *)*skp;
     bpf_map_delete_elem(&pending_ret, &rk);
+    EVENT_START(e, probe, KIND_RETURN);
     // Functions returning int (tcp_recvmsg, tcp_sendmsg_locked, io_send...)
     // set only eax: -EAGAIN reads 4294967285 in rax. Every value reported
     // here but a returned pointer is a byte count below 2^31 (MAX_RW_COUNT)

@@ -255,9 +255,9 @@ def _trailer_packets(place: np.ndarray, pkt_of: np.ndarray, flow: np.ndarray,
     ep = endpoint[t]
     while True:
         st = np.where(after_trailer, out[pv], b_pkt)
-        s0 = np.maximum(st, 0)
-        ok = (st >= 0) & ((flow[t] < 0) | (flow[t] == pkt_flow[s0])) \
-            & ((ep == NO_EP) | (ep == pkt_dst[s0]))
+        s0 = np.where(st >= 0, st, len(pkt_flow))  # past the end: a sentinel row
+        ok = (st >= 0) & ((flow[t] < 0) | (flow[t] == np.append(pkt_flow, -1)[s0])) \
+            & ((ep == NO_EP) | (ep == np.append(pkt_dst, NO_EP)[s0]))
         new = np.where(ok, st, -1)
         if np.array_equal(new, out[t]):
             return out
@@ -282,21 +282,25 @@ def _join_leads(c: EventColumns, r: EventRules, pt: ProbeTable, ft: FlowTable, p
     st_pkt = np.where(pl == PLACE_B, pk.of_event[t0], np.where(pl == PLACE_E, trailer_pkt[t0],
                                                                -1))
     st_pkt = np.where(has, st_pkt, -1)
-    s0 = np.maximum(st_pkt, 0)
+    s0 = np.where(st_pkt >= 0, st_pkt, len(pk.flow))  # past the end: a sentinel row
+
+    def of_pkt(col: np.ndarray) -> np.ndarray:
+        return np.append(col, col.dtype.type(-1) if col.dtype != bool else False)[s0]
+
     w = leads
     softirq = pt.softirq[p[w]]
     owner = np.where(pl == PLACE_D, pair[t0], t0)
     lone_joined = ((pl == PLACE_D) | (pl == PLACE_E) | (pl == PLACE_F)) \
         & (flow[np.maximum(owner, 0)] >= 0)
-    fits = ((flow[w] < 0) | (flow[w] == pk.flow[s0])) \
-        & ((endpoint[w] == NO_EP) | (endpoint[w] == pk.src[s0])) \
-        & (~r.is_seg[w] | ((c.seq[w] == pk.seq[s0]) & (r.payload[w] == pk.payload[s0])))
+    fits = ((flow[w] < 0) | (flow[w] == of_pkt(pk.flow))) \
+        & ((endpoint[w] == NO_EP) | (endpoint[w] == of_pkt(pk.src))) \
+        & (~r.is_seg[w] | ((c.seq[w] == of_pkt(pk.seq)) & (r.payload[w] == of_pkt(pk.payload))))
     joined = has & np.where(softirq, (st_pkt >= 0) | lone_joined, (st_pkt >= 0) & fits)
     lead_step_event = np.where(joined, te, -1)
     lead_pkt = np.where(joined & (st_pkt >= 0), st_pkt, -1)
     retrans_lead = np.zeros(len(pk.flow), dtype=bool)
     retrans_lead[lead_pkt[(lead_pkt >= 0) & pt.retransmit[p[w]]]] = True
-    creator = np.where(st_pkt >= 0, pk.creator[s0],
+    creator = np.where(st_pkt >= 0, of_pkt(pk.creator),
                        np.where(pl == PLACE_D, pair[t0], np.where(pl != PLACE_C, te, -1)))
     first = np.flatnonzero(joined & (creator == te) & (pl != PLACE_C))
     _, at = np.unique(te[first], return_index=True)  # the first lead-in of each step

@@ -18,7 +18,6 @@ Only E and the lead-ins, a few percent of a trace, are walked in Python.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -256,9 +255,9 @@ def _trailer_packets(place: np.ndarray, pkt_of: np.ndarray, flow: np.ndarray,
     ep = endpoint[t]
     while True:
         st = np.where(after_trailer, out[pv], b_pkt)
-        s0 = np.maximum(st, 0)
-        ok = (st >= 0) & ((flow[t] < 0) | (flow[t] == pkt_flow[s0])) \
-            & ((ep == NO_EP) | (ep == pkt_dst[s0]))
+        s0 = np.where(st >= 0, st, len(pkt_flow))  # past the end: a sentinel row
+        ok = (st >= 0) & ((flow[t] < 0) | (flow[t] == np.append(pkt_flow, -1)[s0])) \
+            & ((ep == NO_EP) | (ep == np.append(pkt_dst, NO_EP)[s0]))
         new = np.where(ok, st, -1)
         if np.array_equal(new, out[t]):
             return out
@@ -283,9 +282,11 @@ def _join_leads(c: EventColumns, r: EventRules, pt: ProbeTable, ft: FlowTable, p
     st_pkt = np.where(pl == PLACE_B, pk.of_event[t0], np.where(pl == PLACE_E, trailer_pkt[t0],
                                                                -1))
     st_pkt = np.where(has, st_pkt, -1)
+    s0 = np.where(st_pkt >= 0, st_pkt, len(pk.flow))  # past the end: a sentinel row
 
-    def of_pkt(values: np.ndarray) -> np.ndarray:  # a part may hold no packet
-        return take_or(values, st_pkt, -1)
+    def of_pkt(col: np.ndarray) -> np.ndarray:
+        return np.append(col, col.dtype.type(-1) if col.dtype != bool else False)[s0]
+
     w = leads
     softirq = pt.softirq[p[w]]
     owner = np.where(pl == PLACE_D, pair[t0], t0)
@@ -769,41 +770,13 @@ def _messages(c: EventColumns, r: EventRules, pt: ProbeTable, ft: FlowTable,
     # nbytes: the syscall's return (a lone return is its own message).
     sys_ret = (place[members] == PLACE_A) & c.is_return[members]
     ret_ev = first_member(sys_ret)
-    at_ret = np.maximum(ret_ev, 0)
-    nbytes_known = (ret_ev >= 0) & c.has_ret[at_ret]
-    ret = np.where(nbytes_known, c.ret[at_ret], 0)
-    # else the byte-counting calls' returns inside it (byte_ranges.inner_bytes)
-    inner_count, has_inner = _inner_bytes(c, r, pt, members, mrow, nm, first_member)
-    count = np.where(nbytes_known, ret, inner_count)
-    has_count = nbytes_known | has_inner
-    # A syscall whose return is no byte count (sendmmsg: messages, io_uring:
-    # 0) moved the bytes of the calls inside it, unless it failed with none
-    # moved (steps._syscall_event); a lone return of one counts nothing.
-    # (Without its return, one counts the calls inside as any syscall.)
-    counting = pt.ret_count[probe] & (ret_ev >= 0)
-    closed = ret_ev != keys
-    by_inner = closed & ((ret >= 0) | (has_inner & (inner_count > 0)))
-    count = np.where(counting & by_inner, inner_count, count)
-    has_count = np.where(counting, np.where(by_inner, has_inner, closed & nbytes_known),
-                         has_count)
-    return MessageTable(key=keys, step=step_of_key[keys], flow=flow, side=side, send=send,
-                        count=count, has_count=has_count, of_event=of_event)
-
-
-def _inner_bytes(c: EventColumns, r: EventRules, pt: ProbeTable, members: np.ndarray,
-                 mrow: np.ndarray, nm: int, first_member: Callable[[np.ndarray], np.ndarray]
-                 ) -> tuple[np.ndarray, np.ndarray]:
-    """byte_ranges.inner_bytes per message row: the sum of the positive byte
-    counts its calls returned, else the first such return (0 or -errno);
-    and whether any returned."""
+    nbytes_known = (ret_ev >= 0) & c.has_ret[np.maximum(ret_ev, 0)]
+    count = np.where(nbytes_known, c.ret[np.maximum(ret_ev, 0)], 0)
+    # else a byte-counting call's return inside it
     inner = (c.is_return[members] & c.has_ret[members] & pt.ret_value[c.probe[members]]
              & (r.layer[members] != SYSCALL))
     in_ev = first_member(inner)
-    has = in_ev >= 0
-    first = np.where(has, c.ret[np.maximum(in_ev, 0)], 0)
-    ret = c.ret[members]
-    moved = inner & (ret > 0)
-    total = np.zeros(nm, dtype=np.int64)
-    np.add.at(total, mrow[moved], ret[moved])
-    some = np.bincount(mrow[moved], minlength=nm)[:nm] > 0
-    return np.where(some, total, first), has
+    use_inner = ~nbytes_known & (in_ev >= 0)
+    count = np.where(use_inner, c.ret[np.maximum(in_ev, 0)], count)
+    return MessageTable(key=keys, step=step_of_key[keys], flow=flow, side=side, send=send,
+                        count=count, has_count=nbytes_known | use_inner, of_event=of_event)

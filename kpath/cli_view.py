@@ -296,14 +296,14 @@ def _export_groups(file: str, flow: str | None, sel: Selection) -> Drawn | None:
     small enough, or one the groups cannot split, is drawn whole."""
     from dataclasses import replace
 
-    from tracer.timeline.groups import PART_EVENTS, plan_groups
+    from tracer.timeline import groups
     from viz.exportgroups import drawn, survey
 
     try:
-        plan = plan_groups(file)
+        plan = groups.plan_groups(file, groups.PART_EVENTS)
     except TraceFormatError as exc:
         _fail(str(exc))
-    if plan is None or plan.num_events <= PARTS_FROM * PART_EVENTS:
+    if plan is None or plan.num_events <= PARTS_FROM * groups.PART_EVENTS:
         return None
     use_system_allocator()  # as --stats: mimalloc kept freed pages mapped
     use_recorded_probes(probe_specs(plan.trace.header.probes))

@@ -285,12 +285,13 @@ def _in_parts(fmt: str, flow: str | None, ranges: list[tuple[int, int]],
               sel: Selection) -> bool:
     """What viz/exportgroups.py draws: the default picture (not Perfetto's,
     which has every event) and one flow's."""
-    if fmt == "pcapng" or ranges or sel.start is not None or sel.end is not None:
+    if fmt == "pcapng" or sel.start is not None or sel.end is not None:
         return False
-    return flow is not None or (fmt != "perfetto" and sel.max_steps is None)
+    return flow is not None or bool(ranges) or (fmt != "perfetto" and sel.max_steps is None)
 
 
-def _export_groups(file: str, flow: str | None, sel: Selection) -> Drawn | None:
+def _export_groups(file: str, flow: str | None, ranges: list[tuple[int, int]],
+                   sel: Selection) -> Drawn | None:
     """The view of a big trace rebuilt in parts of independent groups of
     events, only the parts drawn kept (viz/exportgroups.py); None: a trace
     small enough, or one the groups cannot split, is drawn whole."""
@@ -298,6 +299,7 @@ def _export_groups(file: str, flow: str | None, sel: Selection) -> Drawn | None:
 
     from tracer.timeline import groups
     from viz.exportgroups import drawn, survey
+    from viz.select import SelectionError, expand_steps
 
     try:
         plan = groups.plan_groups(file, groups.PART_EVENTS)
@@ -310,7 +312,11 @@ def _export_groups(file: str, flow: str | None, sel: Selection) -> Drawn | None:
     sv = survey(plan, sel.fold and flow is None)
     number = _flow_number(len(sv.flows), plan.trace.path, flow)
     _warn_cut_short(plan.trace)
-    return drawn(plan, sv, replace(sel, flow=number))
+    try:
+        steps = tuple(expand_steps(ranges, sv.steps))
+        return drawn(plan, sv, replace(sel, flow=number, steps=steps))
+    except SelectionError as exc:
+        _fail(f"{file}: {exc}", 2)
 
 
 def _export_pcapng(tl: Timeline, flow: int | None, output: str) -> None:
@@ -480,7 +486,7 @@ def export_cmd(file: str, fmt: str | None, output: str | None, flow: str | None,
     unattributed: int | None = None
     parted = None
     if _in_parts(fmt, flow, ranges, sel):
-        parted = _export_groups(file, flow, sel)
+        parted = _export_groups(file, flow, ranges, sel)
     if parted is not None:
         tl, view, unattributed = parted.timeline, parted.view, parted.unattributed
     else:

@@ -12,9 +12,9 @@ their objects to the whole trace's numbers and hands the renderers a
 Timeline of them (`Sparse`: looked up by the whole trace's numbers, its
 length the whole trace's count).
 
-Taken here: the default picture (all flows, folded and capped) and --flow N
-(with --max-packets, --no-fold); --packet, --from/--to and --max-packets
-across flows go through the whole timeline (the CLI decides, `handles`).
+Taken here: the default picture (all flows, folded and capped), --flow N
+(with --max-packets, --no-fold) and --packet; --from/--to and --max-packets
+across flows go through the whole timeline (kpath/cli_view.py decides).
 """
 
 from __future__ import annotations
@@ -156,11 +156,16 @@ def drawn(plan: GroupPlan, sv: Survey, sel: Selection) -> Drawn:
     """Pass 2: the view `sel` asks for (sel.flow, or all flows with neither
     --packet, --from/--to nor --max-packets), as select() makes it of the
     whole timeline."""
-    if sel.flow is not None:
-        fs = sv.flows[sel.flow - 1]
-        tl = _rebuild(plan, sv, {fs.part})
+    assert sel.start is None and sel.end is None
+    if sel.flow is not None or sel.steps:
+        # The view depends on that flow's or those steps' parts alone.
+        parts = {sv.flows[sel.flow - 1].part} if sel.flow is not None else set()
+        if sel.steps:
+            wanted = np.array(sel.steps, dtype=np.int64)
+            parts |= {p for p, ids in enumerate(sv.step_id) if np.isin(ids, wanted).any()}
+        tl = _rebuild(plan, sv, parts)
         return Drawn(tl, select(tl, sel), sv.unattributed)
-    assert not sel.steps and sel.start is None and sel.end is None and sel.max_steps is None
+    assert sel.max_steps is None
     total = sum(fs.steps for fs in sv.flows)
     n_events = sum(fs.events for fs in sv.flows)
     do_fold = sel.fold and (total > FOLD_THRESHOLD or n_events > FOLD_EVENTS)

@@ -32,7 +32,8 @@ from viz.stats_columnar import trace_stats_text
 # The renderers are imported by the commands that draw (below): `replay
 # --stats` of a large trace should not pay for loading them.
 if TYPE_CHECKING:
-    from viz.select import View
+    from viz.exportgroups import Drawn
+    from viz.select import Selection, View
 
 EXPORT_FORMATS = ("svg", "png", "pdf", "dot", "mermaid", "plantuml", "perfetto", "html",
                   "parquet", "pcapng")
@@ -45,6 +46,10 @@ FORMAT_OF_SUFFIX = {".svg": "svg", ".png": "png", ".pdf": "pdf", ".dot": "dot", 
                     ".plantuml": "plantuml", ".pu": "plantuml", ".json": "perfetto",
                     ".html": "html", ".htm": "html", ".parquet": "parquet",
                     ".pcapng": "pcapng"}
+# export rebuilds a trace of more than this many parts of groups
+# (tracer/timeline/groups.py PART_EVENTS) in parts (viz/exportgroups.py):
+# below, drawing it whole is quicker and small.
+PARTS_FROM = 4
 # --stats text is written in pieces of about this many characters.
 _ECHO_BYTES = 1 << 20
 
@@ -276,6 +281,44 @@ def _export_parquet(file: str, output: str) -> None:
     click.echo(f"kpath: wrote {output} (parquet: {rows} rows)", err=True)
 
 
+def _in_parts(fmt: str, flow: str | None, ranges: list[tuple[int, int]],
+              sel: Selection) -> bool:
+    """What viz/exportgroups.py draws: the default picture (not Perfetto's,
+    which has every event) and one flow's."""
+    if fmt == "pcapng" or sel.start is not None or sel.end is not None:
+        return False
+    return flow is not None or bool(ranges) or (fmt != "perfetto" and sel.max_steps is None)
+
+
+def _export_groups(file: str, flow: str | None, ranges: list[tuple[int, int]],
+                   sel: Selection) -> Drawn | None:
+    """The view of a big trace rebuilt in parts of independent groups of
+    events, only the parts drawn kept (viz/exportgroups.py); None: a trace
+    small enough, or one the groups cannot split, is drawn whole."""
+    from dataclasses import replace
+
+    from tracer.timeline import groups
+    from viz.exportgroups import drawn, survey
+    from viz.select import SelectionError, expand_steps
+
+    try:
+        plan = groups.plan_groups(file, groups.PART_EVENTS)
+    except TraceFormatError as exc:
+        _fail(str(exc))
+    if plan is None or plan.num_events <= PARTS_FROM * groups.PART_EVENTS:
+        return None
+    use_system_allocator()  # as --stats: mimalloc kept freed pages mapped
+    use_recorded_probes(probe_specs(plan.trace.header.probes))
+    sv = survey(plan, sel.fold and flow is None)
+    number = _flow_number(len(sv.flows), plan.trace.path, flow)
+    _warn_cut_short(plan.trace)
+    try:
+        steps = tuple(expand_steps(ranges, sv.steps))
+        return drawn(plan, sv, replace(sel, flow=number, steps=steps))
+    except SelectionError as exc:
+        _fail(f"{file}: {exc}", 2)
+
+
 def _export_pcapng(tl: Timeline, flow: int | None, output: str) -> None:
     from kpath import __version__
     from viz.pcapng import render_pcapng
@@ -440,20 +483,27 @@ def export_cmd(file: str, fmt: str | None, output: str | None, flow: str | None,
             cap=fmt != "perfetto")
     except SelectionError as exc:
         _fail(str(exc), 2)
-    tl = _load(file)
-    number = _flow_number(len(tl.flows), tl.trace.path, flow)
-    cut = cut_short_message(tl.trace)
-    if cut:
-        click.echo(f"kpath: warning: {cut}", err=True)
-    if fmt == "pcapng":  # every captured frame: no step selection, nothing folded
-        _export_pcapng(tl, number, output)
-        return
-    try:
-        steps = tuple(expand_steps(ranges, len(tl.steps)))
-        view = select(tl, Selection(flow=number, steps=steps, start=sel.start, end=sel.end,
-                                    max_steps=sel.max_steps, fold=sel.fold, cap=sel.cap))
-    except SelectionError as exc:
-        _fail(f"{file}: {exc}", 2)
+    unattributed: int | None = None
+    parted = None
+    if _in_parts(fmt, flow, ranges, sel):
+        parted = _export_groups(file, flow, ranges, sel)
+    if parted is not None:
+        tl, view, unattributed = parted.timeline, parted.view, parted.unattributed
+    else:
+        tl = _load(file)
+        number = _flow_number(len(tl.flows), tl.trace.path, flow)
+        cut = cut_short_message(tl.trace)
+        if cut:
+            click.echo(f"kpath: warning: {cut}", err=True)
+        if fmt == "pcapng":  # every captured frame: no step selection, nothing folded
+            _export_pcapng(tl, number, output)
+            return
+        try:
+            steps = tuple(expand_steps(ranges, len(tl.steps)))
+            view = select(tl, Selection(flow=number, steps=steps, start=sel.start, end=sel.end,
+                                        max_steps=sel.max_steps, fold=sel.fold, cap=sel.cap))
+        except SelectionError as exc:
+            _fail(f"{file}: {exc}", 2)
     for notice in view.notices:
         click.echo(f"kpath: {notice}", err=True)
     if fmt == "perfetto":
@@ -461,7 +511,7 @@ def export_cmd(file: str, fmt: str | None, output: str | None, flow: str | None,
         return
     what = ""
     try:
-        diagram = build_sequence(tl, view=view)
+        diagram = build_sequence(tl, view=view, unattributed=unattributed)
         what = f"{len(diagram.arrows)} arrows"
         if fmt == "mermaid":
             text, cut_note = render_mermaid_checked(diagram)

@@ -258,13 +258,17 @@ def select(timeline: Timeline, sel: Selection | None = None) -> View:
     arrows = sum(_drawn_events(st, window) for fv in view.flows for b in fv.blocks
                  for st in b.steps)
     if sel.cap and (drawn > MAX_STEPS or arrows > MAX_EVENTS):
-        cut = _cut_blocks(view, MAX_STEPS, MAX_EVENTS)
-        cap = f"{MAX_STEPS} steps / {MAX_EVENTS} events"
-        view.notices.append(f"the picture is capped at {cap}: left out {cut} step(s) "
-                            "(narrow it with --flow, --packet, --from/--to or --max-packets)")
-        view.cut_note = (f"{cut} more step(s) not drawn (cap of {cap}); use --flow, "
-                         "--packet, --from/--to or --max-packets")
+        capped(view, _cut_blocks(view, MAX_STEPS, MAX_EVENTS))
     return view
+
+
+def capped(view: View, cut: int) -> None:
+    """Notes that the picture was capped, leaving out `cut` steps."""
+    cap = f"{MAX_STEPS} steps / {MAX_EVENTS} events"
+    view.notices.append(f"the picture is capped at {cap}: left out {cut} step(s) "
+                        "(narrow it with --flow, --packet, --from/--to or --max-packets)")
+    view.cut_note = (f"{cut} more step(s) not drawn (cap of {cap}); use --flow, "
+                     "--packet, --from/--to or --max-packets")
 
 
 def _drawn_events(st: Step, window: tuple[int, int] | None) -> int:
@@ -278,6 +282,21 @@ def _single(st: Step) -> Block:
 
 
 def _fold(steps: list[Step], view: View) -> list[Block]:
+    blocks, folds, folded_steps = fold_blocks(steps)
+    if folds:
+        view.notices.append(fold_notice(steps[0].flow, len(steps), folds, folded_steps))
+    return blocks
+
+
+def fold_notice(flow: int | None, steps: int, folds: int, folded_steps: int) -> str:
+    return (f"flow {flow}: {steps} steps summarised: {folds} repeated block(s) folded "
+            f"(x count), {folded_steps} repetitions not drawn; --no-fold, --max-packets, "
+            "--packet or --from/--to show them")
+
+
+def fold_blocks(steps: list[Step]) -> tuple[list[Block], int, int]:
+    """A flow's steps folded: the blocks, how many are folded and how many
+    repetitions they leave out."""
     blocks: list[Block] = []
     folded_steps = 0
     folds = 0
@@ -292,13 +311,7 @@ def _fold(steps: list[Step], view: View) -> list[Block]:
                             end_ns=max(st.end_ns for st in part)))
         folds += 1
         folded_steps += len(part) - run.period
-    if folds:
-        fl = steps[0].flow
-        view.notices.append(
-            f"flow {fl}: {len(steps)} steps summarised: {folds} repeated block(s) folded "
-            f"(x count), {folded_steps} repetitions not drawn; --no-fold, --max-packets, "
-            "--packet or --from/--to show them")
-    return blocks
+    return blocks, folds, folded_steps
 
 
 def _cap(chosen: list[tuple[Flow, list[Step]]], limit: int

@@ -277,10 +277,12 @@ def probe_sources(probes: list[ProbeStatus]) -> dict[str, str]:
 
 
 def build_sequence(timeline: Timeline, flow: int | None = None,
-                   view: View | None = None) -> SequenceDiagram:
+                   view: View | None = None, unattributed: int | None = None
+                   ) -> SequenceDiagram:
     """The diagram for a view (default: one flow, 1-based number, or all
     flows, everything: no folding, no cap), each flow introduced by a note. Raises KeyError for an
-    unknown flow."""
+    unknown flow. `unattributed`: the whole trace's events of no flow, when
+    the timeline holds only some parts of it (viz/exportgroups.py)."""
     if view is None:
         if flow is not None:
             timeline.flow(flow)  # KeyError for an unknown flow
@@ -302,7 +304,8 @@ def build_sequence(timeline: Timeline, flow: int | None = None,
         builder.rows.append(Note("no TCP flow in this trace", "info"))
     elif not view.flows:
         builder.rows.append(Note("nothing selected: no step of a flow in this selection", "info"))
-    unattributed = sum(len(st.events) for g in timeline.unattributed for st in g.steps)
+    if unattributed is None:
+        unattributed = sum(len(st.events) for g in timeline.unattributed for st in g.steps)
     if view.selection.flow is None and unattributed:
         builder.rows.append(Note(f"{unattributed} event(s) without a flow not drawn "
                                  "(kpath replay lists them)", "info"))

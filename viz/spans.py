@@ -37,10 +37,14 @@ def call_ends(timeline: Timeline) -> dict[int, int]:
     ends: dict[int, int] = {}
     last: dict[tuple[int, int, str, str | None], TEvent] = {}
     steps = timeline.steps
+    # Some parts of a trace (viz/exportgroups.py): an event of another part
+    # may run between two of a context's events here.
+    following = timeline.context_next
     for te in timeline.events:
         ck = context_key(te.ev)
         prev = last.get(ck)
         if (prev is not None and not prev.is_return and prev.pair is None
+                and (following is None or following.get(prev.index) == te.index)
                 and related(steps[prev.step], steps[te.step])):
             ends[prev.index] = te.index
         last[ck] = te

@@ -29,7 +29,7 @@ batch by batch).
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Container, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,6 +59,7 @@ V1_WHOLE_BYTES = 256 << 20
 class Part:
     index: np.ndarray  # per event of the timeline, its index in the whole trace
     timeline: Timeline  # numbered from 0 / 1 within the part
+    number: int = 0  # the parts' order of completion (GroupPlan.parts(only=...))
 
 
 class GroupPlan(TraceClock):
@@ -82,8 +83,8 @@ class GroupPlan(TraceClock):
             self._rank[order] = np.arange(len(order))
             del order
         root, last = links.groups()
-        self._nodes = links.nodes
-        node_of = np.concatenate(list(links.nodes)) if links.nodes else np.zeros(0, np.int32)
+        self._nodes = list(links.nodes)  # kept: parts() may be read again (viz/exportgroups.py)
+        node_of = np.concatenate(self._nodes) if self._nodes else np.zeros(0, np.int32)
         self.largest = int(np.bincount(root[node_of]).max()) if len(node_of) else 0
         del node_of
         self._root, self._last = root, last
@@ -91,16 +92,19 @@ class GroupPlan(TraceClock):
         # A version 1 file's version 2 copy, deleted with the plan.
         self.scratch: tempfile.TemporaryDirectory[str] | None = None
 
-    def parts(self) -> Iterator[Part]:
-        """The timelines of the parts, in the order their groups complete
-        (read once)."""
+    def parts(self, only: Container[int] | None = None) -> Iterator[Part]:
+        """The timelines of the parts, in the order their groups complete;
+        `only`: just the parts of these numbers (Part.number: the same parts
+        each time), the others are cut out but not rebuilt."""
         held: list[tuple[int, pa.RecordBatch, np.ndarray, np.ndarray]] = []
         at = count = 0
+        self.parts_made = 0
+        nodes = iter(self._nodes)
         for batch in self._batches():
             n = batch.num_rows
             if not n:
                 continue
-            last = self._last[self._root[self._nodes.popleft()]]
+            last = self._last[self._root[next(nodes)]]
             for s in range(0, n, self._slice):
                 piece_last = last[s:s + self._slice]
                 size = len(piece_last)
@@ -108,15 +112,46 @@ class GroupPlan(TraceClock):
                              np.arange(at + s, at + s + size, dtype=np.int64), piece_last))
                 count += size
                 if count >= self._target:
-                    yield from self._part(held, at + s + size)
+                    yield from self._part(held, at + s + size, only)
                     count = 0
             at += n
         if at != self.num_events:
             raise RuntimeError(f"{self.trace.path}: read {at} events, then {self.num_events}")
-        yield from self._part(held, at + 1)
+        yield from self._part(held, at + 1, only)
+
+    def context_next(self, events: np.ndarray) -> dict[int, int]:
+        """For these events (indices in the whole trace): the index of the
+        next event of the same execution context (context_key) in the whole
+        trace, where there is one. Reads the trace's context columns again."""
+        cols = ("source", "tid", "ctx", "softirq")
+        table = pa.Table.from_batches([b.select(cols) for b in self._batches()],
+                                      schema=pa.schema([EVENT_SCHEMA.field(c) for c in cols]))
+        table = table.unify_dictionaries()
+
+        key = np.zeros(table.num_rows, dtype=np.int64)
+        for name, shift in (("source", 48), ("tid", 16), ("ctx", 8), ("softirq", 0)):
+            col = table.column(name)
+            if pa.types.is_dictionary(col.type):  # codes, + 1: null is -1
+                col = pa.chunked_array([c.indices for c in col.chunks], col.type.index_type)
+                key |= (col.fill_null(-1).to_numpy().astype(np.int64) + 1) << shift
+            else:
+                key |= col.to_numpy().astype(np.int64) << shift
+        del table
+        if self._rank is not None:
+            in_order = np.empty_like(key)
+            in_order[self._rank] = key
+            key = in_order
+        order = np.argsort(key, kind="stable")  # by context, then time order
+        same = key[order[1:]] == key[order[:-1]]
+        following = np.full(len(key), -1, dtype=np.int64)
+        following[order[:-1][same]] = order[1:][same]
+        del key, order, same
+        nxt = following[events]
+        return {int(i): int(j) for i, j in zip(events.tolist(), nxt.tolist(), strict=True)
+                if j >= 0}
 
     def _part(self, held: list[tuple[int, pa.RecordBatch, np.ndarray, np.ndarray]],
-              read: int) -> Iterator[Part]:
+              read: int, only: Container[int] | None) -> Iterator[Part]:
         """The part of the held events whose groups end before `read`; the
         rest stay held (in file order)."""
         ready: list[pa.RecordBatch] = []
@@ -139,6 +174,10 @@ class GroupPlan(TraceClock):
         held[:] = rest
         if not ready:
             return
+        number = self.parts_made
+        self.parts_made += 1
+        if only is not None and number not in only:
+            return
         table = pa.Table.from_batches(ready, schema=EVENT_SCHEMA)
         pos = np.concatenate(ready_pos)
         del ready, ready_pos
@@ -154,8 +193,7 @@ class GroupPlan(TraceClock):
         tr = self.trace
         window = Trace.from_table(tr.header, table, [], tr.trailer, tr.path, tr.cut_short)
         index = pos if self._rank is None else self._rank[pos]
-        self.parts_made += 1
-        yield Part(index, build_window(window, self.start_ns, tr.lost, self.later_stamp))
+        yield Part(index, build_window(window, self.start_ns, tr.lost, self.later_stamp), number)
 
 
 def plan_groups(path: str, target: int = PART_EVENTS,

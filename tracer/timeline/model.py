@@ -7,6 +7,7 @@ types are in docs/correlation.md.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -382,6 +383,10 @@ class Timeline:
     flows: list[Flow]
     unattributed: list[ThreadGroup]
     gaps: list[LostGap]
+    # Only some parts of a trace (viz/exportgroups.py): event index -> the
+    # index of the next event of its context in the whole trace (viz/spans.py).
+    context_next: Mapping[int, int] | None = None
+
     @property
     def duration_ns(self) -> int:
         recorded = recorded_duration(self.trace)

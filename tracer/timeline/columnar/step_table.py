@@ -18,6 +18,7 @@ Only E and the lead-ins, a few percent of a trace, are walked in Python.
 from __future__ import annotations
 
 import bisect
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -770,13 +771,41 @@ def _messages(c: EventColumns, r: EventRules, pt: ProbeTable, ft: FlowTable,
     # nbytes: the syscall's return (a lone return is its own message).
     sys_ret = (place[members] == PLACE_A) & c.is_return[members]
     ret_ev = first_member(sys_ret)
-    nbytes_known = (ret_ev >= 0) & c.has_ret[np.maximum(ret_ev, 0)]
-    count = np.where(nbytes_known, c.ret[np.maximum(ret_ev, 0)], 0)
-    # else a byte-counting call's return inside it
+    at_ret = np.maximum(ret_ev, 0)
+    nbytes_known = (ret_ev >= 0) & c.has_ret[at_ret]
+    ret = np.where(nbytes_known, c.ret[at_ret], 0)
+    # else the byte-counting calls' returns inside it (byte_ranges.inner_bytes)
+    inner_count, has_inner = _inner_bytes(c, r, pt, members, mrow, nm, first_member)
+    count = np.where(nbytes_known, ret, inner_count)
+    has_count = nbytes_known | has_inner
+    # A syscall whose return is no byte count (sendmmsg: messages, io_uring:
+    # 0) moved the bytes of the calls inside it, unless it failed with none
+    # moved (steps._syscall_event); a lone return of one counts nothing.
+    # (Without its return, one counts the calls inside as any syscall.)
+    counting = pt.ret_count[probe] & (ret_ev >= 0)
+    closed = ret_ev != keys
+    by_inner = closed & ((ret >= 0) | (has_inner & (inner_count > 0)))
+    count = np.where(counting & by_inner, inner_count, count)
+    has_count = np.where(counting, np.where(by_inner, has_inner, closed & nbytes_known),
+                         has_count)
+    return MessageTable(key=keys, step=step_of_key[keys], flow=flow, side=side, send=send,
+                        count=count, has_count=has_count, of_event=of_event)
+
+
+def _inner_bytes(c: EventColumns, r: EventRules, pt: ProbeTable, members: np.ndarray,
+                 mrow: np.ndarray, nm: int, first_member: Callable[[np.ndarray], np.ndarray]
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """byte_ranges.inner_bytes per message row: the sum of the positive byte
+    counts its calls returned, else the first such return (0 or -errno);
+    and whether any returned."""
     inner = (c.is_return[members] & c.has_ret[members] & pt.ret_value[c.probe[members]]
              & (r.layer[members] != SYSCALL))
     in_ev = first_member(inner)
-    use_inner = ~nbytes_known & (in_ev >= 0)
-    count = np.where(use_inner, c.ret[np.maximum(in_ev, 0)], count)
-    return MessageTable(key=keys, step=step_of_key[keys], flow=flow, side=side, send=send,
-                        count=count, has_count=nbytes_known | use_inner, of_event=of_event)
+    has = in_ev >= 0
+    first = np.where(has, c.ret[np.maximum(in_ev, 0)], 0)
+    ret = c.ret[members]
+    moved = inner & (ret > 0)
+    total = np.zeros(nm, dtype=np.int64)
+    np.add.at(total, mrow[moved], ret[moved])
+    some = np.bincount(mrow[moved], minlength=nm)[:nm] > 0
+    return np.where(some, total, first), has

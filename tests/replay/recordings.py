@@ -34,3 +34,18 @@ def recorded_selection(trace: Trace) -> tuple[str, list[ProbeSpec]]:
     kept): a profile since grown or renamed still covers every recorded probe."""
     _, specs = select(",".join(p.name for p in trace.header.probes))
     return trace.header.profile, specs
+
+
+def overlapping_v2(recording: Path, tmp_path: Path, max_copies: int, max_events: int) -> Path:
+    """A busy host: 3..max_copies copies of the recording in flight at once
+    (bench.synth --overlap 8, about max_events events), as a version 2 file."""
+    from bench.synth import write_synthetic
+    from tracer.tracefile import read_trace
+    from tracer.tracefile.convert import convert
+
+    copies = max(3, min(max_copies, max_events // read_trace(recording).num_events))
+    out = tmp_path / "overlap.kpath"
+    write_synthetic(recording, out, copies, overlap=8)
+    v2 = tmp_path / "overlap_v2.kpath"
+    convert(out, v2)
+    return v2

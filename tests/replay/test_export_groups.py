@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from bench.synth import write_synthetic
 from kpath import cli_view
 from kpath.cli_view import export_cmd
-from tests.replay.recordings import DATA, RECORDINGS, needs_recordings
+from tests.replay.recordings import DATA, RECORDINGS, needs_recordings, overlapping_v2
 from tracer.timeline import groups
 from tracer.tracefile import read_trace
 from tracer.tracefile.convert import convert
@@ -102,12 +102,7 @@ def test_export_in_parts_equals_whole_overlapping_copies(
         name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # A busy host (bench.synth --overlap 8) as a version 2 file: the picture
     # is folded and capped, and draws only some of the parts.
-    recording = DATA / f"{name}.kpath"
-    copies = max(3, min(8, 8_000 // read_trace(recording).num_events))
-    out = tmp_path / "overlap.kpath"
-    write_synthetic(recording, out, copies, overlap=8)
-    v2 = tmp_path / "overlap_v2.kpath"
-    convert(out, v2)
+    v2 = overlapping_v2(DATA / f"{name}.kpath", tmp_path, 8, 8_000)
     target = max(200, read_trace(v2).num_events // 8)
     plan = groups.plan_groups(str(v2), target)
     assert plan is not None

@@ -18,7 +18,7 @@ from click.testing import CliRunner
 
 from bench.synth import write_synthetic
 from kpath.cli_view import replay_cmd
-from tests.replay.recordings import DATA, RECORDINGS, needs_recordings
+from tests.replay.recordings import DATA, RECORDINGS, needs_recordings, overlapping_v2
 from tracer.timeline import Timeline, build_timeline, use_recorded_probes
 from tracer.timeline.groups import plan_groups
 from tracer.timeline.windows import Plan
@@ -118,11 +118,7 @@ def test_grouped_equals_whole_document_overlapping_copies(name: str, tmp_path: P
     # --overlap 8), as a version 2 file: no time window, but parts.
     # Copies enough to overlap, few enough to stay fast (~20 k events).
     recording = DATA / f"{name}.kpath"
-    copies = max(3, min(10, 20_000 // read_trace(recording).num_events))
-    out = tmp_path / "overlap.kpath"
-    write_synthetic(recording, out, copies, overlap=8)
-    v2 = tmp_path / "overlap_v2.kpath"
-    convert(out, v2)
+    v2 = overlapping_v2(recording, tmp_path, 10, 20_000)
     whole = render_json(_timeline(v2))
     for target in (1, 2000):
         text, parts = _grouped(v2, target)

@@ -15,6 +15,8 @@ from collections.abc import Callable
 START = "KPATH-VM-START"
 END = "KPATH-VM-END"
 NOTICE_PREFIX = "kpath-vm:"
+# The guest kernel's watchdog repeats this every ~28 s while a CPU is stuck.
+SOFT_LOCKUP = re.compile(r"soft lockup - CPU#\d+ stuck for (\d+)s!")
 
 
 class ConsoleFilter:
@@ -33,6 +35,7 @@ class ConsoleFilter:
         self.started = False
         self.ended = False
         self.exit_code: int | None = None
+        self.lockup_s = 0  # the longest soft lockup the guest kernel reported
 
     def feed(self, data: bytes) -> None:
         self._pending += data
@@ -53,6 +56,9 @@ class ConsoleFilter:
             self._shown_partial = text
 
     def _line(self, line: str) -> None:
+        lockup = SOFT_LOCKUP.search(line)
+        if lockup is not None:
+            self.lockup_s = max(self.lockup_s, int(lockup.group(1)))
         if not self.started:
             if self._start.search(line):
                 self.started = True

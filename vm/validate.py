@@ -112,8 +112,9 @@ def validate(
         out_abs, rel = shared_out(out, share)
         command = guest_command(scenarios, rel, backend)
         code = run_in_vm(
+            # Each scenario removes its old trace first: the run can start over.
             RunOptions(command=command, share=share, timeout=timeout, cache=cache,
-                       kernel=kernel),
+                       kernel=kernel, hang_retries=1),
             progress,
         )
         if code != 0:

@@ -7,6 +7,7 @@ whole host side (streaming, markers, exit-code file, QEMU teardown) runs.
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -42,6 +43,20 @@ out.write(open(f"{{share}}/.kpath-vm/{{run_id}}/cmd").read().splitlines()[-1] + 
 out.flush()
 if mode == "hang":
     time.sleep(60)
+if mode.startswith("lockup"):
+    # As a hung 6.1 guest printed them (console log of 2026-12-02): every
+    # ~28 s, each CPU; hung always ("lockup") or in the first run only.
+    runs = f"{{share}}/runs"
+    n = int(open(runs).read()) + 1 if os.path.exists(runs) else 1
+    open(runs, "w").write(str(n))
+    if mode == "lockup" or n == 1:
+        for cpu, task, s in [(1, "swapper/1:0", 22), (0, "kpath:208", 26), (1, "swapper/1:0", 49),
+                             (0, "kpath:208", 52), (1, "swapper/1:0", 75), (0, "kpath:208", 78),
+                             (1, "swapper/1:0", 101)]:
+            out.write(f"[  156.708458] watchdog: BUG: soft lockup - CPU#{{cpu}} stuck for "
+                      f"{{s}}s! [{{task}}]\\r\\n")
+            out.flush()
+        time.sleep(60)
 open(f"{{share}}/.kpath-vm/{{run_id}}/exit-code", "w").write("7\\n")
 out.write(f"KPATH-VM-END {{run_id}} rc=7\\r\\n[   17.0] sysrq: Power Off\\r\\n")
 """
@@ -61,8 +76,9 @@ def fake(tmp_path: Path) -> QemuConfig:
     )
 
 
-def _boot(cfg: QemuConfig, timeout: float = 30) -> int:
-    opts = RunOptions(command=("echo", "hi there"), share=cfg.share, timeout=timeout)
+def _boot(cfg: QemuConfig, timeout: float = 30, hang_retries: int = 0) -> int:
+    opts = RunOptions(command=("echo", "hi there"), share=cfg.share, timeout=timeout,
+                      hang_retries=hang_retries)
     log = cfg.share.parent / "console.log"
     return runner._boot(cfg, opts, cfg.share / ".kpath-vm" / "r1", log, Progress())
 
@@ -111,6 +127,29 @@ def test_a_boot_that_hangs_before_init_is_retried_once(
     err = capsys.readouterr().err
     assert err.count("boot hang") == 2 and "booting again" in err.splitlines()[0]
     assert (fake.share / "boots").read_text() == "2"
+
+
+def test_a_guest_kernel_hang_stops_qemu_and_is_retried_when_asked(
+    fake: QemuConfig, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("FAKE_QEMU_MODE", "lockup")
+    started = time.monotonic()
+    assert _boot(fake) == EXIT_VM_FAILED  # not the 30 s timeout: the hang is seen
+    assert time.monotonic() - started < 20
+    err = capsys.readouterr().err
+    assert "guest kernel hung (a CPU in a soft lockup for 90+ s), QEMU killed;" in err
+    assert "booting again" not in err and (fake.share / "runs").read_text() == "1"
+
+    (fake.share / "runs").unlink()
+    monkeypatch.setenv("FAKE_QEMU_MODE", "lockup-once")
+    assert _boot(fake, hang_retries=1) == 7
+    assert "QEMU killed; booting again to run the command anew" in capsys.readouterr().err
+    assert (fake.share / "runs").read_text() == "2"
+
+    (fake.share / "runs").unlink()
+    monkeypatch.setenv("FAKE_QEMU_MODE", "lockup")
+    assert _boot(fake, hang_retries=1) == EXIT_VM_FAILED
+    assert capsys.readouterr().err.count("guest kernel hung") == 2
 
 
 def test_run_dir_is_removed(tmp_path: Path) -> None:

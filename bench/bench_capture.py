@@ -126,15 +126,59 @@ def workload_main(args: argparse.Namespace) -> None:
         # milliseconds and swings from run to run, which would drown what
         # tracing costs. The tracer runs wherever the scheduler puts it.
         os.sched_setaffinity(0, {args.pin})
+    # The BPF programs' run counters around the workload (--prog-stats: the
+    # tracer, our parent, has attached them by now and detaches after).
+    before = _prog_counters() if os.environ.get(PROG_STATS_ENV) else None
+    tracer_cpu = _cpu_seconds(os.getppid()) if before is not None else 0.0
     if args.workload == "bulk":
         seconds = bulk(args.size, args.streams, args.port)
-        out = {"s": seconds, "bytes": args.size * args.streams}
+        out: dict[str, Any] = {"s": seconds, "bytes": args.size * args.streams}
     elif args.workload == "fileio":
         out = {"s": fileio(args.count, args.size), "calls": 2 * args.count}
     else:
         seconds = rr(args.count, args.size, args.port)
         out = {"s": seconds, "round_trips": args.count}
+    if before is not None:
+        # The tracer (our parent: kpath trace) reads the ring on the other
+        # vCPU meanwhile; under TCG its CPU time is host time the workload's
+        # vCPU may not get.
+        out["tracer_cpu_s"] = _cpu_seconds(os.getppid()) - tracer_cpu
+        after = _prog_counters()
+        out["progs"] = {name: [cnt - before.get(name, (0, 0))[0], ns - before.get(name, (0, 0))[1]]
+                        for name, (cnt, ns) in after.items()
+                        if cnt != before.get(name, (0, 0))[0]}
     print(json.dumps(out), flush=True)
+
+
+PROG_STATS_ENV = "KPATH_BENCH_PROG_STATS"
+BPF_STATS = Path("/proc/sys/kernel/bpf_stats_enabled")
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _prog_counters() -> dict[str, tuple[int, int]]:
+    """(runs, ns) per loaded BPF program name, summed over same-named ones."""
+    _import_tracer()
+    from tracer.capture.libbpf import prog_stats
+
+    out: dict[str, tuple[int, int]] = {}
+    for p in prog_stats():
+        cnt, ns = out.get(p.name, (0, 0))
+        out[p.name] = (cnt + p.run_cnt, ns + p.run_time_ns)
+    return out
+
+
+def _import_tracer() -> None:
+    if not os.path.exists("/usr/local/bin/kpath"):
+        # On a host, this checkout's sources (in the VM: the installed copy,
+        # not the share's over 9p).
+        root = str(Path(__file__).resolve().parent.parent)
+        if root not in sys.path:
+            sys.path.insert(0, root)
 
 
 # -- one measured run ------------------------------------------------------
@@ -147,7 +191,10 @@ def _kpath() -> list[str]:
 
 
 def run_once(workload: list[str], traced: bool, workdir: Path,
-             extra: list[str], env: dict[str, str] | None = None) -> dict[str, Any]:
+             extra: list[str], env: dict[str, str] | None = None,
+             keep: bool = False) -> dict[str, Any]:
+    """One run of the workload, traced or not; with `keep`, the trace stays
+    (workdir/bench.kpath) for the caller to read."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--workload", *workload]
     if traced:
         out = workdir / "bench.kpath"
@@ -169,7 +216,8 @@ def run_once(workload: list[str], traced: bool, workdir: Path,
         got["lost_from"] = "; ".join(f"{n} {who}" for n, who in LOST_FROM.findall(res.stderr))
         a = ATTACHED.search(res.stderr)
         got["attach_s"] = float(a.group(1)) if a else float("nan")
-        (workdir / "bench.kpath").unlink(missing_ok=True)
+        if not keep:
+            (workdir / "bench.kpath").unlink(missing_ok=True)
     return got
 
 
@@ -219,23 +267,27 @@ class Series:
     """One clocksource's runs of a workload (rates per run)."""
     plain: list[float] = field(default_factory=list)
     traced: list[float] = field(default_factory=list)
-    other: list[float] = field(default_factory=list)  # the B of an A/B
     attach: list[float] = field(default_factory=list)  # "attached N probes in X s"
-    attach_b: list[float] = field(default_factory=list)
+    # The B runs of an A/B, per B (one per --ab-object, or the one setting).
+    other: dict[str, list[float]] = field(default_factory=dict)
+    attach_b: dict[str, list[float]] = field(default_factory=dict)
+    lost_b: dict[str, list[float]] = field(default_factory=dict)
 
 
 def compare(kind: str, workload: list[str], runs: int, workdir: Path,
             extra: list[str], ab: dict[str, str] | None = None,
-            ab_args: list[str] | None = None, ab_object: Path | None = None,
+            ab_args: list[str] | None = None, ab_objects: list[Path] | None = None,
             clocksources: list[str] | None = None) -> None:
     """Untraced and traced runs alternately; with `ab` (environment
-    variables), `ab_args` (more `kpath trace` options) or `ab_object` (another
-    CO-RE object), a third traced run each time with them (an A/B of a
-    setting). With `clocksources`, each round runs once per clocksource
-    (interleaved), each with its own medians."""
+    variables), `ab_args` (more `kpath trace` options) or `ab_objects` (other
+    CO-RE objects, each in turn), more traced runs each time with them (an
+    A/B of a setting). With `clocksources`, each round runs once per
+    clocksource (interleaved), each with its own medians."""
     unit = {"bulk": "MiB/s", "rr": "round trips/s", "fileio": "calls/s"}[kind]
-    has_b = bool(ab or ab_args or ab_object)
-    b_name = _ab_name(ab, ab_args) + (f" object {ab_object.name}" if ab_object else "")
+    setting = _ab_name(ab, ab_args)
+    bs: list[tuple[str, Path | None]] = (
+        [(f"{setting} object {o.name}".strip(), o) for o in ab_objects] if ab_objects
+        else [(setting, None)] if (ab or ab_args) else [])
     sources = clocksources or [""]
     series = {cs: Series() for cs in sources}
     print(f"\n## {kind}: {' '.join(workload)} ({unit}; traced runs: events kept, lost)")
@@ -251,15 +303,16 @@ def compare(kind: str, workload: list[str], runs: int, workdir: Path,
             s.attach.append(t["attach_s"])
             line = (f"run {i + 1}{' ' + cs if cs else ''}: untraced {s.plain[-1]:9.1f}   "
                     f"traced {s.traced[-1]:9.1f}   events {int(t['events']):7d}   lost {_lost(t)}")
-            if has_b:
-                if ab_object:
-                    with SwappedObject(ab_object):
+            for b_name, obj in bs:
+                if obj is not None:
+                    with SwappedObject(obj):
                         b = run_once(workload, True, workdir, [*extra, *(ab_args or [])], ab)
                 else:
                     b = run_once(workload, True, workdir, [*extra, *(ab_args or [])], ab)
-                s.other.append(_rate(kind, b))
-                s.attach_b.append(b["attach_s"])
-                line += (f"   | {b_name}: traced {s.other[-1]:9.1f}   "
+                s.other.setdefault(b_name, []).append(_rate(kind, b))
+                s.attach_b.setdefault(b_name, []).append(b["attach_s"])
+                s.lost_b.setdefault(b_name, []).append(b["lost"])
+                line += (f"   | {b_name}: traced {s.other[b_name][-1]:9.1f}   "
                          f"events {int(b['events']):7d}   lost {_lost(b)}")
             print(line, flush=True)
     for cs, s in series.items():
@@ -267,11 +320,83 @@ def compare(kind: str, workload: list[str], runs: int, workdir: Path,
         print(f"median{' ' + cs if cs else ''}: untraced {mu:.1f}, traced {mt:.1f} {unit}; "
               f"traced/untraced {mt / mu:.2f}; "
               f"probes attached in {statistics.median(s.attach):.2f} s")
-        if has_b:
-            mb = statistics.median(s.other)
+        for b_name, rates in s.other.items():
+            mb = statistics.median(rates)
             print(f"median{' ' + cs if cs else ''} with {b_name}: traced {mb:.1f} "
                   f"{unit}; traced/untraced {mb / mu:.2f}; B/A traced {mb / mt:.2f}; "
-                  f"probes attached in {statistics.median(s.attach_b):.2f} s")
+                  f"probes attached in {statistics.median(s.attach_b[b_name]):.2f} s; "
+                  f"lost {', '.join(str(int(n)) for n in s.lost_b[b_name])}")
+
+
+def _probe_counts(path: Path) -> dict[tuple[str, str], int]:
+    """Events per (probe, kind) in a trace."""
+    _import_tracer()
+    import pyarrow.compute as pc
+
+    from tracer.tracefile.scan import scan_trace
+
+    counts: dict[tuple[str, str], int] = {}
+    with scan_trace(path) as scan:
+        for batch in scan:
+            if not batch.num_rows:
+                continue
+            pairs = pc.binary_join_element_wise(
+                batch.column("probe").cast("string"), batch.column("kind").cast("string"), " ")
+            for row in pc.value_counts(pairs).to_pylist():
+                probe, kind = row["values"].split(" ")
+                counts[probe, kind] = counts.get((probe, kind), 0) + row["counts"]
+    return counts
+
+
+def prog_cost(runs: int, workdir: Path, extra: list[str], workload: list[str]) -> None:
+    """Where the traced run's time goes: with kernel.bpf_stats_enabled=1,
+    each BPF program's runs and run time during the workload (the kernel's
+    counters; they leave out the kprobe and kretprobe machinery around a
+    program), next to an untraced run, and the events per probe per MiB."""
+    print(f"\n## cost per BPF program: {' '.join(workload)}, {runs} traced run(s) with "
+          "kernel.bpf_stats_enabled=1 (counters cost a little time themselves)")
+    saved = BPF_STATS.read_text().strip()
+    BPF_STATS.write_text("1")
+    progs: dict[str, list[int]] = {}
+    events: dict[tuple[str, str], int] = {}
+    plain_s = traced_s = tracer_cpu = 0.0
+    mib = 0.0
+    try:
+        for _ in range(runs):
+            plain_s += run_once(workload, False, workdir, extra)["s"]
+            t = run_once(workload, True, workdir, extra, {PROG_STATS_ENV: "1"}, keep=True)
+            traced_s += t["s"]
+            tracer_cpu += t["tracer_cpu_s"]
+            mib += t["bytes"] / MiB
+            for name, (cnt, ns) in t["progs"].items():
+                acc = progs.setdefault(name, [0, 0])
+                acc[0] += cnt
+                acc[1] += ns
+            for key, n in _probe_counts(workdir / "bench.kpath").items():
+                events[key] = events.get(key, 0) + n
+            (workdir / "bench.kpath").unlink(missing_ok=True)
+    finally:
+        BPF_STATS.write_text(saved)
+    added = traced_s - plain_s
+    total_ns = sum(ns for _, ns in progs.values())
+    print(f"workload: untraced {plain_s / runs:.2f} s, traced {traced_s / runs:.2f} s per run "
+          f"(tracing adds {added / runs:.2f} s); BPF programs ran {total_ns / 1e9 / runs:.2f} s "
+          f"per run ({100 * total_ns / 1e9 / added if added > 0 else float('nan'):.0f} % of "
+          "what tracing adds); the tracer process used "
+          f"{tracer_cpu / runs:.2f} s of CPU meanwhile")
+    print("| program | runs/MiB | ns/run | ms/MiB | share of BPF time |")
+    print("|---|---|---|---|---|")
+    for name, (cnt, ns) in sorted(progs.items(), key=lambda kv: -kv[1][1]):
+        print(f"| {name} | {cnt / mib:,.1f} | {ns / max(cnt, 1):,.0f} | {ns / 1e6 / mib:.2f} | "
+              f"{100 * ns / max(total_ns, 1):.1f} % |")
+    print(f"| all | {sum(c for c, _ in progs.values()) / mib:,.1f} | "
+          f"{total_ns / max(sum(c for c, _ in progs.values()), 1):,.0f} | "
+          f"{total_ns / 1e6 / mib:.2f} | 100 % |")
+    print("\n| probe | kind | events/MiB |")
+    print("|---|---|---|")
+    for (probe, kind), n in sorted(events.items(), key=lambda kv: -kv[1]):
+        print(f"| {probe} | {kind} | {n / mib:,.1f} |")
+    print(f"| all | | {sum(events.values()) / mib:,.1f} |", flush=True)
 
 
 def _ab_name(ab: dict[str, str] | None, ab_args: list[str] | None) -> str:
@@ -301,10 +426,7 @@ def drain_bench(records: int) -> None:
     the span, write it with the trace writer."""
     import numpy as np
 
-    if not os.path.exists("/usr/local/bin/kpath"):
-        # On a host, this checkout's sources (in the VM: the installed copy,
-        # not the share's over 9p).
-        sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    _import_tracer()
     from tracer.capture.record import RAW_DTYPE, RAW_EVENT_SIZE, ProbeTable, decode_records
     from tracer.capture.ringbuf import record_stride, scan
 
@@ -403,12 +525,16 @@ def main() -> None:
     ap.add_argument("--ab-arg", action="append", default=[], metavar="OPTION",
                     help="also trace each run with this extra `kpath trace` option (A/B; "
                     "e.g. --ab-arg=--attach-mode=kprobe)")
-    ap.add_argument("--ab-object", type=Path, default=None, metavar="FILE",
+    ap.add_argument("--ab-object", type=Path, action="append", default=[], metavar="FILE",
                     help="also trace each run with this CO-RE object in place of the "
-                    "installed one (A/B of BPF program bodies; root)")
+                    "installed one (A/B of BPF program bodies; root; repeat: one run "
+                    "per object)")
     ap.add_argument("--clocksource", action="append", default=[], metavar="NAME",
                     help="run each round once per clocksource named (repeat; switched "
                     "through sysfs, root): e.g. --clocksource hpet --clocksource tsc")
+    ap.add_argument("--prog-stats", type=int, default=0, metavar="RUNS",
+                    help="then RUNS traced bulk transfers with kernel.bpf_stats_enabled=1: "
+                    "run time per BPF program and events per probe, per MiB (root)")
     ap.add_argument("--only", default="bulk,rr,fileio",
                     help="workloads to run, comma-separated (default: bulk,rr,fileio)")
     ap.add_argument("--workload", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
@@ -433,8 +559,9 @@ def main() -> None:
                *([] if args.pin else ["--no-pin"]),
                *(f"--trace-arg={a}" for a in args.trace_arg),
                *(f"--ab={a}" for a in args.ab), *(f"--ab-arg={a}" for a in args.ab_arg),
-               *([f"--ab-object={args.ab_object}"] if args.ab_object else []),
-               *(f"--clocksource={c}" for c in args.clocksource), f"--only={args.only}"]
+               *(f"--ab-object={o}" for o in args.ab_object),
+               *(f"--clocksource={c}" for c in args.clocksource), f"--only={args.only}",
+               f"--prog-stats={args.prog_stats}"]
         raise SystemExit(subprocess.run(cmd, check=False).returncode)
     print(f"# kpath capture bench on {os.uname().release}, {os.cpu_count()} CPUs; "
           f"trace options: {' '.join(args.trace_arg) or '(defaults)'}", flush=True)
@@ -454,6 +581,8 @@ def main() -> None:
             if kind in only:
                 compare(kind, workload, args.runs, work, args.trace_arg, ab, args.ab_arg,
                         args.ab_object, args.clocksource)
+        if args.prog_stats:
+            prog_cost(args.prog_stats, work, args.trace_arg, workloads["bulk"])
         if args.sweep:
             sweep(args.sweep, BULK_SIZE, work, args.trace_arg)
 

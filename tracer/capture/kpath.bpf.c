@@ -272,14 +272,41 @@ static __always_inline void event_init(struct kp_event *e, u64 probe, u8 kind) {
     }
 }
 
-// Flow from a socket (or request sock): local endpoint as source.
+// ---- several fields with one probe read ----
+//
+// In a kprobe every BPF_CORE_READ is a helper call (a copy with page faults
+// off), and the programs' own run time goes mostly to them (bench_capture
+// --prog-stats). Fields that lie close together in one struct are read as
+// one span: `buf` holds the bytes from the offset of `first`, and SPAN_GET
+// takes a field from it at its offset minus first's (CO-RE offsets, as the
+// running kernel has them: the verifier sees constants). A field that lies
+// outside the span on some kernel is read on its own there.
+#define CORE_OFF(type, field) ((u32)bpf_core_field_offset(type, field))
+#define SPAN_READ(buf, p, type, first)                                                 \
+    bpf_probe_read_kernel(buf, sizeof(buf), (u8 *)(p) + CORE_OFF(type, first))
+#define SPAN_GET(dst, buf, p, type, first, field)                                      \
+    do {                                                                               \
+        u32 _o = CORE_OFF(type, field), _b = CORE_OFF(type, first);                     \
+        if (_o >= _b && _o - _b + sizeof(dst) <= sizeof(buf))                          \
+            __builtin_memcpy(&(dst), (buf) + (_o - _b), sizeof(dst));                  \
+        else                                                                           \
+            bpf_probe_read_kernel(&(dst), sizeof(dst), (u8 *)(p) + _o);                \
+    } while (0)
+
+// Flow from a socket (or request sock): local endpoint as source. The
+// tuple and the family are sock_common's first 18 bytes (one read).
 static __always_inline int read_sock_common(struct sock_common *skc, struct kp_event *e) {
-    if (BPF_CORE_READ(skc, skc_family) != KP_AF_INET)
+    u8 b[24] = {};
+    u16 family = 0, dport = 0;
+    SPAN_READ(b, skc, struct sock_common, skc_daddr);
+    SPAN_GET(family, b, skc, struct sock_common, skc_daddr, skc_family);
+    if (family != KP_AF_INET)
         return 0;
-    e->saddr = BPF_CORE_READ(skc, skc_rcv_saddr);
-    e->daddr = BPF_CORE_READ(skc, skc_daddr);
-    e->sport = BPF_CORE_READ(skc, skc_num);
-    e->dport = bpf_ntohs(BPF_CORE_READ(skc, skc_dport));
+    SPAN_GET(e->saddr, b, skc, struct sock_common, skc_daddr, skc_rcv_saddr);
+    SPAN_GET(e->daddr, b, skc, struct sock_common, skc_daddr, skc_daddr);
+    SPAN_GET(e->sport, b, skc, struct sock_common, skc_daddr, skc_num);
+    SPAN_GET(dport, b, skc, struct sock_common, skc_daddr, skc_dport);
+    e->dport = bpf_ntohs(dport);
     e->netns = BPF_CORE_READ(skc, skc_net.net, ns.inum);
     e->has |= HAS_TUPLE;
     return 1;
@@ -313,13 +340,21 @@ static __always_inline void read_tcp_header(struct kp_tcphdr *th, u32 payload,
 // packet length from ip onwards per the skb, used while tot_len is still 0
 // (before __ip_local_out fills it in) or for GSO packets over 64 KiB.
 static __always_inline int read_ip_tcp(unsigned char *ip, u32 ip_len, struct kp_event *e) {
-    struct kp_iphdr iph = {};
-    bpf_probe_read_kernel(&iph, sizeof(iph), ip);
+    // Both headers in one read when the IP header has no options (ihl 5:
+    // every packet kpath's tests and benchmarks see); else the TCP header
+    // again from its place.
+    struct {
+        struct kp_iphdr iph;
+        struct kp_tcphdr th;
+    } h = {};
+    bpf_probe_read_kernel(&h, sizeof(h), ip);
+    struct kp_iphdr iph = h.iph;
     if ((iph.ver_ihl >> 4) != 4 || iph.protocol != IPPROTO_TCP)
         return 0;
     u32 ihl = (iph.ver_ihl & 0x0f) * 4;
-    struct kp_tcphdr th = {};
-    bpf_probe_read_kernel(&th, sizeof(th), ip + ihl);
+    struct kp_tcphdr th = h.th;
+    if (ihl != sizeof(iph))
+        bpf_probe_read_kernel(&th, sizeof(th), ip + ihl);
     u32 tot = bpf_ntohs(iph.tot_len);
     if (tot == 0)
         tot = ip_len;
@@ -332,8 +367,11 @@ static __always_inline int read_ip_tcp(unsigned char *ip, u32 ip_len, struct kp_
 
 // Headers located by skb->network_header (set once IP has built or seen them).
 static __always_inline int read_skb_l3(struct sk_buff *skb, struct kp_event *e) {
-    unsigned char *head = BPF_CORE_READ(skb, head);
-    unsigned char *data = BPF_CORE_READ(skb, data);
+    u8 b[16] = {};
+    unsigned char *head = 0, *data = 0;
+    SPAN_READ(b, skb, struct sk_buff, head);
+    SPAN_GET(head, b, skb, struct sk_buff, head, head);
+    SPAN_GET(data, b, skb, struct sk_buff, head, data);
     u32 len = BPF_CORE_READ(skb, len);
     u16 nh = BPF_CORE_READ(skb, network_header);
     if (nh == (u16)~0U)
@@ -351,10 +389,13 @@ static __always_inline int read_skb_rx(struct sk_buff *skb, struct kp_event *e) 
     return read_ip_tcp(BPF_CORE_READ(skb, data), BPF_CORE_READ(skb, len), e);
 }
 
-static __always_inline void read_skb_netns(struct sk_buff *skb, struct kp_event *e) {
-    struct net_device *dev = BPF_CORE_READ(skb, dev);
+static __always_inline void read_dev_netns(struct net_device *dev, struct kp_event *e) {
     if (dev)
         e->netns = BPF_CORE_READ(dev, nd_net.net, ns.inum);
+}
+
+static __always_inline void read_skb_netns(struct sk_buff *skb, struct kp_event *e) {
+    read_dev_netns(BPF_CORE_READ(skb, dev), e);
 }
 
 // TCP header located by skb->transport_header (IP header not built yet).
@@ -408,35 +449,34 @@ static __always_inline int keep_event(struct kp_event *e) {
         return 0;
     if (!task_filter_set())
         return 1;
-    if (task_matches(e)) {
-        if (has_tuple) {
-            // Looked up first: an update rewrites the entry under the
-            // bucket lock every time, and most events are of known flows.
-            struct flow_key k = make_flow_key(e);
-            u8 one = 1;
-            // A new flow: its ends' listeners belong to the trace too (the
-            // wake-up that lets accept() return runs on the listener, in
-            // softirq), whether bound to the address or to any.
-            if (!bpf_map_lookup_elem(&traced_flows, &k) &&
-                !bpf_map_update_elem(&traced_flows, &k, &one, BPF_NOEXIST)) {
-                struct flow_key l1 = listener_key(e->saddr, e->sport);
-                struct flow_key l2 = listener_key(0, e->sport);
-                struct flow_key l3 = listener_key(e->daddr, e->dport);
-                struct flow_key l4 = listener_key(0, e->dport);
-                bpf_map_update_elem(&traced_flows, &l1, &one, BPF_ANY);
-                bpf_map_update_elem(&traced_flows, &l2, &one, BPF_ANY);
-                bpf_map_update_elem(&traced_flows, &l3, &one, BPF_ANY);
-                bpf_map_update_elem(&traced_flows, &l4, &one, BPF_ANY);
-            }
-        }
-        return 1;
-    }
+    // A known flow is kept whoever runs: looked up first, so that most
+    // events (of flows already traced) cost one map lookup, not the task
+    // test's as well (a traced_pids lookup under `kpath trace -- CMD`).
+    struct flow_key k = {};
     if (has_tuple) {
-        struct flow_key k = make_flow_key(e);
+        k = make_flow_key(e);
         if (bpf_map_lookup_elem(&traced_flows, &k))
             return 1;
     }
-    return 0;
+    if (!task_matches(e))
+        return 0;
+    if (has_tuple) {
+        u8 one = 1;
+        // A new flow: its ends' listeners belong to the trace too (the
+        // wake-up that lets accept() return runs on the listener, in
+        // softirq), whether bound to the address or to any.
+        if (!bpf_map_update_elem(&traced_flows, &k, &one, BPF_NOEXIST)) {
+            struct flow_key l1 = listener_key(e->saddr, e->sport);
+            struct flow_key l2 = listener_key(0, e->sport);
+            struct flow_key l3 = listener_key(e->daddr, e->dport);
+            struct flow_key l4 = listener_key(0, e->dport);
+            bpf_map_update_elem(&traced_flows, &l1, &one, BPF_ANY);
+            bpf_map_update_elem(&traced_flows, &l2, &one, BPF_ANY);
+            bpf_map_update_elem(&traced_flows, &l3, &one, BPF_ANY);
+            bpf_map_update_elem(&traced_flows, &l4, &one, BPF_ANY);
+        }
+    }
+    return 1;
 }
 
 // Ring buffers report no loss themselves: count it per probe.
@@ -515,22 +555,32 @@ static __always_inline int submit_frame(struct kp_event *e, struct sk_buff *skb)
     }
     __builtin_memcpy(&f->ev, e, sizeof(*e));
     __builtin_memset(&f->len, 0, sizeof(*f) - sizeof(f->ev));
-    unsigned char *head = BPF_CORE_READ(skb, head);
-    unsigned char *data = BPF_CORE_READ(skb, data);
-    u16 mh = BPF_CORE_READ(skb, mac_header);
-    u16 nh = BPF_CORE_READ(skb, network_header);
+    // Neighbours read together: head and data, the header offsets, len
+    // and data_len.
+    u8 b[16] = {}, hb[8] = {}, lb[8] = {};
+    unsigned char *head = 0, *data = 0;
+    u16 mh = 0, nh = 0;
+    u32 len = 0, data_len = 0;
+    SPAN_READ(b, skb, struct sk_buff, head);
+    SPAN_GET(head, b, skb, struct sk_buff, head, head);
+    SPAN_GET(data, b, skb, struct sk_buff, head, data);
+    SPAN_READ(hb, skb, struct sk_buff, transport_header);
+    SPAN_GET(mh, hb, skb, struct sk_buff, transport_header, mac_header);
+    SPAN_GET(nh, hb, skb, struct sk_buff, transport_header, network_header);
+    SPAN_READ(lb, skb, struct sk_buff, len);
+    SPAN_GET(len, lb, skb, struct sk_buff, len, len);
+    SPAN_GET(data_len, lb, skb, struct sk_buff, len, data_len);
     unsigned char *start = data;
     if (mh != (u16)~0U && head + mh < data)
         start = head + mh;
     u32 pulled = (u32)(data - start);
-    u32 len = BPF_CORE_READ(skb, len);
     f->len = len + pulled;
     f->link = (nh != (u16)~0U && head + nh >= start) ? (u16)(head + nh - start) : KP_NO_LINK;
     // Only the linear part is contiguous (skb_headlen: len - data_len); a
     // whole KP_FRAME_BYTES is read (a constant size for the verifier: the
     // head buffer's skb_shared_info follows its end, so the read stays
     // inside it) and user space keeps `cap` bytes.
-    u32 cap = len - BPF_CORE_READ(skb, data_len) + pulled;
+    u32 cap = len - data_len + pulled;
     if (cap > KP_FRAME_BYTES)
         cap = KP_FRAME_BYTES;
     if (bpf_probe_read_kernel(f->data, KP_FRAME_BYTES, start))
@@ -552,15 +602,35 @@ static __always_inline int submit_frame(struct kp_event *e, struct sk_buff *skb)
 
 // ---- capture routines shared by kprobes and tracepoints ----
 
+// struct socket's type, file and sk (one read of the span).
+struct socket_head {
+    struct file *file;
+    struct sock *sk;
+    short type;
+};
+
+static __always_inline void read_socket_head(struct socket *sock, struct socket_head *h) {
+    u8 b[32] = {};
+    SPAN_READ(b, sock, struct socket, type);
+    SPAN_GET(h->type, b, sock, struct socket, type, type);
+    SPAN_GET(h->file, b, sock, struct socket, type, file);
+    SPAN_GET(h->sk, b, sock, struct socket, type, sk);
+}
+
+static __always_inline int submit_socket_head(struct socket_head *h, struct kp_event *e) {
+    if (h->type != SOCK_STREAM || !h->sk || !sock_is_tcp(h->sk))
+        return 0;
+    if (!read_sock(h->sk, e))
+        return 0;
+    return submit(e);
+}
+
 static __always_inline int submit_socket(struct socket *sock, struct kp_event *e) {
     if (!sock)
         return 0;
-    struct sock *sk = BPF_CORE_READ(sock, sk);
-    if (BPF_CORE_READ(sock, type) != SOCK_STREAM || !sk || !sock_is_tcp(sk))
-        return 0;
-    if (!read_sock(sk, e))
-        return 0;
-    return submit(e);
+    struct socket_head h = {};
+    read_socket_head(sock, &h);
+    return submit_socket_head(&h, e);
 }
 
 // The socket behind an open file, if it is one: a socket points back at its
@@ -569,9 +639,13 @@ static __always_inline int submit_file_socket(struct file *file, struct kp_event
     if (!file)
         return 0;
     struct socket *sock = BPF_CORE_READ(file, private_data);
-    if (!sock || BPF_CORE_READ(sock, file) != file)
+    if (!sock)
         return 0;
-    return submit_socket(sock, e);
+    struct socket_head h = {};
+    read_socket_head(sock, &h);
+    if (h.file != file)
+        return 0;
+    return submit_socket_head(&h, e);
 }
 
 // A system call on a file descriptor: the TCP socket behind it, if any
@@ -586,9 +660,16 @@ static __always_inline int syscall_fd_len(u64 probe, int fd, u64 len, int has_le
     }
     struct task_struct *task = (struct task_struct *)bpf_get_current_task();
     struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
-    if (!fdt || (unsigned int)fd >= BPF_CORE_READ(fdt, max_fds))
+    if (!fdt)
         return 0;
-    struct file **fds = BPF_CORE_READ(fdt, fd);
+    u8 b[16] = {};
+    unsigned int max_fds = 0;
+    struct file **fds = 0;
+    SPAN_READ(b, fdt, struct fdtable, max_fds);
+    SPAN_GET(max_fds, b, fdt, struct fdtable, max_fds, max_fds);
+    SPAN_GET(fds, b, fdt, struct fdtable, max_fds, fd);
+    if ((unsigned int)fd >= max_fds)
+        return 0;
     struct file *file = 0;
     bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]);
     return submit_file_socket(file, e);
@@ -601,13 +682,15 @@ static __always_inline int syscall_fd(u64 probe, int fd, u64 len) {
 // A return: kept only if its entry was kept; the flow is the entry's socket
 // (or, with sock_ret, the returned struct sock *).
 static __always_inline int on_return(u64 probe, s64 ret, int sock_ret) {
-    EVENT_START(e, probe, KIND_RETURN);
-    struct ret_key rk = {.tid = e->tid, .ip = e->ip};
+    // The entry looked up before the event is built: a return whose entry
+    // was not kept costs one lookup.
+    struct ret_key rk = {.tid = (u32)bpf_get_current_pid_tgid(), .ip = probe};
     u64 *skp = bpf_map_lookup_elem(&pending_ret, &rk);
     if (!skp)
         return 0;
     struct sock *sk = (struct sock *)*skp;
     bpf_map_delete_elem(&pending_ret, &rk);
+    EVENT_START(e, probe, KIND_RETURN);
     // Functions returning int (tcp_recvmsg, tcp_sendmsg_locked, io_send...)
     // set only eax: -EAGAIN reads 4294967285 in rax. Every value reported
     // here but a returned pointer is a byte count below 2^31 (MAX_RW_COUNT)
@@ -652,10 +735,18 @@ static __always_inline int skb_l3(u64 probe, struct sk_buff *skb, struct sock *s
     e->skb = (u64)skb;
     if (!read_skb_l3(skb, e))
         return 0;
-    if (!sk)
-        sk = BPF_CORE_READ(skb, sk);
+    // skb->dev and skb->sk are neighbours (one read).
+    u8 b[16] = {};
+    struct net_device *dev = 0;
+    struct sock *skb_sk = 0;
+    SPAN_READ(b, skb, struct sk_buff, dev);
+    SPAN_GET(dev, b, skb, struct sk_buff, dev, dev);
+    if (!sk) {
+        SPAN_GET(skb_sk, b, skb, struct sk_buff, dev, sk);
+        sk = skb_sk;
+    }
     e->sk = (u64)sk;
-    read_skb_netns(skb, e);
+    read_dev_netns(dev, e);
     return submit_frame(e, skb);
 }
 

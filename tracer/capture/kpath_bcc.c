@@ -320,32 +320,33 @@ static __always_inline int keep_event(struct kp_event *e) {
     }
     if (!task_filter_set(c))
         return 1;
-    if (task_matches(c, e)) {
-        if (has_tuple) {
-            struct flow_key k = make_flow_key(e);
-            u8 one = 1;
-            // A new flow: its ends' listeners belong to the trace too (the
-            // wake-up that lets accept() return runs on the listener, in
-            // softirq), whether bound to the address or to any.
-            if (!traced_flows.insert(&k, &one)) {
-                struct flow_key l1 = listener_key(e->saddr, e->sport);
-                struct flow_key l2 = listener_key(0, e->sport);
-                struct flow_key l3 = listener_key(e->daddr, e->dport);
-                struct flow_key l4 = listener_key(0, e->dport);
-                traced_flows.update(&l1, &one);
-                traced_flows.update(&l2, &one);
-                traced_flows.update(&l3, &one);
-                traced_flows.update(&l4, &one);
-            }
-        }
-        return 1;
-    }
+    // A known flow is kept whoever runs: looked up first (one lookup for
+    // most events, as in kpath.bpf.c).
+    struct flow_key k = {};
     if (has_tuple) {
-        struct flow_key k = make_flow_key(e);
+        k = make_flow_key(e);
         if (traced_flows.lookup(&k))
             return 1;
     }
-    return 0;
+    if (!task_matches(c, e))
+        return 0;
+    if (has_tuple) {
+        u8 one = 1;
+        // A new flow: its ends' listeners belong to the trace too (the
+        // wake-up that lets accept() return runs on the listener, in
+        // softirq), whether bound to the address or to any.
+        if (!traced_flows.insert(&k, &one)) {
+            struct flow_key l1 = listener_key(e->saddr, e->sport);
+            struct flow_key l2 = listener_key(0, e->sport);
+            struct flow_key l3 = listener_key(e->daddr, e->dport);
+            struct flow_key l4 = listener_key(0, e->dport);
+            traced_flows.update(&l1, &one);
+            traced_flows.update(&l2, &one);
+            traced_flows.update(&l3, &one);
+            traced_flows.update(&l4, &one);
+        }
+    }
+    return 1;
 }
 
 // A record of `size` bytes from probe `ip` to user space (a kp_event, or a

@@ -163,6 +163,9 @@ def _declare(lib: ctypes.CDLL) -> None:
         "bpf_obj_get_info_by_fd": (ctypes.c_int, [ctypes.c_int, _c_void_p,
                                                   ctypes.POINTER(ctypes.c_uint32)]),
         "bpf_map__fd": (ctypes.c_int, [_c_void_p]),
+        "bpf_prog_get_next_id": (ctypes.c_int, [ctypes.c_uint32,
+                                                ctypes.POINTER(ctypes.c_uint32)]),
+        "bpf_prog_get_fd_by_id": (ctypes.c_int, [ctypes.c_uint32]),
         "bpf_map__set_max_entries": (ctypes.c_int, [_c_void_p, ctypes.c_uint32]),
         "bpf_map__initial_value": (_c_void_p, [_c_void_p, ctypes.POINTER(ctypes.c_size_t)]),
         "bpf_map_update_elem": (ctypes.c_int, [ctypes.c_int, _c_void_p, _c_void_p,
@@ -502,3 +505,37 @@ def kprobe_link_missed(link: Link) -> int | None:
             BPF_PERF_EVENT_KPROBE, BPF_PERF_EVENT_KRETPROBE):
         return None
     return int(info.missed)
+
+
+@dataclass(frozen=True)
+class ProgStats:
+    """A loaded program's run statistics (kernel.bpf_stats_enabled=1 makes
+    the kernel count them: run_time_ns stays 0 otherwise)."""
+    prog_id: int
+    name: str
+    run_cnt: int
+    run_time_ns: int
+    recursion_misses: int
+
+
+def prog_stats() -> list[ProgStats]:
+    """Every BPF program loaded on the system, as bpftool prog show lists
+    them (root): for the capture benchmark's per-program cost table."""
+    lb = lib()
+    out: list[ProgStats] = []
+    cur, nxt = 0, ctypes.c_uint32()
+    while lb.bpf_prog_get_next_id(cur, ctypes.byref(nxt)) == 0:
+        cur = nxt.value
+        fd = int(lb.bpf_prog_get_fd_by_id(cur))
+        if fd < 0:
+            continue  # unloaded in between
+        try:
+            info = ProgInfo()
+            size = ctypes.c_uint32(ctypes.sizeof(info))
+            if lb.bpf_obj_get_info_by_fd(fd, ctypes.byref(info), ctypes.byref(size)) == 0:
+                out.append(ProgStats(cur, info.name.decode(errors="replace"),
+                                     int(info.run_cnt), int(info.run_time_ns),
+                                     int(info.recursion_misses)))
+        finally:
+            os.close(fd)
+    return out

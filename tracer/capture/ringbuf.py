@@ -158,12 +158,16 @@ class RingReader:
         self._cons = np.frombuffer(self._cons_map, np.uint64, count=1)
         self._prod = np.frombuffer(self._prod_map, np.uint64, count=1)
         self._data = np.frombuffer(self._prod_map, np.uint8, offset=page)
-        # The map fd is readable (EPOLLIN) whenever unread records exist.
+        # Edge-triggered: the map fd is readable whenever unread records
+        # exist, so level-triggered epoll would return at once while any are
+        # there; edge-triggered, a wait ends only at the kernel's next wakeup
+        # of readers (the BPF side forces one once a quarter of the ring is
+        # unread) or at the timeout.
         self._epoll = select.epoll()
-        self._epoll.register(map_fd, select.EPOLLIN)
+        self._epoll.register(map_fd, select.EPOLLIN | select.EPOLLET)
 
     def wait(self, timeout_s: float) -> bool:
-        """Block until records are there or the timeout passes."""
+        """Block until the kernel wakes readers or the timeout passes."""
         return bool(self._epoll.poll(timeout_s))
 
     def pending(self) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tracer.timeline.columnar.grouping import factorize, run_numbers
+from tracer.timeline.columnar.grouping import factorize, run_numbers, sort_order
 
 
 def _factorize_loop(*cols: np.ndarray) -> tuple[list[int], int]:
@@ -56,3 +56,16 @@ def test_run_numbers(seed: int) -> None:
     got = run_numbers(starts)
     assert got.dtype == np.int64
     assert got.tolist() == (np.cumsum(starts.astype(np.int64)) - 1).tolist()
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_sort_order_is_lexsort(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 300))
+    cols = [_column(rng, n, int(rng.integers(0, 6))) for _ in range(int(rng.integers(1, 5)))]
+    if seed % 3 == 0:  # bool and negated columns, as callers pass them
+        cols.append(rng.random(n) < 0.5)
+        cols[0] = -cols[0].astype(np.int64)
+    assert sort_order(*cols).tolist() == np.lexsort(cols[::-1]).tolist()
+    assert sort_order(*cols).tolist() == sorted(
+        range(n), key=lambda i: tuple(int(c[i]) for c in cols))

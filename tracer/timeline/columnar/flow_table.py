@@ -15,6 +15,7 @@ from tracer.timeline.columnar.grouping import (
     factorize,
     first_index,
     last_at_or_before,
+    sort_order,
     take_or,
 )
 from tracer.timeline.columnar.probe_table import RX, ProbeTable
@@ -70,7 +71,7 @@ def flow_table(c: EventColumns, r: EventRules, pt: ProbeTable) -> FlowTable:
     t_idx = idx[teach]
     sk_ids, _ = factorize(c.source, c.sk)
     t_sk = sk_ids[t_idx]
-    order = np.lexsort((t_idx, t_sk))
+    order = np.argsort(t_sk, kind="stable")  # t_idx ascends: ties in event order
     t_idx, t_sk = t_idx[order], t_sk[order]
     t_key = key[t_idx]
     change = np.ones(len(t_idx), dtype=bool)
@@ -178,7 +179,7 @@ def _most_common_netns(c: EventColumns, flow: np.ndarray, side: np.ndarray,
     firsts = first_index(grp, ng)
     g_end = end[firsts]
     g_ns = c.netns[rows[firsts]]
-    order = np.lexsort((firsts, -counts, g_end))
+    order = sort_order(g_end, -counts, firsts)
     best = order[np.r_[True, g_end[order][1:] != g_end[order][:-1]]]
     out.reshape(-1)[g_end[best]] = g_ns[best]
     return out

@@ -50,6 +50,18 @@ def run_numbers(starts: np.ndarray) -> np.ndarray:
     return out
 
 
+def sort_order(*cols: np.ndarray) -> np.ndarray:
+    """np.lexsort(cols[::-1]): rows by cols[0], then cols[1], ..., ties in
+    row order. Columns that fit in 63 bits together are packed into one key
+    and sorted once (lexsort sorts once per column)."""
+    if len(cols[0]):
+        packed = _pack(list(cols))
+        if packed is not None:
+            out: np.ndarray = np.argsort(packed, kind="stable")
+            return out
+    return np.lexsort(cols[::-1])
+
+
 def _pack(cols: list[np.ndarray]) -> np.ndarray | None:
     """The columns as one int64 key with the same order, when they fit."""
     if len(cols) == 1 and cols[0].dtype != np.uint64:
@@ -57,6 +69,8 @@ def _pack(cols: list[np.ndarray]) -> np.ndarray | None:
     key = np.zeros(len(cols[0]), dtype=np.int64)
     bits = 0
     for col in cols:
+        if col.dtype.kind == "b":
+            col = col.view(np.uint8)
         lo, hi = col.min(), col.max()
         width = (int(hi) - int(lo)).bit_length()
         bits += width
@@ -78,7 +92,7 @@ def first_index(groups: np.ndarray, count: int) -> np.ndarray:
 def previous_in_group(groups: np.ndarray) -> np.ndarray:
     """For each row, the previous row (by index) of the same group, or -1."""
     n = len(groups)
-    order = np.lexsort((np.arange(n), groups))
+    order = np.argsort(groups, kind="stable")  # ties in row order
     prev = np.full(n, -1, dtype=np.int64)
     same = groups[order][1:] == groups[order][:-1]
     prev[order[1:][same]] = order[:-1][same]
@@ -88,7 +102,7 @@ def previous_in_group(groups: np.ndarray) -> np.ndarray:
 def next_in_group(groups: np.ndarray) -> np.ndarray:
     """For each row, the next row (by index) of the same group, or -1."""
     n = len(groups)
-    order = np.lexsort((np.arange(n), groups))
+    order = np.argsort(groups, kind="stable")  # ties in row order
     nxt = np.full(n, -1, dtype=np.int64)
     same = groups[order][1:] == groups[order][:-1]
     nxt[order[:-1][same]] = order[1:][same]

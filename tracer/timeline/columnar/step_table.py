@@ -33,6 +33,7 @@ from tracer.timeline.columnar.grouping import (
     last_at_or_before,
     previous_in_group,
     run_numbers,
+    sort_order,
     take_or,
 )
 from tracer.timeline.columnar.probe_table import RX, SYSCALL, TX, ProbeTable
@@ -330,7 +331,7 @@ def _pair_returns(c: EventColumns, ctx_id: np.ndarray) -> np.ndarray:
     if not len(rows):
         return pair
     grp, _ = factorize(ctx_id[rows], c.probe[rows].astype(np.int64))
-    order = np.lexsort((rows, grp))
+    order = np.argsort(grp, kind="stable")  # rows ascend: ties in event order
     ev, g = rows[order], grp[order]
     entry, pop = stack_matches(g, ~c.is_return[ev])
     pair[ev[entry]], pair[ev[pop]] = ev[pop], ev[entry]
@@ -536,7 +537,7 @@ def _key_runs(c: EventColumns, r: EventRules, pt: ProbeTable, ft: FlowTable,
     sender = np.where(c.src[rows] == ft.client[flow], 0, 1)
     grp, _ = factorize(flow, sender, c.seq[rows], r.key_flags[rows], r.ack_key[rows],
                        r.payload[rows])
-    order = np.lexsort((rows, grp))
+    order = np.argsort(grp, kind="stable")  # rows ascend: ties in event order
     ev = rows[order]
     g = grp[order]
     del grp, order, flow, sender
@@ -546,11 +547,10 @@ def _key_runs(c: EventColumns, r: EventRules, pt: ProbeTable, ft: FlowTable,
     del g
     boundary = new_group | pt.origin[c.probe[ev]]
     hop = c.probe[ev].astype(np.int64) * 2 + c.is_return[ev]
-    pos = np.arange(m)
     requeued = np.zeros((0, 2), dtype=np.int64)
     while m:
         run = run_numbers(boundary)
-        by_hop = np.lexsort((pos, hop, run))
+        by_hop = sort_order(run, hop)  # ties in position order
         same = (run[by_hop][1:] == run[by_hop][:-1]) & (hop[by_hop][1:] == hop[by_hop][:-1])
         later, earlier = by_hop[1:][same], by_hop[:-1][same]
         requeue = (c.skb[ev[later]] != 0) & (c.skb[ev[later]] == c.skb[ev[earlier]]) \
@@ -574,7 +574,7 @@ def _key_runs(c: EventColumns, r: EventRules, pt: ProbeTable, ft: FlowTable,
     data = np.flatnonzero(payload > 0)
     stream = p_flow[data] * 2 + p_sender[data]
     hi = lo[data] + payload[data]
-    order_d = np.lexsort((creator[data], stream))
+    order_d = sort_order(stream, creator[data])
     s_stream = stream[order_d]
     running = np.maximum.accumulate(hi[order_d] + s_stream * _STREAM_SPAN)
     prev_max = np.full(len(data), -1, dtype=np.int64)

@@ -15,7 +15,6 @@ from tracer.timeline.columnar.grouping import (
     factorize,
     first_index,
     last_at_or_before,
-    sort_order,
     take_or,
 )
 from tracer.timeline.columnar.probe_table import RX, ProbeTable
@@ -179,7 +178,7 @@ def _most_common_netns(c: EventColumns, flow: np.ndarray, side: np.ndarray,
     firsts = first_index(grp, ng)
     g_end = end[firsts]
     g_ns = c.netns[rows[firsts]]
-    order = sort_order(g_end, -counts, firsts)
+    order = np.lexsort((firsts, -counts, g_end))
     best = order[np.r_[True, g_end[order][1:] != g_end[order][:-1]]]
     out.reshape(-1)[g_end[best]] = g_ns[best]
     return out

@@ -25,7 +25,7 @@ import numpy as np
 from probes.catalog import ProbeSpec
 from tracer.timeline.columnar.columns import NO_EP, TASK
 from tracer.timeline.columnar.event_table import PORT_MASK
-from tracer.timeline.columnar.grouping import factorize, first_index, sort_order
+from tracer.timeline.columnar.grouping import factorize, first_index
 from tracer.timeline.columnar.probe_table import ProbeTable
 
 LINK_COLUMNS = ("ts", "probe", "is_return", "ctx", "softirq", "tid", "sk", "src", "dst",
@@ -191,7 +191,7 @@ class Links:
         rep[lone] = self._new(len(lone))
         # Lead-ins and trailers: with their neighbours in time in their context.
         ts = cols["ts"]
-        order = sort_order(ctx, ts)
+        order = np.lexsort((ts, ctx))
         k, r, chained, t = ctx[order], rep[order], self.flags.chained[probe[order]], ts[order]
         same = k[1:] == k[:-1]
         tie = same & (chained[1:] | chained[:-1])
@@ -237,7 +237,7 @@ class Links:
         wanted = np.array(sorted(set(np.unique(key[opening]).tolist()) | set(self.open_calls)),
                           dtype=np.int64)
         rows = np.flatnonzero(other & np.isin(key, wanted))
-        rows = rows[sort_order(key[rows], cols["ts"][rows])]  # stable: file order breaks ties
+        rows = rows[np.lexsort((cols["ts"][rows], key[rows]))]  # stable: file order breaks ties
         a: list[int] = []
         b: list[int] = []
         calls = self.open_calls

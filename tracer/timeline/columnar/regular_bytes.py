@@ -16,7 +16,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tracer.timeline.columnar.grouping import sort_order
 from tracer.timeline.columnar.stabbing import LIMIT, fits, merged_runs
 from tracer.timeline.model import RangeSource, StreamWays
 
@@ -69,7 +68,7 @@ class RegularPlacement:
         rows = np.flatnonzero((m_dir >= 0) & bc.m_has_count & (bc.m_count > 0))
         rows = rows[np.isin(m_dir[rows], np.array(directions, dtype=np.int64))
                     & with_pieces[m_dir[rows]]]
-        rows = rows[sort_order(m_dir[rows], bc.m_step[rows])]
+        rows = rows[np.lexsort((bc.m_step[rows], m_dir[rows]))]
         for d, send, way, count in zip(m_dir[rows].tolist(), bc.m_send[rows].tolist(),
                                        bc.m_way[rows].tolist(), bc.m_count[rows].tolist(),
                                        strict=True):
@@ -172,7 +171,7 @@ def _place_in_order(m_dir: np.ndarray, step: np.ndarray, count: np.ndarray, rows
     rows = np.flatnonzero(rows_of)
     if not len(rows):
         return
-    rows = rows[sort_order(m_dir[rows], step[rows])]
+    rows = rows[np.lexsort((step[rows], m_dir[rows]))]
     d, moved = m_dir[rows], np.maximum(count[rows], 0)
     total = np.cumsum(moved)
     firsts = np.flatnonzero(np.r_[True, d[1:] != d[:-1]])
@@ -190,7 +189,7 @@ def _recvs_out_of_order(m_dir: np.ndarray, step: np.ndarray, by_copy: np.ndarray
     """Directions with a recv placed by its copies elsewhere than where the
     previous exact recv ended (or byte 1, the first): place_starts' problem."""
     rows = np.flatnonzero(exact)
-    rows = rows[sort_order(m_dir[rows], step[rows])]
+    rows = rows[np.lexsort((step[rows], m_dir[rows]))]
     d = m_dir[rows]
     first = np.r_[True, d[1:] != d[:-1]]
     expected = np.where(first, np.where(start[d], 1, -1), np.r_[np.int64(-1), hi[rows][:-1]])
@@ -212,7 +211,7 @@ def _packets_outside(bc: ByteColumns, m_dir: np.ndarray, send_lo: np.ndarray,
     first = ~bc.d_retrans
     g, lo = bc.d_dir[first], bc.d_lo[first]
     hi = lo + bc.d_payload[first]
-    srt = sort_order(g, lo)
+    srt = np.lexsort((lo, g))
     g, lo, hi = g[srt], lo[srt], hi[srt]
     keys = g * LIMIT + lo
     reach = np.maximum.accumulate(g * LIMIT + hi) if len(g) else keys

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from tracer.timeline.columnar.grouping import sort_order
 from tracer.timeline.columnar.latency_table import stabbing_min
 
 SHIFT = 35
@@ -27,7 +26,7 @@ def merged_runs(group: np.ndarray, lo: np.ndarray, hi: np.ndarray, groups: int
     lowest start and the highest end (-1 without ranges)."""
     ok = (group >= 0) & (hi > lo)
     g, lo, hi = group[ok], lo[ok], hi[ok]
-    order = sort_order(g, lo, hi)
+    order = np.lexsort((hi, lo, g))
     g, lo, hi = g[order], lo[order], hi[order]
     count = np.bincount(g, minlength=groups)[:groups]
     low = np.full(groups, -1, dtype=np.int64)
@@ -59,7 +58,7 @@ def stabbing_min_grouped(group: np.ndarray, lo: np.ndarray, hi: np.ndarray,
         return out
     if not fits(lo, hi, q):
         return _by_group(group, lo, hi, order, payload, q_group, q, np.unique(q_group), out)
-    srt = sort_order(group, lo)
+    srt = np.lexsort((lo, group))
     group, lo, hi, order, payload = group[srt], lo[srt], hi[srt], order[srt], payload[srt]
     keys = group * LIMIT + lo
     reach = np.maximum.accumulate(group * LIMIT + hi)

@@ -341,7 +341,7 @@ class _Groups:
                  **cols: np.ndarray) -> None:
         keep = group >= 0
         group, within = group[keep], within[keep]
-        order = sort_order(group, within)
+        order = np.lexsort((within, group))
         self.bounds: list[int] = np.searchsorted(group[order], np.arange(groups + 1)).tolist()
         self.cols: dict[str, list[Any]] = {name: col[keep][order].tolist()
                                            for name, col in cols.items()}
@@ -360,7 +360,7 @@ class _FlowWork:
         self.ts = c.ts
         pk, mt = st.packets, st.messages
         nf = ft.count
-        self.pk_order = sort_order(pk.flow, pk.step)
+        self.pk_order = np.lexsort((pk.step, pk.flow))
         self.pk_bounds = np.searchsorted(pk.flow[self.pk_order], np.arange(nf + 1))
         # messages by (flow, side, op)
         m_key = np.where((mt.flow >= 0) & (mt.side >= 0), mt.flow * 4 + mt.side * 2 + mt.send,
@@ -635,7 +635,7 @@ def union_lengths(group: np.ndarray, lo: np.ndarray, hi: np.ndarray, groups: int
     (byte_table.union's total; ranges of no bytes and group -1 left out)."""
     ok = (group >= 0) & (hi > lo)
     grp, lo, hi = group[ok], lo[ok], hi[ok]
-    order = sort_order(grp, lo, hi)
+    order = np.lexsort((hi, lo, grp))
     grp, lo, hi = grp[order], lo[order], hi[order]
     # the highest end among the group's earlier ranges (-1: none)
     reach = np.full(len(grp), -1, dtype=np.int64)
@@ -705,7 +705,7 @@ def _positions(c: EventColumns, pt: ProbeTable, ft: FlowTable, st: StepTable,
     step = np.where(mrow >= 0, take_or(st.messages.step, mrow, -1), -1)
     hi = lo + st.positions.count
     rank = np.empty(len(e), dtype=np.int64)
-    rank[sort_order(lo, hi, step, e)] = np.arange(len(e))
+    rank[np.lexsort((e, step, hi, lo))] = np.arange(len(e))
     return _Positions(np.where(ok, (fs * 2 + sender) * 2 + write, -1), rank, lo, hi, step,
                       c.probe[e])
 

@@ -574,7 +574,7 @@ def _key_runs(c: EventColumns, r: EventRules, pt: ProbeTable, ft: FlowTable,
     data = np.flatnonzero(payload > 0)
     stream = p_flow[data] * 2 + p_sender[data]
     hi = lo[data] + payload[data]
-    order_d = sort_order(stream, creator[data])
+    order_d = np.lexsort((creator[data], stream))
     s_stream = stream[order_d]
     running = np.maximum.accumulate(hi[order_d] + s_stream * _STREAM_SPAN)
     prev_max = np.full(len(data), -1, dtype=np.int64)

@@ -70,7 +70,7 @@ def flow_table(c: EventColumns, r: EventRules, pt: ProbeTable) -> FlowTable:
     t_idx = idx[teach]
     sk_ids, _ = factorize(c.source, c.sk)
     t_sk = sk_ids[t_idx]
-    order = np.lexsort((t_idx, t_sk))
+    order = np.argsort(t_sk, kind="stable")  # t_idx ascends: ties in event order
     t_idx, t_sk = t_idx[order], t_sk[order]
     t_key = key[t_idx]
     change = np.ones(len(t_idx), dtype=bool)

@@ -14,12 +14,11 @@ def factorize(*cols: np.ndarray) -> tuple[np.ndarray, int]:
     n = len(cols[0])
     if n == 0:
         return np.zeros(0, dtype=np.int64), 0
-    starts = np.ones(n, dtype=bool)
     same = np.ones(n - 1, dtype=bool)
     for col in cols:
         same &= col[1:] == col[:-1]
-    starts[1:] = ~same
-    heads = [col[starts] for col in cols]
+    at = np.flatnonzero(np.r_[True, ~same])
+    heads = [col[at] for col in cols]
     packed = _pack(heads)
     if packed is not None:
         _, head_ids = np.unique(packed, return_inverse=True)
@@ -32,9 +31,35 @@ def factorize(*cols: np.ndarray) -> tuple[np.ndarray, int]:
             h = col[order]
             change[1:] |= h[1:] != h[:-1]
         head_ids = np.empty(len(order), dtype=np.int64)
-        head_ids[order] = np.cumsum(change) - 1
+        head_ids[order] = run_numbers(change)
         count = int(change.sum())
-    return head_ids[np.cumsum(starts) - 1], count
+    if len(at) == n:
+        return head_ids, count
+    # each run's rows take its head's id
+    return np.repeat(head_ids, np.diff(at, append=n)), count
+
+
+def run_numbers(starts: np.ndarray) -> np.ndarray:
+    """np.cumsum(starts) - 1 of a bool array, as int64: counted in int32
+    first (numpy's bool to int64 accumulation is ~3x slower)."""
+    if len(starts) < 1 << 31:
+        out: np.ndarray = np.cumsum(starts, dtype=np.int32).astype(np.int64)
+    else:
+        out = np.cumsum(starts, dtype=np.int64)
+    out -= 1
+    return out
+
+
+def sort_order(*cols: np.ndarray) -> np.ndarray:
+    """np.lexsort(cols[::-1]): rows by cols[0], then cols[1], ..., ties in
+    row order. Columns that fit in 63 bits together are packed into one key
+    and sorted once (lexsort sorts once per column)."""
+    if len(cols[0]):
+        packed = _pack(list(cols))
+        if packed is not None:
+            out: np.ndarray = np.argsort(packed, kind="stable")
+            return out
+    return np.lexsort(cols[::-1])
 
 
 def _pack(cols: list[np.ndarray]) -> np.ndarray | None:
@@ -44,12 +69,16 @@ def _pack(cols: list[np.ndarray]) -> np.ndarray | None:
     key = np.zeros(len(cols[0]), dtype=np.int64)
     bits = 0
     for col in cols:
+        if col.dtype.kind == "b":
+            col = col.view(np.uint8)
         lo, hi = col.min(), col.max()
         width = (int(hi) - int(lo)).bit_length()
         bits += width
         if bits > 63:
             return None
-        key = (key << width) | (col - lo).astype(np.int64)
+        # signed columns widened first: col - lo may not fit their own type
+        off = col.astype(np.int64) - lo if col.dtype.kind == "i" else (col - lo).astype(np.int64)
+        key = (key << width) | off
     return key
 
 
@@ -63,7 +92,7 @@ def first_index(groups: np.ndarray, count: int) -> np.ndarray:
 def previous_in_group(groups: np.ndarray) -> np.ndarray:
     """For each row, the previous row (by index) of the same group, or -1."""
     n = len(groups)
-    order = np.lexsort((np.arange(n), groups))
+    order = np.argsort(groups, kind="stable")  # ties in row order
     prev = np.full(n, -1, dtype=np.int64)
     same = groups[order][1:] == groups[order][:-1]
     prev[order[1:][same]] = order[:-1][same]
@@ -73,7 +102,7 @@ def previous_in_group(groups: np.ndarray) -> np.ndarray:
 def next_in_group(groups: np.ndarray) -> np.ndarray:
     """For each row, the next row (by index) of the same group, or -1."""
     n = len(groups)
-    order = np.lexsort((np.arange(n), groups))
+    order = np.argsort(groups, kind="stable")  # ties in row order
     nxt = np.full(n, -1, dtype=np.int64)
     same = groups[order][1:] == groups[order][:-1]
     nxt[order[:-1][same]] = order[1:][same]

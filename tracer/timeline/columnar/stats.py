@@ -39,7 +39,7 @@ from tracer.timeline.columnar.byte_table import (
 from tracer.timeline.columnar.columns import EventColumns, columns_of, release_freed_memory
 from tracer.timeline.columnar.event_table import EventRules, event_rules
 from tracer.timeline.columnar.flow_table import FlowTable, flow_table
-from tracer.timeline.columnar.grouping import take_or
+from tracer.timeline.columnar.grouping import sort_order, take_or
 from tracer.timeline.columnar.latency_table import (
     HOPS,
     POINT_COL,
@@ -754,7 +754,7 @@ def _hop_stats(rows: np.ndarray, flow: np.ndarray, sender: np.ndarray, pp: Packe
     rows = rows[p_idx]
     fl, snd, kl, gap = flow[rows], sender[rows], pp.klass[rows], pp.gap[rows]
     val = pp.hops[rows, h_idx]
-    order = np.lexsort((val, gap, h_idx, kl, snd, fl))
+    order = sort_order(fl, snd, kl, h_idx, gap, val)
     fl, snd, kl, h_idx, gap, val = (a[order] for a in (fl, snd, kl, h_idx, gap, val))
     grp = ((fl * 2 + snd) * len(CLASSES) + kl) * len(HOPS) + h_idx
     starts = np.flatnonzero(np.r_[True, grp[1:] != grp[:-1]])

@@ -32,6 +32,8 @@ from tracer.timeline.columnar.grouping import (
     first_index,
     last_at_or_before,
     previous_in_group,
+    run_numbers,
+    sort_order,
     take_or,
 )
 from tracer.timeline.columnar.probe_table import RX, SYSCALL, TX, ProbeTable
@@ -169,7 +171,7 @@ def step_table(c: EventColumns, r: EventRules, pt: ProbeTable, ft: FlowTable,
     is_key[(place == PLACE_F) | ((place == PLACE_E) & (trailer_pkt < 0))] = True
     lead_pkt, lead_step_event, retrans_lead = _join_leads(
         c, r, pt, ft, pk, place, pair, trailer_pkt, leads, resolver, is_key)
-    step_of_key = np.cumsum(is_key) - 1 + first_step
+    step_of_key = run_numbers(is_key) + first_step
     steps = int(is_key.sum())
 
     # Packet ids: its first event is a lead-in when one joined at creation.
@@ -329,7 +331,7 @@ def _pair_returns(c: EventColumns, ctx_id: np.ndarray) -> np.ndarray:
     if not len(rows):
         return pair
     grp, _ = factorize(ctx_id[rows], c.probe[rows].astype(np.int64))
-    order = np.lexsort((rows, grp))
+    order = np.argsort(grp, kind="stable")  # rows ascend: ties in event order
     ev, g = rows[order], grp[order]
     entry, pop = stack_matches(g, ~c.is_return[ev])
     pair[ev[entry]], pair[ev[pop]] = ev[pop], ev[entry]
@@ -515,7 +517,7 @@ def _stream_of(c: EventColumns, ft: FlowTable, events: np.ndarray) -> np.ndarray
 
 def _subset(b: _Built, keep: np.ndarray, keep_requeued: np.ndarray) -> _Built:
     """The packets `keep` of b (and their events), renumbered."""
-    new_index = np.cumsum(keep) - 1
+    new_index = run_numbers(keep)
     on = keep[b.packet]
     return _Built(events=b.events[on], packet=new_index[b.packet[on]], creator=b.creator[keep],
                   segment=b.segment[keep], retransmission=b.retransmission[keep],
@@ -535,7 +537,7 @@ def _key_runs(c: EventColumns, r: EventRules, pt: ProbeTable, ft: FlowTable,
     sender = np.where(c.src[rows] == ft.client[flow], 0, 1)
     grp, _ = factorize(flow, sender, c.seq[rows], r.key_flags[rows], r.ack_key[rows],
                        r.payload[rows])
-    order = np.lexsort((rows, grp))
+    order = np.argsort(grp, kind="stable")  # rows ascend: ties in event order
     ev = rows[order]
     g = grp[order]
     del grp, order, flow, sender
@@ -545,11 +547,10 @@ def _key_runs(c: EventColumns, r: EventRules, pt: ProbeTable, ft: FlowTable,
     del g
     boundary = new_group | pt.origin[c.probe[ev]]
     hop = c.probe[ev].astype(np.int64) * 2 + c.is_return[ev]
-    pos = np.arange(m)
     requeued = np.zeros((0, 2), dtype=np.int64)
     while m:
-        run = np.cumsum(boundary) - 1
-        by_hop = np.lexsort((pos, hop, run))
+        run = run_numbers(boundary)
+        by_hop = sort_order(run, hop)  # ties in position order
         same = (run[by_hop][1:] == run[by_hop][:-1]) & (hop[by_hop][1:] == hop[by_hop][:-1])
         later, earlier = by_hop[1:][same], by_hop[:-1][same]
         requeue = (c.skb[ev[later]] != 0) & (c.skb[ev[later]] == c.skb[ev[earlier]]) \
@@ -561,7 +562,7 @@ def _key_runs(c: EventColumns, r: EventRules, pt: ProbeTable, ft: FlowTable,
         first_split = np.full(int(run[-1]) + 1, m, dtype=np.int64)
         np.minimum.at(first_split, run[split], split)
         boundary[first_split[first_split < m]] = True
-    run = np.cumsum(boundary) - 1
+    run = run_numbers(boundary)
     starts = np.flatnonzero(boundary)
     creator = ev[starts]
     again = ~new_group[starts]

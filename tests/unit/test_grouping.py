@@ -1,0 +1,71 @@
+"""grouping.factorize and run_numbers against plain Python on random keys."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tracer.timeline.columnar.grouping import factorize, run_numbers, sort_order
+
+
+def _factorize_loop(*cols: np.ndarray) -> tuple[list[int], int]:
+    rows = list(zip(*(c.tolist() for c in cols), strict=True))
+    rank = {key: i for i, key in enumerate(sorted(set(rows)))}
+    return [rank[key] for key in rows], len(rank)
+
+
+def _column(rng: np.random.Generator, n: int, kind: int) -> np.ndarray:
+    if kind == 0:  # few values, in runs
+        return np.repeat(rng.integers(0, 5, n), rng.integers(1, 4, n))[:n]
+    if kind == 1:  # 48-bit values (endpoints)
+        return rng.integers(0, 1 << 48, n)
+    if kind == 2:  # negative and positive
+        return rng.integers(-(1 << 40), 1 << 40, n)
+    if kind == 3:  # uint64 spanning more than int64 holds
+        return rng.integers(0, 1 << 64, n, dtype=np.uint64, endpoint=False)
+    if kind == 4:  # int32 from its lowest to its highest
+        return rng.choice(np.array([-(1 << 31), -1, 0, (1 << 31) - 1], dtype=np.int32), n)
+    return rng.integers(0, 1 << 62, n)  # 62 bits: two such columns need the lexsort
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_factorize_matches_sorted_tuples(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 300))
+    ncols = int(rng.integers(1, 7))
+    pool = [_column(rng, n, int(rng.integers(0, 6))) for _ in range(ncols)]
+    # repeated rows (runs and far apart), as events of one flow
+    rows = rng.integers(0, max(1, n // 3), n) if seed % 2 else np.sort(rng.integers(0, n, n))
+    cols = [c[rows] for c in pool]
+    got, count = factorize(*cols)
+    want, want_count = _factorize_loop(*cols)
+    assert got.dtype == np.int64
+    assert got.tolist() == want
+    assert count == want_count
+
+
+def test_factorize_empty() -> None:
+    got, count = factorize(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int32))
+    assert got.tolist() == [] and count == 0
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_run_numbers(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    starts = rng.random(int(rng.integers(0, 500))) < rng.random()
+    got = run_numbers(starts)
+    assert got.dtype == np.int64
+    assert got.tolist() == (np.cumsum(starts.astype(np.int64)) - 1).tolist()
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_sort_order_is_lexsort(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 300))
+    cols = [_column(rng, n, int(rng.integers(0, 6))) for _ in range(int(rng.integers(1, 5)))]
+    if seed % 3 == 0:  # bool and negated columns, as callers pass them
+        cols.append(rng.random(n) < 0.5)
+        cols[0] = -cols[0].astype(np.int64)
+    assert sort_order(*cols).tolist() == np.lexsort(cols[::-1]).tolist()
+    assert sort_order(*cols).tolist() == sorted(
+        range(n), key=lambda i: tuple(int(c[i]) for c in cols))

@@ -228,12 +228,40 @@ def replay_cmd(file: str, flow: str | None, no_color: bool, out_format: str,
 
 
 def _export_perfetto(tl: Timeline, view: View, output: str) -> None:
-    """Written record by record (the text of a big trace is as big again as
-    its records); a file appears only once complete."""
     from viz.perfetto import write_perfetto
 
+    def document(write: Callable[[str], object]) -> int:
+        write_perfetto(tl, write, view)
+        return len(view.drawn_steps)
+    _write_perfetto(document, output)
+
+
+def _export_perfetto_groups(file: str, output: str) -> bool:
+    """The whole trace's timeline, rebuilt in parts of independent groups
+    of events (viz/perfettogroups.py); False: a trace small enough, or one
+    the groups cannot split, is written whole."""
+    from tracer.timeline import groups
+    from viz.perfettogroups import write_perfetto_groups
+
+    try:
+        plan = groups.plan_groups(file, groups.PART_EVENTS)
+    except TraceFormatError as exc:
+        _fail(str(exc))
+    if plan is None or plan.num_events <= PARTS_FROM * groups.PART_EVENTS:
+        return False
+    use_system_allocator()  # as --stats: mimalloc kept freed pages mapped
+    use_recorded_probes(probe_specs(plan.trace.header.probes))
+    _warn_cut_short(plan.trace)
+    _write_perfetto(lambda write: write_perfetto_groups(plan, write), output)
+    return True
+
+
+def _write_perfetto(document: Callable[[Callable[[str], object]], int], output: str) -> None:
+    """Written record by record (the text of a big trace is as big again as
+    its records); a file appears only once complete. `document` writes the
+    text and says how many steps it drew."""
     if output == "-":
-        write_perfetto(tl, _out, view)
+        document(_out)
         _flush()
         return
     out = Path(output)
@@ -241,14 +269,14 @@ def _export_perfetto(tl: Timeline, view: View, output: str) -> None:
     tmp = out.with_name(f".{out.name}.{os.getpid()}.part") if replaceable(out) else out
     try:
         with open(tmp, "w", encoding="ascii") as fh:
-            write_perfetto(tl, fh.write, view)
+            steps = document(fh.write)
         if tmp != out:
             os.replace(tmp, out)
     except OSError as exc:
         if tmp != out:
             tmp.unlink(missing_ok=True)
         _fail(f"cannot write {output}: {exc.strerror or exc}")
-    click.echo(f"kpath: wrote {output} (perfetto, {len(view.drawn_steps)} steps)", err=True)
+    click.echo(f"kpath: wrote {output} (perfetto, {steps} steps)", err=True)
 
 
 def _export_parquet(file: str, output: str) -> None:
@@ -483,6 +511,10 @@ def export_cmd(file: str, fmt: str | None, output: str | None, flow: str | None,
             cap=fmt != "perfetto")
     except SelectionError as exc:
         _fail(str(exc), 2)
+    every_event = flow is None and not ranges and sel.start is None and sel.end is None \
+        and sel.max_steps is None
+    if fmt == "perfetto" and every_event and _export_perfetto_groups(file, output):
+        return
     unattributed: int | None = None
     parted = None
     if _in_parts(fmt, flow, ranges, sel):

@@ -123,6 +123,13 @@ class GroupPlan(TraceClock):
         """For these events (indices in the whole trace): the index of the
         next event of the same execution context (context_key) in the whole
         trace, where there is one. Reads the trace's context columns again."""
+        nxt = self.context_following()[events]
+        return {int(i): int(j) for i, j in zip(events.tolist(), nxt.tolist(), strict=True)
+                if j >= 0}
+
+    def context_following(self) -> np.ndarray:
+        """Per event of the whole trace, the index of the next event of its
+        execution context, or -1 (8 bytes an event)."""
         cols = ("source", "tid", "ctx", "softirq")
         table = pa.Table.from_batches([b.select(cols) for b in self._batches()],
                                       schema=pa.schema([EVENT_SCHEMA.field(c) for c in cols]))
@@ -146,9 +153,7 @@ class GroupPlan(TraceClock):
         following = np.full(len(key), -1, dtype=np.int64)
         following[order[:-1][same]] = order[1:][same]
         del key, order, same
-        nxt = following[events]
-        return {int(i): int(j) for i, j in zip(events.tolist(), nxt.tolist(), strict=True)
-                if j >= 0}
+        return following
 
     def _part(self, held: list[tuple[int, pa.RecordBatch, np.ndarray, np.ndarray]],
               read: int, only: Container[int] | None) -> Iterator[Part]:

@@ -26,6 +26,7 @@ to user that reads its bytes.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Container, Iterable, Iterator
 from dataclasses import dataclass
@@ -223,7 +224,7 @@ def slice_records(tl: Timeline, events: list[TEvent],
         end_shown = end is not None and end in shown
         end_ns = all_events[end].ev.ts_ns if end_shown else ev.ts_ns  # type: ignore[index]
         fl = flows[te.flow - 1] if te.flow is not None else None
-        name = printable(f"{ev.probe} return" if is_return else ev.probe)
+        name = _printable(f"{ev.probe} return" if is_return else ev.probe)
         layer = str(te.layer) if te.layer else None
         if te.segment is not None and not is_return:
             key = (id(te.segment), te.flow)
@@ -241,7 +242,7 @@ def slice_records(tl: Timeline, events: list[TEvent],
         if layer:
             args["layer"] = layer
         if te.context:
-            args["context"] = printable(te.context)
+            args["context"] = _printable(te.context)
         args["cpu"] = ev.cpu
         if details:
             args["details"] = details
@@ -304,24 +305,23 @@ def nest_one(stack: list[float], sl: dict[str, Any]) -> None:
     stack.append(end)
 
 
-@dataclass(frozen=True, slots=True)
-class CpuEvent:
-    """What a CPU track shows of an event."""
+# What a CPU track shows of an event: (CPU, index in the whole trace, tid,
+# context kind, ts_ns, time in us, printable context, printable probe); a
+# tuple, as a part's are spooled (viz/perfettogroups.py).
+CpuEvent = tuple[int, int, int, str, int, float, str, str]
 
-    cpu: int
-    index: int  # in the whole trace
-    tid: int
-    ctx: str
-    ts_ns: int
-    at_us: float
-    context: str  # printable
-    probe: str  # printable
+
+@functools.lru_cache(maxsize=1 << 12)
+def _printable(text: str) -> str:
+    """printable() of the few texts repeated on every event (probes,
+    contexts)."""
+    return printable(text)
 
 
 def cpu_event(te: TEvent, index: int, at_us: float) -> CpuEvent:
     ev = te.ev
-    return CpuEvent(ev.cpu, index, ev.tid, str(ev.ctx), ev.ts_ns, at_us,
-                    printable(te.context), printable(ev.probe))
+    return (ev.cpu, index, ev.tid, str(ev.ctx), ev.ts_ns, at_us, _printable(te.context),
+            _printable(ev.probe))
 
 
 def cpu_records(events: Iterable[CpuEvent]) -> Iterator[dict[str, Any]]:
@@ -331,18 +331,18 @@ def cpu_records(events: Iterable[CpuEvent]) -> Iterator[dict[str, Any]]:
     count = 0
 
     def flush(a: CpuEvent, b: CpuEvent, count: int) -> dict[str, Any]:
-        return {"ph": "X", "name": a.context, "cat": "cpu", "pid": CPU_PID,
-                "tid": a.cpu + 1, "ts": a.at_us, "dur": _us(b.ts_ns - a.ts_ns),
-                "args": {"events": count, "first_event": a.index, "last_event": b.index}}
+        return {"ph": "X", "name": a[6], "cat": "cpu", "pid": CPU_PID,
+                "tid": a[0] + 1, "ts": a[5], "dur": _us(b[4] - a[4]),
+                "args": {"events": count, "first_event": a[1], "last_event": b[1]}}
 
     for ev in events:
-        if last is None or last.cpu != ev.cpu or last.tid != ev.tid or last.ctx != ev.ctx:
+        if last is None or last[0] != ev[0] or last[2] != ev[2] or last[3] != ev[3]:
             if first is not None and last is not None:
                 yield flush(first, last, count)
             first, count = ev, 0
         count += 1
-        yield {"ph": "i", "s": "t", "name": ev.probe, "cat": "cpu", "pid": CPU_PID,
-               "tid": ev.cpu + 1, "ts": ev.at_us, "args": {"event": ev.index}}
+        yield {"ph": "i", "s": "t", "name": ev[7], "cat": "cpu", "pid": CPU_PID,
+               "tid": ev[0] + 1, "ts": ev[5], "args": {"event": ev[1]}}
         last = ev
     if first is not None and last is not None:
         yield flush(first, last, count)

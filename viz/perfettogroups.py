@@ -63,20 +63,21 @@ class _Procs:
     last event, else from its first event (indices in the whole trace)."""
 
     def __init__(self) -> None:
-        self.first: dict[int, tuple[int, str]] = {}
-        self.own: dict[int, tuple[int, str]] = {}
+        self.first: dict[int, tuple[int, Event]] = {}
+        self.own: dict[int, tuple[int, Event]] = {}
 
     def note(self, ev: Event, at: int) -> None:
         have = self.first.get(ev.tgid)
         if have is None or at < have[0]:
-            self.first[ev.tgid] = (at, process_name(ev))
+            self.first[ev.tgid] = (at, ev)
         if ev.tid == ev.tgid:
             own = self.own.get(ev.tgid)
             if own is None or at > own[0]:
-                self.own[ev.tgid] = (at, process_name(ev))
+                self.own[ev.tgid] = (at, ev)
 
     def names(self) -> dict[int, str]:
-        return {pid: (self.own.get(pid) or first)[1] for pid, first in self.first.items()}
+        return {pid: process_name((self.own.get(pid) or first)[1])
+                for pid, first in self.first.items()}
 
 
 def write_perfetto_groups(plan: GroupPlan, write: Callable[[str], object]) -> int:
@@ -99,9 +100,10 @@ def write_perfetto_groups(plan: GroupPlan, write: Callable[[str], object]) -> in
             numbers.note(tl, tl.steps, index)
             chosen, events = shown_events(tl, view)
             at_us = {te.index: _us(te.ev.ts_ns - tl.start_ns) for te in events}
+            ctx_of: dict[int, _Ctx] = {}
             for te in events:
                 ev, at = te.ev, index[te.index]
-                key = context_key(ev)
+                key = ctx_of[te.index] = context_key(ev)
                 if key not in firsts or at < firsts[key][0]:
                     firsts[key] = (at, ev)
                 procs.note(ev, at)
@@ -111,12 +113,12 @@ def write_perfetto_groups(plan: GroupPlan, write: Callable[[str], object]) -> in
                 at = index[te.index]
                 sl["args"]["event"] = at
                 has_slice.add(te.index)
-                slices.put((sl["ts"], at, context_key(te.ev), sl))
+                slices.put((sl["ts"], at, ctx_of[te.index], sl))
             slices.end_run()
             cpus.add(cpu_event(te, index[te.index], at_us[te.index])
                      for te in sorted(events, key=lambda te: te.ev.cpu))
             arrows.add(_part_arrows(tl, has_slice, chosen, at_us))
-            del tl, part, view, events, at_us, has_slice, chosen
+            del tl, part, view, events, at_us, has_slice, chosen, ctx_of
         step_id, flow_no = numbers.ranks()
         del numbers, following
         tracks = _tracks(ev for _, ev in sorted(firsts.values(), key=lambda f: f[0]))
@@ -125,7 +127,7 @@ def write_perfetto_groups(plan: GroupPlan, write: Callable[[str], object]) -> in
         out.extend(_nested(merge(slices, lambda rec, p: (rec[0], rec[1]),
                                  lambda rec, p: _renumber(rec, step_id[p], flow_no[p])),
                            tracks))
-        out.extend(cpu_records(merge(cpus, lambda rec, p: (rec.cpu, rec.index),
+        out.extend(cpu_records(merge(cpus, lambda rec, p: (rec[0], rec[1]),
                                      lambda rec, p: rec)))
         out.extend(_arrows(merge(arrows, lambda rec, p: int(step_id[p][rec[0]]),
                                  lambda rec, p: (rec, step_id[p])), tracks))
@@ -179,6 +181,10 @@ def _nested(slices: Iterable[tuple[float, int, _Ctx, dict[str, Any]]],
 
 def _settle(group: list[dict[str, Any]],
             stacks: dict[tuple[int, int], list[float]]) -> list[dict[str, Any]]:
+    if len(group) == 1:  # most times have one slice
+        sl = group[0]
+        nest_one(stacks.setdefault((sl["pid"], sl["tid"]), []), sl)
+        return group
     by_track: dict[tuple[int, int], list[dict[str, Any]]] = {}
     for sl in group:
         by_track.setdefault((sl["pid"], sl["tid"]), []).append(sl)

@@ -353,17 +353,59 @@ def _export_pcapng(tl: Timeline, flow: int | None, output: str) -> None:
 
     done = render_pcapng(tl, f"kpath {__version__}", flow)
     if not done.packets:
-        _fail(f"{tl.trace.path}: no captured frames to export (recorded before kpath captured "
-              "frames, or without a device-layer probe: __dev_queue_xmit, "
-              "__netif_receive_skb_core)")
+        _no_frames(tl.trace.path)
     try:
         Path(output).write_bytes(done.data)
     except OSError as exc:
         _fail(f"cannot write {output}: {exc.strerror or exc}")
-    folded = (f"; {done.same_frame} loopback receive captures in their transmit's comment"
-              if done.same_frame else "")
-    n = len(done.interfaces)
-    click.echo(f"kpath: wrote {output} (pcapng, {done.packets} packets on {n} "
+    _wrote_pcapng(output, done.packets, len(done.interfaces), done.same_frame)
+
+
+def _export_pcapng_groups(file: str, output: str) -> bool:
+    """Every captured frame of a big trace, rebuilt in parts of independent
+    groups of events (viz/pcapnggroups.py); False: a trace small enough, or
+    one the groups cannot split, is written whole."""
+    from kpath import __version__
+    from tracer.timeline import groups
+    from viz.pcapnggroups import write_pcapng_groups
+
+    try:
+        plan = groups.plan_groups(file, groups.PART_EVENTS)
+    except TraceFormatError as exc:
+        _fail(str(exc))
+    if plan is None or plan.num_events <= PARTS_FROM * groups.PART_EVENTS:
+        return False
+    use_system_allocator()  # as --stats: mimalloc kept freed pages mapped
+    use_recorded_probes(probe_specs(plan.trace.header.probes))
+    _warn_cut_short(plan.trace)
+    out = Path(output)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.part") if replaceable(out) else out
+    try:
+        with open(tmp, "wb") as fh:
+            done = write_pcapng_groups(plan, f"kpath {__version__}", fh.write)
+        if done.packets and tmp != out:
+            os.replace(tmp, out)
+    except OSError as exc:
+        _fail(f"cannot write {output}: {exc.strerror or exc}")
+    finally:
+        if tmp != out:
+            tmp.unlink(missing_ok=True)
+    if not done.packets:
+        _no_frames(plan.trace.path)
+    _wrote_pcapng(output, done.packets, len(done.interfaces), done.same_frame)
+    return True
+
+
+def _no_frames(path: str) -> NoReturn:
+    _fail(f"{path}: no captured frames to export (recorded before kpath captured "
+          "frames, or without a device-layer probe: __dev_queue_xmit, "
+          "__netif_receive_skb_core)")
+
+
+def _wrote_pcapng(output: str, packets: int, n: int, same_frame: int) -> None:
+    folded = (f"; {same_frame} loopback receive captures in their transmit's comment"
+              if same_frame else "")
+    click.echo(f"kpath: wrote {output} (pcapng, {packets} packets on {n} "
                f"interface{'s' if n != 1 else ''}{folded})", err=True)
 
 
@@ -514,6 +556,8 @@ def export_cmd(file: str, fmt: str | None, output: str | None, flow: str | None,
     every_event = flow is None and not ranges and sel.start is None and sel.end is None \
         and sel.max_steps is None
     if fmt == "perfetto" and every_event and _export_perfetto_groups(file, output):
+        return
+    if fmt == "pcapng" and flow is None and _export_pcapng_groups(file, output):
         return
     unattributed: int | None = None
     parted = None

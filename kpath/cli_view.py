@@ -8,9 +8,9 @@ import functools
 import gc
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 import click
 
@@ -236,12 +236,13 @@ def _export_perfetto(tl: Timeline, view: View, output: str) -> None:
     _write_perfetto(document, output)
 
 
-def _export_perfetto_groups(file: str, output: str) -> bool:
-    """The whole trace's timeline, rebuilt in parts of independent groups
-    of events (viz/perfettogroups.py); False: a trace small enough, or one
-    the groups cannot split, is written whole."""
+def _export_perfetto_groups(file: str, output: str, sel: Selection) -> bool:
+    """The whole trace's timeline (or --from/--to's part of it), rebuilt in
+    parts of independent groups of events (viz/perfettogroups.py); False: a
+    trace small enough, or one the groups cannot split, is written whole."""
     from tracer.timeline import groups
     from viz.perfettogroups import write_perfetto_groups
+    from viz.select import SelectionError, window_of
 
     try:
         plan = groups.plan_groups(file, groups.PART_EVENTS)
@@ -252,7 +253,12 @@ def _export_perfetto_groups(file: str, output: str) -> bool:
     use_system_allocator()  # as --stats: mimalloc kept freed pages mapped
     use_recorded_probes(probe_specs(plan.trace.header.probes))
     _warn_cut_short(plan.trace)
-    _write_perfetto(lambda write: write_perfetto_groups(plan, write), output)
+    try:
+        # numpy's array bisected as a list: no list of a million ints made
+        window = window_of(cast("Sequence[int]", plan.stamps - plan.start_ns), sel)
+    except SelectionError as exc:
+        _fail(f"{file}: {exc}", 2)
+    _write_perfetto(lambda write: write_perfetto_groups(plan, write, window), output)
     return True
 
 
@@ -553,9 +559,8 @@ def export_cmd(file: str, fmt: str | None, output: str | None, flow: str | None,
             cap=fmt != "perfetto")
     except SelectionError as exc:
         _fail(str(exc), 2)
-    every_event = flow is None and not ranges and sel.start is None and sel.end is None \
-        and sel.max_steps is None
-    if fmt == "perfetto" and every_event and _export_perfetto_groups(file, output):
+    if (fmt == "perfetto" and flow is None and not ranges and sel.max_steps is None
+            and _export_perfetto_groups(file, output, sel)):
         return
     if fmt == "pcapng" and flow is None and _export_pcapng_groups(file, output):
         return

@@ -25,6 +25,7 @@ of its context) and a few integers per step and flow.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -51,7 +52,7 @@ from viz.perfetto import (
     slice_records,
 )
 from viz.runs import Numbers, Runs, merge
-from viz.select import Selection, select
+from viz.select import Bound, Selection, select
 
 _Ctx = tuple[int, int, str, str | None]  # context_key
 # A part's point of an arrow: (phase, its slice's context, time in us).
@@ -80,8 +81,10 @@ class _Procs:
                 for pid, first in self.first.items()}
 
 
-def write_perfetto_groups(plan: GroupPlan, write: Callable[[str], object]) -> int:
-    """The document of the whole trace; the number of flow steps drawn."""
+def write_perfetto_groups(plan: GroupPlan, write: Callable[[str], object],
+                          window: tuple[int, int] | None = None) -> int:
+    """The document of the whole trace, or of the events of `window`
+    (--from/--to: event indices, inclusive); the number of flow steps drawn."""
     following = plan.context_following()
     slices, cpus, arrows = Runs(), Runs(), Runs()
     numbers = Numbers()
@@ -94,11 +97,20 @@ def write_perfetto_groups(plan: GroupPlan, write: Callable[[str], object]) -> in
         for part in plan.parts():
             tl, index = part.timeline, part.index.tolist()
             tl.context_next = _local_following(part.index, following)
-            view = select(tl, sel)
-            assert not view.notices  # nothing folded, capped or cut
-            drawn += len(view.drawn_steps)
             numbers.note(tl, tl.steps, index)
-            chosen, events = shown_events(tl, view)
+            local = sel
+            if window is not None:
+                # The window's events in the part: a run of its local indices.
+                lo, hi = np.searchsorted(part.index, window[0]), \
+                    np.searchsorted(part.index, window[1], side="right") - 1
+                local = replace(sel, start=Bound(event=int(lo)), end=Bound(event=int(hi)))
+            if window is None or lo <= hi:
+                view = select(tl, local)
+                assert not view.notices  # nothing folded, capped or cut
+                drawn += len(view.drawn_steps)
+                chosen, events = shown_events(tl, view)
+            else:
+                chosen, events = set(), []
             at_us = {te.index: _us(te.ev.ts_ns - tl.start_ns) for te in events}
             ctx_of: dict[int, _Ctx] = {}
             for te in events:
@@ -118,7 +130,7 @@ def write_perfetto_groups(plan: GroupPlan, write: Callable[[str], object]) -> in
             cpus.add(cpu_event(te, index[te.index], at_us[te.index])
                      for te in sorted(events, key=lambda te: te.ev.cpu))
             arrows.add(_part_arrows(tl, has_slice, chosen, at_us))
-            del tl, part, view, events, at_us, has_slice, chosen, ctx_of
+            del tl, part, events, at_us, has_slice, chosen, ctx_of
         step_id, flow_no = numbers.ranks()
         del numbers, following
         tracks = _tracks(ev for _, ev in sorted(firsts.values(), key=lambda f: f[0]))

@@ -352,8 +352,15 @@ def _overlaps(st: Step, window: tuple[int, int]) -> bool:
 def _window(tl: Timeline, sel: Selection) -> tuple[int, int] | None:
     if sel.start is None and sel.end is None:
         return None
-    n = len(tl.events)
-    offsets = [te.offset_ns for te in tl.events]
+    return window_of([te.offset_ns for te in tl.events], sel)
+
+
+def window_of(offsets: Sequence[int], sel: Selection) -> tuple[int, int] | None:
+    """The event indices --from/--to select (inclusive) of a trace whose
+    events are at these offsets from its start, in time order."""
+    if sel.start is None and sel.end is None:
+        return None
+    n = len(offsets)
 
     def index(b: Bound, lower: bool) -> int:
         if b.event is not None:
@@ -369,6 +376,6 @@ def _window(tl: Timeline, sel: Selection) -> tuple[int, int] | None:
     hi = index(sel.end, False) if sel.end is not None else n - 1
     if lo > hi or lo >= n or hi < 0:
         raise SelectionError("--from/--to select no event (the trace spans "
-                             f"+0 .. +{(offsets[-1] if offsets else 0) / 1e6:.6f} ms, "
+                             f"+0 .. +{(int(offsets[-1]) if n else 0) / 1e6:.6f} ms, "
                              f"events #0..#{n - 1})")
     return lo, hi

@@ -27,7 +27,7 @@ pytestmark = needs_recordings
 
 
 def _export(path: Path, out: str, monkeypatch: pytest.MonkeyPatch, target: int | None,
-            calls: list[int]) -> tuple[int, str, str]:
+            calls: list[int], args: tuple[str, ...] = ()) -> tuple[int, str, str]:
     """(exit code, document, stderr): whole when target is None."""
     real = perfettogroups.write_perfetto_groups
 
@@ -42,15 +42,26 @@ def _export(path: Path, out: str, monkeypatch: pytest.MonkeyPatch, target: int |
             m.setattr(cli_view, "PARTS_FROM", 0)
             m.setattr(groups, "PART_EVENTS", target)
         m.setattr(perfettogroups, "write_perfetto_groups", spy)
-        res = CliRunner().invoke(export_cmd, [str(path), "-f", "perfetto", "-o", out])
+        res = CliRunner().invoke(export_cmd, [str(path), "-f", "perfetto", "-o", out, *args])
     if out == "-":
         return res.exit_code, res.stdout, res.stderr
     text = Path(out).read_text() if res.exit_code == 0 else ""
     return res.exit_code, text, res.stderr.replace(out, "OUT")
 
 
+def _windows(path: Path) -> list[tuple[str, ...]]:
+    """--from/--to: event indices, times, and two selecting nothing (refused
+    before anything is rebuilt)."""
+    trace = read_trace(path)
+    n = trace.num_events
+    span = max(ev.ts_ns for ev in trace.events) - min(ev.ts_ns for ev in trace.events)
+    return [("--from", str(n // 3), "--to", str(2 * n // 3)), ("--from", str(n - 1)),
+            ("--to", f"{span // 2000}us"), ("--from", f"{span // 3000}us", "--to", "5"),
+            ("--from", str(n))]
+
+
 def _check(path: Path, tmp: Path, monkeypatch: pytest.MonkeyPatch, target: int,
-           stdout: bool = False) -> int:
+           stdout: bool = False, windows: bool = False) -> int:
     """Whole and in parts: the same bytes and messages; how many exports
     went in parts."""
     calls: list[int] = []
@@ -61,6 +72,13 @@ def _check(path: Path, tmp: Path, monkeypatch: pytest.MonkeyPatch, target: int,
         assert whole[0] == 0, whole[2]
         parted = _export(path, out, monkeypatch, target, calls)
         assert parted == whole, (path.name, out)
+    for args in _windows(path) if windows else []:
+        out = str(tmp / "window.json")
+        Path(out).unlink(missing_ok=True)
+        whole = _export(path, out, monkeypatch, None, [], args)
+        Path(out).unlink(missing_ok=True)
+        parted = _export(path, out, monkeypatch, target, calls, args)
+        assert parted == whole, (path.name, args)
     assert not list(tmp.glob(".*.part"))
     return len(calls)
 
@@ -85,7 +103,7 @@ def test_perfetto_in_parts_equals_whole_overlapping_copies(
     plan = groups.plan_groups(str(v2), target)
     assert plan is not None
     assert sum(1 for _ in plan.parts()) >= 4
-    assert _check(v2, tmp_path, monkeypatch, target, stdout=True) == 2
+    assert _check(v2, tmp_path, monkeypatch, target, stdout=True, windows=True) == 5
 
 
 def _shared_contexts(recording: Path, tmp: Path, copies: int) -> Path:
@@ -134,4 +152,4 @@ def test_perfetto_in_parts_equals_whole_shared_contexts(
             parts_of.setdefault(context_key(te.ev), set()).add(part.number)
     assert plan.parts_made >= 2
     assert any(len(p) > 1 for p in parts_of.values())
-    assert _check(v2, tmp_path, monkeypatch, target) == 1
+    assert _check(v2, tmp_path, monkeypatch, target, windows=True) == 4

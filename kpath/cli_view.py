@@ -317,11 +317,12 @@ def _export_parquet(file: str, output: str) -> None:
 
 def _in_parts(fmt: str, flow: str | None, ranges: list[tuple[int, int]],
               sel: Selection) -> bool:
-    """What viz/exportgroups.py draws: the default picture (not Perfetto's,
-    which has every event) and one flow's."""
-    if fmt == "pcapng" or sel.start is not None or sel.end is not None:
+    """What viz/exportgroups.py draws: every selection of the diagrams, and
+    Perfetto's narrowed ones (its every-event timeline, with or without
+    --from/--to, is viz/perfettogroups.py's)."""
+    if fmt == "pcapng":
         return False
-    return flow is not None or bool(ranges) or (fmt != "perfetto" and sel.max_steps is None)
+    return fmt != "perfetto" or flow is not None or bool(ranges) or sel.max_steps is not None
 
 
 def _export_groups(file: str, flow: str | None, ranges: list[tuple[int, int]],
@@ -333,7 +334,7 @@ def _export_groups(file: str, flow: str | None, ranges: list[tuple[int, int]],
 
     from tracer.timeline import groups
     from viz.exportgroups import drawn, survey
-    from viz.select import SelectionError, expand_steps
+    from viz.select import SelectionError, expand_steps, window_of
 
     try:
         plan = groups.plan_groups(file, groups.PART_EVENTS)
@@ -343,12 +344,22 @@ def _export_groups(file: str, flow: str | None, ranges: list[tuple[int, int]],
         return None
     use_system_allocator()  # as --stats: mimalloc kept freed pages mapped
     use_recorded_probes(probe_specs(plan.trace.header.probes))
-    sv = survey(plan, sel.fold and flow is None)
+    # A bad --from/--to is told after a bad --flow, as of the whole timeline.
+    bad_window: SelectionError | None = None
+    try:
+        window = window_of(cast("Sequence[int]", plan.stamps - plan.start_ns), sel)
+    except SelectionError as exc:
+        window, bad_window = None, exc
+    every_flow = flow is None and not ranges
+    sv = survey(plan, sel.fold and every_flow, window,
+                step_ids=every_flow and sel.max_steps is not None)
     number = _flow_number(len(sv.flows), plan.trace.path, flow)
     _warn_cut_short(plan.trace)
     try:
         steps = tuple(expand_steps(ranges, sv.steps))
-        return drawn(plan, sv, replace(sel, flow=number, steps=steps))
+        if bad_window is not None:
+            raise bad_window
+        return drawn(plan, sv, replace(sel, flow=number, steps=steps), window)
     except SelectionError as exc:
         _fail(f"{file}: {exc}", 2)
 

@@ -115,8 +115,16 @@ def _addr_int(addr: str | None) -> int:
     return int(ipaddress.IPv4Address(addr)) if addr else 0
 
 
-def load(source: Path) -> _Recording:
+def load(source: Path, frames: bool = False) -> _Recording:
+    """The recording as templates; `frames`: its events' captured frames
+    kept (the same bytes in every copy: addresses and ports unshifted)."""
     trace = read_trace(source)
+    frame_of: dict[int, dict[str, object]] = {}
+    if frames and trace.frames is not None:
+        for rec in trace.frames.to_pylist():
+            row = int(rec.pop("row"))
+            rec["data"] = rec["data"].hex()
+            frame_of[row] = {k: v for k, v in rec.items() if v is not None}
     if trace.cut_short:
         raise ValueError(f"{source}: cut short ({trace.cut_short}): copies would not close")
     order = sorted(range(len(trace.events)), key=lambda i: (trace.events[i].ts_ns, i))
@@ -132,7 +140,10 @@ def load(source: Path) -> _Recording:
     templates = []
     tuples: set[frozenset[tuple[int, int]]] = set()
     for i, ev in enumerate(events):
-        templates.append(_template(ev.to_record(), "event"))
+        record = ev.to_record()
+        if order[i] in frame_of:
+            record["frame"] = frame_of[order[i]]
+        templates.append(_template(record, "event"))
         src = (_addr_int(ev.saddr), ev.sport or 0)
         dst = (_addr_int(ev.daddr), ev.dport or 0)
         for name in ("tgid", "tid", "sk", "skb", "sport", "dport", "seq", "end_seq", "ack"):
@@ -246,11 +257,12 @@ def _lines(rec: _Recording, copies: int, step: int, per_block: int) -> Iterator[
 
 
 def write_synthetic(source: Path, out: Path, copies: int, overlap: float = 8.0,
-                    ports_per_block: int | None = None) -> SynthResult:
+                    ports_per_block: int | None = None, frames: bool = False) -> SynthResult:
     """Write `copies` consistent copies of `source` to `out` (trace format v1).
-    ports_per_block: fewer copies per address than the ports allow (tests)."""
+    ports_per_block: fewer copies per address than the ports allow (tests);
+    frames: with the recording's captured frames (pcapng export)."""
     t0 = time.monotonic()
-    rec = load(source)
+    rec = load(source, frames)
     per_block = _check(rec, copies, ports_per_block)
     step = max(1, math.ceil((rec.span_ns + 50_000) / max(overlap, 1e-9)))
     header = dataclasses.replace(
@@ -327,6 +339,8 @@ def main(argv: list[str] | None = None) -> None:
     size.add_argument("--copies", type=int)
     ap.add_argument("--overlap", type=float, default=8.0,
                     help="copies in flight at once (1: one after another); default 8")
+    ap.add_argument("--frames", action="store_true",
+                    help="keep the recording's captured frames (unshifted bytes: pcapng)")
     ap.add_argument("--format", choices=("v1", "v2"), default="v1",
                     help="v2: the v1 output converted by `kpath convert` (if this kpath has it)")
     args = ap.parse_args(argv)
@@ -335,7 +349,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.format == "v2" and help_text is None:
         sys.exit("trace format v2: not available in this kpath (no `kpath convert`)")
     v1 = args.output if args.format == "v1" else args.output.with_suffix(".v1.kpath")
-    res = write_synthetic(args.source, v1, copies, args.overlap)
+    res = write_synthetic(args.source, v1, copies, args.overlap, frames=args.frames)
     print(f"synthetic: {res.copies} copies of {args.source.name}, {res.events} events, "
           f"{res.bytes / 1e6:.1f} MB, copy every {res.step_ns / 1e6:.3f} ms "
           f"(one copy spans {res.span_ns / 1e6:.3f} ms), {res.seconds:.1f} s -> {v1}")

@@ -8,9 +8,9 @@ import functools
 import gc
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 import click
 
@@ -228,12 +228,46 @@ def replay_cmd(file: str, flow: str | None, no_color: bool, out_format: str,
 
 
 def _export_perfetto(tl: Timeline, view: View, output: str) -> None:
-    """Written record by record (the text of a big trace is as big again as
-    its records); a file appears only once complete."""
     from viz.perfetto import write_perfetto
 
+    def document(write: Callable[[str], object]) -> int:
+        write_perfetto(tl, write, view)
+        return len(view.drawn_steps)
+    _write_perfetto(document, output)
+
+
+def _export_perfetto_groups(file: str, output: str, sel: Selection) -> bool:
+    """The whole trace's timeline (or --from/--to's part of it), rebuilt in
+    parts of independent groups of events (viz/perfettogroups.py); False: a
+    trace small enough, or one the groups cannot split, is written whole."""
+    from tracer.timeline import groups
+    from viz.perfettogroups import write_perfetto_groups
+    from viz.select import SelectionError, window_of
+
+    try:
+        plan = groups.plan_groups(file, groups.PART_EVENTS)
+    except TraceFormatError as exc:
+        _fail(str(exc))
+    if plan is None or plan.num_events <= PARTS_FROM * groups.PART_EVENTS:
+        return False
+    use_system_allocator()  # as --stats: mimalloc kept freed pages mapped
+    use_recorded_probes(probe_specs(plan.trace.header.probes))
+    _warn_cut_short(plan.trace)
+    try:
+        # numpy's array bisected as a list: no list of a million ints made
+        window = window_of(cast("Sequence[int]", plan.stamps - plan.start_ns), sel)
+    except SelectionError as exc:
+        _fail(f"{file}: {exc}", 2)
+    _write_perfetto(lambda write: write_perfetto_groups(plan, write, window), output)
+    return True
+
+
+def _write_perfetto(document: Callable[[Callable[[str], object]], int], output: str) -> None:
+    """Written record by record (the text of a big trace is as big again as
+    its records); a file appears only once complete. `document` writes the
+    text and says how many steps it drew."""
     if output == "-":
-        write_perfetto(tl, _out, view)
+        document(_out)
         _flush()
         return
     out = Path(output)
@@ -241,14 +275,14 @@ def _export_perfetto(tl: Timeline, view: View, output: str) -> None:
     tmp = out.with_name(f".{out.name}.{os.getpid()}.part") if replaceable(out) else out
     try:
         with open(tmp, "w", encoding="ascii") as fh:
-            write_perfetto(tl, fh.write, view)
+            steps = document(fh.write)
         if tmp != out:
             os.replace(tmp, out)
     except OSError as exc:
         if tmp != out:
             tmp.unlink(missing_ok=True)
         _fail(f"cannot write {output}: {exc.strerror or exc}")
-    click.echo(f"kpath: wrote {output} (perfetto, {len(view.drawn_steps)} steps)", err=True)
+    click.echo(f"kpath: wrote {output} (perfetto, {steps} steps)", err=True)
 
 
 def _export_parquet(file: str, output: str) -> None:
@@ -283,11 +317,12 @@ def _export_parquet(file: str, output: str) -> None:
 
 def _in_parts(fmt: str, flow: str | None, ranges: list[tuple[int, int]],
               sel: Selection) -> bool:
-    """What viz/exportgroups.py draws: the default picture (not Perfetto's,
-    which has every event) and one flow's."""
-    if fmt == "pcapng" or sel.start is not None or sel.end is not None:
+    """What viz/exportgroups.py draws: every selection of the diagrams, and
+    Perfetto's narrowed ones (its every-event timeline, with or without
+    --from/--to, is viz/perfettogroups.py's)."""
+    if fmt == "pcapng":
         return False
-    return flow is not None or bool(ranges) or (fmt != "perfetto" and sel.max_steps is None)
+    return fmt != "perfetto" or flow is not None or bool(ranges) or sel.max_steps is not None
 
 
 def _export_groups(file: str, flow: str | None, ranges: list[tuple[int, int]],
@@ -299,7 +334,7 @@ def _export_groups(file: str, flow: str | None, ranges: list[tuple[int, int]],
 
     from tracer.timeline import groups
     from viz.exportgroups import drawn, survey
-    from viz.select import SelectionError, expand_steps
+    from viz.select import SelectionError, expand_steps, window_of
 
     try:
         plan = groups.plan_groups(file, groups.PART_EVENTS)
@@ -309,12 +344,22 @@ def _export_groups(file: str, flow: str | None, ranges: list[tuple[int, int]],
         return None
     use_system_allocator()  # as --stats: mimalloc kept freed pages mapped
     use_recorded_probes(probe_specs(plan.trace.header.probes))
-    sv = survey(plan, sel.fold and flow is None)
+    # A bad --from/--to is told after a bad --flow, as of the whole timeline.
+    bad_window: SelectionError | None = None
+    try:
+        window = window_of(cast("Sequence[int]", plan.stamps - plan.start_ns), sel)
+    except SelectionError as exc:
+        window, bad_window = None, exc
+    every_flow = flow is None and not ranges
+    sv = survey(plan, sel.fold and every_flow, window,
+                step_ids=every_flow and sel.max_steps is not None)
     number = _flow_number(len(sv.flows), plan.trace.path, flow)
     _warn_cut_short(plan.trace)
     try:
         steps = tuple(expand_steps(ranges, sv.steps))
-        return drawn(plan, sv, replace(sel, flow=number, steps=steps))
+        if bad_window is not None:
+            raise bad_window
+        return drawn(plan, sv, replace(sel, flow=number, steps=steps), window)
     except SelectionError as exc:
         _fail(f"{file}: {exc}", 2)
 
@@ -325,17 +370,59 @@ def _export_pcapng(tl: Timeline, flow: int | None, output: str) -> None:
 
     done = render_pcapng(tl, f"kpath {__version__}", flow)
     if not done.packets:
-        _fail(f"{tl.trace.path}: no captured frames to export (recorded before kpath captured "
-              "frames, or without a device-layer probe: __dev_queue_xmit, "
-              "__netif_receive_skb_core)")
+        _no_frames(tl.trace.path)
     try:
         Path(output).write_bytes(done.data)
     except OSError as exc:
         _fail(f"cannot write {output}: {exc.strerror or exc}")
-    folded = (f"; {done.same_frame} loopback receive captures in their transmit's comment"
-              if done.same_frame else "")
-    n = len(done.interfaces)
-    click.echo(f"kpath: wrote {output} (pcapng, {done.packets} packets on {n} "
+    _wrote_pcapng(output, done.packets, len(done.interfaces), done.same_frame)
+
+
+def _export_pcapng_groups(file: str, output: str) -> bool:
+    """Every captured frame of a big trace, rebuilt in parts of independent
+    groups of events (viz/pcapnggroups.py); False: a trace small enough, or
+    one the groups cannot split, is written whole."""
+    from kpath import __version__
+    from tracer.timeline import groups
+    from viz.pcapnggroups import write_pcapng_groups
+
+    try:
+        plan = groups.plan_groups(file, groups.PART_EVENTS)
+    except TraceFormatError as exc:
+        _fail(str(exc))
+    if plan is None or plan.num_events <= PARTS_FROM * groups.PART_EVENTS:
+        return False
+    use_system_allocator()  # as --stats: mimalloc kept freed pages mapped
+    use_recorded_probes(probe_specs(plan.trace.header.probes))
+    _warn_cut_short(plan.trace)
+    out = Path(output)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.part") if replaceable(out) else out
+    try:
+        with open(tmp, "wb") as fh:
+            done = write_pcapng_groups(plan, f"kpath {__version__}", fh.write)
+        if done.packets and tmp != out:
+            os.replace(tmp, out)
+    except OSError as exc:
+        _fail(f"cannot write {output}: {exc.strerror or exc}")
+    finally:
+        if tmp != out:
+            tmp.unlink(missing_ok=True)
+    if not done.packets:
+        _no_frames(plan.trace.path)
+    _wrote_pcapng(output, done.packets, len(done.interfaces), done.same_frame)
+    return True
+
+
+def _no_frames(path: str) -> NoReturn:
+    _fail(f"{path}: no captured frames to export (recorded before kpath captured "
+          "frames, or without a device-layer probe: __dev_queue_xmit, "
+          "__netif_receive_skb_core)")
+
+
+def _wrote_pcapng(output: str, packets: int, n: int, same_frame: int) -> None:
+    folded = (f"; {same_frame} loopback receive captures in their transmit's comment"
+              if same_frame else "")
+    click.echo(f"kpath: wrote {output} (pcapng, {packets} packets on {n} "
                f"interface{'s' if n != 1 else ''}{folded})", err=True)
 
 
@@ -483,6 +570,11 @@ def export_cmd(file: str, fmt: str | None, output: str | None, flow: str | None,
             cap=fmt != "perfetto")
     except SelectionError as exc:
         _fail(str(exc), 2)
+    if (fmt == "perfetto" and flow is None and not ranges and sel.max_steps is None
+            and _export_perfetto_groups(file, output, sel)):
+        return
+    if fmt == "pcapng" and flow is None and _export_pcapng_groups(file, output):
+        return
     unattributed: int | None = None
     parted = None
     if _in_parts(fmt, flow, ranges, sel):

@@ -12,15 +12,17 @@ their objects to the whole trace's numbers and hands the renderers a
 Timeline of them (`Sparse`: looked up by the whole trace's numbers, its
 length the whole trace's count).
 
-Taken here: the default picture (all flows, folded and capped), --flow N
-(with --max-packets, --no-fold) and --packet; --from/--to and --max-packets
-across flows go through the whole timeline (kpath/cli_view.py decides).
+Taken here: every selection (kpath/cli_view.py decides): the default picture
+(all flows, folded and capped), --flow N, --packet, --no-fold, --from/--to
+(event indices worked out from the plan's times: a run of each part's local
+indices) and --max-packets (across flows: pass 1 keeps each flow's step ids
+and drawn events, the first N step ids of the whole trace are kept).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TypeVar, cast, overload
 
 import numpy as np
@@ -39,8 +41,10 @@ from viz.select import (
     _cut_blocks,
     _single,
     capped,
+    drawn_events,
     fold_blocks,
     fold_notice,
+    overlaps,
     select,
 )
 
@@ -89,6 +93,10 @@ class FlowSummary:
     folded_head: list[tuple[int, int, int]] = field(default_factory=list)
     folds: tuple[int, int] = (0, 0)  # folded blocks, repetitions left out
     number: int = 0  # in the whole trace
+    # With --max-packets: per step drawn, its id (local, then the whole
+    # trace's once ranked) and its events drawn.
+    ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    sizes: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -114,22 +122,37 @@ def _head(blocks: Iterator[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
     return out
 
 
-def survey(plan: GroupPlan, fold: bool) -> Survey:
-    """Pass 1 (`fold`: summarise each flow folded too)."""
+def local_window(index: np.ndarray, window: tuple[int, int]) -> tuple[int, int]:
+    """A window of the whole trace's event indices in a part whose events
+    have these (sorted) indices: a run of its local indices (lo > hi: none)."""
+    return (int(np.searchsorted(index, window[0])),
+            int(np.searchsorted(index, window[1], side="right")) - 1)
+
+
+def survey(plan: GroupPlan, fold: bool, window: tuple[int, int] | None = None,
+           step_ids: bool = False) -> Survey:
+    """Pass 1 (`fold`: summarise each flow folded too; `window`: of the
+    steps with an event in it, counting those events; `step_ids`: keep
+    each flow's step ids, for --max-packets)."""
     numbers = Numbers()
     flows: list[FlowSummary] = []
     unattributed = 0
     for part in plan.parts():
         tl, index = part.timeline, part.index.tolist()
         numbers.note(tl, tl.steps, index)
+        at = None if window is None else local_window(part.index, window)
         for fl in tl.flows:
-            sizes = [len(st.events) for st in fl.steps]
+            steps = fl.steps if at is None else [st for st in fl.steps if overlaps(st, at)]
+            sizes = [drawn_events(st, at) for st in steps]
             fs = FlowSummary(part.number, fl.number, len(sizes), sum(sizes),
                              _head((1, n, 1) for n in sizes))
-            if fold:
-                blocks, folds, left_out = fold_blocks(fl.steps)
-                drawn = [(len(b.steps), sum(len(st.events) for st in b.steps), len(b.covered))
-                         for b in blocks]
+            if step_ids:
+                fs.ids = np.array([st.id for st in steps], dtype=np.int64)
+                fs.sizes = sizes
+            if fold and steps:
+                blocks, folds, left_out = fold_blocks(steps)
+                drawn = [(len(b.steps), sum(drawn_events(st, at) for st in b.steps),
+                          len(b.covered)) for b in blocks]
                 fs.folded_drawn = (sum(d[0] for d in drawn), sum(d[1] for d in drawn))
                 fs.folded_head = _head(iter(drawn))
                 fs.folds = (folds, left_out)
@@ -139,6 +162,8 @@ def survey(plan: GroupPlan, fold: bool) -> Survey:
     step_id, flow_no = numbers.ranks()
     for fs in flows:
         fs.number = int(flow_no[fs.part][fs.local - 1])
+        if step_ids:
+            fs.ids = step_id[fs.part][fs.ids]
     flows.sort(key=lambda fs: fs.number)
     return Survey(flows, sum(len(s) for s in step_id), unattributed, step_id, flow_no)
 
@@ -152,11 +177,10 @@ class Drawn:
     unattributed: int  # the whole trace's events of no flow (build_sequence)
 
 
-def drawn(plan: GroupPlan, sv: Survey, sel: Selection) -> Drawn:
-    """Pass 2: the view `sel` asks for (sel.flow, or all flows with neither
-    --packet, --from/--to nor --max-packets), as select() makes it of the
-    whole timeline."""
-    assert sel.start is None and sel.end is None
+def drawn(plan: GroupPlan, sv: Survey, sel: Selection,
+          window: tuple[int, int] | None = None) -> Drawn:
+    """Pass 2: the view `sel` asks for, as select() makes it of the whole
+    timeline; `window`: --from/--to's event indices (survey's)."""
     if sel.flow is not None or sel.steps:
         # The view depends on that flow's or those steps' parts alone.
         parts = {sv.flows[sel.flow - 1].part} if sel.flow is not None else set()
@@ -164,34 +188,66 @@ def drawn(plan: GroupPlan, sv: Survey, sel: Selection) -> Drawn:
             wanted = np.array(sel.steps, dtype=np.int64)
             parts |= {p for p, ids in enumerate(sv.step_id) if np.isin(ids, wanted).any()}
         tl = _rebuild(plan, sv, parts)
-        return Drawn(tl, select(tl, sel), sv.unattributed)
-    assert sel.max_steps is None
-    total = sum(fs.steps for fs in sv.flows)
-    n_events = sum(fs.events for fs in sv.flows)
-    do_fold = sel.fold and (total > FOLD_THRESHOLD or n_events > FOLD_EVENTS)
+        return Drawn(tl, select(tl, replace(sel, window=window)), sv.unattributed)
+    # select() leaves out a flow with no step chosen (none in the window).
+    flows = [fs for fs in sv.flows if fs.steps]
     notices: list[str] = []
+    cut_note = None
+    kept_ids: set[int] | None = None
+    if sel.max_steps is not None:
+        flows, kept_ids, cut = _first_steps(flows, sel.max_steps)
+        if cut:
+            notices.append(f"--max-packets {sel.max_steps}: drew the first "
+                           f"{sel.max_steps} steps, left out {cut}")
+            cut_note = (f"{cut} more step(s) not drawn (--max-packets {sel.max_steps}); "
+                        "use --from/--to or --packet to see them")
+    total = sum(fs.steps for fs in flows)
+    n_events = sum(fs.events for fs in flows)
+    do_fold = sel.fold and not sel.narrowed and (total > FOLD_THRESHOLD
+                                                 or n_events > FOLD_EVENTS)
     if do_fold:
-        notices = [fold_notice(fs.number, fs.steps, *fs.folds) for fs in sv.flows if fs.folds[0]]
-        drawn_steps = sum(fs.folded_drawn[0] for fs in sv.flows)
-        arrows = sum(fs.folded_drawn[1] for fs in sv.flows)
+        notices += [fold_notice(fs.number, fs.steps, *fs.folds) for fs in flows if fs.folds[0]]
+        drawn_steps = sum(fs.folded_drawn[0] for fs in flows)
+        arrows = sum(fs.folded_drawn[1] for fs in flows)
     else:
         drawn_steps, arrows = total, n_events
-    keep = sv.flows
+    keep = flows
     cut = 0
     is_capped = sel.cap and (drawn_steps > MAX_STEPS or arrows > MAX_EVENTS)
     if is_capped:
-        keep, cut = _capped(sv.flows, do_fold)
+        keep, cut = _capped(flows, do_fold)
     tl = _rebuild(plan, sv, {fs.part for fs in keep})
-    view = View(timeline=tl, flows=[], window=None, selection=sel)
+    view = View(timeline=tl, flows=[], window=window, selection=sel)
     for fs in keep:
         fl = tl.flows[fs.number - 1]
-        blocks = fold_blocks(fl.steps)[0] if do_fold else [_single(st) for st in fl.steps]
-        view.flows.append(FlowView(flow=fl, blocks=blocks, total_steps=len(fl.steps)))
+        steps = fl.steps if window is None else [st for st in fl.steps if overlaps(st, window)]
+        if kept_ids is not None:
+            steps = [st for st in steps if st.id in kept_ids]
+        blocks = fold_blocks(steps)[0] if do_fold else [_single(st) for st in steps]
+        view.flows.append(FlowView(flow=fl, blocks=blocks, total_steps=len(steps)))
     view.notices = notices
+    view.cut_note = cut_note
     if is_capped:
         _cut_blocks(view, MAX_STEPS, MAX_EVENTS)  # the same blocks as _capped keeps
         capped(view, cut)
     return Drawn(tl, view, sv.unattributed)
+
+
+def _first_steps(flows: list[FlowSummary], limit: int
+                 ) -> tuple[list[FlowSummary], set[int], int]:
+    """select's _cap on the summaries: the first `limit` steps by id across
+    flows; the flows keeping one (summarised on those alone), their ids,
+    and the steps left out."""
+    every = np.sort(np.concatenate([fs.ids for fs in flows])) if flows else np.zeros(0)
+    kept = every[:limit]
+    out = []
+    for fs in flows:
+        mine = np.isin(fs.ids, kept)
+        if mine.any():
+            sizes = [n for n, k in zip(fs.sizes, mine.tolist(), strict=True) if k]
+            out.append(replace(fs, steps=len(sizes), events=sum(sizes),
+                               head=_head((1, n, 1) for n in sizes)))
+    return out, set(kept.tolist()), len(every) - len(kept)
 
 
 def _capped(flows: list[FlowSummary], folded: bool) -> tuple[list[FlowSummary], int]:

@@ -17,12 +17,14 @@ capture said in the first's comment. Format: the pcapng specification
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from tracer.timeline.byte_ranges import writers
 from tracer.timeline.latency import packet_latencies
 from tracer.timeline.model import Message, Packet, Step, TEvent, Timeline
+from tracer.tracefile import Header
 from viz.text import fmt_hop
 
 LINKTYPE_ETHERNET = 1
@@ -97,37 +99,39 @@ def _path(step: Step) -> list[str]:
     return parts
 
 
-def _messages(tl: Timeline, pkt: Packet) -> str | None:
+def _messages(tl: Timeline, pkt: Packet, ids: Callable[[int], str]) -> str | None:
     """The send(s) whose bytes it carries (or that sent it) and the recv(s)
     that read them."""
     out = []
     sends = writers(tl, pkt)
     if sends:
-        out.append("of " + ", ".join(f"#{m.id} {m.title} bytes {r}" for m, r in sends))
+        out.append("of " + ", ".join(f"#{ids(m.id)} {m.title} bytes {r}" for m, r in sends))
     elif pkt.message is not None:
         msg = tl.steps[pkt.message]
         assert isinstance(msg, Message)
-        out.append(f"sent in #{msg.id} {msg.title}")
+        out.append(f"sent in #{ids(msg.id)} {msg.title}")
     for mid in pkt.read_by:
         msg = tl.steps[mid]
         assert isinstance(msg, Message)
-        out.append(f"read by #{mid} {msg.title}")
+        out.append(f"read by #{ids(mid)} {msg.title}")
     return "; ".join(out) if out else None
 
 
-def _comments(tl: Timeline, te: TEvent, hops: dict[int, str], also: str | None) -> list[str]:
+def comments(tl: Timeline, te: TEvent, hops: dict[int, str], also: str | None,
+             ids: Callable[[int], str] = str) -> list[str]:
+    """An Enhanced Packet Block's comments; `ids` writes a step id."""
     where = f"captured at {te.probe} ({te.direction or '?'}, {te.context})"
     if also:
         where += f"; {also}"
     out = []
     step = tl.step_of(te) if te.step >= 0 else None
     if isinstance(step, Packet):
-        out.append(f"kpath #{step.id} packet {step.title}")
-        msgs = _messages(tl, step)
+        out.append(f"kpath #{ids(step.id)} packet {step.title}")
+        msgs = _messages(tl, step, ids)
         if msgs:
             out.append(msgs)
     elif step is not None:
-        out.append(f"kpath #{step.id} {step.kind} {step.title}")
+        out.append(f"kpath #{ids(step.id)} {step.kind} {step.title}")
     else:
         out.append(f"kpath event {te.probe}")
     out.append(where)
@@ -138,7 +142,7 @@ def _comments(tl: Timeline, te: TEvent, hops: dict[int, str], also: str | None) 
     return out
 
 
-def _hop_texts(tl: Timeline) -> dict[int, str]:
+def hop_texts(tl: Timeline) -> dict[int, str]:
     """Packet id -> its per-layer latency, as replay --stats measures it."""
     out = {}
     for pl in packet_latencies(tl):
@@ -150,8 +154,8 @@ def _hop_texts(tl: Timeline) -> dict[int, str]:
 
 
 @dataclass
-class _Frame:
-    row: int
+class Frame:
+    row: int  # its event's row in the trace file
     te: TEvent
     iface: Interface
     ifname: str
@@ -160,7 +164,14 @@ class _Frame:
     data: bytes
 
 
-def _frames(tl: Timeline) -> Iterator[_Frame]:
+def frame(row: int, te: TEvent, rec: dict[str, Any]) -> Frame:
+    """A frame of the trace's frames table (`rec`: a row of it) on its event."""
+    ev = te.ev
+    return Frame(row, te, Interface(ev.source, ev.netns, rec["ifindex"]), rec["ifname"],
+                 _link(rec["link"], rec["dev_type"]), rec["len"], rec["data"])
+
+
+def _frames(tl: Timeline) -> Iterator[Frame]:
     trace = tl.trace
     frames = trace.frames
     if frames is None or not frames.num_rows:
@@ -172,33 +183,25 @@ def _frames(tl: Timeline) -> Iterator[_Frame]:
         te = te_of.get(id(events[row]))
         if te is None:
             continue
-        ev = te.ev
-        yield _Frame(row, te, Interface(ev.source, ev.netns, rec["ifindex"]),
-                     rec["ifname"], _link(rec["link"], rec["dev_type"]), rec["len"],
-                     rec["data"])
+        yield frame(row, te, rec)
 
 
-def _clock_offset(tl: Timeline, source: int) -> int:
-    srcs = tl.trace.header.sources
+def clock_offset(header: Header, source: int) -> int:
+    srcs = header.sources
     if 0 <= source < len(srcs):
         # A merged trace's shifted times are on source 0's clock: one
         # wall clock for all hosts keeps the wire's time what merge estimated.
         ref = 0 if srcs[source].shift_ns is not None else source
         return srcs[ref].clock_offset_ns
-    return tl.trace.header.clock_offset_ns
+    return header.clock_offset_ns
 
 
-def render_pcapng(tl: Timeline, tool: str, flow: int | None = None) -> Export:
-    """The timeline's frames (of one flow, or all) as one pcapng section
-    (`tool`: who wrote it)."""
-    header = tl.trace.header
-    hops = _hop_texts(tl)
-    frames = sorted((f for f in _frames(tl) if flow is None or f.te.flow == flow),
-                    key=lambda f: (f.te.ev.ts_ns, f.row))
-    # One block per packet per interface: a second capture of the same bytes
-    # on the same interface (loopback: transmit, then receive) is folded.
-    first: dict[tuple[Interface, int, bytes], _Frame] = {}
-    folded: dict[int, list[_Frame]] = {}
+def fold_frames(frames: Iterable[Frame]) -> tuple[list[Frame], dict[int, list[Frame]]]:
+    """One block per packet per interface: a second capture of the same
+    bytes on the same interface (loopback: transmit, then receive) is
+    folded. The frames kept, and per kept frame's row those folded in it."""
+    first: dict[tuple[Interface, int, bytes], Frame] = {}
+    folded: dict[int, list[Frame]] = {}
     kept = []
     for f in frames:
         key = (f.iface, f.te.step, f.data)
@@ -207,37 +210,67 @@ def render_pcapng(tl: Timeline, tool: str, flow: int | None = None) -> Export:
             continue
         first[key] = f
         kept.append(f)
+    return kept, folded
+
+
+def also_text(f: Frame, folded: dict[int, list[Frame]]) -> str | None:
+    if f.row not in folded:
+        return None
+    return "the same frame also " + ", ".join(
+        f"at {g.te.probe} ({g.te.direction}, {g.te.context}) "
+        f"{fmt_hop(g.te.ev.ts_ns - f.te.ev.ts_ns)}" for g in folded[f.row])
+
+
+def section_block(header: Header, tool: str) -> bytes:
     shb_opts = [(_SHB_USERAPPL, tool.encode()),
                 (_SHB_OS, f"Linux {header.kernel_release}".encode())]
-    out = [_block(_SHB, struct.pack("<IHHq", _BYTE_ORDER_MAGIC, 1, 0, -1) + _options(shb_opts))]
+    return _block(_SHB, struct.pack("<IHHq", _BYTE_ORDER_MAGIC, 1, 0, -1) + _options(shb_opts))
+
+
+def interface_block(header: Header, iface: Interface, ifname: str,
+                    link: tuple[int, int]) -> tuple[bytes, str]:
+    """The Interface Description Block and its description."""
+    host = (header.sources[iface.source].hostname
+            if iface.source < len(header.sources) else header.hostname)
+    desc = f"{host} {ifname} (ifindex {iface.ifindex}, netns {iface.netns})"
+    opts = [(_IF_NAME, ifname.encode()), (_IF_DESCRIPTION, desc.encode()),
+            (_IF_TSRESOL, b"\x09")]
+    return _block(_IDB, struct.pack("<HHI", link[0], 0, SNAPLEN) + _options(opts)), desc
+
+
+def packet_block(iface_id: int, ts: int, data: bytes, length: int, texts: list[str]) -> bytes:
+    """An Enhanced Packet Block: `data` as captured (link header dropped),
+    `length` the frame's, `ts` CLOCK_REALTIME ns."""
+    body = struct.pack("<IIIII", iface_id, (ts >> 32) & 0xFFFFFFFF, ts & 0xFFFFFFFF,
+                       len(data), length)
+    body += data + b"\0" * (-len(data) % 4)
+    # An option holds at most 65535 bytes.
+    body += _options([(_OPT_COMMENT, c.encode()[:65532]) for c in texts])
+    return _block(_EPB, body)
+
+
+def render_pcapng(tl: Timeline, tool: str, flow: int | None = None) -> Export:
+    """The timeline's frames (of one flow, or all) as one pcapng section
+    (`tool`: who wrote it)."""
+    header = tl.trace.header
+    hops = hop_texts(tl)
+    frames = sorted((f for f in _frames(tl) if flow is None or f.te.flow == flow),
+                    key=lambda f: (f.te.ev.ts_ns, f.row))
+    kept, folded = fold_frames(frames)
+    out = [section_block(header, tool)]
     ids: dict[Interface, int] = {}
     names = []
     for f in kept:
         if f.iface in ids:
             continue
         ids[f.iface] = len(ids)
-        host = (header.sources[f.iface.source].hostname
-                if f.iface.source < len(header.sources) else header.hostname)
-        desc = f"{host} {f.ifname} (ifindex {f.iface.ifindex}, netns {f.iface.netns})"
+        block, desc = interface_block(header, f.iface, f.ifname, f.link)
         names.append(desc)
-        opts = [(_IF_NAME, f.ifname.encode()), (_IF_DESCRIPTION, desc.encode()),
-                (_IF_TSRESOL, b"\x09")]
-        out.append(_block(_IDB, struct.pack("<HHI", f.link[0], 0, SNAPLEN) + _options(opts)))
+        out.append(block)
     for f in kept:
-        data = f.data[f.link[1]:]
-        length = f.length - f.link[1]
-        ts = f.te.ev.ts_ns + _clock_offset(tl, f.iface.source)
-        also = None
-        if f.row in folded:
-            also = "the same frame also " + ", ".join(
-                f"at {g.te.probe} ({g.te.direction}, {g.te.context}) "
-                f"{fmt_hop(g.te.ev.ts_ns - f.te.ev.ts_ns)}" for g in folded[f.row])
-        comments = _comments(tl, f.te, hops, also)
-        body = struct.pack("<IIIII", ids[f.iface], (ts >> 32) & 0xFFFFFFFF, ts & 0xFFFFFFFF,
-                           len(data), length)
-        body += data + b"\0" * (-len(data) % 4)
-        # An option holds at most 65535 bytes.
-        body += _options([(_OPT_COMMENT, c.encode()[:65532]) for c in comments])
-        out.append(_block(_EPB, body))
+        ts = f.te.ev.ts_ns + clock_offset(header, f.iface.source)
+        texts = comments(tl, f.te, hops, also_text(f, folded))
+        out.append(packet_block(ids[f.iface], ts, f.data[f.link[1]:], f.length - f.link[1],
+                                texts))
     return Export(b"".join(out), len(kept), [f.row for f in kept], names,
                   sum(len(v) for v in folded.values()))

@@ -26,14 +26,16 @@ to user that reads its bytes.
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Container, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from probes.catalog import Capture
-from tracer.events import Context, Kind
-from tracer.timeline import Message, Packet, TEvent, Timeline, capture_of
+from tracer.events import Context, Event, Kind
+from tracer.timeline import Message, Packet, TEvent, Timeline, capture_of, context_key
+from tracer.tracefile import Trace
 from viz.escape import json_safe, printable
 from viz.select import View, select
 from viz.sequence import context_short, event_details
@@ -71,13 +73,13 @@ class Track:
     sort: int
 
 
-def _tracks(tl: Timeline, events: list[TEvent]) -> dict[tuple[int, int, str, str | None], Track]:
-    """Execution context -> its thread track."""
+def _tracks(events: Iterable[Event]) -> dict[tuple[int, int, str, str | None], Track]:
+    """Execution context -> its thread track (by each context's first event,
+    in time order)."""
     out: dict[tuple[int, int, str, str | None], Track] = {}
     taken: set[tuple[int, int]] = set()  # (pid, tid) of the tracks so far
     synth = SYNTH_TID
-    for te in events:
-        ev = te.ev
+    for ev in events:
         key = (ev.source, ev.tid, str(ev.ctx), ev.softirq)
         if key in out:
             continue
@@ -139,25 +141,76 @@ def encode_json(value: Any) -> str:
     return _ENCODE(value)
 
 
-def perfetto_document(timeline: Timeline, view: View | None = None) -> dict[str, Any]:
-    tl = timeline
-    view = view or select(tl)
+def shown_events(tl: Timeline, view: View) -> tuple[set[int], list[TEvent]]:
+    """The steps chosen (ids) and the events drawn, in time order."""
     chosen = {st.id for fv in view.flows for b in fv.blocks for st in b.steps} | \
         {i for fv in view.flows for b in fv.blocks for i in b.covered}
     if view.selection.flow is None and not view.selection.narrowed:
         # events of no flow are still worth a track
         chosen |= {st.id for g in tl.unattributed for st in g.steps}
-    events = [te for te in tl.events if te.step in chosen and view.shows(te.index)]
-    shown = {te.index for te in events}
+    return chosen, [te for te in tl.events if te.step in chosen and view.shows(te.index)]
+
+
+def perfetto_document(timeline: Timeline, view: View | None = None) -> dict[str, Any]:
+    tl = timeline
+    view = view or select(tl)
+    chosen, events = shown_events(tl, view)
     # Each event's time in us, worked out once: slices, CPU instants and
     # flow arrows all place it.
     at_us = {te.index: _us(te.ev.ts_ns - tl.start_ns) for te in events}
-    tracks = _tracks(tl, events)
-    ends = call_ends(tl)
+    tracks = _tracks(te.ev for te in events)
     out: list[dict[str, Any]] = []
-    out.extend(_metadata(tl, tracks, events))
+    procs: dict[int, str] = {}
+    for te in events:
+        ev = te.ev
+        if ev.tgid not in procs or ev.tid == ev.tgid:
+            procs[ev.tgid] = process_name(ev)
+    out.extend(metadata(procs, tracks.values(), {te.ev.cpu for te in events}))
     slices: dict[int, dict[str, Any]] = {}
     per_track: dict[tuple[int, int], list[dict[str, Any]]] = {}
+    for te, sl in slice_records(tl, events, at_us):
+        tr = tracks[context_key(te.ev)]
+        sl["pid"], sl["tid"] = tr.pid, tr.tid
+        slices[te.index] = sl
+        per_track.setdefault((tr.pid, tr.tid), []).append(sl)
+    for track_slices in per_track.values():
+        _nest(track_slices)
+    for sl in sorted(slices.values(), key=lambda s: (s["ts"], s["pid"], s["tid"])):
+        out.append(sl)
+    out.extend(cpu_records(cpu_event(te, te.index, at_us[te.index])
+                           for te in sorted(events, key=lambda te: te.ev.cpu)))
+    out.extend(_flows(tl, events, slices, chosen, at_us))
+    return {
+        "traceEvents": out,
+        "displayTimeUnit": "ns",
+        "otherData": other_data(tl.trace, tl.start_ns, view.notices),
+    }
+
+
+def other_data(trace: Trace, start_ns: int, notices: list[str]) -> Any:
+    return json_safe({
+        "generator": "kpath export -f perfetto",
+        "trace": trace.path,
+        "kernel": trace.header.kernel_release,
+        "host": trace.header.hostname,
+        "started": trace.header.started,
+        "time_origin": "ts 0 = first record of the trace (CLOCK_MONOTONIC "
+                       f"{start_ns} ns)",
+        "lost_events": trace.lost_total,
+        "notices": notices,
+    })
+
+
+def process_name(ev: Event) -> str:
+    return f"{printable(ev.comm)} (pid {ev.tgid})"
+
+
+def slice_records(tl: Timeline, events: list[TEvent],
+                  at_us: dict[int, float]) -> Iterator[tuple[TEvent, dict[str, Any]]]:
+    """Each drawn event's slice (a return whose entry is drawn is its end),
+    in time order; "pid" and "tid" are left 0 for the caller (its track)."""
+    shown = {te.index for te in events}
+    ends = call_ends(tl)
     all_events, flows = tl.events, tl.flows
     # The events of one packet share its segment (one object) and describe
     # it alike: worked out once per segment and flow.
@@ -167,12 +220,11 @@ def perfetto_document(timeline: Timeline, view: View | None = None) -> dict[str,
         is_return = ev.kind is Kind.RETURN
         if is_return and te.pair is not None and te.pair in shown:
             continue  # drawn as the end of its entry's slice
-        tr = tracks[(ev.source, ev.tid, str(ev.ctx), ev.softirq)]
         end = ends.get(te.index)
         end_shown = end is not None and end in shown
         end_ns = all_events[end].ev.ts_ns if end_shown else ev.ts_ns  # type: ignore[index]
         fl = flows[te.flow - 1] if te.flow is not None else None
-        name = printable(f"{ev.probe} return" if is_return else ev.probe)
+        name = _printable(f"{ev.probe} return" if is_return else ev.probe)
         layer = str(te.layer) if te.layer else None
         if te.segment is not None and not is_return:
             key = (id(te.segment), te.flow)
@@ -190,7 +242,7 @@ def perfetto_document(timeline: Timeline, view: View | None = None) -> dict[str,
         if layer:
             args["layer"] = layer
         if te.context:
-            args["context"] = printable(te.context)
+            args["context"] = _printable(te.context)
         args["cpu"] = ev.cpu
         if details:
             args["details"] = details
@@ -200,54 +252,25 @@ def perfetto_document(timeline: Timeline, view: View | None = None) -> dict[str,
                 args["ret"] = ret
         if not end_shown:
             args["end"] = "unknown (entry-only probe, next event unrelated)"
-        sl = {"ph": "X", "name": name, "cat": layer or "kpath",
-              "pid": tr.pid, "tid": tr.tid, "ts": at_us[te.index],
-              "dur": _us(end_ns - ev.ts_ns), "args": args}
-        slices[te.index] = sl
-        per_track.setdefault((tr.pid, tr.tid), []).append(sl)
-    for track_slices in per_track.values():
-        _nest(track_slices)
-    for sl in sorted(slices.values(), key=lambda s: (s["ts"], s["pid"], s["tid"])):
-        out.append(sl)
-    out.extend(_cpu_tracks(events, at_us))
-    out.extend(_flows(tl, events, slices, chosen, at_us))
-    doc = {
-        "traceEvents": out,
-        "displayTimeUnit": "ns",
-        "otherData": json_safe({
-            "generator": "kpath export -f perfetto",
-            "trace": tl.trace.path,
-            "kernel": tl.trace.header.kernel_release,
-            "host": tl.trace.header.hostname,
-            "started": tl.trace.header.started,
-            "time_origin": "ts 0 = first record of the trace (CLOCK_MONOTONIC "
-                           f"{tl.start_ns} ns)",
-            "lost_events": tl.trace.lost_total,
-            "notices": view.notices,
-        }),
-    }
-    return doc
+        yield te, {"ph": "X", "name": name, "cat": layer or "kpath", "pid": 0, "tid": 0,
+                   "ts": at_us[te.index], "dur": _us(end_ns - ev.ts_ns), "args": args}
 
 
-def _metadata(tl: Timeline, tracks: dict[tuple[int, int, str, str | None], Track],
-              events: list[TEvent]) -> list[dict[str, Any]]:
+def metadata(procs: dict[int, str], tracks: Iterable[Track],
+             cpu_set: set[int]) -> list[dict[str, Any]]:
+    """The process and thread names and orders: `procs` tgid -> name."""
     out: list[dict[str, Any]] = []
-    procs: dict[int, str] = {}
-    for te in events:
-        ev = te.ev
-        if ev.tgid not in procs or ev.tid == ev.tgid:
-            procs[ev.tgid] = f"{printable(ev.comm)} (pid {ev.tgid})"
     for i, (pid, name) in enumerate(sorted(procs.items())):
         out.append({"ph": "M", "name": "process_name", "pid": pid, "tid": 0,
                     "args": {"name": name}})
         out.append({"ph": "M", "name": "process_sort_index", "pid": pid, "tid": 0,
                     "args": {"sort_index": i}})
-    for tr in sorted(tracks.values(), key=lambda t: (t.pid, t.sort, t.tid)):
+    for tr in sorted(tracks, key=lambda t: (t.pid, t.sort, t.tid)):
         out.append({"ph": "M", "name": "thread_name", "pid": tr.pid, "tid": tr.tid,
                     "args": {"name": tr.name}})
         out.append({"ph": "M", "name": "thread_sort_index", "pid": tr.pid, "tid": tr.tid,
                     "args": {"sort_index": tr.sort}})
-    cpus = sorted({te.ev.cpu for te in events})
+    cpus = sorted(cpu_set)
     if cpus:
         out.append({"ph": "M", "name": "process_name", "pid": CPU_PID, "tid": 0,
                     "args": {"name": "CPUs"}})
@@ -266,82 +289,115 @@ def _nest(track: list[dict[str, Any]]) -> None:
     track.sort(key=lambda s: (s["ts"], -s["dur"]))
     stack: list[float] = []  # end times of the open slices
     for sl in track:
-        while stack and stack[-1] <= sl["ts"] and not (stack[-1] == sl["ts"] and sl["dur"] == 0):
-            stack.pop()
-        end = round(sl["ts"] + sl["dur"], 3)
-        if stack and end > stack[-1]:
-            sl["dur"] = round(stack[-1] - sl["ts"], 3)
-            sl["args"]["clipped"] = True
-            end = stack[-1]
-        stack.append(end)
+        nest_one(stack, sl)
 
 
-def _cpu_tracks(events: list[TEvent], at_us: dict[int, float]) -> list[dict[str, Any]]:
-    """Per CPU: runs of one context (X) and one instant per event (i)."""
-    out: list[dict[str, Any]] = []
-    by_cpu: dict[int, list[TEvent]] = {}
-    for te in events:
-        by_cpu.setdefault(te.ev.cpu, []).append(te)
-    for cpu, evs in sorted(by_cpu.items()):
-        tid = cpu + 1
-        start = 0  # of the run of one context, in evs
+def nest_one(stack: list[float], sl: dict[str, Any]) -> None:
+    """The next slice of a track (by start, then longest first): clipped to
+    the open slice it starts in; `stack` the end times of the open slices."""
+    while stack and stack[-1] <= sl["ts"] and not (stack[-1] == sl["ts"] and sl["dur"] == 0):
+        stack.pop()
+    end = round(sl["ts"] + sl["dur"], 3)
+    if stack and end > stack[-1]:
+        sl["dur"] = round(stack[-1] - sl["ts"], 3)
+        sl["args"]["clipped"] = True
+        end = stack[-1]
+    stack.append(end)
 
-        def flush(a: TEvent, b: TEvent, count: int, tid: int = tid) -> None:
-            out.append({"ph": "X", "name": printable(a.context), "cat": "cpu", "pid": CPU_PID,
-                        "tid": tid, "ts": at_us[a.index],
-                        "dur": _us(b.ev.ts_ns - a.ev.ts_ns),
-                        "args": {"events": count, "first_event": a.index,
-                                 "last_event": b.index}})
 
-        for i, te in enumerate(evs):
-            ev = te.ev
-            if i:
-                last = evs[i - 1].ev
-                if last.tid != ev.tid or last.ctx is not ev.ctx:
-                    flush(evs[start], evs[i - 1], i - start)
-                    start = i
-            out.append({"ph": "i", "s": "t", "name": printable(ev.probe), "cat": "cpu",
-                        "pid": CPU_PID, "tid": tid, "ts": at_us[te.index],
-                        "args": {"event": te.index}})
-        flush(evs[start], evs[-1], len(evs) - start)
-    return out
+# What a CPU track shows of an event: (CPU, index in the whole trace, tid,
+# context kind, ts_ns, time in us, printable context, printable probe); a
+# tuple, as a part's are spooled (viz/perfettogroups.py).
+CpuEvent = tuple[int, int, int, str, int, float, str, str]
+
+
+@functools.lru_cache(maxsize=1 << 12)
+def _printable(text: str) -> str:
+    """printable() of the few texts repeated on every event (probes,
+    contexts)."""
+    return printable(text)
+
+
+def cpu_event(te: TEvent, index: int, at_us: float) -> CpuEvent:
+    ev = te.ev
+    return (ev.cpu, index, ev.tid, str(ev.ctx), ev.ts_ns, at_us, _printable(te.context),
+            _printable(ev.probe))
+
+
+def cpu_records(events: Iterable[CpuEvent]) -> Iterator[dict[str, Any]]:
+    """Per CPU (`events` by CPU, then time): runs of one context (X) and one
+    instant per event (i)."""
+    first = last = None  # of the run of one context
+    count = 0
+
+    def flush(a: CpuEvent, b: CpuEvent, count: int) -> dict[str, Any]:
+        return {"ph": "X", "name": a[6], "cat": "cpu", "pid": CPU_PID,
+                "tid": a[0] + 1, "ts": a[5], "dur": _us(b[4] - a[4]),
+                "args": {"events": count, "first_event": a[1], "last_event": b[1]}}
+
+    for ev in events:
+        if last is None or last[0] != ev[0] or last[2] != ev[2] or last[3] != ev[3]:
+            if first is not None and last is not None:
+                yield flush(first, last, count)
+            first, count = ev, 0
+        count += 1
+        yield {"ph": "i", "s": "t", "name": ev[7], "cat": "cpu", "pid": CPU_PID,
+               "tid": ev[0] + 1, "ts": ev[5], "args": {"event": ev[1]}}
+        last = ev
+    if first is not None and last is not None:
+        yield flush(first, last, count)
 
 
 def _flows(tl: Timeline, events: list[TEvent], slices: dict[int, dict[str, Any]],
            chosen: set[int], at_us: dict[int, float]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     flow_id = 0
-
-    def point(ph: str, te: TEvent, fid: int, name: str, cat: str) -> dict[str, Any]:
-        sl = slices[te.index if te.index in slices else te.pair or te.index]
-        ev: dict[str, Any] = {"ph": ph, "id": fid, "name": name, "cat": cat,
-                              "pid": sl["pid"], "tid": sl["tid"], "ts": at_us[te.index]}
-        if ph == "f":
-            ev["bp"] = "e"
-        return ev
-
     for st in tl.steps:
         if st.id not in chosen or not isinstance(st, Packet):
             continue
-        hops = [te for te in st.events if te.index in slices]
-        if len(hops) >= 2:
+        for mid, cat, points in packet_arrows(tl, st, slices, chosen):
             flow_id += 1
-            name = f"#{st.id} {printable(st.title)}"
-            out.append(point("s", hops[0], flow_id, name, "packet"))
-            out.extend(point("t", te, flow_id, name, "packet") for te in hops[1:-1])
-            out.append(point("f", hops[-1], flow_id, name, "packet"))
-        for mid in st.read_by:
-            reader = tl.steps[mid]
-            if mid not in chosen or not isinstance(reader, Message) or not hops:
-                continue
-            copy = next((te for te in reader.events if te.index in slices
-                         and capture_of(te.ev) is Capture.DATAGRAM_ITER
-                         and te.index > hops[-1].index),
-                        None)
-            if copy is None:
-                continue
-            flow_id += 1
-            name = f"#{st.id} read by #{mid}"
-            out.append(point("s", hops[-1], flow_id, name, "read"))
-            out.append(point("f", copy, flow_id, name, "read"))
+            name = (f"#{st.id} {printable(st.title)}" if mid is None
+                    else f"#{st.id} read by #{mid}")
+            for ph, te in points:
+                sl = slices[te.index if te.index in slices else te.pair or te.index]
+                out.append(flow_point(ph, flow_id, name, cat, sl["pid"], sl["tid"],
+                                      at_us[te.index]))
+    return out
+
+
+def flow_point(ph: str, fid: int, name: str, cat: str, pid: int, tid: int,
+               ts: float) -> dict[str, Any]:
+    ev: dict[str, Any] = {"ph": ph, "id": fid, "name": name, "cat": cat,
+                          "pid": pid, "tid": tid, "ts": ts}
+    if ph == "f":
+        ev["bp"] = "e"
+    return ev
+
+
+Arrow = tuple[int | None, str, list[tuple[str, TEvent]]]
+
+
+def packet_arrows(tl: Timeline, st: Packet, slices: Container[int],
+                  chosen: Container[int]) -> list[Arrow]:
+    """A packet's flow arrows: (None, "packet", its hops) and, per message
+    reading it, (the message's id, "read", from its last hop to the copy to
+    user); each point (phase, event), bound to the slice of the event or of
+    its entry (`slices`: the events with one)."""
+    out: list[Arrow] = []
+    hops = [te for te in st.events if te.index in slices]
+    if len(hops) >= 2:
+        out.append((None, "packet", [("s", hops[0])] + [("t", te) for te in hops[1:-1]]
+                    + [("f", hops[-1])]))
+    for mid in st.read_by:
+        reader = tl.steps[mid]
+        if mid not in chosen or not isinstance(reader, Message) or not hops:
+            continue
+        copy = next((te for te in reader.events if te.index in slices
+                     and capture_of(te.ev) is Capture.DATAGRAM_ITER
+                     and te.index > hops[-1].index),
+                    None)
+        if copy is None:
+            continue
+        out.append((mid, "read", [("s", hops[-1]), ("f", copy)]))
     return out

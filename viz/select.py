@@ -102,6 +102,9 @@ class Selection:
     max_steps: int | None = None  # --max-packets
     fold: bool = True  # summarise big views (off with --no-fold)
     cap: bool = True  # cut views over MAX_STEPS drawn steps (off for timeline formats)
+    # --from/--to as event indices (inclusive), worked out beforehand: a
+    # trace rebuilt in parts (viz/exportgroups.py) holds only some events.
+    window: tuple[int, int] | None = None
 
     @property
     def narrowed(self) -> bool:
@@ -237,7 +240,7 @@ def select(timeline: Timeline, sel: Selection | None = None) -> View:
     for fl in flows:
         steps = [st for st in fl.steps
                  if (wanted is None or st.id in wanted)
-                 and (window is None or _overlaps(st, window))]
+                 and (window is None or overlaps(st, window))]
         if steps:
             chosen.append((fl, steps))
     if sel.max_steps is not None:
@@ -248,14 +251,14 @@ def select(timeline: Timeline, sel: Selection | None = None) -> View:
             view.cut_note = (f"{cut} more step(s) not drawn (--max-packets {sel.max_steps}); "
                              "use --from/--to or --packet to see them")
     total = sum(len(s) for _, s in chosen)
-    n_events = sum(_drawn_events(st, window) for _, steps in chosen for st in steps)
+    n_events = sum(drawn_events(st, window) for _, steps in chosen for st in steps)
     do_fold = sel.fold and not sel.narrowed and (total > FOLD_THRESHOLD
                                                  or n_events > FOLD_EVENTS)
     for fl, steps in chosen:
         blocks = _fold(steps, view) if do_fold else [_single(st) for st in steps]
         view.flows.append(FlowView(flow=fl, blocks=blocks, total_steps=len(steps)))
     drawn = sum(len(b.steps) for fv in view.flows for b in fv.blocks)
-    arrows = sum(_drawn_events(st, window) for fv in view.flows for b in fv.blocks
+    arrows = sum(drawn_events(st, window) for fv in view.flows for b in fv.blocks
                  for st in b.steps)
     if sel.cap and (drawn > MAX_STEPS or arrows > MAX_EVENTS):
         capped(view, _cut_blocks(view, MAX_STEPS, MAX_EVENTS))
@@ -271,7 +274,7 @@ def capped(view: View, cut: int) -> None:
                      "--packet, --from/--to or --max-packets")
 
 
-def _drawn_events(st: Step, window: tuple[int, int] | None) -> int:
+def drawn_events(st: Step, window: tuple[int, int] | None) -> int:
     if window is None:
         return len(st.events)
     return sum(window[0] <= te.index <= window[1] for te in st.events)
@@ -331,7 +334,7 @@ def _cut_blocks(view: View, max_steps: int, max_events: int) -> int:
     for fv in view.flows:
         kept: list[Block] = []
         for b in fv.blocks:
-            n_ev = sum(_drawn_events(st, view.window) for st in b.steps)
+            n_ev = sum(drawn_events(st, view.window) for st in b.steps)
             if first or (steps_left >= len(b.steps) and events_left >= n_ev):
                 kept.append(b)
                 steps_left -= len(b.steps)
@@ -345,15 +348,24 @@ def _cut_blocks(view: View, max_steps: int, max_events: int) -> int:
     return cut
 
 
-def _overlaps(st: Step, window: tuple[int, int]) -> bool:
+def overlaps(st: Step, window: tuple[int, int]) -> bool:
     return any(window[0] <= te.index <= window[1] for te in st.events)
 
 
 def _window(tl: Timeline, sel: Selection) -> tuple[int, int] | None:
+    if sel.window is not None:
+        return sel.window
     if sel.start is None and sel.end is None:
         return None
-    n = len(tl.events)
-    offsets = [te.offset_ns for te in tl.events]
+    return window_of([te.offset_ns for te in tl.events], sel)
+
+
+def window_of(offsets: Sequence[int], sel: Selection) -> tuple[int, int] | None:
+    """The event indices --from/--to select (inclusive) of a trace whose
+    events are at these offsets from its start, in time order."""
+    if sel.start is None and sel.end is None:
+        return None
+    n = len(offsets)
 
     def index(b: Bound, lower: bool) -> int:
         if b.event is not None:
@@ -369,6 +381,6 @@ def _window(tl: Timeline, sel: Selection) -> tuple[int, int] | None:
     hi = index(sel.end, False) if sel.end is not None else n - 1
     if lo > hi or lo >= n or hi < 0:
         raise SelectionError("--from/--to select no event (the trace spans "
-                             f"+0 .. +{(offsets[-1] if offsets else 0) / 1e6:.6f} ms, "
+                             f"+0 .. +{(int(offsets[-1]) if n else 0) / 1e6:.6f} ms, "
                              f"events #0..#{n - 1})")
     return lo, hi

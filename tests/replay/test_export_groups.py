@@ -3,7 +3,8 @@ independent groups of events, only the parts drawn kept
 (viz/exportgroups.py), writes the bytes the whole timeline gives, in every
 format, on every recording (v1 and converted to v2) and on synthetic
 traces of overlapping copies, with the default picture (folded, capped),
---no-fold, and per flow (with --max-packets)."""
+--no-fold, per flow (with --max-packets), --from/--to and --max-packets
+across flows."""
 
 from __future__ import annotations
 
@@ -38,13 +39,25 @@ def _export(path: Path, fmt: str, out: Path, args: tuple[str, ...]) -> tuple[int
 
 
 def _selections(path: Path, short: bool = False) -> list[tuple[str, ...]]:
-    flows = len(read_trace(path).events) and _flow_count(path)
+    trace = read_trace(path)
+    events = trace.num_events
+    flows = events and _flow_count(path)
     picks = sorted({flows} if short else {1, flows, (flows + 1) // 2} - {0})
     out: list[tuple[str, ...]] = [()] if short else [(), ("--no-fold",)]
     out += [("--flow", str(n)) for n in picks if n]
     if picks:
         out.append(("--flow", str(picks[-1]), "--max-packets", "3"))
         out += [("--packet", "0-3,7"), ("--packet", "5", "--flow", "1")]  # errors too
+        out.append(("--flow", str(picks[-1]), "--from", str(events // 4)))
+    # --from/--to and --max-packets across flows (and a window of no event,
+    # told after a flow the trace lacks)
+    out += [("--max-packets", "5"), ("--from", str(events // 3), "--to", str(2 * events // 3)),
+            ("--from", str(events // 2), "--max-packets", "7"), ("--from", str(events)),
+            ("--flow", str(flows + 1), "--from", str(events))]
+    if not short:
+        span_us = (trace.events[-1].ts_ns - trace.events[0].ts_ns) // 1000 if events else 0
+        out += [("--max-packets", "450"), ("--to", f"{span_us // 2}us"),
+                ("--from", f"{span_us // 4}us", "--no-fold")]
     return out
 
 
@@ -70,7 +83,8 @@ def _check(path: Path, tmp: Path, monkeypatch: pytest.MonkeyPatch, target: int,
         return real(*args, **kwargs)  # type: ignore[arg-type]
 
     for args in [()] if default_only else _selections(path, short):
-        fmts = formats + (("perfetto",) if "--flow" in args or "--packet" in args else ())
+        narrowed = {"--flow", "--packet", "--max-packets"} & set(args)
+        fmts = formats + (("perfetto",) if narrowed else ())
         for fmt in fmts:
             with monkeypatch.context() as m:
                 m.setattr(cli_view, "PARTS_FROM", 10**9)  # whole

@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from tracer.events import EVENT_SCHEMA
+from tracer.events import EVENT_SCHEMA, empty_frames
 from tracer.timeline import build_window
 from tracer.timeline.columnar.columns import batch_columns
 from tracer.timeline.columnar.links import LINK_COLUMNS, Links
@@ -91,6 +91,17 @@ class GroupPlan(TraceClock):
         self.parts_made = 0
         # A version 1 file's version 2 copy, deleted with the plan.
         self.scratch: tempfile.TemporaryDirectory[str] | None = None
+        # The trace's captured frames (FRAMES_SCHEMA), read again when asked.
+        self.read_frames: Callable[[], pa.Table] = empty_frames
+
+    def frames(self) -> pa.Table:
+        """The trace's captured frames, `row` the event's row in the file."""
+        return self.read_frames()
+
+    def order_of(self, rows: np.ndarray) -> np.ndarray:
+        """The index in the whole trace (Part.index) of the events at these
+        rows of the file."""
+        return rows if self._rank is None else self._rank[rows]
 
     def parts(self, only: Container[int] | None = None) -> Iterator[Part]:
         """The timelines of the parts, in the order their groups complete;
@@ -123,6 +134,13 @@ class GroupPlan(TraceClock):
         """For these events (indices in the whole trace): the index of the
         next event of the same execution context (context_key) in the whole
         trace, where there is one. Reads the trace's context columns again."""
+        nxt = self.context_following()[events]
+        return {int(i): int(j) for i, j in zip(events.tolist(), nxt.tolist(), strict=True)
+                if j >= 0}
+
+    def context_following(self) -> np.ndarray:
+        """Per event of the whole trace, the index of the next event of its
+        execution context, or -1 (8 bytes an event)."""
         cols = ("source", "tid", "ctx", "softirq")
         table = pa.Table.from_batches([b.select(cols) for b in self._batches()],
                                       schema=pa.schema([EVENT_SCHEMA.field(c) for c in cols]))
@@ -146,9 +164,7 @@ class GroupPlan(TraceClock):
         following = np.full(len(key), -1, dtype=np.int64)
         following[order[:-1][same]] = order[1:][same]
         del key, order, same
-        nxt = following[events]
-        return {int(i): int(j) for i, j in zip(events.tolist(), nxt.tolist(), strict=True)
-                if j >= 0}
+        return following
 
     def _part(self, held: list[tuple[int, pa.RecordBatch, np.ndarray, np.ndarray]],
               read: int, only: Container[int] | None) -> Iterator[Part]:
@@ -235,7 +251,18 @@ def plan_groups(path: str, target: int = PART_EVENTS,
                                  scan.cut_short)
     ts = np.concatenate(stamps) if stamps else np.zeros(0, dtype=np.int64)
     del stamps
-    return GroupPlan(whole, batches, links, ts, target)
+    plan = GroupPlan(whole, batches, links, ts, target)
+    if scan.version == 2:
+        def frames() -> pa.Table:
+            with scan_trace(path) as again:
+                for _ in again:
+                    pass
+                return again.frames
+        plan.read_frames = frames
+    elif whole.frames is not None:
+        whole_frames = whole.frames
+        plan.read_frames = lambda: whole_frames
+    return plan
 
 
 

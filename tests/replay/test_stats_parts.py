@@ -284,3 +284,23 @@ def test_context_out_of_time_order_across_batches_rebuilt_whole(tmp_path: Path) 
     assert not parted
     with recorded_probes(probe_specs(trace.header.probes)):
         assert got == render_stats(build_timeline(read_trace(path)))
+
+
+@pytest.mark.parametrize("path", [LOSSLESS[0], *[p for p in RECORDINGS
+                                                  if "lossy" in p.name and "v2" not in p.name]],
+                         ids=lambda p: p.name)
+def test_big_version_1_file_converted_then_in_parts(path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A version 1 file past V1_WHOLE_BYTES: rebuilt in parts from a scratch
+    version 2 copy, its text the original's (path and cut-short note too)."""
+    assert scan_trace(path).version == 1
+    monkeypatch.setattr(parts_module, "V1_WHOLE_BYTES", 0)
+    monkeypatch.setattr(parts_module, "PART_EVENTS", 60)
+    got, parted = _parted_text(path, None)
+    assert parted
+    with recorded_probes(probe_specs(read_trace(path).header.probes)):
+        assert got == render_stats(build_timeline(read_trace(path)))
+    res = CliRunner().invoke(replay_cmd, [str(path), "--stats", "--jobs", "2"])
+    assert res.exit_code == 0, res.output
+    with recorded_probes(probe_specs(read_trace(path).header.probes)):
+        assert res.stdout == render_stats(build_timeline(read_trace(path)))

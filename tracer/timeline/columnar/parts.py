@@ -62,7 +62,8 @@ from tracer.timeline.columnar.stats import (
 )
 from tracer.timeline.columnar.workers import PartPool
 from tracer.timeline.model import RangeSource
-from tracer.tracefile import Lost, TraceScan
+from tracer.tracefile import Lost, TraceScan, scan_trace
+from tracer.tracefile.convert import V1_WHOLE_BYTES, scratch_copy
 
 PART_EVENTS = 1 << 16  # events rebuilt at once: ~300 bytes each at the peak
 _STEP_ID = re.compile(r"#(\d+)")  # step ids in the stream problems' text
@@ -364,7 +365,21 @@ def stats_of_scan(scan: TraceScan, reopen: Callable[[], TraceScan],
     `jobs` processes, this one and jobs - 1 workers, when there is more
     than one part), else whole (v1: a second parse would cost more than it saves).
     Irregular as PreparedStats; `note` tells why the workers did not start
-    (the parts are then rebuilt in this process)."""
+    (the parts are then rebuilt in this process). A version 1 file bigger
+    than V1_WHOLE_BYTES is converted to a scratch version 2 copy first,
+    and rebuilt in parts from it (named and cut short as the original)."""
+    if scan.version == 1 and os.stat(scan.path).st_size > V1_WHOLE_BYTES:
+        scan.close()
+        copy = scratch_copy(scan.path)
+        try:
+            copied = str(copy.path)
+            prepared = stats_of_scan(scan_trace(copied), lambda: scan_trace(copied), lookup,
+                                     jobs, note)
+        finally:
+            copy.close()  # both passes are done
+        prepared.inp = dataclasses.replace(prepared.inp, path=scan.path,
+                                           cut_short=copy.converted.cut_short)
+        return prepared
     if scan.version != 2:
         return PreparedStats(ScannedInput(scan), lookup)
     # Started before pass 1 when the file looks like several parts: the

@@ -52,7 +52,10 @@ def default_jobs() -> int:
 
 _SIZE = struct.Struct("<Q")
 _PATH_ENV = "KPATH_WORKER_SYS_PATH"
-_SERVE = (f"import os, sys; sys.path[:0] = os.environ.pop({_PATH_ENV!r}).split(os.pathsep); "
+# Ctrl-C reaches the whole process group: the parent's to handle (it stops
+# the workers), ignored by them from the start.
+_SERVE = ("import signal; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+          f"import os, sys; sys.path[:0] = os.environ.pop({_PATH_ENV!r}).split(os.pathsep); "
           "from tracer.timeline.columnar.workers import serve; serve()")
 
 

@@ -185,8 +185,9 @@ def _warn_cut_short(trace: Trace) -> None:
                    "direction, latency per hop (count, min, median, p99, max, in us) and a "
                    "per-packet latency table (docs/correlation.md).")
 @click.option("--jobs", type=click.IntRange(min=1), metavar="N",
-              help="--stats: rebuild a big trace's parts in N worker processes (default: "
-                   "the cores available, at most 2; 1: in this process).")
+              help="--stats: rebuild a big trace's parts in N processes, this one and N-1 "
+                   "workers (default: the cores available, at most 2; 1: this one alone, "
+                   "the least memory).")
 @_no_cycle_collection
 def replay_cmd(file: str, flow: str | None, no_color: bool, out_format: str,
                stats: bool, jobs: int | None) -> None:
@@ -202,7 +203,7 @@ def replay_cmd(file: str, flow: str | None, no_color: bool, out_format: str,
       kpath replay chat.kpath --flow 1 | less -R
       kpath replay chat.kpath --format json | jq '.steps[] | select(.kind=="packet")'
       kpath replay bulk.kpath --stats
-      kpath replay big.kpath --stats --jobs 1    # in one process
+      kpath replay big.kpath --stats --jobs 1    # in one process (less memory)
 
     \b
     --stats hops: syscall>tcp (send entry to the segment's __tcp_transmit_skb),

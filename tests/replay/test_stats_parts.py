@@ -219,14 +219,14 @@ def test_cli_stats_worker_failure_one_line(tmp_path: Path, monkeypatch: pytest.M
 def test_cli_stats_workers_not_started_in_one_process(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """No worker process can start (a sandbox): a note, the same text."""
-    from tracer.timeline.columnar import workers
-
     path = _five_copies(tmp_path, monkeypatch)
 
     def refused(*_: object, **__: object) -> None:
         raise OSError(38, "Function not implemented")
 
-    monkeypatch.setattr(workers.subprocess, "Popen", refused)
+    import subprocess
+
+    monkeypatch.setattr(subprocess, "Popen", refused)
     res = CliRunner().invoke(replay_cmd, [str(path), "--stats", "--jobs", "2"])
     assert res.exit_code == 0, res.output
     assert res.stdout == render_stats(build_timeline(read_trace(path)))

@@ -45,7 +45,8 @@ from tracer.timeline.model import Timeline
 from tracer.timeline.segments import forget_segments
 from tracer.timeline.windows import TraceClock
 from tracer.tracefile import Trace, probe_specs, read_trace, scan_trace
-from tracer.tracefile.convert import V1_WHOLE_BYTES, scratch_copy
+from tracer.tracefile.convert import scratch_copy
+from tracer.tracefile.scan import V1_WHOLE_BYTES
 
 PART_EVENTS = 20_000  # events rebuilt at once: objects of ~1.6 KB each
 _SLICE = 4096  # events held (or released) at once in pass 2 (fewer for a small target)

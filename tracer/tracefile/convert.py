@@ -31,10 +31,6 @@ from tracer.tracefile.scan import TraceScan, scan_trace
 
 TARGETS = {"arrow": FORMAT_VERSION, "jsonl": JSONL_VERSION}
 BATCH_ROWS = 65536
-# A version 1 file up to this size is read whole (its table: ~150 bytes an
-# event, ~150 MiB at 1 M events); a bigger one is converted first (groups.py,
-# --stats' parts.py).
-V1_WHOLE_BYTES = 256 << 20
 
 # Called as work goes: ("writing", events written so far).
 Progress = Callable[[str, int], None]

@@ -63,7 +63,7 @@ from tracer.timeline.columnar.stats import (
 from tracer.timeline.columnar.workers import PartPool
 from tracer.timeline.model import RangeSource
 from tracer.tracefile import Lost, TraceScan, scan_trace
-from tracer.tracefile.convert import V1_WHOLE_BYTES, scratch_copy
+from tracer.tracefile.scan import V1_WHOLE_BYTES
 
 PART_EVENTS = 1 << 16  # events rebuilt at once: ~300 bytes each at the peak
 _STEP_ID = re.compile(r"#(\d+)")  # step ids in the stream problems' text
@@ -369,6 +369,8 @@ def stats_of_scan(scan: TraceScan, reopen: Callable[[], TraceScan],
     than V1_WHOLE_BYTES is converted to a scratch version 2 copy first,
     and rebuilt in parts from it (named and cut short as the original)."""
     if scan.version == 1 and os.stat(scan.path).st_size > V1_WHOLE_BYTES:
+        from tracer.tracefile.convert import scratch_copy  # pyarrow.compute: ~0.4 s
+
         scan.close()
         copy = scratch_copy(scan.path)
         try:

@@ -28,12 +28,13 @@ import contextlib
 import os
 import pickle
 import struct
-import subprocess
 import sys
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # imported with the first worker: `--jobs 1` does without (logging, ...)
+    from concurrent.futures import Future
 
 
 class WorkerFailed(Exception):
@@ -105,6 +106,8 @@ class _Worker:
     """One worker process, its calls answered in order."""
 
     def __init__(self) -> None:
+        import subprocess
+
         env = dict(os.environ, **{_PATH_ENV: os.pathsep.join(p for p in sys.path if p)})
         self.proc = subprocess.Popen([sys.executable, "-c", _SERVE], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, env=env)
@@ -121,6 +124,8 @@ class _Worker:
             t.start()
 
     def call(self, data: bytes) -> Future[Any]:
+        from concurrent.futures import Future
+
         fut: Future[Any] = Future()
         with self._ready:
             if self._dead:

@@ -161,12 +161,6 @@ def release_freed_memory() -> None:
     pa.default_memory_pool().release_unused()
 
 
-def trim_heap() -> None:
-    """Hand the C heap's free pages back now, past the trim threshold
-    use_system_allocator keeps: after a phase that freed much (a conversion)."""
-    pa.system_memory_pool().release_unused()
-
-
 def use_system_allocator() -> None:
     """Arrow buffers (the trace reader's batches) from the C heap instead
     of mimalloc, which keeps about 45 MB of freed pages mapped while a file

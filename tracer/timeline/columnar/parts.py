@@ -42,7 +42,6 @@ from tracer.timeline.columnar.columns import (
     batch_columns,
     file_columns,
     release_freed_memory,
-    trim_heap,
     use_system_allocator,
 )
 from tracer.timeline.columnar.latency_table import HOPS
@@ -374,7 +373,6 @@ def stats_of_scan(scan: TraceScan, reopen: Callable[[], TraceScan],
 
         scan.close()
         copy = scratch_copy(scan.path)
-        trim_heap()  # the conversion's buffers, before the workers start
         try:
             copied = str(copy.path)
             prepared = stats_of_scan(scan_trace(copied), lambda: scan_trace(copied), lookup,

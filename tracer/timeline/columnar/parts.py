@@ -255,7 +255,7 @@ def rebuild_part(context: tuple[Any, ...], cols: dict[str, np.ndarray], pos: np.
     c = EventColumns(probe_names=names, **cols)
     del cols
     ts = c.ts
-    prepared = PreparedStats.of_part(c, pt, inp, 0, first_ts)
+    prepared = PreparedStats.of_part(c, pt, inp, first_ts)
     del c
     firsts = prepared.flow_firsts
     keys = prepared.step_keys

@@ -105,10 +105,9 @@ class StepTable:
 EVENT_INDEX = np.int32
 
 
-def step_table(c: EventColumns, r: EventRules, pt: ProbeTable, ft: FlowTable,
-               first_step: int = 0) -> StepTable:
-    """Steps numbered from first_step in order (a part of a trace is
-    numbered after the parts before it)."""
+def step_table(c: EventColumns, r: EventRules, pt: ProbeTable, ft: FlowTable) -> StepTable:
+    """Steps numbered from 0 in order (a part of a trace too: parts.py adds
+    the steps of the parts before it)."""
     # Each per-event temporary is deleted after its last use: a 10 M-event
     # trace holds 80 MB per int64 column.
     n = len(c)
@@ -169,7 +168,7 @@ def step_table(c: EventColumns, r: EventRules, pt: ProbeTable, ft: FlowTable,
     is_key[(place == PLACE_F) | ((place == PLACE_E) & (trailer_pkt < 0))] = True
     lead_pkt, lead_step_event, retrans_lead = _join_leads(
         c, r, pt, ft, pk, place, pair, trailer_pkt, leads, resolver, is_key)
-    step_of_key = np.cumsum(is_key) - 1 + first_step
+    step_of_key = np.cumsum(is_key) - 1
     steps = int(is_key.sum())
 
     # Packet ids: its first event is a lead-in when one joined at creation.

@@ -5,11 +5,14 @@ Pass 1 (links.py) reads the columns that tie events together and joins
 events into groups no rule of the reconstruction crosses. Pass 2 reads the
 file again and holds each event until its group is complete; complete
 groups are rebuilt together in parts of about PART_EVENTS events
-(PreparedStats on their columns in time order, steps identified by their
-first event's index in the order parts are rebuilt), each flow's statistics
-spooled to a temporary file. At the end flows are numbered in order of their
-first event and steps by their first event's rank among all steps' (order:
-time, then file position, as a stable sort).
+(PreparedStats on their columns in time order, each part's steps numbered
+from 0), each flow's statistics spooled to a temporary file. The parts are
+independent: with jobs > 1 some are rebuilt by worker processes
+(workers.py), their results taken back in the order the parts were read;
+a part's steps then get the number of steps of the parts before it as
+their base. At the end flows are numbered in order of their first event
+and steps by their first event's rank among all steps' (order: time, then
+file position, as a stable sort).
 
 Loss records are read in pass 1: each part marks its packets by the
 trace's loss windows; the losses during a flow (up to the trace's next event

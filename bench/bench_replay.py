@@ -429,19 +429,23 @@ def bench_stats_files(files: list[Path], baseline: Path | None, v1: Path | None,
                 print(f"  {f.name}: the two checkouts' outputs DIFFER", flush=True)
         print(f"  round {r + 1} of {rounds} done (load average {os.getloadavg()[0]:.1f})",
               flush=True)
-    print("  | trace | command | CPU per run | events/s of CPU (best) | peak RSS | wall |")
-    print("  |---|---|---:|---:|---:|---:|")
+    print("  | trace | command | CPU per run | events/s of CPU (best) | peak RSS | "
+          "process tree peak RSS | wall |")
+    print("  |---|---|---:|---:|---:|---:|---:|")
     for (trace, name), results in runs.items():
         ok = [x for x in results if x.ok and x.cpu]
         if not ok:
-            print(f"  | {trace} | {name} | {results[0].status} | | | |")
+            print(f"  | {trace} | {name} | {results[0].status} | | | | |")
             continue
         cpus = ", ".join(f"{x.cpu:.2f} s" for x in ok)
         rate = f"{max(x.events / x.cpu for x in ok if x.cpu):,.0f}" if ok[0].events else ""
         rss = sorted(x.rss / MIB for x in ok if x.rss)
         walls = ", ".join(f"{x.wall:.1f} s" for x in ok if x.wall)
+        # polled every 50 ms, the spawner's few MiB included
+        tree = sorted(x.tree_rss / MIB for x in ok if x.tree_rss)
+        trees = f"{tree[0]:,.0f}-{tree[-1]:,.0f} MiB" if tree else ""
         print(f"  | {trace} | {name} | {cpus} | {rate} | {rss[0]:,.0f}-{rss[-1]:,.0f} MiB "
-              f"| {walls} |")
+              f"| {trees} | {walls} |")
 
 
 # Bounded memory of the object timeline's outputs (issue 8 item 4): a trace

@@ -24,6 +24,7 @@ from tracer.timeline.columnar import (
     stats_of_scan,
     use_system_allocator,
 )
+from tracer.timeline.columnar.workers import WorkerFailed, default_jobs
 from tracer.timeline.event_rules import probe_spec
 from tracer.tracefile import Trace, TraceFormatError, probe_specs, read_trace, scan_trace
 from viz.cut_short import cut_short_message, cut_short_note
@@ -183,9 +184,13 @@ def _warn_cut_short(trace: Trace) -> None:
               help="Instead of the timeline: per flow, bytes written/carried/read per "
                    "direction, latency per hop (count, min, median, p99, max, in us) and a "
                    "per-packet latency table (docs/correlation.md).")
+@click.option("--jobs", type=click.IntRange(min=1), metavar="N",
+              help="--stats: rebuild a big trace's parts in N processes, this one and N-1 "
+                   "workers (default: the cores available, at most 2; 1: this one alone, "
+                   "the least memory).")
 @_no_cycle_collection
 def replay_cmd(file: str, flow: str | None, no_color: bool, out_format: str,
-               stats: bool) -> None:
+               stats: bool, jobs: int | None) -> None:
     """Print a trace as per-flow timelines: each message (send/recv syscall)
     and packet (SYN, SYN-ACK, data, ACK...) with its events, their time, the
     hop since the previous event of the step, side, layer, the function
@@ -198,6 +203,7 @@ def replay_cmd(file: str, flow: str | None, no_color: bool, out_format: str,
       kpath replay chat.kpath --flow 1 | less -R
       kpath replay chat.kpath --format json | jq '.steps[] | select(.kind=="packet")'
       kpath replay bulk.kpath --stats
+      kpath replay big.kpath --stats --jobs 1    # in one process (less memory)
 
     \b
     --stats hops: syscall>tcp (send entry to the segment's __tcp_transmit_skb),
@@ -208,7 +214,7 @@ def replay_cmd(file: str, flow: str | None, no_color: bool, out_format: str,
     packets around lost events are marked "gap".
     """
     if stats:
-        _replay_stats(file, flow, out_format)
+        _replay_stats(file, flow, out_format, jobs)
         return
     if out_format == "json" and flow is None:
         _replay_json_windows(file)
@@ -426,7 +432,7 @@ def _wrote_pcapng(output: str, packets: int, n: int, same_frame: int) -> None:
                f"interface{'s' if n != 1 else ''}{folded})", err=True)
 
 
-def _replay_stats(file: str, flow: str | None, out_format: str) -> None:
+def _replay_stats(file: str, flow: str | None, out_format: str, jobs: int | None) -> None:
     """--stats on columns (tracer/timeline/columnar), read batch by batch
     from the file (a version 2 file twice: rebuilt in parts); a trace
     needing a rule only the object timeline has goes through build_timeline,
@@ -440,13 +446,14 @@ def _replay_stats(file: str, flow: str | None, out_format: str) -> None:
         path = scan.path
         with scan:
             try:
-                prepared = stats_of_scan(scan, lambda: scan_trace(file), probe_spec)
+                prepared = stats_of_scan(scan, lambda: scan_trace(file), probe_spec,
+                                         default_jobs() if jobs is None else jobs)
                 count = prepared.flow_count
                 cut = cut_short_note(prepared.inp.cut_short)
             except Irregular as exc:
                 click.echo(f"kpath: note: --stats through the object timeline: {exc}",
                            err=True)
-    except TraceFormatError as exc:
+    except (TraceFormatError, WorkerFailed) as exc:
         _fail(str(exc))
     if prepared is None:
         trace = _read(file)

@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import os
+import signal
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -58,29 +61,30 @@ def _in_time_order(trace: Trace) -> Trace:
     return dataclasses.replace(trace, events=sorted(trace.events, key=lambda ev: ev.ts_ns))
 
 
-def _parted_text(path: Path, flow: int | None) -> tuple[str, bool]:
+def _parted_text(path: Path, flow: int | None, jobs: int = 1) -> tuple[str, bool]:
     """(--stats text from the file, whether it was rebuilt in parts)."""
     scan = scan_trace(path)
     with recorded_probes(probe_specs(scan.header.probes)):
-        prepared = stats_of_scan(scan, lambda: scan_trace(path), probe_spec)
+        prepared = stats_of_scan(scan, lambda: scan_trace(path), probe_spec, jobs)
         return ("".join(trace_stats_text(*prepared.stats_by_flow(flow))),
                 isinstance(prepared, PartedStats))
 
 
 def assert_parts_same_text(trace: Trace, tmp_path: Path, flows: list[int | None],
-                           parts: tuple[int, ...] = (1, 50, 1 << 17)) -> None:
+                           parts: tuple[int, ...] = (1, 50, 1 << 17),
+                           jobs: tuple[int, ...] = (1,)) -> None:
     path = tmp_path / "trace.kpath"
     _write(trace, path)
     with recorded_probes(probe_specs(trace.header.probes)):
         whole = PreparedStats(stats_input_of(read_trace(path)), probe_spec)
         want = {flow: render_trace_stats(whole.stats(flow)) for flow in flows}
-    for part in parts:
+    for part, job in [(part, job) for part in parts for job in jobs]:
         with pytest.MonkeyPatch.context() as mp:
             mp.setattr(parts_module, "PART_EVENTS", part)
             for flow in flows:
-                got, parted = _parted_text(path, flow)
+                got, parted = _parted_text(path, flow, job)
                 assert parted
-                assert got == want[flow], f"part {part}, flow {flow}:\n" + "".join(
+                assert got == want[flow], f"part {part}, jobs {job}, flow {flow}:\n" + "".join(
                     difflib.unified_diff(want[flow].splitlines(True), got.splitlines(True),
                                          "whole", "parts"))
 
@@ -98,13 +102,21 @@ def test_overlapping_copies_in_parts_same_text(path: Path, tmp_path: Path) -> No
     assert_parts_same_text(trace, tmp_path, [None, 2, 7])
 
 
+@pytest.mark.parametrize("path", LOSSLESS, ids=lambda p: p.name)
+def test_overlapping_copies_in_worker_parts_same_text(path: Path, tmp_path: Path) -> None:
+    """Parts rebuilt by a worker process and by this one, their steps
+    numbered from 0 each and renumbered here in part order."""
+    trace = _in_time_order(synthetic_trace(recording(path), 7, 3))
+    assert_parts_same_text(trace, tmp_path, [None], parts=(37,), jobs=(3,))
+
+
 def test_mixed_recordings_out_of_time_order_in_parts_same_text(tmp_path: Path) -> None:
     """Copies of every recording written copy after copy: the file is not
     in time order (each part is sorted as the whole trace is)."""
     trace = mixed_trace([recording(p) for p in LOSSLESS], 3, 3)
     events = trace.events
     assert any(b.ts_ns < a.ts_ns for a, b in zip(events, events[1:], strict=False))
-    assert_parts_same_text(trace, tmp_path, [None, 1, 3 * len(LOSSLESS)])
+    assert_parts_same_text(trace, tmp_path, [None, 1, 3 * len(LOSSLESS)], jobs=(1, 2))
 
 
 def _shared_contexts(trace: Trace) -> Trace:
@@ -148,11 +160,11 @@ def test_lossy_trace_in_parts_same_text(tmp_path: Path, copies: int, overlap: in
     _write_in_batches(_in_time_order(trace), path, 13)
     with recorded_probes(probe_specs(trace.header.probes)):
         tl = build_timeline(read_trace(path))
-    for part in (1, 40, 1 << 17):
+    for part, jobs in ((1, 1), (40, 1), (40, 2), (1 << 17, 1)):
         with pytest.MonkeyPatch.context() as mp:
             mp.setattr(parts_module, "PART_EVENTS", part)
             for flow in (None, 1, len(tl.flows)):
-                got, parted = _parted_text(path, flow)
+                got, parted = _parted_text(path, flow, jobs)
                 assert parted
                 with recorded_probes(probe_specs(trace.header.probes)):
                     assert got == render_stats(tl, flow), f"part {part}, flow {flow}"
@@ -170,6 +182,73 @@ def test_cli_stats_in_parts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
         assert res.stdout == render_stats(tl, int(args[1]) if args else None)
     bad = CliRunner().invoke(replay_cmd, [str(path), "--stats", "--flow", "6"])
     assert bad.exit_code == 2 and "no flow 6" in bad.stderr
+    res = CliRunner().invoke(replay_cmd, [str(path), "--stats", "--jobs", "2"])
+    assert res.exit_code == 0, res.output
+    assert res.stdout == render_stats(tl) and not res.stderr
+
+
+def _die(*_: object) -> None:
+    """A worker's rebuild that kills its process (as the OOM killer would)."""
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _out_of_memory(*_: object) -> None:
+    raise MemoryError
+
+
+def _five_copies(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    trace = _in_time_order(synthetic_trace(recording(LOSSLESS[0]), 5, 3))
+    path = tmp_path / "five.kpath"
+    _write(trace, path)
+    monkeypatch.setattr(parts_module, "PART_EVENTS", 50)
+    return path
+
+
+@pytest.mark.parametrize("rebuild,said", [(_die, "died"), (_out_of_memory, "out of memory")])
+def test_cli_stats_worker_failure_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                           rebuild: Callable[..., None], said: str) -> None:
+    """A worker killed, or out of memory: a one-line error, no traceback, no hang."""
+    path = _five_copies(tmp_path, monkeypatch)
+    monkeypatch.setattr(parts_module, "rebuild_in_worker", rebuild)
+    res = CliRunner().invoke(replay_cmd, [str(path), "--stats", "--jobs", "2"])
+    assert res.exit_code == 1
+    assert said in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert "Traceback" not in res.output and not res.stdout
+
+
+def test_cli_stats_workers_not_started_in_one_process(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No worker process can start (a sandbox): a note, the same text."""
+    path = _five_copies(tmp_path, monkeypatch)
+
+    def refused(*_: object, **__: object) -> None:
+        raise OSError(38, "Function not implemented")
+
+    import subprocess
+
+    monkeypatch.setattr(subprocess, "Popen", refused)
+    res = CliRunner().invoke(replay_cmd, [str(path), "--stats", "--jobs", "2"])
+    assert res.exit_code == 0, res.output
+    assert res.stdout == render_stats(build_timeline(read_trace(path)))
+    assert res.stderr.startswith("kpath: note: --stats in one process: its worker processes "
+                                 "did not start (OSError")
+
+
+def test_one_part_starts_no_worker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A trace of one part is rebuilt here: no worker pays its start-up
+    (neither before pass 1, the file being small, nor after it)."""
+    trace = _in_time_order(synthetic_trace(recording(LOSSLESS[0]), 5, 3))
+    path = tmp_path / "five.kpath"
+    _write(trace, path, rows=len(trace.events))
+    assert not parts_module._parts_likely(str(path))
+
+    def no_pool(*_: object, **__: object) -> None:
+        raise AssertionError("a worker pool started for one part")
+
+    monkeypatch.setattr(parts_module, "PartPool", no_pool)
+    got, parted = _parted_text(path, None, 2)
+    assert parted
+    assert got == render_stats(build_timeline(read_trace(path)))
 
 
 def test_empty_trace_in_parts_same_text(tmp_path: Path) -> None:
@@ -205,3 +284,23 @@ def test_context_out_of_time_order_across_batches_rebuilt_whole(tmp_path: Path) 
     assert not parted
     with recorded_probes(probe_specs(trace.header.probes)):
         assert got == render_stats(build_timeline(read_trace(path)))
+
+
+@pytest.mark.parametrize("path", [LOSSLESS[0], *[p for p in RECORDINGS
+                                                  if "lossy" in p.name and "v2" not in p.name]],
+                         ids=lambda p: p.name)
+def test_big_version_1_file_converted_then_in_parts(path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A version 1 file past V1_WHOLE_BYTES: rebuilt in parts from a scratch
+    version 2 copy, its text the original's (path and cut-short note too)."""
+    assert scan_trace(path).version == 1
+    monkeypatch.setattr(parts_module, "V1_WHOLE_BYTES", 0)
+    monkeypatch.setattr(parts_module, "PART_EVENTS", 60)
+    got, parted = _parted_text(path, None)
+    assert parted
+    with recorded_probes(probe_specs(read_trace(path).header.probes)):
+        assert got == render_stats(build_timeline(read_trace(path)))
+    res = CliRunner().invoke(replay_cmd, [str(path), "--stats", "--jobs", "2"])
+    assert res.exit_code == 0, res.output
+    with recorded_probes(probe_specs(read_trace(path).header.probes)):
+        assert res.stdout == render_stats(build_timeline(read_trace(path)))

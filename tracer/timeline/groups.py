@@ -45,14 +45,12 @@ from tracer.timeline.model import Timeline
 from tracer.timeline.segments import forget_segments
 from tracer.timeline.windows import TraceClock
 from tracer.tracefile import Trace, probe_specs, read_trace, scan_trace
-from tracer.tracefile.convert import convert
+from tracer.tracefile.convert import scratch_copy
+from tracer.tracefile.scan import V1_WHOLE_BYTES
 
 PART_EVENTS = 20_000  # events rebuilt at once: objects of ~1.6 KB each
 _SLICE = 4096  # events held (or released) at once in pass 2 (fewer for a small target)
 _EMPTY = pa.Table.from_batches([], schema=EVENT_SCHEMA)
-# A version 1 file up to this size is read whole (its table: ~150 bytes an
-# event, ~150 MiB at 1 M events); a bigger one is converted first.
-V1_WHOLE_BYTES = 256 << 20
 
 
 @dataclass(frozen=True)
@@ -270,19 +268,17 @@ def _plan_converted(path: str, target: int) -> GroupPlan | None:
     """plan_groups of a version 1 file through a version 2 copy, kept in a
     scratch directory as long as the plan (read again by pass 2). The plan's
     trace is named and cut short as the original file."""
-    scratch = tempfile.TemporaryDirectory(prefix="kpath-v1-")
-    copy = Path(scratch.name) / "trace.kpath"
+    copy = scratch_copy(path)
     try:
-        converted = convert(path, copy)
-        plan = plan_groups(str(copy), target)
+        plan = plan_groups(str(copy.path), target)
     except BaseException:
-        scratch.cleanup()
+        copy.close()
         raise
     if plan is None:
-        scratch.cleanup()
+        copy.close()
         return None
     tr = plan.trace
     plan.trace = Trace.from_table(tr.header, _EMPTY, tr.lost, tr.trailer, path,
-                                  converted.cut_short)
-    plan.scratch = scratch
+                                  copy.converted.cut_short)
+    plan.scratch = copy.directory
     return plan

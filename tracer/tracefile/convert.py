@@ -7,6 +7,7 @@ from __future__ import annotations
 import bisect
 import contextlib
 import os
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -61,6 +62,31 @@ def convert(src: str | os.PathLike[str], dst: str | os.PathLike[str], to: str = 
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
     return done
+
+
+@dataclass
+class ScratchCopy:
+    """A version 2 copy of a trace in a scratch directory of its own, as long
+    as the directory is not cleaned up (close())."""
+
+    directory: tempfile.TemporaryDirectory[str]
+    path: Path
+    converted: Converted
+
+    def close(self) -> None:
+        self.directory.cleanup()
+
+
+def scratch_copy(src: str | os.PathLike[str]) -> ScratchCopy:
+    """convert(src) to a version 2 file in a new scratch directory (a big
+    version 1 file is read in parts from it)."""
+    directory = tempfile.TemporaryDirectory(prefix="kpath-v1-")
+    path = Path(directory.name) / "trace.kpath"
+    try:
+        return ScratchCopy(directory, path, convert(src, path))
+    except BaseException:
+        directory.cleanup()
+        raise
 
 
 def self_described(header: Header, names: list[str]) -> Header:

@@ -17,6 +17,11 @@ from tracer.tracefile.jsonl import CHUNK_BYTES, JsonlReader, parse_header_line, 
 from tracer.tracefile.records import Header, Lost, Trace, TraceFormatError, Trailer
 from tracer.tracefile.schema import MAX_LINE_BYTES
 
+# A version 1 file up to this size is read whole (its table: ~150 bytes an
+# event, ~150 MiB at 1 M events); a bigger one is converted to a scratch
+# version 2 copy first (tracer/timeline/groups.py, --stats' columnar/parts.py).
+V1_WHOLE_BYTES = 256 << 20
+
 # What other files look like, for a precise refusal.
 _FOREIGN = (
     (b"ARROW1", "an Arrow IPC file, not a kpath trace stream"),

@@ -5,11 +5,14 @@ Pass 1 (links.py) reads the columns that tie events together and joins
 events into groups no rule of the reconstruction crosses. Pass 2 reads the
 file again and holds each event until its group is complete; complete
 groups are rebuilt together in parts of about PART_EVENTS events
-(PreparedStats on their columns in time order, steps identified by their
-first event's index in the order parts are rebuilt), each flow's statistics
-spooled to a temporary file. At the end flows are numbered in order of their
-first event and steps by their first event's rank among all steps' (order:
-time, then file position, as a stable sort).
+(PreparedStats on their columns in time order, each part's steps numbered
+from 0), each flow's statistics spooled to a temporary file. The parts are
+independent: with jobs > 1 some are rebuilt by worker processes
+(workers.py), their results taken back in the order the parts were read;
+a part's steps then get the number of steps of the parts before it as
+their base. At the end flows are numbered in order of their first event
+and steps by their first event's rank among all steps' (order: time, then
+file position, as a stable sort).
 
 Loss records are read in pass 1: each part marks its packets by the
 trace's loss windows; the losses during a flow (up to the trace's next event
@@ -22,9 +25,12 @@ neighbours in time are then not known batch by batch).
 from __future__ import annotations
 
 import dataclasses
+import gc
 import operator
+import os
 import pickle
 import re
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from typing import IO, Any
@@ -39,6 +45,7 @@ from tracer.timeline.columnar.columns import (
     batch_columns,
     file_columns,
     release_freed_memory,
+    use_system_allocator,
 )
 from tracer.timeline.columnar.latency_table import HOPS
 from tracer.timeline.columnar.links import LINK_COLUMNS, Links
@@ -56,8 +63,10 @@ from tracer.timeline.columnar.stats import (
     StreamNote,
     TraceStats,
 )
+from tracer.timeline.columnar.workers import PartPool
 from tracer.timeline.model import RangeSource
-from tracer.tracefile import Lost, TraceScan
+from tracer.tracefile import Lost, TraceScan, scan_trace
+from tracer.tracefile.scan import V1_WHOLE_BYTES
 
 PART_EVENTS = 1 << 16  # events rebuilt at once: ~300 bytes each at the peak
 _STEP_ID = re.compile(r"#(\d+)")  # step ids in the stream problems' text
@@ -67,7 +76,10 @@ class PartedStats:
     """PreparedStats' interface (flow_count, inp, stats_by_flow) for a trace
     rebuilt part by part; the flows' statistics wait in a temporary file."""
 
-    def __init__(self, links: Links, scan: TraceScan, records: StatsInput) -> None:
+    def __init__(self, links: Links, scan: TraceScan, records: StatsInput,
+                 pool: PartPool | None = None) -> None:
+        """Pass 2 over `scan`; parts rebuilt in `pool`'s workers when given
+        (closed here, before the statistics are read back)."""
         self.inp = records
         self.events = links.events
         root, last = links.groups()
@@ -75,10 +87,11 @@ class PartedStats:
         pt = ProbeTable.build(names, links.flags.lookup)
         # Lives as long as the statistics (deleted on close, by the system).
         self._spool: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115
-        # per flow: its first event's (time, file position), offset, size
-        self._index: list[tuple[int, int, int, int]] = []
-        # per step, in id order (parts number theirs one after another):
-        # its first event's (time, file position)
+        # per flow: its first event's (time, file position), offset, size,
+        # and the number of steps of the parts before its own
+        self._index: list[tuple[int, int, int, int, int]] = []
+        # per step, parts in order and each part's steps in id order: its
+        # first event's (time, file position)
         self._key_ts: list[np.ndarray] = []
         self._key_pos: list[np.ndarray] = []
         self._steps = 0
@@ -87,27 +100,38 @@ class PartedStats:
         self._gaps = sorted(records.lost, key=lambda rec: rec.ts_ns)
         stamps = np.array([g.ts_ns for g in self._gaps], dtype=np.int64)
         self._before = np.full(len(stamps), np.iinfo(np.int64).min)
+        self._pool = pool
+        # What every part's rebuild reads besides its columns (pickled once for the workers).
+        self._context = (names, pt, records, self._first_ts)
+        self._pickled = b"" if pool is None else pickle.dumps(
+            self._context, protocol=pickle.HIGHEST_PROTOCOL)
         # Events read but not rebuilt, in file order: pieces of batches,
         # each with the last position its groups end at.
         held: list[tuple[int, dict[str, np.ndarray]]] = []
         count = at = 0
-        with scan:
-            for batch in scan:
-                cols = batch_columns(batch, links.probe_code)
-                n = len(cols["ts"])
-                if not n:
-                    continue
-                cols["pos"] = np.arange(at, at + n, dtype=np.int64)
-                cols["last"] = last[root[links.nodes.popleft()]]
-                if len(stamps):
-                    self._note_times(cols["ts"], stamps)
-                held.append((int(cols["last"].min()), cols))
-                at += n
-                count += n
-                if count >= PART_EVENTS:
-                    held = self._part(held, at, names, pt)
-                    count = 0
-        self._part(held, at + 1, names, pt)
+        try:
+            with scan:
+                for batch in scan:
+                    cols = batch_columns(batch, links.probe_code)
+                    n = len(cols["ts"])
+                    if not n:
+                        continue
+                    cols["pos"] = np.arange(at, at + n, dtype=np.int64)
+                    cols["last"] = last[root[links.nodes.popleft()]]
+                    if len(stamps):
+                        self._note_times(cols["ts"], stamps)
+                    held.append((int(cols["last"].min()), cols))
+                    at += n
+                    count += n
+                    if count >= PART_EVENTS:
+                        held = self._part(held, at)
+                        count = 0
+            self._part(held, at + 1)
+            if pool is not None:
+                pool.drain()
+        finally:
+            if pool is not None:
+                pool.close()
         if at != self.events:
             raise RuntimeError(f"{scan.path}: read {at} events, then {self.events}")
 
@@ -128,8 +152,8 @@ class PartedStats:
         return [g for g, before in zip(self._gaps, self._before.tolist(), strict=True)
                 if start <= g.ts_ns and before <= end]
 
-    def _part(self, held: list[tuple[int, dict[str, np.ndarray]]], read: int,
-              names: tuple[str, ...], pt: ProbeTable) -> list[tuple[int, dict[str, np.ndarray]]]:
+    def _part(self, held: list[tuple[int, dict[str, np.ndarray]]], read: int
+              ) -> list[tuple[int, dict[str, np.ndarray]]]:
         """Rebuilds the held events whose groups end before `read`; returns
         the rest. A piece none of whose groups is complete is not copied:
         a group spanning the trace costs no copy per part."""
@@ -156,27 +180,30 @@ class PartedStats:
             order = np.argsort(ts, kind="stable")  # file order breaks ties
             cols = {name: col[order] for name, col in cols.items()}
         pos = cols.pop("pos")
-        self._rebuild(EventColumns(probe_names=names, **cols), pos, pt)
+        pool = self._pool
+        if pool is not None and pool.has_room():
+            pool.submit(self._take, rebuild_in_worker, self._pickled, cols, pos)
+        elif pool is not None:
+            pool.put(self._take, rebuild_part(self._context, cols, pos))
+        else:
+            self._take(rebuild_part(self._context, cols, pos))
         del cols, pos
         release_freed_memory()
         return rest
 
-    def _rebuild(self, c: EventColumns, pos: np.ndarray, pt: ProbeTable) -> None:
-        ts = c.ts
-        prepared = PreparedStats.of_part(c, pt, self.inp, self._steps, self._first_ts)
-        del c
-        firsts = prepared.flow_firsts
-        keys = prepared.step_keys
-        self._steps += len(keys)
-        self._key_ts.append(ts[keys])
-        self._key_pos.append(pos[keys])
-        _, flows = prepared.stats_by_flow()
-        for fl in flows:
-            row = (*_row_of(fl), prepared.flow_span(fl.number - 1))
-            data = pickle.dumps(row, protocol=pickle.HIGHEST_PROTOCOL)
-            first = firsts[fl.number - 1]
-            self._index.append((int(ts[first]), int(pos[first]), self._spool.tell(), len(data)))
-            self._spool.write(data)
+    def _take(self, part: PartResult) -> None:
+        """A rebuilt part's results, in the order the parts were read: its
+        steps numbered after the steps of the parts before it."""
+        base = self._steps
+        self._steps += len(part.key_ts)
+        self._key_ts.append(part.key_ts)
+        self._key_pos.append(part.key_pos)
+        offset = self._spool.tell()
+        self._spool.write(part.rows)
+        for ts, pos, size in zip(part.first_ts.tolist(), part.first_pos.tolist(),
+                                 part.sizes.tolist(), strict=True):
+            self._index.append((ts, pos, offset, size, base))
+            offset += size
 
     def stats_by_flow(self, flow: int | None = None) -> tuple[TraceStats, Iterator[FlowStats]]:
         """As PreparedStats.stats_by_flow."""
@@ -196,15 +223,77 @@ class PartedStats:
         order = sorted(self._index)
 
         def flows() -> Iterator[FlowStats]:
-            for number, (_, _, offset, size) in enumerate(order, 1):
+            for number, (_, _, offset, size, base) in enumerate(order, 1):
                 if flow is not None and number != flow:
                     continue
                 self._spool.seek(offset)
                 *row, span = pickle.loads(self._spool.read(size))
                 gaps = self._flow_gaps(*span) if self._gaps else []
-                yield _flow_of(tuple(row), number, rank, gaps, inp.cut_short)
+                yield _flow_of(tuple(row), number, rank[base:], gaps, inp.cut_short)
 
         return head, flows()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PartResult:
+    """What a part's rebuild leaves for the whole trace's numbering: per
+    step (numbered from 0 in the part) its first event's time and file
+    position; per flow its first event's, and its pickled row (rows: one
+    after another, sizes)."""
+
+    key_ts: np.ndarray
+    key_pos: np.ndarray
+    first_ts: np.ndarray
+    first_pos: np.ndarray
+    sizes: np.ndarray
+    rows: bytes
+
+
+def rebuild_part(context: tuple[Any, ...], cols: dict[str, np.ndarray], pos: np.ndarray
+                 ) -> PartResult:
+    """The tables of a part (columns in time order, each event's file
+    position) and its flows' statistics, as spooled rows. context: (probe
+    names, ProbeTable, StatsInput, the trace's first event time)."""
+    names, pt, inp, first_ts = context
+    c = EventColumns(probe_names=names, **cols)
+    del cols
+    ts = c.ts
+    prepared = PreparedStats.of_part(c, pt, inp, first_ts)
+    del c
+    firsts = prepared.flow_firsts
+    keys = prepared.step_keys
+    _, flows = prepared.stats_by_flow()
+    rows = []
+    for fl in flows:
+        row = (*_row_of(fl), prepared.flow_span(fl.number - 1))
+        rows.append(pickle.dumps(row, protocol=pickle.HIGHEST_PROTOCOL))
+    return PartResult(key_ts=ts[keys], key_pos=pos[keys], first_ts=ts[firsts],
+                      first_pos=pos[firsts], sizes=np.array([len(r) for r in rows], np.int64),
+                      rows=b"".join(rows))
+
+
+# A worker's unpickled context: parts of one trace share it.
+_loaded: tuple[bytes, tuple[Any, ...]] | None = None
+
+
+def rebuild_in_worker(context: bytes, cols: dict[str, np.ndarray], pos: np.ndarray
+                      ) -> PartResult:
+    """rebuild_part in a worker process, its context pickled (unpickled
+    once for all the parts of a trace)."""
+    global _loaded
+    if _loaded is None or _loaded[0] != context:
+        _loaded = (context, pickle.loads(context))
+    result = rebuild_part(_loaded[1], cols, pos)
+    del cols, pos
+    release_freed_memory()
+    return result
+
+
+def start_worker() -> None:
+    """A worker as the parent runs: no cyclic collection (the parts make no
+    cycles worth the walks), the C heap kept between parts."""
+    gc.disable()
+    use_system_allocator()
 
 
 # The spool holds flows as tuples of plain values: pickling the frozen
@@ -235,7 +324,7 @@ def _row_of(fl: FlowStats) -> tuple[Any, ...]:
 def _flow_of(row: tuple[Any, ...], number: int, rank: np.ndarray, gaps: list[Lost],
              cut_short: str | None) -> FlowStats:
     """A spooled flow with the trace's flow and step numbers (rank: step
-    number by id) and the losses during it."""
+    number by id within its part) and the losses during it."""
     _, c_addr, c_port, s_addr, s_port, netns, socks, accounts, streams, hops, packets = row
 
     def renumber(m: re.Match[str]) -> str:
@@ -267,27 +356,81 @@ def _flow_of(row: tuple[Any, ...], number: int, rank: np.ndarray, gaps: list[Los
                                          gap))
 
 
+def print_note(text: str) -> None:
+    print(f"kpath: note: {text}", file=sys.stderr)
+
+
 def stats_of_scan(scan: TraceScan, reopen: Callable[[], TraceScan],
-                  lookup: Callable[[str], ProbeSpec | None]) -> PreparedStats | PartedStats:
+                  lookup: Callable[[str], ProbeSpec | None], jobs: int = 1,
+                  note: Callable[[str], None] = print_note) -> PreparedStats | PartedStats:
     """--stats tables of a scanned trace: a version 2 file in parts when it
-    can be (pass 1 on `scan`, pass 2 on `reopen()`), else whole (v1: a
-    second parse would cost more than it saves). Irregular as PreparedStats."""
+    can be (pass 1 on `scan`, pass 2 on `reopen()`; the parts rebuilt by
+    `jobs` processes, this one and jobs - 1 workers, when there is more
+    than one part), else whole (v1: a second parse would cost more than it saves).
+    Irregular as PreparedStats; `note` tells why the workers did not start
+    (the parts are then rebuilt in this process). A version 1 file bigger
+    than V1_WHOLE_BYTES is converted to a scratch version 2 copy first,
+    and rebuilt in parts from it (named and cut short as the original)."""
+    if scan.version == 1 and os.stat(scan.path).st_size > V1_WHOLE_BYTES:
+        from tracer.tracefile.convert import scratch_copy  # pyarrow.compute: ~0.4 s
+
+        scan.close()
+        copy = scratch_copy(scan.path)
+        try:
+            copied = str(copy.path)
+            prepared = stats_of_scan(scan_trace(copied), lambda: scan_trace(copied), lookup,
+                                     jobs, note)
+        finally:
+            copy.close()  # both passes are done
+        prepared.inp = dataclasses.replace(prepared.inp, path=scan.path,
+                                           cut_short=copy.converted.cut_short)
+        return prepared
     if scan.version != 2:
         return PreparedStats(ScannedInput(scan), lookup)
-    links = Links(lookup)
-    # Both passes read (and check) the same columns, the ones pass 2 needs:
-    # a batch one of them finds corrupt must end both at the same event.
-    scan.select(file_columns())
-    with scan:
-        for batch in scan:
-            links.add(batch_columns(batch, links.probe_code, LINK_COLUMNS))
-    records = ScannedInput(scan)
-    unflagged = any(not links.flags.pairs[p] for p in links.return_probes)
-    if unflagged or links.ctx_disorder:
-        del links
-        return PreparedStats(ScannedInput(reopen()), lookup)
-    again = reopen()
-    again.select(file_columns())
-    return PartedStats(links, again, StatsInput(
-        path=records.path, events=(), lost=list(records.lost), lost_total=records.lost_total,
-        cut_short=records.cut_short, sources=records.sources))
+    # Started before pass 1 when the file looks like several parts: the
+    # workers' start-up (imports) runs on another core meanwhile.
+    pool = PartPool(jobs - 1, start_worker) if jobs > 1 and _parts_likely(scan.path) else None
+    try:
+        links = Links(lookup)
+        # Both passes read (and check) the same columns, the ones pass 2 needs:
+        # a batch one of them finds corrupt must end both at the same event.
+        scan.select(file_columns())
+        with scan:
+            for batch in scan:
+                links.add(batch_columns(batch, links.probe_code, LINK_COLUMNS))
+        records = ScannedInput(scan)
+        unflagged = any(not links.flags.pairs[p] for p in links.return_probes)
+        if unflagged or links.ctx_disorder:
+            del links
+            return PreparedStats(ScannedInput(reopen()), lookup)
+        if links.events <= PART_EVENTS:  # one part: not worth the workers
+            if pool is not None:
+                pool.close()
+            pool = None
+        elif jobs > 1 and pool is None:
+            pool = PartPool(jobs - 1, start_worker)
+        if pool is not None and (why := pool.ready()) is not None:
+            note(f"--stats in one process: its worker processes did not start ({why})")
+            pool = None
+        again = reopen()
+        again.select(file_columns())
+        return PartedStats(links, again, StatsInput(
+            path=records.path, events=(), lost=list(records.lost),
+            lost_total=records.lost_total, cut_short=records.cut_short,
+            sources=records.sources), pool)
+    finally:
+        if pool is not None:
+            pool.close()
+
+
+# Bytes a version 2 file takes per event, at least (measured: 7-9 on
+# benchmark traces): a file past PART_EVENTS of them may hold several parts.
+_MIN_EVENT_BYTES = 4
+
+
+def _parts_likely(path: str) -> bool:
+    try:
+        return os.stat(path).st_size > PART_EVENTS * _MIN_EVENT_BYTES
+    except OSError:
+        return False
+

@@ -204,28 +204,29 @@ class PreparedStats:
         records = StatsInput(path=inp.path, events=(), lost=list(inp.lost),
                              lost_total=inp.lost_total, cut_short=inp.cut_short,
                              sources=inp.sources)
-        self._prepare(c, ProbeTable.build(c.probe_names, lookup), records, 0, False, None)
+        self._prepare(c, ProbeTable.build(c.probe_names, lookup), records, False, None)
 
     @classmethod
-    def of_part(cls, c: EventColumns, pt: ProbeTable, records: StatsInput, first_step: int,
+    def of_part(cls, c: EventColumns, pt: ProbeTable, records: StatsInput,
                 first_ts: int | None) -> PreparedStats:
         """The tables of a part of a trace, in columns: steps numbered from
-        first_step, loss windows from the whole trace's records and first
-        event time (first_ts). Its flows' accounts leave out the losses
-        during each flow (flow_span: the caller knows the trace's times)."""
+        0 (the caller adds the steps of the parts before it), loss windows
+        from the whole trace's records and first event time (first_ts). Its
+        flows' accounts leave out the losses during each flow (flow_span:
+        the caller knows the trace's times)."""
         self = cls.__new__(cls)
-        self._prepare(c, pt, records, first_step, True, first_ts)
+        self._prepare(c, pt, records, True, first_ts)
         return self
 
     def _prepare(self, c: EventColumns, pt: ProbeTable, records: StatsInput,
-                 first_step: int, part: bool, first_ts: int | None) -> None:
+                 part: bool, first_ts: int | None) -> None:
         self.inp = records
         self._part, self._first_ts = part, first_ts
         r = event_rules(c, pt)
         c = _without(c, "end_seq", "ack")  # read by the rules only
         ft = flow_table(c, r, pt)
         c = _without(c, "sk", "netns", "has_saddr")  # read by the flows only
-        st = step_table(c, r, pt, ft, first_step)
+        st = step_table(c, r, pt, ft)
         work = _FlowWork(c, r, pt, ft, st)
         # Of the per-event columns, the statistics of any flow need only the
         # times (and, for the syscall points, each event's message): the

@@ -107,10 +107,9 @@ class StepTable:
 EVENT_INDEX = np.int32
 
 
-def step_table(c: EventColumns, r: EventRules, pt: ProbeTable, ft: FlowTable,
-               first_step: int = 0) -> StepTable:
-    """Steps numbered from first_step in order (a part of a trace is
-    numbered after the parts before it)."""
+def step_table(c: EventColumns, r: EventRules, pt: ProbeTable, ft: FlowTable) -> StepTable:
+    """Steps numbered from 0 in order (a part of a trace too: parts.py adds
+    the steps of the parts before it)."""
     # Each per-event temporary is deleted after its last use: a 10 M-event
     # trace holds 80 MB per int64 column.
     n = len(c)
@@ -171,7 +170,7 @@ def step_table(c: EventColumns, r: EventRules, pt: ProbeTable, ft: FlowTable,
     is_key[(place == PLACE_F) | ((place == PLACE_E) & (trailer_pkt < 0))] = True
     lead_pkt, lead_step_event, retrans_lead = _join_leads(
         c, r, pt, ft, pk, place, pair, trailer_pkt, leads, resolver, is_key)
-    step_of_key = run_numbers(is_key) + first_step
+    step_of_key = run_numbers(is_key)
     steps = int(is_key.sum())
 
     # Packet ids: its first event is a lead-in when one joined at creation.

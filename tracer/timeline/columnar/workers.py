@@ -1,0 +1,289 @@
+"""Worker processes for work cut into independent parts (--stats' parts,
+parts.py): the parent reads the file and hands parts over while a worker
+has room (one part running, one waiting), and rebuilds the others itself;
+results are taken in the order the parts were read. On 2 cores, the parent
+and one worker keep both busy; each process holding its own imports
+(~60 MiB), a second worker would cost more memory than time.
+
+A worker is a fresh interpreter (`python -c`, serve() below): never a
+fork of the parent, whose Arrow reader runs threads (a fork copies their
+locks, not the threads), and it runs no __main__ of the parent's (as
+multiprocessing's spawn does). Calls and results go through its stdin and
+stdout as length-prefixed pickles, written and read by two threads per
+worker, so a part handed over never blocks the parent. Started before pass
+1, its imports overlap it.
+
+Not concurrent.futures' ProcessPoolExecutor: on Python 3.11 its shutdown
+hangs when a worker dies while a large call is being written to it (the
+feeder thread blocks on a pipe whose reader end the parent itself holds).
+Here only the worker holds its stdin's reader end: a dead worker fails the
+write (EPIPE) and the read (EOF), and every call outstanding with it gets
+WorkerFailed, a one-line message, never a hang.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import os
+import pickle
+import struct
+import sys
+import threading
+from collections.abc import Callable
+from typing import IO, TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # imported with the first worker: `--jobs 1` does without (logging, ...)
+    from concurrent.futures import Future
+
+
+class WorkerFailed(Exception):
+    """A worker process died or ran out of memory: one line for the user."""
+
+
+def default_jobs() -> int:
+    """Processes to rebuild parts by default (this one and its workers):
+    the cores this process may run on, at most 2."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    return max(1, min(2, cores))
+
+
+_SIZE = struct.Struct("<Q")
+_PATH_ENV = "KPATH_WORKER_SYS_PATH"
+# Ctrl-C reaches the whole process group: the parent's to handle (it stops
+# the workers), ignored by them from the start.
+_SERVE = ("import signal; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+          f"import os, sys; sys.path[:0] = os.environ.pop({_PATH_ENV!r}).split(os.pathsep); "
+          "from tracer.timeline.columnar.workers import serve; serve()")
+
+
+def _write(out: IO[bytes], data: bytes) -> None:
+    out.write(_SIZE.pack(len(data)))
+    out.write(data)
+    out.flush()
+
+
+def _read(inp: IO[bytes]) -> bytes:
+    head = inp.read(_SIZE.size)
+    if len(head) < _SIZE.size:
+        raise EOFError
+    data = inp.read(_SIZE.unpack(head)[0])
+    if len(data) < _SIZE.unpack(head)[0]:
+        raise EOFError
+    return data
+
+
+def serve() -> None:
+    """A worker's loop: (fn, args) pickles on stdin, (ok, value) pickles on
+    stdout, until stdin ends. Its own prints go to stderr."""
+    out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    inp = sys.stdin.buffer
+    while True:
+        try:
+            data = _read(inp)
+        except EOFError:
+            return
+        try:
+            fn, args = pickle.loads(data)
+            del data
+            reply = (True, fn(*args))
+        except BaseException as exc:  # noqa: BLE001 - handed to the parent
+            reply = (False, exc)
+        try:
+            data = pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:  # noqa: BLE001 - an unpicklable result or error
+            data = pickle.dumps((False, RuntimeError(f"{type(exc).__name__}: {exc}")))
+        del reply
+        _write(out, data)
+        del data
+
+
+class _Worker:
+    """One worker process, its calls answered in order."""
+
+    def __init__(self) -> None:
+        import subprocess
+
+        env = dict(os.environ, **{_PATH_ENV: os.pathsep.join(p for p in sys.path if p)})
+        self.proc = subprocess.Popen([sys.executable, "-c", _SERVE], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, env=env)
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self._todo: collections.deque[bytes | None] = collections.deque()
+        self._ready = threading.Condition()
+        self.outstanding: collections.deque[Future[Any]] = collections.deque()
+        self._dead = False
+        self._threads = [threading.Thread(target=self._feed, args=(self.proc.stdin,),
+                                          name="kpath-worker-feed", daemon=True),
+                         threading.Thread(target=self._answer, args=(self.proc.stdout,),
+                                          name="kpath-worker-read", daemon=True)]
+        for t in self._threads:
+            t.start()
+
+    def call(self, data: bytes) -> Future[Any]:
+        from concurrent.futures import Future
+
+        fut: Future[Any] = Future()
+        with self._ready:
+            if self._dead:
+                fut.set_exception(BrokenPipeError("worker gone"))
+                return fut
+            self.outstanding.append(fut)
+            self._todo.append(data)
+            self._ready.notify()
+        return fut
+
+    def _feed(self, stdin: IO[bytes]) -> None:
+        try:
+            while True:
+                with self._ready:
+                    while not self._todo:
+                        self._ready.wait()
+                    data = self._todo.popleft()
+                if data is None:
+                    break
+                _write(stdin, data)
+                del data
+        except OSError:  # the worker died: _answer sees it end
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                stdin.close()
+
+    def _answer(self, stdout: IO[bytes]) -> None:
+        try:
+            while True:
+                data = _read(stdout)
+                ok, value = pickle.loads(data)
+                del data
+                with self._ready:
+                    fut = self.outstanding.popleft()
+                if ok:
+                    fut.set_result(value)
+                else:
+                    fut.set_exception(value)
+        except (EOFError, OSError, pickle.UnpicklingError):
+            pass
+        with self._ready:
+            self._dead = True
+            self._todo.clear()
+            self._todo.append(None)
+            self._ready.notify()
+            gone, self.outstanding = self.outstanding, collections.deque()
+        for fut in gone:
+            fut.set_exception(BrokenPipeError("worker gone"))
+
+    def running(self) -> int:
+        return sum(1 for fut in self.outstanding if not fut.done())
+
+    def stop(self, kill: bool) -> None:
+        with self._ready:
+            self._todo.append(None)
+            self._ready.notify()
+        if kill and self.proc.poll() is None:
+            self.proc.kill()
+        for t in self._threads:
+            t.join()
+        self.proc.wait()
+        assert self.proc.stdout is not None
+        self.proc.stdout.close()
+
+
+class PartPool:
+    """`workers` worker processes, each with at most two parts in flight.
+    Use as a context manager, or close()."""
+
+    def __init__(self, workers: int, initializer: Callable[[], None] | None = None) -> None:
+        # parts not taken yet, in order: a worker's future, or a result made here
+        self._pending: collections.deque[tuple[Future[Any] | None, Any,
+                                               Callable[[Any], None]]] = collections.deque()
+        self._workers: list[_Worker] = []
+        self._warm: list[Future[Any]] = []
+        self._next = 0
+        self._error: BaseException | None = None
+        try:
+            for _ in range(workers):
+                worker = _Worker()
+                self._workers.append(worker)
+                if initializer is not None:
+                    self._warm.append(worker.call(_call_data(initializer, ())))
+        except OSError as exc:  # no process can start here
+            self._error = exc
+
+    def ready(self) -> str | None:
+        """Waits for the workers to start: None, or why they did not."""
+        try:
+            if self._error is None:
+                for fut in self._warm:
+                    fut.result()
+        except BaseException as exc:  # noqa: BLE001 - told to the user, who goes on without
+            self._error = exc
+        if self._error is None:
+            return None
+        self.close()
+        return f"{type(self._error).__name__}: {self._error}"
+
+    def has_room(self) -> bool:
+        """Whether a worker can take a part now without it waiting behind two."""
+        return any(w.running() < 2 for w in self._workers)
+
+    def submit(self, take: Callable[[Any], None], fn: Callable[..., Any], *args: Any) -> None:
+        """Runs fn(*args) in the least busy worker; take(result) is called in
+        the order of submit and put calls."""
+        if not self._workers:
+            raise WorkerFailed(f"--stats worker processes did not start ({self._error})")
+        worker = min(self._workers, key=_Worker.running)
+        self._pending.append((worker.call(_call_data(fn, args)), None, take))
+        self._take_done()
+
+    def put(self, take: Callable[[Any], None], result: Any) -> None:
+        """A result made in this process, taken in its turn."""
+        self._pending.append((None, result, take))
+        self._take_done()
+
+    def _take_done(self) -> None:
+        while self._pending and (self._pending[0][0] is None or self._pending[0][0].done()):
+            self._take_oldest()
+
+    def drain(self) -> None:
+        """Waits for every part submitted."""
+        while self._pending:
+            self._take_oldest()
+
+    def _take_oldest(self) -> None:
+        fut, result, take = self._pending.popleft()
+        if fut is not None:
+            try:
+                result = fut.result()
+            except (BrokenPipeError, MemoryError) as exc:
+                raise self._failed(exc) from None
+        take(result)
+
+    def _failed(self, exc: BaseException) -> WorkerFailed:
+        self.close()
+        if isinstance(exc, MemoryError):
+            return WorkerFailed("a --stats worker process ran out of memory "
+                                "(--jobs 1 rebuilds the parts in this process)")
+        return WorkerFailed("a --stats worker process died (killed, or out of memory?): "
+                            "--jobs 1 rebuilds the parts in this process")
+
+    def close(self) -> None:
+        """Stops the workers (parts not taken are dropped)."""
+        kill = bool(self._pending)
+        self._pending.clear()
+        workers, self._workers = self._workers, []
+        for w in workers:
+            w.stop(kill)
+
+    def __enter__(self) -> PartPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _call_data(fn: Callable[..., Any], args: tuple[Any, ...]) -> bytes:
+    return pickle.dumps((fn, args), protocol=pickle.HIGHEST_PROTOCOL)

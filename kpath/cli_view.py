@@ -33,6 +33,7 @@ from viz.stats_columnar import trace_stats_text
 # The renderers are imported by the commands that draw (below): `replay
 # --stats` of a large trace should not pay for loading them.
 if TYPE_CHECKING:
+    from tracer.timeline.groups import GroupPlan
     from viz.exportgroups import Drawn
     from viz.select import Selection, View
 
@@ -242,23 +243,35 @@ def _export_perfetto(tl: Timeline, view: View, output: str) -> None:
     _write_perfetto(document, output)
 
 
-def _export_perfetto_groups(file: str, output: str, sel: Selection) -> bool:
-    """The whole trace's timeline (or --from/--to's part of it), rebuilt in
-    parts of independent groups of events (viz/perfettogroups.py); False: a
-    trace small enough, or one the groups cannot split, is written whole."""
+
+def _big_plan(file: str, warn: bool) -> GroupPlan | None:
+    """The groups plan of a trace big enough to be rebuilt in parts (with
+    its recorded probes in use), or None: rebuild it whole. With `warn`, a
+    cut-short trace is said so now."""
     from tracer.timeline import groups
-    from viz.perfettogroups import write_perfetto_groups
-    from viz.select import SelectionError, window_of
 
     try:
         plan = groups.plan_groups(file, groups.PART_EVENTS)
     except TraceFormatError as exc:
         _fail(str(exc))
     if plan is None or plan.num_events <= PARTS_FROM * groups.PART_EVENTS:
-        return False
+        return None
     use_system_allocator()  # as --stats: mimalloc kept freed pages mapped
     use_recorded_probes(probe_specs(plan.trace.header.probes))
-    _warn_cut_short(plan.trace)
+    if warn:
+        _warn_cut_short(plan.trace)
+    return plan
+
+def _export_perfetto_groups(file: str, output: str, sel: Selection) -> bool:
+    """The whole trace's timeline (or --from/--to's part of it), rebuilt in
+    parts of independent groups of events (viz/perfettogroups.py); False: a
+    trace small enough, or one the groups cannot split, is written whole."""
+    from viz.perfettogroups import write_perfetto_groups
+    from viz.select import SelectionError, window_of
+
+    plan = _big_plan(file, warn=True)
+    if plan is None:
+        return False
     try:
         # numpy's array bisected as a list: no list of a million ints made
         window = window_of(cast("Sequence[int]", plan.stamps - plan.start_ns), sel)
@@ -294,7 +307,7 @@ def _write_perfetto(document: Callable[[Callable[[str], object]], int], output: 
 def _export_parquet(file: str, output: str) -> None:
     """The five tables, rebuilt in parts of independent groups of events (as
     replay --format json); a trace the groups cannot split, in windows."""
-    from tracer.timeline.groups import GroupPlan, plan_groups
+    from tracer.timeline.groups import plan_groups
     from tracer.timeline.windows import Plan
     from viz.parquet import write_parquet
 
@@ -338,18 +351,12 @@ def _export_groups(file: str, flow: str | None, ranges: list[tuple[int, int]],
     small enough, or one the groups cannot split, is drawn whole."""
     from dataclasses import replace
 
-    from tracer.timeline import groups
     from viz.exportgroups import drawn, survey
     from viz.select import SelectionError, expand_steps, window_of
 
-    try:
-        plan = groups.plan_groups(file, groups.PART_EVENTS)
-    except TraceFormatError as exc:
-        _fail(str(exc))
-    if plan is None or plan.num_events <= PARTS_FROM * groups.PART_EVENTS:
+    plan = _big_plan(file, warn=False)
+    if plan is None:
         return None
-    use_system_allocator()  # as --stats: mimalloc kept freed pages mapped
-    use_recorded_probes(probe_specs(plan.trace.header.probes))
     # A bad --from/--to is told after a bad --flow, as of the whole timeline.
     bad_window: SelectionError | None = None
     try:
@@ -389,18 +396,11 @@ def _export_pcapng_groups(file: str, output: str) -> bool:
     groups of events (viz/pcapnggroups.py); False: a trace small enough, or
     one the groups cannot split, is written whole."""
     from kpath import __version__
-    from tracer.timeline import groups
     from viz.pcapnggroups import write_pcapng_groups
 
-    try:
-        plan = groups.plan_groups(file, groups.PART_EVENTS)
-    except TraceFormatError as exc:
-        _fail(str(exc))
-    if plan is None or plan.num_events <= PARTS_FROM * groups.PART_EVENTS:
+    plan = _big_plan(file, warn=True)
+    if plan is None:
         return False
-    use_system_allocator()  # as --stats: mimalloc kept freed pages mapped
-    use_recorded_probes(probe_specs(plan.trace.header.probes))
-    _warn_cut_short(plan.trace)
     out = Path(output)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.part") if replaceable(out) else out
     try:

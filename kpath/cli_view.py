@@ -24,7 +24,7 @@ from tracer.timeline.columnar import (
     stats_of_scan,
     use_system_allocator,
 )
-from tracer.timeline.columnar.workers import WorkerFailed, default_jobs
+from tracer.timeline.columnar.workers import WorkerFailed
 from tracer.timeline.event_rules import probe_spec
 from tracer.tracefile import Trace, TraceFormatError, probe_specs, read_trace, scan_trace
 from viz.cut_short import cut_short_message, cut_short_note
@@ -185,13 +185,13 @@ def _warn_cut_short(trace: Trace) -> None:
               help="Instead of the timeline: per flow, bytes written/carried/read per "
                    "direction, latency per hop (count, min, median, p99, max, in us) and a "
                    "per-packet latency table (docs/correlation.md).")
-@click.option("--jobs", type=click.IntRange(min=1), metavar="N",
+@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True, metavar="N",
               help="--stats: rebuild a big trace's parts in N processes, this one and N-1 "
-                   "workers (default: the cores available, at most 2; 1: this one alone, "
-                   "the least memory).")
+                   "workers: a free core shortens the wall time somewhat, each worker "
+                   "costs ~100 MiB and CPU (bench/README.md).")
 @_no_cycle_collection
 def replay_cmd(file: str, flow: str | None, no_color: bool, out_format: str,
-               stats: bool, jobs: int | None) -> None:
+               stats: bool, jobs: int) -> None:
     """Print a trace as per-flow timelines: each message (send/recv syscall)
     and packet (SYN, SYN-ACK, data, ACK...) with its events, their time, the
     hop since the previous event of the step, side, layer, the function
@@ -204,7 +204,7 @@ def replay_cmd(file: str, flow: str | None, no_color: bool, out_format: str,
       kpath replay chat.kpath --flow 1 | less -R
       kpath replay chat.kpath --format json | jq '.steps[] | select(.kind=="packet")'
       kpath replay bulk.kpath --stats
-      kpath replay big.kpath --stats --jobs 1    # in one process (less memory)
+      kpath replay big.kpath --stats --jobs 2    # a worker process on a free core
 
     \b
     --stats hops: syscall>tcp (send entry to the segment's __tcp_transmit_skb),
@@ -432,7 +432,7 @@ def _wrote_pcapng(output: str, packets: int, n: int, same_frame: int) -> None:
                f"interface{'s' if n != 1 else ''}{folded})", err=True)
 
 
-def _replay_stats(file: str, flow: str | None, out_format: str, jobs: int | None) -> None:
+def _replay_stats(file: str, flow: str | None, out_format: str, jobs: int) -> None:
     """--stats on columns (tracer/timeline/columnar), read batch by batch
     from the file (a version 2 file twice: rebuilt in parts); a trace
     needing a rule only the object timeline has goes through build_timeline,
@@ -446,8 +446,7 @@ def _replay_stats(file: str, flow: str | None, out_format: str, jobs: int | None
         path = scan.path
         with scan:
             try:
-                prepared = stats_of_scan(scan, lambda: scan_trace(file), probe_spec,
-                                         default_jobs() if jobs is None else jobs)
+                prepared = stats_of_scan(scan, lambda: scan_trace(file), probe_spec, jobs)
                 count = prepared.flow_count
                 cut = cut_short_note(prepared.inp.cut_short)
             except Irregular as exc:

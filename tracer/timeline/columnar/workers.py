@@ -41,16 +41,6 @@ class WorkerFailed(Exception):
     """A worker process died or ran out of memory: one line for the user."""
 
 
-def default_jobs() -> int:
-    """Processes to rebuild parts by default (this one and its workers):
-    the cores this process may run on, at most 2."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cores = os.cpu_count() or 1
-    return max(1, min(2, cores))
-
-
 _SIZE = struct.Struct("<Q")
 _PATH_ENV = "KPATH_WORKER_SYS_PATH"
 # Ctrl-C reaches the whole process group: the parent's to handle (it stops

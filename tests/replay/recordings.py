@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -49,3 +50,21 @@ def overlapping_v2(recording: Path, tmp_path: Path, max_copies: int, max_events:
     v2 = tmp_path / "overlap_v2.kpath"
     convert(out, v2)
     return v2
+
+
+def assert_parted_in_both_versions(recording: Path, tmp_path: Path,
+                                   check: Callable[[Path, int], int]) -> None:
+    """check(path, part_events) on the recording and on its version 2
+    conversion: it compares the output rebuilt in parts with the whole one
+    and returns how many parts it rebuilt. Only a trace the groups refuse
+    may be rebuilt whole."""
+    from tracer.timeline import groups
+    from tracer.tracefile import read_trace
+    from tracer.tracefile.convert import convert
+
+    target = max(50, read_trace(recording).num_events // 6)
+    v2 = tmp_path / "v2.kpath"
+    convert(recording, v2)
+    for path in (recording, v2):
+        parted = check(path, target)
+        assert parted or groups.plan_groups(str(path)) is None, path.name

@@ -14,7 +14,12 @@ from click.testing import CliRunner
 from bench.synth import write_synthetic
 from kpath import cli_view
 from kpath.cli_view import export_cmd
-from tests.replay.recordings import DATA, RECORDINGS, needs_recordings
+from tests.replay.recordings import (
+    DATA,
+    RECORDINGS,
+    assert_parted_in_both_versions,
+    needs_recordings,
+)
 from tracer.timeline import groups
 from tracer.tracefile import read_trace
 from tracer.tracefile.convert import convert
@@ -60,12 +65,8 @@ def _check(path: Path, tmp: Path, monkeypatch: pytest.MonkeyPatch, target: int) 
 @pytest.mark.parametrize("recording", RECORDINGS, ids=[p.name for p in RECORDINGS])
 def test_pcapng_in_parts_equals_whole(recording: Path, tmp_path: Path,
                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    target = max(50, read_trace(recording).num_events // 6)
-    v2 = tmp_path / "v2.kpath"
-    convert(recording, v2)
-    for path in (recording, v2):
-        parted = _check(path, tmp_path, monkeypatch, target)
-        assert parted or groups.plan_groups(str(path)) is None, path.name
+    assert_parted_in_both_versions(
+        recording, tmp_path, lambda path, target: _check(path, tmp_path, monkeypatch, target))
 
 
 @pytest.mark.parametrize("name", ["hello_hi", "bulk_1mib", "veth_netns", "two_hosts_a"])

@@ -16,7 +16,13 @@ from click.testing import CliRunner
 from bench.synth import write_synthetic
 from kpath import cli_view
 from kpath.cli_view import export_cmd
-from tests.replay.recordings import DATA, RECORDINGS, needs_recordings, overlapping_v2
+from tests.replay.recordings import (
+    DATA,
+    RECORDINGS,
+    assert_parted_in_both_versions,
+    needs_recordings,
+    overlapping_v2,
+)
 from tracer.timeline import context_key, groups
 from tracer.timeline.columnar.links import ProbeFlags
 from tracer.tracefile import probe_specs, read_trace
@@ -86,13 +92,8 @@ def _check(path: Path, tmp: Path, monkeypatch: pytest.MonkeyPatch, target: int,
 @pytest.mark.parametrize("recording", RECORDINGS, ids=[p.name for p in RECORDINGS])
 def test_perfetto_in_parts_equals_whole(recording: Path, tmp_path: Path,
                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    target = max(50, read_trace(recording).num_events // 6)
-    v2 = tmp_path / "v2.kpath"
-    convert(recording, v2)
-    for path in (recording, v2):
-        parted = _check(path, tmp_path, monkeypatch, target)
-        # Only a trace the groups refuse is written whole.
-        assert parted or groups.plan_groups(str(path)) is None, path.name
+    assert_parted_in_both_versions(
+        recording, tmp_path, lambda path, target: _check(path, tmp_path, monkeypatch, target))
 
 
 @pytest.mark.parametrize("name", ["hello_hi", "bulk_1mib", "host_chat_tracepoints", "mixed"])

@@ -15,16 +15,9 @@ import numpy as np
 import pytest
 
 from tracer.timeline.columnar.byte_table import union
+from tracer.timeline.columnar.group_sums import distinct_counts, message_sums, union_lengths
 from tracer.timeline.columnar.latency_table import HOPS, PacketPoints
-from tracer.timeline.columnar.stats import (
-    CLASSES,
-    ROLES,
-    HopRow,
-    _hop_stats,
-    distinct_counts,
-    message_sums,
-    union_lengths,
-)
+from tracer.timeline.columnar.stats import CLASSES, ROLES, HopRow, _hop_stats
 
 
 def _reference_hops(flow: np.ndarray, sender: np.ndarray, pp: PacketPoints

@@ -39,6 +39,12 @@ from tracer.timeline.columnar.byte_table import (
 from tracer.timeline.columnar.columns import EventColumns, columns_of, release_freed_memory
 from tracer.timeline.columnar.event_table import EventRules, event_rules
 from tracer.timeline.columnar.flow_table import FlowTable, flow_table
+from tracer.timeline.columnar.group_sums import (
+    ListGroups,
+    distinct_counts,
+    message_sums,
+    union_lengths,
+)
 from tracer.timeline.columnar.grouping import sort_order, take_or
 from tracer.timeline.columnar.latency_table import (
     HOPS,
@@ -334,23 +340,6 @@ class _SendRanges(NamedTuple):
             col.append(v)
 
 
-class _Groups:
-    """Rows split by a group key (sorted by key, then by `within`), each
-    column as a Python list, sliced per group without numpy calls."""
-
-    def __init__(self, group: np.ndarray, within: np.ndarray, groups: int, /,
-                 **cols: np.ndarray) -> None:
-        keep = group >= 0
-        group, within = group[keep], within[keep]
-        order = np.lexsort((within, group))
-        self.bounds: list[int] = np.searchsorted(group[order], np.arange(groups + 1)).tolist()
-        self.cols: dict[str, list[Any]] = {name: col[keep][order].tolist()
-                                           for name, col in cols.items()}
-
-    def get(self, group: int, name: str) -> list[Any]:
-        return self.cols[name][self.bounds[group]:self.bounds[group + 1]]
-
-
 class _FlowWork:
     """The per-flow inputs of the sequential rules, grouped by (flow,
     direction) once; the per-flow work then runs on list slices."""
@@ -366,12 +355,12 @@ class _FlowWork:
         # messages by (flow, side, op)
         m_key = np.where((mt.flow >= 0) & (mt.side >= 0), mt.flow * 4 + mt.side * 2 + mt.send,
                          -1)
-        self.msgs = _Groups(m_key, mt.step, 4 * nf, id=mt.step, key=mt.key,
+        self.msgs = ListGroups(m_key, mt.step, 4 * nf, id=mt.step, key=mt.key,
                             count=np.where(mt.has_count, mt.count, _NO_COUNT),
                             probe=c.probe[mt.key])
         self.ways = [way_of(name, spec) for name, spec in zip(pt.names, pt.specs, strict=True)]
         pos = _positions(c, pt, ft, st, nf)
-        self.positions = _Groups(pos.group, pos.rank, 4 * nf, lo=pos.lo, hi=pos.hi,
+        self.positions = ListGroups(pos.group, pos.rank, 4 * nf, lo=pos.lo, hi=pos.hi,
                                  step=pos.step, probe=pos.probe)
         pos_key = pos.group
         self.isn_from_syn: list[list[bool]] = ft.isn_from_syn.tolist()
@@ -379,7 +368,7 @@ class _FlowWork:
                             zip(pt.names, pt.specs, strict=True)] for write in (False, True)]
         # data packets by (flow, sender)
         data = pk.lo >= 0
-        self.data = _Groups(np.where(data, pk.flow * 2 + pk.sender, -1), pk.step, 2 * nf,
+        self.data = ListGroups(np.where(data, pk.flow * 2 + pk.sender, -1), pk.step, 2 * nf,
                             row=np.arange(len(pk.step)), id=pk.step, lo=pk.lo,
                             payload=pk.payload, retrans=pk.retransmission, message=pk.message)
         # copies to user of the sender's bytes inside the peer's recvs, by (flow, sender)
@@ -392,7 +381,7 @@ class _FlowWork:
         ok = (mf >= 0) & (sender >= 0) & ~mt.send[m] & (mt.side[m] == 1 - sender)
         lo = ft.rel(np.maximum(mf, 0), np.maximum(sender, 0), c.seq[rows])
         c_dir = np.where(ok, mf * 2 + sender, -1)
-        self.copies = _Groups(c_dir, rows, 2 * nf, msg=mt.step[m], lo=lo,
+        self.copies = ListGroups(c_dir, rows, 2 * nf, msg=mt.step[m], lo=lo,
                               hi=lo + c.length[rows])
         data_dir = np.where(data & (pk.flow >= 0), pk.flow * 2 + pk.sender, -1)
         d_rows = np.flatnonzero(data_dir >= 0)
@@ -429,7 +418,7 @@ class _FlowWork:
         grp = pk.flow[seg_pkt[rows]] * 2 + pk.sender[seg_pkt[rows]]
         origin = np.zeros(2 * nf, dtype=bool)
         origin[grp[pt.origin_probe[c.probe[rows]]]] = True
-        self.count_events = _Groups(grp, rows, 2 * nf, event=rows)
+        self.count_events = ListGroups(grp, rows, 2 * nf, event=rows)
         self.at = [ORIGIN_PROBE if o else None for o in origin.tolist()]
         for g in np.flatnonzero(~origin & (np.bincount(grp, minlength=2 * nf) > 0)).tolist():
             ev = np.array(self.count_events.get(g, "event"), dtype=np.int64)
@@ -604,77 +593,6 @@ class _FlowWork:
             notes=account_notes(sends.unknown, sum(g.count for g in gaps), bool(cut_short), why),
             **ways,
         )
-
-
-class MessageSums(NamedTuple):
-    """The messages of a (flow, side, op) group: how many, the sum of their
-    positive byte counts, how many failed (a negative count) and how many
-    have no count."""
-
-    calls: int
-    positive: int
-    failed: int
-    unknown: int
-
-
-def message_sums(group: np.ndarray, count: np.ndarray, has_count: np.ndarray, groups: int
-                 ) -> list[MessageSums]:
-    """MessageSums of each group 0..groups-1 (rows with group -1 in none)."""
-    ok = group >= 0
-    grp, cnt, has = group[ok], count[ok], has_count[ok]
-    # int64 sums: np.bincount's float weights are exact only below 2**53
-    positive = np.zeros(groups, dtype=np.int64)
-    np.add.at(positive, grp, np.where(has & (cnt > 0), cnt, 0))
-    cols = (np.bincount(grp, minlength=groups)[:groups], positive,
-            np.bincount(grp[has & (cnt < 0)], minlength=groups)[:groups],
-            np.bincount(grp[~has], minlength=groups)[:groups])
-    return [MessageSums._make(row) for row in zip(*(c.tolist() for c in cols), strict=True)]
-
-
-def union_lengths(group: np.ndarray, lo: np.ndarray, hi: np.ndarray, groups: int) -> list[int]:
-    """Per group 0..groups-1, the bytes covered by its ranges [lo, hi)
-    (byte_table.union's total; ranges of no bytes and group -1 left out)."""
-    ok = (group >= 0) & (hi > lo)
-    grp, lo, hi = group[ok], lo[ok], hi[ok]
-    order = np.lexsort((hi, lo, grp))
-    grp, lo, hi = grp[order], lo[order], hi[order]
-    # the highest end among the group's earlier ranges (-1: none)
-    reach = np.full(len(grp), -1, dtype=np.int64)
-    if len(grp):
-        base = int(lo.min())
-        span = int(hi.max()) - base + 2
-        if span * (groups + 1) < (1 << 62):
-            run = np.maximum.accumulate(grp * span + (hi - base + 1))
-            before = np.r_[np.int64(-1), run[:-1]]
-            same = np.r_[False, grp[1:] == grp[:-1]]
-            reach = np.where(same, before - grp * span + base - 1, -1)
-        else:  # values too wide to stack groups in an int64: group by group
-            for a, b in _runs(grp):
-                reach[a + 1:b] = np.maximum.accumulate(hi[a:b])[:-1]
-    new = np.where(reach >= 0, np.maximum(hi - np.maximum(lo, reach), 0), hi - lo)
-    out = np.zeros(groups, dtype=np.int64)
-    np.add.at(out, grp, new)
-    lengths: list[int] = out.tolist()
-    return lengths
-
-
-def distinct_counts(group: np.ndarray, value: np.ndarray, groups: int) -> list[int]:
-    """Per group 0..groups-1, how many distinct values its rows hold."""
-    if not len(group):
-        return [0] * groups
-    width = int(value.max()) - int(value.min()) + 1
-    if width * (groups + 1) < (1 << 62):
-        keys = np.unique(group * width + (value - value.min()))
-        first = keys // width
-    else:
-        first = np.unique(np.stack((group, value), axis=1), axis=0)[:, 0]
-    counts: list[int] = np.bincount(first, minlength=groups)[:groups].tolist()
-    return counts
-
-
-def _runs(sorted_keys: np.ndarray) -> list[tuple[int, int]]:
-    cut = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1], True]).tolist()
-    return list(zip(cut[:-1], cut[1:], strict=True))
 
 
 class _Positions(NamedTuple):

@@ -446,7 +446,9 @@ def _replay_stats(file: str, flow: str | None, out_format: str, jobs: int) -> No
         path = scan.path
         with scan:
             try:
-                prepared = stats_of_scan(scan, lambda: scan_trace(file), probe_spec, jobs)
+                prepared = stats_of_scan(
+                    scan, lambda: scan_trace(file), probe_spec, jobs,
+                    lambda text: click.echo(f"kpath: note: {text}", err=True))
                 count = prepared.flow_count
                 cut = cut_short_note(prepared.inp.cut_short)
             except Irregular as exc:

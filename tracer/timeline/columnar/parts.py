@@ -30,7 +30,6 @@ import operator
 import os
 import pickle
 import re
-import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from typing import IO, Any
@@ -356,13 +355,9 @@ def _flow_of(row: tuple[Any, ...], number: int, rank: np.ndarray, gaps: list[Los
                                          gap))
 
 
-def print_note(text: str) -> None:
-    print(f"kpath: note: {text}", file=sys.stderr)
-
-
 def stats_of_scan(scan: TraceScan, reopen: Callable[[], TraceScan],
-                  lookup: Callable[[str], ProbeSpec | None], jobs: int = 1,
-                  note: Callable[[str], None] = print_note) -> PreparedStats | PartedStats:
+                  lookup: Callable[[str], ProbeSpec | None], jobs: int,
+                  note: Callable[[str], None]) -> PreparedStats | PartedStats:
     """--stats tables of a scanned trace: a version 2 file in parts when it
     can be (pass 1 on `scan`, pass 2 on `reopen()`; the parts rebuilt by
     `jobs` processes, this one and jobs - 1 workers, when there is more

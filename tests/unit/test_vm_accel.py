@@ -27,7 +27,9 @@ def modules(tmp_path: Path) -> Path:
 def test_no_kvm_device_means_tcg(tmp_path: Path, modules: Path) -> None:
     accel = detect_accel(env={}, kvm_device=tmp_path / "missing", sys_module=modules)
     assert accel.name == "tcg"
-    assert accel.cpu == "max"
+    # every TCG feature but AVX, which QEMU 7.2 emulates wrongly (vm/accel.py)
+    model, *switches = accel.cpu.split(",")
+    assert model == "max" and {"avx=off", "avx2=off"} <= set(switches)
     assert "no " in accel.reason
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from vm.accel import Accel
+from vm.accel import TCG_CPU, Accel
 from vm.errors import VmError
 from vm.qemu import TCG_CLOCK, QemuConfig, kernel_cmdline, qemu_argv, qemu_escape, valid_run_id
 from vm.runner import command_script, new_run_id, read_exit_code, summarize
@@ -34,7 +34,7 @@ def test_tcg_argv(tmp_path: Path) -> None:
     argv = qemu_argv(_cfg(tmp_path, Accel("tcg", "test")))
     assert argv[0] == "qemu-system-x86_64"
     assert _opt(argv, "-accel") == "tcg"
-    assert _opt(argv, "-cpu") == "max"
+    assert _opt(argv, "-cpu") == TCG_CPU
     assert _opt(argv, "-m") == "2048"
     assert _opt(argv, "-smp") == "2"
     assert {"-nographic", "-no-reboot", "-snapshot"} <= set(argv)

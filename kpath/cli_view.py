@@ -391,21 +391,30 @@ def _export_pcapng(tl: Timeline, flow: int | None, output: str) -> None:
     _wrote_pcapng(output, done.packets, len(done.interfaces), done.same_frame)
 
 
-def _export_pcapng_groups(file: str, output: str) -> bool:
-    """Every captured frame of a big trace, rebuilt in parts of independent
-    groups of events (viz/pcapnggroups.py); False: a trace small enough, or
-    one the groups cannot split, is written whole."""
+def _export_pcapng_groups(file: str, output: str, flow: str | None) -> bool:
+    """Every captured frame of a big trace (or of --flow N), rebuilt in
+    parts of independent groups of events (viz/pcapnggroups.py); False: a
+    trace small enough, or one the groups cannot split, is written whole."""
     from kpath import __version__
-    from viz.pcapnggroups import write_pcapng_groups
+    from viz.exportgroups import survey
+    from viz.pcapnggroups import OneFlow, write_pcapng_groups
 
-    plan = _big_plan(file, warn=True)
+    plan = _big_plan(file, warn=flow is None)
     if plan is None:
         return False
+    one = None
+    if flow is not None:
+        # Pass 1 numbers the flows (and steps) as the whole timeline does.
+        sv = survey(plan, fold=False)
+        number = _flow_number(len(sv.flows), plan.trace.path, flow)
+        _warn_cut_short(plan.trace)
+        fs = sv.flows[cast(int, number) - 1]
+        one = OneFlow(fs.part, fs.local, sv.step_id[fs.part])
     out = Path(output)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.part") if replaceable(out) else out
     try:
         with open(tmp, "wb") as fh:
-            done = write_pcapng_groups(plan, f"kpath {__version__}", fh.write)
+            done = write_pcapng_groups(plan, f"kpath {__version__}", fh.write, one)
         if done.packets and tmp != out:
             os.replace(tmp, out)
     except OSError as exc:
@@ -581,7 +590,7 @@ def export_cmd(file: str, fmt: str | None, output: str | None, flow: str | None,
     if (fmt == "perfetto" and flow is None and not ranges and sel.max_steps is None
             and _export_perfetto_groups(file, output, sel)):
         return
-    if fmt == "pcapng" and flow is None and _export_pcapng_groups(file, output):
+    if fmt == "pcapng" and _export_pcapng_groups(file, output, flow):
         return
     unattributed: int | None = None
     parted = None

@@ -1,6 +1,6 @@
 """`export -f pcapng` of a trace rebuilt in parts of independent groups
-(tracer/timeline/groups.py): the bytes of render_pcapng (whole trace, no
---flow) with one part of objects at a time.
+(tracer/timeline/groups.py): the bytes of render_pcapng (every flow, or
+--flow N's) with one part of objects at a time.
 
 A frame's block needs the timeline around its event: its step, the send
 and recv it belongs to, the step's kernel path and per-layer latency, and
@@ -14,6 +14,8 @@ events are in one part. What the whole trace decides:
 - interface ids: in order of each interface's first block, its description
   block from that frame, so the blocks are spooled before the interfaces
   are written.
+A flow is in one part: --flow N rebuilds only that part, its step ids
+ranked beforehand (viz/exportgroups.py's survey, OneFlow).
 """
 
 from __future__ import annotations
@@ -47,6 +49,16 @@ def _local(step: int) -> str:
     return f"\0{step}\0"
 
 
+@dataclass(frozen=True)
+class OneFlow:
+    """--flow N: the part holding the flow, its number within that part,
+    and the part's step ids in the whole trace (by local id)."""
+
+    part: int
+    local: int
+    step_id: np.ndarray
+
+
 @dataclass
 class Written:
     """What an export in parts wrote (as viz/pcapng.py Export, without the bytes)."""
@@ -56,9 +68,11 @@ class Written:
     same_frame: int = 0
 
 
-def write_pcapng_groups(plan: GroupPlan, tool: str, write: Callable[[bytes], object]) -> Written:
-    """The trace's frames as one pcapng section; nothing is written when
-    none is on an event of the timeline (Written.packets 0)."""
+def write_pcapng_groups(plan: GroupPlan, tool: str, write: Callable[[bytes], object],
+                        one: OneFlow | None = None) -> Written:
+    """The trace's frames (of every flow, or of `one`) as one pcapng
+    section; nothing is written when none is on an event of the timeline
+    (Written.packets 0)."""
     done = Written()
     table = plan.frames()
     if not table.num_rows:
@@ -73,14 +87,16 @@ def write_pcapng_groups(plan: GroupPlan, tool: str, write: Callable[[bytes], obj
     # interface -> (its first kept frame's (time, row), name, link)
     first: dict[Interface, tuple[tuple[int, int], str, tuple[int, int]]] = {}
     try:
-        for part in plan.parts():
+        for part in plan.parts(only=None if one is None else {one.part}):
             tl, index = part.timeline, part.index
-            numbers.note(tl, tl.steps, index.tolist())
+            if one is None:
+                numbers.note(tl, tl.steps, index.tolist())
             pos = np.minimum(np.searchsorted(index, at), len(index) - 1)
             mine = np.flatnonzero(index[pos] == at)
             recs = table.take(mine).to_pylist() if len(mine) else []
-            frames = sorted((frame(int(rec["row"]), tl.events[int(pos[i])], rec)
-                             for i, rec in zip(mine.tolist(), recs, strict=True)),
+            made = (frame(int(rec["row"]), tl.events[int(pos[i])], rec)
+                    for i, rec in zip(mine.tolist(), recs, strict=True))
+            frames = sorted((f for f in made if one is None or f.te.flow == one.local),
                             key=lambda f: (f.te.ev.ts_ns, f.row))
             kept, folded = fold_frames(frames)
             done.same_frame += sum(len(v) for v in folded.values())
@@ -97,7 +113,7 @@ def write_pcapng_groups(plan: GroupPlan, tool: str, write: Callable[[bytes], obj
             del tl, part, frames, kept, folded, hops
         if not done.packets:
             return done
-        step_id, _ = numbers.ranks()
+        step_id = numbers.ranks()[0] if one is None else [one.step_id]
         del numbers
         write(section_block(header, tool))
         ids: dict[Interface, int] = {}

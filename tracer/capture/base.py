@@ -26,9 +26,12 @@ BACKENDS = ("auto", "core", "bcc")
 BTF_VMLINUX = Path("/sys/kernel/btf/vmlinux")
 # perf_event_open's kprobe PMU: present exactly when the kernel can do kprobes.
 KPROBE_PMU = Path("/sys/bus/event_source/devices/kprobe")
-# 8 MiB: 65,536 records, two 32 MiB loopback transfers' worth of events
-# under the default profile (bench/README.md: 2 MiB lost events on one).
-DEFAULT_BUFFER_PAGES = 2048
+# 32 MiB: 262,144 records. 8 MiB held two 32 MiB loopback transfers' worth
+# of events, but request/response in the VM lost whole round trips with it
+# in 4 of 5 runs (a reader stalled for a second or more under TCG), none in
+# 5 runs with 32 MiB, at no cost in throughput (bench/README.md, "rr
+# losses"). Perf buffers (kernels before 5.8) take this many pages per CPU.
+DEFAULT_BUFFER_PAGES = 8192
 PAGE = 4096
 # The BPF programs wake the reader once about this fraction of the ring is
 # unread, not on every record (the kernel's default when the reader has

@@ -356,12 +356,12 @@ class _FlowWork:
         m_key = np.where((mt.flow >= 0) & (mt.side >= 0), mt.flow * 4 + mt.side * 2 + mt.send,
                          -1)
         self.msgs = ListGroups(m_key, mt.step, 4 * nf, id=mt.step, key=mt.key,
-                            count=np.where(mt.has_count, mt.count, _NO_COUNT),
-                            probe=c.probe[mt.key])
+                               count=np.where(mt.has_count, mt.count, _NO_COUNT),
+                               probe=c.probe[mt.key])
         self.ways = [way_of(name, spec) for name, spec in zip(pt.names, pt.specs, strict=True)]
         pos = _positions(c, pt, ft, st, nf)
         self.positions = ListGroups(pos.group, pos.rank, 4 * nf, lo=pos.lo, hi=pos.hi,
-                                 step=pos.step, probe=pos.probe)
+                                    step=pos.step, probe=pos.probe)
         pos_key = pos.group
         self.isn_from_syn: list[list[bool]] = ft.isn_from_syn.tolist()
         self.piece_ways = [[piece_way(name, spec, write) for name, spec in
@@ -369,8 +369,8 @@ class _FlowWork:
         # data packets by (flow, sender)
         data = pk.lo >= 0
         self.data = ListGroups(np.where(data, pk.flow * 2 + pk.sender, -1), pk.step, 2 * nf,
-                            row=np.arange(len(pk.step)), id=pk.step, lo=pk.lo,
-                            payload=pk.payload, retrans=pk.retransmission, message=pk.message)
+                               row=np.arange(len(pk.step)), id=pk.step, lo=pk.lo,
+                               payload=pk.payload, retrans=pk.retransmission, message=pk.message)
         # copies to user of the sender's bytes inside the peer's recvs, by (flow, sender)
         copy = pt.datagram_iter[c.probe] & (c.seq >= 0) & c.has_length & (c.length > 0)
         rows = np.flatnonzero(copy & (mt.of_event >= 0))
@@ -382,7 +382,7 @@ class _FlowWork:
         lo = ft.rel(np.maximum(mf, 0), np.maximum(sender, 0), c.seq[rows])
         c_dir = np.where(ok, mf * 2 + sender, -1)
         self.copies = ListGroups(c_dir, rows, 2 * nf, msg=mt.step[m], lo=lo,
-                              hi=lo + c.length[rows])
+                                 hi=lo + c.length[rows])
         data_dir = np.where(data & (pk.flow >= 0), pk.flow * 2 + pk.sender, -1)
         d_rows = np.flatnonzero(data_dir >= 0)
         m_probe = c.probe[mt.key]

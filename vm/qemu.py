@@ -52,12 +52,15 @@ def kernel_cmdline(run_id: str, tcg: bool = False) -> str:
     if not valid_run_id(run_id):
         raise ValueError(f"bad run id {run_id!r}")
     # panic=-1: reboot at once on panic, which -no-reboot turns into a QEMU
-    # exit instead of a hang until the timeout. quiet/loglevel=3 keep boot
-    # noise off the console that carries the command's output.
+    # exit instead of a hang until the timeout. quiet/loglevel=5 keep boot
+    # notices off the console that carries the command's output, yet let
+    # warnings through: a soft lockup's backtrace is printed at the default
+    # level (4), and softlockup_all_cpu_backtrace adds every other CPU's, so
+    # a guest hang's console log says where each CPU was stuck.
     clock = f"{TCG_CLOCK} " if tcg else ""
     return (
-        "console=ttyS0 root=/dev/vda rw init=/kpath-init panic=-1 quiet loglevel=3 "
-        f"{clock}kpath_run={run_id}"
+        "console=ttyS0 root=/dev/vda rw init=/kpath-init panic=-1 quiet loglevel=5 "
+        f"softlockup_all_cpu_backtrace=1 {clock}kpath_run={run_id}"
     )
 
 

@@ -108,6 +108,13 @@ def read_exit_code(run_dir: Path) -> int | None:
 
 
 def run_in_vm(opts: RunOptions, progress: Progress | None = None) -> int:
+    code = run_in_vm_or_hang(opts, progress)
+    return EXIT_VM_FAILED if isinstance(code, str) else code
+
+
+def run_in_vm_or_hang(opts: RunOptions, progress: Progress | None = None) -> int | Hang:
+    """run_in_vm, but a hang that outlived its retries is told apart from a
+    failed command: a caller running several guests at once reruns them all."""
     progress = progress or Progress()
     script = command_script(opts.command)
     share = opts.share.resolve()
@@ -149,7 +156,7 @@ def _boot(
     log: Path,
     progress: Progress,
     qemu_started: Callable[[], None] = lambda: None,
-) -> int:
+) -> int | Hang:
     """Run QEMU to the end, booting again once if the guest hangs before its
     init, and opts.hang_retries times if its kernel hangs while the command
     runs (the image is used with -snapshot: a retry starts from the same disk)."""
@@ -172,7 +179,7 @@ def _boot(
         else:
             return code
         if not again:
-            return EXIT_VM_FAILED
+            return code
 
 
 def _boot_once(

@@ -32,7 +32,7 @@ from vm.chat import ChatResult, chat_client, serve_chat
 from vm.errors import VmError
 from vm.image import ensure_image
 from vm.progress import Progress
-from vm.runner import RunOptions, run_in_vm
+from vm.runner import EXIT_VM_FAILED, Hang, RunOptions, run_in_vm_or_hang
 
 NET = "198.18.0"  # RFC 2544 benchmarking range: never a real network's
 PREFIX = 24
@@ -42,6 +42,10 @@ LINGER_S = 1.5
 READY_WAIT_S = 600.0
 TRACE_LIMIT_S = 1200
 LISTEN_WAIT_S = 300.0  # the background tracer's --duration: a bound, SIGINT ends it
+# A guest kernel hang (vm/runner.py GUEST_HANG_S) ends the pair's run: both
+# guests boot again and run their halves anew this many times (each guest
+# script starts over: it removes its old trace first).
+PAIR_HANG_RETRIES = 1
 
 
 @dataclass(frozen=True)
@@ -157,12 +161,27 @@ def run_two_guests(commands: tuple[tuple[str, ...], tuple[str, ...]], share: Pat
                    progress: Progress) -> tuple[int, int]:
     """Boot both guests with their NICs linked, run each one's command;
     their exit codes (A, B). A's QEMU listens for the link: B's starts once
-    it does."""
-    a, b = guests()
-    nics = (nic_args(a, port), nic_args(b, port))
+    it does. If a guest's kernel hangs, the pair runs again (PAIR_HANG_RETRIES)."""
     # Built (or found up to date) once, before either boots.
     ensure_image(Layout(cache_root(cache), kernel), progress)
-    codes: list[int] = [-1, -1]
+    for attempt in range(PAIR_HANG_RETRIES + 1):
+        codes = _run_pair(commands, share, port, timeout, cache, kernel, progress)
+        hung = [name for name, code in zip("AB", codes, strict=True) if isinstance(code, str)]
+        if not hung:
+            break
+        again = attempt < PAIR_HANG_RETRIES
+        progress.say(f"vm run: guest {' and '.join(hung)} hung"
+                     f"{'; booting both again to run the pair anew' if again else ''}")
+    a, b = (EXIT_VM_FAILED if isinstance(code, str) else code for code in codes)
+    return a, b
+
+
+def _run_pair(commands: tuple[tuple[str, ...], tuple[str, ...]], share: Path,
+              port: int, timeout: float, cache: Path | None, kernel: str,
+              progress: Progress) -> tuple[int | Hang, int | Hang]:
+    a, b = guests()
+    nics = (nic_args(a, port), nic_args(b, port))
+    codes: list[int | Hang] = [-1, -1]
     errors: list[BaseException] = []
 
     # Two vCPUs each, as the one-guest scenarios: on one, the NIC's softirq
@@ -170,9 +189,9 @@ def run_two_guests(commands: tuple[tuple[str, ...], tuple[str, ...]], share: Pat
     # skips the probes it hits there (6.1 does not count such misses).
     def boot(i: int) -> None:
         try:
-            codes[i] = run_in_vm(RunOptions(command=commands[i], share=share, timeout=timeout,
-                                            cache=cache, kernel=kernel, nic=nics[i],
-                                            memory_mb=1024, cpus=2), progress)
+            opts = RunOptions(command=commands[i], share=share, timeout=timeout, cache=cache,
+                              kernel=kernel, nic=nics[i], memory_mb=1024, cpus=2)
+            codes[i] = run_in_vm_or_hang(opts, progress)
         except BaseException as exc:  # re-raised in the caller's thread
             errors.append(exc)
 

@@ -108,12 +108,17 @@ def build_cmd(kernel: str, force: bool, cache: Path | None) -> None:
               show_default=True, metavar="MB", help="Guest memory.")
 @click.option("--cpus", type=click.IntRange(min=1, max=MAX_CPUS), default=2, show_default=True,
               metavar="N", help="Guest CPUs.")
+@click.option("--hang-retries", type=click.IntRange(min=0, max=5), default=0, show_default=True,
+              metavar="N",
+              help="If the guest kernel hangs (a CPU in a soft lockup for 90+ s), boot "
+                   "again and rerun COMMAND, up to N times: for commands that can start "
+                   "over. The hang is reported either way.")
 @kernel_option()
 @_cache_option()
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 def run_cmd(
-    timeout: float, share: Path, memory: int, cpus: int, kernel: str, cache: Path | None,
-    command: tuple[str, ...],
+    timeout: float, share: Path, memory: int, cpus: int, hang_retries: int, kernel: str,
+    cache: Path | None, command: tuple[str, ...],
 ) -> None:
     """Run COMMAND inside the VM; exit with its exit status.
 
@@ -129,10 +134,11 @@ def run_cmd(
       sudo kpath vm run --kernel 6.12 -- uname -r
       sudo kpath vm run -- kpath trace -o chat.kpath -- kpath demo chat
       sudo kpath vm run --share /tmp/out --timeout 300 -- sh -c 'dmesg > dmesg.txt'
+      sudo kpath vm run --hang-retries 1 -- kpath trace -o chat.kpath -- kpath demo chat
     """
     opts = RunOptions(
         command=command, share=share, timeout=timeout, memory_mb=memory, cpus=cpus, cache=cache,
-        kernel=kernel,
+        kernel=kernel, hang_retries=hang_retries,
     )
     code = _guard(lambda: run_in_vm(opts))
     raise SystemExit(code)

@@ -171,7 +171,8 @@ def test_cli_passes_the_command_through_untouched(
         return 3
 
     monkeypatch.setattr(cli_vm, "run_in_vm", fake_run)
-    args = ["run", "--timeout", "60", "--share", str(tmp_path), "--cpus", "1", "--",
+    args = ["run", "--timeout", "60", "--share", str(tmp_path), "--cpus", "1",
+            "--hang-retries", "2", "--",
             "kpath", "trace", "-o", "chat.kpath", "--timeout", "5", "--", "sh", "-c", "a; b"]
     result = CliRunner().invoke(cli_vm.vm_group, args)
     assert result.exit_code == 3, result.output
@@ -179,6 +180,7 @@ def test_cli_passes_the_command_through_untouched(
         "kpath", "trace", "-o", "chat.kpath", "--timeout", "5", "--", "sh", "-c", "a; b"
     )
     assert seen[0].timeout == 60 and seen[0].cpus == 1 and seen[0].share == tmp_path
+    assert seen[0].hang_retries == 2
 
 
 def test_cli_without_separator_stops_at_first_word(
@@ -194,6 +196,7 @@ def test_cli_without_separator_stops_at_first_word(
     result = CliRunner().invoke(cli_vm.vm_group, ["run", "uname", "-r", "--cpus", "9"])
     assert result.exit_code == 0, result.output
     assert seen[0].command == ("uname", "-r", "--cpus", "9")
+    assert seen[0].hang_retries == 0  # rerunning a command is asked for, never assumed
 
 
 def test_cli_turns_vm_errors_into_one_line(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -30,7 +30,7 @@ kpath replay --format json tp.kpath > replay.json
 def test_absent_tracepoint_is_a_missing_probe_not_a_failed_load(tmp_path: Path) -> None:
     res = subprocess.run(
         [sys.executable, "-m", "kpath", "vm", "run", "--kernel", "6.1", "--timeout", "600",
-         "--share", str(tmp_path), "--", "sh", "-c", GUEST_SCRIPT],
+         "--hang-retries", "1", "--share", str(tmp_path), "--", "sh", "-c", GUEST_SCRIPT],
         capture_output=True, text=True, timeout=900, check=False,
     )
     assert res.returncode == 0, res.stderr[-3000:]

@@ -236,7 +236,9 @@ CLOCKSOURCE = Path("/sys/devices/system/clocksource/clocksource0/current_clockso
 
 def set_clocksource(name: str) -> None:
     """Switch the running kernel's clocksource (root): an A/B of the clock
-    in one boot (the VM boots with tsc usable: vm/qemu.py TCG_CLOCK)."""
+    in one boot, among the kernel's available_clocksource (under TCG: hpet
+    and acpi_pm; tsc only in a guest booted with tsc=reliable, which hung
+    under TCG: bench/README.md, "The guest hangs under TCG")."""
     CLOCKSOURCE.write_text(name)
     if CLOCKSOURCE.read_text().strip() != name:
         raise SystemExit(f"bench: the kernel refused clocksource {name!r}")

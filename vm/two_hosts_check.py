@@ -18,11 +18,13 @@ import socket
 from collections import Counter
 from pathlib import Path
 
+from tracer.capture.base import KPROBE_MISSED_SINCE, kernel_version
 from tracer.merge import MergeError, MergeResult, merge_traces
+from tracer.merge.crossings import WireKey
 from tracer.timeline import build_timeline
 from tracer.timeline.accounting import account_all
 from tracer.timeline.latency import Hop, Point, packet_latencies
-from tracer.tracefile import TraceFormatError, read_trace
+from tracer.tracefile import Header, TraceFormatError, read_trace
 from vm.errors import VmError
 from vm.progress import Progress
 from vm.runner import shared_out
@@ -85,11 +87,29 @@ def _checks(a: Path, b: Path, merged: Path, c: Checker) -> None:
         c.need("kpath merge joins the two traces", False, str(exc))
         return
     c.check("kpath merge joins the two traces", True)
-    _matching(result, c)
+    _matching(result, c, {g.addr: t.header for g, t in zip(guests(), (ta, tb), strict=True)})
     _accounting_and_wire(merged, result, c)
 
 
-def _matching(result: MergeResult, c: Checker) -> None:
+# TCP flags of a segment that is a bare ACK: no data, SYN, FIN or RST.
+_ACK = 0x10
+
+
+def _uncountable(key: WireKey, senders: dict[str, Header]) -> bool:
+    """Whether the send of a received segment may be missing from its
+    sender's trace without a count: a bare ACK (its loss changes no byte
+    account), sent by a kernel that cannot report kprobe misses while its
+    probes were kprobes. There a softirq nested in a running BPF program
+    (the NIC's, sending the ACK) has every probe skipped, uncounted."""
+    _, _, _, payload, flags, _ = key
+    sender = senders.get(key[0].addr)
+    return (payload == 0 and flags == _ACK and sender is not None
+            and "kprobe" in sender.attach_kinds
+            and kernel_version(sender.kernel_release) < KPROBE_MISSED_SINCE)
+
+
+def _matching(result: MergeResult, c: Checker, senders: dict[str, Header]) -> None:
+    """senders: each guest's trace header by its address."""
     pairing = result.inputs[1].pairing
     c.need("B paired with A", pairing is not None)
     assert pairing is not None
@@ -101,9 +121,12 @@ def _matching(result: MergeResult, c: Checker) -> None:
     ports = {p for m in pairing.matches for p in (m.key[0].port, m.key[1].port)}
     c.check("both connections (chat, transfer) joined", {CHAT_PORT, BULK_PORT} <= ports,
             f"ports {sorted(ports)}")
-    c.check("every segment received on one host matched a send on the other",
-            not pairing.unmatched_received, f"{len(pairing.unmatched_received)} unmatched, "
-            f"first {pairing.unmatched_received[:2]}")
+    silent = [u for u in pairing.unmatched_received if _uncountable(u[0], senders)]
+    other = [u for u in pairing.unmatched_received if u not in silent]
+    c.check("every segment received on one host matched a send on the other "
+            "(bare ACKs aside where the sender's kernel drops kprobe events uncounted)",
+            not other, f"{len(other)} unmatched, first {other[:2]}; "
+            f"{len(silent)} bare ACKs with no send traced (kernel before 6.7)")
     per = Counter((m.key, m.sent_ns, m.a_to_b) for m in pairing.matches)
     c.check("no send matched twice", all(n == 1 for n in per.values()))
     # A frame the link dropped: its sender's TCP sent the segment again, and

@@ -16,6 +16,7 @@ from tracer.timeline import build_timeline
 from tracer.timeline.accounting import account_all
 from tracer.timeline.latency import Hop, packet_latencies
 from tracer.tracefile import Trace, read_trace
+from vm import two_hosts_check
 from vm.two_hosts_check import check_merge
 
 DATA = Path(__file__).resolve().parent.parent / "data"
@@ -113,3 +114,31 @@ def test_stats_and_diagram_show_the_wire(tmp_path: Path) -> None:
     assert "wire " in svg.read_text()
     text = runner.invoke(cli, ["replay", "--no-color", "--flow", "1", str(AB)]).output
     assert "[wire]" in text and "@1" in text
+
+
+# A CI run's pair (tests/data/README.md) in which B's kernel (6.1) sent one
+# bare ACK that no probe of B's trace saw: every probe skipped, uncounted.
+UNCOUNTED = DATA / "two_hosts_uncounted"
+UA, UB = UNCOUNTED / "two_hosts_a.kpath", UNCOUNTED / "two_hosts_b.kpath"
+
+
+def test_a_bare_ack_sent_unseen_on_a_kernel_without_miss_counts_is_named(
+    tmp_path: Path,
+) -> None:
+    pairing = pair_hosts(crossings(read_trace(UA)), crossings(read_trace(UB)))
+    [(key, _)] = pairing.unmatched_received
+    assert key[0].addr == "198.18.0.2" and key[3] == 0 and key[4] == 0x10  # from B, bare ACK
+    results = check_merge(UA, UB, tmp_path / "ab.kpath")
+    assert results and all(r.ok for r in results), [r for r in results if not r.ok]
+    [matched] = [r for r in results if r.name.startswith("every segment received")]
+    assert "0 unmatched" in matched.detail and "1 bare ACKs with no send traced" in matched.detail
+
+
+def test_the_same_ack_fails_where_the_kernel_would_have_counted_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(two_hosts_check, "KPROBE_MISSED_SINCE", (6, 0))
+    failed = [r for r in check_merge(UA, UB, tmp_path / "ab.kpath") if not r.ok]
+    assert [r.name.split(" (")[0] for r in failed] == [
+        "every segment received on one host matched a send on the other"]
+    assert "1 unmatched" in failed[0].detail

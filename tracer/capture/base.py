@@ -90,6 +90,12 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
 
+# bpf_link_info reports a kprobe's misses from this kernel on: before it, a
+# probe skipped because another BPF program ran on its CPU (a softirq nested
+# in a program) is dropped without a count.
+KPROBE_MISSED_SINCE = (6, 7)
+
+
 def kernel_version(release: str) -> tuple[int, int]:
     """(major, minor) of a `uname -r` string; (0, 0) when it cannot be read."""
     parts = release.split(".")

@@ -22,6 +22,7 @@ from tracer.capture import libbpf
 from tracer.capture.base import (
     BTF_VMLINUX,
     DEFAULT_BUFFER_PAGES,
+    KPROBE_MISSED_SINCE,
     KPROBE_PMU,
     PAGE,
     WAKEUP_FRACTION,
@@ -55,8 +56,6 @@ from tracer.events import ProbeStatus
 from tracer.filters import Filters
 
 OBJECT = Path(__file__).with_name("kpath.bpf.o")
-# bpf_link_info reports a kprobe's misses from this kernel on.
-KPROBE_MISSED_SINCE = (6, 7)
 # fentry/fexit programs read their attach cookie (the probe index) from this
 # kernel on.
 FENTRY_COOKIE_SINCE = (5, 19)

@@ -24,6 +24,12 @@ ENV_OVERRIDE = "KPATH_VM_ACCEL"
 # guest on 8 of 12 chat traces that sort fine on real AVX2 hardware. Without
 # AVX the guest's numpy and pyarrow run their SSE4.2 (x86-64-v2) code.
 TCG_CPU = "max,avx=off,avx2=off,fma=off,f16c=off,vaes=off,vpclmulqdq=off"
+# One host thread runs every vCPU in turn. With a thread per vCPU (QEMU's
+# default), a vCPU ran code another had just patched back: 6.12 oopsed on an
+# int3 at a jump label text_poke_bp had already restored, and 6.1 hung in
+# soft lockups while patching the same site (bench/README.md, "The guest
+# hangs under TCG"). kpath's attach and detach patch such sites every run.
+TCG_ACCEL = "tcg,thread=single"
 KVM_DEVICE = Path("/dev/kvm")
 SYS_MODULE = Path("/sys/module")
 
@@ -37,6 +43,11 @@ class Accel:
     def cpu(self) -> str:
         # -cpu host passes the real CPU through under KVM; TCG can only emulate.
         return "host" if self.name == "kvm" else TCG_CPU
+
+    @property
+    def option(self) -> str:
+        """QEMU's -accel argument."""
+        return "kvm" if self.name == "kvm" else TCG_ACCEL
 
     def __str__(self) -> str:
         return f"{self.name}: {self.reason}"

@@ -49,11 +49,11 @@ def kernel_cmdline(run_id: str) -> str:
     # warnings through: a soft lockup's backtrace is printed at the default
     # level (4), and softlockup_all_cpu_backtrace adds every other CPU's, so
     # a guest hang's console log says where each CPU was stuck.
-    # No clocksource is forced: under TCG, with `clocksource=tsc tsc=reliable`
-    # (for cheaper clock reads, 2026-12-01 to 12-02) the guest kernel hung in
-    # soft lockups, both CPUs in timer interrupts and softirqs while one
-    # patched a jump label (bench/README.md, "The guest hangs under TCG"); it
-    # now picks the HPET, as a stock kernel does under TCG.
+    # No clocksource is forced: under TCG the guest picks the HPET, as a
+    # stock kernel does. `clocksource=tsc tsc=reliable` (2026-12-01 to 12-02,
+    # for cheaper clock reads, a gain never shown) was the first suspect of
+    # the guest hangs, whose cause was one vCPU running code another had
+    # patched (vm/accel.py; bench/README.md, "The guest hangs under TCG").
     return (
         "console=ttyS0 root=/dev/vda rw init=/kpath-init panic=-1 quiet loglevel=5 "
         f"softlockup_all_cpu_backtrace=1 kpath_run={run_id}"
@@ -69,7 +69,7 @@ def qemu_argv(cfg: QemuConfig) -> list[str]:
     image = qemu_escape(str(cfg.image))
     return [
         cfg.qemu,
-        "-accel", cfg.accel.name,
+        "-accel", cfg.accel.option,
         "-cpu", cfg.accel.cpu,
         "-m", str(cfg.memory_mb),
         "-smp", str(cfg.cpus),

@@ -51,9 +51,10 @@ BOOT_ATTEMPTS = 2
 
 # A guest whose kernel reports a CPU in a soft lockup for this long has
 # hung: under TCG a starved vCPU's one report stays far below it (seen on
-# Linux 6.1 booted with the TSC clocksource, no longer forced: both CPUs in
-# timer interrupts for as long as we waited; bench/README.md, "The guest
-# hangs under TCG"). Waiting for the run's timeout would only waste it.
+# Linux 6.1 under multi-threaded TCG, no longer used: both CPUs in timer
+# interrupts for as long as we waited while a jump label was patched;
+# bench/README.md, "The guest hangs under TCG"). Waiting for the run's
+# timeout would only waste it.
 GUEST_HANG_S = 90
 
 Outcome = Literal["eof", "timeout", "interrupted", "boot-hang", "guest-hang"]

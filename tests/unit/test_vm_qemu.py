@@ -33,7 +33,8 @@ def _opt(argv: list[str], flag: str) -> str:
 def test_tcg_argv(tmp_path: Path) -> None:
     argv = qemu_argv(_cfg(tmp_path, Accel("tcg", "test")))
     assert argv[0] == "qemu-system-x86_64"
-    assert _opt(argv, "-accel") == "tcg"
+    # one thread for every vCPU: the guest patches its own code (vm/accel.py)
+    assert _opt(argv, "-accel") == "tcg,thread=single"
     assert _opt(argv, "-cpu") == TCG_CPU
     assert _opt(argv, "-m") == "2048"
     assert _opt(argv, "-smp") == "2"

@@ -40,7 +40,14 @@ class QemuConfig:
     nic: tuple[str, ...] = ("-nic", "none")
 
 
-def kernel_cmdline(run_id: str) -> str:
+# Under TCG the guest kernel finds its emulated TSCs "unsynchronized" and
+# falls back to the HPET, so every clock read (bpf_ktime_get_ns in each
+# probe, TCP's own timestamps) is an emulated MMIO access. TCG's TSC is one
+# host clock for every vCPU: trusting it is sound, and cheap to read.
+TCG_CLOCK = "clocksource=tsc tsc=reliable"
+
+
+def kernel_cmdline(run_id: str, tcg: bool = False) -> str:
     if not valid_run_id(run_id):
         raise ValueError(f"bad run id {run_id!r}")
     # panic=-1: reboot at once on panic, which -no-reboot turns into a QEMU
@@ -49,14 +56,14 @@ def kernel_cmdline(run_id: str) -> str:
     # warnings through: a soft lockup's backtrace is printed at the default
     # level (4), and softlockup_all_cpu_backtrace adds every other CPU's, so
     # a guest hang's console log says where each CPU was stuck.
-    # No clocksource is forced: under TCG the guest picks the HPET, as a
-    # stock kernel does. `clocksource=tsc tsc=reliable` (2026-12-01 to 12-02,
-    # for cheaper clock reads, a gain never shown) was the first suspect of
-    # the guest hangs, whose cause was one vCPU running code another had
-    # patched (vm/accel.py; bench/README.md, "The guest hangs under TCG").
+    # The TSC clock was the first suspect of the guest hangs, whose cause was
+    # one vCPU running code another had patched (vm/accel.py); on the HPET
+    # the two-host scenario lost events uncounted in 2 of 2 CI runs
+    # (bench/README.md, "The guest hangs under TCG").
+    clock = f"{TCG_CLOCK} " if tcg else ""
     return (
         "console=ttyS0 root=/dev/vda rw init=/kpath-init panic=-1 quiet loglevel=5 "
-        f"softlockup_all_cpu_backtrace=1 kpath_run={run_id}"
+        f"softlockup_all_cpu_backtrace=1 {clock}kpath_run={run_id}"
     )
 
 
@@ -85,5 +92,5 @@ def qemu_argv(cfg: QemuConfig) -> list[str]:
         "-drive", f"file={image},if=virtio,format=raw",
         "-virtfs",
         f"local,path={share},mount_tag={SHARE_TAG},security_model=none,id={SHARE_TAG}",
-        "-append", kernel_cmdline(cfg.run_id),
+        "-append", kernel_cmdline(cfg.run_id, tcg=cfg.accel.name == "tcg"),
     ]

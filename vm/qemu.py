@@ -43,7 +43,11 @@ class QemuConfig:
 # Under TCG the guest kernel finds its emulated TSCs "unsynchronized" and
 # falls back to the HPET, so every clock read (bpf_ktime_get_ns in each
 # probe, TCP's own timestamps) is an emulated MMIO access. TCG's TSC is one
-# host clock for every vCPU: trusting it is sound, and cheap to read.
+# host clock for every vCPU: trusting it is sound, and cheap to read. It was
+# the first suspect of the guest hangs, whose cause was one vCPU running
+# code another had patched (vm/accel.py); on the HPET the two-host scenario
+# lost events uncounted in 2 of 2 CI runs (bench/README.md, "The guest
+# hangs under TCG").
 TCG_CLOCK = "clocksource=tsc tsc=reliable"
 
 
@@ -56,10 +60,6 @@ def kernel_cmdline(run_id: str, tcg: bool = False) -> str:
     # warnings through: a soft lockup's backtrace is printed at the default
     # level (4), and softlockup_all_cpu_backtrace adds every other CPU's, so
     # a guest hang's console log says where each CPU was stuck.
-    # The TSC clock was the first suspect of the guest hangs, whose cause was
-    # one vCPU running code another had patched (vm/accel.py); on the HPET
-    # the two-host scenario lost events uncounted in 2 of 2 CI runs
-    # (bench/README.md, "The guest hangs under TCG").
     clock = f"{TCG_CLOCK} " if tcg else ""
     return (
         "console=ttyS0 root=/dev/vda rw init=/kpath-init panic=-1 quiet loglevel=5 "

@@ -18,7 +18,8 @@ import socket
 from collections import Counter
 from pathlib import Path
 
-from tracer.capture.base import KPROBE_MISSED_SINCE, kernel_version
+from tracer.capture.base import kprobe_misses_counted
+from tracer.events import TCP_ACK
 from tracer.merge import MergeError, MergeResult, merge_traces
 from tracer.merge.crossings import WireKey
 from tracer.timeline import build_timeline
@@ -91,21 +92,17 @@ def _checks(a: Path, b: Path, merged: Path, c: Checker) -> None:
     _accounting_and_wire(merged, result, c)
 
 
-# TCP flags of a segment that is a bare ACK: no data, SYN, FIN or RST.
-_ACK = 0x10
-
-
 def _uncountable(key: WireKey, senders: dict[str, Header]) -> bool:
     """Whether the send of a received segment may be missing from its
     sender's trace without a count: a bare ACK (its loss changes no byte
     account), sent by a kernel that cannot report kprobe misses while its
     probes were kprobes. There a softirq nested in a running BPF program
     (the NIC's, sending the ACK) has every probe skipped, uncounted."""
-    _, _, _, payload, flags, _ = key
-    sender = senders.get(key[0].addr)
-    return (payload == 0 and flags == _ACK and sender is not None
+    src, _, _, payload, flags, _ = key
+    sender = senders.get(src.addr)
+    return (payload == 0 and flags == TCP_ACK and sender is not None
             and "kprobe" in sender.attach_kinds
-            and kernel_version(sender.kernel_release) < KPROBE_MISSED_SINCE)
+            and not kprobe_misses_counted(sender.kernel_release))
 
 
 def _matching(result: MergeResult, c: Checker, senders: dict[str, Header]) -> None:
@@ -121,8 +118,10 @@ def _matching(result: MergeResult, c: Checker, senders: dict[str, Header]) -> No
     ports = {p for m in pairing.matches for p in (m.key[0].port, m.key[1].port)}
     c.check("both connections (chat, transfer) joined", {CHAT_PORT, BULK_PORT} <= ports,
             f"ports {sorted(ports)}")
-    silent = [u for u in pairing.unmatched_received if _uncountable(u[0], senders)]
-    other = [u for u in pairing.unmatched_received if u not in silent]
+    silent: list[tuple[WireKey, int]] = []
+    other: list[tuple[WireKey, int]] = []
+    for u in pairing.unmatched_received:
+        (silent if _uncountable(u[0], senders) else other).append(u)
     c.check("every segment received on one host matched a send on the other "
             "(bare ACKs aside where the sender's kernel drops kprobe events uncounted)",
             not other, f"{len(other)} unmatched, first {other[:2]}; "

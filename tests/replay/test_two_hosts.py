@@ -11,12 +11,12 @@ import pytest
 from click.testing import CliRunner
 
 from kpath.cli import cli
+from tracer.capture import base as capture_base
 from tracer.merge import crossings, merge_traces, pair_hosts
 from tracer.timeline import build_timeline
 from tracer.timeline.accounting import account_all
 from tracer.timeline.latency import Hop, packet_latencies
 from tracer.tracefile import Trace, read_trace
-from vm import two_hosts_check
 from vm.two_hosts_check import check_merge
 
 DATA = Path(__file__).resolve().parent.parent / "data"
@@ -137,7 +137,7 @@ def test_a_bare_ack_sent_unseen_on_a_kernel_without_miss_counts_is_named(
 def test_the_same_ack_fails_where_the_kernel_would_have_counted_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(two_hosts_check, "KPROBE_MISSED_SINCE", (6, 0))
+    monkeypatch.setattr(capture_base, "KPROBE_MISSED_SINCE", (6, 0))
     failed = [r for r in check_merge(UA, UB, tmp_path / "ab.kpath") if not r.ok]
     assert [r.name.split(" (")[0] for r in failed] == [
         "every segment received on one host matched a send on the other"]

@@ -105,6 +105,11 @@ def kernel_version(release: str) -> tuple[int, int]:
         return (0, 0)
 
 
+def kprobe_misses_counted(release: str) -> bool:
+    """Whether a kernel of this `uname -r` reports its kprobes' misses."""
+    return kernel_version(release) >= KPROBE_MISSED_SINCE
+
+
 def capture_fn(capture: Capture) -> str:
     """The BPF routine (kprobe program) of a capture kind: the same name in
     kpath.bpf.c and kpath_bcc.c."""

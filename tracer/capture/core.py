@@ -22,7 +22,6 @@ from tracer.capture import libbpf
 from tracer.capture.base import (
     BTF_VMLINUX,
     DEFAULT_BUFFER_PAGES,
-    KPROBE_MISSED_SINCE,
     KPROBE_PMU,
     PAGE,
     WAKEUP_FRACTION,
@@ -32,6 +31,7 @@ from tracer.capture.base import (
     copy_fn,
     first_failure,
     kernel_version,
+    kprobe_misses_counted,
     return_fn,
 )
 from tracer.capture.drain import RingDrain
@@ -270,7 +270,7 @@ class CoreBackend:
         if not self._kprobe_links:
             return
         release = platform.release()
-        if kernel_version(release) < KPROBE_MISSED_SINCE:
+        if not kprobe_misses_counted(release):
             status.warn(
                 f"kernel {release} does not report kprobe misses (a probe hit while another "
                 "kprobe or BPF program ran on that CPU, kretprobe instances exhausted; "

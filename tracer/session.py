@@ -310,11 +310,23 @@ def _stream(
             stop.set("count")
         writer.write_batch(batch)
 
+    blind = [0, 0]  # windows, ns
+
     def record_losses() -> None:
         now = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
         for probe, n in backend.new_losses():
             writer.lost_events(Lost(ts_ns=now, count=n, probe=probe))
             status.warn(f"lost {n} events from {probe or 'the buffer or several probes'}")
+        for w in backend.new_blind_windows():
+            writer.lost_events(Lost(ts_ns=w.until_ns, count=0, cpu=w.cpu,
+                                    since_ns=w.since_ns, blind=w.what))
+            if not blind[0]:
+                us = (w.until_ns - w.since_ns) / 1e3
+                status.warn(f"kprobes blind on cpu {w.cpu} for {us:.1f} us: {w.what} ran "
+                            "inside a kprobe program, and the kernel skips kprobe programs "
+                            "there (each such window is in the trace)")
+            blind[0] += 1
+            blind[1] += w.until_ns - w.since_ns
 
     backend.open(sink)
     last_loss_check = start
@@ -349,6 +361,8 @@ def _stream(
                     stop.set("command-exited")
             backend.drain()
             record_losses()
+            if blind[0] > 1:
+                status.warn(f"kprobes blind {blind[0]} times, {blind[1] / 1e3:.1f} us in all")
     finally:
         with contextlib.suppress(OSError):
             os.setpriority(os.PRIO_PROCESS, 0, nice)

@@ -39,9 +39,11 @@ VERSION = 1
 
 
 def _gap(g: LostGap) -> dict[str, Any]:
-    return {"ts_ns": g.ts_ns, "offset_ns": g.offset_ns, "count": g.count,
-            "probe": json_safe(g.probe),
-            "cpu": g.cpu}
+    out = {"ts_ns": g.ts_ns, "offset_ns": g.offset_ns, "count": g.count,
+           "probe": json_safe(g.probe), "cpu": g.cpu}
+    if g.since_ns is not None:  # a blind window (count 0: not counted)
+        out.update(since_ns=g.since_ns, blind=json_safe(g.blind))
+    return out
 
 
 def _ways(other: tuple[tuple[ByteRange, str], ...]) -> list[dict[str, Any]]:

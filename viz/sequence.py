@@ -46,6 +46,7 @@ from tracer.timeline import (
     Step,
     TEvent,
     Timeline,
+    blind_summary,
     capture_of,
     context_key,
     writers,
@@ -347,7 +348,7 @@ class _RowBuilder:
         self.rows: list[Row] = []
 
     def flow_rows(self, fl: Flow, blocks: list[Block]) -> None:
-        gaps: list[LostGap] = list(fl.gaps)
+        gaps: list[LostGap] = [g for g in fl.gaps if not g.is_blind]
         self.at_step: dict[int, str] = {}  # where each step left off
         self.at_ctx: dict[tuple[int, int, str, str | None], str] = {}  # where each context left off
         self.came_from: dict[int, str] = {}  # event index -> source lifeline of its arrow
@@ -372,6 +373,9 @@ class _RowBuilder:
         self._events(fl, pending, gaps, 1)
         for g in gaps:
             self.rows.append(_gap_note(g))
+        blind = blind_summary(fl.gaps)
+        if blind:
+            self.rows.append(Note(printable(blind), "lost"))
 
     def _events(self, fl: Flow, steps: list[Step], gaps: list[LostGap], reps: int) -> None:
         if not steps:

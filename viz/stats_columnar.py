@@ -26,7 +26,7 @@ def trace_stats_text(head: TraceStats, flows: Iterable[FlowStats]) -> Iterator[s
     its run of flows is made (`head.flows` is not read), so a caller may
     write each piece and drop it."""
     lines = head_lines(head.path, head.events, head.flow_count, head.lost_total,
-                       head.cut_short, head.lost_noticed if head.has_gaps else None,
+                       head.cut_short, head.gaps,
                        head.sources)
     yield "\n".join(lines) + "\n"
     none = True

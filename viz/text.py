@@ -27,6 +27,7 @@ from tracer.timeline import (
     TEvent,
     ThreadGroup,
     Timeline,
+    blind_summary,
     carriers,
     writers,
 )
@@ -131,8 +132,12 @@ def _header(tl: Timeline, st: Style) -> list[str]:
     n_un = sum(len(s.events) for g in tl.unattributed for s in g.steps)
     row("flows", f"{len(tl.flows)}; {n_un} event(s) without a flow")
     for gap in tl.gaps:
-        row("", st(f"{printable(gap.text)}, noticed at {fmt_offset(gap.offset_ns)}",
-                   fg="red"))
+        if not gap.is_blind:
+            row("", st(f"{printable(gap.text)}, noticed at {fmt_offset(gap.offset_ns)}",
+                       fg="red"))
+    blind = blind_summary(tl.gaps)
+    if blind:
+        row("", st(printable(blind), fg="red"))
     cut = cut_short_message(trace)
     if cut:
         out.append(st(f"  !! WARNING: {printable(cut, None)}", fg="red", bold=True))
@@ -164,7 +169,10 @@ def _flow(tl: Timeline, fl: Flow, st: Style) -> list[str]:
     out.append(f"  {len(fl.steps)} steps ({n_msg} messages, {n_pkt} packets, "
                f"{len(fl.steps) - n_msg - n_pkt} other), {len(fl.events)} events, "
                f"{fmt_offset(fl.start_ns - tl.start_ns)} .. {fmt_offset(fl.end_ns - tl.start_ns)}")
-    out.extend(_steps(tl, fl.steps, fl, fl.gaps, st))
+    blind = blind_summary(fl.gaps)
+    if blind:
+        out.append(st(f"  !! {printable(blind)}", fg="red"))
+    out.extend(_steps(tl, fl.steps, fl, [g for g in fl.gaps if not g.is_blind], st))
     return out
 
 

@@ -49,6 +49,7 @@ from tracer.timeline import (
 from tracer.timeline.accounting import account_all, account_bytes
 from tracer.timeline.byte_ranges import follow_bytes
 from tracer.timeline.causal import build_graph, edges_of_kind
+from tracer.timeline.columnar import stats_input_of, trace_stats
 from tracer.timeline.latency import (
     LOSS_WINDOW_NS,
     PATH_HOPS,
@@ -57,6 +58,8 @@ from tracer.timeline.latency import (
     latency_stats,
     packet_latencies,
 )
+from tracer.tracefile import Lost
+from viz.stats_columnar import render_trace_stats
 from viz.stats_text import render_stats
 
 CLIENT = Endpoint(LO, CLIENT_PORT)
@@ -560,6 +563,32 @@ def test_synthetic_lost_events_mark_the_packet_as_gap() -> None:
     tcp_ip = stats[(PacketClass.DATA, Hop.TCP_IP)]
     assert (tcp_ip.count, tcp_ip.gaps) == (1, 1)
     assert tcp_ip.min_ns == tcp_ip.max_ns == lat[first.id].hops[Hop.TCP_IP].ns
+
+
+def test_synthetic_blind_window_is_shown_and_marks_no_packet() -> None:
+    """SYNTHETIC: a blind window (a Lost record with since_ns: kprobes
+    skipped while a softirq ran inside a kprobe program) over the second data
+    packet's receive path is named in the header and in the flow's
+    accounting, by the object and the columnar stats alike; it marks no
+    packet (a loss noticed then would mark both: the second before it)."""
+    t = full_path_exchange()
+    synthetic_full_segment(t, client=True, seq=CLIENT_ISN + 101, flags=PSH | ACK,
+                           ack=SERVER_ISN + 1, payload=10, skb=0x3000)
+    at = next(i for i, ev in enumerate(t.events) if ev.probe == "ip_rcv" and ev.length == 10)
+    ts = t.events[at].ts_ns
+    t.lost.append(Lost(ts_ns=ts + 500, count=0, cpu=1, since_ns=ts - 500,
+                       blind="softirq TIMER"))
+    trace = t.trace()
+    tl = build_timeline(trace)
+    lat = {pl.packet.id: pl for pl in packet_latencies(tl)}
+    assert not any(pl.gap for pl in lat.values())
+    assert tl.gaps[0].text == ("kprobes blind on cpu 1 for 1.0 us (softirq TIMER inside a "
+                               "kprobe program): kprobe events there dropped uncounted")
+    text = render_stats(tl)
+    assert "!! kprobes blind 1 time(s), 1.0 us in all" in text
+    assert "event(s) lost" not in text
+    assert "kprobes blind 1 time(s) during the flow" in text
+    assert render_trace_stats(trace_stats(stats_input_of(trace))) == text
 
 
 def test_synthetic_loss_noticed_late_taints_the_second_before() -> None:

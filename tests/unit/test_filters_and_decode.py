@@ -52,7 +52,7 @@ def test_bpf_source_reads_config_from_maps() -> None:
     assert "BPF_ARRAY(config, struct kp_config, 1)" in src
     for capture in ("kp_syscall_fd", "kp_sock", "kp_sock_skb_cb", "kp_skb_l3_1", "kp_synack_req",
                     "kp_datagram_iter", "kp_return"):
-        assert f"int {capture}(struct pt_regs *ctx)" in src
+        assert f"KPROBE_FN({capture})" in src
 
 
 def test_kernel_features() -> None:
@@ -86,7 +86,7 @@ def test_every_capture_kind_has_a_bpf_routine() -> None:
     bcc_src = bpf_source_text()
     core_src = BPF_SOURCES["core"].read_text()
     for capture in Capture:
-        assert f"int {capture_fn(capture)}(struct pt_regs *ctx)" in bcc_src, capture
+        assert f"KPROBE_FN({capture_fn(capture)})" in bcc_src, capture
         # The CO-RE object generates kp_KIND (and its fentry copies) from
         # one CAPTURES entry per kind (the built object's programs:
         # test_core_object.py).

@@ -28,6 +28,7 @@ from tracer.capture.record import (
     HAS_TUPLE,
     RAW_DTYPE,
     RAW_EVENT_SIZE,
+    BlindWindow,
     ProbeTable,
     check_layout,
     decode_records,
@@ -212,3 +213,30 @@ def test_frames_follow_their_events_past_records_left_out() -> None:
     alone = decode_records(raw[:2].view(np.uint8).reshape(2, RAW_EVENT_SIZE), table,
                            [0], [tails[1]]).batch.column("frame").to_pylist()
     assert alone[0]["link"] is None and alone[0]["data"] == b"\x11" * 5 and alone[1] is None
+
+
+def test_blind_window_records_are_not_events() -> None:
+    """SYNTHETIC: two KIND_BLIND records (kp_event.h) among four events, a
+    frame on the event after them: the windows come out on their own
+    (start in arg3, end in ts), the events and the frame's row as if the
+    windows were not there, and nothing counts as lost."""
+    table, ips, _ = _tables()[1]  # BCC: a window's ip (0) is no probe's address
+    raw = synthetic_records(6, seed=5, ip_of=ips[:1])
+    raw["kind"] = [0, 2, 1, 2, 0, 0]
+    raw["ip"] = [ips[0], 0, ips[0], 0, ips[0], ips[0]]
+    raw["ts"][[1, 3]] = [5_000, 9_000]
+    raw["arg3"][[1, 3]] = [4_000, 8_500]
+    raw["cpu"][[1, 3]] = [1, 0]
+    raw["ctx"][[1, 3]] = [1, 2]
+    raw["vec"][[1, 3]] = [3, 0]
+    tail = np.zeros(1, FRAME_TAIL_DTYPE)
+    tail["cap"], tail["ifname"] = 1, b"lo"
+    got = decode_records(raw.view(np.uint8).reshape(6, RAW_EVENT_SIZE), table,
+                         [4], [tail.tobytes()])
+    assert got.blind == [BlindWindow(since_ns=4_000, until_ns=5_000, cpu=1, what="softirq NET_RX"),
+                         BlindWindow(since_ns=8_500, until_ns=9_000, cpu=0, what="irq")]
+    assert got.unknown == 0
+    assert got.batch.num_rows == 4
+    assert got.batch.column("ts_ns").to_pylist() == raw["ts"][[0, 2, 4, 5]].tolist()
+    assert [f is not None for f in got.batch.column("frame").to_pylist()] == [
+        False, False, True, False]

@@ -19,6 +19,7 @@ from typing import Protocol
 import pyarrow as pa
 
 from probes.catalog import LAYER_ORDER, Capture, ProbeSpec, Returns
+from tracer.capture.record import BlindWindow
 from tracer.events import ProbeStatus
 from tracer.filters import Filters
 
@@ -87,8 +88,16 @@ class Backend(Protocol):
     def new_losses(self) -> list[tuple[str | None, int]]:
         """Events lost since the last call, by probe name (None: unknown)."""
         ...
+    def new_blind_windows(self) -> list[BlindWindow]:
+        """Blind windows (record.py) read since the last call."""
+        ...
     def close(self) -> None: ...
 
+
+# The lost_by_ip key (kp_event.h KP_BLIND_IP) of blind-window records the
+# buffer could not take, and the name their losses are stored under.
+BLIND_IP = 0xFFFFFFFE
+BLIND_LOST = "(blind window)"
 
 # bpf_link_info reports a kprobe's misses from this kernel on: before it, a
 # probe skipped because another BPF program ran on its CPU (a softirq nested

@@ -23,6 +23,8 @@ import pyarrow as pa
 from probes.catalog import ProbeSpec
 from probes.resolve import KernelSymbols, Resolved, resolve
 from tracer.capture.base import (
+    BLIND_IP,
+    BLIND_LOST,
     DEFAULT_BUFFER_PAGES,
     KPROBE_PMU,
     PAGE,
@@ -42,6 +44,7 @@ from tracer.capture.record import (
     RAW_DTYPE,
     RAW_EVENT_SIZE,
     RAW_FRAME_SIZE,
+    BlindWindow,
     ProbeTable,
     check_layout,
     decode_records,
@@ -201,6 +204,7 @@ class BccBackend:
         self._perf_frame_rows: list[int] = []  # and its frame records (ringbuf.Span's)
         self._perf_frame_tails: list[bytes] = []
         self._perf_lost = 0
+        self._perf_blind: list[BlindWindow] = []
         self._undecoded = 0
 
     def start(self, specs: Sequence[ProbeSpec], filters: Filters,
@@ -220,8 +224,8 @@ class BccBackend:
                 "the BCC backend cannot count kprobe misses (a probe hit while another kprobe "
                 "or BPF program ran on that CPU, kretprobe instances exhausted): BCC attaches "
                 "without BPF links, which is where the kernel (6.7+) reports them; events "
-                "missed that way are not in the trace's losses (--backend core counts them "
-                "on 6.7+)")
+                "missed that way are not in the trace's losses, the blind windows they fall "
+                "in are (--backend core counts them on 6.7+)")
         return statuses
 
     # -- set-up ----------------------------------------------------------
@@ -316,6 +320,7 @@ class BccBackend:
         self._perf_records, self._perf_frame_rows, self._perf_frame_tails = [], [], []
         decoded = decode_records(raw, self._table, rows, tails)
         self._undecoded += decoded.unknown
+        self._perf_blind.extend(decoded.blind)
         if decoded.batch.num_rows and self._sink is not None:
             self._sink(decoded.batch)
 
@@ -343,13 +348,20 @@ class BccBackend:
             if delta > 0:
                 self._lost_seen[ip] = total
                 slot = int(self._table.lookup(np.array([ip], np.uint64))[0])
-                out.append((self._table.names[slot] if slot >= 0 else None, delta))
+                out.append((BLIND_LOST if ip == BLIND_IP else
+                            self._table.names[slot] if slot >= 0 else None, delta))
         if self._drain is not None:
             self._undecoded += self._drain.take_undecoded()
         bad = self._perf_lost + self._undecoded
         if bad:
             out.append((None, bad))
             self._perf_lost = self._undecoded = 0
+        return out
+
+    def new_blind_windows(self) -> list[BlindWindow]:
+        out, self._perf_blind = self._perf_blind, []
+        if self._drain is not None:
+            out.extend(self._drain.take_blind())
         return out
 
     def close(self) -> None:

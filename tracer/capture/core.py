@@ -20,6 +20,8 @@ from probes.catalog import ProbeSpec
 from probes.resolve import KernelSymbols, Resolved, resolve
 from tracer.capture import libbpf
 from tracer.capture.base import (
+    BLIND_IP,
+    BLIND_LOST,
     BTF_VMLINUX,
     DEFAULT_BUFFER_PAGES,
     KPROBE_PMU,
@@ -51,7 +53,7 @@ from tracer.capture.plan import (
     function_attachments,
     plan,
 )
-from tracer.capture.record import RAW_DTYPE, ProbeTable, check_layout
+from tracer.capture.record import RAW_DTYPE, BlindWindow, ProbeTable, check_layout
 from tracer.events import ProbeStatus
 from tracer.filters import Filters
 
@@ -275,7 +277,8 @@ class CoreBackend:
                 f"kernel {release} does not report kprobe misses (a probe hit while another "
                 "kprobe or BPF program ran on that CPU, kretprobe instances exhausted; "
                 "reported per link from Linux 6.7): events missed that way cannot be "
-                "counted and are not in the trace's losses")
+                "counted and are not in the trace's losses; the blind windows they fall in "
+                "(an interrupt inside a kprobe program) are")
 
     def _enable(self, obj: libbpf.BpfObject, planned: Sequence[Planned],
                 fallback: bool) -> None:
@@ -457,7 +460,8 @@ class CoreBackend:
             if delta > 0:
                 self._lost_seen[index] = total
                 spec = self._probe_of(index)
-                out.append((spec.name if spec else None, delta))
+                out.append((BLIND_LOST if index == BLIND_IP else spec.name if spec else None,
+                            delta))
         out.extend(missed_losses(self._serves, self._missed_seen, self._obj.missed))
         out.extend(missed_losses(
             self._link_serves, self._link_missed_seen,
@@ -466,6 +470,9 @@ class CoreBackend:
         if bad:
             out.append((None, bad))  # records that could not be decoded: lost too
         return out
+
+    def new_blind_windows(self) -> list[BlindWindow]:
+        return self._drain.take_blind() if self._drain is not None else []
 
     def close(self) -> None:
         if self._drain is not None:

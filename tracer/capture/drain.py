@@ -14,7 +14,13 @@ import pyarrow as pa
 from tracer.capture import libbpf
 from tracer.capture.base import WAKEUP_FRACTION
 from tracer.capture.errors import LoadError
-from tracer.capture.record import RAW_EVENT_SIZE, RAW_FRAME_SIZE, ProbeTable, decode_records
+from tracer.capture.record import (
+    RAW_EVENT_SIZE,
+    RAW_FRAME_SIZE,
+    BlindWindow,
+    ProbeTable,
+    decode_records,
+)
 from tracer.capture.ringbuf import RingReader
 
 BPF_MAP_TYPE_RINGBUF = 27
@@ -47,6 +53,7 @@ class RingDrain:
         self._wake_bytes = self.size // WAKEUP_FRACTION
         self._last_read = time.monotonic()
         self.undecoded = 0  # records that are not events of a known probe: lost
+        self.blind: list[BlindWindow] = []
 
     def poll(self, timeout_ms: int) -> int:
         """Wait up to timeout_ms, or until the ring is WAKEUP_FRACTION full
@@ -81,6 +88,7 @@ class RingDrain:
             return 0
         decoded = decode_records(span.records, self._table, span.frame_rows, span.frame_tails)
         self.undecoded += decoded.unknown
+        self.blind.extend(decoded.blind)
         if decoded.batch.num_rows:
             self._sink(decoded.batch)
         return len(span.records)
@@ -88,6 +96,10 @@ class RingDrain:
     def take_undecoded(self) -> int:
         n, self.undecoded = self.undecoded, 0
         return n
+
+    def take_blind(self) -> list[BlindWindow]:
+        out, self.blind = self.blind, []
+        return out
 
     def close(self) -> None:
         self._reader.close()

@@ -3,7 +3,8 @@
 // into the CO-RE object). tracer/capture/record.py mirrors it and checks the
 // mirror against the CO-RE object's BTF at load.
 //
-// Needs u8/u16/u32/u64/s64 and __always_inline (BCC's kernel headers, and
+// Needs u8/u16/u32/u64/s64, __always_inline, bpf_ktime_get_ns and
+// bpf_get_smp_processor_id (BCC's kernel headers and helpers, and
 // vmlinux.h with bpf_helpers.h, have them).
 
 #ifndef KPATH_KP_EVENT_H
@@ -13,6 +14,13 @@
 
 #define KIND_ENTRY 0
 #define KIND_RETURN 1
+// Not an event: a window [arg3, ts] in which the kernel skipped every
+// kprobe program on this CPU (an interrupt or softirq, ctx and vec, ran
+// while a kprobe program did). tracer/capture/record.py BLIND_DTYPE.
+#define KIND_BLIND 2
+// A blind window's record names no probe: its ip, and the lost_by_ip key
+// of such records the buffer could not take (tracer/capture/base.py).
+#define KP_BLIND_IP 0xfffffffeULL
 
 #define CTX_TASK 0
 #define CTX_SOFTIRQ 1
@@ -136,7 +144,44 @@ struct irq_state {
     // must not leave every later event marked hardirq.
     u32 hardirq;
     u32 softirq_vec;  // vector + 1 while a softirq runs, else 0
+    // A kprobe program runs with the CPU's bpf_prog_active raised; an
+    // interrupt or softirq arriving meanwhile runs with it still raised and
+    // the kernel skips every kprobe program hit in it, counting none before
+    // Linux 6.7. The context tracepoints (raw: recursion is checked per
+    // program there) see such a blind window open and close.
+    u32 in_kprobe;    // 1 while a kprobe program runs
+    u32 blind_ctx;    // CTX_SOFTIRQ or CTX_HARDIRQ: what opened the open window; 0: none
+    u32 blind_vec;    // its softirq vector
+    u32 pad;
+    u64 blind_since;
 };
+
+// A kprobe program's run was interrupted (softirq or irq entry under its
+// mark): the window opens, unless one is open already.
+static __always_inline void blind_open(struct irq_state *st, u32 ctx_kind, u32 vec) {
+    if (st->in_kprobe && !st->blind_ctx) {
+        st->blind_ctx = ctx_kind;
+        st->blind_vec = vec;
+        st->blind_since = bpf_ktime_get_ns();
+    }
+}
+
+// At the exit of `ctx_kind`: 1 and the window's record in *e when that
+// context opened the open window (closed now), else 0. The record is
+// written whatever the filters: a window hides events of every flow.
+static __always_inline int blind_take(struct irq_state *st, u32 ctx_kind, struct kp_event *e) {
+    if (st->blind_ctx != ctx_kind)
+        return 0;
+    e->ts = bpf_ktime_get_ns();
+    e->arg3 = st->blind_since;
+    e->ip = KP_BLIND_IP;
+    e->cpu = bpf_get_smp_processor_id();
+    e->kind = KIND_BLIND;
+    e->ctx = ctx_kind;
+    e->vec = st->blind_vec;
+    st->blind_ctx = 0;
+    return 1;
+}
 
 struct ret_key {
     u32 tid;

@@ -195,12 +195,31 @@ static __always_inline int softirq_run(u64 probe) {
     return 0;
 }
 
+// ---- blind windows (kp_event.h irq_state) ----
+
+static __always_inline void blind_close(struct irq_state *st, u32 ctx_kind) {
+    struct kp_event e = {};
+    if (blind_take(st, ctx_kind, &e))
+        emit(&e);
+}
+
+// Around each kprobe program's run (not fentry's or tp_btf's: they do not
+// raise bpf_prog_active).
+static __always_inline void kprobe_running(u32 on) {
+    u32 zero = 0;
+    struct irq_state *st = bpf_map_lookup_elem(&irq_state, &zero);
+    if (st)
+        st->in_kprobe = on;
+}
+
 SEC("tp_btf/softirq_entry")
 int BPF_PROG(tp_softirq_entry, unsigned int vec_nr) {
     u32 zero = 0;
     struct irq_state *st = bpf_map_lookup_elem(&irq_state, &zero);
-    if (st)
+    if (st) {
         st->softirq_vec = vec_nr + 1;
+        blind_open(st, CTX_SOFTIRQ, vec_nr);
+    }
     u32 probe = tp_probe[TP_NET_RX_SOFTIRQ];
     if (vec_nr == KP_NET_RX_SOFTIRQ && probe != KP_NONE)
         softirq_run(probe);
@@ -211,8 +230,10 @@ SEC("tp_btf/softirq_exit")
 int BPF_PROG(tp_softirq_exit, unsigned int vec_nr) {
     u32 zero = 0;
     struct irq_state *st = bpf_map_lookup_elem(&irq_state, &zero);
-    if (st)
+    if (st) {
         st->softirq_vec = 0;
+        blind_close(st, CTX_SOFTIRQ);
+    }
     struct pending_softirq *p = bpf_map_lookup_elem(&pending_rx, &zero);
     if (p)
         p->valid = 0;
@@ -223,8 +244,10 @@ SEC("tp_btf/irq_handler_entry")
 int BPF_PROG(tp_irq_entry, int irq, struct irqaction *action) {
     u32 zero = 0;
     struct irq_state *st = bpf_map_lookup_elem(&irq_state, &zero);
-    if (st)
+    if (st) {
         st->hardirq = 1;
+        blind_open(st, CTX_HARDIRQ, 0);
+    }
     return 0;
 }
 
@@ -232,8 +255,10 @@ SEC("tp_btf/irq_handler_exit")
 int BPF_PROG(tp_irq_exit, int irq, struct irqaction *action, int ret) {
     u32 zero = 0;
     struct irq_state *st = bpf_map_lookup_elem(&irq_state, &zero);
-    if (st)
+    if (st) {
         st->hardirq = 0;
+        blind_close(st, CTX_HARDIRQ);
+    }
     return 0;
 }
 
@@ -989,10 +1014,17 @@ static __always_inline int datagram_iter(u64 probe, struct sk_buff *skb, int off
 // kprobes: the arguments in the registers.
 #define A(n) PT_REGS_PARM##n(ctx)
 #define R PT_REGS_RC(ctx)
+#define KPROBE_RUN(call)                                                               \
+    {                                                                                  \
+        kprobe_running(1);                                                             \
+        int ret_ = call;                                                               \
+        kprobe_running(0);                                                             \
+        return ret_;                                                                   \
+    }
 #define KPROBE(name, copies, call)                                                     \
-    SEC("?kprobe") int kp_##name(struct pt_regs *ctx) { return call; }
+    SEC("?kprobe") int kp_##name(struct pt_regs *ctx) KPROBE_RUN(call)
 #define KRETPROBE(name, copies, call)                                                  \
-    SEC("?kretprobe") int kp_##name(struct pt_regs *ctx) { return call; }
+    SEC("?kretprobe") int kp_##name(struct pt_regs *ctx) KPROBE_RUN(call)
 CAPTURES(KPROBE)
 RETURNS(KRETPROBE)
 #undef A

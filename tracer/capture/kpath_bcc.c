@@ -66,41 +66,82 @@ struct pending_softirq {
 BPF_PERCPU_ARRAY(pending_rx, struct pending_softirq, 1);
 
 // ---- execution context, from the irq tracepoints ----
+//
+// Raw tracepoints: the kernel checks their recursion per program, so they
+// run inside a kprobe program's interrupt too, where a classic tracepoint
+// program (bpf_prog_active, as kprobes) would be skipped; they see the blind
+// windows (kp_event.h irq_state) open and close.
 
-TRACEPOINT_PROBE(irq, softirq_entry) {
+static __always_inline int emit_raw(struct pt_regs *ctx, void *rec, u32 size, u64 ip);
+
+static __always_inline void blind_close(void *ctx, struct irq_state *st, u32 ctx_kind) {
+    struct kp_event e = {};
+    if (blind_take(st, ctx_kind, &e))
+        emit_raw((struct pt_regs *)ctx, &e, sizeof(e), KP_BLIND_IP);
+}
+
+RAW_TRACEPOINT_PROBE(softirq_entry) {
+    u32 vec = (u32)ctx->args[0];
     u32 zero = 0;
     struct irq_state *st = irq_state.lookup(&zero);
-    if (st)
-        st->softirq_vec = args->vec + 1;
+    if (st) {
+        st->softirq_vec = vec + 1;
+        blind_open(st, CTX_SOFTIRQ, vec);
+    }
     return 0;
 }
 
-TRACEPOINT_PROBE(irq, softirq_exit) {
+RAW_TRACEPOINT_PROBE(softirq_exit) {
     u32 zero = 0;
     struct irq_state *st = irq_state.lookup(&zero);
-    if (st)
+    if (st) {
         st->softirq_vec = 0;
+        blind_close(ctx, st, CTX_SOFTIRQ);
+    }
     struct pending_softirq *p = pending_rx.lookup(&zero);
     if (p)
         p->valid = 0;
     return 0;
 }
 
-TRACEPOINT_PROBE(irq, irq_handler_entry) {
+RAW_TRACEPOINT_PROBE(irq_handler_entry) {
     u32 zero = 0;
     struct irq_state *st = irq_state.lookup(&zero);
-    if (st)
+    if (st) {
         st->hardirq = 1;
+        blind_open(st, CTX_HARDIRQ, 0);
+    }
     return 0;
 }
 
-TRACEPOINT_PROBE(irq, irq_handler_exit) {
+RAW_TRACEPOINT_PROBE(irq_handler_exit) {
+    u32 zero = 0;
+    struct irq_state *st = irq_state.lookup(&zero);
+    if (st) {
+        st->hardirq = 0;
+        blind_close(ctx, st, CTX_HARDIRQ);
+    }
+    return 0;
+}
+
+// Every kprobe program (KPROBE_FN) marks its run; classic tracepoint
+// programs raise bpf_prog_active too, but run in no probed path.
+static __always_inline void kprobe_running(u32 on) {
     u32 zero = 0;
     struct irq_state *st = irq_state.lookup(&zero);
     if (st)
-        st->hardirq = 0;
-    return 0;
+        st->in_kprobe = on;
 }
+
+#define KPROBE_FN(name)                                                                \
+    static __always_inline int name##_run(struct pt_regs *ctx);                        \
+    int name(struct pt_regs *ctx) {                                                    \
+        kprobe_running(1);                                                             \
+        int ret_ = name##_run(ctx);                                                    \
+        kprobe_running(0);                                                             \
+        return ret_;                                                                   \
+    }                                                                                  \
+    static __always_inline int name##_run(struct pt_regs *ctx)
 
 // Children of a traced command are traced too.
 TRACEPOINT_PROBE(sched, sched_process_fork) {
@@ -525,13 +566,13 @@ static __always_inline int syscall_fd(struct pt_regs *ctx, int fd, u64 len) {
 }
 
 // (int fd, void __user *buf, size_t len, ...): the socket behind the fd.
-int kp_syscall_fd(struct pt_regs *ctx) {
+KPROBE_FN(kp_syscall_fd) {
     return syscall_fd(ctx, (int)PT_REGS_PARM1(ctx), PT_REGS_PARM3(ctx));
 }
 
 // sock_write_iter / sock_read_iter(struct kiocb *iocb, struct iov_iter *it):
 // write/writev/read/readv on a socket only; arg3 is it->count.
-int kp_kiocb(struct pt_regs *ctx) {
+KPROBE_FN(kp_kiocb) {
     EVENT_START(e, ctx, KIND_ENTRY);
     struct kiocb *iocb = (struct kiocb *)PT_REGS_PARM1(ctx);
     struct iov_iter *it = (struct iov_iter *)PT_REGS_PARM2(ctx);
@@ -546,7 +587,7 @@ int kp_kiocb(struct pt_regs *ctx) {
 
 // __x64_sys_recvmmsg(const struct pt_regs *regs): the socket behind the
 // first argument (6.1 inlines __sys_recvmmsg into the system call).
-int kp_syscall_regs_fd1(struct pt_regs *ctx) {
+KPROBE_FN(kp_syscall_regs_fd1) {
     struct pt_regs *regs = (struct pt_regs *)PT_REGS_PARM1(ctx);
     u64 fd = 0;
     bpf_probe_read_kernel(&fd, sizeof(fd), &regs->di);
@@ -565,7 +606,7 @@ struct kp_io_sr_msg {
     u32 len;
 };
 
-int kp_io_kiocb(struct pt_regs *ctx) {
+KPROBE_FN(kp_io_kiocb) {
     EVENT_START(e, ctx, KIND_ENTRY);
     struct kp_io_sr_msg *sr = (struct kp_io_sr_msg *)PT_REGS_PARM1(ctx);
     struct file *file = 0;
@@ -581,7 +622,7 @@ int kp_io_kiocb(struct pt_regs *ctx) {
 
 // sock_splice_read(file, ppos, pipe, len, flags): splice(2) out of a
 // socket, at the socket's file operation; arg3 is len.
-int kp_file_len4(struct pt_regs *ctx) {
+KPROBE_FN(kp_file_len4) {
     EVENT_START(e, ctx, KIND_ENTRY);
     e->arg3 = PT_REGS_PARM4(ctx);
     e->has |= HAS_ARG3;
@@ -590,7 +631,7 @@ int kp_file_len4(struct pt_regs *ctx) {
 
 // __x64_sys_splice(const struct pt_regs *regs): splice(fd_in, off_in, fd_out,
 // off_out, len, flags); the socket written is fd_out (third), arg3 is len.
-int kp_syscall_regs_fd3(struct pt_regs *ctx) {
+KPROBE_FN(kp_syscall_regs_fd3) {
     struct pt_regs *regs = (struct pt_regs *)PT_REGS_PARM1(ctx);
     u64 fd = 0, len = 0;
     bpf_probe_read_kernel(&fd, sizeof(fd), &regs->dx);
@@ -599,7 +640,7 @@ int kp_syscall_regs_fd3(struct pt_regs *ctx) {
 }
 
 // (struct socket *sock, ...)
-int kp_socket(struct pt_regs *ctx) {
+KPROBE_FN(kp_socket) {
     EVENT_START(e, ctx, KIND_ENTRY);
     e->arg3 = PT_REGS_PARM3(ctx);
     e->has |= HAS_ARG3;
@@ -607,7 +648,7 @@ int kp_socket(struct pt_regs *ctx) {
 }
 
 // (struct sock *sk, ...): TCP functions; arg3 is a length for some of them.
-int kp_sock(struct pt_regs *ctx) {
+KPROBE_FN(kp_sock) {
     EVENT_START(e, ctx, KIND_ENTRY);
     struct sock *sk = (struct sock *)PT_REGS_PARM1(ctx);
     e->arg3 = PT_REGS_PARM3(ctx);
@@ -639,23 +680,23 @@ static __always_inline int sock_stream_pos(struct pt_regs *ctx, struct sock *sk,
 }
 
 // tcp_sendmsg_locked(sk, msg, size): its bytes go at tp->write_seq.
-int kp_sock_write_seq(struct pt_regs *ctx) {
+KPROBE_FN(kp_sock_write_seq) {
     return sock_stream_pos(ctx, (struct sock *)PT_REGS_PARM1(ctx), PT_REGS_PARM3(ctx), 1);
 }
 
 // tcp_sendpage(sk, page, offset, size, flags): the page-send path (< 6.5).
-int kp_sock_page_write_seq(struct pt_regs *ctx) {
+KPROBE_FN(kp_sock_page_write_seq) {
     return sock_stream_pos(ctx, (struct sock *)PT_REGS_PARM1(ctx), PT_REGS_PARM4(ctx), 1);
 }
 
 // tcp_recvmsg(sk, msg, len, ...): returns bytes from tp->copied_seq.
-int kp_sock_copied_seq(struct pt_regs *ctx) {
+KPROBE_FN(kp_sock_copied_seq) {
     return sock_stream_pos(ctx, (struct sock *)PT_REGS_PARM1(ctx), PT_REGS_PARM3(ctx), 0);
 }
 
 // tcp_splice_read(struct socket *sock, ppos, pipe, len, flags): splice out
 // of the socket, from tp->copied_seq, through the struct socket.
-int kp_socket_copied_seq(struct pt_regs *ctx) {
+KPROBE_FN(kp_socket_copied_seq) {
     struct socket *sock = (struct socket *)PT_REGS_PARM1(ctx);
     struct sock *sk = 0;
     bpf_probe_read_kernel(&sk, sizeof(sk), &sock->sk);
@@ -686,17 +727,17 @@ static __always_inline int sock_skb_cb(struct pt_regs *ctx, int has_rcv_nxt) {
     return submit(ctx, e);
 }
 
-int kp_sock_skb_cb(struct pt_regs *ctx) {
+KPROBE_FN(kp_sock_skb_cb) {
     return sock_skb_cb(ctx, 1);
 }
 
 // tcp_retransmit_skb(sk, skb, segs): no rcv_nxt argument.
-int kp_sock_skb_cb_noack(struct pt_regs *ctx) {
+KPROBE_FN(kp_sock_skb_cb_noack) {
     return sock_skb_cb(ctx, 0);
 }
 
 // (sk, skb, ...) below TCP on transmit: TCP header built, IP header not yet.
-int kp_sock_skb_l4(struct pt_regs *ctx) {
+KPROBE_FN(kp_sock_skb_l4) {
     EVENT_START(e, ctx, KIND_ENTRY);
     struct sock *sk = (struct sock *)PT_REGS_PARM1(ctx);
     struct sk_buff *skb = (struct sk_buff *)PT_REGS_PARM2(ctx);
@@ -728,26 +769,26 @@ static __always_inline int skb_l3(struct pt_regs *ctx, struct sk_buff *skb, stru
 }
 
 // (..., struct sk_buff *skb at argument N, ...) where the IPv4 header is in place.
-int kp_skb_l3_1(struct pt_regs *ctx) {
+KPROBE_FN(kp_skb_l3_1) {
     return skb_l3(ctx, (struct sk_buff *)PT_REGS_PARM1(ctx), 0);
 }
-int kp_skb_l3_2(struct pt_regs *ctx) {
+KPROBE_FN(kp_skb_l3_2) {
     return skb_l3(ctx, (struct sk_buff *)PT_REGS_PARM2(ctx), 0);
 }
-int kp_skb_l3_3(struct pt_regs *ctx) {
+KPROBE_FN(kp_skb_l3_3) {
     return skb_l3(ctx, (struct sk_buff *)PT_REGS_PARM3(ctx), 0);
 }
-int kp_skb_l3_4(struct pt_regs *ctx) {
+KPROBE_FN(kp_skb_l3_4) {
     return skb_l3(ctx, (struct sk_buff *)PT_REGS_PARM4(ctx), 0);
 }
 
 // __dev_queue_xmit and dev_hard_start_xmit as the transmit frame probe.
-int kp_skb_l3_1_frame(struct pt_regs *ctx) {
+KPROBE_FN(kp_skb_l3_1_frame) {
     return skb_l3_frame(ctx, (struct sk_buff *)PT_REGS_PARM1(ctx), 0, 1);
 }
 
 // (struct sock *sk, struct sk_buff *skb, ...) on the TCP receive side.
-int kp_sock_skb_l3(struct pt_regs *ctx) {
+KPROBE_FN(kp_sock_skb_l3) {
     return skb_l3(ctx, (struct sk_buff *)PT_REGS_PARM2(ctx), (struct sock *)PT_REGS_PARM1(ctx));
 }
 
@@ -763,12 +804,12 @@ static __always_inline int skb_rx(struct pt_regs *ctx, struct sk_buff *skb, int 
 }
 
 // (struct sk_buff *skb, ...) before IP on receive.
-int kp_skb_rx(struct pt_regs *ctx) {
+KPROBE_FN(kp_skb_rx) {
     return skb_rx(ctx, (struct sk_buff *)PT_REGS_PARM1(ctx), 0);
 }
 
 // The same as the receive frame probe.
-int kp_skb_rx_frame(struct pt_regs *ctx) {
+KPROBE_FN(kp_skb_rx_frame) {
     return skb_rx(ctx, (struct sk_buff *)PT_REGS_PARM1(ctx), 1);
 }
 
@@ -782,17 +823,17 @@ static __always_inline int skb_pp_rx(struct pt_regs *ctx, int frame) {
     return skb_rx(ctx, skb, frame);
 }
 
-int kp_skb_pp_rx(struct pt_regs *ctx) {
+KPROBE_FN(kp_skb_pp_rx) {
     return skb_pp_rx(ctx, 0);
 }
 
-int kp_skb_pp_rx_frame(struct pt_regs *ctx) {
+KPROBE_FN(kp_skb_pp_rx_frame) {
     return skb_pp_rx(ctx, 1);
 }
 
 // ip_build_and_send_pkt(skb, sk, saddr, daddr, opt, tos): the SYN-ACK's IP
 // step. TCP header built; addresses come as arguments.
-int kp_skb_l4_addrs(struct pt_regs *ctx) {
+KPROBE_FN(kp_skb_l4_addrs) {
     EVENT_START(e, ctx, KIND_ENTRY);
     struct sk_buff *skb = (struct sk_buff *)PT_REGS_PARM1(ctx);
     struct sock *sk = (struct sock *)PT_REGS_PARM2(ctx);
@@ -812,7 +853,7 @@ int kp_skb_l4_addrs(struct pt_regs *ctx) {
 }
 
 // net_rx_action(struct softirq_action *): the NET_RX softirq run itself.
-int kp_softirq(struct pt_regs *ctx) {
+KPROBE_FN(kp_softirq) {
     EVENT_START(e, ctx, KIND_ENTRY);
     u32 zero = 0;
     struct kp_config *c = config.lookup(&zero);
@@ -830,7 +871,7 @@ int kp_softirq(struct pt_regs *ctx) {
 
 // tcp_v4_send_synack(sk, dst, fl, req, foc, type, syn_skb): the SYN-ACK is
 // built from the request sock and never passes __tcp_transmit_skb.
-int kp_synack_req(struct pt_regs *ctx) {
+KPROBE_FN(kp_synack_req) {
     EVENT_START(e, ctx, KIND_ENTRY);
     struct sock *sk = (struct sock *)PT_REGS_PARM1(ctx);
     struct request_sock *req = (struct request_sock *)PT_REGS_PARM4(ctx);
@@ -851,7 +892,7 @@ int kp_synack_req(struct pt_regs *ctx) {
 }
 
 // __skb_datagram_iter(skb, offset, to, len, ...): the copy to user space.
-int kp_datagram_iter(struct pt_regs *ctx) {
+KPROBE_FN(kp_datagram_iter) {
     EVENT_START(e, ctx, KIND_ENTRY);
     struct sk_buff *skb = (struct sk_buff *)PT_REGS_PARM1(ctx);
     int offset = (int)PT_REGS_PARM2(ctx);
@@ -896,10 +937,10 @@ static __always_inline int on_return(struct pt_regs *ctx, int sock_ret) {
     return emit(ctx, e);
 }
 
-int kp_return(struct pt_regs *ctx) {
+KPROBE_FN(kp_return) {
     return on_return(ctx, 0);
 }
 
-int kp_return_sock(struct pt_regs *ctx) {
+KPROBE_FN(kp_return_sock) {
     return on_return(ctx, 1);
 }

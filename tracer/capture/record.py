@@ -35,6 +35,7 @@ HAS_TUPLE, HAS_SEQ, HAS_LEN, HAS_RET, HAS_ACK, HAS_FLAGS, HAS_ARG3 = (
     0x01, 0x02, 0x04, 0x08, 0x10, 0x20, 0x40,
 )
 KIND_RETURN = 1
+KIND_BLIND = 2  # not an event: a blind window (kp_event.h KIND_BLIND)
 # kp_event.h's CTX_* -> index in CTX_VALUES; anything else reads as task.
 _CTX_CODE = np.full(256, CTX_VALUES.index(Context.TASK), np.int8)
 _CTX_CODE[1] = CTX_VALUES.index(Context.SOFTIRQ)
@@ -232,13 +233,46 @@ def decode_frames(rows: Sequence[int], tails: Sequence[bytes]) -> pa.Table:
     return pa.table([cols[f.name] for f in FRAMES_SCHEMA], schema=FRAMES_SCHEMA)
 
 
+@dataclass(frozen=True, slots=True)
+class BlindWindow:
+    """From since_ns to until_ns the kernel skipped every kprobe program on
+    `cpu`: `what` ("softirq NET_RX", "irq") ran while a kprobe program did
+    (kp_event.h irq_state). Their events are dropped without a count before
+    Linux 6.7, and counted per probe (not placed in time) from it."""
+
+    since_ns: int
+    until_ns: int
+    cpu: int
+    what: str
+
+
+def blind_windows(raw: np.ndarray) -> list[BlindWindow]:
+    """The KIND_BLIND records among raw kp_event records (RAW_DTYPE)."""
+    rows = raw[raw["kind"] == KIND_BLIND]
+    if not len(rows):
+        return []
+    names = list(SOFTIRQ_NAMES)
+    out = []
+    for until, since, cpu, ctx, vec in zip(
+            rows["ts"].tolist(), rows["arg3"].tolist(), rows["cpu"].tolist(),
+            rows["ctx"].tolist(), rows["vec"].tolist(), strict=True):
+        what = ("softirq " + (names[vec] if vec < len(names) else str(vec))
+                if ctx == _CTX_SOFTIRQ_RAW else "irq")
+        out.append(BlindWindow(since_ns=min(since, until), until_ns=until, cpu=cpu, what=what))
+    return out
+
+
+_CTX_SOFTIRQ_RAW = 1  # kp_event.h CTX_SOFTIRQ
+
+
 @dataclass
 class Decoded:
-    """One span's batch (FILE_SCHEMA: events and their frames), and what
-    could not be decoded (counted as lost)."""
+    """One span's batch (FILE_SCHEMA: events and their frames), what could
+    not be decoded (counted as lost) and the span's blind windows."""
 
     batch: pa.RecordBatch
     unknown: int  # records whose ip names no probe
+    blind: list[BlindWindow]
 
 
 def decode_records(records: np.ndarray, table: ProbeTable, frame_rows: Sequence[int] = (),
@@ -247,10 +281,13 @@ def decode_records(records: np.ndarray, table: ProbeTable, frame_rows: Sequence[
     frame_rows/frame_tails: the span's frame records (ringbuf.Span)."""
     raw = np.ascontiguousarray(records).view(RAW_DTYPE).reshape(-1)
     probe = table.lookup(raw["ip"])
+    blind = blind_windows(raw)
     ok = probe >= 0
-    unknown = int(len(ok) - np.count_nonzero(ok))
+    if blind:
+        ok &= raw["kind"] != KIND_BLIND
+    unknown = int(len(ok) - np.count_nonzero(ok)) - len(blind)
     frames = decode_frames(frame_rows, frame_tails)
-    if unknown:
+    if unknown or blind:
         raw, probe = raw[ok], probe[ok]
         # Rows move up past the records left out; a left-out frame goes too.
         new_row = np.cumsum(ok) - 1
@@ -258,4 +295,4 @@ def decode_records(records: np.ndarray, table: ProbeTable, frame_rows: Sequence[
         kept = ok[old_rows]
         frames = frames.filter(pa.array(kept)).set_column(
             0, "row", pa.array(new_row[old_rows[kept]].astype(np.uint64)))
-    return Decoded(with_frames(decode_batch(raw, probe, table), frames), unknown)
+    return Decoded(with_frames(decode_batch(raw, probe, table), frames), unknown, blind)

@@ -13,6 +13,7 @@ import pyarrow as pa
 
 from probes.catalog import ProbeSpec
 from tracer.capture.base import Status
+from tracer.capture.record import BlindWindow
 from tracer.events import EVENT_SCHEMA, ProbeStatus, dict_column
 from tracer.filters import Filters
 from tracer.tracefile import Trace
@@ -80,6 +81,9 @@ class ReplayBackend:
     def drain(self) -> None:
         self._per_poll = self._table.num_rows
         self.poll(0)
+
+    def new_blind_windows(self) -> list[BlindWindow]:
+        return []  # a recording's windows are among its loss records
 
     def new_losses(self) -> list[tuple[str | None, int]]:
         # Reported once the events before them have been handed over.

@@ -190,8 +190,10 @@ def merge_traces(paths: list[str | os.PathLike[str]], output: str | os.PathLike[
     table = pa.concat_tables(tables).unify_dictionaries()
     order = pc.sort_indices(table, sort_keys=[("ts_ns", "ascending")])
     table = table.take(order).combine_chunks()
-    lost = sorted((replace(rec, ts_ns=rec.ts_ns + j.shift_ns) for t, j in zip(traces, joined,
-                   strict=True) for rec in t.lost), key=lambda r: r.ts_ns)
+    lost = sorted((replace(rec, ts_ns=rec.ts_ns + j.shift_ns,
+                           since_ns=None if rec.since_ns is None else rec.since_ns + j.shift_ns)
+                   for t, j in zip(traces, joined, strict=True) for rec in t.lost),
+                  key=lambda r: r.ts_ns)
     header = replace(traces[0].header, probes=probes, sources=sources)
     _write(Path(output), header, table, lost, _trailer(traces, table.num_rows))
     return MergeResult(header, joined, table.num_rows, len(lost))

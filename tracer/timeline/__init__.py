@@ -71,6 +71,7 @@ from tracer.timeline.model import (
     TEvent,
     ThreadGroup,
     Timeline,
+    blind_summary,
 )
 from tracer.timeline.segments import (
     KEY_FLAGS_MASK,
@@ -99,7 +100,8 @@ __all__ = [
     "ByteRange", "ByteStream", "ByteTrail", "Flow", "FlowKey", "Lone", "LostGap", "Message",
     "Packet", "PacketKey", "RangeSource", "Role", "RolesFrom", "Segment", "SegmentType", "Step",
     "StepKind", "TEvent", "ThreadGroup", "Timeline",
-    "build_graph", "build_timeline", "build_window", "capture_of", "carriers", "context_key",
+    "blind_summary", "build_graph", "build_timeline", "build_window", "capture_of", "carriers",
+    "context_key",
     "context_label",
     "follow_bytes", "layer_of", "lost_gaps", "message_bytes", "probe_spec", "recorded_probes",
     "segment_of", "side_endpoint", "use_recorded_probes", "writers",
@@ -109,7 +111,7 @@ __all__ = [
 def lost_gaps(lost: Sequence[Lost], start_ns: int) -> list[LostGap]:
     """A trace's loss records as gaps in time order, offsets from start_ns."""
     return [LostGap(ts_ns=rec.ts_ns, offset_ns=rec.ts_ns - start_ns, count=rec.count,
-                    probe=rec.probe, cpu=rec.cpu)
+                    probe=rec.probe, cpu=rec.cpu, since_ns=rec.since_ns, blind=rec.blind)
             for rec in sorted(lost, key=lambda r: r.ts_ns)]
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from probes.catalog import LAYER_ORDER, Direction
 from tracer.timeline.byte_ranges import copy_range, message_bytes, spliced_ranges, union
@@ -91,7 +91,7 @@ def account_bytes(timeline: Timeline, flow: int, sender: Role) -> ByteAccount:
     unknown = sum(c is None for c in send_counts)
     stream = fl.streams.get(src)
     ways, why = way_fields(stream.ways if stream is not None else None)
-    notes = account_notes(unknown, sum(g.count for g in fl.gaps),
+    notes = account_notes(unknown, fl.gaps,
                           bool(timeline.trace.cut_short), why)
     return ByteAccount(
         flow=fl.number, sender=sender,
@@ -143,15 +143,30 @@ def other_way_notes(written_other: Sequence[tuple[ByteRange, str]],
             for way, n in _by_way(other).items()]
 
 
-def account_notes(unknown_sends: int, lost: int, cut_short: bool, why: Sequence[str] = ()
-                  ) -> tuple[str, ...]:
-    """ByteAccount.notes: what keeps the counts from closing (lost: events
-    lost during the flow) and the other ways bytes went (why)."""
+class Gap(Protocol):
+    """A loss record during a flow (tracefile Lost, timeline LostGap)."""
+
+    @property
+    def ts_ns(self) -> int: ...
+    @property
+    def count(self) -> int: ...
+    @property
+    def since_ns(self) -> int | None: ...
+
+
+def account_notes(unknown_sends: int, gaps: Sequence[Gap], cut_short: bool,
+                  why: Sequence[str] = ()) -> tuple[str, ...]:
+    """ByteAccount.notes: what keeps the counts from closing (the losses
+    during the flow) and the other ways bytes went (why)."""
     notes = []
+    lost = sum(g.count for g in gaps)
+    blind = sum(g.since_ns is not None for g in gaps)
     if unknown_sends:
         notes.append(f"{unknown_sends} send(s) without a return value")
     if lost:
         notes.append(f"{lost} event(s) lost during the flow")
+    if blind:
+        notes.append(f"kprobes blind {blind} time(s) during the flow (events skipped uncounted)")
     if cut_short:
         notes.append("trace cut short")
     return (*notes, *why)

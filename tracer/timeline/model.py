@@ -7,7 +7,7 @@ types are in docs/correlation.md.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -251,19 +251,46 @@ class Lone(Step):
 
 @dataclass(frozen=True, slots=True)
 class LostGap:
-    """Events the kernel dropped, noticed at ts_ns (they were lost before it)."""
+    """Events the kernel dropped, noticed at ts_ns (they were lost before it);
+    or a blind window (since_ns set: tracefile Lost) ending at ts_ns."""
 
     ts_ns: int
     offset_ns: int
     count: int
     probe: str | None
     cpu: int | None
+    since_ns: int | None = None
+    blind: str | None = None
 
     @property
     def text(self) -> str:
-        what = f"from {self.probe}" if self.probe else "(probe unknown)"
         cpu = f" on cpu {self.cpu}" if self.cpu is not None else ""
+        if self.since_ns is not None:
+            return (f"kprobes blind{cpu} for {(self.ts_ns - self.since_ns) / 1e3:.1f} us "
+                    f"({self.blind or 'an interrupt'} inside a kprobe program): "
+                    "kprobe events there dropped uncounted")
+        what = f"from {self.probe}" if self.probe else "(probe unknown)"
         return f"lost {self.count} event{'s' if self.count != 1 else ''} {what}{cpu}"
+
+    @property
+    def is_blind(self) -> bool:
+        return self.since_ns is not None
+
+
+def blind_summary(gaps: Sequence[LostGap]) -> str | None:
+    """One line for the blind windows among `gaps` (drawn together: a
+    traced transfer under TCG has one every few ms), None without any."""
+    blind = [g for g in gaps if g.is_blind]
+    if not blind:
+        return None
+    us = sum(g.ts_ns - (g.since_ns or 0) for g in blind) / 1e3
+    by: dict[str, int] = {}
+    for g in blind:
+        by[g.blind or "?"] = by.get(g.blind or "?", 0) + 1
+    what = ", ".join(f"{name} {n}" for name, n in sorted(by.items(), key=lambda kv: -kv[1]))
+    return (f"kprobes blind {len(blind)} time(s), {us:.1f} us in all ({what}): kprobe events "
+            "hit while an interrupt or softirq ran inside a kprobe program were skipped, "
+            "uncounted")
 
 
 @dataclass(eq=False, kw_only=True)

@@ -133,12 +133,19 @@ def with_probes(header: Header, names: list[str]) -> Header:
 
 @dataclass
 class Lost:
-    """Events the kernel could not hand over (full buffer), noticed at ts_ns."""
+    """Events the kernel could not hand over (full buffer), noticed at ts_ns;
+    or, with since_ns, a blind window: from since_ns to ts_ns the kernel
+    skipped every kprobe program on `cpu` while `blind` (an interrupt or a
+    softirq, "softirq NET_RX") ran inside one. A window's count is 0: before
+    Linux 6.7 the kernel counts none of the events it skips there (from
+    6.7 they are in the probes' own loss records)."""
 
     ts_ns: Count
     count: Count
     probe: str | None = None  # None when the buffer cannot say which probe
     cpu: Count | None = None
+    since_ns: Count | None = None
+    blind: str | None = None
 
     def to_record(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if v is not None}

@@ -211,8 +211,7 @@ class PartedStats:
         inp = self.inp
         head = TraceStats(path=inp.path, events=self.events, flow_count=self.flow_count,
                           lost_total=inp.lost_total, cut_short=inp.cut_short,
-                          lost_noticed=sum(g.count for g in self._gaps),
-                          has_gaps=bool(self._gaps), flows=[], sources=tuple(inp.sources))
+                          gaps=tuple(self._gaps), flows=[], sources=tuple(inp.sources))
         # A step's number is its first event's rank by (time, file position).
         key_ts = np.concatenate(self._key_ts) if self._key_ts else np.zeros(0, np.int64)
         key_pos = np.concatenate(self._key_pos) if self._key_pos else np.zeros(0, np.int64)
@@ -333,7 +332,7 @@ def _flow_of(row: tuple[Any, ...], number: int, rank: np.ndarray, gaps: list[Los
     for sender, values in accounts:
         fields = dict(zip(_ACCOUNT_FIELDS, values, strict=True))
         fields.update(notes=account_notes(
-            fields["unknown_sends"], sum(g.count for g in gaps), bool(cut_short),
+            fields["unknown_sends"], gaps, bool(cut_short),
             other_way_notes(fields["written_other"], fields["read_other"])),
                       complete=not gaps and not cut_short)
         acc.append(ByteAccount(**fields, sender=ROLES[sender], flow=number))

@@ -62,7 +62,7 @@ from tracer.timeline.columnar.regular_bytes import (
 )
 from tracer.timeline.columnar.stabbing import stabbing_min_grouped
 from tracer.timeline.columnar.step_table import StepTable, step_table
-from tracer.timeline.latency import LOSS_WINDOW_NS, Hop, PacketClass, Point
+from tracer.timeline.latency import LOSS_WINDOW_NS, Hop, PacketClass, Point, counted_stamps
 from tracer.timeline.model import ByteRange, RangeSource, Role, StreamWays
 from tracer.timeline.segments import Segment
 from tracer.tracefile import Lost, Source
@@ -183,8 +183,7 @@ class TraceStats:
     flow_count: int
     lost_total: int
     cut_short: str | None
-    lost_noticed: int  # sum of the loss records' counts
-    has_gaps: bool
+    gaps: tuple[Lost, ...]  # the loss records
     flows: list[FlowStats]  # the flows asked for
     # The header's hosts (a merged trace: with each one's clock shift).
     sources: tuple[Source, ...] = ()
@@ -280,7 +279,7 @@ class PreparedStats:
         stamps += [rec.ts_ns for rec in inp.lost]
         start = min(stamps) if stamps else 0
         gaps = sorted(inp.lost, key=lambda rec: rec.ts_ns)
-        ends, starts = loss_windows([g.ts_ns for g in gaps], start, LOSS_WINDOW_NS)
+        ends, starts = loss_windows(counted_stamps(gaps), start, LOSS_WINDOW_NS)
         wanted = [flow - 1] if flow is not None else list(range(self.flow_count))
         placed, ranges = work.place(wanted)
         points = work.with_byte_points(self._wire, wanted, ranges)
@@ -288,7 +287,7 @@ class PreparedStats:
         del points
         head = TraceStats(path=inp.path, events=len(ts), flow_count=self.flow_count,
                           lost_total=inp.lost_total, cut_short=inp.cut_short,
-                          lost_noticed=sum(g.count for g in gaps), has_gaps=bool(gaps),
+                          gaps=tuple(gaps),
                           flows=[], sources=tuple(inp.sources))
 
         def flows() -> Iterator[FlowStats]:
@@ -590,7 +589,7 @@ class _FlowWork:
             copied=int(self.copied[g]),
             copies=int(self.copies_n[g]),
             complete=not gaps and not cut_short,
-            notes=account_notes(sends.unknown, sum(g.count for g in gaps), bool(cut_short), why),
+            notes=account_notes(sends.unknown, gaps, bool(cut_short), why),
             **ways,
         )
 

@@ -71,7 +71,7 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("flow", _I32), ("title", _STR), ("client", _STR), ("server", _STR),
         ("roles_from", _STR), ("client_netns", _I64), ("server_netns", _I64),
         ("client_isn", _I64), ("server_isn", _I64), ("start_ns", _I64), ("end_ns", _I64),
-        ("packets", _I64), ("messages", _I64), ("lost", _I64)]
+        ("packets", _I64), ("messages", _I64), ("lost", _I64), ("blind", _I64)]
         + [(f"{role}_{key}", typ) for role in ("client", "server")
            for key, typ in (("written", _I64), ("carried", _I64), ("read", _I64),
                             ("copied", _I64), ("balanced", _BOOL), ("complete", _BOOL))]),
@@ -331,7 +331,8 @@ class _Rows:
                        end_ns=max((st.end_ns for st in steps), default=None),
                        packets=sum(st.kind == "packet" for st in steps),
                        messages=sum(st.kind == "message" for st in steps),
-                       lost=sum(g.count for g in fl.gaps))
+                       lost=sum(g.count for g in fl.gaps),
+                       blind=sum(g.is_blind for g in fl.gaps))
             for role, acct in rec["bytes"].items():
                 for key in ("written", "carried", "read", "copied", "balanced", "complete"):
                     row[f"{role}_{key}"] = acct[key]

@@ -197,3 +197,24 @@ def test_blind_windows_pass_the_check_and_are_shown(tmp_path: Path) -> None:
     assert "kprobes blind" in stats.output.split("flow 2:")[1]  # in the bulk flow's accounting
     text = CliRunner().invoke(cli, ["replay", "--no-color", str(tmp_path / "ab.kpath")]).output
     assert f"kprobes blind {n} time(s)" in text
+
+
+# A pair whose sender skipped 22 data segments outside any recorded blind
+# window (tests/data/README.md): the gap blind windows do not close yet.
+UNEXPLAINED = DATA / "two_hosts_unexplained"
+
+
+def test_segments_skipped_outside_any_window_fail_the_check(tmp_path: Path) -> None:
+    a, b = UNEXPLAINED / "two_hosts_a.kpath", UNEXPLAINED / "two_hosts_b.kpath"
+    pairing = pair_hosts(crossings(read_trace(a)), crossings(read_trace(b)))
+    unmatched = pairing.unmatched_received
+    assert len(unmatched) == 22 and all(k[0].addr == "198.18.0.1" and k[3] == 1448
+                                        for k, _ in unmatched)  # A's data, one burst
+    assert _windows(read_trace(a)) and read_trace(a).lost_total == 0
+    failed = {r.name.split(" (")[0]: r.detail
+              for r in check_merge(a, b, tmp_path / "ab.kpath") if not r.ok}
+    assert "22 unmatched" in failed[
+        "every segment received on one host matched a send on the other"]
+    assert "0 sent inside a blind window" in failed[
+        "every segment received on one host matched a send on the other"]
+    assert "byte accounting closes across the hosts" in failed

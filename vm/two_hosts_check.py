@@ -24,6 +24,7 @@ from tracer.merge.crossings import WireKey, crossings
 from tracer.timeline import Timeline, build_timeline
 from tracer.timeline.accounting import ByteAccount, account_all
 from tracer.timeline.latency import Hop, Point, packet_latencies
+from tracer.timeline.segments import signed_seq_delta
 from tracer.tracefile import Trace, TraceFormatError, read_trace
 from vm.errors import VmError
 from vm.progress import Progress
@@ -111,11 +112,6 @@ def _blind_windows(t: Trace) -> list[tuple[int, int]]:
     return [(rec.since_ns, rec.ts_ns) for rec in t.lost if rec.since_ns is not None]
 
 
-def _after(x: int, y: int) -> bool:
-    """x > y in sequence space (mod 2^32)."""
-    return 0 < (x - y) % (1 << 32) < 1 << 31
-
-
 def _skipped(key: WireKey, rx: int, sender: _Sender | None) -> bool:
     """Whether a segment received with no send in its sender's trace was sent
     inside one of the sender's recorded blind windows (every kprobe program
@@ -134,8 +130,11 @@ def _skipped(key: WireKey, rx: int, sender: _Sender | None) -> bool:
         if other[0] != src or other[1] != dst:
             continue
         o_end, o_ack = other[2] + other[3], other[5] or 0
-        earlier = _after(end, o_end) or (o_end == end and _after(ack, o_ack))
-        later = _after(o_end, end) or (o_end == end and _after(o_ack, ack))
+        same_end = o_end == end
+        earlier = (signed_seq_delta(end, o_end) > 0
+                   or (same_end and signed_seq_delta(ack, o_ack) > 0))
+        later = (signed_seq_delta(o_end, end) > 0
+                 or (same_end and signed_seq_delta(o_ack, ack) > 0))
         if earlier:  # first transmissions: a retransmission may come later
             lo = max(lo, min(times))
         elif later:

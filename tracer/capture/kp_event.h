@@ -16,7 +16,7 @@
 #define KIND_RETURN 1
 // Not an event: a window [arg3, ts] in which the kernel skipped every
 // kprobe program on this CPU (an interrupt or softirq, ctx and vec, ran
-// while a kprobe program did). tracer/capture/record.py BLIND_DTYPE.
+// while a kprobe program did). tracer/capture/record.py blind_windows.
 #define KIND_BLIND 2
 // A blind window's record names no probe: its ip, and the lost_by_ip key
 // of such records the buffer could not take (tracer/capture/base.py).

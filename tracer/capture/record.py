@@ -257,12 +257,9 @@ def blind_windows(raw: np.ndarray) -> list[BlindWindow]:
             rows["ts"].tolist(), rows["arg3"].tolist(), rows["cpu"].tolist(),
             rows["ctx"].tolist(), rows["vec"].tolist(), strict=True):
         what = ("softirq " + (names[vec] if vec < len(names) else str(vec))
-                if ctx == _CTX_SOFTIRQ_RAW else "irq")
+                if _CTX_CODE[ctx] == _SOFTIRQ else "irq")
         out.append(BlindWindow(since_ns=min(since, until), until_ns=until, cpu=cpu, what=what))
     return out
-
-
-_CTX_SOFTIRQ_RAW = 1  # kp_event.h CTX_SOFTIRQ
 
 
 @dataclass

@@ -23,6 +23,9 @@ KALLSYMS = Path("/proc/kallsyms")
 BLACKLIST = Path("/sys/kernel/debug/kprobes/blacklist")
 
 # gcc/clang clones: foo.isra.0, foo.constprop.3, foo.part.0, foo.cold, foo.llvm.123
+# Data symbols; x86_64's per-CPU variables are absolute ("A": their offset
+# in the per-CPU area, CONFIG_KALLSYMS_ABSOLUTE_PERCPU).
+_DATA_TYPES = ("d", "D", "b", "B", "A")
 _CLONE = re.compile(r"^(?P<base>[^.]+)\.(?:isra|constprop|part|cold|llvm|lto_priv)(?:\.\d+)*")
 
 
@@ -41,20 +44,25 @@ class Resolved:
 
 @dataclass
 class KernelSymbols:
-    """Text symbols of the running kernel: name -> address, and clone names."""
+    """Text symbols of the running kernel: name -> address, and clone names;
+    the names of its data symbols (none without CONFIG_KALLSYMS_ALL)."""
 
     text: dict[str, int]
     clones: dict[str, list[str]]  # base name -> clone symbol names
     blacklist: set[str]
     modules: dict[tuple[str, str], int] = field(default_factory=dict)  # (module, name) -> addr
+    data: set[str] = field(default_factory=set)
 
     @classmethod
     def parse(cls, kallsyms: Iterable[str], blacklist: Iterable[str] = ()) -> KernelSymbols:
         text: dict[str, int] = {}
         clones: dict[str, list[str]] = {}
         modules: dict[tuple[str, str], int] = {}
+        data: set[str] = set()
         for line in kallsyms:
             parts = line.split()
+            if len(parts) == 3 and parts[1] in _DATA_TYPES:
+                data.add(parts[2])
             if len(parts) < 3 or parts[1] not in ("t", "T"):
                 continue
             addr_s, _, name = parts[:3]
@@ -72,7 +80,7 @@ class KernelSymbols:
             parts = line.split()
             if len(parts) >= 2:
                 bl.add(parts[1])
-        return cls(text, clones, bl, modules)
+        return cls(text, clones, bl, modules, data)
 
     @classmethod
     def load(cls, kallsyms: Path = KALLSYMS, blacklist: Path = BLACKLIST) -> KernelSymbols:

@@ -323,8 +323,8 @@ def _stream(
             if not blind[0]:
                 us = (w.until_ns - w.since_ns) / 1e3
                 status.warn(f"kprobes blind on cpu {w.cpu} for {us:.1f} us: {w.what} ran "
-                            "inside a kprobe program, and the kernel skips kprobe programs "
-                            "there (each such window is in the trace)")
+                            "inside a kprobe program or handler, and the kernel skips kprobe "
+                            "programs there (each such window is in the trace)")
             blind[0] += 1
             blind[1] += w.until_ns - w.since_ns
 

@@ -53,9 +53,9 @@ def head_lines(path: str, events: int, flows: int, lost: int, cut_short: str | N
     if blind:
         lines.append(f"  !! kprobes blind {len(blind)} time(s), "
                      f"{fmt_us(sum(g.ts_ns - (g.since_ns or 0) for g in blind))} us in all: an "
-                     "interrupt or softirq ran inside a kprobe program, and the kernel skipped "
-                     "that CPU's kprobe programs meanwhile, uncounted (hops through what they "
-                     "hid are not measured)")
+                     "interrupt or softirq ran inside a kprobe program or handler, and the "
+                     "kernel skipped that CPU's kprobe programs meanwhile, uncounted (hops "
+                     "through what they hid are not measured)")
     if len(blind) < len(gaps):
         lines.append(f"  !! {sum(g.count for g in gaps)} event(s) lost: packets whose "
                      f"span holds a loss are marked '{GAP_MARK}' and left out of distributions")

@@ -29,6 +29,8 @@ class SyntheticObject:
     def set_autoload(self, prog: str, on: bool) -> None:
         if on:
             self.autoload.add(prog)
+        else:
+            self.autoload.discard(prog)
 
     def _link(self, target: str) -> libbpf.Link:
         link = libbpf.Link(0, target)
@@ -47,7 +49,8 @@ class SyntheticObject:
         self.links.remove(link)
 
 
-def _setup(names: list[str], refuse: set[str], fallback: bool):  # type: ignore[no-untyped-def]
+def _setup(names: list[str], refuse: set[str], fallback: bool,  # type: ignore[no-untyped-def]
+           watch: bool = False):
     specs = [BY_NAME[n] for n in names]
     resolved = [Resolved(s, s.name, 0x1000) for s in specs]
     caps = KernelCaps(kprobes=fallback, fentry=True, arity={n: 3 for n in names})
@@ -56,8 +59,20 @@ def _setup(names: list[str], refuse: set[str], fallback: bool):  # type: ignore[
     be.attach_mode = "auto" if fallback else "fentry"
     be._reset()
     obj = SyntheticObject(refuse)
-    be._enable(obj, planned, fallback=fallback)  # type: ignore[arg-type]
+    be._enable(obj, planned, fallback=fallback, watch=watch)  # type: ignore[arg-type]
     return be, obj, planned
+
+
+def test_the_watch_twins_take_the_entry_programs_place() -> None:
+    for watch in (False, True):
+        be, obj, _ = _setup(["tcp_sendmsg"], set(), True, watch=watch)
+        plain = {"tp_softirq_entry", "tp_irq_entry"}
+        twins = {"tp_softirq_entry_watch", "tp_irq_entry_watch"}
+        assert obj.autoload >= (twins if watch else plain)
+        assert not obj.autoload & (plain if watch else twins)
+        progs = {prog for prog, _ in be._context}
+        assert progs >= (twins if watch else plain) and not progs & (plain if watch else twins)
+        assert set(be._serves) >= progs  # their misses are read from the loaded ones
 
 
 def test_each_fentry_probe_gets_its_own_copy_bound_to_its_function() -> None:

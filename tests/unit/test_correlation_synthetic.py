@@ -583,7 +583,8 @@ def test_synthetic_blind_window_is_shown_and_marks_no_packet() -> None:
     lat = {pl.packet.id: pl for pl in packet_latencies(tl)}
     assert not any(pl.gap for pl in lat.values())
     assert tl.gaps[0].text == ("kprobes blind on cpu 1 for 1.0 us (softirq TIMER inside a "
-                               "kprobe program): kprobe events there dropped uncounted")
+                               "kprobe program or handler): kprobe events there dropped "
+                               "uncounted")
     text = render_stats(tl)
     assert "!! kprobes blind 1 time(s), 1.0 us in all" in text
     assert "event(s) lost" not in text

@@ -15,6 +15,8 @@ ffffffff81006000 T ip_queue_xmit
 ffffffff81007000 t __skb_datagram_iter.isra.0
 ffffffff81008000 T __dev_queue_xmit
 ffffffff81009000 d some_data
+000000000002c570 A bpf_prog_active
+ffffffffc0002000 b module_data	[loop]
 ffffffffc0001000 t loopback_xmit\t[loop]
 ffffffff8100a000 T ip_rcv
 """
@@ -54,6 +56,12 @@ def test_renamed_inlined_absent_blacklisted() -> None:
 
 def test_module_symbols_are_skipped() -> None:
     assert "loopback_xmit" not in syms().text
+
+
+def test_data_symbols_are_names_apart_from_text() -> None:
+    # The CO-RE watch twins need their per-CPU variables in kallsyms.
+    assert syms().data == {"some_data", "bpf_prog_active"}
+    assert "bpf_prog_active" not in syms().text
 
 
 def test_profiles_and_lists() -> None:

@@ -41,15 +41,16 @@ from tracer.capture.errors import AttachError, LoadError, PrerequisiteError
 from tracer.capture.frames import frame_probes
 from tracer.capture.plan import (
     ATTACH_MODES,
-    CONTEXT_PROGRAMS,
     DEFAULT_ATTACH_MODE,
     HOOK_PROGRAMS,
     HOOK_SLOT,
     NO_PROBE,
     TP_HOOKS,
+    WATCH_TWINS,
     KernelCaps,
     Planned,
     all_tracepoints,
+    context_programs,
     function_attachments,
     plan,
 )
@@ -105,6 +106,11 @@ def prerequisites(obj: Path | None = None) -> list[Check]:
     return checks
 
 
+# The per-CPU variable the watch twins read (they read current_kprobe too,
+# which a kernel with kprobes and data symbols in kallsyms has as well).
+WATCH_SYMBOL = "bpf_prog_active"
+
+
 def kernel_caps(use_kprobes: bool = True,
                 attach_mode: str = DEFAULT_ATTACH_MODE) -> KernelCaps:
     """What this kernel offers; use_kprobes=False: tracepoints only, by
@@ -137,7 +143,9 @@ def resolve_functions(specs: Sequence[ProbeSpec], caps: KernelCaps) -> list[Reso
     where not), and for fentry each symbol's argument count (into caps)."""
     if not (caps.kprobes or caps.fentry):
         return None
-    resolved = resolve(specs, KernelSymbols.load())
+    syms = KernelSymbols.load()
+    caps.watch_symbols = WATCH_SYMBOL in syms.data
+    resolved = resolve(specs, syms)
     if caps.fentry:
         caps.arity = libbpf.vmlinux_func_arity([r.symbol for r in resolved if r.symbol])
     return resolved
@@ -211,7 +219,7 @@ class CoreBackend:
     def start(self, specs: Sequence[ProbeSpec], filters: Filters,
               status: Status) -> list[ProbeStatus]:
         self._specs = list(specs)
-        caps = kernel_caps(self.use_kprobes, self.attach_mode)
+        caps = self._caps = kernel_caps(self.use_kprobes, self.attach_mode)
         resolved = resolve_functions(specs, caps)
         # Probes whose fentry failed (name -> why): the next attempt observes
         # them the next way (a kprobe, else their tracepoint).
@@ -234,7 +242,7 @@ class CoreBackend:
         self._table = ProbeTable.build([st.name for st in statuses],
                                        [p.spec.length_arg3 for p in planned],
                                        [(p.index, i) for i, p in enumerate(planned)])
-        self._warn_uncounted(status)
+        self._warn_uncounted(status, caps)
         return statuses
 
     def _load_and_attach(self, planned: Sequence[Planned], filters: Filters, status: Status,
@@ -246,7 +254,10 @@ class CoreBackend:
         size, members = obj.btf_struct("kp_event")
         check_layout(RAW_DTYPE, self._objpath.name, size, [(m.name, m.offset) for m in members])
         fentry = [p for p in planned if p.way == "fentry"]
-        self._enable(obj, planned, fallback=fallback)
+        # The blind-window watch where kprobe programs run (they are the
+        # ones the kernel skips) and the kernel lets the twins load.
+        self._enable(obj, planned, fallback=fallback,
+                     watch=self._caps.kprobes and self._caps.watch_symbols)
         self._write_rodata(obj, planned, filters)
         obj.set_max_entries("events", self.buffer_pages * PAGE)
         try:
@@ -261,16 +272,21 @@ class CoreBackend:
             status.warn(f"{why}; trying without them")
             no_fentry.update({p.spec.name: why for p in fentry})
             return None
-        for prog, tp in CONTEXT_PROGRAMS:
+        for prog, tp in self._context:
             obj.attach(prog, f"tp_btf:{tp}")  # fatal if it fails: no context otherwise
         statuses = self._attach(obj, planned, status, no_fentry)
         if any(st.reason == "fentry-failed" for st in statuses):
             return None
         return statuses
 
-    def _warn_uncounted(self, status: Status) -> None:
+    def _warn_uncounted(self, status: Status, caps: KernelCaps) -> None:
         if not self._kprobe_links:
             return
+        if not caps.watch_symbols:
+            status.warn(
+                f"/proc/kallsyms has no {WATCH_SYMBOL} (data symbols need CONFIG_KALLSYMS_ALL): "
+                "kpath cannot see where the kernel skips kprobe programs (blind windows), "
+                "and events skipped there are neither in the trace nor counted")
         release = platform.release()
         if not kprobe_misses_counted(release):
             status.warn(
@@ -278,14 +294,19 @@ class CoreBackend:
                 "kprobe or BPF program ran on that CPU, kretprobe instances exhausted; "
                 "reported per link from Linux 6.7): events missed that way cannot be "
                 "counted and are not in the trace's losses; the blind windows they fall in "
-                "(an interrupt inside a kprobe program) are")
+                "(an interrupt or softirq while kprobes are skipped) are")
 
     def _enable(self, obj: libbpf.BpfObject, planned: Sequence[Planned],
-                fallback: bool) -> None:
+                fallback: bool, watch: bool = False) -> None:
         """Switch on the programs the plan uses; fentry probes get a copy of
         their routine each, bound to their function. fallback: the kprobe
-        routines of fentry probes too, to take over where fentry fails."""
-        serves = self._serves = {prog: [] for prog, _ in CONTEXT_PROGRAMS}
+        routines of fentry probes too, to take over where fentry fails.
+        watch: the context programs' twins that watch for blind windows."""
+        self._context = context_programs(watch)
+        for plain, twin in WATCH_TWINS.items():
+            obj.set_autoload(plain, not watch)
+            obj.set_autoload(twin, watch)
+        serves = self._serves = {prog: [] for prog, _ in self._context}
         self._kprobes_loaded = fallback
         used: dict[str, int] = {}  # kprobe routine -> its fentry copies handed out
         for p in planned:

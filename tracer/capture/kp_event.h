@@ -144,22 +144,25 @@ struct irq_state {
     // must not leave every later event marked hardirq.
     u32 hardirq;
     u32 softirq_vec;  // vector + 1 while a softirq runs, else 0
-    // A kprobe program runs with the CPU's bpf_prog_active raised; an
-    // interrupt or softirq arriving meanwhile runs with it still raised and
-    // the kernel skips every kprobe program hit in it, counting none before
-    // Linux 6.7. The context tracepoints (raw: recursion is checked per
-    // program there) see such a blind window open and close.
-    u32 in_kprobe;    // 1 while a kprobe program runs
+    // A kprobe program runs with the CPU's bpf_prog_active raised (and a
+    // kprobe handler with current_kprobe set); an interrupt or softirq
+    // arriving meanwhile runs with it still raised and the kernel skips
+    // every kprobe program hit in it, counting none before Linux 6.7. The
+    // context tracepoints (raw: recursion is checked per program there)
+    // see such a blind window open and close. CO-RE reads the kernel's
+    // per-CPU state; BCC, which cannot, marks its own programs' runs here.
+    u32 in_kprobe;    // BCC: 1 while a kprobe program runs
     u32 blind_ctx;    // CTX_SOFTIRQ or CTX_HARDIRQ: what opened the open window; 0: none
     u32 blind_vec;    // its softirq vector
     u32 pad;
     u64 blind_since;
 };
 
-// A kprobe program's run was interrupted (softirq or irq entry under its
-// mark): the window opens, unless one is open already.
-static __always_inline void blind_open(struct irq_state *st, u32 ctx_kind, u32 vec) {
-    if (st->in_kprobe && !st->blind_ctx) {
+// A softirq or irq entered while kprobes are skipped on this CPU
+// (`skipping`): the window opens, unless one is open already.
+static __always_inline void blind_open(struct irq_state *st, u32 ctx_kind, u32 vec,
+                                       int skipping) {
+    if (skipping && !st->blind_ctx) {
         st->blind_ctx = ctx_kind;
         st->blind_vec = vec;
         st->blind_since = bpf_ktime_get_ns();

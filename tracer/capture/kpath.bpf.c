@@ -203,26 +203,51 @@ static __always_inline void blind_close(struct irq_state *st, u32 ctx_kind) {
         emit(&e);
 }
 
-// Around each kprobe program's run (not fentry's or tp_btf's: they do not
-// raise bpf_prog_active).
-static __always_inline void kprobe_running(u32 on) {
-    u32 zero = 0;
-    struct irq_state *st = bpf_map_lookup_elem(&irq_state, &zero);
-    if (st)
-        st->in_kprobe = on;
+// The kernel's own reasons to skip a kprobe program on this CPU, read where
+// an interrupt or softirq enters: bpf_prog_active (a kprobe program runs,
+// or a map syscall disabled instrumentation) and current_kprobe (a kprobe
+// handler runs: a hit is only counted in its nmissed). Weak: a kernel
+// without kprobes has no current_kprobe; its address is then 0.
+extern const int bpf_prog_active __ksym __weak;
+struct kprobe___kp {
+    int unused;
+};
+extern struct kprobe___kp *current_kprobe __ksym __weak;
+
+static __always_inline int kprobes_skipped(void) {
+    if (&bpf_prog_active && *(const int *)bpf_this_cpu_ptr(&bpf_prog_active))
+        return 1;
+    if (&current_kprobe && *(struct kprobe___kp **)bpf_this_cpu_ptr(&current_kprobe))
+        return 1;
+    return 0;
 }
 
-SEC("tp_btf/softirq_entry")
-int BPF_PROG(tp_softirq_entry, unsigned int vec_nr) {
+// Each entry program has a twin that also watches for blind windows: the
+// twin is loaded where kprobe programs are (Python picks), because its
+// kernel symbols need a kallsyms with data symbols (CONFIG_KALLSYMS_ALL),
+// and a kernel without kprobes has nothing to watch.
+static __always_inline void softirq_entry(unsigned int vec_nr, int watch) {
     u32 zero = 0;
     struct irq_state *st = bpf_map_lookup_elem(&irq_state, &zero);
     if (st) {
         st->softirq_vec = vec_nr + 1;
-        blind_open(st, CTX_SOFTIRQ, vec_nr);
+        if (watch)
+            blind_open(st, CTX_SOFTIRQ, vec_nr, kprobes_skipped());
     }
     u32 probe = tp_probe[TP_NET_RX_SOFTIRQ];
     if (vec_nr == KP_NET_RX_SOFTIRQ && probe != KP_NONE)
         softirq_run(probe);
+}
+
+SEC("tp_btf/softirq_entry")
+int BPF_PROG(tp_softirq_entry, unsigned int vec_nr) {
+    softirq_entry(vec_nr, 0);
+    return 0;
+}
+
+SEC("?tp_btf/softirq_entry")
+int BPF_PROG(tp_softirq_entry_watch, unsigned int vec_nr) {
+    softirq_entry(vec_nr, 1);
     return 0;
 }
 
@@ -240,14 +265,25 @@ int BPF_PROG(tp_softirq_exit, unsigned int vec_nr) {
     return 0;
 }
 
-SEC("tp_btf/irq_handler_entry")
-int BPF_PROG(tp_irq_entry, int irq, struct irqaction *action) {
+static __always_inline void irq_entry(int watch) {
     u32 zero = 0;
     struct irq_state *st = bpf_map_lookup_elem(&irq_state, &zero);
     if (st) {
         st->hardirq = 1;
-        blind_open(st, CTX_HARDIRQ, 0);
+        if (watch)
+            blind_open(st, CTX_HARDIRQ, 0, kprobes_skipped());
     }
+}
+
+SEC("tp_btf/irq_handler_entry")
+int BPF_PROG(tp_irq_entry, int irq, struct irqaction *action) {
+    irq_entry(0);
+    return 0;
+}
+
+SEC("?tp_btf/irq_handler_entry")
+int BPF_PROG(tp_irq_entry_watch, int irq, struct irqaction *action) {
+    irq_entry(1);
     return 0;
 }
 
@@ -1014,17 +1050,10 @@ static __always_inline int datagram_iter(u64 probe, struct sk_buff *skb, int off
 // kprobes: the arguments in the registers.
 #define A(n) PT_REGS_PARM##n(ctx)
 #define R PT_REGS_RC(ctx)
-#define KPROBE_RUN(call)                                                               \
-    {                                                                                  \
-        kprobe_running(1);                                                             \
-        int ret_ = call;                                                               \
-        kprobe_running(0);                                                             \
-        return ret_;                                                                   \
-    }
 #define KPROBE(name, copies, call)                                                     \
-    SEC("?kprobe") int kp_##name(struct pt_regs *ctx) KPROBE_RUN(call)
+    SEC("?kprobe") int kp_##name(struct pt_regs *ctx) { return call; }
 #define KRETPROBE(name, copies, call)                                                  \
-    SEC("?kretprobe") int kp_##name(struct pt_regs *ctx) KPROBE_RUN(call)
+    SEC("?kretprobe") int kp_##name(struct pt_regs *ctx) { return call; }
 CAPTURES(KPROBE)
 RETURNS(KRETPROBE)
 #undef A

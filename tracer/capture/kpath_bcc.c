@@ -86,7 +86,7 @@ RAW_TRACEPOINT_PROBE(softirq_entry) {
     struct irq_state *st = irq_state.lookup(&zero);
     if (st) {
         st->softirq_vec = vec + 1;
-        blind_open(st, CTX_SOFTIRQ, vec);
+        blind_open(st, CTX_SOFTIRQ, vec, st->in_kprobe);
     }
     return 0;
 }
@@ -109,7 +109,7 @@ RAW_TRACEPOINT_PROBE(irq_handler_entry) {
     struct irq_state *st = irq_state.lookup(&zero);
     if (st) {
         st->hardirq = 1;
-        blind_open(st, CTX_HARDIRQ, 0);
+        blind_open(st, CTX_HARDIRQ, 0, st->in_kprobe);
     }
     return 0;
 }

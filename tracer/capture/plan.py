@@ -49,6 +49,11 @@ CONTEXT_PROGRAMS = (
     ("tp_softirq_entry", "softirq_entry"), ("tp_irq_entry", "irq_handler_entry"),
     ("tp_fork", "sched_process_fork"),
 )
+# The entry programs' twins that also watch for blind windows (kpath.bpf.c),
+# loaded in their place where kprobe programs are and the kernel lets them
+# read its per-CPU state.
+WATCH_TWINS = {"tp_softirq_entry": "tp_softirq_entry_watch",
+               "tp_irq_entry": "tp_irq_entry_watch"}
 NO_PROBE = 0xFFFFFFFF  # KP_NONE: a tp_probe[] slot nobody asked for
 # kprobe: kprobes (the default: bench/README.md, fentry was slower under
 # TCG); fentry: trampolines only; auto: fentry, a kprobe where it fails.
@@ -105,6 +110,14 @@ class KernelCaps:
     # Function name -> its argument count in the kernel's BTF (None: not in
     # it): for the resolved symbols of the requested probes.
     arity: dict[str, int | None] = field(default_factory=dict)
+    # The kernel's kallsyms has the data symbols the blind-window watch reads.
+    watch_symbols: bool = False
+
+
+def context_programs(watch: bool) -> list[tuple[str, str]]:
+    """(program, tracepoint) of the context programs to load."""
+    return [(WATCH_TWINS.get(prog, prog) if watch else prog, tp)
+            for prog, tp in CONTEXT_PROGRAMS]
 
 
 def fentry_refusal(spec: ProbeSpec, symbol: str, caps: KernelCaps) -> str | None:

@@ -267,7 +267,7 @@ class LostGap:
         cpu = f" on cpu {self.cpu}" if self.cpu is not None else ""
         if self.since_ns is not None:
             return (f"kprobes blind{cpu} for {(self.ts_ns - self.since_ns) / 1e3:.1f} us "
-                    f"({self.blind or 'an interrupt'} inside a kprobe program): "
+                    f"({self.blind or 'an interrupt'} inside a kprobe program or handler): "
                     "kprobe events there dropped uncounted")
         what = f"from {self.probe}" if self.probe else "(probe unknown)"
         return f"lost {self.count} event{'s' if self.count != 1 else ''} {what}{cpu}"
@@ -289,8 +289,8 @@ def blind_summary(gaps: Sequence[LostGap]) -> str | None:
         by[g.blind or "?"] = by.get(g.blind or "?", 0) + 1
     what = ", ".join(f"{name} {n}" for name, n in sorted(by.items(), key=lambda kv: -kv[1]))
     return (f"kprobes blind {len(blind)} time(s), {us:.1f} us in all ({what}): kprobe events "
-            "hit while an interrupt or softirq ran inside a kprobe program were skipped, "
-            "uncounted")
+            "hit while an interrupt or softirq ran inside a kprobe program or handler were "
+            "skipped, uncounted")
 
 
 @dataclass(eq=False, kw_only=True)

@@ -136,7 +136,7 @@ class Lost:
     """Events the kernel could not hand over (full buffer), noticed at ts_ns;
     or, with since_ns, a blind window: from since_ns to ts_ns the kernel
     skipped every kprobe program on `cpu` while `blind` (an interrupt or a
-    softirq, "softirq NET_RX") ran inside one. A window's count is 0: before
+    softirq, "softirq NET_RX") ran inside one or a kprobe handler. A window's count is 0: before
     Linux 6.7 the kernel counts none of the events it skips there (from
     6.7 they are in the probes' own loss records)."""
 

@@ -45,24 +45,24 @@ class Resolved:
 @dataclass
 class KernelSymbols:
     """Text symbols of the running kernel: name -> address, and clone names;
-    the names of its data symbols (none without CONFIG_KALLSYMS_ALL)."""
+    its data symbols (none without CONFIG_KALLSYMS_ALL)."""
 
     text: dict[str, int]
     clones: dict[str, list[str]]  # base name -> clone symbol names
     blacklist: set[str]
     modules: dict[tuple[str, str], int] = field(default_factory=dict)  # (module, name) -> addr
-    data: set[str] = field(default_factory=set)
+    data: dict[str, int] = field(default_factory=dict)  # name -> address
 
     @classmethod
     def parse(cls, kallsyms: Iterable[str], blacklist: Iterable[str] = ()) -> KernelSymbols:
         text: dict[str, int] = {}
         clones: dict[str, list[str]] = {}
         modules: dict[tuple[str, str], int] = {}
-        data: set[str] = set()
+        data: dict[str, int] = {}
         for line in kallsyms:
             parts = line.split()
             if len(parts) == 3 and parts[1] in _DATA_TYPES:
-                data.add(parts[2])
+                data.setdefault(parts[2], int(parts[0], 16))
             if len(parts) < 3 or parts[1] not in ("t", "T"):
                 continue
             addr_s, _, name = parts[:3]

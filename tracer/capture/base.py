@@ -98,6 +98,18 @@ class Backend(Protocol):
 # buffer could not take, and the name their losses are stored under.
 BLIND_IP = 0xFFFFFFFE
 BLIND_LOST = "(blind window)"
+# The per-CPU variable the blind-window watch reads (beside current_kprobe,
+# which a kernel with kprobes and data symbols in kallsyms has as well).
+WATCH_SYMBOL = "bpf_prog_active"
+
+
+def no_watch_warning(seen: str) -> str:
+    """The warning where kallsyms lacks the watch's variables; `seen`: what
+    blind windows the backend still sees."""
+    return (f"/proc/kallsyms has no {WATCH_SYMBOL} (data symbols need CONFIG_KALLSYMS_ALL): "
+            f"kpath cannot read where the kernel skips kprobe programs, so it sees {seen}; "
+            "events skipped elsewhere are neither in the trace nor counted")
+
 
 # bpf_link_info reports a kprobe's misses from this kernel on: before it, a
 # probe skipped because another BPF program ran on its CPU (a softirq nested

@@ -29,11 +29,13 @@ from tracer.capture.base import (
     KPROBE_PMU,
     PAGE,
     WAKEUP_FRACTION,
+    WATCH_SYMBOL,
     Check,
     Status,
     capture_fn,
     first_failure,
     kernel_version,
+    no_watch_warning,
     return_fn,
 )
 from tracer.capture.drain import RingDrain
@@ -209,10 +211,13 @@ class BccBackend:
 
     def start(self, specs: Sequence[ProbeSpec], filters: Filters,
               status: Status) -> list[ProbeStatus]:
-        resolved = resolve(specs, KernelSymbols.load())
+        syms = KernelSymbols.load()
+        resolved = resolve(specs, syms)
         with status.ticker("compiling the BPF program (BCC; about a minute under TCG)"):
             self.compile()
         self.configure(filters)
+        if not self.watch_kernel(syms):
+            status.warn(no_watch_warning("only interrupts inside its own kprobe programs"))
         with status.ticker("attaching probes"):
             failed = {res.spec.name: why for res, why in self.attach(resolved)}
         for name, why in failed.items():
@@ -260,6 +265,22 @@ class BccBackend:
             for i, byte in enumerate(raw[:15]):
                 leaf.comm[i] = byte
         table[table.Key(0)] = leaf
+
+    def watch_kernel(self, syms: KernelSymbols) -> bool:
+        """Give the context programs the kallsyms addresses of the kernel's
+        per-CPU reasons to skip kprobe programs (kpath_bcc.c skip_vars);
+        False where kallsyms lacks them."""
+        per_cpu_offset = syms.data.get("__per_cpu_offset")
+        active = syms.data.get(WATCH_SYMBOL)
+        if not per_cpu_offset or active is None:
+            return False
+        table = self._bpf["skip_vars"]
+        leaf = table.Leaf()
+        leaf.per_cpu_offset = per_cpu_offset
+        leaf.prog_active = active
+        leaf.current_kprobe = syms.data.get("current_kprobe", 0)
+        table[table.Key(0)] = leaf
+        return True
 
     def trace_pid(self, pid: int) -> None:
         table = self._bpf["traced_pids"]

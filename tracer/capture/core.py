@@ -27,6 +27,7 @@ from tracer.capture.base import (
     KPROBE_PMU,
     PAGE,
     WAKEUP_FRACTION,
+    WATCH_SYMBOL,
     Check,
     Status,
     capture_fn,
@@ -34,6 +35,7 @@ from tracer.capture.base import (
     first_failure,
     kernel_version,
     kprobe_misses_counted,
+    no_watch_warning,
     return_fn,
 )
 from tracer.capture.drain import RingDrain
@@ -104,11 +106,6 @@ def prerequisites(obj: Path | None = None) -> list[Check]:
                         "transmit internals and the IP layer are not observable",
                         required=False))
     return checks
-
-
-# The per-CPU variable the watch twins read (they read current_kprobe too,
-# which a kernel with kprobes and data symbols in kallsyms has as well).
-WATCH_SYMBOL = "bpf_prog_active"
 
 
 def kernel_caps(use_kprobes: bool = True,
@@ -283,10 +280,7 @@ class CoreBackend:
         if not self._kprobe_links:
             return
         if not caps.watch_symbols:
-            status.warn(
-                f"/proc/kallsyms has no {WATCH_SYMBOL} (data symbols need CONFIG_KALLSYMS_ALL): "
-                "kpath cannot see where the kernel skips kprobe programs (blind windows), "
-                "and events skipped there are neither in the trace nor counted")
+            status.warn(no_watch_warning("no blind window"))
         release = platform.release()
         if not kprobe_misses_counted(release):
             status.warn(

@@ -80,13 +80,45 @@ static __always_inline void blind_close(void *ctx, struct irq_state *st, u32 ctx
         emit_raw((struct pt_regs *)ctx, &e, sizeof(e), KP_BLIND_IP);
 }
 
+// The kernel's reasons to skip a kprobe program on this CPU (kpath.bpf.c's
+// kprobes_skipped): BCC has no typed ksyms, so the loader writes the
+// variables' kallsyms addresses here before attaching the kprobes; a
+// per-CPU variable lives at its address plus __per_cpu_offset[cpu]. Until
+// then (or where kallsyms has no data symbols) only this object's own
+// kprobe programs' runs count (their mark).
+struct skip_vars {
+    u64 per_cpu_offset;  // &__per_cpu_offset; 0: not known
+    u64 prog_active;     // bpf_prog_active
+    u64 current_kprobe;  // 0 where the kernel has none
+};
+BPF_ARRAY(skip_vars, struct skip_vars, 1);
+
+static __always_inline int kprobes_skipped(struct irq_state *st) {
+    u32 zero = 0;
+    struct skip_vars *v = skip_vars.lookup(&zero);
+    if (!v || !v->per_cpu_offset)
+        return st->in_kprobe;
+    u64 cpu = bpf_get_smp_processor_id();
+    u64 base = 0;
+    if (bpf_probe_read_kernel(&base, sizeof(base), (void *)(v->per_cpu_offset + cpu * 8)))
+        return st->in_kprobe;
+    int active = 0;
+    bpf_probe_read_kernel(&active, sizeof(active), (void *)(base + v->prog_active));
+    if (active)
+        return 1;
+    u64 running = 0;
+    if (v->current_kprobe)
+        bpf_probe_read_kernel(&running, sizeof(running), (void *)(base + v->current_kprobe));
+    return running != 0;
+}
+
 RAW_TRACEPOINT_PROBE(softirq_entry) {
     u32 vec = (u32)ctx->args[0];
     u32 zero = 0;
     struct irq_state *st = irq_state.lookup(&zero);
     if (st) {
         st->softirq_vec = vec + 1;
-        blind_open(st, CTX_SOFTIRQ, vec, st->in_kprobe);
+        blind_open(st, CTX_SOFTIRQ, vec, kprobes_skipped(st));
     }
     return 0;
 }
@@ -109,7 +141,7 @@ RAW_TRACEPOINT_PROBE(irq_handler_entry) {
     struct irq_state *st = irq_state.lookup(&zero);
     if (st) {
         st->hardirq = 1;
-        blind_open(st, CTX_HARDIRQ, 0, st->in_kprobe);
+        blind_open(st, CTX_HARDIRQ, 0, kprobes_skipped(st));
     }
     return 0;
 }

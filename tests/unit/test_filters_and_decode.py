@@ -3,12 +3,15 @@ probe (the decoding of records is tests/unit/test_record_decode.py)."""
 
 from __future__ import annotations
 
+import ctypes
+
 import numpy as np
 import pytest
 
 from probes.catalog import BY_NAME
-from probes.resolve import Resolved
+from probes.resolve import KernelSymbols, Resolved
 from tracer.capture.bcc import (
+    BccBackend,
     KernelFeatures,
     bpf_cflags,
     bpf_source_text,
@@ -77,6 +80,37 @@ def test_bcc_addresses_find_their_probe_with_small_offsets_only() -> None:
     # A probe whose attach failed is in the dictionary but finds no records.
     failed = probe_table(resolved, probe_statuses(resolved, {"__sys_sendto": "EBUSY"}))
     assert failed.lookup(ips[4:5]).tolist() == [-1]
+
+
+class SyntheticSkipVars:
+    """A double of BCC's skip_vars table (kpath_bcc.c's struct skip_vars)."""
+
+    def __init__(self) -> None:
+        self.rows: dict[int, SyntheticSkipVars.Leaf] = {}
+
+    def __setitem__(self, key: ctypes.c_int, leaf: SyntheticSkipVars.Leaf) -> None:
+        self.rows[key.value] = leaf
+
+    class Leaf(ctypes.Structure):
+        _fields_ = [("per_cpu_offset", ctypes.c_uint64), ("prog_active", ctypes.c_uint64),
+                    ("current_kprobe", ctypes.c_uint64)]
+
+    Key = ctypes.c_int
+
+
+def test_bcc_reads_the_kernels_skip_state_at_kallsyms_addresses() -> None:
+    kallsyms = ["ffffffffb161cb60 D __per_cpu_offset", "000000000002c570 A bpf_prog_active",
+                "000000000001ff18 A current_kprobe", "ffffffff81000000 T tcp_sendmsg"]
+    for lines, written in ((kallsyms, (0xFFFFFFFFB161CB60, 0x2C570, 0x1FF18)),
+                           (kallsyms[:2], (0xFFFFFFFFB161CB60, 0x2C570, 0)),  # no kprobes
+                           (kallsyms[3:], None)):  # no data symbols: not written
+        be = BccBackend.__new__(BccBackend)
+        table = SyntheticSkipVars()
+        be._bpf = {"skip_vars": table}
+        assert be.watch_kernel(KernelSymbols.parse(lines)) == (written is not None)
+        got = {k: (leaf.per_cpu_offset, leaf.prog_active, leaf.current_kprobe)
+               for k, leaf in table.rows.items()}
+        assert got == ({0: written} if written else {})
 
 
 def test_every_capture_kind_has_a_bpf_routine() -> None:

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from tracer.timeline.accounting import ByteAccount, Gap, account_bytes
+from tracer.timeline.accounting import ByteAccount, account_bytes
 from tracer.timeline.latency import Hop, HopStats, PacketLatency, latency_stats, packet_latencies
-from tracer.timeline.model import Flow, Role, Timeline
+from tracer.timeline.model import Flow, Gap, Role, Timeline, blind_ns, blind_windows
 from tracer.tracefile import Source
 from viz.escape import printable
 
@@ -49,10 +49,10 @@ def head_lines(path: str, events: int, flows: int, lost: int, cut_short: str | N
     if cut_short:
         lines.append(f"  !! trace cut short ({printable(cut_short, None)}): "
                      "counts may be incomplete")
-    blind = [g for g in gaps if g.since_ns is not None]
+    blind = blind_windows(gaps)
     if blind:
         lines.append(f"  !! kprobes blind {len(blind)} time(s), "
-                     f"{fmt_us(sum(g.ts_ns - (g.since_ns or 0) for g in blind))} us in all: an "
+                     f"{fmt_us(blind_ns(blind))} us in all: an "
                      "interrupt or softirq ran inside a kprobe program or handler, and the "
                      "kernel skipped that CPU's kprobe programs meanwhile, uncounted (hops "
                      "through what they hid are not measured)")

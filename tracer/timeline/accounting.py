@@ -7,11 +7,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from probes.catalog import LAYER_ORDER, Direction
 from tracer.timeline.byte_ranges import copy_range, message_bytes, spliced_ranges, union
-from tracer.timeline.model import ByteRange, Message, Packet, Role, StreamWays, Timeline
+from tracer.timeline.model import (
+    ByteRange,
+    Gap,
+    Message,
+    Packet,
+    Role,
+    StreamWays,
+    Timeline,
+    blind_windows,
+)
 
 ORIGIN_PROBE = "__tcp_transmit_skb"
 
@@ -143,24 +152,13 @@ def other_way_notes(written_other: Sequence[tuple[ByteRange, str]],
             for way, n in _by_way(other).items()]
 
 
-class Gap(Protocol):
-    """A loss record during a flow (tracefile Lost, timeline LostGap)."""
-
-    @property
-    def ts_ns(self) -> int: ...
-    @property
-    def count(self) -> int: ...
-    @property
-    def since_ns(self) -> int | None: ...
-
-
 def account_notes(unknown_sends: int, gaps: Sequence[Gap], cut_short: bool,
                   why: Sequence[str] = ()) -> tuple[str, ...]:
     """ByteAccount.notes: what keeps the counts from closing (the losses
     during the flow) and the other ways bytes went (why)."""
     notes = []
     lost = sum(g.count for g in gaps)
-    blind = sum(g.since_ns is not None for g in gaps)
+    blind = len(blind_windows(gaps))
     if unknown_sends:
         notes.append(f"{unknown_sends} send(s) without a return value")
     if lost:

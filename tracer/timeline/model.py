@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Protocol
 
 from probes.catalog import Direction, Layer
 from tracer.events import TCP_FIN, TCP_SYN, Endpoint, Event, Kind
@@ -277,13 +278,34 @@ class LostGap:
         return self.since_ns is not None
 
 
+class Gap(Protocol):
+    """A loss record during a flow (tracefile Lost, timeline LostGap)."""
+
+    @property
+    def ts_ns(self) -> int: ...
+    @property
+    def count(self) -> int: ...
+    @property
+    def since_ns(self) -> int | None: ...
+
+
+def blind_windows(gaps: Sequence[Gap]) -> list[Gap]:
+    """The blind windows among `gaps` (a window has its start; a loss not)."""
+    return [g for g in gaps if g.since_ns is not None]
+
+
+def blind_ns(gaps: Sequence[Gap]) -> int:
+    """How long the blind windows among `gaps` last, in all."""
+    return sum(g.ts_ns - g.since_ns for g in gaps if g.since_ns is not None)
+
+
 def blind_summary(gaps: Sequence[LostGap]) -> str | None:
     """One line for the blind windows among `gaps` (drawn together: a
     traced transfer under TCG has one every few ms), None without any."""
     blind = [g for g in gaps if g.is_blind]
     if not blind:
         return None
-    us = sum(g.ts_ns - (g.since_ns or 0) for g in blind) / 1e3
+    us = blind_ns(blind) / 1e3
     by: dict[str, int] = {}
     for g in blind:
         by[g.blind or "?"] = by.get(g.blind or "?", 0) + 1

@@ -163,8 +163,10 @@ def _matching(result: MergeResult, c: Checker, senders: dict[str, _Sender]
             silent.append(key)
         else:
             other.append((key, rx))
+    # A pass names the segments the windows explained (shown as "ok").
+    explained = f": {len(silent)} sent inside a blind window" if silent and not other else ""
     c.check("every segment received on one host matched a send on the other "
-            "(or was sent inside a blind window the sender recorded)",
+            f"(or was sent inside a blind window the sender recorded){explained}",
             not other, f"{len(other)} unmatched, first {other[:2]}; "
             f"{len(silent)} sent inside a blind window")
     per = Counter((m.key, m.sent_ns, m.a_to_b) for m in pairing.matches)

@@ -169,6 +169,7 @@ def test_a_segment_sent_unseen_inside_a_blind_window_passes_the_check(tmp_path: 
     assert results and all(r.ok for r in results), [r for r in results if not r.ok]
     [matched] = [r for r in results if r.name.startswith("every segment received")]
     assert "0 unmatched" in matched.detail and "1 sent inside a blind window" in matched.detail
+    assert matched.name.endswith("recorded): 1 sent inside a blind window")  # shown on a pass
 
 
 def test_without_its_windows_the_skipped_ack_fails_the_check(tmp_path: Path) -> None:

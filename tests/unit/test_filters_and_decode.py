@@ -17,6 +17,7 @@ from tracer.capture.bcc import (
     bpf_source_text,
     probe_statuses,
     probe_table,
+    skip_addresses,
 )
 from tracer.filters import FilterError, make_filters
 
@@ -40,10 +41,11 @@ def test_filters_validate() -> None:
 def test_cflags_carry_only_kernel_capabilities() -> None:
     flags = bpf_cflags(KernelFeatures.detect("6.1.0-56-amd64"), buffer_pages=64, cpus=2)
     # 64 pages hold 2048 records of 128 bytes: 2 CPUs wake the reader at a quarter.
-    assert flags[:3] == ["-DKPATH_RINGBUF=1", "-DKPATH_RINGBUF_PAGES=64",
-                         "-DKPATH_WAKEUP_RECORDS=256"]
-    assert flags[3].startswith("-I") and flags[3].endswith("tracer/capture")
-    assert all(f.startswith("-Wno-") for f in flags[4:])
+    assert flags[:4] == ["-DKPATH_RINGBUF=1", "-DKPATH_RINGBUF_PAGES=64",
+                         "-DKPATH_WAKEUP_RECORDS=256", "-DKPATH_MARK_RUNS=1"]
+    assert flags[4].startswith("-I") and flags[4].endswith("tracer/capture")
+    assert all(f.startswith("-Wno-") for f in flags[5:])
+    assert "-DKPATH_MARK_RUNS=0" in bpf_cflags(KernelFeatures.detect("6.1.0"), mark_runs=False)
     assert bpf_cflags(KernelFeatures.detect("5.4.0"))[0] == "-DKPATH_RINGBUF=0"
     for bad in (0, 3, 1000):
         with pytest.raises(ValueError, match="power of two"):
@@ -101,16 +103,17 @@ class SyntheticSkipVars:
 def test_bcc_reads_the_kernels_skip_state_at_kallsyms_addresses() -> None:
     kallsyms = ["ffffffffb161cb60 D __per_cpu_offset", "000000000002c570 A bpf_prog_active",
                 "000000000001ff18 A current_kprobe", "ffffffff81000000 T tcp_sendmsg"]
-    for lines, written in ((kallsyms, (0xFFFFFFFFB161CB60, 0x2C570, 0x1FF18)),
-                           (kallsyms[:2], (0xFFFFFFFFB161CB60, 0x2C570, 0)),  # no kprobes
-                           (kallsyms[3:], None)):  # no data symbols: not written
-        be = BccBackend.__new__(BccBackend)
-        table = SyntheticSkipVars()
-        be._bpf = {"skip_vars": table}
-        assert be.watch_kernel(KernelSymbols.parse(lines)) == (written is not None)
-        got = {k: (leaf.per_cpu_offset, leaf.prog_active, leaf.current_kprobe)
-               for k, leaf in table.rows.items()}
-        assert got == ({0: written} if written else {})
+    assert skip_addresses(KernelSymbols.parse(kallsyms)) == (0xFFFFFFFFB161CB60, 0x2C570,
+                                                             0x1FF18)
+    # no kprobes: no current_kprobe; no data symbols (CONFIG_KALLSYMS_ALL off): none
+    assert skip_addresses(KernelSymbols.parse(kallsyms[:2])) == (0xFFFFFFFFB161CB60, 0x2C570, 0)
+    assert skip_addresses(KernelSymbols.parse(kallsyms[3:])) is None
+    be = BccBackend.__new__(BccBackend)
+    table = SyntheticSkipVars()
+    be._bpf = {"skip_vars": table}
+    be.watch_kernel((0xFFFFFFFFB161CB60, 0x2C570, 0x1FF18))
+    assert {k: (leaf.per_cpu_offset, leaf.prog_active, leaf.current_kprobe)
+            for k, leaf in table.rows.items()} == {0: (0xFFFFFFFFB161CB60, 0x2C570, 0x1FF18)}
 
 
 def test_every_capture_kind_has_a_bpf_routine() -> None:

@@ -105,8 +105,10 @@ def wakeup_records(buffer_pages: int, cpus: int) -> int:
 
 
 def bpf_cflags(features: KernelFeatures, buffer_pages: int = DEFAULT_BUFFER_PAGES,
-               cpus: int | None = None) -> list[str]:
-    """Compile-time switches: numbers only (kernel capabilities, validated sizes)."""
+               cpus: int | None = None, mark_runs: bool = True) -> list[str]:
+    """Compile-time switches: numbers only (kernel capabilities, validated
+    sizes). mark_runs: the kprobe programs mark their runs (kpath_bcc.c
+    KPROBE_FN), where the kernel's skip state cannot be read."""
     if buffer_pages < 1 or buffer_pages & (buffer_pages - 1):
         raise ValueError(f"buffer pages must be a power of two, got {buffer_pages}")
     ncpu = cpus if cpus is not None else os.cpu_count() or 1
@@ -114,10 +116,26 @@ def bpf_cflags(features: KernelFeatures, buffer_pages: int = DEFAULT_BUFFER_PAGE
         f"-DKPATH_RINGBUF={1 if features.ringbuf else 0}",
         f"-DKPATH_RINGBUF_PAGES={int(buffer_pages)}",
         f"-DKPATH_WAKEUP_RECORDS={wakeup_records(buffer_pages, ncpu)}",
+        f"-DKPATH_MARK_RUNS={1 if mark_runs else 0}",
         f"-I{BPF_SOURCE.parent}",  # kp_event.h
         "-Wno-macro-redefined",
         "-Wno-unused-function",
     ]
+
+
+# kallsyms addresses of __per_cpu_offset, bpf_prog_active and current_kprobe
+# (0 where the kernel has no kprobes).
+SkipAddresses = tuple[int, int, int]
+
+
+def skip_addresses(syms: KernelSymbols) -> SkipAddresses | None:
+    """Where the kernel's per-CPU reasons to skip kprobe programs are
+    (kpath_bcc.c skip_vars); None where kallsyms lacks them."""
+    per_cpu_offset = syms.data.get("__per_cpu_offset")
+    active = syms.data.get(WATCH_SYMBOL)
+    if not per_cpu_offset or active is None:
+        return None
+    return per_cpu_offset, active, syms.data.get("current_kprobe", 0)
 
 
 def bpf_source_text() -> str:
@@ -213,10 +231,15 @@ class BccBackend:
               status: Status) -> list[ProbeStatus]:
         syms = KernelSymbols.load()
         resolved = resolve(specs, syms)
+        addresses = skip_addresses(syms)
         with status.ticker("compiling the BPF program (BCC; about a minute under TCG)"):
-            self.compile()
+            # Its kprobe programs mark their runs only where the kernel's
+            # own state cannot be read.
+            self.compile(mark_runs=addresses is None)
         self.configure(filters)
-        if not self.watch_kernel(syms):
+        if addresses is not None:
+            self.watch_kernel(addresses)
+        else:
             status.warn(no_watch_warning("only interrupts inside its own kprobe programs"))
         with status.ticker("attaching probes"):
             failed = {res.spec.name: why for res, why in self.attach(resolved)}
@@ -235,9 +258,9 @@ class BccBackend:
 
     # -- set-up ----------------------------------------------------------
 
-    def compile(self) -> None:
+    def compile(self, mark_runs: bool = True) -> None:
         try:
-            cflags = bpf_cflags(self.features, self.buffer_pages)
+            cflags = bpf_cflags(self.features, self.buffer_pages, mark_runs=mark_runs)
             self._bpf = self._bcc.BPF(src_file=str(BPF_SOURCE), cflags=cflags)
         except Exception as exc:  # BCC raises bare Exception on compile errors
             raise LoadError(f"BPF compile failed: {exc}", str(exc)) from None
@@ -266,21 +289,13 @@ class BccBackend:
                 leaf.comm[i] = byte
         table[table.Key(0)] = leaf
 
-    def watch_kernel(self, syms: KernelSymbols) -> bool:
+    def watch_kernel(self, addresses: SkipAddresses) -> None:
         """Give the context programs the kallsyms addresses of the kernel's
-        per-CPU reasons to skip kprobe programs (kpath_bcc.c skip_vars);
-        False where kallsyms lacks them."""
-        per_cpu_offset = syms.data.get("__per_cpu_offset")
-        active = syms.data.get(WATCH_SYMBOL)
-        if not per_cpu_offset or active is None:
-            return False
+        per-CPU reasons to skip kprobe programs (kpath_bcc.c skip_vars)."""
         table = self._bpf["skip_vars"]
         leaf = table.Leaf()
-        leaf.per_cpu_offset = per_cpu_offset
-        leaf.prog_active = active
-        leaf.current_kprobe = syms.data.get("current_kprobe", 0)
+        leaf.per_cpu_offset, leaf.prog_active, leaf.current_kprobe = addresses
         table[table.Key(0)] = leaf
-        return True
 
     def trace_pid(self, pid: int) -> None:
         table = self._bpf["traced_pids"]

@@ -83,9 +83,9 @@ static __always_inline void blind_close(void *ctx, struct irq_state *st, u32 ctx
 // The kernel's reasons to skip a kprobe program on this CPU (kpath.bpf.c's
 // kprobes_skipped): BCC has no typed ksyms, so the loader writes the
 // variables' kallsyms addresses here before attaching the kprobes; a
-// per-CPU variable lives at its address plus __per_cpu_offset[cpu]. Until
-// then (or where kallsyms has no data symbols) only this object's own
-// kprobe programs' runs count (their mark).
+// per-CPU variable lives at its address plus __per_cpu_offset[cpu]. Where
+// kallsyms has no data symbols (compiled with KPATH_MARK_RUNS) only this
+// object's own kprobe programs' runs count (their mark).
 struct skip_vars {
     u64 per_cpu_offset;  // &__per_cpu_offset; 0: not known
     u64 prog_active;     // bpf_prog_active
@@ -156,8 +156,10 @@ RAW_TRACEPOINT_PROBE(irq_handler_exit) {
     return 0;
 }
 
-// Every kprobe program (KPROBE_FN) marks its run; classic tracepoint
-// programs raise bpf_prog_active too, but run in no probed path.
+#if KPATH_MARK_RUNS
+// Where kallsyms does not give skip_vars, every kprobe program (KPROBE_FN)
+// marks its run; classic tracepoint programs raise bpf_prog_active too,
+// but run in no probed path.
 static __always_inline void kprobe_running(u32 on) {
     u32 zero = 0;
     struct irq_state *st = irq_state.lookup(&zero);
@@ -174,6 +176,9 @@ static __always_inline void kprobe_running(u32 on) {
         return ret_;                                                                   \
     }                                                                                  \
     static __always_inline int name##_run(struct pt_regs *ctx)
+#else
+#define KPROBE_FN(name) int name(struct pt_regs *ctx)
+#endif
 
 // Children of a traced command are traced too.
 TRACEPOINT_PROBE(sched, sched_process_fork) {

@@ -17,7 +17,7 @@ from tracer.capture import libbpf
 from tracer.capture.base import capture_fn, copy_fn, return_fn
 from tracer.capture.core import OBJECT, KpConfig
 from tracer.capture.errors import LoadError, PrerequisiteError
-from tracer.capture.plan import CONTEXT_PROGRAMS, HOOK_PROGRAMS, TP_HOOKS
+from tracer.capture.plan import HOOK_PROGRAMS, TP_HOOKS, context_programs
 from tracer.capture.record import RAW_DTYPE, check_layout
 
 pytestmark = pytest.mark.skipif(not OBJECT.is_file(),
@@ -63,7 +63,7 @@ def test_rodata_holds_the_config_and_the_hook_table(obj: libbpf.BpfObject) -> No
 def test_every_program_the_plan_uses_exists(obj: libbpf.BpfObject) -> None:
     progs = {capture_fn(spec.capture) for spec in CATALOG} | {"kp_return", "kp_return_sock"}
     progs |= {p for ps in HOOK_PROGRAMS.values() for p in ps}
-    progs |= {p for p, _ in CONTEXT_PROGRAMS}
+    progs |= {p for watch in (False, True) for p, _ in context_programs(watch)}
     for name in sorted(progs):
         obj.set_autoload(name, False)  # raises if the program is not there
     assert any(spec.ret is Returns.SOCK for spec in CATALOG)

@@ -310,7 +310,7 @@ def _stream(
             stop.set("count")
         writer.write_batch(batch)
 
-    blind = [0, 0]  # windows, ns
+    blind = [0, 0, 0]  # windows, ns, windows opened where no kprobe program ran
 
     def record_losses() -> None:
         now = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
@@ -327,6 +327,7 @@ def _stream(
                             "programs there (each such window is in the trace)")
             blind[0] += 1
             blind[1] += w.until_ns - w.since_ns
+            blind[2] += w.outside_programs
 
     backend.open(sink)
     last_loss_check = start
@@ -362,7 +363,9 @@ def _stream(
             backend.drain()
             record_losses()
             if blind[0] > 1:
-                status.warn(f"kprobes blind {blind[0]} times, {blind[1] / 1e3:.1f} us in all")
+                status.warn(f"kprobes blind {blind[0]} times, {blind[1] / 1e3:.1f} us in all "
+                            f"({blind[2]} opened outside any kprobe program: under a kprobe "
+                            "handler or another bpf_prog_active holder)")
     finally:
         with contextlib.suppress(OSError):
             os.setpriority(os.PRIO_PROCESS, 0, nice)

@@ -6,15 +6,19 @@ Every raw record here is synthetic: random field values, built in code."""
 from __future__ import annotations
 
 import ctypes
+import re
 import socket
 import struct
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pytest
 
 from probes.catalog import BY_NAME, ProbeSpec
+from tracer.capture import record
+from tracer.capture.base import BLIND_IP
 from tracer.capture.errors import LoadError
 from tracer.capture.record import (
     FRAME_BYTES,
@@ -28,6 +32,8 @@ from tracer.capture.record import (
     HAS_TUPLE,
     RAW_DTYPE,
     RAW_EVENT_SIZE,
+    SKIP_KPROBE,
+    SKIP_PROG_ACTIVE,
     BlindWindow,
     ProbeTable,
     check_layout,
@@ -229,14 +235,29 @@ def test_blind_window_records_are_not_events() -> None:
     raw["cpu"][[1, 3]] = [1, 0]
     raw["ctx"][[1, 3]] = [1, 2]
     raw["vec"][[1, 3]] = [3, 0]
+    raw["ret"][[1, 3]] = [SKIP_PROG_ACTIVE | SKIP_KPROBE, SKIP_KPROBE]  # why they opened
     tail = np.zeros(1, FRAME_TAIL_DTYPE)
     tail["cap"], tail["ifname"] = 1, b"lo"
     got = decode_records(raw.view(np.uint8).reshape(6, RAW_EVENT_SIZE), table,
                          [4], [tail.tobytes()])
-    assert got.blind == [BlindWindow(since_ns=4_000, until_ns=5_000, cpu=1, what="softirq NET_RX"),
-                         BlindWindow(since_ns=8_500, until_ns=9_000, cpu=0, what="irq")]
+    assert got.blind == [BlindWindow(since_ns=4_000, until_ns=5_000, cpu=1, what="softirq NET_RX",
+                                     cause=3),
+                         BlindWindow(since_ns=8_500, until_ns=9_000, cpu=0, what="irq", cause=2)]
+    # inside a kprobe program (both raised), then in its handler around it
+    assert [w.outside_programs for w in got.blind] == [False, True]
     assert got.unknown == 0
     assert got.batch.num_rows == 4
     assert got.batch.column("ts_ns").to_pylist() == raw["ts"][[0, 2, 4, 5]].tolist()
     assert [f is not None for f in got.batch.column("frame").to_pylist()] == [
         False, False, True, False]
+
+
+def test_the_decoders_constants_mirror_kp_event_h() -> None:
+    """record.py and base.py name kp_event.h's numbers again: the same ones."""
+    header = (Path(record.__file__).with_name("kp_event.h")).read_text(encoding="utf-8")
+    defines = {m[1]: int(m[2], 0) for m in re.finditer(
+        r"^#define (\w+) (0x[0-9a-fA-F]+|\d+)(?:ULL)?$", header, re.M)}
+    assert defines["KIND_BLIND"] == record.KIND_BLIND
+    assert defines["KP_BLIND_IP"] == BLIND_IP
+    assert (defines["KP_SKIP_PROG_ACTIVE"], defines["KP_SKIP_KPROBE"],
+            defines["KP_SKIP_MARK"]) == (SKIP_PROG_ACTIVE, SKIP_KPROBE, record.SKIP_MARK)

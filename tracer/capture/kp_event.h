@@ -16,11 +16,19 @@
 #define KIND_RETURN 1
 // Not an event: a window [arg3, ts] in which the kernel skipped every
 // kprobe program on this CPU (an interrupt or softirq, ctx and vec, ran
-// while a kprobe program did). tracer/capture/record.py blind_windows.
+// while kprobes were skipped there, ret says why: KP_SKIP_*).
+// tracer/capture/record.py blind_windows.
 #define KIND_BLIND 2
 // A blind window's record names no probe: its ip, and the lost_by_ip key
 // of such records the buffer could not take (tracer/capture/base.py).
 #define KP_BLIND_IP 0xfffffffeULL
+// Why kprobes were skipped where a window opened (its record's ret): the
+// CPU's bpf_prog_active was raised, a kprobe handler ran (current_kprobe),
+// one of kpath's own kprobe programs ran (its mark, where the kernel's
+// state cannot be read). record.py SKIP_* mirror them.
+#define KP_SKIP_PROG_ACTIVE 1
+#define KP_SKIP_KPROBE 2
+#define KP_SKIP_MARK 4
 
 #define CTX_TASK 0
 #define CTX_SOFTIRQ 1
@@ -154,15 +162,17 @@ struct irq_state {
     u32 in_kprobe;    // BCC: 1 while a kprobe program runs
     u32 blind_ctx;    // CTX_SOFTIRQ or CTX_HARDIRQ: what opened the open window; 0: none
     u32 blind_vec;    // its softirq vector
-    u32 pad;
+    u32 blind_cause;  // its KP_SKIP_* bits
     u64 blind_since;
 };
 
 // A softirq or irq entered while kprobes are skipped on this CPU
-// (`skipping`): the window opens, unless one is open already.
+// (`skipping`: KP_SKIP_* bits, 0: not skipped): the window opens, unless
+// one is open already.
 static __always_inline void blind_open(struct irq_state *st, u32 ctx_kind, u32 vec,
-                                       int skipping) {
+                                       u32 skipping) {
     if (skipping && !st->blind_ctx) {
+        st->blind_cause = skipping;
         st->blind_ctx = ctx_kind;
         st->blind_vec = vec;
         st->blind_since = bpf_ktime_get_ns();
@@ -177,6 +187,7 @@ static __always_inline int blind_take(struct irq_state *st, u32 ctx_kind, struct
         return 0;
     e->ts = bpf_ktime_get_ns();
     e->arg3 = st->blind_since;
+    e->ret = st->blind_cause;
     e->ip = KP_BLIND_IP;
     e->cpu = bpf_get_smp_processor_id();
     e->kind = KIND_BLIND;

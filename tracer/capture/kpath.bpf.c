@@ -214,12 +214,13 @@ struct kprobe___kp {
 };
 extern struct kprobe___kp *current_kprobe __ksym __weak;
 
-static __always_inline int kprobes_skipped(void) {
+static __always_inline u32 kprobes_skipped(void) {
+    u32 why = 0;
     if (&bpf_prog_active && *(const int *)bpf_this_cpu_ptr(&bpf_prog_active))
-        return 1;
+        why |= KP_SKIP_PROG_ACTIVE;
     if (&current_kprobe && *(struct kprobe___kp **)bpf_this_cpu_ptr(&current_kprobe))
-        return 1;
-    return 0;
+        why |= KP_SKIP_KPROBE;
+    return why;
 }
 
 // Each entry program has a twin that also watches for blind windows: the

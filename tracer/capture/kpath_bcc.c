@@ -93,23 +93,27 @@ struct skip_vars {
 };
 BPF_ARRAY(skip_vars, struct skip_vars, 1);
 
-static __always_inline int kprobes_skipped(struct irq_state *st) {
+static __always_inline u32 kprobes_skipped(struct irq_state *st) {
     u32 zero = 0;
+    u32 mark = st->in_kprobe ? KP_SKIP_MARK : 0;
     struct skip_vars *v = skip_vars.lookup(&zero);
     if (!v || !v->per_cpu_offset)
-        return st->in_kprobe;
+        return mark;
     u64 cpu = bpf_get_smp_processor_id();
     u64 base = 0;
     if (bpf_probe_read_kernel(&base, sizeof(base), (void *)(v->per_cpu_offset + cpu * 8)))
-        return st->in_kprobe;
+        return mark;
+    u32 why = 0;
     int active = 0;
     bpf_probe_read_kernel(&active, sizeof(active), (void *)(base + v->prog_active));
     if (active)
-        return 1;
+        why |= KP_SKIP_PROG_ACTIVE;
     u64 running = 0;
     if (v->current_kprobe)
         bpf_probe_read_kernel(&running, sizeof(running), (void *)(base + v->current_kprobe));
-    return running != 0;
+    if (running)
+        why |= KP_SKIP_KPROBE;
+    return why;
 }
 
 RAW_TRACEPOINT_PROBE(softirq_entry) {

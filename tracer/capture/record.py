@@ -236,14 +236,26 @@ def decode_frames(rows: Sequence[int], tails: Sequence[bytes]) -> pa.Table:
 @dataclass(frozen=True, slots=True)
 class BlindWindow:
     """From since_ns to until_ns the kernel skipped every kprobe program on
-    `cpu`: `what` ("softirq NET_RX", "irq") ran while a kprobe program did
-    (kp_event.h irq_state). Their events are dropped without a count before
-    Linux 6.7, and counted per probe (not placed in time) from it."""
+    `cpu`: `what` ("softirq NET_RX", "irq") ran where kprobes are skipped
+    (kp_event.h irq_state), `cause` says why (SKIP_* bits). Their events are
+    dropped without a count before Linux 6.7, and counted per probe (not
+    placed in time) from it."""
 
     since_ns: int
     until_ns: int
     cpu: int
     what: str
+    cause: int = 0
+
+    @property
+    def outside_programs(self) -> bool:
+        """Opened where no kprobe program ran: a kprobe handler around one,
+        or bpf_prog_active raised by something else (a map syscall)."""
+        return self.cause in (SKIP_PROG_ACTIVE, SKIP_KPROBE)
+
+
+# kp_event.h KP_SKIP_*: a blind window's cause bits.
+SKIP_PROG_ACTIVE, SKIP_KPROBE, SKIP_MARK = 1, 2, 4
 
 
 def blind_windows(raw: np.ndarray) -> list[BlindWindow]:
@@ -253,12 +265,13 @@ def blind_windows(raw: np.ndarray) -> list[BlindWindow]:
         return []
     names = list(SOFTIRQ_NAMES)
     out = []
-    for until, since, cpu, ctx, vec in zip(
+    for until, since, cpu, ctx, vec, cause in zip(
             rows["ts"].tolist(), rows["arg3"].tolist(), rows["cpu"].tolist(),
-            rows["ctx"].tolist(), rows["vec"].tolist(), strict=True):
+            rows["ctx"].tolist(), rows["vec"].tolist(), rows["ret"].tolist(), strict=True):
         what = ("softirq " + (names[vec] if vec < len(names) else str(vec))
                 if _CTX_CODE[ctx] == _SOFTIRQ else "irq")
-        out.append(BlindWindow(since_ns=min(since, until), until_ns=until, cpu=cpu, what=what))
+        out.append(BlindWindow(since_ns=min(since, until), until_ns=until, cpu=cpu, what=what,
+                               cause=cause))
     return out
 
 

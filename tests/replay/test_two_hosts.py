@@ -219,3 +219,44 @@ def test_segments_skipped_outside_any_window_fail_the_check(tmp_path: Path) -> N
     assert "0 sent inside a blind window" in failed[
         "every segment received on one host matched a send on the other"]
     assert "byte accounting closes across the hosts" in failed
+
+
+# A BCC pair whose receiver's trace has no reception of 46 data segments,
+# all arriving inside NET_RX windows of the receiver's (tests/data/README.md).
+RX_BLIND = DATA / "two_hosts_rx_blind"
+
+
+def _without_windows(path: Path, tmp_path: Path) -> Path:
+    """The trace converted to JSON Lines with its blind windows left out."""
+    lines = tmp_path / f"{path.stem}.jsonl"
+    convert(path, lines, to="jsonl")
+    out = tmp_path / f"{path.stem}_unblind.kpath"
+    out.write_text("".join(line for line in lines.read_text().splitlines(keepends=True)
+                           if '"since_ns"' not in line))
+    return out
+
+
+def test_segments_received_unseen_inside_blind_windows_pass_the_check(tmp_path: Path) -> None:
+    a, b = RX_BLIND / "two_hosts_a.kpath", RX_BLIND / "two_hosts_b.kpath"
+    pairing = pair_hosts(crossings(read_trace(a)), crossings(read_trace(b)))
+    never = [(k, t) for k, t in pairing.unmatched_sent
+             if not any(m.key == k and m.sent_ns > t for m in pairing.matches)]
+    assert len(never) == 46 and all(k[0].addr == "198.18.0.1" and k[3] == 1448
+                                    for k, _ in never)  # A's data, one burst
+    results = check_merge(a, b, tmp_path / "ab.kpath")
+    assert results and all(r.ok for r in results), [r for r in results if not r.ok]
+    names = [r.name for r in results]
+    assert any(n.startswith("every segment sent") and
+               n.endswith(": 46 received inside a blind window") for n in names)
+    assert any(n.endswith(": 3 sent inside a blind window") for n in names)
+    # B's windows taken out: the 46 are unexplained, and so are the 3 B sent
+    # inside them (bare ACKs of the transfer).
+    failed = {r.name.split(" (")[0].split(",")[0]: r.detail
+              for r in check_merge(a, _without_windows(b, tmp_path), tmp_path / "ab2.kpath")
+              if not r.ok}
+    assert sorted(failed) == ["every segment received on one host matched a send on the other",
+                              "every segment sent was matched exactly once"]
+    assert failed["every segment sent was matched exactly once"].startswith(
+        "46 sends never received")
+    assert failed["every segment received on one host matched a send on the other"
+                  ].startswith("3 unmatched")

@@ -31,6 +31,7 @@ from tracer.capture.base import (
 )
 from tracer.capture.errors import CaptureError, PrerequisiteError
 from tracer.capture.plan import DEFAULT_ATTACH_MODE
+from tracer.capture.record import SKIP_KPROBE, SKIP_PROG_ACTIVE
 from tracer.events import ProbeStatus
 from tracer.filters import Filters
 from tracer.tracefile import (
@@ -310,7 +311,9 @@ def _stream(
             stop.set("count")
         writer.write_batch(batch)
 
-    blind = [0, 0, 0]  # windows, ns, windows opened where no kprobe program ran
+    # windows, ns, and of the windows opened where no kprobe program ran: under
+    # a kprobe handler, under bpf_prog_active raised by something else
+    blind = [0, 0, 0, 0]
 
     def record_losses() -> None:
         now = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
@@ -327,7 +330,8 @@ def _stream(
                             "programs there (each such window is in the trace)")
             blind[0] += 1
             blind[1] += w.until_ns - w.since_ns
-            blind[2] += w.outside_programs
+            blind[2] += w.cause == SKIP_KPROBE
+            blind[3] += w.cause == SKIP_PROG_ACTIVE
 
     backend.open(sink)
     last_loss_check = start
@@ -364,8 +368,9 @@ def _stream(
             record_losses()
             if blind[0] > 1:
                 status.warn(f"kprobes blind {blind[0]} times, {blind[1] / 1e3:.1f} us in all "
-                            f"({blind[2]} opened outside any kprobe program: under a kprobe "
-                            "handler or another bpf_prog_active holder)")
+                            f"({blind[2] + blind[3]} opened outside any kprobe program: "
+                            f"{blind[2]} under a kprobe handler, {blind[3]} under "
+                            "bpf_prog_active raised by something else)")
     finally:
         with contextlib.suppress(OSError):
             os.setpriority(os.PRIO_PROCESS, 0, nice)

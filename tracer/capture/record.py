@@ -237,7 +237,9 @@ def decode_frames(rows: Sequence[int], tails: Sequence[bytes]) -> pa.Table:
 class BlindWindow:
     """From since_ns to until_ns the kernel skipped every kprobe program on
     `cpu`: `what` ("softirq NET_RX", "irq") ran where kprobes are skipped
-    (kp_event.h irq_state), `cause` says why (SKIP_* bits). Their events are
+    (kp_event.h irq_state), `cause` says why (SKIP_* bits: both of the
+    kernel's means inside a kprobe program, one alone a kprobe handler
+    around one or bpf_prog_active raised by something else). Their events are
     dropped without a count before Linux 6.7, and counted per probe (not
     placed in time) from it."""
 
@@ -246,12 +248,6 @@ class BlindWindow:
     cpu: int
     what: str
     cause: int = 0
-
-    @property
-    def outside_programs(self) -> bool:
-        """Opened where no kprobe program ran: a kprobe handler around one,
-        or bpf_prog_active raised by something else (a map syscall)."""
-        return self.cause in (SKIP_PROG_ACTIVE, SKIP_KPROBE)
 
 
 # kp_event.h KP_SKIP_*: a blind window's cause bits.

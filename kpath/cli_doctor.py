@@ -85,10 +85,11 @@ def doctor_cmd(backend: str, probes_sel: str) -> None:
     if failed is not None:
         click.echo(f"cannot trace: {failed.name}: {failed.detail}")
         sys.exit(1)
+    kept = KeptStatus()  # what `kpath trace` would warn about at start
     if chosen == "core":
         be = core.CoreBackend()
         try:
-            statuses = be.start(specs, Filters(), KeptStatus())
+            statuses = be.start(specs, Filters(), kept)
         except CaptureError as exc:
             click.echo(f"FAIL loading the CO-RE object: {exc}")
             if exc.log:
@@ -99,5 +100,8 @@ def doctor_cmd(backend: str, probes_sel: str) -> None:
     else:
         statuses = bcc.resolve_statuses(specs)
     _print_probes(statuses)
+    for line in kept.lines:
+        if line.startswith("warn "):
+            click.echo(f"note: {line.removeprefix('warn ')}")
     if not any(s.attached for s in statuses):
         sys.exit(1)

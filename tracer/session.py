@@ -31,7 +31,7 @@ from tracer.capture.base import (
 )
 from tracer.capture.errors import CaptureError, PrerequisiteError
 from tracer.capture.plan import DEFAULT_ATTACH_MODE
-from tracer.capture.record import SKIP_KPROBE, SKIP_PROG_ACTIVE
+from tracer.capture.record import SKIP_KPROBE, SKIP_PROG_ACTIVE, BlindWindow
 from tracer.events import ProbeStatus
 from tracer.filters import Filters
 from tracer.tracefile import (
@@ -289,6 +289,24 @@ def _raise_priority() -> None:
         os.setpriority(os.PRIO_PROCESS, 0, min(READER_NICE, os.getpriority(os.PRIO_PROCESS, 0)))
 
 
+@dataclass
+class _BlindTally:
+    """The blind windows of a trace so far, for the closing warning: of them,
+    those opened where no kprobe program ran (under a kprobe handler alone,
+    under bpf_prog_active raised by something else)."""
+
+    windows: int = 0
+    ns: int = 0
+    in_handler: int = 0
+    elsewhere: int = 0
+
+    def add(self, w: BlindWindow) -> None:
+        self.windows += 1
+        self.ns += w.until_ns - w.since_ns
+        self.in_handler += w.cause == SKIP_KPROBE
+        self.elsewhere += w.cause == SKIP_PROG_ACTIVE
+
+
 def _stream(
     req: TraceRequest,
     backend: Backend,
@@ -311,9 +329,7 @@ def _stream(
             stop.set("count")
         writer.write_batch(batch)
 
-    # windows, ns, and of the windows opened where no kprobe program ran: under
-    # a kprobe handler, under bpf_prog_active raised by something else
-    blind = [0, 0, 0, 0]
+    blind = _BlindTally()
 
     def record_losses() -> None:
         now = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
@@ -323,15 +339,12 @@ def _stream(
         for w in backend.new_blind_windows():
             writer.lost_events(Lost(ts_ns=w.until_ns, count=0, cpu=w.cpu,
                                     since_ns=w.since_ns, blind=w.what))
-            if not blind[0]:
+            if not blind.windows:
                 us = (w.until_ns - w.since_ns) / 1e3
                 status.warn(f"kprobes blind on cpu {w.cpu} for {us:.1f} us: {w.what} ran "
                             "inside a kprobe program or handler, and the kernel skips kprobe "
                             "programs there (each such window is in the trace)")
-            blind[0] += 1
-            blind[1] += w.until_ns - w.since_ns
-            blind[2] += w.cause == SKIP_KPROBE
-            blind[3] += w.cause == SKIP_PROG_ACTIVE
+            blind.add(w)
 
     backend.open(sink)
     last_loss_check = start
@@ -366,11 +379,11 @@ def _stream(
                     stop.set("command-exited")
             backend.drain()
             record_losses()
-            if blind[0] > 1:
-                status.warn(f"kprobes blind {blind[0]} times, {blind[1] / 1e3:.1f} us in all "
-                            f"({blind[2] + blind[3]} opened outside any kprobe program: "
-                            f"{blind[2]} under a kprobe handler, {blind[3]} under "
-                            "bpf_prog_active raised by something else)")
+            if blind.windows > 1:
+                status.warn(f"kprobes blind {blind.windows} times, {blind.ns / 1e3:.1f} us in "
+                            f"all ({blind.in_handler + blind.elsewhere} opened outside any "
+                            f"kprobe program: {blind.in_handler} under a kprobe handler, "
+                            f"{blind.elsewhere} under bpf_prog_active raised by something else)")
     finally:
         with contextlib.suppress(OSError):
             os.setpriority(os.PRIO_PROCESS, 0, nice)

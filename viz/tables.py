@@ -20,7 +20,7 @@ import pyarrow as pa
 
 from tracer.timeline.groups import GroupPlan
 from tracer.timeline.latency import packet_latencies
-from tracer.timeline.model import Role, Timeline
+from tracer.timeline.model import Role, Timeline, blind_windows
 from tracer.timeline.windows import Plan
 from tracer.tracefile import Trace
 from viz.escape import json_safe
@@ -332,7 +332,7 @@ class _Rows:
                        packets=sum(st.kind == "packet" for st in steps),
                        messages=sum(st.kind == "message" for st in steps),
                        lost=sum(g.count for g in fl.gaps),
-                       blind=sum(g.is_blind for g in fl.gaps))
+                       blind=len(blind_windows(fl.gaps)))
             for role, acct in rec["bytes"].items():
                 for key in ("written", "carried", "read", "copied", "balanced", "complete"):
                     row[f"{role}_{key}"] = acct[key]

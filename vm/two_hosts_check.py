@@ -95,15 +95,15 @@ def _checks(a: Path, b: Path, merged: Path, c: Checker) -> None:
     # The other host's clock -> the sender's (crossings.py: B's = A's + offset),
     # to within the estimate's uncertainty.
     est = pairing.estimate
-    senders = {g.addr: _Sender(crossings(t).sent, _blind_windows(t),
+    hosts = {g.addr: _Host(crossings(t).sent, _blind_windows(t),
                                (-est.offset_ns if i == 0 else est.offset_ns) + est.uncertainty_ns)
                for i, (g, t) in enumerate(zip(guests(), (ta, tb), strict=True))}
-    skipped = _matching(result, c, senders)
+    skipped = _matching(result, c, hosts)
     _accounting_and_wire(merged, result, c, skipped)
 
 
 @dataclass(frozen=True)
-class _Sender:
+class _Host:
     sent: dict[WireKey, list[int]]  # its segments put on the wire, its clock
     blind: list[tuple[int, int]]  # its trace's blind windows (since, until)
     latest: int  # a reception's time on the other host + this: the latest send time
@@ -113,7 +113,7 @@ def _blind_windows(t: Trace) -> list[tuple[int, int]]:
     return [(rec.since_ns, rec.ts_ns) for rec in t.lost if rec.since_ns is not None]
 
 
-def _skipped(key: WireKey, rx: int, sender: _Sender | None) -> bool:
+def _skipped(key: WireKey, rx: int, sender: _Host | None) -> bool:
     """Whether a segment received with no send in its sender's trace was sent
     inside one of the sender's recorded blind windows (every kprobe program
     of that CPU skipped: a softirq sending it ran inside one). When it was
@@ -163,9 +163,9 @@ def _received_blind(key: WireKey, sent: int, matches: Sequence[Match],
     return any(until >= lo and (hi is None or since <= hi) for since, until in windows)
 
 
-def _matching(result: MergeResult, c: Checker, senders: dict[str, _Sender]
+def _matching(result: MergeResult, c: Checker, hosts: dict[str, _Host]
               ) -> list[WireKey]:
-    """senders: each guest's sends and blind windows by its address. Returns
+    """hosts: each guest's sends and blind windows by its address. Returns
     the segments received whose send its sender's kernel skipped."""
     pairing = result.inputs[1].pairing
     assert pairing is not None
@@ -180,7 +180,7 @@ def _matching(result: MergeResult, c: Checker, senders: dict[str, _Sender]
     silent: list[WireKey] = []
     other: list[tuple[WireKey, int]] = []
     for key, rx in pairing.unmatched_received:
-        if _skipped(key, rx, senders.get(key[0].addr)):
+        if _skipped(key, rx, hosts.get(key[0].addr)):
             silent.append(key)
         else:
             other.append((key, rx))
@@ -198,9 +198,10 @@ def _matching(result: MergeResult, c: Checker, senders: dict[str, _Sender]
               if any(m.key == k and m.sent_ns > t for m in pairing.matches)]
     never = [u for u in pairing.unmatched_sent if u not in resent]
     # Each guest's windows, as the receiver of the other's segments.
-    unseen = [(k, t) for k, t in never if k[1].addr in senders
-              and _received_blind(k, t, pairing.matches, senders[k[1].addr].blind)]
-    explained = f": {len(unseen)} received inside a blind window" if unseen else ""
+    unseen = [(k, t) for k, t in never if k[1].addr in hosts
+              and _received_blind(k, t, pairing.matches, hosts[k[1].addr].blind)]
+    explained = (f": {len(unseen)} received inside a blind window"
+                 if unseen and len(unseen) == len(never) else "")
     c.check("every segment sent was matched exactly once, lost on the link and sent again, "
             f"or received inside a blind window the receiver recorded{explained}",
             len(unseen) == len(never),

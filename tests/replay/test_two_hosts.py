@@ -201,7 +201,8 @@ def test_blind_windows_pass_the_check_and_are_shown(tmp_path: Path) -> None:
 
 
 # A pair whose sender skipped 22 data segments outside any recorded blind
-# window (tests/data/README.md): the gap blind windows do not close yet.
+# window (tests/data/README.md: recorded before the windows were read from
+# the kernel's own state): the check's negative case.
 UNEXPLAINED = DATA / "two_hosts_unexplained"
 
 

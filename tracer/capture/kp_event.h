@@ -157,9 +157,10 @@ struct irq_state {
     // arriving meanwhile runs with it still raised and the kernel skips
     // every kprobe program hit in it, counting none before Linux 6.7. The
     // context tracepoints (raw: recursion is checked per program there)
-    // see such a blind window open and close. CO-RE reads the kernel's
-    // per-CPU state; BCC, which cannot, marks its own programs' runs here.
-    u32 in_kprobe;    // BCC: 1 while a kprobe program runs
+    // see such a blind window open and close. Both objects read the
+    // kernel's per-CPU state; where BCC cannot (kallsyms without data
+    // symbols), its kprobe programs mark their runs here.
+    u32 in_kprobe;    // BCC, KPATH_MARK_RUNS: 1 while a kprobe program runs
     u32 blind_ctx;    // CTX_SOFTIRQ or CTX_HARDIRQ: what opened the open window; 0: none
     u32 blind_vec;    // its softirq vector
     u32 blind_cause;  // its KP_SKIP_* bits

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from probes.catalog import Direction, Layer
 from tracer.events import TCP_FIN, TCP_SYN, Endpoint, Event, Kind
@@ -289,7 +289,10 @@ class Gap(Protocol):
     def since_ns(self) -> int | None: ...
 
 
-def blind_windows(gaps: Sequence[Gap]) -> list[Gap]:
+G = TypeVar("G", bound=Gap)
+
+
+def blind_windows(gaps: Sequence[G]) -> list[G]:
     """The blind windows among `gaps` (a window has its start; a loss not)."""
     return [g for g in gaps if g.since_ns is not None]
 
@@ -302,7 +305,7 @@ def blind_ns(gaps: Sequence[Gap]) -> int:
 def blind_summary(gaps: Sequence[LostGap]) -> str | None:
     """One line for the blind windows among `gaps` (drawn together: a
     traced transfer under TCG has one every few ms), None without any."""
-    blind = [g for g in gaps if g.is_blind]
+    blind = blind_windows(gaps)
     if not blind:
         return None
     us = blind_ns(blind) / 1e3

@@ -28,7 +28,7 @@ from tracer.timeline.columnar.workers import WorkerFailed
 from tracer.timeline.event_rules import probe_spec
 from tracer.tracefile import Trace, TraceFormatError, probe_specs, read_trace, scan_trace
 from viz.cut_short import cut_short_message, cut_short_note
-from viz.stats_columnar import trace_stats_text
+from viz.stats_columnar import pieces_of, prepared_stats_text
 
 # The renderers are imported by the commands that draw (below): `replay
 # --stats` of a large trace should not pay for loading them.
@@ -457,7 +457,7 @@ def _replay_stats(file: str, flow: str | None, out_format: str, jobs: int) -> No
             try:
                 prepared = stats_of_scan(
                     scan, lambda: scan_trace(file), probe_spec, jobs,
-                    lambda text: click.echo(f"kpath: note: {text}", err=True))
+                    lambda text: click.echo(f"kpath: note: {text}", err=True), pieces_of)
                 count = prepared.flow_count
                 cut = cut_short_note(prepared.inp.cut_short)
             except Irregular as exc:
@@ -480,7 +480,7 @@ def _replay_stats(file: str, flow: str | None, out_format: str, jobs: int) -> No
         # bigger than the tables it is printed from.
         pieces: list[str] = []
         size = 0
-        for piece in trace_stats_text(*prepared.stats_by_flow(number)):
+        for piece in prepared_stats_text(prepared, number):
             pieces.append(piece)
             size += len(piece)
             if size >= _ECHO_BYTES:

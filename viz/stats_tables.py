@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from itertools import chain
+from typing import NamedTuple
 
 import numpy as np
 
@@ -130,12 +131,38 @@ def distribution_texts(tables: Sequence[HopTable]) -> list[list[str]]:
     return out
 
 
-def per_packet_texts(flows: Sequence[FlowPackets]) -> list[list[str]]:
-    """per_packet_rows of each flow's packets."""
+class PacketTable(NamedTuple):
+    """A flow's per-packet table but its first column (each row's step
+    number and label, printed only once the trace's step numbers are
+    known): the head's and each row's cells from the direction on, and
+    each row's step (the rows' part's numbering) and label."""
+
+    head: str
+    rows: str  # one line a row
+    steps: list[int]
+    labels: list[str]
+
+
+def packet_lines(table: PacketTable | None,
+                 number: Sequence[int] | np.ndarray | None = None) -> str:
+    """The per-packet table's text, each row's step numbered by `number`
+    (step -> the trace's number; None: as it is)."""
+    if table is None:
+        return NO_PACKET
+    steps = table.steps if number is None else np.take(number, table.steps).tolist()
+    titles = [f"  #{step} {label}" for step, label in zip(steps, table.labels, strict=True)]
+    width = max(len(_PACKET_HEAD[0]), *map(len, titles))
+    return "\n".join(map(str.__add__, [t.ljust(width) for t in (_PACKET_HEAD[0], *titles)],
+                         [table.head, *table.rows.split("\n")]))
+
+
+def per_packet_texts(flows: Sequence[FlowPackets]) -> list[PacketTable | None]:
+    """The per-packet table of each flow's packets (None: no packet), as
+    per_packet_rows makes it."""
     counts = [len(p.step) for p in flows]
     bounds, starts = _bounds(counts)
     if not len(starts):
-        return [[NO_PACKET] for _ in flows]
+        return [None for _ in flows]
     has = np.concatenate([p.has_hop for p in flows if p.step])
     ns = np.where(has, np.concatenate([p.hops for p in flows if p.step]), 0)
     bad = (ns.min(axis=1) < 0) | (ns.max(axis=1) >= _EXACT_BELOW)
@@ -145,57 +172,54 @@ def per_packet_texts(flows: Sequence[FlowPackets]) -> list[list[str]]:
                       count=len(has))
     hop_bits = 1 << np.arange(len(HOPS))
     keys = (has @ hop_bits + (gap << len(HOPS))).tolist()
-    titles = [f"  #{step} {label}" for p in flows
-              for step, label in zip(p.step, p.label, strict=True)]
     klass = [_CLASS_INDEX[k] for p in flows for k in p.klass]
-    title_len = np.fromiter(map(len, titles), dtype=np.int64, count=len(titles))
     seen = np.logical_or.reduceat(has, starts, axis=0)
-    # present (bits), with a dash (bits), bad, widest title, class and wholes
+    # present (bits), with a dash (bits), bad, widest class and wholes
     per_table = np.concatenate([
         np.stack([seen @ hop_bits, np.logical_or.reduceat(~has, starts, axis=0) @ hop_bits,
                   np.maximum.reduceat(bad, starts).astype(np.int64),
-                  np.maximum.reduceat(title_len, starts),
                   np.maximum.reduceat(_CLASS_LEN[klass], starts)], axis=1),
         np.maximum.reduceat(whole, starts, axis=0)], axis=1).tolist()
     digits = np.stack((whole, tenths % 10), axis=2).reshape(len(has), -1).T.tolist()
-    per_row = 3 + 2 * len(HOPS)
+    per_row = 2 + 2 * len(HOPS)
     flat = list(chain.from_iterable(zip(
-        titles, [_DIRECTION_OF[s] for p in flows for s in p.sender], [_CLASS_AT[k] for k in klass],
+        [_DIRECTION_OF[s] for p in flows for s in p.sender], [_CLASS_AT[k] for k in klass],
         *digits, strict=True)))
-    out: list[list[str]] = []
+    out: list[PacketTable | None] = []
     rows = iter(per_table)
     for p, n, a in zip(flows, counts, bounds.tolist(), strict=False):
         if not n:
-            out.append([NO_PACKET])
+            out.append(None)
             continue
-        present, dashed, worse, title_w, class_w, *wholes = next(rows)
+        present, dashed, worse, class_w, *wholes = next(rows)
         if worse or not present:  # no hop column: the class column ends the lines
-            out.append(per_packet_rows(p))
+            out.append(packet_rows_table(p))
             continue
         widths = tuple(max(_HOP_NAME_LEN[h], 1 if dashed >> h & 1 else 0, d + 2)
                        if present >> h & 1 else -1
                        for h, d in enumerate(_digits(wholes)))
-        lead = (max(len(_PACKET_HEAD[0]), title_w), max(len(_PACKET_HEAD[2]), class_w))
+        lead = max(len(_PACKET_HEAD[2]), class_w)
         head = _FORMATS.get(("ph", lead, widths), lambda lead=lead, widths=widths: (
             (_lead(lead) + "".join(f"  %{w}s" for w in widths if w >= 0))
-            % (*_PACKET_HEAD, *[_HOP_AT[h] for h, w in enumerate(widths) if w >= 0])).rstrip())
+            % (*_PACKET_HEAD[1:], *[_HOP_AT[h] for h, w in enumerate(widths) if w >= 0])
+        ).rstrip())
         row_keys = keys[a:a + n]
         formats = {k: _FORMATS.get(("p", lead, widths, k), lambda lead=lead, widths=widths,
                                    k=k: _row_format(lead, widths, k))
                    for k in set(row_keys)}
-        out.append([head, "\n".join([formats[k] for k in row_keys])
-                    % tuple(flat[a * per_row:(a + n) * per_row])])
+        out.append(PacketTable(head, "\n".join([formats[k] for k in row_keys])
+                               % tuple(flat[a * per_row:(a + n) * per_row]), p.step, p.label))
     return out
 
 
-def _lead(lead: tuple[int, int]) -> str:
-    return f"%-{lead[0]}s  %-{_DIRECTION_WIDTH}s  %-{lead[1]}s"
+def _lead(class_width: int) -> str:
+    return f"  %-{_DIRECTION_WIDTH}s  %-{class_width}s"
 
 
-def _row_format(lead: tuple[int, int], widths: tuple[int, ...], key: int) -> str:
-    """A per-packet row: for each hop, its whole and tenth, or a dash, or
-    nothing (not a column of the table); "%.0s" takes a value and prints
-    nothing."""
+def _row_format(lead: int, widths: tuple[int, ...], key: int) -> str:
+    """A per-packet row from the direction on: for each hop, its whole and
+    tenth, or a dash, or nothing (not a column of the table); "%.0s" takes
+    a value and prints nothing."""
     cells = []
     for h, w in enumerate(widths):
         if w < 0:
@@ -207,22 +231,28 @@ def _row_format(lead: tuple[int, int], widths: tuple[int, ...], key: int) -> str
     return _lead(lead) + "".join(cells) + (f"  {GAP_MARK}" if key >> len(HOPS) & 1 else "")
 
 
-def per_packet_rows(packets: FlowPackets) -> list[str]:
-    """The per-packet table a row at a time (viz/stats_text._per_packet's)."""
+def packet_rows_table(packets: FlowPackets) -> PacketTable | None:
+    """The per-packet table a row at a time (viz/stats_text._per_packet's,
+    but its first column)."""
     if not packets.step:
-        return [NO_PACKET]
+        return None
     cols = np.flatnonzero(packets.has_hop.any(axis=0)).tolist()
-    head = (*_PACKET_HEAD, *[str(HOPS[h]) for h in cols], "")
+    head = (*_PACKET_HEAD[1:], *[str(HOPS[h]) for h in cols], "")
     hops, has_hop = packets.hops[:, cols].T.tolist(), packets.has_hop[:, cols].T.tolist()
     cells = [[f"{v / 1e3:.1f}" if ok else "-" for v, ok in zip(vals, oks, strict=True)]
              for vals, oks in zip(hops, has_hop, strict=True)]  # f"...": fmt_us, inlined
     rows: list[Sequence[str]] = [head]
-    rows.extend(zip([f"  #{step} {label}" for step, label in zip(packets.step, packets.label,
-                                                                   strict=True)],
-                    [_DIRECTION_OF[s] for s in packets.sender],
+    rows.extend(zip([_DIRECTION_OF[s] for s in packets.sender],
                     [_CLASS[k] for k in packets.klass], *cells,
                     [GAP_MARK if g else "" for g in packets.gap], strict=True))
-    return table_lines(rows, right=range(3, 3 + len(cols)))
+    lines = table_lines(rows, right=range(2, 2 + len(cols)))
+    return PacketTable("  " + lines[0], "\n".join("  " + line for line in lines[1:]),
+                       packets.step, packets.label)
+
+
+def per_packet_rows(packets: FlowPackets) -> list[str]:
+    """The per-packet table a row at a time."""
+    return packet_lines(packet_rows_table(packets)).split("\n")
 
 
 def distribution_rows(table: HopTable) -> list[str]:

@@ -38,7 +38,7 @@ from tracer.tracefile import (
     scan_trace,
     with_probes,
 )
-from viz.stats_columnar import render_trace_stats, trace_stats_text
+from viz.stats_columnar import pieces_of, prepared_stats_text, render_trace_stats
 from viz.stats_text import render_stats
 
 pytestmark = needs_recordings
@@ -68,8 +68,8 @@ def _parted_text(path: Path, flow: int | None, jobs: int = 1) -> tuple[str, bool
         # Workers that cannot start fall back to one process; the CLI's note
         # for it is checked by test_cli_stats_workers_not_started_in_one_process.
         prepared = stats_of_scan(scan, lambda: scan_trace(path), probe_spec, jobs,
-                                 lambda _text: None)
-        return ("".join(trace_stats_text(*prepared.stats_by_flow(flow))),
+                                 lambda _text: None, pieces_of)
+        return ("".join(prepared_stats_text(prepared, flow)),
                 isinstance(prepared, PartedStats))
 
 

@@ -16,6 +16,7 @@ from tracer.timeline.columnar.stats import CLASSES, HOP_FIELDS, ROLES, FlowPacke
 from viz.stats_tables import (
     distribution_rows,
     distribution_texts,
+    packet_lines,
     per_packet_rows,
     per_packet_texts,
     tenths_of_us,
@@ -51,11 +52,11 @@ def test_per_packet_synthetic_is_row_by_row(n: int, spread: int, p_hop: float,
                                            p_gap: float) -> None:
     rng = np.random.default_rng(n + spread)
     flows = [_packets(rng, n, spread, p_hop, p_gap) for _ in range(20)]
-    assert ["\n".join(t) for t in per_packet_texts(flows)] == [
+    assert [packet_lines(t) for t in per_packet_texts(flows)] == [
         "\n".join(per_packet_rows(p)) for p in flows]
     # in a run with flows of other kinds (their rows before and after)
     mixed = [_packets(rng, 12, 10 ** 6, 0.6, 0.1), *flows[:3], _packets(rng, 0, 10, 0.5, 0.0)]
-    assert ["\n".join(t) for t in per_packet_texts(mixed)] == [
+    assert [packet_lines(t) for t in per_packet_texts(mixed)] == [
         "\n".join(per_packet_rows(p)) for p in mixed]
 
 

@@ -6,39 +6,37 @@ events into groups no rule of the reconstruction crosses. Pass 2 reads the
 file again and holds each event until its group is complete; complete
 groups are rebuilt together in parts of about PART_EVENTS events
 (PreparedStats on their columns in time order, each part's steps numbered
-from 0), each flow's statistics spooled to a temporary file. The parts are
-independent: with jobs > 1 some are rebuilt by worker processes
-(workers.py), their results taken back in the order the parts were read;
-a part's steps then get the number of steps of the parts before it as
-their base. At the end flows are numbered in order of their first event
-and steps by their first event's rank among all steps' (order: time, then
-file position, as a stable sort).
+from 0), and each flow's statistics made into a piece of text by the
+caller's `render` (all but its flow and step numbers) and spooled to a
+temporary file. The parts are independent: with jobs > 1 some are rebuilt,
+their pieces made, by worker processes (workers.py), their results taken
+back in the order the parts were read; a part's steps then get the number
+of steps of the parts before it as their base. At the end flows are
+numbered in order of their first event and steps by their first event's
+rank among all steps' (order: time, then file position, as a stable sort).
 
 Loss records are read in pass 1: each part marks its packets by the
 trace's loss windows; the losses during a flow (up to the trace's next event
-after it) are counted once every event's time is known, as flows are read
-back. A trace is rebuilt whole when it has a return of a probe not known to
-return, or a context whose events are out of time order across batches (its
-neighbours in time are then not known batch by batch).
+after it) need every event's time, read once more after pass 1 when the
+trace has losses (loss_times.py). A trace is rebuilt whole when it has a
+return of a probe not known to return, or a context whose events are out
+of time order across batches (its neighbours in time are then not known
+batch by batch).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import gc
-import operator
 import os
 import pickle
-import re
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import IO, Any
 
 import numpy as np
 
 from probes.catalog import ProbeSpec
-from tracer.events import Endpoint
-from tracer.timeline.accounting import ByteAccount, account_notes, other_way_notes
 from tracer.timeline.columnar.columns import (
     EventColumns,
     batch_columns,
@@ -46,45 +44,41 @@ from tracer.timeline.columnar.columns import (
     release_freed_memory,
     use_system_allocator,
 )
-from tracer.timeline.columnar.latency_table import HOPS
 from tracer.timeline.columnar.links import LINK_COLUMNS, Links
+from tracer.timeline.columnar.loss_times import LossTimes
 from tracer.timeline.columnar.probe_table import ProbeTable
 from tracer.timeline.columnar.source import ScannedInput
 from tracer.timeline.columnar.stats import (
-    CLASSES,
-    HOP_FIELDS,
-    ROLES,
-    FlowPackets,
     FlowStats,
-    HopTable,
     PreparedStats,
     StatsInput,
-    StreamNote,
     TraceStats,
 )
 from tracer.timeline.columnar.workers import PartPool
-from tracer.timeline.model import RangeSource
-from tracer.tracefile import Lost, TraceScan, scan_trace
+from tracer.tracefile import TraceScan, scan_trace
 from tracer.tracefile.scan import V1_WHOLE_BYTES
 
 PART_EVENTS = 1 << 16  # events rebuilt at once: ~300 bytes each at the peak
-_STEP_ID = re.compile(r"#(\d+)")  # step ids in the stream problems' text
 
 
 class PartedStats:
-    """PreparedStats' interface (flow_count, inp, stats_by_flow) for a trace
-    rebuilt part by part; the flows' statistics wait in a temporary file."""
+    """A trace rebuilt part by part (flow_count, inp as PreparedStats'):
+    its flows made into pieces of text in their parts (`render`, the viz
+    stage's), which wait in a temporary file until every part is done
+    (pieces())."""
 
-    def __init__(self, links: Links, scan: TraceScan, records: StatsInput,
-                 pool: PartPool | None = None) -> None:
+    def __init__(self, links: Links, scan: TraceScan, records: StatsInput, losses: LossTimes,
+                 render: Render, pool: PartPool | None = None) -> None:
         """Pass 2 over `scan`; parts rebuilt in `pool`'s workers when given
-        (closed here, before the statistics are read back)."""
+        (closed here, before the pieces are read back); each part's flows
+        made into pieces by `render` (pickled for the workers: a function
+        of a module)."""
         self.inp = records
         self.events = links.events
         root, last = links.groups()
         names = tuple(links.probe_code)
         pt = ProbeTable.build(names, links.flags.lookup)
-        # Lives as long as the statistics (deleted on close, by the system).
+        # Lives as long as the pieces (deleted on close, by the system).
         self._spool: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115
         # per flow: its first event's (time, file position), offset, size,
         # and the number of steps of the parts before its own
@@ -94,14 +88,10 @@ class PartedStats:
         self._key_ts: list[np.ndarray] = []
         self._key_pos: list[np.ndarray] = []
         self._steps = 0
-        self._first_ts = links.first_ts
-        # The losses in time order, and the time of the last event before each.
-        self._gaps = sorted(records.lost, key=lambda rec: rec.ts_ns)
-        stamps = np.array([g.ts_ns for g in self._gaps], dtype=np.int64)
-        self._before = np.full(len(stamps), np.iinfo(np.int64).min)
+        self._gaps = losses.gaps
         self._pool = pool
         # What every part's rebuild reads besides its columns (pickled once for the workers).
-        self._context = (names, pt, records, self._first_ts)
+        self._context = (names, pt, records, links.first_ts, losses, render)
         self._pickled = b"" if pool is None else pickle.dumps(
             self._context, protocol=pickle.HIGHEST_PROTOCOL)
         # Events read but not rebuilt, in file order: pieces of batches,
@@ -117,8 +107,6 @@ class PartedStats:
                         continue
                     cols["pos"] = np.arange(at, at + n, dtype=np.int64)
                     cols["last"] = last[root[links.nodes.popleft()]]
-                    if len(stamps):
-                        self._note_times(cols["ts"], stamps)
                     held.append((int(cols["last"].min()), cols))
                     at += n
                     count += n
@@ -137,19 +125,6 @@ class PartedStats:
     @property
     def flow_count(self) -> int:
         return len(self._index)
-
-    def _note_times(self, ts: np.ndarray, stamps: np.ndarray) -> None:
-        times = np.sort(ts)
-        at = np.searchsorted(times, stamps, side="left") - 1
-        found = np.where(at >= 0, times[np.maximum(at, 0)], np.iinfo(np.int64).min)
-        np.maximum(self._before, found, out=self._before)
-
-    def _flow_gaps(self, start: int, end: int) -> list[Lost]:
-        """_FlowWork.flow_gaps: the losses from the flow's start up to the
-        trace's first event after its end (one with no event between the
-        flow's end and itself)."""
-        return [g for g, before in zip(self._gaps, self._before.tolist(), strict=True)
-                if start <= g.ts_ns and before <= end]
 
     def _part(self, held: list[tuple[int, dict[str, np.ndarray]]], read: int
               ) -> list[tuple[int, dict[str, np.ndarray]]]:
@@ -204,14 +179,18 @@ class PartedStats:
             self._index.append((ts, pos, offset, size, base))
             offset += size
 
-    def stats_by_flow(self, flow: int | None = None) -> tuple[TraceStats, Iterator[FlowStats]]:
-        """As PreparedStats.stats_by_flow."""
+    def pieces(self, flow: int | None = None
+               ) -> tuple[TraceStats, Iterator[tuple[int, Any, np.ndarray]]]:
+        """The trace's head and each flow's (number, piece as `render`
+        made it, the trace's step numbers by the piece's steps), all flows
+        or flow `flow` (KeyError if there is none), in order of their
+        first events."""
         if flow is not None and not 1 <= flow <= self.flow_count:
             raise KeyError(flow)
         inp = self.inp
         head = TraceStats(path=inp.path, events=self.events, flow_count=self.flow_count,
                           lost_total=inp.lost_total, cut_short=inp.cut_short,
-                          gaps=tuple(self._gaps), flows=[], sources=tuple(inp.sources))
+                          gaps=self._gaps, flows=[], sources=tuple(inp.sources))
         # A step's number is its first event's rank by (time, file position).
         key_ts = np.concatenate(self._key_ts) if self._key_ts else np.zeros(0, np.int64)
         key_pos = np.concatenate(self._key_pos) if self._key_pos else np.zeros(0, np.int64)
@@ -220,23 +199,25 @@ class PartedStats:
         del key_ts, key_pos
         order = sorted(self._index)
 
-        def flows() -> Iterator[FlowStats]:
+        def pieces() -> Iterator[tuple[int, Any, np.ndarray]]:
             for number, (_, _, offset, size, base) in enumerate(order, 1):
                 if flow is not None and number != flow:
                     continue
                 self._spool.seek(offset)
-                *row, span = pickle.loads(self._spool.read(size))
-                gaps = self._flow_gaps(*span) if self._gaps else []
-                yield _flow_of(tuple(row), number, rank[base:], gaps, inp.cut_short)
+                yield number, pickle.loads(self._spool.read(size)), rank[base:]
 
-        return head, flows()
+        return head, pieces()
+
+
+# What a part's flows are printed as (the viz stage's): a piece each.
+Render = Callable[[Iterable[FlowStats]], Iterator[Any]]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class PartResult:
     """What a part's rebuild leaves for the whole trace's numbering: per
     step (numbered from 0 in the part) its first event's time and file
-    position; per flow its first event's, and its pickled row (rows: one
+    position; per flow its first event's, and its pickled piece (one
     after another, sizes)."""
 
     key_ts: np.ndarray
@@ -250,21 +231,19 @@ class PartResult:
 def rebuild_part(context: tuple[Any, ...], cols: dict[str, np.ndarray], pos: np.ndarray
                  ) -> PartResult:
     """The tables of a part (columns in time order, each event's file
-    position) and its flows' statistics, as spooled rows. context: (probe
-    names, ProbeTable, StatsInput, the trace's first event time)."""
-    names, pt, inp, first_ts = context
+    position) and its flows' pieces, pickled. context: (probe names,
+    ProbeTable, StatsInput, the trace's first event time, LossTimes,
+    Render)."""
+    names, pt, inp, first_ts, losses, render = context
     c = EventColumns(probe_names=names, **cols)
     del cols
     ts = c.ts
-    prepared = PreparedStats.of_part(c, pt, inp, first_ts)
+    prepared = PreparedStats.of_part(c, pt, inp, first_ts, losses)
     del c
     firsts = prepared.flow_firsts
     keys = prepared.step_keys
     _, flows = prepared.stats_by_flow()
-    rows = []
-    for fl in flows:
-        row = (*_row_of(fl), prepared.flow_span(fl.number - 1))
-        rows.append(pickle.dumps(row, protocol=pickle.HIGHEST_PROTOCOL))
+    rows = [pickle.dumps(piece, protocol=pickle.HIGHEST_PROTOCOL) for piece in render(flows)]
     return PartResult(key_ts=ts[keys], key_pos=pos[keys], first_ts=ts[firsts],
                       first_pos=pos[firsts], sizes=np.array([len(r) for r in rows], np.int64),
                       rows=b"".join(rows))
@@ -294,75 +273,16 @@ def start_worker() -> None:
     use_system_allocator()
 
 
-# The spool holds flows as tuples of plain values: pickling the frozen
-# dataclasses themselves costs several times more (their state is read field
-# by field through dataclasses.fields), and every class a pickle names
-# (enumerations, numpy arrays) is looked up again as each flow is loaded:
-# enumeration members are spooled as their indices, arrays as bytes.
-_ACCOUNT_FIELDS = tuple(f.name for f in dataclasses.fields(ByteAccount)
-                        if f.name not in ("flow", "sender"))
-_ANCHORS: tuple[RangeSource | None, ...] = (None, *RangeSource)
-_ROLE_AT = {role: i for i, role in enumerate(ROLES)}
-_CLASS_AT = {klass: i for i, klass in enumerate(CLASSES)}
-_ANCHOR_AT = {anchor: i for i, anchor in enumerate(_ANCHORS)}
-_account_values = operator.attrgetter(*_ACCOUNT_FIELDS)  # the fields' values, as a tuple
-
-
-def _row_of(fl: FlowStats) -> tuple[Any, ...]:
-    p = fl.packets
-    return (fl.number, fl.client.addr, fl.client.port, fl.server.addr, fl.server.port, fl.netns,
-            fl.socks,
-            [(_ROLE_AT[a.sender], _account_values(a)) for a in fl.accounts],
-            [(_ROLE_AT[n.sender], _ANCHOR_AT[n.anchor], n.problems) for n in fl.streams],
-            fl.hop_stats.values.tobytes(),
-            (p.step, p.label, [_ROLE_AT[r] for r in p.sender], [_CLASS_AT[k] for k in p.klass],
-             p.hops.astype(np.int64).tobytes(), p.has_hop.astype(np.bool_).tobytes(), p.gap))
-
-
-def _flow_of(row: tuple[Any, ...], number: int, rank: np.ndarray, gaps: list[Lost],
-             cut_short: str | None) -> FlowStats:
-    """A spooled flow with the trace's flow and step numbers (rank: step
-    number by id within its part) and the losses during it."""
-    _, c_addr, c_port, s_addr, s_port, netns, socks, accounts, streams, hops, packets = row
-
-    def renumber(m: re.Match[str]) -> str:
-        return f"#{rank[int(m[1])]}"
-
-    acc = []
-    for sender, values in accounts:
-        fields = dict(zip(_ACCOUNT_FIELDS, values, strict=True))
-        fields.update(notes=account_notes(
-            fields["unknown_sends"], gaps, bool(cut_short),
-            other_way_notes(fields["written_other"], fields["read_other"])),
-                      complete=not gaps and not cut_short)
-        acc.append(ByteAccount(**fields, sender=ROLES[sender], flow=number))
-    notes = [StreamNote(sender=ROLES[n[0]], anchor=_ANCHORS[n[1]],
-                        problems=tuple(_STEP_ID.sub(renumber, text) for text in n[2]))
-             for n in streams]
-    step, label, senders, klasses, ns, has, gap = packets
-    shape = (len(step), len(HOPS))
-    return FlowStats(number=number, client=Endpoint(c_addr, c_port),
-                     server=Endpoint(s_addr, s_port), netns=netns, socks=socks,
-                     accounts=(acc[0], acc[1]), streams=(notes[0], notes[1]),
-                     hop_stats=HopTable(np.frombuffer(hops, dtype=np.int64)
-                                        .reshape(-1, HOP_FIELDS)),
-                     packets=FlowPackets(rank[np.array(step, dtype=np.int64)].tolist(), label,
-                                         [ROLES[r] for r in senders],
-                                         [CLASSES[k] for k in klasses],
-                                         np.frombuffer(ns, dtype=np.int64).reshape(shape),
-                                         np.frombuffer(has, dtype=np.bool_).reshape(shape),
-                                         gap))
-
-
 def stats_of_scan(scan: TraceScan, reopen: Callable[[], TraceScan],
                   lookup: Callable[[str], ProbeSpec | None], jobs: int,
-                  note: Callable[[str], None]) -> PreparedStats | PartedStats:
+                  note: Callable[[str], None], render: Render) -> PreparedStats | PartedStats:
     """--stats tables of a scanned trace: a version 2 file in parts when it
     can be (pass 1 on `scan`, pass 2 on `reopen()`; the parts rebuilt by
     `jobs` processes, this one and jobs - 1 workers, when there is more
     than one part), else whole (v1: a second parse would cost more than it saves).
     Irregular as PreparedStats; `note` tells why the workers did not start
-    (the parts are then rebuilt in this process). A version 1 file bigger
+    (the parts are then rebuilt in this process); `render` makes the
+    parts' flows into pieces (PartedStats). A version 1 file bigger
     than V1_WHOLE_BYTES is converted to a scratch version 2 copy first,
     and rebuilt in parts from it (named and cut short as the original)."""
     if scan.version == 1 and os.stat(scan.path).st_size > V1_WHOLE_BYTES:
@@ -373,7 +293,7 @@ def stats_of_scan(scan: TraceScan, reopen: Callable[[], TraceScan],
         try:
             copied = str(copy.path)
             prepared = stats_of_scan(scan_trace(copied), lambda: scan_trace(copied), lookup,
-                                     jobs, note)
+                                     jobs, note, render)
         finally:
             copy.close()  # both passes are done
         prepared.inp = dataclasses.replace(prepared.inp, path=scan.path,
@@ -406,15 +326,30 @@ def stats_of_scan(scan: TraceScan, reopen: Callable[[], TraceScan],
         if pool is not None and (why := pool.ready()) is not None:
             note(f"--stats in one process: its worker processes did not start ({why})")
             pool = None
+        losses = LossTimes.of(records.lost, _times(reopen, links.events))
         again = reopen()
         again.select(file_columns())
         return PartedStats(links, again, StatsInput(
             path=records.path, events=(), lost=list(records.lost),
             lost_total=records.lost_total, cut_short=records.cut_short,
-            sources=records.sources), pool)
+            sources=records.sources), losses, render, pool)
     finally:
         if pool is not None:
             pool.close()
+
+
+def _times(reopen: Callable[[], TraceScan], events: int) -> Iterator[np.ndarray]:
+    """The times of the first `events` events (the ones pass 1 read), from
+    the file read again: their time column only."""
+    scan = reopen()
+    scan.select(file_columns(["ts"]))
+    with scan:
+        for batch in scan:
+            if events <= 0:
+                break
+            ts = batch_columns(batch, {}, ["ts"])["ts"][:events]
+            events -= len(ts)
+            yield ts
 
 
 # Bytes a version 2 file takes per event, at least (measured: 7-9 on

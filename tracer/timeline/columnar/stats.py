@@ -54,6 +54,7 @@ from tracer.timeline.columnar.latency_table import (
     packet_points,
     wire_points,
 )
+from tracer.timeline.columnar.loss_times import LossTimes
 from tracer.timeline.columnar.probe_table import SYSCALL, TX, ProbeTable
 from tracer.timeline.columnar.regular_bytes import (
     ByteColumns,
@@ -209,24 +210,23 @@ class PreparedStats:
         records = StatsInput(path=inp.path, events=(), lost=list(inp.lost),
                              lost_total=inp.lost_total, cut_short=inp.cut_short,
                              sources=inp.sources)
-        self._prepare(c, ProbeTable.build(c.probe_names, lookup), records, False, None)
+        self._prepare(c, ProbeTable.build(c.probe_names, lookup), records, None, None)
 
     @classmethod
     def of_part(cls, c: EventColumns, pt: ProbeTable, records: StatsInput,
-                first_ts: int | None) -> PreparedStats:
+                first_ts: int | None, losses: LossTimes) -> PreparedStats:
         """The tables of a part of a trace, in columns: steps numbered from
         0 (the caller adds the steps of the parts before it), loss windows
-        from the whole trace's records and first event time (first_ts). Its
-        flows' accounts leave out the losses during each flow (flow_span:
-        the caller knows the trace's times)."""
+        from the whole trace's records and first event time (first_ts), the
+        losses during each flow from `losses` (the whole trace's times)."""
         self = cls.__new__(cls)
-        self._prepare(c, pt, records, True, first_ts)
+        self._prepare(c, pt, records, losses, first_ts)
         return self
 
     def _prepare(self, c: EventColumns, pt: ProbeTable, records: StatsInput,
-                 part: bool, first_ts: int | None) -> None:
+                 losses: LossTimes | None, first_ts: int | None) -> None:
         self.inp = records
-        self._part, self._first_ts = part, first_ts
+        self._losses, self._first_ts = losses, first_ts
         r = event_rules(c, pt)
         c = _without(c, "end_seq", "ack")  # read by the rules only
         ft = flow_table(c, r, pt)
@@ -274,7 +274,8 @@ class PreparedStats:
         inp, work, ts = self.inp, self._work, self.ts
         if flow is not None and not 1 <= flow <= self.flow_count:
             raise KeyError(flow)
-        first = self._first_ts if self._part else int(ts[0]) if len(ts) else None
+        part = self._losses is not None
+        first = self._first_ts if part else int(ts[0]) if len(ts) else None
         stamps = [first] if first is not None else []
         stamps += [rec.ts_ns for rec in inp.lost]
         start = min(stamps) if stamps else 0
@@ -290,6 +291,11 @@ class PreparedStats:
                           gaps=tuple(gaps),
                           flows=[], sources=tuple(inp.sources))
 
+        def flow_gaps(f: int) -> list[Lost]:
+            if self._losses is not None:
+                return self._losses.during(*self.flow_span(f))
+            return work.flow_gaps(f, gaps)
+
         def flows() -> Iterator[FlowStats]:
             bounds, pk = work.pk_bounds, work.st.packets
             hop_stats: dict[int, HopTable] = {}
@@ -301,7 +307,7 @@ class PreparedStats:
                     hop_stats = _hop_stats(work.pk_order[bounds[f]:bounds[made]], pk.flow,
                                            pk.sender, pp)
                 yield work.flow_stats(f, placed.pop(f), pp, hop_stats.pop(f + 1, NO_HOPS),
-                                      [] if self._part else work.flow_gaps(f, gaps),
+                                      flow_gaps(f),
                                       inp.cut_short)
 
         return head, flows()

@@ -35,7 +35,7 @@ def _groups(nesting: bool) -> list[int]:
         "source": np.zeros(n, dtype=np.uint16),
     })
     root, _ = links.groups()
-    return root[links.nodes[0]].tolist()
+    return root[next(iter(links.nodes))].tolist()
 
 
 def test_an_event_inside_an_open_call_joins_it() -> None:

@@ -81,10 +81,12 @@ class GroupPlan(TraceClock):
             self._rank[order] = np.arange(len(order))
             del order
         root, last = links.groups()
-        self._nodes = list(links.nodes)  # kept: parts() may be read again (viz/exportgroups.py)
-        node_of = np.concatenate(self._nodes) if self._nodes else np.zeros(0, np.int32)
-        self.largest = int(np.bincount(root[node_of]).max()) if len(node_of) else 0
-        del node_of
+        self._nodes = links.nodes  # read again by each parts() (viz/exportgroups.py)
+        sizes = np.zeros(len(root), dtype=np.int64)
+        for nodes in self._nodes:
+            sizes += np.bincount(root[nodes], minlength=len(root))
+        self.largest = int(sizes.max()) if len(sizes) else 0
+        del sizes
         self._root, self._last = root, last
         self.parts_made = 0
         # A version 1 file's version 2 copy, deleted with the plan.

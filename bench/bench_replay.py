@@ -400,12 +400,14 @@ def bench_v2(caps: Caps, source: Path, events_asked: int, outdir: Path,
 
 
 def bench_stats_files(files: list[Path], baseline: Path | None, v1: Path | None, rounds: int,
-                      timeout: float, rss_cap: int, outdir: Path) -> None:
+                      timeout: float, rss_cap: int, outdir: Path, jobs: list[int]) -> None:
     """`kpath replay --stats` of traces already made, by this checkout and
-    by `baseline` (another checkout: `python -m kpath` run in it), run by
-    run alternating, outputs compared byte for byte; with `v1`, a json.loads
-    pass over that file in each round (the format target's baseline)."""
-    trees = [("this", ROOT)] + ([("baseline", baseline)] if baseline is not None else [])
+    by `baseline` (another checkout: `python -m kpath` run in it), with each
+    --jobs value, run by run alternating, outputs compared byte for byte;
+    with `v1`, a json.loads pass over that file in each round (the format
+    target's baseline)."""
+    trees = [(f"this{_jobs_tag(j)}", ROOT, j) for j in jobs] + (
+        [(f"baseline{_jobs_tag(j)}", baseline, j) for j in jobs] if baseline is not None else [])
     me = [sys.executable, str(Path(__file__).resolve())]
     runs: dict[tuple[str, str], list[Result]] = {}
     for r in range(rounds):
@@ -414,9 +416,10 @@ def bench_stats_files(files: list[Path], baseline: Path | None, v1: Path | None,
                 "json.loads", [*me, "--child", "json", str(v1)], 0, timeout, rss_cap))
         for f in files:
             texts = []
-            for name, tree in trees:
-                out = outdir / f"stats.{name}.txt"
-                res = measure(f"replay --stats ({name})", kpath("replay", "--stats", str(f)), 0,
+            for name, tree, j in trees:
+                out = outdir / "stats.txt"
+                res = measure(f"replay --stats ({name})",
+                              kpath("replay", "--stats", "--jobs", str(j), str(f)), 0,
                               timeout, rss_cap, stdout=out, cwd=tree)
                 with open(out, "rb") as fh:
                     m = re.search(rb": (\d+) events", fh.read(4096))
@@ -425,27 +428,34 @@ def bench_stats_files(files: list[Path], baseline: Path | None, v1: Path | None,
                 out.unlink()
                 res.events = int(m[1]) if m else 0
                 runs.setdefault((f.name, name), []).append(res)
-            if len(texts) > 1 and texts[0] != texts[1]:
-                print(f"  {f.name}: the two checkouts' outputs DIFFER", flush=True)
+            if len(set(texts)) > 1:
+                print(f"  {f.name}: the outputs DIFFER", flush=True)
         print(f"  round {r + 1} of {rounds} done (load average {os.getloadavg()[0]:.1f})",
               flush=True)
     print("  | trace | command | CPU per run | events/s of CPU (best) | peak RSS | "
-          "process tree peak RSS | wall |")
-    print("  |---|---|---:|---:|---:|---:|---:|")
+          "process tree peak RSS | wall | events/s of wall (median) |")
+    print("  |---|---|---:|---:|---:|---:|---:|---:|")
     for (trace, name), results in runs.items():
         ok = [x for x in results if x.ok and x.cpu]
         if not ok:
-            print(f"  | {trace} | {name} | {results[0].status} | | | | |")
+            print(f"  | {trace} | {name} | {results[0].status} | | | | | |")
             continue
         cpus = ", ".join(f"{x.cpu:.2f} s" for x in ok)
         rate = f"{max(x.events / x.cpu for x in ok if x.cpu):,.0f}" if ok[0].events else ""
         rss = sorted(x.rss / MIB for x in ok if x.rss)
-        walls = ", ".join(f"{x.wall:.1f} s" for x in ok if x.wall)
+        walls = ", ".join(f"{x.wall:.2f} s" for x in ok if x.wall)
         # polled every 50 ms, the spawner's few MiB included
         tree = sorted(x.tree_rss / MIB for x in ok if x.tree_rss)
         trees = f"{tree[0]:,.0f}-{tree[-1]:,.0f} MiB" if tree else ""
+        wall = sorted(x.wall for x in ok if x.wall)
+        per_wall = (f"{ok[0].events / wall[len(wall) // 2]:,.0f}"
+                    if ok[0].events and wall else "")
         print(f"  | {trace} | {name} | {cpus} | {rate} | {rss[0]:,.0f}-{rss[-1]:,.0f} MiB "
-              f"| {trees} | {walls} |")
+              f"| {trees} | {walls} | {per_wall} |")
+
+
+def _jobs_tag(jobs: int) -> str:
+    return "" if jobs == 1 else f", --jobs {jobs}"
 
 
 # Bounded memory of the object timeline's outputs (issue 8 item 4): a trace
@@ -505,6 +515,8 @@ def main() -> None:
     ap.add_argument("--json-v1", type=Path, metavar="V1",
                     help="with --stats-files: a json.loads pass over this v1 file each round")
     ap.add_argument("--rounds", type=int, default=2, help="with --stats-files: runs of each")
+    ap.add_argument("--jobs", default="1", metavar="N[,M]",
+                    help="with --stats-files: replay --stats --jobs values run (default 1)")
     ap.add_argument("--child", nargs=2, metavar=("KIND", "FILE"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -514,7 +526,8 @@ def main() -> None:
         print(f"load average {os.getloadavg()[0]:.2f}", flush=True)
         with tempfile.TemporaryDirectory(prefix="kpath-bench-replay-") as scratch:
             bench_stats_files(args.stats_files, args.baseline, args.json_v1, args.rounds,
-                              args.timeout, int(args.rss_cap * (1 << 30)), Path(scratch))
+                              args.timeout, int(args.rss_cap * (1 << 30)), Path(scratch),
+                              [int(j) for j in args.jobs.split(",")])
         return
     if args.quick:
         args.sizes, args.v2_size, args.formats = "20k,100k", "50k", "svg,perfetto"

@@ -187,8 +187,8 @@ def _warn_cut_short(trace: Trace) -> None:
                    "per-packet latency table (docs/correlation.md).")
 @click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True, metavar="N",
               help="--stats: rebuild a big trace's parts in N processes, this one and N-1 "
-                   "workers: a free core shortens the wall time somewhat, each worker "
-                   "costs ~100 MiB and CPU (bench/README.md).")
+                   "workers: on a free core a worker shortens the wall time by a quarter "
+                   "to a third, and costs ~100 MiB and some CPU (bench/README.md).")
 @_no_cycle_collection
 def replay_cmd(file: str, flow: str | None, no_color: bool, out_format: str,
                stats: bool, jobs: int) -> None:

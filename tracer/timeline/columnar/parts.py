@@ -113,7 +113,7 @@ class PartedStats:
                     if count >= PART_EVENTS:
                         held = self._part(held, at)
                         count = 0
-            self._part(held, at + 1)
+            self._part(held, at + 1, final=True)
             if pool is not None:
                 pool.drain()
         finally:
@@ -126,11 +126,13 @@ class PartedStats:
     def flow_count(self) -> int:
         return len(self._index)
 
-    def _part(self, held: list[tuple[int, dict[str, np.ndarray]]], read: int
-              ) -> list[tuple[int, dict[str, np.ndarray]]]:
+    def _part(self, held: list[tuple[int, dict[str, np.ndarray]]], read: int,
+              final: bool = False) -> list[tuple[int, dict[str, np.ndarray]]]:
         """Rebuilds the held events whose groups end before `read`; returns
         the rest. A piece none of whose groups is complete is not copied:
-        a group spanning the trace costs no copy per part."""
+        a group spanning the trace costs no copy per part. The `final` part
+        goes in halves to a worker with room and to this process (which
+        would otherwise wait for the worker's last part, idle)."""
         ready: list[dict[str, np.ndarray]] = []
         rest: list[tuple[int, dict[str, np.ndarray]]] = []
         for first_end, cols in held:
@@ -148,14 +150,27 @@ class PartedStats:
         if not ready:
             return rest
         cols = {name: np.concatenate([r[name] for r in ready]) for name in ready[0]}
-        del ready, cols["last"]
+        del ready
         ts = cols["ts"]
         if len(ts) > 1 and (ts[1:] < ts[:-1]).any():
             order = np.argsort(ts, kind="stable")  # file order breaks ties
             cols = {name: col[order] for name, col in cols.items()}
+        pool = self._pool
+        if final and pool is not None and pool.has_room() and (halves := _halves(cols)):
+            del cols
+            self._rebuild(halves[0], True)
+            self._rebuild(halves[1], False)
+        else:
+            self._rebuild(cols, pool is not None and pool.has_room())
+        return rest
+
+    def _rebuild(self, cols: dict[str, np.ndarray], in_worker: bool) -> None:
+        """A part's columns (in time order, with each event's group end and
+        file position) rebuilt by a worker or here, taken in turn."""
+        del cols["last"]
         pos = cols.pop("pos")
         pool = self._pool
-        if pool is not None and pool.has_room():
+        if pool is not None and in_worker:
             pool.submit(self._take, rebuild_in_worker, self._pickled, cols, pos)
         elif pool is not None:
             pool.put(self._take, rebuild_part(self._context, cols, pos))
@@ -163,7 +178,6 @@ class PartedStats:
             self._take(rebuild_part(self._context, cols, pos))
         del cols, pos
         release_freed_memory()
-        return rest
 
     def _take(self, part: PartResult) -> None:
         """A rebuilt part's results, in the order the parts were read: its
@@ -211,6 +225,22 @@ class PartedStats:
 
 # What a part's flows are printed as (the viz stage's): a piece each.
 Render = Callable[[Iterable[FlowStats]], Iterator[Any]]
+
+
+def _halves(cols: dict[str, np.ndarray]
+            ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]] | None:
+    """A part's events in two parts of about as many events, each group
+    whole in one (a group's events share their group end); None when one
+    group holds more than half."""
+    end = cols["last"]
+    cut = np.partition(end, len(end) // 2)[len(end) // 2]
+    first = end < cut
+    if not first.any():
+        first = end <= cut
+        if first.all():
+            return None
+    return ({name: col[first] for name, col in cols.items()},
+            {name: col[~first] for name, col in cols.items()})
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

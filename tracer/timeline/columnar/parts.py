@@ -56,6 +56,7 @@ from tracer.timeline.columnar.stats import (
 )
 from tracer.timeline.columnar.workers import PartPool
 from tracer.tracefile import TraceScan, scan_trace
+from tracer.tracefile.read_ahead import read_ahead
 from tracer.tracefile.scan import V1_WHOLE_BYTES
 
 PART_EVENTS = 1 << 16  # events rebuilt at once: ~300 bytes each at the peak
@@ -100,7 +101,7 @@ class PartedStats:
         count = at = 0
         try:
             with scan:
-                for batch in scan:
+                for batch in read_ahead(iter(scan)):
                     cols = batch_columns(batch, links.probe_code)
                     n = len(cols["ts"])
                     if not n:
@@ -340,7 +341,7 @@ def stats_of_scan(scan: TraceScan, reopen: Callable[[], TraceScan],
         # a batch one of them finds corrupt must end both at the same event.
         scan.select(file_columns())
         with scan:
-            for batch in scan:
+            for batch in read_ahead(iter(scan)):
                 links.add(batch_columns(batch, links.probe_code, LINK_COLUMNS))
         records = ScannedInput(scan)
         unflagged = any(not links.flags.pairs[p] for p in links.return_probes)

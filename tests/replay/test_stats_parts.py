@@ -11,6 +11,7 @@ import os
 import signal
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -29,6 +30,7 @@ from tracer.timeline.columnar import (
     stats_of_scan,
 )
 from tracer.timeline.columnar import parts as parts_module
+from tracer.timeline.columnar import workers as workers_module
 from tracer.timeline.event_rules import probe_spec, recorded_probes
 from tracer.tracefile import (
     Trace,
@@ -190,12 +192,21 @@ def test_cli_stats_in_parts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     assert res.stdout == render_stats(tl) and not res.stderr
 
 
-def _die(*_: object) -> None:
-    """A worker's rebuild that kills its process (as the OOM killer would)."""
+_REBUILD = parts_module.rebuild_in_worker
+
+
+def _die(*args: Any) -> Any:
+    """A worker's rebuild that kills its process (as the OOM killer would);
+    rebuilt as usual where the parent runs a part taken back (PartPool.drain)."""
+    if not workers_module.IN_WORKER:
+        return _REBUILD(*args)
     os.kill(os.getpid(), signal.SIGKILL)
+    return None
 
 
-def _out_of_memory(*_: object) -> None:
+def _out_of_memory(*args: Any) -> Any:
+    if not workers_module.IN_WORKER:
+        return _REBUILD(*args)
     raise MemoryError
 
 

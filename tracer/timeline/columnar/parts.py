@@ -114,7 +114,7 @@ class PartedStats:
                     if count >= PART_EVENTS:
                         held = self._part(held, at)
                         count = 0
-            self._part(held, at + 1, final=True)
+            self._part(held, at + 1)
             if pool is not None:
                 pool.drain()
         finally:
@@ -127,13 +127,11 @@ class PartedStats:
     def flow_count(self) -> int:
         return len(self._index)
 
-    def _part(self, held: list[tuple[int, dict[str, np.ndarray]]], read: int,
-              final: bool = False) -> list[tuple[int, dict[str, np.ndarray]]]:
+    def _part(self, held: list[tuple[int, dict[str, np.ndarray]]], read: int
+              ) -> list[tuple[int, dict[str, np.ndarray]]]:
         """Rebuilds the held events whose groups end before `read`; returns
         the rest. A piece none of whose groups is complete is not copied:
-        a group spanning the trace costs no copy per part. The `final` part
-        goes in halves to a worker with room and to this process (which
-        would otherwise wait for the worker's last part, idle)."""
+        a group spanning the trace costs no copy per part."""
         ready: list[dict[str, np.ndarray]] = []
         rest: list[tuple[int, dict[str, np.ndarray]]] = []
         for first_end, cols in held:
@@ -157,12 +155,7 @@ class PartedStats:
             order = np.argsort(ts, kind="stable")  # file order breaks ties
             cols = {name: col[order] for name, col in cols.items()}
         pool = self._pool
-        if final and pool is not None and pool.has_room() and (halves := _halves(cols)):
-            del cols
-            self._rebuild(halves[0], True)
-            self._rebuild(halves[1], False)
-        else:
-            self._rebuild(cols, pool is not None and pool.has_room())
+        self._rebuild(cols, pool is not None and pool.has_room())
         return rest
 
     def _rebuild(self, cols: dict[str, np.ndarray], in_worker: bool) -> None:
@@ -226,22 +219,6 @@ class PartedStats:
 
 # What a part's flows are printed as (the viz stage's): a piece each.
 Render = Callable[[Iterable[FlowStats]], Iterator[Any]]
-
-
-def _halves(cols: dict[str, np.ndarray]
-            ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]] | None:
-    """A part's events in two parts of about as many events, each group
-    whole in one (a group's events share their group end); None when one
-    group holds more than half."""
-    end = cols["last"]
-    cut = np.partition(end, len(end) // 2)[len(end) // 2]
-    first = end < cut
-    if not first.any():
-        first = end <= cut
-        if first.all():
-            return None
-    return ({name: col[first] for name, col in cols.items()},
-            {name: col[~first] for name, col in cols.items()})
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

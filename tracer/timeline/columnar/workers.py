@@ -1,17 +1,20 @@
 """Worker processes for work cut into independent parts (--stats' parts,
 parts.py): the parent reads the file and hands parts over while a worker
 has room (one part running, one waiting), and rebuilds the others itself;
-results are taken in the order the parts were read. On 2 cores, the parent
-and one worker keep both busy; each process holding its own imports
-(~60 MiB), a second worker would cost more memory than time.
+results are taken in the order the parts were read. The waiting part waits
+in the parent, written to the worker once it answers the part before: at
+the end the parent takes back and rebuilds what the worker has not started
+instead of waiting for it (drain). On 2 cores, the parent and one worker
+keep both busy; each process holding its own imports (~60 MiB), a second
+worker would cost more memory than time.
 
 A worker is a fresh interpreter (`python -c`, serve() below): never a
 fork of the parent, whose Arrow reader runs threads (a fork copies their
 locks, not the threads), and it runs no __main__ of the parent's (as
 multiprocessing's spawn does). Calls and results go through its stdin and
-stdout as length-prefixed pickles, written and read by two threads per
-worker, so a part handed over never blocks the parent. Started before pass
-1, its imports overlap it.
+stdout as pickles with their numpy buffers out of band (Message), written
+and read by two threads per worker, so a part handed over never blocks
+the parent. Started before pass 1, its imports overlap it.
 
 Not concurrent.futures' ProcessPoolExecutor: on Python 3.11 its shutdown
 hangs when a worker dies while a large call is being written to it (the
@@ -42,6 +45,7 @@ class WorkerFailed(Exception):
 
 
 _SIZE = struct.Struct("<Q")
+IN_WORKER = False  # this process is a worker (serve())
 _PATH_ENV = "KPATH_WORKER_SYS_PATH"
 # Ctrl-C reaches the whole process group: the parent's to handle (it stops
 # the workers), ignored by them from the start.
@@ -103,6 +107,8 @@ def serve() -> None:
     on stdout, until stdin ends. Its own prints go to stderr. It then ends
     at once: the interpreter's teardown took 30-40 ms the parent waited
     for."""
+    global IN_WORKER
+    IN_WORKER = True
     out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
     inp = sys.stdin.buffer
@@ -129,7 +135,9 @@ def serve() -> None:
 
 
 class _Worker:
-    """One worker process, its calls answered in order."""
+    """One worker process, its calls answered in order. A call is written
+    to it only once it has answered the one before: until then the call
+    waits here, where the parent may take it back (steal)."""
 
     def __init__(self) -> None:
         import subprocess
@@ -141,6 +149,7 @@ class _Worker:
         self._todo: collections.deque[Message | None] = collections.deque()
         self._ready = threading.Condition()
         self.outstanding: collections.deque[Future[Any]] = collections.deque()
+        self._sent = self._answered = 0
         self._dead = False
         self._threads = [threading.Thread(target=self._feed, args=(self.proc.stdin,),
                                           name="kpath-worker-feed", daemon=True),
@@ -166,9 +175,11 @@ class _Worker:
         try:
             while True:
                 with self._ready:
-                    while not self._todo:
+                    while not self._todo or (self._sent > self._answered and not self._dead
+                                             and self._todo[0] is not None):
                         self._ready.wait()
                     message = self._todo.popleft()
+                    self._sent += message is not None
                 if message is None:
                     break
                 _write(stdin, message)
@@ -187,6 +198,8 @@ class _Worker:
                 del head, buffers
                 with self._ready:
                     fut = self.outstanding.popleft()
+                    self._answered += 1
+                    self._ready.notify()
                 if ok:
                     fut.set_result(value)
                 else:
@@ -204,6 +217,14 @@ class _Worker:
 
     def running(self) -> int:
         return sum(1 for fut in self.outstanding if not fut.done())
+
+    def steal(self) -> tuple[Future[Any], Message] | None:
+        """The last call not written to the worker yet, taken back (its
+        future, its message), or None."""
+        with self._ready:
+            if not self._todo or self._todo[-1] is None or self._dead:
+                return None
+            return self.outstanding.pop(), self._todo.pop()  # type: ignore[return-value]
 
     def stop(self, kill: bool) -> None:
         with self._ready:
@@ -275,7 +296,17 @@ class PartPool:
             self._take_oldest()
 
     def drain(self) -> None:
-        """Waits for every part submitted."""
+        """Waits for every part submitted, first running here the ones a
+        worker has not started (it would finish them after its running
+        part while this process waited idle)."""
+        for worker in self._workers:
+            while (stolen := worker.steal()) is not None:
+                fut, (head, buffers) = stolen
+                fn, args = pickle.loads(head, buffers=buffers)
+                del head, buffers
+                # As a part rebuilt here: its error is this process's own.
+                fut.set_result(fn(*args))
+                del fn, args
         while self._pending:
             self._take_oldest()
 

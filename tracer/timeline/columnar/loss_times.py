@@ -42,7 +42,7 @@ class LossTimes:
     def during(self, start: int, end: int) -> list[Lost]:
         """The losses from a flow's start up to the trace's first event
         after its end (no event between the flow's end and the loss), as
-        the whole trace's rebuild counts them (_FlowWork.flow_gaps)."""
+        the object timeline counts them."""
         if not self.gaps:
             return []
         return [g for g, before in zip(self.gaps, self.before.tolist(), strict=True)

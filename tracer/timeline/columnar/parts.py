@@ -154,17 +154,10 @@ class PartedStats:
         if len(ts) > 1 and (ts[1:] < ts[:-1]).any():
             order = np.argsort(ts, kind="stable")  # file order breaks ties
             cols = {name: col[order] for name, col in cols.items()}
-        pool = self._pool
-        self._rebuild(cols, pool is not None and pool.has_room())
-        return rest
-
-    def _rebuild(self, cols: dict[str, np.ndarray], in_worker: bool) -> None:
-        """A part's columns (in time order, with each event's group end and
-        file position) rebuilt by a worker or here, taken in turn."""
         del cols["last"]
         pos = cols.pop("pos")
         pool = self._pool
-        if pool is not None and in_worker:
+        if pool is not None and pool.has_room():
             pool.submit(self._take, rebuild_in_worker, self._pickled, cols, pos)
         elif pool is not None:
             pool.put(self._take, rebuild_part(self._context, cols, pos))
@@ -172,6 +165,7 @@ class PartedStats:
             self._take(rebuild_part(self._context, cols, pos))
         del cols, pos
         release_freed_memory()
+        return rest
 
     def _take(self, part: PartResult) -> None:
         """A rebuilt part's results, in the order the parts were read: its

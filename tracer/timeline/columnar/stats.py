@@ -291,10 +291,8 @@ class PreparedStats:
                           gaps=tuple(gaps),
                           flows=[], sources=tuple(inp.sources))
 
-        def flow_gaps(f: int) -> list[Lost]:
-            if self._losses is not None:
-                return self._losses.during(*self.flow_span(f))
-            return work.flow_gaps(f, gaps)
+        # A part is given the whole trace's; the whole trace has its times here.
+        losses = self._losses if self._losses is not None else LossTimes.of(gaps, [ts])
 
         def flows() -> Iterator[FlowStats]:
             bounds, pk = work.pk_bounds, work.st.packets
@@ -307,7 +305,7 @@ class PreparedStats:
                     hop_stats = _hop_stats(work.pk_order[bounds[f]:bounds[made]], pk.flow,
                                            pk.sender, pp)
                 yield work.flow_stats(f, placed.pop(f), pp, hop_stats.pop(f + 1, NO_HOPS),
-                                      flow_gaps(f),
+                                      losses.during(*self.flow_span(f)),
                                       inp.cut_short)
 
         return head, flows()
@@ -551,15 +549,6 @@ class _FlowWork:
             self.st.messages.of_event[syscall[has]]]
         out[rows, POINT_COL[Point.COPY]] = copy
         return out
-
-    def flow_gaps(self, f: int, gaps: list[Lost]) -> list[Lost]:
-        if not gaps:
-            return []
-        end = int(self.st.flow_end[f])
-        after = int(np.searchsorted(self.ts, end, side="right"))
-        until = int(self.ts[after]) if after < len(self.ts) else None
-        begin = int(self.st.flow_start[f])
-        return [g for g in gaps if begin <= g.ts_ns and (until is None or g.ts_ns <= until)]
 
     def flow_stats(self, f: int, placed: _Placed, pp: PacketPoints, hop_stats: HopTable,
                    gaps: list[Lost], cut_short: str | None) -> FlowStats:

@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tracer.timeline.columnar.grouping import factorize, run_numbers, sort_order
+from tracer.timeline.columnar.grouping import (
+    _HASH_FROM,
+    _dense_ids,
+    factorize,
+    run_numbers,
+    sort_order,
+)
 
 
 def _factorize_loop(*cols: np.ndarray) -> tuple[list[int], int]:
@@ -31,7 +37,7 @@ def _column(rng: np.random.Generator, n: int, kind: int) -> np.ndarray:
 @pytest.mark.parametrize("seed", range(40))
 def test_factorize_matches_sorted_tuples(seed: int) -> None:
     rng = np.random.default_rng(seed)
-    n = int(rng.integers(1, 300))
+    n = int(rng.integers(1, 300 if seed % 4 else 3000))  # both sides of _HASH_FROM
     ncols = int(rng.integers(1, 7))
     pool = [_column(rng, n, int(rng.integers(0, 6))) for _ in range(ncols)]
     # repeated rows (runs and far apart), as events of one flow
@@ -42,6 +48,18 @@ def test_factorize_matches_sorted_tuples(seed: int) -> None:
     assert got.dtype == np.int64
     assert got.tolist() == want
     assert count == want_count
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.uint64, np.int32, np.uint16, np.int8, np.bool_])
+def test_dense_ids_are_np_unique_inverse(dtype: type) -> None:
+    rng = np.random.default_rng(7)
+    for n in (1, _HASH_FROM - 1, _HASH_FROM, 5000):
+        key = rng.integers(0, 2 if dtype is np.bool_ else 100, n).astype(dtype)
+        ids, count = _dense_ids(key)
+        _, want = np.unique(key, return_inverse=True)
+        assert ids.dtype == np.int64
+        assert ids.tolist() == want.tolist()
+        assert count == len(np.unique(key))
 
 
 def test_factorize_empty() -> None:

@@ -134,6 +134,19 @@ def serve() -> None:
         del message
 
 
+_PIPE_BYTES = 1 << 20  # /proc/sys/fs/pipe-max-size's default
+
+
+def _widen(pipe: IO[bytes]) -> None:
+    """A pipe holding 1 MiB instead of 64 KiB: a part's columns (~4 MiB) go
+    through in a few reads and writes, each of which waits for the GIL
+    again in the parent's threads (h1m --jobs 2: 1.18 -> 1.13 s)."""
+    import fcntl
+
+    with contextlib.suppress(OSError):  # over the user's pipe quota: as it is
+        fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, _PIPE_BYTES)
+
+
 class _Worker:
     """One worker process, its calls answered in order. A call is written
     to it only once it has answered the one before: until then the call
@@ -146,6 +159,8 @@ class _Worker:
         self.proc = subprocess.Popen([sys.executable, "-c", _SERVE], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, env=env)
         assert self.proc.stdin is not None and self.proc.stdout is not None
+        for pipe in (self.proc.stdin, self.proc.stdout):
+            _widen(pipe)
         self._todo: collections.deque[Message | None] = collections.deque()
         self._ready = threading.Condition()
         self.outstanding: collections.deque[Future[Any]] = collections.deque()

@@ -29,6 +29,7 @@ from probes.catalog import ProbeSpec
 from tracer.timeline.columnar.columns import NO_EP, TASK
 from tracer.timeline.columnar.event_table import PORT_MASK
 from tracer.timeline.columnar.grouping import factorize, first_index
+from tracer.timeline.columnar.key_table import KeyTable, row_keys
 from tracer.timeline.columnar.probe_table import ProbeTable
 
 LINK_COLUMNS = ("ts", "probe", "is_return", "ctx", "softirq", "tid", "sk", "src", "dst",
@@ -105,11 +106,10 @@ class Links:
         self.parent = np.zeros(1 << 12, dtype=np.int64)
         self.last = np.zeros(1 << 12, dtype=np.int64)  # per node, its last event
         self.size = 0
-        # Keys as one int (tag in the low 2 bits): a tuple per key would
-        # cost twice the memory, and a large trace has millions of keys.
-        self.ids: dict[int, int] = {}
-        # context -> its latest event: time << 40 | node << 1 | chained
-        self.ctx_tail: dict[int, int] = {}
+        # per key tag, each key's node
+        self.ids: dict[int, KeyTable] = {}
+        # per context, its latest event: time, node, chained
+        self.ctx_tail = KeyTable("at", "node", "chained")
         self.ctx_disorder = False  # a context's events out of time order across batches
         self.nodes = BatchNodes()  # per batch, each event's node
         self.events = 0
@@ -127,30 +127,22 @@ class Links:
         return out
 
     def _nodes_of(self, tag: int, *cols: np.ndarray) -> np.ndarray:
-        """The node of each row's key (tag, *cols), made when new; cols of
-        48 bits at most but the last."""
+        """The node of each row's key (tag, *cols), made when new (in the
+        order of the keys' first rows)."""
         if not len(cols[0]):
             return np.zeros(0, dtype=np.int64)
         grp, ng = factorize(*cols)
         firsts = first_index(grp, ng)
+        keys = row_keys(*(col[firsts] for col in cols))
+        table = self.ids.setdefault(tag, KeyTable("node"))
+        row = table.find(keys)
+        known = row >= 0
         ids = np.empty(ng, dtype=np.int64)
-        known = self.ids
-        fresh: list[tuple[int, int]] = []  # (group, key) of keys seen first here
-        for g, values in enumerate(zip(*(col[firsts].tolist() for col in cols), strict=True)):
-            key = 0
-            for v in values:
-                key = (key << 48) | v
-            key = (key << 2) | tag
-            node = known.get(key)
-            if node is None:
-                fresh.append((g, key))
-            else:
-                ids[g] = node
-        if fresh:
-            nodes = self._new(len(fresh))
-            for (g, key), node in zip(fresh, nodes.tolist(), strict=True):
-                known[key] = node
-                ids[g] = node
+        ids[known] = table.values["node"][row[known]]
+        fresh = ~known
+        nodes = self._new(int(fresh.sum()))
+        ids[fresh] = nodes
+        table.add(keys[fresh], node=nodes)
         out: np.ndarray = ids[grp]
         return out
 
@@ -238,24 +230,17 @@ class Links:
         tie = same & (chained[1:] | chained[:-1])
         ends.append((r[1:][tie], r[:-1][tie]))
         heads = np.flatnonzero(np.r_[True, ~same])
-        extra: list[tuple[int, int]] = []
-        node_bits = (1 << 40) - 1
-        for key, node, ch, at in zip(k[heads].tolist(), r[heads].tolist(),
-                                     chained[heads].tolist(), t[heads].tolist(), strict=True):
-            before = self.ctx_tail.get(key)
-            if before is None:
-                continue
-            if at < before >> 40:
-                self.ctx_disorder = True
-            if before & 1 or ch:
-                extra.append(((before & node_bits) >> 1, node))
+        row = self.ctx_tail.find(k[heads])
+        seen = row >= 0
+        before = {name: col[row[seen]] for name, col in self.ctx_tail.values.items()}
+        if (t[heads][seen].astype(np.int64) < before["at"]).any():
+            self.ctx_disorder = True
+        joined = (before["chained"] != 0) | chained[heads][seen]
+        extra = (before["node"][joined], r[heads][seen][joined])
         tails = np.flatnonzero(np.r_[~same, True])
-        for key, node, ch, at in zip(k[tails].tolist(), r[tails].tolist(),
-                                     chained[tails].tolist(), t[tails].tolist(), strict=True):
-            self.ctx_tail[key] = at << 40 | node << 1 | ch
-        if extra:
-            pairs = np.array(extra, dtype=np.int64)
-            ends.append((pairs[:, 0], pairs[:, 1]))
+        self.ctx_tail.set(k[tails], at=t[tails].astype(np.int64), node=r[tails],
+                          chained=chained[tails].astype(np.int64))
+        ends.append(extra)
         if self.nesting:
             ends.append(self._nested(cols, (host << 48) | ctx, rep))
         a = np.concatenate([e[0] for e in ends])
@@ -306,7 +291,7 @@ class Links:
     def groups(self) -> tuple[np.ndarray, np.ndarray]:
         """(each node's group, each group's last event position); the keys
         are let go (`nodes` stays, for pass 2)."""
-        self.ids, self.ctx_tail, self.open_calls = {}, {}, {}
+        self.ids, self.ctx_tail, self.open_calls = {}, KeyTable(), {}
         roots = self.parent[:self.size]
         while True:
             up = roots[roots]

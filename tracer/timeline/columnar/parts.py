@@ -26,6 +26,7 @@ batch by batch).
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import gc
 import os
@@ -81,14 +82,19 @@ class PartedStats:
         pt = ProbeTable.build(names, links.flags.lookup)
         # Lives as long as the pieces (deleted on close, by the system).
         self._spool: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115
-        # per flow: its first event's (time, file position), offset, size,
-        # and the number of steps of the parts before its own
-        self._index: list[tuple[int, int, int, int, int]] = []
-        # per step, parts in order and each part's steps in id order: its
-        # first event's (time, file position)
-        self._key_ts: list[np.ndarray] = []
-        self._key_pos: list[np.ndarray] = []
+        # Per part, in arrays (a 10 M-event trace has ~2 M steps and ~40 k
+        # flows: as tuples of ints they took ~40 MiB): per flow its first
+        # event's time and file position, its piece's offset and size in
+        # the spool, and the number of steps of the parts before its own;
+        # per step (each part's in id order) its first event's time and
+        # file position.
+        self._flows: collections.deque[tuple[np.ndarray, ...]] = collections.deque()
+        self._step_keys: collections.deque[tuple[np.ndarray, ...]] = collections.deque()
+        self._flow_count = 0
         self._steps = 0
+        # positions as int32 when they fit
+        self._pos_type = np.int32 if links.events < 1 << 31 else np.int64
+        self._numbers: tuple[np.ndarray, np.ndarray] | None = None
         self._gaps = losses.gaps
         self._pool = pool
         # What every part's rebuild reads besides its columns (pickled once for the workers).
@@ -125,7 +131,7 @@ class PartedStats:
 
     @property
     def flow_count(self) -> int:
-        return len(self._index)
+        return self._flow_count
 
     def _part(self, held: list[tuple[int, dict[str, np.ndarray]]], read: int
               ) -> list[tuple[int, dict[str, np.ndarray]]]:
@@ -172,14 +178,30 @@ class PartedStats:
         steps numbered after the steps of the parts before it."""
         base = self._steps
         self._steps += len(part.key_ts)
-        self._key_ts.append(part.key_ts)
-        self._key_pos.append(part.key_pos)
+        self._step_keys.append((part.key_ts, part.key_pos.astype(self._pos_type)))
         offset = self._spool.tell()
         self._spool.write(part.rows)
-        for ts, pos, size in zip(part.first_ts.tolist(), part.first_pos.tolist(),
-                                 part.sizes.tolist(), strict=True):
-            self._index.append((ts, pos, offset, size, base))
-            offset += size
+        n = len(part.sizes)
+        self._flow_count += n
+        self._flows.append((part.first_ts, part.first_pos.astype(self._pos_type),
+                            offset + np.cumsum(part.sizes) - part.sizes, part.sizes,
+                            np.full(n, base, dtype=np.int64)))
+
+    def _number(self) -> tuple[np.ndarray, np.ndarray]:
+        """Each flow's (offset, size, step base) rows in order of their first
+        events, and each step's number: its first event's rank by (time,
+        file position). The parts' arrays are let go as they are joined."""
+        if self._numbers is None:
+            ts, pos = _drain_join(self._step_keys, self._steps, 2)
+            order = np.lexsort((pos, ts))
+            del ts, pos
+            rank = np.empty(self._steps, dtype=np.int32 if self._steps < 1 << 31 else np.int64)
+            rank[order] = np.arange(self._steps, dtype=rank.dtype)
+            del order
+            first_ts, first_pos, offset, size, base = _drain_join(self._flows, self._flow_count, 5)
+            flows = np.stack((offset, size, base), axis=1)[np.lexsort((first_pos, first_ts))]
+            self._numbers = flows, rank
+        return self._numbers
 
     def pieces(self, flow: int | None = None
                ) -> tuple[TraceStats, Iterator[tuple[int, Any, np.ndarray]]]:
@@ -193,22 +215,32 @@ class PartedStats:
         head = TraceStats(path=inp.path, events=self.events, flow_count=self.flow_count,
                           lost_total=inp.lost_total, cut_short=inp.cut_short,
                           gaps=self._gaps, flows=[], sources=tuple(inp.sources))
-        # A step's number is its first event's rank by (time, file position).
-        key_ts = np.concatenate(self._key_ts) if self._key_ts else np.zeros(0, np.int64)
-        key_pos = np.concatenate(self._key_pos) if self._key_pos else np.zeros(0, np.int64)
-        rank = np.empty(len(key_ts), dtype=np.int64)
-        rank[np.lexsort((key_pos, key_ts))] = np.arange(len(key_ts))
-        del key_ts, key_pos
-        order = sorted(self._index)
+        flows, rank = self._number()
 
         def pieces() -> Iterator[tuple[int, Any, np.ndarray]]:
-            for number, (_, _, offset, size, base) in enumerate(order, 1):
+            for number, (offset, size, base) in enumerate(flows.tolist(), 1):
                 if flow is not None and number != flow:
                     continue
                 self._spool.seek(offset)
                 yield number, pickle.loads(self._spool.read(size)), rank[base:]
 
         return head, pieces()
+
+
+def _drain_join(parts: collections.deque[tuple[np.ndarray, ...]], n: int, width: int
+                ) -> tuple[np.ndarray, ...]:
+    """The parts' `width` columns joined, each part let go once copied (no
+    moment with both the parts and the whole)."""
+    if not parts:
+        return tuple(np.zeros(0, dtype=np.int64) for _ in range(width))
+    out = tuple(np.empty(n, dtype=col.dtype) for col in parts[0])
+    at = 0
+    while parts:
+        cols = parts.popleft()
+        for whole, col in zip(out, cols, strict=True):
+            whole[at:at + len(col)] = col
+        at += len(cols[0])
+    return out
 
 
 # What a part's flows are printed as (the viz stage's): a piece each.

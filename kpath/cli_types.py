@@ -18,8 +18,35 @@ MAX_SECONDS = 365 * 86400.0
 # subscript at run time; newer click's stubs want its type arguments.
 if TYPE_CHECKING:
     _FloatParam = click.ParamType[float, object]
+    _JobsParam = click.ParamType[int | None, object]
 else:
     _FloatParam = click.ParamType
+    _JobsParam = click.ParamType
+
+MAX_JOBS = 64
+
+
+class Jobs(_JobsParam):
+    """A number of processes, 1 to MAX_JOBS, or "auto" (None: the command
+    picks)."""
+
+    name = "jobs"
+
+    def convert(self, value: object, param: click.Parameter | None,
+                ctx: click.Context | None) -> int | None:
+        if value is None or isinstance(value, int):
+            jobs = value
+        elif str(value).strip().lower() == "auto":
+            return None
+        else:
+            try:
+                jobs = int(str(value))
+            except ValueError:
+                self.fail(f"{value!r} is neither a number of processes nor 'auto'", param, ctx)
+        if jobs is not None and not 1 <= jobs <= MAX_JOBS:
+            self.fail(f"{value!r} is out of range: 1 to {MAX_JOBS} processes, or 'auto'",
+                      param, ctx)
+        return jobs
 
 
 class Seconds(_FloatParam):

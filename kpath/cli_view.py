@@ -14,13 +14,14 @@ from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 import click
 
-from kpath.cli_types import replaceable
+from kpath.cli_types import Jobs, replaceable
 from kpath.console import stdout_failed
 from tracer.timeline import Timeline, build_timeline, use_recorded_probes
 from tracer.timeline.columnar import (
     Irregular,
     PartedStats,
     PreparedStats,
+    auto_jobs,
     stats_of_scan,
     use_system_allocator,
 )
@@ -185,13 +186,15 @@ def _warn_cut_short(trace: Trace) -> None:
               help="Instead of the timeline: per flow, bytes written/carried/read per "
                    "direction, latency per hop (count, min, median, p99, max, in us) and a "
                    "per-packet latency table (docs/correlation.md).")
-@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True, metavar="N",
+@click.option("--jobs", type=Jobs(), default="auto", show_default=True, metavar="N|auto",
               help="--stats: rebuild a big trace's parts in N processes, this one and N-1 "
-                   "workers: on a free core a worker shortens the wall time by a quarter "
-                   "to a third, and costs ~100 MiB and some CPU (bench/README.md).")
+                   "workers. auto: 2 where this process may run on 2 CPUs or more, else 1. "
+                   "A worker on a free core shortens the wall time by a quarter to a "
+                   "third, at ~90 MiB and ~15 % more CPU; --jobs 1: least memory and "
+                   "CPU (bench/README.md).")
 @_no_cycle_collection
 def replay_cmd(file: str, flow: str | None, no_color: bool, out_format: str,
-               stats: bool, jobs: int) -> None:
+               stats: bool, jobs: int | None) -> None:
     """Print a trace as per-flow timelines: each message (send/recv syscall)
     and packet (SYN, SYN-ACK, data, ACK...) with its events, their time, the
     hop since the previous event of the step, side, layer, the function
@@ -204,7 +207,7 @@ def replay_cmd(file: str, flow: str | None, no_color: bool, out_format: str,
       kpath replay chat.kpath --flow 1 | less -R
       kpath replay chat.kpath --format json | jq '.steps[] | select(.kind=="packet")'
       kpath replay bulk.kpath --stats
-      kpath replay big.kpath --stats --jobs 2    # a worker process on a free core
+      kpath replay big.kpath --stats --jobs 1    # one process: least memory and CPU
 
     \b
     --stats hops: syscall>tcp (send entry to the segment's __tcp_transmit_skb),
@@ -441,7 +444,7 @@ def _wrote_pcapng(output: str, packets: int, n: int, same_frame: int) -> None:
                f"interface{'s' if n != 1 else ''}{folded})", err=True)
 
 
-def _replay_stats(file: str, flow: str | None, out_format: str, jobs: int) -> None:
+def _replay_stats(file: str, flow: str | None, out_format: str, jobs: int | None) -> None:
     """--stats on columns (tracer/timeline/columnar), read batch by batch
     from the file (a version 2 file twice: rebuilt in parts); a trace
     needing a rule only the object timeline has goes through build_timeline,
@@ -456,7 +459,8 @@ def _replay_stats(file: str, flow: str | None, out_format: str, jobs: int) -> No
         with scan:
             try:
                 prepared = stats_of_scan(
-                    scan, lambda: scan_trace(file), probe_spec, jobs,
+                    scan, lambda: scan_trace(file), probe_spec,
+                    auto_jobs() if jobs is None else jobs,
                     lambda text: click.echo(f"kpath: note: {text}", err=True), pieces_of)
                 count = prepared.flow_count
                 cut = cut_short_note(prepared.inp.cut_short)

@@ -307,6 +307,22 @@ def start_worker() -> None:
     use_system_allocator()
 
 
+# Processes `--jobs auto` uses at most: each worker holds its own imports
+# (~60 MiB) and a part's working set; with one, a 10 M-event trace's
+# --stats stays within 256 MiB (PSS: bench/README.md).
+AUTO_JOBS = 2
+
+
+def auto_jobs() -> int:
+    """--stats' processes when not told: a worker where this process may
+    run on another CPU."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    return max(1, min(AUTO_JOBS, cpus))
+
+
 def stats_of_scan(scan: TraceScan, reopen: Callable[[], TraceScan],
                   lookup: Callable[[str], ProbeSpec | None], jobs: int,
                   note: Callable[[str], None], render: Render) -> PreparedStats | PartedStats:

@@ -9,6 +9,8 @@ from tracer.timeline.columnar.grouping import (
     _HASH_FROM,
     _dense_ids,
     factorize,
+    factorize_firsts,
+    first_index,
     run_numbers,
     sort_order,
 )
@@ -48,6 +50,9 @@ def test_factorize_matches_sorted_tuples(seed: int) -> None:
     assert got.dtype == np.int64
     assert got.tolist() == want
     assert count == want_count
+    ids, n, firsts = factorize_firsts(*cols)
+    assert ids.tolist() == want and n == want_count
+    assert firsts.tolist() == first_index(got, count).tolist()
 
 
 @pytest.mark.parametrize("dtype", [np.int64, np.uint64, np.int32, np.uint16, np.int8, np.bool_])

@@ -13,6 +13,7 @@ from tracer.timeline.columnar.errors import Irregular
 from tracer.timeline.columnar.event_table import PORT_MASK, EventRules, EventTuples, event_tuples
 from tracer.timeline.columnar.grouping import (
     factorize,
+    factorize_firsts,
     first_index,
     last_at_or_before,
     take_or,
@@ -173,9 +174,8 @@ def _most_common_netns(c: EventColumns, flow: np.ndarray, side: np.ndarray,
         return out
     rows = np.flatnonzero(m)
     end = flow[rows] * 2 + side[rows]
-    grp, ng = factorize(end, c.netns[rows])
+    grp, ng, firsts = factorize_firsts(end, c.netns[rows])
     counts = np.bincount(grp, minlength=ng)
-    firsts = first_index(grp, ng)
     g_end = end[firsts]
     g_ns = c.netns[rows[firsts]]
     order = np.lexsort((firsts, -counts, g_end))
@@ -197,8 +197,8 @@ def _sockets(c: EventColumns, pt: ProbeTable, flow: np.ndarray, side: np.ndarray
     reply_rows = (flow >= 0) & reply
     rows = np.flatnonzero(own_rows | reply_rows)
     end = flow[rows] * 3 + np.where(reply_rows[rows], 2, side[rows])
-    grp, ng = factorize(end, c.source[rows], c.sk[rows])
-    firsts = np.sort(first_index(grp, ng))
+    _, _, firsts = factorize_firsts(end, c.source[rows], c.sk[rows])
+    firsts = np.sort(firsts)
     out: list[tuple[list[int], list[int], list[int]]] = [([], [], []) for _ in range(nflows)]
     for e, sk in zip(end[firsts].tolist(), c.sk[rows[firsts]].tolist(), strict=True):
         out[e // 3][e % 3].append(sk)

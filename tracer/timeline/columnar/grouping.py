@@ -15,9 +15,23 @@ def factorize(*cols: np.ndarray) -> tuple[np.ndarray, int]:
     Events of one flow or context come in runs: only each run's first row is
     sorted. Keys that fit in 63 bits together are packed into one integer
     (one sort); wider keys are sorted column by column (lexsort)."""
+    ids, count, _ = _factorize(cols, False)
+    return ids, count
+
+
+def factorize_firsts(*cols: np.ndarray) -> tuple[np.ndarray, int, np.ndarray]:
+    """factorize, and each group's first row (first_index's): found among
+    the runs' first rows, not among all rows."""
+    ids, count, firsts = _factorize(cols, True)
+    assert firsts is not None
+    return ids, count, firsts
+
+
+def _factorize(cols: tuple[np.ndarray, ...], firsts: bool
+               ) -> tuple[np.ndarray, int, np.ndarray | None]:
     n = len(cols[0])
     if n == 0:
-        return np.zeros(0, dtype=np.int64), 0
+        return np.zeros(0, dtype=np.int64), 0, np.zeros(0, dtype=np.int64)
     same = np.ones(n - 1, dtype=bool)
     for col in cols:
         same &= col[1:] == col[:-1]
@@ -36,10 +50,14 @@ def factorize(*cols: np.ndarray) -> tuple[np.ndarray, int]:
         head_ids = np.empty(len(order), dtype=np.int64)
         head_ids[order] = run_numbers(change)
         count = int(change.sum())
+    first = None
+    if firsts:
+        first = np.full(count, n, dtype=np.int64)
+        np.minimum.at(first, head_ids, at)
     if len(at) == n:
-        return head_ids, count
+        return head_ids, count, first
     # each run's rows take its head's id
-    return np.repeat(head_ids, np.diff(at, append=n)), count
+    return np.repeat(head_ids, np.diff(at, append=n)), count, first
 
 
 def _dense_ids(key: np.ndarray) -> tuple[np.ndarray, int]:

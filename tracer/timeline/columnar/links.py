@@ -28,7 +28,7 @@ import numpy as np
 from probes.catalog import ProbeSpec
 from tracer.timeline.columnar.columns import NO_EP, TASK
 from tracer.timeline.columnar.event_table import PORT_MASK
-from tracer.timeline.columnar.grouping import factorize, first_index
+from tracer.timeline.columnar.grouping import factorize_firsts
 from tracer.timeline.columnar.key_table import KeyTable, row_keys
 from tracer.timeline.columnar.probe_table import ProbeTable
 
@@ -131,8 +131,7 @@ class Links:
         order of the keys' first rows)."""
         if not len(cols[0]):
             return np.zeros(0, dtype=np.int64)
-        grp, ng = factorize(*cols)
-        firsts = first_index(grp, ng)
+        grp, ng, firsts = factorize_firsts(*cols)
         keys = row_keys(*(col[firsts] for col in cols))
         table = self.ids.setdefault(tag, KeyTable("node"))
         row = table.find(keys)
@@ -196,7 +195,8 @@ class Links:
         low = int(cols["ts"].min())
         self.first_ts = low if self.first_ts is None else min(self.first_ts, low)
         probe = cols["probe"]
-        self.return_probes.update(np.unique(probe[cols["is_return"]]).tolist())
+        # probe codes are small: counted, not sorted
+        self.return_probes.update(np.flatnonzero(np.bincount(probe[cols["is_return"]])).tolist())
         src, dst, sk, tid = cols["src"], cols["dst"], cols["sk"], cols["tid"]
         # Sockets, threads and contexts are a host's own (a merged trace).
         host = cols["source"].astype(np.int64)

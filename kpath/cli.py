@@ -37,7 +37,7 @@ _COMMANDS: dict[str, Callable[[], click.Command]] = {
     "probes": _attr("kpath.cli_probes", "probes_cmd"),
     "doctor": _attr("kpath.cli_doctor", "doctor_cmd"),
     "demo": _attr("kpath.cli_trace", "demo_group"),
-    "replay": _attr("kpath.cli_view", "replay_cmd"),
+    "replay": _attr("kpath.cli_replay", "replay_cmd"),
     "export": _attr("kpath.cli_view", "export_cmd"),
     "convert": _attr("kpath.cli_convert", "convert_cmd"),
     "query": _attr("kpath.cli_query", "query_cmd"),

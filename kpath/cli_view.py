@@ -4,30 +4,27 @@ Errors are one line on stderr: exit 2 for a bad invocation, 1 when the work itse
 
 from __future__ import annotations
 
-import functools
-import gc
 import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn, cast
+from typing import TYPE_CHECKING, NoReturn, cast
 
 import click
 
-from kpath.cli_types import Jobs, replaceable
+from kpath.cli_types import no_cycle_collection, replaceable
 from kpath.console import stdout_failed
 from tracer.timeline import Timeline, build_timeline, use_recorded_probes
 from tracer.timeline.columnar import (
     Irregular,
     PartedStats,
     PreparedStats,
-    auto_jobs,
     stats_of_scan,
     use_system_allocator,
 )
-from tracer.timeline.columnar.workers import WorkerFailed
 from tracer.timeline.event_rules import probe_spec
 from tracer.tracefile import Trace, TraceFormatError, probe_specs, read_trace, scan_trace
+from tracer.workers import PartPool, WorkerFailed, auto_jobs
 from viz.cut_short import cut_short_message, cut_short_note
 from viz.stats_columnar import pieces_of, prepared_stats_text
 
@@ -55,22 +52,6 @@ FORMAT_OF_SUFFIX = {".svg": "svg", ".png": "png", ".pdf": "pdf", ".dot": "dot", 
 PARTS_FROM = 4
 # --stats text is written in pieces of about this many characters.
 _ECHO_BYTES = 1 << 20
-
-
-def _no_cycle_collection(command: Callable[..., None]) -> Callable[..., None]:
-    """`command` with the cyclic garbage collector paused: while a timeline
-    is built it walks the millions of live objects of a big trace again and
-    again (a third of an export's time) and frees almost nothing."""
-    @functools.wraps(command)
-    def run(*args: Any, **kwargs: Any) -> None:
-        enabled = gc.isenabled()
-        gc.disable()
-        try:
-            command(*args, **kwargs)
-        finally:
-            if enabled:
-                gc.enable()
-    return run
 
 
 def _fail(msg: str, code: int = 1) -> NoReturn:
@@ -175,50 +156,11 @@ def _warn_cut_short(trace: Trace) -> None:
         click.echo(f"kpath: warning: {cut}", err=True)
 
 
-@click.command("replay")
-@click.argument("file", metavar="FILE")
-@click.option("--flow", metavar="N", help="Only flow N (numbers as listed by replay).")
-@click.option("--no-color", is_flag=True, help="No colour even on a terminal.")
-@click.option("--format", "out_format", type=click.Choice(["text", "json"]), default="text",
-              show_default=True,
-              help="json: one document for scripts (schema: docs/replay-json.md).")
-@click.option("--stats", is_flag=True,
-              help="Instead of the timeline: per flow, bytes written/carried/read per "
-                   "direction, latency per hop (count, min, median, p99, max, in us) and a "
-                   "per-packet latency table (docs/correlation.md).")
-@click.option("--jobs", type=Jobs(), default="auto", show_default=True, metavar="N|auto",
-              help="--stats: rebuild a big trace's parts in N processes, this one and N-1 "
-                   "workers. auto: 2 where this process may run on 2 CPUs or more, else 1. "
-                   "A worker on a free core shortens the wall time by a quarter to a "
-                   "third, at ~90 MiB and ~15 % more CPU; --jobs 1: least memory and "
-                   "CPU (bench/README.md).")
-@_no_cycle_collection
-def replay_cmd(file: str, flow: str | None, no_color: bool, out_format: str,
-               stats: bool, jobs: int | None) -> None:
-    """Print a trace as per-flow timelines: each message (send/recv syscall)
-    and packet (SYN, SYN-ACK, data, ACK...) with its events, their time, the
-    hop since the previous event of the step, side, layer, the function
-    indented by call nesting, execution context (coloured on a terminal),
-    bytes and sequence numbers.
-
-    \b
-    Examples:
-      kpath replay chat.kpath
-      kpath replay chat.kpath --flow 1 | less -R
-      kpath replay chat.kpath --format json | jq '.steps[] | select(.kind=="packet")'
-      kpath replay bulk.kpath --stats
-      kpath replay big.kpath --stats --jobs 1    # one process: least memory and CPU
-
-    \b
-    --stats hops: syscall>tcp (send entry to the segment's __tcp_transmit_skb),
-    tcp>ip, ip>dev, dev>rx (to __netif_rx/ip_rcv), rx>queue (to tcp_queue_rcv),
-    queue>copy (to the reader's __skb_datagram_iter), tcp>copy (whole path);
-    in a merged trace (kpath merge) dev>wire and wire instead of dev>rx for a
-    packet that went from one host to the other. A hop needs both its probes;
-    packets around lost events are marked "gap".
-    """
+def replay(file: str, flow: str | None, no_color: bool, out_format: str, stats: bool,
+           jobs: int | None, pool: PartPool | None) -> None:
+    """`kpath replay` (kpath/cli_replay.py); `pool`: --stats' workers, taken over."""
     if stats:
-        _replay_stats(file, flow, out_format, jobs)
+        _replay_stats(file, flow, out_format, jobs, pool)
         return
     if out_format == "json" and flow is None:
         _replay_json_windows(file)
@@ -444,7 +386,8 @@ def _wrote_pcapng(output: str, packets: int, n: int, same_frame: int) -> None:
                f"interface{'s' if n != 1 else ''}{folded})", err=True)
 
 
-def _replay_stats(file: str, flow: str | None, out_format: str, jobs: int | None) -> None:
+def _replay_stats(file: str, flow: str | None, out_format: str, jobs: int | None,
+                  pool: PartPool | None) -> None:
     """--stats on columns (tracer/timeline/columnar), read batch by batch
     from the file (a version 2 file twice: rebuilt in parts); a trace
     needing a rule only the object timeline has goes through build_timeline,
@@ -453,7 +396,12 @@ def _replay_stats(file: str, flow: str | None, out_format: str, jobs: int | None
     tl: Timeline | None = None
     use_system_allocator()
     try:
-        scan = scan_trace(file)
+        try:
+            scan = scan_trace(file)
+        except BaseException:
+            if pool is not None:
+                pool.close()
+            raise
         use_recorded_probes(probe_specs(scan.header.probes))
         path = scan.path
         with scan:
@@ -461,7 +409,7 @@ def _replay_stats(file: str, flow: str | None, out_format: str, jobs: int | None
                 prepared = stats_of_scan(
                     scan, lambda: scan_trace(file), probe_spec,
                     auto_jobs() if jobs is None else jobs,
-                    lambda text: click.echo(f"kpath: note: {text}", err=True), pieces_of)
+                    lambda text: click.echo(f"kpath: note: {text}", err=True), pieces_of, pool)
                 count = prepared.flow_count
                 cut = cut_short_note(prepared.inp.cut_short)
             except Irregular as exc:
@@ -515,7 +463,7 @@ def _replay_stats(file: str, flow: str | None, out_format: str, jobs: int | None
               help="Draw at most the first N steps.")
 @click.option("--no-fold", is_flag=True,
               help="Never fold repeated steps (big traces are folded by default).")
-@_no_cycle_collection
+@no_cycle_collection
 def export_cmd(file: str, fmt: str | None, output: str | None, flow: str | None,
                packets: str | None, start: str | None, end: str | None,
                max_packets: int | None, no_fold: bool) -> None:

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from kpath.cli_view import export_cmd, replay_cmd
+from kpath.cli_replay import replay_cmd
+from kpath.cli_view import export_cmd
 from tests import tools
 from tests.replay.recordings import RECORDINGS, needs_recordings
 from tests.trace_event_check import check_trace_events

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from kpath.cli_view import replay_cmd
+from kpath.cli_replay import replay_cmd
 from tests.replay.recordings import DATA, RECORDINGS, needs_recordings
 from tracer.events import Event
 from tracer.tracefile import Lost, Trailer, read_trace

@@ -17,7 +17,7 @@ import pytest
 from click.testing import CliRunner
 
 from bench.synth import write_synthetic
-from kpath.cli_view import replay_cmd
+from kpath.cli_replay import replay_cmd
 from tests.replay.recordings import DATA, RECORDINGS, needs_recordings, overlapping_v2
 from tracer.timeline import Timeline, build_timeline, use_recorded_probes
 from tracer.timeline.groups import plan_groups

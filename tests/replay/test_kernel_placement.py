@@ -248,7 +248,7 @@ def test_columnar_path_counts_mmsg_io_uring_and_splice_reads(path: Path) -> None
     timeline) and prints the object path's text."""
     from click.testing import CliRunner
 
-    from kpath.cli_view import replay_cmd
+    from kpath.cli_replay import replay_cmd
     from tracer.timeline.event_rules import recorded_probes
     from tracer.tracefile import probe_specs
     from viz.stats_text import render_stats

@@ -13,7 +13,7 @@ import networkx as nx
 import pytest
 from click.testing import CliRunner
 
-from kpath.cli_view import replay_cmd
+from kpath.cli_replay import replay_cmd
 from probes.catalog import BY_NAME, Direction, Layer, Returns
 from tests.replay.recordings import DATA, ONE_END, RECORDINGS, needs_recordings
 from tracer.events import TCP_RST, Kind

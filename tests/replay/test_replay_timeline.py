@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from kpath.cli_view import export_cmd, replay_cmd
+from kpath.cli_replay import replay_cmd
+from kpath.cli_view import export_cmd
 from tests.replay.recordings import LEAD_IN_ORDER, RECORDINGS, needs_recordings
 from tracer.events import Context
 from tracer.timeline import Flow, Message, Packet, Role, RolesFrom, Timeline, build_timeline

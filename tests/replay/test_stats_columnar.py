@@ -19,7 +19,7 @@ import pytest
 from click.testing import CliRunner
 
 import tests.unit.test_correlation_synthetic as unit_synthetic
-from kpath.cli_view import replay_cmd
+from kpath.cli_replay import replay_cmd
 from tests.replay.recordings import RECORDINGS, SYNTH_COPIES, needs_recordings
 from tests.synthetic import mixed_trace, synthetic_trace, write_synthetic
 from tests.unit.synthetic_traces import SyntheticTrace

@@ -16,10 +16,11 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from kpath.cli_view import replay_cmd
+from kpath.cli_replay import replay_cmd
 from tests.replay.recordings import RECORDINGS, needs_recordings
 from tests.replay.test_stats_columnar import _unit_traces, _write_in_batches, recording
 from tests.synthetic import mixed_trace, synthetic_trace
+from tracer import workers as workers_module
 from tracer.events import Context
 from tracer.timeline import build_timeline
 from tracer.timeline.columnar import (
@@ -30,7 +31,6 @@ from tracer.timeline.columnar import (
     stats_of_scan,
 )
 from tracer.timeline.columnar import parts as parts_module
-from tracer.timeline.columnar import workers as workers_module
 from tracer.timeline.event_rules import probe_spec, recorded_probes
 from tracer.tracefile import (
     Trace,
@@ -254,12 +254,12 @@ def test_one_part_starts_no_worker(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     trace = _in_time_order(synthetic_trace(recording(LOSSLESS[0]), 5, 3))
     path = tmp_path / "five.kpath"
     _write(trace, path, rows=len(trace.events))
-    assert not parts_module._parts_likely(str(path))
+    assert not workers_module.parts_likely(str(path))
 
     def no_pool(*_: object, **__: object) -> None:
         raise AssertionError("a worker pool started for one part")
 
-    monkeypatch.setattr(parts_module, "PartPool", no_pool)
+    monkeypatch.setattr(workers_module, "PartPool", no_pool)
     got, parted = _parted_text(path, None, 2)
     assert parted
     assert got == render_stats(build_timeline(read_trace(path)))

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from kpath.cli_view import export_cmd, replay_cmd
+from kpath.cli_replay import replay_cmd
+from kpath.cli_view import export_cmd
 from tests.unit.synthetic_traces import synthetic_chat
 
 

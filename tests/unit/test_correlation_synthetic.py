@@ -10,7 +10,7 @@ import networkx as nx
 import pytest
 from click.testing import CliRunner
 
-from kpath.cli_view import replay_cmd
+from kpath.cli_replay import replay_cmd
 from tests.unit.synthetic_traces import (
     ACK,
     CLIENT_ISN,

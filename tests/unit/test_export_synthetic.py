@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from kpath.cli_view import export_cmd, replay_cmd
+from kpath.cli_replay import replay_cmd
+from kpath.cli_view import export_cmd
 from tests import tools
 from tests.trace_event_check import check_trace_events
 from tests.unit.synthetic_traces import SyntheticTrace, synthetic_chat, synthetic_rounds

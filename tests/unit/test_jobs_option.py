@@ -7,8 +7,8 @@ import pytest
 from click.testing import CliRunner
 
 from kpath.cli_types import MAX_JOBS, Jobs
-from tracer.timeline.columnar import auto_jobs
-from tracer.timeline.columnar import parts as parts_module
+from tracer import workers as workers_module
+from tracer.workers import auto_jobs
 
 
 @click.command()
@@ -37,5 +37,5 @@ def test_jobs_refused_in_one_line(bad: str) -> None:
 
 @pytest.mark.parametrize(("cpus", "want"), [(1, 1), (2, 2), (16, 2)])
 def test_auto_jobs_by_cpus(monkeypatch: pytest.MonkeyPatch, cpus: int, want: int) -> None:
-    monkeypatch.setattr(parts_module.os, "sched_getaffinity", lambda pid: set(range(cpus)))
+    monkeypatch.setattr(workers_module.os, "sched_getaffinity", lambda pid: set(range(cpus)))
     assert auto_jobs() == want

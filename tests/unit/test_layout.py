@@ -68,4 +68,6 @@ def test_each_stage_has_its_folder() -> None:
     for folder in ("tracer/capture", "tracer/tracefile", "tracer/timeline", "viz", "probes"):
         assert (ROOT / folder / "__init__.py").is_file(), folder
     flat = sorted(p.name for p in (ROOT / "tracer").glob("*.py"))
-    assert flat == ["__init__.py", "events.py", "filters.py", "session.py"], flat
+    # workers.py: the timeline's worker processes, outside its package so
+    # that the CLI starts them before the stage's modules load.
+    assert flat == ["__init__.py", "events.py", "filters.py", "session.py", "workers.py"], flat

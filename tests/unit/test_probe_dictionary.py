@@ -9,7 +9,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from kpath.cli_view import replay_cmd
+from kpath.cli_replay import replay_cmd
 from probes.catalog import BY_NAME, Capture, Direction, Layer
 from tests.unit.synthetic_traces import synthetic_chat, synthetic_header
 from tracer.events import ProbeStatus

@@ -50,6 +50,7 @@ TRAILER_KEY = b"kpath.trailer"
 COMPRESSION: str | None = "zstd"
 # Event objects handed to TraceWriter.event() are written this many at a time.
 OBJECT_BATCH_ROWS = 65536
+NO_TRAILER = "no trailer: the tracer stopped before closing the file"
 # Every Arrow IPC stream message starts with this continuation marker.
 STREAM_MAGIC = b"\xff\xff\xff\xff"
 
@@ -257,6 +258,8 @@ class StreamReader:
             raise TraceFormatError(f"{name}: not a kpath trace (its frame column is "
                                    f"{schema.field(self._frame_at).type}, not {FRAME_TYPE})")
         self._rows = 0
+        self._stop_after: int | None = None
+        self.stopped = False  # at stop_after's batch, before the file's end
         self.frames: list[pa.Table] = []  # the frames read so far (tracer/frames.py)
         self.trailer: Trailer | None = None
         self.cut_short: str | None = None
@@ -277,6 +280,12 @@ class StreamReader:
         self._reader = self._stream(fields)  # its schema: these columns
         self._extra = False
         self._frame_at = -1  # frames are not among them
+
+    def stop_after(self, offset: int) -> None:
+        """End with the first batch that ends at or past file offset
+        `offset` (the head of a file read in two halves: split.py), as
+        `stopped`: neither cut short nor complete."""
+        self._stop_after = offset
 
     def __iter__(self) -> Iterator[tuple[pa.RecordBatch, list[Lost]]]:
         while self.trailer is None:
@@ -305,9 +314,14 @@ class StreamReader:
             lost: list[Lost] = []
             if meta:
                 lost, self.trailer = self._records(meta)
+            if self.trailer is None and self._stop_after is not None \
+                    and self._source.tell() >= self._stop_after:
+                self.stopped = True
             yield batch, lost
+            if self.stopped:
+                return
         if self.trailer is None:
-            no_trailer = "no trailer: the tracer stopped before closing the file"
+            no_trailer = NO_TRAILER
             self.cut_short = f"{self.cut_short}; {no_trailer}" if self.cut_short else no_trailer
 
     def _records(self, meta: Any) -> tuple[list[Lost], Trailer | None]:

@@ -12,10 +12,11 @@ from typing import IO
 import pyarrow as pa
 
 from tracer.events import EVENT_SCHEMA, empty_frames, frames_in
-from tracer.tracefile.arrow import STREAM_MAGIC, StreamReader
+from tracer.tracefile.arrow import NO_TRAILER, STREAM_MAGIC, StreamReader
 from tracer.tracefile.jsonl import CHUNK_BYTES, JsonlReader, parse_header_line, read_chunks
 from tracer.tracefile.records import Header, Lost, Trace, TraceFormatError, Trailer
 from tracer.tracefile.schema import MAX_LINE_BYTES
+from tracer.tracefile.split import tail_file
 
 # A version 1 file up to this size is read whole (its table: ~150 bytes an
 # event, ~150 MiB at 1 M events); a bigger one is converted to a scratch
@@ -141,6 +142,18 @@ class TraceScan:
         if self._stream is not None:
             self._stream.select(columns)
 
+    def stop_after(self, offset: int) -> None:
+        """A version 2 file read up to the first batch ending at or past
+        byte `offset` (split.py); `stopped` tells whether it stopped there,
+        before the file's end (no trailer read, and not cut short)."""
+        if self._stream is None:
+            raise ValueError("only a version 2 file is read in halves")
+        self._stream.stop_after(offset)
+
+    @property
+    def stopped(self) -> bool:
+        return self._stream is not None and self._stream.stopped
+
     def chunks(self) -> Iterator[tuple[pa.RecordBatch, list[Lost]]]:
         if self._started:
             raise RuntimeError("a TraceScan is read once")
@@ -204,7 +217,7 @@ class TraceScan:
             yield chunk.batch, chunk.lost
         self.trailer = reader.trailer
         if self.trailer is None:
-            no_trailer = "no trailer: the tracer stopped before closing the file"
+            no_trailer = NO_TRAILER
             cut_short = f"{cut_short}; {no_trailer}" if cut_short else no_trailer
         self.cut_short = cut_short
 
@@ -218,6 +231,23 @@ class TraceScan:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def scan_tail(path: str, split_at: int) -> TraceScan | None:
+    """The batches of a version 2 file after the first one ending at or
+    past byte `split_at` (the tail of stop_after's head, split.py), as a
+    TraceScan with the file's header; None when there are none."""
+    scan = TraceScan(path)
+    if scan.version != 2:
+        scan.close()
+        raise ValueError("only a version 2 file is read in halves")
+    tail = tail_file(scan.path, split_at)
+    scan.close()
+    if tail is None:
+        return None
+    scan._stream = StreamReader(pa.PythonFile(tail[0], mode="r"), scan.path)
+    scan._stream.batches_read = tail[1]  # a bad batch is named by its number in the file
+    return scan
 
 
 def scan_trace(path: str | os.PathLike[str], chunk_bytes: int = CHUNK_BYTES) -> TraceScan:

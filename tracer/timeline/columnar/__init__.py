@@ -15,7 +15,7 @@ bounded memory (parts.py).
 
 from tracer.timeline.columnar.columns import use_system_allocator
 from tracer.timeline.columnar.errors import Irregular
-from tracer.timeline.columnar.parts import PartedStats, auto_jobs, stats_of_scan
+from tracer.timeline.columnar.parts import PartedStats, stats_of_scan
 from tracer.timeline.columnar.source import ScannedInput, stats_input_of
 from tracer.timeline.columnar.stats import (
     PreparedStats,
@@ -26,5 +26,5 @@ from tracer.timeline.columnar.stats import (
 )
 
 __all__ = ["Irregular", "PartedStats", "PreparedStats", "ScannedInput", "StatsInput", "StatsSource",
-           "TraceStats", "auto_jobs", "stats_input_of", "stats_of_scan", "trace_stats",
+           "TraceStats", "stats_input_of", "stats_of_scan", "trace_stats",
            "use_system_allocator"]

@@ -21,6 +21,7 @@ import os
 import tempfile
 from collections import deque
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import IO
 
 import numpy as np
@@ -87,11 +88,36 @@ class BatchNodes:
         self._at += 4 * n
         return out
 
+    def sizes(self) -> Iterator[int]:
+        """Events per batch not popped yet."""
+        return iter(self._sizes)
+
     def __iter__(self) -> Iterator[np.ndarray]:
         at = self._at
         for n in self._sizes:
             yield self._read(at, n)
             at += 4 * n
+
+
+@dataclass(frozen=True, slots=True)
+class TailLinks:
+    """The links of a file's tail (Links.tail): per node its root and last
+    event (counted from the tail's first), per key tag its keys and nodes,
+    per context its first event, per batch its events' nodes."""
+
+    roots: np.ndarray
+    last: np.ndarray
+    keys: dict[int, tuple[np.ndarray, np.ndarray]]
+    ctx_keys: np.ndarray | None
+    ctx_at: np.ndarray
+    ctx_node: np.ndarray
+    ctx_chained: np.ndarray
+    ctx_disorder: bool
+    returns: list[str]  # names of the probes that returned
+    first_ts: int | None
+    events: int
+    nodes: np.ndarray
+    batch_sizes: list[int]
 
 
 class Links:
@@ -115,6 +141,9 @@ class Links:
         self.events = 0
         self.first_ts: int | None = None
         self.return_probes: set[int] = set()
+        # per context, its first event (at, node, chained): kept by the
+        # links of a file's tail, which the head's links take in (merge)
+        self.ctx_head: KeyTable | None = None
 
     def _new(self, count: int) -> np.ndarray:
         if self.size + count > len(self.parent):
@@ -232,6 +261,10 @@ class Links:
         heads = np.flatnonzero(np.r_[True, ~same])
         row = self.ctx_tail.find(k[heads])
         seen = row >= 0
+        if self.ctx_head is not None and not seen.all():
+            first = heads[~seen]
+            self.ctx_head.add(k[first], at=t[first].astype(np.int64), node=r[first],
+                              chained=chained[first].astype(np.int64))
         before = {name: col[row[seen]] for name, col in self.ctx_tail.values.items()}
         if (t[heads][seen].astype(np.int64) < before["at"]).any():
             self.ctx_disorder = True
@@ -249,6 +282,64 @@ class Links:
         self.nodes.append(rep)
         np.maximum.at(self.last, rep, np.arange(self.events, self.events + n))
         self.events += n
+
+    def tail(self) -> TailLinks:
+        """What the head's links need of these (the links of a file's tail,
+        made with ctx_head kept) to go on from them: merge."""
+        assert self.ctx_head is not None and not self.nesting
+        roots = self._roots(np.arange(self.size, dtype=np.int64))
+        sizes = list(self.nodes.sizes())
+        names = list(self.probe_code)
+        head = self.ctx_head
+        return TailLinks(
+            roots=roots, last=self.last[:self.size].copy(),
+            keys={tag: (t.keys, t.values["node"]) for tag, t in self.ids.items()
+                  if t.keys is not None},
+            ctx_keys=head.keys, ctx_at=head.values["at"], ctx_node=head.values["node"],
+            ctx_chained=head.values["chained"], ctx_disorder=self.ctx_disorder,
+            returns=[names[p] for p in sorted(self.return_probes)], first_ts=self.first_ts,
+            events=self.events, nodes=np.concatenate(list(self.nodes)) if sizes
+            else np.zeros(0, np.int32), batch_sizes=sizes)
+
+    def merge(self, tail: TailLinks) -> None:
+        """Goes on with the events of `tail` (the links of the batches after
+        this one's, Links.tail): its nodes numbered after these, joined
+        where they share a key or where a context's first event there
+        follows its last here as add() joins them."""
+        assert not self.nesting
+        off = self.size
+        self._new(len(tail.roots))
+        self.parent[off:self.size] = tail.roots + off
+        self.last[off:self.size] = tail.last + self.events
+        ends: list[tuple[np.ndarray, np.ndarray]] = []
+        for tag, (keys, node) in tail.keys.items():
+            table = self.ids.get(tag)
+            if table is not None:
+                row = table.find(keys)
+                found = row >= 0
+                ends.append((table.values["node"][row[found]], node[found] + off))
+        row = self.ctx_tail.find(tail.ctx_keys) if tail.ctx_keys is not None \
+            else np.zeros(0, np.int64)
+        seen = row >= 0
+        before = {name: col[row[seen]] for name, col in self.ctx_tail.values.items()}
+        if (tail.ctx_at[seen] < before["at"]).any() or tail.ctx_disorder:
+            self.ctx_disorder = True
+        joined = (before["chained"] != 0) | (tail.ctx_chained[seen] != 0)
+        ends.append((before["node"][joined], tail.ctx_node[seen][joined] + off))
+        self._union(np.concatenate([e[0] for e in ends]), np.concatenate([e[1] for e in ends]))
+        self.return_probes.update(self.probe_code.setdefault(name, len(self.probe_code))
+                                  for name in tail.returns)
+        self.flags.update(tuple(self.probe_code))
+        if tail.first_ts is not None:
+            self.first_ts = tail.first_ts if self.first_ts is None \
+                else min(self.first_ts, tail.first_ts)
+        at = 0
+        for n in tail.batch_sizes:
+            self.nodes.append(tail.nodes[at:at + n].astype(np.int64) + off)
+            at += n
+        self.events += tail.events
+        # the tables hold the head's keys only: no add() after a merge
+        self.ids, self.ctx_tail = {}, KeyTable()
 
     def _nested(self, cols: dict[str, np.ndarray], key: np.ndarray, rep: np.ndarray
                 ) -> tuple[np.ndarray, np.ndarray]:

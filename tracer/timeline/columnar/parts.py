@@ -45,8 +45,9 @@ from tracer.timeline.columnar.columns import (
     release_freed_memory,
     use_system_allocator,
 )
-from tracer.timeline.columnar.links import LINK_COLUMNS, Links
+from tracer.timeline.columnar.links import Links
 from tracer.timeline.columnar.loss_times import LossTimes
+from tracer.timeline.columnar.pass1 import link_scan
 from tracer.timeline.columnar.probe_table import ProbeTable
 from tracer.timeline.columnar.source import ScannedInput
 from tracer.timeline.columnar.stats import (
@@ -55,10 +56,10 @@ from tracer.timeline.columnar.stats import (
     StatsInput,
     TraceStats,
 )
-from tracer.timeline.columnar.workers import PartPool
 from tracer.tracefile import TraceScan, scan_trace
 from tracer.tracefile.read_ahead import read_ahead
 from tracer.tracefile.scan import V1_WHOLE_BYTES
+from tracer.workers import PartPool, stats_pool
 
 PART_EVENTS = 1 << 16  # events rebuilt at once: ~300 bytes each at the peak
 
@@ -307,61 +308,46 @@ def start_worker() -> None:
     use_system_allocator()
 
 
-# Processes `--jobs auto` uses at most: each worker holds its own imports
-# (~60 MiB) and a part's working set; with one, a 10 M-event trace's
-# --stats stays within 256 MiB (PSS: bench/README.md).
-AUTO_JOBS = 2
-
-
-def auto_jobs() -> int:
-    """--stats' processes when not told: a worker where this process may
-    run on another CPU."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cpus = os.cpu_count() or 1
-    return max(1, min(AUTO_JOBS, cpus))
-
-
 def stats_of_scan(scan: TraceScan, reopen: Callable[[], TraceScan],
                   lookup: Callable[[str], ProbeSpec | None], jobs: int,
-                  note: Callable[[str], None], render: Render) -> PreparedStats | PartedStats:
+                  note: Callable[[str], None], render: Render,
+                  pool: PartPool | None = None) -> PreparedStats | PartedStats:
     """--stats tables of a scanned trace: a version 2 file in parts when it
-    can be (pass 1 on `scan`, pass 2 on `reopen()`; the parts rebuilt by
-    `jobs` processes, this one and jobs - 1 workers, when there is more
-    than one part), else whole (v1: a second parse would cost more than it saves).
+    can be (pass 1 on `scan`, pass 2 on `reopen()`; the passes shared with
+    jobs - 1 worker processes: `pool`, started by the caller before it
+    loaded this module (workers.stats_pool), else started here; closed
+    here), else whole (v1: a second parse would cost more than it saves).
     Irregular as PreparedStats; `note` tells why the workers did not start
     (the parts are then rebuilt in this process); `render` makes the
     parts' flows into pieces (PartedStats). A version 1 file bigger
     than V1_WHOLE_BYTES is converted to a scratch version 2 copy first,
     and rebuilt in parts from it (named and cut short as the original)."""
-    if scan.version == 1 and os.stat(scan.path).st_size > V1_WHOLE_BYTES:
-        from tracer.tracefile.convert import scratch_copy  # pyarrow.compute: ~0.4 s
-
-        scan.close()
-        copy = scratch_copy(scan.path)
-        try:
-            copied = str(copy.path)
-            prepared = stats_of_scan(scan_trace(copied), lambda: scan_trace(copied), lookup,
-                                     jobs, note, render)
-        finally:
-            copy.close()  # both passes are done
-        prepared.inp = dataclasses.replace(prepared.inp, path=scan.path,
-                                           cut_short=copy.converted.cut_short)
-        return prepared
-    if scan.version != 2:
-        return PreparedStats(ScannedInput(scan), lookup)
-    # Started before pass 1 when the file looks like several parts: the
-    # workers' start-up (imports) runs on another core meanwhile.
-    pool = PartPool(jobs - 1, start_worker) if jobs > 1 and _parts_likely(scan.path) else None
     try:
-        links = Links(lookup)
+        if scan.version == 1 and os.stat(scan.path).st_size > V1_WHOLE_BYTES:
+            from tracer.tracefile.convert import scratch_copy  # pyarrow.compute: ~0.4 s
+
+            scan.close()
+            copy = scratch_copy(scan.path)
+            try:
+                copied = str(copy.path)
+                prepared = stats_of_scan(scan_trace(copied), lambda: scan_trace(copied),
+                                         lookup, jobs, note, render, pool)
+                pool = None  # closed there
+            finally:
+                copy.close()  # both passes are done
+            prepared.inp = dataclasses.replace(prepared.inp, path=scan.path,
+                                               cut_short=copy.converted.cut_short)
+            return prepared
+        if scan.version != 2:
+            return PreparedStats(ScannedInput(scan), lookup)
+        if pool is None:
+            # Started before pass 1: the workers' start-up (imports) runs on
+            # another core meanwhile.
+            pool = stats_pool(scan.path, jobs)
         # Both passes read (and check) the same columns, the ones pass 2 needs:
         # a batch one of them finds corrupt must end both at the same event.
         scan.select(file_columns())
-        with scan:
-            for batch in read_ahead(iter(scan)):
-                links.add(batch_columns(batch, links.probe_code, LINK_COLUMNS))
+        links = link_scan(scan, lookup, pool)
         records = ScannedInput(scan)
         unflagged = any(not links.flags.pairs[p] for p in links.return_probes)
         if unflagged or links.ctx_disorder:
@@ -371,18 +357,19 @@ def stats_of_scan(scan: TraceScan, reopen: Callable[[], TraceScan],
             if pool is not None:
                 pool.close()
             pool = None
-        elif jobs > 1 and pool is None:
-            pool = PartPool(jobs - 1, start_worker)
+        elif pool is None:
+            pool = stats_pool(scan.path, jobs, big=True)
         if pool is not None and (why := pool.ready()) is not None:
             note(f"--stats in one process: its worker processes did not start ({why})")
             pool = None
         losses = LossTimes.of(records.lost, _times(reopen, links.events))
         again = reopen()
         again.select(file_columns())
-        return PartedStats(links, again, StatsInput(
+        parted, pool = PartedStats(links, again, StatsInput(
             path=records.path, events=(), lost=list(records.lost),
             lost_total=records.lost_total, cut_short=records.cut_short,
-            sources=records.sources), losses, render, pool)
+            sources=records.sources), losses, render, pool), None  # closed there
+        return parted
     finally:
         if pool is not None:
             pool.close()
@@ -400,16 +387,3 @@ def _times(reopen: Callable[[], TraceScan], events: int) -> Iterator[np.ndarray]
             ts = batch_columns(batch, {}, ["ts"])["ts"][:events]
             events -= len(ts)
             yield ts
-
-
-# Bytes a version 2 file takes per event, at least (measured: 7-9 on
-# benchmark traces): a file past PART_EVENTS of them may hold several parts.
-_MIN_EVENT_BYTES = 4
-
-
-def _parts_likely(path: str) -> bool:
-    try:
-        return os.stat(path).st_size > PART_EVENTS * _MIN_EVENT_BYTES
-    except OSError:
-        return False
-

@@ -1,10 +1,11 @@
-"""Worker processes for work cut into independent parts (--stats' parts,
-parts.py): the parent reads the file and hands parts over while a worker
-has room (one part running, one waiting), and rebuilds the others itself;
-results are taken in the order the parts were read. The waiting part waits
-in the parent, written to the worker once it answers the part before: at
-the end the parent takes back and rebuilds what the worker has not started
-instead of waiting for it (drain). On 2 cores, the parent and one worker
+"""Worker processes for work cut into independent parts (--stats' passes,
+tracer/timeline/columnar/pass1.py and parts.py): the parent reads the file
+and hands parts over while a worker has room (one part running, one
+waiting), and rebuilds the others itself; results are taken in the order
+the parts were read. The waiting part waits in the parent, written to the
+worker once it answers the part before: at the end the parent takes back
+and rebuilds what the worker has not started instead of waiting for it
+(drain). On 2 cores, the parent and one worker
 keep both busy; each process holding its own imports (~60 MiB), a second
 worker would cost more memory than time.
 
@@ -14,7 +15,9 @@ locks, not the threads), and it runs no __main__ of the parent's (as
 multiprocessing's spawn does). Calls and results go through its stdin and
 stdout as pickles with their numpy buffers out of band (Message), written
 and read by two threads per worker, so a part handed over never blocks
-the parent. Started before pass 1, its imports overlap it.
+the parent. Started before the parent loads the statistics' modules
+(stats_pool, from the command line: this module imports none of them), a
+worker's imports overlap the parent's.
 
 Not concurrent.futures' ProcessPoolExecutor: on Python 3.11 its shutdown
 hangs when a worker dies while a large call is being written to it (the
@@ -51,7 +54,7 @@ _PATH_ENV = "KPATH_WORKER_SYS_PATH"
 # the workers), ignored by them from the start.
 _SERVE = ("import signal; signal.signal(signal.SIGINT, signal.SIG_IGN); "
           f"import os, sys; sys.path[:0] = os.environ.pop({_PATH_ENV!r}).split(os.pathsep); "
-          "from tracer.timeline.columnar.workers import serve; serve()")
+          "from tracer.workers import serve; serve()")
 
 # A message: a pickle and the buffers it holds out of band (protocol 5:
 # a part's numpy columns go to the pipe from their own memory, and come
@@ -130,8 +133,24 @@ def serve() -> None:
         except Exception as exc:  # noqa: BLE001 - an unpicklable result or error
             message = _dumps((False, RuntimeError(f"{type(exc).__name__}: {exc}")))
         del reply
+        big = sum(b.raw().nbytes for b in message[1]) >= _TRIM_FROM
         _write(out, message)
         del message
+        if big:
+            _trim()
+
+
+# A reply this big (pass 1's tail: ~45 MiB at 10 M events) leaves its
+# arrays' pages in the C heap once sent, which the parts after it do not
+# need: handed back to the system (smaller replies' pages are reused).
+_TRIM_FROM = 8 << 20
+
+
+def _trim() -> None:
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):  # not glibc
+        ctypes.CDLL(None).malloc_trim(0)
 
 
 _PIPE_BYTES = 1 << 20  # /proc/sys/fs/pipe-max-size's default
@@ -219,6 +238,8 @@ class _Worker:
                     fut.set_result(value)
                 else:
                     fut.set_exception(value)
+                # not held here until the next answer (the taker lets go of it)
+                del fut, value
         except (EOFError, OSError, pickle.UnpicklingError):
             pass
         with self._ready:
@@ -254,11 +275,20 @@ class _Worker:
         self.proc.stdout.close()
 
 
+def _run_named(name: str) -> None:
+    """Calls "module:function" (an initializer the parent need not import)."""
+    import importlib
+
+    module, function = name.split(":")
+    getattr(importlib.import_module(module), function)()
+
+
 class PartPool:
-    """`workers` worker processes, each with at most two parts in flight.
+    """`workers` worker processes, each with at most two parts in flight;
+    each first runs `initializer` ("module:function", imported there).
     Use as a context manager, or close()."""
 
-    def __init__(self, workers: int, initializer: Callable[[], None] | None = None) -> None:
+    def __init__(self, workers: int, initializer: str | None = None) -> None:
         # parts not taken yet, in order: a worker's future, or a result made here
         self._pending: collections.deque[tuple[Future[Any] | None, Any,
                                                Callable[[Any], None]]] = collections.deque()
@@ -271,7 +301,7 @@ class PartPool:
                 worker = _Worker()
                 self._workers.append(worker)
                 if initializer is not None:
-                    self._warm.append(worker.call(_call_data(initializer, ())))
+                    self._warm.append(worker.call(_call_data(_run_named, (initializer,))))
         except OSError as exc:  # no process can start here
             self._error = exc
 
@@ -291,6 +321,13 @@ class PartPool:
     def has_room(self) -> bool:
         """Whether a worker can take a part now without it waiting behind two."""
         return any(w.running() < 2 for w in self._workers)
+
+    def call(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
+        """fn(*args) in the least busy worker, its result not taken in turn
+        (a call before the parts: pass1.py)."""
+        if not self._workers:
+            raise WorkerFailed(f"--stats worker processes did not start ({self._error})")
+        return min(self._workers, key=_Worker.running).call(_call_data(fn, args))
 
     def submit(self, take: Callable[[Any], None], fn: Callable[..., Any], *args: Any) -> None:
         """Runs fn(*args) in the least busy worker; take(result) is called in
@@ -359,3 +396,40 @@ class PartPool:
 
 def _call_data(fn: Callable[..., Any], args: tuple[Any, ...]) -> Message:
     return _dumps((fn, args))
+
+
+# Processes `--jobs auto` uses at most: each worker holds its own imports
+# (~60 MiB) and a part's working set; with one, a 10 M-event trace's
+# --stats stays within 256 MiB (PSS: bench/README.md).
+AUTO_JOBS = 2
+# A version 2 file of more bytes may hold several of --stats' parts (its
+# PART_EVENTS events take at least 4 bytes each: 7-9 measured).
+PARTS_FROM_BYTES = 1 << 18
+_STATS_WORKER = "tracer.timeline.columnar.parts:start_worker"
+
+
+def auto_jobs() -> int:
+    """--stats' processes when not told: a worker where this process may
+    run on another CPU."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    return max(1, min(AUTO_JOBS, cpus))
+
+
+def parts_likely(path: str) -> bool:
+    try:
+        return os.stat(path).st_size > PARTS_FROM_BYTES
+    except OSError:
+        return False
+
+
+def stats_pool(path: str, jobs: int | None, big: bool = False) -> PartPool | None:
+    """--stats' workers for the trace at `path` (jobs - 1 of them; jobs None:
+    auto_jobs()) when it may hold several parts (or `big`: it does), else
+    None: to be started before this process loads the statistics' modules."""
+    jobs = auto_jobs() if jobs is None else jobs
+    if jobs <= 1 or not (big or parts_likely(path)):
+        return None
+    return PartPool(jobs - 1, _STATS_WORKER)

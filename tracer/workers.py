@@ -33,6 +33,7 @@ import collections
 import contextlib
 import os
 import pickle
+import stat
 import struct
 import sys
 import threading
@@ -419,8 +420,14 @@ def auto_jobs() -> int:
 
 
 def parts_likely(path: str) -> bool:
+    """A version 2 file (an Arrow stream: a version 1 file is read whole, or
+    converted first) big enough for several parts."""
     try:
-        return os.stat(path).st_size > PARTS_FROM_BYTES
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode) or st.st_size <= PARTS_FROM_BYTES:
+            return False  # (a FIFO is not opened: that would wait for a writer)
+        with open(path, "rb") as f:
+            return f.read(4) == b"\xff\xff\xff\xff"
     except OSError:
         return False
 

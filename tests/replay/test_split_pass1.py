@@ -228,3 +228,19 @@ def test_cli_cut_file_same_text_and_note(tmp_path: Path, monkeypatch: pytest.Mon
     assert two.exit_code == one.exit_code == 0, two.output
     assert two.stdout == one.stdout and two.stderr == one.stderr
     assert "no trailer" in one.stderr
+
+
+def test_early_workers_only_for_a_version_2_file(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """The replay command starts workers before it reads the file: for a
+    version 2 file (a version 1 file is read whole, or converted first),
+    never for a FIFO (opening it would wait for a writer)."""
+    monkeypatch.setattr(workers_module, "PARTS_FROM_BYTES", 0)
+    v1 = next(p for p in RECORDINGS if scan_trace(p).version == 1)
+    assert not workers_module.parts_likely(str(v1))
+    assert workers_module.parts_likely(str(_mixed(tmp_path)))
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    assert not workers_module.parts_likely(str(fifo))
+    assert workers_module.stats_pool(str(fifo), 2) is None
+    assert workers_module.stats_pool(str(_mixed(tmp_path)), 1) is None

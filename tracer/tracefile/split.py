@@ -19,7 +19,6 @@ from typing import IO
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
-
 _END_OF_STREAM = b"\xff\xff\xff\xff\x00\x00\x00\x00"
 
 

@@ -139,8 +139,14 @@ class PacketTable(NamedTuple):
 
     head: str
     rows: str  # one line a row
-    steps: list[int]
-    labels: list[str]
+    # Packed (a big trace's pieces wait pickled in a file: a list of ints
+    # and one of strings cost an object a row to unpickle at the end).
+    steps: bytes  # int64s
+    labels: str  # one a line
+
+
+def _packet_table(head: str, rows: str, steps: list[int], labels: list[str]) -> PacketTable:
+    return PacketTable(head, rows, np.array(steps, dtype=np.int64).tobytes(), "\n".join(labels))
 
 
 def packet_lines(table: PacketTable | None,
@@ -149,8 +155,14 @@ def packet_lines(table: PacketTable | None,
     (step -> the trace's number; None: as it is)."""
     if table is None:
         return NO_PACKET
-    steps = table.steps if number is None else np.take(number, table.steps).tolist()
-    titles = [f"  #{step} {label}" for step, label in zip(steps, table.labels, strict=True)]
+    steps = np.frombuffer(table.steps, dtype=np.int64)
+    if number is not None:
+        steps = np.take(number, steps)
+    labels = table.labels.split("\n")
+    n = len(labels)
+    titles = (_FORMATS.get(("t", n), lambda n=n: "\n".join(["  #%d %s"] * n))
+              % tuple(chain.from_iterable(zip(steps.tolist(), labels, strict=True)))
+              ).split("\n")
     width = max(len(_PACKET_HEAD[0]), *map(len, titles))
     return "\n".join(map(str.__add__, [t.ljust(width) for t in (_PACKET_HEAD[0], *titles)],
                          [table.head, *table.rows.split("\n")]))
@@ -207,8 +219,8 @@ def per_packet_texts(flows: Sequence[FlowPackets]) -> list[PacketTable | None]:
         formats = {k: _FORMATS.get(("p", lead, widths, k), lambda lead=lead, widths=widths,
                                    k=k: _row_format(lead, widths, k))
                    for k in set(row_keys)}
-        out.append(PacketTable(head, "\n".join([formats[k] for k in row_keys])
-                               % tuple(flat[a * per_row:(a + n) * per_row]), p.step, p.label))
+        out.append(_packet_table(head, "\n".join([formats[k] for k in row_keys])
+                                 % tuple(flat[a * per_row:(a + n) * per_row]), p.step, p.label))
     return out
 
 
@@ -246,8 +258,8 @@ def packet_rows_table(packets: FlowPackets) -> PacketTable | None:
                     [_CLASS[k] for k in packets.klass], *cells,
                     [GAP_MARK if g else "" for g in packets.gap], strict=True))
     lines = table_lines(rows, right=range(2, 2 + len(cols)))
-    return PacketTable("  " + lines[0], "\n".join("  " + line for line in lines[1:]),
-                       packets.step, packets.label)
+    return _packet_table("  " + lines[0], "\n".join("  " + line for line in lines[1:]),
+                         packets.step, packets.label)
 
 
 def per_packet_rows(packets: FlowPackets) -> list[str]:

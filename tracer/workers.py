@@ -381,10 +381,11 @@ class PartPool:
                             "--jobs 1 rebuilds the parts in this process")
 
     def close(self) -> None:
-        """Stops the workers (parts not taken are dropped)."""
-        kill = bool(self._pending)
-        self._pending.clear()
+        """Stops the workers (parts not taken, and calls not answered, are
+        dropped: a worker still busy is killed, not waited for)."""
         workers, self._workers = self._workers, []
+        kill = bool(self._pending) or any(w.running() for w in workers)
+        self._pending.clear()
         for w in workers:
             w.stop(kill)
 

@@ -149,8 +149,10 @@ class _FailingPool:
 
 
 @pytest.mark.parametrize("exc", [pass1.UnknownProbe("tcp_v4_rcv"), BrokenPipeError("gone")])
-def test_tail_linked_here_when_the_worker_cannot(tmp_path: Path, exc: BaseException) -> None:
+def test_tail_linked_here_when_the_worker_cannot(tmp_path: Path, exc: BaseException,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     path = _mixed(tmp_path)
+    monkeypatch.setattr(pass1, "SPLIT_FROM_BYTES", 0)
     with recorded_probes(probe_specs(scan_trace(path).header.probes)):
         want = _groups(_whole_links(path))
         scan = scan_trace(path)
@@ -185,6 +187,7 @@ def test_cli_tail_linked_by_a_worker_same_text(tmp_path: Path,
 
     path = _mixed(tmp_path)
     monkeypatch.setattr(workers_module, "PARTS_FROM_BYTES", 0)
+    monkeypatch.setattr(pass1, "SPLIT_FROM_BYTES", 0)
     monkeypatch.setattr(parts_module, "PART_EVENTS", 400)
     merged: list[int] = []
     real = Links.merge
@@ -221,6 +224,7 @@ def test_cli_cut_file_same_text_and_note(tmp_path: Path, monkeypatch: pytest.Mon
     cut_path.write_bytes(data)
     assert keep < size
     monkeypatch.setattr(workers_module, "PARTS_FROM_BYTES", 0)
+    monkeypatch.setattr(pass1, "SPLIT_FROM_BYTES", 0)
     monkeypatch.setattr(parts_module, "PART_EVENTS", 300)
     monkeypatch.setattr(pass1, "HEAD_SHARE", split / keep)
     two = CliRunner().invoke(replay_cmd, [str(cut_path), "--stats", "--jobs", "2"])
@@ -244,3 +248,15 @@ def test_early_workers_only_for_a_version_2_file(tmp_path: Path,
     assert not workers_module.parts_likely(str(fifo))
     assert workers_module.stats_pool(str(fifo), 2) is None
     assert workers_module.stats_pool(str(_mixed(tmp_path)), 1) is None
+
+
+def test_small_file_linked_here_alone(tmp_path: Path) -> None:
+    """Below SPLIT_FROM_BYTES the worker is not asked for the tail."""
+    path = _mixed(tmp_path)
+    assert os.stat(path).st_size < pass1.SPLIT_FROM_BYTES
+    with recorded_probes(probe_specs(scan_trace(path).header.probes)):
+        scan = scan_trace(path)
+        scan.select(file_columns())
+        pool = _FailingPool(AssertionError("asked"))
+        links = pass1.link_scan(scan, probe_spec, pool)  # type: ignore[arg-type]
+        assert pool.calls == 0 and not scan.stopped and links.events

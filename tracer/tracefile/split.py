@@ -19,7 +19,9 @@ from typing import IO
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
-_END_OF_STREAM = b"\xff\xff\xff\xff\x00\x00\x00\x00"
+from tracer.tracefile.arrow import STREAM_MAGIC
+
+_END_OF_STREAM = STREAM_MAGIC + bytes(4)  # a message of length 0
 
 
 def tail_file(path: str, split_at: int) -> tuple[IO[bytes], int] | None:

@@ -81,8 +81,7 @@ def link_scan(scan: TraceScan, lookup: Callable[[str], ProbeSpec | None],
     worker could not, here). The scan's records are then the whole file's."""
     links = Links(lookup)
     call = None
-    size = os.stat(scan.path).st_size
-    if pool is not None and scan.version == 2 and size >= SPLIT_FROM_BYTES:
+    if pool is not None and (size := os.stat(scan.path).st_size) >= SPLIT_FROM_BYTES:
         split_at = int(size * HEAD_SHARE)
         known = KnownProbes({name: lookup(name) for name in scan.header.probe_names})
         try:

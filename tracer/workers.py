@@ -427,6 +427,8 @@ def parts_likely(path: str) -> bool:
         st = os.stat(path)
         if not stat.S_ISREG(st.st_mode) or st.st_size <= PARTS_FROM_BYTES:
             return False  # (a FIFO is not opened: that would wait for a writer)
+        # tracefile.arrow's STREAM_MAGIC, not imported: tracer.tracefile
+        # loads pyarrow and numpy, which this module is kept free of
         with open(path, "rb") as f:
             return f.read(4) == b"\xff\xff\xff\xff"
     except OSError:

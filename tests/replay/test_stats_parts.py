@@ -318,3 +318,38 @@ def test_big_version_1_file_converted_then_in_parts(path: Path,
     assert res.exit_code == 0, res.output
     with recorded_probes(probe_specs(read_trace(path).header.probes)):
         assert res.stdout == render_stats(build_timeline(read_trace(path)))
+
+
+def test_last_parts_cut_inside_batches_same_text(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a worker, the last LAST_PARTS parts' events are rebuilt in
+    parts LAST_PARTS times smaller, cut inside the file's batches (so that
+    neither process waits long for the other's last part); the text is the
+    one of parts cut at batch ends only (one process)."""
+    trace = _in_time_order(synthetic_trace(recording(LOSSLESS[0]), 12, 3))
+    path = tmp_path / "twelve.kpath"
+    rows = 200
+    _write(trace, path, rows)
+    monkeypatch.setattr(parts_module, "PART_EVENTS", 120)
+    cuts: list[int] = []
+    part = PartedStats._part
+
+    def record(self: PartedStats, held: Any, read: int) -> Any:
+        cuts.append(read)
+        return part(self, held, read)
+
+    monkeypatch.setattr(PartedStats, "_part", record)
+    one, _ = _parted_text(path, None, 1)
+    at_batch_ends = list(cuts)
+    assert all(cut % rows == 0 for cut in at_batch_ends[:-1]), at_batch_ends
+    cuts.clear()
+    two, parted = _parted_text(path, None, 2)
+    assert parted and two == one
+    inside = [cut for cut in cuts[:-1] if cut % rows]
+    assert inside, cuts
+    events = len(trace.events)
+    step = 120 // parts_module.LAST_PARTS
+    # only in the last parts, and that much smaller
+    assert min(inside) > events - (parts_module.LAST_PARTS + 1) * rows
+    last = [cut for cut in cuts[:-1] if cut >= min(inside) - step]
+    assert all(0 < b - a <= step for a, b in zip(last, last[1:], strict=False)), last

@@ -8,6 +8,7 @@ import pytest
 from tracer.timeline.columnar.grouping import (
     _HASH_FROM,
     _dense_ids,
+    distinct,
     factorize,
     factorize_firsts,
     first_index,
@@ -65,6 +66,25 @@ def test_dense_ids_are_np_unique_inverse(dtype: type) -> None:
         assert ids.dtype == np.int64
         assert ids.tolist() == want.tolist()
         assert count == len(np.unique(key))
+
+
+@pytest.mark.parametrize("kind", range(6))
+def test_distinct_is_sorted_set(kind: int) -> None:
+    rng = np.random.default_rng(kind)
+    for n in (0, 1, 2, 300, 5000):
+        col = _column(rng, n, kind)
+        got = distinct(col)
+        assert got.dtype == col.dtype
+        assert got.tolist() == sorted(set(col.tolist()))
+
+
+def test_dense_ids_of_a_strided_key() -> None:
+    """A key that is a view with strides (a column of a 2-d array) is
+    hashed as its values, not as its buffer's."""
+    table = np.arange(2 * _HASH_FROM * 3, dtype=np.int64).reshape(-1, 2) % 7
+    ids, count = _dense_ids(table[:, 1])
+    _, want = np.unique(table[:, 1], return_inverse=True)
+    assert ids.tolist() == want.tolist() and count == len(set(table[:, 1].tolist()))
 
 
 def test_factorize_empty() -> None:

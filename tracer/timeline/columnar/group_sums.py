@@ -9,6 +9,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from tracer.timeline.columnar.grouping import distinct
+
 
 class ListGroups:
     """Rows split by a group key (sorted by key, then by `within`), each
@@ -85,7 +87,7 @@ def distinct_counts(group: np.ndarray, value: np.ndarray, groups: int) -> list[i
         return [0] * groups
     width = int(value.max()) - int(value.min()) + 1
     if width * (groups + 1) < (1 << 62):
-        keys = np.unique(group * width + (value - value.min()))
+        keys = distinct(group * width + (value - value.min()))
         first = keys // width
     else:
         first = np.unique(np.stack((group, value), axis=1), axis=0)[:, 0]

@@ -29,7 +29,7 @@ import numpy as np
 from probes.catalog import ProbeSpec
 from tracer.timeline.columnar.columns import NO_EP, TASK
 from tracer.timeline.columnar.event_table import PORT_MASK
-from tracer.timeline.columnar.grouping import factorize_firsts
+from tracer.timeline.columnar.grouping import distinct, factorize_firsts
 from tracer.timeline.columnar.key_table import KeyTable, row_keys
 from tracer.timeline.columnar.probe_table import ProbeTable
 
@@ -199,7 +199,7 @@ class Links:
         apart = ra != rb
         if not apart.any():
             return
-        pairs = np.unique((np.minimum(ra[apart], rb[apart]) << 32)
+        pairs = distinct((np.minimum(ra[apart], rb[apart]) << 32)
                           | np.maximum(ra[apart], rb[apart]))
         roots, ends = np.unique(np.concatenate((pairs >> 32, pairs & 0xFFFFFFFF)),
                                 return_inverse=True)
@@ -351,7 +351,7 @@ class Links:
         opening = other & pairs[probe]
         if not opening.any() and not self.open_calls:
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
-        wanted = np.array(sorted(set(np.unique(key[opening]).tolist()) | set(self.open_calls)),
+        wanted = np.array(sorted(set(distinct(key[opening]).tolist()) | set(self.open_calls)),
                           dtype=np.int64)
         rows = np.flatnonzero(other & np.isin(key, wanted))
         rows = rows[np.lexsort((cols["ts"][rows], key[rows]))]  # stable: file order breaks ties

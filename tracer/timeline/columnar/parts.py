@@ -62,6 +62,7 @@ from tracer.tracefile.scan import V1_WHOLE_BYTES
 from tracer.workers import PartPool, stats_pool
 
 PART_EVENTS = 1 << 16  # events rebuilt at once: ~300 bytes each at the peak
+LAST_PARTS = 4  # with workers, the last 4 parts' events in parts 4 times smaller
 
 
 class PartedStats:
@@ -119,6 +120,13 @@ class PartedStats:
                     at += n
                     count += n
                     if count >= PART_EVENTS:
+                        # The last parts smaller (cut inside the batch: a
+                        # group ending before the cut is complete), so that
+                        # neither process waits long for the other's last.
+                        if pool is not None and self.events - at < LAST_PARTS * PART_EVENTS:
+                            step = PART_EVENTS // LAST_PARTS
+                            for cut in range(at - count + step, at - step // 2, step):
+                                held = self._part(held, cut)
                         held = self._part(held, at)
                         count = 0
             self._part(held, at + 1)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from tracer.timeline.columnar.grouping import distinct
 from tracer.timeline.columnar.latency_table import stabbing_min
 
 SHIFT = 35
@@ -57,7 +58,7 @@ def stabbing_min_grouped(group: np.ndarray, lo: np.ndarray, hi: np.ndarray,
     if not len(group):
         return out
     if not fits(lo, hi, q):
-        return _by_group(group, lo, hi, order, payload, q_group, q, np.unique(q_group), out)
+        return _by_group(group, lo, hi, order, payload, q_group, q, distinct(q_group), out)
     srt = np.lexsort((lo, group))
     group, lo, hi, order, payload = group[srt], lo[srt], hi[srt], order[srt], payload[srt]
     keys = group * LIMIT + lo
@@ -68,7 +69,7 @@ def stabbing_min_grouped(group: np.ndarray, lo: np.ndarray, hi: np.ndarray,
     jj = np.maximum(j, 0)
     hit = (j >= 0) & (group[jj] == q_group) & (q < hi[jj])
     out[hit] = payload[jj[hit]]
-    crowded = np.unique(group[overlap])
+    crowded = distinct(group[overlap])
     if len(crowded):
         _by_group(group, lo, hi, order, payload, q_group, q, crowded, out)
     return out

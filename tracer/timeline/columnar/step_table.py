@@ -28,6 +28,7 @@ from tracer.timeline.columnar.errors import Irregular
 from tracer.timeline.columnar.event_table import EventRules
 from tracer.timeline.columnar.flow_table import FlowTable
 from tracer.timeline.columnar.grouping import (
+    distinct,
     factorize,
     first_index,
     last_at_or_before,
@@ -363,7 +364,7 @@ def stack_matches(group: np.ndarray, push: np.ndarray) -> tuple[np.ndarray, np.n
     pops = np.flatnonzero(~push & (before > 0))
     pushes = np.flatnonzero(push)
     # latest push to the pop's depth in its group, before it
-    levels = np.unique(gid[pushes] * (m + 1) + depth[pushes])
+    levels = distinct(gid[pushes] * (m + 1) + depth[pushes])
     key = np.searchsorted(levels, gid[pushes] * (m + 1) + depth[pushes]) * (m + 1) + pushes
     order = np.argsort(key, kind="stable")
     asked = np.searchsorted(levels, gid[pops] * (m + 1) + before[pops]) * (m + 1) + pops

@@ -28,8 +28,8 @@ from tracer.tracefile.read_ahead import read_ahead
 from tracer.tracefile.scan import scan_tail
 from tracer.workers import PartPool, WorkerFailed
 
-# The head's share of the file: the worker starts its half after its
-# imports (bench/README.md).
+# The head's share of the file's bytes: with 0.5 this process waited for
+# the worker's half (0-45 ms at 1 M events, ~160 ms at 10 M; bench/README.md).
 HEAD_SHARE = 0.54
 # A smaller file is linked here alone: its pass 1 is shorter than the
 # worker's start-up it would wait for (1 M events: ~8 MiB, pass 1 ~0.2 s).

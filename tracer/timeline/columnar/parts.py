@@ -124,7 +124,7 @@ class PartedStats:
                         # group ending before the cut is complete), so that
                         # neither process waits long for the other's last.
                         if pool is not None and self.events - at < LAST_PARTS * PART_EVENTS:
-                            step = PART_EVENTS // LAST_PARTS
+                            step = max(PART_EVENTS // LAST_PARTS, 1)
                             for cut in range(at - count + step, at - step // 2, step):
                                 held = self._part(held, cut)
                         held = self._part(held, at)

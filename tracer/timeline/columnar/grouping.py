@@ -71,10 +71,10 @@ def _dense_ids(key: np.ndarray) -> tuple[np.ndarray, int]:
     if key.dtype.kind == "b":
         key = key.view(np.uint8)
     encoded = _encode(_arrow(key))
-    distinct = encoded.dictionary.to_numpy()
-    rank = np.empty(len(distinct), dtype=np.int64)
-    rank[np.argsort(distinct)] = np.arange(len(distinct))
-    return rank[encoded.indices.to_numpy()], len(distinct)
+    values = encoded.dictionary.to_numpy()
+    rank = np.empty(len(values), dtype=np.int64)
+    rank[np.argsort(values)] = np.arange(len(values))
+    return rank[encoded.indices.to_numpy()], len(values)
 
 
 _HASH_FROM = 256  # rows; below, np.unique is as fast

@@ -200,7 +200,7 @@ class Links:
         if not apart.any():
             return
         pairs = distinct((np.minimum(ra[apart], rb[apart]) << 32)
-                          | np.maximum(ra[apart], rb[apart]))
+                         | np.maximum(ra[apart], rb[apart]))
         roots, ends = np.unique(np.concatenate((pairs >> 32, pairs & 0xFFFFFFFF)),
                                 return_inverse=True)
         ea, eb = np.split(ends.reshape(-1), 2)

@@ -364,8 +364,9 @@ def stack_matches(group: np.ndarray, push: np.ndarray) -> tuple[np.ndarray, np.n
     pops = np.flatnonzero(~push & (before > 0))
     pushes = np.flatnonzero(push)
     # latest push to the pop's depth in its group, before it
-    levels = distinct(gid[pushes] * (m + 1) + depth[pushes])
-    key = np.searchsorted(levels, gid[pushes] * (m + 1) + depth[pushes]) * (m + 1) + pushes
+    level = gid[pushes] * (m + 1) + depth[pushes]
+    levels = distinct(level)
+    key = np.searchsorted(levels, level) * (m + 1) + pushes
     order = np.argsort(key, kind="stable")
     asked = np.searchsorted(levels, gid[pops] * (m + 1) + before[pops]) * (m + 1) + pops
     at = np.searchsorted(key[order], asked) - 1

@@ -66,8 +66,15 @@ def run_bulk(size: int = DEFAULT_SIZE, port: int = DEFAULT_PORT,
     return BulkResult(sent=sent, received=received, sends=sends)
 
 
-def bulk_client(host: str, port: int, size: int) -> tuple[int, int]:
-    """The client's half: `size` bytes written; (bytes sent, send calls)."""
+def bulk_client(host: str, port: int, size: int,
+                until_closed: bool = False) -> tuple[int, int]:
+    """The client's half: `size` bytes written; (bytes sent, send calls).
+
+    until_closed: return only once the server has closed its end. send()
+    returns as soon as the data is in the socket's buffer: a tracer stopped
+    then misses the connection's tail (the last segments, the peer's ACKs
+    and FIN). The server closes after reading to EOF, so its FIN comes after
+    every ACK of ours."""
     set_comm("bulk-client")
     payload = bytes(range(256)) * (CHUNK // 256)
     sent = sends = 0
@@ -77,4 +84,8 @@ def bulk_client(host: str, port: int, size: int) -> tuple[int, int]:
             n = sock.send(payload[: min(CHUNK, size - sent)])
             sent += n
             sends += 1
+        if until_closed:
+            sock.shutdown(socket.SHUT_WR)
+            while sock.recv(CHUNK):
+                pass
     return sent, sends

@@ -137,7 +137,7 @@ def run_client(addr: str, ready: Path, size: int = BULK_SIZE) -> list[str]:
         time.sleep(0.2)
     result = ChatResult()
     chat_client(addr, CHAT_PORT, result)
-    sent, sends = bulk_client(addr, BULK_PORT, size)
+    sent, sends = bulk_client(addr, BULK_PORT, size, until_closed=True)
     time.sleep(LINGER_S)
     return [*result.transcript, f"sent {sent} bytes in {sends} send() calls"]
 

@@ -122,7 +122,7 @@ def test_merged_links_are_one_pass_links(tmp_path: Path, rows: int) -> None:
             scan.select(file_columns())
             scan.stop_after(split_at)
             pass1._link(links, scan)
-            got = pass1.tail_links(str(path), split_at, known)
+            got = pass1.tail_links(str(path), split_at, known, str(tmp_path))
             assert got is not None
             links.merge(got[0])
             assert links.events == whole.events and links.first_ts == whole.first_ts

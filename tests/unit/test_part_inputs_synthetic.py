@@ -5,7 +5,10 @@ file (links.BatchNodes)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import pytest
 
 from tracer.timeline.columnar.links import BatchNodes
 from tracer.timeline.columnar.loss_times import LossTimes
@@ -53,3 +56,31 @@ def test_batch_nodes_read_back_in_order_and_again() -> None:
     assert nodes.popleft().dtype == np.int32
     assert nodes.popleft().tolist() == batches[2].tolist()
     assert list(nodes) == []
+
+
+def test_batch_nodes_adopt_a_tail_written_elsewhere(tmp_path: Path) -> None:
+    # the tail's nodes as a worker writes them: a named file
+    tail = BatchNodes(str(tmp_path / "tail-nodes"))
+    for b in ([0, 2, 1], [1, 3]):
+        tail.append(np.array(b, np.int64))
+    head = BatchNodes()
+    head.append(np.array([5, 4], np.int64))
+    head.adopt(str(tail.path), list(tail.sizes()), 10)
+    (tmp_path / "tail-nodes").unlink()  # read from the handle opened by adopt
+    assert list(head.sizes()) == [2, 3, 2]
+    assert [a.tolist() for a in head] == [[5, 4], [10, 12, 11], [11, 13]]
+    assert head.popleft().tolist() == [5, 4]
+    assert head.popleft().tolist() == [10, 12, 11]
+    assert [a.tolist() for a in head] == [[11, 13]]
+    with pytest.raises(RuntimeError):
+        head.append(np.array([1], np.int64))
+    assert head.popleft().tolist() == [11, 13]
+    with pytest.raises(IndexError):
+        head.popleft()
+
+
+def test_batch_nodes_adopt_of_an_empty_tail_opens_nothing(tmp_path: Path) -> None:
+    head = BatchNodes()
+    head.append(np.array([1], np.int64))
+    head.adopt(str(tmp_path / "never-written"), [], 1)
+    assert [a.tolist() for a in head] == [[1]]

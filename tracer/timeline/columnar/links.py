@@ -57,46 +57,79 @@ class ProbeFlags:
         self.chained = pt.softirq | pt.noack | pt.sock_or_socket
 
 
+@dataclass
+class _Run:
+    """Batches of nodes in one file: their sizes not popped yet, the bytes
+    popped, and what is added to each node read (a tail's nodes are
+    numbered after the head's)."""
+
+    file: IO[bytes]
+    sizes: deque[int]
+    at: int = 0
+    add: int = 0
+
+
 class BatchNodes:
     """Each batch's event nodes, as pass 1 made them, for pass 2 to read back
     in order (popleft) or all again (iteration): in a temporary file, not in
-    memory (4 bytes an event: 38 MiB of a 10 M-event trace)."""
+    memory (4 bytes an event: 38 MiB of a 10 M-event trace). `path`: a named
+    file (a worker's tail, which the parent's nodes take over: adopt), else
+    an anonymous one."""
 
-    def __init__(self) -> None:
-        self._file: IO[bytes] | None = None
-        self._sizes: deque[int] = deque()  # events per batch not popped yet
+    def __init__(self, path: str | None = None) -> None:
+        self.path = path
+        self._runs: list[_Run] = []
+        self._own: _Run | None = None  # the run append() writes
         self._end = 0  # bytes written
-        self._at = 0  # bytes popped
+        self._sealed = False  # a run adopted: the batches end with it
 
     def append(self, nodes: np.ndarray) -> None:
-        if self._file is None:
-            self._file = tempfile.TemporaryFile()  # noqa: SIM115 - closed by the system
+        if self._sealed:
+            raise RuntimeError("nodes appended after an adopted run")
+        if self._own is None:
+            f = tempfile.TemporaryFile() if self.path is None \
+                else open(self.path, "w+b")  # noqa: SIM115 - closed by the system
+            self._own = _Run(f, deque())
+            self._runs.append(self._own)
         data = np.ascontiguousarray(nodes, dtype=np.int32)
-        self._end += os.pwrite(self._file.fileno(), data.tobytes(), self._end)
-        self._sizes.append(len(data))
+        self._end += os.pwrite(self._own.file.fileno(), data.tobytes(), self._end)
+        self._own.sizes.append(len(data))
 
-    def _read(self, at: int, n: int) -> np.ndarray:
-        assert self._file is not None
-        data = os.pread(self._file.fileno(), 4 * n, at)
+    def adopt(self, path: str, sizes: list[int], add: int) -> None:
+        """Goes on with the batches another process wrote to `path` (of
+        `sizes` events; their nodes plus `add`), read from a handle opened
+        here (the path may go then)."""
+        self._sealed = True
+        if sizes:
+            self._runs.append(_Run(open(path, "rb"), deque(sizes), add=add))  # noqa: SIM115
+
+    @staticmethod
+    def _read(run: _Run, at: int, n: int) -> np.ndarray:
+        data = os.pread(run.file.fileno(), 4 * n, at)
         if len(data) != 4 * n:
             raise OSError(f"read {len(data)} of {4 * n} bytes of spooled nodes")
-        return np.frombuffer(data, dtype=np.int32)
+        out = np.frombuffer(data, dtype=np.int32)
+        return out + np.int32(run.add) if run.add else out
 
     def popleft(self) -> np.ndarray:
-        n = self._sizes.popleft()
-        out = self._read(self._at, n)
-        self._at += 4 * n
+        run = next((r for r in self._runs if r.sizes), None)
+        if run is None:
+            raise IndexError("no batch of nodes left")
+        n = run.sizes.popleft()
+        out = self._read(run, run.at, n)
+        run.at += 4 * n
         return out
 
     def sizes(self) -> Iterator[int]:
         """Events per batch not popped yet."""
-        return iter(self._sizes)
+        return (n for run in self._runs for n in run.sizes)
 
     def __iter__(self) -> Iterator[np.ndarray]:
-        at = self._at
-        for n in self._sizes:
-            yield self._read(at, n)
-            at += 4 * n
+        for run in self._runs:
+            at = run.at
+            for n in run.sizes:
+                yield self._read(run, at, n)
+                at += 4 * n
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +149,7 @@ class TailLinks:
     returns: list[str]  # names of the probes that returned
     first_ts: int | None
     events: int
-    nodes: np.ndarray
+    nodes_path: str  # per batch its events' nodes (BatchNodes' file)
     batch_sizes: list[int]
 
 
@@ -285,8 +318,9 @@ class Links:
 
     def tail(self) -> TailLinks:
         """What the head's links need of these (the links of a file's tail,
-        made with ctx_head kept) to go on from them: merge."""
-        assert self.ctx_head is not None and not self.nesting
+        made with ctx_head kept, their nodes in a named file) to go on
+        from them: merge."""
+        assert self.ctx_head is not None and not self.nesting and self.nodes.path is not None
         roots = self._roots(np.arange(self.size, dtype=np.int64))
         sizes = list(self.nodes.sizes())
         names = list(self.probe_code)
@@ -298,8 +332,7 @@ class Links:
             ctx_keys=head.keys, ctx_at=head.values["at"], ctx_node=head.values["node"],
             ctx_chained=head.values["chained"], ctx_disorder=self.ctx_disorder,
             returns=[names[p] for p in sorted(self.return_probes)], first_ts=self.first_ts,
-            events=self.events, nodes=np.concatenate(list(self.nodes)) if sizes
-            else np.zeros(0, np.int32), batch_sizes=sizes)
+            events=self.events, nodes_path=self.nodes.path, batch_sizes=sizes)
 
     def merge(self, tail: TailLinks) -> None:
         """Goes on with the events of `tail` (the links of the batches after
@@ -333,10 +366,7 @@ class Links:
         if tail.first_ts is not None:
             self.first_ts = tail.first_ts if self.first_ts is None \
                 else min(self.first_ts, tail.first_ts)
-        at = 0
-        for n in tail.batch_sizes:
-            self.nodes.append(tail.nodes[at:at + n].astype(np.int64) + off)
-            at += n
+        self.nodes.adopt(tail.nodes_path, tail.batch_sizes, off)
         self.events += tail.events
         # the tables hold the head's keys only: no add() after a merge
         self.ids, self.ctx_tail = {}, KeyTable()
@@ -381,7 +411,8 @@ class Links:
 
     def groups(self) -> tuple[np.ndarray, np.ndarray]:
         """(each node's group, each group's last event position); the keys
-        are let go (`nodes` stays, for pass 2)."""
+        and the union-find arrays are let go (`nodes` stays, for pass 2):
+        the links take no more events."""
         self.ids, self.ctx_tail, self.open_calls = {}, KeyTable(), {}
         roots = self.parent[:self.size]
         while True:
@@ -391,4 +422,6 @@ class Links:
             roots = up
         last = np.full(self.size, -1, dtype=np.int64)
         np.maximum.at(last, roots, self.last[:self.size])
+        # up to twice the nodes (grown by doubling), 16 bytes each
+        self.parent = self.last = np.zeros(0, dtype=np.int64)
         return roots.astype(np.int32), last

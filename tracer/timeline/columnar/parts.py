@@ -87,11 +87,14 @@ class PartedStats:
         # Per part, in arrays (a 10 M-event trace has ~2 M steps and ~40 k
         # flows: as tuples of ints they took ~40 MiB): per flow its first
         # event's time and file position, its piece's offset and size in
-        # the spool, and the number of steps of the parts before its own;
-        # per step (each part's in id order) its first event's time and
-        # file position.
+        # the spool, and the number of steps of the parts before its own.
         self._flows: collections.deque[tuple[np.ndarray, ...]] = collections.deque()
-        self._step_keys: collections.deque[tuple[np.ndarray, ...]] = collections.deque()
+        # Per step (each part's in id order) its first event's time and
+        # file position: ~12 bytes a step, ~24 MiB at 10 M events, written
+        # out as the parts come (read back for the numbering, once the
+        # workers are gone).
+        self._key_ts: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115
+        self._key_pos: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115
         self._flow_count = 0
         self._steps = 0
         # positions as int32 when they fit
@@ -187,7 +190,8 @@ class PartedStats:
         steps numbered after the steps of the parts before it."""
         base = self._steps
         self._steps += len(part.key_ts)
-        self._step_keys.append((part.key_ts, part.key_pos.astype(self._pos_type)))
+        self._key_ts.write(np.ascontiguousarray(part.key_ts, dtype=np.int64).data)
+        self._key_pos.write(np.ascontiguousarray(part.key_pos, dtype=self._pos_type).data)
         offset = self._spool.tell()
         self._spool.write(part.rows)
         n = len(part.sizes)
@@ -201,7 +205,8 @@ class PartedStats:
         events, and each step's number: its first event's rank by (time,
         file position). The parts' arrays are let go as they are joined."""
         if self._numbers is None:
-            ts, pos = _drain_join(self._step_keys, self._steps, 2)
+            ts = _read_back(self._key_ts, np.dtype(np.int64), self._steps)
+            pos = _read_back(self._key_pos, np.dtype(self._pos_type), self._steps)
             order = np.lexsort((pos, ts))
             del ts, pos
             rank = np.empty(self._steps, dtype=np.int32 if self._steps < 1 << 31 else np.int64)
@@ -234,6 +239,17 @@ class PartedStats:
                 yield number, pickle.loads(self._spool.read(size)), rank[base:]
 
         return head, pieces()
+
+
+def _read_back(spool: IO[bytes], dtype: np.dtype[Any], n: int) -> np.ndarray:
+    """The `n` values written to `spool`, which is closed."""
+    with spool:
+        spool.flush()
+        spool.seek(0)
+        out = np.fromfile(spool, dtype=dtype, count=n)
+    if len(out) != n:
+        raise RuntimeError(f"step keys: read back {len(out)} of {n}")
+    return out
 
 
 def _drain_join(parts: collections.deque[tuple[np.ndarray, ...]], n: int, width: int

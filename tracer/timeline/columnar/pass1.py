@@ -14,6 +14,7 @@ The worker describes probes by the names and specs this process gives it
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Callable, Mapping
 
 import pyarrow as pa
@@ -21,7 +22,7 @@ import pyarrow as pa
 from probes.catalog import ProbeSpec
 from tracer.timeline.columnar.columns import batch_columns, file_columns
 from tracer.timeline.columnar.key_table import KeyTable
-from tracer.timeline.columnar.links import LINK_COLUMNS, Links, TailLinks
+from tracer.timeline.columnar.links import LINK_COLUMNS, BatchNodes, Links, TailLinks
 from tracer.tracefile import Lost, TraceScan, Trailer
 from tracer.tracefile.arrow import NO_TRAILER
 from tracer.tracefile.read_ahead import read_ahead
@@ -57,14 +58,18 @@ class KnownProbes:
 TailRecords = tuple[list[Lost], Trailer | None, str | None]  # lost, trailer, cut_short
 
 
-def tail_links(path: str, split_at: int, lookup: KnownProbes
+def tail_links(path: str, split_at: int, lookup: KnownProbes, spool: str
                ) -> tuple[TailLinks, TailRecords] | None:
     """In a worker: the links of the file's tail after `split_at`, and the
-    tail's records; None when there is no tail."""
+    tail's records; None when there is no tail. The nodes of its events
+    are in a file in the directory `spool` (the caller's, who reads them
+    from there: not through the pipe, ~18 MiB at 10 M events held in both
+    processes at once)."""
     scan = scan_tail(path, split_at)
     if scan is None:
         return None
     links = Links(lookup)
+    links.nodes = BatchNodes(os.path.join(spool, "tail-nodes"))
     links.ctx_head = KeyTable("at", "node", "chained")
     scan.select(file_columns())
     _link(links, scan)
@@ -80,19 +85,29 @@ def link_scan(scan: TraceScan, lookup: Callable[[str], ProbeSpec | None],
     tail linked by `pool`'s worker when there is one (else, or when the
     worker could not, here). The scan's records are then the whole file's."""
     links = Links(lookup)
+    # The worker's nodes file: opened here before the directory goes (a
+    # worker still linking a tail not waited for may find it gone: its
+    # call fails, which no one asks).
+    with tempfile.TemporaryDirectory(prefix="kpath-pass1-", ignore_cleanup_errors=True) as spool:
+        _link_split(links, scan, lookup, pool, spool)
+    return links
+
+
+def _link_split(links: Links, scan: TraceScan, lookup: Callable[[str], ProbeSpec | None],
+                pool: PartPool | None, spool: str) -> None:
     call = None
     if pool is not None and (size := os.stat(scan.path).st_size) >= SPLIT_FROM_BYTES:
         split_at = int(size * HEAD_SHARE)
         known = KnownProbes({name: lookup(name) for name in scan.header.probe_names})
         try:
-            call = pool.call(tail_links, scan.path, split_at, known)
+            call = pool.call(tail_links, scan.path, split_at, known, spool)
         except WorkerFailed:  # it did not start: told when the parts would use it
             call = None
         else:
             scan.stop_after(split_at)
     _link(links, scan)
     if call is None or not scan.stopped:
-        return links  # the head is the file, or ends it (cut short)
+        return  # the head is the file, or ends it (cut short)
     try:
         tail = call.result()
     except Exception:  # noqa: BLE001 - linked here instead (an error there recurs here)
@@ -114,7 +129,6 @@ def link_scan(scan: TraceScan, lookup: Callable[[str], ProbeSpec | None],
         pa.system_memory_pool().release_unused()
     lost, scan.trailer, scan.cut_short = records
     scan.lost.extend(lost)
-    return links
 
 
 def _link(links: Links, scan: TraceScan) -> None:

@@ -112,7 +112,8 @@ class PartedStats:
         count = at = 0
         try:
             with scan:
-                for batch in read_ahead(iter(scan)):
+                # one batch ahead (~5 MiB): the reading keeps up with the parts
+                for batch in read_ahead(iter(scan), depth=1):
                     cols = batch_columns(batch, links.probe_code)
                     n = len(cols["ts"])
                     if not n:

@@ -80,6 +80,10 @@ class PartedStats:
         self.inp = records
         self.events = links.events
         root, last = links.groups()
+        # positions (and each group's last) as int32 when they fit, with
+        # the end of the file (`read` below) one past the last
+        self._pos_type = np.int32 if links.events < (1 << 31) - 1 else np.int64
+        last = last.astype(self._pos_type)
         names = tuple(links.probe_code)
         pt = ProbeTable.build(names, links.flags.lookup)
         # Lives as long as the pieces (deleted on close, by the system).
@@ -97,8 +101,6 @@ class PartedStats:
         self._key_pos: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115
         self._flow_count = 0
         self._steps = 0
-        # positions as int32 when they fit
-        self._pos_type = np.int32 if links.events < 1 << 31 else np.int64
         self._numbers: tuple[np.ndarray, np.ndarray] | None = None
         self._gaps = losses.gaps
         self._pool = pool
@@ -118,7 +120,7 @@ class PartedStats:
                     n = len(cols["ts"])
                     if not n:
                         continue
-                    cols["pos"] = np.arange(at, at + n, dtype=np.int64)
+                    cols["pos"] = np.arange(at, at + n, dtype=self._pos_type)
                     cols["last"] = last[root[links.nodes.popleft()]]
                     held.append((int(cols["last"].min()), cols))
                     at += n

@@ -73,8 +73,8 @@ def bulk_client(host: str, port: int, size: int,
     until_closed: return only once the server has closed its end. send()
     returns as soon as the data is in the socket's buffer: a tracer stopped
     then misses the connection's tail (the last segments, the peer's ACKs
-    and FIN). The server closes after reading to EOF, so its FIN comes after
-    every ACK of ours."""
+    and FIN). The server closes after reading to EOF, so its FIN follows
+    every ACK it sent for the data."""
     set_comm("bulk-client")
     payload = bytes(range(256)) * (CHUNK // 256)
     sent = sends = 0

@@ -124,8 +124,9 @@ def _link_split(links: Links, scan: TraceScan, lookup: Callable[[str], ProbeSpec
         tail_of, records = tail
         links.merge(tail_of)
         del tail, tail_of
-        # The tail's arrays came in on the worker's reader thread, into its
-        # heap: handed back, or pass 2's peak keeps them (+20 MiB at 10 M).
+        # The tail's arrays (~9 MiB at 10 M events) came in on the worker's
+        # reader thread, into its heap: handed back, or pass 2's peak keeps
+        # them.
         pa.system_memory_pool().release_unused()
     lost, scan.trailer, scan.cut_short = records
     scan.lost.extend(lost)

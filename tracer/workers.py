@@ -142,9 +142,9 @@ def serve() -> None:
 
 
 # A reply this big (pass 1's tail: ~9 MiB at 10 M events, its nodes in a
-# file of their own) leaves its
-# arrays' pages in the C heap once sent, which the parts after it do not
-# need: handed back to the system (smaller replies' pages are reused).
+# file of their own) leaves its arrays' pages in the C heap once sent,
+# which the parts after it do not need: handed back to the system
+# (smaller replies' pages are reused).
 _TRIM_FROM = 8 << 20
 
 

@@ -33,6 +33,11 @@ from tracer.timeline import (
     side_endpoint,
 )
 from tracer.timeline.causal import build_graph
+from tracer.timeline.columnar import PreparedStats, stats_input_of
+from tracer.timeline.event_rules import probe_spec, recorded_probes
+from tracer.tracefile import probe_specs
+from viz.stats_columnar import render_trace_stats
+from viz.stats_text import render_stats
 
 CLIENT = Endpoint(LO, CLIENT_PORT)
 SERVER = Endpoint(LO, SERVER_PORT)
@@ -154,6 +159,43 @@ def test_synthetic_same_hop_twice_without_origin_is_a_new_packet() -> None:
                        ack=1, payload=1, sk=CLIENT_SK, tid=CLIENT_TID)
     pkts = packets(build_timeline(t.trace()).flows[0].steps)
     assert [len(p.events) for p in pkts] == [4, 4]
+
+
+def test_synthetic_receiver_finishes_a_duplicate_ack_the_sender_already_sent_again() -> None:
+    """Two hosts (source 1 sends, source 0 receives), merged by time: the
+    receiver is still handling the first of two identical pure ACKs when
+    the second one's birth comes in. The rest of that reception (same host,
+    same skb) stays with the first; the columnar path agrees."""
+    t = SyntheticTrace()
+    synthetic_handshake(t)
+    h = hdr(SERVER_PORT, CLIENT_PORT, SERVER_ISN + 1, ACK, CLIENT_ISN + 1, 0)
+
+    def send(skb: int) -> None:
+        t.ev("__tcp_transmit_skb", ctx="softirq", tid=0, sk=SERVER_SK, skb=skb, source=1, **h)
+        t.ev("__dev_queue_xmit", ctx="softirq", tid=0, sk=SERVER_SK, skb=skb + 0x800,
+             source=1, **h)
+
+    def receive(probe: str, skb: int) -> None:
+        t.ev(probe, ctx="softirq", tid=0, skb=skb, source=0, **h)
+
+    send(0x9000)
+    receive("ip_rcv", 0x7000)
+    send(0x9100)  # the duplicate's birth, before the first's tcp_v4_rcv
+    receive("tcp_v4_rcv", 0x7000)
+    receive("ip_rcv", 0x7100)
+    receive("tcp_v4_rcv", 0x7100)
+    trace = t.trace()
+    tl = build_timeline(trace)
+    acks = [p for p in packets(tl.flows[0].steps) if p.segment.seq == SERVER_ISN + 1]
+    assert [[(te.ev.probe, te.ev.skb) for te in p.events] for p in acks] == [
+        [("__tcp_transmit_skb", 0x9000), ("__dev_queue_xmit", 0x9800),
+         ("ip_rcv", 0x7000), ("tcp_v4_rcv", 0x7000)],
+        [("__tcp_transmit_skb", 0x9100), ("__dev_queue_xmit", 0x9900),
+         ("ip_rcv", 0x7100), ("tcp_v4_rcv", 0x7100)],
+    ]
+    with recorded_probes(probe_specs(trace.header.probes)):
+        prepared = PreparedStats(stats_input_of(trace), probe_spec)
+        assert render_trace_stats(prepared.stats(None)) == render_stats(tl, None)
 
 
 def test_synthetic_handshake_synack_via_tcp_v4_send_synack() -> None:

@@ -91,6 +91,9 @@ class _Builder:
         self.sent_hi: dict[_Stream, int] = {}  # highest stream byte carried so far
         # packet id -> hops seen (probe, kind, seq, payload) -> skb address there
         self.seen: dict[int, dict[tuple[str, Kind, int, int], int]] = {}
+        # (exact segment key, host, skb) -> packet that last had an event there
+        self.held: dict[tuple[object, ...], Packet] = {}
+        self.tail: dict[int, tuple[int, int]] = {}  # packet id -> (host, skb) of its last
 
     def add(self, step: Step, te: TEvent) -> Step:
         self.steps.append(step)
@@ -113,7 +116,11 @@ class _Builder:
            tcp_v4_send_synack) or the packet already passed this hop with
            this range in another skb: then it is a new packet on the wire
            (the same skb passing a hop again was requeued, e.g. by
-           neighbour resolution: neigh_resolve_output runs twice);
+           neighbour resolution: neigh_resolve_output runs twice). Among
+           packets of one key, the one whose last event is this host's
+           same skb, still short of this hop, comes first: a receiver
+           still handling a duplicate ACK when the sender (another host,
+           merged by time) already sent the next identical one;
         2. a data piece inside a packet's range (split below TCP), or, on
            receive, a piece starting inside one (merged by GRO);
         3. an event whose length is unknown joins the newest packet with the
@@ -121,13 +128,20 @@ class _Builder:
         """
         seg = te.segment
         assert seg is not None
-        origin = capture_of(te.ev) in ORIGIN_CAPTURES
-        hop = (te.ev.probe, te.ev.kind, seg.seq, seg.payload)
         # Within a flow the sender's role names the direction: cheaper to
         # hash than the endpoints, and this runs for most events.
         loose_key = (flow.number, seg.src == flow.client, seg.seq, seg.flags & KEY_FLAGS_MASK,
                      seg.ack)
         exact_key = (*loose_key, seg.payload)
+        pkt = self._choose(te, seg, flow, loose_key, exact_key)
+        if te.ev.skb and seg.length_known:
+            self.held[(*exact_key, te.ev.source, te.ev.skb)] = pkt
+        return pkt
+
+    def _choose(self, te: TEvent, seg: Segment, flow: Flow,
+                loose_key: tuple[object, ...], exact_key: tuple[object, ...]) -> Packet:
+        origin = capture_of(te.ev) in ORIGIN_CAPTURES
+        hop = (te.ev.probe, te.ev.kind, seg.seq, seg.payload)
         if not seg.length_known:
             pkt = self.loose.get(loose_key)
             if pkt is not None:
@@ -135,6 +149,12 @@ class _Builder:
                 return pkt
         else:
             pkt = self.latest.get(exact_key)
+            if not origin and te.ev.skb:
+                going = self.held.get((*exact_key, te.ev.source, te.ev.skb))
+                if going is not None and going is not pkt and hop not in self.seen[going.id] \
+                        and self.tail[going.id] == (te.ev.source, te.ev.skb):
+                    self.join(going, te, hop)
+                    return going
             if pkt is not None and not origin and self._may_join(pkt, te, hop):
                 self.join(pkt, te, hop)
                 return pkt
@@ -185,6 +205,7 @@ class _Builder:
         self.loose[loose_key] = pkt
         self.add(pkt, te)
         self.seen[pkt.id][hop] = te.ev.skb
+        self.tail[pkt.id] = (te.ev.source, te.ev.skb)
         return pkt
 
     def _register(self, pkt: Packet, seg: Segment, flow: Flow,
@@ -219,6 +240,7 @@ class _Builder:
     def join(self, pkt: Packet, te: TEvent, hop: tuple[str, Kind, int, int]) -> None:
         self.put(pkt, te)
         self.seen[pkt.id][hop] = te.ev.skb
+        self.tail[pkt.id] = (te.ev.source, te.ev.skb)
 
 
 def _packet_key(fkey: FlowKey, seg: Segment) -> PacketKey:

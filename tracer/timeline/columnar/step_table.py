@@ -532,8 +532,9 @@ def _key_runs(c: EventColumns, r: EventRules, pt: ProbeTable, ft: FlowTable,
     birth (ORIGIN_CAPTURES), and at a hop the run already passed unless the
     same skb re-enters it right away (requeue). Also returns, per packet,
     whether its first event may be a piece of an earlier packet (no birth,
-    starting below what its stream carried): its stream is then left to
-    _StreamBuilder."""
+    starting below what its stream carried) or one of its events may belong
+    to an earlier packet of its key (_held_elsewhere): its stream is then
+    left to _StreamBuilder."""
     flow = ft.flow[rows]
     sender = np.where(c.src[rows] == ft.client[flow], 0, 1)
     grp, _ = factorize(flow, sender, c.seq[rows], r.key_flags[rows], r.ack_key[rows],
@@ -567,6 +568,7 @@ def _key_runs(c: EventColumns, r: EventRules, pt: ProbeTable, ft: FlowTable,
     starts = np.flatnonzero(boundary)
     creator = ev[starts]
     again = ~new_group[starts]
+    crossing = _held_elsewhere(c, pt, ev, run, new_group, starts)
 
     p_flow = ft.flow[creator]
     p_sender = np.where(c.src[creator] == ft.client[p_flow], 0, 1)
@@ -587,7 +589,30 @@ def _key_runs(c: EventColumns, r: EventRules, pt: ProbeTable, ft: FlowTable,
     piece = overlap & ~again & ~pt.origin[c.probe[creator]]
     return _Built(events=ev, packet=run, creator=creator, segment=creator,
                   retransmission=overlap | (again & ~r.pure_ack[creator]),
-                  requeued=requeued), piece
+                  requeued=requeued), piece | crossing
+
+
+def _held_elsewhere(c: EventColumns, pt: ProbeTable, ev: np.ndarray, run: np.ndarray,
+                    new_group: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """Per run: whether one of its events (no birth, with an skb) follows an
+    event of the same key, host and skb in an earlier run. packet_for may
+    then prefer that earlier packet (a receiver still handling a segment
+    whose identical successor was already sent), which only the event by
+    event builder decides. Only keys with several runs are looked at."""
+    out = np.zeros(len(starts), dtype=bool)
+    group_of_run = run_numbers(new_group)[starts]
+    several = np.bincount(group_of_run) > 1
+    if not several.any():
+        return out
+    # events of those keys with an skb, in key then event order
+    pool = np.flatnonzero(several[group_of_run[run]] & (c.skb[ev] != 0))
+    e, pool_run = ev[pool], run[pool]
+    same, _ = factorize(group_of_run[pool_run], c.source[e], c.skb[e])
+    prev = previous_in_group(same)
+    hit = (prev >= 0) & ~pt.origin[c.probe[e]]
+    hit[hit] = pool_run[prev[hit]] != pool_run[hit]
+    out[pool_run[hit]] = True
+    return out
 
 
 class _StreamBuilder:
@@ -609,6 +634,7 @@ class _StreamBuilder:
         seen: list[dict[tuple[int, bool, int, int], int]] = []
         last: list[int] = []
         latest: dict[tuple[int, ...], int] = {}
+        held: dict[tuple[int, ...], int] = {}  # (exact key, host, skb) -> packet
         loose: dict[tuple[int, ...], int] = {}
         ranges: dict[int, _RangeIndex] = {}  # by stream
         sent_hi: dict[int, int] = {}
@@ -618,6 +644,7 @@ class _StreamBuilder:
                                            c.probe, c.is_return, c.skb, c.flags)]
         origin = self.pt.origin[c.probe[rows]].tolist()
         rx = (r.direction[rows] == RX).tolist()
+        host = c.source[rows].tolist()
         pure = r.pure_ack[rows].tolist()
         rel = ft.rel(ft.flow[rows], np.array(stream, dtype=np.int64) % 2, c.seq[rows]).tolist()
 
@@ -646,8 +673,12 @@ class _StreamBuilder:
 
         def join(p: int, i: int, hop: tuple[int, bool, int, int]) -> None:
             packet[i] = p
-            seen[p][hop] = cols[7][i]
+            skb = cols[7][i]
+            seen[p][hop] = skb
             last[p] = i
+            if skb and cols[2][i]:
+                held[(flow[i], stream[i], cols[0][i], cols[3][i], cols[4][i], cols[1][i],
+                      host[i], skb)] = p
 
         def holding(i: int) -> int | None:
             lo, payload = rel[i], cols[1][i]
@@ -676,6 +707,13 @@ class _StreamBuilder:
                     continue
             else:
                 p = latest.get(exact_key)
+                skb = cols[7][i]
+                if not origin[i] and skb:
+                    q = held.get((*exact_key, host[i], skb))
+                    if q is not None and q != p and hop not in seen[q] \
+                            and (host[last[q]], cols[7][last[q]]) == (host[i], skb):
+                        join(q, i, hop)
+                        continue
                 if p is not None and not origin[i] and may_join(p, i, hop):
                     join(p, i, hop)
                     continue

@@ -34,6 +34,22 @@ def test_losses_during_a_flow_up_to_the_next_event_after_it() -> None:
     assert losses.during(61, 70) == []
 
 
+def test_losses_during_equal_a_scan_of_every_record() -> None:
+    """Random synthetic events and loss records (ties included): during()
+    searches its bounds; it must pick what testing every record picks."""
+    rng = np.random.default_rng(8)
+    for _ in range(200):
+        ts = rng.integers(0, 60, size=rng.integers(0, 12)).astype(np.int64)
+        lost = [Lost(ts_ns=int(t), count=i + 1)
+                for i, t in enumerate(rng.integers(0, 60, size=rng.integers(0, 10)))]
+        losses = LossTimes.of(lost, [ts[: len(ts) // 2], ts[len(ts) // 2:]])
+        for start, end in rng.integers(0, 60, size=(20, 2)).tolist():
+            start, end = min(start, end), max(start, end)
+            scan = [g for g, before in zip(losses.gaps, losses.before.tolist(), strict=True)
+                    if start <= g.ts_ns and before <= end]
+            assert losses.during(start, end) == scan
+
+
 def test_no_losses_read_no_times() -> None:
     def times() -> object:
         raise AssertionError("read")

@@ -91,7 +91,7 @@ def wire_points(c: EventColumns, r: EventRules, pt: ProbeTable, ft: FlowTable,
 
 
 def packet_points(ts: np.ndarray, st: StepTable, points: np.ndarray,
-                  gap_ends: list[int], gap_starts: list[int]) -> PacketPoints:
+                  gap_ends: np.ndarray, gap_starts: np.ndarray) -> PacketPoints:
     """Hops between present points (a spanning hop only where the points it
     spans are absent), the loss mark, the packet class; `ts`: the events'
     times."""
@@ -109,17 +109,15 @@ def packet_points(ts: np.ndarray, st: StepTable, points: np.ndarray,
         has[:, h] = ok
         hops[:, h] = np.where(ok, ts[np.maximum(b, 0)] - ts[np.maximum(a, 0)], 0)
     gap = np.zeros(npk, dtype=bool)
-    if gap_ends:
+    if len(gap_ends):
         stamps = np.where(present, ts[np.maximum(points, 0)], 0)
         big = np.iinfo(np.int64).max
         first = np.where(present, stamps, big).min(axis=1)
         last = np.where(present, stamps, np.iinfo(np.int64).min).max(axis=1)
         any_point = present.any(axis=1)
-        ends = np.array(gap_ends, dtype=np.int64)
-        starts = np.array(gap_starts, dtype=np.int64)
-        j = np.searchsorted(ends, first, side="left")
-        inside = j < len(ends)
-        gap[inside] = starts[j[inside]] < last[inside]
+        j = np.searchsorted(gap_ends, first, side="left")
+        inside = j < len(gap_ends)
+        gap[inside] = gap_starts[j[inside]] < last[inside]
         gap &= any_point
     klass = np.where(pk.retransmission, RETRANS,
                      np.where(pk.payload > 0, DATA, np.where(pk.pure_ack, ACK, CONTROL)))
@@ -146,16 +144,15 @@ def stabbing_min(intervals: list[tuple[int, int, int, int]], queries: list[int]
     return out
 
 
-def loss_windows(gap_stamps: list[int], start_ns: int, window_ns: int
-                 ) -> tuple[list[int], list[int]]:
-    """latency.loss_windows on the loss records' timestamps."""
-    ends = sorted(set(gap_stamps))
-    starts = []
-    prev = start_ns - 1
-    for t in ends:
-        starts.append(max(prev, t - window_ns))
-        prev = t
-    return ends, starts
+def loss_windows(gap_stamps: np.ndarray, start_ns: int, window_ns: int
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """latency.loss_windows on the loss records' timestamps, on arrays (a
+    part of a trace with a million loss records makes them again)."""
+    ends = np.unique(np.asarray(gap_stamps, dtype=np.int64))
+    prev = np.empty(len(ends), dtype=np.int64)
+    prev[:1] = start_ns - 1
+    prev[1:] = ends[:-1]
+    return ends, np.maximum(prev, ends - window_ns)
 
 
 ROLE_OF = (Role.CLIENT, Role.SERVER)

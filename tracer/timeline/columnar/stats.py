@@ -63,7 +63,7 @@ from tracer.timeline.columnar.regular_bytes import (
 )
 from tracer.timeline.columnar.stabbing import stabbing_min_grouped
 from tracer.timeline.columnar.step_table import StepTable, step_table
-from tracer.timeline.latency import LOSS_WINDOW_NS, Hop, PacketClass, Point, counted_stamps
+from tracer.timeline.latency import LOSS_WINDOW_NS, Hop, PacketClass, Point
 from tracer.timeline.model import ByteRange, RangeSource, Role, StreamWays
 from tracer.timeline.segments import Segment
 from tracer.tracefile import Lost, Source
@@ -274,13 +274,15 @@ class PreparedStats:
         inp, work, ts = self.inp, self._work, self.ts
         if flow is not None and not 1 <= flow <= self.flow_count:
             raise KeyError(flow)
+        # A part is given the whole trace's losses (the same for every
+        # part: sorted once); the whole trace has its times here.
         part = self._losses is not None
+        losses = self._losses if self._losses is not None else LossTimes.of(inp.lost, [ts])
+        gaps = losses.gaps
         first = self._first_ts if part else int(ts[0]) if len(ts) else None
-        stamps = [first] if first is not None else []
-        stamps += [rec.ts_ns for rec in inp.lost]
+        stamps = ([first] if first is not None else []) + ([gaps[0].ts_ns] if gaps else [])
         start = min(stamps) if stamps else 0
-        gaps = sorted(inp.lost, key=lambda rec: rec.ts_ns)
-        ends, starts = loss_windows(counted_stamps(gaps), start, LOSS_WINDOW_NS)
+        ends, starts = loss_windows(losses.counted, start, LOSS_WINDOW_NS)
         wanted = [flow - 1] if flow is not None else list(range(self.flow_count))
         placed, ranges = work.place(wanted)
         points = work.with_byte_points(self._wire, wanted, ranges)
@@ -290,9 +292,6 @@ class PreparedStats:
                           lost_total=inp.lost_total, cut_short=inp.cut_short,
                           gaps=tuple(gaps),
                           flows=[], sources=tuple(inp.sources))
-
-        # A part is given the whole trace's; the whole trace has its times here.
-        losses = self._losses if self._losses is not None else LossTimes.of(gaps, [ts])
 
         def flows() -> Iterator[FlowStats]:
             bounds, pk = work.pk_bounds, work.st.packets

@@ -93,7 +93,9 @@ class _Builder:
         self.seen: dict[int, dict[tuple[str, Kind, int, int], int]] = {}
         # (exact segment key, host, skb) -> packet that last had an event there
         self.held: dict[tuple[object, ...], Packet] = {}
-        self.tail: dict[int, tuple[int, int]] = {}  # packet id -> (host, skb) of its last
+        # packet id -> (host, skb) of its last segment event (events[-1] may
+        # be a lead-in or trailer put there later)
+        self.tail: dict[int, tuple[int, int]] = {}
 
     def add(self, step: Step, te: TEvent) -> Step:
         self.steps.append(step)

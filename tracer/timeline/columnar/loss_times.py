@@ -30,7 +30,7 @@ class LossTimes:
     def of(cls, lost: Sequence[Lost], times: Iterable[np.ndarray]) -> LossTimes:
         """From the records and every event's time (`times`, in batches of
         any order; not read when there is no loss)."""
-        gaps = tuple(sorted(lost, key=lambda rec: rec.ts_ns))
+        gaps = tuple(sorted(lost, key=_stamp))
         stamps = np.array([g.ts_ns for g in gaps], dtype=np.int64)
         before = np.full(len(stamps), _NONE)
         if len(stamps):

@@ -290,8 +290,7 @@ class PreparedStats:
         del points
         head = TraceStats(path=inp.path, events=len(ts), flow_count=self.flow_count,
                           lost_total=inp.lost_total, cut_short=inp.cut_short,
-                          gaps=tuple(gaps),
-                          flows=[], sources=tuple(inp.sources))
+                          gaps=gaps, flows=[], sources=tuple(inp.sources))
 
         def flows() -> Iterator[FlowStats]:
             bounds, pk = work.pk_bounds, work.st.packets

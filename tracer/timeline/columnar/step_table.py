@@ -671,14 +671,14 @@ class _StreamBuilder:
                 return True
             return False
 
-        def join(p: int, i: int, hop: tuple[int, bool, int, int]) -> None:
+        def join(p: int, i: int, hop: tuple[int, bool, int, int],
+                 mine: tuple[int, ...] | None = None) -> None:
+            """`mine`: the event's held key (known length, an skb)."""
             packet[i] = p
-            skb = cols[7][i]
-            seen[p][hop] = skb
+            seen[p][hop] = cols[7][i]
             last[p] = i
-            if skb and cols[2][i]:
-                held[(flow[i], stream[i], cols[0][i], cols[3][i], cols[4][i], cols[1][i],
-                      host[i], skb)] = p
+            if mine is not None:
+                held[mine] = p
 
         def holding(i: int) -> int | None:
             lo, payload = rel[i], cols[1][i]
@@ -700,6 +700,8 @@ class _StreamBuilder:
             hop = (cols[5][i], cols[6][i], seq, payload)
             loose_key = (flow[i], stream[i], seq, kflags, ack)
             exact_key = (*loose_key, payload)
+            skb = cols[7][i]
+            mine = (*exact_key, host[i], skb) if known and skb else None
             if not known:
                 p = loose.get(loose_key)
                 if p is not None:
@@ -707,26 +709,25 @@ class _StreamBuilder:
                     continue
             else:
                 p = latest.get(exact_key)
-                skb = cols[7][i]
-                if not origin[i] and skb:
-                    q = held.get((*exact_key, host[i], skb))
+                if not origin[i] and mine is not None:
+                    q = held.get(mine)
                     if q is not None and q != p and hop not in seen[q] \
                             and (host[last[q]], cols[7][last[q]]) == (host[i], skb):
-                        join(q, i, hop)
+                        join(q, i, hop, mine)
                         continue
                 if p is not None and not origin[i] and may_join(p, i, hop):
-                    join(p, i, hop)
+                    join(p, i, hop, mine)
                     continue
                 if p is None and not origin[i] and payload:
                     piece_of = holding(i)
                     if piece_of is not None and may_join(piece_of, i, hop):
-                        join(piece_of, i, hop)
+                        join(piece_of, i, hop, mine)
                         continue
                 vague = loose.get(loose_key)
                 if vague is not None and not origin[i] and not cols[2][segment[vague]]:
                     segment[vague] = i
                     retrans[vague] |= register(vague, i, exact_key)
-                    join(vague, i, hop)
+                    join(vague, i, hop, mine)
                     continue
             again = exact_key in latest
             p = len(creator)
@@ -737,7 +738,7 @@ class _StreamBuilder:
             overlap = register(p, i, exact_key)
             retrans.append(overlap or (again and not pure[i]))
             loose[loose_key] = p
-            join(p, i, hop)
+            join(p, i, hop, mine)
         return _Built(events=rows, packet=packet, creator=rows[np.array(creator, dtype=np.int64)],
                       segment=rows[np.array(segment, dtype=np.int64)],
                       retransmission=np.array(retrans, dtype=bool),

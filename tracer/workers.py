@@ -331,6 +331,14 @@ class PartPool:
             raise WorkerFailed(f"--stats worker processes did not start ({self._error})")
         return min(self._workers, key=_Worker.running).call(_call_data(fn, args))
 
+    def call_each(self, fn: Callable[..., Any], *args: Any) -> None:
+        """fn(*args) in every worker, before the parts submitted after it
+        (what they share, sent once); its result is not waited for: a
+        failure there is the parts' to report."""
+        message = _call_data(fn, args)
+        for worker in self._workers:
+            worker.call(message)
+
     def submit(self, take: Callable[[Any], None], fn: Callable[..., Any], *args: Any) -> None:
         """Runs fn(*args) in the least busy worker; take(result) is called in
         the order of submit and put calls."""

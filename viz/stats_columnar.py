@@ -47,7 +47,7 @@ def render_trace_stats(ts: TraceStats) -> str:
 
 def head_text(head: TraceStats) -> str:
     lines = head_lines(head.path, head.events, head.flow_count, head.lost_total,
-                       head.cut_short, head.gaps, head.sources)
+                       head.cut_short, head.losses, head.sources)
     return "\n".join(lines) + "\n"
 
 

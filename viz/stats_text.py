@@ -9,7 +9,7 @@ from collections.abc import Iterable, Sequence
 
 from tracer.timeline.accounting import ByteAccount, account_bytes
 from tracer.timeline.latency import Hop, HopStats, PacketLatency, latency_stats, packet_latencies
-from tracer.timeline.model import Flow, Gap, Role, Timeline, blind_ns, blind_windows
+from tracer.timeline.model import Flow, LossSummary, Role, Timeline
 from tracer.tracefile import Source
 from viz.escape import printable
 
@@ -27,7 +27,7 @@ def render_stats(timeline: Timeline, flow: int | None = None) -> str:
     flows = [timeline.flow(flow)] if flow is not None else timeline.flows
     trace = timeline.trace
     lines = head_lines(trace.path, len(timeline.events), len(timeline.flows), trace.lost_total,
-                       trace.cut_short, timeline.gaps, trace.header.sources)
+                       trace.cut_short, LossSummary.of(timeline.gaps), trace.header.sources)
     if not flows:
         lines.append("")
         lines.append("no TCP flow in this trace")
@@ -39,7 +39,7 @@ def render_stats(timeline: Timeline, flow: int | None = None) -> str:
 
 
 def head_lines(path: str, events: int, flows: int, lost: int, cut_short: str | None,
-               gaps: Sequence[Gap], sources: Sequence[Source] = ()) -> list[str]:
+               losses: LossSummary, sources: Sequence[Source] = ()) -> list[str]:
     """The lines above the flows: what was read, what is missing, and the
     hosts of a merged trace with each one's clock shift."""
     lines = [f"kpath stats {printable(path or '(trace)', None)}: {events} events, "
@@ -49,15 +49,14 @@ def head_lines(path: str, events: int, flows: int, lost: int, cut_short: str | N
     if cut_short:
         lines.append(f"  !! trace cut short ({printable(cut_short, None)}): "
                      "counts may be incomplete")
-    blind = blind_windows(gaps)
-    if blind:
-        lines.append(f"  !! kprobes blind {len(blind)} time(s), "
-                     f"{fmt_us(blind_ns(blind))} us in all: an "
+    if losses.blind:
+        lines.append(f"  !! kprobes blind {losses.blind} time(s), "
+                     f"{fmt_us(losses.blind_ns)} us in all: an "
                      "interrupt or softirq ran inside a kprobe program or handler, and the "
                      "kernel skipped that CPU's kprobe programs meanwhile, uncounted (hops "
                      "through what they hid are not measured)")
-    if len(blind) < len(gaps):
-        lines.append(f"  !! {sum(g.count for g in gaps)} event(s) lost: packets whose "
+    if losses.blind < losses.records:
+        lines.append(f"  !! {losses.lost} event(s) lost: packets whose "
                      f"span holds a loss are marked '{GAP_MARK}' and left out of distributions")
     return lines
 

@@ -17,7 +17,7 @@ import pytest
 from click.testing import CliRunner
 
 from kpath.cli_replay import replay_cmd
-from tests.replay.recordings import RECORDINGS, needs_recordings
+from tests.replay.recordings import DATA, RECORDINGS, needs_recordings
 from tests.replay.test_stats_columnar import _unit_traces, _write_in_batches, recording
 from tests.synthetic import mixed_trace, synthetic_trace
 from tracer import workers as workers_module
@@ -173,6 +173,25 @@ def test_lossy_trace_in_parts_same_text(tmp_path: Path, copies: int, overlap: in
                 assert parted
                 with recorded_probes(probe_specs(trace.header.probes)):
                     assert got == render_stats(tl, flow), f"part {part}, flow {flow}"
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_blind_windows_in_parts_same_text(tmp_path: Path, jobs: int) -> None:
+    """A recording with 228 blind windows (tests/data/two_hosts_rx_blind):
+    the parts get the records as arrays (LossTimes), the head and each
+    flow count the windows as the object timeline does."""
+    path = DATA / "two_hosts_rx_blind" / "two_hosts_a.kpath"
+    trace = read_trace(path)
+    assert sum(g.since_ns is not None for g in trace.lost) == 228
+    with recorded_probes(probe_specs(trace.header.probes)):
+        tl = build_timeline(trace)
+        want = {flow: render_stats(tl, flow) for flow in (None, 1, len(tl.flows))}
+    assert "kprobes blind 228 time(s)" in want[None]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(parts_module, "PART_EVENTS", 300)
+        for flow, text in want.items():
+            got, parted = _parted_text(path, flow, jobs)
+            assert parted and got == text, f"flow {flow}"
 
 
 def test_cli_stats_in_parts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -13,13 +13,12 @@ from probes.catalog import LAYER_ORDER, Direction
 from tracer.timeline.byte_ranges import copy_range, message_bytes, spliced_ranges, union
 from tracer.timeline.model import (
     ByteRange,
-    Gap,
+    LossSummary,
     Message,
     Packet,
     Role,
     StreamWays,
     Timeline,
-    blind_windows,
 )
 
 ORIGIN_PROBE = "__tcp_transmit_skb"
@@ -100,7 +99,7 @@ def account_bytes(timeline: Timeline, flow: int, sender: Role) -> ByteAccount:
     unknown = sum(c is None for c in send_counts)
     stream = fl.streams.get(src)
     ways, why = way_fields(stream.ways if stream is not None else None)
-    notes = account_notes(unknown, fl.gaps,
+    notes = account_notes(unknown, LossSummary.of(fl.gaps),
                           bool(timeline.trace.cut_short), why)
     return ByteAccount(
         flow=fl.number, sender=sender,
@@ -152,19 +151,18 @@ def other_way_notes(written_other: Sequence[tuple[ByteRange, str]],
             for way, n in _by_way(other).items()]
 
 
-def account_notes(unknown_sends: int, gaps: Sequence[Gap], cut_short: bool,
+def account_notes(unknown_sends: int, losses: LossSummary, cut_short: bool,
                   why: Sequence[str] = ()) -> tuple[str, ...]:
     """ByteAccount.notes: what keeps the counts from closing (the losses
     during the flow) and the other ways bytes went (why)."""
     notes = []
-    lost = sum(g.count for g in gaps)
-    blind = len(blind_windows(gaps))
     if unknown_sends:
         notes.append(f"{unknown_sends} send(s) without a return value")
-    if lost:
-        notes.append(f"{lost} event(s) lost during the flow")
-    if blind:
-        notes.append(f"kprobes blind {blind} time(s) during the flow (events skipped uncounted)")
+    if losses.lost:
+        notes.append(f"{losses.lost} event(s) lost during the flow")
+    if losses.blind:
+        notes.append(f"kprobes blind {losses.blind} time(s) during the flow "
+                     "(events skipped uncounted)")
     if cut_short:
         notes.append("trace cut short")
     return (*notes, *why)

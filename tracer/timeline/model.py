@@ -302,6 +302,25 @@ def blind_ns(gaps: Sequence[Gap]) -> int:
     return sum(g.ts_ns - g.since_ns for g in gaps if g.since_ns is not None)
 
 
+@dataclass(frozen=True, slots=True)
+class LossSummary:
+    """What the text says of a run of loss records (a trace's, a flow's):
+    how many, the events they lost, and the blind windows among them (how
+    many, how long in all). The columnar statistics count these on arrays
+    (a trace may hold a million records)."""
+
+    records: int = 0
+    lost: int = 0
+    blind: int = 0
+    blind_ns: int = 0
+
+    @classmethod
+    def of(cls, gaps: Sequence[Gap]) -> LossSummary:
+        blind = blind_windows(gaps)
+        return cls(records=len(gaps), lost=sum(g.count for g in gaps), blind=len(blind),
+                   blind_ns=blind_ns(blind))
+
+
 def blind_summary(gaps: Sequence[LostGap]) -> str | None:
     """One line for the blind windows among `gaps` (drawn together: a
     traced transfer under TCG has one every few ms), None without any."""

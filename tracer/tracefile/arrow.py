@@ -33,6 +33,7 @@ from tracer.events import (
     frames_of,
     with_frames,
 )
+from tracer.tracefile.loss_columns import LossColumns, LossMode
 from tracer.tracefile.records import (
     FORMAT_VERSION,
     INT64_MAX,
@@ -41,7 +42,13 @@ from tracer.tracefile.records import (
     TraceFormatError,
     Trailer,
 )
-from tracer.tracefile.schema import SchemaError, decode_header, decode_lost_list, decode_trailer
+from tracer.tracefile.schema import (
+    SchemaError,
+    decode_header,
+    decode_lost_columns,
+    decode_lost_list,
+    decode_trailer,
+)
 
 HEADER_KEY = b"kpath"
 LOST_KEY = b"kpath.lost"
@@ -206,6 +213,7 @@ class StreamReader:
     def __init__(self, source: pa.NativeFile, name: str) -> None:
         self.name = name
         self._source = source
+        self.losses: LossMode = "records"  # how the loss records come: TraceScan.select_losses
         try:
             self._open()
         except BaseException:
@@ -287,7 +295,7 @@ class StreamReader:
         `stopped`: neither cut short nor complete."""
         self._stop_after = offset
 
-    def __iter__(self) -> Iterator[tuple[pa.RecordBatch, list[Lost]]]:
+    def __iter__(self) -> Iterator[tuple[pa.RecordBatch, list[Lost] | LossColumns]]:
         while self.trailer is None:
             try:
                 batch, meta = self._reader.read_next_batch_with_custom_metadata()
@@ -311,7 +319,7 @@ class StreamReader:
                 batch = batch.select(list(range(self._ours)))
             if self._late:
                 batch = _with_late_columns(batch, self._late)
-            lost: list[Lost] = []
+            lost: list[Lost] | LossColumns = []
             if meta:
                 lost, self.trailer = self._records(meta)
             if self.trailer is None and self._stop_after is not None \
@@ -324,12 +332,14 @@ class StreamReader:
             no_trailer = NO_TRAILER
             self.cut_short = f"{self.cut_short}; {no_trailer}" if self.cut_short else no_trailer
 
-    def _records(self, meta: Any) -> tuple[list[Lost], Trailer | None]:
-        lost: list[Lost] = []
+    def _records(self, meta: Any) -> tuple[list[Lost] | LossColumns, Trailer | None]:
+        lost: list[Lost] | LossColumns = []
         trailer = None
         try:
-            if LOST_KEY in meta:
+            if LOST_KEY in meta and self.losses == "records":
                 lost = decode_lost_list(meta[LOST_KEY])
+            elif LOST_KEY in meta and self.losses == "columns":
+                lost = decode_lost_columns(meta[LOST_KEY])
             if TRAILER_KEY in meta:
                 trailer = decode_trailer(meta[TRAILER_KEY])
         except SchemaError as exc:

@@ -14,6 +14,7 @@ import pyarrow as pa
 from tracer.events import EVENT_SCHEMA, empty_frames, frames_in
 from tracer.tracefile.arrow import NO_TRAILER, STREAM_MAGIC, StreamReader
 from tracer.tracefile.jsonl import CHUNK_BYTES, JsonlReader, parse_header_line, read_chunks
+from tracer.tracefile.loss_columns import LossColumns, LossMode
 from tracer.tracefile.records import Header, Lost, Trace, TraceFormatError, Trailer
 from tracer.tracefile.schema import MAX_LINE_BYTES
 from tracer.tracefile.split import tail_file
@@ -76,12 +77,15 @@ class TraceScan:
     batches: `comm` always, `probe` in a version 1 file whose events name
     probes its header lacks (a version 2 file's are the header's probe
     names). `chunks()` yields each batch with the lost records that came
-    with it. Bad data raises TraceFormatError."""
+    with it (a version 2 file's only while they are kept as records:
+    select_losses). Bad data raises TraceFormatError."""
 
     def __init__(self, path: str | os.PathLike[str], chunk_bytes: int = CHUNK_BYTES) -> None:
         p = Path(path)
         self.path = str(p)
-        self.lost: list[Lost] = []
+        self._losses: LossMode = "records"
+        self._lost: list[Lost] = []
+        self._lost_columns: list[LossColumns] = []
         self.trailer: Trailer | None = None
         self.cut_short: str | None = None
         self._fh = _open(p)
@@ -142,6 +146,63 @@ class TraceScan:
         if self._stream is not None:
             self._stream.select(columns)
 
+    def select_losses(self, how: LossMode) -> None:
+        """Before the first batch: keep the loss records as Lost records
+        (`lost`, the default), as columns (`loss_columns`: a million records
+        in ~33 MB instead of ~200 MB), or not at all (a second pass over a
+        file; asking for them then is a RuntimeError)."""
+        if self._started:
+            raise RuntimeError("select_losses before reading")
+        self._losses = how
+        if self._stream is not None:
+            self._stream.losses = how
+
+    @property
+    def lost(self) -> list[Lost]:
+        """The loss records read so far, as Lost records (made from the
+        columns when they are kept as columns)."""
+        if self._losses == "columns":
+            return self.loss_columns.records()
+        self._kept()
+        return self._lost
+
+    @property
+    def loss_columns(self) -> LossColumns:
+        """The loss records read so far, as columns."""
+        if self._losses == "records":
+            return LossColumns.of_rows(self._lost)
+        self._kept()
+        if len(self._lost_columns) != 1:
+            self._lost_columns = [LossColumns.concat(self._lost_columns)]
+        return self._lost_columns[0]
+
+    def take_losses(self) -> LossColumns:
+        """loss_columns, handed over: the scan keeps none after (asking it
+        for them then is a RuntimeError), so that they go with the
+        taker's last reference (a million records are ~40 MB)."""
+        out = self.loss_columns
+        self._lost, self._lost_columns, self._losses = [], [], "none"
+        return out
+
+    def add_losses(self, lost: list[Lost] | LossColumns) -> None:
+        """Loss records read elsewhere (the tail of a file read in halves),
+        after the ones read here."""
+        if self._losses == "none":
+            return
+        if isinstance(lost, LossColumns):
+            if self._losses == "records":
+                self._lost.extend(lost.records())
+            else:
+                self._lost_columns.append(lost)
+        elif self._losses == "records":
+            self._lost.extend(lost)
+        elif lost:
+            self._lost_columns.append(LossColumns.of_rows(lost))
+
+    def _kept(self) -> None:
+        if self._losses == "none":
+            raise RuntimeError(f"{self.path}: loss records not kept in this pass")
+
     def stop_after(self, offset: int) -> None:
         """A version 2 file read up to the first batch ending at or past
         byte `offset` (split.py); `stopped` tells whether it stopped there,
@@ -190,8 +251,8 @@ class TraceScan:
 
     def _v2(self, stream: StreamReader) -> Iterator[tuple[pa.RecordBatch, list[Lost]]]:
         for batch, lost in stream:
-            self.lost.extend(lost)
-            yield batch, lost
+            self.add_losses(lost)
+            yield batch, lost if isinstance(lost, list) else []
         self.trailer = stream.trailer
         self.cut_short = stream.cut_short
 
@@ -208,7 +269,7 @@ class TraceScan:
                 # The unterminated last line: a record cut mid-write.
                 cut_short = f"last record (line {run.first_lineno}) is incomplete"
                 break
-            self.lost.extend(chunk.lost)
+            self.add_losses(chunk.lost)
             if chunk.frames is not None:
                 import pyarrow.compute as pc  # lazily: 40+ ms of --stats' start-up
                 rows = pc.add(chunk.frames.column("row"), pa.scalar(self._rows, pa.uint64()))

@@ -19,6 +19,7 @@ import msgspec
 import pyarrow as pa
 
 from tracer.events import CTX_VALUES, EVENT_SCHEMA, KIND_VALUES, SOFTIRQ_NAMES, Event
+from tracer.tracefile.loss_columns import LossColumns, LostRow
 from tracer.tracefile.records import FORMAT_NAME, FORMAT_VERSION, Count, Header, Lost, Trailer
 
 # A version 1 line is at most this long (the header of a full profile is
@@ -106,6 +107,7 @@ RECORD_KINDS = ("event", "lost", "trailer")
 _LINE = msgspec.json.Decoder(LineRecord)
 _LINES = msgspec.json.Decoder(list[LineRecord])  # type: ignore[valid-type]
 _LOST_LIST = msgspec.json.Decoder(list[Lost])
+_LOST_ROWS = msgspec.json.Decoder(list[LostRow])  # type: ignore[valid-type]
 _TRAILER = msgspec.json.Decoder(Trailer)
 _HEADER = msgspec.json.Decoder(Header)
 
@@ -177,6 +179,11 @@ def decode_header_line(line: bytes, versions: range, rule: str) -> Header:
 def decode_lost_list(raw: bytes) -> list[Lost]:
     lost: list[Lost] = _decode(_LOST_LIST, raw)
     return lost
+
+
+def decode_lost_columns(raw: bytes) -> LossColumns:
+    """decode_lost_list's records, checked alike, as columns."""
+    return LossColumns.of_rows(_decode(_LOST_ROWS, raw))
 
 
 def decode_trailer(raw: bytes) -> Trailer:

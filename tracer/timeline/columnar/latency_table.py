@@ -12,6 +12,7 @@ import numpy as np
 from tracer.timeline.columnar.columns import EventColumns
 from tracer.timeline.columnar.event_table import EventRules
 from tracer.timeline.columnar.flow_table import FlowTable
+from tracer.timeline.columnar.grouping import distinct
 from tracer.timeline.columnar.probe_table import DEVICE, DRIVER, IP, ProbeTable
 from tracer.timeline.columnar.step_table import StepTable
 from tracer.timeline.latency import _SPANS, UNORDERED_HOPS, Hop, Point
@@ -147,8 +148,8 @@ def stabbing_min(intervals: list[tuple[int, int, int, int]], queries: list[int]
 def loss_windows(gap_stamps: np.ndarray, start_ns: int, window_ns: int
                  ) -> tuple[np.ndarray, np.ndarray]:
     """latency.loss_windows on the loss records' timestamps, on arrays (a
-    part of a trace with a million loss records makes them again)."""
-    ends = np.unique(np.asarray(gap_stamps, dtype=np.int64))
+    trace with a million loss records makes them once, for all its parts)."""
+    ends = distinct(np.asarray(gap_stamps, dtype=np.int64))
     prev = np.empty(len(ends), dtype=np.int64)
     prev[:1] = start_ns - 1
     prev[1:] = ends[:-1]

@@ -57,9 +57,10 @@ from tracer.timeline.columnar.stats import (
     TraceStats,
 )
 from tracer.tracefile import TraceScan, scan_trace
+from tracer.tracefile.loss_columns import EMPTY
 from tracer.tracefile.read_ahead import read_ahead
 from tracer.tracefile.scan import V1_WHOLE_BYTES
-from tracer.workers import PartPool, stats_pool
+from tracer.workers import PartPool, WorkerFailed, stats_pool
 
 PART_EVENTS = 1 << 16  # events rebuilt at once: ~300 bytes each at the peak
 LAST_PARTS = 4  # with workers, the last 4 parts' events in parts 4 times smaller
@@ -102,12 +103,18 @@ class PartedStats:
         self._flow_count = 0
         self._steps = 0
         self._numbers: tuple[np.ndarray, np.ndarray] | None = None
-        self._gaps = losses.gaps
+        self._losses = losses.summary
         self._pool = pool
-        # What every part's rebuild reads besides its columns (pickled once for the workers).
-        self._context = (names, pt, records, links.first_ts, losses, render)
-        self._pickled = b"" if pool is None else pickle.dumps(
-            self._context, protocol=pickle.HIGHEST_PROTOCOL)
+        # What every part's rebuild reads besides its columns: sent to each
+        # worker once, before its parts (a million loss records' times are
+        # ~50 MB, their arrays written to the pipe from where they are),
+        # and found here by the same token when this process rebuilds a
+        # part handed back (PartPool.drain).
+        self._context = (names, pt, records, losses, render)
+        self._token = f"{os.getpid()}-{id(self)}"
+        if pool is not None:
+            _contexts[self._token] = self._context
+            pool.call_each(load_context, self._token, self._context)
         # Events read but not rebuilt, in file order: pieces of batches,
         # each with the last position its groups end at.
         held: list[tuple[int, dict[str, np.ndarray]]] = []
@@ -141,6 +148,7 @@ class PartedStats:
         finally:
             if pool is not None:
                 pool.close()
+            _contexts.pop(self._token, None)
         if at != self.events:
             raise RuntimeError(f"{scan.path}: read {at} events, then {self.events}")
 
@@ -179,7 +187,7 @@ class PartedStats:
         pos = cols.pop("pos")
         pool = self._pool
         if pool is not None and pool.has_room():
-            pool.submit(self._take, rebuild_in_worker, self._pickled, cols, pos)
+            pool.submit(self._take, rebuild_in_worker, self._token, cols, pos)
         elif pool is not None:
             pool.put(self._take, rebuild_part(self._context, cols, pos))
         else:
@@ -231,7 +239,7 @@ class PartedStats:
         inp = self.inp
         head = TraceStats(path=inp.path, events=self.events, flow_count=self.flow_count,
                           lost_total=inp.lost_total, cut_short=inp.cut_short,
-                          gaps=self._gaps, flows=[], sources=tuple(inp.sources))
+                          losses=self._losses, flows=[], sources=tuple(inp.sources))
         flows, rank = self._number()
 
         def pieces() -> Iterator[tuple[int, Any, np.ndarray]]:
@@ -294,13 +302,12 @@ def rebuild_part(context: tuple[Any, ...], cols: dict[str, np.ndarray], pos: np.
                  ) -> PartResult:
     """The tables of a part (columns in time order, each event's file
     position) and its flows' pieces, pickled. context: (probe names,
-    ProbeTable, StatsInput, the trace's first event time, LossTimes,
-    Render)."""
-    names, pt, inp, first_ts, losses, render = context
+    ProbeTable, StatsInput, LossTimes, Render)."""
+    names, pt, inp, losses, render = context
     c = EventColumns(probe_names=names, **cols)
     del cols
     ts = c.ts
-    prepared = PreparedStats.of_part(c, pt, inp, first_ts, losses)
+    prepared = PreparedStats.of_part(c, pt, inp, losses)
     del c
     firsts = prepared.flow_firsts
     keys = prepared.step_keys
@@ -311,18 +318,28 @@ def rebuild_part(context: tuple[Any, ...], cols: dict[str, np.ndarray], pos: np.
                       rows=b"".join(rows))
 
 
-# A worker's unpickled context: parts of one trace share it.
-_loaded: tuple[bytes, tuple[Any, ...]] | None = None
+# The parts' contexts by token: in the parent its own, in a worker the one
+# sent last (load_context).
+_contexts: dict[str, tuple[Any, ...]] = {}
 
 
-def rebuild_in_worker(context: bytes, cols: dict[str, np.ndarray], pos: np.ndarray
+def load_context(token: str, context: tuple[Any, ...]) -> None:
+    """In a worker, before its parts: the context they share (a no-op
+    where it is already known: the parent)."""
+    if token not in _contexts:
+        _contexts.clear()
+        _contexts[token] = context
+
+
+def rebuild_in_worker(token: str, cols: dict[str, np.ndarray], pos: np.ndarray
                       ) -> PartResult:
-    """rebuild_part in a worker process, its context pickled (unpickled
-    once for all the parts of a trace)."""
-    global _loaded
-    if _loaded is None or _loaded[0] != context:
-        _loaded = (context, pickle.loads(context))
-    result = rebuild_part(_loaded[1], cols, pos)
+    """rebuild_part in a worker process, with the context load_context
+    gave it under `token` (or in the parent, a part it took back)."""
+    context = _contexts.get(token)
+    if context is None:  # its message could not be read (out of memory)
+        raise WorkerFailed("a --stats worker process could not load what its parts share "
+                           "(out of memory?): --jobs 1 rebuilds the parts in this process")
+    result = rebuild_part(context, cols, pos)
     del cols, pos
     release_freed_memory()
     return result
@@ -365,6 +382,7 @@ def stats_of_scan(scan: TraceScan, reopen: Callable[[], TraceScan],
             prepared.inp = dataclasses.replace(prepared.inp, path=scan.path,
                                                cut_short=copy.converted.cut_short)
             return prepared
+        scan.select_losses("columns")
         if scan.version != 2:
             return PreparedStats(ScannedInput(scan), lookup)
         if pool is None:
@@ -379,7 +397,9 @@ def stats_of_scan(scan: TraceScan, reopen: Callable[[], TraceScan],
         unflagged = any(not links.flags.pairs[p] for p in links.return_probes)
         if unflagged or links.ctx_disorder:
             del links
-            return PreparedStats(ScannedInput(reopen()), lookup)
+            whole = reopen()
+            whole.select_losses("columns")
+            return PreparedStats(ScannedInput(whole), lookup)
         if links.events <= PART_EVENTS:  # one part: not worth the workers
             if pool is not None:
                 pool.close()
@@ -389,13 +409,15 @@ def stats_of_scan(scan: TraceScan, reopen: Callable[[], TraceScan],
         if pool is not None and (why := pool.ready()) is not None:
             note(f"--stats in one process: its worker processes did not start ({why})")
             pool = None
-        losses = LossTimes.of(records.lost, _times(reopen, links.events))
+        # The parts need the records only as LossTimes (the head's summary too).
+        inp = StatsInput(path=records.path, events=(), lost=EMPTY,
+                         lost_total=records.lost_total, cut_short=records.cut_short,
+                         sources=records.sources)
+        losses = LossTimes.of(scan.take_losses(), _times(reopen, links.events), links.first_ts)
         again = reopen()
         again.select(file_columns())
-        parted, pool = PartedStats(links, again, StatsInput(
-            path=records.path, events=(), lost=list(records.lost),
-            lost_total=records.lost_total, cut_short=records.cut_short,
-            sources=records.sources), losses, render, pool), None  # closed there
+        again.select_losses("none")  # pass 1 kept them
+        parted, pool = PartedStats(links, again, inp, losses, render, pool), None  # closed there
         return parted
     finally:
         if pool is not None:
@@ -407,6 +429,7 @@ def _times(reopen: Callable[[], TraceScan], events: int) -> Iterator[np.ndarray]
     the file read again: their time column only."""
     scan = reopen()
     scan.select(file_columns(["ts"]))
+    scan.select_losses("none")
     with scan:
         for batch in scan:
             if events <= 0:

@@ -23,8 +23,9 @@ from probes.catalog import ProbeSpec
 from tracer.timeline.columnar.columns import batch_columns, file_columns
 from tracer.timeline.columnar.key_table import KeyTable
 from tracer.timeline.columnar.links import LINK_COLUMNS, BatchNodes, Links, TailLinks
-from tracer.tracefile import Lost, TraceScan, Trailer
+from tracer.tracefile import TraceScan, Trailer
 from tracer.tracefile.arrow import NO_TRAILER
+from tracer.tracefile.loss_columns import EMPTY, LossColumns
 from tracer.tracefile.read_ahead import read_ahead
 from tracer.tracefile.scan import scan_tail
 from tracer.workers import PartPool, WorkerFailed
@@ -55,7 +56,7 @@ class KnownProbes:
             raise UnknownProbe(name) from None
 
 
-TailRecords = tuple[list[Lost], Trailer | None, str | None]  # lost, trailer, cut_short
+TailRecords = tuple[LossColumns, Trailer | None, str | None]  # lost, trailer, cut_short
 
 
 def tail_links(path: str, split_at: int, lookup: KnownProbes, spool: str
@@ -72,8 +73,9 @@ def tail_links(path: str, split_at: int, lookup: KnownProbes, spool: str
     links.nodes = BatchNodes(os.path.join(spool, "tail-nodes"))
     links.ctx_head = KeyTable("at", "node", "chained")
     scan.select(file_columns())
+    scan.select_losses("columns")
     _link(links, scan)
-    out = links.tail(), (scan.lost, scan.trailer, scan.cut_short)
+    out = links.tail(), (scan.loss_columns, scan.trailer, scan.cut_short)
     del links
     pa.system_memory_pool().release_unused()  # the links' tables: not kept for the parts
     return out
@@ -113,13 +115,14 @@ def _link_split(links: Links, scan: TraceScan, lookup: Callable[[str], ProbeSpec
     except Exception:  # noqa: BLE001 - linked here instead (an error there recurs here)
         tail = None
     del call  # it holds the result too
-    records: TailRecords = ([], None, NO_TRAILER)  # the head ended the file
+    records: TailRecords = (EMPTY, None, NO_TRAILER)  # the head ended the file
     if tail is None:
         rest = scan_tail(scan.path, split_at)
         if rest is not None:
             rest.select(file_columns())
+            rest.select_losses("columns")
             _link(links, rest)
-            records = (rest.lost, rest.trailer, rest.cut_short)
+            records = (rest.loss_columns, rest.trailer, rest.cut_short)
     else:
         tail_of, records = tail
         links.merge(tail_of)
@@ -129,7 +132,7 @@ def _link_split(links: Links, scan: TraceScan, lookup: Callable[[str], ProbeSpec
         # them.
         pa.system_memory_pool().release_unused()
     lost, scan.trailer, scan.cut_short = records
-    scan.lost.extend(lost)
+    scan.add_losses(lost)
 
 
 def _link(links: Links, scan: TraceScan) -> None:

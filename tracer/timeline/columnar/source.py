@@ -10,13 +10,14 @@ from collections.abc import Iterator, Sequence
 import pyarrow as pa
 
 from tracer.timeline.columnar.stats import StatsInput
-from tracer.tracefile import Lost, Source, Trace, TraceScan
+from tracer.tracefile import Source, Trace, TraceScan
+from tracer.tracefile.loss_columns import LossColumns
 
 
 def stats_input_of(trace: Trace) -> StatsInput:
     """A trace's events as the statistics read them: its columns, as the
     reader holds them (both format versions are read into EVENT_SCHEMA)."""
-    return StatsInput(path=trace.path, events=trace.table, lost=trace.lost,
+    return StatsInput(path=trace.path, events=trace.table, lost=LossColumns.of_rows(trace.lost),
                       lost_total=trace.lost_total, cut_short=trace.cut_short,
                       sources=trace.header.sources)
 
@@ -36,14 +37,14 @@ class ScannedInput:
         return iter(self._scan)
 
     @property
-    def lost(self) -> Sequence[Lost]:
-        return self._scan.lost
+    def lost(self) -> LossColumns:
+        return self._scan.loss_columns
 
     @property
     def lost_total(self) -> int:
         trailer = self._scan.trailer
         # As Trace.lost_total: the trailer's count, else the records' sum.
-        return trailer.lost if trailer is not None else sum(rec.count for rec in self.lost)
+        return trailer.lost if trailer is not None else self.lost.total
 
     @property
     def cut_short(self) -> str | None:

@@ -50,7 +50,6 @@ from tracer.timeline.columnar.latency_table import (
     HOPS,
     POINT_COL,
     PacketPoints,
-    loss_windows,
     packet_points,
     wire_points,
 )
@@ -63,10 +62,11 @@ from tracer.timeline.columnar.regular_bytes import (
 )
 from tracer.timeline.columnar.stabbing import stabbing_min_grouped
 from tracer.timeline.columnar.step_table import StepTable, step_table
-from tracer.timeline.latency import LOSS_WINDOW_NS, Hop, PacketClass, Point
-from tracer.timeline.model import ByteRange, RangeSource, Role, StreamWays
+from tracer.timeline.latency import Hop, PacketClass, Point
+from tracer.timeline.model import ByteRange, LossSummary, RangeSource, Role, StreamWays
 from tracer.timeline.segments import Segment
-from tracer.tracefile import Lost, Source
+from tracer.tracefile import Source
+from tracer.tracefile.loss_columns import LossColumns
 
 ROLES = (Role.CLIENT, Role.SERVER)
 CLASSES = tuple(PacketClass)
@@ -79,7 +79,7 @@ class StatsInput:
 
     path: str
     events: pa.Table | Iterable[pa.RecordBatch]  # read once
-    lost: Sequence[Lost]
+    lost: LossColumns
     lost_total: int
     cut_short: str | None
     sources: Sequence[Source] = ()  # the header's hosts
@@ -94,7 +94,7 @@ class StatsSource(Protocol):
     @property
     def events(self) -> pa.Table | Iterable[pa.RecordBatch]: ...
     @property
-    def lost(self) -> Sequence[Lost]: ...
+    def lost(self) -> LossColumns: ...
     @property
     def lost_total(self) -> int: ...
     @property
@@ -184,7 +184,7 @@ class TraceStats:
     flow_count: int
     lost_total: int
     cut_short: str | None
-    gaps: tuple[Lost, ...]  # the loss records
+    losses: LossSummary  # the loss records
     flows: list[FlowStats]  # the flows asked for
     # The header's hosts (a merged trace: with each one's clock shift).
     sources: tuple[Source, ...] = ()
@@ -207,26 +207,26 @@ class PreparedStats:
         c = columns_of(inp.events)
         release_freed_memory()
         # The batches are not kept; the records are complete once they are read.
-        records = StatsInput(path=inp.path, events=(), lost=list(inp.lost),
+        records = StatsInput(path=inp.path, events=(), lost=inp.lost,
                              lost_total=inp.lost_total, cut_short=inp.cut_short,
                              sources=inp.sources)
-        self._prepare(c, ProbeTable.build(c.probe_names, lookup), records, None, None)
+        self._prepare(c, ProbeTable.build(c.probe_names, lookup), records, None)
 
     @classmethod
     def of_part(cls, c: EventColumns, pt: ProbeTable, records: StatsInput,
-                first_ts: int | None, losses: LossTimes) -> PreparedStats:
+                losses: LossTimes) -> PreparedStats:
         """The tables of a part of a trace, in columns: steps numbered from
-        0 (the caller adds the steps of the parts before it), loss windows
-        from the whole trace's records and first event time (first_ts), the
-        losses during each flow from `losses` (the whole trace's times)."""
+        0 (the caller adds the steps of the parts before it), the loss
+        windows and the losses during each flow from `losses` (the whole
+        trace's)."""
         self = cls.__new__(cls)
-        self._prepare(c, pt, records, losses, first_ts)
+        self._prepare(c, pt, records, losses)
         return self
 
     def _prepare(self, c: EventColumns, pt: ProbeTable, records: StatsInput,
-                 losses: LossTimes | None, first_ts: int | None) -> None:
+                 losses: LossTimes | None) -> None:
         self.inp = records
-        self._losses, self._first_ts = losses, first_ts
+        self._losses = losses
         r = event_rules(c, pt)
         c = _without(c, "end_seq", "ack")  # read by the rules only
         ft = flow_table(c, r, pt)
@@ -275,22 +275,17 @@ class PreparedStats:
         if flow is not None and not 1 <= flow <= self.flow_count:
             raise KeyError(flow)
         # A part is given the whole trace's losses (the same for every
-        # part: sorted once); the whole trace has its times here.
-        part = self._losses is not None
-        losses = self._losses if self._losses is not None else LossTimes.of(inp.lost, [ts])
-        gaps = losses.gaps
-        first = self._first_ts if part else int(ts[0]) if len(ts) else None
-        stamps = ([first] if first is not None else []) + ([gaps[0].ts_ns] if gaps else [])
-        start = min(stamps) if stamps else 0
-        ends, starts = loss_windows(losses.counted, start, LOSS_WINDOW_NS)
+        # part: made once); the whole trace has its times here.
+        losses = self._losses if self._losses is not None else LossTimes.of(
+            inp.lost, [ts], int(ts[0]) if len(ts) else None)
         wanted = [flow - 1] if flow is not None else list(range(self.flow_count))
         placed, ranges = work.place(wanted)
         points = work.with_byte_points(self._wire, wanted, ranges)
-        pp = packet_points(ts, work.st, points, ends, starts)
+        pp = packet_points(ts, work.st, points, losses.window_ends, losses.window_starts)
         del points
         head = TraceStats(path=inp.path, events=len(ts), flow_count=self.flow_count,
                           lost_total=inp.lost_total, cut_short=inp.cut_short,
-                          gaps=gaps, flows=[], sources=tuple(inp.sources))
+                          losses=losses.summary, flows=[], sources=tuple(inp.sources))
 
         def flows() -> Iterator[FlowStats]:
             bounds, pk = work.pk_bounds, work.st.packets
@@ -549,10 +544,10 @@ class _FlowWork:
         return out
 
     def flow_stats(self, f: int, placed: _Placed, pp: PacketPoints, hop_stats: HopTable,
-                   gaps: list[Lost], cut_short: str | None) -> FlowStats:
+                   losses: LossSummary, cut_short: str | None) -> FlowStats:
         ft, pk = self.ft, self.st.packets
         prow = self.pk_order[self.pk_bounds[f]:self.pk_bounds[f + 1]]
-        accounts = tuple(self._account(f, s, placed, gaps, cut_short) for s in (0, 1))
+        accounts = tuple(self._account(f, s, placed, losses, cut_short) for s in (0, 1))
         return FlowStats(
             number=f + 1, client=endpoint_of(int(ft.client[f])),
             server=endpoint_of(int(ft.server[f])),
@@ -561,7 +556,7 @@ class _FlowWork:
             hop_stats=hop_stats,
             packets=_flow_packets(prow, pk.step, pk.sender, pk.flags, pk.payload, pp))
 
-    def _account(self, f: int, s: int, placed: _Placed, gaps: list[Lost],
+    def _account(self, f: int, s: int, placed: _Placed, losses: LossSummary,
                  cut_short: str | None) -> ByteAccount:
         g = f * 2 + s
         sends = self.msg_sums[f * 4 + s * 2 + 1]
@@ -581,8 +576,8 @@ class _FlowWork:
             recvs=recvs.calls,
             copied=int(self.copied[g]),
             copies=int(self.copies_n[g]),
-            complete=not gaps and not cut_short,
-            notes=account_notes(sends.unknown, gaps, bool(cut_short), why),
+            complete=not losses.records and not cut_short,
+            notes=account_notes(sends.unknown, losses, bool(cut_short), why),
             **ways,
         )
 

@@ -222,6 +222,7 @@ def test_batches_with_their_own_probe_dictionaries_same_text() -> None:
     trace reader's batches may) are read as one trace."""
     from tracer.events import events_to_batch
     from tracer.timeline.columnar import StatsInput
+    from tracer.tracefile.loss_columns import LossColumns
 
     trace = mixed_trace([recording(p) for p in RECORDINGS], 2, 2)
     names = [p.name for p in trace.header.probes]
@@ -229,7 +230,7 @@ def test_batches_with_their_own_probe_dictionaries_same_text() -> None:
     batches = [events_to_batch(trace.events[at:at + size],
                                list(reversed(names)) if at // size % 2 else list(names))
                for at in range(0, len(trace.events), size)]
-    inp = StatsInput(path=trace.path, events=batches, lost=trace.lost,
+    inp = StatsInput(path=trace.path, events=batches, lost=LossColumns.of_rows(trace.lost),
                      lost_total=trace.lost_total, cut_short=trace.cut_short)
     assert render_trace_stats(PreparedStats(inp).stats()) == render_stats(build_timeline(trace))
 

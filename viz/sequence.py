@@ -32,6 +32,7 @@ Beyond one arrow per event:
 
 from __future__ import annotations
 
+import collections
 from dataclasses import dataclass, field, replace
 
 from probes.catalog import LAYER_ORDER, Capture, Direction, Layer
@@ -348,7 +349,7 @@ class _RowBuilder:
         self.rows: list[Row] = []
 
     def flow_rows(self, fl: Flow, blocks: list[Block]) -> None:
-        gaps: list[LostGap] = [g for g in fl.gaps if not g.is_blind]
+        gaps = collections.deque(g for g in fl.gaps if not g.is_blind)
         self.at_step: dict[int, str] = {}  # where each step left off
         self.at_ctx: dict[tuple[int, int, str, str | None], str] = {}  # where each context left off
         self.came_from: dict[int, str] = {}  # event index -> source lifeline of its arrow
@@ -377,7 +378,8 @@ class _RowBuilder:
         if blind:
             self.rows.append(Note(printable(blind), "lost"))
 
-    def _events(self, fl: Flow, steps: list[Step], gaps: list[LostGap], reps: int) -> None:
+    def _events(self, fl: Flow, steps: list[Step], gaps: collections.deque[LostGap],
+                reps: int) -> None:
         if not steps:
             return
         view = self.view
@@ -388,7 +390,7 @@ class _RowBuilder:
         links = _bytes_links(self.tl, steps, view)
         for te in events:
             while gaps and gaps[0].ts_ns < te.ev.ts_ns:
-                g = gaps.pop(0)
+                g = gaps.popleft()
                 self.rows.append(_gap_note(g))
             for msg, part in links.get(te.index, []):
                 self.rows.append(self._bytes_link(fl, te, msg, part, reps))

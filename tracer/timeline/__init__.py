@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from tracer.events import TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, Endpoint
 from tracer.timeline.byte_ranges import (
@@ -100,7 +101,8 @@ __all__ = [
     "ByteRange", "ByteStream", "ByteTrail", "Flow", "FlowKey", "Lone", "LostGap", "Message",
     "Packet", "PacketKey", "RangeSource", "Role", "RolesFrom", "Segment", "SegmentType", "Step",
     "StepKind", "TEvent", "ThreadGroup", "Timeline",
-    "blind_summary", "build_graph", "build_timeline", "build_window", "capture_of", "carriers",
+    "TraceLosses", "blind_summary", "build_graph", "build_timeline", "build_window", "capture_of",
+    "carriers",
     "context_key",
     "context_label",
     "follow_bytes", "layer_of", "lost_gaps", "message_bytes", "probe_spec", "recorded_probes",
@@ -115,6 +117,29 @@ def lost_gaps(lost: Sequence[Lost], start_ns: int) -> list[LostGap]:
             for rec in sorted(lost, key=lambda r: r.ts_ns)]
 
 
+@dataclass(frozen=True, slots=True)
+class TraceLosses:
+    """A trace's loss records as gaps in time order (lost_gaps) and their
+    times: made once for every window of the trace (a lossy trace holds a
+    hundred thousand records; made per window, and filtered per flow by a
+    scan, they cost minutes)."""
+
+    gaps: list[LostGap]
+    stamps: list[int]
+
+    @classmethod
+    def of(cls, lost: Sequence[Lost], start_ns: int) -> TraceLosses:
+        gaps = lost_gaps(lost, start_ns)
+        return cls(gaps, [g.ts_ns for g in gaps])
+
+    def during(self, start_ns: int, until: int | None) -> list[LostGap]:
+        """The gaps noticed from start_ns up to until (None: the end), in
+        time order."""
+        lo = bisect.bisect_left(self.stamps, start_ns)
+        hi = len(self.stamps) if until is None else bisect.bisect_right(self.stamps, until)
+        return self.gaps[lo:hi]
+
+
 def build_timeline(trace: Trace) -> Timeline:
     """Rebuild flows, messages and packets from a trace (pure function),
     reading each probe as the trace's own dictionary describes it."""
@@ -122,28 +147,29 @@ def build_timeline(trace: Trace) -> Timeline:
         return _build(trace)
 
 
-def build_window(window: Trace, start_ns: int, lost: Sequence[Lost],
+def build_window(window: Trace, start_ns: int, losses: TraceLosses,
                  later_stamp: Callable[[int], int | None]) -> Timeline:
     """The timeline of a window of a bigger trace (tracer/timeline/windows.py):
-    offsets from the whole trace's start, every loss of the whole trace, and
-    each flow's gaps bounded by the whole trace's next event after the flow
-    (later_stamp(ts): the first event stamp > ts, None after the last). Its
-    numbers (indices, steps, flows) count from 0 / 1 within the window."""
+    offsets from the whole trace's start, every loss of the whole trace
+    (`losses`, made with start_ns), and each flow's gaps bounded by the
+    whole trace's next event after the flow (later_stamp(ts): the first
+    event stamp > ts, None after the last). Its numbers (indices, steps,
+    flows) count from 0 / 1 within the window."""
     with recorded_probes(probe_specs(window.header.probes)):
-        return _build(window, (start_ns, lost, later_stamp))
+        return _build(window, (start_ns, losses, later_stamp))
 
 
 def _build(trace: Trace,
-           whole: tuple[int, Sequence[Lost], Callable[[int], int | None]] | None = None
+           whole: tuple[int, TraceLosses, Callable[[int], int | None]] | None = None
            ) -> Timeline:
     order = sorted(range(len(trace.events)), key=lambda i: (trace.events[i].ts_ns, i))
     raw = [trace.events[i] for i in order]
     if whole is None:
         stamps = [ev.ts_ns for ev in raw] + [rec.ts_ns for rec in trace.lost]
         start = min(stamps) if stamps else 0
-        lost_records: Sequence[Lost] = trace.lost
+        losses = TraceLosses.of(trace.lost, start)
     else:
-        start, lost_records, _ = whole
+        start, losses, _ = whole
 
     seen_tuples: dict[tuple[object, ...], tuple[Endpoint, Endpoint] | None] = {}
     tuples = []
@@ -180,7 +206,6 @@ def _build(trace: Trace,
     flows = drop_stepless_flows(flows, tevents)
     label_packets(flows)
     assign_byte_ranges(flows)
-    gaps = lost_gaps(lost_records, start)
     stamps_sorted = [te.ev.ts_ns for te in tevents]
     for fl in flows:
         # A loss is noticed after it happened: a flow owns the gaps noticed
@@ -190,8 +215,7 @@ def _build(trace: Trace,
         else:
             after = bisect.bisect_right(stamps_sorted, fl.end_ns)
             until = stamps_sorted[after] if after < len(stamps_sorted) else None
-        fl.gaps = [g for g in gaps
-                   if fl.start_ns <= g.ts_ns and (until is None or g.ts_ns <= until)]
+        fl.gaps = losses.during(fl.start_ns, until)
     return Timeline(
         trace=trace,
         start_ns=start,
@@ -199,5 +223,5 @@ def _build(trace: Trace,
         steps=steps,
         flows=flows,
         unattributed=unattributed,
-        gaps=gaps,
+        gaps=losses.gaps,
     )

@@ -209,7 +209,8 @@ class GroupPlan(TraceClock):
         tr = self.trace
         window = Trace.from_table(tr.header, table, [], tr.trailer, tr.path, tr.cut_short)
         index = pos if self._rank is None else self._rank[pos]
-        yield Part(index, build_window(window, self.start_ns, tr.lost, self.later_stamp), number)
+        yield Part(index, build_window(window, self.start_ns, self.losses, self.later_stamp),
+                   number)
 
 
 def plan_groups(path: str, target: int = PART_EVENTS,

@@ -22,6 +22,7 @@ with no safe cut is one window: the whole-trace reconstruction.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -31,7 +32,7 @@ import pyarrow.compute as pc
 
 from probes.catalog import SOCK_ONLY_CAPTURES, Capture, Direction, Layer
 from tracer.events import Context, Endpoint, Kind, batch_to_events
-from tracer.timeline import build_window
+from tracer.timeline import TraceLosses, build_window
 from tracer.timeline.event_rules import (
     context_key,
     dst_of,
@@ -76,6 +77,11 @@ class TraceClock:
             stamps.append(int(self.stamps[-1]))
         return max(stamps) - self.start_ns if stamps else 0
 
+    @functools.cached_property
+    def losses(self) -> TraceLosses:
+        """The trace's loss records as every window's timeline holds them."""
+        return TraceLosses.of(self.trace.lost, self.start_ns)
+
     def later_stamp(self, ts: int) -> int | None:
         at = int(np.searchsorted(self.stamps, ts, side="right"))
         return int(self.stamps[at]) if at < self.num_events else None
@@ -111,7 +117,7 @@ class Plan(TraceClock):
         for first, end in self.bounds:
             part = Trace.from_table(tr.header, self.table.slice(first, end - first), [],
                                     tr.trailer, tr.path, tr.cut_short)
-            yield Window(first, build_window(part, self.start_ns, tr.lost, self.later_stamp))
+            yield Window(first, build_window(part, self.start_ns, self.losses, self.later_stamp))
 
     def _unsafe_cuts(self) -> np.ndarray:
         """Per position c, how many links cross the cut before event c."""

@@ -27,7 +27,7 @@ from typing import TypeVar, cast, overload
 
 import numpy as np
 
-from tracer.timeline import Flow, Message, Packet, Step, TEvent, Timeline, lost_gaps
+from tracer.timeline import Flow, Message, Packet, Step, TEvent, Timeline
 from tracer.timeline.groups import GroupPlan
 from viz.runs import Numbers
 from viz.select import (
@@ -295,7 +295,7 @@ def _rebuild(plan: GroupPlan, sv: Survey, parts: set[int]) -> Timeline:
         events=cast(list[TEvent], Sparse(events, plan.num_events)),
         steps=cast(list[Step], Sparse(steps, sv.steps)),
         flows=cast(list[Flow], Sparse(flows, len(sv.flows))),
-        unattributed=[], gaps=lost_gaps(trace.lost, plan.start_ns), context_next=following)
+        unattributed=[], gaps=plan.losses.gaps, context_next=following)
 
 
 def _renumber(tl: Timeline, index: list[int], step: list[int], flow: list[int]) -> None:

@@ -20,7 +20,6 @@ from typing import Any
 
 import numpy as np
 
-from tracer.timeline import lost_gaps
 from tracer.timeline.groups import GroupPlan
 from viz.escape import json_safe
 from viz.jsonout import (
@@ -85,7 +84,7 @@ def write_json_groups(plan: GroupPlan, write: Callable[[str], object]) -> None:
         for runs in (flows, steps, events):
             runs.close()
     out = _Array(write, "gaps")
-    for g in lost_gaps(trace.lost, plan.start_ns):
+    for g in plan.losses.gaps:  # the parts' own (made once)
         out.add(_gap(g))
     out.close()
     # As group_steps orders them: by first step's start, then first step

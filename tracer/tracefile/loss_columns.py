@@ -1,6 +1,6 @@
 """Loss records (records.Lost) as columns: a trace of a loaded host under
 TCG has a blind window every few ms, a long one a million loss records. As
-Lost objects they took ~200 bytes each and ~0.9 us to decode; here 33
+Lost objects they take ~130 bytes each and ~0.9 us to decode; here 40
 bytes and ~0.3 us, and a part of --stats gets them as arrays (pickled as
 buffers, not as a million objects)."""
 

@@ -131,7 +131,7 @@ def with_probes(header: Header, names: list[str]) -> Header:
     return replace(header, probes=[*header.probes, *(describe_unlisted(n) for n in extra)])
 
 
-@dataclass(slots=True)  # a lossy trace holds a million: ~100 bytes each, not ~190
+@dataclass(slots=True)  # a lossy trace holds a million: ~130 bytes each, not ~190
 class Lost:
     """Events the kernel could not hand over (full buffer), noticed at ts_ns;
     or, with since_ns, a blind window: from since_ns to ts_ns the kernel

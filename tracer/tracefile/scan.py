@@ -149,7 +149,7 @@ class TraceScan:
     def select_losses(self, how: LossMode) -> None:
         """Before the first batch: keep the loss records as Lost records
         (`lost`, the default), as columns (`loss_columns`: a million records
-        in ~33 MB instead of ~200 MB), or not at all (a second pass over a
+        in ~40 MB instead of ~130 MB), or not at all (a second pass over a
         file; asking for them then is a RuntimeError)."""
         if self._started:
             raise RuntimeError("select_losses before reading")

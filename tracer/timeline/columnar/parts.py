@@ -106,10 +106,10 @@ class PartedStats:
         self._losses = losses.summary
         self._pool = pool
         # What every part's rebuild reads besides its columns: sent to each
-        # worker once, before its parts (a million loss records' times are
-        # ~50 MB, their arrays written to the pipe from where they are),
-        # and found here by the same token when this process rebuilds a
-        # part handed back (PartPool.drain).
+        # worker once, before its parts (a million loss records noticed at
+        # as many times: ~50 MB of arrays, written to the pipe from where
+        # they are), and found here by the same token when this process
+        # rebuilds a part handed back (PartPool.drain).
         self._context = (names, pt, records, losses, render)
         self._token = f"{os.getpid()}-{id(self)}"
         if pool is not None:

@@ -24,7 +24,6 @@ from tracer.timeline import (
     TEvent,
     Timeline,
     carriers,
-    lost_gaps,
     writers,
 )
 from tracer.timeline.accounting import account_bytes
@@ -349,7 +348,6 @@ def write_json_windows(plan: Plan, write: Callable[[str], object]) -> None:
                 None)
     # (host, tid) -> (start of its first step, its first step, tgid, comm, steps)
     threads: dict[tuple[int, int], tuple[int, int, int, str, list[int]]] = {}
-    gaps: list[LostGap] = []
     with tempfile.TemporaryFile("w+", encoding="ascii") as steps_tmp, \
             tempfile.TemporaryFile("w+", encoding="ascii") as events_tmp:
         flows_out = _Array(write, "flows")
@@ -358,7 +356,6 @@ def write_json_windows(plan: Plan, write: Callable[[str], object]) -> None:
         step_base, flow_base = 0, 0
         for win in plan.windows():
             tl, ev_base = win.timeline, win.first
-            gaps = tl.gaps
             for flow in tl.flows:
                 rec = _flow(flow, tl)
                 rec["number"] += flow_base
@@ -387,10 +384,8 @@ def write_json_windows(plan: Plan, write: Callable[[str], object]) -> None:
             tmp.seek(0)
             while chunk := tmp.read(1 << 20):
                 write(chunk)
-    if not plan.bounds:
-        gaps = lost_gaps(trace.lost, plan.start_ns)
     gaps_out = _Array(write, "gaps")
-    for g in gaps:
+    for g in plan.losses.gaps:  # every window's (made once)
         gaps_out.add(_gap(g))
     gaps_out.close()
     # As group_steps orders them: by first step's start, then first seen.

@@ -90,11 +90,6 @@ class LossColumns:
                       for name in ("ts_ns", "count", "cpu", "since_ns")},
                    probe=probe, blind=blind, probe_names=probe_names, blind_names=blind_names)
 
-    def take(self, rows: np.ndarray) -> LossColumns:
-        """The records `rows` (indices), in that order."""
-        return dataclasses.replace(self, **{name: getattr(self, name)[rows] for name in (
-            "ts_ns", "count", "cpu", "since_ns", "probe", "blind")})
-
     def records(self) -> list[Lost]:
         """As Lost records (for the paths that hold every record anyway)."""
         probes = (*self.probe_names, None)  # NONE indexes the None

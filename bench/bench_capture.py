@@ -129,7 +129,8 @@ def workload_main(args: argparse.Namespace) -> None:
     # The BPF programs' run counters around the workload (--prog-stats: the
     # tracer, our parent, has attached them by now and detaches after).
     before = _prog_counters() if os.environ.get(PROG_STATS_ENV) else None
-    tracer_cpu = _cpu_seconds(os.getppid()) if before is not None else 0.0
+    # The parent's CPU: when traced, the tracer's (kpath trace runs us).
+    tracer_cpu = _cpu_seconds(os.getppid())
     if args.workload == "bulk":
         seconds = bulk(args.size, args.streams, args.port)
         out: dict[str, Any] = {"s": seconds, "bytes": args.size * args.streams}
@@ -138,11 +139,11 @@ def workload_main(args: argparse.Namespace) -> None:
     else:
         seconds = rr(args.count, args.size, args.port)
         out = {"s": seconds, "round_trips": args.count}
+    # The tracer (our parent: kpath trace) reads the ring on the other vCPU
+    # meanwhile; under TCG its CPU time is host time the workload's vCPU may
+    # not get (one TCG thread runs both vCPUs).
+    out["tracer_cpu_s"] = _cpu_seconds(os.getppid()) - tracer_cpu
     if before is not None:
-        # The tracer (our parent: kpath trace) reads the ring on the other
-        # vCPU meanwhile; under TCG its CPU time is host time the workload's
-        # vCPU may not get.
-        out["tracer_cpu_s"] = _cpu_seconds(os.getppid()) - tracer_cpu
         after = _prog_counters()
         out["progs"] = {name: [cnt - before.get(name, (0, 0))[0], ns - before.get(name, (0, 0))[1]]
                         for name, (cnt, ns) in after.items()
@@ -304,7 +305,8 @@ def compare(kind: str, workload: list[str], runs: int, workdir: Path,
             s.traced.append(_rate(kind, t))
             s.attach.append(t["attach_s"])
             line = (f"run {i + 1}{' ' + cs if cs else ''}: untraced {s.plain[-1]:9.1f}   "
-                    f"traced {s.traced[-1]:9.1f}   events {int(t['events']):7d}   lost {_lost(t)}")
+                    f"traced {s.traced[-1]:9.1f}   events {int(t['events']):7d}   lost {_lost(t)}"
+                    f"   tracer CPU {t['tracer_cpu_s']:.2f} s")
             for b_name, obj in bs:
                 if obj is not None:
                     with SwappedObject(obj):
@@ -315,7 +317,8 @@ def compare(kind: str, workload: list[str], runs: int, workdir: Path,
                 s.attach_b.setdefault(b_name, []).append(b["attach_s"])
                 s.lost_b.setdefault(b_name, []).append(b["lost"])
                 line += (f"   | {b_name}: traced {s.other[b_name][-1]:9.1f}   "
-                         f"events {int(b['events']):7d}   lost {_lost(b)}")
+                         f"events {int(b['events']):7d}   lost {_lost(b)}   "
+                         f"tracer CPU {b['tracer_cpu_s']:.2f} s")
             print(line, flush=True)
     for cs, s in series.items():
         mu, mt = statistics.median(s.plain), statistics.median(s.traced)

@@ -22,6 +22,7 @@ from tracer.capture.base import BLIND_IP
 from tracer.capture.errors import LoadError
 from tracer.capture.record import (
     FRAME_BYTES,
+    FRAME_LO,
     FRAME_TAIL_DTYPE,
     HAS_ACK,
     HAS_ARG3,
@@ -200,12 +201,16 @@ def test_frames_follow_their_events_past_records_left_out() -> None:
     raw = synthetic_records(6, seed=3, ip_of=ips[:1])
     raw["ip"] = [1, 1, 999, 1, 1, 1]
     tails = []
-    for i, (cap, link) in enumerate(((3, 14), (5, 0xFFFF), (2, 14))):
+    lo, hi = (FRAME_TAIL_DTYPE.fields[f][1] for f in ("data_lo", "data_hi"))
+    data = [bytes((0x10 * (i + 1) + j) & 0xFF for j in range(FRAME_BYTES)) for i in range(3)]
+    for i, (cap, link) in enumerate(((3, 14), (5, 0xFFFF), (FRAME_BYTES, 14))):
         tail = np.zeros(1, FRAME_TAIL_DTYPE)
         tail["len"], tail["ifindex"], tail["cap"], tail["link"] = 1000 + i, 7, cap, link
         tail["dev_type"], tail["ifname"] = 772, b"lo"
         body = bytearray(tail.tobytes())
-        body[32:32 + FRAME_BYTES] = bytes([0x10 + i]) * FRAME_BYTES
+        # The frame's bytes in two pieces, around guard2 (kp_event.h).
+        body[lo:lo + FRAME_LO] = data[i][:FRAME_LO]
+        body[hi:hi + FRAME_BYTES - FRAME_LO] = data[i][FRAME_LO:]
         tails.append(bytes(body))
     got = decode_records(raw.view(np.uint8).reshape(6, RAW_EVENT_SIZE), table,
                          [1, 2, 4], tails)
@@ -213,12 +218,17 @@ def test_frames_follow_their_events_past_records_left_out() -> None:
     frame = got.batch.column("frame").to_pylist()
     assert [i for i, f in enumerate(frame) if f is not None] == [1, 3]
     assert frame[1] == {"ifindex": 7, "ifname": "lo", "dev_type": 772, "link": 14,
-                        "len": 1000, "data": b"\x10" * 3}
+                        "len": 1000, "data": data[0][:3]}
     assert frame[3] == {"ifindex": 7, "ifname": "lo", "dev_type": 772, "link": 14,
-                        "len": 1002, "data": b"\x12" * 2}
+                        "len": 1002, "data": data[2]}  # both pieces, in order
     alone = decode_records(raw[:2].view(np.uint8).reshape(2, RAW_EVENT_SIZE), table,
                            [0], [tails[1]]).batch.column("frame").to_pylist()
-    assert alone[0]["link"] is None and alone[0]["data"] == b"\x11" * 5 and alone[1] is None
+    assert alone[0]["link"] is None and alone[0]["data"] == data[1][:5] and alone[1] is None
+    # The ring scan hands the tails over as one array: the same frames.
+    as_array = np.frombuffer(b"".join(tails), np.uint8).reshape(3, -1)
+    again = decode_records(raw.view(np.uint8).reshape(6, RAW_EVENT_SIZE), table,
+                           np.array([1, 2, 4]), as_array).batch.column("frame").to_pylist()
+    assert again == frame
 
 
 def test_blind_window_records_are_not_events() -> None:
@@ -256,6 +266,7 @@ def test_the_decoders_constants_mirror_kp_event_h() -> None:
     defines = {m[1]: int(m[2], 0) for m in re.finditer(
         r"^#define (\w+) (0x[0-9a-fA-F]+|\d+)(?:ULL)?$", header, re.M)}
     assert defines["KIND_BLIND"] == record.KIND_BLIND
+    assert (defines["KP_FRAME_BYTES"], defines["KP_FRAME_LO"]) == (FRAME_BYTES, FRAME_LO)
     assert defines["KP_BLIND_IP"] == BLIND_IP
     assert (defines["KP_SKIP_PROG_ACTIVE"], defines["KP_SKIP_KPROBE"],
             defines["KP_SKIP_MARK"]) == (SKIP_PROG_ACTIVE, SKIP_KPROBE, record.SKIP_MARK)

@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from tracer.capture.record import FRAME_TAIL_DTYPE, RAW_FRAME_SIZE
 from tracer.capture.ringbuf import BUSY, DISCARD, HEADER, record_stride, scan
 
 SIZE = 120  # a kp_event
 STRIDE = record_stride(SIZE)
+FRAME = RAW_FRAME_SIZE  # a kp_frame_event: three slots of STRIDE
+TAIL = FRAME - SIZE
 
 
 class SyntheticRing:
@@ -136,36 +139,72 @@ def test_a_record_committed_while_the_run_is_read_is_taken_not_skipped() -> None
     assert got == [1, 2, 3] and cons == ring.prod
 
 
+def _frame(i: int, fill: int) -> bytes:
+    """A SYNTHETIC kp_frame_event: event i, then its tail filled with
+    `fill` but for the two guard words (0), as kp_event.h lays it out."""
+    tail = np.full(TAIL, fill, np.uint8)
+    for guard in ("guard1", "guard2"):
+        at = FRAME_TAIL_DTYPE.fields[guard][1]
+        tail[at:at + 4] = 0
+    return _payload(i) + tail.tobytes()
+
+
+def test_frame_records_fill_whole_slots() -> None:
+    assert record_stride(FRAME) == 3 * STRIDE
+
+
 def test_frame_records_join_the_events_in_ring_order() -> None:
     """SYNTHETIC frame records (kp_frame_event: an event, then the frame)
     between plain events: their event parts come out in ring order, their
     frame parts apart with the event's row, a discarded one nowhere."""
-    frame = 280
-    tail = frame - SIZE
     ring = SyntheticRing(8192)
     ring.put(_payload(1))
-    ring.put(_payload(2) + bytes([0xA2]) * tail)
+    ring.put(_frame(2, 0xA2))
     ring.put(_payload(3))
-    ring.put(_payload(4) + bytes([0xA4]) * tail, DISCARD)
-    ring.put(_payload(5) + bytes([0xA5]) * tail)
+    ring.put(_frame(4, 0xA4), DISCARD)
+    ring.put(_frame(5, 0xA5))
     ring.put(_payload(6))
-    span = scan(ring.doubled(), ring.mask, 0, ring.prod, SIZE, frame)
+    span = scan(ring.doubled(), ring.mask, 0, ring.prod, SIZE, FRAME)
     assert [int(r[0]) for r in span.records] == [1, 2, 3, 5, 6]
-    assert span.frame_rows == [1, 3]
-    assert [t[0] for t in span.frame_tails] == [0xA2, 0xA5]
-    assert all(len(t) == tail for t in span.frame_tails)
+    assert span.frame_rows.tolist() == [1, 3]
+    assert span.frame_tails.shape == (2, TAIL)
+    assert span.frame_tails[:, 4].tolist() == [0xA2, 0xA5]
     assert (span.discarded, span.odd, span.consumed) == (1, 0, ring.prod)
     # Without frame records expected, they are odd records, counted.
     plain = scan(ring.doubled(), ring.mask, 0, ring.prod, SIZE)
     assert [int(r[0]) for r in plain.records] == [1, 3, 6] and plain.odd == 2
 
 
+def test_a_frame_whose_guards_are_not_0_is_still_taken() -> None:
+    """SYNTHETIC: a frame record with its tail all 0xEE (guards included,
+    which kpath's programs never write): the slots cannot tell its end, so
+    it is taken alone, by its header; the records after it are not lost."""
+    ring = SyntheticRing(8192)
+    ring.put(_payload(1))
+    ring.put(_payload(2) + bytes([0xEE]) * TAIL)
+    for i in range(3, 8):
+        ring.put(_payload(i))
+    span = scan(ring.doubled(), ring.mask, 0, ring.prod, SIZE, FRAME)
+    assert [int(r[0]) for r in span.records] == list(range(1, 8))
+    assert span.frame_rows.tolist() == [1] and span.frame_tails[0, 0] == 0xEE
+    assert (span.odd, span.consumed, span.busy) == (0, ring.prod, False)
+
+
+def test_a_busy_frame_record_ends_the_span() -> None:
+    ring = SyntheticRing(8192)
+    ring.put(_frame(1, 0xA1))
+    busy_at = ring.prod
+    ring.put(_frame(2, 0xA2), BUSY)
+    ring.put(_payload(3))
+    span = scan(ring.doubled(), ring.mask, 0, ring.prod, SIZE, FRAME)
+    assert [int(r[0]) for r in span.records] == [1]
+    assert span.busy and span.consumed == busy_at
+
+
 def test_runs_of_every_length_between_frame_records() -> None:
-    """SYNTHETIC: runs of 0 to 300 plain events between frame records (runs
-    shorter and longer than the first header window, so it grows and
-    shrinks), wrapping round the end: every event once, in ring order."""
-    frame = 280
-    tail = frame - SIZE
+    """SYNTHETIC: runs of 0 to 300 plain events between frame records,
+    wrapping round the end: every event once, in ring order, each frame's
+    tail with its own event."""
     ring = SyntheticRing(1 << 17)
     ring.prod = ring.mask + 1 - 7 * STRIDE  # start near the end: the span wraps
     want: list[int] = []
@@ -176,12 +215,42 @@ def test_runs_of_every_length_between_frame_records() -> None:
             ring.put(_payload(i))
             want.append(i & 0xFF)
             i += 1
-        ring.put(_payload(i) + bytes([0xF0]) * tail)
+        ring.put(_frame(i, i & 0xFF))
         frames.append(len(want))
         want.append(i & 0xFF)
         i += 1
     start = ring.mask + 1 - 7 * STRIDE
-    span = scan(ring.doubled(), ring.mask, start, ring.prod, SIZE, frame)
+    span = scan(ring.doubled(), ring.mask, start, ring.prod, SIZE, FRAME)
     assert [int(r[0]) for r in span.records] == want
-    assert span.frame_rows == frames
+    assert span.frame_rows.tolist() == frames
+    assert span.frame_tails[:, 4].tolist() == [want[r] for r in frames]
     assert (span.discarded, span.odd, span.consumed, span.busy) == (0, 0, ring.prod, False)
+
+
+def test_random_mixes_against_a_walk() -> None:
+    """SYNTHETIC: random sequences of events, frames, discarded and odd
+    records, read in spans from random consumer positions: the same
+    records as walking the headers one by one."""
+    rng = np.random.default_rng(7)
+    for _ in range(40):
+        ring = SyntheticRing(1 << 16)  # more than 90 frames take
+        ring.prod = int(rng.integers(0, 1 << 16)) & ~7
+        start = ring.prod
+        want: list[tuple[int, int | None]] = []
+        for i in range(int(rng.integers(0, 90))):
+            kind = rng.choice(4, p=[0.7, 0.2, 0.05, 0.05])
+            if kind == 0:
+                ring.put(_payload(i))
+                want.append((i & 0xFF, None))
+            elif kind == 1:
+                ring.put(_frame(i, (i * 7) & 0xFF))
+                want.append((i & 0xFF, (i * 7) & 0xFF))
+            elif kind == 2:
+                ring.put(_payload(i), DISCARD)
+            else:
+                ring.put(bytes(int(rng.choice([n for n in range(1, 200) if n != SIZE]))))
+        span = scan(ring.doubled(), ring.mask, start, ring.prod, SIZE, FRAME)
+        assert [int(r[0]) for r in span.records] == [w[0] for w in want]
+        assert span.frame_rows.tolist() == [j for j, w in enumerate(want) if w[1] is not None]
+        assert span.frame_tails[:, 4].tolist() == [w[1] for w in want if w[1] is not None]
+        assert span.consumed == ring.prod and not span.busy

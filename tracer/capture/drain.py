@@ -20,6 +20,7 @@ from tracer.capture.record import (
     BlindWindow,
     ProbeTable,
     decode_records,
+    warm_up,
 )
 from tracer.capture.ringbuf import RingReader
 
@@ -47,6 +48,7 @@ class RingDrain:
             raise LoadError(f"cannot map the ring buffer: {exc.strerror}", "") from None
         self._table = table
         self._sink = sink
+        warm_up(table)
         self.size = int(info.max_entries)
         # Where the BPF side starts waking the reader (core.py wakeup_bytes;
         # BCC's per-CPU record counts come to about the same).

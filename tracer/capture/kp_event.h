@@ -75,32 +75,48 @@ struct kp_event {
     char comm[KP_COMM_LEN];
 };
 
+_Static_assert(sizeof(struct kp_event) == 120, "kp_event size");
+
 // An event at a device-layer probe with the packet's first bytes as the
 // device has them (link header on): a second record kind, told apart by its
 // size, so that every other event stays a bare kp_event. Which probes send
 // it is the loader's choice (one per direction: tracer/capture/frames.py).
 #define KP_FRAME_BYTES 128
+// Of them, the bytes before guard2 (data_lo); the rest after it (data_hi).
+#define KP_FRAME_LO 120
 #define KP_NO_LINK 0xffff
 
+// A kp_event takes one 128-byte slot of the ring (8-byte header + 120); a
+// frame record takes exactly three, and the words where its second and
+// third slots begin (guard1, guard2) are 0, which no record's length is.
+// So the reader tells every record's start from the words at 128-byte
+// steps alone, all at once (tracer/capture/ringbuf.py), instead of walking
+// the records one by one in Python (under TCG that walk took most of the
+// tracer's CPU during a traced transfer).
 struct kp_frame_event {
     struct kp_event ev;
+    u32 guard1;    // 0
     u32 len;       // frame length: skb->len plus the link header before skb->data
+    u8 data_lo[KP_FRAME_LO];  // data: the frame's first bytes
+    u32 guard2;    // 0
     u32 ifindex;
     u16 cap;       // bytes of data captured (the skb's linear part, at most KP_FRAME_BYTES)
     u16 link;      // link-header bytes before the network header (KP_NO_LINK: unknown)
     u16 dev_type;  // the device's ARPHRD_* type
     u16 pad;
     char ifname[16];
-    u8 data[KP_FRAME_BYTES];
+    u8 data_hi[KP_FRAME_BYTES - KP_FRAME_LO];  // data, continued
+    u8 spare[88];  // up to the third slot's end
 };
 
 // tracer/capture/record.py mirrors this layout (FRAME_TAIL_DTYPE); no map
 // holds the struct, so it is checked here rather than through BTF.
-_Static_assert(sizeof(struct kp_frame_event) == 120 + 32 + KP_FRAME_BYTES,
-               "kp_frame_event size");
-_Static_assert(__builtin_offsetof(struct kp_frame_event, len) == 120, "len");
-_Static_assert(__builtin_offsetof(struct kp_frame_event, ifname) == 136, "ifname");
-_Static_assert(__builtin_offsetof(struct kp_frame_event, data) == 152, "data");
+_Static_assert(sizeof(struct kp_frame_event) + 8 == 3 * 128, "kp_frame_event size");
+_Static_assert(__builtin_offsetof(struct kp_frame_event, guard1) + 8 == 128, "guard1");
+_Static_assert(__builtin_offsetof(struct kp_frame_event, guard2) + 8 == 256, "guard2");
+_Static_assert(__builtin_offsetof(struct kp_frame_event, data_lo) == 128, "data_lo");
+_Static_assert(__builtin_offsetof(struct kp_frame_event, ifname) == 264, "ifname");
+_Static_assert(__builtin_offsetof(struct kp_frame_event, data_hi) == 280, "data_hi");
 
 struct kp_config {
     u32 tgid;         // trace this process (0: no pid filter)

@@ -616,7 +616,7 @@ static __always_inline int submit_frame(struct kp_event *e, struct sk_buff *skb)
         return 0;
     }
     __builtin_memcpy(&f->ev, e, sizeof(*e));
-    __builtin_memset(&f->len, 0, sizeof(*f) - sizeof(f->ev));
+    __builtin_memset(&f->guard1, 0, sizeof(*f) - sizeof(f->ev));  // the guards too
     // Neighbours read together: head and data, the header offsets, len
     // and data_len.
     u8 b[16] = {}, hb[8] = {}, lb[8] = {};
@@ -639,13 +639,14 @@ static __always_inline int submit_frame(struct kp_event *e, struct sk_buff *skb)
     f->len = len + pulled;
     f->link = (nh != (u16)~0U && head + nh >= start) ? (u16)(head + nh - start) : KP_NO_LINK;
     // Only the linear part is contiguous (skb_headlen: len - data_len); a
-    // whole KP_FRAME_BYTES is read (a constant size for the verifier: the
-    // head buffer's skb_shared_info follows its end, so the read stays
+    // whole KP_FRAME_BYTES is read (constant sizes for the verifier: the
+    // head buffer's skb_shared_info follows its end, so the reads stay
     // inside it) and user space keeps `cap` bytes.
     u32 cap = len - data_len + pulled;
     if (cap > KP_FRAME_BYTES)
         cap = KP_FRAME_BYTES;
-    if (bpf_probe_read_kernel(f->data, KP_FRAME_BYTES, start))
+    if (bpf_probe_read_kernel(f->data_lo, KP_FRAME_LO, start)
+        || bpf_probe_read_kernel(f->data_hi, KP_FRAME_BYTES - KP_FRAME_LO, start + KP_FRAME_LO))
         cap = 0;
     f->cap = cap;
     struct net_device *dev = BPF_CORE_READ(skb, dev);

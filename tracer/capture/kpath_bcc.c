@@ -513,7 +513,7 @@ static __always_inline int submit_frame(struct pt_regs *ctx, struct kp_event *e,
     if (!f)
         return 0;
     __builtin_memcpy(&f->ev, e, sizeof(*e));
-    __builtin_memset(&f->len, 0, sizeof(*f) - sizeof(f->ev));
+    __builtin_memset(&f->guard1, 0, sizeof(*f) - sizeof(f->ev));  // the guards too
     unsigned char *head = 0, *data = 0;
     u16 mh = 0, nh = 0;
     u32 len = 0, data_len = 0;
@@ -535,7 +535,8 @@ static __always_inline int submit_frame(struct pt_regs *ctx, struct kp_event *e,
     u32 cap = len - data_len + pulled;
     if (cap > KP_FRAME_BYTES)
         cap = KP_FRAME_BYTES;
-    if (bpf_probe_read_kernel(f->data, KP_FRAME_BYTES, start))
+    if (bpf_probe_read_kernel(f->data_lo, KP_FRAME_LO, start)
+        || bpf_probe_read_kernel(f->data_hi, KP_FRAME_BYTES - KP_FRAME_LO, start + KP_FRAME_LO))
         cap = 0;
     f->cap = cap;
     struct net_device *dev = 0;

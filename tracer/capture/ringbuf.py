@@ -7,13 +7,15 @@ the ring is still contiguous in memory. Each record has an 8-byte header:
 u32 length with BUSY (still being written) and DISCARD (dropped by its
 producer) in the top bits, u32 page offset; records are 8-byte aligned.
 
-kpath's records are nearly all one size (struct kp_event), so a span of
-them is an array with a fixed stride: the headers are checked as one numpy
-column and the payloads copied out in one go before the consumer position
-moves on. The few frame records (struct kp_frame_event: an event with the
-packet's first bytes, one per packet and direction) break a run: their
-event part joins the records in ring order, the rest is kept apart with the
-event's position.
+kpath's records take whole 128-byte slots: an event (struct kp_event) one,
+a frame record (struct kp_frame_event: an event with the packet's first
+bytes, one per packet and direction) three, the words where its second and
+third slots begin 0, which no record's length is (kp_event.h). So the words
+at 128-byte steps from the consumer position tell every record's start at
+once: one numpy pass over a span, whatever its mix of records, before the
+consumer position moves on. Anything else (a record still being written,
+one dropped by its producer, one of another size) is taken alone, and the
+slots start again after it.
 """
 
 from __future__ import annotations
@@ -27,11 +29,6 @@ import numpy as np
 BUSY = 1 << 31
 DISCARD = 1 << 30
 HEADER = 8
-# Records whose headers one numpy pass checks at first; doubled while runs
-# stay uniform. Checking every header to the producer at each run would be
-# quadratic where frame records cut the runs short (one per ~9 events).
-FIRST_RUN = 64
-PEEK = 16  # headers read one by one before a run is checked as an array
 
 
 def record_stride(size: int) -> int:
@@ -49,9 +46,9 @@ class Span:
     odd: int = 0  # committed records of another size (not a kp_event): skipped, counted
     busy: bool = False  # stopped at a record still being written
     # Frame records: the row of each one's event in `records`, and its bytes
-    # after the event (frame_size - size each).
-    frame_rows: list[int] = field(default_factory=list)
-    frame_tails: list[bytes] = field(default_factory=list)
+    # after the event (an (n, frame_size - size) uint8 array).
+    frame_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    frame_tails: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.uint8))
 
 
 def scan(data: np.ndarray, mask: int, cons: int, prod: int, size: int,
@@ -59,80 +56,88 @@ def scan(data: np.ndarray, mask: int, cons: int, prod: int, size: int,
     """Take every committed record between the consumer and producer
     positions. `data` is the data area mapped twice (2 * (mask + 1) bytes),
     `size` the payload size of a regular record, `frame_size` that of a
-    frame record (0: none expected)."""
+    frame record (0: none expected; it must fill whole slots of a regular
+    record's stride, its first word in each slot after the first 0)."""
     stride = record_stride(size)
-    chunks: list[np.ndarray] = []
-    span = Span(np.empty((0, size), np.uint8), cons)
+    tail = frame_size - size if frame_size else 0
+    slots = record_stride(frame_size) // stride if frame_size else 0
+    if slots and (record_stride(frame_size) % stride or HEADER + size != stride):
+        raise ValueError(f"frame records of {frame_size} bytes do not fill whole slots")
+    events: list[np.ndarray] = []
+    rows_of_frames: list[np.ndarray] = []
+    tails: list[np.ndarray] = []
+    span = Span(np.empty((0, size), np.uint8), cons,
+                frame_tails=np.zeros((0, tail), np.uint8))
     pos = cons
-    taken = 0  # event rows in chunks so far
-    window = FIRST_RUN
-    heads = memoryview(data.data).cast("I")  # u32 words: a header's length at off // 4
-    step = stride // 4
+    taken = 0  # event rows so far
     while pos < prod:
         off = pos & mask
-        # A few headers one by one first: between frame records runs are
-        # short, and numpy's per-call cost would dominate them.
-        few = min((prod - pos) // stride, PEEK)
-        k = 0
-        while k < few and heads[(off >> 2) + k * step] == size:
-            k += 1
-        if k < PEEK:
-            if k:
-                chunks.append(data[off:off + k * stride].reshape(k, stride)
-                              [:, HEADER:HEADER + size].copy())
-                taken += k
-                pos += k * stride
-            window = FIRST_RUN
-            n = 0
-        else:
-            n = min((prod - pos) // stride, window)
+        n = (prod - pos) // stride
         if n:
-            rows = data[off:off + n * stride].reshape(n, stride)
-            lens = rows[:, :4].copy().view("<u4")[:, 0]
-            # A busy bit, another size or a header not yet written all end
-            # the uniform run; DISCARD alone does not.
-            irregular = (lens & ~np.uint32(DISCARD)) != size
-            k = int(np.argmax(irregular)) if irregular.any() else n
-            keep = (lens[:k] & np.uint32(DISCARD)) == 0
-            kept = int(np.count_nonzero(keep))
-            span.discarded += k - kept
-            if kept == k:
-                chunks.append(rows[:k, HEADER:HEADER + size].copy())
-            elif kept:
-                chunks.append(rows[:k][keep, HEADER:HEADER + size])
-            taken += kept
+            block = data[off:off + n * stride].reshape(n, stride)
+            k, starts, frames = _slots(block[:, :4].copy().view("<u4")[:, 0], size,
+                                       frame_size, slots)
+            if len(starts):
+                events.append(block[starts, HEADER:HEADER + size])
+                if len(frames):
+                    rows_of_frames.append(taken + np.searchsorted(starts, frames))
+                    tails.append(np.concatenate([block[frames + j] for j in range(1, slots)],
+                                                axis=1)[:, :tail])
+                taken += len(starts)
             pos += k * stride
-            if k == n:
-                window *= 2
-                continue
-            window = FIRST_RUN
-        if pos >= prod:
-            break
-        # One record that is not a regular committed kp_event.
-        off = pos & mask
+            if k == n and pos >= prod:
+                break
+            off = pos & mask
+        # One record the slots did not take.
         hdr = int(data[off:off + 4].copy().view("<u4")[0])
         if hdr & BUSY:
             span.busy = True
             break
-        if hdr == size:
-            # Busy when the run's headers were read, committed since: the
-            # next pass takes it with the records after it.
-            continue
-        if frame_size and hdr == frame_size:
+        if hdr == size:  # committed since its word was read
+            events.append(data[off + HEADER:off + HEADER + size].copy().reshape(1, size))
+            taken += 1
+        elif frame_size and hdr == frame_size:  # its guards were not 0 (never kpath's)
             rec = data[off + HEADER:off + HEADER + frame_size].copy()
-            chunks.append(rec[:size].reshape(1, size))
-            span.frame_rows.append(taken)
-            span.frame_tails.append(rec[size:].tobytes())
+            events.append(rec[:size].reshape(1, size))
+            rows_of_frames.append(np.array([taken], np.int64))
+            tails.append(rec[size:].reshape(1, tail))
             taken += 1
         elif hdr & DISCARD:
             span.discarded += 1
         else:
             span.odd += 1
         pos += record_stride(hdr & ~(BUSY | DISCARD))
-    if chunks:
-        span.records = chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
+    if events:
+        span.records = events[0] if len(events) == 1 else np.concatenate(events)
+    if rows_of_frames:
+        span.frame_rows = np.concatenate(rows_of_frames).astype(np.int64)
+        span.frame_tails = np.concatenate(tails)
     span.consumed = pos
     return span
+
+
+def _slots(words: np.ndarray, size: int, frame_size: int, slots: int
+           ) -> tuple[int, np.ndarray, np.ndarray]:
+    """From the first words of consecutive slots (the first a record's
+    header): how many slots hold whole committed records (k), the slots
+    where those records start and, of these, the frame records'."""
+    n = len(words)
+    event = words == size
+    if not slots:
+        k = int(np.argmax(~event)) if not event.all() else n
+        return k, np.arange(k), np.zeros(0, np.int64)
+    frame = words == frame_size
+    zero = words == 0
+    wrong = ~(event | frame | zero)
+    at = np.flatnonzero(frame)
+    inner = at[:, None] + np.arange(1, slots)
+    whole = np.all(zero[np.minimum(inner, n - 1)] & (inner < n), axis=1)
+    wrong[at[~whole]] = True  # a frame cut short, or its guards not 0
+    covered = np.zeros(n, bool)
+    covered[inner[whole].reshape(-1)] = True
+    wrong |= zero & ~covered  # a 0 that is no frame's guard
+    k = int(np.argmax(wrong)) if wrong.any() else n
+    return k, np.flatnonzero((event | frame)[:k]), at[at < k]
 
 
 class RingReader:

@@ -138,7 +138,8 @@ class ProbeTable:
             # CO-RE's keys are probe indexes: a table indexed by them.
             direct = np.full(int(self.keys[-1]) + 2, -1, np.int64)
             direct[self.keys.astype(np.int64)] = self.slots
-            return direct[np.minimum(ip, np.uint64(len(direct) - 1)).astype(np.int64)]
+            out: np.ndarray = direct[np.minimum(ip, np.uint64(len(direct) - 1)).astype(np.int64)]
+            return out
         i = np.searchsorted(self.keys, ip, side="right") - 1
         found = i >= 0
         j = np.maximum(i, 0)
@@ -148,23 +149,47 @@ class ProbeTable:
 
 def _comm_column(comm: np.ndarray) -> tuple[pa.Array, np.ndarray]:
     """The comm dictionary column, and per record whether it is ksoftirqd/N."""
-    # Distinct values among the runs' first rows only (a task's events come
-    # in runs): a sort of 16-byte strings per record cost more than the rest
-    # of the decoding together.
     comm = np.ascontiguousarray(comm)
-    words = comm.view(np.uint64).reshape(len(comm), comm.itemsize // 8)
-    head = np.ones(len(comm), bool)
-    head[1:] = (words[1:] != words[:-1]).any(axis=1)
-    uniq, inverse = _distinct(comm[head])
+    uniq, inverse = _distinct_comms(comm)
     # The kernel's comm ends at its first NUL; bytes after it are not part of it.
     texts = [bytes(u).split(b"\0", 1)[0].decode("utf-8", errors="replace") for u in uniq]
     values: dict[str, int] = {}
     remap = np.array([values.setdefault(t, len(values)) for t in texts], np.int32)
-    codes = (remap[inverse.reshape(-1)][np.cumsum(head) - 1] if len(uniq)
-             else np.zeros(0, np.int32))
+    codes = remap[inverse] if len(uniq) else np.zeros(0, np.int32)
     ksoftirqd = np.array([t.startswith("ksoftirqd/") for t in values], bool)
     return (dict_column(codes, list(values), pa.int32()),
             ksoftirqd[codes] if len(values) else np.zeros(0, bool))
+
+
+_FEW_COMMS = 16
+
+
+def _distinct_comms(comm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct comms of a span (contiguous S16) and each record's
+    index among them. A span has a few tasks: each is picked out by two
+    word comparisons over the span, not by a sort of 16-byte strings (the
+    costliest step of decoding under TCG); past _FEW_COMMS of them, the
+    rest by the sort."""
+    words = comm.view(np.uint64).reshape(len(comm), comm.itemsize // 8)
+    cols = [np.ascontiguousarray(words[:, j]) for j in range(words.shape[1])]
+    codes = np.full(len(comm), -1, np.int64)
+    firsts: list[int] = []
+    at = 0
+    while at < len(comm) and len(firsts) < _FEW_COMMS:
+        same = cols[0] == cols[0][at]
+        for col in cols[1:]:
+            same &= col == col[at]
+        codes[same] = len(firsts)
+        firsts.append(at)
+        left = codes[at:] < 0
+        at = at + int(np.argmax(left)) if left.any() else len(comm)
+    uniq = comm[firsts]
+    rest = codes < 0
+    if rest.any():
+        more, inverse = _distinct(comm[rest])
+        codes[rest] = len(firsts) + inverse
+        uniq = np.concatenate([uniq, more])
+    return uniq, codes
 
 
 def _softirq_column(vec: np.ndarray, ctx: np.ndarray) -> pa.Array:
@@ -262,7 +287,7 @@ def frame_column(num_rows: int, rows: np.ndarray, tails: np.ndarray) -> pa.Array
     has[rows] = True
 
     def spread(values: np.ndarray, dtype: type) -> np.ndarray:
-        out = np.zeros(num_rows, dtype)
+        out: np.ndarray = np.zeros(num_rows, dtype)
         out[rows] = values
         return out
 

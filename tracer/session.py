@@ -346,7 +346,7 @@ def _stream(
                             "programs there (each such window is in the trace)")
             blind.add(w)
 
-    backend.open(sink)
+    backend.open(sink, writer.rehearse)
     last_loss_check = start
     nice = os.getpriority(os.PRIO_PROCESS, 0)
     try:

@@ -168,6 +168,24 @@ def test_vectorised_decode_equals_the_per_record_decode(which: int) -> None:
     assert any(ev.length is not None and ev.length > 1 << 32 for ev in evs)  # from arg3
 
 
+def test_many_tasks_in_runs_and_scattered() -> None:
+    """SYNTHETIC: 40 distinct comms (more than the few picked out by
+    comparison; pairs alike in their first 8 bytes), in runs and one by
+    one: every record's comm and ksoftirqd context as decoded one by one."""
+    table, ips, probe_of = _tables()[0]
+    rng = np.random.default_rng(11)
+    names = [f"worker-{i:02d}".encode() for i in range(36)] + COMMS[:4]
+    for runs in (True, False):
+        raw = synthetic_records(2000, seed=12, ip_of=ips)
+        picks = rng.integers(0, len(names), 2000 // 50 if runs else 2000)
+        raw["comm"] = np.array(names, "S16")[np.repeat(picks, 50) if runs else picks]
+        want = [ev for rec in raw
+                if (ev := old_decode(RawEvent.from_buffer_copy(rec.tobytes()), probe_of))]
+        got = decode_records(raw.view(np.uint8).reshape(len(raw), RAW_EVENT_SIZE), table)
+        assert batch_to_events(got.batch) == want
+        assert len({ev.comm for ev in want}) > 16
+
+
 def test_probe_column_is_the_header_dictionary() -> None:
     table, ips, _ = _tables()[0]
     raw = synthetic_records(50, seed=1, ip_of=ips[:1])

@@ -16,7 +16,15 @@ import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 import pytest
 
-from tracer.events import EVENT_SCHEMA, Context, Event, Kind, ProbeStatus, events_to_batch
+from tracer.events import (
+    EVENT_SCHEMA,
+    Context,
+    Event,
+    Kind,
+    ProbeStatus,
+    events_to_batch,
+    with_frames,
+)
 from tracer.tracefile import (
     FORMAT_VERSION,
     Header,
@@ -112,6 +120,22 @@ def test_write_batch_and_scan_in_file_order(tmp_path: Path) -> None:
     assert sizes == [0, 1, 2, 3, 0]  # the first puts out the header; the last, the trailer
     assert [rec.count for rec in scan.lost] == [1, 2, 3]
     assert scan.trailer == trailer and scan.cut_short is None
+
+
+def test_a_rehearsal_leaves_no_trace_in_the_file(tmp_path: Path) -> None:
+    """SYNTHETIC events: the writer's dry run (before a live trace's
+    command starts) writes nothing and counts nothing."""
+    path = tmp_path / "t.kpath"
+    header = synthetic_header()
+    w = TraceWriter(path, header)
+    before = path.read_bytes()
+    batch = with_frames(events_to_batch([synthetic_event(i) for i in range(50)],
+                                        header.probe_names), None)
+    w.rehearse(batch)
+    assert path.read_bytes() == before and w.events == 0
+    w.write_batch(batch)
+    w.close("count")
+    assert [b.num_rows for b in scan_trace(path)] == [0, 50, 0]
 
 
 def test_write_batch_refuses_another_probe_dictionary(tmp_path: Path) -> None:

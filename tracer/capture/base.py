@@ -76,8 +76,12 @@ class Backend(Protocol):
         ...
 
     def trace_pid(self, pid: int) -> None: ...
-    def open(self, sink: Callable[[pa.RecordBatch], None]) -> None:
-        """From now on hand every event over to `sink`, a batch at a time."""
+    def open(self, sink: Callable[[pa.RecordBatch], None],
+             rehearse: Callable[[pa.RecordBatch], None] | None = None) -> None:
+        """From now on hand every event over to `sink`, a batch at a time;
+        first, where events are read in spans, a made-up span's batch to
+        `rehearse` (the writer's dry run: its first large batch's set-up
+        paid before the traced command starts)."""
         ...
     def poll(self, timeout_ms: int) -> None:
         """Wait up to timeout_ms for events; deliver all there are."""

@@ -322,12 +322,14 @@ class BccBackend:
 
     # -- streaming ---------------------------------------------------------
 
-    def open(self, sink: Callable[[pa.RecordBatch], None]) -> None:
+    def open(self, sink: Callable[[pa.RecordBatch], None],
+             rehearse: Callable[[pa.RecordBatch], None] | None = None) -> None:
         self._sink = sink
         table = self._bpf["events"]
         if self.features.ringbuf:
             # Read the map directly, in bulk, not through BCC's per-record callback.
             self._drain = RingDrain(table.map_fd, self._table, sink)
+            self._drain.rehearse(rehearse)
         else:
             table.open_perf_buffer(self._on_perf_record, page_cnt=self.buffer_pages,
                                    lost_cb=self._on_perf_lost)

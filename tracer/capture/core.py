@@ -454,9 +454,11 @@ class CoreBackend:
     def _probe_of(self, index: int) -> ProbeSpec | None:
         return self._specs[index] if 0 <= index < len(self._specs) else None
 
-    def open(self, sink: Callable[[pa.RecordBatch], None]) -> None:
+    def open(self, sink: Callable[[pa.RecordBatch], None],
+             rehearse: Callable[[pa.RecordBatch], None] | None = None) -> None:
         assert self._obj is not None and self._table is not None, "open before start"
         self._drain = RingDrain(self._obj.map_fd("events"), self._table, sink)
+        self._drain.rehearse(rehearse)
 
     def poll(self, timeout_ms: int) -> None:
         if self._drain is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+import numpy as np
 import pyarrow as pa
 
 from tracer.capture import libbpf
@@ -20,9 +21,9 @@ from tracer.capture.record import (
     BlindWindow,
     ProbeTable,
     decode_records,
-    warm_up,
 )
-from tracer.capture.ringbuf import RingReader
+from tracer.capture.ringbuf import HEADER, RingReader, scan
+from tracer.heap import keep_freed_heap
 
 BPF_MAP_TYPE_RINGBUF = 27
 # Records below the wakeup mark are read this long after the last read at
@@ -31,6 +32,11 @@ READ_INTERVAL_S = 1.0
 # A drain at the end of a trace stops after this many spans even if the
 # producers keep writing (the probes are still attached).
 FINAL_SPANS = 64
+# Records of the made-up span read before the trace starts (a quarter of
+# the default ring, where the BPF side wakes the reader), one in FRAME_EVERY
+# a frame record (one per packet and direction in a bulk transfer: ~1 in 9).
+REHEARSAL_RECORDS = 1 << 16
+FRAME_EVERY = 9
 
 
 class RingDrain:
@@ -48,7 +54,6 @@ class RingDrain:
             raise LoadError(f"cannot map the ring buffer: {exc.strerror}", "") from None
         self._table = table
         self._sink = sink
-        warm_up(table)
         self.size = int(info.max_entries)
         # Where the BPF side starts waking the reader (core.py wakeup_bytes;
         # BCC's per-CPU record counts come to about the same).
@@ -56,6 +61,34 @@ class RingDrain:
         self._last_read = time.monotonic()
         self.undecoded = 0  # records that are not events of a known probe: lost
         self.blind: list[BlindWindow] = []
+
+    def rehearse(self, rehearse: Callable[[pa.RecordBatch], None] | None) -> None:
+        """Read and decode a made-up span as big as a real one before the
+        traced command starts, its batch handed to `rehearse` (the trace
+        writer's dry run), with the C heap set to keep what they free: what
+        the first real read would pay otherwise, under TCG in the middle of
+        the command's run, is paid here. Measured in the 6.1 guest on
+        40,000 records: 0.37 s of CPU and 3,155 page faults the first time,
+        0.09 s and none once the heap is warm (bench/README.md)."""
+        keep_freed_heap()
+        sizes = np.full(REHEARSAL_RECORDS, RAW_EVENT_SIZE, np.int64)
+        sizes[FRAME_EVERY - 1::FRAME_EVERY] = RAW_FRAME_SIZE
+        strides = (sizes + HEADER + 7) & ~7
+        starts = np.concatenate([[0], np.cumsum(strides)[:-1]])
+        data = np.zeros(int(strides.sum()), np.uint8)
+        words = data.view("<u4")
+        words[starts // 4] = sizes
+        # Fields of some variety (its compression sets up what real data's
+        # does): the time, and the ip of a probe the table knows.
+        fields = data.view("<u8")
+        fields[(starts + HEADER) // 8] = np.arange(REHEARSAL_RECORDS) * 1000
+        fields[(starts + HEADER + 8) // 8] = self._table.keys[0] if len(self._table.keys) else 0
+        span = scan(data, (1 << (len(data) - 1).bit_length()) - 1, 0, len(data),
+                    RAW_EVENT_SIZE, RAW_FRAME_SIZE)
+        batch = decode_records(span.records, self._table, span.frame_rows,
+                               span.frame_tails).batch
+        if rehearse is not None:
+            rehearse(batch)
 
     def poll(self, timeout_ms: int) -> int:
         """Wait up to timeout_ms, or until the ring is WAKEUP_FRACTION full

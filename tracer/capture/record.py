@@ -412,14 +412,3 @@ def decode_records(records: np.ndarray, table: ProbeTable,
     batch = pa.record_batch([*events.columns, frame_column(events.num_rows, rows, tails)],
                             schema=FILE_SCHEMA)
     return Decoded(batch, unknown, blind)
-
-
-def warm_up(table: ProbeTable) -> None:
-    """Decode a made-up span once (an event, a frame record, a blind
-    window), so that what the first decoding imports or sets up (numpy.ma,
-    which pa.array's check for a masked array imports: ~0.3 s under TCG)
-    happens before the traced command starts, not during its first second."""
-    raw = np.zeros(3, RAW_DTYPE)
-    raw["kind"][2] = KIND_BLIND
-    decode_records(raw.view(np.uint8).reshape(3, RAW_EVENT_SIZE), table, np.array([1]),
-                   np.zeros((1, FRAME_TAIL_DTYPE.itemsize), np.uint8))

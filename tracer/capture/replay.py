@@ -51,7 +51,8 @@ class ReplayBackend:
     def trace_pid(self, pid: int) -> None:
         self.pids.append(pid)
 
-    def open(self, sink: Callable[[pa.RecordBatch], None]) -> None:
+    def open(self, sink: Callable[[pa.RecordBatch], None],
+             rehearse: Callable[[pa.RecordBatch], None] | None = None) -> None:
         self._sink = sink
 
     def poll(self, timeout_ms: int) -> None:

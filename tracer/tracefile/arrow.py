@@ -82,8 +82,8 @@ class TraceWriter:
         # Unbuffered: Arrow buffers a batch; each flush must reach the file.
         self._file = open(self.path, "wb", buffering=0)  # noqa: SIM115
         self._out = pa.BufferedOutputStream(pa.PythonFile(self._file, mode="w"), 1 << 20)
-        self._writer = ipc.new_stream(self._out, schema,
-                                      options=ipc.IpcWriteOptions(compression=compression))
+        self._options = ipc.IpcWriteOptions(compression=compression)
+        self._writer = ipc.new_stream(self._out, schema, options=self._options)
         self._written = 0
         self.lost = 0
         self.lost_by_probe: dict[str, int] = {}
@@ -99,6 +99,13 @@ class TraceWriter:
     def events(self) -> int:
         """Events handed over so far (those gathered from event() included)."""
         return self._written + len(self._pending_events)
+
+    def rehearse(self, batch: pa.RecordBatch) -> None:
+        """Write `batch` (FILE_SCHEMA) with this file's options where it
+        goes nowhere: a live trace's first large batch would otherwise pay
+        for the codec's set-up and buffers in the middle of its command."""
+        with ipc.new_stream(pa.BufferOutputStream(), batch.schema, options=self._options) as w:
+            w.write_batch(batch)
 
     def write_batch(self, batch: pa.RecordBatch, frames: pa.Table | None = None) -> None:
         """Events in EVENT_SCHEMA whose probe dictionary is the header's probe

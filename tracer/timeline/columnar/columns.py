@@ -7,7 +7,6 @@ so a trace costs about 100 bytes per event here instead of an Event object.
 
 from __future__ import annotations
 
-import ctypes
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields
 
@@ -15,6 +14,7 @@ import numpy as np
 import pyarrow as pa
 
 from tracer.events import CTX_VALUES, EVENT_SCHEMA, KIND_VALUES, SOFTIRQ_NAMES, Context, Kind
+from tracer.heap import keep_freed_heap
 from tracer.tracefile.arrow import int_values
 
 # Endpoint code: IPv4 address << 16 | port. For IPv4 its numeric order is
@@ -143,8 +143,6 @@ def file_columns(names: Iterable[str] = ALL_COLUMNS) -> list[str]:
     return list(dict.fromkeys(c for name in names for c in _SOURCES.get(name, (name,))))
 
 
-# glibc's mallopt parameters (malloc.h)
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 _heap_reused = False  # use_system_allocator set the C heap to reuse freed memory
 
 
@@ -174,12 +172,7 @@ def use_system_allocator() -> None:
     at 207 MiB peak instead of 197 MiB."""
     global _heap_reused
     pa.set_memory_pool(pa.system_memory_pool())
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):  # not glibc
-        return
-    _heap_reused = bool(mallopt(_M_MMAP_THRESHOLD, 32 << 20)
-                        and mallopt(_M_TRIM_THRESHOLD, 64 << 20))
+    _heap_reused = keep_freed_heap()
 
 
 def columns_of(events: pa.Table | Iterable[pa.RecordBatch]) -> EventColumns:

@@ -69,5 +69,8 @@ def test_each_stage_has_its_folder() -> None:
         assert (ROOT / folder / "__init__.py").is_file(), folder
     flat = sorted(p.name for p in (ROOT / "tracer").glob("*.py"))
     # workers.py: the timeline's worker processes, outside its package so
-    # that the CLI starts them before the stage's modules load.
-    assert flat == ["__init__.py", "events.py", "filters.py", "session.py", "workers.py"], flat
+    # that the CLI starts them before the stage's modules load. heap.py: the
+    # C heap's settings, shared by the capture's reader and the timeline's
+    # parts (neither stage imports the other).
+    assert flat == ["__init__.py", "events.py", "filters.py", "heap.py", "session.py",
+                    "workers.py"], flat

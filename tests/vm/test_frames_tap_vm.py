@@ -10,12 +10,11 @@ the end-to-end check of both on a real kernel. About a minute."""
 from __future__ import annotations
 
 import struct
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.vm.guest import run_traced_script
 from tests.vm.requirements import needs_vm
 from tracer.tracefile import read_trace
 
@@ -62,14 +61,7 @@ def _tapped(path: Path) -> list[bytes]:
 @needs_vm()
 def test_every_frame_is_the_start_of_a_tapped_packet(tmp_path: Path) -> None:
     (tmp_path / "tap.py").write_text(TAP)
-    res = subprocess.run(
-        [sys.executable, "-m", "kpath", "vm", "run", "--kernel", "6.1", "--timeout", "600",
-         "--hang-retries", "1", "--share", str(tmp_path), "--", "sh", "-c", GUEST_SCRIPT],
-        capture_output=True, text=True, timeout=900, check=False,
-    )
-    assert res.returncode == 0, res.stderr[-3000:]
-    err = (tmp_path / "trace.err").read_text()
-    assert (tmp_path / "trace_rc").read_text().strip() == "0", err[-2000:]
+    run_traced_script(tmp_path, GUEST_SCRIPT)
     trace = read_trace(tmp_path / "frames.kpath")
     assert trace.header.backend == "core" and trace.header.kernel_release.startswith("6.1.")
     frames = trace.frames.column("data").to_pylist()

@@ -7,12 +7,11 @@ balance. Runs in the validation VM (6.1); no compile, about a minute."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.vm.guest import run_traced_script
 from tests.vm.requirements import needs_vm
 from tracer.tracefile import read_trace
 
@@ -28,14 +27,7 @@ kpath replay --format json tp.kpath > replay.json
 
 @needs_vm()
 def test_absent_tracepoint_is_a_missing_probe_not_a_failed_load(tmp_path: Path) -> None:
-    res = subprocess.run(
-        [sys.executable, "-m", "kpath", "vm", "run", "--kernel", "6.1", "--timeout", "600",
-         "--hang-retries", "1", "--share", str(tmp_path), "--", "sh", "-c", GUEST_SCRIPT],
-        capture_output=True, text=True, timeout=900, check=False,
-    )
-    assert res.returncode == 0, res.stderr[-3000:]
-    err = (tmp_path / "trace.err").read_text()
-    assert (tmp_path / "trace_rc").read_text().strip() == "0", err[-2000:]
+    run_traced_script(tmp_path, GUEST_SCRIPT)
     trace = read_trace(tmp_path / "tp.kpath")
     h = trace.header
     assert h.kernel_release.startswith("6.1.") and h.backend == "core"

@@ -491,19 +491,15 @@ def _drain_with_frames(records: int, every: int = 9) -> None:
     import numpy as np
 
     from tracer.capture.record import RAW_EVENT_SIZE, RAW_FRAME_SIZE
-    from tracer.capture.ringbuf import HEADER, record_stride, scan
+    from tracer.capture.ringbuf import committed, scan
 
     sizes = np.full(records, RAW_EVENT_SIZE, np.int64)
     sizes[every - 1::every] = RAW_FRAME_SIZE
-    strides = (sizes + HEADER + 7) & ~7
-    starts = np.concatenate([[0], np.cumsum(strides)[:-1]])
-    length = int(strides.sum())
+    records_data, _ = committed(sizes)
+    length = len(records_data)
     ring = 1 << (length - 1).bit_length()
     data = np.zeros(2 * ring, np.uint8)
-    heads = data[:length].view(np.uint8)
-    for b in range(4):  # the u32 length of each header, little-endian
-        heads[starts + b] = (sizes >> (8 * b)) & 0xFF
-    assert record_stride(RAW_FRAME_SIZE) == int(strides[every - 1])
+    data[:length] = records_data
     for _ in range(2):  # second pass timed, as above
         t0 = time.perf_counter()
         span = scan(data, ring - 1, 0, length, RAW_EVENT_SIZE, RAW_FRAME_SIZE)

@@ -22,7 +22,7 @@ from tracer.capture.record import (
     ProbeTable,
     decode_records,
 )
-from tracer.capture.ringbuf import HEADER, RingReader, scan
+from tracer.capture.ringbuf import HEADER, RingReader, committed, scan
 from tracer.heap import keep_freed_heap
 
 BPF_MAP_TYPE_RINGBUF = 27
@@ -73,11 +73,7 @@ class RingDrain:
         keep_freed_heap()
         sizes = np.full(REHEARSAL_RECORDS, RAW_EVENT_SIZE, np.int64)
         sizes[FRAME_EVERY - 1::FRAME_EVERY] = RAW_FRAME_SIZE
-        strides = (sizes + HEADER + 7) & ~7
-        starts = np.concatenate([[0], np.cumsum(strides)[:-1]])
-        data = np.zeros(int(strides.sum()), np.uint8)
-        words = data.view("<u4")
-        words[starts // 4] = sizes
+        data, starts = committed(sizes)
         # Fields of some variety (its compression sets up what real data's
         # does): the time, and the ip of a probe the table knows.
         fields = data.view("<u8")

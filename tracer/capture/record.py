@@ -72,8 +72,8 @@ FRAME_TAIL_DTYPE = np.dtype({"names": [f[0] for f in _FRAME_FIELDS],
                              "offsets": [f[2] for f in _FRAME_FIELDS],
                              "itemsize": 256})
 RAW_FRAME_SIZE = RAW_EVENT_SIZE + FRAME_TAIL_DTYPE.itemsize
-_DATA_LO = dict((f[0], f[2]) for f in _FRAME_FIELDS)["data_lo"]
-_DATA_HI = dict((f[0], f[2]) for f in _FRAME_FIELDS)["data_hi"]
+_DATA_LO, _DATA_HI = ({name: off for name, _, off in _FRAME_FIELDS}[f]
+                      for f in ("data_lo", "data_hi"))
 # (name, offset) of struct kp_frame_event's members, as its BTF lists them.
 FRAME_OFFSETS = (("ev", 0),) + tuple((name, RAW_EVENT_SIZE + off)
                                      for name, _, off in _FRAME_FIELDS)
@@ -275,7 +275,7 @@ def _frame_tails(tails: Sequence[bytes] | np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(tails).reshape(-1, FRAME_TAIL_DTYPE.itemsize)
 
 
-def frame_column(num_rows: int, rows: np.ndarray, tails: np.ndarray) -> pa.Array:
+def _frame_column(num_rows: int, rows: np.ndarray, tails: np.ndarray) -> pa.Array:
     """A batch's frame column (events.FRAME_TYPE, null where an event has
     none) from frame tails (_frame_tails) and their events' rows, built
     from numpy arrays: no pyarrow.compute, whose import alone takes about a
@@ -409,6 +409,6 @@ def decode_records(records: np.ndarray, table: ProbeTable,
         kept = ok[rows]
         rows, tails = (np.cumsum(ok) - 1)[rows[kept]], tails[kept]
     events = decode_batch(raw, probe, table)
-    batch = pa.record_batch([*events.columns, frame_column(events.num_rows, rows, tails)],
+    batch = pa.record_batch([*events.columns, _frame_column(events.num_rows, rows, tails)],
                             schema=FILE_SCHEMA)
     return Decoded(batch, unknown, blind)

@@ -116,6 +116,18 @@ def scan(data: np.ndarray, mask: int, cons: int, prod: int, size: int,
     return span
 
 
+def committed(sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A data area holding committed records of these payload sizes one
+    after another from position 0 (headers written, payloads 0; the caller
+    fills them in) and the position of each record's header: a made-up span
+    for scan() (drain.py's rehearsal, bench_capture's drain timing)."""
+    strides = (sizes + HEADER + 7) & ~7
+    starts = np.concatenate([[0], np.cumsum(strides)[:-1]]).astype(np.int64)
+    data = np.zeros(int(strides.sum()), np.uint8)
+    data.view("<u4")[starts // 4] = sizes
+    return data, starts
+
+
 def _slots(words: np.ndarray, size: int, frame_size: int, slots: int
            ) -> tuple[int, np.ndarray, np.ndarray]:
     """From the first words of consecutive slots (the first a record's

@@ -73,7 +73,7 @@ def _batches(flows: Iterable[FlowStats]) -> Iterator[list[FlowStats]]:
     packets = 0
     for fl in flows:
         batch.append(fl)
-        packets += len(fl.packets.step)
+        packets += len(fl.packets)
         if len(batch) >= BATCH_FLOWS or packets >= BATCH_PACKETS:
             yield batch
             batch, packets = [], 0

@@ -20,8 +20,6 @@ import numpy as np
 
 from tracer.timeline.columnar.latency_table import HOPS
 from tracer.timeline.columnar.stats import CLASSES, ROLES, FlowPackets, HopTable
-from tracer.timeline.latency import PacketClass
-from tracer.timeline.model import Role
 from viz.stats_text import GAP_MARK, _direction_of, distribution_lines, fmt_us, table_lines
 
 NO_PACKET = "  per packet: no packet"
@@ -145,8 +143,8 @@ class PacketTable(NamedTuple):
     labels: str  # one a line
 
 
-def _packet_table(head: str, rows: str, steps: list[int], labels: list[str]) -> PacketTable:
-    return PacketTable(head, rows, np.array(steps, dtype=np.int64).tobytes(), "\n".join(labels))
+def _packet_table(head: str, rows: str, steps: np.ndarray, labels: list[str]) -> PacketTable:
+    return PacketTable(head, rows, steps.astype(np.int64).tobytes(), "\n".join(labels))
 
 
 def packet_lines(table: PacketTable | None,
@@ -171,20 +169,19 @@ def packet_lines(table: PacketTable | None,
 def per_packet_texts(flows: Sequence[FlowPackets]) -> list[PacketTable | None]:
     """The per-packet table of each flow's packets (None: no packet), as
     per_packet_rows makes it."""
-    counts = [len(p.step) for p in flows]
+    counts = [len(p) for p in flows]
     bounds, starts = _bounds(counts)
     if not len(starts):
         return [None for _ in flows]
-    has = np.concatenate([p.has_hop for p in flows if p.step])
-    ns = np.where(has, np.concatenate([p.hops for p in flows if p.step]), 0)
+    has = np.concatenate([p.has_hop for p in flows])
+    ns = np.where(has, np.concatenate([p.hops for p in flows]), 0)
     bad = (ns.min(axis=1) < 0) | (ns.max(axis=1) >= _EXACT_BELOW)
     tenths = tenths_of_us(np.where(bad[:, None], 0, ns))
     whole = tenths // 10
-    gap = np.fromiter(chain.from_iterable(p.gap for p in flows), dtype=np.int64,
-                      count=len(has))
+    gap = np.concatenate([p.gap for p in flows]).astype(np.int64)
     hop_bits = 1 << np.arange(len(HOPS))
     keys = (has @ hop_bits + (gap << len(HOPS))).tolist()
-    klass = [_CLASS_INDEX[k] for p in flows for k in p.klass]
+    klass = np.concatenate([p.klass for p in flows])
     seen = np.logical_or.reduceat(has, starts, axis=0)
     # present (bits), with a dash (bits), bad, widest class and wholes
     per_table = np.concatenate([
@@ -195,8 +192,8 @@ def per_packet_texts(flows: Sequence[FlowPackets]) -> list[PacketTable | None]:
     digits = np.stack((whole, tenths % 10), axis=2).reshape(len(has), -1).T.tolist()
     per_row = 2 + 2 * len(HOPS)
     flat = list(chain.from_iterable(zip(
-        [_DIRECTION_OF[s] for p in flows for s in p.sender], [_CLASS_AT[k] for k in klass],
-        *digits, strict=True)))
+        [_DIRECTION[s] for s in np.concatenate([p.sender for p in flows]).tolist()],
+        [_CLASS_AT[k] for k in klass.tolist()], *digits, strict=True)))
     out: list[PacketTable | None] = []
     rows = iter(per_table)
     for p, n, a in zip(flows, counts, bounds.tolist(), strict=False):
@@ -246,7 +243,7 @@ def _row_format(lead: int, widths: tuple[int, ...], key: int) -> str:
 def packet_rows_table(packets: FlowPackets) -> PacketTable | None:
     """The per-packet table a row at a time (viz/stats_text._per_packet's,
     but its first column)."""
-    if not packets.step:
+    if not len(packets):
         return None
     cols = np.flatnonzero(packets.has_hop.any(axis=0)).tolist()
     head = (*_PACKET_HEAD[1:], *[str(HOPS[h]) for h in cols], "")
@@ -254,9 +251,9 @@ def packet_rows_table(packets: FlowPackets) -> PacketTable | None:
     cells = [[f"{v / 1e3:.1f}" if ok else "-" for v, ok in zip(vals, oks, strict=True)]
              for vals, oks in zip(hops, has_hop, strict=True)]  # f"...": fmt_us, inlined
     rows: list[Sequence[str]] = [head]
-    rows.extend(zip([_DIRECTION_OF[s] for s in packets.sender],
-                    [_CLASS[k] for k in packets.klass], *cells,
-                    [GAP_MARK if g else "" for g in packets.gap], strict=True))
+    rows.extend(zip([_DIRECTION[s] for s in packets.sender.tolist()],
+                    [_CLASS_AT[k] for k in packets.klass.tolist()], *cells,
+                    [GAP_MARK if g else "" for g in packets.gap.tolist()], strict=True))
     lines = table_lines(rows, right=range(2, 2 + len(cols)))
     return _packet_table("  " + lines[0], "\n".join("  " + line for line in lines[1:]),
                          packets.step, packets.label)
@@ -277,15 +274,12 @@ def distribution_rows(table: HopTable) -> list[str]:
 _DISTRIBUTION_HEAD = ("  latency (us)", "class", "hop", "n", "min", "median", "p99", "max",
                       GAP_MARK + "s")
 _PACKET_HEAD = ("  per packet (us)", "direction", "class")
-_DIRECTION_OF = {role: _direction_of(role) for role in (Role.CLIENT, Role.SERVER)}
-_CLASS = {klass: str(klass) for klass in PacketClass}
 # by index in ROLES, CLASSES, HOPS (HopTable's codes)
-_DIRECTION = tuple(_DIRECTION_OF[role] for role in ROLES)
+_DIRECTION = tuple(_direction_of(role) for role in ROLES)
 _DIRECTION_CELL_AT = tuple(f"  {text}" for text in _DIRECTION)
 _DIRECTION_CELL_LEN = max(map(len, _DIRECTION_CELL_AT))
 _DIRECTION_WIDTH = max(len(_PACKET_HEAD[1]), *map(len, _DIRECTION))
 _CLASS_AT = tuple(str(klass) for klass in CLASSES)
-_CLASS_INDEX = {klass: i for i, klass in enumerate(CLASSES)}
 _CLASS_LEN = np.array([len(c) for c in _CLASS_AT], dtype=np.int64)
 _HOP_AT = tuple(str(hop) for hop in HOPS)
 _HOP_LEN = np.array([len(h) for h in _HOP_AT], dtype=np.int64)

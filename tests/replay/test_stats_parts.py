@@ -211,21 +211,17 @@ def test_cli_stats_in_parts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     assert res.stdout == render_stats(tl) and not res.stderr
 
 
-_REBUILD = parts_module.rebuild_in_worker
-
-
 def _die(*args: Any) -> Any:
-    """A worker's rebuild that kills its process (as the OOM killer would);
-    rebuilt as usual where the parent runs a part taken back (PartPool.drain)."""
-    if not workers_module.IN_WORKER:
-        return _REBUILD(*args)
+    """A worker's rebuild that kills its process (as the OOM killer would).
+    The parent never runs a worker's call (a part handed over is not taken
+    back): were it to, this would fail the test instead of killing it."""
+    assert workers_module.IN_WORKER
     os.kill(os.getpid(), signal.SIGKILL)
     return None
 
 
 def _out_of_memory(*args: Any) -> Any:
-    if not workers_module.IN_WORKER:
-        return _REBUILD(*args)
+    assert workers_module.IN_WORKER
     raise MemoryError
 
 

@@ -35,12 +35,12 @@ def _values(rng: np.random.Generator, shape: tuple[int, ...], spread: int) -> np
 def _packets(rng: np.random.Generator, n: int, spread: int, p_hop: float,
              p_gap: float) -> FlowPackets:
     has = rng.random((n, len(HOPS))) < p_hop
-    return FlowPackets(step=rng.integers(0, 10 ** rng.integers(1, 7), n).tolist(),
+    return FlowPackets(step=rng.integers(0, 10 ** rng.integers(1, 7), n),
                        label=[LABELS[i] for i in rng.integers(0, len(LABELS), n)],
-                       sender=[ROLES[i] for i in rng.integers(0, 2, n)],
-                       klass=[CLASSES[i] for i in rng.integers(0, len(CLASSES), n)],
+                       sender=rng.integers(0, len(ROLES), n),
+                       klass=rng.integers(0, len(CLASSES), n),
                        hops=np.where(has, _values(rng, (n, len(HOPS)), spread), 0),
-                       has_hop=has, gap=(rng.random(n) < p_gap).tolist())
+                       has_hop=has, gap=rng.random(n) < p_gap)
 
 
 @pytest.mark.parametrize("n,spread,p_hop,p_gap", [

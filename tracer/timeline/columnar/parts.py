@@ -108,12 +108,10 @@ class PartedStats:
         # What every part's rebuild reads besides its columns: sent to each
         # worker once, before its parts (a million loss records noticed at
         # as many times: ~50 MB of arrays, written to the pipe from where
-        # they are), and found here by the same token when this process
-        # rebuilds a part handed back (PartPool.drain).
+        # they are).
         self._context = (names, pt, records, losses, render)
         self._token = f"{os.getpid()}-{id(self)}"
         if pool is not None:
-            _contexts[self._token] = self._context
             pool.call_each(load_context, self._token, self._context)
         # Events read but not rebuilt, in file order: pieces of batches,
         # each with the last position its groups end at.
@@ -137,6 +135,7 @@ class PartedStats:
                         # group ending before the cut is complete), so that
                         # neither process waits long for the other's last.
                         if pool is not None and self.events - at < LAST_PARTS * PART_EVENTS:
+                            pool.near_end()
                             step = max(PART_EVENTS // LAST_PARTS, 1)
                             for cut in range(at - count + step, at - step // 2, step):
                                 held = self._part(held, cut)
@@ -148,7 +147,6 @@ class PartedStats:
         finally:
             if pool is not None:
                 pool.close()
-            _contexts.pop(self._token, None)
         if at != self.events:
             raise RuntimeError(f"{scan.path}: read {at} events, then {self.events}")
 
@@ -318,23 +316,20 @@ def rebuild_part(context: tuple[Any, ...], cols: dict[str, np.ndarray], pos: np.
                       rows=b"".join(rows))
 
 
-# The parts' contexts by token: in the parent its own, in a worker the one
-# sent last (load_context).
+# In a worker, the parts' context by token: the one sent last (load_context).
 _contexts: dict[str, tuple[Any, ...]] = {}
 
 
 def load_context(token: str, context: tuple[Any, ...]) -> None:
-    """In a worker, before its parts: the context they share (a no-op
-    where it is already known: the parent)."""
-    if token not in _contexts:
-        _contexts.clear()
-        _contexts[token] = context
+    """In a worker, before its parts: the context they share."""
+    _contexts.clear()
+    _contexts[token] = context
 
 
 def rebuild_in_worker(token: str, cols: dict[str, np.ndarray], pos: np.ndarray
                       ) -> PartResult:
     """rebuild_part in a worker process, with the context load_context
-    gave it under `token` (or in the parent, a part it took back)."""
+    gave it under `token`."""
     context = _contexts.get(token)
     if context is None:  # its message could not be read (out of memory)
         raise WorkerFailed("a --stats worker process could not load what its parts share "

@@ -19,7 +19,6 @@ file is rebuilt a part at a time instead (parts.py: PreparedStats.of_part).
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
@@ -45,7 +44,7 @@ from tracer.timeline.columnar.group_sums import (
     message_sums,
     union_lengths,
 )
-from tracer.timeline.columnar.grouping import sort_order, take_or
+from tracer.timeline.columnar.grouping import factorize_firsts, sort_order, take_or
 from tracer.timeline.columnar.latency_table import (
     HOPS,
     POINT_COL,
@@ -105,15 +104,19 @@ class StatsSource(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class FlowPackets:
-    """One flow's packets in step order, as columns (one row per packet)."""
+    """One flow's packets in step order, as columns (one row per packet):
+    slices of its part's (a renderer joins a run of flows' again)."""
 
-    step: list[int]
+    step: np.ndarray  # int64
     label: list[str]
-    sender: list[Role]
-    klass: list[PacketClass]
+    sender: np.ndarray  # index in ROLES
+    klass: np.ndarray  # index in CLASSES
     hops: np.ndarray  # (packets, len(HOPS)) ns
     has_hop: np.ndarray  # (packets, len(HOPS)) bool
-    gap: list[bool]
+    gap: np.ndarray  # bool
+
+    def __len__(self) -> int:
+        return len(self.step)
 
 
 class HopRow(NamedTuple):
@@ -289,6 +292,7 @@ class PreparedStats:
 
         def flows() -> Iterator[FlowStats]:
             bounds, pk = work.pk_bounds, work.st.packets
+            packets = _packet_rows(work.pk_order, pk, pp)
             hop_stats: dict[int, HopTable] = {}
             made = 0  # the distributions of the flows below this are made
             for f in wanted:
@@ -297,9 +301,9 @@ class PreparedStats:
                     made = min(max(made, f + 1), wanted[-1] + 1)
                     hop_stats = _hop_stats(work.pk_order[bounds[f]:bounds[made]], pk.flow,
                                            pk.sender, pp)
-                yield work.flow_stats(f, placed.pop(f), pp, hop_stats.pop(f + 1, NO_HOPS),
-                                      losses.during(*self.flow_span(f)),
-                                      inp.cut_short)
+                yield work.flow_stats(f, placed.pop(f), packets.rows(bounds[f], bounds[f + 1]),
+                                      hop_stats.pop(f + 1, NO_HOPS),
+                                      losses.during(*self.flow_span(f)), inp.cut_short)
 
         return head, flows()
 
@@ -543,18 +547,16 @@ class _FlowWork:
         out[rows, POINT_COL[Point.COPY]] = copy
         return out
 
-    def flow_stats(self, f: int, placed: _Placed, pp: PacketPoints, hop_stats: HopTable,
+    def flow_stats(self, f: int, placed: _Placed, packets: FlowPackets, hop_stats: HopTable,
                    losses: LossSummary, cut_short: str | None) -> FlowStats:
-        ft, pk = self.ft, self.st.packets
-        prow = self.pk_order[self.pk_bounds[f]:self.pk_bounds[f + 1]]
+        ft = self.ft
         accounts = tuple(self._account(f, s, placed, losses, cut_short) for s in (0, 1))
         return FlowStats(
             number=f + 1, client=endpoint_of(int(ft.client[f])),
             server=endpoint_of(int(ft.server[f])),
             netns=(int(ft.netns[f, 0]), int(ft.netns[f, 1])), socks=ft.socks[f],
             accounts=(accounts[0], accounts[1]), streams=placed.notes,
-            hop_stats=hop_stats,
-            packets=_flow_packets(prow, pk.step, pk.sender, pk.flags, pk.payload, pp))
+            hop_stats=hop_stats, packets=packets)
 
     def _account(self, f: int, s: int, placed: _Placed, losses: LossSummary,
                  cut_short: str | None) -> ByteAccount:
@@ -689,17 +691,37 @@ def _hop_stats(rows: np.ndarray, flow: np.ndarray, sender: np.ndarray, pp: Packe
         flows[cut[:-1]].tolist(), cut[:-1].tolist(), cut[1:].tolist(), strict=True)}
 
 
-def _flow_packets(prow: np.ndarray, step: np.ndarray, sender: np.ndarray, flags: np.ndarray,
-                  payload: np.ndarray, pp: PacketPoints) -> FlowPackets:
-    label_list = [_label(fl, pay)
-                  for fl, pay in zip(flags[prow].tolist(), payload[prow].tolist(), strict=True)]
-    return FlowPackets(step=step[prow].tolist(), label=label_list,
-                       sender=[ROLES[x] for x in sender[prow].tolist()],
-                       klass=[CLASSES[x] for x in pp.klass[prow].tolist()],
-                       hops=pp.hops[prow], has_hop=pp.has_hop[prow], gap=pp.gap[prow].tolist())
+class _PacketRows(NamedTuple):
+    """A part's packets in (flow, step) order (pk_order), as FlowPackets'
+    columns: a flow's are a slice of each (rows)."""
+
+    step: np.ndarray
+    label: list[str]
+    sender: np.ndarray
+    klass: np.ndarray
+    hops: np.ndarray
+    has_hop: np.ndarray
+    gap: np.ndarray
+
+    def rows(self, a: int, b: int) -> FlowPackets:
+        return FlowPackets(step=self.step[a:b], label=self.label[a:b], sender=self.sender[a:b],
+                           klass=self.klass[a:b], hops=self.hops[a:b],
+                           has_hop=self.has_hop[a:b], gap=self.gap[a:b])
 
 
-@functools.lru_cache(maxsize=1 << 12)  # a few (flags, payload) pairs recur in every flow
+def _packet_rows(order: np.ndarray, pk: Any, pp: PacketPoints) -> _PacketRows:
+    """The packets' columns in `order`, labelled once per distinct (flags,
+    payload): a few recur in every flow."""
+    flags, payload = pk.flags[order], pk.payload[order]
+    which, _, firsts = factorize_firsts(flags, payload)
+    texts = [_label(f, p) for f, p in zip(flags[firsts].tolist(), payload[firsts].tolist(),
+                                            strict=True)]
+    labels = [texts[i] for i in which.tolist()]
+    return _PacketRows(step=pk.step[order], label=labels, sender=pk.sender[order],
+                       klass=pp.klass[order], hops=pp.hops[order], has_hop=pp.has_hop[order],
+                       gap=pp.gap[order])
+
+
 def _label(flags: int, payload: int) -> str:
     probe = Segment(Endpoint("0.0.0.0", 0), Endpoint("0.0.0.0", 0), 0, 0, flags, None, payload)
     return probe.label

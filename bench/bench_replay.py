@@ -8,9 +8,10 @@ replay --stats like the recording (no MISMATCH, no warning the recording
 does not have).
 
 Each command runs as a user runs it, in a child process of its own, on the
-same v1 (JSON Lines) file: wall time (start-up included), events per second
-its CPU time (user + system) and its peak RSS (from os.wait4 in a small
-spawner: the command and the children it waited for, not this bench); the
+same v1 (JSON Lines) file: wall time (start-up included, from the
+command's fork to its exit), events per second its CPU time (user + system)
+and its peak RSS (from os.wait4 in a small spawner: the command and the
+children it waited for, not this bench); the
 load average is printed before and after (other work on the machine slows
 the wall time, much less the CPU time):
 
@@ -156,15 +157,20 @@ class Result:
 # The measured command runs under a small spawner (python -S, a few MiB)
 # that reports the command's own ru_maxrss: a child forked straight from
 # this bench would count the bench's RSS at fork time as its peak (Linux
-# keeps a process's pre-exec high-water mark).
+# keeps a process's pre-exec high-water mark). It also times the command,
+# from its fork to its exit: the bench's own clock, read when its polling
+# (every 50 ms, for the RSS caps) sees the exit, added up to 50 ms and the
+# spawner's start-up (~15 ms) to every run (before 2026-12-04).
 _SPAWNER = """
-import os, sys
+import os, sys, time
+t0 = time.monotonic()
 pid = os.fork()
 if pid == 0:
     os.execvp(sys.argv[2], sys.argv[2:])
 _, status, usage = os.wait4(pid, 0)
+wall = time.monotonic() - t0
 with open(sys.argv[1], "w") as fh:
-    fh.write(f"{usage.ru_maxrss} {usage.ru_utime + usage.ru_stime}")
+    fh.write(f"{usage.ru_maxrss} {usage.ru_utime + usage.ru_stime} {wall}")
 code = os.waitstatus_to_exitcode(status)
 sys.exit(code if code >= 0 else 128 - code)
 """
@@ -210,10 +216,12 @@ def measure(label: str, argv: list[str], events: int, timeout: float, rss_cap: i
                           f"(caps {timeout:.0f} s, {rss_cap / MIB:,.0f} MiB)")
                 os.killpg(proc.pid, signal.SIGKILL)
             time.sleep(0.05)
-        wall = time.monotonic() - t0
+        wall = time.monotonic() - t0  # to the poll that saw the exit: a killed run's
         text = rss_file.read().split()
     peak = int(text[0]) * 1024 if text else None
     cpu = float(text[1]) if len(text) > 1 else None
+    if len(text) > 2:
+        wall = float(text[2])  # the command's own, from its fork to its exit
     if stdout is not None:
         out.close()  # type: ignore[union-attr]
     err.seek(0)

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import errno
 import importlib
+import os
 import sys
 from collections.abc import Callable
 
 import click
 
 from kpath import __version__
-from kpath.console import stdout_failed
+from kpath.console import ends_quickly, stdout_failed
 
 
 def _vm_group() -> click.Command:
@@ -85,6 +86,9 @@ def main() -> None:
         cli(prog_name="kpath")
     except SystemExit as exc:
         _flush_stdout()
+        if ends_quickly() and exc.code in (0, None):
+            sys.stderr.flush()
+            os._exit(0)
         raise SystemExit(exc.code) from None
     except OSError as exc:
         # Commands catch the errors of the files they open; what escapes

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, NoReturn, cast
 import click
 
 from kpath.cli_types import no_cycle_collection, replaceable
-from kpath.console import stdout_failed
+from kpath.console import end_quickly, stdout_failed
 from tracer.timeline import Timeline, build_timeline, use_recorded_probes
 from tracer.timeline.columnar import (
     Irregular,
@@ -439,6 +439,7 @@ def _replay_stats(file: str, flow: str | None, out_format: str, jobs: int | None
                 _echo("".join(pieces))
                 pieces, size = [], 0
         _echo("".join(pieces))
+        end_quickly()  # its workers are gone, its scratch files nameless
     else:
         from viz.stats_text import render_stats
 

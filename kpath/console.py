@@ -138,3 +138,22 @@ def stdout_failed(exc: OSError) -> NoReturn:
                          f"{exc.strerror or type(exc).__name__}\n")
         sys.stderr.flush()
     sys.exit(1)
+
+
+# A command done with everything it writes may end the process without the
+# interpreter's teardown (every module freed: ~25 ms, numpy's alone ~18 ms).
+# Only commands that leave nothing to clean up at exit (no temporary
+# directory, thread or child process left) ask for it: end_quickly().
+_end_quickly = False
+
+
+def end_quickly() -> None:
+    """Once the command returns successfully, the command line (kpath/cli.py
+    main) ends the process at once, stdout and stderr flushed, as the
+    workers of --stats end."""
+    global _end_quickly
+    _end_quickly = True
+
+
+def ends_quickly() -> bool:
+    return _end_quickly

@@ -121,6 +121,21 @@ def test_a_full_disk_is_one_line(args: tuple[str, ...]) -> None:
     assert "Traceback" not in err
 
 
+@pytest.mark.parametrize("name", ["hello_hi.kpath", "bulk_1mib.kpath", "bulk_lossy_v2.kpath"])
+def test_stats_ending_without_teardown_writes_everything(tmp_path: Path, name: str) -> None:
+    """`replay --stats` ends its process without the interpreter's teardown
+    (kpath/console.py end_quickly): its output, to a file, and its notes
+    are whole, as the command gives them in-process."""
+    path = DATA / name
+    out = tmp_path / "stats.txt"
+    with open(out, "wb") as fh:
+        res = _kpath("replay", "--stats", str(path), stdout=fh.fileno())
+    assert res.returncode == 0, res.stderr
+    want = CliRunner().invoke(cli, ["replay", "--stats", str(path)])
+    assert want.exit_code == 0
+    assert out.read_text() == want.stdout and res.stderr.decode() == want.stderr
+
+
 def test_a_closed_pipe_ends_quietly() -> None:
     proc = subprocess.Popen([sys.executable, "-m", "kpath", "replay", "--format", "json",
                              str(DATA / "bulk_1mib.kpath")], cwd=ROOT,

@@ -63,7 +63,7 @@ from tracer.tracefile.scan import V1_WHOLE_BYTES
 from tracer.workers import PartPool, WorkerFailed, stats_pool
 
 PART_EVENTS = 1 << 16  # events rebuilt at once: ~300 bytes each at the peak
-LAST_PARTS = 4  # with workers, the last 4 parts' events in parts 4 times smaller
+LAST_PARTS = 4  # with workers, the last 4 parts' events (and the first part) 4 times smaller
 
 
 class PartedStats:
@@ -117,6 +117,10 @@ class PartedStats:
         # each with the last position its groups end at.
         held: list[tuple[int, dict[str, np.ndarray]]] = []
         count = at = 0
+        small = max(PART_EVENTS // LAST_PARTS, 1)
+        # With workers, the first part as small as the last ones: cut inside
+        # the first batch, it has the worker busy while this process reads on.
+        first = pool is not None
         try:
             with scan:
                 # one batch ahead (~5 MiB): the reading keeps up with the parts
@@ -130,14 +134,18 @@ class PartedStats:
                     held.append((int(cols["last"].min()), cols))
                     at += n
                     count += n
+                    if first and count > small:
+                        first = False
+                        cut = at - count + small
+                        held = self._part(held, cut)
+                        count = at - cut
                     if count >= PART_EVENTS:
                         # The last parts smaller (cut inside the batch: a
                         # group ending before the cut is complete), so that
                         # neither process waits long for the other's last.
                         if pool is not None and self.events - at < LAST_PARTS * PART_EVENTS:
                             pool.near_end()
-                            step = max(PART_EVENTS // LAST_PARTS, 1)
-                            for cut in range(at - count + step, at - step // 2, step):
+                            for cut in range(at - count + small, at - small // 2, small):
                                 held = self._part(held, cut)
                         held = self._part(held, at)
                         count = 0

@@ -2,14 +2,12 @@
 tracer/timeline/columnar/pass1.py and parts.py): the parent reads the file
 and hands parts over while a worker has room (one part running, one
 waiting), and rebuilds the others itself; results are taken in the order
-the parts were read. The waiting part is written to the worker at once,
-and read there by a thread of its own while the part before runs: written
-only once the worker answered, a part's ~7 MB took ~7 ms to go over,
-which the worker spent idle, part after part. At the end a worker gets a
-part only when it has none (PartPool.near_end): one waiting there cannot
-be taken back. On 2 cores, the parent and one worker keep both busy; each
-process holding its own imports (~60 MiB), a second worker would cost
-more memory than time.
+the parts were read. The waiting part waits in the parent, written to the
+worker once it answers the part before: at the end the parent takes back
+and rebuilds what the worker has not started instead of waiting for it
+(drain). On 2 cores, the parent and one worker
+keep both busy; each process holding its own imports (~60 MiB), a second
+worker would cost more memory than time.
 
 A worker is a fresh interpreter (`python -c`, serve() below): never a
 fork of the parent, whose Arrow reader runs threads (a fork copies their
@@ -35,7 +33,6 @@ import collections
 import contextlib
 import os
 import pickle
-import queue
 import stat
 import struct
 import sys
@@ -111,23 +108,20 @@ def _read(inp: IO[bytes]) -> tuple[bytes, list[bytearray]]:
 
 def serve() -> None:
     """A worker's loop: (fn, args) messages on stdin, (ok, value) messages
-    on stdout, until stdin ends. Its own prints go to stderr. The calls are
-    read, and the replies written, by threads of their own (_receive,
-    _send): a call waiting is in memory when the one before ends, and a
-    reply goes while the next call runs. It then ends at once: the
-    interpreter's teardown took 30-40 ms the parent waited for."""
+    on stdout, until stdin ends. Its own prints go to stderr. It then ends
+    at once: the interpreter's teardown took 30-40 ms the parent waited
+    for."""
     global IN_WORKER
     IN_WORKER = True
     out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
-    calls: queue.SimpleQueue[tuple[bytes, list[bytearray]] | None] = queue.SimpleQueue()
-    replies: queue.SimpleQueue[Message | None] = queue.SimpleQueue()
-    threading.Thread(target=_receive, args=(sys.stdin.buffer, calls), daemon=True).start()
-    sender = threading.Thread(target=_send, args=(out, replies), daemon=True)
-    sender.start()
-    while (call := calls.get()) is not None:
-        head, buffers = call
-        del call
+    inp = sys.stdin.buffer
+    while True:
+        try:
+            head, buffers = _read(inp)
+        except EOFError:
+            sys.stderr.flush()
+            os._exit(0)
         try:
             fn, args = pickle.loads(head, buffers=buffers)
             del head, buffers
@@ -140,33 +134,11 @@ def serve() -> None:
         except Exception as exc:  # noqa: BLE001 - an unpicklable result or error
             message = _dumps((False, RuntimeError(f"{type(exc).__name__}: {exc}")))
         del reply
-        replies.put(message)
+        big = sum(b.raw().nbytes for b in message[1]) >= _TRIM_FROM
+        _write(out, message)
         del message
-    replies.put(None)
-    sender.join()
-    sys.stderr.flush()
-    os._exit(0)
-
-
-def _receive(inp: IO[bytes], calls: queue.SimpleQueue[tuple[bytes, list[bytearray]] | None]
-             ) -> None:
-    """A worker's calls as they come, None once stdin ends."""
-    try:
-        while True:
-            calls.put(_read(inp))
-    except (EOFError, OSError):
-        calls.put(None)
-
-
-def _send(out: IO[bytes], replies: queue.SimpleQueue[Message | None]) -> None:
-    """A worker's replies, in order, until None (or the parent is gone)."""
-    with contextlib.suppress(OSError):
-        while (message := replies.get()) is not None:
-            big = sum(b.raw().nbytes for b in message[1]) >= _TRIM_FROM
-            _write(out, message)
-            del message
-            if big:
-                _trim()
+        if big:
+            _trim()
 
 
 # A reply this big (pass 1's tail: ~9 MiB at 10 M events, its nodes in a
@@ -197,8 +169,9 @@ def _widen(pipe: IO[bytes]) -> None:
 
 
 class _Worker:
-    """One worker process, its calls answered in order, each written to it
-    as soon as it is made."""
+    """One worker process, its calls answered in order. A call is written
+    to it only once it has answered the one before: until then the call
+    waits here, where the parent may take it back (steal)."""
 
     def __init__(self) -> None:
         import subprocess
@@ -212,6 +185,7 @@ class _Worker:
         self._todo: collections.deque[Message | None] = collections.deque()
         self._ready = threading.Condition()
         self.outstanding: collections.deque[Future[Any]] = collections.deque()
+        self._sent = self._answered = 0
         self._dead = False
         self._threads = [threading.Thread(target=self._feed, args=(self.proc.stdin,),
                                           name="kpath-worker-feed", daemon=True),
@@ -237,9 +211,11 @@ class _Worker:
         try:
             while True:
                 with self._ready:
-                    while not self._todo:
+                    while not self._todo or (self._sent > self._answered and not self._dead
+                                             and self._todo[0] is not None):
                         self._ready.wait()
                     message = self._todo.popleft()
+                    self._sent += message is not None
                 if message is None:
                     break
                 _write(stdin, message)
@@ -258,6 +234,8 @@ class _Worker:
                 del head, buffers
                 with self._ready:
                     fut = self.outstanding.popleft()
+                    self._answered += 1
+                    self._ready.notify()
                 if ok:
                     fut.set_result(value)
                 else:
@@ -277,6 +255,14 @@ class _Worker:
 
     def running(self) -> int:
         return sum(1 for fut in self.outstanding if not fut.done())
+
+    def steal(self) -> tuple[Future[Any], Message] | None:
+        """The last call not written to the worker yet, taken back (its
+        future, its message), or None."""
+        with self._ready:
+            if not self._todo or self._todo[-1] is None or self._dead:
+                return None
+            return self.outstanding.pop(), self._todo.pop()  # type: ignore[return-value]
 
     def stop(self, kill: bool) -> None:
         with self._ready:
@@ -311,7 +297,6 @@ class PartPool:
         self._workers: list[_Worker] = []
         self._warm: list[Future[Any]] = []
         self._next = 0
-        self._room = 2  # parts a worker holds: one running, one waiting
         self._error: BaseException | None = None
         try:
             for _ in range(workers):
@@ -336,14 +321,8 @@ class PartPool:
         return f"{type(self._error).__name__}: {self._error}"
 
     def has_room(self) -> bool:
-        """Whether a worker can take a part now without it waiting behind two
-        (after near_end, behind one)."""
-        return any(w.running() < self._room for w in self._workers)
-
-    def near_end(self) -> None:
-        """The last parts go only to an idle worker: a part waiting there
-        would keep the parent waiting for it at the end (drain)."""
-        self._room = 1
+        """Whether a worker can take a part now without it waiting behind two."""
+        return any(w.running() < 2 for w in self._workers)
 
     def call(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
         """fn(*args) in the least busy worker, its result not taken in turn
@@ -379,7 +358,17 @@ class PartPool:
             self._take_oldest()
 
     def drain(self) -> None:
-        """Waits for every part submitted."""
+        """Waits for every part submitted, first running here the ones a
+        worker has not started (it would finish them after its running
+        part while this process waited idle)."""
+        for worker in self._workers:
+            while (stolen := worker.steal()) is not None:
+                fut, (head, buffers) = stolen
+                fn, args = pickle.loads(head, buffers=buffers)
+                del head, buffers
+                # As a part rebuilt here: its error is this process's own.
+                fut.set_result(fn(*args))
+                del fn, args
         while self._pending:
             self._take_oldest()
 

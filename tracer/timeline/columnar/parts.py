@@ -63,7 +63,7 @@ from tracer.tracefile.scan import V1_WHOLE_BYTES
 from tracer.workers import PartPool, WorkerFailed, stats_pool
 
 PART_EVENTS = 1 << 16  # events rebuilt at once: ~300 bytes each at the peak
-LAST_PARTS = 4  # with workers, the last 4 parts' events (and the first part) 4 times smaller
+LAST_PARTS = 4  # with workers, the last 4 parts' events in parts 4 times smaller
 
 
 class PartedStats:
@@ -108,19 +108,17 @@ class PartedStats:
         # What every part's rebuild reads besides its columns: sent to each
         # worker once, before its parts (a million loss records noticed at
         # as many times: ~50 MB of arrays, written to the pipe from where
-        # they are).
+        # they are), and found here by the same token when this process
+        # rebuilds a part handed back (PartPool.drain).
         self._context = (names, pt, records, losses, render)
         self._token = f"{os.getpid()}-{id(self)}"
         if pool is not None:
+            _contexts[self._token] = self._context
             pool.call_each(load_context, self._token, self._context)
         # Events read but not rebuilt, in file order: pieces of batches,
         # each with the last position its groups end at.
         held: list[tuple[int, dict[str, np.ndarray]]] = []
         count = at = 0
-        small = max(PART_EVENTS // LAST_PARTS, 1)
-        # With workers, the first part as small as the last ones: cut inside
-        # the first batch, it has the worker busy while this process reads on.
-        first = pool is not None
         try:
             with scan:
                 # one batch ahead (~5 MiB): the reading keeps up with the parts
@@ -134,18 +132,13 @@ class PartedStats:
                     held.append((int(cols["last"].min()), cols))
                     at += n
                     count += n
-                    if first and count > small:
-                        first = False
-                        cut = at - count + small
-                        held = self._part(held, cut)
-                        count = at - cut
                     if count >= PART_EVENTS:
                         # The last parts smaller (cut inside the batch: a
                         # group ending before the cut is complete), so that
                         # neither process waits long for the other's last.
                         if pool is not None and self.events - at < LAST_PARTS * PART_EVENTS:
-                            pool.near_end()
-                            for cut in range(at - count + small, at - small // 2, small):
+                            step = max(PART_EVENTS // LAST_PARTS, 1)
+                            for cut in range(at - count + step, at - step // 2, step):
                                 held = self._part(held, cut)
                         held = self._part(held, at)
                         count = 0
@@ -155,6 +148,7 @@ class PartedStats:
         finally:
             if pool is not None:
                 pool.close()
+            _contexts.pop(self._token, None)
         if at != self.events:
             raise RuntimeError(f"{scan.path}: read {at} events, then {self.events}")
 
@@ -324,20 +318,23 @@ def rebuild_part(context: tuple[Any, ...], cols: dict[str, np.ndarray], pos: np.
                       rows=b"".join(rows))
 
 
-# In a worker, the parts' context by token: the one sent last (load_context).
+# The parts' contexts by token: in the parent its own, in a worker the one
+# sent last (load_context).
 _contexts: dict[str, tuple[Any, ...]] = {}
 
 
 def load_context(token: str, context: tuple[Any, ...]) -> None:
-    """In a worker, before its parts: the context they share."""
-    _contexts.clear()
-    _contexts[token] = context
+    """In a worker, before its parts: the context they share (a no-op
+    where it is already known: the parent)."""
+    if token not in _contexts:
+        _contexts.clear()
+        _contexts[token] = context
 
 
 def rebuild_in_worker(token: str, cols: dict[str, np.ndarray], pos: np.ndarray
                       ) -> PartResult:
     """rebuild_part in a worker process, with the context load_context
-    gave it under `token`."""
+    gave it under `token` (or in the parent, a part it took back)."""
     context = _contexts.get(token)
     if context is None:  # its message could not be read (out of memory)
         raise WorkerFailed("a --stats worker process could not load what its parts share "

@@ -2,12 +2,16 @@
 tracer/timeline/columnar/pass1.py and parts.py): the parent reads the file
 and hands parts over while a worker has room (one part running, one
 waiting), and rebuilds the others itself; results are taken in the order
-the parts were read. The waiting part waits in the parent, written to the
-worker once it answers the part before: at the end the parent takes back
-and rebuilds what the worker has not started instead of waiting for it
-(drain). On 2 cores, the parent and one worker
-keep both busy; each process holding its own imports (~60 MiB), a second
-worker would cost more memory than time.
+the parts were read. The waiting part is written at once: the worker reads
+it when the part before is done (the parent's write goes on in the kernel
+meanwhile, no Python thread to wake: ~3 ms for a part's ~7 MB, against
+~4-10 ms when it was written only once the worker's answer came in). The
+last parts wait in the parent instead (near_end), written to the worker
+once it answers the part before: at the end the parent takes back and
+rebuilds what the worker has not started instead of waiting for it
+(drain). On 2 cores, the parent and one worker keep both busy; each
+process holding its own imports (~60 MiB), a second worker would cost
+more memory than time.
 
 A worker is a fresh interpreter (`python -c`, serve() below): never a
 fork of the parent, whose Arrow reader runs threads (a fork copies their
@@ -33,6 +37,7 @@ import collections
 import contextlib
 import os
 import pickle
+import queue
 import stat
 import struct
 import sys
@@ -121,18 +126,24 @@ def _read(inp: IO[bytes]) -> tuple[bytes, list[bytearray]]:
 
 def serve() -> None:
     """A worker's loop: (fn, args) messages on stdin, (ok, value) messages
-    on stdout, until stdin ends. Its own prints go to stderr. It then ends
-    at once: the interpreter's teardown took 30-40 ms the parent waited
-    for."""
+    on stdout, until stdin ends. Its own prints go to stderr. A reply is
+    written by a thread of its own while the next call is read in (~1-2 ms
+    a part). It then ends at once: the interpreter's teardown took 30-40 ms
+    the parent waited for."""
     global IN_WORKER
     IN_WORKER = True
     out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
     inp = sys.stdin.buffer
+    replies: queue.SimpleQueue[Message | None] = queue.SimpleQueue()
+    sender = threading.Thread(target=_send, args=(out, replies), daemon=True)
+    sender.start()
     while True:
         try:
             head, buffers = _read(inp)
         except EOFError:
+            replies.put(None)
+            sender.join()
             sys.stderr.flush()
             os._exit(0)
         try:
@@ -147,11 +158,19 @@ def serve() -> None:
         except Exception as exc:  # noqa: BLE001 - an unpicklable result or error
             message = _dumps((False, RuntimeError(f"{type(exc).__name__}: {exc}")))
         del reply
-        big = sum(b.raw().nbytes for b in message[1]) >= _TRIM_FROM
-        _write(out, message)
+        replies.put(message)
         del message
-        if big:
-            _trim()
+
+
+def _send(out: IO[bytes], replies: queue.SimpleQueue[Message | None]) -> None:
+    """A worker's replies, in order, until None (or the parent is gone)."""
+    with contextlib.suppress(OSError):
+        while (message := replies.get()) is not None:
+            big = sum(b.raw().nbytes for b in message[1]) >= _TRIM_FROM
+            _write(out, message)
+            del message
+            if big:
+                _trim()
 
 
 # A reply this big (pass 1's tail: ~9 MiB at 10 M events, its nodes in a
@@ -182,9 +201,9 @@ def _widen(pipe: IO[bytes]) -> None:
 
 
 class _Worker:
-    """One worker process, its calls answered in order. A call is written
-    to it only once it has answered the one before: until then the call
-    waits here, where the parent may take it back (steal)."""
+    """One worker process, its calls answered in order, each written to it
+    at once; with `hold`, only once it has answered the one before: until
+    then the call waits here, where the parent may take it back (steal)."""
 
     def __init__(self) -> None:
         import subprocess
@@ -199,6 +218,7 @@ class _Worker:
         self._ready = threading.Condition()
         self.outstanding: collections.deque[Future[Any]] = collections.deque()
         self._sent = self._answered = 0
+        self.hold = False  # a call waits here until the one before is answered
         self._dead = False
         self._threads = [threading.Thread(target=self._feed, args=(self.proc.stdin,),
                                           name="kpath-worker-feed", daemon=True),
@@ -224,7 +244,8 @@ class _Worker:
         try:
             while True:
                 with self._ready:
-                    while not self._todo or (self._sent > self._answered and not self._dead
+                    while not self._todo or (self.hold and self._sent > self._answered
+                                             and not self._dead
                                              and self._todo[0] is not None):
                         self._ready.wait()
                     message = self._todo.popleft()
@@ -336,6 +357,13 @@ class PartPool:
     def has_room(self) -> bool:
         """Whether a worker can take a part now without it waiting behind two."""
         return any(w.running() < 2 for w in self._workers)
+
+    def near_end(self) -> None:
+        """The parts from now on wait here until their worker answers the
+        one before, so that drain can take back what it has not started."""
+        for w in self._workers:
+            with w._ready:
+                w.hold = True
 
     def call(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
         """fn(*args) in the least busy worker, its result not taken in turn

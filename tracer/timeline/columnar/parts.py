@@ -137,6 +137,7 @@ class PartedStats:
                         # group ending before the cut is complete), so that
                         # neither process waits long for the other's last.
                         if pool is not None and self.events - at < LAST_PARTS * PART_EVENTS:
+                            pool.near_end()
                             step = max(PART_EVENTS // LAST_PARTS, 1)
                             for cut in range(at - count + step, at - step // 2, step):
                                 held = self._part(held, cut)

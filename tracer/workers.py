@@ -85,7 +85,8 @@ def _write(out: IO[bytes], message: Message) -> None:
     sizes = _SIZE.pack(len(head)) + _SIZE.pack(len(raws)) + b"".join(
         _SIZE.pack(r.nbytes) for r in raws)
     out.flush()
-    views = [memoryview(x).cast("B") for x in (sizes, head, *raws) if len(x)]
+    views = [memoryview(sizes), memoryview(head), *raws]  # raw(): 1-d views of bytes
+    views = [v for v in views if v.nbytes]
     fd = out.fileno()
     while views:
         done = os.writev(fd, views[:_IOV_MAX])

@@ -288,6 +288,11 @@ class _Worker:
         for fut in gone:
             fut.set_exception(BrokenPipeError("worker gone"))
 
+    def hold_calls(self) -> None:
+        """From now on a call waits here until the one before is answered."""
+        with self._ready:
+            self.hold = True
+
     def running(self) -> int:
         return sum(1 for fut in self.outstanding if not fut.done())
 
@@ -363,8 +368,7 @@ class PartPool:
         """The parts from now on wait here until their worker answers the
         one before, so that drain can take back what it has not started."""
         for w in self._workers:
-            with w._ready:
-                w.hold = True
+            w.hold_calls()
 
     def call(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
         """fn(*args) in the least busy worker, its result not taken in turn

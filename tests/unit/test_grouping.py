@@ -7,6 +7,7 @@ import pytest
 
 from tracer.timeline.columnar.grouping import (
     _HASH_FROM,
+    _RADIX_FROM,
     _dense_ids,
     distinct,
     factorize,
@@ -14,6 +15,7 @@ from tracer.timeline.columnar.grouping import (
     first_index,
     run_numbers,
     sort_order,
+    stable_argsort,
 )
 
 
@@ -112,3 +114,35 @@ def test_sort_order_is_lexsort(seed: int) -> None:
     assert sort_order(*cols).tolist() == np.lexsort(cols[::-1]).tolist()
     assert sort_order(*cols).tolist() == sorted(
         range(n), key=lambda i: tuple(int(c[i]) for c in cols))
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_sort_order_is_lexsort_on_long_columns(seed: int) -> None:
+    """Past _RADIX_FROM rows: keys narrow enough for the radix sort, a last
+    column in row order (times) left out, a wide first column of few
+    values (contexts) sorted by its ids."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(_RADIX_FROM, 4 * _RADIX_FROM))
+    cols = [_column(rng, n, int(rng.integers(0, 6))) for _ in range(int(rng.integers(1, 4)))]
+    if seed % 2:
+        cols[0] = rng.choice(rng.integers(0, 1 << 50, 7), n)  # few wide values
+    if seed % 3:
+        cols.append(np.sort(rng.integers(0, 1 << 60, n)))  # ascending, with ties below
+        cols[-1][n // 2:n // 2 + 3] = cols[-1][n // 2]
+    want = np.lexsort(cols[::-1]).tolist()
+    assert sort_order(*cols).tolist() == want
+    assert sort_order(*cols, few=True).tolist() == want
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.int16, np.int32, np.int64, np.uint16,
+                                   np.uint32, np.uint64])
+@pytest.mark.parametrize("span", [3, 255, (1 << 16) - 1, 1 << 16, 1 << 20])
+def test_stable_argsort_is_numpy_stable(dtype: type, span: int) -> None:
+    rng = np.random.default_rng(span)
+    info = np.iinfo(dtype)
+    span = min(span, int(info.max) - int(info.min))
+    low = int(info.min) if info.min < 0 else int(info.max) - span
+    offsets = rng.integers(0, span + 1, 5 * _RADIX_FROM).tolist()
+    key = np.array([low, low + span, *[low + x for x in offsets]], dtype=dtype)  # whole span
+    got = stable_argsort(key)
+    assert got.tolist() == np.argsort(key, kind="stable").tolist()

@@ -16,6 +16,7 @@ from tracer.timeline.columnar.grouping import (
     factorize_firsts,
     first_index,
     last_at_or_before,
+    stable_argsort,
     take_or,
 )
 from tracer.timeline.columnar.probe_table import RX, ProbeTable
@@ -71,7 +72,7 @@ def flow_table(c: EventColumns, r: EventRules, pt: ProbeTable) -> FlowTable:
     t_idx = idx[teach]
     sk_ids, _ = factorize(c.source, c.sk)
     t_sk = sk_ids[t_idx]
-    order = np.argsort(t_sk, kind="stable")  # t_idx ascends: ties in event order
+    order = stable_argsort(t_sk)  # t_idx ascends: ties in event order
     t_idx, t_sk = t_idx[order], t_sk[order]
     t_key = key[t_idx]
     change = np.ones(len(t_idx), dtype=bool)

@@ -9,7 +9,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from tracer.timeline.columnar.grouping import distinct
+from tracer.timeline.columnar.grouping import distinct, sort_order
 
 
 class ListGroups:
@@ -20,7 +20,7 @@ class ListGroups:
                  **cols: np.ndarray) -> None:
         keep = group >= 0
         group, within = group[keep], within[keep]
-        order = np.lexsort((within, group))
+        order = sort_order(group, within)
         self.bounds: list[int] = np.searchsorted(group[order], np.arange(groups + 1)).tolist()
         self.cols: dict[str, list[Any]] = {name: col[keep][order].tolist()
                                            for name, col in cols.items()}

@@ -29,7 +29,7 @@ import numpy as np
 from probes.catalog import ProbeSpec
 from tracer.timeline.columnar.columns import NO_EP, TASK
 from tracer.timeline.columnar.event_table import PORT_MASK
-from tracer.timeline.columnar.grouping import distinct, factorize_firsts
+from tracer.timeline.columnar.grouping import distinct, factorize_firsts, sort_order
 from tracer.timeline.columnar.key_table import KeyTable, row_keys
 from tracer.timeline.columnar.probe_table import ProbeTable
 
@@ -286,7 +286,7 @@ class Links:
         rep[lone] = self._new(len(lone))
         # Lead-ins and trailers: with their neighbours in time in their context.
         ts = cols["ts"]
-        order = np.lexsort((ts, ctx))
+        order = sort_order(ctx, ts, few=True)
         k, r, chained, t = ctx[order], rep[order], self.flags.chained[probe[order]], ts[order]
         same = k[1:] == k[:-1]
         tie = same & (chained[1:] | chained[:-1])

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tracer.timeline.columnar.grouping import distinct
+from tracer.timeline.columnar.grouping import distinct, sort_order
 from tracer.timeline.columnar.latency_table import stabbing_min
 
 SHIFT = 35
@@ -27,7 +27,7 @@ def merged_runs(group: np.ndarray, lo: np.ndarray, hi: np.ndarray, groups: int
     lowest start and the highest end (-1 without ranges)."""
     ok = (group >= 0) & (hi > lo)
     g, lo, hi = group[ok], lo[ok], hi[ok]
-    order = np.lexsort((hi, lo, g))
+    order = sort_order(g, lo, hi)
     g, lo, hi = g[order], lo[order], hi[order]
     count = np.bincount(g, minlength=groups)[:groups]
     low = np.full(groups, -1, dtype=np.int64)

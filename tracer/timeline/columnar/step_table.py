@@ -35,6 +35,7 @@ from tracer.timeline.columnar.grouping import (
     previous_in_group,
     run_numbers,
     sort_order,
+    stable_argsort,
     take_or,
 )
 from tracer.timeline.columnar.probe_table import RX, SYSCALL, TX, ProbeTable
@@ -331,7 +332,7 @@ def _pair_returns(c: EventColumns, ctx_id: np.ndarray) -> np.ndarray:
     if not len(rows):
         return pair
     grp, _ = factorize(ctx_id[rows], c.probe[rows].astype(np.int64))
-    order = np.argsort(grp, kind="stable")  # rows ascend: ties in event order
+    order = stable_argsort(grp)  # rows ascend: ties in event order
     ev, g = rows[order], grp[order]
     entry, pop = stack_matches(g, ~c.is_return[ev])
     pair[ev[entry]], pair[ev[pop]] = ev[pop], ev[entry]
@@ -402,7 +403,7 @@ def _placed_neighbours(ctx_id: np.ndarray, placed: np.ndarray, before: np.ndarra
     """For the events `before`, the previous placed event of their context;
     for the events `after`, the next one (-1 when there is none)."""
     n = len(ctx_id)
-    order = np.argsort(ctx_id, kind="stable")  # by context, then time
+    order = stable_argsort(ctx_id)  # by context, then time
     ctx_sorted = ctx_id[order]
     pos_of = np.empty(n, dtype=np.int64)
     pos_of[order] = np.arange(n)
@@ -539,7 +540,7 @@ def _key_runs(c: EventColumns, r: EventRules, pt: ProbeTable, ft: FlowTable,
     sender = np.where(c.src[rows] == ft.client[flow], 0, 1)
     grp, _ = factorize(flow, sender, c.seq[rows], r.key_flags[rows], r.ack_key[rows],
                        r.payload[rows])
-    order = np.argsort(grp, kind="stable")  # rows ascend: ties in event order
+    order = stable_argsort(grp)  # rows ascend: ties in event order
     ev = rows[order]
     g = grp[order]
     del grp, order, flow, sender

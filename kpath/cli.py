@@ -13,6 +13,7 @@ import click
 
 from kpath import __version__
 from kpath.console import ends_quickly, stdout_failed
+from tracer import codecache
 
 
 def _vm_group() -> click.Command:
@@ -88,6 +89,7 @@ def main() -> None:
         _flush_stdout()
         if ends_quickly() and exc.code in (0, None):
             sys.stderr.flush()
+            codecache.save()  # what atexit would have written
             os._exit(0)
         raise SystemExit(exc.code) from None
     except OSError as exc:

@@ -45,6 +45,8 @@ import threading
 from collections.abc import Callable
 from typing import IO, TYPE_CHECKING, Any
 
+from tracer import codecache
+
 if TYPE_CHECKING:  # imported with the first worker: `--jobs 1` does without (logging, ...)
     from concurrent.futures import Future
 
@@ -146,6 +148,7 @@ def serve() -> None:
             replies.put(None)
             sender.join()
             sys.stderr.flush()
+            codecache.save()  # what atexit would have written
             os._exit(0)
         try:
             fn, args = pickle.loads(head, buffers=buffers)

@@ -49,7 +49,7 @@ def load() -> None:
     """The codes in the file, if it is this interpreter's (else none)."""
     with contextlib.suppress(Exception):  # no file yet, damaged, or another version's
         with open(_PATH, "rb") as f:
-            magic, codes = marshal.load(f)
+            magic, codes = marshal.loads(f.read())  # marshal.load(f): 5x, its reads small
         if magic == importlib.util.MAGIC_NUMBER and isinstance(codes, dict):
             _codes.update(codes)
 

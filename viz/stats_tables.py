@@ -20,6 +20,7 @@ import numpy as np
 
 from tracer.timeline.columnar.latency_table import HOPS
 from tracer.timeline.columnar.stats import CLASSES, ROLES, FlowPackets, HopTable
+from viz.fixed_text import lines, literal, number_widths, numbers, words
 from viz.stats_text import GAP_MARK, _direction_of, distribution_lines, fmt_us, table_lines
 
 NO_PACKET = "  per packet: no packet"
@@ -96,36 +97,46 @@ def distribution_texts(tables: Sequence[HopTable]) -> list[list[str]]:
     bad = (v[:, 3] == 0) | (spread.min(axis=1) < 0) | (spread.max(axis=1) >= _EXACT_BELOW)
     tenths = tenths_of_us(np.where(bad[:, None], 0, spread))
     whole = tenths // 10
-    per_table = np.stack([np.maximum.reduceat(a, starts) for a in (
-        bad.astype(np.int64), whole[:, 0], whole[:, 1], whole[:, 2], whole[:, 3], v[:, 3],
-        v[:, 8], _CLASS_LEN[v[:, 1]], _HOP_LEN[v[:, 2]])], axis=1).tolist()
-    senders, klasses, hops, measured, gaps = v[:, [0, 1, 2, 3, 8]].T.tolist()
-    digits = np.stack((whole, tenths % 10), axis=2).reshape(len(v), 8).T.tolist()
-    flat = list(chain.from_iterable(zip(
-        [_DIRECTION_CELL_AT[s] for s in senders], [_CLASS_AT[k] for k in klasses],
-        [_HOP_AT[h] for h in hops], measured, *digits, gaps, strict=True)))
+    # per table with rows: its columns' widths (as the row-at-a-time
+    # table_lines gives them: the widest cell or the head's)
     heads = _DISTRIBUTION_HEAD
-    out: list[list[str]] = []
-    rows = iter(per_table)
-    for t, n, a in zip(tables, counts, bounds.tolist(), strict=False):
-        if not n:
-            out.append(distribution_rows(t))
-            continue
-        worse, w0, w1, w2, w3, most, most_gaps, class_len, hop_len = next(rows)
-        if worse:
-            out.append(distribution_rows(t))
-            continue
-        widths = (max(len(heads[0]), _DIRECTION_CELL_LEN), max(len(heads[1]), class_len),
-                  max(len(heads[2]), hop_len), max(len(heads[3]), len(str(most))),
-                  *[max(len(heads[4 + j]), d + 2) for j, d in enumerate(_digits([w0, w1, w2,
-                                                                                   w3]))],
-                  max(len(heads[8]), len(str(most_gaps))))
-        head = _FORMATS.get(("dh", widths), lambda w=widths: ("  ".join(
-            f"%{'-' if i < 3 else ''}{x}s" for i, x in enumerate(w)) % heads).rstrip())
-        table = _FORMATS.get(("d", widths, n), lambda w=widths, n=n: "\n".join([
-            f"%-{w[0]}s  %-{w[1]}s  %-{w[2]}s  %{w[3]}d  "
-            + "  ".join(f"%{x - 2}d.%d" for x in w[4:8]) + f"  %{w[8]}d"] * n))
-        out.append([head, table % tuple(flat[a * 13:(a + n) * 13])])
+    head_len = np.array([len(h) for h in heads])
+    widths = np.stack([
+        np.full(len(starts), _DIRECTION_CELL_LEN),
+        np.maximum.reduceat(_CLASS_LEN[v[:, 1]], starts),
+        np.maximum.reduceat(_HOP_LEN[v[:, 2]], starts),
+        number_widths(np.maximum.reduceat(v[:, 3], starts)),
+        *[number_widths(np.maximum.reduceat(whole[:, j], starts)) + 2 for j in range(4)],
+        number_widths(np.maximum.reduceat(v[:, 8], starts))], axis=1)
+    widths = np.maximum(widths, head_len)
+    fast = np.maximum.reduceat(bad, starts) == 0
+    out: list[list[str]] = [distribution_rows(t) if not n else [] for t, n in
+                            zip(tables, counts, strict=True)]
+    with_rows = np.flatnonzero(np.array(counts) > 0)
+    for i in with_rows[~fast].tolist():
+        out[i] = distribution_rows(tables[i])
+    # the tables by their widths: each group's rows made at once
+    kinds, kind_of = np.unique(widths[fast], axis=0, return_inverse=True)
+    table_of, first, count = with_rows[fast], starts[fast], np.diff(bounds)[with_rows[fast]]
+    for k, w in enumerate(kinds.tolist()):
+        members = np.flatnonzero(kind_of.reshape(-1) == k)
+        n = count[members]
+        ends = np.zeros(len(n) + 1, dtype=np.int64)
+        np.cumsum(n, out=ends[1:])
+        at = np.arange(ends[-1]) + np.repeat(first[members] - ends[:-1], n)
+        gap, point = literal(len(at), "  "), literal(len(at), ".")
+        blocks = [words(v[at, 0], _DIRECTION_CELL_AT, w[0]), gap,
+                  words(v[at, 1], _CLASS_AT, w[1]), gap,
+                  words(v[at, 2], _HOP_AT, w[2]), gap, numbers(v[at, 3], w[3])]
+        for j in range(4):
+            blocks += [gap, numbers(whole[at, j], w[4 + j] - 2), point,
+                       numbers(tenths[at, j] % 10, 1)]
+        blocks += [gap, numbers(v[at, 8], w[8])]
+        head = _FORMATS.get(("dh", *w), lambda w=w: ("  ".join(
+            f"%{'-' if c < 3 else ''}{x}s" for c, x in enumerate(w)) % heads).rstrip())
+        for i, text in zip(table_of[members].tolist(), lines(blocks, ends.tolist()),
+                           strict=True):
+            out[i] = [head, text]
     return out
 
 

@@ -1,0 +1,35 @@
+"""viz/fixed_text.py's rows against Python's own formatting of the same
+cells."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from viz.fixed_text import lines, literal, number_widths, numbers, words
+
+
+@pytest.mark.parametrize("width", [1, 2, 5, 9, 10, 13, 18])
+def test_numbers_are_percent_d(width: int) -> None:
+    rng = np.random.default_rng(width)
+    top = 10 ** width
+    values = np.concatenate([[0, 1, 9, top - 1, top // 10, max(top // 10 - 1, 0)],
+                             rng.integers(0, top, 500), rng.integers(0, min(100, top), 50)])
+    got = numbers(values, width)
+    assert got.shape == (len(values), width)
+    assert [bytes(r).decode() for r in got] == [f"%{width}d" % v for v in values.tolist()]
+
+
+def test_number_widths_are_str_lengths() -> None:
+    values = np.array([0, 1, 9, 10, 99, 100, 12345, 10 ** 17, 10 ** 18 - 1, 10 ** 18])
+    assert number_widths(values).tolist() == [len(str(v)) for v in values.tolist()]
+
+
+def test_words_lines_and_literals() -> None:
+    texts = ("data", "ack", "control", "a much longer text")  # the last one never used
+    codes = np.array([2, 0, 1, 1, 2])
+    rows = [words(codes, texts, 7), literal(5, " | "), numbers(np.arange(5) * 37, 3)]
+    got = lines(rows, [0, 2, 2, 5])
+    want = [f"{texts[c]:<7} | {n:3d}" for c, n in zip(codes.tolist(), range(0, 185, 37),
+                                                       strict=True)]
+    assert got == ["\n".join(want[:2]), "", "\n".join(want[2:])]

@@ -1,0 +1,65 @@
+"""Rows of fixed-width text made by numpy, many at once: each cell a block
+of ASCII bytes (a row per line), the blocks side by side, the lines cut
+out as text. For tables whose rows share their widths: thousands of small
+tables of a `replay --stats` text, grouped by their widths, go through a
+few array operations instead of a `%` of each of their cells (~1.4 M cells
+at 1 M events)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+_SPACE, _ZERO = ord(" "), ord("0")
+
+
+def words(codes: np.ndarray, texts: Sequence[str], width: int) -> np.ndarray:
+    """texts[code] of each row, left-aligned in `width` bytes (ASCII; the
+    texts of the codes given no wider than `width`: the others are cut)."""
+    table = np.frombuffer("".join(t.ljust(width)[:width] for t in texts).encode("ascii"),
+                          dtype=np.uint8).reshape(len(texts), width)
+    out: np.ndarray = table[codes]
+    return out
+
+
+def numbers(values: np.ndarray, width: int) -> np.ndarray:
+    """Each value (0 <= value < 10**width) right-aligned in `width` bytes,
+    as "%{width}d" prints it."""
+    out = np.full((width, len(values)), _SPACE, dtype=np.uint8)  # a place a row, then .T
+    if not len(values):
+        return out.T
+    v: np.ndarray[Any, np.dtype[np.signedinteger[Any]]] = np.array(
+        values, dtype=np.int32 if width <= 9 else np.int64)  # int32: quicker //
+    places = min(width, int(number_widths(v.max(keepdims=True))[0]))
+    for col in range(width - 1, width - 1 - places, -1):
+        digit = v % 10 + _ZERO
+        out[col] = digit if col == width - 1 else np.where(v > 0, digit, _SPACE)
+        v //= 10
+    return out.T
+
+
+def number_widths(values: np.ndarray) -> np.ndarray:
+    """len(str(value)) of each value (0 <= value < 10**18)."""
+    out: np.ndarray = np.searchsorted(_POWERS, values, side="right") + 1
+    return out
+
+
+_POWERS = 10 ** np.arange(1, 19, dtype=np.int64)
+
+
+def literal(rows: int, text: str) -> np.ndarray:
+    """The same ASCII text on every row."""
+    return np.broadcast_to(np.frombuffer(text.encode("ascii"), dtype=np.uint8),
+                           (rows, len(text)))
+
+
+def lines(blocks: Sequence[np.ndarray], bounds: Sequence[int]) -> list[str]:
+    """The rows (the blocks side by side) as text, one string per run of
+    rows between consecutive `bounds` (its lines joined by newlines)."""
+    rows = len(blocks[0])
+    grid = np.concatenate([*blocks, literal(rows, "\n")], axis=1)
+    width = grid.shape[1]
+    text = grid.tobytes().decode("ascii")
+    return [text[a * width:b * width - 1] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]

@@ -55,11 +55,23 @@ def literal(rows: int, text: str) -> np.ndarray:
                            (rows, len(text)))
 
 
-def lines(blocks: Sequence[np.ndarray], bounds: Sequence[int]) -> list[str]:
+def lines(blocks: Sequence[np.ndarray], bounds: Sequence[int],
+          cut: np.ndarray | None = None) -> list[str]:
     """The rows (the blocks side by side) as text, one string per run of
-    rows between consecutive `bounds` (its lines joined by newlines)."""
+    rows between consecutive `bounds` (its lines joined by newlines);
+    `cut`: bytes taken off each row's end (a last column some rows have)."""
     rows = len(blocks[0])
     grid = np.concatenate([*blocks, literal(rows, "\n")], axis=1)
     width = grid.shape[1]
-    text = grid.tobytes().decode("ascii")
-    return [text[a * width:b * width - 1] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+    if cut is None or not cut.any():
+        text = grid.tobytes().decode("ascii")
+        return [text[a * width:b * width - 1]
+                for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+    keep = np.ones(grid.shape, dtype=bool)
+    for c in np.unique(cut[cut > 0]).tolist():  # the cut bytes, before the newline
+        keep[cut == c, width - 1 - c:width - 1] = False
+    text = grid[keep].tobytes().decode("ascii")
+    ends = np.zeros(rows + 1, dtype=np.int64)
+    np.cumsum(width - cut, out=ends[1:])
+    at = ends[np.asarray(bounds)].tolist()
+    return [text[a:b - 1] if b > a else "" for a, b in zip(at[:-1], at[1:], strict=True)]

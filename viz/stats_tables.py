@@ -189,46 +189,49 @@ def per_packet_texts(flows: Sequence[FlowPackets]) -> list[PacketTable | None]:
     bad = (ns.min(axis=1) < 0) | (ns.max(axis=1) >= _EXACT_BELOW)
     tenths = tenths_of_us(np.where(bad[:, None], 0, ns))
     whole = tenths // 10
-    gap = np.concatenate([p.gap for p in flows]).astype(np.int64)
-    hop_bits = 1 << np.arange(len(HOPS))
-    keys = (has @ hop_bits + (gap << len(HOPS))).tolist()
+    gap = np.concatenate([p.gap for p in flows])
     klass = np.concatenate([p.klass for p in flows])
-    seen = np.logical_or.reduceat(has, starts, axis=0)
-    # present (bits), with a dash (bits), bad, widest class and wholes
-    per_table = np.concatenate([
-        np.stack([seen @ hop_bits, np.logical_or.reduceat(~has, starts, axis=0) @ hop_bits,
-                  np.maximum.reduceat(bad, starts).astype(np.int64),
-                  np.maximum.reduceat(_CLASS_LEN[klass], starts)], axis=1),
-        np.maximum.reduceat(whole, starts, axis=0)], axis=1).tolist()
-    digits = np.stack((whole, tenths % 10), axis=2).reshape(len(has), -1).T.tolist()
-    per_row = 2 + 2 * len(HOPS)
-    flat = list(chain.from_iterable(zip(
-        [_DIRECTION[s] for s in np.concatenate([p.sender for p in flows]).tolist()],
-        [_CLASS_AT[k] for k in klass.tolist()], *digits, strict=True)))
-    out: list[PacketTable | None] = []
-    rows = iter(per_table)
-    for p, n, a in zip(flows, counts, bounds.tolist(), strict=False):
-        if not n:
-            out.append(None)
-            continue
-        present, dashed, worse, class_w, *wholes = next(rows)
-        if worse or not present:  # no hop column: the class column ends the lines
-            out.append(packet_rows_table(p))
-            continue
-        widths = tuple(max(_HOP_NAME_LEN[h], 1 if dashed >> h & 1 else 0, d + 2)
-                       if present >> h & 1 else -1
-                       for h, d in enumerate(_digits(wholes)))
-        lead = max(len(_PACKET_HEAD[2]), class_w)
-        head = _FORMATS.get(("ph", lead, widths), lambda lead=lead, widths=widths: (
-            (_lead(lead) + "".join(f"  %{w}s" for w in widths if w >= 0))
+    sender = np.concatenate([p.sender for p in flows])
+    # per table with rows: its hop columns (-1: none) and class column's widths
+    present = np.logical_or.reduceat(has, starts, axis=0)
+    dashed = np.logical_or.reduceat(~has, starts, axis=0)
+    widest = np.maximum.reduceat(whole, starts, axis=0)
+    hop_widths = np.where(present, np.maximum(np.maximum(_HOP_NAME_LEN, dashed),
+                                              number_widths(widest) + 2), -1)
+    lead = np.maximum(len(_PACKET_HEAD[2]), np.maximum.reduceat(_CLASS_LEN[klass], starts))
+    fast = (np.maximum.reduceat(bad, starts) == 0) & present.any(axis=1)
+    out: list[PacketTable | None] = [None for _ in flows]
+    with_rows = np.flatnonzero(np.array(counts) > 0)
+    for i in with_rows[~fast].tolist():  # no hop column: the class column ends the lines
+        out[i] = packet_rows_table(flows[i])
+    kinds, kind_of = np.unique(np.concatenate([lead[:, None], hop_widths], axis=1)[fast],
+                               axis=0, return_inverse=True)
+    table_of, first, count = with_rows[fast], starts[fast], np.diff(bounds)[with_rows[fast]]
+    for k, (lead_w, *widths) in enumerate(kinds.tolist()):
+        members = np.flatnonzero(kind_of.reshape(-1) == k)
+        n = count[members]
+        ends = np.zeros(len(n) + 1, dtype=np.int64)
+        np.cumsum(n, out=ends[1:])
+        at = np.arange(ends[-1]) + np.repeat(first[members] - ends[:-1], n)
+        m = len(at)
+        gap_, point = literal(m, "  "), literal(m, ".")
+        blocks = [gap_, words(sender[at], _DIRECTION, _DIRECTION_WIDTH), gap_,
+                  words(klass[at], _CLASS_AT, lead_w)]
+        for h, w in enumerate(widths):
+            if w < 0:
+                continue
+            value = np.concatenate([numbers(whole[at, h], w - 2), point,
+                                    numbers(tenths[at, h] % 10, 1)], axis=1)
+            blocks += [gap_, np.where(has[at, h, None], value, literal(m, "-".rjust(w)))]
+        blocks.append(literal(m, f"  {GAP_MARK}"))
+        head = _FORMATS.get(("ph", lead_w, *widths), lambda lead_w=lead_w, widths=widths: (
+            (_lead(lead_w) + "".join(f"  %{w}s" for w in widths if w >= 0))
             % (*_PACKET_HEAD[1:], *[_HOP_AT[h] for h, w in enumerate(widths) if w >= 0])
         ).rstrip())
-        row_keys = keys[a:a + n]
-        formats = {k: _FORMATS.get(("p", lead, widths, k), lambda lead=lead, widths=widths,
-                                   k=k: _row_format(lead, widths, k))
-                   for k in set(row_keys)}
-        out.append(_packet_table(head, "\n".join([formats[k] for k in row_keys])
-                                 % tuple(flat[a * per_row:(a + n) * per_row]), p.step, p.label))
+        texts = lines(blocks, ends.tolist(), cut=np.where(gap[at], 0, len(GAP_MARK) + 2))
+        for i, text in zip(table_of[members].tolist(), texts, strict=True):
+            p = flows[i]
+            out[i] = _packet_table(head, text, p.step, p.label)
     return out
 
 

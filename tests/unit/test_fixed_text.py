@@ -33,3 +33,11 @@ def test_words_lines_and_literals() -> None:
     want = [f"{texts[c]:<7} | {n:3d}" for c, n in zip(codes.tolist(), range(0, 185, 37),
                                                        strict=True)]
     assert got == ["\n".join(want[:2]), "", "\n".join(want[2:])]
+
+
+def test_lines_cut_a_last_column_off_some_rows() -> None:
+    marks = np.array([True, False, False, True, False])
+    rows = [numbers(np.arange(5), 2), literal(5, "  gap")]
+    got = lines(rows, [0, 1, 3, 3, 5], cut=np.where(marks, 0, 5))
+    want = [f"{i:2d}" + ("  gap" if g else "") for i, g in enumerate(marks.tolist())]
+    assert got == [want[0], "\n".join(want[1:3]), "", "\n".join(want[3:])]

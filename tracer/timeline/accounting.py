@@ -126,6 +126,10 @@ def way_fields(ways: StreamWays | None) -> tuple[dict[str, Any], list[str]]:
     why written or read differs from the traced calls' sums."""
     if ways is None:
         return {}, []
+    if not ways.written_other and not ways.read_other:  # most flows: traced calls alone
+        return {"written_by": tuple(ways.written_by.items()), "other_written": 0,
+                "written_other": (), "read_by": tuple(ways.read_by.items()), "other_read": 0,
+                "read_other": ()}, []
     fields: dict[str, Any] = {}
     for verb, by, other in (("written", ways.written_by, ways.written_other),
                             ("read", ways.read_by, ways.read_other)):

@@ -437,6 +437,9 @@ class _FlowWork:
         retrans = pk.retransmission
         self.retransmitted = np.bincount(pk.flow[retrans] * 2 + pk.sender[retrans],
                                          weights=pk.payload[retrans], minlength=2 * nf)
+        # per direction, as Python ints: read a flow at a time (_account)
+        self._counts = list(zip(self.retransmitted.astype(np.int64).tolist(),
+                                self.copied.tolist(), self.copies_n.tolist(), strict=False))
         entry = (r.layer == SYSCALL) & ~c.is_return
         self.entry_key = np.where(entry[mt.key], mt.key, -1)
 
@@ -564,6 +567,7 @@ class _FlowWork:
         sends = self.msg_sums[f * 4 + s * 2 + 1]
         recvs = self.msg_sums[f * 4 + (1 - s) * 2]
         ways, why = way_fields(placed.ways[s])
+        retransmitted, copied, copies = self._counts[g]
         return ByteAccount(
             flow=f + 1, sender=ROLES[s],
             written=sends.positive,
@@ -573,11 +577,11 @@ class _FlowWork:
             carried=self.carried_bytes[g],
             carried_at=self.at[g],
             segments=self.segments[g],
-            retransmitted=int(self.retransmitted[g]),
+            retransmitted=retransmitted,
             read=recvs.positive,
             recvs=recvs.calls,
-            copied=int(self.copied[g]),
-            copies=int(self.copies_n[g]),
+            copied=copied,
+            copies=copies,
             complete=not losses.records and not cut_short,
             notes=account_notes(sends.unknown, losses, bool(cut_short), why),
             **ways,

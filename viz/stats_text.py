@@ -5,6 +5,7 @@ hop latencies. Pure: returns a string.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 
 from tracer.timeline.accounting import ByteAccount, account_bytes
@@ -172,6 +173,7 @@ def distribution_lines(stats: Iterable[tuple[str, str, str, int, tuple[int, int,
     return table_lines(rows, right=range(3, 9))
 
 
+@functools.cache
 def _direction_of(sender: Role | None) -> str:
     return f"{sender} -> {sender.peer}" if sender is not None else "?"
 

@@ -71,6 +71,7 @@ def test_each_stage_has_its_folder() -> None:
     # workers.py: the timeline's worker processes, outside its package so
     # that the CLI starts them before the stage's modules load. heap.py: the
     # C heap's settings, shared by the capture's reader and the timeline's
-    # parts (neither stage imports the other).
-    assert flat == ["__init__.py", "events.py", "filters.py", "heap.py", "session.py",
-                    "workers.py"], flat
+    # parts (neither stage imports the other). codecache.py: every process's
+    # start-up (the dataclasses all stages make), installed by tracer/__init__.
+    assert flat == ["__init__.py", "codecache.py", "events.py", "filters.py", "heap.py",
+                    "session.py", "workers.py"], flat

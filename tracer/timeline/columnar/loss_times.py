@@ -86,6 +86,8 @@ class LossTimes:
         the object timeline counts them: the times are in order and
         `before` rises with them, so both bounds are a binary search (a
         flow's blind_ns is not counted: not printed)."""
+        if not len(self.stamps):  # a trace without loss records: most
+            return NO_LOSS
         first = int(np.searchsorted(self.stamps, start, side="left"))
         end_at = int(np.searchsorted(self.before, end, side="right"))
         if end_at <= first:

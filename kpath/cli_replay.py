@@ -57,5 +57,7 @@ def replay_cmd(file: str, flow: str | None, no_color: bool, out_format: str,
 
         pool = stats_pool(file, jobs)
     from kpath.cli_view import replay
+    from tracer import codecache
 
+    codecache.release()  # the imports are done
     replay(file, flow, no_color, out_format, stats, jobs, pool)

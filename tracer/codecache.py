@@ -27,11 +27,11 @@ from typing import Any
 
 _PATH = os.path.join(os.path.dirname(__file__), "__pycache__",
                      f"dataclass-code.{sys.implementation.cache_tag}.marshal")
-_codes: dict[str, CodeType] = {}
+_codes: dict[str, CodeType] = {}  # the file's, then this process's
+_fresh: dict[str, CodeType] = {}  # compiled here, not in the file yet
 _used: set[str] = set()
-_new = 0  # compiled here, not in the file yet
-_KEEP = 4096  # codes past which the file keeps only the ones this process used
-_installed = False
+_KEEP = 2048  # codes past which the file keeps only the ones this process used
+_installed = _released = False
 
 
 def install() -> None:
@@ -47,24 +47,41 @@ def install() -> None:
 
 def load() -> None:
     """The codes in the file, if it is this interpreter's (else none)."""
+    _codes.update(_read())
+
+
+def _read() -> dict[str, CodeType]:
     with contextlib.suppress(Exception):  # no file yet, damaged, or another version's
         with open(_PATH, "rb") as f:
             magic, codes = marshal.loads(f.read())  # marshal.load(f): 5x, its reads small
         if magic == importlib.util.MAGIC_NUMBER and isinstance(codes, dict):
-            _codes.update(codes)
+            return codes
+    return {}
+
+
+def release() -> None:
+    """Lets go of the codes once the process's imports are done (the file's
+    ~900 codes, of every command and test run here, take ~2 MiB: the
+    memory --stats' two processes count against their bar). A class made
+    later is compiled as without the cache."""
+    global _released
+    _released = True
+    _codes.clear()
+    _used.clear()
 
 
 def _exec(source: Any, globals_: dict[str, Any] | None = None,
           locals_: dict[str, Any] | None = None) -> None:
-    global _new
     if isinstance(source, str):
-        _used.add(source)
+        if not _released:
+            _used.add(source)
         code = _codes.get(source)
         if code is None:
             # dont_inherit: as exec compiles in dataclasses, without this
             # module's __future__ annotations
-            code = _codes[source] = compile(source, "<string>", "exec", dont_inherit=True)
-            _new += 1
+            code = _fresh[source] = compile(source, "<string>", "exec", dont_inherit=True)
+            if not _released:
+                _codes[source] = code
         source = code
     builtins.exec(source, globals_, locals_)
 
@@ -72,11 +89,12 @@ def _exec(source: Any, globals_: dict[str, Any] | None = None,
 def save() -> None:
     """Writes the cache when this process compiled code not in it (also
     called before a process ends without its atexit handlers)."""
-    global _new
-    if not _new:
+    if not _fresh:
         return
-    _new = 0
-    codes = _codes if len(_codes) <= _KEEP else {k: v for k, v in _codes.items() if k in _used}
+    codes = {**(_read() if _released else _codes), **_fresh}
+    if len(codes) > _KEEP:
+        codes = {k: v for k, v in codes.items() if k in _used or k in _fresh}
+    _fresh.clear()
     tmp = f"{_PATH}.{os.getpid()}"
     try:
         os.makedirs(os.path.dirname(_PATH), exist_ok=True)

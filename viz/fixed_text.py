@@ -7,7 +7,8 @@ at 1 M events)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import codecs
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -64,14 +65,27 @@ def lines(blocks: Sequence[np.ndarray], bounds: Sequence[int],
     grid = np.concatenate([*blocks, literal(rows, "\n")], axis=1)
     width = grid.shape[1]
     if cut is None or not cut.any():
-        text = grid.tobytes().decode("ascii")
+        text = codecs.ascii_decode(grid.data)[0]  # from the array's memory: no bytes copy
         return [text[a * width:b * width - 1]
                 for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
     keep = np.ones(grid.shape, dtype=bool)
     for c in np.unique(cut[cut > 0]).tolist():  # the cut bytes, before the newline
         keep[cut == c, width - 1 - c:width - 1] = False
-    text = grid[keep].tobytes().decode("ascii")
+    text = codecs.ascii_decode(grid[keep].data)[0]
     ends = np.zeros(rows + 1, dtype=np.int64)
     np.cumsum(width - cut, out=ends[1:])
     at = ends[np.asarray(bounds)].tolist()
     return [text[a:b - 1] if b > a else "" for a, b in zip(at[:-1], at[1:], strict=True)]
+
+
+def runs(counts: np.ndarray, rows: int = 1 << 12) -> Iterator[tuple[int, int]]:
+    """Consecutive runs [a, b) of tables (their row counts) of about `rows`
+    rows each (a table alone when bigger): made a run at a time, the rows'
+    grids and texts stay small (a process keeps its heap's high mark)."""
+    ends = np.cumsum(counts)
+    a = 0
+    while a < len(counts):
+        base = int(ends[a - 1]) if a else 0
+        b = max(int(np.searchsorted(ends, base + rows, side="right")), a + 1)
+        yield a, b
+        a = b

@@ -26,7 +26,9 @@ def scratch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     path = tmp_path / "__pycache__" / "codes.marshal"
     monkeypatch.setattr(codecache, "_PATH", str(path))
     monkeypatch.setattr(codecache, "_codes", {})
-    monkeypatch.setattr(codecache, "_new", 0)
+    monkeypatch.setattr(codecache, "_fresh", {})
+    monkeypatch.setattr(codecache, "_used", set())
+    monkeypatch.setattr(codecache, "_released", False)
     return path
 
 
@@ -51,14 +53,29 @@ def test_cached_methods_behave_as_compiled(scratch: Path, monkeypatch: pytest.Mo
 
 def test_cache_file_read_by_the_next_process(scratch: Path) -> None:
     _make()
-    compiled = codecache._new
-    assert compiled > 0
+    assert codecache._fresh
     codecache.save()
-    assert scratch.exists() and codecache._new == 0
+    assert scratch.exists() and not codecache._fresh
     codecache._codes.clear()
     codecache.load()
     _make()
-    assert codecache._new == 0  # every method's code from the file
+    assert not codecache._fresh  # every method's code from the file
+
+
+def test_released_codes_still_saved_with_the_file_s(scratch: Path) -> None:
+    _make()
+    codecache.save()
+    kept = len(codecache._read())
+    codecache.release()
+    assert codecache._codes == {}
+
+    @dataclasses.dataclass
+    class Later:  # made after the release: compiled, then added to the file's
+        z: float
+
+    assert Later(1.5).z == 1.5 and codecache._fresh
+    codecache.save()
+    assert len(codecache._read()) > kept
 
 
 def test_damaged_or_foreign_file_is_ignored(scratch: Path) -> None:
@@ -67,7 +84,7 @@ def test_damaged_or_foreign_file_is_ignored(scratch: Path) -> None:
     codecache.load()
     assert codecache._codes == {}
     _make()
-    assert codecache._new > 0
+    assert codecache._fresh
 
 
 def test_unwritable_place_keeps_nothing(scratch: Path) -> None:

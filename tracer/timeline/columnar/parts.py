@@ -38,6 +38,7 @@ from typing import IO, Any
 import numpy as np
 
 from probes.catalog import ProbeSpec
+from tracer import codecache
 from tracer.timeline.columnar.columns import (
     EventColumns,
     batch_columns,
@@ -388,9 +389,11 @@ def rebuild_in_worker(token: str, cols: dict[str, np.ndarray], pos: np.ndarray
 
 def start_worker() -> None:
     """A worker as the parent runs: no cyclic collection (the parts make no
-    cycles worth the walks), the C heap kept between parts."""
+    cycles worth the walks), the C heap kept between parts; its imports
+    done, the dataclasses' code cache let go."""
     gc.disable()
     use_system_allocator()
+    codecache.release()
 
 
 def stats_of_scan(scan: TraceScan, reopen: Callable[[], TraceScan],

@@ -167,7 +167,9 @@ def packet_lines(table: PacketTable | None,
     if table is None:
         return NO_PACKET
     steps = np.frombuffer(table.steps, dtype=np.int64)
-    if number is not None:
+    if isinstance(number, np.ndarray):
+        steps = number[steps]  # not np.take: its wrapper costs as much as the rows
+    elif number is not None:
         steps = np.take(number, steps)
     labels = table.labels.split("\n")
     n = len(labels)

@@ -78,14 +78,25 @@ def lines(blocks: Sequence[np.ndarray], bounds: Sequence[int],
     return [text[a:b - 1] if b > a else "" for a, b in zip(at[:-1], at[1:], strict=True)]
 
 
-def runs(counts: np.ndarray, rows: int = 1 << 12) -> Iterator[tuple[int, int]]:
-    """Consecutive runs [a, b) of tables (their row counts) of about `rows`
-    rows each (a table alone when bigger): made a run at a time, the rows'
-    grids and texts stay small (a process keeps its heap's high mark)."""
-    ends = np.cumsum(counts)
-    a = 0
-    while a < len(counts):
-        base = int(ends[a - 1]) if a else 0
-        b = max(int(np.searchsorted(ends, base + rows, side="right")), a + 1)
-        yield a, b
-        a = b
+def table_runs(kind_of: np.ndarray, kinds: int, first: np.ndarray, count: np.ndarray,
+               rows: int = 1 << 12) -> Iterator[tuple[int, np.ndarray, np.ndarray, list[int]]]:
+    """Tables of `kinds` kinds (the same widths: kind_of[t]), table t's rows
+    first[t] .. first[t] + count[t] - 1: per kind, runs of its tables of
+    about `rows` rows each (a table alone when bigger), as (kind, the run's
+    tables, their rows one after another, each table's bounds among them).
+    Made a run at a time, the rows' grids and texts stay small (a process
+    keeps its heap's high mark)."""
+    for k in range(kinds):
+        of_kind = np.flatnonzero(kind_of.reshape(-1) == k)
+        ends = np.cumsum(count[of_kind])
+        a = 0
+        while a < len(of_kind):
+            base = int(ends[a - 1]) if a else 0
+            b = max(int(np.searchsorted(ends, base + rows, side="right")), a + 1)
+            members = of_kind[a:b]
+            n = count[members]
+            bounds = np.zeros(len(n) + 1, dtype=np.int64)
+            np.cumsum(n, out=bounds[1:])
+            at = np.arange(bounds[-1]) + np.repeat(first[members] - bounds[:-1], n)
+            yield k, members, at, bounds.tolist()
+            a = b

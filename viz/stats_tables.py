@@ -20,7 +20,7 @@ import numpy as np
 
 from tracer.timeline.columnar.latency_table import HOPS
 from tracer.timeline.columnar.stats import CLASSES, ROLES, FlowPackets, HopTable
-from viz.fixed_text import lines, literal, number_widths, numbers, runs, words
+from viz.fixed_text import lines, literal, number_widths, numbers, table_runs, words
 from viz.stats_text import GAP_MARK, _direction_of, distribution_lines, fmt_us, table_lines
 
 NO_PACKET = "  per packet: no packet"
@@ -118,27 +118,22 @@ def distribution_texts(tables: Sequence[HopTable]) -> list[list[str]]:
     # the tables by their widths: each group's rows made at once
     kinds, kind_of = np.unique(widths[fast], axis=0, return_inverse=True)
     table_of, first, count = with_rows[fast], starts[fast], np.diff(bounds)[with_rows[fast]]
-    for k, w in enumerate(kinds.tolist()):
-        of_kind = np.flatnonzero(kind_of.reshape(-1) == k)
+    widths_of = kinds.tolist()
+    for k, members, at, ends in table_runs(kind_of, len(kinds), first, count):
+        w = widths_of[k]
         head = _FORMATS.get(("dh", *w), lambda w=w: ("  ".join(
             f"%{'-' if c < 3 else ''}{x}s" for c, x in enumerate(w)) % heads).rstrip())
-        for a, b in runs(count[of_kind]):
-            members = of_kind[a:b]
-            n = count[members]
-            ends = np.zeros(len(n) + 1, dtype=np.int64)
-            np.cumsum(n, out=ends[1:])
-            at = np.arange(ends[-1]) + np.repeat(first[members] - ends[:-1], n)
-            gap, point = literal(len(at), "  "), literal(len(at), ".")
-            blocks = [words(v[at, 0], _DIRECTION_CELL_AT, w[0]), gap,
-                      words(v[at, 1], _CLASS_AT, w[1]), gap,
-                      words(v[at, 2], _HOP_AT, w[2]), gap, numbers(v[at, 3], w[3])]
-            for j in range(4):
-                blocks += [gap, numbers(whole[at, j], w[4 + j] - 2), point,
-                           numbers(tenths[at, j] % 10, 1)]
-            blocks += [gap, numbers(v[at, 8], w[8])]
-            for i, text in zip(table_of[members].tolist(), lines(blocks, ends.tolist()),
-                               strict=True):
-                out[i] = [head, text]
+        gap, point = literal(len(at), "  "), literal(len(at), ".")
+        blocks = [words(v[at, 0], _DIRECTION_CELL_AT, w[0]), gap,
+                  words(v[at, 1], _CLASS_AT, w[1]), gap,
+                  words(v[at, 2], _HOP_AT, w[2]), gap, numbers(v[at, 3], w[3])]
+        for j in range(4):
+            blocks += [gap, numbers(whole[at, j], w[4 + j] - 2), point,
+                       numbers(tenths[at, j] % 10, 1)]
+        blocks += [gap, numbers(v[at, 8], w[8])]
+        for i, text in zip(table_of[members].tolist(), lines(blocks, ends),
+                           strict=True):
+            out[i] = [head, text]
     return out
 
 
@@ -211,33 +206,28 @@ def per_packet_texts(flows: Sequence[FlowPackets]) -> list[PacketTable | None]:
     kinds, kind_of = np.unique(np.concatenate([lead[:, None], hop_widths], axis=1)[fast],
                                axis=0, return_inverse=True)
     table_of, first, count = with_rows[fast], starts[fast], np.diff(bounds)[with_rows[fast]]
-    for k, (lead_w, *widths) in enumerate(kinds.tolist()):
-        of_kind = np.flatnonzero(kind_of.reshape(-1) == k)
-        for a, b in runs(count[of_kind]):
-            members = of_kind[a:b]
-            n = count[members]
-            ends = np.zeros(len(n) + 1, dtype=np.int64)
-            np.cumsum(n, out=ends[1:])
-            at = np.arange(ends[-1]) + np.repeat(first[members] - ends[:-1], n)
-            m = len(at)
-            gap_, point = literal(m, "  "), literal(m, ".")
-            blocks = [gap_, words(sender[at], _DIRECTION, _DIRECTION_WIDTH), gap_,
-                      words(klass[at], _CLASS_AT, lead_w)]
-            for h, w in enumerate(widths):
-                if w < 0:
-                    continue
-                value = np.concatenate([numbers(whole[at, h], w - 2), point,
-                                        numbers(tenths[at, h] % 10, 1)], axis=1)
-                blocks += [gap_, np.where(has[at, h, None], value, literal(m, "-".rjust(w)))]
-            blocks.append(literal(m, f"  {GAP_MARK}"))
-            head = _FORMATS.get(("ph", lead_w, *widths), lambda lead_w=lead_w, widths=widths: (
-                (_lead(lead_w) + "".join(f"  %{w}s" for w in widths if w >= 0))
-                % (*_PACKET_HEAD[1:], *[_HOP_AT[h] for h, w in enumerate(widths) if w >= 0])
-            ).rstrip())
-            texts = lines(blocks, ends.tolist(), cut=np.where(gap[at], 0, len(GAP_MARK) + 2))
-            for i, text in zip(table_of[members].tolist(), texts, strict=True):
-                p = flows[i]
-                out[i] = _packet_table(head, text, p.step, p.label)
+    kinds_of = kinds.tolist()
+    for k, members, at, ends in table_runs(kind_of, len(kinds), first, count):
+        lead_w, *widths = kinds_of[k]
+        m = len(at)
+        gap_, point = literal(m, "  "), literal(m, ".")
+        blocks = [gap_, words(sender[at], _DIRECTION, _DIRECTION_WIDTH), gap_,
+                  words(klass[at], _CLASS_AT, lead_w)]
+        for h, w in enumerate(widths):
+            if w < 0:
+                continue
+            value = np.concatenate([numbers(whole[at, h], w - 2), point,
+                                    numbers(tenths[at, h] % 10, 1)], axis=1)
+            blocks += [gap_, np.where(has[at, h, None], value, literal(m, "-".rjust(w)))]
+        blocks.append(literal(m, f"  {GAP_MARK}"))
+        head = _FORMATS.get(("ph", lead_w, *widths), lambda lead_w=lead_w, widths=widths: (
+            (_lead(lead_w) + "".join(f"  %{w}s" for w in widths if w >= 0))
+            % (*_PACKET_HEAD[1:], *[_HOP_AT[h] for h, w in enumerate(widths) if w >= 0])
+        ).rstrip())
+        texts = lines(blocks, ends, cut=np.where(gap[at], 0, len(GAP_MARK) + 2))
+        for i, text in zip(table_of[members].tolist(), texts, strict=True):
+            p = flows[i]
+            out[i] = _packet_table(head, text, p.step, p.label)
     return out
 
 

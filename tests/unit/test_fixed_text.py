@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from viz.fixed_text import lines, literal, number_widths, numbers, words
+from viz.fixed_text import lines, literal, number_widths, numbers, table_runs, words
 
 
 @pytest.mark.parametrize("width", [1, 2, 5, 9, 10, 13, 18])
@@ -41,3 +41,16 @@ def test_lines_cut_a_last_column_off_some_rows() -> None:
     got = lines(rows, [0, 1, 3, 3, 5], cut=np.where(marks, 0, 5))
     want = [f"{i:2d}" + ("  gap" if g else "") for i, g in enumerate(marks.tolist())]
     assert got == [want[0], "\n".join(want[1:3]), "", "\n".join(want[3:])]
+
+
+def test_table_runs_cover_each_kind_s_tables_in_runs() -> None:
+    kind_of = np.array([0, 1, 0, 0, 1, 0])
+    first = np.array([0, 3, 5, 105, 106, 110])  # table t's rows from first[t]
+    count = np.array([3, 2, 100, 1, 4, 2])
+    got = list(table_runs(kind_of, 2, first, count, rows=50))
+    assert [(k, m.tolist()) for k, m, _, _ in got] == [(0, [0]), (0, [2]), (0, [3, 5]),
+                                                       (1, [1, 4])]
+    for _, members, at, bounds in got:  # each table's rows, in order, at its bounds
+        for j, t in enumerate(members.tolist()):
+            assert at[bounds[j]:bounds[j + 1]].tolist() == list(range(first[t],
+                                                                      first[t] + count[t]))

@@ -1,9 +1,10 @@
 """The latency and per-packet tables of `replay --stats` (columnar path),
 for a run of flows at once: the numbers of all their rows go through numpy
 together (a trace of small flows has thousands of tables of ten to thirty
-rows: numpy calls per table cost more than the rows), then each table is
-one `%` of a format string made for its widths, the microseconds printed
-as integers (whole and tenth) instead of formatting floats.
+rows: numpy calls per table cost more than the rows); the tables whose
+columns have the same widths are then made together as fixed-width rows of
+bytes (viz/fixed_text.py), the microseconds printed as integers (whole and
+tenth) instead of formatting floats.
 
 The text is the row-at-a-time tables' (distribution_rows, per_packet_rows:
 viz/stats_text.table_lines), byte for byte; a table with a negative or huge
@@ -62,10 +63,6 @@ def _bounds(counts: list[int]) -> tuple[np.ndarray, np.ndarray]:
     np.cumsum(counts, out=bounds[1:])
     some = np.array(counts) > 0
     return bounds, bounds[:-1][some]
-
-
-def _digits(values: list[int]) -> list[int]:
-    return [len(str(v)) for v in values]
 
 
 class _Formats:
@@ -233,21 +230,6 @@ def per_packet_texts(flows: Sequence[FlowPackets]) -> list[PacketTable | None]:
 
 def _lead(class_width: int) -> str:
     return f"  %-{_DIRECTION_WIDTH}s  %-{class_width}s"
-
-
-def _row_format(lead: int, widths: tuple[int, ...], key: int) -> str:
-    """A per-packet row from the direction on: for each hop, its whole and
-    tenth, or a dash, or nothing (not a column of the table); "%.0s" takes
-    a value and prints nothing."""
-    cells = []
-    for h, w in enumerate(widths):
-        if w < 0:
-            cells.append("%.0s%.0s")
-        elif key >> h & 1:
-            cells.append(f"  %{w - 2}d.%d")
-        else:
-            cells.append(f"%.0s%.0s  {'-':>{w}}")
-    return _lead(lead) + "".join(cells) + (f"  {GAP_MARK}" if key >> len(HOPS) & 1 else "")
 
 
 def packet_rows_table(packets: FlowPackets) -> PacketTable | None:
